@@ -1,0 +1,1 @@
+"""deploybot: a ChatOps Slack bot that deploys the hello-world service to ECS Fargate."""
