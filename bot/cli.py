@@ -1,0 +1,131 @@
+"""``deploybot``: the terminal transport. The Makefile calls it; it renders, the engine decides.
+
+Exit codes (the contract): 0 done; 1 the rollout failed or was rolled back; 2 refused
+before any change; 3 still rolling out when the timeout came.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _release_tags(args: argparse.Namespace) -> int:
+    from bot.tags import TagError, release_tags
+
+    try:
+        tags = release_tags(args.ref, args.sha, suffix=args.suffix)
+    except TagError as exc:
+        print(f"deploybot: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print("\n".join(tags))
+    return EXIT_OK
+
+
+def _engine_command(name: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        terminal = importlib.import_module("bot.terminal")
+        handler: Handler = getattr(terminal, name)
+        return handler(args)
+
+    return run
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.server import serve
+
+    return serve(http=args.http, host=args.host, port=args.port)
+
+
+def _notify(args: argparse.Namespace) -> int:
+    from bot.slack.notify import notify_image_pushed
+
+    return notify_image_pushed(tag=args.tag, sha=args.sha, run_url=args.run_url)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bot.local.playground import run_playground
+
+    return run_playground(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deploybot",
+        description="Deploy the hello-world service to ECS Fargate, from Slack or from here.",
+        epilog="Exit codes: 0 done, 1 failed or rolled back, 2 refused before any change, "
+        "3 still rolling out at the timeout.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("deploy", help="deploy an image tag, with live progress")
+    p.add_argument("tag", metavar="TAG", help="v4.4.0-ecr-ecs-fargate, v4.4, sha-abc1234, ...")
+    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
+    p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.set_defaults(handler=_engine_command("deploy"))
+
+    p = sub.add_parser("redeploy", help="force a new deployment of what runs now")
+    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
+    p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.set_defaults(handler=_engine_command("redeploy"))
+
+    p = sub.add_parser("rollback", help="back to the image of the last good deployment")
+    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
+    p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.set_defaults(handler=_engine_command("rollback"))
+
+    p = sub.add_parser("status", help="what runs, counts, rollout, lock, last deploys")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler=_engine_command("status"))
+
+    p = sub.add_parser("history", help="recent deployments: who, what, outcome, duration")
+    p.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    p.set_defaults(handler=_engine_command("history"))
+
+    p = sub.add_parser("unlock", help="break a stale lock, saying whose it was")
+    p.set_defaults(handler=_engine_command("unlock"))
+
+    p = sub.add_parser("notify", help="CI's notices to Slack")
+    notify_sub = p.add_subparsers(dest="notice", metavar="NOTICE", required=True)
+    n = notify_sub.add_parser("image-pushed", help="a new image is in ECR, with a Deploy button")
+    n.add_argument("--tag", required=True, help="the image tag CI pushed")
+    n.add_argument("--sha", default=None, help="the commit it was built from")
+    n.add_argument("--run-url", default=None, help="link to the CI run")
+    n.set_defaults(handler=_notify)
+
+    p = sub.add_parser("release-tags", help="the image tags CI pushes, one a line")
+    p.add_argument("--ref", required=True, help="git ref, e.g. refs/tags/v4.4.0-ecr-ecs-fargate")
+    p.add_argument("--sha", required=True, help="the commit sha")
+    p.add_argument("--suffix", default="-ecr-ecs-fargate", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_release_tags)
+
+    p = sub.add_parser("serve", help="run the bot: Socket Mode, or HTTP mode with --http")
+    p.add_argument("--http", action="store_true", help="serve POST /slack/events over HTTP")
+    p.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("demo", help="the local playground: moto, the Slack emulator, the bot")
+    p.add_argument("--host", default="127.0.0.1", help="address of the page (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port of the page (default 8000)")
+    p.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

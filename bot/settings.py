@@ -1,0 +1,73 @@
+"""Every deploybot setting, in one pydantic-settings class read from the environment or .env."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The contract of ../shared/DESIGN.md: names and defaults are what users rely on."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    aws_region: str = Field("eu-west-1", validation_alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    stack_name: str = Field("hello-world-ecr-ecs-fargate", validation_alias="STACK_NAME")
+    ecs_cluster: str = Field("", validation_alias="ECS_CLUSTER")
+    ecs_service: str = Field("", validation_alias="ECS_SERVICE")
+    ecr_repository: str = Field("", validation_alias="ECR_REPOSITORY")
+    deploy_table: str = Field("", validation_alias="DEPLOY_TABLE")
+    image_tag_suffix: str = Field("-ecr-ecs-fargate", validation_alias="IMAGE_TAG_SUFFIX")
+    rollout_poll_seconds: float = Field(5.0, gt=0, validation_alias="ROLLOUT_POLL_SECONDS")
+    rollout_timeout_seconds: float = Field(1800.0, gt=0, validation_alias="ROLLOUT_TIMEOUT_SECONDS")
+    # How long a lock outlives its holder's last renewal; a crashed holder blocks no longer.
+    lock_lease_seconds: float = Field(120.0, gt=0, validation_alias="LOCK_LEASE_SECONDS")
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
+    deploy_allowed_users: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), validation_alias="DEPLOY_ALLOWED_USERS"
+    )
+    deploy_allowed_channels: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), validation_alias="DEPLOY_ALLOWED_CHANNELS"
+    )
+
+    @field_validator("deploy_allowed_users", "deploy_allowed_channels", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("aws_endpoint_url", "slack_channel", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _derive_names(self) -> Settings:
+        # Frozen model: fill the $STACK_NAME-derived defaults through object.__setattr__.
+        for name in ("ecs_cluster", "ecs_service", "ecr_repository"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, self.stack_name)
+        if not self.deploy_table:
+            object.__setattr__(self, "deploy_table", f"{self.stack_name}-deployments")
+        return self
+
+    @property
+    def slack_api_base(self) -> str:
+        """SLACK_API_URL with the trailing slash slack_sdk expects."""
+        return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
