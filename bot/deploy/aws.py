@@ -1,0 +1,145 @@
+"""Every AWS call the engine makes, in one thin class, so the AWS surface fits on one screen.
+
+The clients use botocore's adaptive retry mode (client-side rate limiting plus retries on
+throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+)
+
+from bot.deploy.errors import AwsTrouble, NotConfigured
+from bot.settings import Settings
+
+RETRY_CONFIG = Config(
+    retries={"mode": "adaptive", "max_attempts": 10},
+    connect_timeout=5,
+    read_timeout=20,
+    user_agent_extra="deploybot",
+)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
+    """Turn botocore's failures into messages a person can act on."""
+    try:
+        yield
+    except NoCredentialsError as exc:
+        raise NotConfigured(
+            "No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+        ) from exc
+    except NoRegionError as exc:
+        raise NotConfigured("No AWS region set. Set AWS_REGION.") from exc
+    except EndpointConnectionError as exc:
+        raise AwsTrouble(f"Could not reach AWS while {doing}: {exc}", changed) from exc
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in ("ThrottlingException", "Throttling", "TooManyRequestsException"):
+            raise AwsTrouble(
+                f"AWS is throttling requests while {doing}; it kept refusing after 10 tries. "
+                "Try again in a minute.",
+                changed,
+            ) from exc
+        if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
+            raise NotConfigured(f"AWS refused access while {doing}: {message}") from exc
+        raise AwsTrouble(f"AWS said {code} while {doing}: {message}", changed) from exc
+    except BotoCoreError as exc:
+        raise AwsTrouble(f"AWS call failed while {doing}: {exc}", changed) from exc
+
+
+class AwsClient:
+    """ECS, ECR and DynamoDB, as the engine needs them; each method is one AWS action."""
+
+    def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session or boto3.session.Session(region_name=settings.aws_region)
+        kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": settings.aws_region}
+        if settings.aws_endpoint_url:
+            kwargs["endpoint_url"] = settings.aws_endpoint_url
+        self.ecs = self.session.client("ecs", **kwargs)
+        self.ecr = self.session.client("ecr", **kwargs)
+        self.dynamodb = self.session.client("dynamodb", **kwargs)
+        self.cluster = settings.ecs_cluster
+        self.service = settings.ecs_service
+        self.repository = settings.ecr_repository
+        self.table = settings.deploy_table
+
+    # ECS ---------------------------------------------------------------------------------
+    def describe_service(self) -> dict[str, Any] | None:
+        """The service, or None when the cluster or service does not exist."""
+        try:
+            resp = self.ecs.describe_services(cluster=self.cluster, services=[self.service])
+        except ClientError as exc:
+            if error_code(exc) == "ClusterNotFoundException":
+                return None
+            raise
+        for service in resp.get("services", []):
+            if service.get("status") != "INACTIVE":
+                return dict(service)
+        return None
+
+    def describe_task_definition(self, arn: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        resp = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
+        return dict(resp["taskDefinition"]), list(resp.get("tags", []))
+
+    def register_task_definition(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
+
+    def update_service(self, task_definition: str, force: bool = False) -> dict[str, Any]:
+        resp = self.ecs.update_service(
+            cluster=self.cluster,
+            service=self.service,
+            taskDefinition=task_definition,
+            forceNewDeployment=force,
+        )
+        return dict(resp["service"])
+
+    def stopped_tasks(self, known: set[str]) -> list[dict[str, Any]]:
+        """Stopped tasks of the service not in ``known`` (ListTasks, then DescribeTasks)."""
+        arns = self.ecs.list_tasks(
+            cluster=self.cluster, serviceName=self.service, desiredStatus="STOPPED"
+        ).get("taskArns", [])
+        fresh = [arn for arn in arns if arn not in known][:100]
+        if not fresh:
+            return []
+        return list(self.ecs.describe_tasks(cluster=self.cluster, tasks=fresh).get("tasks", []))
+
+    # ECR ---------------------------------------------------------------------------------
+    def image(self, tag: str) -> dict[str, Any] | None:
+        """The image details for ``tag``, or None when no image has that tag."""
+        try:
+            resp = self.ecr.describe_images(
+                repositoryName=self.repository, imageIds=[{"imageTag": tag}]
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ImageNotFoundException":
+                return None
+            raise
+        images = resp.get("imageDetails", [])
+        return dict(images[0]) if images else None
+
+    def images(self) -> list[dict[str, Any]]:
+        """Every image in the repository (paginated DescribeImages)."""
+        out: list[dict[str, Any]] = []
+        for page in self.ecr.get_paginator("describe_images").paginate(
+            repositoryName=self.repository
+        ):
+            out.extend(page.get("imageDetails", []))
+        return out

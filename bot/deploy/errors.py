@@ -1,0 +1,67 @@
+"""Errors a person can act on: one family, each carrying a message written for a person."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+
+class DeployError(Exception):
+    """Base of every foreseeable error. ``str(err)`` is the message to show as it is."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class DeployRefused(DeployError):
+    """Refused before any change was made (exit code 2)."""
+
+
+class BadTag(DeployRefused):
+    """The tag is not of our grammar."""
+
+
+class ImageMissing(DeployRefused):
+    """The tag is well-formed but not in ECR; ``recent`` are tags that do exist."""
+
+    def __init__(self, message: str, tag: str, recent: Sequence[str]) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.recent = tuple(recent)
+
+
+class LockHeld(DeployRefused):
+    """Another deployment holds the service's lock."""
+
+    def __init__(
+        self, message: str, holder: str, tag: str, since: datetime, deployment_id: str
+    ) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.tag = tag
+        self.since = since
+        self.deployment_id = deployment_id
+
+
+class ServiceMissing(DeployRefused):
+    """The cluster or service the settings name does not exist."""
+
+
+class NothingToRollBack(DeployRefused):
+    """No completed deployment of another image to go back to."""
+
+
+class NotConfigured(DeployRefused):
+    """Settings are missing or wrong (credentials, region, table)."""
+
+
+class AwsTrouble(DeployError):
+    """AWS kept failing after botocore's retries; ``changed`` says whether anything was done."""
+
+    def __init__(self, message: str, changed: bool = False) -> None:
+        super().__init__(message)
+        self.changed = changed
+        self.exit_code = 1 if changed else 2

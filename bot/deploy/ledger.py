@@ -1,0 +1,387 @@
+"""DynamoDB: the per-service lock (a conditional put with a lease) and the deployment history.
+
+One table, two kinds of item, keyed by the service (``cluster/service``):
+  pk = LOCK#<cluster>/<service>     sk = LOCK          the lock; ``expires_at`` is its lease
+  pk = HISTORY#<cluster>/<service>  sk = <started>#<id> one deployment record
+The key schema is the one ``cloudformation/bot.yml`` declares (a test holds them together).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy.aws import AwsClient, aws_errors, error_code
+from bot.deploy.errors import LockHeld, NotConfigured
+from bot.deploy.rollout import Outcome
+
+KEY_SCHEMA = [
+    {"AttributeName": "pk", "KeyType": "HASH"},
+    {"AttributeName": "sk", "KeyType": "RANGE"},
+]
+ATTRIBUTE_DEFINITIONS = [
+    {"AttributeName": "pk", "AttributeType": "S"},
+    {"AttributeName": "sk", "AttributeType": "S"},
+]
+TTL_ATTRIBUTE = "expires_at"
+
+
+def new_deployment_id(clock: Clock = SYSTEM_CLOCK) -> str:
+    """Short, sortable, unique: ``d-20261126-222731-3f9a``."""
+    return f"d-{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_ts(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``."""
+
+    who: str
+    source: str
+    display: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.display or self.who
+
+
+@dataclass(frozen=True)
+class Lock:
+    holder: str
+    source: str
+    tag: str
+    deployment_id: str
+    acquired_at: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        return (
+            f"{self.holder} is deploying {self.tag} (deployment {self.deployment_id}, "
+            f"since {self.acquired_at:%H:%M:%S} UTC)"
+        )
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """One deployment in the history; ``outcome`` is empty while it is open."""
+
+    id: str
+    service: str
+    kind: str  # deploy, redeploy, rollback
+    tag: str
+    image: str
+    task_definition: str
+    previous_task_definition: str
+    previous_tag: str
+    ecs_deployment_id: str
+    who: str
+    who_display: str
+    source: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: Outcome | None = None
+    outcome_reason: str = ""
+    rollback_tag: str = ""
+    message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
+
+    @property
+    def open(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def requester(self) -> Requester:
+        return Requester(self.who, self.source, self.who_display)
+
+    @property
+    def sort_key(self) -> str:
+        return f"{_ts(self.started_at)}#{self.id}"
+
+
+class Ledger:
+    """The lock and the history of one service."""
+
+    def __init__(self, aws: AwsClient, lease_seconds: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.db = aws.dynamodb
+        self.table = aws.table
+        self.key = f"{aws.cluster}/{aws.service}"
+        self.lease = timedelta(seconds=lease_seconds)
+        self.clock = clock
+
+    # The lock ------------------------------------------------------------------------------
+    def _lock_key(self) -> dict[str, Any]:
+        return {"pk": {"S": f"LOCK#{self.key}"}, "sk": {"S": "LOCK"}}
+
+    def acquire(self, requester: Requester, tag: str, deployment_id: str) -> Lock:
+        """Take the lock, or raise LockHeld naming the holder. An expired lease is taken over."""
+        now = self.clock.now()
+        lock = Lock(
+            holder=requester.name,
+            source=requester.source,
+            tag=tag,
+            deployment_id=deployment_id,
+            acquired_at=now,
+            expires_at=now + self.lease,
+        )
+        item = {
+            **self._lock_key(),
+            "holder": {"S": lock.holder},
+            "source": {"S": lock.source},
+            "tag": {"S": tag},
+            "deployment_id": {"S": deployment_id},
+            "acquired_at": {"S": _ts(now)},
+            TTL_ATTRIBUTE: {"N": str(int(lock.expires_at.timestamp()))},
+        }
+        try:
+            with aws_errors("taking the deploy lock"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk) OR #exp < :now",
+                    ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
+                    ExpressionAttributeValues={":now": {"N": str(int(now.timestamp()))}},
+                )
+        except _Conditional:
+            held = self.current_lock()
+            if held is None:  # released between our put and our read: try once more
+                return self.acquire(requester, tag, deployment_id)
+            raise LockHeld(
+                f"Deploys are locked: {held.describe()}. Wait for it to finish, or break a "
+                "stale lock with `deploybot unlock`.",
+                holder=held.holder,
+                tag=held.tag,
+                since=held.acquired_at,
+                deployment_id=held.deployment_id,
+            ) from None
+        return lock
+
+    def renew(self, deployment_id: str, seconds: float | None = None) -> bool:
+        """Push the lease out; False if the lock is no longer ours."""
+        until = self.clock.now() + (timedelta(seconds=seconds) if seconds else self.lease)
+        try:
+            with aws_errors("renewing the deploy lock"):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key=self._lock_key(),
+                    UpdateExpression="SET #exp = :exp",
+                    ConditionExpression="deployment_id = :id",
+                    ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
+                    ExpressionAttributeValues={
+                        ":exp": {"N": str(int(until.timestamp()))},
+                        ":id": {"S": deployment_id},
+                    },
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def release(self, deployment_id: str) -> bool:
+        """Release the lock if ``deployment_id`` holds it."""
+        try:
+            with aws_errors("releasing the deploy lock"):
+                self._call(
+                    self.db.delete_item,
+                    TableName=self.table,
+                    Key=self._lock_key(),
+                    ConditionExpression="deployment_id = :id",
+                    ExpressionAttributeValues={":id": {"S": deployment_id}},
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def current_lock(self) -> Lock | None:
+        """The lock if it is held and its lease has not run out."""
+        with aws_errors("reading the deploy lock"):
+            item = self._call(
+                self.db.get_item, TableName=self.table, Key=self._lock_key(), ConsistentRead=True
+            ).get("Item")
+        if not item:
+            return None
+        lock = Lock(
+            holder=item["holder"]["S"],
+            source=item.get("source", {}).get("S", ""),
+            tag=item["tag"]["S"],
+            deployment_id=item["deployment_id"]["S"],
+            acquired_at=_parse_ts(item["acquired_at"]["S"]),
+            expires_at=datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), UTC),
+        )
+        return lock if lock.expires_at >= self.clock.now() else None
+
+    def break_lock(self) -> Lock | None:
+        """Delete the lock whoever holds it; return what it was (expired or not)."""
+        with aws_errors("breaking the deploy lock"):
+            old = self._call(
+                self.db.delete_item,
+                TableName=self.table,
+                Key=self._lock_key(),
+                ReturnValues="ALL_OLD",
+            ).get("Attributes")
+        if not old:
+            return None
+        return Lock(
+            holder=old["holder"]["S"],
+            source=old.get("source", {}).get("S", ""),
+            tag=old["tag"]["S"],
+            deployment_id=old["deployment_id"]["S"],
+            acquired_at=_parse_ts(old["acquired_at"]["S"]),
+            expires_at=datetime.fromtimestamp(int(old[TTL_ATTRIBUTE]["N"]), UTC),
+        )
+
+    # The history ---------------------------------------------------------------------------
+    def _history_pk(self) -> dict[str, str]:
+        return {"S": f"HISTORY#{self.key}"}
+
+    def record(self, rec: DeploymentRecord) -> None:
+        item: dict[str, Any] = {
+            "pk": self._history_pk(),
+            "sk": {"S": rec.sort_key},
+            "id": {"S": rec.id},
+            "service": {"S": rec.service},
+            "kind": {"S": rec.kind},
+            "tag": {"S": rec.tag},
+            "image": {"S": rec.image},
+            "task_definition": {"S": rec.task_definition},
+            "previous_task_definition": {"S": rec.previous_task_definition},
+            "previous_tag": {"S": rec.previous_tag},
+            "ecs_deployment_id": {"S": rec.ecs_deployment_id},
+            "who": {"S": rec.who},
+            "who_display": {"S": rec.who_display},
+            "source": {"S": rec.source},
+            "reason": {"S": rec.reason},
+            "started_at": {"S": _ts(rec.started_at)},
+            "message_ref": {"S": rec.message_ref},
+        }
+        with aws_errors("writing the deployment history", changed=True):
+            self._call(self.db.put_item, TableName=self.table, Item=item)
+
+    def close(
+        self, rec: DeploymentRecord, outcome: Outcome, reason: str, rollback_tag: str = ""
+    ) -> DeploymentRecord | None:
+        """Close an open record; None if someone else closed it first."""
+        finished = self.clock.now()
+        try:
+            with aws_errors("closing the deployment record", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression=(
+                        "SET outcome = :o, outcome_reason = :r, finished_at = :f, rollback_tag = :b"
+                    ),
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)",
+                    ExpressionAttributeValues={
+                        ":o": {"S": outcome.value},
+                        ":r": {"S": reason},
+                        ":f": {"S": _ts(finished)},
+                        ":b": {"S": rollback_tag},
+                    },
+                )
+        except _Conditional:
+            return None
+        return replace(
+            rec,
+            outcome=outcome,
+            outcome_reason=reason,
+            finished_at=finished,
+            rollback_tag=rollback_tag,
+        )
+
+    def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
+        """Remember where a transport shows this deployment, so a restart can finish it."""
+        with aws_errors("annotating the deployment record", changed=True):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="SET message_ref = :m",
+                ExpressionAttributeValues={":m": {"S": message_ref}},
+            )
+        return replace(rec, message_ref=message_ref)
+
+    def history(self, limit: int = 10) -> list[DeploymentRecord]:
+        """The most recent deployments, newest first."""
+        with aws_errors("reading the deployment history"):
+            items = self._call(
+                self.db.query,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": self._history_pk()},
+                ScanIndexForward=False,
+                Limit=max(1, min(limit, 500)),
+            ).get("Items", [])
+        return [_record_from_item(item) for item in items]
+
+    def get(self, deployment_id: str, limit: int = 200) -> DeploymentRecord | None:
+        return next((r for r in self.history(limit) if r.id == deployment_id), None)
+
+    def open_records(self, limit: int = 50) -> list[DeploymentRecord]:
+        return [r for r in self.history(limit) if r.open]
+
+    def _call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return dict(method(**kwargs))
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                raise _Conditional() from exc
+            if code == "ResourceNotFoundException":
+                raise NotConfigured(
+                    f"The deploy table {self.table} does not exist. Create the bot's stack "
+                    "(`make bot-infra`) or set DEPLOY_TABLE."
+                ) from exc
+            raise
+
+
+class _Conditional(Exception):
+    """A condition expression did not hold (internal to the ledger)."""
+
+
+def _s(item: dict[str, Any], key: str) -> str:
+    return str(item.get(key, {}).get("S", ""))
+
+
+def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
+    finished = _s(item, "finished_at")
+    outcome = _s(item, "outcome")
+    return DeploymentRecord(
+        id=_s(item, "id"),
+        service=_s(item, "service"),
+        kind=_s(item, "kind"),
+        tag=_s(item, "tag"),
+        image=_s(item, "image"),
+        task_definition=_s(item, "task_definition"),
+        previous_task_definition=_s(item, "previous_task_definition"),
+        previous_tag=_s(item, "previous_tag"),
+        ecs_deployment_id=_s(item, "ecs_deployment_id"),
+        who=_s(item, "who"),
+        who_display=_s(item, "who_display"),
+        source=_s(item, "source"),
+        reason=_s(item, "reason"),
+        started_at=_parse_ts(_s(item, "started_at")),
+        finished_at=_parse_ts(finished) if finished else None,
+        outcome=Outcome(outcome) if outcome else None,
+        outcome_reason=_s(item, "outcome_reason"),
+        rollback_tag=_s(item, "rollback_tag"),
+        message_ref=_s(item, "message_ref"),
+    )

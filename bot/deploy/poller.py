@@ -1,0 +1,324 @@
+"""The watch: one poller per service, one DescribeServices per interval, however many watchers.
+
+Every tracked deployment is judged on each poll; a snapshot goes to its watchers only when
+something a reader would see has changed. At the outcome the poller closes the history
+record and releases the lock, once, whoever is watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from bot.clock import Clock
+from bot.deploy.aws import AwsClient, aws_errors
+from bot.deploy.errors import DeployError
+from bot.deploy.ledger import DeploymentRecord, Ledger
+from bot.deploy.rollout import (
+    Outcome,
+    ServiceEvent,
+    ServiceState,
+    Snapshot,
+    StoppedTask,
+    Verdict,
+    judge,
+)
+
+log = logging.getLogger("deploybot.poller")
+
+
+class Watch:
+    """A watcher's view of one deployment: iterate (threads) or async-iterate (asyncio)."""
+
+    def __init__(
+        self,
+        poller: ServicePoller,
+        deployment_id: str,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.deployment_id = deployment_id
+        self._poller = poller
+        self._loop = loop
+        self._queue: queue.Queue[Snapshot] = queue.Queue()
+        self._aqueue: asyncio.Queue[Snapshot] | None = asyncio.Queue() if loop else None
+        self.last: Snapshot | None = None
+
+    def put(self, snapshot: Snapshot) -> None:
+        if self._loop is not None and self._aqueue is not None:
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, snapshot)
+        else:
+            self._queue.put(snapshot)
+
+    def get(self, timeout: float | None = None) -> Snapshot | None:
+        """The next snapshot, or None after ``timeout`` seconds."""
+        try:
+            snap = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.last = snap
+        return snap
+
+    def __iter__(self) -> Iterator[Snapshot]:
+        while True:
+            snap = self.get()
+            assert snap is not None
+            yield snap
+            if snap.final:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Snapshot]:
+        assert self._aqueue is not None, "create the watch with a loop to iterate it in asyncio"
+        while True:
+            snap = await self._aqueue.get()
+            self.last = snap
+            yield snap
+            if snap.final:
+                return
+
+    def close(self) -> None:
+        """Stop receiving; the deployment is still followed to its outcome."""
+        self._poller.unsubscribe(self)
+
+
+@dataclass
+class _Tracked:
+    record: DeploymentRecord
+    deadline: datetime
+    watchers: list[Watch] = field(default_factory=list)
+    last: Snapshot | None = None
+    seen_events: set[str] = field(default_factory=set)
+    seen_tasks: set[str] = field(default_factory=set)
+    last_failed: int = 0
+    renewed_at: float = 0.0
+
+
+class ServicePoller:
+    """Polls one service while any deployment of it is tracked; a daemon thread."""
+
+    def __init__(
+        self,
+        aws: AwsClient,
+        ledger: Ledger,
+        poll_seconds: float,
+        timeout_seconds: float,
+        lease_seconds: float,
+        clock: Clock,
+    ) -> None:
+        self.aws = aws
+        self.ledger = ledger
+        self.poll_seconds = poll_seconds
+        self.timeout = timedelta(seconds=timeout_seconds)
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.polls = 0
+        self._tracked: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track(
+        self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Watch:
+        """Follow ``record`` to its outcome and return a new watcher of it."""
+        watch = Watch(self, record.id, loop)
+        with self._lock:
+            tracked = self._tracked.get(record.id)
+            if tracked is None:
+                tracked = _Tracked(record=record, deadline=record.started_at + self.timeout)
+                self._tracked[record.id] = tracked
+                self._wake.set()  # poll now: a new deployment deserves a first snapshot
+            tracked.watchers.append(watch)
+            if tracked.last is not None:
+                watch.put(tracked.last)
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name=f"poller:{self.ledger.key}", daemon=True
+                )
+                self._thread.start()
+        return watch
+
+    def unsubscribe(self, watch: Watch) -> None:
+        with self._lock:
+            tracked = self._tracked.get(watch.deployment_id)
+            if tracked and watch in tracked.watchers:
+                tracked.watchers.remove(watch)
+
+    def tracking(self) -> list[str]:
+        with self._lock:
+            return list(self._tracked)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._tracked:
+                    self._thread = None
+                    return
+            try:
+                self.poll_once()
+            except Exception:  # the poller must outlive any one bad poll
+                log.exception("poll failed; trying again next interval")
+            self._wake.clear()
+            self._wake.wait(self.poll_seconds)
+
+    def poll_once(self) -> None:
+        """One DescribeServices, judged for every tracked deployment."""
+        try:
+            with aws_errors("watching the rollout"):
+                raw = self.aws.describe_service()
+        except DeployError as exc:
+            log.warning("describe_services failed: %s", exc)
+            raw = None
+        self.polls += 1
+        with self._lock:
+            items = list(self._tracked.values())
+        state = ServiceState.from_api(raw) if raw else None
+        now = self.clock.now()
+        for tracked in items:
+            try:
+                self._judge(tracked, state, now)
+            except DeployError as exc:
+                log.warning(
+                    "could not judge deployment: %s",
+                    exc,
+                    extra={"deployment_id": tracked.record.id},
+                )
+
+    def _judge(self, tracked: _Tracked, state: ServiceState | None, now: datetime) -> None:
+        record = tracked.record
+        verdict: Verdict | None = None
+        new_events: tuple[ServiceEvent, ...] = ()
+        stopped: tuple[StoppedTask, ...] = ()
+        ours = None
+        if state is not None:
+            ours = state.deployment(record.ecs_deployment_id)
+            verdict = judge(state, record.ecs_deployment_id)
+            new_events = self._new_events(tracked, state)
+            failed = ours.failed if ours else tracked.last_failed
+            if failed > tracked.last_failed or (verdict and verdict.outcome != Outcome.COMPLETED):
+                stopped = self._new_stopped_tasks(tracked)
+            tracked.last_failed = max(tracked.last_failed, failed)
+        if verdict is None and now >= tracked.deadline:
+            verdict = Verdict(
+                Outcome.STILL_ROLLING_OUT,
+                f"still rolling out after {int(self.timeout.total_seconds())} s; ECS carries on",
+            )
+        base = tracked.last
+        snap = Snapshot(
+            deployment_id=record.id,
+            ecs_deployment_id=record.ecs_deployment_id,
+            at=now,
+            elapsed=(now - record.started_at).total_seconds(),
+            rollout_state=ours.rollout_state if ours else (base.rollout_state if base else ""),
+            rollout_reason=ours.rollout_reason if ours else (base.rollout_reason if base else ""),
+            desired=ours.desired if ours else (base.desired if base else 0),
+            pending=ours.pending if ours else (base.pending if base else 0),
+            running=ours.running if ours else (base.running if base else 0),
+            failed=tracked.last_failed,
+            new_events=new_events,
+            stopped_tasks=stopped,
+        )
+        if verdict is not None:
+            snap = self._finish(tracked, snap, verdict)
+        elif (
+            base is not None
+            and snap.content_key()[:6] == base.content_key()[:6]
+            and not (new_events or stopped)
+        ):
+            self._maybe_renew(tracked)
+            return  # nothing a reader would see has changed
+        else:
+            self._maybe_renew(tracked)
+        tracked.last = snap
+        with self._lock:
+            watchers = list(tracked.watchers)
+            if snap.final:
+                self._tracked.pop(record.id, None)
+        for watch in watchers:
+            watch.put(snap)
+
+    def _finish(self, tracked: _Tracked, snap: Snapshot, verdict: Verdict) -> Snapshot:
+        record = tracked.record
+        rollback_tag = ""
+        if verdict.rollback_task_definition:
+            rollback_tag = (
+                record.previous_tag
+                if verdict.rollback_task_definition == record.previous_task_definition
+                else verdict.rollback_task_definition.rsplit("/", 1)[-1]
+            )
+        closed = self.ledger.close(record, verdict.outcome, verdict.reason, rollback_tag)
+        self.ledger.release(record.id)
+        if closed is not None:
+            tracked.record = closed
+        log.info(
+            "deployment %s: %s (%s)",
+            verdict.outcome.label,
+            record.tag,
+            verdict.reason,
+            extra={"deployment_id": record.id, "tag": record.tag, "outcome": verdict.outcome},
+        )
+        return replace(
+            snap,
+            outcome=verdict.outcome,
+            outcome_reason=verdict.reason,
+            rollback_deployment=verdict.rollback_deployment,
+            rollback_task_definition=verdict.rollback_task_definition,
+            rollback_tag=rollback_tag,
+        )
+
+    def _maybe_renew(self, tracked: _Tracked) -> None:
+        now = self.clock.monotonic()
+        if now - tracked.renewed_at >= self.lease_seconds / 3:
+            tracked.renewed_at = now
+            self.ledger.renew(tracked.record.id)
+
+    def _new_events(self, tracked: _Tracked, state: ServiceState) -> tuple[ServiceEvent, ...]:
+        since = tracked.record.started_at - timedelta(seconds=2)
+        fresh = [
+            e
+            for e in state.events
+            if e.id not in tracked.seen_events and _aware(e.created_at) >= since
+        ]
+        tracked.seen_events.update(e.id for e in fresh)
+        return tuple(sorted(fresh, key=lambda e: e.created_at))
+
+    def _new_stopped_tasks(self, tracked: _Tracked) -> tuple[StoppedTask, ...]:
+        with aws_errors("reading stopped tasks"):
+            tasks = self.aws.stopped_tasks(tracked.seen_tasks)
+        out = []
+        record = tracked.record
+        for task in tasks:
+            arn = str(task.get("taskArn", ""))
+            tracked.seen_tasks.add(arn)
+            started_by = str(task.get("startedBy", ""))
+            if started_by and started_by != record.ecs_deployment_id:
+                continue
+            if not started_by and task.get("taskDefinitionArn") != record.task_definition:
+                continue
+            container = (task.get("containers") or [{}])[0]
+            out.append(
+                StoppedTask(
+                    arn=arn,
+                    reason=str(task.get("stoppedReason", "stopped")),
+                    exit_code=container.get("exitCode"),
+                    container_reason=str(container.get("reason", "")),
+                )
+            )
+        return tuple(out)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

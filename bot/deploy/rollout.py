@@ -1,0 +1,233 @@
+"""A rollout as data: what DescribeServices says, the snapshots we emit, and the outcome.
+
+The outcome is decided by the ECS deployment id we started, never by "the service is
+stable": after a circuit-breaker rollback the service is stable too, on the old image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"  # failed, and ECS's circuit breaker rolled the service back
+    STILL_ROLLING_OUT = "STILL_ROLLING_OUT"  # the timeout came first; ECS carries on
+
+    @property
+    def exit_code(self) -> int:
+        return {"COMPLETED": 0, "FAILED": 1, "ROLLED_BACK": 1, "STILL_ROLLING_OUT": 3}[self.value]
+
+    @property
+    def label(self) -> str:
+        return {
+            "COMPLETED": "completed",
+            "FAILED": "failed",
+            "ROLLED_BACK": "failed and rolled back",
+            "STILL_ROLLING_OUT": "still rolling out",
+        }[self.value]
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    id: str
+    created_at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class StoppedTask:
+    arn: str
+    reason: str
+    exit_code: int | None = None
+    container_reason: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.arn.rsplit("/", 1)[-1][:12]
+
+    def describe(self) -> str:
+        detail = self.container_reason or (
+            f"exit code {self.exit_code}" if self.exit_code is not None else ""
+        )
+        return f"task {self.short_id} stopped: {self.reason}" + (f" ({detail})" if detail else "")
+
+
+@dataclass(frozen=True)
+class EcsDeployment:
+    """One entry of a service's ``deployments`` list."""
+
+    id: str
+    status: str  # PRIMARY, ACTIVE, INACTIVE
+    task_definition: str
+    desired: int
+    pending: int
+    running: int
+    failed: int
+    rollout_state: str  # IN_PROGRESS, COMPLETED, FAILED ("" where ECS gives none)
+    rollout_reason: str
+    created_at: datetime | None
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> EcsDeployment:
+        return cls(
+            id=str(raw.get("id", "")),
+            status=str(raw.get("status", "")),
+            task_definition=str(raw.get("taskDefinition", "")),
+            desired=int(raw.get("desiredCount", 0)),
+            pending=int(raw.get("pendingCount", 0)),
+            running=int(raw.get("runningCount", 0)),
+            failed=int(raw.get("failedTasks", 0)),
+            rollout_state=str(raw.get("rolloutState", "")),
+            rollout_reason=str(raw.get("rolloutStateReason", "")),
+            created_at=raw.get("createdAt"),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """The parts of DescribeServices a rollout is judged by."""
+
+    name: str
+    task_definition: str
+    desired: int
+    running: int
+    pending: int
+    deployments: tuple[EcsDeployment, ...]
+    events: tuple[ServiceEvent, ...]  # newest first, as ECS gives them
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> ServiceState:
+        return cls(
+            name=str(raw.get("serviceName", "")),
+            task_definition=str(raw.get("taskDefinition", "")),
+            desired=int(raw.get("desiredCount", 0)),
+            running=int(raw.get("runningCount", 0)),
+            pending=int(raw.get("pendingCount", 0)),
+            deployments=tuple(EcsDeployment.from_api(d) for d in raw.get("deployments", [])),
+            events=tuple(
+                ServiceEvent(
+                    id=str(e.get("id", "")), created_at=e["createdAt"], message=e["message"]
+                )
+                for e in raw.get("events", [])
+                if "createdAt" in e
+            ),
+        )
+
+    def deployment(self, deployment_id: str) -> EcsDeployment | None:
+        return next((d for d in self.deployments if d.id == deployment_id), None)
+
+    @property
+    def primary(self) -> EcsDeployment | None:
+        return next((d for d in self.deployments if d.status == "PRIMARY"), None)
+
+    @property
+    def rolling_out(self) -> EcsDeployment | None:
+        """The primary deployment while it is still in progress."""
+        primary = self.primary
+        if primary and (primary.rollout_state == "IN_PROGRESS" or len(self.deployments) > 1):
+            return primary
+        return None
+
+
+def revision_of(task_definition_arn: str) -> str:
+    """``family:12`` from a task-definition ARN."""
+    return task_definition_arn.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+    rollback_deployment: str = ""
+    rollback_task_definition: str = ""
+
+
+_FAILED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment failed: (?P<why>.*)")
+
+
+def judge(state: ServiceState, deployment_id: str) -> Verdict | None:
+    """The outcome of our deployment as far as this state tells, or None while it runs."""
+    ours = state.deployment(deployment_id)
+    primary = state.primary
+    rollback = primary if primary and primary.id != deployment_id else None
+    if ours is not None:
+        if ours.rollout_state == "COMPLETED" or (
+            not ours.rollout_state
+            and ours.status == "PRIMARY"
+            and len(state.deployments) == 1
+            and ours.running >= ours.desired
+        ):
+            return Verdict(Outcome.COMPLETED, ours.rollout_reason or "steady state reached")
+        if ours.rollout_state == "FAILED":
+            return _failed(ours.rollout_reason or "the deployment failed", rollback)
+        if ours.status != "PRIMARY" and rollback is not None:
+            # Someone (or something) started a newer deployment over ours.
+            return _failed(f"replaced by deployment {rollback.id}", rollback)
+        return None
+    # Ours is gone from the list. ECS's events say why, if it failed.
+    for event in state.events:
+        m = _FAILED_EVENT.search(event.message)
+        if m and m["id"] == deployment_id:
+            return _failed(m["why"].rstrip("."), rollback)
+    if rollback is not None:
+        return _failed(f"replaced by deployment {rollback.id}", rollback)
+    return Verdict(Outcome.FAILED, "the deployment disappeared from the service")
+
+
+def _failed(reason: str, rollback: EcsDeployment | None) -> Verdict:
+    if rollback is None:
+        return Verdict(Outcome.FAILED, reason)
+    return Verdict(
+        Outcome.ROLLED_BACK,
+        reason,
+        rollback_deployment=rollback.id,
+        rollback_task_definition=rollback.task_definition,
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What changed in one rollout at one poll. The last one carries the outcome."""
+
+    deployment_id: str  # deploybot's id of the deployment (the history record's)
+    ecs_deployment_id: str
+    at: datetime
+    elapsed: float
+    rollout_state: str
+    rollout_reason: str
+    desired: int
+    pending: int
+    running: int
+    failed: int
+    new_events: tuple[ServiceEvent, ...] = ()
+    stopped_tasks: tuple[StoppedTask, ...] = ()
+    outcome: Outcome | None = None
+    outcome_reason: str = ""
+    rollback_deployment: str = ""
+    rollback_task_definition: str = ""
+    rollback_tag: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def final(self) -> bool:
+        return self.outcome is not None
+
+    def content_key(self) -> tuple[object, ...]:
+        """Everything that makes two snapshots differ for a reader (not time)."""
+        return (
+            self.rollout_state,
+            self.rollout_reason,
+            self.desired,
+            self.pending,
+            self.running,
+            self.failed,
+            tuple(e.id for e in self.new_events),
+            tuple(t.arn for t in self.stopped_tasks),
+            self.outcome,
+        )

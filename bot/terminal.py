@@ -1,0 +1,255 @@
+"""The terminal side of ``deploybot``: runs engine commands and renders them with rich."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.deploy.engine import Engine, Status
+from bot.deploy.errors import DeployError
+from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.settings import Settings
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_REFUSED = 0, 2
+
+
+def requester() -> Requester:
+    """Who runs the command: DEPLOYBOT_USER, else user@host."""
+    who = os.environ.get("DEPLOYBOT_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
+    return Requester(who=who, source="cli")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DeployError(f"Bad configuration: {problems}") from None
+
+
+def _run(body: Callable[[Engine], int]) -> int:
+    engine: Engine | None = None
+    try:
+        engine = Engine(_settings())
+        return body(engine)
+    except DeployError as exc:
+        err.print(f"[bold red]✗[/] {exc.message}")
+        return exc.exit_code
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def follow(engine: Engine, record: DeploymentRecord) -> int:
+    """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
+    out.print(
+        f"Deploying [bold]{record.tag}[/] to {record.service} "
+        f"({record.kind} {record.id}, {revision_of(record.task_definition)}, "
+        f"ECS {record.ecs_deployment_id or '?'})"
+    )
+    watch = engine.watch(record)
+    progress = Progress(
+        TextColumn("[bold]{task.fields[state]}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} running, {task.fields[pending]} pending"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    )
+    final: Snapshot | None = None
+    try:
+        with progress:
+            bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
+            for snap in watch:
+                for event in snap.new_events:
+                    progress.console.print(f"  [dim]{event.created_at:%H:%M:%S}[/] {event.message}")
+                for task in snap.stopped_tasks:
+                    progress.console.print(f"  [yellow]![/] {task.describe()}")
+                progress.update(
+                    bar,
+                    total=max(snap.desired, 1),
+                    completed=snap.running,
+                    state=snap.rollout_state or "IN_PROGRESS",
+                    pending=snap.pending,
+                )
+                final = snap
+    except KeyboardInterrupt:
+        watch.close()
+        err.print(
+            f"Stopped watching. Deployment {record.id} goes on in ECS; "
+            "`deploybot status` shows how it is doing."
+        )
+        return 130
+    assert final is not None and final.outcome is not None
+    return _print_outcome(record, final)
+
+
+def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
+    outcome = snap.outcome
+    assert outcome is not None
+    took = f"{snap.elapsed:.0f} s"
+    if outcome == Outcome.COMPLETED:
+        out.print(
+            f"[bold green]✓ Deployed {record.tag}[/] to {record.service} in {took} "
+            f"({snap.running}/{snap.desired} tasks running)."
+        )
+    elif outcome == Outcome.ROLLED_BACK:
+        back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
+        out.print(
+            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {snap.outcome_reason}."
+            f"\n  ECS's circuit breaker rolled the service back to {back} "
+            f"(deployment {snap.rollback_deployment}). {record.tag} is NOT running."
+        )
+    elif outcome == Outcome.FAILED:
+        out.print(
+            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {snap.outcome_reason}."
+        )
+    else:
+        out.print(
+            f"[bold yellow]… {record.tag} is still rolling out[/] after {took} "
+            f"({snap.running}/{snap.desired} running). ECS carries on; the lock is released. "
+            "Check again with `deploybot status`."
+        )
+    return outcome.exit_code
+
+
+def _start(args: argparse.Namespace, start: Callable[[Engine], DeploymentRecord]) -> int:
+    def body(engine: Engine) -> int:
+        record = start(engine)
+        if args.no_wait:
+            engine.hold(record)
+            out.print(
+                f"Started {record.kind} of [bold]{record.tag}[/] ({record.id}). "
+                "Follow it with `deploybot status`."
+            )
+            return EXIT_OK
+        return follow(engine, record)
+
+    return _run(body)
+
+
+def deploy(args: argparse.Namespace) -> int:
+    return _start(args, lambda e: e.deploy(args.tag, requester(), args.reason))
+
+
+def redeploy(args: argparse.Namespace) -> int:
+    return _start(args, lambda e: e.redeploy(requester(), args.reason))
+
+
+def rollback(args: argparse.Namespace) -> int:
+    return _start(args, lambda e: e.rollback(requester(), args.reason))
+
+
+def _record_json(record: DeploymentRecord) -> dict[str, Any]:
+    data = asdict(record)
+    for key in ("started_at", "finished_at"):
+        data[key] = data[key].isoformat() if data[key] else None
+    data["duration"] = record.duration
+    return data
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    return {
+        "cluster": status.cluster,
+        "service": status.service,
+        "tag": status.tag,
+        "image": status.image,
+        "task_definition": status.task_definition,
+        "revision": status.revision,
+        "desired": status.desired,
+        "running": status.running,
+        "pending": status.pending,
+        "rollout": asdict(status.rollout) if status.rollout else None,
+        "lock": {
+            "holder": status.lock.holder,
+            "tag": status.lock.tag,
+            "deployment_id": status.lock.deployment_id,
+            "since": status.lock.acquired_at.isoformat(),
+        }
+        if status.lock
+        else None,
+        "recent": [_record_json(r) for r in status.recent],
+    }
+
+
+def status(args: argparse.Namespace) -> int:
+    def body(engine: Engine) -> int:
+        st = engine.status()
+        if args.json:
+            print(json.dumps(status_json(st), default=str, indent=2))
+            return EXIT_OK
+        out.print(f"[bold]{st.service}[/] on {st.cluster}: [bold]{st.tag}[/] ({st.revision})")
+        out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
+        if st.rollout:
+            out.print(
+                f"  rollout: {st.rollout.rollout_state or 'IN_PROGRESS'} "
+                f"{st.rollout.running}/{st.rollout.desired} ({st.rollout.id})"
+            )
+        else:
+            out.print("  rollout: none in progress")
+        out.print(f"  lock: {st.lock.describe() if st.lock else 'free'}")
+        if st.recent:
+            out.print(_history_table(list(st.recent), "Last deployments"))
+        return EXIT_OK
+
+    return _run(body)
+
+
+def _history_table(records: list[DeploymentRecord], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("started (UTC)", "id", "kind", "tag", "who", "from", "outcome", "took"):
+        table.add_column(column)
+    for r in records:
+        took = f"{r.duration:.0f} s" if r.duration is not None else "-"
+        table.add_row(
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            r.id,
+            r.kind,
+            r.tag,
+            r.who_display or r.who,
+            r.source,
+            r.outcome.label if r.outcome else "in progress",
+            took,
+        )
+    return table
+
+
+def history(args: argparse.Namespace) -> int:
+    def body(engine: Engine) -> int:
+        records = engine.history(max(1, args.n))
+        if not records:
+            out.print("No deployments yet.")
+        else:
+            out.print(_history_table(records, f"Last {len(records)} deployments"))
+        return EXIT_OK
+
+    return _run(body)
+
+
+def unlock(args: argparse.Namespace) -> int:
+    def body(engine: Engine) -> int:
+        lock = engine.unlock()
+        if lock is None:
+            out.print("The lock was free; nothing to break.")
+        else:
+            out.print(f"Broke the lock. It was {lock.holder}'s: {lock.tag}, {lock.deployment_id}.")
+        return EXIT_OK
+
+    return _run(body)
