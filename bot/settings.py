@@ -12,7 +12,11 @@ class Settings(BaseSettings):
     """The contract of ../shared/DESIGN.md: names and defaults are what users rely on."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
     )
 
     aws_region: str = Field("eu-west-1", validation_alias="AWS_REGION")
@@ -71,3 +75,8 @@ class Settings(BaseSettings):
     def slack_api_base(self) -> str:
         """SLACK_API_URL with the trailing slash slack_sdk expects."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and .env), with ``overrides`` by field name on top."""
+    return Settings(**overrides)  # type: ignore[call-arg]  # the rest comes from the env

@@ -20,7 +20,7 @@ from bot.deploy.engine import Engine, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -36,7 +36,7 @@ def requester() -> Requester:
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        return load_settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
