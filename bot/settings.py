@@ -79,4 +79,4 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and .env), with ``overrides`` by field name on top."""
-    return Settings(**overrides)  # type: ignore[call-arg]  # the rest comes from the env
+    return Settings(**overrides)  # the rest comes from the environment
