@@ -1,0 +1,1 @@
+"""The Slack transport (Bolt AsyncApp): translates Slack to engine calls, never decides."""

@@ -1,0 +1,281 @@
+"""Block Kit builders: pure functions of engine data, made with slack_sdk's block models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.deploy.engine import ImageInfo, Status
+from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.rollout import Outcome, Snapshot, revision_of
+
+DEPLOY_ACTION = "deploy_tag"
+ROLLBACK_ACTION = "rollback"
+
+
+@dataclass(frozen=True)
+class Message:
+    """What chat.postMessage / chat.update / respond take: fallback text and blocks."""
+
+    text: str
+    blocks: tuple[Block, ...] = ()
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": [b.to_dict() for b in self.blocks]}
+
+
+def who(record_or_source: DeploymentRecord) -> str:
+    """A Slack mention for Slack users, the plain name for the CLI."""
+    if record_or_source.source in ("slack", "ci-button") and record_or_source.who.startswith("U"):
+        return f"<@{record_or_source.who}>"
+    return record_or_source.who_display or record_or_source.who
+
+
+def progress_bar(running: int, desired: int, width: int = 10) -> str:
+    filled = 0 if desired <= 0 else round(width * min(running, desired) / desired)
+    return "█" * filled + "░" * (width - filled)
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60} s"
+
+
+def deploy_confirm(tag: str, service: str) -> ConfirmObject:
+    return ConfirmObject(
+        title="Deploy?",
+        text=MarkdownTextObject(text=f"Deploy *{tag}* to *{service}*?"),
+        confirm="Deploy",
+        deny="Cancel",
+    )
+
+
+def deploy_button(tag: str, service: str) -> ButtonElement:
+    return ButtonElement(
+        text=PlainTextObject(text="Deploy"),
+        action_id=DEPLOY_ACTION,
+        value=tag,
+        style="primary",
+        confirm=deploy_confirm(tag, service),
+    )
+
+
+def rollback_button(record: DeploymentRecord) -> ButtonElement:
+    return ButtonElement(
+        text=PlainTextObject(text="Rollback"),
+        action_id=ROLLBACK_ACTION,
+        value=record.id,
+        style="danger",
+        confirm=ConfirmObject(
+            title="Roll back?",
+            text=MarkdownTextObject(
+                text=f"Roll *{record.service}* back to the image of the last deployment that "
+                "completed before the one running now?"
+            ),
+            confirm="Roll back",
+            deny="Cancel",
+        ),
+    )
+
+
+def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
+    """The one live message of a deployment, from start to its final state."""
+    verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
+    outcome = snap.outcome if snap else None
+    if outcome == Outcome.COMPLETED:
+        title = f"✅ Deployed {record.tag}"
+    elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
+        title = f"❌ Deployment of {record.tag} failed"
+    elif outcome == Outcome.STILL_ROLLING_OUT:
+        title = f"⏳ {record.tag} is still rolling out"
+    else:
+        title = f"🚀 {verb.get(record.kind, 'Deploying')} {record.tag}"
+    running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
+    state = (snap.rollout_state if snap else "") or "STARTING"
+    fields = [
+        MarkdownTextObject(text=f"*Service*\n{record.service}"),
+        MarkdownTextObject(text=f"*By*\n{who(record)} ({record.source})"),
+        MarkdownTextObject(text=f"*Tag*\n`{record.tag}`"),
+        MarkdownTextObject(
+            text=f"*Revision*\n{revision_of(record.task_definition)} (was `{record.previous_tag}`)"
+        ),
+    ]
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(fields=fields),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
+                f"{f', {pending} pending' if pending else ''}"
+                f"{f', {snap.failed} failed' if snap and snap.failed else ''}\n*Rollout:* {state}"
+                + (f" — {snap.rollout_reason}" if snap and snap.rollout_reason else "")
+            )
+        ),
+    ]
+    if snap and outcome is not None:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap))))
+    elapsed = _duration(snap.elapsed) if snap else "0 s"
+    if record.reason:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{record.reason}_")]))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"{record.kind} `{record.id}` · ECS `{record.ecs_deployment_id or '?'}` "
+                    f"· {'took' if outcome else 'elapsed'} {elapsed}"
+                )
+            ]
+        )
+    )
+    if outcome is not None:
+        blocks.append(ActionsBlock(elements=[rollback_button(record)]))
+    text = f"{title} to {record.service}: {running}/{desired} running, {state}"
+    if snap and outcome is not None:
+        text = f"{title}: {_outcome_text(record, snap)}"
+    return Message(text=text, blocks=tuple(blocks))
+
+
+def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
+    took = _duration(snap.elapsed)
+    if snap.outcome == Outcome.COMPLETED:
+        return f"*Completed in {took}.* `{record.tag}` runs on {snap.running}/{snap.desired} tasks."
+    if snap.outcome == Outcome.ROLLED_BACK:
+        back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
+        return (
+            f"*Failed after {took}:* {snap.outcome_reason}.\nECS's circuit breaker rolled the "
+            f"service back to `{back}` (deployment `{snap.rollback_deployment}`); "
+            f"`{record.tag}` is *not* running."
+        )
+    if snap.outcome == Outcome.FAILED:
+        return f"*Failed after {took}:* {snap.outcome_reason}."
+    return (
+        f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
+        "ECS carries on and the lock is released; `/status` shows how it goes."
+    )
+
+
+def thread_reply(snap: Snapshot) -> str | None:
+    """New ECS events and stopped tasks' reasons, one reply for one snapshot."""
+    lines = [f"• {e.message}" for e in snap.new_events]
+    lines += [f"• ⚠️ {t.describe()}" for t in snap.stopped_tasks]
+    return "\n".join(lines) if lines else None
+
+
+def refusal(message: str) -> Message:
+    return Message(text=message, blocks=(SectionBlock(text=MarkdownTextObject(text=message)),))
+
+
+def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
+    out = []
+    for r in records:
+        took = f", {_duration(r.duration)}" if r.duration is not None else ""
+        outcome = r.outcome.label if r.outcome else "in progress"
+        out.append(
+            f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> `{r.tag}` {r.kind} by {who(r)}: "
+            f"*{outcome}*{took}"
+        )
+    return out
+
+
+def status(st: Status) -> Message:
+    rollout = (
+        f"{st.rollout.rollout_state or 'IN_PROGRESS'} {st.rollout.running}/{st.rollout.desired} "
+        f"(`{st.rollout.id}`)"
+        if st.rollout
+        else "none in progress"
+    )
+    lock = st.lock.describe() if st.lock else "free"
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=f"*Running*\n`{st.tag}` ({st.revision})"),
+                MarkdownTextObject(
+                    text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
+                    f"{st.running}/{st.desired} running, {st.pending} pending"
+                ),
+                MarkdownTextObject(text=f"*Rollout*\n{rollout}"),
+                MarkdownTextObject(text=f"*Lock*\n{lock}"),
+            ]
+        ),
+    ]
+    if st.recent:
+        blocks += [
+            DividerBlock(),
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text="*Last deployments*\n" + "\n".join(history_lines(st.recent))
+                )
+            ),
+        ]
+    text = f"{st.service} runs {st.tag}: {st.running}/{st.desired} running; rollout {rollout}"
+    return Message(text=text, blocks=tuple(blocks))
+
+
+def history(records: Sequence[DeploymentRecord]) -> Message:
+    if not records:
+        return refusal("No deployments yet.")
+    body = "*Deployment history*\n" + "\n".join(history_lines(records))
+    return Message(text=body, blocks=(SectionBlock(text=MarkdownTextObject(text=body[:3000])),))
+
+
+def help_message(images: Sequence[ImageInfo], service: str) -> Message:
+    usage = (
+        "*Usage*\n`/deploy TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+        "`sha-abc1234`)\n`/deploy rollback` goes back to the last good image\n"
+        "`/deploy history` lists recent deployments\n`/redeploy` restarts what runs\n"
+        "`/status` shows what runs"
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
+    if images:
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="*Recent images in ECR*")))
+        for image in images:
+            pushed = f" · pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
+            blocks.append(
+                SectionBlock(
+                    text=MarkdownTextObject(text=f"`{image.tags[0]}`{pushed}"),
+                    accessory=deploy_button(image.tags[0], service),
+                )
+            )
+    else:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="_No release images in ECR._")))
+    return Message(text=usage, blocks=tuple(blocks))
+
+
+def image_pushed(tag: str, sha: str | None, run_url: str | None, service: str) -> Message:
+    details = [f"*Tag*\n`{tag}`"]
+    if sha:
+        details.append(f"*Commit*\n`{sha[:12]}`")
+    if run_url:
+        details.append(f"*CI run*\n<{run_url}|open the run>")
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{tag}*")),
+        SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
+        ActionsBlock(block_id="image_pushed", elements=[deploy_button(tag, service)]),
+    )
+    return Message(text=f"A new image is in ECR: {tag}", blocks=blocks)
+
+
+def image_claimed(tag: str, user: str, original: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CI notice once someone clicked Deploy: same content, the button replaced."""
+    kept = [b for b in original.get("blocks", []) if b.get("type") != "actions"]
+    note = ContextBlock(
+        elements=[MarkdownTextObject(text=f"🚀 <@{user}> is deploying `{tag}` (from this notice).")]
+    )
+    return [*kept, note.to_dict()]
