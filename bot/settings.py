@@ -71,6 +71,11 @@ class Settings(BaseSettings):
             object.__setattr__(self, "deploy_table", f"{self.stack_name}-deployments")
         return self
 
+    def secret(self, name: str) -> str | None:
+        """The plain value of a secret setting (``slack_bot_token`` …), or None if unset."""
+        value = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
+
     @property
     def slack_api_base(self) -> str:
         """SLACK_API_URL with the trailing slash slack_sdk expects."""

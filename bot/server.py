@@ -1,0 +1,131 @@
+"""The bot as a server: HTTP mode (POST /slack/events) or Socket Mode, /healthz in both.
+
+Socket Mode is the default (the bot runs on Fargate with no public endpoint); there /healthz
+answers 503 while the socket is not connected, which the container health check uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
+
+from bot import logs
+from bot.deploy.engine import Engine
+from bot.settings import Settings, load_settings
+from bot.slack.app import BotContext, build_app
+
+log = logging.getLogger("deploybot.server")
+
+
+def missing_settings(settings: Settings, socket_mode: bool) -> list[str]:
+    needed = ["slack_bot_token", "slack_app_token" if socket_mode else "slack_signing_secret"]
+    return [name.upper() for name in needed if settings.secret(name) is None]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    socket_mode: bool,
+    engine: Engine | None = None,
+    min_update_interval: float = 2.0,
+) -> FastAPI:
+    """The FastAPI app of the bot; in Socket Mode it also owns the socket's lifetime."""
+    engine = engine or Engine(settings)
+    bolt, ctx = build_app(
+        settings, engine, socket_mode=socket_mode, min_update_interval=min_update_interval
+    )
+    socket: AsyncSocketModeHandler | None = None
+    if socket_mode:
+        socket = AsyncSocketModeHandler(bolt, app_token=settings.secret("slack_app_token"))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            auth = await ctx.client.auth_test()
+            log.info("connected to Slack as %s", auth.get("user"), extra={"team": auth.get("team")})
+        except SlackApiError as exc:
+            log.error("Slack rejected the bot token: %s", exc.response.get("error"))
+        if socket is not None:
+            await socket.connect_async()
+        resumed = await ctx.board.resume(settings.slack_channel)
+        if resumed:
+            log.info("resumed %d open deployments", len(resumed))
+        try:
+            yield
+        finally:
+            if socket is not None:
+                await socket.close_async()
+            await ctx.board.close()
+            await asyncio.to_thread(engine.close)
+
+    app = FastAPI(title="deploybot", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.socket = socket
+    handler = AsyncSlackRequestHandler(bolt)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        if socket is not None and not await socket.client.is_connected():
+            return JSONResponse({"status": "socket not connected"}, status_code=503)
+        return JSONResponse({"status": "ok", "mode": "socket" if socket else "http"})
+
+    if not socket_mode:
+
+        @app.post("/slack/events")
+        async def slack_events(request: Request) -> Response:
+            return await handler.handle(request)
+
+    return app
+
+
+def context_of(app: FastAPI) -> BotContext:
+    ctx: BotContext = app.state.ctx
+    return ctx
+
+
+def serve(http: bool, host: str, port: int) -> int:
+    """``deploybot serve``: run until SIGTERM or Ctrl-C."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    logs.setup(
+        secrets=filter(
+            None,
+            (
+                settings.secret("slack_bot_token"),
+                settings.secret("slack_app_token"),
+                settings.secret("slack_signing_secret"),
+            ),
+        ),
+        service=f"{settings.ecs_cluster}/{settings.ecs_service}",
+    )
+    missing = missing_settings(settings, socket_mode=not http)
+    if missing:
+        print(
+            f"deploybot: set {' and '.join(missing)} to serve "
+            f"({'HTTP' if http else 'Socket'} Mode).",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(settings, socket_mode=not http)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a no-op handler makes that exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run()
+    return 0

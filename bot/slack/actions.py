@@ -1,0 +1,86 @@
+"""Buttons: Deploy (from a CI notice or /deploy's list) and Rollback (on final messages)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+
+from bot.deploy.ledger import Requester
+from bot.slack import messages
+from bot.slack.app import BotContext, log
+
+
+def register(app: AsyncApp, ctx: BotContext) -> None:
+    @app.action(messages.DEPLOY_ACTION)
+    async def deploy_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ctx.run(deploy(ctx, body, respond), respond, "the Deploy button")
+
+    @app.action(messages.ROLLBACK_ACTION)
+    async def rollback_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ctx.run(rollback(ctx, body, respond), respond, "the Rollback button")
+
+
+def _who(body: dict[str, Any], source: str) -> Requester:
+    user = body.get("user", {})
+    return Requester(
+        who=str(user.get("id", "")),
+        source=source,
+        display=str(user.get("username") or user.get("name") or user.get("id", "")),
+    )
+
+
+def _where(body: dict[str, Any]) -> tuple[str, str, bool]:
+    container = body.get("container", {})
+    channel = str(body.get("channel", {}).get("id") or container.get("channel_id", ""))
+    return channel, str(container.get("message_ts", "")), bool(container.get("is_ephemeral"))
+
+
+async def _refuse(respond: AsyncRespond, text: str) -> None:
+    await respond(response_type="ephemeral", replace_original=False, text=text)
+
+
+async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
+    action = body["actions"][0]
+    tag = str(action.get("value", ""))
+    requester = _who(body, "ci-button")
+    channel, ts, ephemeral = _where(body)
+    decision = ctx.access.may_deploy(requester.who, channel)
+    if not decision.allowed:
+        return await _refuse(respond, decision.why)
+    notice = f"{channel}:{ts}"
+    if not ephemeral:
+        # One click deploys; the notice says so at once and loses its button.
+        if notice in ctx.claimed:
+            return await _refuse(respond, f"Someone already clicked Deploy on this {tag} notice.")
+        ctx.claimed.add(notice)
+    try:
+        record = await asyncio.to_thread(ctx.engine.deploy, tag, requester, "from the CI notice")
+    except Exception:
+        ctx.claimed.discard(notice)
+        raise
+    if not ephemeral:
+        try:
+            await ctx.client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=f"{requester.name} is deploying {tag}",
+                blocks=messages.image_claimed(tag, requester.who, body.get("message", {})),
+            )
+        except SlackApiError as exc:
+            log.warning("could not mark the notice: %s", exc.response.get("error"))
+    await ctx.board.start(record, channel)
+
+
+async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
+    requester = _who(body, "slack")
+    channel, _, _ = _where(body)
+    decision = ctx.access.may_deploy(requester.who, channel)
+    if not decision.allowed:
+        return await _refuse(respond, decision.why)
+    record = await asyncio.to_thread(ctx.engine.rollback, requester, "")
+    await ctx.board.start(record, channel)

@@ -1,0 +1,112 @@
+"""Builds the Bolt AsyncApp and registers its listeners; it only wires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.deploy.engine import Engine
+from bot.deploy.errors import DeployError
+from bot.settings import Settings
+from bot.slack.access import Access
+from bot.slack.progress import ProgressBoard
+
+log = logging.getLogger("deploybot.slack")
+
+Reply = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class BotContext:
+    """What every listener needs: settings, the engine, the rules, the live messages."""
+
+    settings: Settings
+    engine: Engine
+    client: AsyncWebClient
+    access: Access
+    board: ProgressBoard
+    claimed: set[str] = field(default_factory=set)  # CI notices someone already clicked
+
+    def run(self, job: Awaitable[Any], reply: Reply, what: str) -> None:
+        """Run ``job`` in the background: a listener acks and returns at once."""
+        self.board.spawn(self._guard(job, reply, what), name=what)
+
+    async def _guard(self, job: Awaitable[Any], reply: Reply, what: str) -> None:
+        try:
+            await job
+        except DeployError as exc:
+            await _safe_reply(reply, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", what)
+            await _safe_reply(
+                reply,
+                f"Something went wrong on deploybot's side while handling {what}; it is in the "
+                "bot's logs. Nothing was changed unless a progress message says so.",
+            )
+
+
+async def _safe_reply(reply: Reply, text: str) -> None:
+    try:
+        await reply(text=text, response_type="ephemeral", replace_original=False)
+    except Exception:
+        log.exception("could not tell the user: %s", text)
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client at SLACK_API_URL, with slack_sdk's 429, 5xx and connection retries."""
+    return AsyncWebClient(
+        token=settings.secret("slack_bot_token"),
+        base_url=settings.slack_api_base,
+        timeout=15,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=3),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+def build_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    socket_mode: bool,
+    min_update_interval: float = 2.0,
+) -> tuple[AsyncApp, BotContext]:
+    client = web_client(settings)
+    secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    )
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret,
+        # In Socket Mode there are no HTTP requests to verify; in HTTP mode Bolt checks
+        # X-Slack-Signature and the timestamp's age on every request.
+        request_verification_enabled=not socket_mode,
+        process_before_response=False,
+    )
+    ctx = BotContext(
+        settings=settings,
+        engine=engine,
+        client=client,
+        access=Access.from_settings(settings),
+        board=ProgressBoard(client, engine, min_interval=min_update_interval),
+    )
+    from bot.slack import actions, commands
+
+    commands.register(app, ctx)
+    actions.register(app, ctx)
+    return app, ctx

@@ -1,0 +1,90 @@
+"""Slash commands: /deploy, /redeploy, /status. Each acks at once; the work runs in a task."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot.deploy.ledger import Requester
+from bot.slack import messages
+from bot.slack.app import BotContext
+
+
+def register(app: AsyncApp, ctx: BotContext) -> None:
+    @app.command("/deploy")
+    async def deploy_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ctx.run(deploy(ctx, command, respond), respond, "/deploy")
+
+    @app.command("/redeploy")
+    async def redeploy_command(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        ctx.run(redeploy(ctx, command, respond), respond, "/redeploy")
+
+    @app.command("/status")
+    async def status_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ctx.run(status(ctx, command, respond), respond, "/status")
+
+
+def requester(command: dict[str, Any], source: str = "slack") -> Requester:
+    return Requester(
+        who=str(command.get("user_id", "")),
+        source=source,
+        display=str(command.get("user_name") or command.get("user_id", "")),
+    )
+
+
+async def _refuse(respond: AsyncRespond, text: str) -> None:
+    await respond(response_type="ephemeral", **messages.refusal(text).as_kwargs())
+
+
+async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    text = str(command.get("text", "")).strip()
+    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+    word = text.lower()
+    if word in ("", "help", "history", "status"):
+        read = ctx.access.may_read(channel)
+        if not read.allowed:
+            return await _refuse(respond, read.why)
+        if word == "history":
+            records = await asyncio.to_thread(ctx.engine.history, 20)
+            await respond(response_type="ephemeral", **messages.history(records).as_kwargs())
+            return
+        if word == "status":
+            await status(ctx, command, respond)
+            return
+        images = await asyncio.to_thread(ctx.engine.recent_images, 5)
+        msg = messages.help_message(images, ctx.engine.service_name)
+        await respond(response_type="ephemeral", **msg.as_kwargs())
+        return
+    decision = ctx.access.may_deploy(user, channel)
+    if not decision.allowed:
+        return await _refuse(respond, decision.why)
+    if word == "rollback":
+        record = await asyncio.to_thread(ctx.engine.rollback, requester(command), "")
+    else:
+        record = await asyncio.to_thread(ctx.engine.deploy, text, requester(command), "")
+    await ctx.board.start(record, channel)
+
+
+async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
+    decision = ctx.access.may_deploy(user, channel)
+    if not decision.allowed:
+        return await _refuse(respond, decision.why)
+    reason = str(command.get("text", "")).strip()[:200]
+    record = await asyncio.to_thread(ctx.engine.redeploy, requester(command), reason)
+    await ctx.board.start(record, channel)
+
+
+async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    read = ctx.access.may_read(str(command.get("channel_id", "")))
+    if not read.allowed:
+        return await _refuse(respond, read.why)
+    st = await asyncio.to_thread(ctx.engine.status, 5)
+    await respond(response_type="ephemeral", **messages.status(st).as_kwargs())

@@ -1,0 +1,80 @@
+"""``deploybot notify image-pushed``: CI's notice to SLACK_CHANNEL, with a Deploy button."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import ValidationError
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.settings import load_settings
+from bot.slack import messages
+
+_HINTS = {
+    "invalid_auth": "Slack rejected SLACK_BOT_TOKEN (invalid_auth): check the token in CI's secrets.",
+    "not_authed": "Slack got no token: set SLACK_BOT_TOKEN.",
+    "account_inactive": "The bot's token belongs to a deactivated app or workspace.",
+    "token_revoked": "SLACK_BOT_TOKEN was revoked: put a fresh token in CI's secrets.",
+    "channel_not_found": "Slack does not know SLACK_CHANNEL {channel}: use the channel's id "
+    "(C…) and invite the bot to it.",
+    "not_in_channel": "The bot is not in {channel}: invite it (`/invite @deploybot`).",
+    "is_archived": "Channel {channel} is archived.",
+}
+
+
+def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
+    """Post the notice; exit 0 without Slack settings (CI without secrets stays green)."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    token = settings.secret("slack_bot_token")
+    if not token or not settings.slack_channel:
+        missing = [
+            name
+            for name, value in (
+                ("SLACK_BOT_TOKEN", token),
+                ("SLACK_CHANNEL", settings.slack_channel),
+            )
+            if not value
+        ]
+        print(f"deploybot: no Slack notice for {tag}: {' and '.join(missing)} not set.")
+        return 0
+    client = WebClient(
+        token=token,
+        base_url=settings.slack_api_base,
+        timeout=15,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+    service = f"{settings.ecs_cluster}/{settings.ecs_service}"
+    msg = messages.image_pushed(tag, sha, run_url, service)
+    try:
+        resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "unknown_error"))
+        hint = _HINTS.get(error, "Slack refused the notice ({error}).")
+        print(
+            f"deploybot: {hint.format(channel=settings.slack_channel, error=error)}",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        print(
+            f"deploybot: could not reach Slack at {settings.slack_api_base}: {exc}", file=sys.stderr
+        )
+        return 2
+    print(
+        f"Posted the image-pushed notice for {tag} to {settings.slack_channel} (ts {resp['ts']})."
+    )
+    return 0
