@@ -17,7 +17,8 @@ from bot.settings import load_settings
 from bot.slack import messages
 
 _HINTS = {
-    "invalid_auth": "Slack rejected SLACK_BOT_TOKEN (invalid_auth): check the token in CI's secrets.",
+    "invalid_auth": "Slack rejected SLACK_BOT_TOKEN (invalid_auth): check the token in CI's "
+    "secrets.",
     "not_authed": "Slack got no token: set SLACK_BOT_TOKEN.",
     "account_inactive": "The bot's token belongs to a deactivated app or workspace.",
     "token_revoked": "SLACK_BOT_TOKEN was revoked: put a fresh token in CI's secrets.",
