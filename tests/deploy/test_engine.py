@@ -1,0 +1,278 @@
+"""The engine against moto's server over HTTP, with the rollout simulator moving ECS."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+import pytest
+
+from bot.deploy.engine import Engine, image_tag_of
+from bot.deploy.errors import BadTag, ImageMissing, LockHeld, NothingToRollBack
+from bot.deploy.ledger import Ledger, Requester
+from bot.deploy.rollout import Outcome, Snapshot
+from bot.local.aws import MotoServer
+from bot.local.simulator import RolloutSimulator
+from bot.settings import Settings
+from tests.conftest import LocalStack
+
+ALICE = Requester("alice", "cli", "Alice")
+BOB = Requester("bob", "cli", "Bob")
+# Fields a new revision may differ in; every other field must be kept.
+VOLATILE = {"taskDefinitionArn", "revision", "registeredAt", "registeredBy", "status"}
+
+
+def ecs(settings: Settings) -> Any:
+    return boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
+
+
+def running_image(settings: Settings) -> str:
+    client = ecs(settings)
+    svc = client.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
+    td = client.describe_task_definition(taskDefinition=svc["services"][0]["taskDefinition"])
+    return str(td["taskDefinition"]["containerDefinitions"][0]["image"])
+
+
+def revisions(settings: Settings) -> list[str]:
+    return list(ecs(settings).list_task_definitions()["taskDefinitionArns"])
+
+
+def follow(engine: Engine, record: Any) -> list[Snapshot]:
+    return list(engine.watch(record))
+
+
+@pytest.fixture
+def engine(stack: LocalStack) -> Any:
+    eng = Engine(stack.settings)
+    yield eng
+    eng.close()
+
+
+def test_deploy_completes_and_keeps_every_other_field(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    settings = stack.settings
+    before = ecs(settings).describe_task_definition(taskDefinition=stack.info.task_definition_arn)
+    record = engine.deploy("v4.4.0", ALICE, reason="ship it")
+    snaps = follow(engine, record)
+    final = snaps[-1]
+    assert final.outcome == Outcome.COMPLETED, final
+    assert final.running == final.desired == 3
+    assert image_tag_of(running_image(settings)) == "v4.4.0-ecr-ecs-fargate"
+    # Progress was seen before the end, and the ECS events came through.
+    assert any(s.running < s.desired for s in snaps[:-1])
+    assert any("steady state" in e.message for s in snaps for e in s.new_events)
+
+    after = ecs(settings).describe_task_definition(
+        taskDefinition=record.task_definition, include=["TAGS"]
+    )
+    old, new = before["taskDefinition"], after["taskDefinition"]
+    for key in set(old) | set(new):
+        if key in VOLATILE:
+            continue
+        if key == "containerDefinitions":
+            for a, b in zip(old[key], new[key], strict=True):
+                assert {**a, "image": None} == {**b, "image": None}
+        else:
+            assert old.get(key) == new.get(key), key
+    assert new["containerDefinitions"][0]["image"].endswith(":v4.4.0-ecr-ecs-fargate")
+    tags = {t["key"]: t["value"] for t in after["tags"]}
+    assert tags["deploybot:deployed-by"] == "Alice"
+    assert tags["deploybot:source"] == "cli"
+    assert tags["deploybot:reason"] == "ship it"
+
+    (last,) = engine.history(1)
+    assert (last.id, last.who, last.tag, last.outcome) == (
+        record.id,
+        "alice",
+        "v4.4.0-ecr-ecs-fargate",
+        Outcome.COMPLETED,
+    )
+    assert last.duration is not None and last.duration > 0
+    assert last.previous_tag == "v4.3.0-ecr-ecs-fargate"
+    assert engine.ledger.current_lock() is None
+
+
+@pytest.mark.parametrize("text", ["v1;rm -rf /", "", "x" * 300, "v4.4.0\u00e9", "latest"])
+def test_bad_tags_are_refused_before_any_change(
+    stack: LocalStack, aws: MotoServer, engine: Engine, text: str
+) -> None:
+    before = revisions(stack.settings)
+    with pytest.raises(BadTag) as err:
+        engine.deploy(text, ALICE)
+    assert "v4.4.0" in str(err.value) or "characters" in str(err.value)
+    assert revisions(stack.settings) == before
+    assert engine.ledger.current_lock() is None
+    assert aws.requests.count("ecs", "RegisterTaskDefinition") == 0
+    assert aws.requests.count("dynamodb", "PutItem") == 0
+
+
+def test_missing_image_lists_recent_tags(stack: LocalStack, engine: Engine) -> None:
+    before = revisions(stack.settings)
+    with pytest.raises(ImageMissing) as err:
+        engine.deploy("v9.9.9", ALICE)
+    assert err.value.recent[:3] == (
+        "v4.5.0-ecr-ecs-fargate",
+        "v4.4.0-ecr-ecs-fargate",
+        "v4.3.0-ecr-ecs-fargate",
+    )
+    assert "v4.5.0-ecr-ecs-fargate" in err.value.message
+    assert revisions(stack.settings) == before
+    assert engine.ledger.current_lock() is None
+
+
+def test_broken_image_fails_and_names_the_rollback(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    record = engine.deploy("v4.5.0", ALICE)
+    snaps = follow(engine, record)
+    final = snaps[-1]
+    assert final.outcome == Outcome.ROLLED_BACK
+    assert "circuit breaker" in final.outcome_reason
+    assert final.rollback_tag == "v4.3.0-ecr-ecs-fargate"
+    assert final.rollback_deployment and final.rollback_deployment != record.ecs_deployment_id
+    assert any(t.reason for s in snaps for t in s.stopped_tasks)
+    assert engine.ledger.current_lock() is None
+    (last,) = engine.history(1)
+    assert last.outcome == Outcome.ROLLED_BACK and last.rollback_tag == "v4.3.0-ecr-ecs-fargate"
+
+
+def test_slow_rollout_is_still_rolling_out_at_the_timeout(
+    stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
+    engine = Engine(stack.settings.model_copy(update={"rollout_timeout_seconds": 1.0}))
+    try:
+        record = engine.deploy("v4.4.0", ALICE)
+        final = follow(engine, record)[-1]
+    finally:
+        engine.close()
+    assert final.outcome == Outcome.STILL_ROLLING_OUT
+    assert final.outcome.exit_code == 3
+    assert engine.ledger.current_lock() is None
+
+
+def test_lock_refuses_a_second_deploy_naming_the_holder(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    record = engine.deploy("v4.4.0", ALICE)
+    with pytest.raises(LockHeld) as err:
+        engine.deploy("v4.5.0", BOB)
+    assert err.value.holder == "Alice"
+    assert "Alice" in err.value.message and "v4.4.0-ecr-ecs-fargate" in err.value.message
+    follow(engine, record)
+    assert engine.ledger.current_lock() is None
+
+
+def test_concurrent_deploys_exactly_one_proceeds(
+    stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    engines = [Engine(stack.settings) for _ in range(8)]
+    barrier = threading.Barrier(len(engines))
+    results: list[object] = [None] * len(engines)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = engines[i].deploy("v4.4.0", Requester(f"user{i}", "cli"))
+        except LockHeld as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(engines))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    started = [r for r in results if not isinstance(r, LockHeld)]
+    refused = [r for r in results if isinstance(r, LockHeld)]
+    assert len(started) == 1 and len(refused) == len(engines) - 1
+    holder = started[0].who  # type: ignore[attr-defined]
+    assert all(r.holder == holder for r in refused)
+    follow(engines[0], started[0])
+    for e in engines:
+        e.close()
+
+
+def test_a_dead_holders_lease_expires(stack: LocalStack, engine: Engine) -> None:
+    short = Ledger(engine.aws, lease_seconds=1)
+    short.acquire(Requester("ghost", "cli"), "v4.4.0-ecr-ecs-fargate", "d-dead")
+    with pytest.raises(LockHeld):
+        engine.ledger.acquire(ALICE, "v4.4.0-ecr-ecs-fargate", "d-next")
+    engine.clock.wait(2.1)
+    lock = engine.ledger.acquire(ALICE, "v4.4.0-ecr-ecs-fargate", "d-next")
+    assert lock.holder == "Alice"
+    broken = engine.unlock()
+    assert broken is not None and broken.holder == "Alice" and broken.deployment_id == "d-next"
+    assert engine.ledger.current_lock() is None
+
+
+def test_throttling_does_not_stop_a_deploy(
+    stack: LocalStack, aws: MotoServer, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    aws.faults.throttle("ecs", "UpdateService", times=2)
+    aws.faults.throttle("ecs", "DescribeServices", seconds=1.5)
+    record = engine.deploy("v4.4.0", ALICE)
+    final = follow(engine, record)[-1]
+    assert final.outcome == Outcome.COMPLETED
+    assert aws.requests.count("ecs", "DescribeServices", throttled=True) > 0
+    assert aws.requests.count("ecs", "UpdateService", throttled=True) == 2
+
+
+def test_one_poller_however_many_watchers(
+    stack: LocalStack, aws: MotoServer, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    record = engine.deploy("v4.4.0", ALICE)
+    before = aws.requests.count("ecs", "DescribeServices")
+    watches = [engine.watch(record) for _ in range(6)]
+    finals = [list(w)[-1] for w in watches]
+    assert {f.outcome for f in finals} == {Outcome.COMPLETED}
+    calls = aws.requests.count("ecs", "DescribeServices") - before
+    assert engine.poller.polls >= 2
+    assert calls == engine.poller.polls  # one DescribeServices per poll, not one per watcher
+
+
+def test_redeploy_forces_a_new_deployment_of_the_same_revision(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    record = engine.redeploy(ALICE)
+    assert record.task_definition == stack.info.task_definition_arn
+    assert record.ecs_deployment_id
+    final = follow(engine, record)[-1]
+    assert final.outcome == Outcome.COMPLETED
+    assert record.kind == "redeploy"
+
+
+def test_rollback_goes_to_the_last_completed_other_image(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    with pytest.raises(NothingToRollBack):
+        engine.rollback(ALICE)
+    follow(engine, engine.deploy("v4.4.0", ALICE))
+    follow(engine, engine.deploy("v4.5.0", BOB))
+    record = engine.rollback(ALICE)
+    assert record.kind == "rollback" and record.tag == "v4.4.0-ecr-ecs-fargate"
+    assert follow(engine, record)[-1].outcome == Outcome.COMPLETED
+    assert image_tag_of(running_image(stack.settings)) == "v4.4.0-ecr-ecs-fargate"
+
+
+def test_status_tells_what_runs(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    st = engine.status()
+    assert (st.tag, st.running, st.desired, st.rollout, st.lock) == (
+        "v4.3.0-ecr-ecs-fargate",
+        3,
+        3,
+        None,
+        None,
+    )
+    record = engine.deploy("v4.4.0", ALICE)
+    during = engine.status()
+    assert during.lock is not None and during.lock.holder == "Alice"
+    assert during.rollout is not None
+    follow(engine, record)
+    after = engine.status()
+    assert after.tag == "v4.4.0-ecr-ecs-fargate" and after.lock is None
+    assert after.recent[0].id == record.id
