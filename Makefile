@@ -33,3 +33,26 @@ build: install ## build the wheel and sdist into dist/
 
 demo: install ## the bot on its local embedded default (moto + the Slack emulator)
 	@echo "make demo is not built yet: it arrives with the playground issue (#8)."
+
+DEPLOYBOT := $(RUN) deploybot
+
+deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
+	@if [ -z "$(TAG)" ]; then \
+		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
+		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
+	$(DEPLOYBOT) deploy "$(TAG)" $(if $(REASON),--reason "$(REASON)")
+
+redeploy: install ## force a new deployment of what runs now
+	$(DEPLOYBOT) redeploy
+
+rollback: install ## back to the image of the last good deployment
+	$(DEPLOYBOT) rollback
+
+status: install ## what runs, counts, rollout, lock, last deploys
+	$(DEPLOYBOT) status
+
+history: install ## recent deployments
+	$(DEPLOYBOT) history
+
+unlock: install ## break a stale deploy lock
+	$(DEPLOYBOT) unlock
