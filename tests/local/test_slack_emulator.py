@@ -234,7 +234,27 @@ def build_app(emu: SlackEmulator) -> AsyncApp:
         await respond(text=f"rolled back from {value}", replace_original=True)
         await respond(text="only you see this")
 
+    @app.command("/help")
+    async def help_(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        button = {"type": "button", "action_id": "deploy", "value": "v9", "text": _plain("v9")}
+        await client.chat_postEphemeral(
+            channel=command["channel_id"],
+            user=command["user_id"],
+            text="recent tags",
+            blocks=[{"type": "actions", "block_id": "tags", "elements": [button]}],
+        )
+
+    @app.action("deploy")
+    async def deploy_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await respond(text=f"deploying {body['actions'][0]['value']}", replace_original=True)
+
     return app
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
 
 
 @pytest.fixture
@@ -291,6 +311,16 @@ def test_forged_and_stale_requests_get_401(emu: SlackEmulator, http_bot: str) ->
     assert emu.messages() == [] and emu.calls_of("chat.postMessage") == []
 
 
+def test_clicking_a_button_in_an_ephemeral(emu: SlackEmulator, http_bot: str) -> None:
+    assert emu.slash_command("/help", user=BOB, url=http_bot).ok
+    eph = emu.wait_for(lambda: emu.ephemerals(user=BOB) and emu.ephemerals(user=BOB)[0], 10)
+    click = emu.click(eph, "deploy", user=BOB, url=http_bot)
+    assert click.ok and click.payload["container"]["is_ephemeral"] is True
+    assert "message" not in click.payload
+    emu.wait_for(lambda: emu.ephemerals(user=BOB)[0].text == "deploying v9", 10, "replaced")
+    assert len(emu.ephemerals(user=BOB)[0].revisions) == 2 and emu.messages() == []
+
+
 # -- the same app over Socket Mode --------------------------------------------------------
 
 
@@ -318,6 +348,12 @@ def test_socket_mode_with_slack_sdks_aiohttp_client(emu: SlackEmulator, bg: Loop
         again = emu.slash_command("/deploy", "v2.0.1", user=BOB, via="socket")
         assert again.ok, again.error
         assert len(emu.calls_of("apps.connections.open")) >= 1
+
+        assert emu.drop_socket_connections(refuse_for=1.5, graceful=True) == 1
+        time.sleep(1.0)
+        assert not emu.socket_connected  # refused while the outage lasts
+        emu.wait_socket_connected(15)
+        assert emu.slash_command("/deploy", "v2.0.2", user=BOB, via="socket").ok
     finally:
         bg.run(handler.close_async())
 

@@ -154,7 +154,7 @@ class SlackEmulator:
         return self
 
     async def _serve(self) -> None:
-        self._runner = web.AppRunner(self.web_app, access_log=None)
+        self._runner = web.AppRunner(self.web_app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
