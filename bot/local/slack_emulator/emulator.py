@@ -1,0 +1,876 @@
+"""``SlackEmulator``: an aiohttp server in its own thread playing Slack for the bot, both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+from bot.local.slack_emulator.records import (
+    JSON,
+    Call,
+    Delivery,
+    Ephemeral,
+    Kind,
+    Message,
+    Via,
+)
+from bot.local.slack_emulator.state import Fault, Store
+from bot.local.slack_emulator.webapi import ApiError, Identity, WebApi, parse_blocks
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ACK_TIMEOUT = 3.0  # what Slack gives an app to acknowledge
+RESPONSE_URL_USES = 5  # Slack allows five responses per response_url
+_ERRORS_BY_STATUS = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}
+_SOCKET_PATH = "/link/"
+
+
+@dataclass
+class _ResponseTarget:
+    channel: str
+    user: str
+    source: str | None  # "message" | "ephemeral" | None (a slash command)
+    source_ts: str | None
+    uses: int = 0
+
+
+class SlackEmulator:
+    """A small Slack on 127.0.0.1: Web API, response_urls, Socket Mode, and a sender to the bot.
+
+    Start it, give the bot ``api_url`` as SLACK_API_URL and the tokens, then send it slash
+    commands and clicks with ``slash_command`` and ``click`` and read what it did from
+    ``messages()``, ``ephemerals()``, ``calls`` and ``deliveries``. Every public method is
+    safe from any thread; the ``a``-prefixed ones are for coroutines on any event loop.
+    """
+
+    def __init__(
+        self,
+        bot_token: str = "xoxb-emulator-bot-token",
+        app_token: str = "xapp-emulator-app-token",
+        signing_secret: str = "emulator-signing-secret",
+        team_id: str = "T0DEMO",
+        users: dict[str, str] | None = None,
+        channels: dict[str, str] | None = None,
+        *,
+        team_domain: str = "demo",
+        bot_user_id: str = "U0DEPLOYBOT",
+        bot_name: str = "deploybot",
+        bot_id: str = "B0DEPLOYBOT",
+        app_id: str = "A0DEPLOYBOT",
+        request_url: str | None = None,
+        ack_timeout: float = ACK_TIMEOUT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.who = Identity(
+            bot_token=bot_token,
+            app_token=app_token,
+            signing_secret=signing_secret,
+            team_id=team_id,
+            team_domain=team_domain,
+            bot_user_id=bot_user_id,
+            bot_name=bot_name,
+            bot_id=bot_id,
+            app_id=app_id,
+        )
+        self.store = Store(
+            channels=channels if channels is not None else {"C0DEPLOYS": "deploys"},
+            users=users if users is not None else {"U0ALICE": "alice", "U0BOB": "bob"},
+        )
+        self.request_url = request_url
+        self.ack_timeout = ack_timeout
+        self._host, self._port = host, port
+        self.api = WebApi(self.store, self.who, lambda: self.url)
+        self.api.socket_url = self._new_socket_url
+        self._responses: dict[str, _ResponseTarget] = {}
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._refuse_sockets_until = 0.0
+        self._pending_acks: dict[str, asyncio.Future[tuple[float, JSON | None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+        self.web_app = web.Application()
+        self.web_app.add_routes(
+            [
+                web.route("*", "/api/{method}", self._on_api),
+                web.post("/response/{rid}", self._on_response_url),
+                web.get(_SOCKET_PATH, self._on_socket),
+                web.get("/_emulator/state", self._on_state),
+            ]
+        )
+
+    # -- life -----------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base for the bot (SLACK_API_URL); ends in ``/api/``."""
+        return f"{self.url}/api/"
+
+    def start(self) -> Self:
+        """Listen, in a thread of its own; returns once the port is open."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="slack-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread = None
+            raise RuntimeError("the Slack emulator could not start") from failure[0]
+        return self
+
+    async def _serve(self) -> None:
+        self._runner = web.AppRunner(self.web_app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        self._session = aiohttp.ClientSession()
+
+    async def _shutdown(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop(self) -> None:
+        """Close every connection and the server, and end the thread."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the emulator's loop and wait for it, from another thread."""
+        if self._loop is None or self._thread is None:
+            coro.close()
+            raise RuntimeError("the Slack emulator is not started")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("on the emulator's own loop, use the a-prefixed coroutine")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine on the emulator's loop, from a coroutine on any loop."""
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the Slack emulator is not started")
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    # -- reading the state ----------------------------------------------------------------
+
+    @property
+    def default_channel(self) -> str:
+        return next(iter(self.store.channels))
+
+    def messages(self, channel: str | None = None) -> list[Message]:
+        """The channel's top-level messages in order, each with its replies and history."""
+        return self.store.messages(channel or self.default_channel)
+
+    def message(self, ts: str, channel: str | None = None) -> Message:
+        """The message (or reply) with this ts, as it is now; KeyError if none."""
+        found = self.store.find(channel, ts) if channel else self.store.find_any(ts)
+        if found is None:
+            raise KeyError(ts)
+        return found
+
+    def ephemerals(self, user: str | None = None, channel: str | None = None) -> list[Ephemeral]:
+        return self.store.ephemerals(user=user, channel=channel)
+
+    @property
+    def calls(self) -> list[Call]:
+        with self.store.locked():
+            return list(self.store.calls)
+
+    def calls_of(self, method: str, ok: bool | None = None) -> list[Call]:
+        """The calls of one method ("chat.update", "response_url", ...), optionally by outcome."""
+        return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        with self.store.locked():
+            return list(self.store.deliveries)
+
+    @property
+    def failures(self) -> list[Delivery]:
+        """Deliveries the bot did not ack in time, or answered with a non-2xx status."""
+        return [d for d in self.deliveries if not d.ok]
+
+    @property
+    def version(self) -> int:
+        """Grows by one at every change of state or record."""
+        return self.store.version
+
+    def wait_for_change(self, since: int, timeout: float | None = None) -> int:
+        """Block until ``version`` > ``since`` (or the timeout); returns the version."""
+        return self.store.wait_for_change(since, timeout)
+
+    async def changed(self, since: int, within: float | None = None) -> int:
+        """Await until ``version`` > ``since`` (or ``within`` seconds), on any event loop."""
+        return await self.store.changed(since, within)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
+        """Re-check ``predicate`` at every change until it is truthy; return its value.
+
+        TimeoutError, naming ``what`` and the last calls, if it is not truthy in time.
+        """
+        return self.store.wait_for(predicate, timeout, what)
+
+    def snapshot(self) -> JSON:
+        """Everything, JSON-able: channels with messages, ephemerals, calls, deliveries."""
+        return self.store.snapshot(
+            url=self.url,
+            team_id=self.who.team_id,
+            bot_user_id=self.who.bot_user_id,
+            socket_connected=self.socket_connected,
+        )
+
+    def clear(self) -> None:
+        """Forget messages, ephemerals, records and faults (connections stay)."""
+        self.store.clear()
+
+    def say(
+        self,
+        text: str,
+        user: str | None = None,
+        channel: str | None = None,
+        thread_ts: str | None = None,
+    ) -> Message:
+        """A person posts in the channel (the bot cannot update it; no event is sent)."""
+        return self.store.post(
+            self._known_channel(channel),
+            user or next(iter(self.store.users)),
+            text,
+            [],
+            thread_ts=thread_ts,
+        )
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def fail(
+        self, method: str = "*", status: int = 429, retry_after: int = 1, times: int | None = 1
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` ("*": any Web API method) with ``status``.
+
+        The answer carries ``Retry-After: retry_after`` and ``{"ok": false, "error": ...}``.
+        ``method="response_url"`` faults response_url posts ("*" leaves them alone).
+        """
+        self.store.add_fault(Fault(method, status, retry_after, times, None))
+
+    def fail_for(
+        self, seconds: float, method: str = "*", status: int = 429, retry_after: int = 1
+    ) -> None:
+        """Like ``fail``, for every matching call during the next ``seconds``."""
+        self.store.add_fault(Fault(method, status, retry_after, None, time.monotonic() + seconds))
+
+    def clear_faults(self) -> None:
+        with self.store.locked():
+            self.store.faults.clear()
+
+    # -- the Web API ----------------------------------------------------------------------
+
+    async def _on_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: JSON = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                body = await request.json()
+                if isinstance(body, dict):
+                    params.update(body)
+            else:
+                form = await request.post()
+                params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        token = params.pop("token", None)
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+
+        headers: dict[str, str] = {}
+        fault = self.store.take_fault(method)
+        if fault is not None:
+            status = fault.status
+            answer: JSON = {"ok": False, "error": _ERRORS_BY_STATUS.get(status, "fault")}
+            headers["Retry-After"] = str(fault.retry_after)
+        else:
+            try:
+                status, answer = 200, self.api.call(method, params, token)
+            except ApiError as exc:
+                status, answer = exc.status, {"ok": False, "error": exc.error}
+        self.store.record_call(
+            Call(
+                method=method,
+                params=params,
+                at=time.time(),
+                status=status,
+                ok=bool(answer.get("ok")),
+                error=answer.get("error"),
+                response=answer,
+            )
+        )
+        return web.json_response(answer, status=status, headers=headers)
+
+    # -- response_url ---------------------------------------------------------------------
+
+    def _new_response_url(
+        self, channel: str, user: str, source: str | None, source_ts: str | None
+    ) -> str:
+        rid = uuid.uuid4().hex
+        with self.store.locked():
+            self._responses[rid] = _ResponseTarget(channel, user, source, source_ts)
+        return f"{self.url}/response/{rid}"
+
+    async def _on_response_url(self, request: web.Request) -> web.Response:
+        rid = request.match_info["rid"]
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        params: JSON = body if isinstance(body, dict) else {"_raw": await request.text()}
+        headers: dict[str, str] = {}
+        fault = self.store.take_fault("response_url")
+        if fault is not None:
+            status = fault.status
+            answer: JSON = {"ok": False, "error": _ERRORS_BY_STATUS.get(status, "fault")}
+            headers["Retry-After"] = str(fault.retry_after)
+        else:
+            try:
+                status, answer = 200, self._respond(rid, params)
+            except ApiError as exc:
+                status, answer = exc.status, {"ok": False, "error": exc.error}
+        self.store.record_call(
+            Call(
+                method="response_url",
+                params={**params, "response_url": f"{self.url}/response/{rid}"},
+                at=time.time(),
+                status=status,
+                ok=bool(answer.get("ok")),
+                error=answer.get("error"),
+                response=answer,
+            )
+        )
+        return web.json_response(answer, status=status, headers=headers)
+
+    def _respond(self, rid: str, body: JSON) -> JSON:
+        with self.store.locked():
+            target = self._responses.get(rid)
+            if target is None:
+                raise ApiError("expired_url", 404)
+            if target.uses >= RESPONSE_URL_USES:
+                raise ApiError("used_url", 404)
+            if "_raw" in body:
+                raise ApiError("invalid_payload", 400)
+            target.uses += 1
+            text = body.get("text")
+            text = None if text is None else str(text)
+            blocks = parse_blocks(body.get("blocks"))
+            on_source = target.source is not None and target.source_ts is not None
+            if on_source and (body.get("delete_original") or body.get("replace_original")):
+                assert target.source_ts is not None
+                delete = bool(body.get("delete_original"))
+                if target.source == "message":
+                    if delete:
+                        self.store.delete(target.channel, target.source_ts)
+                    else:
+                        self.store.update(target.channel, target.source_ts, text, blocks)
+                else:
+                    self.store.change_ephemeral(target.source_ts, text, blocks, delete=delete)
+                return {"ok": True}
+            if body.get("delete_original"):
+                raise ApiError("no_original_message", 404)
+            if not text and not blocks:
+                raise ApiError("no_text", 400)
+            self._post_response(target.channel, target.user, body, text or "", blocks or [])
+            return {"ok": True}
+
+    def _post_response(
+        self, channel: str, user: str, body: JSON, text: str, blocks: list[JSON], source: str = ""
+    ) -> None:
+        """A message sent through a response_url or an ack body, as Slack shows it."""
+        if body.get("response_type") == "in_channel":
+            try:
+                self.store.post(
+                    channel,
+                    self.who.bot_user_id,
+                    text,
+                    blocks,
+                    thread_ts=body.get("thread_ts"),
+                    bot_id=self.who.bot_id,
+                )
+            except KeyError as exc:
+                raise ApiError("thread_not_found", 404) from exc
+        else:
+            self.store.post_ephemeral(channel, user, text, blocks, source=source or "response_url")
+
+    # -- Socket Mode ----------------------------------------------------------------------
+
+    def _new_socket_url(self) -> str:
+        ticket = uuid.uuid4().hex
+        with self.store.locked():
+            self._tickets.add(ticket)
+        ws_base = self.url.replace("http://", "ws://", 1)
+        return f"{ws_base}{_SOCKET_PATH}?ticket={ticket}&app_id={self.who.app_id}"
+
+    @property
+    def socket_connected(self) -> bool:
+        """Whether a Socket Mode connection is open now."""
+        return any(not ws.closed for ws in self._sockets)
+
+    def wait_socket_connected(self, timeout: float = 10.0) -> None:
+        self.wait_for(lambda: self.socket_connected, timeout, "a Socket Mode connection")
+
+    async def _on_socket(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("ticket") not in self._tickets:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        if time.monotonic() < self._refuse_sockets_until:
+            return web.json_response({"ok": False, "error": "unavailable"}, status=503)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self.store.touch()
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {
+                        "host": "applink-emulator",
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.who.app_id},
+                }
+            )
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self._on_socket_text(msg.data)
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+            self.store.touch()
+        return ws
+
+    def _on_socket_text(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except json.JSONDecodeError:
+            log.warning("Socket Mode: not JSON from the app: %r", data[:200])
+            return
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        waiting = self._pending_acks.get(envelope_id) if envelope_id else None
+        if waiting is None or waiting.done():
+            log.warning("Socket Mode: an ack for no envelope awaiting one: %r", data[:200])
+            return
+        payload = message.get("payload")
+        waiting.set_result((time.monotonic(), payload if isinstance(payload, dict) else None))
+
+    def drop_socket_connections(self, refuse_for: float = 0.0, graceful: bool = False) -> int:
+        """Close every Socket Mode connection; returns how many. The app should reconnect.
+
+        ``graceful`` first sends Slack's ``{"type": "disconnect"}``; ``refuse_for`` seconds
+        of refused reconnections follow.
+        """
+        return self._run(self.adrop_socket_connections(refuse_for, graceful))
+
+    async def adrop_socket_connections(
+        self, refuse_for: float = 0.0, graceful: bool = False
+    ) -> int:
+        return await self._arun(self._drop(refuse_for, graceful))
+
+    async def _drop(self, refuse_for: float, graceful: bool) -> int:
+        self._refuse_sockets_until = time.monotonic() + refuse_for
+        dropped = [ws for ws in self._sockets if not ws.closed]
+        for ws in dropped:
+            if graceful:
+                with contextlib.suppress(Exception):
+                    await ws.send_json(
+                        {"type": "disconnect", "reason": "refresh_requested", "debug_info": {}}
+                    )
+            with contextlib.suppress(Exception):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"dropped")
+        self._sockets = [ws for ws in self._sockets if ws not in dropped]
+        self.store.touch()
+        return len(dropped)
+
+    # -- sending to the bot ---------------------------------------------------------------
+
+    def _user_name(self, user: str) -> str:
+        return self.store.users.get(user, user)
+
+    def _route(self, via: Via | None, url: str | None) -> tuple[Via, str | None]:
+        url = url or self.request_url
+        if via is None:
+            via = "http" if url else "socket"
+        if via == "http" and not url:
+            raise ValueError("via='http' needs url= (or request_url= on the emulator)")
+        return via, url
+
+    def slash_command(
+        self,
+        command: str,
+        text: str = "",
+        user: str | None = None,
+        channel: str | None = None,
+        via: Via | None = None,
+        url: str | None = None,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Delivery:
+        """Send a slash command the way Slack does and wait for the ack (at most ack_timeout).
+
+        ``via`` defaults to "http" when a url is known, else "socket". Over HTTP the request
+        is signed with the signing secret; ``timestamp`` and ``signature`` override what is
+        sent (a stale timestamp is signed correctly unless ``signature`` is given too).
+        """
+        return self._run(
+            self.aslash_command(
+                command, text, user, channel, via, url, timestamp=timestamp, signature=signature
+            )
+        )
+
+    async def aslash_command(
+        self,
+        command: str,
+        text: str = "",
+        user: str | None = None,
+        channel: str | None = None,
+        via: Via | None = None,
+        url: str | None = None,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Delivery:
+        """``slash_command`` for coroutines (any event loop)."""
+        via, url = self._route(via, url)
+        user = user or next(iter(self.store.users))
+        channel = self._known_channel(channel)
+        response_url = self._new_response_url(channel, user, None, None)
+        payload = {
+            "token": "emulator-verification-token",
+            "team_id": self.who.team_id,
+            "team_domain": self.who.team_domain,
+            "channel_id": channel,
+            "channel_name": self.store.channels[channel],
+            "user_id": user,
+            "user_name": self._user_name(user),
+            "command": command,
+            "text": text,
+            "api_app_id": self.who.app_id,
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": self._trigger_id(),
+        }
+        delivery = await self._arun(
+            self._deliver("slash_commands", payload, payload, via, url, timestamp, signature)
+        )
+        if delivery.acked and delivery.ack_payload:
+            ack = delivery.ack_payload
+            text_, blocks = ack.get("text"), ack.get("blocks")
+            if text_ or blocks:
+                with self.store.locked(), contextlib.suppress(ApiError):
+                    self._post_response(
+                        channel,
+                        user,
+                        ack,
+                        str(text_ or ""),
+                        parse_blocks(blocks) or [],
+                        source="ack",
+                    )
+        return delivery
+
+    def click(
+        self,
+        message_or_ts: Message | Ephemeral | str,
+        action_id: str,
+        user: str | None = None,
+        channel: str | None = None,
+        value: str | None = None,
+        via: Via | None = None,
+        url: str | None = None,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Delivery:
+        """Click the button ``action_id`` of a message (or an ephemeral) as ``user`` would.
+
+        A button with a ``confirm`` dialog is clicked as if the person confirmed it.
+        ``value`` overrides the button's own value.
+        """
+        return self._run(
+            self.aclick(
+                message_or_ts,
+                action_id,
+                user,
+                channel,
+                value,
+                via,
+                url,
+                timestamp=timestamp,
+                signature=signature,
+            )
+        )
+
+    async def aclick(
+        self,
+        message_or_ts: Message | Ephemeral | str,
+        action_id: str,
+        user: str | None = None,
+        channel: str | None = None,
+        value: str | None = None,
+        via: Via | None = None,
+        url: str | None = None,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> Delivery:
+        """``click`` for coroutines (any event loop)."""
+        via, url = self._route(via, url)
+        user = user or next(iter(self.store.users))
+        source = self._click_source(message_or_ts, channel)
+        button = source.button(action_id)
+        channel = source.channel
+        is_ephemeral = isinstance(source, Ephemeral)
+        response_url = self._new_response_url(
+            channel, user, "ephemeral" if is_ephemeral else "message", source.ts
+        )
+        trigger_id = self._trigger_id()
+        container: JSON = {
+            "type": "message",
+            "message_ts": source.ts,
+            "channel_id": channel,
+            "is_ephemeral": is_ephemeral,
+        }
+        if source.thread_ts:
+            container["thread_ts"] = source.thread_ts
+        payload: JSON = {
+            "type": "block_actions",
+            "user": {
+                "id": user,
+                "username": self._user_name(user),
+                "name": self._user_name(user),
+                "team_id": self.who.team_id,
+            },
+            "api_app_id": self.who.app_id,
+            "token": "emulator-verification-token",
+            "container": container,
+            "trigger_id": trigger_id,
+            "team": {"id": self.who.team_id, "domain": self.who.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": self.store.channels[channel]},
+            "state": {"values": {}},
+            "response_url": response_url,
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": button.get("block_id", ""),
+                    "text": button.get("text", {"type": "plain_text", "text": ""}),
+                    "value": value if value is not None else button.get("value", ""),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                    **({"style": button["style"]} if "style" in button else {}),
+                }
+            ],
+        }
+        if isinstance(source, Message):
+            payload["message"] = source.to_slack()
+        form = {"payload": json.dumps(payload)}
+        return await self._arun(
+            self._deliver("interactive", payload, form, via, url, timestamp, signature)
+        )
+
+    def _click_source(
+        self, ref: Message | Ephemeral | str, channel: str | None
+    ) -> Message | Ephemeral:
+        ts = ref if isinstance(ref, str) else ref.ts
+        if isinstance(ref, Ephemeral):
+            found_eph = self.store.find_ephemeral(ts)
+            if found_eph is None or found_eph.deleted:
+                raise KeyError(f"no ephemeral with ts {ts}")
+            return found_eph
+        found = self.store.find(channel, ts) if channel else self.store.find_any(ts)
+        if found is not None:
+            if found.deleted:
+                raise KeyError(f"message {ts} was deleted")
+            return found
+        eph = self.store.find_ephemeral(ts)
+        if eph is not None and not eph.deleted:
+            return eph
+        raise KeyError(f"no message or ephemeral with ts {ts}")
+
+    def _known_channel(self, channel: str | None) -> str:
+        if channel is None:
+            return self.default_channel
+        resolved = self.store.resolve_channel(channel)
+        if resolved is None:
+            raise KeyError(f"unknown channel {channel!r}; have {self.store.channels}")
+        return resolved
+
+    def _trigger_id(self) -> str:
+        return f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}"
+
+    async def _deliver(
+        self,
+        kind: Kind,
+        payload: JSON,
+        form: JSON,
+        via: Via,
+        url: str | None,
+        timestamp: int | None,
+        signature: str | None,
+    ) -> Delivery:
+        sent_at = time.time()
+        envelope_id: str | None = None
+        status: int | None = None
+        body, ack_payload, error, latency = "", None, None, None
+        if via == "http":
+            assert url is not None
+            status, body, latency, error = await self._post_signed(url, form, timestamp, signature)
+            if body.strip():
+                try:
+                    parsed = json.loads(body)
+                    ack_payload = parsed if isinstance(parsed, dict) else None
+                except json.JSONDecodeError:
+                    ack_payload = {"text": body}
+        else:
+            envelope_id = uuid.uuid4().hex
+            latency, ack_payload, error = await self._send_envelope(kind, payload, envelope_id)
+            body = json.dumps(ack_payload) if ack_payload else ""
+        delivery = Delivery(
+            kind=kind,
+            via=via,
+            payload=payload,
+            response_url=payload["response_url"],
+            trigger_id=payload["trigger_id"],
+            envelope_id=envelope_id,
+            sent_at=sent_at,
+            acked=error is None,
+            latency=latency,
+            status=status,
+            body=body,
+            ack_payload=ack_payload,
+            error=error,
+        )
+        self.store.record_delivery(delivery)
+        return delivery
+
+    async def _post_signed(
+        self, url: str, form: JSON, timestamp: int | None, signature: str | None
+    ) -> tuple[int | None, str, float | None, str | None]:
+        assert self._session is not None
+        body = urlencode(form)
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        if signature is None:
+            signature = SignatureVerifier(self.who.signing_secret).generate_signature(
+                timestamp=ts, body=body
+            )
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature or "",
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+        }
+        started = time.monotonic()
+        try:
+            async with self._session.post(
+                url,
+                data=body.encode(),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.ack_timeout),
+            ) as resp:
+                text = await resp.text()
+                return resp.status, text, time.monotonic() - started, None
+        except TimeoutError:
+            return None, "", None, f"no response within {self.ack_timeout} s"
+        except aiohttp.ClientError as exc:
+            return None, "", None, f"{type(exc).__name__}: {exc}"
+
+    async def _send_envelope(
+        self, kind: Kind, payload: JSON, envelope_id: str
+    ) -> tuple[float | None, JSON | None, str | None]:
+        open_sockets = [ws for ws in self._sockets if not ws.closed]
+        if not open_sockets:
+            return None, None, "no Socket Mode connection"
+        ws = open_sockets[-1]  # the newest, as a reconnecting app expects
+        loop = asyncio.get_running_loop()
+        waiting: asyncio.Future[tuple[float, JSON | None]] = loop.create_future()
+        self._pending_acks[envelope_id] = waiting
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": kind,
+            "accepts_response_payload": kind == "slash_commands",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        started = time.monotonic()
+        try:
+            await ws.send_json(envelope)
+            acked_at, ack_payload = await asyncio.wait_for(waiting, self.ack_timeout)
+            return acked_at - started, ack_payload, None
+        except TimeoutError:
+            return None, None, f"no ack within {self.ack_timeout} s"
+        except (ConnectionError, RuntimeError) as exc:
+            return None, None, f"socket: {exc}"
+        finally:
+            self._pending_acks.pop(envelope_id, None)
+
+    # -- state for the playground ---------------------------------------------------------
+
+    async def _on_state(self, request: web.Request) -> web.Response:
+        """``GET /_emulator/state?since=V&timeout=S``: the snapshot, long-polling for a change."""
+        since = int(request.query.get("since", "-1"))
+        timeout = min(float(request.query.get("timeout", "25")), 60.0)
+        await self.store.changed(since, timeout)
+        return web.json_response(self.snapshot())

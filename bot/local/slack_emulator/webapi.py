@@ -1,0 +1,220 @@
+"""The Web API methods the emulator answers, as Slack shapes them, over the shared ``Store``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.local.slack_emulator.records import JSON
+from bot.local.slack_emulator.state import Store
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the emulated workspace and app are."""
+
+    bot_token: str
+    app_token: str
+    signing_secret: str
+    team_id: str
+    team_domain: str
+    bot_user_id: str
+    bot_name: str
+    bot_id: str
+    app_id: str
+
+
+class ApiError(Exception):
+    """A Slack error answer: ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str, status: int = 200) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+
+
+def parse_blocks(value: Any) -> list[JSON] | None:
+    """Blocks arrive as a list (JSON bodies) or as JSON text (form bodies)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ApiError("invalid_blocks") from exc
+    if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):
+        raise ApiError("invalid_blocks")
+    return value
+
+
+Handler = Callable[[JSON], JSON]
+
+
+class WebApi:
+    """Dispatches a method name and its params to an answer, checking the token first."""
+
+    APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
+    def __init__(self, store: Store, who: Identity, base_url: Callable[[], str]) -> None:
+        self.store = store
+        self.who = who
+        self._base_url = base_url
+        self.methods: dict[str, Handler] = {
+            "api.test": lambda p: {"args": p},
+            "auth.test": self.auth_test,
+            "chat.postMessage": self.chat_post_message,
+            "chat.update": self.chat_update,
+            "chat.postEphemeral": self.chat_post_ephemeral,
+            "chat.getPermalink": self.chat_get_permalink,
+            "conversations.info": self.conversations_info,
+            "users.info": self.users_info,
+            "apps.connections.open": self.apps_connections_open,
+        }
+        self.socket_url: Callable[[], str] = lambda: ""
+
+    def check_token(self, method: str, token: str | None) -> None:
+        if method == "api.test":
+            return
+        if not token:
+            raise ApiError("not_authed")
+        wants_app = method in self.APP_TOKEN_METHODS
+        if token in (self.who.bot_token, self.who.app_token):
+            if (token == self.who.app_token) != wants_app:
+                raise ApiError("not_allowed_token_type")
+            return
+        raise ApiError("invalid_auth")
+
+    def call(self, method: str, params: JSON, token: str | None) -> JSON:
+        """The answer's body; raises ApiError for an error answer."""
+        handler = self.methods.get(method)
+        if handler is None:
+            raise ApiError("unknown_method")
+        self.check_token(method, token)
+        return {"ok": True, **handler(params)}
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _channel(self, params: JSON, key: str = "channel") -> str:
+        raw = params.get(key)
+        if not raw:
+            raise ApiError("channel_not_found")
+        channel = self.store.resolve_channel(str(raw))
+        if channel is None:
+            raise ApiError("channel_not_found")
+        return channel
+
+    def _content(self, params: JSON, required: bool) -> tuple[str | None, list[JSON] | None]:
+        text = params.get("text")
+        blocks = parse_blocks(params.get("blocks"))
+        if required and not text and not blocks:
+            raise ApiError("no_text")
+        return (None if text is None else str(text)), blocks
+
+    # -- methods ----------------------------------------------------------------------------
+
+    def auth_test(self, params: JSON) -> JSON:
+        return {
+            "url": self._base_url() + "/",
+            "team": self.who.team_domain,
+            "user": self.who.bot_name,
+            "team_id": self.who.team_id,
+            "user_id": self.who.bot_user_id,
+            "bot_id": self.who.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def chat_post_message(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        text, blocks = self._content(params, required=True)
+        thread_ts = params.get("thread_ts") or None
+        try:
+            msg = self.store.post(
+                channel,
+                self.who.bot_user_id,
+                text or "",
+                blocks or [],
+                thread_ts=thread_ts,
+                bot_id=self.who.bot_id,
+            )
+        except KeyError as exc:
+            raise ApiError("thread_not_found") from exc
+        return {"channel": channel, "ts": msg.ts, "message": msg.to_slack()}
+
+    def chat_update(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        ts = str(params.get("ts") or "")
+        text, blocks = self._content(params, required=False)
+        found = self.store.find(channel, ts)
+        if found is None or found.deleted:
+            raise ApiError("message_not_found")
+        if found.user != self.who.bot_user_id:
+            raise ApiError("cant_update_message")
+        if text is None and blocks is None:
+            raise ApiError("no_text")
+        msg = self.store.update(channel, ts, text, blocks)
+        return {"channel": channel, "ts": ts, "text": msg.text, "message": msg.to_slack()}
+
+    def chat_post_ephemeral(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        user = str(params.get("user") or "")
+        if user not in self.store.users:
+            raise ApiError("user_not_found")
+        text, blocks = self._content(params, required=True)
+        eph = self.store.post_ephemeral(
+            channel,
+            user,
+            text or "",
+            blocks or [],
+            source="chat.postEphemeral",
+            thread_ts=params.get("thread_ts") or None,
+        )
+        return {"message_ts": eph.ts}
+
+    def chat_get_permalink(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        ts = str(params.get("message_ts") or "")
+        if self.store.find(channel, ts) is None:
+            raise ApiError("message_not_found")
+        return {
+            "channel": channel,
+            "permalink": f"{self._base_url()}/archives/{channel}/p{ts.replace('.', '')}",
+        }
+
+    def conversations_info(self, params: JSON) -> JSON:
+        channel = self._channel(params)
+        return {
+            "channel": {
+                "id": channel,
+                "name": self.store.channels[channel],
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": True,
+                "context_team_id": self.who.team_id,
+            }
+        }
+
+    def users_info(self, params: JSON) -> JSON:
+        user = str(params.get("user") or "")
+        if user == self.who.bot_user_id:
+            name, is_bot = self.who.bot_name, True
+        elif user in self.store.users:
+            name, is_bot = self.store.users[user], False
+        else:
+            raise ApiError("user_not_found")
+        return {
+            "user": {
+                "id": user,
+                "team_id": self.who.team_id,
+                "name": name,
+                "real_name": name,
+                "is_bot": is_bot,
+                "deleted": False,
+                "profile": {"display_name": name, "real_name": name},
+            }
+        }
+
+    def apps_connections_open(self, params: JSON) -> JSON:
+        return {"url": self.socket_url()}

@@ -1,0 +1,449 @@
+"""The Slack emulator through real clients: slack_sdk Web API clients, a Bolt app both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.web import WebClient
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.local.slack_emulator import SlackEmulator
+from tests.helpers import free_port
+
+T = TypeVar("T")
+ALICE, BOB, CHANNEL = "U0ALICE", "U0BOB", "C0DEPLOYS"
+BOT_TOKEN, APP_TOKEN, SECRET = "xoxb-test", "xapp-test", "test-secret"
+
+
+class LoopThread:
+    """An asyncio loop in a thread, where the Bolt app under test lives (as the bot would)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def emu() -> Iterator[SlackEmulator]:
+    with SlackEmulator(
+        bot_token=BOT_TOKEN,
+        app_token=APP_TOKEN,
+        signing_secret=SECRET,
+        users={ALICE: "alice", BOB: "bob"},
+        channels={CHANNEL: "deploys", "C0OTHER": "random"},
+    ) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def bg() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+def client(emu: SlackEmulator, token: str = BOT_TOKEN) -> WebClient:
+    return WebClient(token=token, base_url=emu.api_url)
+
+
+# -- the Web API --------------------------------------------------------------------------
+
+
+def test_post_update_and_history(emu: SlackEmulator) -> None:
+    web_client = client(emu)
+    posted = web_client.chat_postMessage(channel=CHANNEL, text="deploying v1")
+    assert posted["ok"] and posted["message"]["text"] == "deploying v1"
+    ts = posted["ts"]
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*done* in 42 s"}}]
+    web_client.chat_update(channel=CHANNEL, ts=ts, text="done", blocks=blocks)
+    reply = web_client.chat_postMessage(channel=CHANNEL, thread_ts=ts, text="task started")
+
+    [msg] = emu.messages()
+    assert (msg.ts, msg.text, msg.blocks, msg.updates) == (ts, "done", blocks, 1)
+    assert [r.text for r in msg.revisions] == ["deploying v1", "done"]
+    assert "*done* in 42 s" in msg.all_text
+    assert [r.ts for r in msg.replies] == [reply["ts"]]
+    assert msg.replies[0].thread_ts == ts
+    assert emu.message(reply["ts"]).text == "task started"
+    assert [c.method for c in emu.calls] == ["chat.postMessage", "chat.update", "chat.postMessage"]
+    assert emu.calls_of("chat.update")[0].params["ts"] == ts
+    json.dumps(emu.snapshot())  # the playground's page gets exactly this
+
+
+def test_errors_answer_as_slack_does(emu: SlackEmulator) -> None:
+    web_client = client(emu)
+    with pytest.raises(SlackApiError) as err:
+        web_client.chat_update(channel=CHANNEL, ts="123.456", text="x")
+    assert err.value.response["error"] == "message_not_found"
+    theirs = emu.say("hello", user=ALICE)
+    with pytest.raises(SlackApiError) as err:
+        web_client.chat_update(channel=CHANNEL, ts=theirs.ts, text="x")
+    assert err.value.response["error"] == "cant_update_message"
+    with pytest.raises(SlackApiError) as err:
+        client(emu, token="xoxb-wrong").chat_postMessage(channel=CHANNEL, text="x")
+    assert err.value.response["error"] == "invalid_auth"
+    with pytest.raises(SlackApiError) as err:
+        web_client.chat_postMessage(channel="C0NOPE", text="x")
+    assert err.value.response["error"] == "channel_not_found"
+    with pytest.raises(SlackApiError) as err:
+        web_client.api_call("chat.doesNotExist", json={"channel": CHANNEL})
+    assert err.value.response["error"] == "unknown_method"
+    with pytest.raises(SlackApiError) as err:
+        web_client.apps_connections_open(app_token=BOT_TOKEN)
+    assert err.value.response["error"] == "not_allowed_token_type"
+    assert [m.text for m in emu.messages()] == ["hello"]
+    assert [m.updates for m in emu.messages()] == [0]
+    assert [c.error for c in emu.calls] == [
+        "message_not_found",
+        "cant_update_message",
+        "invalid_auth",
+        "channel_not_found",
+        "unknown_method",
+        "not_allowed_token_type",
+    ]
+
+
+def test_other_methods(emu: SlackEmulator) -> None:
+    web_client = client(emu)
+    auth = web_client.auth_test()
+    assert (auth["team_id"], auth["user_id"]) == ("T0DEMO", "U0DEPLOYBOT")
+    posted = web_client.chat_postMessage(channel="#deploys", text="hi")  # by name, too
+    link = web_client.chat_getPermalink(channel=CHANNEL, message_ts=posted["ts"])
+    assert link["permalink"].startswith(f"{emu.url}/archives/{CHANNEL}/p")
+    eph = web_client.chat_postEphemeral(channel=CHANNEL, user=BOB, text="only you")
+    [only] = emu.ephemerals(user=BOB)
+    assert (only.ts, only.text, only.source) == (
+        eph["message_ts"],
+        "only you",
+        "chat.postEphemeral",
+    )
+    assert emu.ephemerals(user=ALICE) == []
+    assert web_client.conversations_info(channel=CHANNEL)["channel"]["name"] == "deploys"
+    assert web_client.users_info(user=ALICE)["user"]["name"] == "alice"
+    with pytest.raises(SlackApiError):
+        web_client.users_info(user="U0NOBODY")
+    opened = WebClient(base_url=emu.api_url).apps_connections_open(app_token=APP_TOKEN)
+    assert opened["url"].startswith(emu.url.replace("http", "ws"))
+
+
+def test_429_and_500_carry_retry_after_and_retry_handlers_get_through(
+    emu: SlackEmulator, bg: LoopThread
+) -> None:
+    emu.fail("chat.postMessage", status=429, retry_after=0, times=1)
+    with pytest.raises(SlackApiError) as err:  # no retry handler: the fault shows
+        client(emu).chat_postMessage(channel=CHANNEL, text="x")
+    assert err.value.response.status_code == 429
+    assert err.value.response.headers["Retry-After"] == "0"
+
+    emu.fail("*", status=500, retry_after=1, times=1)
+    req = urllib.request.Request(f"{emu.api_url}auth.test", data=b"token=" + BOT_TOKEN.encode())
+    with pytest.raises(urllib.error.HTTPError) as http_err:
+        urllib.request.urlopen(req, timeout=5)
+    assert http_err.value.code == 500 and http_err.value.headers["Retry-After"] == "1"
+
+    async def post_through_faults() -> str:
+        web_client = AsyncWebClient(
+            token=BOT_TOKEN,
+            base_url=emu.api_url,
+            retry_handlers=[
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+                AsyncServerErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        emu.fail("chat.postMessage", status=429, retry_after=0, times=1)
+        emu.fail("chat.postMessage", status=500, times=1)
+        posted = await web_client.chat_postMessage(channel=CHANNEL, text="through")
+        return str(posted["ts"])
+
+    ts = bg.run(post_through_faults())
+    assert [m.ts for m in emu.messages()] == [ts]
+    assert [c.status for c in emu.calls_of("chat.postMessage")] == [429, 429, 500, 200]
+
+
+def test_fail_for_a_while(emu: SlackEmulator) -> None:
+    emu.fail_for(0.3, status=503)
+    with pytest.raises(SlackApiError):
+        client(emu).auth_test()
+    time.sleep(0.35)
+    assert client(emu).auth_test()["ok"]
+
+
+# -- a Bolt app over HTTP -----------------------------------------------------------------
+
+
+def build_app(emu: SlackEmulator) -> AsyncApp:
+    """A tiny bot: /deploy acks at once, posts a message with a confirmed button, later."""
+    app = AsyncApp(
+        client=AsyncWebClient(token=BOT_TOKEN, base_url=emu.api_url),
+        signing_secret=SECRET,
+    )
+
+    @app.command("/deploy")
+    async def deploy(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack(f"Deploying {command['text']}...")
+        button = {
+            "type": "button",
+            "action_id": "rollback",
+            "value": command["text"],
+            "text": {"type": "plain_text", "text": "Rollback"},
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Sure?"},
+                "text": {"type": "plain_text", "text": "Roll back?"},
+                "confirm": {"type": "plain_text", "text": "Yes"},
+                "deny": {"type": "plain_text", "text": "No"},
+            },
+        }
+        await client.chat_postMessage(
+            channel=command["channel_id"],
+            text=f"<@{command['user_id']}> deployed {command['text']}",
+            blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": "deployed"}},
+                {"type": "actions", "block_id": "final", "elements": [button]},
+            ],
+        )
+
+    @app.action("rollback")
+    async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        value = body["actions"][0]["value"]
+        await respond(text=f"rolled back from {value}", replace_original=True)
+        await respond(text="only you see this")
+
+    @app.command("/help")
+    async def help_(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        button = {"type": "button", "action_id": "deploy", "value": "v9", "text": _plain("v9")}
+        await client.chat_postEphemeral(
+            channel=command["channel_id"],
+            user=command["user_id"],
+            text="recent tags",
+            blocks=[{"type": "actions", "block_id": "tags", "elements": [button]}],
+        )
+
+    @app.action("deploy")
+    async def deploy_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        await respond(text=f"deploying {body['actions'][0]['value']}", replace_original=True)
+
+    return app
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+@pytest.fixture
+def http_bot(emu: SlackEmulator, bg: LoopThread) -> Iterator[str]:
+    port = free_port()
+
+    async def serve() -> web.AppRunner:
+        runner = web.AppRunner(build_app(emu).web_app(path="/slack/events", port=port))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = bg.run(serve())
+    yield f"http://127.0.0.1:{port}/slack/events"
+    bg.run(runner.cleanup())
+
+
+def test_signed_slash_command_over_http(emu: SlackEmulator, http_bot: str) -> None:
+    delivery = emu.slash_command("/deploy", "v1.2.3", user=ALICE, channel=CHANNEL, url=http_bot)
+    assert delivery.ok and delivery.via == "http" and delivery.status == 200
+    assert delivery.latency is not None and delivery.latency < 3
+    assert delivery.ack_payload == {"text": "Deploying v1.2.3..."}
+    assert [e.text for e in emu.ephemerals(user=ALICE)] == ["Deploying v1.2.3..."]
+    msg = emu.wait_for(lambda: emu.messages() and emu.messages()[0], 10, "the bot's message")
+    assert msg.text == f"<@{ALICE}> deployed v1.2.3"
+    assert msg.button("rollback")["confirm"]
+
+    click = emu.click(msg, "rollback", user=BOB, url=http_bot)
+    assert click.ok and click.kind == "interactive"
+    assert click.payload["container"] == {
+        "type": "message",
+        "message_ts": msg.ts,
+        "channel_id": CHANNEL,
+        "is_ephemeral": False,
+    }
+    assert click.payload["actions"][0]["block_id"] == "final"
+    emu.wait_for(lambda: len(emu.calls_of("response_url")) == 2, 10, "two responses")
+    final = emu.message(msg.ts)
+    assert final.text == "rolled back from v1.2.3" and final.updates == 1
+    assert [e.text for e in emu.ephemerals(user=BOB)] == ["only you see this"]
+    assert emu.failures == []
+
+
+def test_forged_and_stale_requests_get_401(emu: SlackEmulator, http_bot: str) -> None:
+    forged = emu.slash_command(
+        "/deploy", "v1", user=ALICE, url=http_bot, signature="v0=" + "0" * 64
+    )
+    stale = emu.slash_command(
+        "/deploy", "v1", user=ALICE, url=http_bot, timestamp=int(time.time()) - 301
+    )
+    assert (forged.status, stale.status) == (401, 401)
+    assert not forged.ok and emu.failures == [forged, stale]
+    time.sleep(0.3)  # give a wrongly accepted command time to post
+    assert emu.messages() == [] and emu.calls_of("chat.postMessage") == []
+
+
+def test_clicking_a_button_in_an_ephemeral(emu: SlackEmulator, http_bot: str) -> None:
+    assert emu.slash_command("/help", user=BOB, url=http_bot).ok
+    eph = emu.wait_for(lambda: emu.ephemerals(user=BOB) and emu.ephemerals(user=BOB)[0], 10)
+    click = emu.click(eph, "deploy", user=BOB, url=http_bot)
+    assert click.ok and click.payload["container"]["is_ephemeral"] is True
+    assert "message" not in click.payload
+    emu.wait_for(lambda: emu.ephemerals(user=BOB)[0].text == "deploying v9", 10, "replaced")
+    assert len(emu.ephemerals(user=BOB)[0].revisions) == 2 and emu.messages() == []
+
+
+# -- the same app over Socket Mode --------------------------------------------------------
+
+
+def test_socket_mode_with_slack_sdks_aiohttp_client(emu: SlackEmulator, bg: LoopThread) -> None:
+    async def connect() -> AsyncSocketModeHandler:
+        handler = AsyncSocketModeHandler(build_app(emu), APP_TOKEN, ping_interval=1)
+        assert isinstance(handler.client, SocketModeClient)
+        await handler.connect_async()
+        return handler
+
+    handler = bg.run(connect())
+    try:
+        emu.wait_socket_connected(5)
+        delivery = emu.slash_command("/deploy", "v2.0.0", user=BOB, via="socket")
+        assert delivery.ok and delivery.envelope_id and delivery.status is None
+        assert delivery.latency is not None and delivery.latency < 3
+        assert delivery.ack_payload == {"text": "Deploying v2.0.0..."}
+        msg = emu.wait_for(lambda: emu.messages() and emu.messages()[0], 10, "the message")
+        assert emu.click(msg, "rollback", user=BOB, via="socket").ok
+        emu.wait_for(lambda: emu.message(msg.ts).updates == 1, 10, "the replaced message")
+
+        assert emu.drop_socket_connections() == 1
+        assert not emu.socket_connected
+        emu.wait_socket_connected(10)  # slack_sdk reconnects by itself
+        again = emu.slash_command("/deploy", "v2.0.1", user=BOB, via="socket")
+        assert again.ok, again.error
+        assert len(emu.calls_of("apps.connections.open")) >= 1
+
+        assert emu.drop_socket_connections(refuse_for=1.5, graceful=True) == 1
+        time.sleep(1.0)
+        assert not emu.socket_connected  # refused while the outage lasts
+        emu.wait_socket_connected(15)
+        assert emu.slash_command("/deploy", "v2.0.2", user=BOB, via="socket").ok
+    finally:
+        bg.run(handler.close_async())
+
+
+def test_a_missing_ack_is_a_failure(bg: LoopThread) -> None:
+    with SlackEmulator(app_token=APP_TOKEN, ack_timeout=0.5) as emu:
+
+        async def connect_silent_client() -> SocketModeClient:
+            sm = SocketModeClient(
+                app_token=APP_TOKEN, web_client=AsyncWebClient(base_url=emu.api_url)
+            )
+            await sm.connect()
+            return sm
+
+        sm = bg.run(connect_silent_client())
+        try:
+            emu.wait_socket_connected(5)
+            delivery = emu.slash_command("/deploy", "v1", via="socket")
+            assert not delivery.acked and "no ack" in (delivery.error or "")
+            assert emu.failures == [delivery]
+        finally:
+            bg.run(sm.close())
+    no_socket = SlackEmulator(app_token=APP_TOKEN).start()
+    try:
+        assert no_socket.slash_command("/status", via="socket").error == "no Socket Mode connection"
+    finally:
+        no_socket.stop()
+
+
+# -- response_url, versions, the playground's view -----------------------------------------
+
+
+def post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_response_url_of_a_slash_command(emu: SlackEmulator, bg: LoopThread) -> None:
+    async def silent_bot() -> SocketModeClient:
+        async def ack(client: SocketModeClient, req: Any) -> None:
+            from slack_sdk.socket_mode.response import SocketModeResponse
+
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+
+        sm = SocketModeClient(app_token=APP_TOKEN, web_client=AsyncWebClient(base_url=emu.api_url))
+        sm.socket_mode_request_listeners.append(ack)
+        await sm.connect()
+        return sm
+
+    sm = bg.run(silent_bot())
+    try:
+        emu.wait_socket_connected(5)
+        delivery = emu.slash_command("/status", user=ALICE, via="socket")
+        assert delivery.ok and delivery.ack_payload is None
+        url = delivery.response_url
+        assert post_json(url, {"text": "just you"}) == (200, {"ok": True})
+        assert post_json(url, {"text": "all", "response_type": "in_channel"})[0] == 200
+        assert post_json(url, {"delete_original": True})[1]["error"] == "no_original_message"
+        assert [e.text for e in emu.ephemerals(user=ALICE)] == ["just you"]
+        assert [m.text for m in emu.messages()] == ["all"]
+        assert post_json(url, {"text": "4"})[0] == 200
+        assert post_json(url, {"text": "5"})[0] == 200
+        assert post_json(url, {"text": "6"}) == (404, {"ok": False, "error": "used_url"})
+        assert post_json(f"{emu.url}/response/nope", {"text": "x"})[0] == 404
+        assert len(emu.calls_of("response_url")) == 7
+    finally:
+        bg.run(sm.close())
+
+
+def test_version_and_waiting(emu: SlackEmulator, bg: LoopThread) -> None:
+    v0 = emu.version
+    assert emu.wait_for_change(v0, timeout=0.05) == v0
+
+    async def wait_async() -> int:
+        return await emu.changed(v0, within=5)
+
+    waiter = asyncio.run_coroutine_threadsafe(wait_async(), bg.loop)
+    threading.Timer(0.1, lambda: client(emu).chat_postMessage(channel=CHANNEL, text="x")).start()
+    assert waiter.result(5) > v0
+    assert emu.wait_for_change(v0, timeout=1) > v0
+    with pytest.raises(TimeoutError, match="never"):
+        emu.wait_for(lambda: False, 0.1, "never")
+
+    with urllib.request.urlopen(f"{emu.url}/_emulator/state?since={emu.version}&timeout=0.1") as r:
+        state = json.loads(r.read())
+    assert [m["text"] for m in state["channels"][CHANNEL]["messages"]] == ["x"]
+    assert state["calls"][0]["method"] == "chat.postMessage"
