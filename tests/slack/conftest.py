@@ -1,0 +1,128 @@
+"""The bot as a real process (``deploybot serve``), talking to the Slack emulator and moto."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from bot.local.slack_emulator import SlackEmulator
+from tests.conftest import LocalStack
+from tests.helpers import free_port, wait_http
+
+ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
+DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
+BOT_TOKEN = "xoxb-test-bot-token-4f9a2c"
+APP_TOKEN = "xapp-test-app-token-7d1e5b"
+SIGNING_SECRET = "test-signing-secret-93bd0e"
+
+
+@pytest.fixture
+def emulator() -> Iterator[SlackEmulator]:
+    emu = SlackEmulator(
+        bot_token=BOT_TOKEN,
+        app_token=APP_TOKEN,
+        signing_secret=SIGNING_SECRET,
+        users={ALICE: "alice", BOB: "bob", CAROL: "carol"},
+        channels={DEPLOYS: "deploys", RANDOM: "random"},
+    )
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@dataclass
+class BotProcess:
+    """A ``deploybot serve`` child process; ``restart`` and ``kill`` act on the real process."""
+
+    mode: str
+    env: dict[str, str]
+    port: int
+    log_path: str
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def events_url(self) -> str | None:
+        return self.url + "/slack/events" if self.mode == "http" else None
+
+    def start(self, emulator: SlackEmulator) -> None:
+        args = [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port"]
+        args.append(str(self.port))
+        if self.mode == "http":
+            args.append("--http")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(self.url + "/healthz", timeout=30)
+        if self.mode == "socket":
+            emulator.wait_socket_connected(timeout=20)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+BotFactory = Callable[..., BotProcess]
+
+
+@pytest.fixture
+def start_bot(
+    stack: LocalStack, emulator: SlackEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BotFactory]:
+    started: list[BotProcess] = []
+
+    def start(mode: str = "http", **env: str) -> BotProcess:
+        full = dict(os.environ)
+        full.update(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_APP_TOKEN=APP_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=emulator.api_url,
+            SLACK_CHANNEL=DEPLOYS,
+            DEPLOY_ALLOWED_USERS=f"{ALICE},{BOB}",
+            DEPLOY_ALLOWED_CHANNELS=f"{DEPLOYS},{RANDOM}",
+        )
+        full.update(env)
+        log_dir = tmp_path_factory.mktemp("bot")
+        bot = BotProcess(mode, full, free_port(), str(log_dir / "bot.log"))
+        bot.start(emulator)
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        if bot.proc is not None and bot.proc.poll() is None:
+            bot.stop()
+        _keep_log(bot)
+
+
+def _keep_log(bot: BotProcess) -> None:
+    """Every bot log goes to one file the secrets test reads."""
+    target = os.path.join(tempfile.gettempdir(), "deploybot-test-logs.jsonl")
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(bot.output())

@@ -1,0 +1,238 @@
+"""/deploy, /redeploy, /status through the Slack emulator, in HTTP and Socket Mode."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import boto3
+import pytest
+
+from bot.deploy.engine import image_tag_of
+from bot.local.aws import MotoServer
+from bot.local.simulator import RolloutSimulator
+from bot.local.slack_emulator import Message, SlackEmulator
+from bot.settings import Settings
+from tests.conftest import LocalStack
+from tests.slack.conftest import ALICE, BOB, CAROL, DEPLOYS, RANDOM, BotFactory
+
+MODES = ["http", "socket"]
+
+
+def running_tag(settings: Settings) -> str:
+    ecs = boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
+    svc = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
+    td = ecs.describe_task_definition(taskDefinition=svc["services"][0]["taskDefinition"])
+    return image_tag_of(td["taskDefinition"]["containerDefinitions"][0]["image"])
+
+
+def bot_messages(emulator: SlackEmulator, channel: str = DEPLOYS) -> list[Message]:
+    return [m for m in emulator.messages(channel) if m.bot_id]
+
+
+def final_message(emulator: SlackEmulator, words: str, timeout: float = 30) -> Message:
+    return emulator.wait_for(
+        lambda: next((m for m in bot_messages(emulator) if words in m.all_text), None),
+        timeout=timeout,
+        what=f"a bot message saying {words!r}",
+    )
+
+
+def no_aws_writes(aws: MotoServer) -> bool:
+    writes = [
+        ("ecs", "RegisterTaskDefinition"),
+        ("ecs", "UpdateService"),
+        ("dynamodb", "PutItem"),
+        ("dynamodb", "UpdateItem"),
+        ("dynamodb", "DeleteItem"),
+    ]
+    return all(aws.requests.count(s, o) == 0 for s, o in writes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deploy_end_to_end(
+    mode: str,
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    bot = start_bot(mode)
+    delivery = emulator.slash_command(
+        "/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    assert delivery.ok and delivery.latency is not None and delivery.latency < 3
+    msg = final_message(emulator, "Deployed v4.4.0-ecr-ecs-fargate")
+    assert "Completed in" in msg.all_text
+    assert len(bot_messages(emulator)) == 1  # one message, updated in place
+    assert msg.updates >= 1
+    assert any("IN_PROGRESS" in r.text or "STARTING" in r.text for r in msg.revisions)
+    assert msg.button("rollback") is not None
+    assert any("steady state" in reply.text for reply in msg.replies)
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+@pytest.mark.parametrize(
+    "forgery", [{"signature": "v0=" + "0" * 64}, {"timestamp": int(time.time()) - 301}]
+)
+def test_forged_or_stale_requests_are_401(
+    forgery: dict[str, object],
+    stack: LocalStack,
+    aws: MotoServer,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    bot = start_bot("http")
+    aws.requests.clear()
+    delivery = emulator.slash_command(
+        "/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url, **forgery
+    )
+    assert delivery.status == 401
+    time.sleep(1)
+    assert no_aws_writes(aws)
+    assert bot_messages(emulator) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_not_allowed_user_or_channel_is_refused(
+    mode: str,
+    stack: LocalStack,
+    aws: MotoServer,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    bot = start_bot(mode, DEPLOY_ALLOWED_CHANNELS=DEPLOYS)
+    aws.requests.clear()
+    emulator.slash_command("/deploy", "v4.4.0", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    refusal = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="a refusal")[0]
+    assert "not allowed to deploy" in refusal.text and CAROL in refusal.text
+    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=RANDOM, url=bot.events_url)
+    refusal = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE), what="a refusal")[0]
+    assert "does not work in this channel" in refusal.text
+    emulator.slash_command("/redeploy", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    emulator.wait_for(lambda: len(emulator.ephemerals(user=CAROL)) == 2, what="2nd refusal")
+    assert no_aws_writes(aws)
+    assert bot_messages(emulator) == []
+
+
+def test_bad_and_missing_tags_get_a_useful_answer(
+    stack: LocalStack, aws: MotoServer, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    bot = start_bot("http")
+    aws.requests.clear()
+    emulator.slash_command(
+        "/deploy", "v1;rm -rf /", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    emulator.slash_command("/deploy", "v9.9.9", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    answers = emulator.wait_for(
+        lambda: (e := emulator.ephemerals(user=ALICE)) and len(e) == 2 and e, what="two answers"
+    )
+    texts = sorted(a.text for a in answers)
+    assert any("is not an image tag" in t and "v4.4.0" in t for t in texts)
+    assert any("No image tagged v9.9.9-ecr-ecs-fargate" in t and "v4.5.0" in t for t in texts)
+    assert not any("Traceback" in t for t in texts)
+    assert no_aws_writes(aws)
+
+
+def test_two_users_at_once_one_deploys_one_is_told_who_holds_the_lock(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    bot = start_bot("http")
+    threads = [
+        threading.Thread(
+            target=emulator.slash_command,
+            args=("/deploy", tag),
+            kwargs={"user": user, "channel": DEPLOYS, "url": bot.events_url},
+        )
+        for user, tag in ((ALICE, "v4.4.0"), (BOB, "v4.5.0"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    refusal = emulator.wait_for(
+        lambda: emulator.ephemerals(user=ALICE) + emulator.ephemerals(user=BOB), what="refusal"
+    )
+    assert len(refusal) == 1
+    assert "Deploys are locked" in refusal[0].text
+    holder = "bob" if refusal[0].user == ALICE else "alice"
+    assert holder in refusal[0].text
+    final_message(emulator, "✅ Deployed")
+    assert len(bot_messages(emulator)) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bot_killed_mid_rollout_finishes_its_message_after_restart(
+    mode: str,
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    simulator.step_seconds = 0.3  # slow enough to kill the bot in the middle
+    bot = start_bot(mode)
+    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    msg = emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")[0]
+    bot.kill()
+    assert "Deployed" not in emulator.message(msg.ts).all_text
+    bot.start(emulator)
+    final = final_message(emulator, "Deployed v4.4.0-ecr-ecs-fargate", timeout=60)
+    assert final.ts == msg.ts  # the same message, finished
+    assert len(bot_messages(emulator)) == 1
+
+
+def test_slack_429_and_500_during_a_rollout(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    simulator.step_seconds = 0.2
+    bot = start_bot("http")
+    emulator.fail("chat.postMessage", status=500, times=1)
+    emulator.fail_for(3, method="chat.update", status=429, retry_after=1)
+    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    final = final_message(emulator, "Deployed v4.4.0-ecr-ecs-fargate", timeout=60)
+    assert "Completed in" in final.all_text
+    assert emulator.calls_of("chat.update", ok=False)
+    assert len(bot_messages(emulator)) == 1
+
+
+def test_status_during_and_after_a_rollout(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    simulator.step_seconds = 0.3
+    bot = start_bot("http")
+    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    first = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="status")[0]
+    assert "v4.3.0-ecr-ecs-fargate" in first.text and "none in progress" in first.text
+    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")
+    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    during = emulator.wait_for(
+        lambda: (e := emulator.ephemerals(user=CAROL)) and len(e) == 2 and e[1], what="status"
+    )
+    assert "alice is deploying v4.4.0-ecr-ecs-fargate" in during.all_text
+    final_message(emulator, "Deployed v4.4.0")
+    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    after = emulator.wait_for(
+        lambda: (e := emulator.ephemerals(user=CAROL)) and len(e) == 3 and e[2], what="status"
+    )
+    assert "Lock*\nfree" in after.all_text or "free" in after.all_text
+    assert "completed" in after.all_text and "v4.4.0-ecr-ecs-fargate" in after.all_text
+
+
+def test_healthz_in_socket_mode_is_503_while_disconnected(
+    stack: LocalStack, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    bot = start_bot("socket")
+    with urllib.request.urlopen(bot.url + "/healthz") as resp:
+        assert resp.status == 200
+    emulator.drop_socket_connections(refuse_for=3)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            urllib.request.urlopen(bot.url + "/healthz").close()
+            time.sleep(0.1)
+    assert err.value.code == 503
+    emulator.wait_socket_connected(timeout=20)
