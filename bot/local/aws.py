@@ -1,0 +1,312 @@
+"""moto's server on 127.0.0.1 with a log of every AWS request it answered and injectable throttling.
+
+The log and the faults live at the server side (a WSGI layer around moto's app), so they see
+requests from any process: a ``deploybot`` subprocess pointed at ``endpoint_url`` is counted
+and throttled like boto3 in the test itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+DEFAULT_REGION = "eu-west-1"
+
+# Credentials that can never reach a real account, and no profile or config file that could.
+FAKE_AWS_ENV: Mapping[str, str] = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+# Variables that would let boto3 pick a real profile; aws_env's callers remove them.
+UNSAFE_AWS_VARS: tuple[str, ...] = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN")
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/[^/,]+/(?P<service>[^/,]+)/aws4_request")
+_WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def aws_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """Environment for a boto3 client (in this process or a child) that talks only to moto."""
+    return {
+        **FAKE_AWS_ENV,
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+@dataclass(frozen=True)
+class AwsRequest:
+    """One request the server received: ``service`` is the signing name (ecs, ecr, dynamodb)."""
+
+    service: str
+    operation: str
+    at: float  # time.monotonic() when it arrived
+    throttled: bool
+
+
+class RequestLog:
+    """Every AWS request the server received, in order. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[AwsRequest] = []
+
+    def record(self, entry: AwsRequest) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self) -> list[AwsRequest]:
+        with self._lock:
+            return list(self._entries)
+
+    def __iter__(self) -> Iterator[AwsRequest]:
+        return iter(self.entries())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def count(
+        self, service: str, operation: str | None = None, *, throttled: bool | None = None
+    ) -> int:
+        """How many requests for ``service`` (and ``operation``, if given) arrived.
+
+        ``throttled=False`` counts only those moto answered; ``True`` only those refused.
+        """
+        return sum(
+            1
+            for e in self.entries()
+            if e.service == service
+            and (operation is None or e.operation == operation)
+            and (throttled is None or e.throttled == throttled)
+        )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass
+class Fault:
+    """Throttle matching requests ``times`` more times, or until ``until`` (monotonic)."""
+
+    service: str
+    operation: str | None
+    times: int | None
+    until: float | None
+    hits: int = 0
+
+    def matches(self, service: str, operation: str) -> bool:
+        return self.service == service and self.operation in (None, operation)
+
+    def active(self, now: float) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return not (self.until is not None and now >= self.until)
+
+
+class Faults:
+    """The faults the server injects. Thread-safe; each answered fault counts a hit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def throttle(
+        self,
+        service: str,
+        operation: str | None = None,
+        *,
+        times: int | None = None,
+        seconds: float | None = None,
+    ) -> Fault:
+        """Answer ThrottlingException for ``service``'s ``operation`` (every one if None).
+
+        With ``times`` the next N matching requests are refused; with ``seconds`` every
+        matching request for that long; with both, whichever ends first; with neither, until
+        ``clear()``.
+        """
+        until = time.monotonic() + seconds if seconds is not None else None
+        fault = Fault(service=service, operation=operation, times=times, until=until)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, service: str, operation: str) -> Fault | None:
+        """The fault to answer this request with, if any, counting the hit."""
+        now = time.monotonic()
+        with self._lock:
+            self._faults = [f for f in self._faults if f.active(now)]
+            for fault in self._faults:
+                if fault.matches(service, operation):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
+def _operation(environ: dict[str, Any]) -> tuple[str, str] | None:
+    """(service, operation) of an AWS request, or None for anything else (moto's own API)."""
+    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if not scope:
+        return None
+    service = scope["service"]
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    action = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action")
+    if not action and environ.get("CONTENT_TYPE", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        # Query-protocol services (IAM, STS) name the action in the form body; read it and
+        # hand moto an unread copy.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action")
+    if action:
+        return service, action[0]
+    # REST services (S3, Lambda, ...): method and path are the closest thing to an operation.
+    return service, f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+
+
+def _throttle_response(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    request_id = str(uuid.uuid4())
+    message = "Rate exceeded"
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        # JSON protocol (ECS, ECR, DynamoDB): botocore reads the code from __type.
+        body = json.dumps({"__type": "ThrottlingException", "message": message}).encode()
+        content_type = "application/x-amz-json-1.1"
+    else:
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+            f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId>"
+            "</ErrorResponse>"
+        ).encode()
+        content_type = "text/xml"
+    start_response(
+        "400 Bad Request",
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("x-amzn-RequestId", request_id),
+        ],
+    )
+    return [body]
+
+
+class _Recorder:
+    """WSGI layer around moto's app: logs each AWS request, answers injected faults."""
+
+    def __init__(self, app: _WSGIApp, requests: RequestLog, faults: Faults) -> None:
+        self._app = app
+        self._requests = requests
+        self._faults = faults
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        op = _operation(environ)
+        if op is None:
+            return self._app(environ, start_response)
+        service, operation = op
+        fault = self._faults.take(service, operation)
+        self._requests.record(
+            AwsRequest(service, operation, at=time.monotonic(), throttled=fault is not None)
+        )
+        if fault is not None:
+            return _throttle_response(environ, start_response)
+        return self._app(environ, start_response)
+
+
+class _QuietRequestHandler(MotoRequestHandler):
+    """moto's handler without a line on stderr per request (errors are still reported)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class MotoServer(ThreadedMotoServer):
+    """moto's ThreadedMotoServer on 127.0.0.1 (port 0: a free one), with ``requests`` and
+    ``faults``. Starting it also teaches moto's ECS the service behaviour the simulator needs.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, region: str = DEFAULT_REGION
+    ) -> None:
+        super().__init__(ip_address=host, port=port, verbose=False)
+        self.region = region
+        self.account_id = DEFAULT_ACCOUNT_ID
+        self.requests = RequestLog()
+        self.faults = Faults()
+
+    def _server_entry(self) -> None:
+        # ThreadedMotoServer's own entry, with our layer around moto's app.
+        app = _Recorder(DomainDispatcherApplication(create_backend_app), self.requests, self.faults)
+        self._server = make_server(
+            self._ip_address,
+            self._port,
+            app,
+            threaded=True,
+            request_handler=_QuietRequestHandler,
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    def start(self) -> None:
+        from bot.local.simulator import patch_moto_ecs
+
+        patch_moto_ecs()
+        super().start()
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def reset(self) -> None:
+        """Forget every AWS resource, logged request and fault (moto's /moto-api/reset)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        self.requests.clear()
+        self.faults.clear()
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

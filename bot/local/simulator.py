@@ -1,0 +1,726 @@
+"""The ECS rollout simulator: moto's ECS services roll deployments out on a timeline, as ECS does.
+
+moto's ECS never rolls anything out. ``patch_moto_ecs()`` (done by MotoServer.start) teaches
+moto's ECS backend the service side of a rolling update, in the server's own process:
+
+- ``create_service`` starts the service settled: one PRIMARY deployment, rolloutState
+  COMPLETED, ``desiredCount`` RUNNING tasks (real moto tasks: list_tasks / describe_tasks).
+- ``update_service`` with a new task definition or ``forceNewDeployment`` adds a PRIMARY
+  deployment (``ecs-svc/`` and 19 digits) IN_PROGRESS; the previous PRIMARY becomes ACTIVE.
+
+``RolloutSimulator`` then moves every deployment along, one step per ``tick()`` (or every
+``step_seconds`` on its own thread once started), with ECS's fields and event texts:
+
+- A task goes PROVISIONING, PENDING, then RUNNING (``pending_ticks`` after launch); one task is
+  launched a step (``launch_batch``). A task RUNNING for a full step counts as healthy, and
+  only then is an old deployment's task stopped, so the healthy count never drops below the
+  desired count (minimumHealthyPercent 100).
+- A *broken* image's tasks reach RUNNING, then stop a step later: stoppedReason "Essential
+  container in task exited", exit code 1; the deployment's failedTasks rises and the scheduler
+  launches replacements. The circuit breaker trips at ECS's threshold, half the desired count
+  rounded up, at least 3 and at most 200: rolloutState FAILED and, with rollback enabled, a
+  new PRIMARY deployment of the last completed task definition, which then rolls out.
+- A *slow* image's tasks stay PENDING for ``slow_ticks``.
+- When the PRIMARY runs its desired count of healthy tasks and no older task is left, it is
+  COMPLETED and the older deployments leave the list, as in ECS.
+
+Service events are newest first, at most 100, worded as ECS words them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ecs import models as ecs_models
+from moto.ecs import responses as ecs_responses
+from moto.ecs.models import EC2ContainerServiceBackend, Service, Task, ecs_backends
+
+if TYPE_CHECKING:
+    from bot.local.aws import MotoServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGION = "eu-west-1"
+CRASH_REASON = "Essential container in task exited"
+CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+MAX_EVENTS = 100
+PENDING_STATUSES = ("PROVISIONING", "PENDING", "ACTIVATING")
+DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
+    "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+
+TagRule = Iterable[str] | Callable[[str], bool]
+
+# moto answers requests on several threads and the simulator ticks on its own: every read or
+# change of a simulated service happens under this lock, and what the HTTP side serialises
+# (service.deployments, service.events) is replaced whole, never changed in place.
+_LOCK = threading.RLock()
+_PATCH_LOCK = threading.Lock()
+_patched = False
+_rng = random.Random()
+
+
+def failure_threshold(desired_count: int) -> int:
+    """Failed tasks that trip ECS's circuit breaker: half the desired count, in [3, 200]."""
+    return min(200, max(3, math.ceil(desired_count / 2)))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_deployment_id() -> str:
+    """An ECS deployment id: ``ecs-svc/`` and 19 digits."""
+    return f"ecs-svc/{_rng.randrange(10**18, 10**19)}"
+
+
+def image_tag(image: str) -> str:
+    """The tag of an image reference (``repo:tag`` → ``tag``), or the reference itself."""
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name or ":" not in name:
+        return image
+    return name.rsplit(":", 1)[1]
+
+
+class SimTask(Task):
+    """A moto Task whose status is ours to set (moto's own would step on every describe), with
+    the ECS task fields moto leaves out; the HTTP side serialises them by name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cpu: str | None = None
+        self.memory: str | None = None
+        self.created_at: datetime | None = None
+        self.pull_started_at: datetime | None = None
+        self.started_at: datetime | None = None
+        self.stopping_at: datetime | None = None
+        self.stopped_at: datetime | None = None
+        self.stop_code: str | None = None
+        self.health_status = "UNKNOWN"
+
+    def advance(self) -> None:
+        pass
+
+
+@dataclass
+class _Run:
+    """One task of a deployment and where it is in its life."""
+
+    task: SimTask
+    fate: str  # "healthy", "broken" or "slow"
+    age: int = 0  # steps since launch
+    running_steps: int = 0
+
+    @property
+    def status(self) -> str:
+        return self.task.last_status
+
+    @property
+    def live(self) -> bool:
+        return self.status != "STOPPED"
+
+    @property
+    def pending(self) -> bool:
+        return self.status in PENDING_STATUSES
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "RUNNING" and self.running_steps >= 1
+
+
+@dataclass
+class _Deployment:
+    id: str
+    task_definition: str
+    desired: int
+    status: str
+    rollout_state: str
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    failed: int = 0
+    runs: list[_Run] = field(default_factory=list)
+
+    def live(self) -> list[_Run]:
+        return [r for r in self.runs if r.live]
+
+    @property
+    def running(self) -> int:
+        return sum(1 for r in self.runs if r.status == "RUNNING")
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for r in self.runs if r.pending)
+
+    def as_dict(self, service: Service) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "taskDefinition": self.task_definition,
+            "desiredCount": self.desired,
+            "pendingCount": self.pending,
+            "runningCount": self.running,
+            "failedTasks": self.failed,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "launchType": service.launch_type,
+            "platformVersion": "1.4.0",
+            "platformFamily": "Linux",
+            "networkConfiguration": service.network_configuration or None,
+            "rolloutState": self.rollout_state,
+            "rolloutStateReason": self.reason,
+        }
+
+
+@dataclass
+class _ServiceSim:
+    """The simulator's own state of one service, kept on moto's Service object."""
+
+    deployments: list[_Deployment]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    last_completed: _Deployment | None = None
+
+
+def _sim(service: Service) -> _ServiceSim | None:
+    return getattr(service, "_rollout_sim", None)
+
+
+def _deployment_configuration(service: Service) -> dict[str, Any]:
+    return getattr(service, "deployment_configuration", None) or {}
+
+
+def _event(sim: _ServiceSim, message: str, now: datetime) -> None:
+    entry = {"id": str(uuid.uuid4()), "createdAt": now, "message": message}
+    sim.events = [entry, *sim.events][:MAX_EVENTS]
+
+
+def _render(service: Service, sim: _ServiceSim) -> None:
+    """Copy the simulated state onto moto's Service, which is what the HTTP side serialises."""
+    primary = sim.deployments[0]
+    service.deployments = [d.as_dict(service) for d in sim.deployments]
+    service.task_definition = primary.task_definition
+    service.desired_count = primary.desired
+    service.running_count = sum(d.running for d in sim.deployments)
+    service.pending_count = sum(d.pending for d in sim.deployments)
+    service.events = list(sim.events)
+
+
+def _task_ids(runs: Iterable[_Run]) -> str:
+    return " ".join(f"(task {r.task.id})" for r in runs)
+
+
+def _launch(
+    backend: EC2ContainerServiceBackend,
+    service: Service,
+    deployment: _Deployment,
+    fate: str,
+    now: datetime,
+    *,
+    running: bool = False,
+) -> _Run:
+    cluster = backend._get_cluster(service.cluster_name)
+    task_definition = backend.describe_task_definition(deployment.task_definition)
+    task = SimTask(
+        cluster=cluster,
+        task_definition=task_definition,
+        container_instance_arn=None,
+        resource_requirements=None,
+        backend=backend,
+        group=f"service:{service.name}",
+        launch_type=service.launch_type or "FARGATE",
+        started_by=deployment.id,
+        networking_configuration=service.network_configuration or None,
+        platform_version="1.4.0",
+    )
+    task.id = uuid.uuid4().hex  # ECS task ids are 32 hex digits
+    task.cpu = task_definition.cpu
+    task.memory = task_definition.memory
+    task.created_at = now
+    task.last_status = "PROVISIONING"
+    for container in task.containers:
+        container.health_status = "UNKNOWN"
+    run = _Run(task=task, fate=fate)
+    if running:
+        _set_running(run, now)
+        run.running_steps = 1
+    backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+    deployment.runs.append(run)
+    return run
+
+
+def _set_running(run: _Run, now: datetime) -> None:
+    task = run.task
+    task.last_status = "RUNNING"
+    task.pull_started_at = task.pull_started_at or now
+    task.started_at = now
+    for container in task.containers:
+        container.last_status = "RUNNING"
+
+
+def _stop(run: _Run, reason: str, now: datetime, *, crashed: bool) -> None:
+    task = run.task
+    task.last_status = "STOPPED"
+    task.desired_status = "STOPPED"
+    task.stopped_reason = reason
+    task.stop_code = "EssentialContainerExited" if crashed else "ServiceSchedulerInitiated"
+    task.stopping_at = now
+    task.stopped_at = now
+    for container in task.containers:
+        container.last_status = "STOPPED"
+        container.exitCode = 1 if crashed else 0
+    try:  # release the task's network interface, as Fargate does
+        from moto.ec2 import ec2_backends
+
+        ec2 = ec2_backends[task._account_id][task.region_name]
+        attachments: list[dict[str, Any]] = task.attachments
+        for attachment in attachments:
+            for detail in attachment["details"]:
+                if detail["name"] == "networkInterfaceId":
+                    ec2.delete_network_interface(detail["value"])
+            attachment["status"] = "DELETED"
+    except Exception:  # a missing ENI is no reason to fail a stop
+        log.debug("could not release the ENI of task %s", task.id, exc_info=True)
+
+
+def _new_deployment(
+    service: Service, sim: _ServiceSim, task_definition: str, now: datetime
+) -> _Deployment:
+    """A new PRIMARY deployment IN_PROGRESS; the previous PRIMARY becomes ACTIVE."""
+    for old in sim.deployments:
+        if old.status == "PRIMARY":
+            old.status = "ACTIVE"
+            old.updated_at = now
+    deployment_id = new_deployment_id()
+    deployment = _Deployment(
+        id=deployment_id,
+        task_definition=task_definition,
+        desired=service.desired_count,
+        status="PRIMARY",
+        rollout_state="IN_PROGRESS",
+        reason=f"ECS deployment {deployment_id} in progress.",
+        created_at=now,
+        updated_at=now,
+    )
+    sim.deployments = [deployment, *sim.deployments]
+    return deployment
+
+
+# --- moto's ECS backend, taught the service side of a rolling update --------------------------
+
+
+def _settle_new_service(backend: EC2ContainerServiceBackend, service: Service) -> None:
+    now = _utcnow()
+    # Fields ECS has and moto's Service lacks; the HTTP side serialises them by name.
+    service.created_at = now  # type: ignore[attr-defined]
+    if not _deployment_configuration(service):
+        service.deployment_configuration = dict(DEFAULT_DEPLOYMENT_CONFIGURATION)  # type: ignore[attr-defined]
+    if service.deployment_controller.get("type", "ECS") != "ECS" or not service.task_definition:
+        return
+    deployment_id = new_deployment_id()
+    deployment = _Deployment(
+        id=deployment_id,
+        task_definition=service.task_definition,
+        desired=service.desired_count,
+        status="PRIMARY",
+        rollout_state="COMPLETED",
+        reason=f"ECS deployment {deployment_id} completed.",
+        created_at=now,
+        updated_at=now,
+    )
+    sim = _ServiceSim(deployments=[deployment], last_completed=deployment)
+    runs = [
+        _launch(backend, service, deployment, "healthy", now, running=True)
+        for _ in range(service.desired_count)
+    ]
+    if runs:
+        _event(
+            sim,
+            f"(service {service.name}) has started {len(runs)} tasks: {_task_ids(runs)}.",
+            now,
+        )
+    _event(sim, f"(service {service.name}) has reached a steady state.", now)
+    service._rollout_sim = sim  # type: ignore[attr-defined]
+    _render(service, sim)
+
+
+def patch_moto_ecs() -> None:
+    """Teach moto's ECS (in this process) deployments; idempotent. See the module docstring."""
+    global _patched
+    with _PATCH_LOCK:
+        if _patched:
+            return
+        _patched = True
+
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        # moto sets it only in VPCs with DNS hostnames, then reads it for every awsvpc task.
+        NetworkInterface.private_dns_name = None  # type: ignore[assignment]
+
+    backend_cls = EC2ContainerServiceBackend
+    orig_create = backend_cls.create_service
+    orig_update = backend_cls.update_service
+    orig_describe = backend_cls.describe_services
+    orig_list_tasks = backend_cls.list_tasks
+    orig_describe_tasks = backend_cls.describe_tasks
+    orig_create_response = ecs_responses.EC2ContainerServiceResponse.create_service
+
+    def create_service(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Service:
+        with _LOCK:
+            service = orig_create(self, *args, **kwargs)
+            _settle_new_service(self, service)
+            return service
+
+    def update_service(
+        self: EC2ContainerServiceBackend, service_properties: dict[str, Any]
+    ) -> Service:
+        with _LOCK:
+            props = dict(service_properties)
+            service = self._get_service(
+                props.get("cluster", "default"), props["service"].split("/")[-1]
+            )
+            sim = _sim(service)
+            if sim is None:
+                return orig_update(self, service_properties)
+            # Kept from moto, which would otherwise re-id the current deployment in place.
+            force = bool(props.pop("force_new_deployment", False))
+            requested = props.get("task_definition")
+            new_arn = self.describe_task_definition(requested).arn if requested else None
+            desired = props.get("desired_count")
+            result = orig_update(self, props)
+            now = _utcnow()
+            primary = sim.deployments[0]
+            if desired is not None:
+                service.desired_count = desired
+                primary.desired = desired
+                primary.updated_at = now
+            if force or (new_arn is not None and new_arn != primary.task_definition):
+                _new_deployment(service, sim, new_arn or primary.task_definition, now)
+            else:
+                service.desired_count = primary.desired
+            _render(service, sim)
+            return result
+
+    def describe_services(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return orig_describe(self, *args, **kwargs)
+
+    def list_tasks(
+        self: EC2ContainerServiceBackend,
+        cluster_str: str | None = None,
+        container_instance: str | None = None,
+        family: str | None = None,
+        started_by: str | None = None,
+        service_name: str | None = None,
+        desiredStatus: str | None = None,
+    ) -> list[Task]:
+        with _LOCK:
+            tasks = orig_list_tasks(
+                self, cluster_str, container_instance, family, started_by, None, desiredStatus
+            )
+            if service_name:  # moto leaves this filter out; ECS groups service tasks by it
+                group = f"service:{service_name.split('/')[-1]}"
+                tasks = [t for t in tasks if t.group == group]
+            return tasks
+
+    def describe_tasks(self: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return orig_describe_tasks(self, *args, **kwargs)
+
+    def create_service_response(self: ecs_responses.EC2ContainerServiceResponse) -> Any:
+        # moto's handler drops deploymentConfiguration; ECS keeps it, merged over its defaults.
+        result = orig_create_response(self)
+        requested = self._get_param("deploymentConfiguration")
+        if requested:
+            with _LOCK:
+                service = self.ecs_backend._get_service(
+                    self._get_param("cluster", "default"), self._get_param("serviceName")
+                )
+                service.deployment_configuration = {  # type: ignore[attr-defined]
+                    **DEFAULT_DEPLOYMENT_CONFIGURATION,
+                    **requested,
+                }
+        return result
+
+    backend_cls.create_service = create_service  # type: ignore[method-assign]
+    backend_cls.update_service = update_service  # type: ignore[method-assign]
+    backend_cls.describe_services = describe_services  # type: ignore[method-assign]
+    backend_cls.list_tasks = list_tasks  # type: ignore[method-assign]
+    backend_cls.describe_tasks = describe_tasks  # type: ignore[method-assign]
+    ecs_responses.EC2ContainerServiceResponse.create_service = (  # type: ignore[method-assign]
+        create_service_response
+    )
+    assert ecs_models.EC2ContainerServiceBackend is backend_cls
+
+
+# --- the timeline -------------------------------------------------------------------------------
+
+
+class RolloutSimulator:
+    """Moves moto's ECS deployments along, one ``tick()`` at a time or on its own thread.
+
+    ``server`` (a MotoServer) gives the account and region; or pass ``region``/``account_id``.
+    ``broken`` and ``slow`` name image tags (``v4.4.0-ecr-ecs-fargate``), or are predicates on
+    the tag. ``clock`` gives the timestamps (aware UTC datetimes); the step pace is real time.
+    """
+
+    def __init__(
+        self,
+        server: MotoServer | None = None,
+        *,
+        region: str | None = None,
+        account_id: str | None = None,
+        step_seconds: float = 0.2,
+        broken: TagRule = (),
+        slow: TagRule = (),
+        pending_ticks: int = 2,
+        slow_ticks: int = 200,
+        launch_batch: int = 1,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        patch_moto_ecs()
+        self.region = region or (server.region if server else DEFAULT_REGION)
+        self.account_id = account_id or (server.account_id if server else DEFAULT_ACCOUNT_ID)
+        self.step_seconds = step_seconds
+        self.pending_ticks = max(2, pending_ticks)
+        self.slow_ticks = slow_ticks
+        self.launch_batch = max(1, launch_batch)
+        self._clock = clock or _utcnow
+        self._broken_tags, self._broken_rule = self._split_rule(broken)
+        self._slow_tags, self._slow_rule = self._split_rule(slow)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+
+    @staticmethod
+    def _split_rule(rule: TagRule) -> tuple[set[str], Callable[[str], bool] | None]:
+        if callable(rule):
+            return set(), rule
+        return set(rule), None
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def mark_broken(self, tag: str) -> None:
+        """Tasks of images with this tag crash after starting (from their next launch)."""
+        with _LOCK:
+            self._broken_tags.add(tag)
+            self._slow_tags.discard(tag)
+
+    def mark_slow(self, tag: str) -> None:
+        """Tasks of images with this tag stay PENDING for ``slow_ticks`` steps."""
+        with _LOCK:
+            self._slow_tags.add(tag)
+            self._broken_tags.discard(tag)
+
+    def mark_healthy(self, tag: str) -> None:
+        """Undo mark_broken / mark_slow for this tag."""
+        with _LOCK:
+            self._broken_tags.discard(tag)
+            self._slow_tags.discard(tag)
+
+    def _matches(self, tags: set[str], rule: Callable[[str], bool] | None, image: str) -> bool:
+        tag = image_tag(image)
+        return tag in tags or image in tags or (rule is not None and rule(tag))
+
+    def fate(self, image: str) -> str:
+        """``broken``, ``slow`` or ``healthy``: what tasks of ``image`` will do."""
+        if self._matches(self._broken_tags, self._broken_rule, image):
+            return "broken"
+        if self._matches(self._slow_tags, self._slow_rule, image):
+            return "slow"
+        return "healthy"
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> RolloutSimulator:
+        """Tick every ``step_seconds`` on a daemon thread until stop()."""
+        if self._thread is not None:
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rollout-simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> RolloutSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.step_seconds):
+            try:
+                self.tick()
+            except Exception:  # one bad step must not end the simulation
+                log.exception("rollout simulator step failed")
+
+    def tick(self, steps: int = 1) -> None:
+        """Advance every service of the account and region ``steps`` steps."""
+        for _ in range(steps):
+            with _LOCK:
+                backend = ecs_backends[self.account_id][self.region]
+                for service in list(backend.services.values()):
+                    sim = _sim(service)
+                    if sim is None or service.status != "ACTIVE":
+                        continue
+                    self._step(backend, service, sim)
+                    _render(service, sim)
+                self.ticks += 1
+
+    def idle(self) -> bool:
+        """True when no deployment of any service is IN_PROGRESS."""
+        with _LOCK:
+            backend = ecs_backends[self.account_id][self.region]
+            for service in backend.services.values():
+                sim = _sim(service)
+                if sim and any(d.rollout_state == "IN_PROGRESS" for d in sim.deployments):
+                    return False
+            return True
+
+    # -- one step of one service --------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        return now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+
+    def _image(self, backend: EC2ContainerServiceBackend, task_definition: str) -> str:
+        containers = backend.describe_task_definition(task_definition).container_definitions
+        images = [str(c.get("image", "")) for c in containers]
+        fates = [self.fate(i) for i in images]
+        for wanted in ("broken", "slow"):
+            if wanted in fates:
+                return images[fates.index(wanted)]
+        return images[0] if images else ""
+
+    def _step(
+        self, backend: EC2ContainerServiceBackend, service: Service, sim: _ServiceSim
+    ) -> None:
+        now = self._now()
+        name = service.name
+        self._advance_tasks(sim, now)
+        primary = sim.deployments[0]
+
+        # The circuit breaker, and the rollback it starts.
+        breaker = _deployment_configuration(service).get("deploymentCircuitBreaker") or {}
+        if (
+            primary.rollout_state == "IN_PROGRESS"
+            and breaker.get("enable")
+            and primary.failed >= failure_threshold(primary.desired)
+        ):
+            primary.rollout_state = "FAILED"
+            primary.reason = CIRCUIT_BREAKER_REASON
+            primary.updated_at = now
+            _event(
+                sim,
+                f"(service {name}) (deployment {primary.id}) deployment failed: "
+                "tasks failed to start.",
+                now,
+            )
+            target = sim.last_completed
+            if breaker.get("rollback") and target is not None:
+                _event(sim, f"(service {name}) rolling back to deployment {target.id}.", now)
+                primary = _new_deployment(service, sim, target.task_definition, now)
+
+        # Older deployments drain: tasks not yet healthy at once, healthy ones (oldest
+        # deployment first) only while the healthy count stays at the desired count.
+        older = sim.deployments[1:]
+        stopped: list[_Run] = []
+        scaling = f"Scaling activity initiated by (deployment {primary.id})"
+        for deployment in older:
+            for run in deployment.live():
+                if not run.healthy:
+                    _stop(run, scaling, now, crashed=False)
+                    stopped.append(run)
+        old_healthy = [r for d in reversed(older) for r in d.runs if r.live and r.healthy]
+        healthy = sum(1 for r in primary.runs if r.healthy)
+        surplus = max(0, healthy + len(old_healthy) - primary.desired)
+        for run in old_healthy[:surplus]:
+            _stop(run, scaling, now, crashed=False)
+            stopped.append(run)
+        # A primary with more tasks than wanted (desired count lowered) sheds pending ones first.
+        live = primary.live()
+        extra = len(live) - primary.desired
+        if extra > 0:
+            for run in sorted(live, key=lambda r: not r.pending)[:extra]:
+                _stop(run, scaling, now, crashed=False)
+                stopped.append(run)
+        if stopped:
+            running_stopped = [r for r in stopped if r.task.started_at is not None]
+            if running_stopped:
+                _event(
+                    sim,
+                    f"(service {name}) has stopped {len(running_stopped)} running tasks: "
+                    f"{_task_ids(running_stopped)}.",
+                    now,
+                )
+        for deployment in older:
+            deployment.desired = len(deployment.live())
+            if stopped:
+                deployment.updated_at = now
+
+        # The scheduler launches what the primary still lacks, a few at a time.
+        if primary.rollout_state != "FAILED":
+            missing = primary.desired - len(primary.live())
+            if missing > 0:
+                fate = self.fate(self._image(backend, primary.task_definition))
+                started = [
+                    _launch(backend, service, primary, fate, now)
+                    for _ in range(min(missing, self.launch_batch))
+                ]
+                primary.updated_at = now
+                _event(
+                    sim,
+                    f"(service {name}) has started {len(started)} tasks: {_task_ids(started)}.",
+                    now,
+                )
+
+        # Done when the primary is whole and healthy and nothing older still runs.
+        if (
+            primary.rollout_state == "IN_PROGRESS"
+            and sum(1 for r in primary.runs if r.healthy) == primary.desired
+            and len(primary.live()) == primary.desired
+            and not any(d.live() for d in sim.deployments[1:])
+        ):
+            primary.rollout_state = "COMPLETED"
+            primary.reason = f"ECS deployment {primary.id} completed."
+            primary.updated_at = now
+            sim.deployments = [primary]
+            sim.last_completed = primary
+            _event(sim, f"(service {name}) (deployment {primary.id}) deployment completed.", now)
+            _event(sim, f"(service {name}) has reached a steady state.", now)
+
+    def _advance_tasks(self, sim: _ServiceSim, now: datetime) -> None:
+        for deployment in sim.deployments:
+            for run in deployment.live():
+                run.age += 1
+                status = run.status
+                if status == "PROVISIONING":
+                    run.task.last_status = "PENDING"
+                    run.task.pull_started_at = now
+                elif status == "PENDING":
+                    wait = self.slow_ticks if run.fate == "slow" else self.pending_ticks
+                    if run.age >= wait:
+                        _set_running(run, now)
+                elif status == "RUNNING":
+                    run.running_steps += 1
+                    if run.fate == "broken":
+                        _stop(run, CRASH_REASON, now, crashed=True)
+                        deployment.failed += 1
+                        deployment.updated_at = now

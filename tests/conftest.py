@@ -1,0 +1,77 @@
+"""Shared fixtures: moto's server over HTTP, the local stack in it, and the rollout simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pytest
+
+from bot.local.aws import DEFAULT_REGION, FAKE_AWS_ENV, UNSAFE_AWS_VARS, MotoServer, aws_env
+from bot.local.simulator import RolloutSimulator
+from bot.local.stack import StackInfo, create_stack
+from bot.settings import Settings
+
+# Whatever the machine holds, no test can reach a real AWS account: fake keys, no profile.
+os.environ.update(FAKE_AWS_ENV)
+os.environ["AWS_REGION"] = DEFAULT_REGION
+os.environ["AWS_DEFAULT_REGION"] = DEFAULT_REGION
+for _name in UNSAFE_AWS_VARS:
+    os.environ.pop(_name, None)
+
+# How fast the simulated ECS moves in tests, and how often the engine polls it.
+SIMULATOR_STEP_SECONDS = 0.05
+TEST_POLL_SECONDS = 0.05
+TEST_TIMEOUT_SECONDS = 30
+
+
+class LocalStack(NamedTuple):
+    """The ``stack`` fixture: what create_stack made, and Settings pointing at it."""
+
+    info: StackInfo
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server for the session, on 127.0.0.1 and a free port."""
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """The moto server, emptied (resources, request log, faults), with this process's AWS
+    environment (and that of any child process) pointed at it."""
+    moto_server.reset()
+    for name, value in aws_env(moto_server.endpoint_url, moto_server.region).items():
+        monkeypatch.setenv(name, value)
+    for name in UNSAFE_AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return moto_server
+
+
+@pytest.fixture
+def stack(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    """The stack created in moto (service running v4.3.0, v4.3.0/v4.4.0/v4.5.0 in ECR), and
+    Settings for it with a fast poll; the same settings are in the environment for children."""
+    monkeypatch.setenv("ROLLOUT_POLL_SECONDS", str(TEST_POLL_SECONDS))
+    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", str(TEST_TIMEOUT_SECONDS))
+    for name in ("STACK_NAME", "ECS_CLUSTER", "ECS_SERVICE", "ECR_REPOSITORY", "DEPLOY_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    info = create_stack(aws.endpoint_url, settings)
+    aws.requests.clear()  # tests count what happens after the stack exists
+    return LocalStack(info=info, settings=settings)
+
+
+@pytest.fixture
+def simulator(aws: MotoServer) -> Iterator[RolloutSimulator]:
+    """The rollout simulator on its own thread, a step every SIMULATOR_STEP_SECONDS."""
+    sim = RolloutSimulator(aws, step_seconds=SIMULATOR_STEP_SECONDS)
+    sim.start()
+    yield sim
+    sim.stop()
