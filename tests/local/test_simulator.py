@@ -310,6 +310,21 @@ def test_broken_by_predicate(stack: LocalStack, aws: MotoServer) -> None:
     assert final["taskDefinition"] == stack.info.task_definition_arn
 
 
+def test_a_failed_rollback_is_not_rolled_back_again(stack: LocalStack, aws: MotoServer) -> None:
+    sim = RolloutSimulator(aws, broken={"v4.5.0-ecr-ecs-fargate"})
+    old_id = _service(stack)["deployments"][0]["id"]
+    _, new_id = _deploy(stack, "v4.5.0-ecr-ecs-fargate")
+    sim.tick()
+    sim.mark_broken("v4.3.0-ecr-ecs-fargate")  # the old image breaks too, say its secrets went
+    final = _run(sim, stack)[-1]
+    states = {d["id"]: (d["status"], d["rolloutState"]) for d in final["deployments"]}
+    assert states.pop(old_id) == ("ACTIVE", "COMPLETED")
+    assert states.pop(new_id) == ("ACTIVE", "FAILED")
+    assert list(states.values()) == [("PRIMARY", "FAILED")]
+    # The old tasks were never drained.
+    assert [t["startedBy"] for t in _tasks(stack, "RUNNING")].count(old_id) == 3
+
+
 def test_force_new_deployment_redeploys_the_same_task_definition(
     stack: LocalStack, aws: MotoServer
 ) -> None:
