@@ -19,7 +19,8 @@ moto's ECS backend the service side of a rolling update, in the server's own pro
   container in task exited", exit code 1; the deployment's failedTasks rises and the scheduler
   launches replacements. The circuit breaker trips at ECS's threshold, half the desired count
   rounded up, at least 3 and at most 200: rolloutState FAILED and, with rollback enabled, a
-  new PRIMARY deployment of the last completed task definition, which then rolls out.
+  new PRIMARY deployment of the last completed task definition, which then rolls out (a
+  rollback that fails in turn stays FAILED).
 - A *slow* image's tasks stay PENDING for ``slow_ticks``.
 - When the PRIMARY runs its desired count of healthy tasks and no older task is left, it is
   COMPLETED and the older deployments leave the list, as in ECS.
@@ -151,6 +152,7 @@ class _Deployment:
     updated_at: datetime
     failed: int = 0
     runs: list[_Run] = field(default_factory=list)
+    is_rollback: bool = False  # a failed rollback is not rolled back again
 
     def live(self) -> list[_Run]:
         return [r for r in self.runs if r.live]
@@ -634,9 +636,10 @@ class RolloutSimulator:
                 now,
             )
             target = sim.last_completed
-            if breaker.get("rollback") and target is not None:
+            if breaker.get("rollback") and target is not None and not primary.is_rollback:
                 _event(sim, f"(service {name}) rolling back to deployment {target.id}.", now)
                 primary = _new_deployment(service, sim, target.task_definition, now)
+                primary.is_rollback = True
 
         # Older deployments drain: tasks not yet healthy at once, healthy ones (oldest
         # deployment first) only while the healthy count stays at the desired count.
