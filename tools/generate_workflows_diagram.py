@@ -295,37 +295,29 @@ def render_drawio(d: Diagram) -> str:
     model = ET.SubElement(diagram, "mxGraphModel", grid="1", gridSize="10", page="0")
     root = ET.SubElement(model, "root")
     ET.SubElement(root, "mxCell", id="0")
-    ET.SubElement(root, "mxCell", id="1", parent="0")
+    ET.SubElement(root, "mxCell", {"id": "1", "parent": "0"})
     for n in d.nodes:
         fill, border = PALETTE[n.kind]
         x0, y0, x1, y1 = _box(d.places[n.id])
         value = f"<b>{n.title}</b><br>" + n.detail.replace("\n", "<br>")
         style = f"rounded=1;whiteSpace=wrap;html=1;fillColor={fill};strokeColor={border};"
         cell = ET.SubElement(
-            root, "mxCell", id=n.id, value=value, style=style, vertex="1", parent="1"
+            root,
+            "mxCell",
+            {"id": n.id, "value": value, "style": style, "vertex": "1", "parent": "1"},
         )
+        geometry = {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
         ET.SubElement(
-            cell,
-            "mxGeometry",
-            {"x": str(x0), "y": str(y0), "width": str(x1 - x0), "height": str(y1 - y0)},
-            **{"as": "geometry"},
+            cell, "mxGeometry", {**{k: str(v) for k, v in geometry.items()}, "as": "geometry"}
         )
     for k, e in enumerate(d.edges):
         style = "edgeStyle=orthogonalEdgeStyle;html=1;endArrow=block;"
         style += "dashed=1;strokeColor=#82b366;" if e.kind == "manual" else ""
         style += "strokeWidth=2;" if e.kind == "needs" else ""
-        cell = ET.SubElement(
-            root,
-            "mxCell",
-            id=f"edge-{k}-{e.kind}",
-            value=e.label,
-            style=style,
-            edge="1",
-            parent="1",
-            source=e.source,
-            target=e.target,
-        )
-        ET.SubElement(cell, "mxGeometry", relative="1", **{"as": "geometry"})
+        attrs = {"id": f"edge-{k}-{e.kind}", "value": e.label, "style": style, "edge": "1"}
+        attrs |= {"parent": "1", "source": e.source, "target": e.target}
+        cell = ET.SubElement(root, "mxCell", attrs)
+        ET.SubElement(cell, "mxGeometry", {"relative": "1", "as": "geometry"})
     ET.indent(mxfile)
     return ET.tostring(mxfile, encoding="unicode") + "\n"
 
