@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import logs
 from bot.deploy.engine import Engine
+from bot.deploy.errors import DeployError
 from bot.settings import Settings, load_settings
 from bot.slack.app import BotContext, build_app
 
@@ -46,25 +47,34 @@ def create_app(
     bolt, ctx = build_app(
         settings, engine, socket_mode=socket_mode, min_update_interval=min_update_interval
     )
-    socket: AsyncSocketModeHandler | None = None
-    if socket_mode:
-        socket = AsyncSocketModeHandler(bolt, app_token=settings.secret("slack_app_token"))
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        socket: AsyncSocketModeHandler | None = None
+        connecting: asyncio.Task[None] | None = None
+        if socket_mode:
+            # Its aiohttp session must be made inside the running loop.
+            socket = AsyncSocketModeHandler(bolt, app_token=settings.secret("slack_app_token"))
+            app.state.socket = socket
+            connecting = asyncio.create_task(_connect(socket))
         try:
             auth = await ctx.client.auth_test()
             log.info("connected to Slack as %s", auth.get("user"), extra={"team": auth.get("team")})
         except SlackApiError as exc:
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
-        if socket is not None:
-            await socket.connect_async()
-        resumed = await ctx.board.resume(settings.slack_channel)
-        if resumed:
-            log.info("resumed %d open deployments", len(resumed))
+        except Exception as exc:  # Slack unreachable: /healthz and a later retry tell
+            log.error("could not reach Slack at %s: %s", settings.slack_api_base, exc)
+        try:
+            resumed = await ctx.board.resume(settings.slack_channel)
+            if resumed:
+                log.info("resumed %d open deployments", len(resumed))
+        except DeployError as exc:
+            log.error("could not resume open deployments: %s", exc)
         try:
             yield
         finally:
+            if connecting is not None:
+                connecting.cancel()
             if socket is not None:
                 await socket.close_async()
             await ctx.board.close()
@@ -72,14 +82,15 @@ def create_app(
 
     app = FastAPI(title="deploybot", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx
-    app.state.socket = socket
+    app.state.socket = None
     handler = AsyncSlackRequestHandler(bolt)
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        if socket is not None and not await socket.client.is_connected():
+        socket: AsyncSocketModeHandler | None = app.state.socket
+        if socket_mode and (socket is None or not await socket.client.is_connected()):
             return JSONResponse({"status": "socket not connected"}, status_code=503)
-        return JSONResponse({"status": "ok", "mode": "socket" if socket else "http"})
+        return JSONResponse({"status": "ok", "mode": "socket" if socket_mode else "http"})
 
     if not socket_mode:
 
@@ -88,6 +99,23 @@ def create_app(
             return await handler.handle(request)
 
     return app
+
+
+async def _connect(socket: AsyncSocketModeHandler) -> None:
+    """Open the socket, retrying with backoff while Slack cannot be reached; slack_sdk's
+    client reconnects by itself once it has connected."""
+    delay = 1.0
+    while True:
+        try:
+            await socket.connect_async()
+            log.info("Socket Mode connected")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("Socket Mode connection failed (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def context_of(app: FastAPI) -> BotContext:

@@ -10,6 +10,7 @@ import pytest
 
 from bot.local.aws import DEFAULT_REGION, FAKE_AWS_ENV, UNSAFE_AWS_VARS, MotoServer, aws_env
 from bot.local.simulator import RolloutSimulator
+from bot.local.slack_emulator import SlackEmulator
 from bot.local.stack import StackInfo, create_stack
 from bot.settings import Settings
 
@@ -75,3 +76,26 @@ def simulator(aws: MotoServer) -> Iterator[RolloutSimulator]:
     sim.start()
     yield sim
     sim.stop()
+
+
+# The Slack side: people, channels and the (test-only) tokens the emulator and the bot share.
+ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
+DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
+BOT_TOKEN = "xoxb-test-bot-token-4f9a2c"
+APP_TOKEN = "xapp-test-app-token-7d1e5b"
+SIGNING_SECRET = "test-signing-secret-93bd0e"
+
+
+@pytest.fixture
+def emulator() -> Iterator[SlackEmulator]:
+    """The Slack emulator on 127.0.0.1, with alice and bob allowed to deploy in the tests."""
+    emu = SlackEmulator(
+        bot_token=BOT_TOKEN,
+        app_token=APP_TOKEN,
+        signing_secret=SIGNING_SECRET,
+        users={ALICE: "alice", BOB: "bob", CAROL: "carol"},
+        channels={DEPLOYS: "deploys", RANDOM: "random"},
+    )
+    emu.start()
+    yield emu
+    emu.stop()

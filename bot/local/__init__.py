@@ -1,1 +1,1 @@
-"""The embedded default: moto as AWS with an ECS rollout simulator, a Slack emulator, the playground."""
+"""The embedded default: moto as AWS with an ECS rollout simulator, a Slack emulator."""

@@ -253,6 +253,32 @@ class _QuietRequestHandler(MotoRequestHandler):
         pass
 
 
+_DYNAMODB_LOCK = threading.Lock()
+_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "get_item", "transact_write_items")
+
+
+def patch_moto_dynamodb() -> None:
+    """Make moto's conditional writes atomic, as DynamoDB's are.
+
+    moto's server answers each request on its own thread and checks a ConditionExpression
+    and writes the item as two steps; two conditional puts racing for one lock item could
+    both succeed, which real DynamoDB never allows. One lock around item operations fixes it.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_deploybot_atomic", False):
+        return
+    for name in _DYNAMODB_WRITES:
+        original = getattr(DynamoDBBackend, name)
+
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with _DYNAMODB_LOCK:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, atomic)
+    DynamoDBBackend._deploybot_atomic = True  # type: ignore[attr-defined]
+
+
 class MotoServer(ThreadedMotoServer):
     """moto's ThreadedMotoServer on 127.0.0.1 (port 0: a free one), with ``requests`` and
     ``faults``. Starting it also teaches moto's ECS the service behaviour the simulator needs.
@@ -284,6 +310,7 @@ class MotoServer(ThreadedMotoServer):
         from bot.local.simulator import patch_moto_ecs
 
         patch_moto_ecs()
+        patch_moto_dynamodb()
         super().start()
 
     @property

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.local.simulator import RolloutSimulator
+from bot.local.slack_emulator import SlackEmulator
+from tests.conftest import ALICE, APP_TOKEN, BOT_TOKEN, DEPLOYS, LocalStack
 from tests.helpers import free_port, wait_http
 
 pytestmark = pytest.mark.container
@@ -217,33 +220,33 @@ def test_bot_image_runs_the_cli_as_non_root(bot_image: Built) -> None:
     assert "3000/tcp" in config["ExposedPorts"]
 
 
-@pytest.mark.xfail(
-    not (ROOT / "bot" / "server.py").exists(),
-    reason="bot.server (deploybot serve) is not on this branch yet",
-    strict=False,
-)
-def test_bot_image_serves_healthz_and_turns_healthy(
-    bot_image: Built, run_container: list[str]
+def test_bot_image_deploys_through_the_slack_emulator_and_turns_healthy(
+    bot_image: Built,
+    run_container: list[str],
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
 ) -> None:
+    """The image's own command (Socket Mode), with the emulator as Slack and moto as AWS."""
     port = free_port()
-    # Nothing answers on these addresses: /healthz must not need Slack or AWS to answer.
     env = {
-        "SLACK_BOT_TOKEN": "xoxb-container-test",
-        "SLACK_SIGNING_SECRET": "container-test-secret",
-        "SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_API_URL": emulator.api_url,
+        "DEPLOY_ALLOWED_USERS": ALICE,
+        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
     }
-    c = start(
-        bot_image.tag,
-        run_container,
-        port,
-        env,
-        ["deploybot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port)],
-    )
+    env.pop("AWS_CONFIG_FILE", None)
+    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    c = start(bot_image.tag, run_container, port, env, ["deploybot", "serve", "--port", str(port)])
     wait_answer(c, "/healthz")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-        assert resp.status == 200
+    emulator.wait_socket_connected(timeout=30)
     assert main_process_uid(c) != 0
     assert wait_healthy(c) == "healthy", c.logs()
+    delivery = emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS)
+    assert delivery.ok, c.logs()
+    emulator.wait_for(
+        lambda: any("Deployed v4.4.0" in m.all_text for m in emulator.messages(DEPLOYS)),
+        timeout=60,
+        what="the deployment's final message",
+    )

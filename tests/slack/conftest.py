@@ -13,28 +13,17 @@ from dataclasses import dataclass, field
 import pytest
 
 from bot.local.slack_emulator import SlackEmulator
-from tests.conftest import LocalStack
+from tests.conftest import (
+    ALICE,
+    APP_TOKEN,
+    BOB,
+    BOT_TOKEN,
+    DEPLOYS,
+    RANDOM,
+    SIGNING_SECRET,
+    LocalStack,
+)
 from tests.helpers import free_port, wait_http
-
-ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
-DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
-BOT_TOKEN = "xoxb-test-bot-token-4f9a2c"
-APP_TOKEN = "xapp-test-app-token-7d1e5b"
-SIGNING_SECRET = "test-signing-secret-93bd0e"
-
-
-@pytest.fixture
-def emulator() -> Iterator[SlackEmulator]:
-    emu = SlackEmulator(
-        bot_token=BOT_TOKEN,
-        app_token=APP_TOKEN,
-        signing_secret=SIGNING_SECRET,
-        users={ALICE: "alice", BOB: "bob", CAROL: "carol"},
-        channels={DEPLOYS: "deploys", RANDOM: "random"},
-    )
-    emu.start()
-    yield emu
-    emu.stop()
 
 
 @dataclass

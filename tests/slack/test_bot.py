@@ -13,8 +13,8 @@ from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.settings import Settings
-from tests.conftest import LocalStack
-from tests.slack.conftest import ALICE, BOB, CAROL, DEPLOYS, RANDOM, BotFactory
+from tests.conftest import ALICE, BOB, CAROL, DEPLOYS, RANDOM, LocalStack
+from tests.slack.conftest import BotFactory
 
 MODES = ["http", "socket"]
 
@@ -169,10 +169,14 @@ def test_bot_killed_mid_rollout_finishes_its_message_after_restart(
     emulator: SlackEmulator,
     start_bot: BotFactory,
 ) -> None:
-    simulator.step_seconds = 0.3  # slow enough to kill the bot in the middle
+    simulator.step_seconds = 1.0  # about 6 s a rollout: slow enough to kill the bot mid-way
     bot = start_bot(mode)
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    msg = emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")[0]
+    # Killed once the message shows the rollout moving (the record knows where the message is).
+    msg = emulator.wait_for(
+        lambda: next((m for m in bot_messages(emulator) if m.updates >= 1), None),
+        what="the progress message, updated once",
+    )
     bot.kill()
     assert "Deployed" not in emulator.message(msg.ts).all_text
     bot.start(emulator)
@@ -184,11 +188,12 @@ def test_bot_killed_mid_rollout_finishes_its_message_after_restart(
 def test_slack_429_and_500_during_a_rollout(
     stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
 ) -> None:
-    simulator.step_seconds = 0.2
+    simulator.step_seconds = 0.5
     bot = start_bot("http")
     emulator.fail("chat.postMessage", status=500, times=1)
-    emulator.fail_for(3, method="chat.update", status=429, retry_after=1)
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")
+    emulator.fail_for(4, method="chat.update", status=429, retry_after=1)
     final = final_message(emulator, "Deployed v4.4.0-ecr-ecs-fargate", timeout=60)
     assert "Completed in" in final.all_text
     assert emulator.calls_of("chat.update", ok=False)
