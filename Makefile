@@ -3,9 +3,9 @@
 SHELL := /bin/bash
 UV := uv
 RUN := $(UV) run --frozen
-LINT_PATHS := bot/ service/ tests/
+LINT_PATHS := bot/ service/ tests/ tools/
 
-.PHONY: help uv install lint format test build demo deploy redeploy rollback status history unlock
+.PHONY: help uv install lint lint-cfn infra bot-infra format test build demo deploy redeploy rollback status history unlock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ uv:
 install: uv ## install the project and its tools (uv sync)
 	@$(UV) sync --frozen --quiet
 
-lint: install ## ruff, ruff format --check, mypy
+lint: install lint-cfn ## ruff, ruff format --check, mypy, cfn-lint, checkov
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy
@@ -33,3 +33,13 @@ build: install ## build the wheel and sdist into dist/
 
 demo: install ## the bot on its local embedded default (moto + the Slack emulator)
 	@echo "make demo is not built yet: it arrives with the playground issue (#8)."
+
+lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: --skip-download)
+	$(RUN) cfn-lint cloudformation/*.yml
+	$(RUN) checkov --directory cloudformation --framework cloudformation --quiet --compact --skip-download
+
+infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=)
+	$(RUN) python -m tools.stack service $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+
+bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
+	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)

@@ -21,8 +21,9 @@ import math
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +140,10 @@ def _stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
 class _EventPrinter:
     """Prints the stack's new events from a thread while the main thread waits on a waiter."""
 
-    def __init__(self, cfn: Any, stack_name: str, since: datetime, delay: float, out: Out):
-        self._cfn, self._stack, self._since, self._delay, self._out = (
-            cfn,
-            stack_name,
-            since,
-            delay,
-            out,
-        )
-        self._seen: set[str] = set()
+    def __init__(self, cfn: Any, stack_name: str, delay: float, out: Out):
+        self._cfn, self._stack, self._delay, self._out = cfn, stack_name, delay, out
+        # Events from before this operation are history: note them, print nothing.
+        self._seen: set[str] = {e["EventId"] for e in self._events()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.failures: list[str] = []
@@ -167,11 +163,14 @@ class _EventPrinter:
             with contextlib.suppress(ClientError):
                 self.poll()
 
+    def _events(self) -> list[dict[str, Any]]:
+        if _stack(self._cfn, self._stack) is None:
+            return []
+        return list(self._cfn.describe_stack_events(StackName=self._stack)["StackEvents"])
+
     def poll(self) -> None:
-        events = self._cfn.describe_stack_events(StackName=self._stack)["StackEvents"]
-        fresh = [
-            e for e in events if e["EventId"] not in self._seen and e["Timestamp"] >= self._since
-        ]
+        """Print the events not printed yet, oldest first."""
+        fresh = [e for e in self._events() if e["EventId"] not in self._seen]
         for event in sorted(fresh, key=lambda e: e["Timestamp"]):
             self._seen.add(event["EventId"])
             reason = event.get("ResourceStatusReason") or ""
@@ -232,7 +231,7 @@ def deploy_stack(
             for key in sorted((declared & previous) - set(parameters))
         ]
 
-    change_set = f"deploy-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    change_set = f"deploy-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     kind = "CREATE" if creating else "UPDATE"
     out(f"{stack_name}: creating change set {change_set} ({kind})")
     try:
@@ -264,23 +263,18 @@ def deploy_stack(
         raise StackRefused(f"the change set failed: {reason}") from exc
 
     described = cfn.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
-    changes = described.get("Changes", [])
-    if not changes and not creating:
-        cfn.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
-        out(f"{stack_name}: no changes")
-        return "unchanged"
-    for change in changes:
+    # A change set without changes ends FAILED ("didn't contain changes"), handled above.
+    for change in described.get("Changes", []):
         rc = change.get("ResourceChange", {})
         replacement = rc.get("Replacement")
         note = f" (replacement: {replacement})" if replacement in ("True", "Conditional") else ""
         out(f"  {rc.get('Action', '?'):<8} {rc.get('LogicalResourceId', '?'):<28} "
             f"{rc.get('ResourceType', '')}{note}")  # fmt: skip
 
-    # A second of slack: CloudFormation's timestamps and this clock may disagree a little.
-    since = datetime.now(UTC) - timedelta(seconds=1)
+    events = _EventPrinter(cfn, stack_name, delay, out)
     cfn.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
     waiter = "stack_create_complete" if creating else "stack_update_complete"
-    with _EventPrinter(cfn, stack_name, since, delay, out) as events:
+    with events:
         try:
             _wait(cfn, waiter, delay, timeout, StackName=stack_name)
         except WaiterError as exc:
