@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
@@ -180,3 +181,82 @@ def test_bot_stack_needs_a_tag_on_first_creation(moto_url: str) -> None:
     lines: list[str] = []
     assert main(["bot"], out=lines.append, delay=0.05) == 2
     assert "TAG=" in lines[-1]
+
+
+def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
+    """service.yml itself through moto's CloudFormation, then a bot deploy, then `make infra`."""
+    stack = "hello-world-ecr-ecs-fargate"
+    cfn, ecs = _client("cloudformation", moto_url), _client("ecs", moto_url)
+    lines: list[str] = []
+    first = ["service", "--tag", "v1.0.0-ecr-ecs-fargate", "AllowedIP=198.51.100.7/32"]
+    assert main(first, out=lines.append, delay=0.05) == 0, lines
+    assert running_image_tag(ecs, stack, stack, "hello-world") == "v1.0.0-ecr-ecs-fargate"
+
+    # What the engine does: the current revision with the image swapped, then update_service.
+    (service,) = ecs.describe_services(cluster=stack, services=[stack])["services"]
+    current = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+    definition = current["taskDefinition"]
+    containers = definition["containerDefinitions"]
+    for container in containers:
+        if container["name"] == "hello-world":
+            container["image"] = container["image"].replace("v1.0.0", "v1.1.0")
+    revision = ecs.register_task_definition(
+        family=definition["family"],
+        containerDefinitions=containers,
+        networkMode=definition["networkMode"],
+        requiresCompatibilities=definition.get("requiresCompatibilities", ["FARGATE"]),
+        cpu=definition.get("cpu", "256"),
+        memory=definition.get("memory", "512"),
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=stack, service=stack, taskDefinition=revision)
+
+    lines.clear()
+    assert main(["service", "DesiredCount=3"], out=lines.append, delay=0.05) == 0, lines
+    assert "keeping the image that runs now: ImageTag=v1.1.0-ecr-ecs-fargate" in lines
+    (described,) = cfn.describe_stacks(StackName=stack)["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    assert parameters == {
+        "ImageTag": "v1.1.0-ecr-ecs-fargate",
+        "AllowedIP": "198.51.100.7/32",
+        "DesiredCount": "3",
+    }
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS::SecretsManager::Secret")
+def test_bot_stack_before_the_service_stack_fails_clearly(moto_url: str) -> None:
+    lines: list[str] = []
+    assert main(["bot", "--tag", "v0.1.0-ecr-ecs-fargate"], out=lines.append, delay=0.05) != 0
+    assert lines[-1].startswith("error:")
+    assert "hello-world-ecr-ecs-fargate-ExecutionRoleArn" in lines[-1]
+
+
+def test_slack_secret_from_the_environment(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = _client("secretsmanager", moto_url)
+    arn = secrets.create_secret(Name="svc-bot/slack", SecretString="{}")["ARN"]
+    # Stands in for bot.yml's stack: only its SlackSecretArn output matters here.
+    _client("cloudformation", moto_url).create_stack(
+        StackName="svc-bot",
+        TemplateBody=(
+            "Parameters: {Arn: {Type: String}}\n"
+            "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"
+            "Outputs: {SlackSecretArn: {Value: !Ref Arn}}\n"
+        ),
+        Parameters=[{"ParameterKey": "Arn", "ParameterValue": arn}],
+    )
+    lines: list[str] = []
+    argv = ["slack-secret", "--service-stack", "svc"]
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    assert main(argv, out=lines.append) == 2
+    assert "SLACK_SIGNING_SECRET" in lines[-1]
+
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
+    assert main(argv, out=lines.append) == 0
+    value = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+    assert value == {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_APP_TOKEN": "xapp-1",
+        "SLACK_SIGNING_SECRET": "s3cret",
+    }
+    assert not any("xoxb-1" in line or "s3cret" in line for line in lines)
