@@ -155,7 +155,8 @@ class _EventPrinter:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.poll()  # the last events, printed after the waiter's verdict
+        with contextlib.suppress(ClientError):
+            self.poll()  # the last events, printed after the waiter's verdict
 
     def _run(self) -> None:
         while not self._stop.wait(self._delay):
