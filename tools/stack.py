@@ -1,0 +1,397 @@
+"""Deploy the CloudFormation stacks with boto3 change sets (`make infra`, `make bot-infra`).
+
+    python -m tools.stack service [--tag TAG] [KEY=VALUE ...]   the service's stack
+    python -m tools.stack bot [--tag TAG] [KEY=VALUE ...]       the bot's stack
+    python -m tools.stack slack-secret                          SLACK_* from the environment
+    python -m tools.stack delete --stack NAME                   e.g. after a failed creation
+
+`service` passes the image tag that runs now (read from the live ECS service) as
+ImageTag, so an infrastructure update never reverts a deployment the bot made.
+Parameters not given keep their previous values on an update.
+Exit codes follow deploybot's: 0 done, 1 the stack operation failed, 2 refused
+before any change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError, WaiterError
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_TEMPLATE = ROOT / "cloudformation" / "service.yml"
+BOT_TEMPLATE = ROOT / "cloudformation" / "bot.yml"
+SERVICE_CONTAINER = "hello-world"
+DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
+SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+
+Out = Callable[[str], None]
+
+
+class StackError(Exception):
+    """The stack operation failed; the message says why, for a person."""
+
+    exit_code = 1
+
+
+class StackRefused(StackError):
+    """Refused before any change (bad input, missing tag, stack busy)."""
+
+    exit_code = 2
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def image_tag_of(image: str) -> str:
+    """The tag of an image reference such as ``123.dkr.ecr.eu-west-1.amazonaws.com/repo:v1``."""
+    if "@" in image:
+        raise StackRefused(f"the running image is pinned by digest ({image}); pass TAG= explicitly")
+    name = image.rsplit("/", 1)[-1]
+    if ":" not in name:
+        raise StackRefused(f"the running image has no tag ({image}); pass TAG= explicitly")
+    return name.rsplit(":", 1)[1]
+
+
+def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> str | None:
+    """The image tag of ``container`` in the service's current task definition; None if no service.
+
+    The service's taskDefinition is its PRIMARY deployment's: the one being rolled
+    out now, or the one that runs if nothing is rolling out.
+    """
+    try:
+        found = ecs.describe_services(cluster=cluster, services=[service])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ClusterNotFoundException":
+            return None
+        raise
+    live = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
+    if not live:
+        return None
+    task_definition = ecs.describe_task_definition(taskDefinition=live[0]["taskDefinition"])
+    for definition in task_definition["taskDefinition"]["containerDefinitions"]:
+        if definition["name"] == container:
+            return image_tag_of(definition["image"])
+    raise StackRefused(
+        f"service {service} runs {live[0]['taskDefinition']}, which has no container {container!r}"
+    )
+
+
+def service_parameters(
+    ecs: Any,
+    stack_name: str,
+    tag: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    out: Out = _print,
+) -> dict[str, str]:
+    """The service stack's parameters: ImageTag is what runs now unless ``tag`` says otherwise.
+
+    The cluster and service are named after the stack (service.yml does so).
+    """
+    running = running_image_tag(ecs, stack_name, stack_name, SERVICE_CONTAINER)
+    if tag is None and running is None:
+        raise StackRefused(
+            f"no service {stack_name} runs yet, so there is no image tag to keep: "
+            "on first creation give one, e.g. make infra TAG=v1.0.0-ecr-ecs-fargate ALLOWED_IP=..."
+        )
+    if tag is not None and running is not None and tag != running:
+        out(f"note: {running} runs now; TAG={tag} replaces it (deploybot will not know of this).")
+    chosen = tag if tag is not None else running
+    assert chosen is not None
+    if tag is None:
+        out(f"keeping the image that runs now: ImageTag={chosen}")
+    return {**(extra or {}), "ImageTag": chosen}
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``["Key=Value", ...]`` into a dict; an empty value is allowed (``Key=``)."""
+    parameters: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StackRefused(f"parameters are KEY=VALUE, got {item!r}")
+        parameters[key] = value
+    return parameters
+
+
+def _stack(cfn: Any, stack_name: str) -> dict[str, Any] | None:
+    try:
+        return dict(cfn.describe_stacks(StackName=stack_name)["Stacks"][0])
+    except ClientError as exc:
+        if "does not exist" in exc.response["Error"].get("Message", ""):
+            return None
+        raise
+
+
+class _EventPrinter:
+    """Prints the stack's new events from a thread while the main thread waits on a waiter."""
+
+    def __init__(self, cfn: Any, stack_name: str, delay: float, out: Out):
+        self._cfn, self._stack, self._delay, self._out = cfn, stack_name, delay, out
+        # Events from before this operation are history: note them, print nothing.
+        self._seen: set[str] = {e["EventId"] for e in self._events()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.failures: list[str] = []
+
+    def __enter__(self) -> _EventPrinter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(ClientError):
+            self.poll()  # the last events, printed after the waiter's verdict
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._delay):
+            # Throttled or briefly unavailable: the next poll catches up.
+            with contextlib.suppress(ClientError):
+                self.poll()
+
+    def _events(self) -> list[dict[str, Any]]:
+        if _stack(self._cfn, self._stack) is None:
+            return []
+        return list(self._cfn.describe_stack_events(StackName=self._stack)["StackEvents"])
+
+    def poll(self) -> None:
+        """Print the events not printed yet, oldest first."""
+        fresh = [e for e in self._events() if e["EventId"] not in self._seen]
+        for event in sorted(fresh, key=lambda e: e["Timestamp"]):
+            self._seen.add(event["EventId"])
+            reason = event.get("ResourceStatusReason") or ""
+            line = (
+                f"{event['Timestamp']:%H:%M:%S}  {event['ResourceStatus']:<28} "
+                f"{event['LogicalResourceId']:<28} {event.get('ResourceType', '')}"
+            )
+            self._out(f"{line}  {reason}".rstrip())
+            if event["ResourceStatus"].endswith("FAILED") and reason:
+                self.failures.append(f"{event['LogicalResourceId']}: {reason}")
+
+
+def _wait(cfn: Any, name: str, delay: float, timeout: float, **kwargs: Any) -> None:
+    config = {"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / delay))}
+    cfn.get_waiter(name).wait(WaiterConfig=config, **kwargs)
+
+
+def deploy_stack(
+    cfn: Any,
+    stack_name: str,
+    template_body: str,
+    parameters: Mapping[str, str],
+    *,
+    out: Out = _print,
+    delay: float = 5.0,
+    timeout: float = 3600.0,
+) -> str:
+    """Create or update ``stack_name`` through a change set; returns created/updated/unchanged.
+
+    Parameters the template declares but ``parameters`` omits keep their previous
+    values on an update (and take their defaults on creation).
+    """
+    existing = _stack(cfn, stack_name)
+    status = existing["StackStatus"] if existing else None
+    if status == "ROLLBACK_COMPLETE":
+        raise StackRefused(
+            f"stack {stack_name} failed its first creation and was rolled back; delete it "
+            f"(python -m tools.stack delete --stack {stack_name}) and run again"
+        )
+    if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        raise StackRefused(f"stack {stack_name} is busy ({status}); wait for it to finish")
+    creating = existing is None or status == "REVIEW_IN_PROGRESS"
+
+    declared = {
+        p["ParameterKey"]
+        for p in cfn.get_template_summary(TemplateBody=template_body).get("Parameters", [])
+    }
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise StackRefused(f"the template declares no parameter {', '.join(unknown)}")
+    previous = {p["ParameterKey"] for p in (existing or {}).get("Parameters", [])}
+    cfn_parameters: list[dict[str, Any]] = [
+        {"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()
+    ]
+    if not creating:
+        cfn_parameters += [
+            {"ParameterKey": key, "UsePreviousValue": True}
+            for key in sorted((declared & previous) - set(parameters))
+        ]
+
+    change_set = f"deploy-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    kind = "CREATE" if creating else "UPDATE"
+    out(f"{stack_name}: creating change set {change_set} ({kind})")
+    try:
+        cfn.create_change_set(
+            StackName=stack_name,
+            ChangeSetName=change_set,
+            ChangeSetType=kind,
+            TemplateBody=template_body,
+            Parameters=cfn_parameters,
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        )
+    except ClientError as exc:
+        message = exc.response["Error"].get("Message", str(exc))
+        if any(marker in message for marker in NO_CHANGES):
+            out(f"{stack_name}: no changes")
+            return "unchanged"
+        raise StackRefused(f"CloudFormation refused the change set: {message}") from exc
+
+    try:
+        _wait(cfn, "change_set_create_complete", delay, timeout,
+              StackName=stack_name, ChangeSetName=change_set)  # fmt: skip
+    except WaiterError as exc:
+        described = cfn.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
+        reason = described.get("StatusReason", "") or str(exc)
+        if any(marker in reason for marker in NO_CHANGES):
+            cfn.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
+            out(f"{stack_name}: no changes")
+            return "unchanged"
+        raise StackRefused(f"the change set failed: {reason}") from exc
+
+    described = cfn.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
+    # A change set without changes ends FAILED ("didn't contain changes"), handled above.
+    for change in described.get("Changes", []):
+        rc = change.get("ResourceChange", {})
+        replacement = rc.get("Replacement")
+        note = f" (replacement: {replacement})" if replacement in ("True", "Conditional") else ""
+        out(f"  {rc.get('Action', '?'):<8} {rc.get('LogicalResourceId', '?'):<28} "
+            f"{rc.get('ResourceType', '')}{note}")  # fmt: skip
+
+    events = _EventPrinter(cfn, stack_name, delay, out)
+    cfn.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
+    waiter = "stack_create_complete" if creating else "stack_update_complete"
+    with events:
+        try:
+            _wait(cfn, waiter, delay, timeout, StackName=stack_name)
+        except WaiterError as exc:
+            failure = exc
+        else:
+            failure = None
+    if failure is not None:
+        final = _stack(cfn, stack_name)
+        final_status = final["StackStatus"] if final else "DELETED"
+        why = "; ".join(events.failures) or str(failure)
+        hint = (
+            f" Delete it (python -m tools.stack delete --stack {stack_name}) before trying again."
+            if final_status == "ROLLBACK_COMPLETE"
+            else ""
+        )
+        raise StackError(f"stack {stack_name} ended {final_status}: {why}.{hint}")
+
+    final = _stack(cfn, stack_name) or {}
+    for output in final.get("Outputs", []):
+        out(f"  {output['OutputKey']} = {output['OutputValue']}")
+    verdict = "created" if creating else "updated"
+    out(f"{stack_name}: {verdict}")
+    return verdict
+
+
+def delete_stack(cfn: Any, stack_name: str, *, out: Out = _print, delay: float = 5.0) -> None:
+    """Delete the stack and wait until it is gone."""
+    if _stack(cfn, stack_name) is None:
+        out(f"{stack_name}: no such stack")
+        return
+    cfn.delete_stack(StackName=stack_name)
+    try:
+        _wait(cfn, "stack_delete_complete", delay, 3600.0, StackName=stack_name)
+    except WaiterError as exc:
+        raise StackError(f"deleting {stack_name} failed: {exc}") from exc
+    out(f"{stack_name}: deleted")
+
+
+def put_slack_secret(
+    cfn: Any, secrets: Any, bot_stack: str, env: Mapping[str, str], out: Out = _print
+) -> None:
+    """Write the three SLACK_* values from ``env`` into the bot stack's secret."""
+    missing = [key for key in SLACK_SECRET_KEYS if not env.get(key)]
+    if missing:
+        raise StackRefused(f"set {', '.join(missing)} in the environment first")
+    stack = _stack(cfn, bot_stack)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
+    if "SlackSecretArn" not in outputs:
+        raise StackRefused(f"stack {bot_stack} has no SlackSecretArn output; run make bot-infra")
+    value = json.dumps({key: env[key] for key in SLACK_SECRET_KEYS})
+    secrets.put_secret_value(SecretId=outputs["SlackSecretArn"], SecretString=value)
+    out(f"wrote {', '.join(SLACK_SECRET_KEYS)} to {outputs['SlackSecretArn']}; "
+        "restart the bot's service to use them")  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    default_stack = os.environ.get("STACK_NAME") or DEFAULT_STACK
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.stack", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or "eu-west-1")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    service = commands.add_parser("service", help="create or update the service's stack")
+    service.add_argument("--stack", default=default_stack)
+    service.add_argument("--template", type=Path, default=SERVICE_TEMPLATE)
+    service.add_argument("--tag", help="ImageTag; default: the tag that runs now")
+    service.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+
+    bot = commands.add_parser("bot", help="create or update the bot's stack")
+    bot.add_argument("--service-stack", default=default_stack)
+    bot.add_argument("--stack", help="default: SERVICE_STACK-bot")
+    bot.add_argument("--template", type=Path, default=BOT_TEMPLATE)
+    bot.add_argument("--tag", help="the bot's ImageTag; default: the previous value")
+    bot.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+
+    secret = commands.add_parser("slack-secret", help="put SLACK_* from the environment")
+    secret.add_argument("--service-stack", default=default_stack)
+
+    delete = commands.add_parser("delete", help="delete a stack (e.g. after a failed creation)")
+    delete.add_argument("--stack", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.0) -> int:
+    """The command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    session = boto3.session.Session(region_name=args.region)
+    cfn = session.client("cloudformation")
+    try:
+        if args.command == "service":
+            given = parse_assignments(args.parameters)
+            params = service_parameters(session.client("ecs"), args.stack, args.tag, given, out)
+            deploy_stack(cfn, args.stack, args.template.read_text(), params, out=out, delay=delay)
+        elif args.command == "bot":
+            given = parse_assignments(args.parameters)
+            stack = args.stack or f"{args.service_stack}-bot"
+            given["ServiceStackName"] = args.service_stack
+            if args.tag:
+                given["ImageTag"] = args.tag
+            elif _stack(cfn, stack) is None:
+                raise StackRefused("first creation of the bot's stack: give the bot's image TAG=")
+            deploy_stack(cfn, stack, args.template.read_text(), given, out=out, delay=delay)
+        elif args.command == "slack-secret":
+            secrets = session.client("secretsmanager")
+            put_slack_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
+        else:
+            delete_stack(cfn, args.stack, out=out, delay=delay)
+    except StackError as exc:
+        out(f"error: {exc}")
+        return exc.exit_code
+    except ClientError as exc:
+        out(f"error: AWS said: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
