@@ -68,12 +68,23 @@ def _run_service(url: str, stack: str, tag: str) -> None:
     if existing and existing[0]["status"] == "ACTIVE":
         ecs.update_service(cluster=stack, service=stack, taskDefinition=revision)
     else:
+        ec2 = _client("ec2", url)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName=stack, Description="svc", VpcId=vpc)["GroupId"]
         ecs.create_service(
             cluster=stack,
             serviceName=stack,
             taskDefinition=revision,
             desiredCount=2,
             launchType="FARGATE",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [subnet],
+                    "securityGroups": [group],
+                    "assignPublicIp": "ENABLED",
+                }
+            },
         )
 
 
