@@ -13,6 +13,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.local.stack import StackInfo, create_stack
 from bot.settings import Settings
+from tests import aws_calls  # noqa: F401  (starts recording the engine's AWS calls)
 
 # Whatever the machine holds, no test can reach a real AWS account: fake keys, no profile.
 os.environ.update(FAKE_AWS_ENV)

@@ -6,7 +6,7 @@ throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a pe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,17 @@ RETRY_CONFIG = Config(
     read_timeout=20,
     user_agent_extra="deploybot",
 )
+
+
+# Called with ("ecs", "DescribeServices")-style pairs before every AWS call any AwsClient makes:
+# the hook the permission test uses to hold the bot's IAM role to what the engine really calls.
+CALL_OBSERVERS: list[Callable[[str, str], None]] = []
+
+
+def _observe(model: Any, **_: Any) -> None:
+    prefix = model.service_model.metadata.get("signingName") or model.service_model.endpoint_prefix
+    for observer in list(CALL_OBSERVERS):
+        observer(str(prefix), str(model.name))
 
 
 def error_code(exc: ClientError) -> str:
@@ -70,6 +81,7 @@ class AwsClient:
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
         self.settings = settings
         self.session = session or boto3.session.Session(region_name=settings.aws_region)
+        self.session.events.register("before-call", _observe)
         kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": settings.aws_region}
         if settings.aws_endpoint_url:
             kwargs["endpoint_url"] = settings.aws_endpoint_url
