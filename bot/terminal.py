@@ -105,6 +105,7 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     outcome = snap.outcome
     assert outcome is not None
     took = f"{snap.elapsed:.0f} s"
+    reason = snap.outcome_reason.rstrip(".")
     if outcome == Outcome.COMPLETED:
         out.print(
             f"[bold green]✓ Deployed {record.tag}[/] to {record.service} in {took} "
@@ -113,14 +114,12 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     elif outcome == Outcome.ROLLED_BACK:
         back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
         out.print(
-            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {snap.outcome_reason}."
+            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {reason}."
             f"\n  ECS's circuit breaker rolled the service back to {back} "
             f"(deployment {snap.rollback_deployment}). {record.tag} is NOT running."
         )
     elif outcome == Outcome.FAILED:
-        out.print(
-            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {snap.outcome_reason}."
-        )
+        out.print(f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {reason}.")
     else:
         out.print(
             f"[bold yellow]… {record.tag} is still rolling out[/] after {took} "

@@ -96,6 +96,7 @@ class _Tracked:
     seen_tasks: set[str] = field(default_factory=set)
     last_failed: int = 0
     renewed_at: float = 0.0
+    events_since: datetime | None = None
 
 
 class ServicePoller:
@@ -206,7 +207,7 @@ class ServicePoller:
         if state is not None:
             ours = state.deployment(record.ecs_deployment_id)
             verdict = judge(state, record.ecs_deployment_id)
-            new_events = self._new_events(tracked, state)
+            new_events = self._new_events(tracked, state, ours.created_at if ours else None)
             failed = ours.failed if ours else tracked.last_failed
             if failed > tracked.last_failed or (verdict and verdict.outcome != Outcome.COMPLETED):
                 stopped = self._new_stopped_tasks(tracked)
@@ -285,8 +286,14 @@ class ServicePoller:
             tracked.renewed_at = now
             self.ledger.renew(tracked.record.id)
 
-    def _new_events(self, tracked: _Tracked, state: ServiceState) -> tuple[ServiceEvent, ...]:
-        since = tracked.record.started_at - timedelta(seconds=2)
+    def _new_events(
+        self, tracked: _Tracked, state: ServiceState, created_at: datetime | None
+    ) -> tuple[ServiceEvent, ...]:
+        # ECS's own clock dates both the deployment and its events: the deployment's createdAt
+        # is the cut-off that keeps the previous rollout's last events out of this one.
+        if created_at is not None:
+            tracked.events_since = _aware(created_at)
+        since = tracked.events_since or tracked.record.started_at - timedelta(seconds=2)
         fresh = [
             e
             for e in state.events

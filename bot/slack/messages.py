@@ -151,17 +151,18 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
 
 def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
     took = _duration(snap.elapsed)
+    why = snap.outcome_reason.rstrip(".")
     if snap.outcome == Outcome.COMPLETED:
         return f"*Completed in {took}.* `{record.tag}` runs on {snap.running}/{snap.desired} tasks."
     if snap.outcome == Outcome.ROLLED_BACK:
         back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
         return (
-            f"*Failed after {took}:* {snap.outcome_reason}.\nECS's circuit breaker rolled the "
-            f"service back to `{back}` (deployment `{snap.rollback_deployment}`); "
+            f"*Failed after {took}:* {why}.\nECS's circuit breaker rolled the service back "
+            f"to `{back}` (deployment `{snap.rollback_deployment}`); "
             f"`{record.tag}` is *not* running."
         )
     if snap.outcome == Outcome.FAILED:
-        return f"*Failed after {took}:* {snap.outcome_reason}."
+        return f"*Failed after {took}:* {why}."
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
         "ECS carries on and the lock is released; `/status` shows how it goes."
