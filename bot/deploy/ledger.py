@@ -218,14 +218,7 @@ class Ledger:
             ).get("Item")
         if not item:
             return None
-        lock = Lock(
-            holder=item["holder"]["S"],
-            source=item.get("source", {}).get("S", ""),
-            tag=item["tag"]["S"],
-            deployment_id=item["deployment_id"]["S"],
-            acquired_at=_parse_ts(item["acquired_at"]["S"]),
-            expires_at=datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), UTC),
-        )
+        lock = _lock_from_item(item)
         return lock if lock.expires_at >= self.clock.now() else None
 
     def break_lock(self) -> Lock | None:
@@ -237,16 +230,7 @@ class Ledger:
                 Key=self._lock_key(),
                 ReturnValues="ALL_OLD",
             ).get("Attributes")
-        if not old:
-            return None
-        return Lock(
-            holder=old["holder"]["S"],
-            source=old.get("source", {}).get("S", ""),
-            tag=old["tag"]["S"],
-            deployment_id=old["deployment_id"]["S"],
-            acquired_at=_parse_ts(old["acquired_at"]["S"]),
-            expires_at=datetime.fromtimestamp(int(old[TTL_ATTRIBUTE]["N"]), UTC),
-        )
+        return _lock_from_item(old) if old else None
 
     # The history ---------------------------------------------------------------------------
     def _history_pk(self) -> dict[str, str]:
@@ -355,6 +339,17 @@ class Ledger:
 
 class _Conditional(Exception):
     """A condition expression did not hold (internal to the ledger)."""
+
+
+def _lock_from_item(item: dict[str, Any]) -> Lock:
+    return Lock(
+        holder=item["holder"]["S"],
+        source=item.get("source", {}).get("S", ""),
+        tag=item["tag"]["S"],
+        deployment_id=item["deployment_id"]["S"],
+        acquired_at=_parse_ts(item["acquired_at"]["S"]),
+        expires_at=datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), UTC),
+    )
 
 
 def _s(item: dict[str, Any], key: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 
+from bot.deploy.ledger import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.settings import Settings
 from bot.tags import release_tags
 
@@ -26,17 +27,11 @@ DEFAULT_RELEASES = ("v4.3.0", "v4.4.0", "v4.5.0")
 
 # deploybot's lock and history table, as create_table kwargs; cloudformation/bot.yml agrees.
 DEPLOY_TABLE_SCHEMA: dict[str, Any] = {
-    "AttributeDefinitions": [
-        {"AttributeName": "pk", "AttributeType": "S"},
-        {"AttributeName": "sk", "AttributeType": "S"},
-    ],
-    "KeySchema": [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "sk", "KeyType": "RANGE"},
-    ],
+    "AttributeDefinitions": ATTRIBUTE_DEFINITIONS,
+    "KeySchema": KEY_SCHEMA,
     "BillingMode": "PAY_PER_REQUEST",
 }
-DEPLOY_TABLE_TTL_ATTRIBUTE = "expires_at"
+DEPLOY_TABLE_TTL_ATTRIBUTE = TTL_ATTRIBUTE
 
 _ECS_TASKS_TRUST = json.dumps(
     {

@@ -8,6 +8,7 @@ import boto3
 import pytest
 from cfnlint.decode import decode
 
+from bot.local.stack import DEPLOY_TABLE_SCHEMA
 from bot.settings import Settings
 from tests.infra.templates import (
     TEMPLATES,
@@ -61,17 +62,7 @@ def test_template_decodes_cleanly(name: str) -> None:
 
 
 def test_deployments_table_has_the_engines_schema(bot: dict[str, Any]) -> None:
-    assert deployments_table_schema() == {
-        "AttributeDefinitions": [
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
+    assert deployments_table_schema() == DEPLOY_TABLE_SCHEMA
     assert deployments_table_ttl_attribute() == "expires_at"
     table = resource(bot, "DeploymentsTable")
     assert table["TableName"] == {"Fn::Sub": "${ServiceStackName}-deployments"}
