@@ -263,6 +263,20 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     expect(status).to_contain_text("Only visible to you")
     expect(status.locator(".b-header")).to_contain_text("v4.3.0-ecr-ecs-fargate")
 
+    # 4. Play CI: push the next release; its notice's Deploy button deploys it.
+    page.locator("#push").click()
+    notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
+    expect(notice).to_have_count(1)
+    notice.locator("button[data-action-id=deploy_tag]").click()
+    expect(page.locator("#d-title")).to_have_text("Deploy?")
+    page.locator("#d-confirm").click()
+    expect(notice).to_contain_text("is deploying")  # the notice loses its button
+    expect(notice.locator("button")).to_have_count(0)
+    pushed = messages.filter(has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate"))
+    expect(pushed.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.6.0-ecr-ecs-fargate", timeout=30_000
+    )
+
     ARTIFACTS.mkdir(exist_ok=True)
     # Tall enough to show the whole story: deploy, failure, rollback, status.
     page.set_viewport_size({"width": 1280, "height": 2000})
