@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
@@ -29,13 +29,16 @@ from pydantic import BaseModel
 
 from bot.deploy.engine import Engine
 from bot.deploy.ledger import Requester
-from bot.local.aws import UNSAFE_AWS_VARS, MotoServer, aws_env
-from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
 from bot.local.stack import DEFAULT_RELEASES, Release, StackInfo, create_stack, push_image
 from bot.settings import Settings, load_settings
 from bot.slack import messages
 from bot.slack.app import web_client
+
+if TYPE_CHECKING:
+    # Imported once the environment is safe: moto reads boto3's configuration on import.
+    from bot.local.aws import MotoServer
+    from bot.local.simulator import RolloutSimulator
 
 log = logging.getLogger("deploybot.playground")
 
@@ -142,18 +145,20 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _isolate_aws() -> None:
-    """Nothing of the user's AWS setup (profile, role, endpoints) can be used in this process."""
-    for name in list(os.environ):
-        if name in UNSAFE_AWS_VARS or name.startswith(
-            ("AWS_ENDPOINT_URL_", "AWS_WEB_IDENTITY", "AWS_CONTAINER_", "AWS_ROLE_")
-        ):
-            del os.environ[name]
+    """Nothing of the user's AWS setup (keys, profile, role, endpoints, config files) can be
+    used in this process; moto's fake credentials come once it is imported (``aws_env``)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
 
 
 @contextlib.contextmanager
 def _playground(step: float) -> Iterator[Playground]:
     """Start moto (with the stack), the simulator and the emulator; stop them all after."""
     _isolate_aws()
+    from bot.local.aws import MotoServer, aws_env
+    from bot.local.simulator import RolloutSimulator
+
     server = MotoServer()
     server.start()
     simulator: RolloutSimulator | None = None

@@ -118,7 +118,17 @@ def _port_free(port: int) -> bool:
 
 def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    demo = _start([_deploybot(), "demo", "--port", str(port)], port, tmp_path / "demo.log")
+    # The user's own AWS and deploybot settings must not leak in: a profile that does not
+    # exist would stop boto3 (and moto's import) cold; another stack's name would be used.
+    demo = _start(
+        [_deploybot(), "demo", "--port", str(port)],
+        port,
+        tmp_path / "demo.log",
+        AWS_PROFILE="deploybot-test-no-such-profile",
+        AWS_ENDPOINT_URL_ECS="http://127.0.0.1:9",
+        STACK_NAME="someone-elses-stack",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+    )
     with urllib.request.urlopen(demo.url + "/", timeout=5) as resp:
         assert resp.status == 200
         assert resp.headers.get_content_type() == "text/html"
@@ -127,6 +137,7 @@ def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> 
     state = demo.state()
     assert state["connected"] is True, "the bot's Socket Mode connection is up before the URL"
     assert state["versions"] == ["v4.3.0", "v4.4.0", "v4.5.0"]
+    assert state["service"] == "hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate"
     out = demo.output()
     assert f"http://127.0.0.1:{port}" in out
     assert "/deploy v4.4.0-ecr-ecs-fargate" in out
