@@ -47,8 +47,10 @@ test: install ## run the test suite
 build: install ## build the wheel and sdist into dist/
 	$(UV) build
 
-demo: install ## the bot on its local embedded default (moto + the Slack emulator)
-	@echo "make demo is not built yet: it arrives with the playground issue (#8)."
+DEMO_PORT ?= 8000
+
+demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
+	$(RUN) deploybot demo --port $(DEMO_PORT)
 
 DEPLOYBOT := $(RUN) deploybot
 

@@ -1,0 +1,471 @@
+"""``deploybot demo``: the whole bot on this machine, with a page that plays a Slack channel.
+
+moto (with the stack and the rollout simulator), the Slack emulator and the bot run in one
+process. The bot is wired as in production: ``bot.server.create_app`` in Socket Mode, served by
+uvicorn; only its endpoints differ. The page (http://127.0.0.1:8000) has a small FastAPI app of
+its own: it sends slash commands and clicks through the emulator, as Slack would, and
+long-polls the emulator's state to draw the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+
+from bot.deploy.engine import Engine
+from bot.deploy.ledger import Requester
+from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
+from bot.local.stack import DEFAULT_RELEASES, Release, StackInfo, create_stack, push_image
+from bot.settings import Settings, load_settings
+from bot.slack import messages
+from bot.slack.app import web_client
+
+if TYPE_CHECKING:
+    # Imported once the environment is safe: moto reads boto3's configuration on import.
+    from bot.local.aws import MotoServer
+    from bot.local.simulator import RolloutSimulator
+
+log = logging.getLogger("deploybot.playground")
+
+# One person, one channel: the demo user may deploy there, as DEPLOY_ALLOWED_USERS would say.
+DEMO_USER, DEMO_USER_NAME = "U0DEMO", "you"
+CHANNEL, CHANNEL_NAME = "C0DEPLOYS", "deploys"
+BOT_TOKEN = "xoxb-playground-bot-token"
+APP_TOKEN = "xapp-playground-app-token"
+SIGNING_SECRET = "playground-signing-secret"
+STACK_NAME = "hello-world-ecr-ecs-fargate"
+TAG_SUFFIX = "-ecr-ecs-fargate"
+RUNNING_VERSION = "v4.3.0"
+BROKEN_VERSION = "v4.5.0"
+# A simulator step; a healthy rollout of three tasks takes six, about 20 s at this pace.
+STEP_SECONDS = 3.0
+HEALTHY_ROLLOUT_STEPS = 6
+STEP_ENV = "DEPLOYBOT_DEMO_STEP_SECONDS"  # tests speed the simulator up with it
+COMMANDS = ("/deploy", "/redeploy", "/status")
+LONG_POLL_SECONDS = 25.0
+_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+
+
+class _Stop(Exception):
+    """SIGTERM before the event loop runs: stop as Ctrl-C would."""
+
+
+@dataclass
+class Playground:
+    """Everything the page's app acts on."""
+
+    server: MotoServer
+    settings: Settings
+    stack: StackInfo
+    simulator: RolloutSimulator
+    emulator: SlackEmulator
+    step_seconds: float
+    versions: list[str] = field(default_factory=list)  # pushed so far, oldest first
+    broken: set[str] = field(default_factory=set)  # versions whose tasks crash
+
+    def next_version(self) -> str:
+        """The next minor release after the newest pushed (v4.5.0 -> v4.6.0)."""
+        parsed = [
+            tuple(int(x) for x in m.groups()) for v in self.versions if (m := _VERSION.match(v))
+        ]
+        major, minor, _ = max(parsed, default=(4, 5, 0))
+        return f"v{major}.{minor + 1}.0"
+
+    def mark_broken(self, release: Release) -> None:
+        """Tasks of this release crash. The moving ``vX`` tag is left alone: it moves on."""
+        self.broken.add(release.version)
+        for tag in release.tags:
+            if not re.match(rf"^v\d+{re.escape(TAG_SUFFIX)}$", tag):
+                self.simulator.mark_broken(tag)
+
+
+def run_playground(host: str = "127.0.0.1", port: int = 8000) -> int:
+    """``deploybot demo``: run everything until Ctrl-C or SIGTERM; 0 on a clean stop."""
+    try:
+        step = float(os.environ.get(STEP_ENV) or STEP_SECONDS)
+        if step <= 0:
+            raise ValueError
+    except ValueError:
+        print(f"deploybot: {STEP_ENV} must be a positive number of seconds.", file=sys.stderr)
+        return 2
+    try:
+        page_socket = _listen(host, port)
+    except OSError as exc:
+        print(
+            f"deploybot: cannot listen on {host}:{port} ({exc.strerror or exc}); pick another "
+            f"port: deploybot demo --port {port + 1}  (make demo DEMO_PORT={port + 1})",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="deploybot demo: %(name)s: %(message)s")
+    previous_term = signal.signal(signal.SIGTERM, _raise_stop)
+    print("Starting the playground: moto, the rollout simulator, the Slack emulator, the bot…")
+    try:
+        with _playground(step) as pg:
+            return asyncio.run(_serve(pg, page_socket, host, port))
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        page_socket.close()
+        print("Playground stopped.")
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _isolate_aws() -> None:
+    """Nothing of the user's AWS setup (keys, profile, role, endpoints, config files) can be
+    used in this process; moto's fake credentials come once it is imported (``aws_env``)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+
+
+@contextlib.contextmanager
+def _playground(step: float) -> Iterator[Playground]:
+    """Start moto (with the stack), the simulator and the emulator; stop them all after."""
+    _isolate_aws()
+    from bot.local.aws import MotoServer, aws_env
+    from bot.local.simulator import RolloutSimulator
+
+    server = MotoServer()
+    server.start()
+    simulator: RolloutSimulator | None = None
+    emulator: SlackEmulator | None = None
+    try:
+        os.environ.update(aws_env(server.endpoint_url, server.region))
+        emulator = SlackEmulator(
+            bot_token=BOT_TOKEN,
+            app_token=APP_TOKEN,
+            signing_secret=SIGNING_SECRET,
+            users={DEMO_USER: DEMO_USER_NAME},
+            channels={CHANNEL: CHANNEL_NAME},
+        ).start()
+        settings = _settings(server, emulator, step)
+        stack = create_stack(server.endpoint_url, settings, running=RUNNING_VERSION)
+        # Fast while the first release is recorded, then at a pace a person can watch.
+        simulator = RolloutSimulator(server, step_seconds=min(step, 0.05)).start()
+        pg = Playground(
+            server=server,
+            settings=settings,
+            stack=stack,
+            simulator=simulator,
+            emulator=emulator,
+            step_seconds=step,
+            versions=list(DEFAULT_RELEASES),
+        )
+        pg.mark_broken(stack.release(BROKEN_VERSION))
+        _record_first_release(settings, stack.running_tag)
+        simulator.step_seconds = step
+        yield pg
+    finally:
+        if simulator is not None:
+            simulator.stop()
+        if emulator is not None:
+            emulator.stop()
+        server.stop()
+
+
+def _settings(server: MotoServer, emulator: SlackEmulator, step: float) -> Settings:
+    """The bot's settings, all given here: nothing comes from the environment or a .env file."""
+    return load_settings(
+        _env_file=None,
+        aws_region=server.region,
+        aws_endpoint_url=server.endpoint_url,
+        stack_name=STACK_NAME,
+        ecs_cluster=STACK_NAME,
+        ecs_service=STACK_NAME,
+        ecr_repository=STACK_NAME,
+        deploy_table=f"{STACK_NAME}-deployments",
+        image_tag_suffix=TAG_SUFFIX,
+        rollout_poll_seconds=max(0.05, min(1.0, step / 3)),
+        rollout_timeout_seconds=1800.0,
+        lock_lease_seconds=120.0,
+        slack_bot_token=BOT_TOKEN,
+        slack_app_token=APP_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=emulator.api_url,
+        slack_channel=CHANNEL,
+        deploy_allowed_users=frozenset({DEMO_USER}),
+        deploy_allowed_channels=frozenset({CHANNEL}),
+    )
+
+
+def _record_first_release(settings: Settings, tag: str) -> None:
+    """Deploy what runs through the engine once, as ``make deploy`` did before the bot came:
+    the history then has a last good image for Rollback and ``/status``."""
+    engine = Engine(settings.model_copy(update={"rollout_poll_seconds": 0.05}))
+    try:
+        record = engine.deploy(tag, Requester(who="ops", source="cli"), "the first release")
+        for _ in engine.watch(record):
+            pass
+    finally:
+        engine.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the playground stops both servers itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve(pg: Playground, page_socket: socket.socket, host: str, port: int) -> int:
+    loop = asyncio.get_running_loop()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    page_ready = asyncio.create_task(ready.wait())
+    bot_app = create_bot_app(pg)
+    bot_socket = _listen("127.0.0.1", 0)
+    bot = _Server(uvicorn.Config(bot_app, log_config=None, access_log=False, lifespan="on"))
+    page = _Server(
+        uvicorn.Config(
+            create_page_app(pg, stop, ready),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    bot_task = asyncio.create_task(bot.serve(sockets=[bot_socket]), name="bot")
+    page_task: asyncio.Task[None] | None = None
+    try:
+        connected = asyncio.create_task(_socket_connected(pg.emulator))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({connected, bot_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not connected.done():
+            connected.cancel()
+            if not stop.is_set():
+                print("deploybot: the bot did not start; see the lines above.", file=sys.stderr)
+                return 1
+            return 0
+        page_task = asyncio.create_task(page.serve(sockets=[page_socket]), name="page")
+        await asyncio.wait({page_ready, page_task}, return_when=asyncio.FIRST_COMPLETED)
+        if page_task.done():
+            return 1
+        _print_howto(host, port, bot_socket.getsockname()[1], pg.step_seconds)
+        await asyncio.wait({stopped, bot_task, page_task}, return_when=asyncio.FIRST_COMPLETED)
+        return 0
+    finally:
+        page.should_exit = True
+        bot.should_exit = True
+        await asyncio.gather(bot_task, *([page_task] if page_task else []), return_exceptions=True)
+        bot_socket.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _socket_connected(emulator: SlackEmulator) -> None:
+    version = -1
+    while not emulator.socket_connected:
+        version = await emulator.changed(version, 1.0)
+
+
+def _print_howto(host: str, port: int, bot_port: int, step: float) -> None:
+    rollout = max(1, round(HEALTHY_ROLLOUT_STEPS * step))
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = "127.0.0.1"
+    print(
+        f"\nThe playground is up: http://{shown}:{port}\n"
+        f"  Type /deploy v4.4.0-ecr-ecs-fargate and watch the rollout (about {rollout} s).\n"
+        f"  /deploy {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls it back;"
+        " then click Rollback.\n"
+        "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
+        "Ctrl-C stops.\n"
+        f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",
+        flush=True,
+    )
+
+
+def create_bot_app(pg: Playground) -> FastAPI:
+    """The bot's own app, as ``deploybot serve`` makes it, on the playground's settings."""
+    from bot.server import create_app
+
+    interval = max(0.2, min(1.0, pg.step_seconds / 2))
+    return create_app(pg.settings, socket_mode=True, min_update_interval=interval)
+
+
+# -- the page's app ---------------------------------------------------------------------------
+
+
+class CommandIn(BaseModel, frozen=True):
+    text: str
+
+
+class ClickIn(BaseModel, frozen=True):
+    ts: str
+    action_id: str
+
+
+class PushIn(BaseModel, frozen=True):
+    broken: bool = False
+
+
+def _page_html() -> str:
+    return resources.files("bot.local").joinpath("playground.html").read_text(encoding="utf-8")
+
+
+def _message_view(m: Message) -> dict[str, Any]:
+    return {
+        "ts": m.ts,
+        "user": m.user,
+        "bot": bool(m.bot_id),
+        "text": m.text,
+        "blocks": m.blocks,
+        "edited": m.updates > 0,
+        "replies": [_message_view(r) for r in m.replies if not r.deleted],
+    }
+
+
+def _ephemeral_view(e: Ephemeral) -> dict[str, Any]:
+    return {"ts": e.ts, "text": e.text, "blocks": e.blocks, "thread_ts": e.thread_ts}
+
+
+def state_view(pg: Playground) -> dict[str, Any]:
+    """What the page draws: the channel's messages and the demo user's ephemerals."""
+    emu = pg.emulator
+    version = emu.version  # read first: a change while building shows at the next poll
+    return {
+        "version": version,
+        "channel": {"id": CHANNEL, "name": CHANNEL_NAME},
+        "me": DEMO_USER,
+        "users": {**emu.store.users, emu.who.bot_user_id: emu.who.bot_name},
+        "bot_user": emu.who.bot_user_id,
+        "connected": emu.socket_connected,
+        "service": f"{pg.settings.ecs_cluster}/{pg.settings.ecs_service}",
+        "versions": list(pg.versions),
+        "broken": sorted(pg.broken),
+        "next_version": pg.next_version(),
+        "step_seconds": pg.step_seconds,
+        "messages": [_message_view(m) for m in emu.messages(CHANNEL) if not m.deleted],
+        "ephemerals": [
+            _ephemeral_view(e)
+            for e in emu.ephemerals(user=DEMO_USER, channel=CHANNEL)
+            if not e.deleted
+        ],
+    }
+
+
+def create_page_app(
+    pg: Playground, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None
+) -> FastAPI:
+    """The page and its API: state (long-poll), commands, clicks, and CI's image push.
+
+    ``stop`` ends long polls at once (a stopping server need not wait for them); ``ready``
+    is set once the app has started.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ready is not None:
+            ready.set()
+        yield
+
+    app = FastAPI(title="deploybot playground", docs_url=None, redoc_url=None, lifespan=lifespan)
+    html = _page_html()
+    push_lock = asyncio.Lock()
+    stopping = stop or asyncio.Event()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/state")
+    async def state(since: int = -1, wait: float = LONG_POLL_SECONDS) -> JSONResponse:
+        """The state once its version is past ``since`` (at most ``wait`` seconds later)."""
+        if pg.emulator.version <= since and not stopping.is_set():
+            change = asyncio.ensure_future(pg.emulator.changed(since, min(wait, 55.0)))
+            halt = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({change, halt}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (change, halt):
+                task.cancel()
+        return JSONResponse(state_view(pg), headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/command")
+    async def command(body: CommandIn) -> dict[str, Any]:
+        text = body.text.strip()
+        if not text:
+            raise HTTPException(400, "Type a command, like /deploy v4.4.0-ecr-ecs-fargate.")
+        if not text.startswith("/"):
+            pg.emulator.say(text, user=DEMO_USER, channel=CHANNEL)
+            return {"ok": True}
+        name, _, rest = text.partition(" ")
+        if name not in COMMANDS:
+            raise HTTPException(
+                400, f"{name} is not a command deploybot knows. Try {', '.join(COMMANDS)}."
+            )
+        delivery = await pg.emulator.aslash_command(
+            name, rest.strip(), user=DEMO_USER, channel=CHANNEL
+        )
+        if not delivery.ok:
+            raise HTTPException(502, f"deploybot did not answer {name}: {delivery.error}")
+        return {"ok": True}
+
+    @app.post("/api/click")
+    async def click(body: ClickIn) -> dict[str, Any]:
+        try:
+            delivery = await pg.emulator.aclick(body.ts, body.action_id, user=DEMO_USER)
+        except KeyError as exc:
+            raise HTTPException(404, f"That button is gone: {exc.args[0]}") from None
+        if not delivery.ok:
+            raise HTTPException(502, f"deploybot did not answer the click: {delivery.error}")
+        return {"ok": True}
+
+    @app.post("/api/push")
+    async def push(body: PushIn) -> dict[str, Any]:
+        async with push_lock:
+            version = pg.next_version()
+            release = await asyncio.to_thread(
+                push_image, pg.server.endpoint_url, pg.settings, version
+            )
+            pg.versions.append(version)
+            if body.broken:
+                pg.mark_broken(release)
+            await post_image_pushed(pg.settings, release.tag, release.sha)
+        return {"ok": True, "tag": release.tag, "tags": list(release.tags)}
+
+    return app
+
+
+async def post_image_pushed(settings: Settings, tag: str, sha: str | None) -> None:
+    """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token."""
+    service = f"{settings.ecs_cluster}/{settings.ecs_service}"
+    msg = messages.image_pushed(tag, sha, None, service)
+    # Without a session of its own, the client opens and closes one per call.
+    client = web_client(settings)
+    await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

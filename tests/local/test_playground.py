@@ -1,0 +1,296 @@
+"""The playground (``deploybot demo``, ``make demo``): serving, stopping, and a browser run.
+
+In headless Chromium a person deploys, watches, fails, and rolls back, as the README says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# A simulator step in these tests: a healthy rollout is six steps, a broken one and ECS's
+# rollback eleven. Fast, yet slow enough for the page to show the in-progress state.
+STEP_SECONDS = "0.5"
+
+
+@dataclass
+class Demo:
+    """A running ``deploybot demo`` (or ``make demo``) child process."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def state(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.url}/api/state?wait=0", timeout=5) as resp:
+            data: dict[str, object] = json.load(resp)
+            return data
+
+
+def _deploybot() -> str:
+    script = Path(sys.executable).with_name("deploybot")
+    return str(script) if script.exists() else shutil.which("deploybot") or "deploybot"
+
+
+def _start(args: list[str], port: int, log: Path, **env: str) -> Demo:
+    full = {**os.environ, "DEPLOYBOT_DEMO_STEP_SECONDS": STEP_SECONDS, **env}
+    out = open(log, "w", encoding="utf-8")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=full,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: signals reach make, uv and the demo
+    )
+    demo = Demo(proc, port, log)
+    try:
+        _wait_until_up(demo, timeout=120)
+    except BaseException:
+        _stop(demo, signal.SIGKILL)
+        raise
+    return demo
+
+
+def _wait_until_up(demo: Demo, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "The playground is up" not in demo.output():
+        if demo.proc.poll() is not None:
+            raise AssertionError(f"the demo exited ({demo.proc.returncode}):\n{demo.output()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo did not come up in {timeout}s:\n{demo.output()}")
+        time.sleep(0.1)
+    wait_http(demo.url + "/", timeout=10)
+
+
+def _stop(demo: Demo, sig: int = signal.SIGTERM, group: bool = False) -> int:
+    if demo.proc.poll() is None:
+        if group:
+            os.killpg(demo.proc.pid, sig)
+        else:
+            demo.proc.send_signal(sig)
+    try:
+        return demo.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(demo.proc.pid, signal.SIGKILL)
+        demo.proc.wait(timeout=10)
+        raise AssertionError(f"the demo did not stop on {sig!r}:\n{demo.output()}") from None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    # The user's own AWS and deploybot settings must not leak in: a profile that does not
+    # exist would stop boto3 (and moto's import) cold; another stack's name would be used.
+    demo = _start(
+        [_deploybot(), "demo", "--port", str(port)],
+        port,
+        tmp_path / "demo.log",
+        AWS_PROFILE="deploybot-test-no-such-profile",
+        AWS_ENDPOINT_URL_ECS="http://127.0.0.1:9",
+        STACK_NAME="someone-elses-stack",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+    )
+    with urllib.request.urlopen(demo.url + "/", timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.headers.get_content_type() == "text/html"
+        html = resp.read().decode()
+    assert "<title>#deploys · deploybot playground</title>" in html
+    state = demo.state()
+    assert state["connected"] is True, "the bot's Socket Mode connection is up before the URL"
+    assert state["versions"] == ["v4.3.0", "v4.4.0", "v4.5.0"]
+    assert state["service"] == "hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate"
+    out = demo.output()
+    assert f"http://127.0.0.1:{port}" in out
+    assert "/deploy v4.4.0-ecr-ecs-fargate" in out
+
+    assert _stop(demo, signal.SIGTERM) == 0, demo.output()
+    assert "Playground stopped." in demo.output()
+    assert _port_free(port)
+
+
+def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [_deploybot(), "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert f"--port {port + 1}" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_serves_the_page_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    demo = _start(["make", "demo", f"DEMO_PORT={port}"], port, tmp_path / "make.log")
+    with urllib.request.urlopen(demo.url + "/", timeout=5) as resp:
+        assert "deploybot playground" in resp.read().decode()
+    # Ctrl-C in a terminal signals the whole foreground group: make, uv and the demo.
+    _stop(demo, signal.SIGINT, group=True)
+    assert "Playground stopped." in demo.output(), demo.output()
+    assert _port_free(port)
+
+
+# -- in a real browser ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[object]:
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"{CHROMIUM} is missing (.ci/steps/20-chromium.sh installs Debian's chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    demo = _start([_deploybot(), "demo", "--port", str(port)], port, tmp_path / "demo.log")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(demo.url + "/")
+                yield page
+            finally:
+                browser.close()
+    finally:
+        # Ctrl-C, as a person ends the demo: a clean stop, exit 0.
+        code = _stop(demo, signal.SIGINT)
+        assert code == 0, demo.output()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    messages = page.locator("#messages > .msg[data-kind=message]")
+    timings: dict[str, float] = {}
+
+    def command(text: str) -> float:
+        page.locator("#input").fill(text)
+        page.locator("#input").press("Enter")
+        return time.monotonic()
+
+    # 1. A healthy deploy: the one live message goes from in progress to completed.
+    sent = command("/deploy v4.4.0-ecr-ecs-fargate")
+    live = messages.filter(has=page.locator(".b-header", has_text="v4.4.0-ecr-ecs-fargate"))
+    expect(live.locator(".b-header")).to_have_text("🚀 Deploying v4.4.0-ecr-ecs-fargate")
+    timings["v4.4.0 in progress shown"] = time.monotonic() - sent
+    expect(live).to_contain_text("Rollout: IN_PROGRESS")
+    expect(live.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.4.0-ecr-ecs-fargate", timeout=30_000
+    )
+    timings["v4.4.0 completed shown"] = time.monotonic() - sent
+    expect(live).to_contain_text("Completed in")
+    expect(live.locator("b", has_text="3/3")).to_be_visible()  # mrkdwn bold, rendered
+    expect(live).to_have_count(1)  # updated in place, not posted again
+    # ECS's events arrive as thread replies, shown on demand.
+    live.locator(".thread-toggle").click()
+    expect(live.locator(".thread .msg").first).to_be_visible()
+    expect(live.locator(".thread")).to_contain_text("has reached a steady state")
+
+    # 2. The broken image: the circuit breaker fails it and rolls the service back.
+    sent = command("/deploy v4.5.0-ecr-ecs-fargate")
+    broken = messages.filter(has=page.locator(".b-header", has_text="v4.5.0-ecr-ecs-fargate"))
+    expect(broken.locator(".b-header")).to_have_text("🚀 Deploying v4.5.0-ecr-ecs-fargate")
+    expect(broken.locator(".b-header")).to_have_text(
+        "❌ Deployment of v4.5.0-ecr-ecs-fargate failed", timeout=40_000
+    )
+    timings["v4.5.0 failure shown"] = time.monotonic() - sent
+    expect(broken).to_contain_text("circuit breaker rolled the service back to")
+    expect(broken.locator("code", has_text="v4.4.0-ecr-ecs-fargate").first).to_be_visible()
+
+    # 3. Rollback from the failed message: Slack's confirm dialog first, then a new rollout.
+    broken.locator("button[data-action-id=rollback]").click()
+    dialog = page.locator("#overlay")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#d-title")).to_have_text("Roll back?")
+    expect(page.locator("#d-text")).to_contain_text(
+        "back to the image of the last deployment that completed"
+    )
+    page.locator("#d-confirm").click()
+    sent = time.monotonic()
+    expect(dialog).to_be_hidden()
+    # The engine's rollback target: the last completed deployment of another image than the
+    # one running (v4.4.0, where ECS rolled back to): the first release, v4.3.0.
+    rollback = messages.filter(has=page.locator(".b-header", has_text="v4.3.0-ecr-ecs-fargate"))
+    expect(rollback.locator(".b-header")).to_have_text("🚀 Rolling back to v4.3.0-ecr-ecs-fargate")
+    expect(rollback.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.3.0-ecr-ecs-fargate", timeout=30_000
+    )
+    timings["rollback completed shown"] = time.monotonic() - sent
+
+    # /status answers with an ephemeral that names what runs now.
+    command("/status")
+    status = page.locator("#messages > .msg.ephemeral").last
+    expect(status).to_contain_text("Only visible to you")
+    expect(status.locator(".b-header")).to_contain_text("v4.3.0-ecr-ecs-fargate")
+
+    # 4. Play CI: push the next release; its notice's Deploy button deploys it.
+    page.locator("#push").click()
+    notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
+    expect(notice).to_have_count(1)
+    notice.locator("button[data-action-id=deploy_tag]").click()
+    expect(page.locator("#d-title")).to_have_text("Deploy?")
+    page.locator("#d-confirm").click()
+    expect(notice).to_contain_text("is deploying")  # the notice loses its button
+    expect(notice.locator("button")).to_have_count(0)
+    pushed = messages.filter(has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate"))
+    expect(pushed.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.6.0-ecr-ecs-fargate", timeout=30_000
+    )
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    # Tall enough to show the whole story: deploy, failure, rollback, status.
+    page.set_viewport_size({"width": 1280, "height": 2000})
+    page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
+    page.screenshot(path=str(ARTIFACTS / "playground.png"))
+    print("browser timings (s):", {k: round(v, 2) for k, v in timings.items()})
