@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
@@ -58,6 +58,7 @@ _REGISTER_FIELDS = (
     "ephemeralStorage",
     "runtimePlatform",
 )
+_EPOCH = datetime.fromtimestamp(0, UTC)
 _TAG_VALUE = re.compile(r"[^\w .:/=+\-@]")
 
 
@@ -163,7 +164,7 @@ class Engine:
     def recent_images(self, limit: int = 5) -> list[ImageInfo]:
         with aws_errors("listing the images in ECR"):
             images = self.aws.images()
-        images.sort(key=lambda i: i.get("imagePushedAt") or datetime.min, reverse=True)
+        images.sort(key=lambda i: i.get("imagePushedAt") or _EPOCH, reverse=True)
         out: list[ImageInfo] = []
         suffix = self.settings.image_tag_suffix
         for image in images:
