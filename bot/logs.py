@@ -27,6 +27,17 @@ CONTEXT_FIELDS = (
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret (six characters or more) replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = (), service: str = "") -> None:
         super().__init__()
@@ -34,9 +45,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return redact(text, self.secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
