@@ -24,7 +24,8 @@ CONTEXT_FIELDS = (
     "ecs_deployment_id",
     "channel",
 )
-_STANDARD = set(vars(logging.makeLogRecord({})))
+# uvicorn adds color_message (the message with terminal colours) to its records.
+_STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}
 
 
 REDACTED = "[redacted]"

@@ -92,7 +92,7 @@ SIGNING_SECRET = "test-signing-secret-93bd0e"
 # Every bot log of the session (tests/slack/conftest.py appends to it); the secrets test reads it.
 BOT_LOG_FILE = os.path.join(tempfile.gettempdir(), "deploybot-test-logs.jsonl")
 # These run after every other test: they check what the whole session did.
-RUN_LAST = ("tests/slack/test_manifest.py", "tests/test_logs.py")
+RUN_LAST = ("tests/slack/test_manifest.py", "tests/slack/test_logs.py")
 
 
 @dataclass
