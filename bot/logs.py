@@ -24,7 +24,19 @@ CONTEXT_FIELDS = (
     "ecs_deployment_id",
     "channel",
 )
-_STANDARD = set(vars(logging.makeLogRecord({})))
+# uvicorn adds color_message (the message with terminal colours) to its records.
+_STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret (six characters or more) replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,9 +46,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return redact(text, self.secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

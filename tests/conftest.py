@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import pytest
@@ -87,9 +90,45 @@ APP_TOKEN = "xapp-test-app-token-7d1e5b"
 SIGNING_SECRET = "test-signing-secret-93bd0e"
 
 
+# Every bot log of the session (tests/slack/conftest.py appends to it); the secrets test reads it.
+BOT_LOG_FILE = os.path.join(tempfile.gettempdir(), "deploybot-test-logs.jsonl")
+# These run after every other test: they check what the whole session did.
+RUN_LAST = ("tests/slack/test_manifest.py", "tests/slack/test_logs.py")
+
+
+@dataclass
+class SlackRecord:
+    """What the bot did to Slack during the session, test by test, from each ``emulator``."""
+
+    methods: dict[str, set[str]] = field(default_factory=dict)  # test id -> Web API methods
+    sent: list[str] = field(default_factory=list)  # messages, ephemerals, call params as JSON
+
+    def add(self, test: str, emu: SlackEmulator) -> None:
+        self.methods.setdefault(test, set()).update(c.method for c in emu.calls)
+        snap = emu.snapshot()
+        self.sent.append(json.dumps([snap["channels"], snap["ephemerals"], snap["calls"]]))
+
+
+SLACK_RECORD = SlackRecord()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.path.exists(BOT_LOG_FILE):
+        os.remove(BOT_LOG_FILE)  # a session reads only its own bots' logs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0]
+        return RUN_LAST.index(module) + 1 if module in RUN_LAST else 0
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture
-def emulator() -> Iterator[SlackEmulator]:
-    """The Slack emulator on 127.0.0.1, with alice and bob allowed to deploy in the tests."""
+def emulator(request: pytest.FixtureRequest) -> Iterator[SlackEmulator]:
+    """The Slack emulator on 127.0.0.1, with alice and bob allowed to deploy in the tests.
+    What the bot did to it is kept in SLACK_RECORD for the manifest and secrets tests."""
     emu = SlackEmulator(
         bot_token=BOT_TOKEN,
         app_token=APP_TOKEN,
@@ -99,4 +138,5 @@ def emulator() -> Iterator[SlackEmulator]:
     )
     emu.start()
     yield emu
+    SLACK_RECORD.add(request.node.nodeid, emu)
     emu.stop()

@@ -215,7 +215,15 @@ class Engine:
         lock = self.ledger.break_lock()
         if lock is not None:
             log.warning(
-                "lock broken; it was %s's", lock.holder, extra={"deployment_id": lock.deployment_id}
+                "lock broken; it was %s's",
+                lock.holder,
+                extra={
+                    "deployment_id": lock.deployment_id,
+                    "service": self.service_name,
+                    "tag": lock.tag,
+                    "who": lock.holder,
+                    "source": lock.source,
+                },
             )
         return lock
 
@@ -330,13 +338,7 @@ class Engine:
             kind,
             target_tag,
             requester.name,
-            extra={
-                "deployment_id": deployment_id,
-                "tag": target_tag,
-                "who": requester.who,
-                "source": requester.source,
-                "ecs_deployment_id": ecs_id,
-            },
+            extra={**record.log_fields, "kind": kind, "ecs_deployment_id": ecs_id},
         )
         return record
 

@@ -112,6 +112,18 @@ class DeploymentRecord:
         return Requester(self.who, self.source, self.who_display)
 
     @property
+    def log_fields(self) -> dict[str, str]:
+        """What every log line about this deployment carries (``extra=``), so one filter on
+        ``deployment_id`` follows it end to end."""
+        return {
+            "deployment_id": self.id,
+            "service": self.service,
+            "tag": self.tag,
+            "who": self.who,
+            "source": self.source,
+        }
+
+    @property
     def sort_key(self) -> str:
         return f"{_ts(self.started_at)}#{self.id}"
 

@@ -192,11 +192,7 @@ class ServicePoller:
             try:
                 self._judge(tracked, state, now)
             except DeployError as exc:
-                log.warning(
-                    "could not judge deployment: %s",
-                    exc,
-                    extra={"deployment_id": tracked.record.id},
-                )
+                log.warning("could not judge deployment: %s", exc, extra=tracked.record.log_fields)
 
     def _judge(self, tracked: _Tracked, state: ServiceState | None, now: datetime) -> None:
         record = tracked.record
@@ -232,6 +228,13 @@ class ServicePoller:
             new_events=new_events,
             stopped_tasks=stopped,
         )
+        for task in stopped:
+            log.warning(
+                "task stopped: %s%s",
+                task.reason,
+                f" ({task.container_reason})" if task.container_reason else "",
+                extra={**record.log_fields, "task": task.arn, "exit_code": task.exit_code},
+            )
         if verdict is not None:
             snap = self._finish(tracked, snap, verdict)
         elif (
@@ -243,6 +246,15 @@ class ServicePoller:
             return  # nothing a reader would see has changed
         else:
             self._maybe_renew(tracked)
+            log.info(
+                "rollout %s: %d/%d running, %d pending, %d failed",
+                snap.rollout_state or "unknown",
+                snap.running,
+                snap.desired,
+                snap.pending,
+                snap.failed,
+                extra={**record.log_fields, "rollout_state": snap.rollout_state},
+            )
         tracked.last = snap
         with self._lock:
             watchers = list(tracked.watchers)
@@ -269,7 +281,7 @@ class ServicePoller:
             verdict.outcome.label,
             record.tag,
             verdict.reason,
-            extra={"deployment_id": record.id, "tag": record.tag, "outcome": verdict.outcome},
+            extra={**record.log_fields, "outcome": verdict.outcome.value},
         )
         return replace(
             snap,

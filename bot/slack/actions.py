@@ -17,12 +17,12 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     @app.action(messages.DEPLOY_ACTION)
     async def deploy_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(deploy(ctx, body, respond), respond, "the Deploy button")
+        ctx.run(deploy(ctx, body, respond), respond, "the Deploy button", _who(body, "ci-button"))
 
     @app.action(messages.ROLLBACK_ACTION)
     async def rollback_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(rollback(ctx, body, respond), respond, "the Rollback button")
+        ctx.run(rollback(ctx, body, respond), respond, "the Rollback button", _who(body, "slack"))
 
 
 def _who(body: dict[str, Any], source: str) -> Requester:
@@ -72,7 +72,11 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
                 blocks=messages.image_claimed(tag, requester.who, body.get("message", {})),
             )
         except SlackApiError as exc:
-            log.warning("could not mark the notice: %s", exc.response.get("error"))
+            log.warning(
+                "could not mark the notice: %s",
+                exc.response.get("error"),
+                extra={**record.log_fields, "channel": channel},
+            )
     await ctx.board.start(record, channel)
 
 

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
+from bot.deploy.ledger import Requester
 from bot.settings import Settings
 from bot.slack.access import Access
 from bot.slack.progress import ProgressBoard
@@ -38,19 +39,25 @@ class BotContext:
     board: ProgressBoard
     claimed: set[str] = field(default_factory=set)  # CI notices someone already clicked
 
-    def run(self, job: Awaitable[Any], reply: Reply, what: str) -> None:
+    def run(
+        self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None = None
+    ) -> None:
         """Run ``job`` in the background: a listener acks and returns at once."""
-        self.board.spawn(self._guard(job, reply, what), name=what)
+        self.board.spawn(self._guard(job, reply, what, who), name=what)
 
-    async def _guard(self, job: Awaitable[Any], reply: Reply, what: str) -> None:
+    async def _guard(
+        self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None
+    ) -> None:
+        extra = {"who": who.who, "source": who.source} if who else {}
         try:
             await job
         except DeployError as exc:
+            log.info("%s refused: %s", what, exc.message, extra=extra)
             await _safe_reply(reply, exc.message)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s failed", what)
+            log.exception("%s failed", what, extra=extra)
             await _safe_reply(
                 reply,
                 f"Something went wrong on deploybot's side while handling {what}; it is in the "

@@ -16,19 +16,19 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     @app.command("/deploy")
     async def deploy_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(deploy(ctx, command, respond), respond, "/deploy")
+        ctx.run(deploy(ctx, command, respond), respond, "/deploy", requester(command))
 
     @app.command("/redeploy")
     async def redeploy_command(
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()
-        ctx.run(redeploy(ctx, command, respond), respond, "/redeploy")
+        ctx.run(redeploy(ctx, command, respond), respond, "/redeploy", requester(command))
 
     @app.command("/status")
     async def status_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(status(ctx, command, respond), respond, "/status")
+        ctx.run(status(ctx, command, respond), respond, "/status", requester(command))
 
 
 def requester(command: dict[str, Any], source: str = "slack") -> Requester:

@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.logs import redact
 from bot.settings import load_settings
 from bot.slack import messages
 
@@ -65,15 +66,13 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
     except SlackApiError as exc:
         error = str(exc.response.get("error", "unknown_error"))
         hint = _HINTS.get(error, "Slack refused the notice ({error}).")
-        print(
-            f"deploybot: {hint.format(channel=settings.slack_channel, error=error)}",
-            file=sys.stderr,
-        )
+        # Whatever Slack (or a proxy in between) echoes back, the token is not printed.
+        text = hint.format(channel=settings.slack_channel, error=error)
+        print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(
-            f"deploybot: could not reach Slack at {settings.slack_api_base}: {exc}", file=sys.stderr
-        )
+        text = f"could not reach Slack at {settings.slack_api_base}: {exc}"
+        print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
         return 2
     print(
         f"Posted the image-pushed notice for {tag} to {settings.slack_channel} (ts {resp['ts']})."

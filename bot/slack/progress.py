@@ -64,8 +64,7 @@ class ProgressMessage:
         self._flusher: asyncio.Task[None] | None = None
 
     def _log_extra(self) -> dict[str, str]:
-        r = self.record
-        return {"deployment_id": r.id, "tag": r.tag, "who": r.who, "source": r.source}
+        return {**self.record.log_fields, "channel": self.channel}
 
     async def post(self) -> None:
         """Post the message (first state) and remember where it is, for a restart."""
@@ -76,6 +75,7 @@ class ProgressMessage:
         self._last_update = self.clock.monotonic()
         ref = message_ref(self.channel, self.ts)
         self.record = await asyncio.to_thread(self.engine.annotate, self.record, ref)
+        log.info("progress message posted (ts %s)", self.ts, extra=self._log_extra())
 
     async def follow(self) -> Snapshot | None:
         """Render every snapshot until the outcome; returns the final one."""
@@ -172,7 +172,7 @@ class ProgressBoard:
             log.error(
                 "could not post the progress message: %s",
                 exc.response.get("error"),
-                extra={"deployment_id": record.id},
+                extra={**record.log_fields, "channel": channel},
             )
         self.spawn(self._follow(progress), name=f"follow:{record.id}")
         return progress
@@ -201,7 +201,7 @@ class ProgressBoard:
             self.messages[record.id] = progress
             self.spawn(self._follow(progress), name=f"resume:{record.id}")
             resumed.append(record.id)
-            log.info("resumed watching", extra={"deployment_id": record.id, "tag": record.tag})
+            log.info("resumed watching", extra=progress._log_extra())
         return resumed
 
     async def _follow(self, progress: ProgressMessage) -> None:

@@ -166,7 +166,9 @@ def test_bot_security_group_has_no_inbound_rule(bot: dict[str, Any]) -> None:
 
 def test_bot_service_runs_one_task_in_the_services_cluster(bot: dict[str, Any]) -> None:
     service = resource(bot, "BotService")
-    assert service["DesiredCount"] == 1
+    assert service["DesiredCount"] == {"Ref": "DesiredCount"}
+    assert bot["Parameters"]["DesiredCount"]["Default"] == 1
+    assert bot["Parameters"]["DesiredCount"]["AllowedValues"] == [0, 1]
     assert service["Cluster"] == {"Fn::ImportValue": {"Fn::Sub": "${ServiceStackName}-ClusterName"}}
     assert service["DeploymentConfiguration"]["MaximumPercent"] == 100
 

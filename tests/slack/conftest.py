@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from tests.conftest import (
     ALICE,
     APP_TOKEN,
     BOB,
+    BOT_LOG_FILE,
     BOT_TOKEN,
     DEPLOYS,
     RANDOM,
@@ -112,6 +112,5 @@ def start_bot(
 
 def _keep_log(bot: BotProcess) -> None:
     """Every bot log goes to one file the secrets test reads."""
-    target = os.path.join(tempfile.gettempdir(), "deploybot-test-logs.jsonl")
-    with open(target, "a", encoding="utf-8") as f:
+    with open(BOT_LOG_FILE, "a", encoding="utf-8") as f:
         f.write(bot.output())

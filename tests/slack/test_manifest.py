@@ -1,0 +1,170 @@
+"""bot/slack/manifest.yml held against the code: commands and listeners, scopes and calls.
+
+Runs after every other test (tests/conftest.py's RUN_LAST): the scope check reads the Web API
+methods the bot called during the whole session (SLACK_RECORD), plus a scripted /deploy of
+its own, so it checks something real when it runs alone too.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from slack_bolt.async_app import AsyncApp
+
+from bot.deploy.engine import Engine
+from bot.local.simulator import RolloutSimulator
+from bot.local.slack_emulator import SlackEmulator
+from bot.settings import Settings
+from bot.slack.app import build_app
+from tests.conftest import (
+    ALICE,
+    APP_TOKEN,
+    BOT_TOKEN,
+    DEPLOYS,
+    SIGNING_SECRET,
+    SLACK_RECORD,
+    LocalStack,
+)
+from tests.slack.conftest import BotFactory
+
+MANIFEST = Path(__file__).resolve().parents[2] / "bot" / "slack" / "manifest.yml"
+
+# The bot scopes each Web API method needs (Slack's method reference, "Required scopes").
+# An empty set: no scope (auth.test, response_url). apps.connections.open takes the
+# app-level token and its connections:write, which is not a bot scope: APP_LEVEL.
+APP_LEVEL = "app-level token: connections:write"
+SCOPES: dict[str, frozenset[str]] = {
+    "auth.test": frozenset(),
+    "response_url": frozenset(),
+    "chat.postMessage": frozenset({"chat:write"}),
+    "chat.update": frozenset({"chat:write"}),
+    "chat.postEphemeral": frozenset({"chat:write"}),
+    "chat.getPermalink": frozenset(),
+    # Public channels; a private one needs groups:read instead.
+    "conversations.info": frozenset({"channels:read"}),
+    "users.info": frozenset({"users:read"}),
+    "apps.connections.open": frozenset({APP_LEVEL}),
+}
+# Slash commands need the `commands` scope; interactivity needs none.
+COMMANDS_SCOPE = "commands"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    data = yaml.safe_load(MANIFEST.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def declared_commands(manifest: dict[str, Any]) -> set[str]:
+    return {c["command"] for c in manifest["features"]["slash_commands"]}
+
+
+def test_manifest_keeps_to_slacks_schema(manifest: dict[str, Any]) -> None:
+    """The limits of Slack's manifest schema (slackapi/manifest-schema, version 1)."""
+    assert manifest["_metadata"]["major_version"] == 1
+    assert set(manifest) <= {"_metadata", "display_information", "features", "oauth_config",
+                             "settings"}  # fmt: skip
+    info = manifest["display_information"]
+    assert 1 <= len(info["name"]) <= 35 and 1 <= len(info["description"]) <= 140
+    assert re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", info["background_color"])
+    assert 1 <= len(manifest["features"]["bot_user"]["display_name"]) <= 80
+    for command in manifest["features"]["slash_commands"]:
+        assert set(command) <= {"command", "description", "usage_hint", "should_escape", "url"}
+        assert re.fullmatch(r"/[a-z0-9_-]{1,31}", command["command"])
+        assert 1 <= len(command["description"]) <= 2000
+        assert 1 <= len(command.get("usage_hint", "x")) <= 1000
+        assert command["should_escape"] is False  # the bot reads tags as typed
+        assert "url" not in command  # Socket Mode: commands come over the socket
+    settings = manifest["settings"]
+    assert settings["socket_mode_enabled"] is True
+    assert settings["interactivity"] == {"is_enabled": True}  # no request_url in Socket Mode
+    assert settings["org_deploy_enabled"] is False
+    assert settings["token_rotation_enabled"] is False  # the secret holds long-lived tokens
+    assert set(manifest["oauth_config"]["scopes"]) == {"bot"}  # no user scopes
+
+
+def test_every_declared_command_has_a_listener_and_back(
+    manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What build_app registers through Bolt's public ``command`` and ``action``."""
+    commands: list[str] = []
+    actions: list[object] = []
+    command, action = AsyncApp.command, AsyncApp.action
+
+    def record_command(self: AsyncApp, name: str, *args: Any, **kwargs: Any) -> Any:
+        commands.append(name)
+        return command(self, name, *args, **kwargs)
+
+    def record_action(self: AsyncApp, constraints: object, *args: Any, **kwargs: Any) -> Any:
+        actions.append(constraints)
+        return action(self, constraints, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncApp, "command", record_command)
+    monkeypatch.setattr(AsyncApp, "action", record_action)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN=APP_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL="http://127.0.0.1:9/api/",  # nothing is called
+    )
+    build_app(settings, Engine(settings), socket_mode=True)
+    assert len(commands) == len(set(commands))
+    assert set(commands) == declared_commands(manifest)
+    assert bool(actions) == manifest["settings"]["interactivity"]["is_enabled"]
+
+
+def test_bot_scopes_are_exactly_what_the_bot_calls(
+    manifest: dict[str, Any],
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    request: pytest.FixtureRequest,
+) -> None:
+    # The scripted part: each declared command is answered by a running bot, a command the
+    # manifest does not declare is not (Bolt answers 404), and a /deploy runs to the end.
+    bot = start_bot("http")
+    send = functools.partial(
+        emulator.slash_command, user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    others = sorted(declared_commands(manifest) - {"/deploy"})
+    assert send("/deploy", "v4.4.0").ok
+    # Once the deploy holds the lock, /redeploy is answered with a refusal, /status with it.
+    emulator.wait_for(lambda: emulator.messages(DEPLOYS), what="the progress message")
+    for command in others:
+        delivery = send(command)
+        assert delivery.status == 200, (command, delivery)
+    assert send("/undeclared").status == 404
+    emulator.wait_for(
+        lambda: any("Deployed v4.4.0" in m.all_text for m in emulator.messages(DEPLOYS)),
+        timeout=60,
+        what="the /deploy to finish",
+    )
+    emulator.wait_for(
+        lambda: len(emulator.ephemerals(user=ALICE)) >= len(others), what="the other answers"
+    )
+    bot.stop()
+
+    this = request.node.nodeid
+    methods = {c.method for c in emulator.calls}
+    for test, called in SLACK_RECORD.methods.items():
+        if test != this:
+            methods |= called
+    unknown = methods - set(SCOPES)
+    assert not unknown, f"add {sorted(unknown)} to SCOPES here and its scope to the manifest"
+    needed = set().union(*(SCOPES[m] for m in methods)) | {COMMANDS_SCOPE}
+    declared = set(manifest["oauth_config"]["scopes"]["bot"])
+    if APP_LEVEL in needed:
+        needed.discard(APP_LEVEL)
+        assert manifest["settings"]["socket_mode_enabled"] is True
+    assert declared - needed == set(), "declared bot scopes nothing uses"
+    assert needed - declared == set(), "scopes the bot needs but the manifest does not declare"
+    tests = sum(1 for t in SLACK_RECORD.methods if t != this)
+    print(f"\nWeb API methods the bot called ({tests} other tests): {sorted(methods)}")
