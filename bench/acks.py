@@ -145,7 +145,9 @@ def main() -> int:
         url, command, text, n, c, response_url = json.loads(args.generate)
         print(json.dumps(asyncio.run(load(url, command, text, n, c, response_url))))
         return 0
-    header(f"acks: {args.n} signed /status and {args.n} /deploy v9.9.9 per app, {args.c} concurrent")
+    header(
+        f"acks: {args.n} signed /status and {args.n} /deploy v9.9.9 per app, {args.c} concurrent"
+    )
     sink = Sink()
     lab = Lab()
     lab.emulator.web_app.router.add_post("/_bench/response", sink.handle)
