@@ -91,10 +91,11 @@ async def load(
     return latencies
 
 
-async def drain(sink: Sink, expected: int, timeout: float = 120) -> float:
-    """Wait until the bot has answered every command; how long that took."""
+async def drain(sink: Sink, expected: int, limit: float = 120) -> float:
+    """Wait until the bot has answered every command; how long that took. The sink counts on
+    the emulator's loop, in another thread: polled, not awaited."""
     started = time.monotonic()
-    while sink.answers < expected and time.monotonic() - started < timeout:
+    while sink.answers < expected and time.monotonic() - started < limit:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     return time.monotonic() - started
 

@@ -28,7 +28,7 @@ AWS={aws}
 CLUSTER={cluster}
 SERVICE={service}
 $AWS ecs describe-services --cluster "$CLUSTER" --services "$SERVICE" \\
-  --query 'services[0].{{status:status,desired:desiredCount,running:runningCount,td:taskDefinition}}' \\
+  --query 'services[0].{{status:status,desired:desiredCount,running:runningCount}}' \\
   --output table
 TASKS=$($AWS ecs list-tasks --cluster "$CLUSTER" --service-name "$SERVICE" \\
   --query 'taskArns[]' --output text)
