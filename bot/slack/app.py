@@ -20,6 +20,7 @@ from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
 from bot.settings import Settings
+from bot.slack import bolt_fixes
 from bot.slack.access import Access
 from bot.slack.progress import ProgressBoard
 
@@ -93,10 +94,9 @@ def build_app(
     socket_mode: bool,
     min_update_interval: float = 2.0,
 ) -> tuple[AsyncApp, BotContext]:
+    bolt_fixes.install()
     client = web_client(settings)
-    secret = (
-        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-    )
+    secret = settings.secret("slack_signing_secret")
     app = AsyncApp(
         client=client,
         signing_secret=secret,
