@@ -8,6 +8,7 @@ The key schema is the one ``cloudformation/bot.yml`` declares (a test holds them
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from botocore.exceptions import ClientError
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors, error_code
 from bot.deploy.errors import LockHeld, NotConfigured
-from bot.deploy.rollout import Outcome
+from bot.deploy.rollout import Outcome, Snapshot
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -96,6 +97,8 @@ class DeploymentRecord:
     outcome_reason: str = ""
     rollback_tag: str = ""
     message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
+    final: Snapshot | None = None  # the last snapshot, kept when the record is closed
+    shown: bool = False  # the transport showed the final snapshot at message_ref
 
     @property
     def open(self) -> bool:
@@ -271,37 +274,56 @@ class Ledger:
         with aws_errors("writing the deployment history", changed=True):
             self._call(self.db.put_item, TableName=self.table, Item=item)
 
-    def close(
-        self, rec: DeploymentRecord, outcome: Outcome, reason: str, rollback_tag: str = ""
-    ) -> DeploymentRecord | None:
-        """Close an open record; None if someone else closed it first."""
+    def close(self, rec: DeploymentRecord, final: Snapshot) -> DeploymentRecord | None:
+        """Close an open record with its final snapshot; None if someone closed it first.
+
+        The final snapshot is kept whole, so a transport that died before showing it can
+        still show it after a restart (``final_snapshot``)."""
+        assert final.outcome is not None
         finished = self.clock.now()
+        values = {
+            "outcome": final.outcome.value,
+            "outcome_reason": final.outcome_reason,
+            "finished_at": _ts(finished),
+            "rollback_tag": final.rollback_tag,
+            "final": json.dumps(_snapshot_json(final)),
+        }
         try:
             with aws_errors("closing the deployment record", changed=True):
                 self._call(
                     self.db.update_item,
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
-                    UpdateExpression=(
-                        "SET outcome = :o, outcome_reason = :r, finished_at = :f, rollback_tag = :b"
-                    ),
+                    UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
                     ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)",
-                    ExpressionAttributeValues={
-                        ":o": {"S": outcome.value},
-                        ":r": {"S": reason},
-                        ":f": {"S": _ts(finished)},
-                        ":b": {"S": rollback_tag},
-                    },
+                    ExpressionAttributeNames={f"#{k}": k for k in values},
+                    ExpressionAttributeValues={f":{k}": {"S": v} for k, v in values.items()},
                 )
         except _Conditional:
             return None
         return replace(
             rec,
-            outcome=outcome,
-            outcome_reason=reason,
+            outcome=final.outcome,
+            outcome_reason=final.outcome_reason,
             finished_at=finished,
-            rollback_tag=rollback_tag,
+            rollback_tag=final.rollback_tag,
+            final=final,
         )
+
+    def mark_shown(self, rec: DeploymentRecord) -> None:
+        """The transport showed the outcome where ``message_ref`` points: nothing to finish."""
+        with aws_errors("marking the deployment's message final", changed=True):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="SET shown = :t",
+                ExpressionAttributeValues={":t": {"BOOL": True}},
+            )
+
+    def unshown(self, limit: int = 20) -> list[DeploymentRecord]:
+        """Closed deployments whose message never showed the outcome (its transport died)."""
+        return [r for r in self.history(limit) if not r.open and r.message_ref and not r.shown]
 
     def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         """Remember where a transport shows this deployment, so a restart can finish it."""
@@ -364,6 +386,35 @@ def _lock_from_item(item: dict[str, Any]) -> Lock:
     )
 
 
+def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "deployment_id": snap.deployment_id,
+        "ecs_deployment_id": snap.ecs_deployment_id,
+        "at": _ts(snap.at),
+        "elapsed": snap.elapsed,
+        "rollout_state": snap.rollout_state,
+        "rollout_reason": snap.rollout_reason,
+        "desired": snap.desired,
+        "pending": snap.pending,
+        "running": snap.running,
+        "failed": snap.failed,
+        "outcome": snap.outcome.value if snap.outcome else "",
+        "outcome_reason": snap.outcome_reason,
+        "rollback_deployment": snap.rollback_deployment,
+        "rollback_task_definition": snap.rollback_task_definition,
+        "rollback_tag": snap.rollback_tag,
+    }
+
+
+def _snapshot_from_json(text: str) -> Snapshot | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    data["at"] = _parse_ts(data["at"])
+    data["outcome"] = Outcome(data["outcome"]) if data["outcome"] else None
+    return Snapshot(**data)
+
+
 def _s(item: dict[str, Any], key: str) -> str:
     return str(item.get(key, {}).get("S", ""))
 
@@ -391,4 +442,6 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         outcome_reason=_s(item, "outcome_reason"),
         rollback_tag=_s(item, "rollback_tag"),
         message_ref=_s(item, "message_ref"),
+        final=_snapshot_from_json(_s(item, "final")),
+        shown=bool(item.get("shown", {}).get("BOOL", False)),
     )

@@ -272,7 +272,15 @@ class ServicePoller:
                 if verdict.rollback_task_definition == record.previous_task_definition
                 else verdict.rollback_task_definition.rsplit("/", 1)[-1]
             )
-        closed = self.ledger.close(record, verdict.outcome, verdict.reason, rollback_tag)
+        final = replace(
+            snap,
+            outcome=verdict.outcome,
+            outcome_reason=verdict.reason,
+            rollback_deployment=verdict.rollback_deployment,
+            rollback_task_definition=verdict.rollback_task_definition,
+            rollback_tag=rollback_tag,
+        )
+        closed = self.ledger.close(record, final)
         self.ledger.release(record.id)
         if closed is not None:
             tracked.record = closed
@@ -283,14 +291,7 @@ class ServicePoller:
             verdict.reason,
             extra={**record.log_fields, "outcome": verdict.outcome.value},
         )
-        return replace(
-            snap,
-            outcome=verdict.outcome,
-            outcome_reason=verdict.reason,
-            rollback_deployment=verdict.rollback_deployment,
-            rollback_task_definition=verdict.rollback_task_definition,
-            rollback_tag=rollback_tag,
-        )
+        return final
 
     def _maybe_renew(self, tracked: _Tracked) -> None:
         now = self.clock.monotonic()

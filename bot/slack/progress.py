@@ -88,7 +88,17 @@ class ProgressMessage:
                 final = snap if snap.final else None
         finally:
             watch.close()
+        if final is not None and self._shown == messages.progress(self.record, final).as_kwargs():
+            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
         return final
+
+    async def finish(self) -> bool:
+        """Show a closed record's kept final snapshot: its bot died before it could."""
+        assert self.record.final is not None
+        if await self._update(messages.progress(self.record, self.record.final)):
+            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+            return True
+        return False
 
     async def _reply(self, snap: Snapshot) -> None:
         text = messages.thread_reply(snap)
@@ -120,14 +130,14 @@ class ProgressMessage:
                 continue
             await self._update(msg)
 
-    async def _update(self, msg: Message) -> None:
+    async def _update(self, msg: Message) -> bool:
         for attempt in range(4):
             try:
                 await self.client.chat_update(channel=self.channel, ts=self.ts, **msg.as_kwargs())
                 self._shown = msg.as_kwargs()
                 self.updates += 1
                 self._last_update = self.clock.monotonic()
-                return
+                return True
             except SlackApiError as exc:
                 error = exc.response.get("error")
                 log.warning(
@@ -137,11 +147,12 @@ class ProgressMessage:
                     extra=self._log_extra(),
                 )
                 if error in ("message_not_found", "channel_not_found", "cant_update_message"):
-                    return
+                    return False
                 await asyncio.sleep(2**attempt)
             except OSError as exc:
                 log.warning("chat.update failed: %s", exc, extra=self._log_extra())
                 await asyncio.sleep(2**attempt)
+        return False
 
 
 class ProgressBoard:
@@ -202,6 +213,17 @@ class ProgressBoard:
             self.spawn(self._follow(progress), name=f"resume:{record.id}")
             resumed.append(record.id)
             log.info("resumed watching", extra=progress._log_extra())
+        # Closed while no bot could show it (killed between the outcome and its chat.update).
+        for record in await asyncio.to_thread(self.engine.ledger.unshown):
+            where = parse_ref(record.message_ref)
+            if where is None or record.final is None or record.id in self.messages:
+                continue
+            progress = ProgressMessage(
+                self.client, self.engine, record, *where, min_interval=self.min_interval
+            )
+            self.spawn(progress.finish(), name=f"finish:{record.id}")
+            resumed.append(record.id)
+            log.info("showing a missed outcome", extra=progress._log_extra())
         return resumed
 
     async def _follow(self, progress: ProgressMessage) -> None:

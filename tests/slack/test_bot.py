@@ -13,7 +13,7 @@ from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.settings import Settings
-from tests.conftest import ALICE, BOB, CAROL, DEPLOYS, RANDOM, LocalStack
+from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, DEPLOYS, RANDOM, LocalStack
 from tests.slack.conftest import BotFactory
 
 MODES = ["http", "socket"]
@@ -241,3 +241,30 @@ def test_healthz_in_socket_mode_is_503_while_disconnected(
             time.sleep(0.1)
     assert err.value.code == 503
     emulator.wait_socket_connected(timeout=20)
+
+
+def test_an_outcome_no_bot_showed_is_shown_after_a_restart(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    """A bot killed after the poller closed the record but before its final chat.update."""
+    from slack_sdk import WebClient
+
+    from bot.deploy.engine import Engine
+    from bot.deploy.ledger import Requester
+    from bot.slack.progress import message_ref
+
+    # Play the bot that died: post the message, start and follow the deploy, never show it.
+    posted = WebClient(token=BOT_TOKEN, base_url=emulator.api_url).chat_postMessage(
+        channel=DEPLOYS, text="🚀 Deploying v4.4.0-ecr-ecs-fargate"
+    )
+    engine = Engine(stack.settings)
+    record = engine.deploy("v4.4.0", Requester(ALICE, "slack", "alice"))
+    record = engine.annotate(record, message_ref(DEPLOYS, str(posted["ts"])))
+    assert list(engine.watch(record))[-1].final
+    engine.close()
+    assert "Deployed" not in emulator.message(str(posted["ts"])).all_text
+
+    start_bot("http")
+    final = final_message(emulator, "Deployed v4.4.0-ecr-ecs-fargate")
+    assert final.ts == posted["ts"] and "Completed in" in final.all_text
+    assert "<@U0ALICE>" in final.all_text
