@@ -111,7 +111,7 @@ def test_notify_then_click_deploys_exactly_that_tag_once(
 def test_click_while_locked_is_refused_like_deploy(
     stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
 ) -> None:
-    simulator.step_seconds = 0.5
+    simulator.step_seconds = 1.0  # bob still holds the lock at the click
     bot = start_bot("http")
     assert notify(emulator, "--tag", "v4.5.0-ecr-ecs-fargate").returncode == 0
     (notice,) = emulator.messages(DEPLOYS)
