@@ -39,6 +39,17 @@ class BotContext:
     access: Access
     board: ProgressBoard
     claimed: set[str] = field(default_factory=set)  # CI notices someone already clicked
+    _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    async def read(self, key: str, fetch: Callable[[], Any]) -> Any:
+        """Run the engine read ``fetch`` in a thread, shared by every caller asking for
+        ``key`` while it runs: fifty people typing /status at once cost one status read."""
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(fetch))
+            self._reads[key] = pending
+            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(pending)
 
     def run(
         self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None = None

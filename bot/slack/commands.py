@@ -58,7 +58,7 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         if word == "status":
             await status(ctx, command, respond)
             return
-        images = await asyncio.to_thread(ctx.engine.recent_images, 5)
+        images = await ctx.read("recent_images", lambda: ctx.engine.recent_images(5))
         msg = messages.help_message(images, ctx.engine.service_name)
         await respond(response_type="ephemeral", **msg.as_kwargs())
         return
@@ -86,5 +86,5 @@ async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     read = ctx.access.may_read(str(command.get("channel_id", "")))
     if not read.allowed:
         return await _refuse(respond, read.why)
-    st = await asyncio.to_thread(ctx.engine.status, 5)
+    st = await ctx.read("status", lambda: ctx.engine.status(5))
     await respond(response_type="ephemeral", **messages.status(st).as_kwargs())
