@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from bot.local.aws import DEFAULT_REGION, UNSAFE_AWS_VARS, MotoServer, aws_env
+from bot.local.net import free_port, wait_http
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.local.stack import StackInfo, create_stack
@@ -30,25 +27,6 @@ DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
 BOT_TOKEN = "xoxb-bench-bot-token-1a2b3c"
 APP_TOKEN = "xapp-bench-app-token-4d5e6f"
 SIGNING_SECRET = "bench-signing-secret-7a8b9c"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -114,7 +92,7 @@ class Child:
         self.proc = subprocess.Popen(
             self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
         )
-        wait_http(self.url + self.health)
+        wait_http(self.url + self.health, timeout=30)
         return self
 
     def kill(self) -> None:
