@@ -13,19 +13,16 @@ import pytest
 from bot.deploy.engine import Engine
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
-from bot.local.slack_emulator import Message, SlackEmulator
+from bot.local.slack_emulator import SlackEmulator
 from bot.slack.progress import parse_ref
 from tests.conftest import ALICE, BOB, DEPLOYS, LocalStack
 from tests.reliability.conftest import report
 from tests.slack.conftest import BotFactory
+from tests.slack.helpers import bot_messages
 
 pytestmark = pytest.mark.reliability
 
 FINAL = "✅ Deployed"
-
-
-def bot_messages(emulator: SlackEmulator) -> list[Message]:
-    return [m for m in emulator.messages(DEPLOYS) if m.bot_id]
 
 
 def test_ten_simultaneous_deploys_one_deployment_nine_refusals(

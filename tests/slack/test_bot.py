@@ -5,48 +5,16 @@ from __future__ import annotations
 import threading
 import time
 
-import boto3
 import pytest
 
-from bot.deploy.engine import image_tag_of
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
-from bot.local.slack_emulator import Message, SlackEmulator
-from bot.settings import Settings
+from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, DEPLOYS, RANDOM, LocalStack
 from tests.slack.conftest import BotFactory
+from tests.slack.helpers import bot_messages, final_message, no_aws_writes, running_tag
 
 MODES = ["http", "socket"]
-
-
-def running_tag(settings: Settings) -> str:
-    ecs = boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
-    svc = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
-    td = ecs.describe_task_definition(taskDefinition=svc["services"][0]["taskDefinition"])
-    return image_tag_of(td["taskDefinition"]["containerDefinitions"][0]["image"])
-
-
-def bot_messages(emulator: SlackEmulator, channel: str = DEPLOYS) -> list[Message]:
-    return [m for m in emulator.messages(channel) if m.bot_id]
-
-
-def final_message(emulator: SlackEmulator, words: str, timeout: float = 30) -> Message:
-    return emulator.wait_for(
-        lambda: next((m for m in bot_messages(emulator) if words in m.all_text), None),
-        timeout=timeout,
-        what=f"a bot message saying {words!r}",
-    )
-
-
-def no_aws_writes(aws: MotoServer) -> bool:
-    writes = [
-        ("ecs", "RegisterTaskDefinition"),
-        ("ecs", "UpdateService"),
-        ("dynamodb", "PutItem"),
-        ("dynamodb", "UpdateItem"),
-        ("dynamodb", "DeleteItem"),
-    ]
-    return all(aws.requests.count(s, o) == 0 for s, o in writes)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -6,22 +6,12 @@ import os
 import subprocess
 import sys
 
-import boto3
-
-from bot.deploy.engine import image_tag_of
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
-from bot.settings import Settings
 from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory
-
-
-def running_tag(settings: Settings) -> str:
-    ecs = boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
-    svc = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
-    td = ecs.describe_task_definition(taskDefinition=svc["services"][0]["taskDefinition"])
-    return image_tag_of(td["taskDefinition"]["containerDefinitions"][0]["image"])
+from tests.slack.helpers import has_button, running_tag
 
 
 def notify(
@@ -40,10 +30,6 @@ def notify(
         text=True,
         timeout=60,
     )
-
-
-def has_button(message: Message, action_id: str) -> bool:
-    return any(b.get("action_id") == action_id for b in message.buttons)
 
 
 def progress_messages(emulator: SlackEmulator) -> list[Message]:
