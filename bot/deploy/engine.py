@@ -354,7 +354,9 @@ class Engine:
         return self.poller.track(record, loop)
 
     def open_deployments(self) -> list[DeploymentRecord]:
-        """Deployments started but never closed (the watcher died): resume these."""
+        """Deployments started but never closed (the watcher died): resume these. A lock
+        left by a deployment that was closed is released on the way."""
+        self.ledger.release_stale()
         return self.ledger.open_records()
 
     def annotate(self, record: DeploymentRecord, message_ref: str) -> DeploymentRecord:

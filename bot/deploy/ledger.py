@@ -177,7 +177,8 @@ class Ledger:
                 )
         except _Conditional:
             held = self.current_lock()
-            if held is None:  # released between our put and our read: try once more
+            if held is None or self.release_stale(held):
+                # Released between our put and our read, or held by a finished deployment.
                 return self.acquire(requester, tag, deployment_id)
             raise LockHeld(
                 f"Deploys are locked: {held.describe()}. Wait for it to finish, or break a "
@@ -224,6 +225,17 @@ class Ledger:
         except _Conditional:
             return False
         return True
+
+    def release_stale(self, held: Lock | None = None) -> bool:
+        """Release the lock if its deployment is already closed: its holder died between
+        closing the record and releasing the lock. True if it released one."""
+        held = held or self.current_lock()
+        if held is None:
+            return False
+        record = self.get(held.deployment_id, limit=50)
+        if record is None or record.open:
+            return False
+        return self.release(held.deployment_id)
 
     def current_lock(self) -> Lock | None:
         """The lock if it is held and its lease has not run out."""

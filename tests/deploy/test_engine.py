@@ -276,3 +276,20 @@ def test_status_tells_what_runs(
     after = engine.status()
     assert after.tag == "v4.4.0-ecr-ecs-fargate" and after.lock is None
     assert after.recent[0].id == record.id
+
+
+def test_a_lock_left_by_a_closed_deployment_is_released(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    """The holder died between closing its record and releasing its lock."""
+    record = engine.deploy("v4.4.0", ALICE)
+    follow(engine, record)
+    engine.ledger.acquire(ALICE, record.tag, record.id)  # the lock it failed to release
+    assert engine.ledger.current_lock() is not None
+    engine.open_deployments()  # what a bot does when it starts
+    assert engine.ledger.current_lock() is None
+
+    engine.ledger.acquire(ALICE, record.tag, record.id)
+    second = engine.deploy("v4.5.0", BOB)  # taken over at once, not after the lease
+    assert engine.ledger.current_lock().deployment_id == second.id  # type: ignore[union-attr]
+    follow(engine, second)
