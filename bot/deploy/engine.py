@@ -292,7 +292,7 @@ class Engine:
         target_tag = tag or current_tag
         deployment_id = new_deployment_id(self.clock)
         self.ledger.acquire(requester, target_tag, deployment_id)
-        changed = False
+        changed = recorded = False
         try:
             if kind == "redeploy":
                 new_arn, new_image = current_arn, current_image
@@ -305,11 +305,6 @@ class Engine:
                     )
                 new_arn = str(registered["taskDefinitionArn"])
             started_at = self.clock.now()
-            with aws_errors("updating the service"):
-                updated = self.aws.update_service(new_arn, force=kind == "redeploy")
-            changed = True
-            primary = ServiceState.from_api(updated).primary
-            ecs_id = primary.id if primary else ""
             record = DeploymentRecord(
                 id=deployment_id,
                 service=self.service_name,
@@ -319,16 +314,27 @@ class Engine:
                 task_definition=new_arn,
                 previous_task_definition=current_arn,
                 previous_tag=current_tag,
-                ecs_deployment_id=ecs_id,
+                ecs_deployment_id="",
                 who=requester.who,
                 who_display=requester.name,
                 source=requester.source,
                 reason=reason,
                 started_at=started_at,
             )
+            # Recorded before ECS is asked: a process that dies in between leaves a record that
+            # a restart finishes (or closes as never started), never a lock nobody knows of.
             self.ledger.record(record)
+            recorded = True
+            with aws_errors("updating the service"):
+                updated = self.aws.update_service(new_arn, force=kind == "redeploy")
+            changed = True
+            primary = ServiceState.from_api(updated).primary
+            ecs_id = primary.id if primary else ""
+            record = self.ledger.set_ecs_deployment(record, ecs_id)
         except BaseException as exc:
             if not changed:
+                if recorded:
+                    self.ledger.forget(record)  # nothing happened: no history entry either
                 self.ledger.release(deployment_id)
             if isinstance(exc, AwsTrouble) and changed:
                 exc.changed, exc.exit_code = True, 1

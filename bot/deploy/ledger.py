@@ -283,8 +283,29 @@ class Ledger:
             "started_at": {"S": _ts(rec.started_at)},
             "message_ref": {"S": rec.message_ref},
         }
-        with aws_errors("writing the deployment history", changed=True):
+        with aws_errors("writing the deployment history"):
             self._call(self.db.put_item, TableName=self.table, Item=item)
+
+    def set_ecs_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
+        """Remember which ECS deployment ``rec`` started (known once UpdateService answered)."""
+        with aws_errors("recording the ECS deployment id", changed=True):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="SET ecs_deployment_id = :e",
+                ExpressionAttributeValues={":e": {"S": ecs_id}},
+            )
+        return replace(rec, ecs_deployment_id=ecs_id)
+
+    def forget(self, rec: DeploymentRecord) -> None:
+        """Delete the record of a deployment ECS never heard of."""
+        with aws_errors("removing a deployment that never started"):
+            self._call(
+                self.db.delete_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+            )
 
     def close(self, rec: DeploymentRecord, final: Snapshot) -> DeploymentRecord | None:
         """Close an open record with its final snapshot; None if someone closed it first.

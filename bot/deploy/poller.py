@@ -116,6 +116,9 @@ class ServicePoller:
         self.poll_seconds = poll_seconds
         self.timeout = timedelta(seconds=timeout_seconds)
         self.lease_seconds = lease_seconds
+        # How long a record without an ECS deployment id may wait for its process to finish
+        # asking ECS before it is judged never started.
+        self.start_grace = timedelta(seconds=max(5.0, 3 * poll_seconds))
         self.clock = clock
         self.polls = 0
         self._tracked: dict[str, _Tracked] = {}
@@ -195,12 +198,16 @@ class ServicePoller:
                 log.warning("could not judge deployment: %s", exc, extra=tracked.record.log_fields)
 
     def _judge(self, tracked: _Tracked, state: ServiceState | None, now: datetime) -> None:
-        record = tracked.record
         verdict: Verdict | None = None
         new_events: tuple[ServiceEvent, ...] = ()
         stopped: tuple[StoppedTask, ...] = ()
         ours = None
-        if state is not None:
+        if state is not None and not tracked.record.ecs_deployment_id:
+            verdict = self._adopt(tracked, state, now)
+            if verdict is None and not tracked.record.ecs_deployment_id:
+                return  # its process may still be asking ECS: look again next poll
+        record = tracked.record
+        if state is not None and verdict is None:
             ours = state.deployment(record.ecs_deployment_id)
             verdict = judge(state, record.ecs_deployment_id)
             new_events = self._new_events(tracked, state, ours.created_at if ours else None)
@@ -262,6 +269,30 @@ class ServicePoller:
                 self._tracked.pop(record.id, None)
         for watch in watchers:
             watch.put(snap)
+
+    def _adopt(self, tracked: _Tracked, state: ServiceState, now: datetime) -> Verdict | None:
+        """A record written just before UpdateService, whose process died around that call:
+        find the ECS deployment it started, or, after a grace period, say it never started."""
+        record = tracked.record
+        since = record.started_at - timedelta(seconds=5)  # ECS's clock may run a little behind
+        started = [
+            d
+            for d in state.deployments
+            if d.task_definition == record.task_definition
+            and d.created_at is not None
+            and _aware(d.created_at) >= since
+        ]
+        if started:
+            newest = max(started, key=lambda d: _aware(d.created_at or now))
+            tracked.record = self.ledger.set_ecs_deployment(record, newest.id)
+            log.info("adopted ECS deployment %s", newest.id, extra=record.log_fields)
+            return None
+        if now - record.started_at < self.start_grace:
+            return None
+        return Verdict(
+            Outcome.FAILED,
+            "never started: deploybot stopped before ECS was asked to deploy; nothing changed",
+        )
 
     def _finish(self, tracked: _Tracked, snap: Snapshot, verdict: Verdict) -> Snapshot:
         record = tracked.record

@@ -293,3 +293,56 @@ def test_a_lock_left_by_a_closed_deployment_is_released(
     second = engine.deploy("v4.5.0", BOB)  # taken over at once, not after the lease
     assert engine.ledger.current_lock().deployment_id == second.id  # type: ignore[union-attr]
     follow(engine, second)
+
+
+def _record_before_update(engine: Engine, task_definition: str) -> Any:
+    """What a process leaves when it dies after recording a deployment, around UpdateService."""
+    from bot.deploy.ledger import DeploymentRecord, new_deployment_id
+
+    record = DeploymentRecord(
+        id=new_deployment_id(),
+        service=engine.service_name,
+        kind="redeploy",
+        tag="v4.3.0-ecr-ecs-fargate",
+        image="",
+        task_definition=task_definition,
+        previous_task_definition=task_definition,
+        previous_tag="v4.3.0-ecr-ecs-fargate",
+        ecs_deployment_id="",
+        who="ghost",
+        who_display="ghost",
+        source="cli",
+        reason="",
+        started_at=engine.clock.now(),
+    )
+    engine.ledger.acquire(Requester("ghost", "cli"), record.tag, record.id)
+    engine.ledger.record(record)
+    return record
+
+
+def test_a_record_whose_process_died_before_asking_ecs_is_closed_as_never_started(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    td, _ = engine.aws.describe_task_definition(stack.info.task_definition_arn)
+    fresh = engine.aws.register_task_definition(
+        **{k: td[k] for k in ("family", "containerDefinitions", "networkMode", "cpu", "memory")}
+    )["taskDefinitionArn"]  # registered, but ECS was never asked to run it
+    _record_before_update(engine, fresh)
+    (open_record,) = engine.open_deployments()
+    final = follow(engine, open_record)[-1]
+    assert final.outcome == Outcome.FAILED and "never started" in final.outcome_reason
+    assert engine.ledger.current_lock() is None
+    assert not engine.history(1)[0].open
+
+
+def test_a_record_whose_process_died_after_asking_ecs_is_adopted_and_finished(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    record = _record_before_update(engine, stack.info.task_definition_arn)
+    engine.aws.update_service(stack.info.task_definition_arn, force=True)  # then it died
+    (open_record,) = engine.open_deployments()
+    final = follow(engine, open_record)[-1]
+    assert final.outcome == Outcome.COMPLETED
+    (closed,) = engine.history(1)
+    assert closed.id == record.id and closed.ecs_deployment_id.startswith("ecs-svc/")
+    assert engine.ledger.current_lock() is None
