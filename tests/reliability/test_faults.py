@@ -129,11 +129,10 @@ def test_bot_killed_at_random_points_of_rollouts(
     """Each round: /deploy, SIGKILL at a random delay after UpdateService reached AWS, restart,
     then every deployment must be closed, its message final, and the lock free.
 
-    Two windows are known and counted rather than failed: the bot dies between posting the
+    One window is known and counted rather than failed: the bot dies between posting the
     progress message and recording its ts (one DynamoDB call), so the restarted bot posts a
-    second message and the first stays unfinished (``orphaned messages``); or it dies between
-    UpdateService and writing the history record, so nobody knows of the deployment and its
-    lock stays until its lease ends (``orphaned locks``, broken with unlock to go on).
+    second message and the first stays unfinished (``orphaned messages``). (A deployment is
+    recorded before UpdateService, so a lock nobody knows of, ``orphaned locks``, should stay 0.)
     A recorded message left unfinished is a failure (``unfinished messages``).
     """
     simulator.step_seconds = 0.4  # a rollout of about 3 s
