@@ -257,21 +257,24 @@ class Engine:
         raw = self._service()
         return self._start(raw, "redeploy", None, requester, reason)
 
-    def rollback_target(self) -> DeploymentRecord:
+    def rollback_target(self, raw_service: dict[str, Any] | None = None) -> DeploymentRecord:
         """The last completed deployment of an image other than the one running now."""
-        status = self.status(history=0)
+        raw = raw_service or self._service()
+        with aws_errors("reading the task definition"):
+            td, _ = self.aws.describe_task_definition(str(raw["taskDefinition"]))
+        running = image_tag_of(str(self._container(td).get("image", "")))
         for record in self.ledger.history(100):
-            if record.outcome == Outcome.COMPLETED and record.tag != status.tag:
+            if record.outcome == Outcome.COMPLETED and record.tag != running:
                 return record
         raise NothingToRollBack(
             f"Nothing to roll back to: no earlier completed deployment of an image other than "
-            f"{status.tag}. Deploy a tag instead (`/deploy TAG`, `make deploy TAG=…`)."
+            f"{running}. Deploy a tag instead (`/deploy TAG`, `make deploy TAG=…`)."
         )
 
     def rollback(self, requester: Requester, reason: str = "") -> DeploymentRecord:
         """Deploy the image of the last deployment that completed before the current one."""
-        target = self.rollback_target()
         raw = self._service()
+        target = self.rollback_target(raw)
         why = reason or f"rollback to {target.tag} (deployment {target.id})"
         return self._start(raw, "rollback", target.tag, requester, why)
 
