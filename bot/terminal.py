@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.deploy.engine import Engine, Status
+from bot.deploy.engine import Engine, Plan, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
@@ -57,13 +57,24 @@ def _run(body: Callable[[Engine], int]) -> int:
             engine.close()
 
 
-def follow(engine: Engine, record: DeploymentRecord) -> int:
-    """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
-    out.print(
-        f"Deploying [bold]{record.tag}[/] to {record.service} "
+def _started_line(record: DeploymentRecord) -> str:
+    digest = f" {record.short_digest}" if record.digest else ""
+    return (
+        f"[bold]{record.tag}[/]{digest} to {record.service} "
         f"({record.kind} {record.id}, {revision_of(record.task_definition)}, "
         f"ECS {record.ecs_deployment_id or '?'})"
     )
+
+
+def follow(engine: Engine, record: DeploymentRecord) -> int:
+    """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
+    verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
+    out.print(f"{verb} {_started_line(record)}")
+    if record.start_error:
+        err.print(
+            f"[yellow]![/] ECS may have started the deployment ({record.start_error}); "
+            "following it."
+        )
     watch = engine.watch(record)
     progress = Progress(
         TextColumn("[bold]{task.fields[state]}[/]"),
@@ -74,10 +85,14 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         transient=True,
     )
     final: Snapshot | None = None
+    note = "ECS may have started" if record.start_error else ""
     try:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
+                if snap.note and not snap.note.startswith(note or "\0"):
+                    progress.console.print(f"  [yellow]![/] {snap.note}")
+                note = snap.note
                 for event in snap.new_events:
                     progress.console.print(f"  [dim]{event.created_at:%H:%M:%S}[/] {event.message}")
                 for task in snap.stopped_tasks:
@@ -120,6 +135,15 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         )
     elif outcome == Outcome.FAILED:
         out.print(f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {reason}.")
+    elif outcome == Outcome.NOT_STARTED:
+        out.print(f"[bold red]✗ {record.tag} was not deployed[/]: {reason}.")
+    elif outcome == Outcome.UNKNOWN:
+        out.print(
+            f"[bold yellow]? Lost sight of the rollout of {record.tag}[/] after {took}: "
+            f"{reason.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling "
+            f"out; `deploybot status` shows how it is doing and records the outcome "
+            f"(deployment {record.id} stays open until then)."
+        )
     else:
         out.print(
             f"[bold yellow]… {record.tag} is still rolling out[/] after {took} "
@@ -129,14 +153,17 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     return outcome.exit_code
 
 
-def _start(args: argparse.Namespace, start: Callable[[Engine], DeploymentRecord]) -> int:
+def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
     def body(engine: Engine) -> int:
-        record = start(engine)
+        record = engine.start(plan(engine), follow=not args.no_wait)
         if args.no_wait:
-            engine.hold(record)
+            out.print(f"Started {record.kind} of {_started_line(record)}.")
+            if record.start_error:
+                err.print(
+                    f"[yellow]![/] ECS may have started the deployment ({record.start_error})."
+                )
             out.print(
-                f"Started {record.kind} of [bold]{record.tag}[/] ({record.id}). "
-                "Follow it with `deploybot status`."
+                "`deploybot status` shows how it goes and records its outcome once ECS is done."
             )
             return EXIT_OK
         return follow(engine, record)
@@ -145,15 +172,15 @@ def _start(args: argparse.Namespace, start: Callable[[Engine], DeploymentRecord]
 
 
 def deploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.deploy(args.tag, requester(), args.reason))
+    return _start(args, lambda e: e.plan_deploy(args.tag, requester(), args.reason))
 
 
 def redeploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.redeploy(requester(), args.reason))
+    return _start(args, lambda e: e.plan_redeploy(requester(), args.reason))
 
 
 def rollback(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.rollback(requester(), args.reason))
+    return _start(args, lambda e: e.plan_rollback(requester(), args.reason))
 
 
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
@@ -169,6 +196,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "cluster": status.cluster,
         "service": status.service,
         "tag": status.tag,
+        "digest": status.digest,
         "image": status.image,
         "task_definition": status.task_definition,
         "revision": status.revision,
@@ -194,7 +222,17 @@ def status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(status_json(st), default=str, indent=2))
             return EXIT_OK
-        out.print(f"[bold]{st.service}[/] on {st.cluster}: [bold]{st.tag}[/] ({st.revision})")
+        digest = f"{st.short_digest}, " if st.digest else ""
+        out.print(
+            f"[bold]{st.service}[/] on {st.cluster}: [bold]{st.tag}[/] ({digest}{st.revision})"
+        )
+        by = st.deployed_by
+        out.print(
+            f"  deployed by: {by.who_display or by.who} ({by.kind} {by.id}, "
+            f"{by.started_at:%Y-%m-%d %H:%M} UTC)"
+            if by
+            else "  deployed by: outside deploybot"
+        )
         out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
         if st.rollout:
             out.print(
@@ -213,7 +251,17 @@ def status(args: argparse.Namespace) -> int:
 
 def _history_table(records: list[DeploymentRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("started (UTC)", "id", "kind", "tag", "who", "from", "outcome", "took"):
+    for column in (
+        "started (UTC)",
+        "id",
+        "kind",
+        "tag",
+        "digest",
+        "who",
+        "from",
+        "outcome",
+        "took",
+    ):
         table.add_column(column)
     for r in records:
         took = f"{r.duration:.0f} s" if r.duration is not None else "-"
@@ -222,6 +270,7 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             r.id,
             r.kind,
             r.tag,
+            r.short_digest or "-",
             r.who_display or r.who,
             r.source,
             r.outcome.label if r.outcome else "in progress",
