@@ -71,10 +71,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
     out.print(f"{verb} {_started_line(record)}")
     if record.start_error:
-        err.print(
-            f"[yellow]![/] ECS may have started the deployment ({record.start_error}); "
-            "following it."
-        )
+        err.print(f"[yellow]![/] {record.start_error}.")
     watch = engine.watch(record)
     progress = Progress(
         TextColumn("[bold]{task.fields[state]}[/]"),
@@ -85,12 +82,12 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         transient=True,
     )
     final: Snapshot | None = None
-    note = "ECS may have started" if record.start_error else ""
+    note = record.start_error
     try:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
-                if snap.note and not snap.note.startswith(note or "\0"):
+                if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {snap.note}")
                 note = snap.note
                 for event in snap.new_events:
@@ -159,9 +156,7 @@ def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
         if args.no_wait:
             out.print(f"Started {record.kind} of {_started_line(record)}.")
             if record.start_error:
-                err.print(
-                    f"[yellow]![/] ECS may have started the deployment ({record.start_error})."
-                )
+                err.print(f"[yellow]![/] {record.start_error.removesuffix('; following it')}.")
             out.print(
                 "`deploybot status` shows how it goes and records its outcome once ECS is done."
             )

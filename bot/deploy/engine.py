@@ -674,13 +674,14 @@ class Engine:
                 problem,
                 extra=record.log_fields,
             )
-            record = replace(record, start_error=f"UpdateService: {problem}")
+            record = replace(
+                record,
+                start_error=f"ECS may have started the deployment (UpdateService: {problem}); "
+                "following it",
+            )
             if follow:
                 self.poller.follow(
-                    record,
-                    asked_ecs_at=asked_at,
-                    note=f"ECS may have started the deployment ({problem}); following it",
-                    started_here=True,
+                    record, asked_ecs_at=asked_at, note=record.start_error, started_here=True
                 )
             return record
         asked_at = self.clock.monotonic()
@@ -693,7 +694,8 @@ class Engine:
             record = replace(
                 record,
                 ecs_deployment_id=ecs_id,
-                start_error=f"recording the ECS deployment id: {exc.message}",
+                start_error=f"ECS started deployment {ecs_id}, but recording it failed "
+                f"({exc.message}); following it all the same",
             )
         log.info(
             "%s of %s started by %s",

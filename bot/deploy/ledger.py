@@ -125,7 +125,8 @@ class DeploymentRecord:
     # Which process follows it to its outcome, and until when (a lease on the record).
     follower: str = ""
     follower_until: datetime | None = None
-    # Not stored: why the process that started it is not sure UpdateService went through.
+    # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
+    # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
 
     @property
