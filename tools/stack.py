@@ -6,7 +6,9 @@
     python -m tools.stack delete --stack NAME                   e.g. after a failed creation
 
 `service` passes the image tag that runs now (read from the live ECS service) as
-ImageTag, so an infrastructure update never reverts a deployment the bot made.
+ImageTag, so an infrastructure update never reverts a deployment the bot made. It holds
+deploybot's deploy lock while it runs (the same lock as a deploy, renewed until the stack
+update ends): it waits for no rollout and none starts under it.
 Parameters not given keep their previous values on an update.
 Exit codes follow deploybot's: 0 done, 1 the stack operation failed, 2 refused
 before any change.
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import math
 import os
+import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ SERVICE_CONTAINER = "hello-world"
 DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
 SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+DEPLOYBOT_TAG = "deploybot:tag"  # bot.deploy.engine.TAG_KEY
 
 Out = Callable[[str], None]
 
@@ -71,7 +76,8 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
     """The image tag of ``container`` in the service's current task definition; None if no service.
 
     The service's taskDefinition is its PRIMARY deployment's: the one being rolled
-    out now, or the one that runs if nothing is rolling out.
+    out now, or the one that runs if nothing is rolling out. deploybot pins images by
+    digest and names the tag in the revision's ``deploybot:tag``.
     """
     try:
         found = ecs.describe_services(cluster=cluster, services=[service])
@@ -82,10 +88,13 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
     live = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
     if not live:
         return None
-    task_definition = ecs.describe_task_definition(taskDefinition=live[0]["taskDefinition"])
+    task_definition = ecs.describe_task_definition(
+        taskDefinition=live[0]["taskDefinition"], include=["TAGS"]
+    )
+    named = {t["key"]: t["value"] for t in task_definition.get("tags", [])}.get(DEPLOYBOT_TAG)
     for definition in task_definition["taskDefinition"]["containerDefinitions"]:
         if definition["name"] == container:
-            return image_tag_of(definition["image"])
+            return named or image_tag_of(definition["image"])
     raise StackRefused(
         f"service {service} runs {live[0]['taskDefinition']}, which has no container {container!r}"
     )
@@ -115,6 +124,56 @@ def service_parameters(
     if tag is None:
         out(f"keeping the image that runs now: ImageTag={chosen}")
     return {**(extra or {}), "ImageTag": chosen}
+
+
+@contextlib.contextmanager
+def deploy_lock(stack_name: str, region: str, out: Out = _print) -> Iterator[None]:
+    """Hold deploybot's deploy lock of the stack's service while the body runs.
+
+    An infrastructure update replaces the service's deployment like any UpdateService: under
+    the lock, no deploybot rollout is running and none can start. A lock held by a live
+    rollout refuses (exit 2). Without the deploy table (the bot's stack not created yet)
+    there is nothing to lock, and the update goes on, saying so.
+    """
+    from bot.deploy.engine import Engine
+    from bot.deploy.errors import DeployError, LockHeld, NotConfigured
+    from bot.deploy.ledger import Requester
+    from bot.settings import load_settings
+
+    engine = Engine(load_settings(stack_name=stack_name, aws_region=region))
+    who = os.environ.get("DEPLOYBOT_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
+    lock_id = f"infra-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    try:
+        engine.acquire(Requester(who, "make-infra"), "the infrastructure", lock_id)
+    except NotConfigured as exc:
+        out(f"note: not taking deploybot's deploy lock ({exc.message})")
+        engine.close()
+        yield
+        return
+    except LockHeld as exc:
+        engine.close()
+        raise StackRefused(exc.message) from None
+    except DeployError as exc:
+        engine.close()
+        raise StackRefused(f"could not take deploybot's deploy lock: {exc.message}") from None
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(engine.settings.lock_lease_seconds / 3):
+            with contextlib.suppress(DeployError):
+                engine.ledger.renew(lock_id)
+
+    renewer = threading.Thread(target=renew, name="infra-lock", daemon=True)
+    renewer.start()
+    out(f"took deploybot's deploy lock ({lock_id})")
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=10)
+        with contextlib.suppress(DeployError):
+            engine.ledger.release(lock_id)
+        engine.close()
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
@@ -368,8 +427,11 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
     try:
         if args.command == "service":
             given = parse_assignments(args.parameters)
-            params = service_parameters(session.client("ecs"), args.stack, args.tag, given, out)
-            deploy_stack(cfn, args.stack, args.template.read_text(), params, out=out, delay=delay)
+            with deploy_lock(args.stack, args.region, out):
+                ecs = session.client("ecs")
+                params = service_parameters(ecs, args.stack, args.tag, given, out)
+                template = args.template.read_text()
+                deploy_stack(cfn, args.stack, template, params, out=out, delay=delay)
         elif args.command == "bot":
             given = parse_assignments(args.parameters)
             stack = args.stack or f"{args.service_stack}-bot"

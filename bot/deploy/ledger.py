@@ -83,6 +83,11 @@ class Lock:
     version: int = 0  # bumped by every renewal: a takeover deletes exactly the lease it judged
 
     def describe(self) -> str:
+        if self.source == "make-infra":
+            return (
+                f"{self.holder} is updating the infrastructure (`make infra`, "
+                f"{self.deployment_id}, since {self.acquired_at:%H:%M:%S} UTC)"
+            )
         return (
             f"{self.holder} is deploying {self.tag} (deployment {self.deployment_id}, "
             f"since {self.acquired_at:%H:%M:%S} UTC)"
