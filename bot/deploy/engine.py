@@ -45,7 +45,7 @@ from bot.deploy.ledger import (
     short_digest,
 )
 from bot.deploy.poller import ServicePoller, Watch
-from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, revision_of
+from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
 
@@ -432,6 +432,9 @@ class Engine:
     ) -> tuple[bool, str, ServiceState | None]:
         """Take ``held`` over if its holder is done. (freed?, why it is held, state read)."""
         now = self.clock.now()
+        followed = self.poller.last(held.deployment_id)
+        if followed is not None:  # this process follows it: it is live until the poller says
+            return False, _rolling_out(followed.ecs_deployment_id, followed), state
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
@@ -448,18 +451,13 @@ class Engine:
             )
             self.reconciler.settle(reading.record, final, release=False)
             return self.ledger.take_over(held), "", state
-        ours = reading.ours
-        if ours is not None:
-            why = (
-                f"; its ECS deployment {ours.id} is still rolling out "
-                f"({ours.running}/{ours.desired} running)"
-            )
-        else:
-            why = "; it is starting (ECS shows no deployment of it yet)"
-        return False, why, state
+        if reading.ours is not None:
+            return False, _rolling_out(reading.ours.id, reading.ours), state
+        return False, "; it is starting (ECS shows no deployment of it yet)", state
 
-    def _check_lock(self, state: ServiceState) -> None:
-        """Refuse now, before any message or change, if the lock is held by a live rollout."""
+    def check_lock(self, state: ServiceState | None = None) -> None:
+        """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
+        done is released on the way. Reads only (but for that release)."""
         held = self.ledger.lock_item()
         if held is None:
             return
@@ -599,7 +597,7 @@ class Engine:
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, self._history(history))
         if check_lock:
-            self._check_lock(state)
+            self.check_lock(state)
         current, _ = self._running(raw, records)
         return state, current, records
 
@@ -760,6 +758,13 @@ class Engine:
 
     def close(self) -> None:
         self.poller.stop()
+
+
+def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
+    return (
+        f"; its ECS deployment {ecs_id or '?'} is still rolling out "
+        f"({counts.running}/{counts.desired} running)"
+    )
 
 
 def _lock_held(held: Lock, why: str) -> LockHeld:

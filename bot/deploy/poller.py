@@ -215,6 +215,29 @@ class ServicePoller:
         with self._lock:
             return list(self._tracked)
 
+    def last(self, deployment_id: str) -> Snapshot | None:
+        """The latest snapshot of a deployment followed here and not ended; None otherwise
+        (a deployment just started, before its first poll, gives an empty snapshot)."""
+        with self._lock:
+            tracked = self._tracked.get(deployment_id)
+            if tracked is None:
+                return None
+            if tracked.last is not None:
+                return tracked.last
+            record = tracked.record
+        return Snapshot(
+            deployment_id=record.id,
+            ecs_deployment_id=record.ecs_deployment_id,
+            at=record.started_at,
+            elapsed=0.0,
+            rollout_state="",
+            rollout_reason="",
+            desired=0,
+            pending=0,
+            running=0,
+            failed=0,
+        )
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()

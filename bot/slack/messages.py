@@ -19,8 +19,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.deploy.engine import ImageInfo, Status
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.engine import ImageInfo, Plan, Status
+from bot.deploy.ledger import DeploymentRecord, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 
 DEPLOY_ACTION = "deploy_tag"
@@ -75,6 +75,10 @@ def deploy_button(tag: str, service: str) -> ButtonElement:
 
 
 def rollback_button(record: DeploymentRecord) -> ButtonElement:
+    """Rollback of this one deployment: back to the image that ran before it, by digest."""
+    before = f"`{record.previous_tag}`"
+    if record.previous_digest:
+        before += f" ({short_digest(record.previous_digest)})"
     return ButtonElement(
         text=PlainTextObject(text="Rollback"),
         action_id=ROLLBACK_ACTION,
@@ -83,13 +87,69 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
         confirm=ConfirmObject(
             title="Roll back?",
             text=MarkdownTextObject(
-                text=f"Roll *{record.service}* back to the image of the last deployment that "
-                "completed before the one running now?"
+                text=f"Roll *{record.service}* back from `{record.tag}` to {before}, the "
+                "image that ran before this deployment? Refused if this deployment no "
+                "longer runs."
             ),
             confirm="Roll back",
             deny="Cancel",
         ),
     )
+
+
+def offers_rollback(record: DeploymentRecord, snap: Snapshot | None) -> bool:
+    """Rollback only for a deployment that completed (so it runs) and changed the image: a
+    failed or rolled-back one changed nothing to undo, a redeploy restarted the same image."""
+    if snap is None or snap.outcome != Outcome.COMPLETED:
+        return False
+    if record.previous_digest and record.digest:
+        return record.previous_digest != record.digest
+    return record.previous_tag != record.tag
+
+
+def _tag_text(tag: str, digest: str) -> str:
+    return f"`{tag}`" + (f" ({short_digest(digest)})" if digest else "")
+
+
+def starting(plan: Plan) -> Message:
+    """A deployment's message before anything is written to AWS (the lock is not taken yet)."""
+    verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
+    title = f"🚀 {verb.get(plan.kind, 'Deploying')} {plan.tag}"
+    by = plan.requester
+    mention = (
+        f"<@{by.who}>"
+        if by.source in ("slack", "ci-button") and by.who.startswith("U")
+        else by.name
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=f"*Service*\n{plan.service}"),
+                MarkdownTextObject(text=f"*By*\n{mention} ({by.source})"),
+                MarkdownTextObject(text=f"*Tag*\n{_tag_text(plan.tag, plan.digest)}"),
+                MarkdownTextObject(
+                    text=f"*Revision*\nnew (was {_tag_text(plan.current.tag, plan.current.digest)})"
+                ),
+            ]
+        ),
+        SectionBlock(text=MarkdownTextObject(text="*Rollout:* STARTING — taking the lock")),
+    ]
+    if plan.reason:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{plan.reason}_")]))
+    return Message(text=f"{title} to {plan.service}: STARTING", blocks=tuple(blocks))
+
+
+def refused_after_post(plan: Plan, reason: str) -> Message:
+    """The starting message of a deployment refused before any change (the lock was taken
+    between the check and the start)."""
+    title = f"🚫 {plan.tag} was not deployed"
+    body = f"*Refused before any change:* {reason}"
+    blocks: tuple[Block, ...] = (
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(text=MarkdownTextObject(text=body[:3000])),
+    )
+    return Message(text=f"{title}: {reason}", blocks=blocks)
 
 
 def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
@@ -100,8 +160,12 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
         title = f"✅ Deployed {record.tag}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
         title = f"❌ Deployment of {record.tag} failed"
+    elif outcome == Outcome.NOT_STARTED:
+        title = f"🚫 {record.tag} was not deployed"
     elif outcome == Outcome.STILL_ROLLING_OUT:
         title = f"⏳ {record.tag} is still rolling out"
+    elif outcome == Outcome.UNKNOWN:
+        title = f"❓ Lost sight of the rollout of {record.tag}"
     else:
         title = f"🚀 {verb.get(record.kind, 'Deploying')} {record.tag}"
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
@@ -109,9 +173,10 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
     fields = [
         MarkdownTextObject(text=f"*Service*\n{record.service}"),
         MarkdownTextObject(text=f"*By*\n{who(record)} ({record.source})"),
-        MarkdownTextObject(text=f"*Tag*\n`{record.tag}`"),
+        MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest)}"),
         MarkdownTextObject(
-            text=f"*Revision*\n{revision_of(record.task_definition)} (was `{record.previous_tag}`)"
+            text=f"*Revision*\n{revision_of(record.task_definition)} "
+            f"(was {_tag_text(record.previous_tag, record.previous_digest)})"
         ),
     ]
     blocks: list[Block] = [
@@ -128,6 +193,8 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
     ]
     if snap and outcome is not None:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap))))
+    if snap and snap.note:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"⚠️ {snap.note}"[:3000])]))
     elapsed = _duration(snap.elapsed) if snap else "0 s"
     if record.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{record.reason}_")]))
@@ -141,7 +208,7 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
             ]
         )
     )
-    if outcome is not None:
+    if offers_rollback(record, snap):
         blocks.append(ActionsBlock(elements=[rollback_button(record)]))
     text = f"{title} to {record.service}: {running}/{desired} running, {state}"
     if snap and outcome is not None:
@@ -163,9 +230,19 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
         )
     if snap.outcome == Outcome.FAILED:
         return f"*Failed after {took}:* {why}."
+    if snap.outcome == Outcome.NOT_STARTED:
+        return f"*Nothing changed:* {why}."
+    if snap.outcome == Outcome.UNKNOWN:
+        return (
+            f"*Lost sight of the rollout after {took}:* "
+            f"{why.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling out; "
+            "`/deploy status` shows how it goes, and this message shows the outcome once AWS "
+            "answers again."
+        )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        "ECS carries on and the lock is released; `/status` shows how it goes."
+        "ECS carries on and the lock is released; `/deploy status` shows how it goes, and this "
+        "message shows the outcome once ECS is done."
     )
 
 
@@ -187,8 +264,8 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
         outcome = r.outcome.label if r.outcome else "in progress"
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{r.started_at:%Y-%m-%d %H:%M} UTC> `{r.tag}` {r.kind} by {who(r)}: "
-            f"*{outcome}*{took}"
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {r.kind} "
+            f"by {who(r)}: *{outcome}*{took}"
         )
     return out
 
@@ -201,11 +278,20 @@ def status(st: Status) -> Message:
         else "none in progress"
     )
     lock = st.lock.describe() if st.lock else "free"
+    by = st.deployed_by
+    put_there = (
+        f"\nby {who(by)}, {by.kind} `{by.id}`"
+        if by is not None
+        else "\nput there outside deploybot"
+    )
+    digest = f"{st.short_digest}, " if st.digest else ""
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
         SectionBlock(
             fields=[
-                MarkdownTextObject(text=f"*Running*\n`{st.tag}` ({st.revision})"),
+                MarkdownTextObject(
+                    text=f"*Running*\n`{st.tag}` ({digest}{st.revision}){put_there}"
+                ),
                 MarkdownTextObject(
                     text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
                     f"{st.running}/{st.desired} running, {st.pending} pending"
