@@ -304,7 +304,7 @@ def _print_howto(host: str, port: int, bot_port: int, step: float) -> None:
         f"\nThe playground is up: http://{shown}:{port}\n"
         f"  Type /deploy v4.4.0-ecr-ecs-fargate and watch the rollout (about {rollout} s).\n"
         f"  /deploy {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls it back;"
-        " then click Rollback.\n"
+        " then click Rollback on the message of what runs.\n"
         "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
         "Ctrl-C stops.\n"
         f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",

@@ -112,7 +112,11 @@ class ProgressMessage:
         self._shown = msg.as_kwargs()
         self._last_update = self.clock.monotonic()
         self._posted.set()
-        log.info("deployment message posted (ts %s)", self.ts, extra=self._log_extra())
+        log.info(
+            "starting message posted (ts %s)",
+            self.ts,
+            extra={**self._log_extra(), "tag": plan.tag, "who": plan.requester.who},
+        )
 
     async def refused(self, plan: Plan, reason: str) -> None:
         """The deployment was refused after its message was posted: say so there."""
@@ -323,6 +327,11 @@ class ProgressBoard:
         """Render ``record`` (started by the engine, which follows it) in ``progress``."""
         progress.record = record
         self.messages[record.id] = progress
+        log.info(
+            "progress message posted (ts %s) before the start",
+            progress.ts,
+            extra=progress._log_extra(),
+        )
         self.spawn(self._follow(progress), name=f"follow:{record.id}")
 
     def watch(self, record: DeploymentRecord) -> bool:
