@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.set_defaults(handler=_engine_command("redeploy"))
 
-    p = sub.add_parser("rollback", help="back to the image of the last good deployment")
+    p = sub.add_parser(
+        "rollback", help="back to the newest release that completed and was not rolled back from"
+    )
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.set_defaults(handler=_engine_command("rollback"))

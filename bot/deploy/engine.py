@@ -584,12 +584,6 @@ class Engine:
             rollback_of=rollback_of,
         )
 
-    def rollback_target(self) -> DeploymentRecord | None:
-        """Where `/deploy rollback` would go now (None: nowhere)."""
-        raw = self._service()
-        _, current, history = self._prepare(raw, history=100, check_lock=False)
-        return _last_good(history, current)
-
     def _prepare(
         self, raw: dict[str, Any], history: int = 50, check_lock: bool = True
     ) -> tuple[ServiceState, Running, list[DeploymentRecord]]:
