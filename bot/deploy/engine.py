@@ -415,22 +415,21 @@ class Engine:
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
         state: ServiceState | None = None
-        why = ""
         for _ in range(2):
             taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
             if taken:
                 return held
-            freed, why, state = self._free_if_done(held, state)
-            if not freed:
-                break
-        else:
-            held = self.ledger.lock_item() or held
-        raise _lock_held(held, why)
+            done, why, state = self._free_if_done(held, state)
+            if not done:
+                raise _lock_held(held, why)
+        # Its holder was done, and someone else took the lock first: they hold it now.
+        raise _lock_held(held, "")
 
     def _free_if_done(
         self, held: Lock, state: ServiceState | None
     ) -> tuple[bool, str, ServiceState | None]:
-        """Take ``held`` over if its holder is done. (freed?, why it is held, state read)."""
+        """Take ``held`` over if its holder is done: (done?, why it is held, state read).
+        ``done`` is about the holder; whether the takeover won a race is the next put's to say."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
@@ -438,10 +437,12 @@ class Engine:
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
-                return self.ledger.take_over(held), "", state
+                self.ledger.take_over(held)
+                return True, "", state
             return False, "", state
         if not record.open and record.outcome != Outcome.UNKNOWN:
-            return self.ledger.take_over(held), "", state  # its holder closed it
+            self.ledger.take_over(held)  # its holder closed it and died before releasing
+            return True, "", state
         if state is None:
             state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
@@ -450,7 +451,8 @@ class Engine:
                 reading.record, reading.verdict, now, reading.ours, base=record.final
             )
             self.reconciler.settle(reading.record, final, release=False)
-            return self.ledger.take_over(held), "", state
+            self.ledger.take_over(held)
+            return True, "", state
         if reading.ours is not None:
             return False, _rolling_out(reading.ours.id, reading.ours), state
         return False, "; it is starting (ECS shows no deployment of it yet)", state
@@ -461,8 +463,8 @@ class Engine:
         held = self.ledger.lock_item()
         if held is None:
             return
-        freed, why, _ = self._free_if_done(held, state)
-        if not freed:
+        done, why, _ = self._free_if_done(held, state)
+        if not done:
             raise _lock_held(held, why)
 
     # Planning ------------------------------------------------------------------------------

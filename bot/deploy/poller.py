@@ -294,6 +294,11 @@ class ServicePoller:
                 tracked.record, state, now, asked_ecs_at=tracked.asked_ecs_at
             )
             tracked.record, verdict, ours = reading.record, reading.verdict, reading.ours
+            if reading.adopted and tracked.note == tracked.record.start_error:
+                tracked.note = (
+                    "UpdateService's answer was lost, but ECS had started the deployment "
+                    f"({tracked.record.ecs_deployment_id}): followed to its end"
+                )
         record = tracked.record
         if state is not None and record.ecs_deployment_id:
             new_events = self._new_events(tracked, state, ours.created_at if ours else None)

@@ -169,6 +169,7 @@ class Verdict:
 
 
 _FAILED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment failed: (?P<why>.*)")
+_COMPLETED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment completed")
 
 # How a deployment that replaced ours is named: "(deploybot deployment d-… of v4.5.0 by bob)"
 # when deploybot started it, "(not started by deploybot)" when we know nothing of it.
@@ -205,11 +206,15 @@ def judge(
         if ours.status != "PRIMARY" and other is not None:
             return _replaced(other, describe_other)
         return None
-    # Ours is gone from the list. ECS's events say why, if it failed.
+    # Ours is gone from the list. ECS's events say how it ended, while it keeps them: a
+    # deployment nobody watched may have completed before a newer one replaced it.
     for event in state.events:
         m = _FAILED_EVENT.search(event.message)
         if m and m["id"] == deployment_id:
             return _failed(m["why"].rstrip("."), other)
+        m = _COMPLETED_EVENT.search(event.message)
+        if m and m["id"] == deployment_id:
+            return Verdict(Outcome.COMPLETED, "completed (ECS's events say so)")
     if other is not None:
         return _replaced(other, describe_other)
     return Verdict(Outcome.FAILED, "the deployment disappeared from the service")
