@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,6 +147,8 @@ class Plan:
     requester: Requester
     reason: str
     rollback_of: str = ""  # the deployment a rollback undoes
+    # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
+    base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def short_digest(self) -> str:
@@ -491,7 +493,7 @@ class Engine:
                 tag=tag.value,
                 recent=recent,
             )
-        _, current, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw)
         digest = str(image["imageDigest"])
         return Plan(
             kind="deploy",
@@ -502,12 +504,13 @@ class Engine:
             current=current,
             requester=requester,
             reason=reason,
+            base=td,
         )
 
     def plan_redeploy(self, requester: Requester, reason: str = "") -> Plan:
         """Check a forced new deployment of what runs now (its image must still be in ECR)."""
         raw = self._service()
-        _, current, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw)
         self._require_image(
             current.digest,
             current.tag,
@@ -524,6 +527,7 @@ class Engine:
             current=current,
             requester=requester,
             reason=reason,
+            base=td,
         )
 
     def plan_rollback(self, requester: Requester, reason: str = "", of: str = "") -> Plan:
@@ -532,7 +536,7 @@ class Engine:
         what runs. Without, it goes to the newest release that completed and was not later
         rolled back from, never toggling between two releases."""
         raw = self._service()
-        _, current, history = self._prepare(raw, history=100)
+        current, td, history = self._prepare(raw, history=100)
         if of:
             undo = next((r for r in history if r.id == of), None)
             if undo is None:
@@ -584,18 +588,19 @@ class Engine:
             requester=requester,
             reason=why,
             rollback_of=rollback_of,
+            base=td,
         )
 
     def _prepare(
-        self, raw: dict[str, Any], history: int = 50, check_lock: bool = True
-    ) -> tuple[ServiceState, Running, list[DeploymentRecord]]:
-        """The reads every plan shares: open records reconciled, the lock free, what runs."""
+        self, raw: dict[str, Any], history: int = 50
+    ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
+        """The reads every plan shares: open records reconciled, the lock free, what runs
+        (and its task definition)."""
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, self._history(history))
-        if check_lock:
-            self.check_lock(state)
-        current, _ = self._running(raw, records)
-        return state, current, records
+        self.check_lock(state)
+        current, td = self._running(raw, records)
+        return current, td, records
 
     def _require_image(self, digest: str, tag: str, message: str) -> None:
         with aws_errors("looking the image up in ECR"):
@@ -634,8 +639,10 @@ class Engine:
         self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
         try:
             if plan.kind != "redeploy":
-                with aws_errors("reading the task definition"):
-                    td, _ = self.aws.describe_task_definition(current.task_definition)
+                td = plan.base
+                if not td:
+                    with aws_errors("reading the task definition"):
+                        td, _ = self.aws.describe_task_definition(current.task_definition)
                 container = self._container(td)
                 with aws_errors("registering the new task definition"):
                     registered = self.aws.register_task_definition(
