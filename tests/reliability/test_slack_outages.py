@@ -104,36 +104,47 @@ def test_a_slack_outage_mid_rollout_delays_the_message_never_the_bookkeeping(
     assert bot.proc is not None and bot.proc.poll() is None
 
 
-@pytest.mark.parametrize("where", ["a channel the bot is not in", "a DM", "Slack not answering"])
 def test_no_deployment_starts_where_its_message_cannot_be_posted(
-    where: str,
     stack: LocalStack,
     aws: MotoServer,
     emulator: SlackEmulator,
     start_bot: BotFactory,
 ) -> None:
-    channel = DEPLOYS
-    if where == "a DM":
-        channel = "D0ALICEDM"
-        emulator.add_channel(channel, "alice-and-deploybot")
-        emulator.remove_bot(channel)
-    elif where.startswith("a channel"):
-        emulator.remove_bot(DEPLOYS)
-    else:
-        emulator.fail_for(600, "chat.postMessage", drop=True)
+    """A DM, a channel the bot is not in, Slack not taking the post: the old bot deployed
+    anyway and nobody heard of it. Now: an ephemeral saying what to do, nothing changed."""
+    dm = "D0ALICEDM"
+    emulator.add_channel(dm, "alice-and-deploybot")
     bot = start_bot("http", DEPLOY_ALLOWED_CHANNELS="")
     aws.requests.clear()
-    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=channel, url=bot.events_url)
-    (answer,) = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE), timeout=60)
-    assert answer.text.startswith("Nothing was deployed"), answer.text
-    expected = {
-        "a DM": "channel_not_found",
-        "Slack not answering": "Slack did not take the deployment's message",
-        "a channel the bot is not in": "/invite @deploybot",
-    }[where]
-    assert expected in answer.text
-    assert no_aws_writes(aws)
-    assert bot_messages(emulator, channel) == []
+    cases = {
+        "a DM": (dm, lambda: emulator.remove_bot(dm), "channel_not_found"),
+        "a channel the bot is not in": (
+            DEPLOYS,
+            lambda: emulator.remove_bot(DEPLOYS),
+            "/invite @deploybot",
+        ),
+        "Slack not answering": (
+            DEPLOYS,
+            lambda: emulator.fail_for(600, "chat.postMessage", drop=True),
+            "Slack did not take the deployment's message",
+        ),
+    }
+    for n, (where, (channel, fault, expected)) in enumerate(cases.items(), start=1):
+        emulator.add_bot(DEPLOYS)
+        emulator.clear_faults()
+        fault()
+        emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=channel, url=bot.events_url)
+        answers = emulator.wait_for(
+            lambda n=n: (
+                len(emulator.ephemerals(user=ALICE)) >= n and emulator.ephemerals(user=ALICE)
+            ),
+            timeout=60,
+            what=f"the answer in {where}",
+        )
+        assert answers[-1].text.startswith("Nothing was deployed"), (where, answers[-1].text)
+        assert expected in answers[-1].text, (where, answers[-1].text)
+        assert no_aws_writes(aws), where
+        assert bot_messages(emulator, channel) == [], where
 
 
 def test_a_start_refused_after_the_message_was_posted_says_so_in_it(
