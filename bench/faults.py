@@ -234,6 +234,13 @@ def slack_down_mid_rollout(run: Run) -> bool:
         posted = run.final_message("Deploying v4.4.0")
         run.emulator.fail_for(600, "*", drop=True)
         closed = run.wait(lambda: run.newest() == Outcome.COMPLETED)
+
+        def failed() -> int:
+            return len(run.emulator.calls_of("chat.update", ok=False))
+
+        # The outage outlasts slack_sdk's own retries (three) of the final update.
+        before = failed()
+        run.wait(lambda: failed() >= before + 4)
         run.emulator.clear_faults()
         return posted and closed and run.final_message("✅ Deployed")
     finally:

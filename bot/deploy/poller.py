@@ -168,6 +168,8 @@ class ServicePoller:
                 asked_ecs_at=asked_ecs_at,
                 note=note,
                 started_here=started_here,
+                # A lock taken a moment ago needs no renewal yet; a resumed one may.
+                renewed_at=self.clock.monotonic() if started_here else float("-inf"),
             )
             self._wake.set()  # poll now: a new deployment deserves a first snapshot
             if self._thread is None or not self._thread.is_alive():
