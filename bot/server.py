@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from bot import logs
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
-from bot.settings import Settings, load_settings
+from bot.settings import Settings, describe_errors, load_settings
 from bot.slack.app import BotContext, build_app
 
 log = logging.getLogger("deploybot.server")
@@ -128,7 +128,7 @@ def serve(http: bool, host: str, port: int) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:
-        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
         return 2
     logs.setup(
         secrets=filter(
