@@ -44,7 +44,7 @@ format: install ## apply ruff's fixes and formatting
 test: install ## run the test suite
 	$(RUN) pytest -v
 
-BENCHES := acks economy hello status startup
+BENCHES := acks economy hello status startup bigbody
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
