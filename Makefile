@@ -57,16 +57,24 @@ build: install ## build the wheel and sdist into dist/
 
 DEMO_PORT ?= 8000
 
+# What people type (TAG=, REASON=, ...) reaches the commands as environment variables, read
+# as "$$TAG" in the recipes: the shell never parses it, and `$(value ...)` keeps make from
+# expanding it either (a TAG of '$(shell ...)' is text). Quotes, ;, $() and backticks in a tag
+# make it a bad tag, nothing more.
+USER_VARS := TAG REASON DEMO_PORT ALLOWED_IP PARAMS
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
+export $(USER_VARS)
+
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
-	$(RUN) deploybot demo --port $(DEMO_PORT)
+	$(RUN) deploybot demo --port "$$DEMO_PORT"
 
 DEPLOYBOT := $(RUN) deploybot
 
 deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
-	@if [ -z "$(TAG)" ]; then \
+	@if [ -z "$$TAG" ]; then \
 		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy "$(TAG)" $(if $(REASON),--reason "$(REASON)")
+	$(DEPLOYBOT) deploy --reason="$$REASON" -- "$$TAG"
 
 redeploy: install ## force a new deployment of what runs now
 	$(DEPLOYBOT) redeploy
@@ -88,7 +96,10 @@ lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: -
 	$(RUN) checkov --directory cloudformation --framework cloudformation --quiet --compact --skip-download
 
 infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=)
-	$(RUN) python -m tools.stack service $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack service $${TAG:+--tag="$$TAG"} \
+		$${ALLOWED_IP:+"AllowedIP=$$ALLOWED_IP"} "$${params[@]}"
 
 bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
-	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack bot $${TAG:+--tag="$$TAG"} "$${params[@]}"
