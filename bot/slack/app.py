@@ -20,7 +20,7 @@ from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
 from bot.settings import Settings
-from bot.slack import bolt_fixes
+from bot.slack import bolt_fixes, mrkdwn
 from bot.slack.access import Access
 from bot.slack.progress import ProgressBoard
 
@@ -65,7 +65,8 @@ class BotContext:
             await job
         except DeployError as exc:
             log.info("%s refused: %s", what, exc.message, extra=extra)
-            await _safe_reply(reply, exc.message)
+            # The engine's words quote what people typed (tags, names): text, not mrkdwn.
+            await _safe_reply(reply, mrkdwn.escape(exc.message))
         except asyncio.CancelledError:
             raise
         except Exception:
