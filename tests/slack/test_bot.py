@@ -1,4 +1,4 @@
-"""/deploy, /redeploy, /status through the Slack emulator, in HTTP and Socket Mode."""
+"""/deploy, /redeploy, /deploy-status through the Slack emulator, in HTTP and Socket Mode."""
 
 from __future__ import annotations
 
@@ -173,18 +173,18 @@ def test_status_during_and_after_a_rollout(
 ) -> None:
     simulator.step_seconds = 1.0  # the rollout must still run at the second /status
     bot = start_bot("http")
-    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     first = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="status")[0]
     assert "v4.3.0-ecr-ecs-fargate" in first.text and "none in progress" in first.text
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
     emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")
-    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     during = emulator.wait_for(
         lambda: (e := emulator.ephemerals(user=CAROL)) and len(e) == 2 and e[1], what="status"
     )
     assert "alice is deploying v4.4.0-ecr-ecs-fargate" in during.all_text
     final_message(emulator, "Deployed v4.4.0")
-    emulator.slash_command("/status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     after = emulator.wait_for(
         lambda: (e := emulator.ephemerals(user=CAROL)) and len(e) == 3 and e[2], what="status"
     )
