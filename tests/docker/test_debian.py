@@ -124,7 +124,7 @@ def test_make_demo_then_make_install_on_a_stock_debian(
     log = Path(f"/tmp/{machine}-demo.log")
     start = time.monotonic()
     demo = subprocess.Popen(
-        ["docker", "exec", "-u", "dev", "-w", CHECKOUT, machine, "setsid", "bash", "-c",
+        ["docker", "exec", "-u", "dev", "-w", CHECKOUT, machine, "setsid", "-w", "bash", "-c",
          f"echo $$ > /tmp/demo.pid; exec make demo DEMO_PORT={port}"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
