@@ -87,7 +87,8 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
 
 def make_uses(snippet: Snippet) -> Iterator[tuple[str, list[str]]]:
     """(target, VAR names given) for each `make …` in the snippet."""
-    for m in re.finditer(r"(?<![\w./-])make((?:\s+[^\s;|&)]+)*)", snippet.text):
+    # `make` where a command starts: not `apt-get install make`, not "make: deploybot exited".
+    for m in re.finditer(r"(?:^|[;&|(]|\$\()\s*make((?:\s+[^\s;|&)]+)*)", snippet.text):
         words = m.group(1).split()
         given = [w.split("=", 1)[0] for w in words if re.match(r"[A-Z][A-Z0-9_]*=", w)]
         rest = [w for w in words if not re.match(r"[A-Z][A-Z0-9_]*=", w)]
@@ -98,7 +99,9 @@ def make_uses(snippet: Snippet) -> Iterator[tuple[str, list[str]]]:
 
 def deploybot_uses(snippet: Snippet) -> Iterator[list[str]]:
     """The words after each `deploybot` (up to the end of the command) in the snippet."""
-    for m in re.finditer(r"(?<![\w/.-])deploybot\s+([^;|&`\n)]*)", snippet.text):
+    # Where a command starts, or after `uv run`: not prose ("make: deploybot exited 3").
+    start = r"(?:^|[;&|(]|\$\(|uv run(?: --frozen)?)\s*"
+    for m in re.finditer(start + r"deploybot\s+([^;|&`\n)]*)", snippet.text):
         yield m.group(1).split()
 
 
@@ -208,6 +211,7 @@ def test_the_checks_catch_what_they_look_for() -> None:
     def snip(text: str) -> list[Snippet]:
         return [Snippet("made-up.md", 1, text)]
 
+    assert make_problems(snip("apt-get install make git")) == []
     assert make_problems(snip("make deploy TAG=v1 && make deploy-all")) == [
         "make deploy-all: no such target (made-up.md:1: make deploy TAG=v1 && make deploy-all)"
     ]
