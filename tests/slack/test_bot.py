@@ -174,7 +174,7 @@ def test_slack_429_and_500_during_a_rollout(
 def test_status_during_and_after_a_rollout(
     stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
 ) -> None:
-    simulator.step_seconds = 1.0  # the rollout must still run at the second /status
+    simulator.step_seconds = 1.0  # the rollout must still run at the second status
     bot = start_bot("http")
     emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     first = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="status")[0]

@@ -280,7 +280,7 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     )
     others = sorted(declared_commands(manifest) - {"/deploy"})
     assert send("/deploy", "v4.4.0").ok
-    # Once the deploy holds the lock, /redeploy is answered with a refusal, /status with it.
+    # Once the deploy holds the lock, /redeploy is answered with a refusal, /deploy-status with it.
     emulator.wait_for(lambda: emulator.messages(DEPLOYS), what="the progress message")
     for command in others:
         delivery = send(command)
