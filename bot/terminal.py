@@ -39,7 +39,9 @@ def _settings() -> Settings:
         return load_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
         )
         raise DeployError(f"Bad configuration: {problems}") from None
 
