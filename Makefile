@@ -47,8 +47,8 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)
 	$(RUN) ruff format $(LINT_PATHS)
 
-test: install ## run the test suite
-	$(RUN) pytest -v
+test: install ## run the test suite (PYTEST_ARGS= to pick tests)
+	$(RUN) pytest -v $(PYTEST_ARGS)
 
 BENCHES := acks economy hello status startup
 

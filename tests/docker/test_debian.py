@@ -1,4 +1,4 @@
-"""The README's first commands on a stock Debian 12 (needs Docker): `make demo`, `make install`.
+"""The README's commands on a stock Debian 12 (needs Docker): make demo, install and test.
 
 Debian's python3 is "externally managed" (PEP 668) and there is no uv: the Makefile must install
 uv without touching the system Python and use it by path. The machine is the local base image
@@ -163,6 +163,12 @@ def test_make_demo_then_make_install_on_a_stock_debian(
     assert in_machine(machine, "python3 -c 'import uv'").returncode != 0
     cli = in_machine(machine, ".venv/bin/deploybot --help")
     assert cli.returncode == 0 and "manifest" in cli.stdout
+    # README's other command, on a few tests (the whole suite runs in CI itself).
+    start = time.monotonic()
+    tests = in_machine(machine, "make test PYTEST_ARGS='-q tests/bot/test_tags.py'")
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    assert " passed" in tests.stdout
+    say(request, f"make test (tests/bot/test_tags.py): {time.monotonic() - start:.1f}s")
 
 
 def test_without_python3_venv_one_line_says_what_to_install(machine: str) -> None:
