@@ -188,6 +188,9 @@ def test_bot_keeps_one_serving_through_its_own_update(bot: dict[str, Any]) -> No
         assert lowest == desired, desired
         assert highest >= 2 * desired, desired
     assert default >= 2, "one task alone is a gap in service whenever it is replaced"
+    # Each bot holds one Socket Mode connection; Slack allows an app ten (bot.yml says where).
+    most = bot["Parameters"]["DesiredCount"]["MaxValue"] * deployment["MaximumPercent"] // 100
+    assert most <= 10
 
 
 @pytest.mark.parametrize("name", ["service", "bot"])
