@@ -81,9 +81,10 @@ def cloudwatch_escape(name: str) -> str:
 
     The console documents no URL scheme; this is the encoding its own links use (Lambda's
     "View CloudWatch logs" link to ``/aws/lambda/f`` and ``2024/01/01/[$LATEST]…``), as
-    worked out in "Is there a way to generate the AWS Console URLs for CloudWatch Log Group
-    filters?" (stackoverflow.com/questions/60796991): "standard URI percent encoding but
-    applied twice", with "$" in place of "%".
+    worked out in the Stack Overflow question "Is there a way to generate the AWS Console
+    URLs for CloudWatch Log Group filters?" (copy read at newbedev.com/is-there-a-way-to-
+    generate-the-aws-console-urls-for-cloudwatch-log-group-filters): "It is the standard URI
+    percent encoding but applied twice", with "$" in place of "%".
     """
     return quote(quote(name, safe=""), safe="").replace("%", "$")
 

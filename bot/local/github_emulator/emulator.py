@@ -42,10 +42,11 @@ Endpoint = Literal[
     "list_statuses",
     "unknown",
 ]
-FaultKind = Literal["status", "rate_limit", "drop", "slow"]
+FaultKind = Literal["status", "rate_limit", "drop", "slow", "garbage"]
 
 DEFAULT_REPOSITORY = "octo-org/hello-world"
 DEFAULT_TOKEN = "github-emulator-token-5c1d"  # a test token, shaped like no real one
+_GARBAGE = b"<html><body>502 Bad Gateway (a proxy's page)</body></html>"
 RATE_LIMIT = 5000  # "5,000 requests per hour" for a personal access token
 
 _ROUTES: tuple[tuple[str, re.Pattern[str], Endpoint], ...] = (
@@ -172,8 +173,11 @@ class GitHubEmulator:
         with self._lock:
             for repo in self._repos.values():
                 repo.api_url = self.url
+        server = self._server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="github-emulator", daemon=True
+            target=lambda: server.serve_forever(poll_interval=0.05),
+            name="github-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -381,6 +385,10 @@ class GitHubEmulator:
         """Answer the next ``times`` calls normally, but only after ``seconds``."""
         self._add(Fault(endpoint, "slow", times, seconds=seconds))
 
+    def garble(self, endpoint: Endpoint | Literal["*"] = "*", times: int | None = 1) -> None:
+        """Answer the next ``times`` calls 200 with a body that is not JSON (a proxy's page)."""
+        self._add(Fault(endpoint, "garbage", times, status=200))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -426,14 +434,17 @@ class GitHubEmulator:
         with self._lock:
             fault = next((f for f in self._faults if f.take(endpoint)), None)
         status: int | None
+        answer: Any
         extra: dict[str, str] = {}
         if fault is not None and fault.kind == "drop":
             status, answer = None, None
+        elif fault is not None and fault.kind == "garbage":
+            status, answer = 200, _GARBAGE
         elif fault is not None and fault.kind in ("status", "rate_limit"):
             status, answer = fault.status, {"message": fault.message, "documentation_url": DOCS}
             extra = dict(fault.headers or {})
         else:
-            if fault is not None:  # slow: the answer comes, late (or never, once stopping)
+            if fault is not None:  # slow: the answer comes late (sooner if the emulator stops)
                 self._stopping.wait(fault.seconds)
             status, answer, extra = self._answer(endpoint, params, query, body, token, headers)
 
@@ -531,7 +542,7 @@ class GitHubEmulator:
     def _send(
         handler: BaseHTTPRequestHandler, status: int, answer: Any, headers: dict[str, str]
     ) -> None:
-        data = json.dumps(answer).encode()
+        data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         with contextlib.suppress(OSError):  # the client may have given up (a slow answer)
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json; charset=utf-8")
