@@ -94,9 +94,13 @@ class Fault:
     message: str = "Server Error"
     headers: dict[str, str] | None = None
     seconds: float = 0.0  # slow: delay before the (normal) answer
+    skip: int = 0  # let this many matching calls through first
 
     def take(self, endpoint: Endpoint) -> bool:
         if self.endpoint not in ("*", endpoint) or self.times == 0:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
             return False
         if self.times is not None:
             self.times -= 1
@@ -332,13 +336,14 @@ class GitHubEmulator:
         times: int | None = 1,
         message: str | None = None,
         headers: dict[str, str] | None = None,
+        skip: int = 0,
     ) -> None:
-        """Answer the next ``times`` calls of ``endpoint`` with ``status`` and GitHub's
-        ``{"message": …}`` body (404 "Not Found", 500 "Server Error", …)."""
+        """Answer the next ``times`` calls of ``endpoint`` (after ``skip`` good ones) with
+        ``status`` and GitHub's ``{"message": …}`` body (404 "Not Found", 500 …)."""
         default = {404: "Not Found", 403: "Forbidden", 401: "Bad credentials"}.get(
             status, "Server Error"
         )
-        self._add(Fault(endpoint, "status", times, status, message or default, headers))
+        self._add(Fault(endpoint, "status", times, status, message or default, headers, skip=skip))
 
     def rate_limit(
         self,
@@ -347,6 +352,7 @@ class GitHubEmulator:
         times: int | None = 1,
         reset_in: int = 3600,
         secondary: bool = False,
+        skip: int = 0,
     ) -> None:
         """Refuse as GitHub's rate limits do.
 
@@ -373,21 +379,29 @@ class GitHubEmulator:
                 "x-ratelimit-resource": "core",
             }
             message = "API rate limit exceeded for user ID 1."
-        self._add(Fault(endpoint, "rate_limit", times, status, message, headers))
+        self._add(Fault(endpoint, "rate_limit", times, status, message, headers, skip=skip))
 
-    def drop(self, endpoint: Endpoint | Literal["*"] = "*", times: int | None = 1) -> None:
+    def drop(
+        self, endpoint: Endpoint | Literal["*"] = "*", times: int | None = 1, skip: int = 0
+    ) -> None:
         """Close the connection of the next ``times`` calls without answering."""
-        self._add(Fault(endpoint, "drop", times))
+        self._add(Fault(endpoint, "drop", times, skip=skip))
 
     def slow(
-        self, endpoint: Endpoint | Literal["*"] = "*", seconds: float = 5.0, times: int | None = 1
+        self,
+        endpoint: Endpoint | Literal["*"] = "*",
+        seconds: float = 5.0,
+        times: int | None = 1,
+        skip: int = 0,
     ) -> None:
         """Answer the next ``times`` calls normally, but only after ``seconds``."""
-        self._add(Fault(endpoint, "slow", times, seconds=seconds))
+        self._add(Fault(endpoint, "slow", times, seconds=seconds, skip=skip))
 
-    def garble(self, endpoint: Endpoint | Literal["*"] = "*", times: int | None = 1) -> None:
+    def garble(
+        self, endpoint: Endpoint | Literal["*"] = "*", times: int | None = 1, skip: int = 0
+    ) -> None:
         """Answer the next ``times`` calls 200 with a body that is not JSON (a proxy's page)."""
-        self._add(Fault(endpoint, "garbage", times, status=200))
+        self._add(Fault(endpoint, "garbage", times, status=200, skip=skip))
 
     def clear_faults(self) -> None:
         with self._lock:
