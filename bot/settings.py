@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     slack_status_command: str = Field(
         DEFAULT_COMMANDS.status, validation_alias="SLACK_STATUS_COMMAND"
     )
+
+    # GitHub (bot/github.py): with a repository, compare links; with a token too, commit lists
+    # and GitHub deployments. GitHub Actions sets GITHUB_REPOSITORY and GITHUB_API_URL itself.
+    github_repository: str | None = Field(None, validation_alias="GITHUB_REPOSITORY")
+    github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
+    github_api_url: str = Field("https://api.github.com", validation_alias="GITHUB_API_URL")
+
+    @field_validator("github_repository", "github_token", "github_api_url", mode="before")
+    @classmethod
+    def _empty_github_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "":
+            return "https://api.github.com" if info.field_name == "github_api_url" else None
+        return value
 
     @field_validator("deploy_allowed_users", "deploy_allowed_channels", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
     python -m tools.stack service [--tag TAG] [KEY=VALUE ...]   the service's stack
     python -m tools.stack bot [--tag TAG] [KEY=VALUE ...]       the bot's stack
+    python -m tools.stack ci [KEY=VALUE ...]                    CI's role (GitHub OIDC)
     python -m tools.stack slack-secret                          SLACK_* from the environment
     python -m tools.stack delete --stack NAME                   e.g. after a failed creation
 
@@ -33,6 +34,7 @@ from botocore.exceptions import ClientError, WaiterError
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_TEMPLATE = ROOT / "cloudformation" / "service.yml"
 BOT_TEMPLATE = ROOT / "cloudformation" / "bot.yml"
+CI_TEMPLATE = ROOT / "cloudformation" / "ci.yml"
 SERVICE_CONTAINER = "hello-world"
 DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
 SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
@@ -352,6 +354,12 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--tag", help="the bot's ImageTag; default: the previous value")
     bot.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
 
+    ci = commands.add_parser("ci", help="create or update CI's role (GitHub OIDC, ECR push)")
+    ci.add_argument("--service-stack", default=default_stack)
+    ci.add_argument("--stack", help="default: SERVICE_STACK-ci")
+    ci.add_argument("--template", type=Path, default=CI_TEMPLATE)
+    ci.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+
     secret = commands.add_parser("slack-secret", help="put SLACK_* from the environment")
     secret.add_argument("--service-stack", default=default_stack)
 
@@ -378,6 +386,16 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
                 given["ImageTag"] = args.tag
             elif _stack(cfn, stack) is None:
                 raise StackRefused("first creation of the bot's stack: give the bot's image TAG=")
+            deploy_stack(cfn, stack, args.template.read_text(), given, out=out, delay=delay)
+        elif args.command == "ci":
+            given = parse_assignments(args.parameters)
+            stack = args.stack or f"{args.service_stack}-ci"
+            given["ServiceStackName"] = args.service_stack
+            if "GitHubRepository" not in given and _stack(cfn, stack) is None:
+                raise StackRefused(
+                    "first creation of CI's stack: name the repository whose tags may push, "
+                    'e.g. make ci-infra PARAMS="GitHubRepository=octo-org/deploybot"'
+                )
             deploy_stack(cfn, stack, args.template.read_text(), given, out=out, delay=delay)
         elif args.command == "slack-secret":
             secrets = session.client("secretsmanager")

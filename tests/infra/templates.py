@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,26 @@ def bot_task_role_actions(
                 raise ValueError(f"{action} is granted by more than one statement")
             actions[action] = resources
     return actions
+
+
+def role_statements(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    """Every statement of every inline policy of the role ``logical_id``."""
+    role = resource(template, logical_id)
+    return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def role_actions(statements: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each action the statements allow -> its resources, rendered; one statement per action."""
+    return bot_task_role_actions(statements)
+
+
+def substitute(pattern: str, parameters: dict[str, str]) -> str:
+    """A ``!Sub`` pattern with each ``${Name}`` replaced from ``parameters`` (all must be there)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in parameters:
+            raise KeyError(f"no value for ${{{name}}} in {pattern!r}")
+        return parameters[name]
+
+    return re.sub(r"\$\{([A-Za-z0-9:.]+)\}", one, pattern)

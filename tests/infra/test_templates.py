@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import boto3
@@ -54,7 +55,7 @@ def bot() -> dict[str, Any]:
     return load_template("bot")
 
 
-@pytest.mark.parametrize("name", ["service", "bot"])
+@pytest.mark.parametrize("name", ["service", "bot", "ci"])
 def test_template_decodes_cleanly(name: str) -> None:
     template, problems = decode(str(TEMPLATES / f"{name}.yml"))
     assert problems == [], problems
@@ -164,13 +165,43 @@ def test_bot_security_group_has_no_inbound_rule(bot: dict[str, Any]) -> None:
     assert [(r["FromPort"], r["ToPort"]) for r in egress] == [(443, 443)]
 
 
-def test_bot_service_runs_one_task_in_the_services_cluster(bot: dict[str, Any]) -> None:
+def test_bot_service_runs_two_tasks_in_the_services_cluster(bot: dict[str, Any]) -> None:
     service = resource(bot, "BotService")
     assert service["DesiredCount"] == {"Ref": "DesiredCount"}
-    assert bot["Parameters"]["DesiredCount"]["Default"] == 1
-    assert bot["Parameters"]["DesiredCount"]["AllowedValues"] == [0, 1]
+    count = bot["Parameters"]["DesiredCount"]
+    assert (count["Default"], count["MinValue"], count["MaxValue"]) == (2, 0, 3)
+    assert "AllowedValues" not in count
     assert service["Cluster"] == {"Fn::ImportValue": {"Fn::Sub": "${ServiceStackName}-ClusterName"}}
-    assert service["DeploymentConfiguration"]["MaximumPercent"] == 100
+
+
+def test_bot_keeps_one_serving_through_its_own_update(bot: dict[str, Any]) -> None:
+    """ECS starts the new bot tasks before it stops the old: never zero bots during an update."""
+    deployment = resource(bot, "BotService")["DeploymentConfiguration"]
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    default = bot["Parameters"]["DesiredCount"]["Default"]
+    for desired in range(1, bot["Parameters"]["DesiredCount"]["MaxValue"] + 1):
+        # ECS keeps at least ceil(desired * min%) healthy and runs at most floor(desired * max%)
+        # (ECS developer guide, "Rolling update deployments"). Healthy bots never drop below
+        # the count asked for, and there is room for each new task beside the old ones.
+        lowest = math.ceil(desired * deployment["MinimumHealthyPercent"] / 100)
+        highest = math.floor(desired * deployment["MaximumPercent"] / 100)
+        assert lowest == desired, desired
+        assert highest >= 2 * desired, desired
+    assert default >= 2, "one task alone is a gap in service whenever it is replaced"
+    # Each bot holds one Socket Mode connection; Slack allows an app ten (bot.yml says where).
+    most = bot["Parameters"]["DesiredCount"]["MaxValue"] * deployment["MaximumPercent"] // 100
+    assert most <= 10
+
+
+@pytest.mark.parametrize("name", ["service", "bot"])
+def test_task_definitions_declare_linux_amd64(name: str) -> None:
+    """The images are built for linux/amd64 (release.yml's platforms); Fargate must run that."""
+    template = load_template(name)
+    (definition,) = resources_of_type(template, "AWS::ECS::TaskDefinition").values()
+    assert definition["Properties"]["RuntimePlatform"] == {
+        "OperatingSystemFamily": "LINUX",
+        "CpuArchitecture": "X86_64",
+    }
 
 
 def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) -> None:
