@@ -2,7 +2,8 @@
 flag, and environment variable they name in code (`spans` and fenced blocks) exists.
 
 Sources of truth: the Makefile's rules and variables, bot/cli.py's build_parser(), the
-Settings' environment names, the Dockerfiles' ARG/ENV names, and the short lists below.
+Settings' environment names, the Dockerfiles' ARG/ENV names, the workflows' variables, secrets
+and env, and the short lists below.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ FOREIGN_VARIABLES = {
     # GitHub Actions' own: the workflow passes them to `deploybot release-tags`.
     "GITHUB_REF": "set by GitHub Actions for every run",
     "GITHUB_SHA": "set by GitHub Actions for every run",
+    # Not a variable: ECS's CpuArchitecture value (RuntimePlatform LINUX/X86_64).
+    "X86_64": "a value of the task definitions' RuntimePlatform",
 }
 # Variables our code reads outside Settings, with the file that reads each (checked below).
 OTHER_OURS = {
@@ -178,6 +181,16 @@ def dockerfile_names() -> set[str]:
     return names
 
 
+def workflow_names() -> set[str]:
+    """The repository's variables and secrets the workflows read, and their env: names."""
+    names: set[str] = set()
+    for workflow in (ROOT / ".github" / "workflows").glob("*.yml"):
+        text = workflow.read_text(encoding="utf-8")
+        names |= set(re.findall(r"\b(?:vars|secrets|env)\.([A-Z][A-Z0-9_]*)", text))
+        names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):", text, re.MULTILINE))
+    return names
+
+
 def settings_names() -> set[str]:
     return {str(f.validation_alias) for f in Settings.model_fields.values()}
 
@@ -189,13 +202,15 @@ def test_other_variables_our_code_reads_are_read_there() -> None:
 
 def variable_problems(found: list[Snippet]) -> list[str]:
     known = settings_names() | makefile_targets_and_variables()[1] | dockerfile_names()
+    known |= workflow_names()
     known |= set(FOREIGN_VARIABLES) | set(OTHER_OURS)
     missing = []
     for snippet in found:
         for name in re.findall(r"(?<![\w.-])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\b", snippet.text):
             if name not in known:
                 missing.append(
-                    f"{name}: not a setting, Makefile or Dockerfile variable ({snippet.where()})"
+                    f"{name}: not a setting, nor a Makefile, Dockerfile or workflow variable "
+                    f"({snippet.where()})"
                 )
     return missing
 
