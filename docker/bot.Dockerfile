@@ -44,8 +44,9 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 3000
-# No curl in a slim image: the venv's Python asks /healthz. Set HEALTHCHECK_PORT together
-# with --port when the bot listens elsewhere.
+# No curl in a slim image: the venv's Python asks /healthz, which is 200 while the process and
+# the follower of rollouts work, whatever Slack does (a Slack outage must not get the bot
+# replaced). Set HEALTHCHECK_PORT together with --port when the bot listens elsewhere.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTHCHECK_PORT', '3000'), timeout=4)"]
 # Socket Mode by default (no inbound port); `serve --http` answers Slack over HTTP.

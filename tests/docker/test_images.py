@@ -319,3 +319,39 @@ def test_bot_image_deploys_through_the_slack_emulator_and_turns_healthy(
         timeout=60,
         what="the deployment's final message",
     )
+
+
+def test_bot_image_stays_healthy_through_a_slack_outage(
+    bot_image: Built,
+    run_container: list[str],
+    stack: LocalStack,
+    emulator: SlackEmulator,
+) -> None:
+    """The image's own HEALTHCHECK, probing every second (3 failures in a row: unhealthy),
+    through a Slack outage several times that window: healthy all along, and the bot is back
+    on the socket when Slack is (issue 19: ECS used to replace the task in a loop)."""
+    port = free_port()
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_API_URL": emulator.api_url,
+        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
+    }
+    env.pop("AWS_CONFIG_FILE", None)
+    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    c = start(bot_image.tag, run_container, port, env, ["deploybot", "serve", "--port", str(port)])
+    wait_answer(c, "/healthz")
+    emulator.wait_socket_connected(timeout=30)
+    assert wait_healthy(c) == "healthy", c.logs()
+    outage = 10.0
+    emulator.drop_socket_connections(refuse_for=outage)
+    seen: list[tuple[str, int]] = []
+    deadline = time.monotonic() + outage
+    while time.monotonic() < deadline:
+        health = json.loads(docker("inspect", "-f", "{{json .State.Health}}", c.id).stdout)
+        seen.append((health["Status"], health["FailingStreak"]))
+        time.sleep(0.5)
+    assert all(status == "healthy" and streak == 0 for status, streak in seen), seen
+    emulator.wait_socket_connected(timeout=60)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        assert json.loads(resp.read())["slack"] == "connected"

@@ -216,6 +216,9 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_CHANNEL",
         "DEPLOY_ALLOWED_USERS",
         "DEPLOY_ALLOWED_CHANNELS",
+        "SLACK_DEPLOY_COMMAND",
+        "SLACK_REDEPLOY_COMMAND",
+        "SLACK_STATUS_COMMAND",
     }
     secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
     assert secrets == {
@@ -298,3 +301,14 @@ def test_bot_task_role_actions_refuses_an_action_granted_twice() -> None:
     doubled = [*bot_task_role_statements(), {**_statement_for("ecs:ListTasks"), "Sid": "Again"}]
     with pytest.raises(ValueError, match="ecs:ListTasks is granted by more than one statement"):
         bot_task_role_actions(doubled)
+
+
+def test_bot_command_parameters_keep_to_slacks_names(bot: dict[str, Any]) -> None:
+    """Their defaults are the bot's, and the pattern is Slack's (bot/slack/names.py)."""
+    from bot.slack.names import DEFAULT_COMMANDS, MAX_LENGTH, NAME_PATTERN
+
+    for role in ("deploy", "redeploy", "status"):
+        parameter = bot["Parameters"][f"Slack{role.capitalize()}Command"]
+        assert parameter["Default"] == getattr(DEFAULT_COMMANDS, role)
+        assert parameter["AllowedPattern"] == NAME_PATTERN.pattern
+        assert parameter["MaxLength"] == MAX_LENGTH
