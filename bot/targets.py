@@ -75,6 +75,7 @@ class Target:
     approvers: tuple[str, ...] = ()
     approval_expiry_minutes: int = 30
     windows: tuple[Window, ...] = ()
+    source: str | None = None  # the file it comes from; None: the environment
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointing at this target's service: what its Engine is built from."""
@@ -256,7 +257,7 @@ def _id_problem(value: str, kind: str) -> str | None:
 
 
 def _target(
-    name: str, table: _TargetTable, settings: Settings, key: str
+    name: str, table: _TargetTable, settings: Settings, key: str, source: str
 ) -> tuple[Target, list[str]]:
     problems: list[str] = []
     if not _NAME.fullmatch(name):
@@ -298,6 +299,7 @@ def _target(
         approvers=tuple(dict.fromkeys(table.approvers)),
         approval_expiry_minutes=table.approval_expiry_minutes,
         windows=tuple(windows),
+        source=source,
     )
     return target, problems
 
@@ -374,7 +376,7 @@ def load_targets(settings: Settings) -> Targets:
     built: dict[str, Target] = {}
     problems: list[str] = []
     for name, table in config.targets.items():
-        target, found = _target(name, table, settings, f"targets.{name}")
+        target, found = _target(name, table, settings, f"targets.{name}", shown)
         built[name] = target
         problems += [f"{shown}: {p}" for p in found]
     problems += _between_targets(built, shown)
