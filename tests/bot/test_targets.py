@@ -446,3 +446,12 @@ def test_the_example_file_loads() -> None:
     assert targets.names == ("staging", "production")
     production = targets.get("production")
     assert production.after == "staging" and production.approvals == 1 and production.windows
+
+
+def test_the_operations_guides_file_loads(tmp_path: Path) -> None:
+    guide = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    block = guide.split("```toml\n", 1)[1].split("```", 1)[0]
+    write(tmp_path, block)
+    targets = load_targets(settings(deploybot_config="deploybot.toml"))
+    assert targets.names == ("staging", "production")
+    assert targets.get("production").approvers == ("U0CARA", "U0DAN")
