@@ -90,12 +90,23 @@ history: install ## recent deployments
 unlock: install ## break a stale deploy lock
 	$(DEPLOYBOT) unlock
 
+# checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
+# CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.
+CFN_EXPANDED := $(TOOLS)/cfn-expanded
+
 lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: --skip-download)
 	$(RUN) cfn-lint cloudformation/*.yml
-	$(RUN) checkov --directory cloudformation --framework cloudformation --quiet --compact --skip-download
+	@rm -rf $(CFN_EXPANDED)
+	$(RUN) python -m tools.cfn_expand $(CFN_EXPANDED) cloudformation/*.yml
+	$(RUN) checkov --directory $(CFN_EXPANDED) --framework cloudformation --quiet --compact --skip-download
 
-infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=)
-	$(RUN) python -m tools.stack service $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+# ENV=staging: another environment from the same template (stack hello-world-ecr-ecs-fargate-
+# staging), running the first stack's images. Only ENV given to make counts, not a shell's
+# own ENV (sh's startup file). It reaches tools/stack.py as an exported variable that the
+# shell reads as "$$INFRA_ENV": whatever it holds is one argument, never shell syntax.
+infra: export INFRA_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
+infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=; ENV=staging)
+	$(RUN) python -m tools.stack service --env "$$INFRA_ENV" $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
 
 bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
 	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -59,6 +60,21 @@ class Settings(BaseSettings):
     slack_status_command: str = Field(
         DEFAULT_COMMANDS.status, validation_alias="SLACK_STATUS_COMMAND"
     )
+
+    # Targets (bot/targets.py): DEPLOYBOT_CONFIG names a deploybot.toml of several targets and
+    # their rules; without it the variables above are one target, named DEPLOY_TARGET, which
+    # with a file names the default one. ECS_CONTAINER: the container that runs the image,
+    # where a task has several (default: the one running ECR_REPOSITORY's image).
+    deploybot_config: Path | None = Field(None, validation_alias="DEPLOYBOT_CONFIG")
+    deploy_target: str = Field("production", validation_alias="DEPLOY_TARGET")
+    ecs_container: str | None = Field(None, validation_alias="ECS_CONTAINER")
+
+    @field_validator("deploybot_config", "deploy_target", "ecs_container", mode="before")
+    @classmethod
+    def _empty_target_setting_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "":
+            return "production" if info.field_name == "deploy_target" else None
+        return value
 
     # GitHub (bot/github.py): with a repository, compare links; with a token too, commit lists
     # and GitHub deployments. GitHub Actions sets GITHUB_REPOSITORY and GITHUB_API_URL itself.

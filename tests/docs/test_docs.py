@@ -72,7 +72,8 @@ ALL = [s for page in DOCS for s in snippets(page)]
 def makefile_targets_and_variables() -> tuple[set[str], set[str]]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([a-z][a-z0-9-]*)\s*:(?!=)", text, re.MULTILINE))
-    variables = set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", text))
+    # $(NAME), and $(origin NAME) / $(value NAME), which read a variable without expanding it.
+    variables = set(re.findall(r"\$\((?:origin |value )?([A-Z][A-Z0-9_]*)\)", text))
     variables |= set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:?]?=", text, re.MULTILINE))
     return targets, variables
 

@@ -4,8 +4,10 @@ moto accepts any web identity for any role (its trust check knows only StringEqu
 ignores the rest), so the tests ask these few rules instead. Source: IAM User Guide, "IAM
 JSON policy elements: Condition operators" (StringEquals: exact, case-sensitive; StringLike:
 case-sensitive, ``*`` any run of characters and ``?`` any one character, anywhere in the
-string) and "Condition element" (operators in one block, and keys in one operator, must all
-hold; several values for one key: any may match).
+string; ArnEquals/ArnLike: the same, for each colon-delimited part of an ARN) and
+"Condition element" (operators in one block, and keys in one operator, must all hold; several
+values for one key: any may match). The bot's role is held to the engine's calls the same way
+(:func:`identity_allows`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,20 @@ def string_like(pattern: str, value: str) -> bool:
     return re.fullmatch(regex, value, flags=re.DOTALL) is not None
 
 
+def arn_like(pattern: str, value: str) -> bool:
+    """IAM's ArnLike (and ArnEquals, which the User Guide defines the same way): each of the
+    six colon-separated parts matched on its own, ``*`` and ``?`` wildcards within a part."""
+    patterns, values = pattern.split(":", 5), value.split(":", 5)
+    return len(patterns) == len(values) == 6 and all(
+        string_like(p, v) for p, v in zip(patterns, values, strict=True)
+    )
+
+
 OPERATORS = {
     "StringEquals": lambda expected, value: expected == value,
     "StringLike": string_like,
+    "ArnEquals": arn_like,
+    "ArnLike": arn_like,
 }
 
 
@@ -62,6 +75,26 @@ def trust_allows(
         if federated not in _values(principal.get("Federated", [])):
             continue
         if action not in _values(statement["Action"]):
+            continue
+        if not conditions_hold(statement.get("Condition", {}), context):
+            continue
+        if statement["Effect"] == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+def identity_allows(
+    statements: list[dict[str, Any]], action: str, resource: str, context: Mapping[str, str]
+) -> bool:
+    """Whether an identity policy's ``statements`` allow ``action`` on ``resource`` (an ARN,
+    or ``*`` for actions without one) for a request carrying ``context`` keys. Resource
+    patterns match as StringLike does ("IAM JSON policy elements: Resource"); a Deny wins."""
+    allowed = False
+    for statement in statements:
+        if action not in _values(statement["Action"]):
+            continue
+        if not any(string_like(p, resource) for p in _values(statement["Resource"])):
             continue
         if not conditions_hold(statement.get("Condition", {}), context):
             continue
