@@ -69,6 +69,22 @@ def _notify(args: argparse.Namespace) -> int:
     return notify_image_pushed(tag=args.tag, sha=args.sha, run_url=args.run_url)
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from bot.settings import load_settings
+    from bot.slack.manifest import render_manifest
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        print(f"deploybot: bad configuration: {problems}", file=sys.stderr)
+        return EXIT_REFUSED
+    sys.stdout.write(render_manifest(settings.slack_commands))
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from bot.local.playground import run_playground
 
@@ -130,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha", required=True, help="the commit sha")
     p.add_argument("--suffix", default="-ecr-ecs-fargate", help=argparse.SUPPRESS)
     p.set_defaults(handler=_release_tags)
+
+    p = sub.add_parser(
+        "manifest",
+        help="print the Slack app manifest for the configured command names (SLACK_*_COMMAND)",
+    )
+    p.set_defaults(handler=_manifest)
 
     p = sub.add_parser("serve", help="run the bot: Socket Mode, or HTTP mode with --http")
     p.add_argument("--http", action="store_true", help="serve POST /slack/events over HTTP")

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.deploy.engine import Engine, Status
+from bot.deploy.engine import Engine, ImageInfo, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
@@ -194,11 +194,25 @@ def status_json(status: Status) -> dict[str, Any]:
     }
 
 
+def _recent_images(engine: Engine) -> tuple[list[ImageInfo], str]:
+    """The release images in ECR, newest first, or why they could not be listed: status
+    still answers what runs when ECR cannot be read."""
+    try:
+        return engine.recent_images(5), ""
+    except DeployError as exc:
+        return [], exc.message
+
+
 def status(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         st = engine.status()
+        images, images_error = _recent_images(engine)
         if args.json:
-            print(json.dumps(status_json(st), default=str, indent=2))
+            data = status_json(st)
+            data["recent_images"] = [
+                {"tags": list(i.tags), "pushed_at": i.pushed_at, "digest": i.digest} for i in images
+            ]
+            print(json.dumps(data, default=str, indent=2))
             return EXIT_OK
         out.print(
             f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
@@ -215,6 +229,15 @@ def status(args: argparse.Namespace) -> int:
         out.print(f"  lock: {_t(st.lock.describe()) if st.lock else 'free'}")
         if st.recent:
             out.print(_history_table(list(st.recent), "Last deployments"))
+        if images_error:
+            out.print(f"  recent images in ECR: not listed ({_t(images_error)})")
+        elif images:
+            out.print("Recent images in ECR (make deploy TAG=…):")
+            for image in images:
+                pushed = f"  pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
+                out.print(f"  {_t(image.tags[0])}{pushed}")
+        else:
+            out.print("  recent images in ECR: none")
         return EXIT_OK
 
     return _run(body)

@@ -43,7 +43,7 @@ class BotContext:
 
     async def read(self, key: str, fetch: Callable[[], Any]) -> Any:
         """Run the engine read ``fetch`` in a thread, shared by every caller asking for
-        ``key`` while it runs: fifty people typing /status at once cost one status read."""
+        ``key`` while it runs: fifty people asking for the status at once cost one status read."""
         pending = self._reads.get(key)
         if pending is None:
             pending = asyncio.ensure_future(asyncio.to_thread(fetch))

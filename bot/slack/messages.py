@@ -24,6 +24,7 @@ from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.slack.mrkdwn import escape as esc
 from bot.slack.mrkdwn import is_user_id, link, mention
+from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 
 DEPLOY_ACTION = "deploy_tag"
 ROLLBACK_ACTION = "rollback"
@@ -94,8 +95,11 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
     )
 
 
-def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
-    """The one live message of a deployment, from start to its final state."""
+def progress(
+    record: DeploymentRecord, snap: Snapshot | None, commands: CommandNames = DEFAULT_COMMANDS
+) -> Message:
+    """The one live message of a deployment, from start to its final state; ``commands``:
+    the slash commands' names it may point to."""
     verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
@@ -131,7 +135,9 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
         ),
     ]
     if snap and outcome is not None:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap))))
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
+        )
     elapsed = _duration(snap.elapsed) if snap else "0 s"
     if record.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(record.reason)}_")]))
@@ -151,11 +157,11 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{esc(title)}: {_outcome_text(record, snap)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
-def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
+def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
     took = _duration(snap.elapsed)
     why = esc(snap.outcome_reason.rstrip("."))
     tag = esc(record.tag)
@@ -172,7 +178,7 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
         return f"*Failed after {took}:* {why}."
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        "ECS carries on and the lock is released; `/status` shows how it goes."
+        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes."
     )
 
 
@@ -247,12 +253,15 @@ def history(records: Sequence[DeploymentRecord]) -> Message:
     return Message(text=body, blocks=(SectionBlock(text=MarkdownTextObject(text=body[:3000])),))
 
 
-def help_message(images: Sequence[ImageInfo], service: str) -> Message:
+def help_message(
+    images: Sequence[ImageInfo], service: str, commands: CommandNames = DEFAULT_COMMANDS
+) -> Message:
+    deploy = commands.deploy
     usage = (
-        "*Usage*\n`/deploy TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
-        "`sha-abc1234`)\n`/deploy rollback` goes back to the last good image\n"
-        "`/deploy history` lists recent deployments\n`/redeploy` restarts what runs\n"
-        "`/status` shows what runs"
+        f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+        f"`sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
+        f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what runs\n"
+        f"`{commands.status}` (or `{deploy} status`) shows what runs"
     )
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:

@@ -63,12 +63,15 @@ class ProgressMessage:
         self._last_update = -1e9
         self._flusher: asyncio.Task[None] | None = None
 
+    def _render(self, snap: Snapshot | None) -> Message:
+        return messages.progress(self.record, snap, self.engine.settings.slack_commands)
+
     def _log_extra(self) -> dict[str, str]:
         return {**self.record.log_fields, "channel": self.channel}
 
     async def post(self) -> None:
         """Post the message (first state) and remember where it is, for a restart."""
-        msg = messages.progress(self.record, None)
+        msg = self._render(None)
         resp = await self.client.chat_postMessage(channel=self.channel, **msg.as_kwargs())
         self.ts = str(resp["ts"])
         self._shown = msg.as_kwargs()
@@ -84,18 +87,18 @@ class ProgressMessage:
         try:
             async for snap in watch:
                 await self._reply(snap)
-                await self._show(messages.progress(self.record, snap), final=snap.final)
+                await self._show(self._render(snap), final=snap.final)
                 final = snap if snap.final else None
         finally:
             watch.close()
-        if final is not None and self._shown == messages.progress(self.record, final).as_kwargs():
+        if final is not None and self._shown == self._render(final).as_kwargs():
             await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
         return final
 
     async def finish(self) -> bool:
         """Show a closed record's kept final snapshot: its bot died before it could."""
         assert self.record.final is not None
-        if await self._update(messages.progress(self.record, self.record.final)):
+        if await self._update(self._render(self.record.final)):
             await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
             return True
         return False

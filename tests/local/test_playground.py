@@ -271,8 +271,8 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     )
     timings["rollback completed shown"] = time.monotonic() - sent
 
-    # /status answers with an ephemeral that names what runs now.
-    command("/status")
+    # /deploy-status answers with an ephemeral that names what runs now.
+    command("/deploy-status")
     status = page.locator("#messages > .msg.ephemeral").last
     expect(status).to_contain_text("Only visible to you")
     expect(status.locator(".b-header")).to_contain_text("v4.3.0-ecr-ecs-fargate")

@@ -30,6 +30,7 @@ from bot.local.slack_emulator.records import (
 )
 from bot.local.slack_emulator.state import Fault, Store
 from bot.local.slack_emulator.webapi import ApiError, Identity, WebApi, parse_blocks
+from bot.slack.names import REFUSED_BUILT_INS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -597,6 +598,9 @@ class SlackEmulator:
         signature: str | None = None,
     ) -> Delivery:
         """``slash_command`` for coroutines (any event loop)."""
+        if command in REFUSED_BUILT_INS:
+            # Slack answers its own commands itself and refuses an app that declares one.
+            raise ValueError(f"{command} is one of Slack's built-in commands: no app receives it")
         via, url = self._route(via, url)
         user = user or next(iter(self.store.users))
         channel = self._known_channel(channel)
