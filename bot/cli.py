@@ -72,14 +72,13 @@ def _notify(args: argparse.Namespace) -> int:
 def _manifest(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from bot.settings import load_settings
+    from bot.settings import describe_errors, load_settings
     from bot.slack.manifest import render_manifest
 
     try:
         settings = load_settings()
     except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        print(f"deploybot: bad configuration: {problems}", file=sys.stderr)
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
         return EXIT_REFUSED
     sys.stdout.write(render_manifest(settings.slack_commands))
     return EXIT_OK

@@ -184,8 +184,9 @@ def load_settings(**overrides: Any) -> Settings:
 
 def describe_errors(exc: ValidationError) -> str:
     """One line naming each bad variable and what it must be; never the values (secrets)."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-        + str(e["msg"]).removeprefix("Value error, ")
-        for e in exc.errors()
-    )
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])  # empty for a rule across settings
+        what = str(e["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)

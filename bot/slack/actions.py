@@ -8,8 +8,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from bot import mrkdwn
 from bot.deploy.ledger import Requester
-from bot.slack import messages, mrkdwn
+from bot.slack import messages
 from bot.slack.app import BotContext, log
 
 

@@ -16,11 +16,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import mrkdwn
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
 from bot.settings import Settings
-from bot.slack import bolt_fixes, mrkdwn
+from bot.slack import bolt_fixes
 from bot.slack.access import Access
 from bot.slack.progress import ProgressBoard
 

@@ -22,8 +22,8 @@ from slack_sdk.models.blocks import (
 from bot.deploy.engine import ImageInfo, Status
 from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
-from bot.slack.mrkdwn import escape as esc
-from bot.slack.mrkdwn import is_user_id, link, mention
+from bot.mrkdwn import escape as esc
+from bot.mrkdwn import is_user_id, link, mention
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 
 DEPLOY_ACTION = "deploy_tag"

@@ -11,7 +11,7 @@ import re
 
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
-from bot.slack.mrkdwn import escape, link, mention
+from bot.mrkdwn import escape, link, mention
 from tests.bot.test_cli import cli
 from tests.conftest import ALICE, BOB, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory

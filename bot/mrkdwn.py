@@ -1,5 +1,8 @@
 """Slack mrkdwn for text we did not write: escaped so it shows as typed and notifies no one.
 
+The one place for it: the Slack transport (bot/slack/) and the engine's change summaries
+(bot/deploy/changes.py, rendered for Slack too) both use ``escape``; it imports nothing.
+
 Slack uses ``&``, ``<`` and ``>`` as control characters: ``<!here>``, ``<!channel>``,
 ``<@U123>``, ``<#C123>`` and ``<http://x|y>`` are parsed out of mrkdwn text, and Slack asks
 for exactly those three to be written as HTML entities when they are meant as text (and no
