@@ -83,7 +83,7 @@ def test_display_names_and_ci_text_land_as_text(
     emulator.wait_for(lambda: emulator.message(first.ts).updates >= 1, what="the claimed notice")
     # While Mallory's rollout holds the lock, Alice is told whose it is, and /status says it.
     emulator.slash_command("/deploy", "v4.5.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    emulator.slash_command("/status", "", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    emulator.slash_command("/deploy", "status", user=ALICE, channel=DEPLOYS, url=bot.events_url)
     # A tag that is all markup is refused, quoting it back.
     emulator.slash_command("/deploy", HOSTILE, user=ALICE, channel=DEPLOYS, url=bot.events_url)
     answers = emulator.wait_for(
