@@ -67,9 +67,12 @@ DEMO_PORT ?= 8000
 # as "$$TAG" in the recipes: the shell never parses it, and `$(value ...)` keeps make from
 # expanding it either (a TAG of '$(shell ...)' is text). Quotes, ;, $() and backticks in a tag
 # make it a bad tag, nothing more.
-USER_VARS := TAG REASON DEMO_PORT ALLOWED_IP PARAMS
-$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
-export $(USER_VARS)
+override TAG := $(value TAG)
+override REASON := $(value REASON)
+override DEMO_PORT := $(value DEMO_PORT)
+override ALLOWED_IP := $(value ALLOWED_IP)
+override PARAMS := $(value PARAMS)
+export TAG REASON DEMO_PORT ALLOWED_IP PARAMS
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -112,7 +115,7 @@ lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: -
 # staging), running the first stack's images. Only ENV given to make counts, not a shell's
 # own ENV (sh's startup file). It reaches tools/stack.py as an exported variable that the
 # shell reads as "$$INFRA_ENV": whatever it holds is one argument, never shell syntax.
-# TAG, ALLOWED_IP and PARAMS likewise (USER_VARS above); PARAMS is split into words by
+# TAG, ALLOWED_IP and PARAMS likewise (exported above); PARAMS is split into words by
 # `read -a`, which neither globs nor runs anything.
 infra: export INFRA_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
 infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=; ENV=staging)
