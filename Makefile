@@ -50,7 +50,7 @@ format: install ## apply ruff's fixes and formatting
 test: install ## run the test suite (PYTEST_ARGS= to pick tests)
 	$(RUN) pytest -v $(PYTEST_ARGS)
 
-BENCHES := acks economy hello status startup
+BENCHES := acks economy hello status startup bigbody
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
@@ -63,17 +63,28 @@ build: install ## build the wheel and sdist into dist/
 
 DEMO_PORT ?= 8000
 
+# What people type (TAG=, REASON=, ...) reaches the commands as environment variables, read
+# as "$$TAG" in the recipes: the shell never parses it, and `$(value ...)` keeps make from
+# expanding it either (a TAG of '$(shell ...)' is text). Quotes, ;, $() and backticks in a tag
+# make it a bad tag, nothing more.
+override TAG := $(value TAG)
+override REASON := $(value REASON)
+override DEMO_PORT := $(value DEMO_PORT)
+override ALLOWED_IP := $(value ALLOWED_IP)
+override PARAMS := $(value PARAMS)
+export TAG REASON DEMO_PORT ALLOWED_IP PARAMS
+
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
-	$(RUN) deploybot demo --port $(DEMO_PORT)
+	$(RUN) deploybot demo --port "$$DEMO_PORT"
 
 # make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
 DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
 deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
-	@if [ -z "$(TAG)" ]; then \
+	@if [ -z "$$TAG" ]; then \
 		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy "$(TAG)" $(if $(REASON),--reason "$(REASON)")
+	$(DEPLOYBOT) deploy --reason="$$REASON" -- "$$TAG"
 
 redeploy: install ## force a new deployment of what runs now
 	$(DEPLOYBOT) redeploy
@@ -104,12 +115,18 @@ lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: -
 # staging), running the first stack's images. Only ENV given to make counts, not a shell's
 # own ENV (sh's startup file). It reaches tools/stack.py as an exported variable that the
 # shell reads as "$$INFRA_ENV": whatever it holds is one argument, never shell syntax.
+# TAG, ALLOWED_IP and PARAMS likewise (exported above); PARAMS is split into words by
+# `read -a`, which neither globs nor runs anything.
 infra: export INFRA_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
 infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=; ENV=staging)
-	$(RUN) python -m tools.stack service --env "$$INFRA_ENV" $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack service --env "$$INFRA_ENV" $${TAG:+--tag="$$TAG"} \
+		$${ALLOWED_IP:+"AllowedIP=$$ALLOWED_IP"} "$${params[@]}"
 
 bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
-	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack bot $${TAG:+--tag="$$TAG"} "$${params[@]}"
 
 ci-infra: install ## CI's IAM role for GitHub OIDC (first time: PARAMS="GitHubRepository=owner/name")
-	$(RUN) python -m tools.stack ci $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack ci "$${params[@]}"

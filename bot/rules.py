@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from bot.deploy.changes import escape_mrkdwn
 from bot.deploy.errors import DeployRefused
+from bot.mrkdwn import escape as escape_mrkdwn
 from bot.targets import Target
 from bot.windows import describe_opening, is_open, next_opening
 

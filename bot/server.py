@@ -18,16 +18,18 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
-from bot.settings import Settings, load_settings
+from bot.http_guard import BodyLimit, slack_refusal
+from bot.settings import Settings, describe_errors, load_settings
 from bot.slack.app import BotContext, build_app
 
 log = logging.getLogger("deploybot.server")
@@ -83,7 +85,11 @@ def create_app(
             await ctx.board.close()
             await asyncio.to_thread(engine.close)
 
-    app = FastAPI(title="deploybot", docs_url=None, redoc_url=None, lifespan=lifespan)
+    # Only POST /slack/events and GET /healthz are served (DESIGN.md): no OpenAPI, no docs.
+    app = FastAPI(
+        title="deploybot", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    app.add_middleware(BodyLimit)
     app.state.ctx = ctx
     app.state.socket = None
     handler = AsyncSlackRequestHandler(bolt)
@@ -118,9 +124,13 @@ def create_app(
         return JSONResponse({"status": "ready", "slack": slack})
 
     if not socket_mode:
+        verifier = SignatureVerifier(settings.secret("slack_signing_secret") or "-")
 
         @app.post("/slack/events")
         async def slack_events(request: Request) -> Response:
+            refused = slack_refusal(verifier, await request.body(), request.headers)
+            if refused is not None:
+                return PlainTextResponse(refused[1], status_code=refused[0])
             return await handler.handle(request)
 
     return app
@@ -153,7 +163,7 @@ def serve(http: bool, host: str, port: int) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:
-        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
         return 2
     logs.setup(
         secrets=filter(

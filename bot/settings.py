@@ -5,10 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+
+MAX_POLL_SECONDS = 300.0  # ECS moves in seconds; polling less often than this shows nothing
+MAX_TIMEOUT_SECONDS = 86400.0  # a day: no rollout is worth watching longer
+MAX_LEASE_SECONDS = 3600.0  # a crashed holder must not block deploys for more than an hour
 
 
 class Settings(BaseSettings):
@@ -30,10 +41,26 @@ class Settings(BaseSettings):
     ecr_repository: str = Field("", validation_alias="ECR_REPOSITORY")
     deploy_table: str = Field("", validation_alias="DEPLOY_TABLE")
     image_tag_suffix: str = Field("-ecr-ecs-fargate", validation_alias="IMAGE_TAG_SUFFIX")
-    rollout_poll_seconds: float = Field(5.0, gt=0, validation_alias="ROLLOUT_POLL_SECONDS")
-    rollout_timeout_seconds: float = Field(1800.0, gt=0, validation_alias="ROLLOUT_TIMEOUT_SECONDS")
+    # Every number has an upper bound and must be finite: ``inf`` or ``1e20`` seconds would
+    # overflow timedelta deep in the engine instead of being refused here, by name.
+    rollout_poll_seconds: float = Field(
+        5.0, gt=0, le=MAX_POLL_SECONDS, allow_inf_nan=False, validation_alias="ROLLOUT_POLL_SECONDS"
+    )
+    rollout_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="ROLLOUT_TIMEOUT_SECONDS",
+    )
     # How long a lock outlives its holder's last renewal; a crashed holder blocks no longer.
-    lock_lease_seconds: float = Field(120.0, gt=0, validation_alias="LOCK_LEASE_SECONDS")
+    lock_lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="LOCK_LEASE_SECONDS",
+    )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
@@ -153,3 +180,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and .env), with ``overrides`` by field name on top."""
     return Settings(**overrides)  # the rest comes from the environment
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming each bad variable and what it must be; never the values (secrets)."""
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])  # empty for a rule across settings
+        what = str(e["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)

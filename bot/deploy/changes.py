@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.github import CommitInfo, Comparison, Unavailable
+from bot.mrkdwn import escape as escape_mrkdwn  # one escape for all of Slack's text
 from bot.tags import DEFAULT_SUFFIX, TagError, parse_tag
 
 if TYPE_CHECKING:
@@ -308,13 +309,6 @@ def describe_change(
 
 
 # -- renderings -----------------------------------------------------------------------------
-
-
-def escape_mrkdwn(text: str) -> str:
-    """Text safe inside Slack mrkdwn: "&, <, and > … must be converted to HTML entities";
-    "You shouldn't HTML entity-encode the entire text"
-    (https://api.slack.com/reference/surfaces/formatting#escaping)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def headline(summary: ChangeSummary) -> str:

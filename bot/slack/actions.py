@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from bot import mrkdwn
 from bot.deploy.ledger import Requester
 from bot.slack import messages
 from bot.slack.app import BotContext, log
@@ -56,7 +57,9 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     if not ephemeral:
         # One click deploys; the notice says so at once and loses its button.
         if notice in ctx.claimed:
-            return await _refuse(respond, f"Someone already clicked Deploy on this {tag} notice.")
+            return await _refuse(
+                respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
+            )
         ctx.claimed.add(notice)
     try:
         record = await asyncio.to_thread(ctx.engine.deploy, tag, requester, "from the CI notice")
@@ -68,7 +71,7 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             await ctx.client.chat_update(
                 channel=channel,
                 ts=ts,
-                text=f"{requester.name} is deploying {tag}",
+                text=f"{mrkdwn.escape(requester.name)} is deploying {mrkdwn.escape(tag)}",
                 blocks=messages.image_claimed(tag, requester.who, body.get("message", {})),
             )
         except SlackApiError as exc:

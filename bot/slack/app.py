@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import mrkdwn
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
@@ -65,7 +66,8 @@ class BotContext:
             await job
         except DeployError as exc:
             log.info("%s refused: %s", what, exc.message, extra=extra)
-            await _safe_reply(reply, exc.message)
+            # The engine's words quote what people typed (tags, names): text, not mrkdwn.
+            await _safe_reply(reply, mrkdwn.escape(exc.message))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -22,6 +22,8 @@ from slack_sdk.models.blocks import (
 from bot.deploy.engine import ImageInfo, Status
 from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.mrkdwn import escape as esc
+from bot.mrkdwn import is_user_id, link, mention
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 
 DEPLOY_ACTION = "deploy_tag"
@@ -40,10 +42,10 @@ class Message:
 
 
 def who(record_or_source: DeploymentRecord) -> str:
-    """A Slack mention for Slack users, the plain name for the CLI."""
-    if record_or_source.source in ("slack", "ci-button") and record_or_source.who.startswith("U"):
-        return f"<@{record_or_source.who}>"
-    return record_or_source.who_display or record_or_source.who
+    """A Slack mention for Slack users, the plain name (as text) for the CLI."""
+    if record_or_source.source in ("slack", "ci-button") and is_user_id(record_or_source.who):
+        return mention(record_or_source.who)
+    return esc(record_or_source.who_display or record_or_source.who)
 
 
 def progress_bar(running: int, desired: int, width: int = 10) -> str:
@@ -59,7 +61,7 @@ def _duration(seconds: float) -> str:
 def deploy_confirm(tag: str, service: str) -> ConfirmObject:
     return ConfirmObject(
         title="Deploy?",
-        text=MarkdownTextObject(text=f"Deploy *{tag}* to *{service}*?"),
+        text=MarkdownTextObject(text=f"Deploy *{esc(tag)}* to *{esc(service)}*?"),
         confirm="Deploy",
         deny="Cancel",
     )
@@ -84,7 +86,7 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
         confirm=ConfirmObject(
             title="Roll back?",
             text=MarkdownTextObject(
-                text=f"Roll *{record.service}* back to the image of the last deployment that "
+                text=f"Roll *{esc(record.service)}* back to the image of the last deployment that "
                 "completed before the one running now?"
             ),
             confirm="Roll back",
@@ -111,11 +113,12 @@ def progress(
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
     fields = [
-        MarkdownTextObject(text=f"*Service*\n{record.service}"),
-        MarkdownTextObject(text=f"*By*\n{who(record)} ({record.source})"),
-        MarkdownTextObject(text=f"*Tag*\n`{record.tag}`"),
+        MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
+        MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
+        MarkdownTextObject(text=f"*Tag*\n`{esc(record.tag)}`"),
         MarkdownTextObject(
-            text=f"*Revision*\n{revision_of(record.task_definition)} (was `{record.previous_tag}`)"
+            text=f"*Revision*\n{esc(revision_of(record.task_definition))} "
+            f"(was `{esc(record.previous_tag)}`)"
         ),
     ]
     blocks: list[Block] = [
@@ -125,8 +128,9 @@ def progress(
             text=MarkdownTextObject(
                 text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
                 f"{f', {pending} pending' if pending else ''}"
-                f"{f', {snap.failed} failed' if snap and snap.failed else ''}\n*Rollout:* {state}"
-                + (f" — {snap.rollout_reason}" if snap and snap.rollout_reason else "")
+                f"{f', {snap.failed} failed' if snap and snap.failed else ''}"
+                f"\n*Rollout:* {esc(state)}"
+                + (f" — {esc(snap.rollout_reason)}" if snap and snap.rollout_reason else "")
             )
         ),
     ]
@@ -136,12 +140,13 @@ def progress(
         )
     elapsed = _duration(snap.elapsed) if snap else "0 s"
     if record.reason:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{record.reason}_")]))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(record.reason)}_")]))
     blocks.append(
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"{record.kind} `{record.id}` · ECS `{record.ecs_deployment_id or '?'}` "
+                    text=f"{esc(record.kind)} `{esc(record.id)}` · "
+                    f"ECS `{esc(record.ecs_deployment_id or '?')}` "
                     f"· {'took' if outcome else 'elapsed'} {elapsed}"
                 )
             ]
@@ -149,23 +154,25 @@ def progress(
     )
     if outcome is not None:
         blocks.append(ActionsBlock(elements=[rollback_button(record)]))
-    text = f"{title} to {record.service}: {running}/{desired} running, {state}"
+    # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
+    text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{title}: {_outcome_text(record, snap, commands)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
 def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
     took = _duration(snap.elapsed)
-    why = snap.outcome_reason.rstrip(".")
+    why = esc(snap.outcome_reason.rstrip("."))
+    tag = esc(record.tag)
     if snap.outcome == Outcome.COMPLETED:
-        return f"*Completed in {took}.* `{record.tag}` runs on {snap.running}/{snap.desired} tasks."
+        return f"*Completed in {took}.* `{tag}` runs on {snap.running}/{snap.desired} tasks."
     if snap.outcome == Outcome.ROLLED_BACK:
-        back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
+        back = esc(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         return (
             f"*Failed after {took}:* {why}.\nECS's circuit breaker rolled the service back "
-            f"to `{back}` (deployment `{snap.rollback_deployment}`); "
-            f"`{record.tag}` is *not* running."
+            f"to `{back}` (deployment `{esc(snap.rollback_deployment)}`); "
+            f"`{tag}` is *not* running."
         )
     if snap.outcome == Outcome.FAILED:
         return f"*Failed after {took}:* {why}."
@@ -177,12 +184,14 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
 
 def thread_reply(snap: Snapshot) -> str | None:
     """New ECS events and stopped tasks' reasons, one reply for one snapshot."""
-    lines = [f"• {e.message}" for e in snap.new_events]
-    lines += [f"• ⚠️ {t.describe()}" for t in snap.stopped_tasks]
+    lines = [f"• {esc(e.message)}" for e in snap.new_events]
+    lines += [f"• ⚠️ {esc(t.describe())}" for t in snap.stopped_tasks]
     return "\n".join(lines) if lines else None
 
 
 def refusal(message: str) -> Message:
+    """An ephemeral refusal. ``message`` is mrkdwn as it stands (access.py links channels with
+    ``<#C…>``): text from the engine or from people goes through ``mrkdwn.escape`` first."""
     return Message(text=message, blocks=(SectionBlock(text=MarkdownTextObject(text=message)),))
 
 
@@ -193,7 +202,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
         outcome = r.outcome.label if r.outcome else "in progress"
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{r.started_at:%Y-%m-%d %H:%M} UTC> `{r.tag}` {r.kind} by {who(r)}: "
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> `{esc(r.tag)}` {esc(r.kind)} by {who(r)}: "
             f"*{outcome}*{took}"
         )
     return out
@@ -201,17 +210,17 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
 
 def status(st: Status) -> Message:
     rollout = (
-        f"{st.rollout.rollout_state or 'IN_PROGRESS'} {st.rollout.running}/{st.rollout.desired} "
-        f"(`{st.rollout.id}`)"
+        f"{esc(st.rollout.rollout_state or 'IN_PROGRESS')} "
+        f"{st.rollout.running}/{st.rollout.desired} (`{esc(st.rollout.id)}`)"
         if st.rollout
         else "none in progress"
     )
-    lock = st.lock.describe() if st.lock else "free"
+    lock = esc(st.lock.describe()) if st.lock else "free"  # the holder's name as typed
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
         SectionBlock(
             fields=[
-                MarkdownTextObject(text=f"*Running*\n`{st.tag}` ({st.revision})"),
+                MarkdownTextObject(text=f"*Running*\n`{esc(st.tag)}` ({esc(st.revision)})"),
                 MarkdownTextObject(
                     text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
                     f"{st.running}/{st.desired} running, {st.pending} pending"
@@ -230,7 +239,10 @@ def status(st: Status) -> Message:
                 )
             ),
         ]
-    text = f"{st.service} runs {st.tag}: {st.running}/{st.desired} running; rollout {rollout}"
+    text = (
+        f"{esc(st.service)} runs {esc(st.tag)}: {st.running}/{st.desired} running; "
+        f"rollout {rollout}"
+    )
     return Message(text=text, blocks=tuple(blocks))
 
 
@@ -259,7 +271,7 @@ def help_message(
             pushed = f" · pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
             blocks.append(
                 SectionBlock(
-                    text=MarkdownTextObject(text=f"`{image.tags[0]}`{pushed}"),
+                    text=MarkdownTextObject(text=f"`{esc(image.tags[0])}`{pushed}"),
                     accessory=deploy_button(image.tags[0], service),
                 )
             )
@@ -269,23 +281,28 @@ def help_message(
 
 
 def image_pushed(tag: str, sha: str | None, run_url: str | None, service: str) -> Message:
-    details = [f"*Tag*\n`{tag}`"]
+    # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
+    details = [f"*Tag*\n`{esc(tag)}`"]
     if sha:
-        details.append(f"*Commit*\n`{sha[:12]}`")
+        details.append(f"*Commit*\n`{esc(sha[:12])}`")
     if run_url:
-        details.append(f"*CI run*\n<{run_url}|open the run>")
+        details.append(f"*CI run*\n{link(run_url, 'open the run')}")
     blocks: tuple[Block, ...] = (
-        SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{tag}*")),
+        SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{esc(tag)}*")),
         SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
         ActionsBlock(block_id="image_pushed", elements=[deploy_button(tag, service)]),
     )
-    return Message(text=f"A new image is in ECR: {tag}", blocks=blocks)
+    return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=blocks)
 
 
 def image_claimed(tag: str, user: str, original: dict[str, Any]) -> list[dict[str, Any]]:
     """The CI notice once someone clicked Deploy: same content, the button replaced."""
     kept = [b for b in original.get("blocks", []) if b.get("type") != "actions"]
     note = ContextBlock(
-        elements=[MarkdownTextObject(text=f"🚀 <@{user}> is deploying `{tag}` (from this notice).")]
+        elements=[
+            MarkdownTextObject(
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}` (from this notice)."
+            )
+        ]
     )
     return [*kept, note.to_dict()]

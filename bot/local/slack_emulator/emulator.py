@@ -210,6 +210,11 @@ class SlackEmulator:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
+    def add_user(self, user_id: str, name: str) -> None:
+        """A new member of the workspace; ``name`` is what Slack sends as their user name."""
+        with self.store.locked():
+            self.store.users[user_id] = name
+
     # -- reading the state ----------------------------------------------------------------
 
     @property
