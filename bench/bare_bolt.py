@@ -21,7 +21,7 @@ def create() -> FastAPI:
     async def only_ack(ack: AsyncAck) -> None:
         await ack()
 
-    for command in ("/deploy", "/redeploy", "/status"):
+    for command in ("/deploy", "/redeploy", "/deploy-status"):
         bolt.command(command)(only_ack)
     handler = AsyncSlackRequestHandler(bolt)
     api = FastAPI(docs_url=None, redoc_url=None)

@@ -17,6 +17,26 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING, EXIT_LOST = 0, 1, 2, 3, 
 
 Handler = Callable[[argparse.Namespace], int]
 
+MAX_HISTORY = 500  # the ledger reads at most this many records in one query
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], ASCII digits only; argparse turns the
+    ValueError into ``deploybot: error: …`` and exit 2 (refused, nothing changed)."""
+
+    def parse(text: str) -> int:
+        stripped = text.strip()
+        digits = stripped.removeprefix("-")
+        if not digits.isascii() or not digits.isdigit():
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number")
+        # Compared as text first: int() of thousands of digits is slow, then refused anyway.
+        value = int(stripped) if len(digits) <= 12 else None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is not between {low} and {high}")
+        return value
+
+    return parse
+
 
 def _release_tags(args: argparse.Namespace) -> int:
     from bot.tags import TagError, release_tags
@@ -49,6 +69,21 @@ def _notify(args: argparse.Namespace) -> int:
     from bot.slack.notify import notify_image_pushed
 
     return notify_image_pushed(tag=args.tag, sha=args.sha, run_url=args.run_url)
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from bot.settings import describe_errors, load_settings
+    from bot.slack.manifest import render_manifest
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
+        return EXIT_REFUSED
+    sys.stdout.write(render_manifest(settings.slack_commands))
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_engine_command("status"))
 
     p = sub.add_parser("history", help="recent deployments: who, what, outcome, duration")
-    p.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    p.add_argument(
+        "-n",
+        type=bounded_int(1, MAX_HISTORY),
+        default=10,
+        metavar="N",
+        help=f"how many, 1 to {MAX_HISTORY} (default 10)",
+    )
     p.set_defaults(handler=_engine_command("history"))
 
     p = sub.add_parser("unlock", help="break a stale lock, saying whose it was")
@@ -110,15 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default="-ecr-ecs-fargate", help=argparse.SUPPRESS)
     p.set_defaults(handler=_release_tags)
 
+    p = sub.add_parser(
+        "manifest",
+        help="print the Slack app manifest for the configured command names (SLACK_*_COMMAND)",
+    )
+    p.set_defaults(handler=_manifest)
+
     p = sub.add_parser("serve", help="run the bot: Socket Mode, or HTTP mode with --http")
     p.add_argument("--http", action="store_true", help="serve POST /slack/events over HTTP")
     p.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.add_argument(
+        "--port", type=bounded_int(0, 65535), default=3000, help="HTTP port (default 3000)"
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("demo", help="the local playground: moto, the Slack emulator, the bot")
     p.add_argument("--host", default="127.0.0.1", help="address of the page (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port of the page (default 8000)")
+    p.add_argument(
+        "--port", type=bounded_int(0, 65535), default=8000, help="port of the page (default 8000)"
+    )
     p.set_defaults(handler=_demo)
     return parser
 

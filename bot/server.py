@@ -1,7 +1,10 @@
-"""The bot as a server: HTTP mode (POST /slack/events) or Socket Mode, /healthz in both.
+"""The bot as a server: HTTP mode (POST /slack/events) or Socket Mode; /healthz and /readyz.
 
-Socket Mode is the default (the bot runs on Fargate with no public endpoint); there /healthz
-answers 503 while the socket is not connected, which the container health check uses.
+Socket Mode is the default (the bot runs on Fargate with no public endpoint). /healthz is the
+liveness the container health checks use: 200 while the process, its event loop and the
+engine's follower work, whatever Slack does, since a restart cannot bring Slack back and would
+interrupt every rollout the bot follows; its body says whether Slack is connected. /readyz is
+503 while the socket is down, for whatever should wait for a bot that can hear Slack.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
-from bot.settings import Settings, load_settings
+from bot.http_guard import BodyLimit, slack_refusal
+from bot.settings import Settings, describe_errors, load_settings
 from bot.slack.app import BotContext, build_app
 
 log = logging.getLogger("deploybot.server")
@@ -78,22 +83,52 @@ def create_app(
             await ctx.board.close()
             await asyncio.to_thread(engine.close)
 
-    app = FastAPI(title="deploybot", docs_url=None, redoc_url=None, lifespan=lifespan)
+    # Only POST /slack/events and GET /healthz are served (DESIGN.md): no OpenAPI, no docs.
+    app = FastAPI(
+        title="deploybot", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    app.add_middleware(BodyLimit)
     app.state.ctx = ctx
     app.state.socket = None
     handler = AsyncSlackRequestHandler(bolt)
 
+    async def slack_state() -> str:
+        if not socket_mode:
+            return "http"  # Slack calls in; nothing to be connected
+        socket: AsyncSocketModeHandler | None = app.state.socket
+        return "connected" if socket and await socket.client.is_connected() else "disconnected"
+
     @app.get("/healthz")
     async def healthz() -> Response:
-        socket: AsyncSocketModeHandler | None = app.state.socket
-        if socket_mode and (socket is None or not await socket.client.is_connected()):
-            return JSONResponse({"status": "socket not connected"}, status_code=503)
-        return JSONResponse({"status": "ok", "mode": "socket" if socket_mode else "http"})
+        # Answering at all shows the process and its event loop work; the follower is the
+        # engine's poller thread, which closes records and releases locks. Slack's state is
+        # reported, never judged: a Slack outage must not make ECS replace the task.
+        follower = engine.poller.health()
+        body = {
+            "status": "ok" if follower.ok else "follower stuck",
+            "mode": "socket" if socket_mode else "http",
+            "slack": await slack_state(),
+            "following": follower.following,
+            "follower_alive": follower.alive,
+            "seconds_since_follower_pass": follower.seconds_since_pass,
+        }
+        return JSONResponse(body, status_code=200 if follower.ok else 503)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        slack = await slack_state()
+        if slack == "disconnected":
+            return JSONResponse({"status": "socket not connected", "slack": slack}, 503)
+        return JSONResponse({"status": "ready", "slack": slack})
 
     if not socket_mode:
+        verifier = SignatureVerifier(settings.secret("slack_signing_secret") or "-")
 
         @app.post("/slack/events")
         async def slack_events(request: Request) -> Response:
+            refused = slack_refusal(verifier, await request.body(), request.headers)
+            if refused is not None:
+                return PlainTextResponse(refused[1], status_code=refused[0])
             return await handler.handle(request)
 
     return app
@@ -145,7 +180,7 @@ def serve(http: bool, host: str, port: int) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:
-        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
         return 2
     logs.setup(
         secrets=filter(
@@ -154,6 +189,7 @@ def serve(http: bool, host: str, port: int) -> int:
                 settings.secret("slack_bot_token"),
                 settings.secret("slack_app_token"),
                 settings.secret("slack_signing_secret"),
+                settings.secret("github_token"),
             ),
         ),
         service=f"{settings.ecs_cluster}/{settings.ecs_service}",

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+
+MAX_POLL_SECONDS = 300.0  # ECS moves in seconds; polling less often than this shows nothing
+MAX_TIMEOUT_SECONDS = 86400.0  # a day: no rollout is worth watching longer
+MAX_LEASE_SECONDS = 3600.0  # a crashed holder must not block deploys for more than an hour
 
 
 class Settings(BaseSettings):
@@ -27,10 +41,26 @@ class Settings(BaseSettings):
     ecr_repository: str = Field("", validation_alias="ECR_REPOSITORY")
     deploy_table: str = Field("", validation_alias="DEPLOY_TABLE")
     image_tag_suffix: str = Field("-ecr-ecs-fargate", validation_alias="IMAGE_TAG_SUFFIX")
-    rollout_poll_seconds: float = Field(5.0, gt=0, validation_alias="ROLLOUT_POLL_SECONDS")
-    rollout_timeout_seconds: float = Field(1800.0, gt=0, validation_alias="ROLLOUT_TIMEOUT_SECONDS")
+    # Every number has an upper bound and must be finite: ``inf`` or ``1e20`` seconds would
+    # overflow timedelta deep in the engine instead of being refused here, by name.
+    rollout_poll_seconds: float = Field(
+        5.0, gt=0, le=MAX_POLL_SECONDS, allow_inf_nan=False, validation_alias="ROLLOUT_POLL_SECONDS"
+    )
+    rollout_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="ROLLOUT_TIMEOUT_SECONDS",
+    )
     # How long a lock outlives its holder's last renewal; a crashed holder blocks no longer.
-    lock_lease_seconds: float = Field(120.0, gt=0, validation_alias="LOCK_LEASE_SECONDS")
+    lock_lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="LOCK_LEASE_SECONDS",
+    )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
@@ -43,6 +73,48 @@ class Settings(BaseSettings):
     deploy_allowed_channels: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), validation_alias="DEPLOY_ALLOWED_CHANNELS"
     )
+
+    # The slash commands' names, for a second install or an Enterprise Grid, where names are
+    # resolved org-wide and two apps' /deploy collide (kirodotdev/KiroCrew PR #11398). Checked
+    # against Slack's rules and built-ins (bot/slack/names.py); `deploybot manifest` prints the
+    # Slack app manifest that declares them.
+    slack_deploy_command: str = Field(
+        DEFAULT_COMMANDS.deploy, validation_alias="SLACK_DEPLOY_COMMAND"
+    )
+    slack_redeploy_command: str = Field(
+        DEFAULT_COMMANDS.redeploy, validation_alias="SLACK_REDEPLOY_COMMAND"
+    )
+    slack_status_command: str = Field(
+        DEFAULT_COMMANDS.status, validation_alias="SLACK_STATUS_COMMAND"
+    )
+
+    # Targets (bot/targets.py): DEPLOYBOT_CONFIG names a deploybot.toml of several targets and
+    # their rules; without it the variables above are one target, named DEPLOY_TARGET, which
+    # with a file names the default one. ECS_CONTAINER: the container that runs the image,
+    # where a task has several (default: the one running ECR_REPOSITORY's image).
+    deploybot_config: Path | None = Field(None, validation_alias="DEPLOYBOT_CONFIG")
+    deploy_target: str = Field("production", validation_alias="DEPLOY_TARGET")
+    ecs_container: str | None = Field(None, validation_alias="ECS_CONTAINER")
+
+    @field_validator("deploybot_config", "deploy_target", "ecs_container", mode="before")
+    @classmethod
+    def _empty_target_setting_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "":
+            return "production" if info.field_name == "deploy_target" else None
+        return value
+
+    # GitHub (bot/github.py): with a repository, compare links; with a token too, commit lists
+    # and GitHub deployments. GitHub Actions sets GITHUB_REPOSITORY and GITHUB_API_URL itself.
+    github_repository: str | None = Field(None, validation_alias="GITHUB_REPOSITORY")
+    github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
+    github_api_url: str = Field("https://api.github.com", validation_alias="GITHUB_API_URL")
+
+    @field_validator("github_repository", "github_token", "github_api_url", mode="before")
+    @classmethod
+    def _empty_github_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "":
+            return "https://api.github.com" if info.field_name == "github_api_url" else None
+        return value
 
     @field_validator("deploy_allowed_users", "deploy_allowed_channels", mode="before")
     @classmethod
@@ -60,6 +132,22 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator(
+        "slack_deploy_command", "slack_redeploy_command", "slack_status_command", mode="before"
+    )
+    @classmethod
+    def _command_name(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _commands_slack_accepts(self) -> Settings:
+        problems = self.slack_commands.problems()
+        if problems:
+            raise ValueError(
+                "; ".join(f"SLACK_{role.upper()}_COMMAND: {why}" for role, why in problems.items())
+            )
+        return self
 
     @model_validator(mode="after")
     def _poll_well_inside_the_lease(self) -> Settings:
@@ -90,6 +178,13 @@ class Settings(BaseSettings):
         return value.get_secret_value() if value is not None else None
 
     @property
+    def slack_commands(self) -> CommandNames:
+        """The three slash commands' names, as one value."""
+        return CommandNames(
+            self.slack_deploy_command, self.slack_redeploy_command, self.slack_status_command
+        )
+
+    @property
     def slack_api_base(self) -> str:
         """SLACK_API_URL with the trailing slash slack_sdk expects."""
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
@@ -98,3 +193,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and .env), with ``overrides`` by field name on top."""
     return Settings(**overrides)  # the rest comes from the environment
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming each bad variable and what it must be; never the values (secrets)."""
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])  # empty for a rule across settings
+        what = str(e["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)

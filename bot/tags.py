@@ -14,8 +14,11 @@ from dataclasses import dataclass
 DEFAULT_SUFFIX = "-ecr-ecs-fargate"
 MAX_TAG_LENGTH = 128  # ECR's own limit for an image tag
 
+# ASCII digits only: Python's \d also matches Arabic-Indic or full-width digits, which no
+# registry or person means by a version.
 _VERSION = re.compile(
-    r"v(?P<major>0|[1-9]\d{0,5})(?:\.(?P<minor>0|[1-9]\d{0,5}))?(?:\.(?P<patch>0|[1-9]\d{0,5}))?"
+    r"v(?P<major>0|[1-9][0-9]{0,5})(?:\.(?P<minor>0|[1-9][0-9]{0,5}))?"
+    r"(?:\.(?P<patch>0|[1-9][0-9]{0,5}))?"
 )
 _SHA = re.compile(r"sha-(?P<sha>[0-9a-f]{7,40})")
 _HEX = re.compile(r"[0-9a-fA-F]{7,40}")

@@ -13,19 +13,25 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.deploy.engine import Engine, Plan, Status
+from bot.deploy.engine import Engine, ImageInfo, Plan, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
-from bot.settings import Settings, load_settings
+from bot.settings import Settings, describe_errors, load_settings
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 EXIT_OK, EXIT_REFUSED = 0, 2
+
+
+def _t(value: object) -> str:
+    """Text from users, ECS or AWS, safe inside rich markup: ``[/x]`` prints as ``[/x]``."""
+    return escape(str(value))
 
 
 def requester() -> Requester:
@@ -38,10 +44,7 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise DeployError(f"Bad configuration: {problems}") from None
+        raise DeployError(f"Bad configuration: {describe_errors(exc)}") from None
 
 
 def _run(body: Callable[[Engine], int]) -> int:
@@ -50,7 +53,7 @@ def _run(body: Callable[[Engine], int]) -> int:
         engine = Engine(_settings())
         return body(engine)
     except DeployError as exc:
-        err.print(f"[bold red]✗[/] {exc.message}")
+        err.print(f"[bold red]✗[/] {_t(exc.message)}")
         return exc.exit_code
     finally:
         if engine is not None:
@@ -58,11 +61,11 @@ def _run(body: Callable[[Engine], int]) -> int:
 
 
 def _started_line(record: DeploymentRecord) -> str:
-    digest = f" {record.short_digest}" if record.digest else ""
+    digest = f" {_t(record.short_digest)}" if record.digest else ""
     return (
-        f"[bold]{record.tag}[/]{digest} to {record.service} "
-        f"({record.kind} {record.id}, {revision_of(record.task_definition)}, "
-        f"ECS {record.ecs_deployment_id or '?'})"
+        f"[bold]{_t(record.tag)}[/]{digest} to {_t(record.service)} "
+        f"({_t(record.kind)} {_t(record.id)}, {_t(revision_of(record.task_definition))}, "
+        f"ECS {_t(record.ecs_deployment_id or '?')})"
     )
 
 
@@ -71,7 +74,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
     out.print(f"{verb} {_started_line(record)}")
     if record.start_error:
-        err.print(f"[yellow]![/] {record.start_error}.")
+        err.print(f"[yellow]![/] {_t(record.start_error)}.")
     watch = engine.watch(record)
     progress = Progress(
         TextColumn("[bold]{task.fields[state]}[/]"),
@@ -88,24 +91,26 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
                 if snap.note and snap.note != note:
-                    progress.console.print(f"  [yellow]![/] {snap.note}")
+                    progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
                 for event in snap.new_events:
-                    progress.console.print(f"  [dim]{event.created_at:%H:%M:%S}[/] {event.message}")
+                    progress.console.print(
+                        f"  [dim]{event.created_at:%H:%M:%S}[/] {_t(event.message)}"
+                    )
                 for task in snap.stopped_tasks:
-                    progress.console.print(f"  [yellow]![/] {task.describe()}")
+                    progress.console.print(f"  [yellow]![/] {_t(task.describe())}")
                 progress.update(
                     bar,
                     total=max(snap.desired, 1),
                     completed=snap.running,
-                    state=snap.rollout_state or "IN_PROGRESS",
+                    state=_t(snap.rollout_state or "IN_PROGRESS"),
                     pending=snap.pending,
                 )
                 final = snap
     except KeyboardInterrupt:
         watch.close()
         err.print(
-            f"Stopped watching. Deployment {record.id} goes on in ECS; "
+            f"Stopped watching. Deployment {_t(record.id)} goes on in ECS; "
             "`deploybot status` shows how it is doing."
         )
         return 130
@@ -117,33 +122,34 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     outcome = snap.outcome
     assert outcome is not None
     took = f"{snap.elapsed:.0f} s"
-    reason = snap.outcome_reason.rstrip(".")
+    reason = _t(snap.outcome_reason.rstrip("."))
+    tag, service = _t(record.tag), _t(record.service)
     if outcome == Outcome.COMPLETED:
         out.print(
-            f"[bold green]✓ Deployed {record.tag}[/] to {record.service} in {took} "
+            f"[bold green]✓ Deployed {tag}[/] to {service} in {took} "
             f"({snap.running}/{snap.desired} tasks running)."
         )
     elif outcome == Outcome.ROLLED_BACK:
-        back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
+        back = _t(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         out.print(
-            f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {reason}."
+            f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}."
             f"\n  ECS's circuit breaker rolled the service back to {back} "
-            f"(deployment {snap.rollback_deployment}). {record.tag} is NOT running."
+            f"(deployment {_t(snap.rollback_deployment)}). {tag} is NOT running."
         )
     elif outcome == Outcome.FAILED:
-        out.print(f"[bold red]✗ Deployment of {record.tag} failed[/] after {took}: {reason}.")
+        out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
     elif outcome == Outcome.NOT_STARTED:
-        out.print(f"[bold red]✗ {record.tag} was not deployed[/]: {reason}.")
+        out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
     elif outcome == Outcome.UNKNOWN:
         out.print(
-            f"[bold yellow]? Lost sight of the rollout of {record.tag}[/] after {took}: "
+            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: "
             f"{reason.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling "
             f"out; `deploybot status` shows how it is doing and records the outcome "
-            f"(deployment {record.id} stays open until then)."
+            f"(deployment {_t(record.id)} stays open until then)."
         )
     else:
         out.print(
-            f"[bold yellow]… {record.tag} is still rolling out[/] after {took} "
+            f"[bold yellow]… {tag} is still rolling out[/] after {took} "
             f"({snap.running}/{snap.desired} running). ECS carries on; the lock is released. "
             "Check again with `deploybot status`."
         )
@@ -154,9 +160,9 @@ def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
     def body(engine: Engine) -> int:
         record = engine.start(plan(engine), follow=not args.no_wait)
         if args.no_wait:
-            out.print(f"Started {record.kind} of {_started_line(record)}.")
+            out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:
-                err.print(f"[yellow]![/] {record.start_error.removesuffix('; following it')}.")
+                err.print(f"[yellow]![/] {_t(record.start_error.removesuffix('; following it'))}.")
             out.print(
                 "`deploybot status` shows how it goes and records its outcome once ECS is done."
             )
@@ -211,19 +217,34 @@ def status_json(status: Status) -> dict[str, Any]:
     }
 
 
+def _recent_images(engine: Engine) -> tuple[list[ImageInfo], str]:
+    """The release images in ECR, newest first, or why they could not be listed: status
+    still answers what runs when ECR cannot be read."""
+    try:
+        return engine.recent_images(5), ""
+    except DeployError as exc:
+        return [], exc.message
+
+
 def status(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         st = engine.status()
+        images, images_error = _recent_images(engine)
         if args.json:
-            print(json.dumps(status_json(st), default=str, indent=2))
+            data = status_json(st)
+            data["recent_images"] = [
+                {"tags": list(i.tags), "pushed_at": i.pushed_at, "digest": i.digest} for i in images
+            ]
+            print(json.dumps(data, default=str, indent=2))
             return EXIT_OK
-        digest = f"{st.short_digest}, " if st.digest else ""
+        digest = f"{_t(st.short_digest)}, " if st.digest else ""
         out.print(
-            f"[bold]{st.service}[/] on {st.cluster}: [bold]{st.tag}[/] ({digest}{st.revision})"
+            f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
+            f"({digest}{_t(st.revision)})"
         )
         by = st.deployed_by
         out.print(
-            f"  deployed by: {by.who_display or by.who} ({by.kind} {by.id}, "
+            f"  deployed by: {_t(by.who_display or by.who)} ({_t(by.kind)} {_t(by.id)}, "
             f"{by.started_at:%Y-%m-%d %H:%M} UTC)"
             if by
             else "  deployed by: outside deploybot"
@@ -231,14 +252,23 @@ def status(args: argparse.Namespace) -> int:
         out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
         if st.rollout:
             out.print(
-                f"  rollout: {st.rollout.rollout_state or 'IN_PROGRESS'} "
-                f"{st.rollout.running}/{st.rollout.desired} ({st.rollout.id})"
+                f"  rollout: {_t(st.rollout.rollout_state or 'IN_PROGRESS')} "
+                f"{st.rollout.running}/{st.rollout.desired} ({_t(st.rollout.id)})"
             )
         else:
             out.print("  rollout: none in progress")
-        out.print(f"  lock: {st.lock.describe() if st.lock else 'free'}")
+        out.print(f"  lock: {_t(st.lock.describe()) if st.lock else 'free'}")
         if st.recent:
             out.print(_history_table(list(st.recent), "Last deployments"))
+        if images_error:
+            out.print(f"  recent images in ECR: not listed ({_t(images_error)})")
+        elif images:
+            out.print("Recent images in ECR (make deploy TAG=…):")
+            for image in images:
+                pushed = f"  pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
+                out.print(f"  {_t(image.tags[0])}{pushed}")
+        else:
+            out.print("  recent images in ECR: none")
         return EXIT_OK
 
     return _run(body)
@@ -246,28 +276,20 @@ def status(args: argparse.Namespace) -> int:
 
 def _history_table(records: list[DeploymentRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in (
-        "started (UTC)",
-        "id",
-        "kind",
-        "tag",
-        "digest",
-        "who",
-        "from",
-        "outcome",
-        "took",
-    ):
+    columns = ("started (UTC)", "id", "kind", "tag", "digest", "who", "from", "outcome", "took")
+    for column in columns:
         table.add_column(column)
     for r in records:
         took = f"{r.duration:.0f} s" if r.duration is not None else "-"
+        # Table cells are rich markup too: a name like "[/b]" must print as it is.
         table.add_row(
             f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-            r.id,
-            r.kind,
-            r.tag,
-            r.short_digest or "-",
-            r.who_display or r.who,
-            r.source,
+            _t(r.id),
+            _t(r.kind),
+            _t(r.tag),
+            _t(r.short_digest) or "-",
+            _t(r.who_display or r.who),
+            _t(r.source),
             r.outcome.label if r.outcome else "in progress",
             took,
         )
@@ -292,7 +314,10 @@ def unlock(args: argparse.Namespace) -> int:
         if lock is None:
             out.print("The lock was free; nothing to break.")
         else:
-            out.print(f"Broke the lock. It was {lock.holder}'s: {lock.tag}, {lock.deployment_id}.")
+            out.print(
+                f"Broke the lock. It was {_t(lock.holder)}'s: {_t(lock.tag)}, "
+                f"{_t(lock.deployment_id)}."
+            )
         return EXIT_OK
 
     return _run(body)

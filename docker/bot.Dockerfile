@@ -1,6 +1,7 @@
 # deploybot's image: the same pattern as the service's (docker/Dockerfile): uv installs the
 # locked dependencies in a builder stage, the runtime holds only the venv, as a non-root user.
-#   docker build -f docker/bot.Dockerfile -t deploybot .
+#   docker build --platform linux/amd64 -f docker/bot.Dockerfile -t deploybot .
+# linux/amd64 and RELEASE_VERSION / RELEASE_COMMIT as for the service's image (docker/Dockerfile).
 # Offline (see .ci/steps/10-docker.sh): --network host
 #   --build-arg BASE_IMAGE=deploybot-base:bookworm
 #   --build-arg CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -43,9 +44,17 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 3000
-# No curl in a slim image: the venv's Python asks /healthz. Set HEALTHCHECK_PORT together
-# with --port when the bot listens elsewhere.
+# No curl in a slim image: the venv's Python asks /healthz, which is 200 while the process and
+# the follower of rollouts work, whatever Slack does (a Slack outage must not get the bot
+# replaced). Set HEALTHCHECK_PORT together with --port when the bot listens elsewhere.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTHCHECK_PORT', '3000'), timeout=4)"]
 # Socket Mode by default (no inbound port); `serve --http` answers Slack over HTTP.
 CMD ["deploybot", "serve"]
+# Last, so a new release rebuilds no layer above. Labels: OCI image-spec annotations.
+ARG RELEASE_VERSION=dev
+ARG RELEASE_COMMIT=dev
+LABEL org.opencontainers.image.version="${RELEASE_VERSION}" \
+      org.opencontainers.image.revision="${RELEASE_COMMIT}"
+ENV RELEASE_VERSION="${RELEASE_VERSION}" \
+    RELEASE_COMMIT="${RELEASE_COMMIT}"

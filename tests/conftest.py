@@ -24,6 +24,9 @@ os.environ["AWS_REGION"] = DEFAULT_REGION
 os.environ["AWS_DEFAULT_REGION"] = DEFAULT_REGION
 for _name in UNSAFE_AWS_VARS:
     os.environ.pop(_name, None)
+# GitHub Actions sets these itself: no test may reach the real GitHub or use CI's token.
+for _name in ("GITHUB_REPOSITORY", "GITHUB_TOKEN", "GITHUB_API_URL"):
+    os.environ.pop(_name, None)
 
 # How fast the simulated ECS moves in tests, and how often the engine polls it.
 SIMULATOR_STEP_SECONDS = 0.05

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,13 +100,37 @@ def _steps_text(job: Mapping[str, Any]) -> str:
     return "\n".join(f"{s.get('uses', '')}\n{s.get('run', '')}" for s in job.get("steps", []))
 
 
+# `${{ vars.NAME || 'fallback' }}`: a repository variable with a default (release.yml's env).
+_VARIABLE_WITH_DEFAULT = re.compile(r"^\$\{\{\s*vars\.\w+\s*\|\|\s*'([^']*)'\s*\}\}$")
+
+
+def shown_value(value: object) -> str:
+    """An env value as the picture shows it: a variable's default, or the value itself."""
+    text = str(value)
+    match = _VARIABLE_WITH_DEFAULT.match(text.strip())
+    return match.group(1) if match else text
+
+
+def _assumes_a_role(job: Mapping[str, Any]) -> bool:
+    """Whether a job gets AWS credentials by assuming a role (GitHub's OIDC token)."""
+    return any(
+        "configure-aws-credentials" in s.get("uses", "") and "role-to-assume" in s.get("with", {})
+        for s in job.get("steps", [])
+    )
+
+
 def build_diagram(workflow: Mapping[str, Any]) -> Diagram:
     """The whole picture: trigger, jobs (from ``needs:``), what they produce, the manual deploy."""
     jobs: Mapping[str, Any] = workflow["jobs"]
     env = workflow.get("env", {})
-    stack = env.get("STACK_NAME", "the stack")
+    stack = shown_value(env.get("STACK_NAME", "the stack"))
     nodes: list[Node] = [
-        Node("ext-trigger", "git push tag", "v*-ecr-ecs-fargate\nor workflow_dispatch", "trigger")
+        Node(
+            "ext-trigger",
+            "git push tag",
+            "v*-ecr-ecs-fargate\nor workflow_dispatch on a tag",
+            "trigger",
+        )
     ]
     edges: list[Edge] = []
     for name, job in jobs.items():
@@ -121,6 +147,11 @@ def build_diagram(workflow: Mapping[str, Any]) -> Diagram:
     if release_jobs:
         nodes.append(Node("ext-gh-release", "GitHub Release", "wheel + sdist (dist/*)", "external"))
         edges += [Edge(f"job-{n}", "ext-gh-release", "files", "flow") for n in release_jobs]
+    role_jobs = [n for n, j in jobs.items() if _assumes_a_role(j)]
+    if role_jobs:
+        detail = "release tags only;\npush to ECR, nothing else"
+        nodes.append(Node("ext-iam", "IAM role (OIDC)", detail, "aws"))
+        edges += [Edge(f"job-{n}", "ext-iam", "assume", "flow") for n in role_jobs]
     if ecr_jobs:
         nodes.append(
             Node("ext-ecr", "Amazon ECR", f"{stack}\n{stack}-bot", "aws"),
@@ -149,11 +180,16 @@ def build_diagram(workflow: Mapping[str, Any]) -> Diagram:
 
 
 def _job_detail(job: Mapping[str, Any]) -> str:
-    """One or two short lines: the job's display name, else its first action."""
+    """One or two short lines: the job's display name (else its last action), its environment."""
     if "name" in job:
-        return str(job["name"])
-    uses = [s["uses"].split("@")[0].split("/")[-1] for s in job.get("steps", []) if "uses" in s]
-    return uses[-1] if uses else ""
+        detail = str(job["name"])
+    else:
+        uses = [s["uses"].split("@")[0].split("/")[-1] for s in job.get("steps", []) if "uses" in s]
+        detail = uses[-1] if uses else ""
+    environment = job.get("environment")
+    if isinstance(environment, Mapping):
+        environment = environment.get("name")
+    return f"{detail}\nenvironment: {environment}" if environment else detail
 
 
 def _layout(nodes: Iterable[Node], edges: Iterable[Edge]) -> dict[str, tuple[int, float]]:
@@ -250,6 +286,7 @@ def render_png(d: Diagram, path: Path) -> None:
         "#555",
         small,
     )
+    fan_out = Counter(e.source for e in d.edges if e.label)
     for e in d.edges:
         pts = _route(d, e)
         colour = "#333" if e.kind == "needs" else "#82b366" if e.kind == "manual" else "#777"
@@ -261,9 +298,13 @@ def render_png(d: Diagram, path: Path) -> None:
         ex, ey = pts[-1]
         draw.polygon([(ex, ey), (ex - 12, ey - 6), (ex - 12, ey + 6)], fill=colour)
         if e.label:
-            # Straight arrows: above the line; elbows: beside the vertical run, in the gap.
+            # Straight arrows: above the line. Elbows: beside their vertical run, in the gap,
+            # except where several arrows leave one box (they share that run): above the
+            # last run into the target, so each label stays by its own arrow.
             if len(pts) == 2:
                 lx, ly = pts[0][0] + 8, pts[0][1] - 20
+            elif fan_out[e.source] > 1:
+                lx, ly = pts[2][0] + 6, pts[3][1] - 20
             else:
                 lx, ly = pts[1][0] + 6, (pts[1][1] + pts[2][1]) // 2 - 9
             tw = draw.textlength(e.label, font=label)

@@ -1,14 +1,19 @@
 """Deploy the CloudFormation stacks with boto3 change sets (`make infra`, `make bot-infra`).
 
-    python -m tools.stack service [--tag TAG] [KEY=VALUE ...]   the service's stack
+    python -m tools.stack service [--env ENV] [--tag TAG] [KEY=VALUE ...]   the service's stack
     python -m tools.stack bot [--tag TAG] [KEY=VALUE ...]       the bot's stack
+    python -m tools.stack ci [KEY=VALUE ...]                    CI's role (GitHub OIDC)
     python -m tools.stack slack-secret                          SLACK_* from the environment
     python -m tools.stack delete --stack NAME                   e.g. after a failed creation
 
 `service` passes the image tag that runs now (read from the live ECS service) as
-ImageTag, so an infrastructure update never reverts a deployment the bot made. It holds
-deploybot's deploy lock while it runs (the same lock as a deploy, renewed until the stack
+ImageTag, so an infrastructure update never reverts a deployment the bot made. With
+``--env staging`` it is another environment of the service: stack STACK-staging, from the
+same template, running images of STACK's repository (RepositoryName). It holds deploybot's
+deploy lock of that service while it runs (the same lock as a deploy, renewed until the stack
 update ends): it waits for no rollout and none starts under it.
+`bot` checks first that every stack it may deploy (DeployStackNames) exports what its
+role imports, so a missing one is named before any change.
 Parameters not given keep their previous values on an update.
 Exit codes follow deploybot's: 0 done, 1 the stack operation failed, 2 refused
 before any change.
@@ -22,6 +27,7 @@ import getpass
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -37,6 +43,7 @@ from botocore.exceptions import ClientError, WaiterError
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_TEMPLATE = ROOT / "cloudformation" / "service.yml"
 BOT_TEMPLATE = ROOT / "cloudformation" / "bot.yml"
+CI_TEMPLATE = ROOT / "cloudformation" / "ci.yml"
 SERVICE_CONTAINER = "hello-world"
 DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
 SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
@@ -44,6 +51,16 @@ NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 DEPLOYBOT_TAG = "deploybot:tag"  # bot.deploy.engine.TAG_KEY
 
 Out = Callable[[str], None]
+
+
+# An environment's name ends a stack's name (and so its cluster, service, log group): short,
+# lowercase, as CloudFormation, ECS and CloudWatch all accept.
+ENV_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
+# `make infra ENV=production` means the first stack: production is DEPLOY_TARGET's default.
+PRIMARY_ENV = "production"
+# What bot.yml imports from each service stack it deploys, and from the one it runs beside.
+DEPLOY_IMPORTS = ("RepositoryArn", "ExecutionRoleArn", "TaskRoleArn")
+HOST_IMPORTS = ("VpcId", "ClusterName", "PublicSubnetA", "PublicSubnetB")
 
 
 class StackError(Exception):
@@ -100,47 +117,27 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
     )
 
 
-def service_parameters(
-    ecs: Any,
-    stack_name: str,
-    tag: str | None = None,
-    extra: Mapping[str, str] | None = None,
-    out: Out = _print,
-) -> dict[str, str]:
-    """The service stack's parameters: ImageTag is what runs now unless ``tag`` says otherwise.
-
-    The cluster and service are named after the stack (service.yml does so).
-    """
-    running = running_image_tag(ecs, stack_name, stack_name, SERVICE_CONTAINER)
-    if tag is None and running is None:
-        raise StackRefused(
-            f"no service {stack_name} runs yet, so there is no image tag to keep: "
-            "on first creation give one, e.g. make infra TAG=v1.0.0-ecr-ecs-fargate ALLOWED_IP=..."
-        )
-    if tag is not None and running is not None and tag != running:
-        out(f"note: {running} runs now; TAG={tag} replaces it (deploybot will not know of this).")
-    chosen = tag if tag is not None else running
-    assert chosen is not None
-    if tag is None:
-        out(f"keeping the image that runs now: ImageTag={chosen}")
-    return {**(extra or {}), "ImageTag": chosen}
-
-
 @contextlib.contextmanager
-def deploy_lock(stack_name: str, region: str, out: Out = _print) -> Iterator[None]:
-    """Hold deploybot's deploy lock of the stack's service while the body runs.
+def deploy_lock(
+    base_stack: str, stack_name: str, region: str, out: Out = _print
+) -> Iterator[None]:
+    """Hold deploybot's deploy lock of ``stack_name``'s service while the body runs.
 
     An infrastructure update replaces the service's deployment like any UpdateService: under
     the lock, no deploybot rollout is running and none can start. A lock held by a live
-    rollout refuses (exit 2). Without the deploy table (the bot's stack not created yet)
-    there is nothing to lock, and the update goes on, saying so.
+    rollout refuses (exit 2). The lock lives in the deploy table of ``base_stack`` (every
+    environment's, as deploybot's targets share it). Without that table (the bot's stack not
+    created yet) there is nothing to lock, and the update goes on, saying so.
     """
     from bot.deploy.engine import Engine
     from bot.deploy.errors import DeployError, LockHeld, NotConfigured
     from bot.deploy.ledger import Requester
     from bot.settings import load_settings
 
-    engine = Engine(load_settings(stack_name=stack_name, aws_region=region))
+    settings = load_settings(
+        stack_name=base_stack, ecs_cluster=stack_name, ecs_service=stack_name, aws_region=region
+    )
+    engine = Engine(settings)
     who = os.environ.get("DEPLOYBOT_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
     lock_id = f"infra-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     try:
@@ -174,6 +171,73 @@ def deploy_lock(stack_name: str, region: str, out: Out = _print) -> Iterator[Non
         with contextlib.suppress(DeployError):
             engine.ledger.release(lock_id)
         engine.close()
+
+
+def service_parameters(
+    ecs: Any,
+    stack_name: str,
+    tag: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    out: Out = _print,
+) -> dict[str, str]:
+    """The service stack's parameters: ImageTag is what runs now unless ``tag`` says otherwise.
+
+    The cluster and service are named after the stack (service.yml does so).
+    """
+    running = running_image_tag(ecs, stack_name, stack_name, SERVICE_CONTAINER)
+    if tag is None and running is None:
+        raise StackRefused(
+            f"no service {stack_name} runs yet, so there is no image tag to keep: "
+            "on first creation give one, e.g. make infra TAG=v1.0.0-ecr-ecs-fargate ALLOWED_IP=..."
+        )
+    if tag is not None and running is not None and tag != running:
+        out(f"note: {running} runs now; TAG={tag} replaces it (deploybot will not know of this).")
+    chosen = tag if tag is not None else running
+    assert chosen is not None
+    if tag is None:
+        out(f"keeping the image that runs now: ImageTag={chosen}")
+    return {**(extra or {}), "ImageTag": chosen}
+
+
+def environment_stack(base: str, env: str | None, out: Out = _print) -> tuple[str, dict[str, str]]:
+    """The stack of environment ``env`` of ``base``'s service, and the parameters that make it
+    one: ``base-env``, running images of ``base``'s repository. No env (or production): base."""
+    if not env:
+        return base, {}
+    if env == PRIMARY_ENV:
+        out(f"ENV={env} is the first stack, {base}")
+        return base, {}
+    if not ENV_NAME.fullmatch(env):
+        raise StackRefused(
+            f"ENV={env!r} is not an environment name: lowercase letters, digits and -, "
+            "a letter first, 20 at most (e.g. ENV=staging)"
+        )
+    return f"{base}-{env}", {"RepositoryName": base}
+
+
+def missing_exports(cfn: Any, service_stacks: Sequence[str], host: str) -> list[str]:
+    """The exports bot.yml imports that no stack provides yet, e.g. ``x-staging-TaskRoleArn``."""
+    exported: set[str] = set()
+    paginator = cfn.get_paginator("list_exports")
+    for page in paginator.paginate():
+        exported.update(e["Name"] for e in page.get("Exports", []))
+    wanted = [f"{host}-{name}" for name in HOST_IMPORTS]
+    wanted += [f"{stack}-{name}" for stack in service_stacks for name in DEPLOY_IMPORTS]
+    return [name for name in dict.fromkeys(wanted) if name not in exported]
+
+
+def deploy_stack_names(
+    cfn: Any, bot_stack: str, service_stack: str, given: Mapping[str, str]
+) -> list[str]:
+    """The service stacks the bot's role will cover: given, else the stack's previous value,
+    else (first creation, or a stack from before the parameter) the one it runs beside."""
+    if "DeployStackNames" in given:
+        return [s.strip() for s in given["DeployStackNames"].split(",") if s.strip()]
+    existing = _stack(cfn, bot_stack) or {}
+    for parameter in existing.get("Parameters", []):
+        if parameter["ParameterKey"] == "DeployStackNames":
+            return [s.strip() for s in parameter["ParameterValue"].split(",") if s.strip()]
+    return [service_stack]
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
@@ -301,7 +365,8 @@ def deploy_stack(
             ChangeSetType=kind,
             TemplateBody=template_body,
             Parameters=cfn_parameters,
-            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+            # AUTO_EXPAND: bot.yml uses the AWS::LanguageExtensions transform (Fn::ForEach).
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
     except ClientError as exc:
         message = exc.response["Error"].get("Message", str(exc))
@@ -400,6 +465,9 @@ def _parser() -> argparse.ArgumentParser:
 
     service = commands.add_parser("service", help="create or update the service's stack")
     service.add_argument("--stack", default=default_stack)
+    service.add_argument(
+        "--env", default="", help="another environment, e.g. staging: stack STACK-staging"
+    )
     service.add_argument("--template", type=Path, default=SERVICE_TEMPLATE)
     service.add_argument("--tag", help="ImageTag; default: the tag that runs now")
     service.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
@@ -410,6 +478,12 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--template", type=Path, default=BOT_TEMPLATE)
     bot.add_argument("--tag", help="the bot's ImageTag; default: the previous value")
     bot.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
+
+    ci = commands.add_parser("ci", help="create or update CI's role (GitHub OIDC, ECR push)")
+    ci.add_argument("--service-stack", default=default_stack)
+    ci.add_argument("--stack", help="default: SERVICE_STACK-ci")
+    ci.add_argument("--template", type=Path, default=CI_TEMPLATE)
+    ci.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
 
     secret = commands.add_parser("slack-secret", help="put SLACK_* from the environment")
     secret.add_argument("--service-stack", default=default_stack)
@@ -426,12 +500,12 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
     cfn = session.client("cloudformation")
     try:
         if args.command == "service":
-            given = parse_assignments(args.parameters)
-            with deploy_lock(args.stack, args.region, out):
-                ecs = session.client("ecs")
-                params = service_parameters(ecs, args.stack, args.tag, given, out)
+            stack, env_params = environment_stack(args.stack, args.env, out)
+            given = {**env_params, **parse_assignments(args.parameters)}
+            with deploy_lock(args.stack, stack, args.region, out):
+                params = service_parameters(session.client("ecs"), stack, args.tag, given, out)
                 template = args.template.read_text()
-                deploy_stack(cfn, args.stack, template, params, out=out, delay=delay)
+                deploy_stack(cfn, stack, template, params, out=out, delay=delay)
         elif args.command == "bot":
             given = parse_assignments(args.parameters)
             stack = args.stack or f"{args.service_stack}-bot"
@@ -440,6 +514,26 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
                 given["ImageTag"] = args.tag
             elif _stack(cfn, stack) is None:
                 raise StackRefused("first creation of the bot's stack: give the bot's image TAG=")
+            deploys = deploy_stack_names(cfn, stack, args.service_stack, given)
+            if not deploys:
+                raise StackRefused("DeployStackNames is empty: name the service stacks to deploy")
+            given["DeployStackNames"] = ",".join(deploys)
+            missing = missing_exports(cfn, deploys, args.service_stack)
+            if missing:
+                raise StackRefused(
+                    f"no stack exports {', '.join(missing)} yet: create the service stacks "
+                    "first (make infra, make infra ENV=staging)"
+                )
+            deploy_stack(cfn, stack, args.template.read_text(), given, out=out, delay=delay)
+        elif args.command == "ci":
+            given = parse_assignments(args.parameters)
+            stack = args.stack or f"{args.service_stack}-ci"
+            given["ServiceStackName"] = args.service_stack
+            if "GitHubRepository" not in given and _stack(cfn, stack) is None:
+                raise StackRefused(
+                    "first creation of CI's stack: name the repository whose tags may push, "
+                    'e.g. make ci-infra PARAMS="GitHubRepository=octo-org/deploybot"'
+                )
             deploy_stack(cfn, stack, args.template.read_text(), given, out=out, delay=delay)
         elif args.command == "slack-secret":
             secrets = session.client("secretsmanager")

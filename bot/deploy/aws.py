@@ -15,20 +15,78 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
+    ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.retries import quota, standard
+from botocore.retries.base import BaseRetryableChecker
 
 from bot.deploy.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
 
 RETRY_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 10},
-    connect_timeout=5,
-    read_timeout=20,
+    connect_timeout=3,
+    # ECS, ECR and DynamoDB answer in well under a second; an endpoint that accepts and then
+    # says nothing must not keep a person waiting (see CONNECTION_ATTEMPTS).
+    read_timeout=5,
     user_agent_extra="deploybot",
 )
+# Throttling is AWS asking us to slow down: adaptive mode's 10 attempts with backoff are right.
+# A refused or reset connection, or a connect timeout, is not: 10 tries with exponential
+# backoff (up to 20 s each, botocore's ExponentialBackoff) kept `deploybot status` waiting
+# minutes before saying AWS is unreachable. Those get two tries (at worst 3 + 1 + 3 s). A read
+# timeout gets one: the server took the request and said nothing for 5 s, and trying again
+# doubles the wait (and repeats a write whose answer was lost). botocore's standard conditions
+# count all of them transient (TransientRetryableChecker: ConnectionError, HTTPClientError):
+# https://docs.aws.amazon.com/boto3/latest/guide/retries.html (standard mode: transient errors,
+# backoff capped at 20 s).
+CONNECTION_ATTEMPTS = 2
+
+
+class _BriefOnConnectionErrors(BaseRetryableChecker):
+    """botocore's standard retry conditions, but connection errors stop after ``attempts``."""
+
+    def __init__(self, max_attempts: int, attempts: int) -> None:
+        self._standard = standard.StandardRetryConditions(max_attempts=max_attempts)
+        self._attempts = attempts
+
+    def is_retryable(self, context: standard.RetryContext) -> bool:
+        failed = context.caught_exception
+        if isinstance(failed, ReadTimeoutError):
+            return False
+        if (
+            isinstance(failed, (BotoConnectionError, HTTPClientError))
+            and context.attempt_number >= self._attempts
+        ):
+            return False
+        return bool(self._standard.is_retryable(context))
+
+
+def brief_connection_retries(client: Any, attempts: int = CONNECTION_ATTEMPTS) -> None:
+    """Swap the standard retry handler botocore registered for ``client`` (adaptive mode keeps
+    its rate limiter, a separate handler) for one that gives up early on connection errors."""
+    service = client.meta.service_model.service_id.hyphenize()
+    events = client.meta.events
+    max_attempts = client.meta.config.retries.get("total_max_attempts", 10)
+    # The unique id botocore.retries.standard.register_retry_handler uses.
+    events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
+    quota_checker = standard.RetryQuotaChecker(quota.RetryQuota())
+    events.register(f"after-call.{service}", quota_checker.release_retry_quota)
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=_BriefOnConnectionErrors(max_attempts, attempts),
+            retry_backoff=standard.ExponentialBackoff(),
+        ),
+        retry_event_adapter=standard.RetryEventAdapter(),
+        retry_quota=quota_checker,
+    )
+    events.register(
+        f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}"
+    )
 
 
 # Called with ("ecs", "DescribeServices")-style pairs before every AWS call any AwsClient makes:
@@ -57,8 +115,12 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
         ) from exc
     except NoRegionError as exc:
         raise NotConfigured("No AWS region set. Set AWS_REGION.") from exc
-    except EndpointConnectionError as exc:
-        raise AwsTrouble(f"Could not reach AWS while {doing}: {exc}", changed) from exc
+    except (BotoConnectionError, HTTPClientError) as exc:  # refused, reset, timed out
+        raise AwsTrouble(
+            f"Could not reach AWS while {doing}: {exc}. "
+            "Check the network, AWS_ENDPOINT_URL and AWS_REGION.",
+            changed,
+        ) from exc
     except ClientError as exc:
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
@@ -93,6 +155,8 @@ class AwsClient:
         self.ecs = self.session.client("ecs", **kwargs)
         self.ecr = self.session.client("ecr", **kwargs)
         self.dynamodb = self.session.client("dynamodb", **kwargs)
+        for client in (self.ecs, self.ecr, self.dynamodb):
+            brief_connection_retries(client)
         self.cluster = settings.ecs_cluster
         self.service = settings.ecs_service
         self.repository = settings.ecr_repository

@@ -34,6 +34,27 @@ from bot.deploy.rollout import (
 
 log = logging.getLogger("deploybot.poller")
 
+# How long the follower may go without finishing a pass before it counts as stuck: well past one
+# pass's worst case (each AWS call may take botocore's 10 attempts of up to 5 s to connect and
+# 20 s to read, bot/deploy/aws.py), so slow AWS is never mistaken for a dead follower.
+STUCK_AFTER_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class FollowerHealth:
+    """Whether the poller that follows rollouts to their outcome is alive: for /healthz."""
+
+    following: int  # deployments tracked now
+    alive: bool  # its thread runs (or nothing needs one)
+    seconds_since_pass: float | None  # since its last pass began or ended; None: not running
+    stuck_after: float
+
+    @property
+    def ok(self) -> bool:
+        if not self.following:
+            return True
+        return self.alive and (self.seconds_since_pass or 0.0) <= self.stuck_after
+
 
 class Watch:
     """A watcher's view of one deployment: iterate (threads) or async-iterate (asyncio)."""
@@ -148,6 +169,7 @@ class ServicePoller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat: float | None = None  # clock.monotonic() at the last pass's start or end
 
     def follow(
         self,
@@ -246,8 +268,19 @@ class ServicePoller:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
+        """Alive unless deployments are tracked and its thread died or hangs in a pass."""
+        with self._lock:
+            following = len(self._tracked)
+            thread = self._thread
+        beat = self._beat
+        since = None if beat is None else max(0.0, self.clock.monotonic() - beat)
+        alive = thread is not None and thread.is_alive()
+        return FollowerHealth(following, alive or not following, since, stuck_after)
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._beat = self.clock.monotonic()
             with self._lock:
                 if not self._tracked:
                     self._thread = None
@@ -256,6 +289,7 @@ class ServicePoller:
                 self.poll_once()
             except Exception:  # the poller must outlive any one bad poll
                 log.exception("poll failed; trying again next interval")
+            self._beat = self.clock.monotonic()
             self._wake.clear()
             self._wake.wait(self.poll_seconds)
 

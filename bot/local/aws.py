@@ -135,6 +135,23 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._holds: list[tuple[str, str | None, threading.Event]] = []
+
+    def hold(self, service: str, operation: str | None = None) -> threading.Event:
+        """Leave ``service``'s ``operation`` requests unanswered (AWS gone quiet) until the
+        returned event is set; each is then answered as usual. At most 60 s a request."""
+        released = threading.Event()
+        with self._lock:
+            self._holds.append((service, operation, released))
+        return released
+
+    def held(self, service: str, operation: str) -> threading.Event | None:
+        with self._lock:
+            self._holds = [h for h in self._holds if not h[2].is_set()]
+            for held_service, held_operation, released in self._holds:
+                if held_service == service and held_operation in (None, operation):
+                    return released
+        return None
 
     def throttle(
         self,
@@ -170,6 +187,9 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            for _, _, released in self._holds:
+                released.set()
+            self._holds.clear()
 
 
 def _operation(environ: dict[str, Any]) -> tuple[str, str] | None:
@@ -243,6 +263,9 @@ class _Recorder:
         )
         if fault is not None:
             return _throttle_response(environ, start_response)
+        held = self._faults.held(service, operation)
+        if held is not None:
+            held.wait(60)
         return self._app(environ, start_response)
 
 

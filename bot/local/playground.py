@@ -34,6 +34,7 @@ from bot.local.stack import DEFAULT_RELEASES, Release, StackInfo, create_stack, 
 from bot.settings import Settings, load_settings
 from bot.slack import messages
 from bot.slack.app import web_client
+from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.
@@ -56,7 +57,6 @@ BROKEN_VERSION = "v4.5.0"
 STEP_SECONDS = 3.0
 HEALTHY_ROLLOUT_STEPS = 6
 STEP_ENV = "DEPLOYBOT_DEMO_STEP_SECONDS"  # tests speed the simulator up with it
-COMMANDS = ("/deploy", "/redeploy", "/status")
 LONG_POLL_SECONDS = 25.0
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
@@ -219,12 +219,15 @@ def _settings(server: MotoServer, emulator: SlackEmulator, step: float) -> Setti
         slack_channel=CHANNEL,
         deploy_allowed_users=frozenset({DEMO_USER}),
         deploy_allowed_channels=frozenset({CHANNEL}),
+        slack_deploy_command=DEFAULT_COMMANDS.deploy,
+        slack_redeploy_command=DEFAULT_COMMANDS.redeploy,
+        slack_status_command=DEFAULT_COMMANDS.status,
     )
 
 
 def _record_first_release(settings: Settings, tag: str) -> None:
     """Deploy what runs through the engine once, as ``make deploy`` did before the bot came:
-    the history then has a last good image for Rollback and ``/status``."""
+    the history then has a last good image for Rollback and the status command."""
     engine = Engine(settings.model_copy(update={"rollout_poll_seconds": 0.05}))
     try:
         record = engine.deploy(tag, Requester(who="ops", source="cli"), "the first release")
@@ -277,7 +280,9 @@ async def _serve(pg: Playground, page_socket: socket.socket, host: str, port: in
         await asyncio.wait({page_ready, page_task}, return_when=asyncio.FIRST_COMPLETED)
         if page_task.done():
             return 1
-        _print_howto(host, port, bot_socket.getsockname()[1], pg.step_seconds)
+        _print_howto(
+            host, port, bot_socket.getsockname()[1], pg.step_seconds, pg.settings.slack_commands
+        )
         await asyncio.wait({stopped, bot_task, page_task}, return_when=asyncio.FIRST_COMPLETED)
         return 0
     finally:
@@ -295,16 +300,17 @@ async def _socket_connected(emulator: SlackEmulator) -> None:
         version = await emulator.changed(version, 1.0)
 
 
-def _print_howto(host: str, port: int, bot_port: int, step: float) -> None:
+def _print_howto(host: str, port: int, bot_port: int, step: float, commands: CommandNames) -> None:
     rollout = max(1, round(HEALTHY_ROLLOUT_STEPS * step))
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):
         shown = "127.0.0.1"
     print(
         f"\nThe playground is up: http://{shown}:{port}\n"
-        f"  Type /deploy v4.4.0-ecr-ecs-fargate and watch the rollout (about {rollout} s).\n"
-        f"  /deploy {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls it back;"
-        " then click Rollback on the message of what runs.\n"
+        f"  Type {commands.deploy} v4.4.0-ecr-ecs-fargate and watch the rollout "
+        f"(about {rollout} s); {commands.status} shows what runs.\n"
+        f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls "
+        "it back; then click Rollback on the message of what runs.\n"
         "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
         "Ctrl-C stops.\n"
         f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",
@@ -336,8 +342,16 @@ class PushIn(BaseModel, frozen=True):
     broken: bool = False
 
 
-def _page_html() -> str:
-    return resources.files("bot.local").joinpath("playground.html").read_text(encoding="utf-8")
+def _page_html(commands: CommandNames) -> str:
+    """The page, naming the commands as the bot's settings do."""
+    html = resources.files("bot.local").joinpath("playground.html").read_text(encoding="utf-8")
+    for marker, name in (
+        ("{{DEPLOY}}", commands.deploy),
+        ("{{REDEPLOY}}", commands.redeploy),
+        ("{{STATUS}}", commands.status),
+    ):
+        html = html.replace(marker, name)
+    return html
 
 
 def _message_view(m: Message) -> dict[str, Any]:
@@ -397,7 +411,8 @@ def create_page_app(
         yield
 
     app = FastAPI(title="deploybot playground", docs_url=None, redoc_url=None, lifespan=lifespan)
-    html = _page_html()
+    commands = pg.settings.slack_commands
+    html = _page_html(commands)
     push_lock = asyncio.Lock()
     stopping = stop or asyncio.Event()
 
@@ -420,14 +435,16 @@ def create_page_app(
     async def command(body: CommandIn) -> dict[str, Any]:
         text = body.text.strip()
         if not text:
-            raise HTTPException(400, "Type a command, like /deploy v4.4.0-ecr-ecs-fargate.")
+            raise HTTPException(
+                400, f"Type a command, like {commands.deploy} v4.4.0-ecr-ecs-fargate."
+            )
         if not text.startswith("/"):
             pg.emulator.say(text, user=DEMO_USER, channel=CHANNEL)
             return {"ok": True}
         name, _, rest = text.partition(" ")
-        if name not in COMMANDS:
+        if name not in commands.all():
             raise HTTPException(
-                400, f"{name} is not a command deploybot knows. Try {', '.join(COMMANDS)}."
+                400, f"{name} is not a command deploybot knows. Try {', '.join(commands.all())}."
             )
         delivery = await pg.emulator.aslash_command(
             name, rest.strip(), user=DEMO_USER, channel=CHANNEL

@@ -560,6 +560,18 @@ class RolloutSimulator:
             return "slow"
         return "healthy"
 
+    def post_event(self, message: str) -> None:
+        """Add a service event worded exactly as given to every simulated service: ECS quotes
+        names people chose (containers, target groups) in its events, so tests need any text."""
+        with _LOCK:
+            backend = ecs_backends[self.account_id][self.region]
+            now = self._now()
+            for service in backend.services.values():
+                sim = _sim(service)
+                if sim is not None:
+                    _event(sim, message, now)
+                    _render(service, sim)
+
     # -- running ------------------------------------------------------------------------------
 
     def start(self) -> RolloutSimulator:

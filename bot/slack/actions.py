@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from bot import mrkdwn
 from bot.deploy.ledger import Requester
 from bot.slack import messages
 from bot.slack.app import BotContext, log
@@ -55,7 +56,9 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     if not ephemeral:
         # One click deploys; the notice says so at once and loses its button.
         if notice in ctx.claimed:
-            return await _refuse(respond, f"Someone already clicked Deploy on this {tag} notice.")
+            return await _refuse(
+                respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
+            )
         ctx.claimed.add(notice)
     try:
         record = await ctx.launch(
@@ -72,7 +75,7 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             await ctx.client.chat_update(
                 channel=channel,
                 ts=ts,
-                text=f"{requester.name} is deploying {tag}",
+                text=f"{mrkdwn.escape(requester.name)} is deploying {mrkdwn.escape(tag)}",
                 blocks=messages.image_claimed(tag, requester.who, body.get("message", {})),
             )
         except SlackApiError as exc:

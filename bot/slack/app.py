@@ -17,6 +17,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import mrkdwn
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
@@ -106,7 +107,7 @@ class BotContext:
 
     async def read(self, key: str, fetch: Callable[[], Any]) -> Any:
         """Run the engine read ``fetch`` in a thread, shared by every caller asking for
-        ``key`` while it runs: fifty people typing /status at once cost one status read."""
+        ``key`` while it runs: fifty people asking for the status at once cost one status read."""
         pending = self._reads.get(key)
         if pending is None:
             pending = asyncio.ensure_future(asyncio.to_thread(fetch))
@@ -128,7 +129,8 @@ class BotContext:
             await job
         except DeployError as exc:
             log.info("%s refused: %s", what, exc.message, extra=extra)
-            await _safe_reply(reply, exc.message)
+            # The engine's words quote what people typed (tags, names): text, not mrkdwn.
+            await _safe_reply(reply, mrkdwn.escape(exc.message))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,4 +1,5 @@
-"""Slash commands: /deploy, /redeploy, /status. Each acks at once; the work runs in a task."""
+"""Slash commands: /deploy, /redeploy, /deploy-status (SLACK_*_COMMAND). Each acks at once;
+the work runs in a task. `/deploy status` answers as the status command does."""
 
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ from bot.slack.app import BotContext
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
-    @app.command("/deploy")
+    names = ctx.settings.slack_commands  # the names the manifest declares
+
+    @app.command(names.deploy)
     async def deploy_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(deploy(ctx, command, respond), respond, "/deploy", requester(command))
+        ctx.run(deploy(ctx, command, respond), respond, names.deploy, requester(command))
 
-    @app.command("/redeploy")
+    @app.command(names.redeploy)
     async def redeploy_command(
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()
-        ctx.run(redeploy(ctx, command, respond), respond, "/redeploy", requester(command))
+        ctx.run(redeploy(ctx, command, respond), respond, names.redeploy, requester(command))
 
-    @app.command("/status")
+    @app.command(names.status)
     async def status_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(status(ctx, command, respond), respond, "/status", requester(command))
+        ctx.run(status(ctx, command, respond), respond, names.status, requester(command))
 
 
 def requester(command: dict[str, Any], source: str = "slack") -> Requester:
@@ -59,7 +62,7 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
             await status(ctx, command, respond)
             return
         images = await ctx.read("recent_images", lambda: ctx.engine.recent_images(5))
-        msg = messages.help_message(images, ctx.engine.service_name)
+        msg = messages.help_message(images, ctx.engine.service_name, ctx.settings.slack_commands)
         await respond(response_type="ephemeral", **msg.as_kwargs())
         return
     decision = ctx.access.may_deploy(user, channel)

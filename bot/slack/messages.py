@@ -22,6 +22,9 @@ from slack_sdk.models.blocks import (
 from bot.deploy.engine import ImageInfo, Plan, Status
 from bot.deploy.ledger import DeploymentRecord, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.mrkdwn import escape as esc
+from bot.mrkdwn import is_user_id, link, mention
+from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 
 DEPLOY_ACTION = "deploy_tag"
 ROLLBACK_ACTION = "rollback"
@@ -39,10 +42,10 @@ class Message:
 
 
 def who(record_or_source: DeploymentRecord) -> str:
-    """A Slack mention for Slack users, the plain name for the CLI."""
-    if record_or_source.source in ("slack", "ci-button") and record_or_source.who.startswith("U"):
-        return f"<@{record_or_source.who}>"
-    return record_or_source.who_display or record_or_source.who
+    """A Slack mention for Slack users, the plain name (as text) for the CLI."""
+    if record_or_source.source in ("slack", "ci-button") and is_user_id(record_or_source.who):
+        return mention(record_or_source.who)
+    return esc(record_or_source.who_display or record_or_source.who)
 
 
 def progress_bar(running: int, desired: int, width: int = 10) -> str:
@@ -58,7 +61,7 @@ def _duration(seconds: float) -> str:
 def deploy_confirm(tag: str, service: str) -> ConfirmObject:
     return ConfirmObject(
         title="Deploy?",
-        text=MarkdownTextObject(text=f"Deploy *{tag}* to *{service}*?"),
+        text=MarkdownTextObject(text=f"Deploy *{esc(tag)}* to *{esc(service)}*?"),
         confirm="Deploy",
         deny="Cancel",
     )
@@ -76,9 +79,7 @@ def deploy_button(tag: str, service: str) -> ButtonElement:
 
 def rollback_button(record: DeploymentRecord) -> ButtonElement:
     """Rollback of this one deployment: back to the image that ran before it, by digest."""
-    before = f"`{record.previous_tag}`"
-    if record.previous_digest:
-        before += f" ({short_digest(record.previous_digest)})"
+    before = _tag_text(record.previous_tag, record.previous_digest)
     return ButtonElement(
         text=PlainTextObject(text="Rollback"),
         action_id=ROLLBACK_ACTION,
@@ -87,8 +88,8 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
         confirm=ConfirmObject(
             title="Roll back?",
             text=MarkdownTextObject(
-                text=f"Roll *{record.service}* back from `{record.tag}` to {before}, the "
-                "image that ran before this deployment? Refused if this deployment no "
+                text=f"Roll *{esc(record.service)}* back from `{esc(record.tag)}` to {before}, "
+                "the image that ran before this deployment? Refused if this deployment no "
                 "longer runs."
             ),
             confirm="Roll back",
@@ -108,7 +109,7 @@ def offers_rollback(record: DeploymentRecord, snap: Snapshot | None) -> bool:
 
 
 def _tag_text(tag: str, digest: str) -> str:
-    return f"`{tag}`" + (f" ({short_digest(digest)})" if digest else "")
+    return f"`{esc(tag)}`" + (f" ({esc(short_digest(digest))})" if digest else "")
 
 
 def starting(plan: Plan) -> Message:
@@ -116,44 +117,45 @@ def starting(plan: Plan) -> Message:
     verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
     title = f"🚀 {verb.get(plan.kind, 'Deploying')} {plan.tag}"
     by = plan.requester
-    mention = (
-        f"<@{by.who}>"
-        if by.source in ("slack", "ci-button") and by.who.startswith("U")
-        else by.name
-    )
+    slack_user = by.source in ("slack", "ci-button") and is_user_id(by.who)
+    named = mention(by.who) if slack_user else esc(by.name)
+    was = _tag_text(plan.current.tag, plan.current.digest)
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=title[:150])),
         SectionBlock(
             fields=[
-                MarkdownTextObject(text=f"*Service*\n{plan.service}"),
-                MarkdownTextObject(text=f"*By*\n{mention} ({by.source})"),
+                MarkdownTextObject(text=f"*Service*\n{esc(plan.service)}"),
+                MarkdownTextObject(text=f"*By*\n{named} ({esc(by.source)})"),
                 MarkdownTextObject(text=f"*Tag*\n{_tag_text(plan.tag, plan.digest)}"),
-                MarkdownTextObject(
-                    text=f"*Revision*\nnew (was {_tag_text(plan.current.tag, plan.current.digest)})"
-                ),
+                MarkdownTextObject(text=f"*Revision*\nnew (was {was})"),
             ]
         ),
         SectionBlock(text=MarkdownTextObject(text="*Rollout:* STARTING — taking the lock")),
     ]
     if plan.reason:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{plan.reason}_")]))
-    return Message(text=f"{title} to {plan.service}: STARTING", blocks=tuple(blocks))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(plan.reason)}_")]))
+    return Message(
+        text=f"{esc(title)} to {esc(plan.service)}: STARTING", blocks=tuple(blocks)
+    )
 
 
 def refused_after_post(plan: Plan, reason: str) -> Message:
     """The starting message of a deployment refused before any change (the lock was taken
     between the check and the start)."""
     title = f"🚫 {plan.tag} was not deployed"
-    body = f"*Refused before any change:* {reason}"
+    body = f"*Refused before any change:* {esc(reason)}"
     blocks: tuple[Block, ...] = (
         HeaderBlock(text=PlainTextObject(text=title[:150])),
         SectionBlock(text=MarkdownTextObject(text=body[:3000])),
     )
-    return Message(text=f"{title}: {reason}", blocks=blocks)
+    return Message(text=f"{esc(title)}: {esc(reason)}", blocks=blocks)
 
 
-def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
-    """The one live message of a deployment, from start to its final state."""
+def progress(
+    record: DeploymentRecord, snap: Snapshot | None, commands: CommandNames = DEFAULT_COMMANDS
+) -> Message:
+    """The one live message of a deployment, from start to its final state; ``commands``:
+    the slash commands' names it may point to."""
     verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
@@ -171,11 +173,11 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
     fields = [
-        MarkdownTextObject(text=f"*Service*\n{record.service}"),
-        MarkdownTextObject(text=f"*By*\n{who(record)} ({record.source})"),
+        MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
+        MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
         MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest)}"),
         MarkdownTextObject(
-            text=f"*Revision*\n{revision_of(record.task_definition)} "
+            text=f"*Revision*\n{esc(revision_of(record.task_definition))} "
             f"(was {_tag_text(record.previous_tag, record.previous_digest)})"
         ),
     ]
@@ -186,23 +188,28 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
             text=MarkdownTextObject(
                 text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
                 f"{f', {pending} pending' if pending else ''}"
-                f"{f', {snap.failed} failed' if snap and snap.failed else ''}\n*Rollout:* {state}"
-                + (f" — {snap.rollout_reason}" if snap and snap.rollout_reason else "")
+                f"{f', {snap.failed} failed' if snap and snap.failed else ''}"
+                f"\n*Rollout:* {esc(state)}"
+                + (f" — {esc(snap.rollout_reason)}" if snap and snap.rollout_reason else "")
             )
         ),
     ]
     if snap and outcome is not None:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap))))
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
+        )
     if snap and snap.note:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"⚠️ {snap.note}"[:3000])]))
+        note = f"⚠️ {esc(snap.note)}"[:3000]
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
     elapsed = _duration(snap.elapsed) if snap else "0 s"
     if record.reason:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{record.reason}_")]))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(record.reason)}_")]))
     blocks.append(
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f"{record.kind} `{record.id}` · ECS `{record.ecs_deployment_id or '?'}` "
+                    text=f"{esc(record.kind)} `{esc(record.id)}` · "
+                    f"ECS `{esc(record.ecs_deployment_id or '?')}` "
                     f"· {'took' if outcome else 'elapsed'} {elapsed}"
                 )
             ]
@@ -210,50 +217,54 @@ def progress(record: DeploymentRecord, snap: Snapshot | None) -> Message:
     )
     if offers_rollback(record, snap):
         blocks.append(ActionsBlock(elements=[rollback_button(record)]))
-    text = f"{title} to {record.service}: {running}/{desired} running, {state}"
+    # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
+    text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{title}: {_outcome_text(record, snap)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
-def _outcome_text(record: DeploymentRecord, snap: Snapshot) -> str:
+def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
     took = _duration(snap.elapsed)
-    why = snap.outcome_reason.rstrip(".")
+    why = esc(snap.outcome_reason.rstrip("."))
+    tag = esc(record.tag)
     if snap.outcome == Outcome.COMPLETED:
-        return f"*Completed in {took}.* `{record.tag}` runs on {snap.running}/{snap.desired} tasks."
+        return f"*Completed in {took}.* `{tag}` runs on {snap.running}/{snap.desired} tasks."
     if snap.outcome == Outcome.ROLLED_BACK:
-        back = snap.rollback_tag or revision_of(snap.rollback_task_definition)
+        back = esc(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         return (
             f"*Failed after {took}:* {why}.\nECS's circuit breaker rolled the service back "
-            f"to `{back}` (deployment `{snap.rollback_deployment}`); "
-            f"`{record.tag}` is *not* running."
+            f"to `{back}` (deployment `{esc(snap.rollback_deployment)}`); "
+            f"`{tag}` is *not* running."
         )
     if snap.outcome == Outcome.FAILED:
         return f"*Failed after {took}:* {why}."
     if snap.outcome == Outcome.NOT_STARTED:
         return f"*Nothing changed:* {why}."
     if snap.outcome == Outcome.UNKNOWN:
+        lost = esc(snap.outcome_reason.rstrip(".").removeprefix("lost sight of the rollout: "))
         return (
-            f"*Lost sight of the rollout after {took}:* "
-            f"{why.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling out; "
-            "`/deploy status` shows how it goes, and this message shows the outcome once AWS "
-            "answers again."
+            f"*Lost sight of the rollout after {took}:* {lost}. ECS may still be rolling out; "
+            f"`{commands.status}` shows how it goes, and this message shows the outcome once "
+            "AWS answers again."
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        "ECS carries on and the lock is released; `/deploy status` shows how it goes, and this "
-        "message shows the outcome once ECS is done."
+        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
+        "and this message shows the outcome once ECS is done."
     )
 
 
 def thread_reply(snap: Snapshot) -> str | None:
     """New ECS events and stopped tasks' reasons, one reply for one snapshot."""
-    lines = [f"• {e.message}" for e in snap.new_events]
-    lines += [f"• ⚠️ {t.describe()}" for t in snap.stopped_tasks]
+    lines = [f"• {esc(e.message)}" for e in snap.new_events]
+    lines += [f"• ⚠️ {esc(t.describe())}" for t in snap.stopped_tasks]
     return "\n".join(lines) if lines else None
 
 
 def refusal(message: str) -> Message:
+    """An ephemeral refusal. ``message`` is mrkdwn as it stands (access.py links channels with
+    ``<#C…>``): text from the engine or from people goes through ``mrkdwn.escape`` first."""
     return Message(text=message, blocks=(SectionBlock(text=MarkdownTextObject(text=message)),))
 
 
@@ -264,7 +275,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
         outcome = r.outcome.label if r.outcome else "in progress"
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {r.kind} "
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {esc(r.kind)} "
             f"by {who(r)}: *{outcome}*{took}"
         )
     return out
@@ -272,25 +283,23 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
 
 def status(st: Status) -> Message:
     rollout = (
-        f"{st.rollout.rollout_state or 'IN_PROGRESS'} {st.rollout.running}/{st.rollout.desired} "
-        f"(`{st.rollout.id}`)"
+        f"{esc(st.rollout.rollout_state or 'IN_PROGRESS')} "
+        f"{st.rollout.running}/{st.rollout.desired} (`{esc(st.rollout.id)}`)"
         if st.rollout
         else "none in progress"
     )
-    lock = st.lock.describe() if st.lock else "free"
+    lock = esc(st.lock.describe()) if st.lock else "free"  # the holder's name as typed
     by = st.deployed_by
-    put_there = (
-        f"\nby {who(by)}, {by.kind} `{by.id}`"
-        if by is not None
-        else "\nput there outside deploybot"
-    )
-    digest = f"{st.short_digest}, " if st.digest else ""
+    put_there = "\nput there outside deploybot"
+    if by is not None:
+        put_there = f"\nby {who(by)}, {esc(by.kind)} `{esc(by.id)}`"
+    digest = f"{esc(st.short_digest)}, " if st.digest else ""
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
         SectionBlock(
             fields=[
                 MarkdownTextObject(
-                    text=f"*Running*\n`{st.tag}` ({digest}{st.revision}){put_there}"
+                    text=f"*Running*\n`{esc(st.tag)}` ({digest}{esc(st.revision)}){put_there}"
                 ),
                 MarkdownTextObject(
                     text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
@@ -310,7 +319,10 @@ def status(st: Status) -> Message:
                 )
             ),
         ]
-    text = f"{st.service} runs {st.tag}: {st.running}/{st.desired} running; rollout {rollout}"
+    text = (
+        f"{esc(st.service)} runs {esc(st.tag)}: {st.running}/{st.desired} running; "
+        f"rollout {rollout}"
+    )
     return Message(text=text, blocks=tuple(blocks))
 
 
@@ -321,12 +333,15 @@ def history(records: Sequence[DeploymentRecord]) -> Message:
     return Message(text=body, blocks=(SectionBlock(text=MarkdownTextObject(text=body[:3000])),))
 
 
-def help_message(images: Sequence[ImageInfo], service: str) -> Message:
+def help_message(
+    images: Sequence[ImageInfo], service: str, commands: CommandNames = DEFAULT_COMMANDS
+) -> Message:
+    deploy = commands.deploy
     usage = (
-        "*Usage*\n`/deploy TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
-        "`sha-abc1234`)\n`/deploy rollback` goes back to the last good image\n"
-        "`/deploy history` lists recent deployments\n`/redeploy` restarts what runs\n"
-        "`/status` shows what runs"
+        f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+        f"`sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
+        f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what runs\n"
+        f"`{commands.status}` (or `{deploy} status`) shows what runs"
     )
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:
@@ -336,7 +351,7 @@ def help_message(images: Sequence[ImageInfo], service: str) -> Message:
             pushed = f" · pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
             blocks.append(
                 SectionBlock(
-                    text=MarkdownTextObject(text=f"`{image.tags[0]}`{pushed}"),
+                    text=MarkdownTextObject(text=f"`{esc(image.tags[0])}`{pushed}"),
                     accessory=deploy_button(image.tags[0], service),
                 )
             )
@@ -346,23 +361,28 @@ def help_message(images: Sequence[ImageInfo], service: str) -> Message:
 
 
 def image_pushed(tag: str, sha: str | None, run_url: str | None, service: str) -> Message:
-    details = [f"*Tag*\n`{tag}`"]
+    # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
+    details = [f"*Tag*\n`{esc(tag)}`"]
     if sha:
-        details.append(f"*Commit*\n`{sha[:12]}`")
+        details.append(f"*Commit*\n`{esc(sha[:12])}`")
     if run_url:
-        details.append(f"*CI run*\n<{run_url}|open the run>")
+        details.append(f"*CI run*\n{link(run_url, 'open the run')}")
     blocks: tuple[Block, ...] = (
-        SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{tag}*")),
+        SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{esc(tag)}*")),
         SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
         ActionsBlock(block_id="image_pushed", elements=[deploy_button(tag, service)]),
     )
-    return Message(text=f"A new image is in ECR: {tag}", blocks=blocks)
+    return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=blocks)
 
 
 def image_claimed(tag: str, user: str, original: dict[str, Any]) -> list[dict[str, Any]]:
     """The CI notice once someone clicked Deploy: same content, the button replaced."""
     kept = [b for b in original.get("blocks", []) if b.get("type") != "actions"]
     note = ContextBlock(
-        elements=[MarkdownTextObject(text=f"🚀 <@{user}> is deploying `{tag}` (from this notice).")]
+        elements=[
+            MarkdownTextObject(
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}` (from this notice)."
+            )
+        ]
     )
     return [*kept, note.to_dict()]

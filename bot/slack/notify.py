@@ -14,7 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.logs import redact
-from bot.settings import load_settings
+from bot.settings import describe_errors, load_settings
 from bot.slack import messages
 
 _HINTS = {
@@ -35,7 +35,7 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:
-        print(f"deploybot: bad configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
         return 2
     token = settings.secret("slack_bot_token")
     if not token or not settings.slack_channel:

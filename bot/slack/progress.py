@@ -98,6 +98,10 @@ class ProgressMessage:
     def ref(self) -> str:
         return message_ref(self.channel, self.ts)
 
+    def _render(self, snap: Snapshot | None) -> Message:
+        assert self.record is not None
+        return messages.progress(self.record, snap, self.engine.settings.slack_commands)
+
     def _log_extra(self) -> dict[str, str]:
         fields = self.record.log_fields if self.record else {}
         return {**fields, "channel": self.channel}
@@ -134,13 +138,13 @@ class ProgressMessage:
                 text = messages.thread_reply(snap)
                 if text:
                     self._reply(text)
-                self._show(messages.progress(self.record, snap))
+                self._show(self._render(snap))
                 if snap.final:
                     final = snap
         finally:
             watch.close()
         await self._settle_display()
-        if final is not None and self._shown == messages.progress(self.record, final).as_kwargs():
+        if final is not None and self._shown == self._render(final).as_kwargs():
             await self._mark_shown()
         return final
 
@@ -148,9 +152,9 @@ class ProgressMessage:
         """Show a closed record's kept final snapshot (its bot died before it could, or a
         reconcile settled it later)."""
         assert self.record is not None and self.record.final is not None
-        self._show(messages.progress(self.record, self.record.final))
+        self._show(self._render(self.record.final))
         await self._settle_display()
-        if self._shown == messages.progress(self.record, self.record.final).as_kwargs():
+        if self._shown == self._render(self.record.final).as_kwargs():
             await self._mark_shown()
             return True
         return False

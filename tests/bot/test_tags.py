@@ -42,6 +42,27 @@ def test_refused_tags_say_what_is_expected(text: str) -> None:
     assert "\u202e" not in message
 
 
+# Python's \d matches every Unicode decimal digit; a tag takes the ASCII ones only.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "v1\u0664.0.0",  # v1٤.0.0, ARABIC-INDIC DIGIT FOUR
+        "v\uff14.4.0",  # FULLWIDTH DIGIT FOUR
+        "v4\uff14.0.0",
+        "v4.4.\u0660",  # ARABIC-INDIC DIGIT ZERO
+        "v4.4.1\u0967-ecr-ecs-fargate",  # DEVANAGARI DIGIT ONE
+    ],
+)
+def test_non_ascii_digits_are_refused(text: str) -> None:
+    with pytest.raises(TagError, match="is not an image tag"):
+        parse_tag(text, SUFFIX)
+
+
+def test_release_tags_refuse_non_ascii_digits() -> None:
+    with pytest.raises(TagError):
+        release_tags("v4.\u0664.0-ecr-ecs-fargate", "abc1234")
+
+
 def test_release_tags_for_a_release() -> None:
     expected = [
         "v4.4.0-ecr-ecs-fargate",

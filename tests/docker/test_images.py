@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,10 @@ CA_BUNDLE = os.environ.get(
     "/etc/ssl/certs/ca-certificates.crt" if BASE_IMAGE.startswith("deploybot-base") else "",
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# release.yml's platforms and build-args for a tag (cloudformation/*.yml: RuntimePlatform X86_64).
+PLATFORM = "linux/amd64"
+RELEASE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RELEASE_BUILD_ARGS = {"RELEASE_VERSION": "v4.4.0-ecr-ecs-fargate", "RELEASE_COMMIT": RELEASE_COMMIT}
 
 
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -75,10 +80,18 @@ class Built:
     size_mb: float
 
 
-def build(dockerfile: str, tag: str, request: pytest.FixtureRequest) -> Built:
+def build(
+    dockerfile: str,
+    tag: str,
+    request: pytest.FixtureRequest,
+    build_args: dict[str, str] | None = None,
+) -> Built:
+    """``docker build`` as CI does it: for linux/amd64, the platform the tasks declare."""
     start = time.monotonic()
-    args = ["build", "--network", "host", "-f", dockerfile, "-t", tag]
-    args += ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"CA_BUNDLE={CA_BUNDLE}"]
+    args = ["build", "--platform", PLATFORM, "--network", "host", "-f", dockerfile, "-t", tag]
+    given = {"BASE_IMAGE": BASE_IMAGE, "CA_BUNDLE": CA_BUNDLE} | (build_args or {})
+    for key, value in given.items():
+        args += ["--build-arg", f"{key}={value}"]
     docker(*args, ".", timeout=900)
     seconds = time.monotonic() - start
     size = int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
@@ -99,6 +112,14 @@ def service_image(engine: None, request: pytest.FixtureRequest) -> Built:
 @pytest.fixture(scope="module")
 def bot_image(engine: None, request: pytest.FixtureRequest) -> Built:
     return build("docker/bot.Dockerfile", "deploybot-test/bot:latest", request)
+
+
+@pytest.fixture(scope="module")
+def release_service_image(service_image: Built, request: pytest.FixtureRequest) -> Built:
+    """The service image as release.yml builds it for a tag: the same layers, plus its release."""
+    return build(
+        "docker/Dockerfile", "deploybot-test/hello-world:release", request, RELEASE_BUILD_ARGS
+    )
 
 
 @dataclass(frozen=True)
@@ -191,6 +212,54 @@ def test_service_image_answers_as_non_root_and_turns_healthy(
     assert wait_healthy(c) == "healthy", c.logs()
 
 
+def inspect(tag: str) -> dict[str, Any]:
+    """``docker image inspect`` of one image."""
+    (image,) = json.loads(docker("image", "inspect", tag).stdout)
+    return dict(image)
+
+
+def health_of(c: Running) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.port}/health", timeout=5) as resp:
+        body: dict[str, str] = json.loads(resp.read())
+    return body
+
+
+def test_a_release_build_carries_its_release_in_labels_and_health(
+    release_service_image: Built, run_container: list[str]
+) -> None:
+    image = inspect(release_service_image.tag)
+    assert (image["Os"], image["Architecture"]) == ("linux", "amd64")
+    labels = image["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == "v4.4.0-ecr-ecs-fargate"
+    assert labels["org.opencontainers.image.revision"] == RELEASE_COMMIT
+    port = free_port()
+    cmd = ["hello-world", "--bind", "127.0.0.1", "--port", str(port)]
+    c = start(release_service_image.tag, run_container, port, {}, cmd)
+    wait_answer(c, "/health")
+    assert health_of(c) == {
+        "status": "ok",
+        "version": "v4.4.0-ecr-ecs-fargate",
+        "commit": RELEASE_COMMIT,
+    }
+
+
+def test_a_local_build_says_dev(
+    service_image: Built, bot_image: Built, run_container: list[str]
+) -> None:
+    """No build arguments (a laptop's `docker build`): the image claims no release."""
+    for tag in (service_image.tag, bot_image.tag):
+        image = inspect(tag)
+        assert (image["Os"], image["Architecture"]) == ("linux", "amd64"), tag
+        labels = image["Config"]["Labels"]
+        assert labels["org.opencontainers.image.version"] == "dev", tag
+        assert labels["org.opencontainers.image.revision"] == "dev", tag
+    port = free_port()
+    cmd = ["hello-world", "--bind", "127.0.0.1", "--port", str(port)]
+    c = start(service_image.tag, run_container, port, {}, cmd)
+    wait_answer(c, "/health")
+    assert health_of(c) == {"status": "ok", "version": "dev", "commit": "dev"}
+
+
 def test_service_health_check_fails_when_nothing_answers(
     service_image: Built, run_container: list[str]
 ) -> None:
@@ -250,3 +319,39 @@ def test_bot_image_deploys_through_the_slack_emulator_and_turns_healthy(
         timeout=60,
         what="the deployment's final message",
     )
+
+
+def test_bot_image_stays_healthy_through_a_slack_outage(
+    bot_image: Built,
+    run_container: list[str],
+    stack: LocalStack,
+    emulator: SlackEmulator,
+) -> None:
+    """The image's own HEALTHCHECK, probing every second (3 failures in a row: unhealthy),
+    through a Slack outage several times that window: healthy all along, and the bot is back
+    on the socket when Slack is (issue 19: ECS used to replace the task in a loop)."""
+    port = free_port()
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_API_URL": emulator.api_url,
+        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
+    }
+    env.pop("AWS_CONFIG_FILE", None)
+    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    c = start(bot_image.tag, run_container, port, env, ["deploybot", "serve", "--port", str(port)])
+    wait_answer(c, "/healthz")
+    emulator.wait_socket_connected(timeout=30)
+    assert wait_healthy(c) == "healthy", c.logs()
+    outage = 10.0
+    emulator.drop_socket_connections(refuse_for=outage)
+    seen: list[tuple[str, int]] = []
+    deadline = time.monotonic() + outage
+    while time.monotonic() < deadline:
+        health = json.loads(docker("inspect", "-f", "{{json .State.Health}}", c.id).stdout)
+        seen.append((health["Status"], health["FailingStreak"]))
+        time.sleep(0.5)
+    assert all(status == "healthy" and streak == 0 for status, streak in seen), seen
+    emulator.wait_socket_connected(timeout=60)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+        assert json.loads(resp.read())["slack"] == "connected"

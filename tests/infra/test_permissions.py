@@ -3,23 +3,45 @@
 The engine's AWS calls are recorded through botocore's ``before-call`` event hook (every
 AwsClient registers it): all calls of the test session so far, plus a scenario run here that
 walks every engine path, against a table created from the template's own key schema.
+
+With two targets (production and staging, two stacks, one repository, one table), each call
+is also held against the role at resource level: botocore's ``before-parameter-build`` event
+gives each call's parameters (cluster, service, repository, table, roles passed), which say
+the ARN IAM would authorise, and the role's statements (bot.yml expanded for those stacks,
+its imports resolved to the stacks' real roles) must allow it. The role for staging alone
+must refuse production's service.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import boto3
 import pytest
 
+from bot.deploy.aws import AwsClient
 from bot.deploy.engine import Engine
 from bot.deploy.errors import ImageMissing, NothingToRollBack
 from bot.deploy.ledger import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE, Requester
 from bot.local.simulator import RolloutSimulator
+from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY
+from bot.settings import Settings
+from bot.targets import load_targets
 from tests.aws_calls import CALLED
 from tests.conftest import LocalStack
+from tests.infra.iam import identity_allows
 from tests.infra.templates import (
+    PRODUCTION_STACK,
+    STAGING_STACK,
     bot_task_role_actions,
+    bot_task_role_statements,
     deployments_table_schema,
     deployments_table_ttl_attribute,
+    render,
 )
 
 WHO = Requester("permission-test", "cli")
@@ -28,6 +50,18 @@ IMPLIED = {
     # RegisterTaskDefinition with tags= needs TagResource; with roles in it, PassRole.
     "ecs:RegisterTaskDefinition": {"ecs:TagResource", "iam:PassRole"},
 }
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
 def test_ledger_speaks_the_templates_key_schema() -> None:
@@ -52,8 +86,7 @@ def _table_from_template(stack: LocalStack) -> None:
     )
 
 
-def _every_engine_path(stack: LocalStack, simulator: RolloutSimulator) -> None:
-    engine = Engine(stack.settings)
+def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
     try:
         with pytest.raises(NothingToRollBack):
             engine.rollback(WHO)
@@ -77,7 +110,7 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
     _table_from_template(stack)
-    _every_engine_path(stack, simulator)
+    _every_engine_path(Engine(stack.settings), simulator)
     called = {f"{service}:{operation}" for service, operation in CALLED}
     needed = set(called)
     for action in called:
@@ -85,3 +118,224 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     granted = set(bot_task_role_actions())
     assert sorted(needed - granted) == [], "the engine calls these but bot.yml does not grant them"
     assert sorted(granted - needed) == [], "bot.yml grants these but the engine never calls them"
+
+
+# --- two targets, at resource level -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS call as the engine made it: the signing name, the operation, its parameters."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+
+class Recorder:
+    """botocore's before-parameter-build event, on a session given to the engine's AwsClient."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def session(self, region: str) -> boto3.session.Session:
+        session = boto3.session.Session(region_name=region)
+        session.events.register("before-parameter-build", self._record)
+        return session
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.signing_name or model.service_model.endpoint_prefix
+        self.calls.append(Call(str(service), str(model.name), json.loads(json.dumps(params))))
+
+
+@dataclass(frozen=True)
+class Authorised:
+    """One thing IAM authorises for a call: an action on a resource, with condition keys."""
+
+    action: str
+    resource: str
+    context: dict[str, str]
+
+
+def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authorised]:
+    """The (action, resource, condition keys) IAM evaluates for ``call``, per the Service
+    Authorization Reference (resource types and condition keys of ECS, ECR, DynamoDB)."""
+    arn = f"arn:aws:{{}}:{region}:{account}:{{}}"
+    p, action = call.params, f"{call.service}:{call.operation}"
+
+    def cluster_of(name: str) -> str:
+        return name if name.startswith("arn:") else arn.format("ecs", f"cluster/{name}")
+
+    if call.service == "dynamodb":
+        yield Authorised(action, arn.format("dynamodb", f"table/{p['TableName']}"), {})
+    elif action == "ecr:DescribeImages":
+        yield Authorised(action, arn.format("ecr", f"repository/{p['repositoryName']}"), {})
+    elif action in ("ecs:DescribeServices", "ecs:UpdateService"):
+        cluster = p["cluster"].rsplit("/", 1)[-1]
+        names = p["services"] if action == "ecs:DescribeServices" else [p["service"]]
+        for name in names:
+            service = name.rsplit("/", 1)[-1]
+            resource = arn.format("ecs", f"service/{cluster}/{service}")
+            yield Authorised(action, resource, {"ecs:cluster": cluster_of(p["cluster"])})
+    elif action == "ecs:ListTasks":
+        yield Authorised(action, "*", {"ecs:cluster": cluster_of(p["cluster"])})
+    elif action == "ecs:DescribeTasks":
+        for task in p["tasks"]:
+            assert task.startswith("arn:"), task
+            yield Authorised(action, task, {"ecs:cluster": cluster_of(p["cluster"])})
+    elif action == "ecs:DescribeTaskDefinition":
+        yield Authorised(action, "*", {})
+    elif action == "ecs:RegisterTaskDefinition":
+        yield Authorised(action, "*", {})
+        if p.get("tags"):
+            family = arn.format("ecs", f"task-definition/{p['family']}:1")
+            yield Authorised(
+                "ecs:TagResource", family, {"ecs:CreateAction": "RegisterTaskDefinition"}
+            )
+        for role in filter(None, (p.get("executionRoleArn"), p.get("taskRoleArn"))):
+            yield Authorised(
+                "iam:PassRole", role, {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+            )
+    else:
+        raise AssertionError(f"no IAM model for {action}: add it here and to bot.yml's role")
+
+
+def _concrete_statements(
+    stacks: list[str], region: str, account: str, exports: dict[str, str], table: str
+) -> list[dict[str, Any]]:
+    """bot.yml's role for ``stacks``, every resource a real ARN (imports resolved)."""
+
+    def value(node: Any) -> Any:
+        if isinstance(node, list):
+            return [value(v) for v in node]
+        if isinstance(node, dict) and set(node) == {"Fn::ImportValue"}:
+            return exports[render(node["Fn::ImportValue"])]
+        if isinstance(node, dict) and set(node) & {"Fn::Sub", "Fn::GetAtt", "Ref"}:
+            text = render(node).replace("${DeploymentsTable.Arn}", table)
+            for name, real in (("Partition", "aws"), ("Region", region), ("AccountId", account)):
+                text = text.replace(f"${{AWS::{name}}}", real)
+            assert "${" not in text, text
+            return text
+        if isinstance(node, dict):
+            return {k: value(v) for k, v in node.items()}
+        return node
+
+    statements = bot_task_role_statements({"DeployStackNames": ",".join(stacks)})
+    return [value(statement) for statement in statements]
+
+
+def _staging_beside(stack: LocalStack) -> tuple[str, str]:
+    """The staging stack's service in its own cluster, running production's image from the
+    same repository (what `make infra ENV=staging` makes); its execution and task roles."""
+    info, region = stack.info, stack.info.region
+    iam = boto3.client("iam", endpoint_url=info.endpoint_url, region_name=region)
+    execution = iam.create_role(
+        RoleName=f"{STAGING_STACK}-execution", AssumeRolePolicyDocument=TRUST
+    )
+    task = iam.create_role(RoleName=f"{STAGING_STACK}-task", AssumeRolePolicyDocument=TRUST)
+    ecs = boto3.client("ecs", endpoint_url=info.endpoint_url, region_name=region)
+    ecs.create_cluster(clusterName=STAGING_STACK)
+    definition = ecs.register_task_definition(
+        family=STAGING_STACK,
+        taskRoleArn=task["Role"]["Arn"],
+        executionRoleArn=execution["Role"]["Arn"],
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu=TASK_CPU,
+        memory=TASK_MEMORY,
+        containerDefinitions=[
+            {"name": SERVICE_CONTAINER, "image": info.image(info.running_tag), "essential": True}
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(
+        cluster=STAGING_STACK,
+        serviceName=STAGING_STACK,
+        taskDefinition=definition,
+        desiredCount=2,
+        launchType="FARGATE",
+        deploymentConfiguration={
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+            "maximumPercent": 200,
+            "minimumHealthyPercent": 100,
+        },
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": list(info.subnets),
+                "securityGroups": list(info.security_groups),
+                "assignPublicIp": "ENABLED",
+            }
+        },
+    )
+    return execution["Role"]["Arn"], task["Role"]["Arn"]
+
+
+def _two_targets(stack: LocalStack, tmp_path: Path) -> dict[str, Settings]:
+    """deploybot.toml with production and staging, loaded as the bot loads it; each target's
+    settings (one table for both)."""
+    config = tmp_path / "deploybot.toml"
+    tables = [
+        f'[targets.{name}]\ncluster = "{s}"\nservice = "{s}"\nrepository = "{PRODUCTION_STACK}"\n'
+        for name, s in (("staging", STAGING_STACK), ("production", PRODUCTION_STACK))
+    ]
+    config.write_text("".join(tables) + 'after = "staging"\n')
+    base = stack.settings.model_copy(update={"deploybot_config": config})
+    targets = load_targets(base)
+    return {target.name: target.settings(base) for target in targets}
+
+
+def test_the_bot_role_covers_two_targets_and_only_them(
+    stack: LocalStack, simulator: RolloutSimulator, tmp_path: Path
+) -> None:
+    _table_from_template(stack)
+    execution, task = _staging_beside(stack)
+    settings = _two_targets(stack, tmp_path)
+    assert settings["staging"].deploy_table == settings["production"].deploy_table
+
+    calls: dict[str, list[Call]] = {}
+    for name in ("staging", "production"):
+        recorder = Recorder()
+        target = settings[name]
+        aws = AwsClient(target, recorder.session(target.aws_region))
+        _every_engine_path(Engine(target, aws=aws), simulator)
+        calls[name] = recorder.calls
+    # The staging engine touched staging's service only, and production's its own.
+    for name, stack_name in (("staging", STAGING_STACK), ("production", PRODUCTION_STACK)):
+        clusters = {c.params["cluster"] for c in calls[name] if "cluster" in c.params}
+        assert clusters == {stack_name}, (name, clusters)
+
+    info = stack.info
+    repository = f"arn:aws:ecr:{info.region}:{info.account_id}:repository/{PRODUCTION_STACK}"
+    exports = {
+        f"{PRODUCTION_STACK}-ExecutionRoleArn": info.execution_role_arn,
+        f"{PRODUCTION_STACK}-TaskRoleArn": info.task_role_arn,
+        f"{PRODUCTION_STACK}-RepositoryArn": repository,
+        f"{STAGING_STACK}-ExecutionRoleArn": execution,
+        f"{STAGING_STACK}-TaskRoleArn": task,
+        f"{STAGING_STACK}-RepositoryArn": repository,  # the shared one
+    }
+    table = f"arn:aws:dynamodb:{info.region}:{info.account_id}:table/{info.table_name}"
+
+    def denied(stacks: list[str], name: str) -> set[str]:
+        statements = _concrete_statements(stacks, info.region, info.account_id, exports, table)
+        return {
+            f"{a.action} {a.resource}"
+            for call in calls[name]
+            for a in _what_iam_checks(call, info.region, info.account_id)
+            if not identity_allows(statements, a.action, a.resource, a.context)
+        }
+
+    both = [PRODUCTION_STACK, STAGING_STACK]
+    assert denied(both, "production") == set()
+    assert denied(both, "staging") == set()
+    # Least privilege: a role for staging alone may not touch production's service, cluster,
+    # tasks or roles; the repository and the table are shared, and two actions are "*" only.
+    refused = {line.split(" ")[0] for line in denied([STAGING_STACK], "production")}
+    assert refused == {
+        "ecs:DescribeServices",
+        "ecs:UpdateService",
+        "ecs:ListTasks",
+        "ecs:DescribeTasks",
+        "ecs:TagResource",
+        "iam:PassRole",
+    }
+    assert denied([STAGING_STACK], "staging") == set()

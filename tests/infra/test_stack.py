@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import boto3
@@ -10,6 +12,8 @@ import pytest
 
 from tools.stack import (
     StackRefused,
+    deploy_stack_names,
+    environment_stack,
     image_tag_of,
     main,
     parse_assignments,
@@ -230,45 +234,154 @@ def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
         "ImageTag": "v1.1.0-ecr-ecs-fargate",
         "AllowedIP": "198.51.100.7/32",
         "DesiredCount": "3",
+        "RepositoryName": "",  # no ENV: the stack owns its repository, as it always did
     }
 
 
-# moto cannot create AWS::SecretsManager::Secret from a template, and says so.
-@pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
-def test_bot_stack_before_the_service_stack_fails_clearly(moto_url: str) -> None:
+def test_bot_stack_before_the_service_stack_is_refused_naming_it(moto_url: str) -> None:
     lines: list[str] = []
-    assert main(["bot", "--tag", "v0.1.0-ecr-ecs-fargate"], out=lines.append, delay=0.05) != 0
-    assert lines[-1].startswith("error:")
+    assert main(["bot", "--tag", "v0.1.0-ecr-ecs-fargate"], out=lines.append, delay=0.05) == 2
+    assert lines[-1].startswith("error: no stack exports hello-world-ecr-ecs-fargate-VpcId, ")
     assert "hello-world-ecr-ecs-fargate-ExecutionRoleArn" in lines[-1]
+    assert lines[-1].endswith(
+        "create the service stacks first (make infra, make infra ENV=staging)"
+    )
+    assert _client("cloudformation", moto_url).list_stacks()["StackSummaries"] == []
 
 
-def test_slack_secret_from_the_environment(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    secrets = _client("secretsmanager", moto_url)
-    arn = secrets.create_secret(Name="svc-bot/slack", SecretString="{}")["ARN"]
-    # Stands in for bot.yml's stack: only its SlackSecretArn output matters here.
-    _client("cloudformation", moto_url).create_stack(
+def _export_stand_in(url: str, stack: str, names: tuple[str, ...]) -> None:
+    """A stack exporting ``stack-NAME`` for each name: what service.yml exports, minus the rest."""
+    outputs = "".join(
+        f"  {n}: {{Value: {stack}-{n}-value, Export: {{Name: {stack}-{n}}}}}\n" for n in names
+    )
+    _client("cloudformation", url).create_stack(
+        StackName=stack,
+        TemplateBody=f"Resources: {{Log: {{Type: AWS::Logs::LogGroup}}}}\nOutputs:\n{outputs}",
+    )
+
+
+def test_the_bot_stack_checks_every_stack_it_may_deploy(moto_url: str) -> None:
+    host = ("VpcId", "ClusterName", "PublicSubnetA", "PublicSubnetB")
+    deploys = ("RepositoryArn", "ExecutionRoleArn", "TaskRoleArn")
+    _export_stand_in(moto_url, "svc", host + deploys)
+    lines: list[str] = []
+    argv = ["bot", "--service-stack", "svc", "--tag", "v0.1.0-ecr-ecs-fargate"]
+    assert main([*argv, "DeployStackNames=svc,svc-staging"], out=lines.append) == 2
+    assert lines[-1] == (
+        "error: no stack exports svc-staging-RepositoryArn, svc-staging-ExecutionRoleArn, "
+        "svc-staging-TaskRoleArn yet: create the service stacks first (make infra, make infra "
+        "ENV=staging)"
+    )
+    assert main([*argv, "DeployStackNames= , "], out=lines.append) == 2
+    assert lines[-1] == "error: DeployStackNames is empty: name the service stacks to deploy"
+
+
+def test_the_bot_stack_deploys_the_stack_beside_it_unless_told(moto_url: str) -> None:
+    cfn = _client("cloudformation", moto_url)
+    assert deploy_stack_names(cfn, "svc-bot", "svc", {}) == ["svc"]
+    assert deploy_stack_names(cfn, "svc-bot", "svc", {"DeployStackNames": "a, b"}) == ["a", "b"]
+    # An existing bot stack keeps the list it was given. (String, not CommaDelimitedList,
+    # in this stand-in: moto answers a list parameter as a Python list's repr, where
+    # CloudFormation answers the text given, "svc,svc-staging".)
+    cfn.create_stack(
         StackName="svc-bot",
         TemplateBody=(
-            "Parameters: {Arn: {Type: String}}\n"
+            "Parameters: {DeployStackNames: {Type: String}}\n"
             "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"
-            "Outputs: {SlackSecretArn: {Value: !Ref Arn}}\n"
         ),
-        Parameters=[{"ParameterKey": "Arn", "ParameterValue": arn}],
+        Parameters=[{"ParameterKey": "DeployStackNames", "ParameterValue": "svc,svc-staging"}],
     )
-    lines: list[str] = []
-    argv = ["slack-secret", "--service-stack", "svc"]
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
-    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
-    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
-    assert main(argv, out=lines.append) == 2
-    assert "SLACK_SIGNING_SECRET" in lines[-1]
+    assert deploy_stack_names(cfn, "svc-bot", "svc", {}) == ["svc", "svc-staging"]
 
-    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
-    assert main(argv, out=lines.append) == 0
-    value = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
-    assert value == {
-        "SLACK_BOT_TOKEN": "xoxb-1",
-        "SLACK_APP_TOKEN": "xapp-1",
-        "SLACK_SIGNING_SECRET": "s3cret",
-    }
-    assert not any("xoxb-1" in line or "s3cret" in line for line in lines)
+
+@pytest.mark.parametrize(
+    ("env", "stack", "parameters"),
+    [
+        ("", "svc", {}),
+        ("production", "svc", {}),
+        ("staging", "svc-staging", {"RepositoryName": "svc"}),
+        ("qa-2", "svc-qa-2", {"RepositoryName": "svc"}),
+    ],
+)
+def test_environment_stacks(env: str, stack: str, parameters: dict[str, str]) -> None:
+    assert environment_stack("svc", env, out=lambda _: None) == (stack, parameters)
+
+
+@pytest.mark.parametrize("env", ["Staging", "staging; rm -rf /", "-x", "2nd", "a" * 21, "st_aging"])
+def test_bad_environment_names_are_refused(env: str) -> None:
+    with pytest.raises(StackRefused, match=r"is not an environment name.*\(e\.g\. ENV=staging\)"):
+        environment_stack("svc", env)
+
+
+def test_make_infra_env_staging_with_the_real_service_template(moto_url: str) -> None:
+    """`make infra ENV=staging` after `make infra`: a second stack, the first one's images."""
+    base, staging = "hello-world-ecr-ecs-fargate", "hello-world-ecr-ecs-fargate-staging"
+    cfn, ecs = _client("cloudformation", moto_url), _client("ecs", moto_url)
+    lines: list[str] = []
+    first = ["service", "--tag", "v1.0.0-ecr-ecs-fargate", "AllowedIP=198.51.100.7/32"]
+    assert main(first, out=lines.append, delay=0.05) == 0, lines
+    assert main(["service", "--env", "staging", *first[1:]], out=lines.append, delay=0.05) == 0
+    (described,) = cfn.describe_stacks(StackName=staging)["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    assert parameters["RepositoryName"] == base
+    listed = cfn.list_stack_resources(StackName=staging)["StackResourceSummaries"]
+    resources = {r["LogicalResourceId"] for r in listed}
+    assert "Repository" not in resources and {"Cluster", "Service", "TaskDefinition"} <= resources
+    (service,) = ecs.describe_services(cluster=staging, services=[staging])["services"]
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+    (container,) = definition["taskDefinition"]["containerDefinitions"]
+    repository = _client("ecr", moto_url).describe_repositories()["repositories"]
+    assert [r["repositoryName"] for r in repository] == [base]  # still one repository
+    assert container["image"] == f"{repository[0]['repositoryUri']}:v1.0.0-ecr-ecs-fargate"
+    # The first stack is as it was: it owns the repository.
+    base_resources = cfn.list_stack_resources(StackName=base)["StackResourceSummaries"]
+    assert "Repository" in {r["LogicalResourceId"] for r in base_resources}
+    # A later `make infra ENV=staging` keeps staging's running image, like the first stack's.
+    lines.clear()
+    assert (
+        main(["service", "--env", "staging", "DesiredCount=1"], out=lines.append, delay=0.05) == 0
+    )
+    assert "keeping the image that runs now: ImageTag=v1.0.0-ecr-ecs-fargate" in lines
+
+
+def test_make_infra_passes_env_as_one_argument(tmp_path: Path) -> None:
+    """ENV reaches tools/stack.py untouched by the shell, and only ENV given to make counts."""
+    root = Path(__file__).resolve().parents[2]
+    witness = tmp_path / "pwned"
+    # RUN: instead of uv, print the command line's arguments as JSON.
+    show = "python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+
+    def infra(*args: str, **env: str) -> list[str]:
+        done = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "-s",
+                "-C",
+                str(root),
+                "infra",
+                f"RUN={show}",
+                "UV=true",
+                *args,
+            ],
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return list(json.loads(done.stdout.splitlines()[-1]))
+
+    hostile = f"staging; touch {witness}; `touch {witness}` \"quoted\" 'single' *"
+    assert infra(f"ENV={hostile}") == ["python", "-m", "tools.stack", "service", "--env", hostile]
+    assert not witness.exists()
+    assert infra("ENV=staging", "TAG=v1.0.0")[4:] == ["--env", "staging", "--tag", "v1.0.0"]
+    # sh reads ENV from the environment as its startup file: that one is not an environment.
+    assert infra(ENV="/home/someone/.shrc") == [
+        "python",
+        "-m",
+        "tools.stack",
+        "service",
+        "--env",
+        "",
+    ]

@@ -271,8 +271,8 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     )
     timings["rollback completed shown"] = time.monotonic() - sent
 
-    # /status answers with an ephemeral that names what runs now.
-    command("/status")
+    # /deploy-status answers with an ephemeral that names what runs now.
+    command("/deploy-status")
     status = page.locator("#messages > .msg.ephemeral").last
     expect(status).to_contain_text("Only visible to you")
     expect(status.locator(".b-header")).to_contain_text("v4.3.0-ecr-ecs-fargate")
@@ -297,3 +297,21 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
     page.screenshot(path=str(ARTIFACTS / "playground.png"))
     print("browser timings (s):", {k: round(v, 2) for k, v in timings.items()})
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_typed_text_shows_as_typed_in_the_browser(browser_page: object) -> None:
+    """The bot escapes &, < and > for Slack; the page, like Slack, shows the characters."""
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    reason = "<!here> & <b>bold</b> &amp;"
+    page.locator("#input").fill(f"/redeploy {reason}")
+    page.locator("#input").press("Enter")
+    live = page.locator("#messages > .msg[data-kind=message]").last
+    # As typed: no mention, no markup, no entity.
+    expect(live).to_contain_text(reason, timeout=30_000)
+    expect(live.locator("b", has_text="@here")).to_have_count(0)

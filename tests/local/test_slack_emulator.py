@@ -378,7 +378,10 @@ def test_a_missing_ack_is_a_failure(bg: LoopThread) -> None:
             bg.run(sm.close())
     no_socket = SlackEmulator(app_token=APP_TOKEN).start()
     try:
-        assert no_socket.slash_command("/status", via="socket").error == "no Socket Mode connection"
+        assert (
+            no_socket.slash_command("/deploy-status", via="socket").error
+            == "no Socket Mode connection"
+        )
     finally:
         no_socket.stop()
 
@@ -412,7 +415,7 @@ def test_response_url_of_a_slash_command(emu: SlackEmulator, bg: LoopThread) -> 
     sm = bg.run(silent_bot())
     try:
         emu.wait_socket_connected(5)
-        delivery = emu.slash_command("/status", user=ALICE, via="socket")
+        delivery = emu.slash_command("/deploy-status", user=ALICE, via="socket")
         assert delivery.ok and delivery.ack_payload is None
         url = delivery.response_url
         assert post_json(url, {"text": "just you"}) == (200, {"ok": True})
@@ -447,3 +450,10 @@ def test_version_and_waiting(emu: SlackEmulator, bg: LoopThread) -> None:
         state = json.loads(r.read())
     assert [m["text"] for m in state["channels"][CHANNEL]["messages"]] == ["x"]
     assert state["calls"][0]["method"] == "chat.postMessage"
+
+
+def test_slacks_own_commands_never_reach_an_app(emu: SlackEmulator) -> None:
+    """Slack answers /status and its other built-ins itself (and refuses a manifest that
+    declares one): the emulator will not send one to the bot either."""
+    with pytest.raises(ValueError, match="built-in"):
+        emu.slash_command("/status", user=ALICE)

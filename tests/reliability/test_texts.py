@@ -56,7 +56,9 @@ not_a_tag = st.builds(
 )
 cases = st.one_of(
     st.tuples(st.just("carol"), st.sampled_from(["/deploy", "/redeploy"]), any_text),
-    st.tuples(st.just("bob"), st.sampled_from(["/deploy", "/redeploy", "/status"]), any_text),
+    st.tuples(
+        st.just("bob"), st.sampled_from(["/deploy", "/redeploy", "/deploy-status"]), any_text
+    ),
     st.tuples(st.just("alice"), st.just("/deploy"), not_a_tag),
 )
 SENDERS = {"carol": (CAROL, DEPLOYS), "bob": (BOB, RANDOM), "alice": (ALICE, DEPLOYS)}

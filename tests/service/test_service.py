@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,18 +18,23 @@ import pytest
 from service import __version__
 from tests.helpers import free_port, wait_http
 
+RELEASE_ENV = ("RELEASE_VERSION", "RELEASE_COMMIT")
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+
+@contextlib.contextmanager
+def serve(release_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``hello-world`` in a subprocess whose RELEASE_* environment is exactly ``release_env``."""
     port = free_port()
     exe = shutil.which("hello-world") or os.path.join(
         os.path.dirname(sys.executable), "hello-world"
     )
+    env = {k: v for k, v in os.environ.items() if k not in RELEASE_ENV} | release_env
     proc = subprocess.Popen(
         [exe, "--bind", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -40,6 +46,19 @@ def served() -> Iterator[tuple[str, subprocess.Popen[str]]]:
             proc.wait()
 
 
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with serve({}) as running:
+        yield running
+
+
+def health(base: str) -> dict[str, str]:
+    with urllib.request.urlopen(base + "/health") as resp:
+        assert resp.status == 200
+        body: dict[str, str] = json.loads(resp.read())
+    return body
+
+
 def test_root_answers_plain_hello_world(served: tuple[str, subprocess.Popen[str]]) -> None:
     base, _ = served
     with urllib.request.urlopen(base + "/") as resp:
@@ -48,12 +67,29 @@ def test_root_answers_plain_hello_world(served: tuple[str, subprocess.Popen[str]
         assert resp.read() == b"hello-world"
 
 
-def test_health_gives_status_and_version(served: tuple[str, subprocess.Popen[str]]) -> None:
+def test_health_without_a_release_says_dev(served: tuple[str, subprocess.Popen[str]]) -> None:
+    """A build told nothing (a local run or `docker build` without arguments) claims no release."""
     base, _ = served
-    with urllib.request.urlopen(base + "/health") as resp:
-        body = json.loads(resp.read())
-    assert body == {"status": "ok", "version": __version__}
-    assert __version__ != "0.0.0"
+    assert health(base) == {"status": "ok", "version": "dev", "commit": "dev"}
+    # Not the package's version: v4.4.0 once said "0.1.0" here.
+    assert __version__ not in health(base).values()
+
+
+def test_health_reports_the_release_from_the_environment() -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    release = {"RELEASE_VERSION": "v4.4.0-ecr-ecs-fargate", "RELEASE_COMMIT": commit}
+    with serve(release) as (base, _):
+        assert health(base) == {
+            "status": "ok",
+            "version": "v4.4.0-ecr-ecs-fargate",
+            "commit": commit,
+        }
+
+
+def test_health_treats_blank_release_values_as_unknown() -> None:
+    # What `--build-arg RELEASE_VERSION=` (an empty step output in CI) would leave behind.
+    with serve({"RELEASE_VERSION": " ", "RELEASE_COMMIT": ""}) as (base, _):
+        assert health(base) == {"status": "ok", "version": "dev", "commit": "dev"}
 
 
 def test_unknown_path_is_404(served: tuple[str, subprocess.Popen[str]]) -> None:

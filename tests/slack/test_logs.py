@@ -169,7 +169,9 @@ def test_rejected_tokens_are_not_printed_or_logged(
     # HTTP mode with a bad bot token: it serves, says Slack rejected the token, and a
     # request signed with the real secret is refused (the bot's secret is another).
     bot = start_bot("http", SLACK_BOT_TOKEN=BAD_BOT_TOKEN, SLACK_SIGNING_SECRET=BAD_APP_TOKEN)
-    delivery = emulator.slash_command("/status", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    delivery = emulator.slash_command(
+        "/deploy-status", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
     assert delivery.status == 401
     bot.stop()
     assert any("rejected the bot token" in line["message"] for line in json_lines(bot.output()))

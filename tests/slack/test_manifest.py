@@ -8,7 +8,10 @@ its own, so it checks something real when it runs alone too.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.settings import Settings
 from bot.slack.app import build_app
+from bot.slack.manifest import render_manifest
+from bot.slack.names import BUILT_INS, DEFAULT_COMMANDS, REFUSED_BUILT_INS, problem_with
 from tests.conftest import (
     ALICE,
     APP_TOKEN,
@@ -63,6 +68,106 @@ def manifest() -> dict[str, Any]:
 
 def declared_commands(manifest: dict[str, Any]) -> set[str]:
     return {c["command"] for c in manifest["features"]["slash_commands"]}
+
+
+# Slack's rules for a command's name, restated from their sources (see bot/slack/names.py): a
+# leading "/", at most 32 characters with it, lowercase, no spaces, letters, digits, - and _.
+def slack_takes(name: str) -> bool:
+    return (
+        name.startswith("/")
+        and len(name) <= 32
+        and name == name.lower()
+        and " " not in name
+        and re.fullmatch(r"/[a-z0-9][a-z0-9_-]*", name) is not None
+        and name not in REFUSED_BUILT_INS
+    )
+
+
+def test_the_manifest_file_is_what_deploybot_manifest_prints_for_the_defaults() -> None:
+    assert MANIFEST.read_text() == render_manifest(DEFAULT_COMMANDS), (
+        "regenerate it: SLACK_DEPLOY_COMMAND= ... deploybot manifest > bot/slack/manifest.yml"
+    )
+
+
+def test_declared_commands_are_names_slack_accepts(manifest: dict[str, Any]) -> None:
+    """The failure of issue 19: a manifest declaring /status is refused whole by Slack."""
+    commands = declared_commands(manifest)
+    assert commands == set(DEFAULT_COMMANDS.all())
+    for command in commands:
+        assert slack_takes(command), command
+        assert command not in BUILT_INS, f"{command} is one of Slack's built-in commands"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("/status", "built-in"),
+        ("/remind", "built-in"),
+        ("/help", "built-in"),
+        ("status", "must start with '/'"),
+        ("/Deploy", "lowercase"),
+        ("/deploy now", "no spaces"),
+        ("/d\u00e9ploy", "lowercase letters, digits"),
+        ("/" + "x" * 32, "at most 32"),
+        ("/-x", "lowercase letters, digits"),
+    ],
+)
+def test_names_slack_refuses_are_refused_with_a_reason(name: str, says: str) -> None:
+    problem = problem_with(name)
+    assert problem is not None and says in problem
+    assert not slack_takes(name) or name in BUILT_INS
+
+
+@pytest.mark.parametrize(
+    "name", ["/deploy", "/deploy-status", "/deploy_staging", "/d2", "/" + "x" * 31]
+)
+def test_names_slack_takes_are_taken(name: str) -> None:
+    assert problem_with(name) is None and slack_takes(name)
+
+
+def deploybot(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=MANIFEST.parents[2],
+    )
+
+
+STAGING = {
+    "SLACK_DEPLOY_COMMAND": "/deploy-staging",
+    "SLACK_REDEPLOY_COMMAND": "/redeploy-staging",
+    "SLACK_STATUS_COMMAND": "/deploy-staging-status",
+}
+
+
+def test_deploybot_manifest_declares_the_configured_names() -> None:
+    done = deploybot("manifest", **STAGING)
+    assert done.returncode == 0, done.stderr
+    printed = yaml.safe_load(done.stdout)
+    assert declared_commands(printed) == set(STAGING.values())
+    assert printed["oauth_config"] == yaml.safe_load(MANIFEST.read_text())["oauth_config"]
+    assert deploybot("manifest").stdout == MANIFEST.read_text()
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SLACK_STATUS_COMMAND": "/status"}, "SLACK_STATUS_COMMAND: /status is one of Slack's"),
+        ({"SLACK_DEPLOY_COMMAND": "/Deploy"}, "SLACK_DEPLOY_COMMAND: '/Deploy' is not a name"),
+        ({"SLACK_REDEPLOY_COMMAND": "/deploy"}, "three different names"),
+    ],
+)
+def test_a_name_slack_refuses_is_a_bad_configuration(env: dict[str, str], says: str) -> None:
+    """Refused before a workspace is set up with it: `manifest` and `serve` exit 2."""
+    for command in (["manifest"], ["serve", "--port", "9"]):
+        done = deploybot(*command, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, **env)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert says in done.stderr and "Traceback" not in done.stderr
+        assert done.stdout == ""
 
 
 def test_manifest_keeps_to_slacks_schema(manifest: dict[str, Any]) -> None:
@@ -119,6 +224,45 @@ def test_every_declared_command_has_a_listener_and_back(
     assert set(commands) == declared_commands(manifest)
     assert bool(actions) == manifest["settings"]["interactivity"]["is_enabled"]
 
+    # Other names: the listeners follow the settings, as the manifest printed for them does.
+    commands.clear()
+    renamed = settings.model_copy(
+        update={
+            "slack_deploy_command": STAGING["SLACK_DEPLOY_COMMAND"],
+            "slack_redeploy_command": STAGING["SLACK_REDEPLOY_COMMAND"],
+            "slack_status_command": STAGING["SLACK_STATUS_COMMAND"],
+        }
+    )
+    build_app(renamed, Engine(renamed), socket_mode=True)
+    assert set(commands) == declared_commands(
+        yaml.safe_load(render_manifest(renamed.slack_commands))
+    )
+    assert set(commands) == set(STAGING.values())
+
+
+def test_a_bot_with_renamed_commands_answers_them_and_not_the_defaults(
+    stack: LocalStack, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    bot = start_bot("http", **STAGING)
+    send = functools.partial(
+        emulator.slash_command, user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    assert send("/deploy-status").status == 404
+    assert send("/deploy").status == 404
+    assert send("/deploy-staging-status").ok
+    assert send("/deploy-staging", "help").ok
+    help_ = emulator.wait_for(
+        lambda: next((e for e in emulator.ephemerals(user=ALICE) if "Usage" in e.all_text), None),
+        what="the help of /deploy-staging",
+    )
+    assert "`/deploy-staging TAG`" in help_.all_text
+    assert "`/deploy-staging-status`" in help_.all_text and "/deploy-status`" not in help_.all_text
+    emulator.wait_for(
+        lambda: any("v4.3.0-ecr-ecs-fargate" in e.all_text and "Usage" not in e.all_text
+                    for e in emulator.ephemerals(user=ALICE)),
+        what="the answer of /deploy-staging-status",
+    )  # fmt: skip
+
 
 def test_bot_scopes_are_exactly_what_the_bot_calls(
     manifest: dict[str, Any],
@@ -136,7 +280,7 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     )
     others = sorted(declared_commands(manifest) - {"/deploy"})
     assert send("/deploy", "v4.4.0").ok
-    # Once the deploy holds the lock, /redeploy is answered with a refusal, /status with it.
+    # Once the deploy holds the lock, /redeploy is answered with a refusal, /deploy-status with it.
     emulator.wait_for(lambda: emulator.messages(DEPLOYS), what="the progress message")
     for command in others:
         delivery = send(command)

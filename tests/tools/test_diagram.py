@@ -84,6 +84,18 @@ def test_ecr_and_the_manual_deploy_are_drawn(gen: ModuleType) -> None:
     assert ("ext-deploybot", "ext-ecs", "manual") in edges
 
 
+def test_the_role_ci_assumes_and_the_variables_defaults_are_drawn(gen: ModuleType) -> None:
+    d = gen.build_diagram(gen.load_workflow(WORKFLOW))
+    nodes = {n.id: n for n in d.nodes}
+    edges = {(e.source, e.target, e.label) for e in d.edges}
+    assert ("job-docker", "ext-iam", "assume") in edges
+    # STACK_NAME is `${{ vars.STACK_NAME || '...' }}`: the picture names the default.
+    assert nodes["ext-ecr"].detail == "hello-world-ecr-ecs-fargate\nhello-world-ecr-ecs-fargate-bot"
+    assert "environment: release" in nodes["job-docker"].detail
+    assert gen.shown_value("${{ vars.X || 'eu-west-1' }}") == "eu-west-1"
+    assert gen.shown_value("plain") == "plain"
+
+
 def test_a_cycle_is_refused(gen: ModuleType) -> None:
     wf = {"jobs": {"a": {"needs": "b"}, "b": {"needs": ["a"]}}}
     with pytest.raises(ValueError, match="cycle"):

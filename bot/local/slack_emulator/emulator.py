@@ -30,6 +30,7 @@ from bot.local.slack_emulator.records import (
 )
 from bot.local.slack_emulator.state import Fault, Store
 from bot.local.slack_emulator.webapi import ApiError, Identity, WebApi, parse_blocks
+from bot.slack.names import REFUSED_BUILT_INS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -208,6 +209,11 @@ class SlackEmulator:
         if asyncio.get_running_loop() is self._loop:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def add_user(self, user_id: str, name: str) -> None:
+        """A new member of the workspace; ``name`` is what Slack sends as their user name."""
+        with self.store.locked():
+            self.store.users[user_id] = name
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -662,6 +668,9 @@ class SlackEmulator:
         signature: str | None = None,
     ) -> Delivery:
         """``slash_command`` for coroutines (any event loop)."""
+        if command in REFUSED_BUILT_INS:
+            # Slack answers its own commands itself and refuses an app that declares one.
+            raise ValueError(f"{command} is one of Slack's built-in commands: no app receives it")
         via, url = self._route(via, url)
         user = user or next(iter(self.store.users))
         channel = self._known_channel(channel)

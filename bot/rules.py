@@ -1,0 +1,581 @@
+"""The rules, in one place: may this person do this to this target, through this door, now?
+
+Every door (a slash command, a button, a CI notice's button, the CLI, the queue when a
+queued deploy's turn comes) calls :func:`check` before it acts, with the facts it read
+from the ledger and ECR. ``check`` is pure: no AWS, no Slack, no clock of its own. It
+answers a :class:`Decision`: allowed or refused, a message for a person that names the
+rule, and the rules it bypassed (a rollback during a freeze, ``--break-glass`` outside
+the windows), which the door records and announces.
+
+The rules, in the order they are asked (the first refusal answers):
+
+1. ``channels``: Slack doors act only in the target's channels (none listed: any).
+2. ``deployers`` / ``approvers``: who may act. Deploy, redeploy, promote and roll back:
+   the deployers. Abort, freeze, unfreeze: deployers and approvers. Approve: approvers,
+   never the requester. Read: anyone. The CLI's gate is its AWS credentials, so it skips
+   who and where, and cannot approve (approvals are given in Slack).
+3. ``approval_expiry_minutes`` and the request's premise, when approving.
+4. ``freeze``: a frozen target refuses deploy, redeploy, promote and approve. Rollback
+   and abort go ahead and say they bypassed it.
+5. ``after``: a target with ``after`` takes only images that completed there (promotion).
+6. ``windows``: outside them deploy, redeploy, promote and approve are refused with the
+   next opening; rollback and abort go ahead and say so; ``--break-glass`` overrides.
+7. ``approvals``: deploy, redeploy and promote need that many approvals from approvers
+   other than the requester; ``--break-glass`` overrides, on the record.
+
+``--break-glass "reason"`` is the terminal's: any other door passing it is refused.
+A new rule is a field of :class:`bot.targets.Target` and a step here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from bot.deploy.errors import DeployRefused
+from bot.mrkdwn import escape as escape_mrkdwn
+from bot.targets import Target
+from bot.windows import describe_opening, is_open, next_opening
+
+
+class Action(StrEnum):
+    DEPLOY = "deploy"
+    REDEPLOY = "redeploy"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+    APPROVE = "approve"
+    READ = "read"
+
+
+class Door(StrEnum):
+    SLASH = "slash"
+    BUTTON = "button"
+    CI_BUTTON = "ci-button"
+    CLI = "cli"
+    QUEUE = "queue"
+
+
+class Rule(StrEnum):
+    """What refused or was bypassed; the deploybot.toml key that sets it, where there is one."""
+
+    CHANNELS = "channels"
+    DEPLOYERS = "deployers"
+    APPROVERS = "approvers"
+    EXPIRY = "approval_expiry_minutes"
+    PREMISE = "premise"
+    FREEZE = "freeze"
+    AFTER = "after"
+    PROMOTION = "promotion"
+    WINDOWS = "windows"
+    APPROVALS = "approvals"
+    BREAK_GLASS = "break-glass"
+
+
+# Actions that put an image on the target (or would, once approved): every guard applies.
+CHANGES = frozenset({Action.DEPLOY, Action.REDEPLOY, Action.PROMOTE})
+# Actions that stop or undo harm: they pass freeze and windows, and say so.
+REMEDIES = frozenset({Action.ROLLBACK, Action.ABORT})
+# Actions either a deployer or an approver may take.
+GUARDIANS = frozenset({Action.ABORT, Action.FREEZE, Action.UNFREEZE})
+FAILED_OUTCOMES = frozenset({"FAILED", "ROLLED_BACK"})
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """Who froze a target, when, why. ``via``: ``slack`` (``by`` is a Slack user id),
+    ``cli`` (a terminal's user) or ``bot`` (freeze_after_failure; ``deployment`` says which)."""
+
+    by: str
+    since: datetime
+    reason: str
+    via: str = "slack"
+    deployment: str | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the door read before asking; every field is optional, the rules that need one
+    say so when it is missing (they refuse rather than guess)."""
+
+    image: str | None = None  # what the action would deploy, as people say it: "v4.5.0"
+    source: str | None = None  # promote: the target the image comes from
+    # The image completed on the target it must come from (deploy: the target's `after`;
+    # promote: `source`). None: not looked up.
+    completed_on_source: bool | None = None
+    freeze: Freeze | None = None
+    approved_by: tuple[str, ...] = ()  # Slack user ids who approved this request so far
+    # approve only: the request being approved.
+    requested: Action | None = None
+    requested_by: str | None = None
+    requested_at: datetime | None = None
+    premise_changed: str | None = None  # what changed since the request, for a person
+    break_glass: str | None = None  # the reason given with --break-glass
+
+
+@dataclass(frozen=True)
+class Bypass:
+    """A rule that would have refused and did not, and why: for the record and the channel."""
+
+    rule: Rule
+    message: str
+    mrkdwn: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer. ``message`` is for a terminal and logs, ``mrkdwn`` the same for Slack
+    (user text escaped, people mentioned). ``needs_approval``: refused only for want of
+    approvals, so a Slack door may post an approval request instead."""
+
+    allowed: bool
+    rule: Rule | None = None
+    message: str = ""
+    mrkdwn: str = ""
+    bypassed: tuple[Bypass, ...] = ()
+    needs_approval: bool = False
+
+    def raise_if_refused(self) -> None:
+        if not self.allowed:
+            raise RuleRefused(self)
+
+
+class RuleRefused(DeployRefused):
+    """A rule refused (exit 2); ``decision`` holds the rule and the Slack rendering."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+        self.rule = decision.rule
+
+
+# --- saying things twice: plain for the terminal, mrkdwn for Slack --------------------------
+
+
+@dataclass(frozen=True)
+class _Say:
+    slack: bool
+    now: datetime
+
+    def person(self, who: str, via: str = "slack") -> str:
+        if self.slack and via == "slack":
+            return f"<@{who}>"
+        return self.text(who)
+
+    def people(self, ids: Iterable[str]) -> str:
+        names = [self.person(i) for i in ids]
+        if len(names) <= 1:
+            return "".join(names) or "nobody"
+        return ", ".join(names[:-1]) + " or " + names[-1]
+
+    def channels(self, ids: Iterable[str]) -> str:
+        return ", ".join(f"<#{c}>" if self.slack else c for c in sorted(ids))
+
+    def text(self, value: str) -> str:
+        return escape_mrkdwn(value) if self.slack else value
+
+    def command(self, value: str) -> str:
+        return f"`{value}`" if self.slack else value
+
+    def when(self, at: datetime) -> str:
+        """14:02 UTC (or Mar 28 14:02 UTC when not within the last half day); Slack renders
+        its own ``<!date>`` in the reader's time zone, the fallback text in UTC
+        (api.slack.com/reference/surfaces/formatting#date-formatting)."""
+        moment = at.astimezone(UTC)
+        recent = abs(self.now.astimezone(UTC) - moment) < timedelta(hours=12)
+        plain = f"{moment:%H:%M} UTC" if recent else f"{moment:%b} {moment.day} {moment:%H:%M} UTC"
+        if not self.slack:
+            return plain
+        tokens = "{time}" if recent else "{date_short_pretty} {time}"
+        return f"<!date^{int(moment.timestamp())}^{tokens}|{plain}>"
+
+
+Words = Callable[[_Say], str]
+
+
+@dataclass
+class _Asking:
+    """One call of check(): the request, and the bypasses gathered so far."""
+
+    target: Target
+    action: Action
+    door: Door
+    who: str
+    channel: str | None
+    now: datetime
+    facts: Facts
+    bypassed: list[Bypass] = field(default_factory=list)
+
+    @property
+    def slack(self) -> bool:
+        return self.door is not Door.CLI
+
+    def render(self, words: Words) -> tuple[str, str]:
+        return words(_Say(False, self.now)), words(_Say(True, self.now))
+
+    def refuse(self, rule: Rule, words: Words, *, needs_approval: bool = False) -> Decision:
+        message, mrkdwn = self.render(words)
+        return Decision(False, rule, message, mrkdwn, tuple(self.bypassed), needs_approval)
+
+    def bypass(self, rule: Rule, words: Words) -> None:
+        message, mrkdwn = self.render(words)
+        self.bypassed.append(Bypass(rule, message, mrkdwn))
+
+    def allow(self) -> Decision:
+        return Decision(True, None, "", "", tuple(self.bypassed))
+
+    @property
+    def glass(self) -> str | None:
+        """The break-glass reason, once check() has vetted it."""
+        return self.facts.break_glass if self.action in CHANGES else None
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+def check(
+    target: Target,
+    action: Action | str,
+    *,
+    door: Door | str,
+    who: str,
+    channel: str | None,
+    now: datetime,
+    facts: Facts | None = None,
+) -> Decision:
+    """Whether ``who`` may take ``action`` on ``target`` through ``door`` at ``now``.
+
+    ``who`` is a Slack user id at Slack doors (the requester's, at the queue), the
+    terminal's user at the CLI; ``channel`` the Slack channel (None at the CLI).
+    """
+    asking = _Asking(target, Action(action), Door(door), who, channel, now, facts or Facts())
+    for step in _STEPS:
+        refused = step(asking)
+        if refused is not None:
+            return refused
+    return asking.allow()
+
+
+def _break_glass(a: _Asking) -> Decision | None:
+    reason = a.facts.break_glass
+    if reason is None:
+        return None
+    if a.door is not Door.CLI:
+        return a.refuse(
+            Rule.BREAK_GLASS,
+            lambda s: (
+                "--break-glass is the terminal's: "
+                + s.command(f'deploybot --target {a.target.name} deploy TAG --break-glass "why"')
+            ),
+        )
+    if not reason.strip():
+        return a.refuse(
+            Rule.BREAK_GLASS,
+            lambda s: "--break-glass needs a reason: what is broken, and why it cannot wait",
+        )
+    return None
+
+
+def _channels(a: _Asking) -> Decision | None:
+    if not a.slack or a.target.serves_channel(a.channel or ""):
+        return None
+    return a.refuse(
+        Rule.CHANNELS,
+        lambda s: (
+            f"{a.target.name} is not handled in this channel; use {s.channels(a.target.channels)}"
+        ),
+    )
+
+
+def _setting(target: Target, key: str, variable: str) -> str:
+    """Where a person changes a list: the file's key, or the variable without a file."""
+    if target.source:
+        return f"targets.{target.name}.{key} in {target.source}"
+    return variable
+
+
+def _who(a: _Asking) -> Decision | None:
+    target, action, who = a.target, a.action, a.who
+    if action is Action.APPROVE:
+        return _approver(a)
+    if not a.slack or action is Action.READ:
+        return None
+    if target.may_deploy(who) or (action in GUARDIANS and target.may_approve(who)):
+        return None
+    verb = {
+        Action.DEPLOY: f"deploy to {target.name}",
+        Action.REDEPLOY: f"redeploy {target.name}",
+        Action.PROMOTE: f"promote to {target.name}",
+        Action.ROLLBACK: f"roll back {target.name}",
+        Action.ABORT: f"abort {target.name}'s rollout",
+        Action.FREEZE: f"freeze {target.name}",
+        Action.UNFREEZE: f"unfreeze {target.name}",
+    }[action]
+    where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
+    return a.refuse(
+        Rule.DEPLOYERS,
+        lambda s: (
+            f"you may not {verb}; ask an admin to add your Slack user id "
+            f"({s.command(who)}) to {where}"
+        ),
+    )
+
+
+def _approver(a: _Asking) -> Decision | None:
+    target, facts, who = a.target, a.facts, a.who
+    if not a.slack:
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: "approvals are given in Slack, with the request's Approve button",
+        )
+    if not target.may_approve(who):
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: f"only {s.people(target.approvers)} may approve changes to {target.name}",
+        )
+    others = [p for p in target.approvers if p != facts.requested_by]
+    if who == facts.requested_by:
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: f"you asked for this; someone else must approve it ({s.people(others)})",
+        )
+    if who in facts.approved_by:
+        missing = missing_approvals(target, facts.requested_by or "", facts.approved_by)
+        rest = [p for p in others if p not in facts.approved_by]
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: (
+                f"you approved this already; it needs {_approvals(missing, more=True)} "
+                f"from {s.people(rest)}"
+            ),
+        )
+    return None
+
+
+def _request(a: _Asking) -> Decision | None:
+    """Approving: the request must be alive and its premise unchanged."""
+    if a.action is not Action.APPROVE:
+        return None
+    target, facts = a.target, a.facts
+    ask = _ask_command(target, facts.requested or Action.DEPLOY, facts)
+    if facts.requested_at is None:
+        return a.refuse(
+            Rule.EXPIRY,
+            lambda s: "this request's time is unknown; ask again with " + s.command(ask),
+        )
+    expires = facts.requested_at + target.approval_expiry
+    if a.now >= expires:
+        return a.refuse(
+            Rule.EXPIRY,
+            lambda s: (
+                f"this request expired at {s.when(expires)} ({target.name}'s approval "
+                f"requests last {target.approval_expiry_minutes} minutes); ask again with "
+                + s.command(ask)
+            ),
+        )
+    premise = facts.premise_changed
+    if premise:
+        return a.refuse(
+            Rule.PREMISE,
+            lambda s: (
+                f"this request no longer holds: {s.text(premise)}; ask again with " + s.command(ask)
+            ),
+        )
+    return None
+
+
+def _describe_freeze(s: _Say, target: Target, freeze: Freeze, already: str = "") -> str:
+    return (
+        f"{target.name} is {already}frozen by {s.person(freeze.by, freeze.via)} since "
+        f"{s.when(freeze.since)}: {s.text(freeze.reason)}"
+    )
+
+
+def _freeze(a: _Asking) -> Decision | None:
+    target, action, freeze = a.target, a.action, a.facts.freeze
+    if action is Action.UNFREEZE:
+        if freeze is None:
+            return a.refuse(Rule.FREEZE, lambda s: f"{target.name} is not frozen")
+        return None
+    if freeze is None or action is Action.READ:
+        return None
+    if action is Action.FREEZE:
+        return a.refuse(
+            Rule.FREEZE, lambda s: _describe_freeze(s, target, freeze, already="already ")
+        )
+    if action in REMEDIES:
+        a.bypass(
+            Rule.FREEZE,
+            lambda s: f"{action.value} goes ahead: {_describe_freeze(s, target, freeze)}",
+        )
+        return None
+    unfreeze = f"/deploy unfreeze {target.name}"
+    return a.refuse(
+        Rule.FREEZE,
+        lambda s: f"{_describe_freeze(s, target, freeze)}. Once it is safe: {s.command(unfreeze)}",
+    )
+
+
+def _promotion(a: _Asking) -> Decision | None:
+    target, facts = a.target, a.facts
+    action = facts.requested if a.action is Action.APPROVE else a.action
+    image = facts.image or "this image"
+    if action is Action.PROMOTE:
+        source = facts.source
+        if source is None:
+            return a.refuse(Rule.PROMOTION, lambda s: "promote from which target? none was given")
+        if source == target.name:
+            return a.refuse(Rule.PROMOTION, lambda s: f"{target.name} cannot be promoted to itself")
+        if target.after is not None and source != target.after:
+            return a.refuse(
+                Rule.AFTER,
+                lambda s: f"{target.name} only takes images from {target.after}, not from {source}",
+            )
+        if facts.completed_on_source is not True:
+            rule = Rule.AFTER if target.after else Rule.PROMOTION
+            if facts.completed_on_source is None:
+                return a.refuse(
+                    rule, lambda s: f"could not tell whether {image} completed on {source}"
+                )
+            return a.refuse(
+                rule,
+                lambda s: (
+                    f"{target.name} only takes images that completed on {source}; "
+                    f"{source}'s last deployment ({s.text(image)}) did not complete"
+                ),
+            )
+        return None
+    if action is not Action.DEPLOY or target.after is None:
+        return None
+    after = target.after
+    if facts.completed_on_source is None:
+        return a.refuse(
+            Rule.AFTER, lambda s: f"could not tell whether {image} completed on {after}"
+        )
+    if facts.completed_on_source:
+        return None
+    promote = f"/deploy promote {after} to {target.name}"
+    return a.refuse(
+        Rule.AFTER,
+        lambda s: (
+            f"{target.name} only takes images that completed on {after}; "
+            f"{s.text(image)} has not. Deploy it to {after} first, then {s.command(promote)}"
+        ),
+    )
+
+
+def _windows(a: _Asking) -> Decision | None:
+    target, action = a.target, a.action
+    if action not in CHANGES | REMEDIES | {Action.APPROVE} or is_open(target.windows, a.now):
+        return None
+    opens = describe_opening(next_opening(target.windows, a.now))
+    outside = f"outside {target.name}'s deploy windows; the next opens {opens}"
+    if action in REMEDIES:
+        a.bypass(Rule.WINDOWS, lambda s: f"{action.value} goes ahead {outside}")
+        return None
+    glass = a.glass
+    if glass:
+        a.bypass(
+            Rule.WINDOWS,
+            lambda s: (
+                f"{outside}: overridden with --break-glass by {s.person(a.who, 'cli')}: "
+                f"{s.text(glass)}"
+            ),
+        )
+        return None
+    hint = ' (--break-glass "why" overrides it, on the record)' if a.door is Door.CLI else ""
+    return a.refuse(Rule.WINDOWS, lambda s: outside + hint)
+
+
+def missing_approvals(target: Target, requester: str, approved_by: Sequence[str]) -> int:
+    """How many approvals a request by ``requester`` still lacks: approvals count only
+    from the target's approvers, once each, never the requester's own."""
+    valid = {p for p in approved_by if target.may_approve(p) and p != requester}
+    return max(0, target.approvals - len(valid))
+
+
+def _approvals(count: int, more: bool = False) -> str:
+    again = "more " if more else ""
+    return f"1 {again}approval" if count == 1 else f"{count} {again}approvals"
+
+
+def _ask_command(target: Target, action: Action, facts: Facts) -> str:
+    if action is Action.PROMOTE:
+        return f"/deploy promote {facts.source or target.after or 'FROM'} to {target.name}"
+    if action is Action.REDEPLOY:
+        return f"/redeploy {target.name}"
+    return f"/deploy {facts.image or 'TAG'} to {target.name}"
+
+
+def _approval(a: _Asking) -> Decision | None:
+    target, facts = a.target, a.facts
+    if a.action not in CHANGES or not target.approvals:
+        return None
+    missing = missing_approvals(target, a.who, facts.approved_by)
+    if not missing:
+        return None
+    glass = a.glass
+    if glass:
+        a.bypass(
+            Rule.APPROVALS,
+            lambda s: (
+                f"{target.name}'s approval ({_approvals(target.approvals)}) bypassed with "
+                f"--break-glass by {s.person(a.who, 'cli')}: {s.text(glass)}"
+            ),
+        )
+        return None
+    others = [p for p in target.approvers if p != a.who]
+    more = missing < target.approvals
+
+    def need(s: _Say) -> str:
+        return f"{target.name} needs {_approvals(missing, more)} from {s.people(others)}"
+
+    ask = _ask_command(target, a.action, facts)
+    if a.door is Door.SLASH:
+        return a.refuse(Rule.APPROVALS, need, needs_approval=True)
+    if a.door is Door.CLI:
+        return a.refuse(
+            Rule.APPROVALS,
+            lambda s: (
+                f"{need(s)}; ask for one in Slack with {ask}, or deploy with "
+                '--break-glass "why" (recorded, and announced in the channel)'
+            ),
+        )
+    return a.refuse(
+        Rule.APPROVALS,
+        lambda s: f"{need(s)}; ask for one with {s.command(ask)}",
+        needs_approval=True,
+    )
+
+
+_STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
+    _break_glass,
+    _channels,
+    _who,
+    _request,
+    _freeze,
+    _promotion,
+    _windows,
+    _approval,
+)
+
+
+def freeze_after_failure(
+    target: Target, *, outcome: str, image: str, deployment: str, at: datetime
+) -> Freeze | None:
+    """The freeze a finished deployment leaves, if the target freezes after a failure:
+    ``outcome`` is the rollout's (``FAILED``, ``ROLLED_BACK`` freeze; others do not)."""
+    if not target.freeze_after_failure or outcome not in FAILED_OUTCOMES:
+        return None
+    what = "failed and was rolled back" if outcome == "ROLLED_BACK" else "failed"
+    return Freeze(
+        by="deploybot",
+        since=at,
+        reason=f"{image} {what} (deployment {deployment})",
+        via="bot",
+        deployment=deployment,
+    )

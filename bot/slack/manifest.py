@@ -1,0 +1,71 @@
+"""The Slack app manifest for the configured command names: what ``deploybot manifest`` prints.
+
+bot/slack/manifest.yml is this text for the default names (a test holds the two equal), so a
+workspace set up from either declares exactly the commands the bot listens to.
+"""
+
+from __future__ import annotations
+
+from bot.slack.names import CommandNames
+
+# The names are checked against Slack's rules (bot/slack/names.py) before they get here: each is
+# a plain YAML scalar ("/", then [a-z0-9_-]), so substituting them needs no quoting.
+_TEMPLATE = """\
+# deploybot's Slack app manifest: paste it into https://api.slack.com/apps
+# ("Create New App" > "From a manifest"). Schema: Slack's app manifest, version 1.
+# `deploybot manifest` prints it for the command names in SLACK_DEPLOY_COMMAND,
+# SLACK_REDEPLOY_COMMAND and SLACK_STATUS_COMMAND; this file is its output for the defaults.
+# The bot runs in Socket Mode, so no URL appears here: Slack sends slash commands and
+# button clicks over the socket the bot opens with its app-level token (connections:write,
+# created on the app's Basic Information page; it is not a bot scope).
+# tests/slack/test_manifest.py holds this file against the code: the commands against the
+# bot's listeners and Slack's built-in names, the bot scopes against the Web API methods the
+# bot calls.
+_metadata:
+  major_version: 1
+  minor_version: 1
+display_information:
+  name: deploybot
+  description: Deploys the hello-world service to ECS Fargate, with live rollout progress.
+  background_color: "#232f3e"
+features:
+  bot_user:
+    display_name: deploybot
+    always_online: true
+  slash_commands:
+    - command: {deploy}
+      description: Deploy an image tag to ECS Fargate (alone, it lists recent tags)
+      usage_hint: "v4.4.0-ecr-ecs-fargate | v4.4 | sha-abc1234 | rollback | history | status"
+      should_escape: false
+    - command: {redeploy}
+      description: Force a new deployment of the image that runs now
+      usage_hint: "[reason]"
+      should_escape: false
+    - command: {status}
+      description: What runs now, the rollout, the lock and the last deploys
+      should_escape: false
+oauth_config:
+  scopes:
+    bot:
+      # chat.postMessage and chat.update: the live progress message and its thread.
+      - chat:write
+      # The three slash commands.
+      - commands
+settings:
+  interactivity:
+    # The Deploy button on CI's notices and the Rollback button on final messages.
+    is_enabled: true
+  org_deploy_enabled: false
+  socket_mode_enabled: true
+  token_rotation_enabled: false
+"""
+
+
+def render_manifest(commands: CommandNames) -> str:
+    """The manifest (YAML, comments kept) declaring ``commands``; they must be valid names."""
+    problems = commands.problems()
+    if problems:
+        raise ValueError("; ".join(problems.values()))
+    return _TEMPLATE.format(
+        deploy=commands.deploy, redeploy=commands.redeploy, status=commands.status
+    )

@@ -1,0 +1,397 @@
+"""Targets: the ECS services deploybot deploys and their rules, from deploybot.toml or the env.
+
+A target is a name (``staging``, ``production``, ``billing-production``…), one ECS service,
+and the rules that guard it. With ``DEPLOYBOT_CONFIG`` they come from that TOML file, read
+with pydantic-settings' own TOML source and checked at start: every problem is reported
+with the file and the key (``deploybot.toml: targets.production.after: no target named
+'stagin' (known: staging, production)``). Without it, today's variables (``ECS_CLUSTER``,
+``ECS_SERVICE``, ``ECR_REPOSITORY``, ``DEPLOY_ALLOWED_USERS``/``CHANNELS``) are one target
+named ``DEPLOY_TARGET``, with no rules, so a single-service team changes nothing.
+
+One engine knows one service: ``Target.settings(base)`` gives the settings an engine for
+that target is built from. The table (``DEPLOY_TABLE``) is shared by every target.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.deploy.errors import DeployRefused, NotConfigured
+from bot.settings import Settings
+from bot.windows import Window, WindowError, parse_window
+
+# Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+EVERYONE = "*"
+
+
+class UnknownTarget(DeployRefused):
+    """No target of that name; the message names the known ones (exit 2)."""
+
+    def __init__(self, message: str, name: str, known: Sequence[str]) -> None:
+        super().__init__(message)
+        self.name = name
+        self.known = tuple(known)
+
+
+class BadConfig(NotConfigured):
+    """deploybot.toml (or DEPLOY_TARGET) is wrong; one line a problem, each naming file and key."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ECS service and its rules. The rule fields are read by bot/rules.py only."""
+
+    name: str
+    cluster: str
+    service: str
+    repository: str
+    container: str | None = None
+    # Promotion only: the target takes images that completed on this one, nothing else.
+    after: str | None = None
+    deployers: frozenset[str] = frozenset()  # Slack user ids, or "*"; empty: nobody
+    channels: frozenset[str] = frozenset()  # Slack channel ids; empty: any channel
+    freeze_after_failure: bool = False
+    approvals: int = 0
+    approvers: tuple[str, ...] = ()
+    approval_expiry_minutes: int = 30
+    windows: tuple[Window, ...] = ()
+    source: str | None = None  # the file it comes from; None: the environment
+
+    def settings(self, base: Settings) -> Settings:
+        """``base`` pointing at this target's service: what its Engine is built from."""
+        return base.model_copy(
+            update={
+                "ecs_cluster": self.cluster,
+                "ecs_service": self.service,
+                "ecr_repository": self.repository,
+                "ecs_container": self.container,
+                "deploy_allowed_users": self.deployers,
+                "deploy_allowed_channels": self.channels,
+                "deploy_target": self.name,
+            }
+        )
+
+    def may_deploy(self, user: str) -> bool:
+        """Whether ``user`` (a Slack user id) is one of the target's deployers."""
+        return EVERYONE in self.deployers or user in self.deployers
+
+    def may_approve(self, user: str) -> bool:
+        return user in self.approvers
+
+    def serves_channel(self, channel: str) -> bool:
+        """Whether the target answers in ``channel``: listed, or no list at all."""
+        return not self.channels or channel in self.channels
+
+    @property
+    def approval_expiry(self) -> timedelta:
+        return timedelta(minutes=self.approval_expiry_minutes)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether any rule beyond who and where applies (for /status and help texts)."""
+        return bool(self.after or self.approvals or self.windows or self.freeze_after_failure)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Every target, in the file's order, and the default one (``DEPLOY_TARGET``)."""
+
+    targets: tuple[Target, ...]
+    default_name: str
+    source: str | None = None  # the file they came from; None: the environment
+    _by_name: dict[str, Target] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {t.name: t for t in self.targets})
+        if self.default_name not in self._by_name:
+            raise ValueError(f"default target {self.default_name!r} is not one of the targets")
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.targets)
+
+    @property
+    def default(self) -> Target:
+        return self._by_name[self.default_name]
+
+    def get(self, name: str | None = None) -> Target:
+        """The target called ``name`` (None: the default); UnknownTarget names the known ones."""
+        if name is None:
+            return self.default
+        found = self._by_name.get(name) or self._by_name.get(name.strip().lower())
+        if found is not None:
+            return found
+        known = ", ".join(self.names)
+        close = difflib.get_close_matches(name, self.names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownTarget(f"no target named {name!r} (known: {known}){hint}", name, self.names)
+
+    def for_channel(self, channel: str) -> list[Target]:
+        """The targets that answer in ``channel``: those listing it, and those listing none."""
+        return [t for t in self.targets if t.serves_channel(channel)]
+
+    def promotions_from(self, name: str) -> list[Target]:
+        """The targets that take their images from ``name`` (``after = name``)."""
+        return [t for t in self.targets if t.after == name]
+
+    def direct(self) -> list[Target]:
+        """The targets that take any image directly (no ``after``): CI notices' buttons."""
+        return [t for t in self.targets if t.after is None]
+
+
+# --- deploybot.toml ------------------------------------------------------------------------
+
+
+class _TargetTable(BaseModel):
+    """One ``[targets.NAME]`` table, as written. Strict: TOML has real types, so a string
+    where a number belongs is a mistake to report, not a value to coerce."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    cluster: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    repository: str = Field(min_length=1)
+    container: str | None = Field(None, min_length=1)
+    after: str | None = None
+    deployers: list[str] | None = None
+    channels: list[str] | None = None
+    freeze_after_failure: bool = False
+    approvals: Literal[0, 1, 2] = 0
+    approvers: list[str] = []
+    approval_expiry_minutes: int = Field(30, ge=1, le=24 * 60)
+    windows: list[str] = []
+
+
+class _ConfigFile(BaseSettings):
+    """The whole file. Its only source is the TOML file (no environment, no .env): the
+    path comes from a subclass made per file (see _read), since the source reads
+    ``toml_file`` from the model's config."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    targets: dict[str, _TargetTable]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (TomlConfigSettingsSource(settings_cls),)
+
+
+_KNOWN_KEYS = ", ".join(_TargetTable.model_fields)
+
+
+def _read(path: Path, shown: str) -> _ConfigFile:
+    class _ThisFile(_ConfigFile):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        return _ThisFile()  # type: ignore[call-arg]  # the TOML source gives the fields
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig([f"{shown}: not valid TOML: {exc}"]) from exc
+    except ValidationError as exc:
+        raise BadConfig([f"{shown}: {_problem(error)}" for error in exc.errors()]) from exc
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``key.path: what is wrong``."""
+    key = ".".join(str(part) for part in error["loc"])
+    kind, message = error["type"], error["msg"]
+    if kind == "missing":
+        if error["loc"] == ("targets",):
+            return "targets: no targets; add a [targets.NAME] table for each service"
+        return f"{key}: missing (every target names its cluster, service and repository)"
+    if kind == "extra_forbidden":
+        if len(error["loc"]) == 1:
+            return f"{key}: unknown key (the file holds [targets.NAME] tables)"
+        return f"{key}: unknown key (known: {_KNOWN_KEYS})"
+    given = error.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+    return f"{key}: {message.removeprefix('Value error, ')}{shown}"
+
+
+def _id_problem(value: str, kind: str) -> str | None:
+    # Slack asks apps not to assume the characters of an id (api.slack.com/changelog/
+    # 2016-08-11-user-id-format-changes), so only what is surely a name, not an id, is caught.
+    if not value or value != value.strip() or " " in value:
+        return f"{value!r} is not a Slack {kind} id"
+    if value[0] in "@#<":
+        where = (
+            "U…, from their profile → ⋮ → Copy member ID"
+            if kind == "user"
+            else "C…, at the bottom of the channel's About tab"
+        )
+        return f"{value!r} is a name, not a Slack {kind} id ({where})"
+    return None
+
+
+def _target(
+    name: str, table: _TargetTable, settings: Settings, key: str, source: str
+) -> tuple[Target, list[str]]:
+    problems: list[str] = []
+    if not _NAME.fullmatch(name):
+        problems.append(f"{key}: {name!r} is not a target name (letters, digits, - and _)")
+    windows: list[Window] = []
+    for index, text in enumerate(table.windows):
+        try:
+            windows.append(parse_window(text))
+        except WindowError as exc:
+            problems.append(f"{key}.windows.{index}: {exc}")
+    for field_name, kind in (("deployers", "user"), ("approvers", "user"), ("channels", "channel")):
+        for index, value in enumerate(getattr(table, field_name) or ()):
+            if value == EVERYONE and field_name == "deployers":
+                continue
+            why = _id_problem(value, kind)
+            if why:
+                problems.append(f"{key}.{field_name}.{index}: {why}")
+    if table.approvals and len(set(table.approvers)) < table.approvals:
+        need = "1 approver" if table.approvals == 1 else f"{table.approvals} approvers"
+        problems.append(
+            f"{key}.approvers: approvals = {table.approvals} needs at least {need}, "
+            f"{len(set(table.approvers))} listed"
+        )
+    if table.approvers and not table.approvals:
+        problems.append(f"{key}.approvers: listed, but approvals = 0 asks for none; set approvals")
+    deployers = settings.deploy_allowed_users if table.deployers is None else table.deployers
+    channels = settings.deploy_allowed_channels if table.channels is None else table.channels
+    target = Target(
+        name=name,
+        cluster=table.cluster,
+        service=table.service,
+        repository=table.repository,
+        container=table.container,
+        after=table.after,
+        deployers=frozenset(deployers),
+        channels=frozenset(channels),
+        freeze_after_failure=table.freeze_after_failure,
+        approvals=table.approvals,
+        approvers=tuple(dict.fromkeys(table.approvers)),
+        approval_expiry_minutes=table.approval_expiry_minutes,
+        windows=tuple(windows),
+        source=source,
+    )
+    return target, problems
+
+
+def _between_targets(targets: dict[str, Target], shown: str) -> list[str]:
+    """What no single table can say wrong: after's target, cycles, one service twice."""
+    problems: list[str] = []
+    known = ", ".join(targets)
+    services: dict[tuple[str, str], str] = {}
+    for name, target in targets.items():
+        key = f"{shown}: targets.{name}"
+        place = (target.cluster, target.service)
+        if place in services:
+            problems.append(
+                f"{key}: cluster {target.cluster!r}, service {target.service!r} is already "
+                f"targets.{services[place]} (a service is one target: one lock, one history)"
+            )
+        services.setdefault(place, name)
+        if target.after is None:
+            continue
+        if target.after == name:
+            problems.append(f"{key}.after: a target cannot come after itself")
+            continue
+        before = targets.get(target.after)
+        if before is None:
+            problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
+            continue
+        if before.repository != target.repository:
+            problems.append(
+                f"{key}.after: {target.after} runs images of {before.repository!r}, {name} of "
+                f"{target.repository!r}; promotion deploys the same image, so one repository"
+            )
+        chain: list[str] = [name]
+        step: str | None = target.after
+        while step is not None and step in targets and step not in chain:
+            chain.append(step)
+            step = targets[step].after
+        if step == name:
+            loop = " → ".join([*chain, name])
+            problems.append(f"{key}.after: promotion goes round in a circle ({loop})")
+    return problems
+
+
+def load_targets(settings: Settings) -> Targets:
+    """The targets ``settings`` describe: from DEPLOYBOT_CONFIG's file, else the environment.
+
+    Raises BadConfig (exit 2) listing every problem, each naming the file and the key.
+    """
+    default = settings.deploy_target
+    if settings.deploybot_config is None:
+        if not _NAME.fullmatch(default):
+            raise BadConfig(
+                [f"DEPLOY_TARGET: {default!r} is not a target name (letters, digits, - and _)"]
+            )
+        only = Target(
+            name=default,
+            cluster=settings.ecs_cluster,
+            service=settings.ecs_service,
+            repository=settings.ecr_repository,
+            container=settings.ecs_container,
+            deployers=settings.deploy_allowed_users,
+            channels=settings.deploy_allowed_channels,
+        )
+        return Targets((only,), default)
+
+    path = settings.deploybot_config
+    shown = str(path)
+    if not path.is_file():
+        why = "is a directory" if path.is_dir() else "does not exist"
+        raise BadConfig([f"{shown}: {why} (DEPLOYBOT_CONFIG names it)"])
+    config = _read(path, shown)
+    if not config.targets:
+        raise BadConfig([f"{shown}: targets: no targets; add a [targets.NAME] table for each"])
+    built: dict[str, Target] = {}
+    problems: list[str] = []
+    for name, table in config.targets.items():
+        target, found = _target(name, table, settings, f"targets.{name}", shown)
+        built[name] = target
+        problems += [f"{shown}: {p}" for p in found]
+    problems += _between_targets(built, shown)
+    if default not in built:
+        if "deploy_target" in settings.model_fields_set:
+            problems.append(
+                f"DEPLOY_TARGET: no target named {default!r} in {shown} (known: {', '.join(built)})"
+            )
+        elif len(built) == 1:
+            default = next(iter(built))
+        else:
+            problems.append(
+                f"DEPLOY_TARGET: unset, and {shown} has no target named {default!r}: set it to "
+                f"the default target, one of {', '.join(built)}"
+            )
+    if problems:
+        raise BadConfig(problems)
+    return Targets(tuple(built.values()), default, shown)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs a deploybot command for the Makefile and keeps its exit code in sight. GNU make exits 2
+# whenever a recipe fails, so `make deploy` cannot pass deploybot's 1, 3 or 4 on; this prints
+# the code and its meaning instead (`deploybot` itself exits with them: use it in scripts).
+"$@"
+code=$?
+case $code in
+    0) ;;
+    1) meaning="the rollout failed, or was rolled back or aborted" ;;
+    2) meaning="refused before any change" ;;
+    3) meaning="still rolling out when the timeout came; ECS carries on (make status)" ;;
+    4) meaning="lost sight of the rollout (AWS stopped answering); see make status" ;;
+    130) meaning="interrupted; a rollout that started goes on in ECS (make status)" ;;
+    *) meaning="unexpected" ;;
+esac
+if [ "$code" -ne 0 ]; then
+    echo "make: deploybot exited $code: $meaning." >&2
+fi
+exit "$code"
