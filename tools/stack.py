@@ -118,9 +118,7 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
 
 
 @contextlib.contextmanager
-def deploy_lock(
-    base_stack: str, stack_name: str, region: str, out: Out = _print
-) -> Iterator[None]:
+def deploy_lock(base_stack: str, stack_name: str, region: str, out: Out = _print) -> Iterator[None]:
     """Hold deploybot's deploy lock of ``stack_name``'s service while the body runs.
 
     An infrastructure update replaces the service's deployment like any UpdateService: under

@@ -134,9 +134,7 @@ def starting(plan: Plan) -> Message:
     ]
     if plan.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(plan.reason)}_")]))
-    return Message(
-        text=f"{esc(title)} to {esc(plan.service)}: STARTING", blocks=tuple(blocks)
-    )
+    return Message(text=f"{esc(title)} to {esc(plan.service)}: STARTING", blocks=tuple(blocks))
 
 
 def refused_after_post(plan: Plan, reason: str) -> Message:
