@@ -276,8 +276,7 @@ def status(args: argparse.Namespace) -> int:
 
 def _history_table(records: list[DeploymentRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    columns = ("started (UTC)", "id", "kind", "tag", "digest", "who", "from", "outcome", "took")
-    for column in columns:
+    for column in ("started (UTC)", "id", "kind", "tag (digest)", "who", "from", "outcome", "took"):
         table.add_column(column)
     for r in records:
         took = f"{r.duration:.0f} s" if r.duration is not None else "-"
@@ -286,8 +285,8 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             _t(r.id),
             _t(r.kind),
-            _t(r.tag),
-            _t(r.short_digest) or "-",
+            # The digest under the tag: no column of its own, so narrow terminals keep room.
+            _t(r.tag) + (f"\n{_t(r.short_digest)}" if r.digest else ""),
             _t(r.who_display or r.who),
             _t(r.source),
             r.outcome.label if r.outcome else "in progress",
