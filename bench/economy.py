@@ -71,7 +71,8 @@ def run_deploybot(lab: Lab, engine: Engine, tag: str, watchers: int, min_interva
             for _ in range(n_slack)
         ]
         for p in progress:
-            await p.post()
+            await p.show_now(messages.progress(record, None))  # posts it, records its place
+            p.updates = 0  # count the chat.update calls after the post
         await asyncio.gather(*(p.follow() for p in progress))
         return progress
 

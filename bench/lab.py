@@ -78,6 +78,7 @@ class Child:
     env: dict[str, str]
     port: int
     health: str = "/healthz"
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = field(
         default_factory=lambda: tempfile.mktemp(prefix="deploybot-bench-", suffix=".log")
@@ -90,7 +91,7 @@ class Child:
     def start(self) -> Child:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
         )
         wait_http(self.url + self.health, timeout=30)
         return self

@@ -1,7 +1,9 @@
 """``deploybot``: the terminal transport. The Makefile calls it; it renders, the engine decides.
 
 Exit codes (the contract): 0 done; 1 the rollout failed or was rolled back; 2 refused
-before any change; 3 still rolling out when the timeout came.
+before any change (or ECS proved the deployment never started: nothing changed); 3 still
+rolling out when the timeout came; 4 lost sight of the rollout (AWS stopped answering; ECS
+may still be rolling out, and the next ``deploybot status`` records what it did).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING, EXIT_LOST = 0, 1, 2, 3, 4
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -94,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploybot",
         description="Deploy the hello-world service to ECS Fargate, from Slack or from here.",
-        epilog="Exit codes: 0 done, 1 failed or rolled back, 2 refused before any change, "
-        "3 still rolling out at the timeout.",
+        epilog="Exit codes: 0 done, 1 failed or rolled back, 2 refused before any change "
+        "(nothing changed), 3 still rolling out at the timeout, 4 lost sight of the rollout "
+        "(AWS stopped answering; check `deploybot status`).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.set_defaults(handler=_engine_command("redeploy"))
 
-    p = sub.add_parser("rollback", help="back to the image of the last good deployment")
+    p = sub.add_parser(
+        "rollback", help="back to the newest release that completed and was not rolled back from"
+    )
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.set_defaults(handler=_engine_command("rollback"))

@@ -27,7 +27,6 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack.app import BotContext, build_app
@@ -65,19 +64,18 @@ def create_app(
         try:
             auth = await ctx.client.auth_test()
             log.info("connected to Slack as %s", auth.get("user"), extra={"team": auth.get("team")})
+            ctx.bot_name = str(auth.get("user") or ctx.bot_name)
         except SlackApiError as exc:
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
-        except Exception as exc:  # Slack unreachable: /healthz and a later retry tell
+        except Exception as exc:  # Slack unreachable: the bot stays up and posts once it answers
             log.error("could not reach Slack at %s: %s", settings.slack_api_base, exc)
-        try:
-            resumed = await ctx.board.resume(settings.slack_channel)
-            if resumed:
-                log.info("resumed %d open deployments", len(resumed))
-        except DeployError as exc:
-            log.error("could not resume open deployments: %s", exc)
+        # Open deployments are followed (AWS only) and their messages finished (Slack, when it
+        # answers) in the background: the bot serves at once, whatever AWS and Slack do.
+        following = asyncio.create_task(_follow_open(ctx, settings))
         try:
             yield
         finally:
+            following.cancel()
             if connecting is not None:
                 connecting.cancel()
             if socket is not None:
@@ -134,6 +132,25 @@ def create_app(
             return await handler.handle(request)
 
     return app
+
+
+async def _follow_open(ctx: BotContext, settings: Settings) -> None:
+    """Resume what a previous process left open (retrying while AWS cannot be read), then
+    reconcile open deployments with ECS every few polls for as long as the bot runs."""
+    delay = 1.0
+    while True:
+        try:
+            resumed = await ctx.board.resume(settings.slack_channel)
+            if resumed:
+                log.info("resumed %d open deployments", len(resumed))
+            break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("could not resume open deployments (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+    await ctx.board.reconcile_forever(max(1.0, 6 * settings.rollout_poll_seconds))
 
 
 async def _connect(socket: AsyncSocketModeHandler) -> None:

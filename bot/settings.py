@@ -150,6 +150,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _poll_well_inside_the_lease(self) -> Settings:
+        # The poller renews the lock (and its follower lease) as it polls: with a poll interval
+        # over a quarter of the lease, one slow or failed poll lets the lease lapse under a
+        # live rollout.
+        if self.rollout_poll_seconds * 4 > self.lock_lease_seconds:
+            raise ValueError(
+                f"ROLLOUT_POLL_SECONDS ({self.rollout_poll_seconds:g}) must be at most a quarter "
+                f"of LOCK_LEASE_SECONDS ({self.lock_lease_seconds:g}): the lock is renewed "
+                "between polls, so several polls must fit in one lease"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _derive_names(self) -> Settings:
         # Frozen model: fill the $STACK_NAME-derived defaults through object.__setattr__.
         for name in ("ecs_cluster", "ecs_service", "ecr_repository"):

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.deploy.engine import Engine, ImageInfo, Status
+from bot.deploy.engine import Engine, ImageInfo, Plan, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
@@ -60,13 +60,21 @@ def _run(body: Callable[[Engine], int]) -> int:
             engine.close()
 
 
-def follow(engine: Engine, record: DeploymentRecord) -> int:
-    """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
-    out.print(
-        f"Deploying [bold]{_t(record.tag)}[/] to {_t(record.service)} "
+def _started_line(record: DeploymentRecord) -> str:
+    digest = f" {_t(record.short_digest)}" if record.digest else ""
+    return (
+        f"[bold]{_t(record.tag)}[/]{digest} to {_t(record.service)} "
         f"({_t(record.kind)} {_t(record.id)}, {_t(revision_of(record.task_definition))}, "
         f"ECS {_t(record.ecs_deployment_id or '?')})"
     )
+
+
+def follow(engine: Engine, record: DeploymentRecord) -> int:
+    """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
+    verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
+    out.print(f"{verb} {_started_line(record)}")
+    if record.start_error:
+        err.print(f"[yellow]![/] {_t(record.start_error)}.")
     watch = engine.watch(record)
     progress = Progress(
         TextColumn("[bold]{task.fields[state]}[/]"),
@@ -77,10 +85,14 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         transient=True,
     )
     final: Snapshot | None = None
+    note = record.start_error
     try:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
+                if snap.note and snap.note != note:
+                    progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
+                note = snap.note
                 for event in snap.new_events:
                     progress.console.print(
                         f"  [dim]{event.created_at:%H:%M:%S}[/] {_t(event.message)}"
@@ -126,6 +138,15 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         )
     elif outcome == Outcome.FAILED:
         out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
+    elif outcome == Outcome.NOT_STARTED:
+        out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
+    elif outcome == Outcome.UNKNOWN:
+        out.print(
+            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: "
+            f"{reason.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling "
+            f"out; `deploybot status` shows how it is doing and records the outcome "
+            f"(deployment {_t(record.id)} stays open until then)."
+        )
     else:
         out.print(
             f"[bold yellow]… {tag} is still rolling out[/] after {took} "
@@ -135,14 +156,15 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     return outcome.exit_code
 
 
-def _start(args: argparse.Namespace, start: Callable[[Engine], DeploymentRecord]) -> int:
+def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
     def body(engine: Engine) -> int:
-        record = start(engine)
+        record = engine.start(plan(engine), follow=not args.no_wait)
         if args.no_wait:
-            engine.hold(record)
+            out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
+            if record.start_error:
+                err.print(f"[yellow]![/] {_t(record.start_error.removesuffix('; following it'))}.")
             out.print(
-                f"Started {_t(record.kind)} of [bold]{_t(record.tag)}[/] ({_t(record.id)}). "
-                "Follow it with `deploybot status`."
+                "`deploybot status` shows how it goes and records its outcome once ECS is done."
             )
             return EXIT_OK
         return follow(engine, record)
@@ -151,15 +173,15 @@ def _start(args: argparse.Namespace, start: Callable[[Engine], DeploymentRecord]
 
 
 def deploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.deploy(args.tag, requester(), args.reason))
+    return _start(args, lambda e: e.plan_deploy(args.tag, requester(), args.reason))
 
 
 def redeploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.redeploy(requester(), args.reason))
+    return _start(args, lambda e: e.plan_redeploy(requester(), args.reason))
 
 
 def rollback(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.rollback(requester(), args.reason))
+    return _start(args, lambda e: e.plan_rollback(requester(), args.reason))
 
 
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
@@ -175,6 +197,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "cluster": status.cluster,
         "service": status.service,
         "tag": status.tag,
+        "digest": status.digest,
         "image": status.image,
         "task_definition": status.task_definition,
         "revision": status.revision,
@@ -214,9 +237,17 @@ def status(args: argparse.Namespace) -> int:
             ]
             print(json.dumps(data, default=str, indent=2))
             return EXIT_OK
+        digest = f"{_t(st.short_digest)}, " if st.digest else ""
         out.print(
             f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
-            f"({_t(st.revision)})"
+            f"({digest}{_t(st.revision)})"
+        )
+        by = st.deployed_by
+        out.print(
+            f"  deployed by: {_t(by.who_display or by.who)} ({_t(by.kind)} {_t(by.id)}, "
+            f"{by.started_at:%Y-%m-%d %H:%M} UTC)"
+            if by
+            else "  deployed by: outside deploybot"
         )
         out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
         if st.rollout:
@@ -245,7 +276,7 @@ def status(args: argparse.Namespace) -> int:
 
 def _history_table(records: list[DeploymentRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("started (UTC)", "id", "kind", "tag", "who", "from", "outcome", "took"):
+    for column in ("started (UTC)", "id", "kind", "tag (digest)", "who", "from", "outcome", "took"):
         table.add_column(column)
     for r in records:
         took = f"{r.duration:.0f} s" if r.duration is not None else "-"
@@ -254,7 +285,8 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             f"{r.started_at:%Y-%m-%d %H:%M:%S}",
             _t(r.id),
             _t(r.kind),
-            _t(r.tag),
+            # The digest under the tag: no column of its own, so narrow terminals keep room.
+            _t(r.tag) + (f"\n{_t(r.short_digest)}" if r.digest else ""),
             _t(r.who_display or r.who),
             _t(r.source),
             r.outcome.label if r.outcome else "in progress",

@@ -9,7 +9,9 @@
 `service` passes the image tag that runs now (read from the live ECS service) as
 ImageTag, so an infrastructure update never reverts a deployment the bot made. With
 ``--env staging`` it is another environment of the service: stack STACK-staging, from the
-same template, running images of STACK's repository (RepositoryName).
+same template, running images of STACK's repository (RepositoryName). It holds deploybot's
+deploy lock of that service while it runs (the same lock as a deploy, renewed until the stack
+update ends): it waits for no rollout and none starts under it.
 `bot` checks first that every stack it may deploy (DeployStackNames) exports what its
 role imports, so a missing one is named before any change.
 Parameters not given keep their previous values on an update.
@@ -21,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import math
 import os
 import re
+import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ SERVICE_CONTAINER = "hello-world"
 DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
 SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+DEPLOYBOT_TAG = "deploybot:tag"  # bot.deploy.engine.TAG_KEY
 
 Out = Callable[[str], None]
 
@@ -88,7 +93,8 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
     """The image tag of ``container`` in the service's current task definition; None if no service.
 
     The service's taskDefinition is its PRIMARY deployment's: the one being rolled
-    out now, or the one that runs if nothing is rolling out.
+    out now, or the one that runs if nothing is rolling out. deploybot pins images by
+    digest and names the tag in the revision's ``deploybot:tag``.
     """
     try:
         found = ecs.describe_services(cluster=cluster, services=[service])
@@ -99,13 +105,70 @@ def running_image_tag(ecs: Any, cluster: str, service: str, container: str) -> s
     live = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
     if not live:
         return None
-    task_definition = ecs.describe_task_definition(taskDefinition=live[0]["taskDefinition"])
+    task_definition = ecs.describe_task_definition(
+        taskDefinition=live[0]["taskDefinition"], include=["TAGS"]
+    )
+    named = {t["key"]: t["value"] for t in task_definition.get("tags", [])}.get(DEPLOYBOT_TAG)
     for definition in task_definition["taskDefinition"]["containerDefinitions"]:
         if definition["name"] == container:
-            return image_tag_of(definition["image"])
+            return named or image_tag_of(definition["image"])
     raise StackRefused(
         f"service {service} runs {live[0]['taskDefinition']}, which has no container {container!r}"
     )
+
+
+@contextlib.contextmanager
+def deploy_lock(base_stack: str, stack_name: str, region: str, out: Out = _print) -> Iterator[None]:
+    """Hold deploybot's deploy lock of ``stack_name``'s service while the body runs.
+
+    An infrastructure update replaces the service's deployment like any UpdateService: under
+    the lock, no deploybot rollout is running and none can start. A lock held by a live
+    rollout refuses (exit 2). The lock lives in the deploy table of ``base_stack`` (every
+    environment's, as deploybot's targets share it). Without that table (the bot's stack not
+    created yet) there is nothing to lock, and the update goes on, saying so.
+    """
+    from bot.deploy.engine import Engine
+    from bot.deploy.errors import DeployError, LockHeld, NotConfigured
+    from bot.deploy.ledger import Requester
+    from bot.settings import load_settings
+
+    settings = load_settings(
+        stack_name=base_stack, ecs_cluster=stack_name, ecs_service=stack_name, aws_region=region
+    )
+    engine = Engine(settings)
+    who = os.environ.get("DEPLOYBOT_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
+    lock_id = f"infra-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    try:
+        engine.acquire(Requester(who, "make-infra"), "the infrastructure", lock_id)
+    except NotConfigured as exc:
+        out(f"note: not taking deploybot's deploy lock ({exc.message})")
+        engine.close()
+        yield
+        return
+    except LockHeld as exc:
+        engine.close()
+        raise StackRefused(exc.message) from None
+    except DeployError as exc:
+        engine.close()
+        raise StackRefused(f"could not take deploybot's deploy lock: {exc.message}") from None
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(engine.settings.lock_lease_seconds / 3):
+            with contextlib.suppress(DeployError):
+                engine.ledger.renew(lock_id)
+
+    renewer = threading.Thread(target=renew, name="infra-lock", daemon=True)
+    renewer.start()
+    out(f"took deploybot's deploy lock ({lock_id})")
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=10)
+        with contextlib.suppress(DeployError):
+            engine.ledger.release(lock_id)
+        engine.close()
 
 
 def service_parameters(
@@ -437,8 +500,10 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
         if args.command == "service":
             stack, env_params = environment_stack(args.stack, args.env, out)
             given = {**env_params, **parse_assignments(args.parameters)}
-            params = service_parameters(session.client("ecs"), stack, args.tag, given, out)
-            deploy_stack(cfn, stack, args.template.read_text(), params, out=out, delay=delay)
+            with deploy_lock(args.stack, stack, args.region, out):
+                params = service_parameters(session.client("ecs"), stack, args.tag, given, out)
+                template = args.template.read_text()
+                deploy_stack(cfn, stack, template, params, out=out, delay=delay)
         elif args.command == "bot":
             given = parse_assignments(args.parameters)
             stack = args.stack or f"{args.service_stack}-bot"

@@ -132,6 +132,11 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
             ) from exc
         if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
             raise NotConfigured(f"AWS refused access while {doing}: {message}") from exc
+        if code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired"):
+            raise NotConfigured(
+                f"The AWS credentials have expired ({code} while {doing}). Renew them "
+                "(e.g. `aws sso login`) and run the command again."
+            ) from exc
         raise AwsTrouble(f"AWS said {code} while {doing}: {message}", changed) from exc
     except BotoCoreError as exc:
         raise AwsTrouble(f"AWS call failed while {doing}: {exc}", changed) from exc
@@ -206,6 +211,19 @@ class AwsClient:
             )
         except ClientError as exc:
             if error_code(exc) == "ImageNotFoundException":
+                return None
+            raise
+        images = resp.get("imageDetails", [])
+        return dict(images[0]) if images else None
+
+    def image_by_digest(self, digest: str) -> dict[str, Any] | None:
+        """The image details for ``digest`` (sha256:…), or None when ECR no longer has it."""
+        try:
+            resp = self.ecr.describe_images(
+                repositoryName=self.repository, imageIds=[{"imageDigest": digest}]
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("ImageNotFoundException", "InvalidParameterException"):
                 return None
             raise
         images = resp.get("imageDetails", [])

@@ -1,26 +1,38 @@
-"""The engine: deploy(tag), redeploy(), rollback(), status(). boto3 only; no Slack, no terminal.
+"""The engine: plan a deploy, redeploy or rollback, start it, follow it. boto3 only.
 
-Every refusal happens before any change and says what to do next. A started deployment is
-followed by the service's one poller (``watch``) to its outcome.
+A change goes in two steps, so a transport can show it before AWS is touched:
+
+    plan = engine.plan_deploy("v4.4.0", requester)   # reads only; refuses (DeployRefused)
+    record = engine.start(plan, message_ref)          # takes the lock, changes AWS, follows
+
+``deploy`` / ``redeploy`` / ``rollback`` do both at once. Every refusal happens before any
+change and says what to do next. From the moment UpdateService is sent nothing is "refused":
+if its answer is lost the record stays open, the lock held, and the poller adopts whatever
+ECS did. Open records are reconciled with ECS by any engine call that reads the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-import threading
-from dataclasses import dataclass
+import secrets
+import socket
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
+
 from bot.clock import SYSTEM_CLOCK, Clock
-from bot.deploy.aws import AwsClient, aws_errors
+from bot.deploy.aws import AwsClient, aws_errors, error_code
 from bot.deploy.errors import (
-    AwsTrouble,
     BadTag,
     DeployError,
     ImageMissing,
+    LockHeld,
+    NoLongerRunning,
     NothingToRollBack,
     ServiceMissing,
 )
@@ -30,9 +42,10 @@ from bot.deploy.ledger import (
     Lock,
     Requester,
     new_deployment_id,
+    short_digest,
 )
 from bot.deploy.poller import ServicePoller, Watch
-from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, revision_of
+from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
 
@@ -60,21 +73,86 @@ _REGISTER_FIELDS = (
 )
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _TAG_VALUE = re.compile(r"[^\w .:/=+\-@]")
+# The revision's tag naming the image tag users know. The image itself is pinned by digest:
+# ECS takes "repository-url/image:tag" or "repository-url/image@digest", not both
+# (ContainerDefinition.image, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+# API_ContainerDefinition.html), so the tag goes beside it.
+TAG_KEY = "deploybot:tag"
+_THROTTLED = ("ThrottlingException", "Throttling", "TooManyRequestsException")
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of ``registry/repo:tag``, ``registry/repo@sha256:…`` or
+    ``registry/repo:tag@sha256:…``; missing parts are ""."""
+    base, _, digest = image.partition("@")
+    slash = base.rfind("/")
+    colon = base.rfind(":")
+    if colon > slash:
+        return base[:colon], base[colon + 1 :], digest
+    return base, "", digest
 
 
 def image_tag_of(image: str) -> str:
-    """``v4.4.0-…`` from ``123.dkr.ecr.eu-west-1.amazonaws.com/repo:v4.4.0-…``."""
-    name = image.rsplit("/", 1)[-1]
-    if "@" in name:
-        return name.split("@", 1)[1]
-    return name.split(":", 1)[1] if ":" in name else "latest"
+    """``v4.4.0-…`` from ``…/repo:v4.4.0-…``; the digest of an image pinned by digest only."""
+    _, tag, digest = split_image(image)
+    return tag or digest or "latest"
 
 
 def repository_of(image: str) -> str:
     """``repo`` (or ``path/repo``) from an image reference, without registry and tag."""
-    path = image.split("/", 1)[1] if "/" in image else image
-    path = path.split("@", 1)[0]
-    return path.rsplit(":", 1)[0] if ":" in path.rsplit("/", 1)[-1] else path
+    base = split_image(image)[0]
+    return base.split("/", 1)[1] if "/" in base else base
+
+
+def pinned(image: str, digest: str) -> str:
+    """``registry/repo@sha256:…``: the image by digest, whatever the tag points to later."""
+    return f"{split_image(image)[0]}@{digest}"
+
+
+@dataclass(frozen=True)
+class Running:
+    """What the service runs now: its task definition, image, tag and digest, and the
+    deployment that put it there when deploybot did."""
+
+    task_definition: str
+    image: str
+    tag: str
+    digest: str
+    record: DeploymentRecord | None
+
+    @property
+    def short_digest(self) -> str:
+        return short_digest(self.digest)
+
+    def describe(self) -> str:
+        """``v4.4.0-… (sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback d-…)``."""
+        what = f"{self.tag} ({self.short_digest + ', ' if self.digest else ''}"
+        what += f"{revision_of(self.task_definition)})"
+        r = self.record
+        if r is None:
+            return f"{what}, put there outside deploybot"
+        return f"{what}, put there by {r.who_display or r.who} ({r.kind} {r.id})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A change checked and ready to start: nothing is written until ``Engine.start``."""
+
+    kind: str  # deploy, redeploy, rollback
+    service: str
+    tag: str  # the tag users know
+    digest: str  # what will run, pinned
+    image: str  # the image of the new revision (``repo@sha256:…``)
+    current: Running
+    requester: Requester
+    reason: str
+    rollback_of: str = ""  # the deployment a rollback undoes
+    # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
+    base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def short_digest(self) -> str:
+        return short_digest(self.digest)
 
 
 @dataclass(frozen=True)
@@ -91,10 +169,16 @@ class Status:
     deployments: tuple[EcsDeployment, ...]
     lock: Lock | None
     recent: tuple[DeploymentRecord, ...]
+    digest: str = ""
+    deployed_by: DeploymentRecord | None = None
 
     @property
     def revision(self) -> str:
         return revision_of(self.task_definition)
+
+    @property
+    def short_digest(self) -> str:
+        return short_digest(self.digest)
 
 
 @dataclass(frozen=True)
@@ -102,6 +186,10 @@ class ImageInfo:
     tags: tuple[str, ...]
     pushed_at: datetime | None
     digest: str
+
+
+def _follower_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 class Engine:
@@ -125,8 +213,9 @@ class Engine:
             timeout_seconds=settings.rollout_timeout_seconds,
             lease_seconds=settings.lock_lease_seconds,
             clock=clock,
+            follower=_follower_id(),
         )
-        self._start_lock = threading.Lock()
+        self.reconciler = self.poller.reconciler
 
     @property
     def service_name(self) -> str:
@@ -156,6 +245,45 @@ class Engine:
             f"No container of {revision_of(task_definition['taskDefinitionArn'])} runs an image "
             f"from repository {repo}. Check ECR_REPOSITORY."
         )
+
+    def _history(self, limit: int = 50) -> list[DeploymentRecord]:
+        return self.ledger.history(limit)
+
+    def _running(
+        self, raw: dict[str, Any], history: list[DeploymentRecord]
+    ) -> tuple[Running, dict[str, Any]]:
+        """What runs now, and its task definition. The digest comes from the image when it is
+        pinned, else from the deployment that put it there, else from ECR (what the tag
+        points to now: the best guess left for a revision deploybot did not make)."""
+        arn = str(raw["taskDefinition"])
+        with aws_errors("reading the task definition"):
+            td, tags = self.aws.describe_task_definition(arn)
+        image = str(self._container(td).get("image", ""))
+        _, tag, digest = split_image(image)
+        tag = next((t["value"] for t in tags if t.get("key") == TAG_KEY), "") or tag
+        record = next((r for r in history if r.task_definition == arn and r.digest), None)
+        record = record or next((r for r in history if r.task_definition == arn), None)
+        if not digest and record is not None:
+            digest = record.digest
+        if not digest and tag:
+            with aws_errors("looking the running image up in ECR"):
+                found = self.aws.image(tag)
+            digest = str((found or {}).get("imageDigest", ""))
+        if not tag and digest:
+            with aws_errors("looking the running image up in ECR"):
+                found = self.aws.image_by_digest(digest)
+            tag = self._release_tag(found) if found else ""
+        return Running(arn, image, tag or digest, digest, record), td
+
+    def _release_tag(self, image: dict[str, Any]) -> str:
+        names = list(image.get("imageTags", []))
+        for name in names:
+            try:
+                if parse_tag(name, self.settings.image_tag_suffix).kind == "version":
+                    return str(name)
+            except TagError:
+                continue
+        return str(names[0]) if names else ""
 
     def recent_tags(self, limit: int = 5) -> list[str]:
         """The most recently pushed release tags (vX.Y.Z), newest first."""
@@ -188,16 +316,16 @@ class Engine:
         return out
 
     def status(self, history: int = 5) -> Status:
+        """What runs; open deployments are reconciled with ECS on the way."""
         raw = self._service()
         state = ServiceState.from_api(raw)
-        with aws_errors("reading the task definition"):
-            td, _ = self.aws.describe_task_definition(state.task_definition)
-        image = str(self._container(td).get("image", ""))
+        records = self._reconcile(state, self._history(max(history, 20)))
+        running, _ = self._running(raw, records)
         return Status(
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
-            tag=image_tag_of(image),
-            image=image,
+            tag=running.tag,
+            image=running.image,
             task_definition=state.task_definition,
             desired=state.desired,
             running=state.running,
@@ -205,11 +333,61 @@ class Engine:
             rollout=state.rolling_out,
             deployments=state.deployments,
             lock=self.ledger.current_lock(),
-            recent=tuple(self.ledger.history(history)),
+            recent=tuple(records[:history]),
+            digest=running.digest,
+            deployed_by=running.record,
         )
 
     def history(self, limit: int = 10) -> list[DeploymentRecord]:
-        return self.ledger.history(limit)
+        """Recent deployments, newest first; open ones reconciled with ECS first."""
+        records = self._history(limit)
+        if all(r.settled or r.id in self.poller.tracking() for r in records):
+            return records
+        try:
+            state = ServiceState.from_api(self._service())
+        except DeployError as exc:  # history is still worth showing without ECS
+            log.warning("could not reconcile open deployments: %s", exc)
+            return records
+        return self._reconcile(state, records)
+
+    def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
+        """Settle every recent record that is not settled and not followed here, from one
+        DescribeServices; returns the records that changed (a bot's periodic pass)."""
+        records = self._history(limit)
+        tracking = set(self.poller.tracking())
+        if all(r.settled or r.id in tracking for r in records):
+            return []
+        state = ServiceState.from_api(self._service())
+        updated = self._reconcile(state, records)
+        return [new for new, old in zip(updated, records, strict=True) if new != old]
+
+    def _reconcile(
+        self, state: ServiceState, records: list[DeploymentRecord]
+    ) -> list[DeploymentRecord]:
+        now = self.clock.now()
+        tracking = set(self.poller.tracking())
+        out = list(records)
+        for i, record in enumerate(records):
+            if record.settled or record.id in tracking:
+                continue
+            try:
+                reading = self.reconciler.read(record, state, now)
+                out[i] = reading.record
+                if reading.verdict is None:
+                    continue
+                final = self.reconciler.final_snapshot(
+                    reading.record, reading.verdict, now, reading.ours, base=record.final
+                )
+                out[i], _ = self.reconciler.settle(reading.record, final)
+                log.info(
+                    "reconciled: %s (%s)",
+                    reading.verdict.outcome.label,
+                    reading.verdict.reason,
+                    extra=record.log_fields,
+                )
+            except DeployError as exc:
+                log.warning("could not reconcile: %s", exc, extra=record.log_fields)
+        return out
 
     def unlock(self) -> Lock | None:
         lock = self.ledger.break_lock()
@@ -227,9 +405,74 @@ class Engine:
             )
         return lock
 
-    # Changing ------------------------------------------------------------------------------
-    def deploy(self, tag_text: str, requester: Requester, reason: str = "") -> DeploymentRecord:
-        """Start deploying ``tag_text``; refuse (DeployRefused) before any change if we can't."""
+    # The lock ------------------------------------------------------------------------------
+    def acquire(
+        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+    ) -> Lock:
+        """Take the service's lock, or raise LockHeld naming the holder.
+
+        A held lock is taken over only when its holder is proven done, whatever the clocks
+        say: its record settled, or ECS shows its deployment finished (or never started). A
+        lock with no record is taken over once its lease has lapsed by CLOCK_SKEW's margin.
+        At most two conditional puts, one read of the holder's record and one
+        DescribeServices: never a spin."""
+        state: ServiceState | None = None
+        for _ in range(2):
+            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
+            if taken:
+                return held
+            done, why, state = self._free_if_done(held, state)
+            if not done:
+                raise _lock_held(held, why)
+        # Its holder was done, and someone else took the lock first: they hold it now.
+        raise _lock_held(held, "")
+
+    def _free_if_done(
+        self, held: Lock, state: ServiceState | None
+    ) -> tuple[bool, str, ServiceState | None]:
+        """Take ``held`` over if its holder is done: (done?, why it is held, state read).
+        ``done`` is about the holder; whether the takeover won a race is the next put's to say."""
+        now = self.clock.now()
+        followed = self.poller.last(held.deployment_id)
+        if followed is not None:  # this process follows it: it is live until the poller says
+            return False, _rolling_out(followed.ecs_deployment_id, followed), state
+        record = self.ledger.get_record(held.record_sk) if held.record_sk else None
+        if record is None:
+            if held.lapsed(now):
+                self.ledger.take_over(held)
+                return True, "", state
+            return False, "", state
+        if not record.open and record.outcome != Outcome.UNKNOWN:
+            self.ledger.take_over(held)  # its holder closed it and died before releasing
+            return True, "", state
+        if state is None:
+            state = ServiceState.from_api(self._service())
+        reading = self.reconciler.read(record, state, now)
+        if reading.verdict is not None:
+            final = self.reconciler.final_snapshot(
+                reading.record, reading.verdict, now, reading.ours, base=record.final
+            )
+            self.reconciler.settle(reading.record, final, release=False)
+            self.ledger.take_over(held)
+            return True, "", state
+        if reading.ours is not None:
+            return False, _rolling_out(reading.ours.id, reading.ours), state
+        return False, "; it is starting (ECS shows no deployment of it yet)", state
+
+    def check_lock(self, state: ServiceState | None = None) -> None:
+        """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
+        done is released on the way. Reads only (but for that release)."""
+        held = self.ledger.lock_item()
+        if held is None:
+            return
+        done, why, _ = self._free_if_done(held, state)
+        if not done:
+            raise _lock_held(held, why)
+
+    # Planning ------------------------------------------------------------------------------
+    def plan_deploy(self, tag_text: str, requester: Requester, reason: str = "") -> Plan:
+        """Check a deploy of ``tag_text`` (the tag, its digest in ECR, the service, the lock);
+        refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
         try:
             tag = parse_tag(tag_text, self.settings.image_tag_suffix)
         except TagError as exc:
@@ -250,123 +493,268 @@ class Engine:
                 tag=tag.value,
                 recent=recent,
             )
-        return self._start(raw, "deploy", tag.value, requester, reason)
-
-    def redeploy(self, requester: Requester, reason: str = "") -> DeploymentRecord:
-        """Force a new deployment of the task definition that runs now."""
-        raw = self._service()
-        return self._start(raw, "redeploy", None, requester, reason)
-
-    def rollback_target(self, raw_service: dict[str, Any] | None = None) -> DeploymentRecord:
-        """The last completed deployment of an image other than the one running now."""
-        raw = raw_service or self._service()
-        with aws_errors("reading the task definition"):
-            td, _ = self.aws.describe_task_definition(str(raw["taskDefinition"]))
-        running = image_tag_of(str(self._container(td).get("image", "")))
-        for record in self.ledger.history(100):
-            if record.outcome == Outcome.COMPLETED and record.tag != running:
-                return record
-        raise NothingToRollBack(
-            f"Nothing to roll back to: no earlier completed deployment of an image other than "
-            f"{running}. Deploy a tag instead (`/deploy TAG`, `make deploy TAG=…`)."
+        current, td, _ = self._prepare(raw)
+        digest = str(image["imageDigest"])
+        return Plan(
+            kind="deploy",
+            service=self.service_name,
+            tag=tag.value,
+            digest=digest,
+            image=pinned(current.image, digest),
+            current=current,
+            requester=requester,
+            reason=reason,
+            base=td,
         )
 
-    def rollback(self, requester: Requester, reason: str = "") -> DeploymentRecord:
-        """Deploy the image of the last deployment that completed before the current one."""
+    def plan_redeploy(self, requester: Requester, reason: str = "") -> Plan:
+        """Check a forced new deployment of what runs now (its image must still be in ECR)."""
         raw = self._service()
-        target = self.rollback_target(raw)
-        why = reason or f"rollback to {target.tag} (deployment {target.id})"
-        return self._start(raw, "rollback", target.tag, requester, why)
+        current, td, _ = self._prepare(raw)
+        self._require_image(
+            current.digest,
+            current.tag,
+            f"The image that runs now ({current.tag}, {current.short_digest}) is no longer in "
+            f"ECR repository {self.settings.ecr_repository}: new tasks could not pull it. "
+            "Deploy a tag that exists instead.",
+        )
+        return Plan(
+            kind="redeploy",
+            service=self.service_name,
+            tag=current.tag,
+            digest=current.digest,
+            image=current.image,
+            current=current,
+            requester=requester,
+            reason=reason,
+            base=td,
+        )
 
-    def _start(
-        self,
-        raw_service: dict[str, Any],
-        kind: str,
-        tag: str | None,
-        requester: Requester,
-        reason: str,
-    ) -> DeploymentRecord:
-        current_arn = str(raw_service["taskDefinition"])
-        with aws_errors("reading the task definition"):
-            current, _ = self.aws.describe_task_definition(current_arn)
-        container = self._container(current)
-        current_image = str(container["image"])
-        current_tag = image_tag_of(current_image)
-        target_tag = tag or current_tag
-        deployment_id = new_deployment_id(self.clock)
-        self.ledger.acquire(requester, target_tag, deployment_id)
-        changed = recorded = False
+    def plan_rollback(self, requester: Requester, reason: str = "", of: str = "") -> Plan:
+        """Check a rollback. With ``of`` (a deployment id: a message's Rollback button) it
+        restores the image that ran before that deployment, and only while that deployment is
+        what runs. Without, it goes to the newest release that completed and was not later
+        rolled back from, never toggling between two releases."""
+        raw = self._service()
+        current, td, history = self._prepare(raw, history=100)
+        if of:
+            undo = next((r for r in history if r.id == of), None)
+            if undo is None:
+                raise NothingToRollBack(f"No deployment {of} in the recent history.")
+            if undo.task_definition != current.task_definition:
+                raise NoLongerRunning(
+                    f"Not rolled back: {undo.kind} {undo.id} of {undo.tag} is no longer what "
+                    f"runs. What runs now: {current.describe()}. Nothing was changed. To go "
+                    "back from what runs now, use its own message's Rollback button or "
+                    "`/deploy rollback`."
+                )
+            if _same_image(undo.previous_digest, undo.previous_tag, current):
+                raise NothingToRollBack(
+                    f"Nothing to roll back to: {undo.kind} {undo.id} started the image that "
+                    f"ran before it ({current.tag}). Deploy a tag instead."
+                )
+            tag, digest = undo.previous_tag, undo.previous_digest
+            why = reason or f"rollback of {undo.id} ({undo.tag}) to {tag}"
+            rollback_of = undo.id
+        else:
+            target = _last_good(history, current)
+            if target is None:
+                raise NothingToRollBack(
+                    f"Nothing to roll back to: no earlier completed release other than "
+                    f"{current.tag} that was not already rolled back from. Deploy a tag "
+                    "instead (`/deploy TAG`, `make deploy TAG=…`)."
+                )
+            tag, digest = target.tag, target.digest
+            why = reason or f"rollback to {tag} (as deployment {target.id})"
+            rollback_of = current.record.id if current.record else ""
+        if not digest:  # a record from before digests were kept: the tag is all there is
+            with aws_errors("looking the image up in ECR"):
+                found = self.aws.image(tag)
+            digest = str((found or {}).get("imageDigest", ""))
+        self._require_image(
+            digest,
+            tag,
+            f"The image to roll back to ({tag}, {short_digest(digest) or 'no digest'}) is no "
+            f"longer in ECR repository {self.settings.ecr_repository}. Nothing was changed; "
+            "deploy a tag that exists instead.",
+        )
+        return Plan(
+            kind="rollback",
+            service=self.service_name,
+            tag=tag,
+            digest=digest,
+            image=pinned(current.image, digest),
+            current=current,
+            requester=requester,
+            reason=why,
+            rollback_of=rollback_of,
+            base=td,
+        )
+
+    def _prepare(
+        self, raw: dict[str, Any], history: int = 50
+    ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
+        """The reads every plan shares: open records reconciled, the lock free, what runs
+        (and its task definition)."""
+        state = ServiceState.from_api(raw)
+        records = self._reconcile(state, self._history(history))
+        self.check_lock(state)
+        current, td = self._running(raw, records)
+        return current, td, records
+
+    def _require_image(self, digest: str, tag: str, message: str) -> None:
+        with aws_errors("looking the image up in ECR"):
+            found = self.aws.image_by_digest(digest) if digest else self.aws.image(tag)
+        if found is None:
+            raise ImageMissing(message, tag=tag, recent=())
+
+    # Changing ------------------------------------------------------------------------------
+    def start(self, plan: Plan, message_ref: str = "", follow: bool = True) -> DeploymentRecord:
+        """Take the lock, register the revision, record the deployment, ask ECS; then the
+        poller follows it (unless ``follow`` is False: ``--no-wait``; any later engine call
+        reconciles it). Raises LockHeld (or AWS trouble) only before ECS was asked."""
+        current = plan.current
+        started_at = self.clock.now()
+        record = DeploymentRecord(
+            id=new_deployment_id(self.clock),
+            service=self.service_name,
+            kind=plan.kind,
+            tag=plan.tag,
+            image=plan.image,
+            task_definition=current.task_definition,
+            previous_task_definition=current.task_definition,
+            previous_tag=current.tag,
+            ecs_deployment_id="",
+            who=plan.requester.who,
+            who_display=plan.requester.name,
+            source=plan.requester.source,
+            reason=plan.reason,
+            started_at=started_at,
+            message_ref=message_ref,
+            digest=plan.digest,
+            previous_image=current.image,
+            previous_digest=current.digest,
+            rollback_of=plan.rollback_of,
+        )
+        self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
         try:
-            if kind == "redeploy":
-                new_arn, new_image = current_arn, current_image
-            else:
-                new_image = _swap_tag(current_image, target_tag)
+            if plan.kind != "redeploy":
+                td = plan.base
+                if not td:
+                    with aws_errors("reading the task definition"):
+                        td, _ = self.aws.describe_task_definition(current.task_definition)
+                container = self._container(td)
                 with aws_errors("registering the new task definition"):
                     registered = self.aws.register_task_definition(
-                        **_register_kwargs(current, container["name"], new_image),
-                        tags=_revision_tags(requester, deployment_id, reason),
+                        **_register_kwargs(td, container["name"], plan.image),
+                        tags=_revision_tags(plan, record.id),
                     )
-                new_arn = str(registered["taskDefinitionArn"])
-            started_at = self.clock.now()
-            record = DeploymentRecord(
-                id=deployment_id,
-                service=self.service_name,
-                kind=kind,
-                tag=target_tag,
-                image=new_image,
-                task_definition=new_arn,
-                previous_task_definition=current_arn,
-                previous_tag=current_tag,
-                ecs_deployment_id="",
-                who=requester.who,
-                who_display=requester.name,
-                source=requester.source,
-                reason=reason,
-                started_at=started_at,
-            )
-            # Recorded before ECS is asked: a process that dies in between leaves a record that
-            # a restart finishes (or closes as never started), never a lock nobody knows of.
+                record = replace(record, task_definition=str(registered["taskDefinitionArn"]))
+            # Recorded before ECS is asked: a process that dies in between leaves a record
+            # that a reconcile finishes (or proves never started), never a lock nobody knows.
             self.ledger.record(record)
-            recorded = True
-            with aws_errors("updating the service"):
-                updated = self.aws.update_service(new_arn, force=kind == "redeploy")
-            changed = True
-            primary = ServiceState.from_api(updated).primary
-            ecs_id = primary.id if primary else ""
-            record = self.ledger.set_ecs_deployment(record, ecs_id)
-        except BaseException as exc:
-            if not changed:
-                if recorded:
-                    self.ledger.forget(record)  # nothing happened: no history entry either
-                self.ledger.release(deployment_id)
-            if isinstance(exc, AwsTrouble) and changed:
-                exc.changed, exc.exit_code = True, 1
+        except BaseException:
+            try:
+                self.ledger.release(record.id)
+            except DeployError as exc:
+                log.warning("could not release the lock: %s", exc, extra=record.log_fields)
             raise
+        # From here on ECS may change. Nothing below says "nothing changed" unless ECS's own
+        # answer proves it; everything else is followed to what ECS did.
+        try:
+            updated = self.aws.update_service(record.task_definition, force=plan.kind == "redeploy")
+        except Exception as exc:
+            asked_at = self.clock.monotonic()
+            if _refused_outright(exc):
+                self._undo_record(record)
+                with aws_errors("updating the service"):
+                    raise exc
+            problem = _describe_failure(exc)
+            log.warning(
+                "UpdateService's answer is unknown (%s): following what ECS does",
+                problem,
+                extra=record.log_fields,
+            )
+            record = replace(
+                record,
+                start_error=f"ECS may have started the deployment (UpdateService: {problem}); "
+                "following it",
+            )
+            if follow:
+                self.poller.follow(
+                    record, asked_ecs_at=asked_at, note=record.start_error, started_here=True
+                )
+            return record
+        asked_at = self.clock.monotonic()
+        primary = ServiceState.from_api(updated).primary
+        ecs_id = primary.id if primary else ""
+        try:
+            record = self.ledger.set_ecs_deployment(record, ecs_id)
+        except DeployError as exc:
+            log.warning("could not record the ECS deployment id: %s", exc, extra=record.log_fields)
+            record = replace(
+                record,
+                ecs_deployment_id=ecs_id,
+                start_error=f"ECS started deployment {ecs_id}, but recording it failed "
+                f"({exc.message}); following it all the same",
+            )
         log.info(
             "%s of %s started by %s",
-            kind,
-            target_tag,
-            requester.name,
-            extra={**record.log_fields, "kind": kind, "ecs_deployment_id": ecs_id},
+            plan.kind,
+            plan.tag,
+            plan.requester.name,
+            extra={**record.log_fields, "kind": plan.kind, "ecs_deployment_id": ecs_id},
         )
+        if follow:
+            self.poller.follow(record, asked_ecs_at=asked_at, started_here=True)
         return record
 
-    def hold(self, record: DeploymentRecord) -> None:
-        """Keep the lock for the whole timeout: nobody watches a --no-wait deployment."""
-        self.ledger.renew(record.id, seconds=self.settings.rollout_timeout_seconds)
+    def _undo_record(self, record: DeploymentRecord) -> None:
+        try:
+            self.ledger.forget(record)
+            self.ledger.release(record.id)
+        except DeployError as exc:  # a reconcile closes it as never started later
+            log.warning("could not remove the record: %s", exc, extra=record.log_fields)
+
+    def deploy(
+        self, tag_text: str, requester: Requester, reason: str = "", message_ref: str = ""
+    ) -> DeploymentRecord:
+        """plan_deploy, then start."""
+        return self.start(self.plan_deploy(tag_text, requester, reason), message_ref)
+
+    def redeploy(
+        self, requester: Requester, reason: str = "", message_ref: str = ""
+    ) -> DeploymentRecord:
+        """plan_redeploy, then start."""
+        return self.start(self.plan_redeploy(requester, reason), message_ref)
+
+    def rollback(
+        self, requester: Requester, reason: str = "", of: str = "", message_ref: str = ""
+    ) -> DeploymentRecord:
+        """plan_rollback, then start."""
+        return self.start(self.plan_rollback(requester, reason, of), message_ref)
 
     # Watching ------------------------------------------------------------------------------
+    def follow(self, record: DeploymentRecord) -> None:
+        """Follow ``record`` to its outcome in this process (no watcher needed)."""
+        self.poller.follow(record)
+
     def watch(
         self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
     ) -> Watch:
-        """Follow ``record`` to its outcome through the service's one poller."""
+        """Follow ``record`` (if not yet) and return a watcher of its snapshots."""
         return self.poller.track(record, loop)
 
     def open_deployments(self) -> list[DeploymentRecord]:
-        """Deployments started but never closed (the watcher died): resume these. A lock
-        left by a deployment that was closed is released on the way."""
-        self.ledger.release_stale()
-        return self.ledger.open_records()
+        """Deployments to follow after a restart: open, or closed "unknown" (the rollout may
+        still run). A lock left by a settled deployment is released on the way."""
+        records = self._history(50)
+        held = self.ledger.lock_item()
+        if held is not None:
+            holder = next((r for r in records if r.id == held.deployment_id), None)
+            if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
+                self.ledger.take_over(held)
+        return [r for r in records if r.open or r.outcome == Outcome.UNKNOWN]
 
     def annotate(self, record: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         return self.ledger.annotate(record, message_ref)
@@ -375,11 +763,76 @@ class Engine:
         self.poller.stop()
 
 
-def _swap_tag(image: str, tag: str) -> str:
-    base = image.split("@", 1)[0]
-    if ":" in base.rsplit("/", 1)[-1]:
-        base = base.rsplit(":", 1)[0]
-    return f"{base}:{tag}"
+def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
+    return (
+        f"; its ECS deployment {ecs_id or '?'} is still rolling out "
+        f"({counts.running}/{counts.desired} running)"
+    )
+
+
+def _lock_held(held: Lock, why: str) -> LockHeld:
+    return LockHeld(
+        f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
+        "stale lock with `deploybot unlock`.",
+        holder=held.holder,
+        tag=held.tag,
+        since=held.acquired_at,
+        deployment_id=held.deployment_id,
+    )
+
+
+def _refused_outright(exc: BaseException) -> bool:
+    """True only when the exception proves ECS did not apply the call: it was never sent,
+    or its one and only attempt was answered with a client error. An error after botocore
+    retried never proves an earlier attempt was not applied."""
+    if isinstance(exc, NoCredentialsError | NoRegionError | ParamValidationError):
+        return True
+    if not isinstance(exc, ClientError):
+        return False
+    meta = exc.response.get("ResponseMetadata", {})
+    status = int(meta.get("HTTPStatusCode", 0))
+    return (
+        meta.get("RetryAttempts") == 0 and 400 <= status < 500 and error_code(exc) not in _THROTTLED
+    )
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, DeployError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _same_image(digest: str, tag: str, running: Running) -> bool:
+    if digest and running.digest:
+        return digest == running.digest
+    return bool(tag) and tag == running.tag
+
+
+def _image_key(digest: str, tag: str) -> str:
+    return digest or f"tag:{tag}"
+
+
+def _last_good(history: list[DeploymentRecord], current: Running) -> DeploymentRecord | None:
+    """The newest completed release of another image that no later rollback went back from.
+
+    Walking from the newest: a completed rollback marks the image it replaced as "rolled
+    back from", and older releases of that image are skipped. So v4.4 → v4.5 → rollback
+    (to v4.4) → rollback again finds nothing, instead of toggling back to v4.5."""
+    rolled_back_from: set[str] = set()
+    for record in history:
+        if record.outcome != Outcome.COMPLETED:
+            continue
+        if record.kind == "rollback":
+            rolled_back_from.add(_image_key(record.previous_digest, record.previous_tag))
+        if _image_key(record.digest, record.tag) in rolled_back_from:
+            continue
+        if _same_image(record.digest, record.tag, current):
+            continue
+        return record
+    return None
 
 
 def _register_kwargs(current: dict[str, Any], container: str, image: str) -> dict[str, Any]:
@@ -391,18 +844,31 @@ def _register_kwargs(current: dict[str, Any], container: str, image: str) -> dic
     return kwargs
 
 
-def _revision_tags(requester: Requester, deployment_id: str, reason: str) -> list[dict[str, str]]:
+def _revision_tags(plan: Plan, deployment_id: str) -> list[dict[str, str]]:
     def clean(value: str) -> str:
         return _TAG_VALUE.sub("_", value)[:256] or "-"
 
     tags = [
         {"key": "deploybot:deployment", "value": deployment_id},
-        {"key": "deploybot:deployed-by", "value": clean(requester.name)},
-        {"key": "deploybot:source", "value": clean(requester.source)},
+        {"key": TAG_KEY, "value": clean(plan.tag)},
+        {"key": "deploybot:deployed-by", "value": clean(plan.requester.name)},
+        {"key": "deploybot:source", "value": clean(plan.requester.source)},
     ]
-    if reason:
-        tags.append({"key": "deploybot:reason", "value": clean(reason)})
+    if plan.reason:
+        tags.append({"key": "deploybot:reason", "value": clean(plan.reason)})
+    if plan.rollback_of:
+        tags.append({"key": "deploybot:rollback-of", "value": plan.rollback_of})
     return tags
 
 
-__all__ = ["DeployError", "Engine", "ImageInfo", "Status", "image_tag_of"]
+__all__ = [
+    "DeployError",
+    "Engine",
+    "ImageInfo",
+    "Plan",
+    "Running",
+    "Status",
+    "image_tag_of",
+    "pinned",
+    "split_image",
+]

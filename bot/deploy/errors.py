@@ -54,6 +54,11 @@ class NothingToRollBack(DeployRefused):
     """No completed deployment of another image to go back to."""
 
 
+class NoLongerRunning(DeployRefused):
+    """A rollback of a deployment that is no longer what runs (someone deployed since, or it
+    was already rolled back): refused, saying what runs now and who put it there."""
+
+
 class NotConfigured(DeployRefused):
     """Settings are missing or wrong (credentials, region, table)."""
 

@@ -4,6 +4,10 @@ One table, two kinds of item, keyed by the service (``cluster/service``):
   pk = LOCK#<cluster>/<service>     sk = LOCK          the lock; ``expires_at`` is its lease
   pk = HISTORY#<cluster>/<service>  sk = <started>#<id> one deployment record
 The key schema is the one ``cloudformation/bot.yml`` declares (a test holds them together).
+
+Every write that could race another process is conditional, so closing, releasing and
+taking over are idempotent: whoever reconciles a record with ECS first wins, the others'
+writes fail their condition and change nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +34,20 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": "sk", "AttributeType": "S"},
 ]
 TTL_ATTRIBUTE = "expires_at"
+# How far apart two machines' clocks may be (the issue's bound). A lease is judged expired by
+# another process's clock only this long after its holder's ``expires_at``.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def new_deployment_id(clock: Clock = SYSTEM_CLOCK) -> str:
     """Short, sortable, unique: ``d-20261126-222731-3f9a``."""
     return f"d-{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:1a2b3c4d5e6f`` from a full digest (12 hex digits, as docker shows ids)."""
+    algo, _, hexes = digest.partition(":")
+    return f"{algo}:{hexes[:12]}" if hexes else digest
 
 
 def _ts(value: datetime) -> str:
@@ -66,12 +79,23 @@ class Lock:
     deployment_id: str
     acquired_at: datetime
     expires_at: datetime
+    record_sk: str = ""  # the holder's history record, when it has one (``make infra`` has none)
+    version: int = 0  # bumped by every renewal: a takeover deletes exactly the lease it judged
 
     def describe(self) -> str:
+        if self.source == "make-infra":
+            return (
+                f"{self.holder} is updating the infrastructure (`make infra`, "
+                f"{self.deployment_id}, since {self.acquired_at:%H:%M:%S} UTC)"
+            )
         return (
             f"{self.holder} is deploying {self.tag} (deployment {self.deployment_id}, "
             f"since {self.acquired_at:%H:%M:%S} UTC)"
         )
+
+    def lapsed(self, now: datetime) -> bool:
+        """Expired even if the reader's clock runs CLOCK_SKEW ahead of the holder's."""
+        return self.expires_at + CLOCK_SKEW < now
 
 
 @dataclass(frozen=True)
@@ -99,10 +123,29 @@ class DeploymentRecord:
     message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
     final: Snapshot | None = None  # the last snapshot, kept when the record is closed
     shown: bool = False  # the transport showed the final snapshot at message_ref
+    digest: str = ""  # the image digest deployed (sha256:…): what runs, whatever the tag does
+    previous_image: str = ""  # the image reference that ran before
+    previous_digest: str = ""  # its digest: what a rollback of this deployment restores
+    rollback_of: str = ""  # for a rollback: the deployment it undoes
+    # Which process follows it to its outcome, and until when (a lease on the record).
+    follower: str = ""
+    follower_until: datetime | None = None
+    # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
+    # started it ("ECS may have started the deployment (…); following it").
+    start_error: str = ""
 
     @property
     def open(self) -> bool:
         return self.outcome is None
+
+    @property
+    def settled(self) -> bool:
+        """Closed with what ECS did; an open, still-rolling-out or unknown record is not."""
+        return self.outcome is not None and self.outcome.settled
+
+    @property
+    def short_digest(self) -> str:
+        return short_digest(self.digest)
 
     @property
     def duration(self) -> float | None:
@@ -145,8 +188,11 @@ class Ledger:
     def _lock_key(self) -> dict[str, Any]:
         return {"pk": {"S": f"LOCK#{self.key}"}, "sk": {"S": "LOCK"}}
 
-    def acquire(self, requester: Requester, tag: str, deployment_id: str) -> Lock:
-        """Take the lock, or raise LockHeld naming the holder. An expired lease is taken over."""
+    def try_acquire(
+        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+    ) -> tuple[bool, Lock]:
+        """Take the free lock: one conditional PutItem. (True, our lock) when taken, else
+        (False, the lock that holds it), read from the failed condition itself."""
         now = self.clock.now()
         lock = Lock(
             holder=requester.name,
@@ -155,40 +201,35 @@ class Ledger:
             deployment_id=deployment_id,
             acquired_at=now,
             expires_at=now + self.lease,
+            record_sk=record_sk,
         )
-        item = {
-            **self._lock_key(),
-            "holder": {"S": lock.holder},
-            "source": {"S": lock.source},
-            "tag": {"S": tag},
-            "deployment_id": {"S": deployment_id},
-            "acquired_at": {"S": _ts(now)},
-            TTL_ATTRIBUTE: {"N": str(int(lock.expires_at.timestamp()))},
-        }
         try:
             with aws_errors("taking the deploy lock"):
                 self._call(
                     self.db.put_item,
                     TableName=self.table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(pk) OR #exp < :now",
-                    ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
-                    ExpressionAttributeValues={":now": {"N": str(int(now.timestamp()))}},
+                    Item=_lock_item(self._lock_key(), lock),
+                    ConditionExpression="attribute_not_exists(pk)",
+                    # The holder comes back with the refusal: DynamoDB's PutItem returns the
+                    # item that failed the condition with ALL_OLD (API_PutItem.html,
+                    # ReturnValuesOnConditionCheckFailure).
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-        except _Conditional:
-            held = self.current_lock()
-            if held is None or self.release_stale(held):
-                # Released between our put and our read, or held by a finished deployment.
-                return self.acquire(requester, tag, deployment_id)
-            raise LockHeld(
-                f"Deploys are locked: {held.describe()}. Wait for it to finish, or break a "
-                "stale lock with `deploybot unlock`.",
-                holder=held.holder,
-                tag=held.tag,
-                since=held.acquired_at,
-                deployment_id=held.deployment_id,
-            ) from None
-        return lock
+        except _Conditional as held:
+            if held.item:
+                return False, _lock_from_item(held.item)
+            found = self.lock_item()
+            if found is None:
+                raise LockHeld(
+                    "Deploys were locked a moment ago and the lock has just been released; "
+                    "try again.",
+                    holder="?",
+                    tag=tag,
+                    since=now,
+                    deployment_id="",
+                ) from None
+            return False, found
+        return True, lock
 
     def renew(self, deployment_id: str, seconds: float | None = None) -> bool:
         """Push the lease out; False if the lock is no longer ours."""
@@ -199,12 +240,13 @@ class Ledger:
                     self.db.update_item,
                     TableName=self.table,
                     Key=self._lock_key(),
-                    UpdateExpression="SET #exp = :exp",
+                    UpdateExpression="SET #exp = :exp ADD #v :one",
                     ConditionExpression="deployment_id = :id",
-                    ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE},
+                    ExpressionAttributeNames={"#exp": TTL_ATTRIBUTE, "#v": "version"},
                     ExpressionAttributeValues={
                         ":exp": {"N": str(int(until.timestamp()))},
                         ":id": {"S": deployment_id},
+                        ":one": {"N": "1"},
                     },
                 )
         except _Conditional:
@@ -226,27 +268,39 @@ class Ledger:
             return False
         return True
 
-    def release_stale(self, held: Lock | None = None) -> bool:
-        """Release the lock if its deployment is already closed: its holder died between
-        closing the record and releasing the lock. True if it released one."""
-        held = held or self.current_lock()
-        if held is None:
+    def take_over(self, held: Lock) -> bool:
+        """Delete ``held`` if it is still exactly that lease (same holder, not renewed since
+        it was judged); False when it changed meanwhile."""
+        try:
+            with aws_errors("taking over the deploy lock"):
+                self._call(
+                    self.db.delete_item,
+                    TableName=self.table,
+                    Key=self._lock_key(),
+                    ConditionExpression="deployment_id = :id AND "
+                    "(attribute_not_exists(#v) OR #v = :v)",
+                    ExpressionAttributeNames={"#v": "version"},
+                    ExpressionAttributeValues={
+                        ":id": {"S": held.deployment_id},
+                        ":v": {"N": str(held.version)},
+                    },
+                )
+        except _Conditional:
             return False
-        record = self.get(held.deployment_id, limit=50)
-        if record is None or record.open:
-            return False
-        return self.release(held.deployment_id)
+        return True
 
-    def current_lock(self) -> Lock | None:
-        """The lock if it is held and its lease has not run out."""
+    def lock_item(self) -> Lock | None:
+        """The lock item as it is, expired or not."""
         with aws_errors("reading the deploy lock"):
             item = self._call(
                 self.db.get_item, TableName=self.table, Key=self._lock_key(), ConsistentRead=True
             ).get("Item")
-        if not item:
-            return None
-        lock = _lock_from_item(item)
-        return lock if lock.expires_at >= self.clock.now() else None
+        return _lock_from_item(item) if item else None
+
+    def current_lock(self) -> Lock | None:
+        """The lock if it is held and its lease has not run out (by this machine's clock)."""
+        lock = self.lock_item()
+        return lock if lock is not None and lock.expires_at >= self.clock.now() else None
 
     def break_lock(self) -> Lock | None:
         """Delete the lock whoever holds it; return what it was (expired or not)."""
@@ -282,21 +336,59 @@ class Ledger:
             "reason": {"S": rec.reason},
             "started_at": {"S": _ts(rec.started_at)},
             "message_ref": {"S": rec.message_ref},
+            "digest": {"S": rec.digest},
+            "previous_image": {"S": rec.previous_image},
+            "previous_digest": {"S": rec.previous_digest},
+            "rollback_of": {"S": rec.rollback_of},
         }
-        with aws_errors("writing the deployment history"):
-            self._call(self.db.put_item, TableName=self.table, Item=item)
+        try:
+            with aws_errors("writing the deployment history"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            pass  # a retried put whose first answer was lost: ids are unique, it is ours
 
     def set_ecs_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
-        """Remember which ECS deployment ``rec`` started (known once UpdateService answered)."""
+        """Remember which ECS deployment ``rec`` started (known once UpdateService answered,
+        or adopted from DescribeServices)."""
         with aws_errors("recording the ECS deployment id", changed=True):
             self._call(
                 self.db.update_item,
                 TableName=self.table,
                 Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
                 UpdateExpression="SET ecs_deployment_id = :e",
+                ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":e": {"S": ecs_id}},
             )
         return replace(rec, ecs_deployment_id=ecs_id)
+
+    def claim_follower(self, rec: DeploymentRecord, follower: str, seconds: float) -> bool:
+        """Lease the following of ``rec`` to ``follower`` until now + ``seconds``; False when
+        another follower's lease is still running (by CLOCK_SKEW's margin)."""
+        now = self.clock.now()
+        until = now + timedelta(seconds=seconds)
+        try:
+            with aws_errors("claiming the deployment's follower lease", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET follower = :f, follower_until = :u",
+                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(follower)"
+                    " OR follower = :f OR follower_until < :stale)",
+                    ExpressionAttributeValues={
+                        ":f": {"S": follower},
+                        ":u": {"S": _ts(until)},
+                        ":stale": {"S": _ts(now - CLOCK_SKEW)},
+                    },
+                )
+        except _Conditional:
+            return False
+        return True
 
     def forget(self, rec: DeploymentRecord) -> None:
         """Delete the record of a deployment ECS never heard of."""
@@ -308,10 +400,12 @@ class Ledger:
             )
 
     def close(self, rec: DeploymentRecord, final: Snapshot) -> DeploymentRecord | None:
-        """Close an open record with its final snapshot; None if someone closed it first.
+        """Close a record with its final snapshot; None if someone settled it first.
 
-        The final snapshot is kept whole, so a transport that died before showing it can
-        still show it after a restart (``final_snapshot``)."""
+        A record closed STILL_ROLLING_OUT or UNKNOWN is not settled: closing it again with
+        what ECS did in the end replaces that (and its message is shown again). The final
+        snapshot is kept whole, so a transport that died before showing it can still show it
+        after a restart (``final_snapshot``)."""
         assert final.outcome is not None
         finished = self.clock.now()
         values = {
@@ -321,16 +415,29 @@ class Ledger:
             "rollback_tag": final.rollback_tag,
             "final": json.dumps(_snapshot_json(final)),
         }
+        if final.ecs_deployment_id:
+            values["ecs_deployment_id"] = final.ecs_deployment_id
         try:
             with aws_errors("closing the deployment record", changed=True):
                 self._call(
                     self.db.update_item,
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
-                    UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
-                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)",
-                    ExpressionAttributeNames={f"#{k}": k for k in values},
-                    ExpressionAttributeValues={f":{k}": {"S": v} for k, v in values.items()},
+                    UpdateExpression="SET "
+                    + ", ".join(f"#{k} = :{k}" for k in values)
+                    + ", #shown = :no",
+                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(#outcome)"
+                    " OR #outcome IN (:still, :unknown))",
+                    ExpressionAttributeNames={
+                        **{f"#{k}": k for k in values},
+                        "#shown": "shown",
+                    },
+                    ExpressionAttributeValues={
+                        **{f":{k}": {"S": v} for k, v in values.items()},
+                        ":no": {"BOOL": False},
+                        ":still": {"S": Outcome.STILL_ROLLING_OUT.value},
+                        ":unknown": {"S": Outcome.UNKNOWN.value},
+                    },
                 )
         except _Conditional:
             return None
@@ -341,7 +448,20 @@ class Ledger:
             finished_at=finished,
             rollback_tag=final.rollback_tag,
             final=final,
+            ecs_deployment_id=final.ecs_deployment_id or rec.ecs_deployment_id,
+            shown=False,
         )
+
+    def get_record(self, sort_key: str) -> DeploymentRecord | None:
+        """One record by its sort key (one consistent GetItem)."""
+        with aws_errors("reading a deployment record"):
+            item = self._call(
+                self.db.get_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": sort_key}},
+                ConsistentRead=True,
+            ).get("Item")
+        return _record_from_item(item) if item else None
 
     def mark_shown(self, rec: DeploymentRecord) -> None:
         """The transport showed the outcome where ``message_ref`` points: nothing to finish."""
@@ -354,9 +474,13 @@ class Ledger:
                 ExpressionAttributeValues={":t": {"BOOL": True}},
             )
 
-    def unshown(self, limit: int = 20) -> list[DeploymentRecord]:
-        """Closed deployments whose message never showed the outcome (its transport died)."""
-        return [r for r in self.history(limit) if not r.open and r.message_ref and not r.shown]
+    def unshown(
+        self, limit: int = 20, records: list[DeploymentRecord] | None = None
+    ) -> list[DeploymentRecord]:
+        """Closed deployments whose message does not show their outcome yet (its transport
+        died, or a reconcile settled it after the message showed "still rolling out")."""
+        records = self.history(limit) if records is None else records
+        return [r for r in records if not r.open and r.message_ref and not r.shown]
 
     def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         """Remember where a transport shows this deployment, so a restart can finish it."""
@@ -389,13 +513,17 @@ class Ledger:
     def open_records(self, limit: int = 50) -> list[DeploymentRecord]:
         return [r for r in self.history(limit) if r.open]
 
+    def unsettled(self, limit: int = 50) -> list[DeploymentRecord]:
+        """Open records, and those closed "still rolling out" or "unknown"."""
+        return [r for r in self.history(limit) if not r.settled]
+
     def _call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return dict(method(**kwargs))
         except ClientError as exc:
             code = error_code(exc)
             if code == "ConditionalCheckFailedException":
-                raise _Conditional() from exc
+                raise _Conditional(exc.response.get("Item")) from exc
             if code == "ResourceNotFoundException":
                 raise NotConfigured(
                     f"The deploy table {self.table} does not exist. Create the bot's stack "
@@ -405,7 +533,26 @@ class Ledger:
 
 
 class _Conditional(Exception):
-    """A condition expression did not hold (internal to the ledger)."""
+    """A condition expression did not hold (internal to the ledger); ``item`` is the item
+    that failed it, when the call asked for it."""
+
+    def __init__(self, item: dict[str, Any] | None = None) -> None:
+        super().__init__("conditional check failed")
+        self.item = item
+
+
+def _lock_item(key: dict[str, Any], lock: Lock) -> dict[str, Any]:
+    return {
+        **key,
+        "holder": {"S": lock.holder},
+        "source": {"S": lock.source},
+        "tag": {"S": lock.tag},
+        "deployment_id": {"S": lock.deployment_id},
+        "acquired_at": {"S": _ts(lock.acquired_at)},
+        "record_sk": {"S": lock.record_sk},
+        "version": {"N": str(lock.version)},
+        TTL_ATTRIBUTE: {"N": str(int(lock.expires_at.timestamp()))},
+    }
 
 
 def _lock_from_item(item: dict[str, Any]) -> Lock:
@@ -416,6 +563,8 @@ def _lock_from_item(item: dict[str, Any]) -> Lock:
         deployment_id=item["deployment_id"]["S"],
         acquired_at=_parse_ts(item["acquired_at"]["S"]),
         expires_at=datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), UTC),
+        record_sk=item.get("record_sk", {}).get("S", ""),
+        version=int(item.get("version", {}).get("N", "0")),
     )
 
 
@@ -436,6 +585,7 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "rollback_deployment": snap.rollback_deployment,
         "rollback_task_definition": snap.rollback_task_definition,
         "rollback_tag": snap.rollback_tag,
+        "note": snap.note,
     }
 
 
@@ -445,7 +595,8 @@ def _snapshot_from_json(text: str) -> Snapshot | None:
     data = json.loads(text)
     data["at"] = _parse_ts(data["at"])
     data["outcome"] = Outcome(data["outcome"]) if data["outcome"] else None
-    return Snapshot(**data)
+    known = Snapshot.__dataclass_fields__
+    return Snapshot(**{k: v for k, v in data.items() if k in known})
 
 
 def _s(item: dict[str, Any], key: str) -> str:
@@ -477,4 +628,12 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         message_ref=_s(item, "message_ref"),
         final=_snapshot_from_json(_s(item, "final")),
         shown=bool(item.get("shown", {}).get("BOOL", False)),
+        digest=_s(item, "digest"),
+        previous_image=_s(item, "previous_image"),
+        previous_digest=_s(item, "previous_digest"),
+        rollback_of=_s(item, "rollback_of"),
+        follower=_s(item, "follower"),
+        follower_until=_parse_ts(_s(item, "follower_until"))
+        if _s(item, "follower_until")
+        else None,
     )

@@ -1,8 +1,9 @@
 """The watch: one poller per service, one DescribeServices per interval, however many watchers.
 
-Every tracked deployment is judged on each poll; a snapshot goes to its watchers only when
-something a reader would see has changed. At the outcome the poller closes the history
-record and releases the lock, once, whoever is watching.
+Every tracked deployment is judged on each poll (``Reconciler.read``); a snapshot goes to its
+watchers only when something a reader would see has changed. At the outcome the poller closes
+the history record and releases the lock, once, whoever is watching, and whether or not AWS
+answers: the watch always ends (UNKNOWN at the timeout when AWS stopped answering).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -19,14 +21,15 @@ from bot.clock import Clock
 from bot.deploy.aws import AwsClient, aws_errors
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Ledger
+from bot.deploy.reconcile import Reconciler
 from bot.deploy.rollout import (
+    EcsDeployment,
     Outcome,
     ServiceEvent,
     ServiceState,
     Snapshot,
     StoppedTask,
     Verdict,
-    judge,
 )
 
 log = logging.getLogger("deploybot.poller")
@@ -113,15 +116,29 @@ class _Tracked:
     deadline: datetime
     watchers: list[Watch] = field(default_factory=list)
     last: Snapshot | None = None
+    # Every snapshot so far: a watcher that subscribes late (the rollout is followed from the
+    # moment it starts) still sees each event and stopped task once.
+    sent: list[Snapshot] = field(default_factory=list)
     seen_events: set[str] = field(default_factory=set)
     seen_tasks: set[str] = field(default_factory=set)
     last_failed: int = 0
-    renewed_at: float = 0.0
+    renewed_at: float = float("-inf")
     events_since: datetime | None = None
+    # When this process's own UpdateService call for it ended (monotonic); None when the
+    # record was resumed or adopted from another process.
+    asked_ecs_at: float | None = None
+    note: str = ""  # said on every snapshot until it no longer holds (see Snapshot.note)
+    aws_error: str = ""  # the last AWS failure, while AWS keeps failing
+    claims_lock: bool = True
+    started_here: bool = False
 
 
 class ServicePoller:
-    """Polls one service while any deployment of it is tracked; a daemon thread."""
+    """Polls one service while any deployment of it is tracked; a daemon thread.
+
+    The poller owns the follow-through of every rollout it tracks: lease renewals, closing
+    the record, releasing the lock. Watchers only read its snapshots; none is needed.
+    """
 
     def __init__(
         self,
@@ -131,44 +148,85 @@ class ServicePoller:
         timeout_seconds: float,
         lease_seconds: float,
         clock: Clock,
+        follower: str = "",
     ) -> None:
         self.aws = aws
         self.ledger = ledger
         self.poll_seconds = poll_seconds
         self.timeout = timedelta(seconds=timeout_seconds)
         self.lease_seconds = lease_seconds
-        # How long a record without an ECS deployment id may wait for its process to finish
-        # asking ECS before it is judged never started.
+        # How long after our own UpdateService call ended ECS may take to show its deployment
+        # before we conclude the call never reached it.
         self.start_grace = timedelta(seconds=max(5.0, 3 * poll_seconds))
         self.clock = clock
+        self.follower = follower
+        self.reconciler = Reconciler(ledger, clock, self.start_grace)
         self.polls = 0
         self._tracked: dict[str, _Tracked] = {}
+        # Deployments that ended here lately: a watcher that comes late gets the outcome.
+        self._finished: OrderedDict[str, Snapshot] = OrderedDict()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beat: float | None = None  # clock.monotonic() at the last pass's start or end
 
-    def track(
-        self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
-    ) -> Watch:
-        """Follow ``record`` to its outcome and return a new watcher of it."""
-        watch = Watch(self, record.id, loop)
+    def follow(
+        self,
+        record: DeploymentRecord,
+        *,
+        asked_ecs_at: float | None = None,
+        note: str = "",
+        started_here: bool = False,
+    ) -> None:
+        """Follow ``record`` to its outcome, whoever watches (idempotent)."""
         with self._lock:
-            tracked = self._tracked.get(record.id)
-            if tracked is None:
-                tracked = _Tracked(record=record, deadline=record.started_at + self.timeout)
-                self._tracked[record.id] = tracked
-                self._wake.set()  # poll now: a new deployment deserves a first snapshot
-            tracked.watchers.append(watch)
-            if tracked.last is not None:
-                watch.put(tracked.last)
+            if record.id in self._tracked or record.id in self._finished:
+                return
+            deadline = record.started_at + self.timeout
+            self._tracked[record.id] = _Tracked(
+                record=record,
+                deadline=deadline,
+                asked_ecs_at=asked_ecs_at,
+                note=note,
+                started_here=started_here,
+                # A lock taken a moment ago needs no renewal yet; a resumed one may.
+                renewed_at=self.clock.monotonic() if started_here else float("-inf"),
+            )
+            self._wake.set()  # poll now: a new deployment deserves a first snapshot
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(
                     target=self._run, name=f"poller:{self.ledger.key}", daemon=True
                 )
                 self._thread.start()
+        self._claim(record)
+
+    def _claim(self, record: DeploymentRecord) -> None:
+        if not self.follower:
+            return
+        try:
+            if not self.ledger.claim_follower(record, self.follower, self.lease_seconds):
+                log.info("another process follows it too", extra=record.log_fields)
+        except DeployError as exc:
+            log.warning("could not claim the follower lease: %s", exc, extra=record.log_fields)
+
+    def track(
+        self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Watch:
+        """Follow ``record`` (if not yet) and return a new watcher of it."""
+        self.follow(record)
+        watch = Watch(self, record.id, loop)
+        with self._lock:
+            tracked = self._tracked.get(record.id)
+            if tracked is not None:
+                tracked.watchers.append(watch)
+                for snap in tracked.sent:
+                    watch.put(snap)
+                return watch
+            final = self._finished.get(record.id)
+        if final is not None:
+            watch.put(final)
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
@@ -180,6 +238,29 @@ class ServicePoller:
     def tracking(self) -> list[str]:
         with self._lock:
             return list(self._tracked)
+
+    def last(self, deployment_id: str) -> Snapshot | None:
+        """The latest snapshot of a deployment followed here and not ended; None otherwise
+        (a deployment just started, before its first poll, gives an empty snapshot)."""
+        with self._lock:
+            tracked = self._tracked.get(deployment_id)
+            if tracked is None:
+                return None
+            if tracked.last is not None:
+                return tracked.last
+            record = tracked.record
+        return Snapshot(
+            deployment_id=record.id,
+            ecs_deployment_id=record.ecs_deployment_id,
+            at=record.started_at,
+            elapsed=0.0,
+            rollout_state="",
+            rollout_reason="",
+            desired=0,
+            pending=0,
+            running=0,
+            failed=0,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -214,12 +295,15 @@ class ServicePoller:
 
     def poll_once(self) -> None:
         """One DescribeServices, judged for every tracked deployment."""
+        error = ""
         try:
             with aws_errors("watching the rollout"):
                 raw = self.aws.describe_service()
+            if raw is None:
+                error = "the service is gone from ECS"
         except DeployError as exc:
             log.warning("describe_services failed: %s", exc)
-            raw = None
+            raw, error = None, exc.message
         self.polls += 1
         with self._lock:
             items = list(self._tracked.values())
@@ -227,34 +311,56 @@ class ServicePoller:
         now = self.clock.now()
         for tracked in items:
             try:
-                self._judge(tracked, state, now)
-            except DeployError as exc:
-                log.warning("could not judge deployment: %s", exc, extra=tracked.record.log_fields)
+                self._judge(tracked, state, now, error)
+            except Exception:  # one deployment's bad turn must not stop the others'
+                log.exception("could not judge deployment", extra=tracked.record.log_fields)
 
-    def _judge(self, tracked: _Tracked, state: ServiceState | None, now: datetime) -> None:
+    def _judge(
+        self, tracked: _Tracked, state: ServiceState | None, now: datetime, error: str
+    ) -> None:
         verdict: Verdict | None = None
         new_events: tuple[ServiceEvent, ...] = ()
         stopped: tuple[StoppedTask, ...] = ()
         ours = None
-        if state is not None and not tracked.record.ecs_deployment_id:
-            verdict = self._adopt(tracked, state, now)
-            if verdict is None and not tracked.record.ecs_deployment_id:
-                return  # its process may still be asking ECS: look again next poll
+        if state is None:
+            tracked.aws_error = error
+        else:
+            tracked.aws_error = ""
+            reading = self.reconciler.read(
+                tracked.record, state, now, asked_ecs_at=tracked.asked_ecs_at
+            )
+            tracked.record, verdict, ours = reading.record, reading.verdict, reading.ours
+            if reading.adopted and tracked.note == tracked.record.start_error:
+                tracked.note = (
+                    "UpdateService's answer was lost, but ECS had started the deployment "
+                    f"({tracked.record.ecs_deployment_id}): followed to its end"
+                )
         record = tracked.record
-        if state is not None and verdict is None:
-            ours = state.deployment(record.ecs_deployment_id)
-            verdict = judge(state, record.ecs_deployment_id)
+        if state is not None and record.ecs_deployment_id:
             new_events = self._new_events(tracked, state, ours.created_at if ours else None)
             failed = ours.failed if ours else tracked.last_failed
-            if failed > tracked.last_failed or (verdict and verdict.outcome != Outcome.COMPLETED):
-                stopped = self._new_stopped_tasks(tracked)
+            if failed > tracked.last_failed or (
+                verdict is not None and verdict.outcome not in (Outcome.COMPLETED,)
+            ):
+                stopped = self._stopped_tasks(tracked)
             tracked.last_failed = max(tracked.last_failed, failed)
         if verdict is None and now >= tracked.deadline:
-            verdict = Verdict(
-                Outcome.STILL_ROLLING_OUT,
-                f"still rolling out after {int(self.timeout.total_seconds())} s; ECS carries on",
-            )
+            waited = int(self.timeout.total_seconds())
+            if state is None:
+                verdict = Verdict(
+                    Outcome.UNKNOWN,
+                    f"lost sight of the rollout: {error}; ECS may still be rolling out; "
+                    "check `deploybot status`",
+                )
+            else:
+                verdict = Verdict(
+                    Outcome.STILL_ROLLING_OUT,
+                    f"still rolling out after {waited} s; ECS carries on",
+                )
         base = tracked.last
+        note = tracked.note
+        if tracked.aws_error and verdict is None:
+            note = f"AWS is not answering ({tracked.aws_error}); still trying"
         snap = Snapshot(
             deployment_id=record.id,
             ecs_deployment_id=record.ecs_deployment_id,
@@ -268,6 +374,7 @@ class ServicePoller:
             failed=tracked.last_failed,
             new_events=new_events,
             stopped_tasks=stopped,
+            note=note,
         )
         for task in stopped:
             log.warning(
@@ -277,16 +384,12 @@ class ServicePoller:
                 extra={**record.log_fields, "task": task.arn, "exit_code": task.exit_code},
             )
         if verdict is not None:
-            snap = self._finish(tracked, snap, verdict)
-        elif (
-            base is not None
-            and snap.content_key()[:6] == base.content_key()[:6]
-            and not (new_events or stopped)
-        ):
-            self._maybe_renew(tracked)
-            return  # nothing a reader would see has changed
+            snap = self._finish(tracked, snap, verdict, ours)
         else:
             self._maybe_renew(tracked)
+            snap = replace(snap, note=note if tracked.aws_error else tracked.note)
+            if base is not None and _view(snap) == _view(base) and not (new_events or stopped):
+                return  # nothing a reader would see has changed
             log.info(
                 "rollout %s: %d/%d running, %d pending, %d failed",
                 snap.rollout_state or "unknown",
@@ -298,71 +401,77 @@ class ServicePoller:
             )
         tracked.last = snap
         with self._lock:
+            if len(tracked.sent) >= 500:  # a very long rollout: keep the first and the latest
+                del tracked.sent[1:250]
+            tracked.sent.append(snap)
             watchers = list(tracked.watchers)
             if snap.final:
                 self._tracked.pop(record.id, None)
+                self._finished[record.id] = snap
+                while len(self._finished) > 200:
+                    self._finished.popitem(last=False)
         for watch in watchers:
             watch.put(snap)
 
-    def _adopt(self, tracked: _Tracked, state: ServiceState, now: datetime) -> Verdict | None:
-        """A record written just before UpdateService, whose process died around that call:
-        find the ECS deployment it started, or, after a grace period, say it never started."""
+    def _finish(
+        self, tracked: _Tracked, snap: Snapshot, verdict: Verdict, ours: EcsDeployment | None
+    ) -> Snapshot:
         record = tracked.record
-        since = record.started_at - timedelta(seconds=5)  # ECS's clock may run a little behind
-        started = [
-            d
-            for d in state.deployments
-            if d.task_definition == record.task_definition
-            and d.created_at is not None
-            and _aware(d.created_at) >= since
-        ]
-        if started:
-            newest = max(started, key=lambda d: _aware(d.created_at or now))
-            tracked.record = self.ledger.set_ecs_deployment(record, newest.id)
-            log.info("adopted ECS deployment %s", newest.id, extra=record.log_fields)
-            return None
-        if now - record.started_at < self.start_grace:
-            return None
-        return Verdict(
-            Outcome.FAILED,
-            "never started: deploybot stopped before ECS was asked to deploy; nothing changed",
-        )
-
-    def _finish(self, tracked: _Tracked, snap: Snapshot, verdict: Verdict) -> Snapshot:
-        record = tracked.record
-        rollback_tag = ""
-        if verdict.rollback_task_definition:
-            rollback_tag = (
-                record.previous_tag
-                if verdict.rollback_task_definition == record.previous_task_definition
-                else verdict.rollback_task_definition.rsplit("/", 1)[-1]
-            )
-        final = replace(
-            snap,
-            outcome=verdict.outcome,
-            outcome_reason=verdict.reason,
-            rollback_deployment=verdict.rollback_deployment,
-            rollback_task_definition=verdict.rollback_task_definition,
-            rollback_tag=rollback_tag,
-        )
-        closed = self.ledger.close(record, final)
-        self.ledger.release(record.id)
-        if closed is not None:
-            tracked.record = closed
+        final = self.reconciler.final_snapshot(record, verdict, snap.at, ours, base=snap)
+        final = replace(final, new_events=snap.new_events, stopped_tasks=snap.stopped_tasks)
+        # UNKNOWN leaves the lock: ECS may still be rolling out, and whoever wants it next
+        # asks ECS first (Engine.acquire). Every other outcome releases it.
+        release = verdict.outcome != Outcome.UNKNOWN and tracked.claims_lock
+        closed, note = self.reconciler.settle(record, final, release=release)
+        tracked.record = closed
+        if closed.final is not None and closed.outcome != final.outcome and closed.settled:
+            final = replace(closed.final, new_events=final.new_events)  # someone settled it first
+        if note:
+            final = replace(final, note=note)
         log.info(
             "deployment %s: %s (%s)",
-            verdict.outcome.label,
+            final.outcome.label if final.outcome else "?",
             record.tag,
-            verdict.reason,
-            extra={**record.log_fields, "outcome": verdict.outcome.value},
+            final.outcome_reason,
+            extra={**record.log_fields, "outcome": final.outcome.value if final.outcome else ""},
         )
         return final
 
     def _maybe_renew(self, tracked: _Tracked) -> None:
+        if not tracked.claims_lock:
+            return
         now = self.clock.monotonic()
-        if now - tracked.renewed_at >= self.lease_seconds / 3:
-            tracked.renewed_at = now
-            self.ledger.renew(tracked.record.id)
+        if now - tracked.renewed_at < self.lease_seconds / 3:
+            return
+        tracked.renewed_at = now
+        record = tracked.record
+        try:
+            ours = self.ledger.renew(record.id)
+        except DeployError as exc:
+            # Not ours to give up yet: the lease runs until it lapses; say so meanwhile.
+            log.warning("could not renew the deploy lock: %s", exc, extra=record.log_fields)
+            return
+        if ours:
+            if self.follower:
+                self._claim(record)
+            return
+        tracked.claims_lock = False
+        if not tracked.started_here:
+            return  # a resumed deployment whose lock is already gone: nothing to claim
+        try:
+            holder = self.ledger.lock_item()
+        except DeployError:
+            holder = None
+        who = f"{holder.holder} holds it now for {holder.tag}" if holder else "nobody holds it"
+        log.warning(
+            "lost the deploy lock (%s); following the rollout without claiming it",
+            who,
+            extra=record.log_fields,
+        )
+        tracked.note = (
+            f"this deployment lost the deploy lock ({who}); still following the rollout, "
+            "no longer claiming the lock"
+        )
 
     def _new_events(
         self, tracked: _Tracked, state: ServiceState, created_at: datetime | None
@@ -379,6 +488,13 @@ class ServicePoller:
         ]
         tracked.seen_events.update(e.id for e in fresh)
         return tuple(sorted(fresh, key=lambda e: e.created_at))
+
+    def _stopped_tasks(self, tracked: _Tracked) -> tuple[StoppedTask, ...]:
+        try:
+            return self._new_stopped_tasks(tracked)
+        except DeployError as exc:
+            log.warning("could not read stopped tasks: %s", exc, extra=tracked.record.log_fields)
+            return ()
 
     def _new_stopped_tasks(self, tracked: _Tracked) -> tuple[StoppedTask, ...]:
         with aws_errors("reading stopped tasks"):
@@ -403,6 +519,11 @@ class ServicePoller:
                 )
             )
         return tuple(out)
+
+
+def _view(snap: Snapshot) -> tuple[object, ...]:
+    """What a reader sees of a snapshot, without the events and tasks it brings once."""
+    return replace(snap, new_events=(), stopped_tasks=()).content_key()
 
 
 def _aware(value: datetime) -> datetime:

@@ -7,6 +7,7 @@ stable": after a circuit-breaker rollback the service is stable too, on the old 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -15,13 +16,24 @@ from typing import Any
 
 class Outcome(StrEnum):
     COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
+    FAILED = "FAILED"  # failed, or replaced by a deployment someone else started
     ROLLED_BACK = "ROLLED_BACK"  # failed, and ECS's circuit breaker rolled the service back
+    NOT_STARTED = "NOT_STARTED"  # ECS shows it never started: nothing changed
+    # Not settled: a later reconcile (any engine call that reads the service) replaces these
+    # with what ECS did in the end.
     STILL_ROLLING_OUT = "STILL_ROLLING_OUT"  # the timeout came first; ECS carries on
+    UNKNOWN = "UNKNOWN"  # AWS stopped answering: lost sight of the rollout
 
     @property
     def exit_code(self) -> int:
-        return {"COMPLETED": 0, "FAILED": 1, "ROLLED_BACK": 1, "STILL_ROLLING_OUT": 3}[self.value]
+        return {
+            "COMPLETED": 0,
+            "FAILED": 1,
+            "ROLLED_BACK": 1,
+            "NOT_STARTED": 2,
+            "STILL_ROLLING_OUT": 3,
+            "UNKNOWN": 4,
+        }[self.value]
 
     @property
     def label(self) -> str:
@@ -29,8 +41,15 @@ class Outcome(StrEnum):
             "COMPLETED": "completed",
             "FAILED": "failed",
             "ROLLED_BACK": "failed and rolled back",
+            "NOT_STARTED": "not started (nothing changed)",
             "STILL_ROLLING_OUT": "still rolling out",
+            "UNKNOWN": "unknown (lost sight of it)",
         }[self.value]
+
+    @property
+    def settled(self) -> bool:
+        """Final for good: what ECS did. The others are replaced once ECS is seen to finish."""
+        return self not in (Outcome.STILL_ROLLING_OUT, Outcome.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -146,16 +165,34 @@ class Verdict:
     reason: str
     rollback_deployment: str = ""
     rollback_task_definition: str = ""
+    replaced_by: str = ""
 
 
 _FAILED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment failed: (?P<why>.*)")
+_COMPLETED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment completed")
+
+# How a deployment that replaced ours is named: "(deploybot deployment d-… of v4.5.0 by bob)"
+# when deploybot started it, "(not started by deploybot)" when we know nothing of it.
+DescribeOther = Callable[["EcsDeployment"], str]
 
 
-def judge(state: ServiceState, deployment_id: str) -> Verdict | None:
-    """The outcome of our deployment as far as this state tells, or None while it runs."""
+def _not_ours(_: EcsDeployment) -> str:
+    return "(not started by deploybot)"
+
+
+def judge(
+    state: ServiceState, deployment_id: str, describe_other: DescribeOther = _not_ours
+) -> Verdict | None:
+    """The outcome of our deployment as far as this state tells, or None while it runs.
+
+    A circuit-breaker rollback is ECS failing *our* rollout and going back (our rolloutState
+    FAILED, or ECS's "deployment failed" event naming ours); a newer deployment over ours
+    that did not fail is someone's UpdateService (the console, ``make infra``, another
+    deploy): "replaced", a failure of ours with no rollback wording.
+    """
     ours = state.deployment(deployment_id)
     primary = state.primary
-    rollback = primary if primary and primary.id != deployment_id else None
+    other = primary if primary and primary.id != deployment_id else None
     if ours is not None:
         if ours.rollout_state == "COMPLETED" or (
             not ours.rollout_state
@@ -165,19 +202,30 @@ def judge(state: ServiceState, deployment_id: str) -> Verdict | None:
         ):
             return Verdict(Outcome.COMPLETED, ours.rollout_reason or "steady state reached")
         if ours.rollout_state == "FAILED":
-            return _failed(ours.rollout_reason or "the deployment failed", rollback)
-        if ours.status != "PRIMARY" and rollback is not None:
-            # Someone (or something) started a newer deployment over ours.
-            return _failed(f"replaced by deployment {rollback.id}", rollback)
+            return _failed(ours.rollout_reason or "the deployment failed", other)
+        if ours.status != "PRIMARY" and other is not None:
+            return _replaced(other, describe_other)
         return None
-    # Ours is gone from the list. ECS's events say why, if it failed.
+    # Ours is gone from the list. ECS's events say how it ended, while it keeps them: a
+    # deployment nobody watched may have completed before a newer one replaced it.
     for event in state.events:
         m = _FAILED_EVENT.search(event.message)
         if m and m["id"] == deployment_id:
-            return _failed(m["why"].rstrip("."), rollback)
-    if rollback is not None:
-        return _failed(f"replaced by deployment {rollback.id}", rollback)
+            return _failed(m["why"].rstrip("."), other)
+        m = _COMPLETED_EVENT.search(event.message)
+        if m and m["id"] == deployment_id:
+            return Verdict(Outcome.COMPLETED, "completed (ECS's events say so)")
+    if other is not None:
+        return _replaced(other, describe_other)
     return Verdict(Outcome.FAILED, "the deployment disappeared from the service")
+
+
+def _replaced(other: EcsDeployment, describe_other: DescribeOther) -> Verdict:
+    return Verdict(
+        Outcome.FAILED,
+        f"replaced by ECS deployment {other.id} {describe_other(other)}",
+        replaced_by=other.id,
+    )
 
 
 def _failed(reason: str, rollback: EcsDeployment | None) -> Verdict:
@@ -212,6 +260,9 @@ class Snapshot:
     rollback_deployment: str = ""
     rollback_task_definition: str = ""
     rollback_tag: str = ""
+    # What the follower wants a reader to know besides ECS's state: AWS not answering, the
+    # lock lost, "ECS may have started the deployment; following it", an outcome not recorded.
+    note: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -230,4 +281,5 @@ class Snapshot:
             tuple(e.id for e in self.new_events),
             tuple(t.arn for t in self.stopped_tasks),
             self.outcome,
+            self.note,
         )

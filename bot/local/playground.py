@@ -310,7 +310,7 @@ def _print_howto(host: str, port: int, bot_port: int, step: float, commands: Com
         f"  Type {commands.deploy} v4.4.0-ecr-ecs-fargate and watch the rollout "
         f"(about {rollout} s); {commands.status} shows what runs.\n"
         f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls "
-        "it back; then click Rollback.\n"
+        "it back; then click Rollback on the message of what runs.\n"
         "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
         "Ctrl-C stops.\n"
         f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",

@@ -532,8 +532,25 @@ class RolloutSimulator:
             self._slow_tags.discard(tag)
 
     def _matches(self, tags: set[str], rule: Callable[[str], bool] | None, image: str) -> bool:
-        tag = image_tag(image)
-        return tag in tags or image in tags or (rule is not None and rule(tag))
+        names = {image, image_tag(image), *self._ecr_tags(image)}
+        return bool(names & tags) or (rule is not None and any(rule(n) for n in names))
+
+    def _ecr_tags(self, image: str) -> list[str]:
+        """The tags ECR (moto, in this process) holds for an image pinned by digest, so a
+        rule on ``v4.4.0-…`` also matches ``repo@sha256:…`` as deploybot deploys it."""
+        _, _, digest = image.partition("@")
+        if not digest:
+            return []
+        from moto.ecr.models import ecr_backends
+
+        backend = ecr_backends[self.account_id][self.region]
+        return [
+            tag
+            for repository in list(backend.repositories.values())
+            for found in list(repository.images)
+            if found.get_image_digest() == digest
+            for tag in found.image_tags
+        ]
 
     def fate(self, image: str) -> str:
         """``broken``, ``slow`` or ``healthy``: what tasks of ``image`` will do."""

@@ -1,8 +1,7 @@
-"""Buttons: Deploy (from a CI notice or /deploy's list) and Rollback (on final messages)."""
+"""Buttons: Deploy (from a CI notice or /deploy's list) and Rollback (on a completed deployment)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -62,10 +61,15 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             )
         ctx.claimed.add(notice)
     try:
-        record = await asyncio.to_thread(ctx.engine.deploy, tag, requester, "from the CI notice")
+        record = await ctx.launch(
+            lambda: ctx.engine.plan_deploy(tag, requester, "from the CI notice"), channel, respond
+        )
     except Exception:
         ctx.claimed.discard(notice)
         raise
+    if record is None:
+        ctx.claimed.discard(notice)
+        return
     if not ephemeral:
         try:
             await ctx.client.chat_update(
@@ -80,14 +84,14 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
                 exc.response.get("error"),
                 extra={**record.log_fields, "channel": channel},
             )
-    await ctx.board.start(record, channel)
 
 
 async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """The Rollback button of one deployment's message: back to what ran before *it*."""
     requester = _who(body, "slack")
     channel, _, _ = _where(body)
     decision = ctx.access.may_deploy(requester.who, channel)
     if not decision.allowed:
         return await _refuse(respond, decision.why)
-    record = await asyncio.to_thread(ctx.engine.rollback, requester, "")
-    await ctx.board.start(record, channel)
+    of = str(body["actions"][0].get("value", ""))
+    await ctx.launch(lambda: ctx.engine.plan_rollback(requester, of=of), channel, respond)

@@ -68,11 +68,11 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     decision = ctx.access.may_deploy(user, channel)
     if not decision.allowed:
         return await _refuse(respond, decision.why)
+    who = requester(command)
     if word == "rollback":
-        record = await asyncio.to_thread(ctx.engine.rollback, requester(command), "")
+        await ctx.launch(lambda: ctx.engine.plan_rollback(who), channel, respond)
     else:
-        record = await asyncio.to_thread(ctx.engine.deploy, text, requester(command), "")
-    await ctx.board.start(record, channel)
+        await ctx.launch(lambda: ctx.engine.plan_deploy(text, who), channel, respond)
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
@@ -81,8 +81,8 @@ async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespo
     if not decision.allowed:
         return await _refuse(respond, decision.why)
     reason = str(command.get("text", "")).strip()[:200]
-    record = await asyncio.to_thread(ctx.engine.redeploy, requester(command), reason)
-    await ctx.board.start(record, channel)
+    who = requester(command)
+    await ctx.launch(lambda: ctx.engine.plan_redeploy(who, reason), channel, respond)
 
 
 async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:

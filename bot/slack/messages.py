@@ -19,8 +19,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.deploy.engine import ImageInfo, Status
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.engine import ImageInfo, Plan, Status
+from bot.deploy.ledger import DeploymentRecord, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
@@ -78,6 +78,8 @@ def deploy_button(tag: str, service: str) -> ButtonElement:
 
 
 def rollback_button(record: DeploymentRecord) -> ButtonElement:
+    """Rollback of this one deployment: back to the image that ran before it, by digest."""
+    before = _tag_text(record.previous_tag, record.previous_digest)
     return ButtonElement(
         text=PlainTextObject(text="Rollback"),
         action_id=ROLLBACK_ACTION,
@@ -86,13 +88,65 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
         confirm=ConfirmObject(
             title="Roll back?",
             text=MarkdownTextObject(
-                text=f"Roll *{esc(record.service)}* back to the image of the last deployment that "
-                "completed before the one running now?"
+                text=f"Roll *{esc(record.service)}* back from `{esc(record.tag)}` to {before}, "
+                "the image that ran before this deployment? Refused if this deployment no "
+                "longer runs."
             ),
             confirm="Roll back",
             deny="Cancel",
         ),
     )
+
+
+def offers_rollback(record: DeploymentRecord, snap: Snapshot | None) -> bool:
+    """Rollback only for a deployment that completed (so it runs) and changed the image: a
+    failed or rolled-back one changed nothing to undo, a redeploy restarted the same image."""
+    if snap is None or snap.outcome != Outcome.COMPLETED:
+        return False
+    if record.previous_digest and record.digest:
+        return record.previous_digest != record.digest
+    return record.previous_tag != record.tag
+
+
+def _tag_text(tag: str, digest: str) -> str:
+    return f"`{esc(tag)}`" + (f" ({esc(short_digest(digest))})" if digest else "")
+
+
+def starting(plan: Plan) -> Message:
+    """A deployment's message before anything is written to AWS (the lock is not taken yet)."""
+    verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
+    title = f"🚀 {verb.get(plan.kind, 'Deploying')} {plan.tag}"
+    by = plan.requester
+    slack_user = by.source in ("slack", "ci-button") and is_user_id(by.who)
+    named = mention(by.who) if slack_user else esc(by.name)
+    was = _tag_text(plan.current.tag, plan.current.digest)
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=f"*Service*\n{esc(plan.service)}"),
+                MarkdownTextObject(text=f"*By*\n{named} ({esc(by.source)})"),
+                MarkdownTextObject(text=f"*Tag*\n{_tag_text(plan.tag, plan.digest)}"),
+                MarkdownTextObject(text=f"*Revision*\nnew (was {was})"),
+            ]
+        ),
+        SectionBlock(text=MarkdownTextObject(text="*Rollout:* STARTING — taking the lock")),
+    ]
+    if plan.reason:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(plan.reason)}_")]))
+    return Message(text=f"{esc(title)} to {esc(plan.service)}: STARTING", blocks=tuple(blocks))
+
+
+def refused_after_post(plan: Plan, reason: str) -> Message:
+    """The starting message of a deployment refused before any change (the lock was taken
+    between the check and the start)."""
+    title = f"🚫 {plan.tag} was not deployed"
+    body = f"*Refused before any change:* {esc(reason)}"
+    blocks: tuple[Block, ...] = (
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(text=MarkdownTextObject(text=body[:3000])),
+    )
+    return Message(text=f"{esc(title)}: {esc(reason)}", blocks=blocks)
 
 
 def progress(
@@ -106,8 +160,12 @@ def progress(
         title = f"✅ Deployed {record.tag}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
         title = f"❌ Deployment of {record.tag} failed"
+    elif outcome == Outcome.NOT_STARTED:
+        title = f"🚫 {record.tag} was not deployed"
     elif outcome == Outcome.STILL_ROLLING_OUT:
         title = f"⏳ {record.tag} is still rolling out"
+    elif outcome == Outcome.UNKNOWN:
+        title = f"❓ Lost sight of the rollout of {record.tag}"
     else:
         title = f"🚀 {verb.get(record.kind, 'Deploying')} {record.tag}"
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
@@ -115,10 +173,10 @@ def progress(
     fields = [
         MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
         MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
-        MarkdownTextObject(text=f"*Tag*\n`{esc(record.tag)}`"),
+        MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest)}"),
         MarkdownTextObject(
             text=f"*Revision*\n{esc(revision_of(record.task_definition))} "
-            f"(was `{esc(record.previous_tag)}`)"
+            f"(was {_tag_text(record.previous_tag, record.previous_digest)})"
         ),
     ]
     blocks: list[Block] = [
@@ -138,6 +196,9 @@ def progress(
         blocks.append(
             SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
         )
+    if snap and snap.note:
+        note = f"⚠️ {esc(snap.note)}"[:3000]
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
     elapsed = _duration(snap.elapsed) if snap else "0 s"
     if record.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(record.reason)}_")]))
@@ -152,7 +213,7 @@ def progress(
             ]
         )
     )
-    if outcome is not None:
+    if offers_rollback(record, snap):
         blocks.append(ActionsBlock(elements=[rollback_button(record)]))
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
@@ -176,9 +237,19 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         )
     if snap.outcome == Outcome.FAILED:
         return f"*Failed after {took}:* {why}."
+    if snap.outcome == Outcome.NOT_STARTED:
+        return f"*Nothing changed:* {why}."
+    if snap.outcome == Outcome.UNKNOWN:
+        lost = esc(snap.outcome_reason.rstrip(".").removeprefix("lost sight of the rollout: "))
+        return (
+            f"*Lost sight of the rollout after {took}:* {lost}. ECS may still be rolling out; "
+            f"`{commands.status}` shows how it goes, and this message shows the outcome once "
+            "AWS answers again."
+        )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes."
+        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
+        "and this message shows the outcome once ECS is done."
     )
 
 
@@ -202,8 +273,8 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
         outcome = r.outcome.label if r.outcome else "in progress"
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{r.started_at:%Y-%m-%d %H:%M} UTC> `{esc(r.tag)}` {esc(r.kind)} by {who(r)}: "
-            f"*{outcome}*{took}"
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {esc(r.kind)} "
+            f"by {who(r)}: *{outcome}*{took}"
         )
     return out
 
@@ -216,11 +287,18 @@ def status(st: Status) -> Message:
         else "none in progress"
     )
     lock = esc(st.lock.describe()) if st.lock else "free"  # the holder's name as typed
+    by = st.deployed_by
+    put_there = "\nput there outside deploybot"
+    if by is not None:
+        put_there = f"\nby {who(by)}, {esc(by.kind)} `{esc(by.id)}`"
+    digest = f"{esc(st.short_digest)}, " if st.digest else ""
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
         SectionBlock(
             fields=[
-                MarkdownTextObject(text=f"*Running*\n`{esc(st.tag)}` ({esc(st.revision)})"),
+                MarkdownTextObject(
+                    text=f"*Running*\n`{esc(st.tag)}` ({digest}{esc(st.revision)}){put_there}"
+                ),
                 MarkdownTextObject(
                     text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
                     f"{st.running}/{st.desired} running, {st.pending} pending"

@@ -1,9 +1,15 @@
-"""One live message per deployment: posted once, updated as the rollout moves, then final.
+"""One live message per deployment: posted before any AWS write, updated as it rolls out, final.
+
+The message is a watcher, nothing more: the engine's poller follows the rollout (lease
+renewals, closing the record, releasing the lock) whatever Slack does. Any Slack failure
+(an error answer, ``not_in_channel``, a connection drop, a timeout, 5xx after slack_sdk's
+retries) is logged and retried with backoff; when Slack answers again the message shows the
+current state, at the least the final one. Thread replies are best effort and never stop it.
 
 ``chat.update`` goes out only when the content changed, at most every ``min_interval``
-seconds (later changes coalesce into one update). New ECS events and stopped tasks go as
-replies in the message's thread. A restarted bot resumes from the history record's
-``message_ref`` and finishes the same message.
+seconds (later changes coalesce into one update). A restarted bot resumes from the history
+record's ``message_ref`` and finishes the same message; a periodic pass shows outcomes that
+were settled later (a "still rolling out" that completed).
 """
 
 from __future__ import annotations
@@ -11,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import SYSTEM_CLOCK, Clock
-from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.engine import Engine, Plan
+from bot.deploy.errors import DeployError
+from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import Snapshot
 from bot.slack import messages
 from bot.slack.messages import Message
@@ -26,6 +34,13 @@ from bot.slack.messages import Message
 log = logging.getLogger("deploybot.slack.progress")
 
 REF_PREFIX = "slack:"
+MAX_BACKOFF = 60.0
+REPLY_TRIES = 4
+# Answers that retrying cannot change: the message is gone or not the bot's, or what we send
+# is wrong. Everything else (not_in_channel included: the bot may be invited back) is retried.
+PERMANENT = frozenset(
+    {"message_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text"}
+)
 
 
 def message_ref(channel: str, ts: str) -> str:
@@ -39,12 +54,21 @@ def parse_ref(ref: str) -> tuple[str, str] | None:
     return (channel, ts) if channel and ts else None
 
 
+def slack_problem(exc: BaseException) -> str:
+    """What went wrong with a Slack call, in a few words (an error code or the exception)."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or "error")
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
 class ProgressMessage:
+    """The Slack message of one deployment. ``record`` is None until the engine started it."""
+
     def __init__(
         self,
         client: AsyncWebClient,
         engine: Engine,
-        record: DeploymentRecord,
+        record: DeploymentRecord | None,
         channel: str,
         ts: str = "",
         min_interval: float = 2.0,
@@ -58,104 +82,219 @@ class ProgressMessage:
         self.min_interval = min_interval
         self.clock = clock
         self.updates = 0
+        self.failures = 0
+        self.gave_up = ""
         self._shown: dict[str, Any] | None = None
         self._pending: Message | None = None
         self._last_update = -1e9
         self._flusher: asyncio.Task[None] | None = None
+        self._replies: asyncio.Queue[str] = asyncio.Queue()
+        self._replier: asyncio.Task[None] | None = None
+        self._posted = asyncio.Event()
+        if ts:
+            self._posted.set()
+
+    @property
+    def ref(self) -> str:
+        return message_ref(self.channel, self.ts)
 
     def _render(self, snap: Snapshot | None) -> Message:
+        assert self.record is not None
         return messages.progress(self.record, snap, self.engine.settings.slack_commands)
 
     def _log_extra(self) -> dict[str, str]:
-        return {**self.record.log_fields, "channel": self.channel}
+        fields = self.record.log_fields if self.record else {}
+        return {**fields, "channel": self.channel}
 
-    async def post(self) -> None:
-        """Post the message (first state) and remember where it is, for a restart."""
-        msg = self._render(None)
+    # -- before the change --------------------------------------------------------------------
+    async def post_starting(self, plan: Plan) -> None:
+        """Post the "starting" message: one try, and any failure is the caller's to refuse on
+        (nothing has changed yet)."""
+        msg = messages.starting(plan)
         resp = await self.client.chat_postMessage(channel=self.channel, **msg.as_kwargs())
         self.ts = str(resp["ts"])
         self._shown = msg.as_kwargs()
         self._last_update = self.clock.monotonic()
-        ref = message_ref(self.channel, self.ts)
-        self.record = await asyncio.to_thread(self.engine.annotate, self.record, ref)
-        log.info("progress message posted (ts %s)", self.ts, extra=self._log_extra())
+        self._posted.set()
+        log.info(
+            "starting message posted (ts %s)",
+            self.ts,
+            extra={**self._log_extra(), "tag": plan.tag, "who": plan.requester.who},
+        )
 
+    async def refused(self, plan: Plan, reason: str) -> None:
+        """The deployment was refused after its message was posted: say so there."""
+        await self.show_now(messages.refused_after_post(plan, reason), tries=4)
+
+    # -- following ----------------------------------------------------------------------------
     async def follow(self) -> Snapshot | None:
-        """Render every snapshot until the outcome; returns the final one."""
+        """Render every snapshot until the outcome; returns the final one. Never raises for
+        Slack: it keeps trying until the final state is shown (or the bot stops)."""
+        assert self.record is not None
         watch = self.engine.watch(self.record, asyncio.get_running_loop())
         final: Snapshot | None = None
         try:
             async for snap in watch:
-                await self._reply(snap)
-                await self._show(self._render(snap), final=snap.final)
-                final = snap if snap.final else None
+                text = messages.thread_reply(snap)
+                if text:
+                    self._reply(text)
+                self._show(self._render(snap))
+                if snap.final:
+                    final = snap
         finally:
             watch.close()
+        await self._settle_display()
         if final is not None and self._shown == self._render(final).as_kwargs():
-            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+            await self._mark_shown()
         return final
 
     async def finish(self) -> bool:
-        """Show a closed record's kept final snapshot: its bot died before it could."""
-        assert self.record.final is not None
-        if await self._update(self._render(self.record.final)):
-            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+        """Show a closed record's kept final snapshot (its bot died before it could, or a
+        reconcile settled it later)."""
+        assert self.record is not None and self.record.final is not None
+        self._show(self._render(self.record.final))
+        await self._settle_display()
+        if self._shown == self._render(self.record.final).as_kwargs():
+            await self._mark_shown()
             return True
         return False
 
-    async def _reply(self, snap: Snapshot) -> None:
-        text = messages.thread_reply(snap)
-        if not text:
-            return
+    async def _mark_shown(self) -> None:
+        assert self.record is not None
         try:
-            await self.client.chat_postMessage(channel=self.channel, thread_ts=self.ts, text=text)
-        except SlackApiError as exc:
-            log.warning(
-                "thread reply failed: %s", exc.response.get("error"), extra=self._log_extra()
-            )
+            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+        except DeployError as exc:  # the periodic pass shows it again later: harmless
+            log.warning("could not mark the message shown: %s", exc, extra=self._log_extra())
 
-    async def _show(self, msg: Message, final: bool) -> None:
+    # -- the message ----------------------------------------------------------------------------
+    def _show(self, msg: Message) -> None:
         self._pending = msg
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        if final:
-            await self._flusher
-            if self._pending is not None:  # arrived while the last flush was finishing
-                await self._flush()
+
+    async def show_now(self, msg: Message, tries: int | None = None) -> bool:
+        """Show ``msg`` (retrying ``tries`` times, or until it is shown); True once shown."""
+        self._pending = msg
+        delay = 1.0
+        attempt = 0
+        while self._pending is msg:
+            attempt += 1
+            if await self._send(msg):
+                return True
+            if self.gave_up or (tries is not None and attempt >= tries):
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+        return True
+
+    async def _settle_display(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._pending is not None and not self.gave_up:  # came while the flush finished
+            self._flusher = asyncio.create_task(self._flush())
+            await self._settle_display()
 
     async def _flush(self) -> None:
-        while self._pending is not None:
+        delay = 1.0
+        while self._pending is not None and not self.gave_up:
             wait = self._last_update + self.min_interval - self.clock.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            msg, self._pending = self._pending, None
-            if msg is None or msg.as_kwargs() == self._shown:
+            msg = self._pending
+            if msg is None:
+                return
+            if msg.as_kwargs() == self._shown:
+                if self._pending is msg:
+                    self._pending = None
                 continue
-            await self._update(msg)
+            if await self._send(msg):
+                delay = 1.0
+                continue
+            if self.gave_up:
+                return
+            # Slack is not taking it: wait, then send whatever is newest by then.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
 
-    async def _update(self, msg: Message) -> bool:
-        for attempt in range(4):
-            try:
+    async def _send(self, msg: Message) -> bool:
+        """One attempt to put ``msg`` on screen (posting the message first if it has none)."""
+        try:
+            if not self.ts:
+                resp = await self.client.chat_postMessage(channel=self.channel, **msg.as_kwargs())
+                self.ts = str(resp["ts"])
+                self._posted.set()
+                await self._remember_where()
+            else:
                 await self.client.chat_update(channel=self.channel, ts=self.ts, **msg.as_kwargs())
-                self._shown = msg.as_kwargs()
-                self.updates += 1
-                self._last_update = self.clock.monotonic()
-                return True
-            except SlackApiError as exc:
-                error = exc.response.get("error")
-                log.warning(
-                    "chat.update failed (%s), attempt %d",
-                    error,
-                    attempt + 1,
-                    extra=self._log_extra(),
-                )
-                if error in ("message_not_found", "channel_not_found", "cant_update_message"):
-                    return False
-                await asyncio.sleep(2**attempt)
-            except OSError as exc:
-                log.warning("chat.update failed: %s", exc, extra=self._log_extra())
-                await asyncio.sleep(2**attempt)
+        except SlackApiError as exc:
+            return self._failed(exc, str(exc.response.get("error") or ""))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # connection errors, timeouts: Slack is away
+            return self._failed(exc, "")
+        self._shown = msg.as_kwargs()
+        if self._pending is msg:
+            self._pending = None
+        self.updates += 1
+        self._last_update = self.clock.monotonic()
+        if self.failures:
+            log.info(
+                "Slack answers again; the message shows the current state",
+                extra=self._log_extra(),
+            )
+            self.failures = 0
+        return True
+
+    def _failed(self, exc: BaseException, error: str) -> bool:
+        self.failures += 1
+        level = logging.WARNING if self.failures in (1, 5) or self.failures % 20 == 0 else 0
+        if level:
+            log.warning(
+                "Slack did not take the message (%s), attempt %d; trying again",
+                slack_problem(exc),
+                self.failures,
+                extra=self._log_extra(),
+            )
+        if error in PERMANENT:
+            self.gave_up = error
+            log.error("giving up on the message: %s", error, extra=self._log_extra())
         return False
+
+    async def _remember_where(self) -> None:
+        if self.record is None:
+            return
+        try:
+            self.record = await asyncio.to_thread(self.engine.annotate, self.record, self.ref)
+        except DeployError as exc:
+            log.warning("could not record the message's place: %s", exc, extra=self._log_extra())
+
+    # -- thread replies -------------------------------------------------------------------------
+    def _reply(self, text: str) -> None:
+        self._replies.put_nowait(text)
+        if self._replier is None or self._replier.done():
+            self._replier = asyncio.create_task(self._send_replies())
+
+    async def _send_replies(self) -> None:
+        """Replies in order; each tried a few times, then dropped (the message is what counts)."""
+        while not self._replies.empty():
+            text = self._replies.get_nowait()
+            await self._posted.wait()
+            for attempt in range(REPLY_TRIES):
+                try:
+                    await self.client.chat_postMessage(
+                        channel=self.channel, thread_ts=self.ts, text=text
+                    )
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "thread reply failed (%s), attempt %d",
+                        slack_problem(exc),
+                        attempt + 1,
+                        extra=self._log_extra(),
+                    )
+                    await asyncio.sleep(min(2.0**attempt, MAX_BACKOFF))
 
 
 class ProgressBoard:
@@ -167,6 +306,7 @@ class ProgressBoard:
         self.min_interval = min_interval
         self.messages: dict[str, ProgressMessage] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.fallback_channel: str | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name or None)
@@ -174,75 +314,132 @@ class ProgressBoard:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def start(self, record: DeploymentRecord, channel: str) -> ProgressMessage:
-        """Post the live message of a new deployment and follow it in the background."""
-        progress = ProgressMessage(
-            self.client, self.engine, record, channel, min_interval=self.min_interval
+    def _message(
+        self, record: DeploymentRecord | None, channel: str, ts: str = ""
+    ) -> ProgressMessage:
+        return ProgressMessage(
+            self.client, self.engine, record, channel, ts, min_interval=self.min_interval
         )
-        self.messages[record.id] = progress
-        try:
-            await progress.post()
-        except SlackApiError as exc:
-            log.error(
-                "could not post the progress message: %s",
-                exc.response.get("error"),
-                extra={**record.log_fields, "channel": channel},
-            )
-        self.spawn(self._follow(progress), name=f"follow:{record.id}")
+
+    async def open(self, plan: Plan, channel: str) -> ProgressMessage:
+        """Post a deployment's message before anything changes (raises if Slack refuses)."""
+        progress = self._message(None, channel)
+        await progress.post_starting(plan)
         return progress
 
+    def follow(self, progress: ProgressMessage, record: DeploymentRecord) -> None:
+        """Render ``record`` (started by the engine, which follows it) in ``progress``."""
+        progress.record = record
+        self.messages[record.id] = progress
+        log.info(
+            "progress message posted (ts %s) before the start",
+            progress.ts,
+            extra=progress._log_extra(),
+        )
+        self.spawn(self._follow(progress), name=f"follow:{record.id}")
+
+    def watch(self, record: DeploymentRecord) -> bool:
+        """Follow ``record`` (the engine) and show it where its ``message_ref`` says, or in
+        the fallback channel; False when it is shown nowhere (it is followed all the same)."""
+        if record.id in self.messages:
+            return True
+        where = parse_ref(record.message_ref)
+        if where is None and not self.fallback_channel:
+            return False
+        channel, ts = where or (self.fallback_channel or "", "")
+        progress = self._message(record, channel, ts)
+        self.messages[record.id] = progress
+        self.spawn(self._follow(progress), name=f"resume:{record.id}")
+        log.info("watching a deployment", extra=progress._log_extra())
+        return True
+
     async def resume(self, fallback_channel: str | None = None) -> list[str]:
-        """Finish the messages of deployments a previous bot process left open."""
+        """Follow every deployment a previous process left open, and show outcomes no message
+        shows yet. Needs AWS (raises DeployError without it), never Slack."""
+        if fallback_channel:
+            self.fallback_channel = fallback_channel
         records = await asyncio.to_thread(self.engine.open_deployments)
         resumed = []
         for record in records:
-            if record.id in self.messages:
-                continue
-            where = parse_ref(record.message_ref)
-            if where is None and fallback_channel:
-                await self.start(record, fallback_channel)
-                resumed.append(record.id)
-                continue
-            if where is None:
-                # Nowhere to show it; still follow it so the lock and history get closed.
-                self.spawn(asyncio.to_thread(_drain, self.engine, record))
-                resumed.append(record.id)
-                continue
-            channel, ts = where
-            progress = ProgressMessage(
-                self.client, self.engine, record, channel, ts, min_interval=self.min_interval
-            )
-            self.messages[record.id] = progress
-            self.spawn(self._follow(progress), name=f"resume:{record.id}")
+            await asyncio.to_thread(self.engine.follow, record)  # the bookkeeping: no Slack
+            self.watch(record)
             resumed.append(record.id)
-            log.info("resumed watching", extra=progress._log_extra())
-        # Closed while no bot could show it (killed between the outcome and its chat.update).
-        for record in await asyncio.to_thread(self.engine.ledger.unshown):
-            where = parse_ref(record.message_ref)
-            if where is None or record.final is None or record.id in self.messages:
-                continue
-            progress = ProgressMessage(
-                self.client, self.engine, record, *where, min_interval=self.min_interval
-            )
-            self.spawn(progress.finish(), name=f"finish:{record.id}")
-            resumed.append(record.id)
-            log.info("showing a missed outcome", extra=progress._log_extra())
+        resumed += self._finish_unshown(await asyncio.to_thread(self.engine.history, 20))
         return resumed
+
+    def _finish_unshown(self, records: list[DeploymentRecord]) -> list[str]:
+        """Closed records whose message does not show their outcome: show it."""
+        finished = []
+        for record in records:
+            if record.open or record.shown or record.final is None or record.id in self.messages:
+                continue
+            where = parse_ref(record.message_ref)
+            if where is None:
+                continue
+            progress = self._message(record, *where)
+            self.messages[record.id] = progress
+            self.spawn(self._finish(progress), name=f"finish:{record.id}")
+            finished.append(record.id)
+            log.info("showing an outcome settled since", extra=progress._log_extra())
+        return finished
+
+    async def reconcile_forever(self, interval: float) -> None:
+        """Every ``interval``: reconcile open records with ECS (the engine), show outcomes
+        settled since, and follow open deployments nobody follows (a ``--no-wait`` deploy, a
+        process that died). Never stops for AWS or Slack trouble."""
+        while True:
+            try:
+                records = await asyncio.to_thread(self.engine.history, 20)
+                self._finish_unshown(records)
+                for record in self._unfollowed(records):
+                    await asyncio.to_thread(self.engine.follow, record)
+                    self.watch(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reconcile pass failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    def _unfollowed(self, records: list[DeploymentRecord]) -> list[DeploymentRecord]:
+        now = self.engine.clock.now()
+        tracking = set(self.engine.poller.tracking())
+        # A deployment a moment old may not have claimed its follower yet.
+        young = timedelta(seconds=max(10.0, 4 * self.engine.settings.rollout_poll_seconds))
+        out = []
+        for record in records:
+            if not record.open or record.id in tracking or record.id in self.messages:
+                continue
+            if now - record.started_at < young:
+                continue
+            lease = record.follower_until
+            if lease is not None and lease + CLOCK_SKEW + timedelta(seconds=1) > now:
+                continue  # another process follows it
+            out.append(record)
+        return out
 
     async def _follow(self, progress: ProgressMessage) -> None:
         try:
             await progress.follow()
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.exception("following the deployment failed", extra=progress._log_extra())
+            log.exception("showing the deployment failed", extra=progress._log_extra())
         finally:
-            self.messages.pop(progress.record.id, None)
+            if progress.record is not None:
+                self.messages.pop(progress.record.id, None)
+
+    async def _finish(self, progress: ProgressMessage) -> None:
+        try:
+            await progress.finish()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the outcome failed", extra=progress._log_extra())
+        finally:
+            if progress.record is not None:
+                self.messages.pop(progress.record.id, None)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _drain(engine: Engine, record: DeploymentRecord) -> None:
-    for _ in engine.watch(record):
-        pass

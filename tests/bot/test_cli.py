@@ -68,6 +68,10 @@ def test_still_rolling_out_at_the_timeout_exits_3(
 
 
 def test_two_processes_at_once_one_proceeds(stack: LocalStack, simulator: RolloutSimulator) -> None:
+    # The winner's rollout stays in progress: a --no-wait deployment whose rollout has ended
+    # no longer blocks the next one (issue 13), so the race must be against a live rollout.
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def run(who: str) -> None:

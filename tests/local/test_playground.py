@@ -251,19 +251,19 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     expect(broken).to_contain_text("circuit breaker rolled the service back to")
     expect(broken.locator("code", has_text="v4.4.0-ecr-ecs-fargate").first).to_be_visible()
 
-    # 3. Rollback from the failed message: Slack's confirm dialog first, then a new rollout.
-    broken.locator("button[data-action-id=rollback]").click()
+    # The failed deployment changed nothing to undo: it offers no Rollback (issue 19).
+    expect(broken.locator("button[data-action-id]")).to_have_count(0)
+
+    # 3. Rollback on v4.4.0's message (ECS rolled back to it, so it runs): Slack's confirm
+    # dialog first, then a new rollout to the image that ran before v4.4.0, v4.3.0.
+    live.locator("button[data-action-id=rollback]").click()
     dialog = page.locator("#overlay")
     expect(dialog).to_be_visible()
     expect(page.locator("#d-title")).to_have_text("Roll back?")
-    expect(page.locator("#d-text")).to_contain_text(
-        "back to the image of the last deployment that completed"
-    )
+    expect(page.locator("#d-text")).to_contain_text("the image that ran before this deployment")
     page.locator("#d-confirm").click()
     sent = time.monotonic()
     expect(dialog).to_be_hidden()
-    # The engine's rollback target: the last completed deployment of another image than the
-    # one running (v4.4.0, where ECS rolled back to): the first release, v4.3.0.
     rollback = messages.filter(has=page.locator(".b-header", has_text="v4.3.0-ecr-ecs-fargate"))
     expect(rollback.locator(".b-header")).to_have_text("🚀 Rolling back to v4.3.0-ecr-ecs-fargate")
     expect(rollback.locator(".b-header")).to_have_text(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from bot.deploy.engine import image_tag_of
+from bot.deploy.engine import TAG_KEY, split_image
 from bot.local.aws import MotoServer
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.settings import Settings
@@ -19,12 +19,23 @@ AWS_WRITES = (
 )
 
 
-def running_tag(settings: Settings) -> str:
-    """The image tag the service's current task definition runs, read from moto."""
+def running_release(settings: Settings) -> tuple[str, str]:
+    """(tag, digest) the service's current task definition runs, read from moto: the digest
+    the image is pinned to (or "") and the tag deploybot names it by (its revision's
+    ``deploybot:tag``), else the image's own tag."""
     ecs = boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
     svc = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
-    td = ecs.describe_task_definition(taskDefinition=svc["services"][0]["taskDefinition"])
-    return image_tag_of(td["taskDefinition"]["containerDefinitions"][0]["image"])
+    td = ecs.describe_task_definition(
+        taskDefinition=svc["services"][0]["taskDefinition"], include=["TAGS"]
+    )
+    _, tag, digest = split_image(td["taskDefinition"]["containerDefinitions"][0]["image"])
+    named = {t["key"]: t["value"] for t in td.get("tags", [])}.get(TAG_KEY)
+    return named or tag, digest
+
+
+def running_tag(settings: Settings) -> str:
+    """The image tag the service's current task definition runs, read from moto."""
+    return running_release(settings)[0]
 
 
 def bot_messages(emulator: SlackEmulator, channel: str = DEPLOYS) -> list[Message]:

@@ -125,13 +125,15 @@ def test_notify_with_a_rejected_token_fails_clearly(emulator: SlackEmulator) -> 
     assert done.returncode != 0 and "C0NOPE" in done.stderr and "invite the bot" in done.stderr
 
 
-def test_rollback_button_and_command_go_back_to_the_previous_tag(
+def test_rollback_button_and_command_go_back_once_and_never_toggle(
     stack: LocalStack,
     aws: MotoServer,
     simulator: RolloutSimulator,
     emulator: SlackEmulator,
     start_bot: BotFactory,
 ) -> None:
+    """v4.4.0 → v4.5.0 → Rollback on v4.5.0's message → v4.4.0. Then the same button again,
+    and `/deploy rollback`, are refused: they used to roll forward to v4.5.0 (issue 13)."""
     bot = start_bot("socket")
     emulator.slash_command("/deploy", "rollback", user=ALICE, channel=DEPLOYS)
     nothing = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE), what="answer")[0]
@@ -146,13 +148,19 @@ def test_rollback_button_and_command_go_back_to_the_previous_tag(
     back = wait_final(emulator, "Deployed v4.4.0", count=2)
     assert "rollback" in back.all_text
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+    updates = aws.requests.count("ecs", "UpdateService")
 
+    emulator.click(second, "rollback", user=BOB, channel=DEPLOYS)  # the same button again
+    again = emulator.wait_for(lambda: emulator.ephemerals(user=BOB), what="refusal")[0]
+    assert "is no longer what runs" in again.text and "v4.4.0-ecr-ecs-fargate" in again.text
     emulator.slash_command("/deploy", "rollback", user=BOB, channel=DEPLOYS)
-    wait_final(emulator, "Deployed v4.5.0", count=2)
-    assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
+    emulator.wait_for(lambda: len(emulator.ephemerals(user=BOB)) == 2, what="second refusal")
+    assert "Nothing to roll back to" in emulator.ephemerals(user=BOB)[1].text
+    assert aws.requests.count("ecs", "UpdateService") == updates
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
 
     emulator.slash_command("/deploy", "history", user=CAROL, channel=DEPLOYS)
     history = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="history")[0]
-    assert history.text.count("completed") == 4
+    assert history.text.count("completed") == 3
     assert "rollback by" in history.text and "<@U0ALICE>" in history.text
     assert bot.proc is not None and bot.proc.poll() is None

@@ -306,20 +306,68 @@ class SlackEmulator:
     # -- faults ---------------------------------------------------------------------------
 
     def fail(
-        self, method: str = "*", status: int = 429, retry_after: int = 1, times: int | None = 1
+        self,
+        method: str = "*",
+        status: int = 429,
+        retry_after: int = 1,
+        times: int | None = 1,
+        *,
+        error: str | None = None,
+        drop: bool = False,
+        delay: float = 0.0,
+        channel: str | None = None,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` ("*": any Web API method) with ``status``.
 
-        The answer carries ``Retry-After: retry_after`` and ``{"ok": false, "error": ...}``.
+        The answer carries ``Retry-After: retry_after`` and ``{"ok": false, "error": ...}``;
+        ``error`` names the error (``not_in_channel``, ``channel_not_found`` … with status
+        200, as Slack sends them). ``drop=True`` closes the connection instead of answering
+        (a network failure); ``delay`` holds the answer that many seconds (past the client's
+        timeout); ``channel`` limits the fault to calls naming that channel.
         ``method="response_url"`` faults response_url posts ("*" leaves them alone).
         """
-        self.store.add_fault(Fault(method, status, retry_after, times, None))
+        self.store.add_fault(
+            Fault(method, status, retry_after, times, None, error, drop, delay, channel)
+        )
 
     def fail_for(
-        self, seconds: float, method: str = "*", status: int = 429, retry_after: int = 1
+        self,
+        seconds: float,
+        method: str = "*",
+        status: int = 429,
+        retry_after: int = 1,
+        *,
+        error: str | None = None,
+        drop: bool = False,
+        delay: float = 0.0,
+        channel: str | None = None,
     ) -> None:
         """Like ``fail``, for every matching call during the next ``seconds``."""
-        self.store.add_fault(Fault(method, status, retry_after, None, time.monotonic() + seconds))
+        until = time.monotonic() + seconds
+        self.store.add_fault(
+            Fault(method, status, retry_after, None, until, error, drop, delay, channel)
+        )
+
+    def slow(self, method: str, seconds: float, times: int | None = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` normally, ``seconds`` late."""
+        self.store.add_fault(Fault(method, 200, 0, times, None, delay=seconds, passes=True))
+
+    def remove_bot(self, channel: str) -> None:
+        """The bot leaves ``channel`` (or was never invited): its posts and updates there
+        fail with ``not_in_channel`` (``channel_not_found`` for a DM, ``D…``)."""
+        with self.store.locked():
+            self.store.outside.add(self._known_channel(channel))
+
+    def add_bot(self, channel: str) -> None:
+        """Invite the bot into ``channel``."""
+        with self.store.locked():
+            self.store.outside.discard(self._known_channel(channel))
+
+    def add_channel(self, channel: str, name: str) -> None:
+        """A conversation people can send commands from (``D…`` for a DM)."""
+        with self.store.locked():
+            self.store.channels[channel] = name
+            self.store.clear_channel(channel)
 
     def clear_faults(self) -> None:
         with self.store.locked():
@@ -344,10 +392,32 @@ class SlackEmulator:
             token = auth[7:].strip()
 
         headers: dict[str, str] = {}
-        fault = self.store.take_fault(method)
+        fault = self.store.take_fault(method, str(params.get("channel") or "") or None)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.passes:
+            fault = None  # only late
+        if fault is not None and fault.drop:
+            self.store.record_call(
+                Call(
+                    method=method,
+                    params=params,
+                    at=time.time(),
+                    status=0,
+                    ok=False,
+                    error="connection dropped",
+                    response={},
+                )
+            )
+            if request.transport is not None:
+                request.transport.abort()  # the client sees the connection die, no answer
+            raise asyncio.CancelledError  # aiohttp drops the handler quietly
         if fault is not None:
             status = fault.status
-            answer: JSON = {"ok": False, "error": _ERRORS_BY_STATUS.get(status, "fault")}
+            answer: JSON = {
+                "ok": False,
+                "error": fault.error or _ERRORS_BY_STATUS.get(status, "fault"),
+            }
             headers["Retry-After"] = str(fault.retry_after)
         else:
             try:

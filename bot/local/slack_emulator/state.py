@@ -24,19 +24,31 @@ T = TypeVar("T")
 
 @dataclass
 class Fault:
-    """Answer ``status`` to matching calls, ``times`` times (None: no limit) or until ``until``."""
+    """Answer ``status`` to matching calls, ``times`` times (None: no limit) or until ``until``.
+
+    ``error`` replaces the error code the status implies (``not_in_channel`` with status 200,
+    as Slack answers it); ``drop`` closes the connection without any answer; ``delay`` holds
+    the answer that many seconds first; ``channel`` limits it to calls naming that channel.
+    """
 
     method: str  # "*" (every Web API method) or an exact name, "response_url" included
     status: int
     retry_after: int
     times: int | None
     until: float | None  # time.monotonic() deadline
+    error: str | None = None
+    drop: bool = False
+    delay: float = 0.0
+    channel: str | None = None
+    passes: bool = False  # answered normally after ``delay`` (a slow Slack, not a failing one)
 
     def alive(self, now: float) -> bool:
         return (self.until is None or now < self.until) and (self.times is None or self.times > 0)
 
-    def matches(self, method: str, now: float) -> bool:
+    def matches(self, method: str, now: float, channel: str | None = None) -> bool:
         if not self.alive(now):
+            return False
+        if self.channel is not None and channel != self.channel:
             return False
         if self.method == "*":
             return method != "response_url"
@@ -78,6 +90,8 @@ class Store:
     def __init__(self, channels: dict[str, str], users: dict[str, str]) -> None:
         self.channels = dict(channels)
         self.users = dict(users)
+        # Channels the bot is not a member of: it cannot post or update there.
+        self.outside: set[str] = set()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -203,6 +217,11 @@ class Store:
             self._bump()
             return msg.freeze()
 
+    def clear_channel(self, channel: str) -> None:
+        with self._lock:
+            self._top.setdefault(channel, [])
+            self._bump()
+
     def find(self, channel: str, ts: str) -> Message | None:
         with self._lock:
             msg = self._by_ts.get((channel, ts))
@@ -312,13 +331,13 @@ class Store:
         with self._lock:
             self.faults.append(fault)
 
-    def take_fault(self, method: str) -> Fault | None:
+    def take_fault(self, method: str, channel: str | None = None) -> Fault | None:
         """The fault this call meets, if any, counting it as used once."""
         now = time.monotonic()
         with self._lock:
             self.faults = [f for f in self.faults if f.alive(now)]
             for f in self.faults:
-                if f.matches(method, now):
+                if f.matches(method, now, channel):
                     if f.times is not None:
                         f.times -= 1
                     return f

@@ -125,8 +125,15 @@ class WebApi:
             "is_enterprise_install": False,
         }
 
+    def _member(self, channel: str) -> None:
+        """Slack refuses posts where the bot is not a member: ``not_in_channel`` in a channel,
+        ``channel_not_found`` in a conversation it cannot see at all (a DM)."""
+        if channel in self.store.outside:
+            raise ApiError("channel_not_found" if channel.startswith("D") else "not_in_channel")
+
     def chat_post_message(self, params: JSON) -> JSON:
         channel = self._channel(params)
+        self._member(channel)
         text, blocks = self._content(params, required=True)
         thread_ts = params.get("thread_ts") or None
         try:
@@ -144,6 +151,7 @@ class WebApi:
 
     def chat_update(self, params: JSON) -> JSON:
         channel = self._channel(params)
+        self._member(channel)
         ts = str(params.get("ts") or "")
         text, blocks = self._content(params, required=False)
         found = self.store.find(channel, ts)

@@ -1,0 +1,210 @@
+"""Reconcile, don't remember: judge one history record against one DescribeServices.
+
+Any process can do it (the poller that follows a rollout, ``status``, ``history``, the next
+``deploy``, a bot's periodic pass): find the ECS deployment a record started (adopt it), say
+what ECS did (settle it), or prove it never started. Every write is conditional, so two
+processes reconciling the same record agree and the second one's writes change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from bot.clock import Clock
+from bot.deploy.aws import RETRY_CONFIG
+from bot.deploy.errors import DeployError
+from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
+from bot.deploy.rollout import (
+    EcsDeployment,
+    Outcome,
+    ServiceState,
+    Snapshot,
+    Verdict,
+    judge,
+)
+
+log = logging.getLogger("deploybot.reconcile")
+
+
+def _update_call_bound() -> timedelta:
+    """The longest one UpdateService call can take, botocore's retries included: every
+    attempt may wait connect + read timeout, and the backoff between attempts is capped at
+    20 s (botocore's standard and adaptive modes). Past it, no attempt can still land."""
+    retries = RETRY_CONFIG.retries or {}
+    attempts = int(retries.get("max_attempts", 10))
+    per_try = float(RETRY_CONFIG.connect_timeout or 60) + float(RETRY_CONFIG.read_timeout or 60)
+    return timedelta(seconds=attempts * per_try + (attempts - 1) * 20)
+
+
+# A record with no ECS deployment may be judged "never started" by a process other than the
+# one that asked ECS only once that process's call cannot still be retrying, by any clock.
+NEVER_STARTED_AFTER = _update_call_bound() + CLOCK_SKEW
+# How far behind our clock ECS's createdAt may be and still be the deployment a record made.
+ECS_CLOCK_SLACK = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one reconcile pass concluded for one record."""
+
+    record: DeploymentRecord
+    verdict: Verdict | None = None
+    ours: EcsDeployment | None = None
+    adopted: bool = False
+
+
+class Reconciler:
+    """The one place a record meets ECS's state; the poller and the engine both use it."""
+
+    def __init__(self, ledger: Ledger, clock: Clock, start_grace: timedelta) -> None:
+        self.ledger = ledger
+        self.clock = clock
+        self.start_grace = start_grace
+
+    def read(
+        self,
+        record: DeploymentRecord,
+        state: ServiceState,
+        now: datetime,
+        *,
+        asked_ecs_at: float | None = None,
+    ) -> Reading:
+        """Adopt, settle or leave ``record``. ``asked_ecs_at`` (monotonic) is when this
+        process's own UpdateService call for it ended; None for anyone else's record."""
+        adopted = False
+        if not record.ecs_deployment_id:
+            found = self._started(record, state)
+            if found is None:
+                if self._never_started(record, now, asked_ecs_at):
+                    return Reading(
+                        record,
+                        Verdict(
+                            Outcome.NOT_STARTED,
+                            "ECS shows no deployment of it: UpdateService never reached ECS "
+                            "(deploybot stopped or failed before ECS was asked); nothing changed",
+                        ),
+                    )
+                return Reading(record)
+            record, adopted = self._adopt(record, found), True
+        ours = state.deployment(record.ecs_deployment_id)
+        verdict = judge(state, record.ecs_deployment_id, self._describe_other)
+        return Reading(record, verdict, ours, adopted)
+
+    def _started(self, record: DeploymentRecord, state: ServiceState) -> EcsDeployment | None:
+        """The ECS deployment ``record`` started, by task definition and creation time."""
+        since = record.started_at - ECS_CLOCK_SLACK
+        started = [
+            d
+            for d in state.deployments
+            if d.task_definition == record.task_definition
+            and d.created_at is not None
+            and _aware(d.created_at) >= since
+        ]
+        if not started:
+            return None
+        return max(started, key=lambda d: _aware(d.created_at or since))
+
+    def _adopt(self, record: DeploymentRecord, found: EcsDeployment) -> DeploymentRecord:
+        try:
+            adopted = self.ledger.set_ecs_deployment(record, found.id)
+        except DeployError as exc:  # kept in memory; closing the record writes it too
+            log.warning("could not record the adopted ECS deployment: %s", exc)
+            adopted = replace(record, ecs_deployment_id=found.id)
+        log.info("adopted ECS deployment %s", found.id, extra=record.log_fields)
+        return adopted
+
+    def _never_started(
+        self, record: DeploymentRecord, now: datetime, asked_ecs_at: float | None
+    ) -> bool:
+        if asked_ecs_at is not None:
+            # Our own call has ended: no attempt of it can land later. ECS shows a deployment
+            # within moments of accepting the call; a few polls without one prove it never did.
+            return self.clock.monotonic() - asked_ecs_at >= self.start_grace.total_seconds()
+        if now - record.started_at < NEVER_STARTED_AFTER:
+            return False
+        lock = self.ledger.lock_item()
+        return lock is None or lock.deployment_id != record.id or lock.lapsed(now)
+
+    def _describe_other(self, other: EcsDeployment) -> str:
+        try:
+            records = self.ledger.history(20)
+        except DeployError:
+            records = []
+        for r in records:
+            if r.ecs_deployment_id == other.id or (
+                not r.ecs_deployment_id and r.task_definition == other.task_definition
+            ):
+                return f"(deploybot deployment {r.id} of {r.tag} by {r.who_display or r.who})"
+        return "(not started by deploybot)"
+
+    def final_snapshot(
+        self,
+        record: DeploymentRecord,
+        verdict: Verdict,
+        now: datetime,
+        ours: EcsDeployment | None,
+        base: Snapshot | None = None,
+    ) -> Snapshot:
+        """The final snapshot of a settled record, from what ECS shows of its deployment."""
+        rollback_tag = ""
+        if verdict.rollback_task_definition:
+            rollback_tag = (
+                record.previous_tag
+                if verdict.rollback_task_definition == record.previous_task_definition
+                else verdict.rollback_task_definition.rsplit("/", 1)[-1]
+            )
+        started = record.started_at
+        return Snapshot(
+            deployment_id=record.id,
+            ecs_deployment_id=record.ecs_deployment_id,
+            at=now,
+            elapsed=(now - started).total_seconds(),
+            rollout_state=ours.rollout_state if ours else (base.rollout_state if base else ""),
+            rollout_reason=ours.rollout_reason if ours else (base.rollout_reason if base else ""),
+            desired=ours.desired if ours else (base.desired if base else 0),
+            pending=ours.pending if ours else (base.pending if base else 0),
+            running=ours.running if ours else (base.running if base else 0),
+            failed=max(ours.failed if ours else 0, base.failed if base else 0),
+            outcome=verdict.outcome,
+            outcome_reason=verdict.reason,
+            rollback_deployment=verdict.rollback_deployment,
+            rollback_task_definition=verdict.rollback_task_definition,
+            rollback_tag=rollback_tag,
+        )
+
+    def settle(
+        self, record: DeploymentRecord, final: Snapshot, *, release: bool = True
+    ) -> tuple[DeploymentRecord, str]:
+        """Record ``final`` and release the lock; never raises. Returns the record (closed,
+        or as it was when the write failed) and a note for the reader when it failed."""
+        note = ""
+        closed = record
+        if final.outcome is not None:
+            try:
+                done = self.ledger.close(record, final)
+            except DeployError as exc:
+                log.warning("could not close the record: %s", exc, extra=record.log_fields)
+                note = (
+                    f"could not record the outcome ({exc.message}); the next deploybot "
+                    "command that reaches AWS records it"
+                )
+            else:  # None: settled meanwhile by another process; read what it wrote
+                closed = done if done is not None else self._reread(record)
+        if release:
+            try:
+                self.ledger.release(record.id)
+            except DeployError as exc:
+                log.warning("could not release the lock: %s", exc, extra=record.log_fields)
+        return closed, note
+
+    def _reread(self, record: DeploymentRecord) -> DeploymentRecord:
+        try:
+            return self.ledger.get_record(record.sort_key) or record
+        except DeployError:
+            return record
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,114 @@
+"""Point 3 of issue 13: "nothing changed" only when provably nothing changed.
+
+``deploybot deploy`` (a real process) talks to moto through the fault proxy, which breaks
+UpdateService's answer on the wire after moto applied it, or the ledger write after it. The
+user must be told "ECS may have started the deployment; following it", never "refused", and
+the deployment followed to what ECS did: record closed with the real outcome, lock released.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.deploy.engine import Engine
+from bot.deploy.rollout import Outcome
+from bot.local.aws import MotoServer
+from bot.local.faultproxy import FaultProxy
+from bot.local.simulator import RolloutSimulator
+from tests.conftest import LocalStack
+from tests.reliability.conftest import cli, report
+from tests.slack.helpers import running_tag
+
+pytestmark = pytest.mark.reliability
+V44 = "v4.4.0-ecr-ecs-fargate"
+
+
+def settled(stack: LocalStack) -> tuple[Outcome | None, bool, bool]:
+    """(outcome of the newest record, is it open, is the lock held), read past the proxy."""
+    engine = Engine(stack.settings)
+    try:
+        (last,) = engine.ledger.history(1)
+        return last.outcome, last.open, engine.ledger.lock_item() is not None
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["answer dropped, retry denied", "connection reset, token expired on retry"],
+)
+def test_a_lost_update_service_answer_is_followed_not_refused(
+    fault: str,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    if fault.startswith("answer dropped"):
+        proxy.drop_answer("ecs", "UpdateService", times=1)
+        proxy.refuse("ecs", "UpdateService", code="AccessDeniedException")
+    else:
+        proxy.reset_answer("ecs", "UpdateService", times=1)
+        proxy.refuse("ecs", "UpdateService", code="ExpiredTokenException")
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert "ECS may have started the deployment" in out and "following it" in out
+    assert "✗" not in out and "refused before" not in out
+    assert done.returncode == 0, out
+    assert f"✓ Deployed {V44}" in done.stdout
+    assert aws.requests.count("ecs", "UpdateService") == 1  # moto applied the first one
+    assert running_tag(stack.settings) == V44
+    outcome, still_open, locked = settled(stack)
+    report(
+        f"UpdateService {fault}",
+        **{"exit code": done.returncode, "outcome": outcome, "lock held": locked},
+    )
+    assert (outcome, still_open, locked) == (Outcome.COMPLETED, False, False)
+
+
+def test_access_denied_on_the_ledger_write_after_update_service_is_followed(
+    stack: LocalStack, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """UpdateService went through; recording its ECS deployment id was denied. The old code
+    said "refused" (exit 2) while ECS rolled out with nobody watching."""
+    proxy.refuse("dynamodb", "UpdateItem", code="AccessDeniedException", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "✗" not in out and "recording it failed" in out
+    assert f"✓ Deployed {V44}" in done.stdout
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
+def test_update_service_refused_outright_is_a_refusal_and_changes_nothing(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy
+) -> None:
+    """The only attempt answered AccessDenied: ECS's own answer proves nothing changed."""
+    proxy.refuse("ecs", "UpdateService", code="AccessDeniedException", times=1)
+    done = cli("deploy", "v4.4.0")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "AWS refused access while updating the service" in done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 0
+    engine = Engine(stack.settings)
+    try:
+        assert engine.ledger.history(5) == [] and engine.ledger.lock_item() is None
+    finally:
+        engine.close()
+
+
+def test_a_request_lost_before_ecs_then_denied_is_proven_not_started(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """The first attempt never reached ECS (reset on the way), the retry was denied: the
+    client cannot tell, so deploybot follows; ECS shows no deployment of it, so it ends "not
+    started, nothing changed" with exit 2, the record closed and the lock free."""
+    proxy.reset_answer("ecs", "UpdateService", times=1, forward=False)
+    proxy.refuse("ecs", "UpdateService", code="AccessDeniedException")
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert "ECS may have started the deployment" in out
+    assert done.returncode == 2, out
+    assert "was not deployed" in done.stdout and "nothing changed" in done.stdout
+    assert aws.requests.count("ecs", "UpdateService") == 0
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    assert settled(stack) == (Outcome.NOT_STARTED, False, False)
