@@ -375,7 +375,7 @@ def test_make_infra_passes_env_as_one_argument(tmp_path: Path) -> None:
     hostile = f"staging; touch {witness}; `touch {witness}` \"quoted\" 'single' *"
     assert infra(f"ENV={hostile}") == ["python", "-m", "tools.stack", "service", "--env", hostile]
     assert not witness.exists()
-    assert infra("ENV=staging", "TAG=v1.0.0")[4:] == ["--env", "staging", "--tag", "v1.0.0"]
+    assert infra("ENV=staging", "TAG=v1.0.0")[4:] == ["--env", "staging", "--tag=v1.0.0"]
     # sh reads ENV from the environment as its startup file: that one is not an environment.
     assert infra(ENV="/home/someone/.shrc") == [
         "python",
