@@ -30,11 +30,21 @@ from bot.deploy.aws import AwsClient, aws_errors, error_code
 from bot.deploy.errors import (
     BadTag,
     DeployError,
+    DeployRefused,
     ImageMissing,
     LockHeld,
     NoLongerRunning,
+    NoSuchRequest,
+    NothingToAbort,
     NothingToRollBack,
     ServiceMissing,
+)
+from bot.deploy.guards import (
+    ApprovalRequest,
+    GuardBook,
+    QueuedItem,
+    QueueMode,
+    RequestState,
 )
 from bot.deploy.ledger import (
     DeploymentRecord,
@@ -46,8 +56,20 @@ from bot.deploy.ledger import (
 )
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
+from bot.rules import (
+    Action,
+    Decision,
+    Door,
+    Facts,
+    Freeze,
+    RuleRefused,
+    check,
+    freeze_after_failure,
+    missing_approvals,
+)
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
+from bot.targets import Target
 
 log = logging.getLogger("deploybot.engine")
 
@@ -134,6 +156,36 @@ class Running:
         return f"{what}, put there by {r.who_display or r.who} ({r.kind} {r.id})"
 
 
+_DOORS = {"slack": Door.SLASH, "ci-button": Door.CI_BUTTON, "cli": Door.CLI, "queue": Door.QUEUE}
+
+
+@dataclass(frozen=True)
+class Via:
+    """The door a request came through, and what it brings to the rules (bot/rules.py).
+
+    ``channel``: the Slack channel (None at the CLI). ``approved_by``: approvals already
+    given (an approved request, a queued deploy that was approved). ``asking``: the plan is
+    for an approval request, so the want of approvals is the point, not a refusal.
+    ``source``/``completed_on_source``: where a promoted (or ``after``-guarded) image comes
+    from and whether it completed there, as the transport that knows the targets found it."""
+
+    door: Door = Door.CLI
+    channel: str | None = None
+    break_glass: str | None = None
+    approved_by: tuple[str, ...] = ()
+    request_id: str = ""
+    asking: bool = False
+    source: str | None = None
+    completed_on_source: bool | None = None
+
+    @classmethod
+    def of(cls, requester: Requester) -> Via:
+        """The door a caller that says none came through, from the requester's source; a
+        transport that checked who and where itself (Slack's access.py) passes no channel."""
+        door = _DOORS.get(requester.source, Door.CLI)
+        return cls(door=Door.CLI if door in (Door.SLASH, Door.BUTTON, Door.CI_BUTTON) else door)
+
+
 @dataclass(frozen=True)
 class Plan:
     """A change checked and ready to start: nothing is written until ``Engine.start``."""
@@ -149,6 +201,12 @@ class Plan:
     rollback_of: str = ""  # the deployment a rollback undoes
     # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
     base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # What the rules said (bot/rules.py), kept in the record: approvals, --break-glass, and
+    # the rules it went past (a rollback during a freeze, break-glass outside the windows).
+    decision: Decision = field(default_factory=lambda: Decision(True), compare=False)
+    approved_by: tuple[str, ...] = ()
+    request_id: str = ""
+    break_glass: str = ""
 
     @property
     def short_digest(self) -> str:
@@ -171,6 +229,8 @@ class Status:
     recent: tuple[DeploymentRecord, ...]
     digest: str = ""
     deployed_by: DeploymentRecord | None = None
+    freeze: Freeze | None = None
+    queue: tuple[QueuedItem, ...] = ()
 
     @property
     def revision(self) -> str:
@@ -179,6 +239,26 @@ class Status:
     @property
     def short_digest(self) -> str:
         return short_digest(self.digest)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What approving did: the request as it is now, how many approvals it still lacks, and
+    the plan to start once it lacks none (the transport shows it, then starts it)."""
+
+    request: ApprovalRequest
+    missing: int
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A queued deploy whose turn came: taken off the queue, re-checked, and either a plan
+    to start or the refusal to tell its requester."""
+
+    item: QueuedItem
+    plan: Plan | None = None
+    refused: DeployRefused | None = None
 
 
 @dataclass(frozen=True)
@@ -201,11 +281,24 @@ class Engine:
         *,
         clock: Clock = SYSTEM_CLOCK,
         aws: AwsClient | None = None,
+        target: Target | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.aws = aws or AwsClient(settings)
         self.ledger = Ledger(self.aws, settings.lock_lease_seconds, clock)
+        # The target this engine deploys, with its rules; without one, the settings' service
+        # under DEPLOY_TARGET's name and no rules beyond who and where.
+        self.target = target or Target(
+            name=settings.deploy_target,
+            cluster=settings.ecs_cluster,
+            service=settings.ecs_service,
+            repository=settings.ecr_repository,
+            container=settings.ecs_container,
+            deployers=settings.deploy_allowed_users,
+            channels=settings.deploy_allowed_channels,
+        )
+        self.guards = GuardBook(self.ledger, clock)
         self.poller = ServicePoller(
             self.aws,
             self.ledger,
@@ -216,6 +309,7 @@ class Engine:
             follower=_follower_id(),
         )
         self.reconciler = self.poller.reconciler
+        self.reconciler.on_settled = self._after_settled
 
     @property
     def service_name(self) -> str:
@@ -336,6 +430,8 @@ class Engine:
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
+            freeze=self.guards.current_freeze(),
+            queue=tuple(self.guards.queue()),
         )
 
     def history(self, limit: int = 10) -> list[DeploymentRecord]:
@@ -470,13 +566,17 @@ class Engine:
             raise _lock_held(held, why)
 
     # Planning ------------------------------------------------------------------------------
-    def plan_deploy(self, tag_text: str, requester: Requester, reason: str = "") -> Plan:
-        """Check a deploy of ``tag_text`` (the tag, its digest in ECR, the service, the lock);
-        refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
+    def plan_deploy(
+        self, tag_text: str, requester: Requester, reason: str = "", *, via: Via | None = None
+    ) -> Plan:
+        """Check a deploy of ``tag_text`` (the tag, the rules, its digest in ECR, the service,
+        the lock); refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
         try:
             tag = parse_tag(tag_text, self.settings.image_tag_suffix)
         except TagError as exc:
             raise BadTag(str(exc)) from None
+        via = via or Via.of(requester)
+        decision = self._check(Action.DEPLOY, requester, via, image=tag.value)
         raw = self._service()
         with aws_errors("looking the image up in ECR"):
             image = self.aws.image(tag.value)
@@ -505,10 +605,15 @@ class Engine:
             requester=requester,
             reason=reason,
             base=td,
+            **_guarded(decision, via),
         )
 
-    def plan_redeploy(self, requester: Requester, reason: str = "") -> Plan:
+    def plan_redeploy(
+        self, requester: Requester, reason: str = "", *, via: Via | None = None
+    ) -> Plan:
         """Check a forced new deployment of what runs now (its image must still be in ECR)."""
+        via = via or Via.of(requester)
+        decision = self._check(Action.REDEPLOY, requester, via)
         raw = self._service()
         current, td, _ = self._prepare(raw)
         self._require_image(
@@ -528,13 +633,18 @@ class Engine:
             requester=requester,
             reason=reason,
             base=td,
+            **_guarded(decision, via),
         )
 
-    def plan_rollback(self, requester: Requester, reason: str = "", of: str = "") -> Plan:
+    def plan_rollback(
+        self, requester: Requester, reason: str = "", of: str = "", *, via: Via | None = None
+    ) -> Plan:
         """Check a rollback. With ``of`` (a deployment id: a message's Rollback button) it
         restores the image that ran before that deployment, and only while that deployment is
         what runs. Without, it goes to the newest release that completed and was not later
         rolled back from, never toggling between two releases."""
+        via = via or Via.of(requester)
+        decision = self._check(Action.ROLLBACK, requester, via)
         raw = self._service()
         current, td, history = self._prepare(raw, history=100)
         if of:
@@ -589,7 +699,35 @@ class Engine:
             reason=why,
             rollback_of=rollback_of,
             base=td,
+            **_guarded(decision, via),
         )
+
+    def _check(
+        self, action: Action, requester: Requester, via: Via, image: str | None = None
+    ) -> Decision:
+        """The rules (bot/rules.py), asked once for every plan, whatever the door: the one
+        place a deploy, redeploy, rollback, promote, abort or freeze is allowed or refused.
+        Raises RuleRefused (exit 2) before anything is read from ECS."""
+        facts = Facts(
+            image=image,
+            source=via.source,
+            completed_on_source=via.completed_on_source,
+            freeze=self.guards.current_freeze(),
+            approved_by=via.approved_by,
+            break_glass=via.break_glass,
+        )
+        decision = check(
+            self.target,
+            action,
+            door=via.door,
+            who=requester.who,
+            channel=via.channel,
+            now=self.clock.now(),
+            facts=facts,
+        )
+        if not decision.allowed and not (via.asking and decision.needs_approval):
+            raise RuleRefused(decision)
+        return decision
 
     def _prepare(
         self, raw: dict[str, Any], history: int = 50
@@ -635,7 +773,13 @@ class Engine:
             previous_image=current.image,
             previous_digest=current.digest,
             rollback_of=plan.rollback_of,
+            approved_by=plan.approved_by,
+            approval_request=plan.request_id,
+            break_glass=plan.break_glass,
+            bypassed=tuple(b.message for b in plan.decision.bypassed),
         )
+        if plan.decision.needs_approval and not plan.decision.allowed:
+            raise RuleRefused(plan.decision)  # a plan made for an approval request
         self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
         try:
             if plan.kind != "redeploy":
@@ -734,6 +878,366 @@ class Engine:
         """plan_rollback, then start."""
         return self.start(self.plan_rollback(requester, reason, of), message_ref)
 
+    # Freeze --------------------------------------------------------------------------------
+    def freeze(self, requester: Requester, reason: str, *, via: Via | None = None) -> Freeze:
+        """Freeze the target: deploys, redeploys, promotions and approvals are refused until
+        unfreeze; rollback and abort still go (and say so). Refused if it is frozen already."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise DeployRefused(
+                f"Say why {self.target.name} is frozen (an incident, a release freeze): it is "
+                "what everyone who is refused reads."
+            )
+        via = via or Via.of(requester)
+        self._check(Action.FREEZE, requester, via)
+        freeze = Freeze(
+            by=requester.who if via.door is not Door.CLI else requester.name,
+            since=self.clock.now(),
+            reason=reason[:500],
+            via="cli" if via.door is Door.CLI else "slack",
+        )
+        already = self.guards.freeze(freeze)
+        if already is not None:  # frozen by someone else between the check and the put
+            self._check(Action.FREEZE, requester, via)
+            raise DeployRefused(f"{self.target.name} is already frozen: {already.reason}")
+        log.warning(
+            "%s frozen by %s: %s",
+            self.target.name,
+            requester.name,
+            freeze.reason,
+            extra={"service": self.service_name, "who": requester.who, "source": via.door.value},
+        )
+        return freeze
+
+    def unfreeze(self, requester: Requester, *, via: Via | None = None) -> Freeze:
+        """Lift the freeze; what it was. Refused if the target is not frozen."""
+        via = via or Via.of(requester)
+        self._check(Action.UNFREEZE, requester, via)
+        lifted = self.guards.unfreeze()
+        if lifted is None:
+            raise DeployRefused(f"{self.target.name} is not frozen")
+        log.warning(
+            "%s unfrozen by %s (frozen by %s: %s)",
+            self.target.name,
+            requester.name,
+            lifted.by,
+            lifted.reason,
+            extra={"service": self.service_name, "who": requester.who, "source": via.door.value},
+        )
+        return lifted
+
+    def _after_settled(self, record: DeploymentRecord) -> None:
+        """A record this process closed: freeze the target if its rules say a failure does."""
+        if record.outcome is None:
+            return
+        freeze = freeze_after_failure(
+            self.target,
+            outcome=record.outcome.value,
+            image=record.tag,
+            deployment=record.id,
+            at=self.clock.now(),
+        )
+        if freeze is not None and self.guards.freeze(freeze) is None:
+            log.warning("frozen after a failure: %s", freeze.reason, extra=record.log_fields)
+
+    # Abort ---------------------------------------------------------------------------------
+    def rolling_out(self) -> DeploymentRecord | None:
+        """The deployment rolling out now, if deploybot started one: the lock's holder's record
+        while it is open, else the newest open record."""
+        held = self.ledger.lock_item()
+        if held is not None and held.record_sk:
+            record = self.ledger.get_record(held.record_sk)
+            if record is not None and record.open:
+                return record
+        return next(iter(self.ledger.open_records(20)), None)
+
+    def abort(self, requester: Requester, *, via: Via | None = None) -> DeploymentRecord:
+        """Stop the rollout: put the previous task definition back at once (UpdateService),
+        and follow that to its end; the deployment closes ABORTED. Refused when nothing is
+        rolling out. Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
+        via = via or Via.of(requester)
+        decision = self._check(Action.ABORT, requester, via)
+        record = self.rolling_out()
+        name = self.target.name
+        if record is None:
+            raise NothingToAbort(
+                f"Nothing is rolling out on {name}: nothing to abort. To go back from what "
+                f"runs, roll back (`/deploy rollback {name}`, `deploybot rollback`)."
+            )
+        if record.aborted_by:
+            raise NothingToAbort(
+                f"{record.kind} {record.id} of {record.tag} is already being aborted by "
+                f"{record.aborted_by}."
+            )
+        if record.task_definition == record.previous_task_definition:
+            raise NothingToAbort(
+                f"{record.kind} {record.id} runs the task definition that ran before it "
+                f"({revision_of(record.previous_task_definition)}): there is nothing to put "
+                "back. Roll back instead."
+            )
+        marked = self.ledger.mark_aborted(record, requester.name)
+        if marked is None:
+            raise NothingToAbort(
+                f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
+                "meanwhile; nothing was changed. `deploybot status` shows what runs."
+            )
+        try:
+            updated = self.aws.update_service(record.previous_task_definition)
+        except Exception as exc:
+            if _refused_outright(exc):
+                try:
+                    self.ledger.unmark_aborted(record)
+                except DeployError as undo:
+                    log.warning("could not undo the abort mark: %s", undo, extra=record.log_fields)
+                with aws_errors("putting the previous task definition back"):
+                    raise exc
+            # Its answer is lost: ECS may be putting it back; whoever follows the record
+            # adopts the deployment of the previous task definition (Reconciler._aborting).
+            log.warning(
+                "abort: UpdateService's answer is unknown (%s)",
+                _describe_failure(exc),
+                extra=record.log_fields,
+            )
+        else:
+            primary = ServiceState.from_api(updated).primary
+            if primary is not None:
+                try:
+                    marked = self.ledger.set_abort_deployment(marked, primary.id)
+                except DeployError as exc:
+                    log.warning("could not record the abort: %s", exc, extra=record.log_fields)
+        log.warning(
+            "aborted by %s: putting %s back%s",
+            requester.name,
+            record.previous_tag,
+            "; " + "; ".join(b.message for b in decision.bypassed) if decision.bypassed else "",
+            extra={**record.log_fields, "aborted_by": requester.name},
+        )
+        return marked
+
+    # Approval ------------------------------------------------------------------------------
+    def request_approval(self, plan: Plan, channel: str = "") -> ApprovalRequest:
+        """Record an approval request for ``plan`` (made with ``Via(asking=True)``): who asked
+        for what, from which image to which, until when."""
+        now = self.clock.now()
+        return self.guards.new_request(
+            ApprovalRequest(
+                id="",
+                kind=plan.kind,
+                tag=plan.tag,
+                digest=plan.digest,
+                from_tag=plan.current.tag,
+                from_digest=plan.current.digest,
+                from_task_definition=plan.current.task_definition,
+                requester=plan.requester,
+                reason=plan.reason,
+                requested_at=now,
+                expires_at=now + self.target.approval_expiry,
+                channel=channel,
+            )
+        )
+
+    def request(self, request_id: str) -> ApprovalRequest:
+        """The request ``request_id`` of this target; NoSuchRequest when there is none (a
+        button whose value was changed, or a request removed long after it expired)."""
+        found = self.guards.request(request_id)
+        if found is None:
+            raise NoSuchRequest(
+                f"No approval request {request_id[:64]!r} for {self.target.name}: nothing was "
+                "changed. Ask again with `/deploy TAG to "
+                f"{self.target.name}`."
+            )
+        return found
+
+    def approve(self, request_id: str, approver: Requester, *, via: Via) -> Approval:
+        """Count ``approver``'s approval of a request, after the rules (who, expiry, freeze,
+        windows) and the request's premise (what runs and the image are still what it
+        showed). With enough approvals, the plan of the change, made again through the
+        rules with the approvals: the transport shows it, then starts it."""
+        request = self.request(request_id)
+        self._decided(request)
+        premise = self._premise(request)
+        facts = Facts(
+            image=request.tag,
+            source=request.source or via.source,
+            completed_on_source=via.completed_on_source,
+            freeze=self.guards.current_freeze(),
+            approved_by=request.approved_by,
+            requested=Action(request.kind),
+            requested_by=request.requester.who,
+            requested_at=request.requested_at,
+            premise_changed=premise,
+        )
+        check(
+            self.target,
+            Action.APPROVE,
+            door=via.door,
+            who=approver.who,
+            channel=via.channel,
+            now=self.clock.now(),
+            facts=facts,
+        ).raise_if_refused()
+        counted = self.guards.add_approval(request, approver.who)
+        if counted is None:
+            self._decided(self.request(request_id))
+            raise NoSuchRequest("You approved this request already.")
+        missing = missing_approvals(self.target, counted.requester.who, counted.approved_by)
+        if missing:
+            return Approval(counted, missing)
+        plan = self._plan_request(counted, via)
+        if not self.guards.decide(counted, RequestState.APPROVED, approver.who):
+            self._decided(self.request(request_id))
+        return Approval(replace(counted, state=RequestState.APPROVED), 0, plan)
+
+    def reject(self, request_id: str, who: Requester) -> ApprovalRequest:
+        """Reject a pending request: an approver, or the requester withdrawing it."""
+        request = self.request(request_id)
+        self._decided(request)
+        # Rejecting changes nothing on the target: the requester may withdraw, an approver
+        # may say no, whatever the clock, the freeze or the premise.
+        if who.who != request.requester.who and not self.target.may_approve(who.who):
+            raise NoSuchRequest(
+                f"Only {self.target.name}'s approvers, or {request.requester.name} who asked, "
+                "may reject this request."
+            )
+        if not self.guards.decide(request, RequestState.REJECTED, who.who):
+            self._decided(self.request(request_id))
+        return replace(request, state=RequestState.REJECTED, decided_by=who.who)
+
+    def _decided(self, request: ApprovalRequest) -> None:
+        if request.state is RequestState.PENDING:
+            return
+        by = f" by {request.decided_by}" if request.decided_by else ""
+        raise NoSuchRequest(f"This request was {request.state.value}{by} already.")
+
+    def _premise(self, request: ApprovalRequest) -> str | None:
+        """What changed since the request was made, for a person; None when nothing did."""
+        raw = self._service()
+        running_td = str(raw.get("taskDefinition", ""))
+        if running_td != request.from_task_definition:
+            current, _ = self._running(raw, self._history(20))
+            return f"{self.target.name} runs {current.describe()} now, not {request.from_tag}"
+        with aws_errors("looking the image up in ECR"):
+            found = self.aws.image_by_digest(request.digest) if request.digest else None
+        if found is None:
+            return f"the image {request.tag} ({short_digest(request.digest)}) is gone from ECR"
+        if request.kind == "deploy":
+            with aws_errors("looking the image up in ECR"):
+                tagged = self.aws.image(request.tag)
+            if tagged is None or str(tagged.get("imageDigest", "")) != request.digest:
+                return f"{request.tag} points to another image now"
+        return None
+
+    def _plan_request(self, request: ApprovalRequest, via: Via) -> Plan:
+        via = replace(via, approved_by=request.approved_by, request_id=request.id)
+        if request.kind == "redeploy":
+            return self.plan_redeploy(request.requester, request.reason, via=via)
+        return self.plan_deploy(request.tag, request.requester, request.reason, via=via)
+
+    # The queue -----------------------------------------------------------------------------
+    def enqueue(
+        self,
+        requester: Requester,
+        *,
+        mode: QueueMode = QueueMode.DEPLOY,
+        kind: str = "deploy",
+        tag: str = "",
+        reason: str = "",
+        via: Via | None = None,
+    ) -> tuple[QueuedItem, int]:
+        """Queue a deploy for when the lock is free (or a person to tell then); the item and
+        its position (1: next). The deploy is checked again when its turn comes."""
+        via = via or Via.of(requester)
+        if mode is QueueMode.DEPLOY and kind == "deploy":
+            try:
+                tag = parse_tag(tag, self.settings.image_tag_suffix).value
+            except TagError as exc:
+                raise BadTag(str(exc)) from None
+        item = self.guards.enqueue(
+            QueuedItem(
+                id="",
+                mode=mode,
+                kind=kind if mode is QueueMode.DEPLOY else "",
+                tag=tag,
+                requester=requester,
+                queued_at=self.clock.now(),
+                channel=via.channel or "",
+                reason=reason,
+                approved_by=via.approved_by,
+                request_id=via.request_id,
+                source=via.source or "",
+            )
+        )
+        return item, self.queue_position(item)
+
+    def queue(self) -> list[QueuedItem]:
+        return self.guards.queue()
+
+    def queue_position(self, item: QueuedItem, queue: list[QueuedItem] | None = None) -> int:
+        """1-based place among the queued items of the same mode; 0 when gone."""
+        items = [q for q in (queue if queue is not None else self.queue()) if q.mode is item.mode]
+        return next((i + 1 for i, q in enumerate(items) if q.id == item.id), 0)
+
+    def cancel_queued(self, item_id: str, requester: Requester) -> QueuedItem:
+        """Remove a queued item; only the person who queued it may."""
+        item = next((q for q in self.queue() if q.id == item_id), None)
+        if item is None:
+            raise NoSuchRequest(
+                f"Nothing queued as {item_id[:64]!r} on {self.target.name}: it ran, was "
+                "cancelled, or never was."
+            )
+        if item.requester.who != requester.who or not self.guards.take(item, requester.who):
+            raise NoSuchRequest(
+                f"Only {item.requester.name}, who queued it, may cancel it (or it has just "
+                "been taken off the queue)."
+            )
+        return item
+
+    def next_turn(self) -> Turn | None:
+        """Take the first queued deploy when the lock is free, and check it again (rules,
+        image, freeze, window, approvals) as a new request through the queue's door. None
+        when the queue is empty, the lock is held, or another process took it first."""
+        deploys = [q for q in self.queue() if q.mode is QueueMode.DEPLOY]
+        if not deploys:
+            return None
+        try:
+            self.check_lock()
+        except LockHeld:
+            return None
+        head = deploys[0]
+        if not self.guards.take(head):
+            return None
+        via = Via(
+            door=Door.QUEUE,
+            channel=head.channel or None,
+            approved_by=head.approved_by,
+            request_id=head.request_id,
+            source=head.source or None,
+        )
+        requester = head.requester
+        try:
+            if head.kind == "redeploy":
+                plan = self.plan_redeploy(requester, head.reason, via=via)
+            else:
+                plan = self.plan_deploy(head.tag, requester, head.reason, via=via)
+        except LockHeld:
+            self.guards.requeue(head)  # taken meanwhile: it keeps its place
+            return None
+        except DeployRefused as exc:
+            return Turn(head, None, exc)
+        return Turn(head, plan)
+
+    def lock_free_waiters(self) -> list[QueuedItem]:
+        """Once the lock is free: the people who asked to be told, each taken off the queue
+        by exactly one process (the transport tells them)."""
+        waiting = [q for q in self.queue() if q.mode is QueueMode.TELL]
+        if not waiting:
+            return []
+        try:
+            self.check_lock()
+        except LockHeld:
+            return []
+        return [q for q in waiting if self.guards.take(q)]
+
     # Watching ------------------------------------------------------------------------------
     def follow(self, record: DeploymentRecord) -> None:
         """Follow ``record`` to its outcome in this process (no watcher needed)."""
@@ -761,6 +1265,16 @@ class Engine:
 
     def close(self) -> None:
         self.poller.stop()
+
+
+def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
+    """The Plan fields the rules and the door give."""
+    return {
+        "decision": decision,
+        "approved_by": via.approved_by,
+        "request_id": via.request_id,
+        "break_glass": (via.break_glass or "") if decision.bypassed else "",
+    }
 
 
 def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
@@ -862,12 +1376,15 @@ def _revision_tags(plan: Plan, deployment_id: str) -> list[dict[str, str]]:
 
 
 __all__ = [
+    "Approval",
     "DeployError",
     "Engine",
     "ImageInfo",
     "Plan",
     "Running",
     "Status",
+    "Turn",
+    "Via",
     "image_tag_of",
     "pinned",
     "split_image",

@@ -54,6 +54,15 @@ class NothingToRollBack(DeployRefused):
     """No completed deployment of another image to go back to."""
 
 
+class NothingToAbort(DeployRefused):
+    """Abort (Stop) when nothing is rolling out, or what was rolling out cannot be put back."""
+
+
+class NoSuchRequest(DeployRefused):
+    """An approval request that does not exist (a tampered or very old button), was decided
+    already, or is not the requester's to cancel; likewise a queued deploy."""
+
+
 class NoLongerRunning(DeployRefused):
     """A rollback of a deployment that is no longer what runs (someone deployed since, or it
     was already rolled back): refused, saying what runs now and who put it there."""

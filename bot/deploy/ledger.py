@@ -130,6 +130,17 @@ class DeploymentRecord:
     # Which process follows it to its outcome, and until when (a lease on the record).
     follower: str = ""
     follower_until: datetime | None = None
+    # The guardrails (bot/rules.py): who approved it (Slack user ids) and the request they
+    # approved; the reason given with --break-glass and the rules it bypassed.
+    approved_by: tuple[str, ...] = ()
+    approval_request: str = ""
+    break_glass: str = ""
+    bypassed: tuple[str, ...] = ()
+    # Abort (Stop): who aborted it, when, and the ECS deployment that puts the previous task
+    # definition back (followed to its end before the record closes ABORTED).
+    aborted_by: str = ""
+    aborted_at: datetime | None = None
+    abort_ecs_deployment_id: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
@@ -340,6 +351,10 @@ class Ledger:
             "previous_image": {"S": rec.previous_image},
             "previous_digest": {"S": rec.previous_digest},
             "rollback_of": {"S": rec.rollback_of},
+            "approved_by": {"L": [{"S": who} for who in rec.approved_by]},
+            "approval_request": {"S": rec.approval_request},
+            "break_glass": {"S": rec.break_glass},
+            "bypassed": {"L": [{"S": text} for text in rec.bypassed]},
         }
         try:
             with aws_errors("writing the deployment history"):
@@ -389,6 +404,51 @@ class Ledger:
         except _Conditional:
             return False
         return True
+
+    def mark_aborted(self, rec: DeploymentRecord, who: str) -> DeploymentRecord | None:
+        """Mark ``rec`` aborted by ``who`` (before ECS is asked to put the previous task
+        definition back); None when it is closed or already being aborted."""
+        at = self.clock.now()
+        try:
+            with aws_errors("recording the abort"):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET aborted_by = :w, aborted_at = :t",
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)"
+                    " AND (attribute_not_exists(aborted_by) OR aborted_by = :empty)",
+                    ExpressionAttributeValues={
+                        ":w": {"S": who},
+                        ":t": {"S": _ts(at)},
+                        ":empty": {"S": ""},
+                    },
+                )
+        except _Conditional:
+            return None
+        return replace(rec, aborted_by=who, aborted_at=at)
+
+    def unmark_aborted(self, rec: DeploymentRecord) -> None:
+        """ECS refused to put the previous task definition back: the abort did not happen."""
+        with aws_errors("undoing the abort mark"):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="REMOVE aborted_by, aborted_at",
+            )
+
+    def set_abort_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
+        """Remember the ECS deployment that puts the previous task definition back."""
+        with aws_errors("recording the abort's ECS deployment", changed=True):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="SET abort_ecs_deployment_id = :e",
+                ExpressionAttributeValues={":e": {"S": ecs_id}},
+            )
+        return replace(rec, abort_ecs_deployment_id=ecs_id)
 
     def forget(self, rec: DeploymentRecord) -> None:
         """Delete the record of a deployment ECS never heard of."""
@@ -517,6 +577,11 @@ class Ledger:
         """Open records, and those closed "still rolling out" or "unknown"."""
         return [r for r in self.history(limit) if not r.settled]
 
+    def call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB call: a failed condition raises ConditionFailed, a missing table
+        NotConfigured (bot/deploy/guards.py shares the table and these rules)."""
+        return self._call(method, **kwargs)
+
     def _call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return dict(method(**kwargs))
@@ -636,4 +701,21 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         follower_until=_parse_ts(_s(item, "follower_until"))
         if _s(item, "follower_until")
         else None,
+        approved_by=_strings(item, "approved_by"),
+        approval_request=_s(item, "approval_request"),
+        break_glass=_s(item, "break_glass"),
+        bypassed=_strings(item, "bypassed"),
+        aborted_by=_s(item, "aborted_by"),
+        aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
+        abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
     )
+
+
+def _strings(item: dict[str, Any], key: str) -> tuple[str, ...]:
+    return tuple(str(v.get("S", "")) for v in item.get(key, {}).get("L", []))
+
+
+# For the other items of the table (bot/deploy/guards.py): the same timestamps and conditions.
+ConditionFailed = _Conditional
+format_ts = _ts
+parse_ts = _parse_ts

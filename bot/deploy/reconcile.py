@@ -9,6 +9,7 @@ processes reconciling the same record agree and the second one's writes change n
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -62,6 +63,9 @@ class Reconciler:
         self.ledger = ledger
         self.clock = clock
         self.start_grace = start_grace
+        # Called with each record this process closed (before the lock is released): the
+        # engine freezes a target whose rules say a failure freezes it. Never raises here.
+        self.on_settled: Callable[[DeploymentRecord], None] | None = None
 
     def read(
         self,
@@ -89,8 +93,68 @@ class Reconciler:
                 return Reading(record)
             record, adopted = self._adopt(record, found), True
         ours = state.deployment(record.ecs_deployment_id)
+        if not record.aborted_by and ours is not None and ours.status != "PRIMARY":
+            # Someone else's deployment is over ours: was it an abort (Stop), perhaps from
+            # another process? The record says so (one read, only when ours was replaced).
+            record = self._with_abort(record)
+        if record.aborted_by:
+            aborting = self._aborting(record, state, ours)
+            if aborting is not None:
+                return replace(aborting, adopted=adopted)
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
         return Reading(record, verdict, ours, adopted)
+
+    def _with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
+        fresh = self._reread(record)
+        if not fresh.aborted_by:
+            return record
+        return replace(
+            record,
+            aborted_by=fresh.aborted_by,
+            aborted_at=fresh.aborted_at,
+            abort_ecs_deployment_id=fresh.abort_ecs_deployment_id,
+        )
+
+    def _aborting(
+        self, record: DeploymentRecord, state: ServiceState, ours: EcsDeployment | None
+    ) -> Reading | None:
+        """An aborted record follows the deployment that puts the previous task definition
+        back, and closes ABORTED when that one ends. None while the abort's UpdateService has
+        not landed (ours is still what ECS rolls out): judged as any record then."""
+        restore_id = record.abort_ecs_deployment_id
+        if not restore_id:
+            primary = state.primary
+            if (
+                primary is None
+                or primary.id == record.ecs_deployment_id
+                or primary.task_definition != record.previous_task_definition
+            ):
+                return None
+            restore_id = primary.id
+            try:
+                record = self.ledger.set_abort_deployment(record, restore_id)
+            except DeployError as exc:  # kept in memory; the next reader adopts it again
+                log.warning("could not record the abort's deployment: %s", exc)
+                record = replace(record, abort_ecs_deployment_id=restore_id)
+        restore = state.deployment(restore_id)
+        verdict = judge(state, restore_id, self._describe_other)
+        if verdict is None:
+            return Reading(record, None, restore)
+        back = record.previous_tag or record.previous_task_definition.rsplit("/", 1)[-1]
+        if verdict.outcome is Outcome.COMPLETED:
+            why = f"aborted by {record.aborted_by}; {back} is back"
+        else:
+            why = (
+                f"aborted by {record.aborted_by}; putting {back} back "
+                f"{verdict.outcome.label}: {verdict.reason}"
+            )
+        aborted = Verdict(
+            Outcome.ABORTED,
+            why,
+            rollback_deployment=restore_id,
+            rollback_task_definition=record.previous_task_definition,
+        )
+        return Reading(record, aborted, restore)
 
     def _started(self, record: DeploymentRecord, state: ServiceState) -> EcsDeployment | None:
         """The ECS deployment ``record`` started, by task definition and creation time."""
@@ -192,6 +256,11 @@ class Reconciler:
                 )
             else:  # None: settled meanwhile by another process; read what it wrote
                 closed = done if done is not None else self._reread(record)
+                if done is not None and self.on_settled is not None:
+                    try:
+                        self.on_settled(done)
+                    except Exception:  # the record is closed; the lock must still go
+                        log.exception("after closing the record", extra=record.log_fields)
         if release:
             try:
                 self.ledger.release(record.id)

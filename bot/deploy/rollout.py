@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"  # failed, or replaced by a deployment someone else started
     ROLLED_BACK = "ROLLED_BACK"  # failed, and ECS's circuit breaker rolled the service back
+    ABORTED = "ABORTED"  # someone pressed Stop: the previous task definition was put back
     NOT_STARTED = "NOT_STARTED"  # ECS shows it never started: nothing changed
     # Not settled: a later reconcile (any engine call that reads the service) replaces these
     # with what ECS did in the end.
@@ -30,6 +31,7 @@ class Outcome(StrEnum):
             "COMPLETED": 0,
             "FAILED": 1,
             "ROLLED_BACK": 1,
+            "ABORTED": 1,
             "NOT_STARTED": 2,
             "STILL_ROLLING_OUT": 3,
             "UNKNOWN": 4,
@@ -41,6 +43,7 @@ class Outcome(StrEnum):
             "COMPLETED": "completed",
             "FAILED": "failed",
             "ROLLED_BACK": "failed and rolled back",
+            "ABORTED": "aborted",
             "NOT_STARTED": "not started (nothing changed)",
             "STILL_ROLLING_OUT": "still rolling out",
             "UNKNOWN": "unknown (lost sight of it)",
