@@ -1,9 +1,10 @@
 """``deploybot``: the terminal transport. The Makefile calls it; it renders, the engine decides.
 
-Exit codes (the contract): 0 done; 1 the rollout failed or was rolled back; 2 refused
-before any change (or ECS proved the deployment never started: nothing changed); 3 still
-rolling out when the timeout came; 4 lost sight of the rollout (AWS stopped answering; ECS
-may still be rolling out, and the next ``deploybot status`` records what it did).
+Exit codes (the contract): 0 done; 1 the rollout failed, was rolled back or aborted; 2
+refused before any change (bad input, lock held, frozen, needs approval, outside its
+windows; or ECS proved the deployment never started: nothing changed); 3 still rolling out
+when the timeout came; 4 lost sight of the rollout (AWS stopped answering; ECS may still be
+rolling out, and the next ``deploybot status`` records what it did).
 """
 
 from __future__ import annotations
@@ -92,11 +93,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_playground(host=args.host, port=args.port)
 
 
+def _break_glass(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--break-glass",
+        metavar="TEXT",
+        default=None,
+        help="deploy past the target's approvals and windows, saying why: recorded in the "
+        "history and announced in the target's Slack channel",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploybot",
         description="Deploy the hello-world service to ECS Fargate, from Slack or from here.",
-        epilog="Exit codes: 0 done, 1 failed or rolled back, 2 refused before any change "
+        epilog="Exit codes: 0 done, 1 failed, rolled back or aborted, 2 refused before any change "
         "(nothing changed), 3 still rolling out at the timeout, 4 lost sight of the rollout "
         "(AWS stopped answering; check `deploybot status`).",
     )
@@ -106,11 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tag", metavar="TAG", help="v4.4.0-ecr-ecs-fargate, v4.4, sha-abc1234, ...")
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    _break_glass(p)
     p.set_defaults(handler=_engine_command("deploy"))
 
     p = sub.add_parser("redeploy", help="force a new deployment of what runs now")
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    _break_glass(p)
     p.set_defaults(handler=_engine_command("redeploy"))
 
     p = sub.add_parser(
@@ -119,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.set_defaults(handler=_engine_command("rollback"))
+
+    p = sub.add_parser("freeze", help="stop deploys to the target, saying why")
+    p.add_argument("reason", metavar="TEXT", help='why, e.g. "incident 1234"')
+    p.set_defaults(handler=_engine_command("freeze"))
+
+    p = sub.add_parser("unfreeze", help="lift the target's freeze")
+    p.set_defaults(handler=_engine_command("unfreeze"))
+
+    p = sub.add_parser(
+        "abort", help="stop the running rollout: put the previous task definition back"
+    )
+    p.set_defaults(handler=_engine_command("abort"))
 
     p = sub.add_parser("status", help="what runs, counts, rollout, lock, last deploys")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

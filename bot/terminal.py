@@ -17,11 +17,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.deploy.engine import Engine, ImageInfo, Plan, Status
+from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.rules import Door
 from bot.settings import Settings, describe_errors, load_settings
+from bot.targets import Target, load_targets
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -47,10 +49,17 @@ def _settings() -> Settings:
         raise DeployError(f"Bad configuration: {describe_errors(exc)}") from None
 
 
+def _engine() -> tuple[Engine, Settings, Target]:
+    """The engine of the default target (DEPLOY_TARGET), with its rules."""
+    settings = _settings()
+    target = load_targets(settings).default
+    return Engine(target.settings(settings), target=target), settings, target
+
+
 def _run(body: Callable[[Engine], int]) -> int:
     engine: Engine | None = None
     try:
-        engine = Engine(_settings())
+        engine, _, _ = _engine()
         return body(engine)
     except DeployError as exc:
         err.print(f"[bold red]✗[/] {_t(exc.message)}")
@@ -138,6 +147,8 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         )
     elif outcome == Outcome.FAILED:
         out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
+    elif outcome == Outcome.ABORTED:
+        out.print(f"[bold red]✗ Deployment of {tag} aborted[/] after {took}: {reason}.")
     elif outcome == Outcome.NOT_STARTED:
         out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
     elif outcome == Outcome.UNKNOWN:
@@ -156,9 +167,19 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     return outcome.exit_code
 
 
+def _via(args: argparse.Namespace) -> Via:
+    """The terminal's door; ``--break-glass "why"`` where the command takes it."""
+    return Via(door=Door.CLI, break_glass=getattr(args, "break_glass", None))
+
+
 def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
     def body(engine: Engine) -> int:
-        record = engine.start(plan(engine), follow=not args.no_wait)
+        planned = plan(engine)
+        for bypass in planned.decision.bypassed:
+            err.print(f"[yellow]![/] {_t(bypass.message)}")
+        record = engine.start(planned, follow=not args.no_wait)
+        if record.break_glass:
+            announce_break_glass(engine, record)
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:
@@ -173,15 +194,84 @@ def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
 
 
 def deploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_deploy(args.tag, requester(), args.reason))
+    return _start(args, lambda e: e.plan_deploy(args.tag, requester(), args.reason, via=_via(args)))
 
 
 def redeploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_redeploy(requester(), args.reason))
+    return _start(args, lambda e: e.plan_redeploy(requester(), args.reason, via=_via(args)))
 
 
 def rollback(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_rollback(requester(), args.reason))
+    return _start(args, lambda e: e.plan_rollback(requester(), args.reason, via=_via(args)))
+
+
+def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
+    """Tell the target's channel that a rule was bypassed, by whom and why; say so here when
+    Slack is not configured or refuses (the deploy goes on: it is recorded in the history)."""
+    from bot.mrkdwn import escape
+    from bot.slack.announce import announce
+
+    what = escape("; ".join(record.bypassed) or "the rules")
+    text = (
+        f":rotating_light: {escape(record.who_display or record.who)} used --break-glass on "
+        f"{engine.target.name}: {record.kind} of {escape(record.tag)} (deployment {record.id}). "
+        f"Reason: {escape(record.break_glass)}. Bypassed: {what}."
+    )
+    where, problem = announce(engine.settings, engine.target, text)
+    if problem:
+        err.print(f"[yellow]![/] Not announced in Slack: {_t(problem)}")
+    else:
+        out.print(f"Announced the break-glass in {_t(where)}.")
+
+
+def freeze(args: argparse.Namespace) -> int:
+    def body(engine: Engine) -> int:
+        frozen = engine.freeze(requester(), args.reason, via=_via(args))
+        out.print(
+            f"[bold]{_t(engine.target.name)} is frozen[/]: {_t(frozen.reason)}. Deploys, "
+            "redeploys and promotions are refused until `deploybot unfreeze`; rollback and "
+            "abort still work."
+        )
+        return EXIT_OK
+
+    return _run(body)
+
+
+def unfreeze(args: argparse.Namespace) -> int:
+    def body(engine: Engine) -> int:
+        lifted = engine.unfreeze(requester(), via=_via(args))
+        out.print(
+            f"[bold]{_t(engine.target.name)} is no longer frozen[/] (frozen by "
+            f"{_t(lifted.by)} since {lifted.since:%Y-%m-%d %H:%M} UTC: {_t(lifted.reason)})."
+        )
+        return EXIT_OK
+
+    return _run(body)
+
+
+def abort(args: argparse.Namespace) -> int:
+    """Stop the rollout; follow the previous task definition back. 0 once it is back."""
+
+    def body(engine: Engine) -> int:
+        record = engine.abort(requester(), via=_via(args))
+        back = record.previous_tag or revision_of(record.previous_task_definition)
+        out.print(
+            f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
+            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
+        )
+        final: Snapshot | None = None
+        with out.status("putting it back…"):
+            for snap in engine.watch(record):
+                final = snap
+        if final is None or final.outcome is None:
+            return EXIT_REFUSED
+        if final.outcome == Outcome.ABORTED and final.outcome_reason.endswith(" is back"):
+            out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back ({final.running} running).")
+            return EXIT_OK
+        out.print(f"[bold red]✗ {_t(final.outcome.label)}[/]: {_t(final.outcome_reason)}.")
+        return 1
+
+    return _run(body)
 
 
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
@@ -214,6 +304,25 @@ def status_json(status: Status) -> dict[str, Any]:
         if status.lock
         else None,
         "recent": [_record_json(r) for r in status.recent],
+        "freeze": {
+            "by": status.freeze.by,
+            "since": status.freeze.since.isoformat(),
+            "reason": status.freeze.reason,
+            "deployment": status.freeze.deployment,
+        }
+        if status.freeze
+        else None,
+        "queue": [
+            {
+                "id": q.id,
+                "mode": q.mode.value,
+                "kind": q.kind,
+                "tag": q.tag,
+                "who": q.requester.who,
+                "queued_at": q.queued_at.isoformat(),
+            }
+            for q in status.queue
+        ],
     }
 
 
@@ -258,6 +367,15 @@ def status(args: argparse.Namespace) -> int:
         else:
             out.print("  rollout: none in progress")
         out.print(f"  lock: {_t(st.lock.describe()) if st.lock else 'free'}")
+        if st.freeze:
+            f = st.freeze
+            out.print(
+                f"  [bold red]frozen[/] by {_t(f.by)} since {f.since:%Y-%m-%d %H:%M} UTC: "
+                f"{_t(f.reason)}"
+            )
+        for place, item in enumerate(st.queue, 1):
+            what = f"{item.kind} {item.tag}".strip() if item.kind else "tell when free"
+            out.print(f"  queued {place}: {_t(what)} by {_t(item.requester.name)}")
         if st.recent:
             out.print(_history_table(list(st.recent), "Last deployments"))
         if images_error:

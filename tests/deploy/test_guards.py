@@ -1,0 +1,401 @@
+"""Production guardrails in the engine, against moto's server: freeze, approval requests,
+abort, deploy windows and the queue, each through the one rules check of every plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from bot.clock import Clock
+from bot.deploy.engine import Engine, Via
+from bot.deploy.errors import LockHeld, NoSuchRequest, NothingToAbort
+from bot.deploy.guards import QueueMode
+from bot.deploy.ledger import Requester
+from bot.deploy.rollout import Outcome
+from bot.local.simulator import RolloutSimulator
+from bot.rules import Door, Rule, RuleRefused
+from bot.targets import Target
+from bot.windows import DAY_NAMES, parse_window
+from tests.conftest import LocalStack
+from tests.slack.helpers import running_tag
+
+ANA, BEN, CARA, DAN = "U0ANA", "U0BEN", "U0CARA", "U0DAN"
+DEPLOYS = "C0DEPLOYS"
+OPERATOR = Requester("operator@laptop", "cli")
+
+
+def slack(who: str) -> Requester:
+    return Requester(who, "slack", who.lower())
+
+
+def slash(**kw: Any) -> Via:
+    return Via(door=Door.SLASH, channel=DEPLOYS, **kw)
+
+
+def button(**kw: Any) -> Via:
+    return Via(door=Door.BUTTON, channel=DEPLOYS, **kw)
+
+
+class ShiftedClock(Clock):
+    """The system clock, moved forward by ``shift`` (tests move it past an expiry)."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta()
+
+    def now(self) -> datetime:
+        return super().now() + self.shift
+
+
+def target_of(stack: LocalStack, **rules: Any) -> Target:
+    s = stack.settings
+    rules.setdefault("deployers", frozenset({ANA, BEN, CARA}))
+    return Target(
+        name="production",
+        cluster=s.ecs_cluster,
+        service=s.ecs_service,
+        repository=s.ecr_repository,
+        channels=frozenset({DEPLOYS}),
+        **rules,
+    )
+
+
+def engine_for(stack: LocalStack, target: Target, clock: Clock | None = None) -> Engine:
+    kwargs = {"clock": clock} if clock else {}
+    return Engine(target.settings(stack.settings), target=target, **kwargs)
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    made: list[Engine] = []
+    yield made
+    for engine in made:
+        engine.close()
+
+
+def closed_window_now() -> str:
+    """A window open all day on a weekday three days from today: closed now."""
+    day = DAY_NAMES[(datetime.now(UTC).weekday() + 3) % 7]
+    return f"{day} 00:00-24:00 UTC"
+
+
+def test_freeze_refuses_changes_and_lets_rollback_through(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    first = engine.deploy("v4.4.0", OPERATOR)
+    list(engine.watch(first))
+    engine.freeze(slack(ANA), "incident 1234", via=slash())
+    with pytest.raises(RuleRefused) as refused:
+        engine.plan_deploy("v4.5.0", slack(BEN), via=slash())
+    assert refused.value.rule is Rule.FREEZE
+    assert "production is frozen by" in refused.value.decision.message
+    assert "incident 1234" in refused.value.decision.message
+    assert f"<@{ANA}>" in refused.value.decision.mrkdwn
+    for plan in (
+        lambda: engine.plan_redeploy(slack(BEN), via=slash()),
+        lambda: engine.plan_deploy("v4.5.0", OPERATOR),
+    ):
+        with pytest.raises(RuleRefused):
+            plan()
+    with pytest.raises(RuleRefused, match="already frozen"):
+        engine.freeze(OPERATOR, "again")
+    # Rollback goes ahead, and says it went past the freeze (kept in the record).
+    plan = engine.plan_rollback(slack(BEN), of=first.id, via=slash())
+    assert [b.rule for b in plan.decision.bypassed] == [Rule.FREEZE]
+    record = engine.start(plan)
+    assert any("bypass" in b or "goes ahead" in b for b in record.bypassed)
+    assert list(engine.watch(record))[-1].outcome == Outcome.COMPLETED
+    assert engine.history(1)[0].bypassed == record.bypassed
+    lifted = engine.unfreeze(OPERATOR)
+    assert lifted.reason == "incident 1234" and lifted.by == ANA
+    assert engine.status().freeze is None
+    with pytest.raises(RuleRefused, match="not frozen"):
+        engine.unfreeze(OPERATOR)
+    engine.plan_deploy("v4.5.0", OPERATOR)  # allowed again
+
+
+def test_a_failure_freezes_a_target_that_says_so(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack, freeze_after_failure=True))
+    engines.append(engine)
+    simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    record = engine.deploy("v4.5.0", OPERATOR)
+    assert list(engine.watch(record))[-1].outcome in (Outcome.ROLLED_BACK, Outcome.FAILED)
+    freeze = engine.status().freeze
+    assert freeze is not None and freeze.deployment == record.id and freeze.via == "bot"
+    assert record.id in freeze.reason and "v4.5.0" in freeze.reason
+    with pytest.raises(RuleRefused) as refused:
+        engine.plan_deploy("v4.4.0", OPERATOR)
+    assert refused.value.rule is Rule.FREEZE and record.id in str(refused.value)
+
+
+def test_a_failure_does_not_freeze_a_target_without_the_rule(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    list(engine.watch(engine.deploy("v4.5.0", OPERATOR)))
+    assert engine.status().freeze is None
+
+
+def _protected(stack: LocalStack, clock: Clock | None = None) -> Engine:
+    target = target_of(stack, approvals=1, approvers=(CARA, DAN), approval_expiry_minutes=30)
+    return engine_for(stack, target, clock)
+
+
+def test_approval_request_approved_by_another_starts_the_deploy(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = _protected(stack)
+    engines.append(engine)
+    # Cara deploys and approves: her own deploy needs Dan.
+    with pytest.raises(RuleRefused) as refused:
+        engine.plan_deploy("v4.4.0", slack(CARA), via=slash())
+    assert refused.value.decision.needs_approval and refused.value.rule is Rule.APPROVALS
+    plan = engine.plan_deploy("v4.4.0", slack(CARA), "release", via=slash(asking=True))
+    with pytest.raises(RuleRefused):
+        engine.start(plan)  # a plan made for a request starts nothing by itself
+    request = engine.request_approval(plan, DEPLOYS)
+    assert (request.tag, request.digest) == ("v4.4.0-ecr-ecs-fargate", plan.digest)
+    assert request.from_digest == stack.info.release("v4.3.0").digest
+    assert request.expires_at - request.requested_at == timedelta(minutes=30)
+    # The requester cannot approve their own request, nor can a non-approver.
+    with pytest.raises(RuleRefused, match="you asked for this"):
+        engine.approve(request.id, slack(CARA), via=button())
+    with pytest.raises(RuleRefused, match="only"):
+        engine.approve(request.id, slack(BEN), via=button())
+    approval = engine.approve(request.id, slack(DAN), via=button())
+    assert approval.missing == 0 and approval.plan is not None
+    record = engine.start(approval.plan)
+    assert record.approved_by == (DAN,) and record.approval_request == request.id
+    assert list(engine.watch(record))[-1].outcome == Outcome.COMPLETED
+    (last,) = engine.history(1)
+    assert last.approved_by == (DAN,) and last.approval_request == request.id
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+    with pytest.raises(NoSuchRequest, match="approved"):
+        engine.approve(request.id, slack(CARA), via=button())
+
+
+def test_expired_and_unknown_requests_are_refused(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    clock = ShiftedClock()
+    engine = _protected(stack, clock)
+    engines.append(engine)
+    plan = engine.plan_deploy("v4.4.0", slack(ANA), via=slash(asking=True))
+    request = engine.request_approval(plan, DEPLOYS)
+    for tampered in ("r-nope", request.id + "x", "", "x" * 500):
+        with pytest.raises(NoSuchRequest):
+            engine.approve(tampered, slack(CARA), via=button())
+    clock.shift = timedelta(minutes=31)
+    with pytest.raises(RuleRefused) as refused:
+        engine.approve(request.id, slack(CARA), via=button())
+    assert refused.value.rule is Rule.EXPIRY and "expired" in str(refused.value)
+    assert engine.ledger.current_lock() is None and engine.history(1) == []
+
+
+def test_approval_after_the_premise_changed_is_refused(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = _protected(stack)
+    engines.append(engine)
+    plan = engine.plan_deploy("v4.4.0", slack(ANA), via=slash(asking=True))
+    request = engine.request_approval(plan, DEPLOYS)
+    # Another deploy happened meanwhile (a break-glass one from a terminal).
+    glass = engine.plan_deploy("v4.5.0", OPERATOR, via=Via(break_glass="hotfix"))
+    list(engine.watch(engine.start(glass)))
+    with pytest.raises(RuleRefused) as refused:
+        engine.approve(request.id, slack(CARA), via=button())
+    assert refused.value.rule is Rule.PREMISE and "v4.5.0" in str(refused.value)
+
+    # The image is gone from ECR.
+    plan = engine.plan_deploy("v4.4.0", slack(ANA), via=slash(asking=True))
+    request = engine.request_approval(plan, DEPLOYS)
+    ecr = boto3.client("ecr", endpoint_url=stack.settings.aws_endpoint_url)
+    ecr.batch_delete_image(
+        repositoryName=stack.settings.ecr_repository,
+        imageIds=[{"imageDigest": plan.digest}],
+    )
+    with pytest.raises(RuleRefused, match="gone from ECR"):
+        engine.approve(request.id, slack(CARA), via=button())
+
+    # The target froze.
+    plan = engine.plan_deploy("v4.3.0", slack(ANA), via=slash(asking=True))
+    request = engine.request_approval(plan, DEPLOYS)
+    engine.freeze(slack(DAN), "incident 99", via=slash())
+    with pytest.raises(RuleRefused) as refused:
+        engine.approve(request.id, slack(CARA), via=button())
+    assert refused.value.rule is Rule.FREEZE
+
+
+def test_two_approvals_are_two_people(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    target = target_of(stack, approvals=2, approvers=(CARA, DAN, BEN))
+    engine = engine_for(stack, target)
+    engines.append(engine)
+    plan = engine.plan_deploy("v4.4.0", slack(ANA), via=slash(asking=True))
+    request = engine.request_approval(plan, DEPLOYS)
+    first = engine.approve(request.id, slack(CARA), via=button())
+    assert first.missing == 1 and first.plan is None
+    with pytest.raises(RuleRefused, match="approved this already"):
+        engine.approve(request.id, slack(CARA), via=button())
+    second = engine.approve(request.id, slack(DAN), via=button())
+    assert second.plan is not None and second.plan.approved_by == (CARA, DAN)
+    rejected = engine.request_approval(
+        engine.plan_deploy("v4.5.0", slack(ANA), via=slash(asking=True)), DEPLOYS
+    )
+    with pytest.raises(NoSuchRequest):
+        engine.reject(rejected.id, slack("U0STRANGER"))
+    engine.reject(rejected.id, slack(DAN))
+    with pytest.raises(NoSuchRequest, match="rejected"):
+        engine.approve(rejected.id, slack(CARA), via=button())
+
+
+def test_break_glass_passes_approval_and_windows_on_the_record(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    target = target_of(
+        stack, approvals=1, approvers=(CARA,), windows=(parse_window(closed_window_now()),)
+    )
+    engine = engine_for(stack, target)
+    engines.append(engine)
+    with pytest.raises(RuleRefused) as refused:
+        engine.plan_deploy("v4.4.0", OPERATOR)
+    assert refused.value.rule is Rule.WINDOWS and "the next opens" in str(refused.value)
+    with pytest.raises(RuleRefused) as refused:
+        engine.plan_deploy("v4.4.0", slack(ANA), via=Via(Door.SLASH, DEPLOYS, break_glass="x"))
+    assert refused.value.rule is Rule.BREAK_GLASS
+    plan = engine.plan_deploy("v4.4.0", OPERATOR, via=Via(break_glass="site down, INC-7"))
+    assert {b.rule for b in plan.decision.bypassed} == {Rule.WINDOWS, Rule.APPROVALS}
+    record = engine.start(plan)
+    assert record.break_glass == "site down, INC-7" and len(record.bypassed) == 2
+    assert list(engine.watch(record))[-1].outcome == Outcome.COMPLETED
+    (last,) = engine.history(1)
+    assert last.break_glass == "site down, INC-7" and last.bypassed == record.bypassed
+    # Rollback passes the window, saying so.
+    plan = engine.plan_rollback(OPERATOR, of=record.id)
+    assert [b.rule for b in plan.decision.bypassed] == [Rule.WINDOWS]
+
+
+def _slow(simulator: RolloutSimulator) -> None:
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+
+
+def test_abort_during_a_slow_rollout_puts_the_previous_one_back(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack, freeze_after_failure=True))
+    other = engine_for(stack, target_of(stack))  # another process: Stop in Slack, say
+    engines += [engine, other]
+    with pytest.raises(NothingToAbort, match="Nothing is rolling out"):
+        other.abort(OPERATOR)
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    watch = engine.watch(record)
+    assert _first_with_tasks(watch)
+    with pytest.raises(RuleRefused, match="you may not abort"):
+        other.abort(slack("U0STRANGER"), via=slash())
+    aborted = other.abort(slack(CARA), via=slash())
+    assert aborted.aborted_by == "u0cara"  # the display name
+    with pytest.raises(NothingToAbort, match="already being aborted"):
+        other.abort(OPERATOR)
+    snaps = list(watch)
+    final = snaps[-1]
+    assert final.outcome == Outcome.ABORTED and final.outcome.exit_code == 1
+    assert final.outcome_reason.endswith("v4.3.0-ecr-ecs-fargate is back"), final
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    (last,) = engine.history(1)
+    assert last.outcome == Outcome.ABORTED and last.aborted_by
+    assert engine.ledger.current_lock() is None
+    assert engine.status().freeze is None  # an abort is not a failure
+
+
+def test_abort_from_the_process_that_follows_it(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    watch = engine.watch(record)
+    assert _first_with_tasks(watch)
+    engine.abort(OPERATOR)
+    assert list(watch)[-1].outcome == Outcome.ABORTED
+    engine.plan_deploy("v4.4.0", OPERATOR)  # the lock is free again
+
+
+def _first_with_tasks(watch: Any) -> bool:
+    """Wait until the new deployment has launched something (the rollout is under way)."""
+    for snap in watch:
+        if snap.ecs_deployment_id and (snap.pending or snap.running):
+            return True
+        if snap.final:
+            return False
+    return False
+
+
+def test_the_queue_keeps_order_survives_a_restart_and_rechecks(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    target = target_of(stack)
+    engine = engine_for(stack, target)
+    engines.append(engine)
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    with pytest.raises(LockHeld):
+        engine.plan_deploy("v4.4.0", slack(ANA), via=slash())
+    first, place = engine.enqueue(slack(ANA), tag="v4.4.0", via=slash())
+    assert place == 1
+    second, place = engine.enqueue(slack(BEN), tag="v4.3.0", via=slash())
+    assert place == 2
+    teller, _ = engine.enqueue(slack(DAN), mode=QueueMode.TELL, via=slash())
+    assert engine.next_turn() is None  # the lock is held
+    assert engine.lock_free_waiters() == []
+    with pytest.raises(NoSuchRequest, match="Only"):
+        engine.cancel_queued(second.id, slack(ANA))
+
+    # A restart: a new engine reads the queue from the table.
+    engine.close()
+    restarted = engine_for(stack, target)
+    engines.append(restarted)
+    assert [q.id for q in restarted.status().queue] == [first.id, second.id, teller.id]
+    restarted.abort(OPERATOR)
+    list(restarted.watch(record))
+    assert [q.id for q in restarted.lock_free_waiters()] == [teller.id]
+
+    # Ana's turn: checked again, through the queue's door, and frozen meanwhile.
+    restarted.freeze(OPERATOR, "hold on")
+    turn = restarted.next_turn()
+    assert turn is not None and turn.item.id == first.id and turn.plan is None
+    assert isinstance(turn.refused, RuleRefused) and turn.refused.rule is Rule.FREEZE
+    restarted.unfreeze(OPERATOR)
+    # Ben cancels his; the queue is empty.
+    restarted.cancel_queued(second.id, slack(BEN))
+    assert restarted.next_turn() is None and restarted.queue() == []
+
+
+def test_a_queued_deploy_starts_when_its_turn_comes(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    item, _ = engine.enqueue(slack(ANA), tag="v4.4.0", reason="queued", via=slash())
+    engine.abort(OPERATOR)
+    list(engine.watch(record))
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is not None and turn.item.id == item.id
+    assert turn.plan.requester.who == ANA and turn.plan.tag == "v4.4.0-ecr-ecs-fargate"
+    started = engine.start(turn.plan)
+    assert list(engine.watch(started))[-1].outcome == Outcome.COMPLETED
+    assert engine.queue() == []
