@@ -27,9 +27,12 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
+from bot.deploy.errors import DeployError
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
+from bot.slack import guards
 from bot.slack.app import BotContext, build_app
+from bot.targets import load_targets
 
 log = logging.getLogger("deploybot.server")
 
@@ -47,7 +50,9 @@ def create_app(
     min_update_interval: float = 2.0,
 ) -> FastAPI:
     """The FastAPI app of the bot; in Socket Mode it also owns the socket's lifetime."""
-    engine = engine or Engine(settings)
+    if engine is None:
+        target = load_targets(settings).default
+        engine = Engine(target.settings(settings), target=target)
     bolt, ctx = build_app(
         settings, engine, socket_mode=socket_mode, min_update_interval=min_update_interval
     )
@@ -72,10 +77,17 @@ def create_app(
         # Open deployments are followed (AWS only) and their messages finished (Slack, when it
         # answers) in the background: the bot serves at once, whatever AWS and Slack do.
         following = asyncio.create_task(_follow_open(ctx, settings))
+        # Queued deploys get their turn, and those waiting are told, once the lock is free.
+        queueing = asyncio.create_task(
+            guards.queue_forever(
+                ctx, lambda: [guards.place_of(ctx)], max(1.0, 6 * settings.rollout_poll_seconds)
+            )
+        )
         try:
             yield
         finally:
             following.cancel()
+            queueing.cancel()
             if connecting is not None:
                 connecting.cancel()
             if socket is not None:
@@ -202,7 +214,11 @@ def serve(http: bool, host: str, port: int) -> int:
             file=sys.stderr,
         )
         return 2
-    app = create_app(settings, socket_mode=not http)
+    try:
+        app = create_app(settings, socket_mode=not http)
+    except DeployError as exc:  # deploybot.toml's mistakes, each naming the file and the key
+        print(f"deploybot: {exc.message}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
     )

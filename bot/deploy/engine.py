@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -951,14 +952,22 @@ class Engine:
                 return record
         return next(iter(self.ledger.open_records(20)), None)
 
-    def abort(self, requester: Requester, *, via: Via | None = None) -> DeploymentRecord:
+    def abort(
+        self, requester: Requester, *, via: Via | None = None, of: str = ""
+    ) -> DeploymentRecord:
         """Stop the rollout: put the previous task definition back at once (UpdateService),
         and follow that to its end; the deployment closes ABORTED. Refused when nothing is
-        rolling out. Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
+        rolling out, or (``of``: a Stop button's deployment) when that one no longer is.
+        Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
         via = via or Via.of(requester)
         decision = self._check(Action.ABORT, requester, via)
         record = self.rolling_out()
         name = self.target.name
+        if of and (record is None or record.id != of):
+            now = f"; {record.kind} {record.id} of {record.tag} is" if record else ""
+            raise NothingToAbort(
+                f"Deployment {of} is no longer rolling out{now}. Nothing was changed."
+            )
         if record is None:
             raise NothingToAbort(
                 f"Nothing is rolling out on {name}: nothing to abort. To go back from what "
@@ -1048,11 +1057,19 @@ class Engine:
             )
         return found
 
-    def approve(self, request_id: str, approver: Requester, *, via: Via) -> Approval:
+    def approve(
+        self,
+        request_id: str,
+        approver: Requester,
+        *,
+        via: Via,
+        replan: Callable[[ApprovalRequest, Via], Plan] | None = None,
+    ) -> Approval:
         """Count ``approver``'s approval of a request, after the rules (who, expiry, freeze,
         windows) and the request's premise (what runs and the image are still what it
         showed). With enough approvals, the plan of the change, made again through the
-        rules with the approvals: the transport shows it, then starts it."""
+        rules with the approvals (by ``replan`` when the transport knows more than this
+        engine: promotion's source): the transport shows it, then starts it."""
         request = self.request(request_id)
         self._decided(request)
         premise = self._premise(request)
@@ -1083,7 +1100,13 @@ class Engine:
         missing = missing_approvals(self.target, counted.requester.who, counted.approved_by)
         if missing:
             return Approval(counted, missing)
-        plan = self._plan_request(counted, via)
+        again = replace(
+            via,
+            approved_by=counted.approved_by,
+            request_id=counted.id,
+            source=counted.source or via.source,
+        )
+        plan = (replan or self._plan_request)(counted, again)
         if not self.guards.decide(counted, RequestState.APPROVED, approver.who):
             self._decided(self.request(request_id))
         return Approval(replace(counted, state=RequestState.APPROVED), 0, plan)
@@ -1128,7 +1151,6 @@ class Engine:
         return None
 
     def _plan_request(self, request: ApprovalRequest, via: Via) -> Plan:
-        via = replace(via, approved_by=request.approved_by, request_id=request.id)
         if request.kind == "redeploy":
             return self.plan_redeploy(request.requester, request.reason, via=via)
         return self.plan_deploy(request.tag, request.requester, request.reason, via=via)

@@ -9,7 +9,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
 from bot.deploy.ledger import Requester
-from bot.slack import messages
+from bot.rules import Door
+from bot.slack import guards, messages
 from bot.slack.app import BotContext, log
 
 
@@ -60,9 +61,18 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
                 respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
             )
         ctx.claimed.add(notice)
+    # A CI notice's button is the ci-button door; /deploy's list (ephemeral) the button door.
+    door = Door.BUTTON if ephemeral else Door.CI_BUTTON
     try:
-        record = await ctx.launch(
-            lambda: ctx.engine.plan_deploy(tag, requester, "from the CI notice"), channel, respond
+        record = await guards.guarded(
+            ctx,
+            guards.place_of(ctx),
+            respond,
+            channel,
+            requester,
+            lambda via: ctx.engine.plan_deploy(tag, requester, "from the CI notice", via=via),
+            door=door,
+            tag=tag,
         )
     except Exception:
         ctx.claimed.discard(notice)
@@ -94,4 +104,13 @@ async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond)
     if not decision.allowed:
         return await _refuse(respond, decision.why)
     of = str(body["actions"][0].get("value", ""))
-    await ctx.launch(lambda: ctx.engine.plan_rollback(requester, of=of), channel, respond)
+    await guards.guarded(
+        ctx,
+        guards.place_of(ctx),
+        respond,
+        channel,
+        requester,
+        lambda via: ctx.engine.plan_rollback(requester, of=of, via=via),
+        door=Door.BUTTON,
+        kind="rollback",
+    )

@@ -195,8 +195,9 @@ def build_app(
         access=Access.from_settings(settings),
         board=ProgressBoard(client, engine, min_interval=min_update_interval),
     )
-    from bot.slack import actions, commands
+    from bot.slack import actions, commands, guards
 
     commands.register(app, ctx)
     actions.register(app, ctx)
+    guards.register(app, ctx)
     return app, ctx

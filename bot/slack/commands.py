@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.deploy.ledger import Requester
-from bot.slack import messages
+from bot.slack import guards, messages
 from bot.slack.app import BotContext
 
 
@@ -69,10 +69,48 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     if not decision.allowed:
         return await _refuse(respond, decision.why)
     who = requester(command)
+    verb, _, rest = text.partition(" ")
+    if verb.lower() in ("freeze", "unfreeze", "abort"):
+        return await _guard_command(ctx, verb.lower(), rest.strip(), command, respond)
+    place = guards.place_of(ctx)
     if word == "rollback":
-        await ctx.launch(lambda: ctx.engine.plan_rollback(who), channel, respond)
+        await guards.guarded(
+            ctx, place, respond, channel, who, lambda via: ctx.engine.plan_rollback(who, via=via)
+        )
     else:
-        await ctx.launch(lambda: ctx.engine.plan_deploy(text, who), channel, respond)
+        await guards.guarded(
+            ctx,
+            place,
+            respond,
+            channel,
+            who,
+            lambda via: ctx.engine.plan_deploy(text, who, via=via),
+            tag=text,
+        )
+
+
+async def _guard_command(
+    ctx: BotContext, verb: str, rest: str, command: dict[str, Any], respond: AsyncRespond
+) -> None:
+    """``/deploy freeze [TARGET] REASON``, ``/deploy unfreeze [TARGET]``, ``/deploy abort
+    [TARGET]``: a first word naming a target is the target."""
+    first, _, after = rest.partition(" ")
+    named = first if first and first == ctx.engine.target.name else None
+    rest = after.strip() if named else rest
+    place = guards.place_of(ctx, named)
+    channel, who = str(command.get("channel_id", "")), requester(command)
+    if verb == "freeze":
+        if not rest:
+            return await _refuse(
+                respond,
+                f"Say why: `{ctx.settings.slack_commands.deploy} freeze {place.target.name} "
+                "incident 1234`",
+            )
+        await guards.freeze(ctx, place, respond, channel, who, rest)
+    elif verb == "unfreeze":
+        await guards.unfreeze(ctx, place, respond, channel, who)
+    else:
+        await guards.abort(ctx, place, respond, channel, who)
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
@@ -82,7 +120,15 @@ async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespo
         return await _refuse(respond, decision.why)
     reason = str(command.get("text", "")).strip()[:200]
     who = requester(command)
-    await ctx.launch(lambda: ctx.engine.plan_redeploy(who, reason), channel, respond)
+    await guards.guarded(
+        ctx,
+        guards.place_of(ctx),
+        respond,
+        channel,
+        who,
+        lambda via: ctx.engine.plan_redeploy(who, reason, via=via),
+        kind="redeploy",
+    )
 
 
 async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:

@@ -98,6 +98,37 @@ def rollback_button(record: DeploymentRecord) -> ButtonElement:
     )
 
 
+STOP_ACTION = "stop_rollout"  # handled in bot/slack/guards.py
+
+
+def offers_stop(record: DeploymentRecord, snap: Snapshot | None) -> bool:
+    """Stop while a deployment rolls out and there is something to put back (a redeploy runs
+    the task definition that ran before it)."""
+    if snap is not None and snap.outcome is not None:
+        return False
+    return record.task_definition != record.previous_task_definition and not record.aborted_by
+
+
+def stop_button(record: DeploymentRecord, target: str = "") -> ButtonElement:
+    """Stop (abort) this deployment: the previous task definition goes back at once."""
+    before = _tag_text(record.previous_tag, record.previous_digest)
+    return ButtonElement(
+        text=PlainTextObject(text="Stop"),
+        action_id=STOP_ACTION,
+        value=f"{target}|{record.id}",
+        style="danger",
+        confirm=ConfirmObject(
+            title="Stop this rollout?",
+            text=MarkdownTextObject(
+                text=f"Stop the rollout of `{esc(record.tag)}` and put {before} back now? "
+                "The deployment ends *aborted*."
+            ),
+            confirm="Stop",
+            deny="Keep going",
+        ),
+    )
+
+
 def offers_rollback(record: DeploymentRecord, snap: Snapshot | None) -> bool:
     """Rollback only for a deployment that completed (so it runs) and changed the image: a
     failed or rolled-back one changed nothing to undo, a redeploy restarted the same image."""
@@ -160,6 +191,8 @@ def progress(
         title = f"✅ Deployed {record.tag}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
         title = f"❌ Deployment of {record.tag} failed"
+    elif outcome == Outcome.ABORTED:
+        title = f"🛑 Deployment of {record.tag} aborted"
     elif outcome == Outcome.NOT_STARTED:
         title = f"🚫 {record.tag} was not deployed"
     elif outcome == Outcome.STILL_ROLLING_OUT:
@@ -215,6 +248,8 @@ def progress(
     )
     if offers_rollback(record, snap):
         blocks.append(ActionsBlock(elements=[rollback_button(record)]))
+    elif offers_stop(record, snap):
+        blocks.append(ActionsBlock(elements=[stop_button(record)]))
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
@@ -237,6 +272,8 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         )
     if snap.outcome == Outcome.FAILED:
         return f"*Failed after {took}:* {why}."
+    if snap.outcome == Outcome.ABORTED:
+        return f"*Aborted after {took}:* {why}; `{tag}` is *not* running."
     if snap.outcome == Outcome.NOT_STARTED:
         return f"*Nothing changed:* {why}."
     if snap.outcome == Outcome.UNKNOWN:
@@ -308,6 +345,28 @@ def status(st: Status) -> Message:
             ]
         ),
     ]
+    if st.freeze is not None:
+        f = st.freeze
+        froze = mention(f.by) if f.via == "slack" else esc(f.by)
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"🧊 *Frozen* by {froze} since <!date^{int(f.since.timestamp())}^"
+                    f"{{date_short_pretty}} {{time}}|{f.since:%Y-%m-%d %H:%M} UTC>: "
+                    f"{esc(f.reason)}"[:3000]
+                )
+            )
+        )
+    if st.queue:
+        lines = [
+            f"{place}. {esc(q.kind)} `{esc(q.tag)}` by {mention(q.requester.who)}"
+            if q.kind
+            else f"{place}. {mention(q.requester.who)} waits to be told"
+            for place, q in enumerate(st.queue, 1)
+        ]
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=("*Queue*\n" + "\n".join(lines))[:3000]))
+        )
     if st.recent:
         blocks += [
             DividerBlock(),

@@ -1,0 +1,599 @@
+"""Slack's side of the guardrails: freeze, approval requests, Stop, and the queue.
+
+Every change a Slack door asks for goes through ``guarded``: the engine plans it through the
+rules (bot/rules.py) at that door; a refusal for want of approval becomes a request posted in
+the channel with **Approve** and **Reject**, a refusal because the lock is held offers
+**Deploy when free** and **Tell me when free**, any other refusal is said to the person
+with the rule that refused. Buttons carry ids only (``target|id``): what they act on is read
+from the table, so a button whose value was changed finds nothing, and an approval counts
+only for what the request showed (the engine re-checks its premise).
+
+``queue_forever`` gives each queued deploy its turn once the lock is free (re-checked as a
+new request through the queue's door) and tells those who asked to be told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.deploy.engine import Engine, Plan, Via
+from bot.deploy.errors import DeployError, DeployRefused, LockHeld
+from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
+from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
+from bot.mrkdwn import escape as esc
+from bot.mrkdwn import mention
+from bot.rules import Door, RuleRefused
+from bot.slack.messages import Message
+from bot.targets import Target, UnknownTarget
+
+log = logging.getLogger("deploybot.slack.guards")
+
+APPROVE_ACTION = "approve_request"
+REJECT_ACTION = "reject_request"
+STOP_ACTION = "stop_rollout"
+QUEUE_ACTION = "deploy_when_free"
+TELL_ACTION = "tell_when_free"
+CANCEL_QUEUED_ACTION = "cancel_queued"
+SEP = "|"
+
+Reply = Callable[..., Awaitable[Any]]
+Launch = Callable[[Callable[[], Plan], str, Reply], Awaitable[DeploymentRecord | None]]
+
+
+@dataclass(frozen=True)
+class Place:
+    """One target as these listeners see it: its rules, its engine, and how a change of it is
+    shown and started (post the deployment's message, then start)."""
+
+    target: Target
+    engine: Engine
+    launch: Launch
+
+
+def place_of(ctx: Any, name: str | None = None) -> Place:
+    """The target called ``name`` (None or "": the bot's), from the bot's context."""
+    engine: Engine = ctx.engine
+    target = engine.target
+    if name and name != target.name:
+        raise UnknownTarget(
+            f"no target named {name!r} (known: {target.name})", name, (target.name,)
+        )
+    return Place(target, engine, ctx.launch)
+
+
+def button_value(target: str, *parts: str) -> str:
+    return SEP.join((target, *parts))
+
+
+def read_value(value: str, parts: int) -> list[str]:
+    """``target|a|b`` as [target, a, b] (missing parts ""); a value of the wrong shape reads
+    as empty parts, and then finds nothing."""
+    found = value.split(SEP, parts)
+    return (found + [""] * (parts + 1))[: parts + 1]
+
+
+def _when(at: datetime) -> str:
+    """Slack's own date formatting (api.slack.com/reference/surfaces/formatting#date-formatting),
+    the fallback in UTC."""
+    return f"<!date^{int(at.timestamp())}^{{time}}|{at:%H:%M} UTC>"
+
+
+def _image(tag: str, digest: str) -> str:
+    return f"`{esc(tag)}`" + (f" ({esc(short_digest(digest))})" if digest else "")
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def approval_message(request: ApprovalRequest, target: Target, note: str = "") -> Message:
+    """The request: who, what, from which image to which, until when; Approve and Reject
+    while it is pending."""
+    what = {"redeploy": "Redeploy", "promote": "Promote"}.get(request.kind, "Deploy")
+    title = f"🔐 {what} {request.tag} to {target.name}: approval needed"
+    others = [a for a in target.approvers if a != request.requester.who]
+    got = ", ".join(mention(a) for a in request.approved_by) or "none yet"
+    fields = [
+        MarkdownTextObject(text=f"*Asked by*\n{mention(request.requester.who)}"),
+        MarkdownTextObject(text=f"*Target*\n{esc(target.name)}"),
+        MarkdownTextObject(text=f"*From*\n{_image(request.from_tag, request.from_digest)}"),
+        MarkdownTextObject(text=f"*To*\n{_image(request.tag, request.digest)}"),
+        MarkdownTextObject(
+            text=f"*Needs*\n{target.approvals} of {', '.join(mention(a) for a in others)}"
+        ),
+        MarkdownTextObject(text=f"*Approved by*\n{got}"),
+    ]
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=title[:150])),
+        SectionBlock(fields=fields),
+    ]
+    if request.reason:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(request.reason)}_")]))
+    state = {
+        RequestState.PENDING: f"Expires {_when(request.expires_at)} · request `{request.id}`",
+        RequestState.APPROVED: f"✅ Approved · request `{request.id}`",
+        RequestState.REJECTED: f"❌ Rejected by {mention(request.decided_by)} · `{request.id}`",
+    }[request.state]
+    if note:
+        state = f"{note} · {state}"
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=state[:3000])]))
+    if request.state is RequestState.PENDING and not note.startswith("⌛"):
+        value = button_value(target.name, request.id)
+        blocks.append(
+            ActionsBlock(
+                block_id="approval",
+                elements=[
+                    ButtonElement(
+                        text=PlainTextObject(text="Approve"),
+                        action_id=APPROVE_ACTION,
+                        value=value,
+                        style="primary",
+                        confirm=ConfirmObject(
+                            title="Approve?",
+                            text=MarkdownTextObject(
+                                text=f"{what} {_image(request.tag, request.digest)} to "
+                                f"*{esc(target.name)}*, asked by "
+                                f"{mention(request.requester.who)}?"
+                            ),
+                            confirm="Approve",
+                            deny="Cancel",
+                        ),
+                    ),
+                    ButtonElement(
+                        text=PlainTextObject(text="Reject"),
+                        action_id=REJECT_ACTION,
+                        value=value,
+                        style="danger",
+                    ),
+                ],
+            )
+        )
+    return Message(
+        text=f"{esc(title)} (asked by {mention(request.requester.who)})", blocks=tuple(blocks)
+    )
+
+
+def queue_offer(refusal: str, target: Target, kind: str, tag: str, request_id: str) -> Message:
+    """A lock refusal, with Deploy when free and Tell me when free."""
+    deploy = button_value(target.name, kind, tag, request_id)
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=refusal[:3000])),
+        ActionsBlock(
+            block_id="queue",
+            elements=[
+                ButtonElement(
+                    text=PlainTextObject(text="Deploy when free"),
+                    action_id=QUEUE_ACTION,
+                    value=deploy[:2000],
+                    style="primary",
+                ),
+                ButtonElement(
+                    text=PlainTextObject(text="Tell me when free"),
+                    action_id=TELL_ACTION,
+                    value=button_value(target.name),
+                ),
+            ],
+        ),
+    )
+    return Message(text=refusal, blocks=blocks)
+
+
+def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
+    if item.mode is QueueMode.TELL:
+        text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
+    else:
+        what = f"{esc(item.kind)} `{esc(item.tag)}`" if item.tag else esc(item.kind)
+        text = (
+            f"Queued: {what} to {esc(target.name)}, number {position} in the queue. It is "
+            "checked again when its turn comes, and announced in the channel when it starts."
+        )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(
+            text=MarkdownTextObject(text=text),
+            accessory=ButtonElement(
+                text=PlainTextObject(text="Cancel"),
+                action_id=CANCEL_QUEUED_ACTION,
+                value=button_value(target.name, item.id),
+            ),
+        ),
+    )
+    return Message(text=text, blocks=blocks)
+
+
+# --- the doors ------------------------------------------------------------------------------
+
+
+async def _say(reply: Reply, text: str) -> None:
+    try:
+        await reply(text=text, response_type="ephemeral", replace_original=False)
+    except Exception:
+        log.exception("could not tell the user: %s", text)
+
+
+def _refusal_text(exc: DeployError) -> str:
+    if isinstance(exc, RuleRefused):
+        return exc.decision.mrkdwn or esc(exc.message)
+    return esc(exc.message)
+
+
+async def guarded(
+    ctx: Any,
+    place: Place,
+    reply: Reply,
+    channel: str,
+    requester: Requester,
+    plan: Callable[[Via], Plan],
+    *,
+    door: Door = Door.SLASH,
+    kind: str = "deploy",
+    tag: str = "",
+    request_id: str = "",
+    approved_by: tuple[str, ...] = (),
+) -> DeploymentRecord | None:
+    """A change through a Slack door: planned through the rules, shown, started; or the
+    refusal, an approval request, or the queue's offer. Never raises a refusal."""
+    via = Via(door=door, channel=channel, approved_by=approved_by, request_id=request_id)
+    try:
+        return await place.launch(lambda: plan(via), channel, reply)
+    except RuleRefused as refused:
+        if refused.decision.needs_approval:
+            await ask_approval(ctx, place, reply, channel, plan, via)
+            return None
+        await _say(reply, _refusal_text(refused))
+    except LockHeld as held:
+        text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
+        offer = queue_offer(text, place.target, kind, tag, request_id)
+        try:
+            await reply(response_type="ephemeral", replace_original=False, **offer.as_kwargs())
+        except Exception:
+            log.exception("could not offer the queue")
+    except DeployRefused as exc:
+        await _say(reply, esc(exc.message))
+    return None
+
+
+async def ask_approval(
+    ctx: Any,
+    place: Place,
+    reply: Reply,
+    channel: str,
+    plan: Callable[[Via], Plan],
+    via: Via,
+) -> ApprovalRequest | None:
+    """Plan the change for a request (every rule but approvals holds), record the request,
+    post it in the channel."""
+    engine = place.engine
+    try:
+        planned = await asyncio.to_thread(plan, replace(via, asking=True))
+        request = await asyncio.to_thread(engine.request_approval, planned, channel)
+    except DeployError as exc:
+        await _say(reply, _refusal_text(exc))
+        return None
+    msg = approval_message(request, place.target)
+    try:
+        resp = await ctx.client.chat_postMessage(channel=channel, **msg.as_kwargs())
+    except SlackApiError as exc:
+        await _say(
+            reply,
+            f"Nothing was deployed: Slack did not take the approval request "
+            f"({exc.response.get('error')}).",
+        )
+        return None
+    ref = f"{channel}:{resp['ts']}"
+    try:
+        request = await asyncio.to_thread(engine.guards.set_request_message, request, ref)
+    except DeployError as exc:
+        log.warning("could not remember the request's message: %s", exc)
+    log.info(
+        "approval requested",
+        extra={"who": request.requester.who, "tag": request.tag, "request": request.id},
+    )
+    return request
+
+
+async def freeze(
+    ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester, reason: str
+) -> None:
+    via = Via(door=Door.SLASH, channel=channel)
+    try:
+        frozen = await asyncio.to_thread(place.engine.freeze, requester, reason, via=via)
+    except DeployError as exc:
+        return await _say(reply, _refusal_text(exc))
+    text = (
+        f"🧊 {mention(frozen.by)} froze *{esc(place.target.name)}*: {esc(frozen.reason)}. "
+        f"Deploys, redeploys and promotions are refused until `/deploy unfreeze "
+        f"{place.target.name}`; rollback and abort still work."
+    )
+    await _announce(ctx, reply, channel, text)
+
+
+async def unfreeze(
+    ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester
+) -> None:
+    via = Via(door=Door.SLASH, channel=channel)
+    try:
+        lifted = await asyncio.to_thread(place.engine.unfreeze, requester, via=via)
+    except DeployError as exc:
+        return await _say(reply, _refusal_text(exc))
+    by = mention(lifted.by) if lifted.via == "slack" else esc(lifted.by)
+    text = (
+        f"☀️ {mention(requester.who)} unfroze *{esc(place.target.name)}* (frozen by {by}: "
+        f"{esc(lifted.reason)})."
+    )
+    await _announce(ctx, reply, channel, text)
+
+
+async def abort(
+    ctx: Any,
+    place: Place,
+    reply: Reply,
+    channel: str,
+    requester: Requester,
+    *,
+    door: Door = Door.SLASH,
+    of: str = "",
+) -> DeploymentRecord | None:
+    """Stop: the previous task definition goes back; the live message shows the rest."""
+    via = Via(door=door, channel=channel)
+    try:
+        record = await asyncio.to_thread(place.engine.abort, requester, via=via, of=of)
+    except DeployError as exc:
+        await _say(reply, _refusal_text(exc))
+        return None
+    back = record.previous_tag or "the previous task definition"
+    await _announce(
+        ctx,
+        reply,
+        channel,
+        f"🛑 {mention(requester.who)} stopped {esc(record.kind)} `{esc(record.id)}` of "
+        f"`{esc(record.tag)}` on {esc(place.target.name)}: `{esc(back)}` goes back now.",
+    )
+    return record
+
+
+async def _announce(ctx: Any, reply: Reply, channel: str, text: str) -> None:
+    """Said in the channel (everyone should know); to the person if the channel will not take it."""
+    try:
+        await ctx.client.chat_postMessage(channel=channel, text=text)
+    except Exception as exc:
+        log.warning("could not announce in %s: %s", channel, exc)
+        await _say(reply, text)
+
+
+# --- buttons --------------------------------------------------------------------------------
+
+
+def _who(body: dict[str, Any]) -> Requester:
+    user = body.get("user", {})
+    return Requester(
+        who=str(user.get("id", "")),
+        source="slack",
+        display=str(user.get("username") or user.get("name") or user.get("id", "")),
+    )
+
+
+def _channel(body: dict[str, Any]) -> str:
+    container = body.get("container", {})
+    return str(body.get("channel", {}).get("id") or container.get("channel_id", ""))
+
+
+def _value(body: dict[str, Any]) -> str:
+    return str(body["actions"][0].get("value", ""))
+
+
+def register(app: AsyncApp, ctx: Any) -> None:
+    def on(action_id: str, handler: Callable[..., Awaitable[Any]], what: str) -> None:
+        @app.action(action_id)
+        async def clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+            await ack()
+            ctx.run(handler(ctx, body, respond), respond, what, _who(body))
+
+    on(APPROVE_ACTION, approve_clicked, "the Approve button")
+    on(REJECT_ACTION, reject_clicked, "the Reject button")
+    on(STOP_ACTION, stop_clicked, "the Stop button")
+    on(QUEUE_ACTION, queue_clicked, "the Deploy when free button")
+    on(TELL_ACTION, tell_clicked, "the Tell me when free button")
+    on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
+
+
+async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note: str) -> None:
+    channel, _, ts = request.message_ref.partition(":")
+    if not ts:
+        return
+    msg = approval_message(request, place.target, note)
+    try:
+        await ctx.client.chat_update(channel=channel, ts=ts, **msg.as_kwargs())
+    except SlackApiError as exc:
+        log.warning("could not update the approval request: %s", exc.response.get("error"))
+
+
+async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    name, request_id = read_value(_value(body), 1)
+    approver, channel = _who(body), _channel(body)
+    place = place_of(ctx, name)
+    engine = place.engine
+    via = Via(door=Door.BUTTON, channel=channel)
+    try:
+        approval = await asyncio.to_thread(engine.approve, request_id, approver, via=via)
+    except RuleRefused as refused:
+        await _say(respond, _refusal_text(refused))
+        if refused.rule is not None and refused.rule.value in ("approval_expiry_minutes",):
+            request = await asyncio.to_thread(engine.guards.request, request_id)
+            if request is not None:
+                await _update_request(ctx, request, place, "⌛ Expired")
+        return
+    request = approval.request
+    if approval.plan is None:
+        more = "1 more approval" if approval.missing == 1 else f"{approval.missing} more"
+        await _update_request(ctx, request, place, f"Needs {more}")
+        return
+    await _update_request(ctx, request, place, f"Approved by {mention(approver.who)}: deploying")
+    planned = approval.plan
+    await guarded(
+        ctx,
+        place,
+        respond,
+        channel,
+        planned.requester,
+        lambda _via: planned,
+        door=Door.BUTTON,
+        kind=request.kind,
+        tag=request.tag,
+        request_id=request.id,
+        approved_by=request.approved_by,
+    )
+
+
+async def reject_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    name, request_id = read_value(_value(body), 1)
+    place = place_of(ctx, name)
+    try:
+        request = await asyncio.to_thread(place.engine.reject, request_id, _who(body))
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    await _update_request(ctx, request, place, "")
+
+
+async def stop_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    name, deployment = read_value(_value(body), 1)
+    place = place_of(ctx, name)
+    if not deployment:
+        return await _say(respond, "This Stop button names no deployment; nothing was changed.")
+    await abort(ctx, place, respond, _channel(body), _who(body), door=Door.BUTTON, of=deployment)
+
+
+async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    name, kind, tag, request_id = read_value(_value(body), 3)
+    place = place_of(ctx, name)
+    who, channel = _who(body), _channel(body)
+    approved_by: tuple[str, ...] = ()
+    if request_id:
+        # Approvals come from the table, never from the button.
+        request = await asyncio.to_thread(place.engine.guards.request, request_id)
+        if request is None or request.state is not RequestState.APPROVED:
+            return await _say(respond, "That approval request is not approved; nothing queued.")
+        if request.requester.who != who.who:
+            return await _say(respond, "Only the person who asked may queue this deploy.")
+        approved_by, kind, tag = request.approved_by, request.kind, request.tag
+    if kind not in ("deploy", "redeploy"):
+        return await _say(respond, "Only deploys and redeploys can wait in the queue.")
+    via = Via(door=Door.BUTTON, channel=channel, approved_by=approved_by, request_id=request_id)
+    try:
+        item, position = await asyncio.to_thread(
+            lambda: place.engine.enqueue(who, kind=kind, tag=tag, via=via)
+        )
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    msg = queued_message(item, position, place.target)
+    await respond(response_type="ephemeral", replace_original=False, **msg.as_kwargs())
+
+
+async def tell_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    (name,) = read_value(_value(body), 0)
+    place = place_of(ctx, name)
+    via = Via(door=Door.BUTTON, channel=_channel(body))
+    item, position = await asyncio.to_thread(
+        lambda: place.engine.enqueue(_who(body), mode=QueueMode.TELL, via=via)
+    )
+    msg = queued_message(item, position, place.target)
+    await respond(response_type="ephemeral", replace_original=False, **msg.as_kwargs())
+
+
+async def cancel_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    name, item_id = read_value(_value(body), 1)
+    place = place_of(ctx, name)
+    try:
+        item = await asyncio.to_thread(place.engine.cancel_queued, item_id, _who(body))
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    what = f"{item.kind} `{esc(item.tag)}`" if item.kind else "the notice"
+    await _say(respond, f"Cancelled: {what} is no longer queued for {esc(place.target.name)}.")
+
+
+# --- the queue's turns ----------------------------------------------------------------------
+
+
+async def take_turns(ctx: Any, place: Place) -> None:
+    """One pass: tell the people waiting for a free lock, then start the first queued deploy
+    (re-checked now), announcing it in its channel; a refused one is told to its requester."""
+    engine = place.engine
+    for item in await asyncio.to_thread(engine.lock_free_waiters):
+        await _tell(ctx, item, f"{esc(place.target.name)}'s deploy lock is free now.")
+    turn = await asyncio.to_thread(engine.next_turn)
+    if turn is None:
+        return
+    item = turn.item
+    if turn.plan is None:
+        why = _refusal_text(turn.refused) if turn.refused else "refused"
+        await _tell(
+            ctx,
+            item,
+            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
+            f"did not start when its turn came: {why}",
+        )
+        return
+    planned = turn.plan
+    channel = item.channel or (ctx.settings.slack_channel or "")
+    try:
+        await ctx.client.chat_postMessage(
+            channel=channel,
+            text=f"⏭️ The queued {esc(item.kind)} of `{esc(planned.tag)}` to "
+            f"{esc(place.target.name)} by {mention(item.requester.who)} starts now.",
+        )
+    except Exception as exc:
+        log.warning("could not announce the queued deploy: %s", exc)
+
+    async def tell_requester(**kwargs: Any) -> None:
+        await _tell(ctx, item, str(kwargs.get("text", "")))
+
+    try:
+        await place.launch(lambda: planned, channel, tell_requester)
+    except LockHeld:
+        await asyncio.to_thread(engine.guards.requeue, item)  # taken first: it keeps its place
+    except DeployError as exc:
+        await _tell(ctx, item, f"Your queued deploy did not start: {_refusal_text(exc)}")
+
+
+async def _tell(ctx: Any, item: QueuedItem, text: str) -> None:
+    """An ephemeral to the person in the channel they asked from (a DM without one)."""
+    try:
+        if item.channel:
+            await ctx.client.chat_postEphemeral(
+                channel=item.channel, user=item.requester.who, text=text
+            )
+        else:
+            await ctx.client.chat_postMessage(channel=item.requester.who, text=text)
+    except Exception as exc:
+        log.warning("could not tell %s: %s", item.requester.who, exc)
+
+
+async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: float) -> None:
+    """Every ``interval``: each target's queue gets its turn (see take_turns). Never stops
+    for AWS or Slack trouble; the queue is in the table, so a restart picks it up."""
+    while True:
+        for place in places():
+            try:
+                await take_turns(ctx, place)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("queue pass for %s failed: %s", place.target.name, exc)
+        await asyncio.sleep(interval)
