@@ -1,0 +1,382 @@
+"""The guardrails through Slack: a real bot process, the Slack emulator and moto.
+
+Freeze and unfreeze by slash command, approval requests with Approve/Reject (the requester's
+own click, a non-approver's, a tampered and an expired button, a changed premise), Stop on the
+live message, and the queue (Deploy when free, Tell me when free) across a restart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bot.deploy.engine import Engine, Via
+from bot.deploy.ledger import Requester
+from bot.local.simulator import RolloutSimulator
+from bot.local.slack_emulator import Message, SlackEmulator
+from bot.rules import Door
+from bot.slack import guards
+from tests.conftest import ALICE, BOB, CAROL, DEPLOYS, LocalStack
+from tests.slack.conftest import BotFactory, BotProcess
+from tests.slack.helpers import bot_messages, has_button, running_tag
+
+
+def config(tmp_path: Path, stack: LocalStack, rules: str = "") -> str:
+    s = stack.settings
+    path = tmp_path / "deploybot.toml"
+    path.write_text(
+        f"""
+[targets.production]
+cluster = "{s.ecs_cluster}"
+service = "{s.ecs_service}"
+repository = "{s.ecr_repository}"
+deployers = ["{ALICE}", "{BOB}"]
+channels = ["{DEPLOYS}"]
+{rules}
+"""
+    )
+    return str(path)
+
+
+APPROVAL = f'approvals = 1\napprovers = ["{CAROL}", "{BOB}"]'
+
+
+def slash(emulator: SlackEmulator, bot: BotProcess, text: str, user: str = ALICE) -> None:
+    emulator.slash_command("/deploy", text, user=user, channel=DEPLOYS, url=bot.events_url)
+
+
+def said_to(emulator: SlackEmulator, user: str, words: str, timeout: float = 30) -> Any:
+    return emulator.wait_for(
+        lambda: next((e for e in emulator.ephemerals(user=user) if words in e.all_text), None),
+        timeout=timeout,
+        what=f"an ephemeral to {user} saying {words!r}",
+    )
+
+
+def posted(emulator: SlackEmulator, words: str, timeout: float = 60) -> Message:
+    return emulator.wait_for(
+        lambda: next((m for m in bot_messages(emulator) if words in m.all_text), None),
+        timeout=timeout,
+        what=f"a message saying {words!r}",
+    )
+
+
+def engine_of(stack: LocalStack) -> Engine:
+    return Engine(stack.settings)
+
+
+def test_freeze_by_slash_command_refuses_every_deploy_door_until_unfrozen(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack))
+    slash(emulator, bot, "freeze")
+    said_to(emulator, ALICE, "Say why")
+    slash(emulator, bot, "freeze production incident <!here> 1234")
+    posted(emulator, "froze *production*")
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    refusal = said_to(emulator, BOB, "production is frozen by")
+    assert f"<@{ALICE}>" in refusal.text and "incident &lt;!here&gt; 1234" in refusal.text
+    emulator.slash_command("/redeploy", "", user=BOB, channel=DEPLOYS, url=bot.events_url)
+    emulator.wait_for(
+        lambda: len([e for e in emulator.ephemerals(user=BOB) if "is frozen" in e.text]) == 2,
+        what="the redeploy refused",
+    )
+    slash(emulator, bot, "status")
+    status = said_to(emulator, ALICE, "Frozen")
+    assert "incident" in status.all_text
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    slash(emulator, bot, "unfreeze production", user=BOB)
+    posted(emulator, "unfroze *production*")
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    posted(emulator, "Deployed v4.4.0")
+
+
+def _request(emulator: SlackEmulator) -> Message:
+    return posted(emulator, "approval needed")
+
+
+def test_an_approval_request_is_approved_by_someone_else_and_deploys(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack, APPROVAL))
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    request = _request(emulator)
+    assert "v4.3.0-ecr-ecs-fargate" in request.all_text  # from
+    assert "v4.4.0-ecr-ecs-fargate" in request.all_text  # to
+    assert f"<@{BOB}>" in request.all_text
+    assert has_button(request, guards.APPROVE_ACTION) and has_button(request, guards.REJECT_ACTION)
+    value = request.button(guards.APPROVE_ACTION)["value"]
+
+    # The requester cannot approve their own request; Alice is no approver.
+    emulator.click(request, guards.APPROVE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, BOB, "you asked for this")
+    emulator.click(request, guards.APPROVE_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, ALICE, "may approve changes to production")
+    # A tampered button: another request id, another target.
+    for tampered in (value + "x", "staging|" + value.split("|")[1], "junk"):
+        emulator.click(
+            request,
+            guards.APPROVE_ACTION,
+            user=CAROL,
+            channel=DEPLOYS,
+            value=tampered,
+            url=bot.events_url,
+        )
+    emulator.wait_for(
+        lambda: len(emulator.ephemerals(user=CAROL)) >= 3, what="the tampered clicks refused"
+    )
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+
+    emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    posted(emulator, "Deployed v4.4.0")
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+    shown = emulator.message(request.ts)
+    assert "Approved" in shown.all_text and not has_button(shown, guards.APPROVE_ACTION)
+    engine = engine_of(stack)
+    try:
+        last = engine.history(1)[0]
+    finally:
+        engine.close()
+    assert last.approved_by == (CAROL,) and last.who == BOB
+
+
+def test_expired_and_premise_changed_requests_are_refused(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack, APPROVAL))
+    slash(emulator, bot, "v4.4.0", user=ALICE)
+    request = _request(emulator)
+    # Forty minutes pass (the request's time, moved back in the table).
+    request_id = request.button(guards.APPROVE_ACTION)["value"].split("|")[1]
+    table = boto3.client("dynamodb", endpoint_url=stack.settings.aws_endpoint_url)
+    old = (datetime.now(UTC) - timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    key = f"{stack.settings.ecs_cluster}/{stack.settings.ecs_service}"
+    table.update_item(
+        TableName=stack.settings.deploy_table,
+        Key={"pk": {"S": f"REQUEST#{key}"}, "sk": {"S": request_id}},
+        UpdateExpression="SET requested_at = :t",
+        ExpressionAttributeValues={":t": {"S": old}},
+    )
+    emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, CAROL, "this request expired")
+    emulator.wait_for(
+        lambda: "Expired" in emulator.message(request.ts).all_text, what="the request expired"
+    )
+
+    # Another request; then something else is deployed before it is approved.
+    emulator.clear()
+    slash(emulator, bot, "v4.4.0", user=ALICE)
+    request = _request(emulator)
+    engine = engine_of(stack)
+    try:
+        glass = engine.plan_deploy(
+            "v4.5.0", Requester("ops@laptop", "cli"), via=Via(break_glass="hotfix")
+        )
+        list(engine.watch(engine.start(glass)))
+    finally:
+        engine.close()
+    emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    refusal = said_to(emulator, CAROL, "this request no longer holds")
+    assert "v4.5.0-ecr-ecs-fargate" in refusal.text
+    assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
+
+    # Rejected by an approver: its buttons go, and approving it later is refused.
+    emulator.click(request, guards.REJECT_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    emulator.wait_for(
+        lambda: "Rejected" in emulator.message(request.ts).all_text, what="the rejection"
+    )
+
+
+def test_stop_on_the_live_message_aborts_a_slow_rollout(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+    bot = start_bot("http")
+    slash(emulator, bot, "abort")
+    said_to(emulator, ALICE, "Nothing is rolling out")
+    slash(emulator, bot, "v4.5.0")
+    live = emulator.wait_for(
+        lambda: next(
+            (m for m in bot_messages(emulator) if has_button(m, guards.STOP_ACTION)), None
+        ),
+        timeout=60,
+        what="the live message's Stop button",
+    )
+    assert "confirm" in live.button(guards.STOP_ACTION)
+    emulator.click(live, guards.STOP_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    posted(emulator, "goes back now")
+    final = posted(emulator, "Aborted after")
+    assert "v4.3.0-ecr-ecs-fargate is back" in final.all_text
+    assert not has_button(emulator.message(final.ts), guards.STOP_ACTION)
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    slash(emulator, bot, "abort production", user=BOB)
+    said_to(emulator, BOB, "Nothing is rolling out")
+
+
+def test_the_queue_survives_a_restart_and_runs_in_order(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+    bot = start_bot("http")
+    slash(emulator, bot, "v4.5.0", user=ALICE)
+    posted(emulator, "Deploying v4.5.0")
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    offer = said_to(emulator, BOB, "Deploys are locked")
+    emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    queued = said_to(emulator, BOB, "number 1 in the queue")
+    slash(emulator, bot, "v4.3.0", user=ALICE)
+    offer = said_to(emulator, ALICE, "Deploys are locked")
+    emulator.click(offer, guards.TELL_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, ALICE, "I will tell you")
+    # Someone else cannot cancel Bob's.
+    emulator.click(
+        queued, guards.CANCEL_QUEUED_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    said_to(emulator, ALICE, "Only bob")
+
+    # The bot restarts; the queue is in the table.
+    bot.stop()
+    bot = start_bot("http")
+    slash(emulator, bot, "status", user=BOB)
+    said_to(emulator, BOB, "Queue")
+    slash(emulator, bot, "abort", user=ALICE)
+    posted(emulator, "queued deploy of `v4.4.0-ecr-ecs-fargate`")
+    said_to(emulator, ALICE, "deploy lock is free now")
+    posted(emulator, "Deployed v4.4.0")
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+# --- every door ---------------------------------------------------------------------------
+
+
+def _count(emulator: SlackEmulator, user: str, words: str) -> int:
+    return sum(words in e.all_text for e in emulator.ephemerals(user=user))
+
+
+def _requests(emulator: SlackEmulator) -> int:
+    return sum("approval needed" in m.all_text for m in bot_messages(emulator))
+
+
+def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
+    stack: LocalStack,
+    aws: Any,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    """The doors that change a target: /deploy TAG, /redeploy, a CI notice's Deploy, /deploy's
+    list of images' Deploy, Approve, a queued deploy's turn, and the CLI's deploy and
+    redeploy. Frozen, each refuses naming the freeze; unfrozen, production needs an approval:
+    Slack's doors post a request instead of deploying, the queue and the CLI refuse."""
+    from tests.bot.test_cli_guards import cli
+    from tests.slack.test_ci_notice_and_rollback import notify
+
+    toml = config(tmp_path, stack, APPROVAL)
+    bot = start_bot("http", DEPLOYBOT_CONFIG=toml)
+    engine = engine_of(stack)
+    url = bot.events_url
+
+    def slash_deploy() -> None:
+        slash(emulator, bot, "v4.4.0", user=BOB)
+
+    def redeploy() -> None:
+        emulator.slash_command("/redeploy", "", user=BOB, channel=DEPLOYS, url=url)
+
+    def ci_notice() -> None:
+        assert notify(emulator, "--tag", "v4.5.0-ecr-ecs-fargate").returncode == 0
+        notice = emulator.wait_for(
+            lambda: next(
+                (m for m in reversed(emulator.messages(DEPLOYS)) if has_button(m, "deploy_tag")),
+                None,
+            ),
+            what="the CI notice",
+        )
+        emulator.click(notice, "deploy_tag", user=BOB, channel=DEPLOYS, url=url)
+
+    def image_list() -> None:
+        before = len(emulator.ephemerals(user=BOB))
+        slash(emulator, bot, "", user=BOB)
+        listing = emulator.wait_for(
+            lambda: next(
+                (e for e in emulator.ephemerals(user=BOB)[before:] if has_button(e, "deploy_tag")),
+                None,
+            ),
+            what="/deploy's list of images",
+        )
+        emulator.click(listing, "deploy_tag", user=BOB, channel=DEPLOYS, url=url)
+
+    def queued() -> None:
+        via = Via(door=Door.SLASH, channel=DEPLOYS)
+        engine.enqueue(Requester(BOB, "slack", "bob"), tag="v4.4.0", via=via)
+
+    slack_doors = {
+        "/deploy TAG": slash_deploy,
+        "/redeploy": redeploy,
+        "a CI notice's Deploy": ci_notice,
+        "/deploy's list Deploy": image_list,
+        "a queued deploy's turn": queued,
+    }
+    cli_doors = {
+        "deploybot deploy": ("deploy", "v4.4.0"),
+        "deploybot redeploy": ("redeploy",),
+    }
+    try:
+        # A request made before the freeze: its Approve is a door too.
+        slash_deploy()
+        request = _request(emulator)
+
+        slash(emulator, bot, "freeze production incident 42", user=ALICE)
+        posted(emulator, "froze *production*")
+        for name, door in slack_doors.items():
+            seen = _count(emulator, BOB, "production is frozen")
+            door()
+            emulator.wait_for(
+                lambda seen=seen: _count(emulator, BOB, "production is frozen") > seen,
+                timeout=30,
+                what=f"{name} refused for the freeze",
+            )
+        emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=url)
+        said_to(emulator, CAROL, "production is frozen")
+        for name, args in cli_doors.items():
+            done = cli(*args, DEPLOYBOT_CONFIG=toml)
+            assert done.returncode == 2 and "production is frozen" in done.stderr, name
+        assert aws.requests.count("ecs", "UpdateService") == 0
+
+        slash(emulator, bot, "unfreeze production", user=ALICE)
+        posted(emulator, "unfroze *production*")
+        for name, door in slack_doors.items():
+            requests = _requests(emulator)
+            told = _count(emulator, BOB, "needs 1 approval")
+            door()
+            emulator.wait_for(
+                lambda requests=requests, told=told: (
+                    _requests(emulator) > requests
+                    or _count(emulator, BOB, "needs 1 approval") > told
+                ),
+                timeout=30,
+                what=f"{name} asking for approval",
+            )
+        for name, args in cli_doors.items():
+            done = cli(*args, DEPLOYBOT_CONFIG=toml)
+            assert done.returncode == 2 and "needs 1 approval" in done.stderr, name
+        assert aws.requests.count("ecs", "UpdateService") == 0
+        assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    finally:
+        engine.close()
