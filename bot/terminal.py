@@ -405,7 +405,9 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             _t(r.kind),
             # The digest under the tag: no column of its own, so narrow terminals keep room.
             _t(r.tag) + (f"\n{_t(r.short_digest)}" if r.digest else ""),
-            _t(r.who_display or r.who),
+            _t(r.who_display or r.who)
+            + (f"\napproved by {_t(', '.join(r.approved_by))}" if r.approved_by else "")
+            + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
             r.outcome.label if r.outcome else "in progress",
             took,

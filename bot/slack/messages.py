@@ -233,6 +233,15 @@ def progress(
         note = f"⚠️ {esc(snap.note)}"[:3000]
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
     elapsed = _duration(snap.elapsed) if snap else "0 s"
+    guarded = []
+    if record.approved_by:
+        guarded.append("✅ approved by " + ", ".join(mention(a) for a in record.approved_by))
+    if record.break_glass:
+        guarded.append(f"🚨 --break-glass: {esc(record.break_glass)}")
+    guarded += [f"⚠️ {esc(b)}" for b in record.bypassed]
+    if guarded:
+        text = "\n".join(guarded)[:3000]
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=text)]))
     if record.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(record.reason)}_")]))
     blocks.append(
@@ -312,6 +321,12 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {esc(r.kind)} "
             f"by {who(r)}: *{outcome}*{took}"
+            + (
+                f", approved by {', '.join(mention(a) for a in r.approved_by)}"
+                if r.approved_by
+                else ""
+            )
+            + (" 🚨 break-glass" if r.break_glass else "")
         )
     return out
 
