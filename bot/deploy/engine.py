@@ -19,6 +19,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -335,9 +337,23 @@ class Engine:
         return describe_change(images, current, target, self.github, suffix)
 
     def change_to(self, target: str) -> ChangeSummary:
-        """``change_between`` what runs now and ``target`` (the CI notice, the Deploy list)."""
+        """``change_between`` what runs now and ``target`` (the CI notice)."""
+        return self.changes_to([target])[target]
+
+    def changes_to(self, targets: Sequence[str]) -> dict[str, ChangeSummary]:
+        """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
+        of what runs and of ECR; the GitHub compares side by side, each bounded by GitHub's
+        timeout."""
         current, _ = self._running(self._service(), self._history(20))
-        return self.change_between(current.digest or current.image or None, target)
+        before = current.digest or current.image or None
+        suffix = self.settings.image_tag_suffix
+        with aws_errors("listing the images in ECR"):
+            images = images_from_ecr(self.aws.images(), suffix)
+        with ThreadPoolExecutor(max_workers=max(1, min(5, len(targets)))) as pool:
+            found = list(
+                pool.map(lambda t: describe_change(images, before, t, self.github, suffix), targets)
+            )
+        return dict(zip(targets, found, strict=True))
 
     def _plan_change(self, current: Running, target: str) -> ChangeSummary | None:
         """A plan's summary; a plan never fails for want of one."""

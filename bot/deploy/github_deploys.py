@@ -53,9 +53,7 @@ class Told:
 class GitHubDeployments:
     """The GitHub deployments of one target's rollouts (``environment``: the target's name)."""
 
-    def __init__(
-        self, client: GitHubClient, environment: str, log_url: str | None = None
-    ) -> None:
+    def __init__(self, client: GitHubClient, environment: str, log_url: str | None = None) -> None:
         self.client = client
         self.environment = environment
         self.log_url = log_url
