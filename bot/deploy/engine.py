@@ -30,7 +30,13 @@ from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors, error_code
-from bot.deploy.changes import ChangeSummary, Image, describe_change, images_from_ecr
+from bot.deploy.changes import (
+    ChangeSummary,
+    Image,
+    commit_text,
+    describe_change,
+    images_from_ecr,
+)
 from bot.deploy.errors import (
     BadTag,
     DeployError,
@@ -133,8 +139,11 @@ class Running:
         return short_digest(self.digest)
 
     def describe(self) -> str:
-        """``v4.4.0-… (sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback d-…)``."""
-        what = f"{self.tag} ({self.short_digest + ', ' if self.digest else ''}"
+        """``v4.4.0-… (abc1234, sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback
+        d-…)``; "no sha tag" in place of the commit when the image has none."""
+        commit = commit_text(self.commit)
+        what = f"{self.tag} ({commit + ', ' if commit else ''}"
+        what += f"{self.short_digest + ', ' if self.digest else ''}"
         what += f"{revision_of(self.task_definition)})"
         r = self.record
         if r is None:

@@ -68,10 +68,15 @@ def _duration(seconds: float) -> str:
 def deploy_confirm(tag: str, service: str, change: ChangeSummary | None = None) -> ConfirmObject:
     """Deploy's confirm dialog: what and where, and with ``change`` what it changes (plain
     text: people's commit titles are shown as typed, and it fits CONFIRM_TEXT_LIMIT)."""
+    # The dialog has 300 characters: a service named like its cluster is named once. The tag
+    # stays whole (the summary's headline shortens it to its version).
+    cluster, _, name = service.partition("/")
+    where = name if name == cluster else service
+    intro = f"Deploy {tag} to {where}?"
     return ConfirmObject(
         title="Deploy?",
         text=PlainTextObject(
-            text=render_confirm(change, f"Deploy {tag} to {service}?", CONFIRM_TEXT_LIMIT),
+            text=render_confirm(change, intro, CONFIRM_TEXT_LIMIT),
             emoji=False,
         ),
         confirm="Deploy",
@@ -93,8 +98,8 @@ def rollback_button(record: DeploymentRecord, change: ChangeSummary | None = Non
     """Rollback of this one deployment: back to the image that ran before it, by digest.
     ``change``: the deployment's own summary; the dialog shows it reversed."""
     intro = (
-        f"Roll {record.service} back to {record.previous_tag}, the image that ran before this "
-        "deployment? Refused if this deployment no longer runs."
+        f"Back to {record.previous_tag}, the image that ran before this deployment? Refused "
+        "if this deployment no longer runs."
     )
     summary = reverse(change) if change is not None else None
     return ButtonElement(
