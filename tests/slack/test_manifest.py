@@ -78,7 +78,7 @@ def slack_takes(name: str) -> bool:
         and len(name) <= 32
         and name == name.lower()
         and " " not in name
-        and re.fullmatch(r"/[a-z0-9][a-z0-9_-]*", name) is not None
+        and re.fullmatch(r"/[a-z0-9][a-z0-9-]*", name) is not None
         and name not in REFUSED_BUILT_INS
     )
 
@@ -110,6 +110,7 @@ def test_declared_commands_are_names_slack_accepts(manifest: dict[str, Any]) -> 
         ("/d\u00e9ploy", "lowercase letters, digits"),
         ("/" + "x" * 32, "at most 32"),
         ("/-x", "lowercase letters, digits"),
+        ("/deploy_staging", "no '_'"),
     ],
 )
 def test_names_slack_refuses_are_refused_with_a_reason(name: str, says: str) -> None:
@@ -119,7 +120,7 @@ def test_names_slack_refuses_are_refused_with_a_reason(name: str, says: str) -> 
 
 
 @pytest.mark.parametrize(
-    "name", ["/deploy", "/deploy-status", "/deploy_staging", "/d2", "/" + "x" * 31]
+    "name", ["/deploy", "/deploy-status", "/deploy-staging", "/d2", "/" + "x" * 31]
 )
 def test_names_slack_takes_are_taken(name: str) -> None:
     assert problem_with(name) is None and slack_takes(name)
