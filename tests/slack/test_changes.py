@@ -84,6 +84,13 @@ def test_a_deploy_shows_what_it_changes_and_its_requester_hears_back(
     assert "Backward: this goes back 1 release" in v44 and "Takes out 12 commits" in v44
     assert len(dms(emulator, ALICE)) == 1  # still one DM
 
+    # The rollback's own message says before it starts what going back takes out.
+    emulator.click(done, "rollback", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    back = final_message(emulator, "Deployed v4.3.0", timeout=60)
+    said = back.revisions[0].text + json.dumps(back.revisions[0].blocks, ensure_ascii=False)
+    assert "*Backward: this goes back 2 releases, v4.5.0 (" in said
+    assert "Takes out 15 commits, newest first:" in said
+
 
 def test_a_failure_says_where_to_look_and_a_closed_messages_tab_gets_an_ephemeral(
     stack: LocalStack,
