@@ -19,6 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING, EXIT_LOST = 0, 1, 2, 3, 
 Handler = Callable[[argparse.Namespace], int]
 
 MAX_HISTORY = 500  # the ledger reads at most this many records in one query
+YES_HELP = "go on without asking (it asks only in a terminal, after showing what changes)"
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -118,12 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     _break_glass(p)
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.set_defaults(handler=_engine_command("deploy"))
 
     p = sub.add_parser("redeploy", help="force a new deployment of what runs now")
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     _break_glass(p)
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.set_defaults(handler=_engine_command("redeploy"))
 
     p = sub.add_parser(
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.set_defaults(handler=_engine_command("rollback"))
 
     p = sub.add_parser("freeze", help="stop deploys to the target, saying why")

@@ -193,6 +193,13 @@ def test_manifest_keeps_to_slacks_schema(manifest: dict[str, Any]) -> None:
     assert settings["org_deploy_enabled"] is False
     assert settings["token_rotation_enabled"] is False  # the secret holds long-lived tokens
     assert set(manifest["oauth_config"]["scopes"]) == {"bot"}  # no user scopes
+    # The requester's DM (bot/slack/requester.py) needs the Messages tab: Slack refuses DMs
+    # with messages_tab_disabled otherwise. Read-only: the bot reads no DMs (no im:history).
+    assert manifest["features"]["app_home"] == {
+        "home_tab_enabled": False,
+        "messages_tab_enabled": True,
+        "messages_tab_read_only_enabled": True,
+    }
 
 
 def test_every_declared_command_has_a_listener_and_back(
