@@ -569,11 +569,17 @@ class Engine:
         now = self.clock.now()
         tracking = set(self.poller.tracking())
         out = list(records)
+        fresh = False
         for i, record in enumerate(records):
             if record.settled or record.id in tracking:
                 continue
             try:
                 reading = self.reconciler.read(record, state, now)
+                if reading.verdict is not None and reading.ours is None and not fresh:
+                    # Gone from a state read before this record was: perhaps read before its
+                    # deployment began (a plan racing another's start). Ask ECS again, once.
+                    state, fresh = ServiceState.from_api(self._service()), True
+                    reading = self.reconciler.read(record, state, now)
                 out[i] = reading.record
                 if reading.verdict is None:
                     continue
@@ -647,9 +653,15 @@ class Engine:
         if not record.open and record.outcome != Outcome.UNKNOWN:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
             return True, "", state
+        stale = state is not None
         if state is None:
             state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
+        if reading.verdict is not None and reading.ours is None and stale:
+            # ``state`` was read before the holder's record: its deployment may have begun
+            # since. Judged gone only by a state read after the record.
+            state = ServiceState.from_api(self._service())
+            reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
             final = self.reconciler.final_snapshot(
                 reading.record, reading.verdict, now, reading.ours, base=record.final

@@ -47,7 +47,7 @@ def slash(emulator: SlackEmulator, bot: BotProcess, text: str, user: str = ALICE
     emulator.slash_command("/deploy", text, user=user, channel=DEPLOYS, url=bot.events_url)
 
 
-def said_to(emulator: SlackEmulator, user: str, words: str, timeout: float = 30) -> Any:
+def said_to(emulator: SlackEmulator, user: str, words: str, timeout: float = 90) -> Any:
     return emulator.wait_for(
         lambda: next((e for e in emulator.ephemerals(user=user) if words in e.all_text), None),
         timeout=timeout,
@@ -55,7 +55,7 @@ def said_to(emulator: SlackEmulator, user: str, words: str, timeout: float = 30)
     )
 
 
-def posted(emulator: SlackEmulator, words: str, timeout: float = 60) -> Message:
+def posted(emulator: SlackEmulator, words: str, timeout: float = 120) -> Message:
     return emulator.wait_for(
         lambda: next((m for m in bot_messages(emulator) if words in m.all_text), None),
         timeout=timeout,
@@ -86,6 +86,7 @@ def test_freeze_by_slash_command_refuses_every_deploy_door_until_unfrozen(
     emulator.wait_for(
         lambda: len([e for e in emulator.ephemerals(user=BOB) if "is frozen" in e.text]) == 2,
         what="the redeploy refused",
+        timeout=90,
     )
     slash(emulator, bot, "status")
     status = said_to(emulator, ALICE, "Frozen")
@@ -133,7 +134,9 @@ def test_an_approval_request_is_approved_by_someone_else_and_deploys(
             url=bot.events_url,
         )
     emulator.wait_for(
-        lambda: len(emulator.ephemerals(user=CAROL)) >= 3, what="the tampered clicks refused"
+        lambda: len(emulator.ephemerals(user=CAROL)) >= 3,
+        what="the tampered clicks refused",
+        timeout=90,
     )
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
 
@@ -174,7 +177,9 @@ def test_expired_and_premise_changed_requests_are_refused(
     emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
     said_to(emulator, CAROL, "this request expired")
     emulator.wait_for(
-        lambda: "Expired" in emulator.message(request.ts).all_text, what="the request expired"
+        lambda: "Expired" in emulator.message(request.ts).all_text,
+        what="the request expired",
+        timeout=90,
     )
 
     # Another request; then something else is deployed before it is approved.
@@ -197,7 +202,9 @@ def test_expired_and_premise_changed_requests_are_refused(
     # Rejected by an approver: its buttons go, and approving it later is refused.
     emulator.click(request, guards.REJECT_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
     emulator.wait_for(
-        lambda: "Rejected" in emulator.message(request.ts).all_text, what="the rejection"
+        lambda: "Rejected" in emulator.message(request.ts).all_text,
+        what="the rejection",
+        timeout=90,
     )
 
 
@@ -307,6 +314,7 @@ def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
                 None,
             ),
             what="the CI notice",
+            timeout=90,
         )
         emulator.click(notice, "deploy_tag", user=BOB, channel=DEPLOYS, url=url)
 
@@ -319,6 +327,7 @@ def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
                 None,
             ),
             what="/deploy's list of images",
+            timeout=90,
         )
         emulator.click(listing, "deploy_tag", user=BOB, channel=DEPLOYS, url=url)
 
@@ -349,7 +358,7 @@ def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
             door()
             emulator.wait_for(
                 lambda seen=seen: _count(emulator, BOB, "production is frozen") > seen,
-                timeout=30,
+                timeout=90,
                 what=f"{name} refused for the freeze",
             )
         emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=url)
@@ -370,7 +379,7 @@ def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
                     _requests(emulator) > requests
                     or _count(emulator, BOB, "needs 1 approval") > told
                 ),
-                timeout=30,
+                timeout=90,
                 what=f"{name} asking for approval",
             )
         for name, args in cli_doors.items():
