@@ -150,7 +150,9 @@ async def _follow_open(ctx: BotContext, settings: Settings) -> None:
             log.error("could not resume open deployments (%s); retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
-    await ctx.board.reconcile_forever(max(1.0, 6 * settings.rollout_poll_seconds))
+    # Often enough to see a replica's lapsed follower lease within a third of a lease.
+    every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
+    await ctx.board.reconcile_forever(max(1.0, every))
 
 
 async def _connect(socket: AsyncSocketModeHandler) -> None:
