@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
-from tests.conftest import ALICE, BOT_TOKEN, CAROL, DEPLOYS, LocalStack
+from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, DEPLOYS, LocalStack
 from tests.reliability.conftest import report
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages, running_tag
@@ -212,21 +213,33 @@ def test_ci_notice_deploy_is_claimed_once_across_replicas(
     emulator: SlackEmulator,
     start_bot: BotFactory,
 ) -> None:
-    """A click on a notice reaches one replica, a later click another: the second is refused
-    as already clicked (a set in one process's memory would let it deploy again)."""
+    """Two people click the notice's Deploy at once, each click reaching another replica: one
+    deploys, the other is told it was already clicked (a set in each process's memory let
+    both through to the lock, and after the rollout a second deployment)."""
     simulator.step_seconds = 0.3
-    first, second = replicas(start_bot, "http", 2)
+    bots = replicas(start_bot, "http", 2)
     notify(emulator, "v4.5.0-ecr-ecs-fargate")
     (notice,) = emulator.messages(DEPLOYS)
-    emulator.click(notice, "deploy_tag", user=ALICE, channel=DEPLOYS, url=first.events_url)
+    with ThreadPoolExecutor(2) as pool:
+        clicks = list(
+            pool.map(
+                lambda bw: emulator.click(
+                    notice, "deploy_tag", user=bw[1], channel=DEPLOYS, url=bw[0].events_url
+                ),
+                zip(bots, (ALICE, BOB), strict=True),
+            )
+        )
+    assert all(c.ok for c in clicks), clicks
     emulator.wait_for(
         lambda: any("Deployed v4.5.0" in m.all_text for m in bot_messages(emulator)),
         timeout=60,
         what="the deployment's final message",
     )
-    emulator.click(notice, "deploy_tag", user=ALICE, channel=DEPLOYS, url=second.events_url)
-    refusal = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE), what="the refusal")
-    assert "already clicked Deploy" in refusal[0].text, refusal[0].text
+    refusals = emulator.wait_for(
+        lambda: [e for e in emulator.ephemerals() if "already clicked Deploy" in e.text],
+        what="the refusal of the other click",
+    )
+    assert len(refusals) == 1
     assert aws.requests.count("ecs", "UpdateService") == 1
     assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
 
