@@ -57,7 +57,11 @@ def create_app(
         socket: AsyncSocketModeHandler | None = None
         connecting: asyncio.Task[None] | None = None
         if socket_mode:
-            # Its aiohttp session must be made inside the running loop.
+            # Its aiohttp session must be made inside the running loop. Each replica opens its
+            # own connection and Slack sends each envelope to one of the app's open connections
+            # (bolt-python #448, #1071); on Slack's {"type": "disconnect"} (a refresh or a
+            # warning) slack_sdk opens a new one by itself (socket_mode/async_client.py), and
+            # meanwhile Slack sends to the other replicas' connections.
             socket = AsyncSocketModeHandler(bolt, app_token=settings.secret("slack_app_token"))
             app.state.socket = socket
             connecting = asyncio.create_task(_connect(socket))

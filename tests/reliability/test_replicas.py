@@ -42,7 +42,7 @@ class SlackCalls:
     updates: int  # chat.update of it
     repeated_updates: int  # updates that left it as it was (a second follower's)
     replies: int  # thread replies
-    repeated_replies: int  # replies saying what an earlier one said
+    repeated_replies: int  # reply lines (ECS events, stopped tasks) said twice
 
     @property
     def total(self) -> int:
@@ -55,12 +55,15 @@ def calls_on(emulator: SlackEmulator, msg: Message) -> SlackCalls:
     contents = [(r.text, repr(r.blocks)) for r in msg.revisions]
     repeated = sum(a == b for a, b in itertools.pairwise(contents))
     replies = [r.text for r in msg.replies]
+    # A reply says new ECS events and stopped tasks, a line each: a line said twice is a
+    # second follower's (their replies may batch the lines differently).
+    lines = [line for text in replies for line in text.splitlines()]
     return SlackCalls(
         posts=1,
         updates=len(updates),
         repeated_updates=repeated,
         replies=len(replies),
-        repeated_replies=len(replies) - len(set(replies)),
+        repeated_replies=len(lines) - len(set(lines)),
     )
 
 

@@ -665,6 +665,11 @@ class SlackEmulator:
 
         From the moment it is told, a connection gets no new envelope while another one is
         open; with none other open it still gets them (Slack has nowhere else to send).
+        Slack: "Connections refresh regularly. You should be ready to receive and connect to
+        new WebSocket URLs as quickly as possible" (api.slack.com/apis/connections/
+        socket-implement); the warning is an envelope ``{"type": "disconnect", "reason":
+        "warning" | "refresh_requested" | ...}``, on which slack_sdk's client opens a new
+        connection (socket_mode/async_client.py, ``process_message``).
         """
         return self._run(self.arefresh_sockets(reason, close_after, only))
 
@@ -1006,8 +1011,9 @@ class SlackEmulator:
         """The connection for the next envelope: Slack spreads envelopes over an app's open
         connections, each to one of them (bolt-python #448, a maintainer: "the Slack API
         server will send each event to only 1 random connection"; #1071: "Slack's API server
-        delivers to any of the active connections"). Here: in turn, skipping those told to
-        disconnect while another is open."""
+        delivers to any of the active connections"; api.slack.com/apis/connections/socket-implement
+        on refreshing connections). Here: in turn, skipping those told to disconnect while
+        another is open."""
         open_sockets = [ws for ws in self._sockets if not ws.closed]
         fresh = [ws for ws in open_sockets if ws not in self._retiring] or open_sockets
         if not fresh:
