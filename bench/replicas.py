@@ -92,6 +92,10 @@ def run(replicas: int, deployments: int, code: str | None) -> list[dict[str, int
             out.append(counts(em, msg))
             extra_messages = [m for m in em.messages(DEPLOYS) if m.bot_id and m.ts not in seen]
             out[-1]["messages"] = len(extra_messages)
+        # moto's backends live in this process: forget them for the next replica count.
+        for bot in bots:
+            bot.stop()
+        lab.moto.reset()
         return out
 
 
