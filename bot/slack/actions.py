@@ -58,7 +58,7 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
     # table claims the notice; the notice then says so and loses its button.
     if not ephemeral and not await asyncio.to_thread(
-        ctx.engine.ledger.claim_notice, notice, requester.who
+        ctx.engine.ledger.claim_ci_notice, notice, requester.who
     ):
         return await _refuse(
             respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
@@ -94,7 +94,7 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
 async def _unclaim(ctx: BotContext, notice: str, who: str) -> None:
     """The deploy did not start: the notice's button works again."""
     try:
-        await asyncio.to_thread(ctx.engine.ledger.release_notice, notice, who)
+        await asyncio.to_thread(ctx.engine.ledger.release_ci_notice, notice, who)
     except DeployError as exc:
         log.warning("could not release the CI notice %s: %s", notice, exc.message)
 

@@ -8,9 +8,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot.deploy.changes import ChangeSummary
+from bot.deploy.engine import ImageInfo
+from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
 from bot.slack import messages
-from bot.slack.app import BotContext
+from bot.slack.app import BotContext, log
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
@@ -62,7 +65,10 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
             await status(ctx, command, respond)
             return
         images = await ctx.read("recent_images", lambda: ctx.engine.recent_images(5))
-        msg = messages.help_message(images, ctx.engine.service_name, ctx.settings.slack_commands)
+        changes = await ctx.read("recent_changes", lambda: _changes(ctx, images))
+        msg = messages.help_message(
+            images, ctx.engine.service_name, ctx.settings.slack_commands, changes
+        )
         await respond(response_type="ephemeral", **msg.as_kwargs())
         return
     decision = ctx.access.may_deploy(user, channel)
@@ -73,6 +79,16 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         await ctx.launch(lambda: ctx.engine.plan_rollback(who), channel, respond)
     else:
         await ctx.launch(lambda: ctx.engine.plan_deploy(text, who), channel, respond)
+
+
+def _changes(ctx: BotContext, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
+    """What deploying each listed image would change, for its Deploy button's dialog; none
+    when what runs cannot be read (the list is still worth showing)."""
+    try:
+        return ctx.engine.changes_to([image.tags[0] for image in images])
+    except DeployError as exc:
+        log.warning("no change summaries for the list of images: %s", exc)
+        return {}
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
