@@ -22,7 +22,7 @@ import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
@@ -447,7 +447,8 @@ class Engine:
         """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
         of what runs and of ECR; the GitHub compares side by side, each bounded by GitHub's
         timeout."""
-        current, _ = self._running(self._service(), self._history(20))
+        records = self._history(20)  # before the service: see _prepare
+        current, _ = self._running(self._service(), records)
         before = current.digest or current.image or None
         suffix = self.settings.image_tag_suffix
         with aws_errors("listing the images in ECR"):
@@ -508,9 +509,10 @@ class Engine:
 
     def status(self, history: int = 5) -> Status:
         """What runs; open deployments are reconciled with ECS on the way."""
+        records = self._history(max(history, 20))  # before the service: see _prepare
         raw = self._service()
         state = ServiceState.from_api(raw)
-        records = self._reconcile(state, self._history(max(history, 20)))
+        records = self._reconcile(state, records)
         running, _ = self._running(raw, records)
         commit = running.commit
         if commit is None and running.digest:
@@ -540,17 +542,23 @@ class Engine:
             commit=commit,
         )
 
-    def history(self, limit: int = 10) -> list[DeploymentRecord]:
-        """Recent deployments, newest first; open ones reconciled with ECS first."""
+    def history(self, limit: int = 10, *, leave_followed: bool = False) -> list[DeploymentRecord]:
+        """Recent deployments, newest first; open ones reconciled with ECS first. With
+        ``leave_followed`` (a bot's periodic pass), records another process follows are left
+        to it: their follower reconciles them at every poll."""
         records = self._history(limit)
-        if all(r.settled or r.id in self.poller.tracking() for r in records):
+        skip = set(self.poller.tracking())
+        if leave_followed:
+            self.poller.leases.keep_only({r.id for r in records})
+            skip |= {r.id for r in records if self.followed_elsewhere(r)}
+        if all(r.settled or r.id in skip for r in records):
             return records
         try:
             state = ServiceState.from_api(self._service())
         except DeployError as exc:  # history is still worth showing without ECS
             log.warning("could not reconcile open deployments: %s", exc)
             return records
-        return self._reconcile(state, records)
+        return self._reconcile(state, records, skip)
 
     def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
         """Settle every recent record that is not settled and not followed here, from one
@@ -564,22 +572,16 @@ class Engine:
         return [new for new, old in zip(updated, records, strict=True) if new != old]
 
     def _reconcile(
-        self, state: ServiceState, records: list[DeploymentRecord]
+        self, state: ServiceState, records: list[DeploymentRecord], skip: set[str] | None = None
     ) -> list[DeploymentRecord]:
         now = self.clock.now()
-        tracking = set(self.poller.tracking())
+        tracking = set(self.poller.tracking()) | (skip or set())
         out = list(records)
-        fresh = False
         for i, record in enumerate(records):
             if record.settled or record.id in tracking:
                 continue
             try:
                 reading = self.reconciler.read(record, state, now)
-                if reading.verdict is not None and reading.ours is None and not fresh:
-                    # Gone from a state read before this record was: perhaps read before its
-                    # deployment began (a plan racing another's start). Ask ECS again, once.
-                    state, fresh = ServiceState.from_api(self._service()), True
-                    reading = self.reconciler.read(record, state, now)
                 out[i] = reading.record
                 if reading.verdict is None:
                     continue
@@ -624,62 +626,54 @@ class Engine:
         lock with no record is taken over once its lease has lapsed by CLOCK_SKEW's margin.
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
-        state: ServiceState | None = None
         for _ in range(2):
             taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
             if taken:
                 return held
-            done, why, state = self._free_if_done(held, state)
+            done, why = self._free_if_done(held)
             if not done:
                 raise _lock_held(held, why)
         # Its holder was done, and someone else took the lock first: they hold it now.
         raise _lock_held(held, "")
 
-    def _free_if_done(
-        self, held: Lock, state: ServiceState | None
-    ) -> tuple[bool, str, ServiceState | None]:
-        """Take ``held`` over if its holder is done: (done?, why it is held, state read).
-        ``done`` is about the holder; whether the takeover won a race is the next put's to say."""
+    def _free_if_done(self, held: Lock) -> tuple[bool, str]:
+        """Take ``held`` over if its holder is done: (done?, why it is held).
+        ``done`` is about the holder; whether the takeover won a race is the next put's to say.
+        The holder's record is judged against a DescribeServices read after it (never an
+        earlier one: see _prepare); this costs one call, and only when the lock is held."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
-            return False, _rolling_out(followed.ecs_deployment_id, followed), state
+            return False, _rolling_out(followed.ecs_deployment_id, followed)
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
                 self.ledger.take_over(held)
-                return True, "", state
-            return False, "", state
+                return True, ""
+            return False, ""
         if not record.open and record.outcome != Outcome.UNKNOWN:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
-            return True, "", state
-        stale = state is not None
-        if state is None:
-            state = ServiceState.from_api(self._service())
+            return True, ""
+        state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
-        if reading.verdict is not None and reading.ours is None and stale:
-            # ``state`` was read before the holder's record: its deployment may have begun
-            # since. Judged gone only by a state read after the record.
-            state = ServiceState.from_api(self._service())
-            reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
             final = self.reconciler.final_snapshot(
                 reading.record, reading.verdict, now, reading.ours, base=record.final
             )
             self.reconciler.settle(reading.record, final, release=False)
             self.ledger.take_over(held)
-            return True, "", state
+            return True, ""
         if reading.ours is not None:
-            return False, _rolling_out(reading.ours.id, reading.ours), state
-        return False, "; it is starting (ECS shows no deployment of it yet)", state
+            return False, _rolling_out(reading.ours.id, reading.ours)
+        return False, "; it is starting (ECS shows no deployment of it yet)"
 
-    def check_lock(self, state: ServiceState | None = None) -> None:
+    def check_lock(self) -> None:
         """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
         done is released on the way. Reads only (but for that release)."""
         held = self.ledger.lock_item()
         if held is None:
             return
-        done, why, _ = self._free_if_done(held, state)
+        done, why = self._free_if_done(held)
         if not done:
             raise _lock_held(held, why)
 
@@ -695,6 +689,7 @@ class Engine:
             raise BadTag(str(exc)) from None
         via = via or Via.of(requester)
         decision = self._check(Action.DEPLOY, requester, via, image=tag.value)
+        records = self._history(50)
         raw = self._service()
         with aws_errors("looking the image up in ECR"):
             image = self.aws.image(tag.value)
@@ -711,7 +706,7 @@ class Engine:
                 tag=tag.value,
                 recent=recent,
             )
-        current, td, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw, records)
         digest = str(image["imageDigest"])
         return Plan(
             kind="deploy",
@@ -733,8 +728,9 @@ class Engine:
         """Check a forced new deployment of what runs now (its image must still be in ECR)."""
         via = via or Via.of(requester)
         decision = self._check(Action.REDEPLOY, requester, via)
+        records = self._history(50)
         raw = self._service()
-        current, td, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw, records)
         self._require_image(
             current.digest,
             current.tag,
@@ -765,8 +761,9 @@ class Engine:
         rolled back from, never toggling between two releases."""
         via = via or Via.of(requester)
         decision = self._check(Action.ROLLBACK, requester, via)
+        records = self._history(100)
         raw = self._service()
-        current, td, history = self._prepare(raw, history=100)
+        current, td, history = self._prepare(raw, records)
         if of:
             undo = next((r for r in history if r.id == of), None)
             if undo is None:
@@ -851,13 +848,19 @@ class Engine:
         return decision
 
     def _prepare(
-        self, raw: dict[str, Any], history: int = 50
+        self, raw: dict[str, Any], records: list[DeploymentRecord]
     ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
         """The reads every plan shares: open records reconciled, the lock free, what runs
-        (and its task definition)."""
+        (and its task definition).
+
+        ``records`` must have been read *before* ``raw``: a record is only ever judged
+        against an ECS read taken after it. Read the other way round, a deployment that
+        reached ECS between the two reads is named by its record but missing from the
+        service, and would be closed as "replaced" (or "not started") while it rolls out,
+        its lock taken over (seen with two replicas: tests/reliability/test_stale_reads.py)."""
         state = ServiceState.from_api(raw)
-        records = self._reconcile(state, self._history(history))
-        self.check_lock(state)
+        records = self._reconcile(state, records)
+        self.check_lock()
         current, td = self._running(raw, records)
         return current, td, records
 
@@ -903,6 +906,13 @@ class Engine:
         )
         if plan.decision.needs_approval and not plan.decision.allowed:
             raise RuleRefused(plan.decision)  # a plan made for an approval request
+        if follow:  # followed from its first write: no other process takes it meanwhile
+            record = replace(
+                record,
+                follower=self.poller.follower,
+                follower_until=started_at + timedelta(seconds=self.settings.lock_lease_seconds),
+                follower_beat=1,
+            )
         self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
         td = plan.base or None  # the new revision's log configuration is the same
         try:
@@ -1389,9 +1399,25 @@ class Engine:
         return [q for q in waiting if self.guards.take(q)]
 
     # Watching ------------------------------------------------------------------------------
-    def follow(self, record: DeploymentRecord) -> None:
-        """Follow ``record`` to its outcome in this process (no watcher needed)."""
-        self.poller.follow(record)
+    def follow(self, record: DeploymentRecord) -> bool:
+        """Follow ``record`` to its outcome in this process (no watcher needed); False when
+        another process holds its follower lease (it follows it)."""
+        return self.poller.follow(record)
+
+    def followed_elsewhere(self, record: DeploymentRecord) -> bool:
+        """Another process holds ``record``'s follower lease and renews it (as this process
+        has seen it: a lease nobody renewed for a whole lease has lapsed)."""
+        if self.poller.owns(record.id):
+            return False
+        return not self.poller.leases.lapsed(record, self.poller.follower)
+
+    def own(self, record: DeploymentRecord) -> bool:
+        """Hold ``record``'s follower lease, to finish what its message shows; False when
+        another process holds it. ``disown`` when done (it is renewed meanwhile)."""
+        return self.poller.own(record)
+
+    def disown(self, record: DeploymentRecord) -> None:
+        self.poller.disown(record)
 
     def watch(
         self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
@@ -1401,14 +1427,20 @@ class Engine:
 
     def open_deployments(self) -> list[DeploymentRecord]:
         """Deployments to follow after a restart: open, or closed "unknown" (the rollout may
-        still run). A lock left by a settled deployment is released on the way."""
+        still run), that nobody follows: a live follower lease elsewhere is left alone (the
+        periodic pass takes it over if it lapses). A lock left by a settled deployment is
+        released on the way."""
         records = self._history(50)
         held = self.ledger.lock_item()
         if held is not None:
             holder = next((r for r in records if r.id == held.deployment_id), None)
             if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
                 self.ledger.take_over(held)
-        return [r for r in records if r.open or r.outcome == Outcome.UNKNOWN]
+        return [
+            r
+            for r in records
+            if (r.open or r.outcome == Outcome.UNKNOWN) and not self.followed_elsewhere(r)
+        ]
 
     def annotate(self, record: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         return self.ledger.annotate(record, message_ref)

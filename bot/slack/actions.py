@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
+from bot.deploy.errors import DeployError
 from bot.deploy.ledger import Requester
 from bot.rules import Door
 from bot.slack import guards, messages
@@ -54,13 +56,14 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     if not decision.allowed:
         return await _refuse(respond, decision.why)
     notice = f"{channel}:{ts}"
-    if not ephemeral:
-        # One click deploys; the notice says so at once and loses its button.
-        if notice in ctx.claimed:
-            return await _refuse(
-                respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
-            )
-        ctx.claimed.add(notice)
+    # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
+    # table claims the notice; the notice then says so and loses its button.
+    if not ephemeral and not await asyncio.to_thread(
+        ctx.engine.ledger.claim_ci_notice, notice, requester.who
+    ):
+        return await _refuse(
+            respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
+        )
     # A CI notice's button is the ci-button door; /deploy's list (ephemeral) the button door.
     door = Door.BUTTON if ephemeral else Door.CI_BUTTON
     try:
@@ -75,10 +78,12 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             tag=tag,
         )
     except Exception:
-        ctx.claimed.discard(notice)
+        if not ephemeral:
+            await _unclaim(ctx, notice, requester.who)
         raise
     if record is None:
-        ctx.claimed.discard(notice)
+        if not ephemeral:
+            await _unclaim(ctx, notice, requester.who)
         return
     if not ephemeral:
         try:
@@ -94,6 +99,14 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
                 exc.response.get("error"),
                 extra={**record.log_fields, "channel": channel},
             )
+
+
+async def _unclaim(ctx: BotContext, notice: str, who: str) -> None:
+    """The deploy did not start: the notice's button works again."""
+    try:
+        await asyncio.to_thread(ctx.engine.ledger.release_ci_notice, notice, who)
+    except DeployError as exc:
+        log.warning("could not release the CI notice %s: %s", notice, exc.message)
 
 
 async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:

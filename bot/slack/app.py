@@ -40,7 +40,6 @@ class BotContext:
     client: AsyncWebClient
     access: Access
     board: ProgressBoard
-    claimed: set[str] = field(default_factory=set)  # CI notices someone already clicked
     bot_name: str = "deploybot"  # the bot's Slack handle, from auth.test when Slack answered
     _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     # One lock check → post → start at a time in this process: a second /deploy sees the
