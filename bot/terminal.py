@@ -271,6 +271,26 @@ def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
         out.print(f"Announced the break-glass in {_t(where)}.")
 
 
+def _until_closed(engine: Engine, record: DeploymentRecord) -> tuple[Outcome | None, str]:
+    """Follow ``record`` to its outcome: here, or, while another process follows it (the
+    process that started it, a bot), by reading its record until that process closes it (and
+    here again should its follower lease lapse). (None, "") when the timeout came first."""
+    poll = engine.settings.rollout_poll_seconds
+    deadline = engine.clock.monotonic() + engine.settings.rollout_timeout_seconds
+    while True:
+        final: Snapshot | None = None
+        for snap in engine.watch(record):
+            final = snap
+        if final is not None and final.outcome is not None:
+            return final.outcome, final.outcome_reason
+        fresh = engine.ledger.get_record(record.sort_key)
+        if fresh is not None and not fresh.open and fresh.outcome is not None:
+            return fresh.outcome, fresh.outcome_reason
+        if engine.clock.monotonic() >= deadline:
+            return None, ""
+        engine.clock.wait(poll)
+
+
 def freeze(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         frozen = engine.freeze(requester(), args.reason, via=_via(args))
@@ -306,16 +326,18 @@ def abort(args: argparse.Namespace) -> int:
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
             f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
         )
-        final: Snapshot | None = None
         with out.status("putting it back…"):
-            for snap in engine.watch(record):
-                final = snap
-        if final is None or final.outcome is None:
-            return EXIT_REFUSED
-        if final.outcome == Outcome.ABORTED and final.outcome_reason.endswith(" is back"):
-            out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back ({final.running} running).")
+            outcome, why = _until_closed(engine, record)
+        if outcome is None:
+            out.print(
+                f"[bold yellow]… still putting {_t(back)} back[/]; `deploybot status` shows "
+                "how it goes."
+            )
+            return 3
+        if outcome == Outcome.ABORTED and why.endswith(" is back"):
+            out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back.")
             return EXIT_OK
-        out.print(f"[bold red]✗ {_t(final.outcome.label)}[/]: {_t(final.outcome_reason)}.")
+        out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
         return 1
 
     return _run(body)

@@ -399,24 +399,3 @@ def test_a_queued_deploy_starts_when_its_turn_comes(
     started = engine.start(turn.plan)
     assert list(engine.watch(started))[-1].outcome == Outcome.COMPLETED
     assert engine.queue() == []
-
-
-def test_a_plan_that_read_ecs_before_a_deploy_started_does_not_take_its_lock(
-    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
-) -> None:
-    """Bob's plan reads DescribeServices, then Ana's deploy starts, then Bob's plan checks
-    the lock with what it read: Ana's deployment is not in it, yet it is no "replaced" one
-    (the primary it saw is older than Ana's record): Bob is refused, Ana keeps her lock.
-    (A queued deploy's turn and a second /deploy met this race.)"""
-    from bot.deploy.rollout import ServiceState
-
-    ana, bob = engine_for(stack, target_of(stack)), engine_for(stack, target_of(stack))
-    engines += [ana, bob]
-    _slow(simulator)
-    before = ServiceState.from_api(bob._service())
-    record = ana.deploy("v4.5.0", OPERATOR)
-    with pytest.raises(LockHeld):
-        bob.check_lock(before)
-    assert bob.ledger.lock_item() is not None
-    assert bob.history(1)[0].open  # not judged "replaced" by what ran before it
-    assert ana.ledger.lock_item() is not None and record.id == ana.rolling_out().id  # type: ignore[union-attr]
