@@ -1162,9 +1162,9 @@ class Engine:
         return marked
 
     # Approval ------------------------------------------------------------------------------
-    def request_approval(self, plan: Plan, channel: str = "") -> ApprovalRequest:
+    def request_approval(self, plan: Plan, channel: str = "", source: str = "") -> ApprovalRequest:
         """Record an approval request for ``plan`` (made with ``Via(asking=True)``): who asked
-        for what, from which image to which, until when."""
+        for what, from which image to which, until when; ``source``: promote's source target."""
         now = self.clock.now()
         return self.guards.new_request(
             ApprovalRequest(
@@ -1180,6 +1180,7 @@ class Engine:
                 requested_at=now,
                 expires_at=now + self.target.approval_expiry,
                 channel=channel,
+                source=source,
             )
         )
 

@@ -283,7 +283,9 @@ async def ask_approval(
     engine = place.engine
     try:
         planned = await asyncio.to_thread(plan, replace(via, asking=True))
-        request = await asyncio.to_thread(engine.request_approval, planned, channel)
+        request = await asyncio.to_thread(
+            engine.request_approval, planned, channel, via.source or ""
+        )
     except DeployError as exc:
         await _say(reply, _refusal_text(exc))
         return None
