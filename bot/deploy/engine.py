@@ -224,6 +224,7 @@ class Plan:
     approved_by: tuple[str, ...] = ()
     request_id: str = ""
     break_glass: str = ""
+    source: str = ""  # promote: the target the image comes from
     # What it changes: direction, compare link, commits (Engine.change_between); None when
     # ECR's list of images could not be read. Transports show it before starting.
     change: ChangeSummary | None = field(default=None, compare=False)
@@ -1180,7 +1181,7 @@ class Engine:
                 requested_at=now,
                 expires_at=now + self.target.approval_expiry,
                 channel=channel,
-                source=source,
+                source=source or plan.source,
             )
         )
 
@@ -1464,6 +1465,7 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
         "approved_by": via.approved_by,
         "request_id": via.request_id,
         "break_glass": (via.break_glass or "") if decision.bypassed else "",
+        "source": via.source or "",
     }
 
 
