@@ -41,7 +41,7 @@ from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestSta
 from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
-from bot.rules import Door, RuleRefused
+from bot.rules import Door, Rule, RuleRefused
 from bot.slack.messages import Message
 from bot.targets import Target, UnknownTarget
 
@@ -437,7 +437,7 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
         approval = await asyncio.to_thread(engine.approve, request_id, approver, via=via)
     except RuleRefused as refused:
         await _say(respond, _refusal_text(refused))
-        if refused.rule is not None and refused.rule.value in ("approval_expiry_minutes",):
+        if refused.rule is Rule.EXPIRY:
             request = await asyncio.to_thread(engine.guards.request, request_id)
             if request is not None:
                 await _update_request(ctx, request, place, "⌛ Expired")
