@@ -147,6 +147,9 @@ class Plan:
     requester: Requester
     reason: str
     rollback_of: str = ""  # the deployment a rollback undoes
+    # What the door says with the change (rules it went past, bot/rules.py's bypasses); the
+    # reason records them too.
+    notes: tuple[str, ...] = ()
     # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
     base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -222,9 +225,9 @@ class Engine:
         return f"{self.settings.ecs_cluster}/{self.settings.ecs_service}"
 
     # Reading -------------------------------------------------------------------------------
-    def _service(self) -> dict[str, Any]:
+    def _service(self, max_age: float = 0.0) -> dict[str, Any]:
         with aws_errors("reading the service"):
-            raw = self.aws.describe_service()
+            raw = self.aws.describe_service(max_age)
         if raw is None:
             raise ServiceMissing(
                 f"Service {self.settings.ecs_service} was not found in cluster "
@@ -234,8 +237,22 @@ class Engine:
         return raw
 
     def _container(self, task_definition: dict[str, Any]) -> dict[str, Any]:
+        """The container that runs the service's image: ECS_CONTAINER (a target's
+        ``container``) when set, else the one running ECR_REPOSITORY's image, else the only
+        one."""
         repo = self.settings.ecr_repository
         containers = task_definition.get("containerDefinitions", [])
+        named = self.settings.ecs_container
+        if named:
+            for container in containers:
+                if container.get("name") == named:
+                    return dict(container)
+            names = ", ".join(str(c.get("name", "")) for c in containers) or "none"
+            raise ServiceMissing(
+                f"No container named {named} in "
+                f"{revision_of(task_definition['taskDefinitionArn'])} (its containers: "
+                f"{names}). Check ECS_CONTAINER (a target's `container` in deploybot.toml)."
+            )
         for container in containers:
             if repository_of(str(container.get("image", ""))) == repo:
                 return dict(container)
@@ -315,9 +332,11 @@ class Engine:
                 break
         return out
 
-    def status(self, history: int = 5) -> Status:
-        """What runs; open deployments are reconciled with ECS on the way."""
-        raw = self._service()
+    def status(self, history: int = 5, max_age: float = 0.0) -> Status:
+        """What runs; open deployments are reconciled with ECS on the way. ``max_age``: a
+        service description that old will do (the status of every target reads them all in
+        one batch first, bot/fleet.py)."""
+        raw = self._service(max_age)
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, self._history(max(history, 20)))
         running, _ = self._running(raw, records)
@@ -473,13 +492,23 @@ class Engine:
     def plan_deploy(self, tag_text: str, requester: Requester, reason: str = "") -> Plan:
         """Check a deploy of ``tag_text`` (the tag, its digest in ECR, the service, the lock);
         refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
+        tag = self._parse(tag_text)
+        raw = self._service()
+        tag, digest = self.resolve(tag)
+        return self._plan_image("deploy", tag, digest, requester, reason, raw)
+
+    def _parse(self, tag_text: str) -> str:
         try:
-            tag = parse_tag(tag_text, self.settings.image_tag_suffix)
+            return parse_tag(tag_text, self.settings.image_tag_suffix).value
         except TagError as exc:
             raise BadTag(str(exc)) from None
-        raw = self._service()
+
+    def resolve(self, tag_text: str) -> tuple[str, str]:
+        """(tag, digest) ``tag_text`` names in ECR now; BadTag or ImageMissing (naming the
+        recent tags) otherwise. Reads only."""
+        tag = self._parse(tag_text)
         with aws_errors("looking the image up in ECR"):
-            image = self.aws.image(tag.value)
+            image = self.aws.image(tag)
         if image is None:
             recent = self.recent_tags()
             hint = (
@@ -488,17 +517,42 @@ class Engine:
                 else " The repository has no release images yet."
             )
             raise ImageMissing(
-                f"No image tagged {tag.value} in ECR repository "
-                f"{self.settings.ecr_repository}.{hint}",
-                tag=tag.value,
+                f"No image tagged {tag} in ECR repository {self.settings.ecr_repository}.{hint}",
+                tag=tag,
                 recent=recent,
             )
+        return tag, str(image["imageDigest"])
+
+    def plan_image(
+        self, kind: str, tag: str, digest: str, requester: Requester, reason: str = ""
+    ) -> Plan:
+        """Check a deploy of one image by digest (``kind`` ``promote``: another target's
+        digest; ``deploy``: a tag resolved before the rules were asked); refused when ECR no
+        longer has it. ``tag`` is the name people know it by."""
+        raw = self._service()
+        self._require_image(
+            digest,
+            tag,
+            f"The image {tag} ({short_digest(digest) or 'no digest'}) is no longer in ECR "
+            f"repository {self.settings.ecr_repository}. Nothing was changed; deploy a tag "
+            "that exists instead.",
+        )
+        return self._plan_image(kind, tag, digest, requester, reason, raw)
+
+    def _plan_image(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        requester: Requester,
+        reason: str,
+        raw: dict[str, Any],
+    ) -> Plan:
         current, td, _ = self._prepare(raw)
-        digest = str(image["imageDigest"])
         return Plan(
-            kind="deploy",
+            kind=kind,
             service=self.service_name,
-            tag=tag.value,
+            tag=tag,
             digest=digest,
             image=pinned(current.image, digest),
             current=current,
