@@ -1,16 +1,37 @@
 """Slash commands: /deploy, /redeploy, /deploy-status (SLACK_*_COMMAND). Each acks at once;
-the work runs in a task. `/deploy status` answers as the status command does."""
+the work runs in a task. `/deploy status` answers as the status command does.
+
+What people type, with ``[TARGET]`` optional where the channel has one target or only one
+is configured:
+
+    /deploy                         help, the channel's targets, recent images
+    /deploy TAG [to TARGET]         deploy (several targets here: which? a button each)
+    /deploy promote FROM to TO      deploy to TO the digest FROM's last deployment completed with
+    /deploy rollback [TARGET]       back to the last good image
+    /deploy history [TARGET]
+    /deploy status [TARGET]         as the status command
+    /redeploy [TARGET] [reason]
+    /deploy-status [TARGET]         every target of the channel, or one in detail
+
+The target is resolved first (an unknown name is refused naming the known ones), then the
+rules (bot/rules.py, through the fleet) decide, then that target's engine acts.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.deploy.ledger import Requester
+from bot.rules import Action, Door
 from bot.slack import messages
-from bot.slack.app import BotContext
+from bot.slack.context import BotContext
+from bot.targets import Target
+
+READ_WORDS = ("", "help", "history", "status")
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
@@ -46,48 +67,231 @@ async def _refuse(respond: AsyncRespond, text: str) -> None:
     await respond(response_type="ephemeral", **messages.refusal(text).as_kwargs())
 
 
+@dataclass(frozen=True)
+class Words:
+    """What a /deploy text asks: ``verb`` (deploy, promote, rollback, history, status, help),
+    the tag, the target named (None: the channel's), and promote's source."""
+
+    verb: str
+    tag: str = ""
+    target: str | None = None
+    source: str | None = None
+
+
+def parse(text: str) -> Words:
+    """The /deploy grammar above. Anything else is a tag, and the engine says why it is not."""
+    words = text.split()
+    first = words[0].lower() if words else ""
+    if (first in READ_WORDS or first == "rollback") and len(words) <= 2:
+        return Words("help" if first == "" else first, target=_at(words, 1))
+    if first == "promote":
+        rest = words[1:]
+        if len(rest) == 3 and rest[1].lower() == "to":
+            return Words("promote", source=rest[0], target=rest[2])
+        if len(rest) == 2:
+            return Words("promote", source=rest[0], target=rest[1])
+        return Words("usage")
+    if len(words) == 3 and words[1].lower() == "to":
+        return Words("deploy", tag=words[0], target=words[2])
+    return Words("deploy", tag=text)
+
+
+def _at(words: list[str], index: int) -> str | None:
+    return words[index] if len(words) > index else None
+
+
+def _where(command: dict[str, Any]) -> tuple[str, str]:
+    """(user, channel) of a slash command."""
+    return str(command.get("user_id", "")), str(command.get("channel_id", ""))
+
+
+async def _pick(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, named: str | None
+) -> Target | None:
+    """The target a command acts on: the one named (UnknownTarget names the known ones), or
+    the channel's only one, or the only one configured. None after telling the person how to
+    name one (several here) or where deploybot works (none here)."""
+    _, channel = _where(command)
+    targets = ctx.fleet.targets
+    if named is not None:
+        return targets.get(named)
+    if len(targets) == 1:
+        return targets.default
+    here = targets.for_channel(channel)
+    if len(here) == 1:
+        return here[0]
+    if not here:
+        await _nowhere(ctx, command, respond)
+        return None
+    return None
+
+
+async def _nowhere(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    """No target answers in this channel: the channels rule, for the default target."""
+    channel = _where(command)[1]
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    decision = ctx.fleet.decide(ctx.fleet.targets.default, Action.READ, ask)
+    await _refuse(respond, decision.mrkdwn or "deploybot does not work in this channel.")
+
+
+async def _which(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, usage: str
+) -> None:
+    """Several targets here and none named: say how to name one."""
+    _, channel = _where(command)
+    here = ctx.fleet.targets.for_channel(channel)
+    if not here:
+        return await _nowhere(ctx, command, respond)
+    options = " or ".join(f"`{usage.format(target=t.name)}`" for t in here)
+    await _refuse(respond, f"Which target? {options}")
+
+
 async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
     text = str(command.get("text", "")).strip()
-    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-    word = text.lower()
-    if word in ("", "help", "history", "status"):
-        read = ctx.access.may_read(channel)
-        if not read.allowed:
-            return await _refuse(respond, read.why)
-        if word == "history":
-            records = await asyncio.to_thread(ctx.engine.history, 20)
-            await respond(response_type="ephemeral", **messages.history(records).as_kwargs())
-            return
-        if word == "status":
-            await status(ctx, command, respond)
-            return
-        images = await ctx.read("recent_images", lambda: ctx.engine.recent_images(5))
-        msg = messages.help_message(images, ctx.engine.service_name, ctx.settings.slack_commands)
-        await respond(response_type="ephemeral", **msg.as_kwargs())
-        return
-    decision = ctx.access.may_deploy(user, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
+    channel = _where(command)[1]
+    deploy_name = ctx.settings.slack_commands.deploy
+    words = parse(text)
+    if words.verb == "status":
+        return await status(ctx, command, respond, words.target)
+    if words.verb == "usage":
+        return await _refuse(
+            respond,
+            f"Usage: `{deploy_name} promote FROM to TO`, e.g. `{deploy_name} promote "
+            "staging to production`",
+        )
+    if words.verb == "help":
+        return await _help(ctx, command, respond)
     who = requester(command)
-    if word == "rollback":
-        await ctx.launch(lambda: ctx.engine.plan_rollback(who), channel, respond)
-    else:
-        await ctx.launch(lambda: ctx.engine.plan_deploy(text, who), channel, respond)
+    ask = ctx.ask(who, Door.SLASH, channel)
+    if words.verb == "promote":
+        target = ctx.fleet.targets.get(words.target)
+        source = ctx.fleet.targets.get(words.source)
+        await ctx.launch(
+            target,
+            lambda: ctx.fleet.plan(target, Action.PROMOTE, ask, source=source.name),
+            channel,
+            respond,
+        )
+        return
+    picked = await _pick(ctx, command, respond, words.target)
+    if picked is None:
+        if not ctx.fleet.targets.for_channel(channel):
+            return None
+        if words.verb == "history":
+            return await _which(ctx, command, respond, f"{deploy_name} history {{target}}")
+        if words.verb == "rollback":
+            return await _which(ctx, command, respond, f"{deploy_name} rollback {{target}}")
+        return await _choose(ctx, command, respond, words.tag)
+    target = picked
+    if words.verb == "history":
+        ctx.fleet.may_read(target, ask).raise_if_refused()
+        engine = ctx.engine(target)
+        records = await asyncio.to_thread(engine.history, 20)
+        label = target.name if ctx.several else ""
+        await respond(response_type="ephemeral", **messages.history(records, label).as_kwargs())
+        return
+    if words.verb == "rollback":
+        await ctx.launch(
+            target, lambda: ctx.fleet.plan(target, Action.ROLLBACK, ask), channel, respond
+        )
+        return
+    await ctx.launch(
+        target,
+        lambda: ctx.fleet.plan(target, Action.DEPLOY, ask, tag=words.tag),
+        channel,
+        respond,
+    )
+
+
+async def _choose(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, tag: str
+) -> None:
+    """/deploy TAG in a channel of several targets: a button per target the person may
+    deploy to; none: the deployers rule says why."""
+    user, channel = _where(command)
+    here = ctx.fleet.targets.for_channel(channel)
+    allowed = [t for t in here if t.may_deploy(user)]
+    if not allowed:
+        ask = ctx.ask(requester(command), Door.SLASH, channel)
+        ctx.fleet.screen(here[0], Action.DEPLOY, ask).raise_if_refused()
+        return None
+    services = {t.name: f"{t.cluster}/{t.service}" for t in allowed}
+    msg = messages.choose_target(tag, allowed, services)
+    await respond(response_type="ephemeral", **msg.as_kwargs())
+
+
+async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    channel = _where(command)[1]
+    targets = ctx.fleet.targets
+    here = targets.for_channel(channel) if len(targets) > 1 else list(targets)
+    if not here:
+        return await _nowhere(ctx, command, respond)
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    ctx.fleet.may_read(here[0], ask).raise_if_refused()
+    engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
+    images = await ctx.read(f"recent_images:{here[0].name}", lambda: engine.recent_images(5))
+    msg = messages.help_message(
+        images,
+        engine.service_name,
+        ctx.settings.slack_commands,
+        targets=here if len(targets) > 1 else (),
+    )
+    await respond(response_type="ephemeral", **msg.as_kwargs())
+
+
+def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
+    """``/redeploy [TARGET] [reason]``: a first word that names a target is the target."""
+    first, _, rest = text.partition(" ")
+    if first and first in ctx.fleet.targets.names:
+        return first, rest.strip()
+    return None, text
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
-    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-    decision = ctx.access.may_deploy(user, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
-    reason = str(command.get("text", "")).strip()[:200]
-    who = requester(command)
-    await ctx.launch(lambda: ctx.engine.plan_redeploy(who, reason), channel, respond)
+    channel = _where(command)[1]
+    named, reason = _redeploy_words(ctx, str(command.get("text", "")).strip())
+    picked = await _pick(ctx, command, respond, named)
+    if picked is None:
+        if ctx.fleet.targets.for_channel(channel):
+            await _which(
+                ctx, command, respond, f"{ctx.settings.slack_commands.redeploy} {{target}}"
+            )
+        return
+    target = picked
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    await ctx.launch(
+        target,
+        lambda: ctx.fleet.plan(target, Action.REDEPLOY, ask, reason=reason[:200]),
+        channel,
+        respond,
+    )
 
 
-async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
-    read = ctx.access.may_read(str(command.get("channel_id", "")))
-    if not read.allowed:
-        return await _refuse(respond, read.why)
-    st = await ctx.read("status", lambda: ctx.engine.status(5))
-    await respond(response_type="ephemeral", **messages.status(st).as_kwargs())
+async def status(
+    ctx: BotContext,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    named: str | None = None,
+) -> None:
+    """One target in detail (named, or the channel's only one), else every target the
+    channel may read, in one message."""
+    channel = _where(command)[1]
+    if named is None and command.get("command") == ctx.settings.slack_commands.status:
+        named = str(command.get("text", "")).strip() or None
+    targets = ctx.fleet.targets
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    picked = await _pick(ctx, command, respond, named)
+    if picked is not None:
+        ctx.fleet.may_read(picked, ask).raise_if_refused()
+        engine = ctx.engine(picked)
+        st = await ctx.read(f"status:{picked.name}", lambda: engine.status(5))
+        label = picked.name if ctx.several else ""
+        await respond(response_type="ephemeral", **messages.status(st, label).as_kwargs())
+        return
+    here = [t for t in targets.for_channel(channel) if ctx.fleet.may_read(t, ask).allowed]
+    if not here:
+        return None  # _pick said where deploybot works
+    key = "statuses:" + ",".join(t.name for t in here)
+    rows = await ctx.read(key, lambda: ctx.fleet.statuses(here))
+    msg = messages.status_all(rows, ctx.settings.slack_commands)
+    await respond(response_type="ephemeral", **msg.as_kwargs())
