@@ -73,6 +73,11 @@ def _on(target: str) -> str:
     return f" on {target}" if target else ""
 
 
+def _where(kind: str, target: str) -> str:
+    """ "Rolling back to v4.3.0 on staging", "Deploying v4.4.0 to staging"."""
+    return _on(target) if kind == "rollback" else _to(target)
+
+
 @dataclass(frozen=True)
 class Message:
     """What chat.postMessage / chat.update / respond take: fallback text and blocks."""
@@ -187,7 +192,7 @@ def _tag_text(tag: str, digest: str) -> str:
 
 def starting(plan: Plan, target: str = "") -> Message:
     """A deployment's message before anything is written to AWS (the lock is not taken yet)."""
-    title = f"🚀 {VERBS.get(plan.kind, 'Deploying')} {plan.tag}{_to(target)}"
+    title = f"🚀 {VERBS.get(plan.kind, 'Deploying')} {plan.tag}{_where(plan.kind, target)}"
     by = plan.requester
     slack_user = by.source in ("slack", "ci-button") and is_user_id(by.who)
     named = mention(by.who) if slack_user else esc(by.name)
@@ -248,7 +253,9 @@ def progress(
     elif outcome == Outcome.UNKNOWN:
         title = f"❓ Lost sight of the rollout of {record.tag}{_on(target)}"
     else:
-        title = f"🚀 {VERBS.get(record.kind, 'Deploying')} {record.tag}{_to(target)}"
+        title = (
+            f"🚀 {VERBS.get(record.kind, 'Deploying')} {record.tag}{_where(record.kind, target)}"
+        )
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
     fields = [
