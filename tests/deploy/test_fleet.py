@@ -6,6 +6,7 @@ own; production (``after = "staging"``) and billing as two services of one clust
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from bot.deploy.rollout import Outcome
 from bot.fleet import Ask, Fleet, NothingToPromote
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
-from bot.local.stack import _manifest
+from bot.local.stack import _manifest, add_service
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.settings import Settings
 from bot.targets import UnknownTarget
@@ -219,3 +220,51 @@ def test_engine_changes_the_container_ecs_container_names(
         )
     finally:
         missing.close()
+
+
+def test_describe_services_takes_ten_a_call(
+    fleet_stack: FleetStack, fleet: Fleet, aws: MotoServer
+) -> None:
+    """Eleven services of one cluster: two calls (the API takes at most ten a call)."""
+    settings = fleet_stack.settings
+    more = [f"hello-world-extra-{i}" for i in range(9)]
+    for name in more:
+        add_service(fleet_stack.info, settings, cluster=settings.ecs_cluster, service=name)
+    keys = [(settings.ecs_cluster, s) for s in (settings.ecs_service, BILLING_SERVICE, *more)]
+    aws.requests.clear()
+    found = fleet.engine("production").aws.descriptions.many(keys)
+    assert len(found) == 11 and all(found.values())
+    assert aws.requests.count("ecs", "DescribeServices") == 2
+
+
+def test_pollers_of_one_cluster_share_their_describe_services(
+    fleet_stack: FleetStack, fleet: Fleet, simulator: RolloutSimulator, aws: MotoServer
+) -> None:
+    """Production and billing roll out at once, each engine polling its own service: one
+    DescribeServices serves both (a poll loop per service would make one per poll)."""
+    run(fleet, "staging", Action.DEPLOY, tag="v4.4.0")
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+    # A poll interval well above a moto call's time, as in production (5 s).
+    slow = Fleet(fleet_stack.settings.model_copy(update={"rollout_poll_seconds": 0.25}))
+    try:
+        plans = [
+            slow.plan(slow.target("production"), Action.PROMOTE, CLI, source="staging"),
+            slow.plan(slow.target("billing"), Action.DEPLOY, CLI, tag="v4.5.0"),
+        ]
+        engines = [slow.engine("production"), slow.engine("billing")]
+        for engine, plan in zip(engines, plans, strict=True):
+            engine.start(plan)
+        deadline = time.monotonic() + 30
+        while min(e.poller.polls for e in engines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        aws.requests.clear()
+        polls = sum(e.poller.polls for e in engines)
+        time.sleep(3.0)
+        polls = sum(e.poller.polls for e in engines) - polls
+        calls = aws.requests.count("ecs", "DescribeServices")
+    finally:
+        slow.close()
+    assert polls >= 10, polls
+    # Unbatched, calls == polls; batched, about half (one call serves both pollers).
+    assert calls <= 0.75 * polls, (calls, polls)

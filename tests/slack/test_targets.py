@@ -11,8 +11,14 @@ from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.settings import Settings
-from tests.conftest import ALICE, BILLING_SERVICE, DEPLOYS, STAGING_CLUSTER, STAGING_SERVICE
-from tests.conftest import FleetStack
+from tests.conftest import (
+    ALICE,
+    BILLING_SERVICE,
+    DEPLOYS,
+    STAGING_CLUSTER,
+    STAGING_SERVICE,
+    FleetStack,
+)
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import bot_messages, no_aws_writes, running_release
 from tests.slack.test_ci_notice_and_rollback import notify
