@@ -161,3 +161,47 @@ def test_ci_notice_offers_a_button_per_target_that_takes_images_directly(
     ids = {b.get("action_id") for b in notice.buttons}
     # Production takes images only after staging: its button is on staging's final message.
     assert ids == {"deploy_tag:staging", "deploy_tag:billing"}
+
+
+def test_history_redeploy_and_rollback_button_name_their_target(
+    fleet_stack: FleetStack,
+    aws: MotoServer,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    settings = fleet_stack.settings
+    staging = of(settings, STAGING_CLUSTER, STAGING_SERVICE)
+    bot = start_bot("http")
+
+    def ephemeral(words: str) -> str:
+        found = emulator.wait_for(
+            lambda: next((e for e in emulator.ephemerals(user=ALICE) if words in e.all_text), None),
+            what=f"an ephemeral saying {words!r}",
+        )
+        return found.all_text
+
+    # Several targets here and none named: how to name one, nothing written.
+    aws.requests.clear()
+    emulator.slash_command("/redeploy", "", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    assert "/redeploy staging" in ephemeral("Which target?")
+    emulator.slash_command("/deploy", "stagin", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    assert no_aws_writes(aws)
+
+    emulator.slash_command(
+        "/deploy", "v4.4.0 to staging", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    done = final(emulator, "✅ Deployed v4.4.0-ecr-ecs-fargate to staging")
+    emulator.slash_command(
+        "/deploy", "history staging", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    assert "v4.4.0-ecr-ecs-fargate" in ephemeral("Deployment history of staging")
+    emulator.slash_command(
+        "/deploy", "history production", user=ALICE, channel=DEPLOYS, url=bot.events_url
+    )
+    ephemeral("No deployments to production yet")
+    # The Rollback button of staging's deployment: back to what ran before it, on staging.
+    emulator.click(done, "rollback", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    final(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    assert running_release(staging)[0] == "v4.3.0-ecr-ecs-fargate"
+    assert running_release(settings)[0] == "v4.3.0-ecr-ecs-fargate"
