@@ -531,7 +531,7 @@ async def post_image_pushed(
     Deploy button per target that takes images directly."""
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
     direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
-    msg = messages.image_pushed(tag, sha, None, service, direct)
+    msg = messages.image_pushed(tag, sha, None, service, targets=direct)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

@@ -25,13 +25,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot.deploy.errors import BadTag
 from bot.deploy.ledger import Requester
 from bot.rules import Action, Door
 from bot.slack import messages
 from bot.slack.context import BotContext
+from bot.tags import TagError, parse_tag
 from bot.targets import Target
-
-READ_WORDS = ("", "help", "history", "status")
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
@@ -82,8 +82,10 @@ def parse(text: str) -> Words:
     """The /deploy grammar above. Anything else is a tag, and the engine says why it is not."""
     words = text.split()
     first = words[0].lower() if words else ""
-    if (first in READ_WORDS or first == "rollback") and len(words) <= 2:
-        return Words("help" if first == "" else first, target=_at(words, 1))
+    if first in ("", "help") and len(words) <= 1:
+        return Words("help")
+    if first in ("history", "status", "rollback") and len(words) <= 2:
+        return Words(first, target=_at(words, 1))
     if first == "promote":
         rest = words[1:]
         if len(rest) == 3 and rest[1].lower() == "to":
@@ -113,6 +115,10 @@ async def _pick(
     name one (several here) or where deploybot works (none here)."""
     _, channel = _where(command)
     targets = ctx.fleet.targets
+    if len(targets) == 1 and not targets.default.serves_channel(channel):
+        # One target (the single-target setup): where comes first, whatever was typed.
+        await _nowhere(ctx, command, respond)
+        return None
     if named is not None:
         return targets.get(named)
     if len(targets) == 1:
@@ -209,6 +215,11 @@ async def _choose(
     """/deploy TAG in a channel of several targets: a button per target the person may
     deploy to; none: the deployers rule says why."""
     user, channel = _where(command)
+    try:
+        # A tag that cannot be one is refused here, not after a click.
+        parse_tag(tag, ctx.settings.image_tag_suffix)
+    except TagError as exc:
+        raise BadTag(str(exc)) from None
     here = ctx.fleet.targets.for_channel(channel)
     allowed = [t for t in here if t.may_deploy(user)]
     if not allowed:
@@ -276,7 +287,12 @@ async def status(
     """One target in detail (named, or the channel's only one), else every target the
     channel may read, in one message."""
     channel = _where(command)[1]
-    if named is None and command.get("command") == ctx.settings.slack_commands.status:
+    if (
+        named is None
+        and ctx.several
+        and command.get("command") == ctx.settings.slack_commands.status
+    ):
+        # With one target its text is ignored, as before targets.
         named = str(command.get("text", "")).strip() or None
     targets = ctx.fleet.targets
     ask = ctx.ask(requester(command), Door.SLASH, channel)

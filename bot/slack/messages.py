@@ -115,7 +115,7 @@ def deploy_confirm(tag: str, service: str) -> ConfirmObject:
     )
 
 
-def deploy_button(tag: str, service: str, target: str = "") -> ButtonElement:
+def deploy_button(tag: str, service: str, *, target: str = "") -> ButtonElement:
     """Deploy ``tag``; with ``target`` (several are configured) to that target, named on the
     button ("Deploy to staging") and in its action id, so a block holds one per target."""
     if not target:
@@ -155,7 +155,7 @@ def promote_button(record: DeploymentRecord, source: str, to: str) -> ButtonElem
     )
 
 
-def rollback_button(record: DeploymentRecord, target: str = "") -> ButtonElement:
+def rollback_button(record: DeploymentRecord, *, target: str = "") -> ButtonElement:
     """Rollback of this one deployment: back to the image that ran before it, by digest."""
     before = _tag_text(record.previous_tag, record.previous_digest)
     return ButtonElement(
@@ -305,7 +305,7 @@ def progress(
     if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
     if offers_rollback(record, snap):
-        buttons.append(rollback_button(record, target))
+        buttons.append(rollback_button(record, target=target))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
@@ -466,7 +466,7 @@ def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str
     """``/deploy TAG`` where the channel has several targets: one button per target the
     person may deploy to."""
     ask = f"Deploy `{esc(tag)}` to which target?"
-    buttons = [deploy_button(tag, service_of.get(t.name, ""), t.name) for t in targets[:25]]
+    buttons = [deploy_button(tag, service_of.get(t.name, ""), target=t.name) for t in targets[:25]]
     blocks: tuple[Block, ...] = (
         SectionBlock(text=MarkdownTextObject(text=ask)),
         ActionsBlock(block_id="choose_target", elements=buttons),
@@ -518,7 +518,9 @@ def help_message(
                 )
                 blocks.append(
                     ActionsBlock(
-                        elements=[deploy_button(image.tags[0], service, t.name) for t in direct]
+                        elements=[
+                            deploy_button(image.tags[0], service, target=t.name) for t in direct
+                        ]
                     )
                 )
                 continue
@@ -534,7 +536,7 @@ def help_message(
 
 
 def image_pushed(
-    tag: str, sha: str | None, run_url: str | None, service: str, targets: Sequence[str] = ()
+    tag: str, sha: str | None, run_url: str | None, service: str, *, targets: Sequence[str] = ()
 ) -> Message:
     """CI's notice of a new image. ``targets``: with several configured, the ones that take
     an image directly (a "Deploy to …" button each); targets with ``after`` get theirs on
@@ -550,7 +552,7 @@ def image_pushed(
         SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
         ActionsBlock(
             block_id="image_pushed",
-            elements=[deploy_button(tag, service, t) for t in targets[:25]]
+            elements=[deploy_button(tag, service, target=t) for t in targets[:25]]
             if targets
             else [deploy_button(tag, service)],
         ),

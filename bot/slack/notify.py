@@ -70,7 +70,7 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
     # Several targets: a button per target that takes images directly; those with `after`
     # get theirs on the source target's final message (a Promote button).
     direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
-    msg = messages.image_pushed(tag, sha, run_url, service, direct)
+    msg = messages.image_pushed(tag, sha, run_url, service, targets=direct)
     try:
         resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
     except SlackApiError as exc:

@@ -120,6 +120,10 @@ def test_which_target_question_and_status_of_every_target(
     assert "to which target?" in question.text
     ids = {b.get("action_id") for b in question.buttons}
     assert ids == {"deploy_tag:staging", "deploy_tag:production", "deploy_tag:billing"}
+    # Not a tag at all: refused at once, no question asked.
+    emulator.slash_command("/deploy", "v4;rm", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    bad = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE)[1:], what="a refusal")[0]
+    assert "is not an image tag" in bad.text and not bad.buttons
     assert no_aws_writes(aws)
     emulator.click(question, "deploy_tag:billing", user=ALICE, url=bot.events_url)
     final(emulator, "✅ Deployed v4.4.0-ecr-ecs-fargate to billing")
