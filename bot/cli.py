@@ -18,6 +18,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING, EXIT_LOST = 0, 1, 2, 3, 
 Handler = Callable[[argparse.Namespace], int]
 
 MAX_HISTORY = 500  # the ledger reads at most this many records in one query
+YES_HELP = "go on without asking (it asks only in a terminal, after showing what changes)"
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -95,6 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _change_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.add_argument(
         "--break-glass",
         metavar="TEXT",
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.set_defaults(handler=_engine_command("rollback"))
 
     p = sub.add_parser("status", help="what runs, counts, rollout, lock, last deploys")

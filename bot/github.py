@@ -20,7 +20,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Literal
@@ -121,6 +121,9 @@ class GitHubDeployment:
     description: str
     created_at: str
     url: str
+    # What the creator attached: deploybot puts its own deployment id here, so any process
+    # can find the GitHub deployment of a record (GitHub returns it as given, an object).
+    payload: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -572,6 +575,7 @@ def _deployment(raw: Any) -> GitHubDeployment:
         description=str(raw.get("description") or ""),
         created_at=str(raw.get("created_at") or ""),
         url=str(raw.get("url") or ""),
+        payload=dict(payload) if isinstance(payload := raw.get("payload"), dict) else {},
     )
 
 

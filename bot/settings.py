@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
     github_api_url: str = Field("https://api.github.com", validation_alias="GITHUB_API_URL")
 
+    # Tell whoever started a deployment from Slack how it ended, in a DM (or an ephemeral in
+    # the deployment's channel where the app's Messages tab is off).
+    deploy_notify_requester: bool = Field(True, validation_alias="DEPLOY_NOTIFY_REQUESTER")
+
     @field_validator("github_repository", "github_token", "github_api_url", mode="before")
     @classmethod
     def _empty_github_is_unset(cls, value: Any, info: ValidationInfo) -> Any:

@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -15,8 +16,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.prompt import Confirm
 from rich.table import Table
 
+from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine, ImageInfo, Plan, Status
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
@@ -74,8 +77,14 @@ def _ask(args: argparse.Namespace) -> Ask:
     return Ask(Door.CLI, requester(), None, getattr(args, "break_glass", None))
 
 
+def _image_text(commit: str | None, digest: str) -> str:
+    """`` (abc1234, sha256:…)``: the commit ("no sha tag" said plainly) and the digest."""
+    parts = [p for p in (commit_text(commit), digest) if p]
+    return f" ({_t(', '.join(parts))})" if parts else ""
+
+
 def _started_line(record: DeploymentRecord) -> str:
-    digest = f" {_t(record.short_digest)}" if record.digest else ""
+    digest = _image_text(record.commit, record.short_digest if record.digest else "")
     return (
         f"[bold]{_t(record.tag)}[/]{digest} to {_t(record.service)} "
         f"({_t(record.kind)} {_t(record.id)}, {_t(revision_of(record.task_definition))}, "
@@ -113,6 +122,9 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
                     )
                 for task in snap.stopped_tasks:
                     progress.console.print(f"  [yellow]![/] {_t(task.describe())}")
+                    for name, url in (("logs", task.log_url), ("task", task.task_url)):
+                        if url:
+                            progress.console.print(f"      {name}: {_t(url)}", soft_wrap=True)
                 progress.update(
                     bar,
                     total=max(snap.desired, 1),
@@ -129,7 +141,17 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         )
         return 130
     assert final is not None and final.outcome is not None
-    return _print_outcome(record, final)
+    code = _print_outcome(record, final)
+    if final.outcome != Outcome.COMPLETED:
+        _print_where_to_look(final, engine.console_url)
+    return code
+
+
+def _print_where_to_look(snap: Snapshot, console_url: str) -> None:
+    """The same links a failure's Slack message carries, whole (a terminal links them)."""
+    if snap.log_url:
+        out.print(f"  logs of the last stopped task: {_t(snap.log_url)}", soft_wrap=True)
+    out.print(f"  deployments in the ECS console: {_t(console_url)}", soft_wrap=True)
 
 
 def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
@@ -170,11 +192,35 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     return outcome.exit_code
 
 
+def print_change(plan: Plan) -> None:
+    """What the plan changes, before anything is: direction, compare link, commits."""
+    if plan.change is None:
+        out.print("What it changes is not known: ECR's list of images could not be read.")
+        return
+    out.print(_t(render_text(plan.change)), soft_wrap=True)
+
+
+def go_on(args: argparse.Namespace, plan: Plan) -> bool:
+    """Ask before changing anything, in a terminal and without --yes; elsewhere (CI, make
+    in a script, a pipe) there is nobody to ask: go on."""
+    if getattr(args, "yes", False) or not sys.stdin.isatty():
+        return True
+    verb = {"redeploy": "Redeploy", "rollback": "Roll back to", "promote": "Promote"}.get(
+        plan.kind, "Deploy"
+    )
+    question = f"{verb} {_t(plan.tag)} on {_t(plan.service)}?"
+    try:
+        return Confirm.ask(question, console=out, default=False)
+    except EOFError:
+        return False
+
+
 def _start(
     args: argparse.Namespace, plan: Callable[[Fleet, Target], Plan], target: str | None = None
 ) -> int:
     """Plan through the rules (``target``: the one the command names, else --target's),
-    then start, and follow unless --no-wait."""
+    show what it changes, ask (in a terminal, without --yes), then start, and follow unless
+    --no-wait."""
 
     def body(fleet: Fleet, chosen: Target) -> int:
         if target is not None:
@@ -183,6 +229,10 @@ def _start(
         planned = plan(fleet, chosen)
         for note in planned.notes:
             err.print(f"[yellow]![/] {_t(note)}")
+        print_change(planned)
+        if not go_on(args, planned):
+            err.print("Not started: nothing was changed.")
+            return EXIT_REFUSED
         record = engine.start(planned, follow=not args.no_wait)
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
@@ -252,6 +302,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "service": status.service,
         "tag": status.tag,
         "digest": status.digest,
+        "commit": status.commit,
         "image": status.image,
         "task_definition": status.task_definition,
         "revision": status.revision,
@@ -292,6 +343,8 @@ def status(args: argparse.Namespace) -> int:
             print(json.dumps(data, default=str, indent=2))
             return EXIT_OK
         digest = f"{_t(st.short_digest)}, " if st.digest else ""
+        if commit := commit_text(st.commit):
+            digest = f"{_t(commit)}, {digest}"
         out.print(
             f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
             f"({digest}{_t(st.revision)})"
@@ -320,7 +373,9 @@ def status(args: argparse.Namespace) -> int:
             out.print("Recent images in ECR (make deploy TAG=…):")
             for image in images:
                 pushed = f"  pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
-                out.print(f"  {_t(image.tags[0])}{pushed}")
+                sha = next((t for t in image.tags if t.startswith("sha-")), "")
+                commit = sha.removeprefix("sha-")[:7] or "no sha tag"
+                out.print(f"  {_t(image.tags[0])} ({_t(commit)}){pushed}")
         else:
             out.print("  recent images in ECR: none")
         return EXIT_OK
@@ -404,13 +459,18 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             _t(r.id),
             _t(r.kind),
             # The digest under the tag: no column of its own, so narrow terminals keep room.
-            _t(r.tag) + (f"\n{_t(r.short_digest)}" if r.digest else ""),
+            _t(r.tag) + _history_image(r),
             _t(r.who_display or r.who),
             _t(r.source),
             r.outcome.label if r.outcome else "in progress",
             took,
         )
     return table
+
+
+def _history_image(r: DeploymentRecord) -> str:
+    below = " ".join(p for p in (commit_text(r.commit), r.short_digest if r.digest else "") if p)
+    return f"\n{_t(below)}" if below else ""
 
 
 def history(args: argparse.Namespace) -> int:

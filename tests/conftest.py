@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import pytest
+from pydantic import SecretStr
 
 from bot.local.aws import DEFAULT_REGION, FAKE_AWS_ENV, UNSAFE_AWS_VARS, MotoServer, aws_env
+from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
-from bot.local.stack import StackInfo, add_service, create_stack
+from bot.local.stack import StackInfo, add_service, create_stack, fake_sha
 from bot.settings import Settings
 from tests import aws_calls  # noqa: F401  (starts recording the engine's AWS calls)
 
@@ -193,3 +195,48 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[SlackEmulator]:
     yield emu
     SLACK_RECORD.add(request.node.nodeid, emu)
     emu.stop()
+
+
+# -- GitHub -------------------------------------------------------------------------------------
+# The history the stack's releases were built from: each release's last commit is named by the
+# sha its image is tagged with (bot/local/stack.py's fake_sha), as CI would have tagged it.
+GITHUB_HISTORY = {
+    "v4.3.0": ["feat: hello on /", "release: v4.3.0"],
+    "v4.4.0": ["feat: greet by name", "fix: <b>logs</b> & <!here>", "release: v4.4.0"],
+    "v4.5.0": [*(f"feat: change {i}" for i in range(11)), "release: v4.5.0"],
+}
+
+
+class GitHub(NamedTuple):
+    """The ``github`` fixture: the stand-in, and the settings that point the bot at it."""
+
+    emulator: GitHubEmulator
+    env: dict[str, str]  # GITHUB_REPOSITORY, GITHUB_TOKEN, GITHUB_API_URL
+
+    def settings(self, settings: Settings, **more: object) -> Settings:
+        return settings.model_copy(
+            update={
+                "github_repository": DEFAULT_REPOSITORY,
+                "github_token": SecretStr(DEFAULT_TOKEN),
+                "github_api_url": self.emulator.api_url,
+                **more,
+            }
+        )
+
+
+@pytest.fixture
+def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHub]:
+    """The GitHub stand-in with the releases' history; its settings are in the environment
+    (for child processes) and in ``GitHub.settings`` (for an engine in this process)."""
+    with GitHubEmulator() as emu:
+        for version, messages in GITHUB_HISTORY.items():
+            named: list[str | None] = [None] * (len(messages) - 1) + [fake_sha(version)]
+            emu.add_commits(messages, named=named)
+        env = {
+            "GITHUB_REPOSITORY": DEFAULT_REPOSITORY,
+            "GITHUB_TOKEN": DEFAULT_TOKEN,
+            "GITHUB_API_URL": emu.api_url,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        yield GitHub(emu, env)

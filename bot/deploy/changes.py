@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -308,6 +308,35 @@ def describe_change(
     return summarize(images, current, target, compare_url=url, comparison=comparison, suffix=suffix)
 
 
+def reverse(summary: ChangeSummary) -> ChangeSummary:
+    """The same move the other way: a deployment's Rollback takes out the commits the
+    deployment brought (the compare range, oldest to newest, stays the same)."""
+    moving = summary.direction
+    flip: dict[str, DirectionKind] = {"forward": "backward", "backward": "forward"}
+    kind = flip.get(moving.kind, moving.kind)
+    reason = moving.reason
+    old, new = summary.target, summary.current
+    if kind == "unknown" and old is not None and new is not None:
+        if old.version is None:
+            reason = f"the running image {old.label} is not a release"
+        elif new.version is None:
+            reason = f"{new.label} is not a release"
+    return replace(
+        summary,
+        direction=Direction(kind, moving.releases, reason),
+        current=old,
+        target=new,
+        removes=kind == "backward",
+    )
+
+
+def commit_text(commit: str | None) -> str:
+    """How a record's commit reads: the short sha, "no sha tag", or "" (not known)."""
+    if commit is None:
+        return ""
+    return commit[:7] if commit else "no sha tag"
+
+
 # -- renderings -----------------------------------------------------------------------------
 
 
@@ -345,6 +374,20 @@ def render_text(
     if max_chars is not None and len(text) > max_chars:
         text = _clip(text, max_chars)
     return text
+
+
+def render_confirm(summary: ChangeSummary | None, intro: str, max_chars: int) -> str:
+    """Plain text for a button's confirm dialog: ``intro``, the headline, the commits that
+    fit in ``max_chars`` (short titles, no link: a dialog cannot follow one), a count."""
+    if summary is None:
+        return _clip(intro, max_chars)
+    head = [intro, headline(summary)]
+    lines = [f"• {c.short_sha} {_clip(c.title, 44)} ({c.author})" for c in summary.commits]
+    text = _join(head, _count_line(summary, bool(lines)), lines, _tail(summary, len(lines)))
+    while len(text) > max_chars and lines:
+        lines.pop()
+        text = _join(head, _count_line(summary, bool(lines)), lines, _tail(summary, len(lines)))
+    return _clip(text, max_chars)
 
 
 def render_mrkdwn(summary: ChangeSummary, limit: int = SHOWN_COMMITS) -> str:

@@ -19,6 +19,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,15 @@ from typing import Any
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
 
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors, error_code
+from bot.deploy.changes import (
+    ChangeSummary,
+    Image,
+    commit_text,
+    describe_change,
+    images_from_ecr,
+)
 from bot.deploy.errors import (
     BadTag,
     DeployError,
@@ -36,6 +46,7 @@ from bot.deploy.errors import (
     NothingToRollBack,
     ServiceMissing,
 )
+from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.ledger import (
     DeploymentRecord,
     Ledger,
@@ -46,6 +57,7 @@ from bot.deploy.ledger import (
 )
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
+from bot.github import GitHubClient
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
 
@@ -119,14 +131,19 @@ class Running:
     tag: str
     digest: str
     record: DeploymentRecord | None
+    # Its commit (the sha- tag beside it in ECR): "" when it has none, None when not known.
+    commit: str | None = None
 
     @property
     def short_digest(self) -> str:
         return short_digest(self.digest)
 
     def describe(self) -> str:
-        """``v4.4.0-… (sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback d-…)``."""
-        what = f"{self.tag} ({self.short_digest + ', ' if self.digest else ''}"
+        """``v4.4.0-… (abc1234, sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback
+        d-…)``; "no sha tag" in place of the commit when the image has none."""
+        commit = commit_text(self.commit)
+        what = f"{self.tag} ({commit + ', ' if commit else ''}"
+        what += f"{self.short_digest + ', ' if self.digest else ''}"
         what += f"{revision_of(self.task_definition)})"
         r = self.record
         if r is None:
@@ -152,10 +169,25 @@ class Plan:
     notes: tuple[str, ...] = ()
     # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
     base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # What it changes: direction, compare link, commits (Engine.change_between); None when
+    # ECR's list of images could not be read. Transports show it before starting.
+    change: ChangeSummary | None = field(default=None, compare=False)
 
     @property
     def short_digest(self) -> str:
         return short_digest(self.digest)
+
+    @property
+    def commit(self) -> str | None:
+        """The commit of the image it deploys: the short sha, "" (no sha tag), None (unknown)."""
+        return _commit_of(self.change.target) if self.change else None
+
+    @property
+    def previous_commit(self) -> str | None:
+        """The commit of the image that runs now."""
+        if self.change is not None and self.change.current is not None:
+            return _commit_of(self.change.current)
+        return self.current.commit
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,7 @@ class Status:
     recent: tuple[DeploymentRecord, ...]
     digest: str = ""
     deployed_by: DeploymentRecord | None = None
+    commit: str | None = None  # what runs: its commit ("" no sha tag, None unknown)
 
     @property
     def revision(self) -> str:
@@ -219,10 +252,24 @@ class Engine:
             follower=_follower_id(),
         )
         self.reconciler = self.poller.reconciler
+        # GitHub: compare links and commit lists for plans; GitHub deployments as the
+        # follow-through of every rollout this engine starts or settles.
+        self.github = GitHubClient.from_settings(settings)
+        self.github_deployments = GitHubDeployments(
+            self.github, settings.deploy_target, self.console_url
+        )
+        if self.github_deployments.enabled:
+            self.reconciler.on_settled.append(self.github_deployments.settled)
 
     @property
     def service_name(self) -> str:
         return f"{self.settings.ecs_cluster}/{self.settings.ecs_service}"
+
+    @property
+    def console_url(self) -> str:
+        """The service's Deployments tab in the ECS console: where to look at a rollout."""
+        s = self.settings
+        return links.service_deployments_url(s.aws_region, s.ecs_cluster, s.ecs_service)
 
     # Reading -------------------------------------------------------------------------------
     def _service(self, max_age: float = 0.0) -> dict[str, Any]:
@@ -282,15 +329,65 @@ class Engine:
         record = record or next((r for r in history if r.task_definition == arn), None)
         if not digest and record is not None:
             digest = record.digest
+        commit = record.commit if record is not None and record.digest == digest else None
         if not digest and tag:
             with aws_errors("looking the running image up in ECR"):
                 found = self.aws.image(tag)
             digest = str((found or {}).get("imageDigest", ""))
+            commit = self._commit_in(found) if found else commit
         if not tag and digest:
             with aws_errors("looking the running image up in ECR"):
                 found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
-        return Running(arn, image, tag or digest, digest, record), td
+            commit = self._commit_in(found) if found else commit
+        return Running(arn, image, tag or digest, digest, record, commit), td
+
+    def _commit_in(self, image: dict[str, Any]) -> str:
+        """The commit of an image (DescribeImages' details): its sha- tag, "" if none."""
+        return _commit_of(images_from_ecr([image], self.settings.image_tag_suffix)[0]) or ""
+
+    # What a change changes ---------------------------------------------------------------------
+    def change_between(self, current: str | None, target: str) -> ChangeSummary:
+        """What moving the service from the image ``current`` (None: nothing runs) to
+        ``target`` changes, each named by digest, tag or image URI: the direction among the
+        releases in ECR, the compare link of the commits (GITHUB_REPOSITORY) and, with
+        GITHUB_TOKEN, the commits themselves. One DescribeImages (every page) and at most one
+        GitHub compare; GitHub's failures are the summary's ``gap`` (the link stays), never
+        raised. Raises DeployError when ECR cannot be read.
+
+        The reusable piece: a plan carries it (``Plan.change``), and a promotion or an
+        approval request shows the same for its two images."""
+        suffix = self.settings.image_tag_suffix
+        with aws_errors("listing the images in ECR"):
+            images = images_from_ecr(self.aws.images(), suffix)
+        return describe_change(images, current, target, self.github, suffix)
+
+    def change_to(self, target: str) -> ChangeSummary:
+        """``change_between`` what runs now and ``target`` (the CI notice)."""
+        return self.changes_to([target])[target]
+
+    def changes_to(self, targets: Sequence[str]) -> dict[str, ChangeSummary]:
+        """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
+        of what runs and of ECR; the GitHub compares side by side, each bounded by GitHub's
+        timeout."""
+        current, _ = self._running(self._service(), self._history(20))
+        before = current.digest or current.image or None
+        suffix = self.settings.image_tag_suffix
+        with aws_errors("listing the images in ECR"):
+            images = images_from_ecr(self.aws.images(), suffix)
+        with ThreadPoolExecutor(max_workers=max(1, min(5, len(targets)))) as pool:
+            found = list(
+                pool.map(lambda t: describe_change(images, before, t, self.github, suffix), targets)
+            )
+        return dict(zip(targets, found, strict=True))
+
+    def _plan_change(self, current: Running, target: str) -> ChangeSummary | None:
+        """A plan's summary; a plan never fails for want of one."""
+        try:
+            return self.change_between(current.digest or current.image or None, target)
+        except DeployError as exc:
+            log.warning("no change summary for the plan: %s", exc)
+            return None
 
     def _release_tag(self, image: dict[str, Any]) -> str:
         names = list(image.get("imageTags", []))
@@ -340,6 +437,14 @@ class Engine:
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, self._history(max(history, 20)))
         running, _ = self._running(raw, records)
+        commit = running.commit
+        if commit is None and running.digest:
+            try:
+                with aws_errors("looking the running image up in ECR"):
+                    found = self.aws.image_by_digest(running.digest)
+                commit = self._commit_in(found) if found else None
+            except DeployError as exc:  # the status is still worth showing without it
+                log.warning("could not read the running image's commit: %s", exc)
         return Status(
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
@@ -355,6 +460,7 @@ class Engine:
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
+            commit=commit,
         )
 
     def history(self, limit: int = 10) -> list[DeploymentRecord]:
@@ -559,6 +665,7 @@ class Engine:
             requester=requester,
             reason=reason,
             base=td,
+            change=self._plan_change(current, digest),
         )
 
     def plan_redeploy(self, requester: Requester, reason: str = "") -> Plan:
@@ -582,6 +689,7 @@ class Engine:
             requester=requester,
             reason=reason,
             base=td,
+            change=self._plan_change(current, current.digest or current.image),
         )
 
     def plan_rollback(self, requester: Requester, reason: str = "", of: str = "") -> Plan:
@@ -643,6 +751,7 @@ class Engine:
             reason=why,
             rollback_of=rollback_of,
             base=td,
+            change=self._plan_change(current, digest),
         )
 
     def _prepare(
@@ -689,11 +798,13 @@ class Engine:
             previous_image=current.image,
             previous_digest=current.digest,
             rollback_of=plan.rollback_of,
+            commit=plan.commit,
+            previous_commit=plan.previous_commit,
         )
         self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
+        td = plan.base or None  # the new revision's log configuration is the same
         try:
             if plan.kind != "redeploy":
-                td = plan.base
                 if not td:
                     with aws_errors("reading the task definition"):
                         td, _ = self.aws.describe_task_definition(current.task_definition)
@@ -734,9 +845,14 @@ class Engine:
                 start_error=f"ECS may have started the deployment (UpdateService: {problem}); "
                 "following it",
             )
+            self.github_deployments.started(record)
             if follow:
                 self.poller.follow(
-                    record, asked_ecs_at=asked_at, note=record.start_error, started_here=True
+                    record,
+                    asked_ecs_at=asked_at,
+                    note=record.start_error,
+                    started_here=True,
+                    task_definition=td,
                 )
             return record
         asked_at = self.clock.monotonic()
@@ -759,8 +875,9 @@ class Engine:
             plan.requester.name,
             extra={**record.log_fields, "kind": plan.kind, "ecs_deployment_id": ecs_id},
         )
+        self.github_deployments.started(record)
         if follow:
-            self.poller.follow(record, asked_ecs_at=asked_at, started_here=True)
+            self.poller.follow(record, asked_ecs_at=asked_at, started_here=True, task_definition=td)
         return record
 
     def _undo_record(self, record: DeploymentRecord) -> None:
@@ -815,6 +932,13 @@ class Engine:
 
     def close(self) -> None:
         self.poller.stop()
+        self.github_deployments.close()
+
+
+def _commit_of(image: Image | None) -> str | None:
+    if image is None:
+        return None
+    return image.sha or ""
 
 
 def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:

@@ -127,6 +127,11 @@ class DeploymentRecord:
     previous_image: str = ""  # the image reference that ran before
     previous_digest: str = ""  # its digest: what a rollback of this deployment restores
     rollback_of: str = ""  # for a rollback: the deployment it undoes
+    # The commits of the image deployed and of the one before, from their ``sha-`` tags in
+    # ECR: the short sha, "" when the image had no sha tag, None when not known (a record
+    # from before commits were kept, or an image ECR did not have).
+    commit: str | None = None
+    previous_commit: str | None = None
     # Which process follows it to its outcome, and until when (a lease on the record).
     follower: str = ""
     follower_until: datetime | None = None
@@ -341,6 +346,10 @@ class Ledger:
             "previous_digest": {"S": rec.previous_digest},
             "rollback_of": {"S": rec.rollback_of},
         }
+        for name in ("commit", "previous_commit"):
+            value = getattr(rec, name)
+            if value is not None:
+                item[name] = {"S": value}
         try:
             with aws_errors("writing the deployment history"):
                 self._call(
@@ -482,6 +491,23 @@ class Ledger:
         records = self.history(limit) if records is None else records
         return [r for r in records if not r.open and r.message_ref and not r.shown]
 
+    def claim_notice(self, rec: DeploymentRecord) -> bool:
+        """Claim telling ``rec``'s requester its outcome: True once, for the first caller in
+        any process (a conditional write), False after."""
+        try:
+            with aws_errors("claiming the requester's notice", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET told = :t",
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(told)",
+                    ExpressionAttributeValues={":t": {"S": _ts(self.clock.now())}},
+                )
+        except _Conditional:
+            return False
+        return True
+
     def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         """Remember where a transport shows this deployment, so a restart can finish it."""
         with aws_errors("annotating the deployment record", changed=True):
@@ -586,6 +612,7 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "rollback_task_definition": snap.rollback_task_definition,
         "rollback_tag": snap.rollback_tag,
         "note": snap.note,
+        "log_url": snap.log_url,
     }
 
 
@@ -632,6 +659,8 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         previous_image=_s(item, "previous_image"),
         previous_digest=_s(item, "previous_digest"),
         rollback_of=_s(item, "rollback_of"),
+        commit=item["commit"]["S"] if "commit" in item else None,
+        previous_commit=item["previous_commit"]["S"] if "previous_commit" in item else None,
         follower=_s(item, "follower"),
         follower_until=_parse_ts(_s(item, "follower_until"))
         if _s(item, "follower_until")

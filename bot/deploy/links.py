@@ -187,9 +187,17 @@ def ecs_service_deployments_url(
     where = region or arn.region
     if not cluster or not where:
         return None
+    return service_deployments_url(where, cluster, path[-1], arn.partition)
+
+
+def service_deployments_url(
+    region: str, cluster: str, service: str, partition: str | None = None
+) -> str:
+    """The same Deployments tab, from the names a deploybot target is configured with (no
+    ARN needed: the console's path holds only the cluster's and the service's names)."""
     return (
-        f"{console_base(where, arn.partition)}/ecs/v2/clusters/{quote(cluster, safe='')}"
-        f"/services/{quote(path[-1], safe='')}/deployments?region={where}"
+        f"{console_base(region, partition)}/ecs/v2/clusters/{quote(cluster, safe='')}"
+        f"/services/{quote(service, safe='')}/deployments?region={region}"
     )
 
 

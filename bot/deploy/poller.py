@@ -16,8 +16,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.clock import Clock
+from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Ledger
@@ -131,6 +133,10 @@ class _Tracked:
     aws_error: str = ""  # the last AWS failure, while AWS keeps failing
     claims_lock: bool = True
     started_here: bool = False
+    # The deployment's task definition (DescribeTaskDefinition's), for its log configuration:
+    # given by the process that registered it, else read once when a task first stops.
+    task_definition: dict[str, Any] | None = None
+    log_url: str = ""  # the newest stopped task's log stream (Snapshot.log_url)
 
 
 class ServicePoller:
@@ -178,8 +184,10 @@ class ServicePoller:
         asked_ecs_at: float | None = None,
         note: str = "",
         started_here: bool = False,
+        task_definition: dict[str, Any] | None = None,
     ) -> None:
-        """Follow ``record`` to its outcome, whoever watches (idempotent)."""
+        """Follow ``record`` to its outcome, whoever watches (idempotent). ``task_definition``:
+        the revision it runs, when known (the log links of stopped tasks come from it)."""
         with self._lock:
             if record.id in self._tracked or record.id in self._finished:
                 return
@@ -190,6 +198,7 @@ class ServicePoller:
                 asked_ecs_at=asked_ecs_at,
                 note=note,
                 started_here=started_here,
+                task_definition=task_definition,
                 # A lock taken a moment ago needs no renewal yet; a resumed one may.
                 renewed_at=self.clock.monotonic() if started_here else float("-inf"),
             )
@@ -377,6 +386,7 @@ class ServicePoller:
             new_events=new_events,
             stopped_tasks=stopped,
             note=note,
+            log_url=tracked.log_url,
         )
         for task in stopped:
             log.warning(
@@ -512,15 +522,37 @@ class ServicePoller:
             if not started_by and task.get("taskDefinitionArn") != record.task_definition:
                 continue
             container = (task.get("containers") or [{}])[0]
+            log_url, task_url = self._where_to_look(tracked, arn, str(container.get("name", "")))
             out.append(
                 StoppedTask(
                     arn=arn,
                     reason=str(task.get("stoppedReason", "stopped")),
                     exit_code=container.get("exitCode"),
                     container_reason=str(container.get("reason", "")),
+                    log_url=log_url,
+                    task_url=task_url,
                 )
             )
+            tracked.log_url = log_url or tracked.log_url
         return tuple(out)
+
+    def _where_to_look(self, tracked: _Tracked, task_arn: str, container: str) -> tuple[str, str]:
+        """The stopped task's log stream and console page: built from its ARN, the region and
+        the task definition's awslogs options (read once per deployment when not given)."""
+        region = self.aws.settings.aws_region
+        if tracked.task_definition is None:
+            try:
+                with aws_errors("reading the task definition's log configuration"):
+                    tracked.task_definition, _ = self.aws.describe_task_definition(
+                        tracked.record.task_definition
+                    )
+            except DeployError as exc:
+                log.warning("no log links: %s", exc, extra=tracked.record.log_fields)
+                tracked.task_definition = {}
+        found = links.task_log_link(tracked.task_definition, task_arn, container or None, region)
+        if found is None and container:  # the task's first container may log elsewhere
+            found = links.task_log_link(tracked.task_definition, task_arn, None, region)
+        return (found.url if found else ""), (links.ecs_task_url(task_arn, region=region) or "")
 
 
 def _view(snap: Snapshot) -> tuple[object, ...]:

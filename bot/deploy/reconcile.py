@@ -9,6 +9,7 @@ processes reconciling the same record agree and the second one's writes change n
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -62,6 +63,10 @@ class Reconciler:
         self.ledger = ledger
         self.clock = clock
         self.start_grace = start_grace
+        # Called with each record this process closed and its final snapshot (GitHub
+        # deployments): the close is conditional, so once per outcome across processes. They
+        # must return at once (hand the work to a thread) and are never allowed to fail it.
+        self.on_settled: list[Callable[[DeploymentRecord, Snapshot], None]] = []
 
     def read(
         self,
@@ -172,6 +177,7 @@ class Reconciler:
             rollback_deployment=verdict.rollback_deployment,
             rollback_task_definition=verdict.rollback_task_definition,
             rollback_tag=rollback_tag,
+            log_url=base.log_url if base else "",
         )
 
     def settle(
@@ -192,12 +198,21 @@ class Reconciler:
                 )
             else:  # None: settled meanwhile by another process; read what it wrote
                 closed = done if done is not None else self._reread(record)
+                if done is not None:
+                    self._settled(done, final)
         if release:
             try:
                 self.ledger.release(record.id)
             except DeployError as exc:
                 log.warning("could not release the lock: %s", exc, extra=record.log_fields)
         return closed, note
+
+    def _settled(self, record: DeploymentRecord, final: Snapshot) -> None:
+        for observer in list(self.on_settled):
+            try:
+                observer(record, final)
+            except Exception:  # follow-through of others never stops the bookkeeping
+                log.exception("an observer of the outcome failed", extra=record.log_fields)
 
     def _reread(self, record: DeploymentRecord) -> DeploymentRecord:
         try:

@@ -65,6 +65,10 @@ class StoppedTask:
     reason: str
     exit_code: int | None = None
     container_reason: str = ""
+    # Where to look (bot/deploy/links.py): its container's CloudWatch Logs stream (or the log
+    # group when no stream can be named), and its page in the ECS console; "" when unknown.
+    log_url: str = ""
+    task_url: str = ""
 
     @property
     def short_id(self) -> str:
@@ -263,6 +267,9 @@ class Snapshot:
     # What the follower wants a reader to know besides ECS's state: AWS not answering, the
     # lock lost, "ECS may have started the deployment; following it", an outcome not recorded.
     note: str = ""
+    # The log stream of the newest stopped task so far: kept to the final snapshot, so a
+    # failure says where to look even when no task stopped in its last poll.
+    log_url: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -1,7 +1,8 @@
 """``deploybot demo``: the whole bot on this machine, with a page that plays a Slack channel.
 
-moto (with the stack and the rollout simulator), the Slack emulator and the bot run in one
-process. The bot is wired as in production: ``bot.server.create_app`` in Socket Mode, served by
+moto (with the stack and the rollout simulator), the Slack emulator, the GitHub stand-in
+(the history the releases were built from, so deploys show their commits) and the bot run in
+one process. The bot is wired as in production: ``bot.server.create_app`` in Socket Mode, served by
 uvicorn; only its endpoints differ. The page (http://127.0.0.1:8000) has a small FastAPI app of
 its own: it sends slash commands and clicks through the emulator, as Slack would, and
 long-polls the emulator's state to draw the channel.
@@ -30,6 +31,7 @@ from pydantic import BaseModel
 from bot.deploy.engine import Engine
 from bot.deploy.ledger import Requester
 from bot.fleet import Fleet
+from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
 from bot.local.stack import (
     DEFAULT_RELEASES,
@@ -37,12 +39,14 @@ from bot.local.stack import (
     StackInfo,
     add_service,
     create_stack,
+    fake_sha,
     push_image,
 )
 from bot.settings import Settings, load_settings
 from bot.slack import messages
 from bot.slack.app import web_client
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+from bot.slack.notify import change_for_notice
 from bot.targets import Target, Targets
 
 if TYPE_CHECKING:
@@ -72,6 +76,26 @@ HEALTHY_ROLLOUT_STEPS = 6
 STEP_ENV = "DEPLOYBOT_DEMO_STEP_SECONDS"  # tests speed the simulator up with it
 LONG_POLL_SECONDS = 25.0
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+# The commits each release was built from, oldest first; the last is the release's own, named
+# by the sha its image is tagged with (``fake_sha``). Later pushes get made-up ones.
+HISTORY: dict[str, list[tuple[str, str]]] = {
+    "v4.3.0": [
+        ("feat: hello-world answers on /", "Alice Example"),
+        ("feat: /health reports the version", "Bob Builder"),
+        ("release: v4.3.0", "Alice Example"),
+    ],
+    "v4.4.0": [
+        ("feat: greet the caller by name", "Carol Coder"),
+        ("fix: JSON logs keep the request id", "Bob Builder"),
+        ("chore: bump uvicorn", "Dependabot"),
+        ("release: v4.4.0", "Alice Example"),
+    ],
+    "v4.5.0": [
+        ("feat: cache greetings in memory", "Carol Coder"),
+        ("feat: CACHE_SIZE sets the cache's size", "Carol Coder"),
+        ("release: v4.5.0 (crashes on start: CACHE_SIZE is unset)", "Alice Example"),
+    ],
+}
 
 
 class _Stop(Exception):
@@ -87,6 +111,7 @@ class Playground:
     stack: StackInfo
     simulator: RolloutSimulator
     emulator: SlackEmulator
+    github: GitHubEmulator
     step_seconds: float
     targets: Targets | None = None  # staging and production (see playground_targets)
     versions: list[str] = field(default_factory=list)  # pushed so far, oldest first
@@ -177,7 +202,10 @@ def _playground(step: float) -> Iterator[Playground]:
     server.start()
     simulator: RolloutSimulator | None = None
     emulator: SlackEmulator | None = None
+    github = GitHubEmulator().start()
     try:
+        for version in DEFAULT_RELEASES:
+            seed_release(github, version)
         os.environ.update(aws_env(server.endpoint_url, server.region))
         emulator = SlackEmulator(
             bot_token=BOT_TOKEN,
@@ -186,7 +214,7 @@ def _playground(step: float) -> Iterator[Playground]:
             users={DEMO_USER: DEMO_USER_NAME},
             channels={CHANNEL: CHANNEL_NAME},
         ).start()
-        settings = _settings(server, emulator, step)
+        settings = _settings(server, emulator, github, step)
         stack = create_stack(server.endpoint_url, settings, running=RUNNING_VERSION)
         add_service(
             stack, settings, cluster=STAGING_STACK, service=STAGING_STACK, running=RUNNING_VERSION
@@ -200,6 +228,7 @@ def _playground(step: float) -> Iterator[Playground]:
             stack=stack,
             simulator=simulator,
             emulator=emulator,
+            github=github,
             step_seconds=step,
             targets=targets,
             versions=list(DEFAULT_RELEASES),
@@ -214,10 +243,31 @@ def _playground(step: float) -> Iterator[Playground]:
             simulator.stop()
         if emulator is not None:
             emulator.stop()
+        github.stop()
         server.stop()
 
 
-def _settings(server: MotoServer, emulator: SlackEmulator, step: float) -> Settings:
+def seed_release(github: GitHubEmulator, version: str) -> None:
+    """The commits ``version`` was built from, the last one named by the sha CI tags its
+    image with (``sha-`` + the first seven digits of ``fake_sha``)."""
+    commits = HISTORY.get(version) or [
+        (f"feat: what {version} brings", "Carol Coder"),
+        (f"fix: a small fix before {version}", "Bob Builder"),
+        (f"release: {version}", "Alice Example"),
+    ]
+    for i, (message, author) in enumerate(commits):
+        last = i == len(commits) - 1
+        github.add_commits(
+            [message],
+            author=author,
+            login=author.split()[0].lower() if author != "Dependabot" else None,
+            named=[fake_sha(version) if last else None],
+        )
+
+
+def _settings(
+    server: MotoServer, emulator: SlackEmulator, github: GitHubEmulator, step: float
+) -> Settings:
     """The bot's settings, all given here: nothing comes from the environment or a .env file."""
     return load_settings(
         _env_file=None,
@@ -242,6 +292,9 @@ def _settings(server: MotoServer, emulator: SlackEmulator, step: float) -> Setti
         slack_deploy_command=DEFAULT_COMMANDS.deploy,
         slack_redeploy_command=DEFAULT_COMMANDS.redeploy,
         slack_status_command=DEFAULT_COMMANDS.status,
+        github_repository=DEFAULT_REPOSITORY,
+        github_token=DEFAULT_TOKEN,
+        github_api_url=github.api_url,
     )
 
 
@@ -512,6 +565,7 @@ def create_page_app(
     async def push(body: PushIn) -> dict[str, Any]:
         async with push_lock:
             version = pg.next_version()
+            seed_release(pg.github, version)
             release = await asyncio.to_thread(
                 push_image, pg.server.endpoint_url, pg.settings, version
             )
@@ -531,7 +585,8 @@ async def post_image_pushed(
     Deploy button per target that takes images directly."""
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
     direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
-    msg = messages.image_pushed(tag, sha, None, service, targets=direct)
+    change = await asyncio.to_thread(change_for_notice, settings, tag)
+    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

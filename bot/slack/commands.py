@@ -25,11 +25,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.deploy.errors import BadTag
+from bot.deploy.changes import ChangeSummary
+from bot.deploy.engine import Engine, ImageInfo
+from bot.deploy.errors import BadTag, DeployError
 from bot.deploy.ledger import Requester
 from bot.rules import Action, Door
 from bot.slack import messages
-from bot.slack.context import BotContext
+from bot.slack.context import BotContext, log
 from bot.tags import TagError, parse_tag
 from bot.targets import Target
 
@@ -241,10 +243,12 @@ async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond)
     ctx.fleet.may_read(here[0], ask).raise_if_refused()
     engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
     images = await ctx.read(f"recent_images:{here[0].name}", lambda: engine.recent_images(5))
+    changes = await ctx.read(f"recent_changes:{here[0].name}", lambda: _changes(engine, images))
     msg = messages.help_message(
         images,
         engine.service_name,
         ctx.settings.slack_commands,
+        changes,
         targets=here if len(targets) > 1 else (),
     )
     await respond(response_type="ephemeral", **msg.as_kwargs())
@@ -256,6 +260,17 @@ def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
     if first and first in ctx.fleet.targets.names:
         return first, rest.strip()
     return None, text
+
+
+def _changes(engine: Engine, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
+    """What deploying each listed image would change (from what ``engine``'s target runs),
+    for its Deploy button's dialog; none when what runs cannot be read (the list is still
+    worth showing)."""
+    try:
+        return engine.changes_to([image.tags[0] for image in images])
+    except DeployError as exc:
+        log.warning("no change summaries for the list of images: %s", exc)
+        return {}
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:

@@ -29,6 +29,13 @@ display_information:
   description: Deploys the hello-world service to ECS Fargate, with live rollout progress.
   background_color: "#232f3e"
 features:
+  app_home:
+    # The bot tells whoever started a deployment how it ended, in a DM: "Without messages
+    # tab, the app can't message users" (getsentry/eng-pipes#329; Slack answers
+    # messages_tab_disabled). Read-only: nobody writes to the bot there.
+    home_tab_enabled: false
+    messages_tab_enabled: true
+    messages_tab_read_only_enabled: true
   bot_user:
     display_name: deploybot
     always_online: true
@@ -47,7 +54,8 @@ features:
 oauth_config:
   scopes:
     bot:
-      # chat.postMessage and chat.update: the live progress message and its thread.
+      # chat.postMessage and chat.update: the live progress message and its thread, and the
+      # requester's DM (chat.postMessage to a user id needs no im:write) or ephemeral.
       - chat:write
       # The three slash commands.
       - commands

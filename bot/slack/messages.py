@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.deploy.changes import ChangeSummary, commit_text, render_confirm, render_mrkdwn, reverse
 from bot.deploy.engine import ImageInfo, Plan, Status
 from bot.deploy.ledger import DeploymentRecord, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
@@ -78,6 +79,14 @@ def _where(kind: str, target: str) -> str:
     return _on(target) if kind == "rollback" else _to(target)
 
 
+# A confirm dialog's text: "Maximum length for the text in this field is 300 characters"
+# (Block Kit, "Confirmation dialog object", docs.slack.dev/reference/block-kit/
+# composition-objects/confirmation-dialog-object; the same limit in slack-messaging's and
+# slack-blocks' validators). Its title: 100; its buttons: 30.
+CONFIRM_TEXT_LIMIT = 300
+SECTION_TEXT_LIMIT = 3000  # a section block's text
+
+
 @dataclass(frozen=True)
 class Message:
     """What chat.postMessage / chat.update / respond take: fallback text and blocks."""
@@ -106,32 +115,45 @@ def _duration(seconds: float) -> str:
     return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60} s"
 
 
-def deploy_confirm(tag: str, service: str) -> ConfirmObject:
+def deploy_confirm(tag: str, service: str, change: ChangeSummary | None = None) -> ConfirmObject:
+    """Deploy's confirm dialog: what and where, and with ``change`` what it changes (plain
+    text: people's commit titles are shown as typed, and it fits CONFIRM_TEXT_LIMIT)."""
+    # The dialog has 300 characters: a service named like its cluster is named once. The tag
+    # stays whole (the summary's headline shortens it to its version).
+    cluster, _, name = service.partition("/")
+    where = name if name == cluster else service
+    intro = f"Deploy {tag} to {where}?"
     return ConfirmObject(
         title="Deploy?",
-        text=MarkdownTextObject(text=f"Deploy *{esc(tag)}* to *{esc(service)}*?"),
+        text=PlainTextObject(
+            text=render_confirm(change, intro, CONFIRM_TEXT_LIMIT),
+            emoji=False,
+        ),
         confirm="Deploy",
         deny="Cancel",
     )
 
 
-def deploy_button(tag: str, service: str, *, target: str = "") -> ButtonElement:
-    """Deploy ``tag``; with ``target`` (several are configured) to that target, named on the
-    button ("Deploy to staging") and in its action id, so a block holds one per target."""
+def deploy_button(
+    tag: str, service: str, change: ChangeSummary | None = None, target: str = ""
+) -> ButtonElement:
+    """Deploy ``tag`` (``change``: what it changes, in the confirm dialog); with ``target``
+    (several are configured) to that target, named on the button ("Deploy to staging") and
+    in its action id, so a block holds one per target."""
     if not target:
         return ButtonElement(
             text=PlainTextObject(text="Deploy"),
             action_id=DEPLOY_ACTION,
             value=tag,
             style="primary",
-            confirm=deploy_confirm(tag, service),
+            confirm=deploy_confirm(tag, service, change),
         )
     return ButtonElement(
         text=PlainTextObject(text=f"Deploy to {target}"[:75]),
         action_id=f"{DEPLOY_ACTION}{SEP}{target}",
         value=button_value(tag=tag, target=target),
         style="primary",
-        confirm=deploy_confirm(tag, f"{target} ({service})"),
+        confirm=deploy_confirm(tag, f"{target} ({service})", change),
     )
 
 
@@ -155,9 +177,17 @@ def promote_button(record: DeploymentRecord, source: str, to: str) -> ButtonElem
     )
 
 
-def rollback_button(record: DeploymentRecord, *, target: str = "") -> ButtonElement:
-    """Rollback of this one deployment: back to the image that ran before it, by digest."""
-    before = _tag_text(record.previous_tag, record.previous_digest)
+def rollback_button(
+    record: DeploymentRecord, change: ChangeSummary | None = None, target: str = ""
+) -> ButtonElement:
+    """Rollback of this one deployment: back to the image that ran before it, by digest.
+    ``change``: the deployment's own summary; the dialog shows it reversed. ``target``: its
+    target's name when several are configured (in the button's value)."""
+    intro = (
+        f"Back to {record.previous_tag}, the image that ran before this deployment? Refused "
+        "if this deployment no longer runs."
+    )
+    summary = reverse(change) if change is not None else None
     return ButtonElement(
         text=PlainTextObject(text="Rollback"),
         action_id=ROLLBACK_ACTION,
@@ -165,10 +195,8 @@ def rollback_button(record: DeploymentRecord, *, target: str = "") -> ButtonElem
         style="danger",
         confirm=ConfirmObject(
             title="Roll back?",
-            text=MarkdownTextObject(
-                text=f"Roll *{esc(record.service)}* back from `{esc(record.tag)}` to {before}, "
-                "the image that ran before this deployment? Refused if this deployment no "
-                "longer runs."
+            text=PlainTextObject(
+                text=render_confirm(summary, intro, CONFIRM_TEXT_LIMIT), emoji=False
             ),
             confirm="Roll back",
             deny="Cancel",
@@ -186,8 +214,26 @@ def offers_rollback(record: DeploymentRecord, snap: Snapshot | None) -> bool:
     return record.previous_tag != record.tag
 
 
-def _tag_text(tag: str, digest: str) -> str:
-    return f"`{esc(tag)}`" + (f" ({esc(short_digest(digest))})" if digest else "")
+def _tag_text(tag: str, digest: str, commit: str | None = None) -> str:
+    """``v4.4.0-…`` (abc1234, sha256:…): the tag, its commit ("no sha tag" said plainly) and
+    digest, as far as they are known."""
+    parts = [commit_text(commit), short_digest(digest) if digest else ""]
+    shown = ", ".join(esc(p) for p in parts if p)
+    return f"`{esc(tag)}`" + (f" ({shown})" if shown else "")
+
+
+def change_section(change: ChangeSummary | None) -> SectionBlock | None:
+    """What a deploy changes, as a section: direction, compare link, commits (or why not).
+    None when there is nothing to say (no summary, or the same image again). The piece a
+    promotion or an approval request adds to its message too."""
+    if change is None or change.direction.kind == "same":
+        return None
+    text = render_mrkdwn(change)
+    return SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_TEXT_LIMIT)))
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def starting(plan: Plan, target: str = "") -> Message:
@@ -196,17 +242,21 @@ def starting(plan: Plan, target: str = "") -> Message:
     by = plan.requester
     slack_user = by.source in ("slack", "ci-button") and is_user_id(by.who)
     named = mention(by.who) if slack_user else esc(by.name)
-    was = _tag_text(plan.current.tag, plan.current.digest)
+    was = _tag_text(plan.current.tag, plan.current.digest, plan.previous_commit)
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=title[:150])),
         SectionBlock(
             fields=[
                 MarkdownTextObject(text=f"*Service*\n{esc(plan.service)}"),
                 MarkdownTextObject(text=f"*By*\n{named} ({esc(by.source)})"),
-                MarkdownTextObject(text=f"*Tag*\n{_tag_text(plan.tag, plan.digest)}"),
+                MarkdownTextObject(text=f"*Tag*\n{_tag_text(plan.tag, plan.digest, plan.commit)}"),
                 MarkdownTextObject(text=f"*Revision*\nnew (was {was})"),
             ]
         ),
+    ]
+    if section := change_section(plan.change):
+        blocks.append(section)
+    blocks += [
         SectionBlock(text=MarkdownTextObject(text="*Rollout:* STARTING — taking the lock")),
     ]
     if plan.reason:
@@ -233,12 +283,16 @@ def progress(
     record: DeploymentRecord,
     snap: Snapshot | None,
     commands: CommandNames = DEFAULT_COMMANDS,
+    change: ChangeSummary | None = None,
+    console_url: str = "",
     *,
     target: str = "",
     promote_to: Sequence[str] = (),
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
-    the slash commands' names it may point to; ``target``: its target's name when several
+    the slash commands' names it may point to; ``change``: what it changes (shown, and
+    reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
+    the ECS console, linked when it goes wrong; ``target``: its target's name when several
     are configured; ``promote_to``: the targets that take its image once it completed (a
     Promote button each)."""
     outcome = snap.outcome if snap else None
@@ -261,15 +315,19 @@ def progress(
     fields = [
         MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
         MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
-        MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest)}"),
+        MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest, record.commit)}"),
         MarkdownTextObject(
-            text=f"*Revision*\n{esc(revision_of(record.task_definition))} "
-            f"(was {_tag_text(record.previous_tag, record.previous_digest)})"
+            text=f"*Revision*\n{esc(revision_of(record.task_definition))} (was "
+            f"{_tag_text(record.previous_tag, record.previous_digest, record.previous_commit)})"
         ),
     ]
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=title[:150])),
         SectionBlock(fields=fields),
+    ]
+    if section := change_section(change):
+        blocks.append(section)
+    blocks += [
         SectionBlock(
             text=MarkdownTextObject(
                 text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
@@ -284,6 +342,8 @@ def progress(
         blocks.append(
             SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
         )
+        if outcome != Outcome.COMPLETED and (where := where_to_look(snap, console_url)):
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=where)]))
     if snap and snap.note:
         note = f"⚠️ {esc(snap.note)}"[:3000]
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
@@ -305,7 +365,7 @@ def progress(
     if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
     if offers_rollback(record, snap):
-        buttons.append(rollback_button(record, target=target))
+        buttons.append(rollback_button(record, change, target))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
@@ -346,10 +406,25 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
     )
 
 
+def where_to_look(snap: Snapshot, console_url: str = "") -> str:
+    """``Where to look: the stopped task's logs · the deployments in the ECS console``."""
+    places = []
+    if snap.log_url:
+        places.append(link(snap.log_url, "the last stopped task's logs"))
+    if console_url:
+        places.append(link(console_url, "the service's deployments in the ECS console"))
+    return f"*Where to look:* {' · '.join(places)}" if places else ""
+
+
 def thread_reply(snap: Snapshot) -> str | None:
-    """New ECS events and stopped tasks' reasons, one reply for one snapshot."""
+    """New ECS events and stopped tasks' reasons (with links to their logs and task pages),
+    one reply for one snapshot."""
     lines = [f"• {esc(e.message)}" for e in snap.new_events]
-    lines += [f"• ⚠️ {esc(t.describe())}" for t in snap.stopped_tasks]
+    for t in snap.stopped_tasks:
+        places = [
+            link(url, name) for url, name in ((t.log_url, "logs"), (t.task_url, "task")) if url
+        ]
+        lines.append(f"• ⚠️ {esc(t.describe())}" + (f" ({', '.join(places)})" if places else ""))
     return "\n".join(lines) if lines else None
 
 
@@ -366,7 +441,8 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
         outcome = r.outcome.label if r.outcome else "in progress"
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest)} {esc(r.kind)} "
+            f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
+            f"{esc(r.kind)} "
             f"by {who(r)}: *{outcome}*{took}"
         )
     return out
@@ -385,6 +461,8 @@ def status(st: Status, target: str = "") -> Message:
     if by is not None:
         put_there = f"\nby {who(by)}, {esc(by.kind)} `{esc(by.id)}`"
     digest = f"{esc(st.short_digest)}, " if st.digest else ""
+    if commit := commit_text(st.commit):
+        digest = f"{esc(commit)}, {digest}"
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {st.tag}"[:150])),
         SectionBlock(
@@ -462,6 +540,12 @@ def status_all(rows: Sequence[TargetStatus], commands: CommandNames = DEFAULT_CO
     return Message(text="Targets: " + "; ".join(lines)[:3000], blocks=tuple(blocks[:50]))
 
 
+def image_commit(image: ImageInfo) -> str:
+    """An ECR image's commit, from its sha- tag: ``abc1234`` or ``no sha tag``."""
+    sha = next((t for t in image.tags if t.startswith("sha-")), "")
+    return sha.removeprefix("sha-")[:7] or "no sha tag"
+
+
 def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str]) -> Message:
     """``/deploy TAG`` where the channel has several targets: one button per target the
     person may deploy to."""
@@ -478,9 +562,11 @@ def help_message(
     images: Sequence[ImageInfo],
     service: str,
     commands: CommandNames = DEFAULT_COMMANDS,
+    changes: Mapping[str, ChangeSummary] | None = None,
     targets: Sequence[Target] = (),
 ) -> Message:
-    """Usage and the recent images (a Deploy button each); ``targets``: the channel's
+    """/deploy alone: usage, and the recent images with a Deploy button each (its dialog
+    says what that deploy changes, from ``changes`` by tag); ``targets``: the channel's
     targets when several are configured (named in the usage, a button each)."""
     deploy = commands.deploy
     if targets:
@@ -510,24 +596,26 @@ def help_message(
         blocks.append(SectionBlock(text=MarkdownTextObject(text="*Recent images in ECR*")))
         for image in images:
             pushed = f" · pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
+            tag = image.tags[0]
+            change = (changes or {}).get(tag)
+            moving = f" · {esc(change.direction.text)}" if change else ""
+            line = f"`{esc(tag)}` ({esc(image_commit(image))}){pushed}{moving}"
             direct = [t for t in targets if t.after is None]
             if len(targets) > 1 and direct:
                 # A section takes one accessory: the buttons go in a row of their own.
-                blocks.append(
-                    SectionBlock(text=MarkdownTextObject(text=f"`{esc(image.tags[0])}`{pushed}"))
-                )
+                blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
                 blocks.append(
                     ActionsBlock(
                         elements=[
-                            deploy_button(image.tags[0], service, target=t.name) for t in direct
+                            deploy_button(tag, service, change, target=t.name) for t in direct
                         ]
                     )
                 )
                 continue
             blocks.append(
                 SectionBlock(
-                    text=MarkdownTextObject(text=f"`{esc(image.tags[0])}`{pushed}"),
-                    accessory=deploy_button(image.tags[0], service),
+                    text=MarkdownTextObject(text=line),
+                    accessory=deploy_button(tag, service, change),
                 )
             )
     else:
@@ -536,28 +624,38 @@ def help_message(
 
 
 def image_pushed(
-    tag: str, sha: str | None, run_url: str | None, service: str, *, targets: Sequence[str] = ()
+    tag: str,
+    sha: str | None,
+    run_url: str | None,
+    service: str,
+    change: ChangeSummary | None = None,
+    targets: Sequence[str] = (),
 ) -> Message:
-    """CI's notice of a new image. ``targets``: with several configured, the ones that take
-    an image directly (a "Deploy to …" button each); targets with ``after`` get theirs on
-    the source target's final message instead."""
+    """CI's notice; ``change``: what deploying it would change from what runs now.
+    ``targets``: with several configured, the ones that take an image directly (a "Deploy
+    to …" button each); targets with ``after`` get theirs on the source target's final
+    message instead."""
     # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
     details = [f"*Tag*\n`{esc(tag)}`"]
     if sha:
         details.append(f"*Commit*\n`{esc(sha[:12])}`")
+    elif change is not None and change.target is not None:
+        details.append(f"*Commit*\n{esc(change.target.commit)}")
     if run_url:
         details.append(f"*CI run*\n{link(run_url, 'open the run')}")
-    blocks: tuple[Block, ...] = (
+    blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{esc(tag)}*")),
         SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
+    ]
+    if section := change_section(change):
+        blocks.append(section)
+    buttons = [deploy_button(tag, service, change, target=t) for t in targets[:25]]
+    blocks.append(
         ActionsBlock(
-            block_id="image_pushed",
-            elements=[deploy_button(tag, service, target=t) for t in targets[:25]]
-            if targets
-            else [deploy_button(tag, service)],
-        ),
+            block_id="image_pushed", elements=buttons or [deploy_button(tag, service, change)]
+        )
     )
-    return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=blocks)
+    return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=tuple(blocks))
 
 
 def image_claimed(
@@ -587,3 +685,21 @@ def image_claimed(
     actions = [b for b in kept if b.get("type") == "actions"]
     others = [b for b in kept if b.get("type") != "actions"]
     return [*others, note.to_dict(), *actions]
+
+
+def outcome_notice(record: DeploymentRecord, snap: Snapshot, permalink: str | None) -> Message:
+    """What the requester hears once their deployment ended: the outcome, and the way to
+    the deployment's message in the channel."""
+    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫"}.get(
+        snap.outcome or Outcome.FAILED, "❌"
+    )
+    label = snap.outcome.label if snap.outcome else "ended"
+    took = _duration(snap.elapsed)
+    what = f"Your {esc(record.kind)} of `{esc(record.tag)}` to {esc(record.service)}"
+    text = f"{icon} {what}: *{esc(label)}* after {took}."
+    if snap.outcome not in (Outcome.COMPLETED, None) and snap.outcome_reason:
+        text += f" {esc(snap.outcome_reason.rstrip('.'))}."
+    if permalink:
+        text += f"\n{link(permalink, 'See the deployment in the channel')}"
+    plain = f"{icon} {what}: {esc(label)} after {took}."
+    return Message(text=plain, blocks=(SectionBlock(text=MarkdownTextObject(text=text)),))

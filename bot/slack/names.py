@@ -16,13 +16,15 @@ from dataclasses import dataclass
 # packages/web-api/src/types/request/manifest.ts, ManifestSlashCommand.command).
 MAX_LENGTH = 32
 
-# What a name may hold: a "/", then lowercase letters, digits, "-" and "_". Lowercase only and no
+# What a name may hold: a "/", then lowercase letters, digits and "-". Lowercase only and no
 # spaces: what users type is matched as a single lowercase word. Hyphens are accepted by Slack
 # (NousResearch/hermes-agent PR #17081, closed by its maintainers: "Slack's API documentation
-# confirms hyphens ARE allowed", e.g. /reload-mcp); so are underscores (hermes-agent PR #18453:
-# "/reload_mcp [was] not the blocker" when Slack refused a manifest). We also require a letter
-# or digit first, so a name never reads as "/-x".
-NAME_PATTERN = re.compile(r"/[a-z0-9][a-z0-9_-]*")
+# confirms hyphens ARE allowed", e.g. /reload-mcp). Underscores are refused: the rule our issue
+# tracker gives for Slack's names is "lowercase, no spaces, no underscores"; one report says an
+# underscore was "not the blocker" of a refused manifest (hermes-agent PR #18453), but nothing
+# shows Slack takes it everywhere, and a name refused here costs a hyphen while a name Slack
+# refuses costs every command of the app. We also require a letter or digit first ("/-x").
+NAME_PATTERN = re.compile(r"/[a-z0-9][a-z0-9-]*")
 
 # Slack's built-in commands: a manifest that declares one is refused whole, "the slash command
 # has an invalid name", and no command of the app works (openclaw/openclaw PR #29032;
@@ -60,7 +62,7 @@ def problem_with(name: str) -> str | None:
     if not NAME_PATTERN.fullmatch(name):
         return (
             f"{name!r} is not a name Slack takes: after the '/', lowercase letters, digits, "
-            "'-' and '_' only, no spaces"
+            "and '-' only (no '_', no spaces)"
         )
     if name in BUILT_INS:
         return (

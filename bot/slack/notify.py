@@ -13,9 +13,11 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.deploy.changes import ChangeSummary
+from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.logs import redact
-from bot.settings import describe_errors, load_settings
+from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import messages
 from bot.targets import load_targets
 
@@ -30,6 +32,22 @@ _HINTS = {
     "not_in_channel": "The bot is not in {channel}: invite it (`/invite @deploybot`).",
     "is_archived": "Channel {channel} is archived.",
 }
+
+
+def change_for_notice(settings: Settings, tag: str) -> ChangeSummary | None:
+    """What deploying ``tag`` would change from what runs now, when this process may read
+    the service and ECR (and GitHub); None, said on stderr, when it may not: CI's role
+    (cloudformation/ci.yml) pushes images and reads nothing of ECS."""
+    engine: Engine | None = None
+    try:
+        engine = Engine(settings)
+        return engine.change_to(tag)
+    except DeployError as exc:
+        print(f"deploybot: the notice has no change summary: {exc.message}", file=sys.stderr)
+        return None
+    finally:
+        if engine is not None:
+            engine.close()
 
 
 def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
@@ -68,9 +86,11 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
         return 2
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
     # Several targets: a button per target that takes images directly; those with `after`
-    # get theirs on the source target's final message (a Promote button).
+    # get theirs on the source target's final message (a Promote button). What it changes:
+    # from what the default target runs.
     direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
-    msg = messages.image_pushed(tag, sha, run_url, service, targets=direct)
+    change = change_for_notice(settings, tag)
+    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct)
     try:
         resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
     except SlackApiError as exc:

@@ -24,12 +24,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import Snapshot
 from bot.slack import messages
 from bot.slack.messages import Message
+from bot.slack.requester import tell_requester
 
 log = logging.getLogger("deploybot.slack.progress")
 
@@ -91,6 +93,10 @@ class ProgressMessage:
         self.updates = 0
         self.failures = 0
         self.gave_up = ""
+        # What the deployment changes (its plan's, or worked out again on a resume): shown in
+        # the message, and reversed in its Rollback button's dialog.
+        self.change: ChangeSummary | None = None
+        self.told = ""  # how the requester heard of the outcome: "dm", "ephemeral", ""
         self._shown: dict[str, Any] | None = None
         self._pending: Message | None = None
         self._last_update = -1e9
@@ -111,9 +117,34 @@ class ProgressMessage:
             self.record,
             snap,
             self.engine.settings.slack_commands,
+            change=self.change,
+            console_url=self.engine.console_url,
             target=self.target,
             promote_to=self.promote_to,
         )
+
+    async def recall_change(self) -> None:
+        """Work out again what a resumed deployment changes (its plan is gone with the
+        process that made it). Best effort: without it the message shows the rest."""
+        record = self.record
+        if self.change is not None or record is None or record.kind == "redeploy":
+            return
+        before = record.previous_digest or record.previous_image or None
+        try:
+            self.change = await asyncio.to_thread(
+                self.engine.change_between, before, record.digest or record.image
+            )
+        except Exception as exc:
+            log.warning("no change summary for the message: %s", exc, extra=self._log_extra())
+
+    async def _tell_requester(self, final: Snapshot | None) -> None:
+        if final is None or self.record is None or self.told:
+            return
+        where = (self.channel, self.ts) if self.ts else None
+        try:
+            self.told = await tell_requester(self.client, self.engine, self.record, final, where)
+        except Exception:  # never in the way of the message
+            log.exception("telling the requester failed", extra=self._log_extra())
 
     def _log_extra(self) -> dict[str, str]:
         fields = self.record.log_fields if self.record else {}
@@ -124,6 +155,7 @@ class ProgressMessage:
         """Post the "starting" message: one try, and any failure is the caller's to refuse on
         (nothing has changed yet)."""
         msg = messages.starting(plan, target=self.target)
+        self.change = plan.change
         resp = await self.client.chat_postMessage(channel=self.channel, **msg.as_kwargs())
         self.ts = str(resp["ts"])
         self._shown = msg.as_kwargs()
@@ -159,18 +191,21 @@ class ProgressMessage:
         await self._settle_display()
         if final is not None and self._shown == self._render(final).as_kwargs():
             await self._mark_shown()
+        await self._tell_requester(final)
         return final
 
     async def finish(self) -> bool:
         """Show a closed record's kept final snapshot (its bot died before it could, or a
         reconcile settled it later)."""
         assert self.record is not None and self.record.final is not None
-        self._show(self._render(self.record.final))
+        final = self.record.final
+        self._show(self._render(final))
         await self._settle_display()
-        if self._shown == self._render(self.record.final).as_kwargs():
+        shown = self._shown == self._render(final).as_kwargs()
+        if shown:
             await self._mark_shown()
-            return True
-        return False
+        await self._tell_requester(final)
+        return shown
 
     async def _mark_shown(self) -> None:
         assert self.record is not None
@@ -449,6 +484,7 @@ class ProgressBoard:
 
     async def _follow(self, progress: ProgressMessage) -> None:
         try:
+            await progress.recall_change()
             await progress.follow()
         except asyncio.CancelledError:
             raise
@@ -460,6 +496,7 @@ class ProgressBoard:
 
     async def _finish(self, progress: ProgressMessage) -> None:
         try:
+            await progress.recall_change()
             await progress.finish()
         except asyncio.CancelledError:
             raise

@@ -301,6 +301,8 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_DEPLOY_COMMAND",
         "SLACK_REDEPLOY_COMMAND",
         "SLACK_STATUS_COMMAND",
+        "GITHUB_REPOSITORY",
+        "DEPLOY_NOTIFY_REQUESTER",
     }
     secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
     assert secrets == {

@@ -294,3 +294,16 @@ def test_wait_for_sees_calls_from_other_threads(emu: GitHubEmulator) -> None:
     assert emu.wait_for(lambda: emu.calls_of("compare"), timeout=10, what="a compare")
     with pytest.raises(TimeoutError, match="a deployment"):
         emu.wait_for(lambda: emu.calls_of("create_deployment"), timeout=0.2, what="a deployment")
+
+
+def test_commits_can_be_named_by_the_shas_images_carry(emu: GitHubEmulator) -> None:
+    """The playground and the tests seed the commits ECR's sha- tags name."""
+    release = "ab" * 20
+    shas = emu.add_commits(["feat: one", "release: v1"], named=[None, release])
+    assert shas[1] == release and shas[0] != release
+    status, _, body = compare(emu, shas[0][:7], release[:7])
+    assert status == 200 and [c["sha"] for c in body["commits"]] == [release]
+    with pytest.raises(ValueError, match="not a new 40-digit"):
+        emu.add_commits(["again"], named=[release])
+    with pytest.raises(ValueError, match="one sha"):
+        emu.add_commits(["a", "b"], named=[None])

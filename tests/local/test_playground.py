@@ -229,6 +229,9 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     expect(live.locator(".b-header")).to_have_text("🚀 Deploying v4.4.0-ecr-ecs-fargate to staging")
     timings["v4.4.0 in progress shown"] = time.monotonic() - sent
     expect(live).to_contain_text("Rollout: IN_PROGRESS")
+    # What it changes, from the GitHub stand-in's history of the releases (issue 17).
+    expect(live).to_contain_text("Forward 1 release: v4.3.0 (")
+    expect(live).to_contain_text("4 commits, newest first:")
     expect(live.locator(".b-header")).to_have_text(
         "✅ Deployed v4.4.0-ecr-ecs-fargate to staging", timeout=30_000
     )
@@ -287,9 +290,15 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#push").click()
     notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
     expect(notice).to_have_count(1)
+    expect(notice).to_contain_text("Forward 3 releases: v4.3.0 (")
     expect(notice.locator("button")).to_have_count(1)
     notice.locator('button[data-action-id="deploy_tag:staging"]').click()
     expect(page.locator("#d-title")).to_have_text("Deploy?")
+    # The dialog carries the same summary, commits included (plain text, Slack's 300 chars).
+    expect(page.locator("#d-text")).to_contain_text("Forward 3 releases")
+    expect(page.locator("#d-text")).to_contain_text("10 commits, newest first:")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#dialog").screenshot(path=str(ARTIFACTS / "confirm-dialog.png"))
     page.locator("#d-confirm").click()
     expect(notice).to_contain_text("is deploying")  # the notice loses its button
     expect(notice.locator("button")).to_have_count(0)

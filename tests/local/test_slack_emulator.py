@@ -95,6 +95,29 @@ def test_post_update_and_history(emu: SlackEmulator) -> None:
     json.dumps(emu.snapshot())  # the playground's page gets exactly this
 
 
+def test_a_post_to_a_user_id_is_a_dm(emu: SlackEmulator) -> None:
+    """As Slack: the bot's DM with the user, answered with the DM's own id; refused with
+    messages_tab_disabled when the app's Messages tab is off; an unknown user is
+    channel_not_found."""
+    web_client = client(emu)
+    posted = web_client.chat_postMessage(channel=ALICE, text="your deploy completed")
+    dm = emu.dm_channel(ALICE)
+    assert posted["channel"] == dm and dm.startswith("D")
+    assert [m.text for m in emu.messages(dm)] == ["your deploy completed"]
+    again = web_client.chat_postMessage(channel=ALICE, text="and another")
+    assert again["channel"] == dm and len(emu.messages(dm)) == 2
+    link = web_client.chat_getPermalink(channel=dm, message_ts=again["ts"])
+    assert link["permalink"].endswith(f"/archives/{dm}/p{again['ts'].replace('.', '')}")
+    with pytest.raises(SlackApiError) as err:
+        web_client.chat_postMessage(channel="U0NOBODY", text="hi")
+    assert err.value.response["error"] == "channel_not_found"
+    emu.set_messages_tab(False)
+    with pytest.raises(SlackApiError) as err:
+        web_client.chat_postMessage(channel=BOB, text="hi")
+    assert err.value.response["error"] == "messages_tab_disabled"
+    assert emu.dm_channel(BOB) not in emu.store.channels
+
+
 def test_errors_answer_as_slack_does(emu: SlackEmulator) -> None:
     web_client = client(emu)
     with pytest.raises(SlackApiError) as err:

@@ -78,7 +78,7 @@ def slack_takes(name: str) -> bool:
         and len(name) <= 32
         and name == name.lower()
         and " " not in name
-        and re.fullmatch(r"/[a-z0-9][a-z0-9_-]*", name) is not None
+        and re.fullmatch(r"/[a-z0-9][a-z0-9-]*", name) is not None
         and name not in REFUSED_BUILT_INS
     )
 
@@ -110,6 +110,7 @@ def test_declared_commands_are_names_slack_accepts(manifest: dict[str, Any]) -> 
         ("/d\u00e9ploy", "lowercase letters, digits"),
         ("/" + "x" * 32, "at most 32"),
         ("/-x", "lowercase letters, digits"),
+        ("/deploy_staging", "no '_'"),
     ],
 )
 def test_names_slack_refuses_are_refused_with_a_reason(name: str, says: str) -> None:
@@ -119,7 +120,7 @@ def test_names_slack_refuses_are_refused_with_a_reason(name: str, says: str) -> 
 
 
 @pytest.mark.parametrize(
-    "name", ["/deploy", "/deploy-status", "/deploy_staging", "/d2", "/" + "x" * 31]
+    "name", ["/deploy", "/deploy-status", "/deploy-staging", "/d2", "/" + "x" * 31]
 )
 def test_names_slack_takes_are_taken(name: str) -> None:
     assert problem_with(name) is None and slack_takes(name)
@@ -192,6 +193,13 @@ def test_manifest_keeps_to_slacks_schema(manifest: dict[str, Any]) -> None:
     assert settings["org_deploy_enabled"] is False
     assert settings["token_rotation_enabled"] is False  # the secret holds long-lived tokens
     assert set(manifest["oauth_config"]["scopes"]) == {"bot"}  # no user scopes
+    # The requester's DM (bot/slack/requester.py) needs the Messages tab: Slack refuses DMs
+    # with messages_tab_disabled otherwise. Read-only: the bot reads no DMs (no im:history).
+    assert manifest["features"]["app_home"] == {
+        "home_tab_enabled": False,
+        "messages_tab_enabled": True,
+        "messages_tab_read_only_enabled": True,
+    }
 
 
 def test_every_declared_command_has_a_listener_and_back(

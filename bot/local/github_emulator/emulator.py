@@ -227,16 +227,21 @@ class GitHubEmulator:
         parent: str | None = None,
         branch: str = "main",
         repository: str | None = None,
+        named: Sequence[str | None] | None = None,
     ) -> list[str]:
         """Append commits to ``branch`` (or on top of ``parent``, which moves ``branch`` there),
-        oldest first; returns their full shas. ``login=None``: an author GitHub does not know."""
+        oldest first; returns their full shas. ``login=None``: an author GitHub does not know.
+        ``named`` gives commits their shas (None: made up), so a history can hold the commits
+        images already in ECR were tagged with (their ``sha-`` tags)."""
+        if named is not None and len(named) != len(messages):
+            raise ValueError("give one sha (or None) per message")
         with self._lock:
             repo = self._repo(repository)
             tip = repo.resolve(parent) if parent else repo.branches.get(branch)
             if parent and tip is None:
                 raise KeyError(f"no commit {parent!r} in {repo.full_name}")
             shas: list[str] = []
-            for message in messages:
+            for i, message in enumerate(messages):
                 commit = repo.add_commit(
                     message,
                     author,
@@ -244,6 +249,7 @@ class GitHubEmulator:
                     login,
                     tip,
                     commit_time(self._start, len(repo.order)),
+                    sha=named[i] if named is not None else None,
                 )
                 tip = commit.sha
                 shas.append(commit.sha)

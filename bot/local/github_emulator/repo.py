@@ -90,9 +90,14 @@ class Repository:
         author_login: str | None,
         parent: str | None,
         at: datetime,
+        sha: str | None = None,
     ) -> Commit:
-        seed = f"{self.full_name}\n{parent}\n{message}\n{len(self.order)}"
-        sha = hashlib.sha1(seed.encode()).hexdigest()
+        """A new commit; ``sha`` (40 hex digits) names it, else one is made from its content."""
+        if sha is None:
+            seed = f"{self.full_name}\n{parent}\n{message}\n{len(self.order)}"
+            sha = hashlib.sha1(seed.encode()).hexdigest()
+        elif not re.fullmatch(r"[0-9a-f]{40}", sha) or sha in self.commits:
+            raise ValueError(f"{sha!r} is not a new 40-digit lowercase sha")
         commit = Commit(sha, message, author_name, author_email, author_login, parent, at)
         self.commits[sha] = commit
         self.order.append(sha)

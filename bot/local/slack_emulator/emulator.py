@@ -363,6 +363,16 @@ class SlackEmulator:
         with self.store.locked():
             self.store.outside.discard(self._known_channel(channel))
 
+    def set_messages_tab(self, enabled: bool) -> None:
+        """The app's App Home Messages tab: off, the bot's DMs are refused
+        (``messages_tab_disabled``), as Slack does."""
+        with self.store.locked():
+            self.store.messages_tab = enabled
+
+    def dm_channel(self, user: str) -> str:
+        """The id of the bot's DM with ``user`` (its messages: ``messages(dm_channel(u))``)."""
+        return "D" + user[1:]
+
     def add_channel(self, channel: str, name: str) -> None:
         """A conversation people can send commands from (``D…`` for a DM)."""
         with self.store.locked():

@@ -92,6 +92,8 @@ class Store:
         self.users = dict(users)
         # Channels the bot is not a member of: it cannot post or update there.
         self.outside: set[str] = set()
+        # The app's App Home Messages tab: off, Slack refuses the bot's DMs.
+        self.messages_tab = True
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -182,6 +184,17 @@ class Store:
             if cname == name:
                 return cid
         return None
+
+    def dm_channel(self, user: str) -> str:
+        """The bot's DM with ``user`` (``D…``), opened on first use as Slack does when a bot
+        posts to a user id."""
+        with self._lock:
+            channel = "D" + user[1:]
+            if channel not in self.channels:
+                self.channels[channel] = f"@{self.users.get(user, user)}"
+                self._top.setdefault(channel, [])
+                self._bump()
+            return channel
 
     # -- messages ---------------------------------------------------------------------------
 

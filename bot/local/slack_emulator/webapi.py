@@ -131,8 +131,24 @@ class WebApi:
         if channel in self.store.outside:
             raise ApiError("channel_not_found" if channel.startswith("D") else "not_in_channel")
 
+    def _dm(self, params: JSON) -> str | None:
+        """The DM channel of a post to a user id: "Post to a user's ID as the channel to send a
+        direct message to them" needs only chat:write, no conversations.open (Slack's
+        chat.postMessage reference; ParabolInc/parabol#4844 dropped im:write for it). Slack
+        answers with the DM's own id (``D…``); with the app's Messages tab off it refuses:
+        ``messages_tab_disabled`` ("Messages tab for the app is disabled", the chat.* error
+        tables). An unknown user is ``channel_not_found``."""
+        raw = str(params.get("channel") or "")
+        if not raw.startswith(("U", "W")) or raw in self.store.channels:
+            return None
+        if raw not in self.store.users:
+            raise ApiError("channel_not_found")
+        if not self.store.messages_tab:
+            raise ApiError("messages_tab_disabled")
+        return self.store.dm_channel(raw)
+
     def chat_post_message(self, params: JSON) -> JSON:
-        channel = self._channel(params)
+        channel = self._dm(params) or self._channel(params)
         self._member(channel)
         text, blocks = self._content(params, required=True)
         thread_ts = params.get("thread_ts") or None
