@@ -65,7 +65,11 @@ def create_app(
         socket: AsyncSocketModeHandler | None = None
         connecting: asyncio.Task[None] | None = None
         if socket_mode:
-            # Its aiohttp session must be made inside the running loop.
+            # Its aiohttp session must be made inside the running loop. Each replica opens its
+            # own connection and Slack sends each envelope to one of the app's open connections
+            # (bolt-python #448, #1071); on Slack's {"type": "disconnect"} (a refresh or a
+            # warning) slack_sdk opens a new one by itself (socket_mode/async_client.py), and
+            # meanwhile Slack sends to the other replicas' connections.
             socket = AsyncSocketModeHandler(bolt, app_token=settings.secret("slack_app_token"))
             app.state.socket = socket
             connecting = asyncio.create_task(_connect(socket))
@@ -169,7 +173,9 @@ async def _follow_open(board: ProgressBoard, settings: Settings, target: str = "
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
-    await board.reconcile_forever(max(1.0, 6 * settings.rollout_poll_seconds))
+    # Often enough to see a replica's lapsed follower lease within a third of a lease.
+    every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
+    await board.reconcile_forever(max(1.0, every))
 
 
 async def _connect(socket: AsyncSocketModeHandler) -> None:

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
@@ -463,17 +463,23 @@ class Engine:
             commit=commit,
         )
 
-    def history(self, limit: int = 10) -> list[DeploymentRecord]:
-        """Recent deployments, newest first; open ones reconciled with ECS first."""
+    def history(self, limit: int = 10, *, leave_followed: bool = False) -> list[DeploymentRecord]:
+        """Recent deployments, newest first; open ones reconciled with ECS first. With
+        ``leave_followed`` (a bot's periodic pass), records another process follows are left
+        to it: their follower reconciles them at every poll."""
         records = self._history(limit)
-        if all(r.settled or r.id in self.poller.tracking() for r in records):
+        skip = set(self.poller.tracking())
+        if leave_followed:
+            self.poller.leases.keep_only({r.id for r in records})
+            skip |= {r.id for r in records if self.followed_elsewhere(r)}
+        if all(r.settled or r.id in skip for r in records):
             return records
         try:
             state = ServiceState.from_api(self._service())
         except DeployError as exc:  # history is still worth showing without ECS
             log.warning("could not reconcile open deployments: %s", exc)
             return records
-        return self._reconcile(state, records)
+        return self._reconcile(state, records, skip)
 
     def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
         """Settle every recent record that is not settled and not followed here, from one
@@ -487,10 +493,10 @@ class Engine:
         return [new for new, old in zip(updated, records, strict=True) if new != old]
 
     def _reconcile(
-        self, state: ServiceState, records: list[DeploymentRecord]
+        self, state: ServiceState, records: list[DeploymentRecord], skip: set[str] | None = None
     ) -> list[DeploymentRecord]:
         now = self.clock.now()
-        tracking = set(self.poller.tracking())
+        tracking = set(self.poller.tracking()) | (skip or set())
         out = list(records)
         for i, record in enumerate(records):
             if record.settled or record.id in tracking:
@@ -801,6 +807,13 @@ class Engine:
             commit=plan.commit,
             previous_commit=plan.previous_commit,
         )
+        if follow:  # followed from its first write: no other process takes it meanwhile
+            record = replace(
+                record,
+                follower=self.poller.follower,
+                follower_until=started_at + timedelta(seconds=self.settings.lock_lease_seconds),
+                follower_beat=1,
+            )
         self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
         td = plan.base or None  # the new revision's log configuration is the same
         try:
@@ -906,9 +919,25 @@ class Engine:
         return self.start(self.plan_rollback(requester, reason, of), message_ref)
 
     # Watching ------------------------------------------------------------------------------
-    def follow(self, record: DeploymentRecord) -> None:
-        """Follow ``record`` to its outcome in this process (no watcher needed)."""
-        self.poller.follow(record)
+    def follow(self, record: DeploymentRecord) -> bool:
+        """Follow ``record`` to its outcome in this process (no watcher needed); False when
+        another process holds its follower lease (it follows it)."""
+        return self.poller.follow(record)
+
+    def followed_elsewhere(self, record: DeploymentRecord) -> bool:
+        """Another process holds ``record``'s follower lease and renews it (as this process
+        has seen it: a lease nobody renewed for a whole lease has lapsed)."""
+        if self.poller.owns(record.id):
+            return False
+        return not self.poller.leases.lapsed(record, self.poller.follower)
+
+    def own(self, record: DeploymentRecord) -> bool:
+        """Hold ``record``'s follower lease, to finish what its message shows; False when
+        another process holds it. ``disown`` when done (it is renewed meanwhile)."""
+        return self.poller.own(record)
+
+    def disown(self, record: DeploymentRecord) -> None:
+        self.poller.disown(record)
 
     def watch(
         self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
@@ -918,14 +947,20 @@ class Engine:
 
     def open_deployments(self) -> list[DeploymentRecord]:
         """Deployments to follow after a restart: open, or closed "unknown" (the rollout may
-        still run). A lock left by a settled deployment is released on the way."""
+        still run), that nobody follows: a live follower lease elsewhere is left alone (the
+        periodic pass takes it over if it lapses). A lock left by a settled deployment is
+        released on the way."""
         records = self._history(50)
         held = self.ledger.lock_item()
         if held is not None:
             holder = next((r for r in records if r.id == held.deployment_id), None)
             if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
                 self.ledger.take_over(held)
-        return [r for r in records if r.open or r.outcome == Outcome.UNKNOWN]
+        return [
+            r
+            for r in records
+            if (r.open or r.outcome == Outcome.UNKNOWN) and not self.followed_elsewhere(r)
+        ]
 
     def annotate(self, record: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         return self.ledger.annotate(record, message_ref)

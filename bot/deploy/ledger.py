@@ -1,9 +1,13 @@
 """DynamoDB: the per-service lock (a conditional put with a lease) and the deployment history.
 
-One table, two kinds of item, keyed by the service (``cluster/service``):
+One table, three kinds of item, the first two keyed by the service (``cluster/service``):
   pk = LOCK#<cluster>/<service>     sk = LOCK          the lock; ``expires_at`` is its lease
   pk = HISTORY#<cluster>/<service>  sk = <started>#<id> one deployment record
-The key schema is the one ``cloudformation/bot.yml`` declares (a test holds them together).
+  pk = NOTICE#<channel>:<ts>        sk = NOTICE        a CI notice whose Deploy button was used
+A record carries the lease of the process that follows it to its end (``follower``,
+``follower_until``, ``follower_beat``), so several bot replicas on one table follow each
+deployment once. The key schema is the one ``cloudformation/bot.yml`` declares (a test holds
+them together).
 
 Every write that could race another process is conditional, so closing, releasing and
 taking over are idempotent: whoever reconciles a record with ECS first wins, the others'
@@ -132,9 +136,14 @@ class DeploymentRecord:
     # from before commits were kept, or an image ECR did not have).
     commit: str | None = None
     previous_commit: str | None = None
-    # Which process follows it to its outcome, and until when (a lease on the record).
+    # Which process follows it to its outcome, and until when (a lease on the record); the beat
+    # grows at every claim and renewal, so a lease that stopped moving can be seen to have.
     follower: str = ""
     follower_until: datetime | None = None
+    follower_beat: int = 0
+    # ECS events and stopped tasks its thread already has a reply for: a follower that takes
+    # over does not say them again.
+    replied: frozenset[str] = frozenset()
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
@@ -350,6 +359,10 @@ class Ledger:
             value = getattr(rec, name)
             if value is not None:
                 item[name] = {"S": value}
+        if rec.follower and rec.follower_until is not None:  # followed from its first moment
+            item["follower"] = {"S": rec.follower}
+            item["follower_until"] = {"S": _ts(rec.follower_until)}
+            item["follower_beat"] = {"N": str(rec.follower_beat)}
         try:
             with aws_errors("writing the deployment history"):
                 self._call(
@@ -375,29 +388,140 @@ class Ledger:
             )
         return replace(rec, ecs_deployment_id=ecs_id)
 
-    def claim_follower(self, rec: DeploymentRecord, follower: str, seconds: float) -> bool:
+    def claim_follower(
+        self, rec: DeploymentRecord, follower: str, seconds: float, *, lapsed: bool = False
+    ) -> bool:
         """Lease the following of ``rec`` to ``follower`` until now + ``seconds``; False when
-        another follower's lease is still running (by CLOCK_SKEW's margin)."""
+        someone else holds it. It is free when nobody holds it, when it is ours, or when its
+        ``follower_until`` is past by CLOCK_SKEW's margin. With ``lapsed`` the caller saw the
+        lease ``rec`` carries (its holder and beat) stay unchanged for a whole lease: it is
+        taken only if it is still exactly that one, so of several replicas one wins."""
         now = self.clock.now()
         until = now + timedelta(seconds=seconds)
+        condition = (
+            "attribute_exists(pk) AND (attribute_not_exists(follower) OR follower = :f"
+            " OR follower_until < :stale"
+        )
+        values: dict[str, Any] = {
+            ":f": {"S": follower},
+            ":u": {"S": _ts(until)},
+            ":stale": {"S": _ts(now - CLOCK_SKEW)},
+            ":one": {"N": "1"},
+        }
+        if lapsed and rec.follower:
+            condition += " OR (follower = :was AND "
+            condition += (
+                "follower_beat = :beat)"
+                if rec.follower_beat
+                else "attribute_not_exists(follower_beat))"
+            )
+            values[":was"] = {"S": rec.follower}
+            if rec.follower_beat:
+                values[":beat"] = {"N": str(rec.follower_beat)}
         try:
             with aws_errors("claiming the deployment's follower lease", changed=True):
                 self._call(
                     self.db.update_item,
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
-                    UpdateExpression="SET follower = :f, follower_until = :u",
-                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(follower)"
-                    " OR follower = :f OR follower_until < :stale)",
+                    UpdateExpression="SET follower = :f, follower_until = :u "
+                    "ADD follower_beat :one",
+                    ConditionExpression=condition + ")",
+                    ExpressionAttributeValues=values,
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def renew_follower(self, rec: DeploymentRecord, follower: str, seconds: float) -> bool:
+        """Push ``follower``'s lease on ``rec`` out; False when it is no longer theirs."""
+        until = self.clock.now() + timedelta(seconds=seconds)
+        try:
+            with aws_errors("renewing the deployment's follower lease", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET follower_until = :u ADD follower_beat :one",
+                    ConditionExpression="follower = :f",
                     ExpressionAttributeValues={
                         ":f": {"S": follower},
                         ":u": {"S": _ts(until)},
-                        ":stale": {"S": _ts(now - CLOCK_SKEW)},
+                        ":one": {"N": "1"},
                     },
                 )
         except _Conditional:
             return False
         return True
+
+    def release_follower(self, rec: DeploymentRecord, follower: str) -> bool:
+        """Give up ``follower``'s lease on ``rec`` (another process may take it at once)."""
+        try:
+            with aws_errors("releasing the deployment's follower lease", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="REMOVE follower, follower_until ADD follower_beat :one",
+                    ConditionExpression="follower = :f",
+                    ExpressionAttributeValues={":f": {"S": follower}, ":one": {"N": "1"}},
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def mark_replied(self, rec: DeploymentRecord, ids: frozenset[str]) -> None:
+        """Its thread has replies for these ECS events and stopped tasks (``replied``)."""
+        if not ids:
+            return
+        with aws_errors("marking the deployment's thread replies", changed=True):
+            self._call(
+                self.db.update_item,
+                TableName=self.table,
+                Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                UpdateExpression="ADD replied :ids",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":ids": {"SS": sorted(ids)}},
+            )
+
+    # CI notices ----------------------------------------------------------------------------
+    def _notice_key(self, notice: str) -> dict[str, Any]:
+        return {"pk": {"S": f"NOTICE#{notice}"}, "sk": {"S": "NOTICE"}}
+
+    def claim_ci_notice(self, notice: str, who: str, days: int = 30) -> bool:
+        """Take a CI notice's Deploy button for ``who``: one conditional PutItem, so of
+        several bot replicas (or clicks) one wins. The item expires after ``days`` (TTL)."""
+        now = self.clock.now()
+        try:
+            with aws_errors("claiming the CI notice"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item={
+                        **self._notice_key(notice),
+                        "who": {"S": who},
+                        "at": {"S": _ts(now)},
+                        TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=days)).timestamp()))},
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def release_ci_notice(self, notice: str, who: str) -> None:
+        """The Deploy of a notice ``who`` claimed did not start: the button works again."""
+        try:
+            with aws_errors("releasing the CI notice"):
+                self._call(
+                    self.db.delete_item,
+                    TableName=self.table,
+                    Key=self._notice_key(notice),
+                    ConditionExpression="who = :w",
+                    ExpressionAttributeValues={":w": {"S": who}},
+                )
+        except _Conditional:
+            pass
 
     def forget(self, rec: DeploymentRecord) -> None:
         """Delete the record of a deployment ECS never heard of."""
@@ -665,4 +789,6 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         follower_until=_parse_ts(_s(item, "follower_until"))
         if _s(item, "follower_until")
         else None,
+        follower_beat=int(item.get("follower_beat", {}).get("N", "0")),
+        replied=frozenset(item.get("replied", {}).get("SS", ())),
     )

@@ -4,6 +4,11 @@ Every tracked deployment is judged on each poll (``Reconciler.read``); a snapsho
 watchers only when something a reader would see has changed. At the outcome the poller closes
 the history record and releases the lock, once, whoever is watching, and whether or not AWS
 answers: the watch always ends (UNKNOWN at the timeout when AWS stopped answering).
+
+Across processes (bot replicas, a terminal) a deployment is followed by the one that holds the
+follower lease on its record: the poller claims it before following, renews it as it polls,
+keeps it while its watchers finish showing the outcome, and releases it when they are done or
+the process stops. A lease that another process stopped renewing is taken over.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from bot.clock import Clock
 from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors
 from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord, Ledger
+from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
 from bot.deploy.reconcile import Reconciler
 from bot.deploy.rollout import (
     EcsDeployment,
@@ -59,7 +64,11 @@ class FollowerHealth:
 
 
 class Watch:
-    """A watcher's view of one deployment: iterate (threads) or async-iterate (asyncio)."""
+    """A watcher's view of one deployment: iterate (threads) or async-iterate (asyncio).
+
+    The iteration ends at the final snapshot, or without one when another process took the
+    deployment's follow-through over (``handed_over``): that process shows it from then on.
+    """
 
     def __init__(
         self,
@@ -70,11 +79,13 @@ class Watch:
         self.deployment_id = deployment_id
         self._poller = poller
         self._loop = loop
-        self._queue: queue.Queue[Snapshot] = queue.Queue()
-        self._aqueue: asyncio.Queue[Snapshot] | None = asyncio.Queue() if loop else None
+        self._queue: queue.Queue[Snapshot | None] = queue.Queue()
+        self._aqueue: asyncio.Queue[Snapshot | None] | None = asyncio.Queue() if loop else None
         self.last: Snapshot | None = None
+        self.handed_over = False
 
-    def put(self, snapshot: Snapshot) -> None:
+    def put(self, snapshot: Snapshot | None) -> None:
+        """The next snapshot; None: the deployment is followed elsewhere now."""
         if self._loop is not None and self._aqueue is not None:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._aqueue.put_nowait, snapshot)
@@ -87,21 +98,28 @@ class Watch:
             snap = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        if snap is None:
+            self.handed_over = True
+            return None
         self.last = snap
         return snap
 
     def __iter__(self) -> Iterator[Snapshot]:
-        while True:
+        while not self.handed_over:
             snap = self.get()
-            assert snap is not None
+            if snap is None:
+                return
             yield snap
             if snap.final:
                 return
 
     async def __aiter__(self) -> AsyncIterator[Snapshot]:
         assert self._aqueue is not None, "create the watch with a loop to iterate it in asyncio"
-        while True:
+        while not self.handed_over:
             snap = await self._aqueue.get()
+            if snap is None:
+                self.handed_over = True
+                return
             self.last = snap
             yield snap
             if snap.final:
@@ -139,6 +157,56 @@ class _Tracked:
     log_url: str = ""  # the newest stopped task's log stream (Snapshot.log_url)
 
 
+@dataclass
+class _Owned:
+    """A deployment whose follower lease this process holds."""
+
+    record: DeploymentRecord
+    renewed_at: float  # monotonic
+    # After the outcome: the watchers still showing it; the lease goes when they are done.
+    holders: set[int] = field(default_factory=set)
+
+
+class FollowerLeases:
+    """Whether another process's follower lease on a record has lapsed, by this process's clock.
+
+    A lease is judged by when this process saw it last change (its holder and beat), never by
+    the holder's timestamps alone: clocks may disagree by minutes (CLOCK_SKEW), but a lease
+    nobody renewed for a whole lease of our own monotonic clock has lapsed whatever the
+    clocks say. Kubernetes' leader election judges leases the same way (client-go
+    tools/leaderelection keeps the observed record and the local time it was observed).
+    ``follower_until`` past by CLOCK_SKEW's margin is lapsed at first sight.
+    """
+
+    def __init__(self, lease_seconds: float, clock: Clock) -> None:
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._seen: dict[str, tuple[str, int, float]] = {}
+        self._lock = threading.Lock()
+
+    def lapsed(self, record: DeploymentRecord, me: str) -> bool:
+        """True when nobody but ``me`` holds ``record``'s lease, or its holder stopped renewing."""
+        if not record.follower or record.follower == me:
+            return True
+        until = record.follower_until
+        if until is not None and until + CLOCK_SKEW < self.clock.now():
+            return True
+        now = self.clock.monotonic()
+        key = (record.follower, record.follower_beat)
+        with self._lock:
+            seen = self._seen.get(record.id)
+            if seen is None or seen[:2] != key:
+                self._seen[record.id] = (*key, now)
+                return False
+            return now - seen[2] >= self.lease_seconds
+
+    def keep_only(self, ids: set[str]) -> None:
+        """Forget what was seen of records no longer read."""
+        with self._lock:
+            for stale in set(self._seen) - ids:
+                del self._seen[stale]
+
+
 class ServicePoller:
     """Polls one service while any deployment of it is tracked; a daemon thread.
 
@@ -167,8 +235,10 @@ class ServicePoller:
         self.clock = clock
         self.follower = follower
         self.reconciler = Reconciler(ledger, clock, self.start_grace)
+        self.leases = FollowerLeases(lease_seconds, clock)
         self.polls = 0
         self._tracked: dict[str, _Tracked] = {}
+        self._owned: dict[str, _Owned] = {}
         # Deployments that ended here lately: a watcher that comes late gets the outcome.
         self._finished: OrderedDict[str, Snapshot] = OrderedDict()
         self._lock = threading.Lock()
@@ -185,12 +255,22 @@ class ServicePoller:
         note: str = "",
         started_here: bool = False,
         task_definition: dict[str, Any] | None = None,
-    ) -> None:
-        """Follow ``record`` to its outcome, whoever watches (idempotent). ``task_definition``:
-        the revision it runs, when known (the log links of stopped tasks come from it)."""
+    ) -> bool:
+        """Follow ``record`` to its outcome, whoever watches (idempotent). False when another
+        process follows it (it holds the lease): then this one does nothing. A record started
+        here carries this process's lease from its first write. ``task_definition``: the
+        revision it runs, when known (the log links of stopped tasks come from it)."""
         with self._lock:
             if record.id in self._tracked or record.id in self._finished:
-                return
+                return True
+        if started_here:
+            with self._lock:
+                self._owned[record.id] = _Owned(record, self.clock.monotonic())
+        elif not self.own(record):
+            return False
+        with self._lock:
+            if record.id in self._tracked or record.id in self._finished:
+                return True
             deadline = record.started_at + self.timeout
             self._tracked[record.id] = _Tracked(
                 record=record,
@@ -201,31 +281,81 @@ class ServicePoller:
                 task_definition=task_definition,
                 # A lock taken a moment ago needs no renewal yet; a resumed one may.
                 renewed_at=self.clock.monotonic() if started_here else float("-inf"),
+                # What its thread already says, when another process followed it before.
+                seen_events=set(record.replied),
+                seen_tasks=set(record.replied),
             )
             self._wake.set()  # poll now: a new deployment deserves a first snapshot
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._run, name=f"poller:{self.ledger.key}", daemon=True
-                )
-                self._thread.start()
-        self._claim(record)
+            self._ensure_thread()
+        return True
 
-    def _claim(self, record: DeploymentRecord) -> None:
+    def _ensure_thread(self) -> None:
+        """Start the poller thread if it is not running (with ``self._lock`` held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"poller:{self.ledger.key}", daemon=True
+            )
+            self._thread.start()
+
+    def own(self, record: DeploymentRecord) -> bool:
+        """Hold ``record``'s follower lease (claim it, or take it over once it lapsed); False
+        when another process holds it, or the claim could not be written."""
+        with self._lock:
+            if record.id in self._owned:
+                return True
+        if self.follower:
+            lapsed = self.leases.lapsed(record, self.follower)
+            try:
+                taken = self.ledger.claim_follower(
+                    record, self.follower, self.lease_seconds, lapsed=lapsed
+                )
+            except DeployError as exc:
+                log.warning("could not claim the follower lease: %s", exc, extra=record.log_fields)
+                return False
+            if not taken:
+                log.info("another process follows it", extra=record.log_fields)
+                return False
+            if record.follower and record.follower != self.follower:
+                log.warning(
+                    "took over from %s, whose lease lapsed",
+                    record.follower,
+                    extra=record.log_fields,
+                )
+        with self._lock:
+            self._owned[record.id] = _Owned(record, self.clock.monotonic())
+            self._ensure_thread()
+        return True
+
+    def owns(self, deployment_id: str) -> bool:
+        with self._lock:
+            return deployment_id in self._owned
+
+    def disown(self, record: DeploymentRecord) -> None:
+        """Give ``record``'s lease up (its watchers are done); not while it is followed here."""
+        with self._lock:
+            if record.id in self._tracked or self._owned.pop(record.id, None) is None:
+                return
+        self._release(record)
+
+    def _release(self, record: DeploymentRecord) -> None:
         if not self.follower:
             return
         try:
-            if not self.ledger.claim_follower(record, self.follower, self.lease_seconds):
-                log.info("another process follows it too", extra=record.log_fields)
-        except DeployError as exc:
-            log.warning("could not claim the follower lease: %s", exc, extra=record.log_fields)
+            self.ledger.release_follower(record, self.follower)
+        except DeployError as exc:  # it lapses by itself
+            log.warning("could not release the follower lease: %s", exc, extra=record.log_fields)
 
     def track(
         self, record: DeploymentRecord, loop: asyncio.AbstractEventLoop | None = None
     ) -> Watch:
-        """Follow ``record`` (if not yet) and return a new watcher of it."""
-        self.follow(record)
+        """Follow ``record`` (if not yet) and return a new watcher of it; the watcher ends at
+        once (``handed_over``) when another process follows it."""
+        followed = self.follow(record)
         watch = Watch(self, record.id, loop)
+        if not followed:
+            watch.put(None)
+            return watch
         with self._lock:
             tracked = self._tracked.get(record.id)
             if tracked is not None:
@@ -239,10 +369,20 @@ class ServicePoller:
         return watch
 
     def unsubscribe(self, watch: Watch) -> None:
+        """The watcher is done; after the outcome, the last one done releases the lease."""
         with self._lock:
             tracked = self._tracked.get(watch.deployment_id)
             if tracked and watch in tracked.watchers:
                 tracked.watchers.remove(watch)
+                return
+            owned = self._owned.get(watch.deployment_id)
+            if owned is None or id(watch) not in owned.holders:
+                return
+            owned.holders.discard(id(watch))
+            if owned.holders:
+                return
+            del self._owned[watch.deployment_id]
+        self._release(owned.record)
 
     def tracking(self) -> list[str]:
         with self._lock:
@@ -272,10 +412,16 @@ class ServicePoller:
         )
 
     def stop(self) -> None:
+        """Stop following, and release every lease held: another process takes over at once."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        with self._lock:
+            owned = list(self._owned.values())
+            self._owned.clear()
+        for entry in owned:
+            self._release(entry.record)
 
     def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
         """Alive unless deployments are tracked and its thread died or hangs in a pass."""
@@ -291,11 +437,14 @@ class ServicePoller:
         while not self._stop.is_set():
             self._beat = self.clock.monotonic()
             with self._lock:
-                if not self._tracked:
+                if not self._tracked and not self._owned:
                     self._thread = None
                     return
+                polling = bool(self._tracked)
             try:
-                self.poll_once()
+                self._renew_leases()
+                if polling:  # leases alone (watchers finishing) need no DescribeServices
+                    self.poll_once()
             except Exception:  # the poller must outlive any one bad poll
                 log.exception("poll failed; trying again next interval")
             self._beat = self.clock.monotonic()
@@ -417,13 +566,25 @@ class ServicePoller:
                 del tracked.sent[1:250]
             tracked.sent.append(snap)
             watchers = list(tracked.watchers)
+            release = False
             if snap.final:
                 self._tracked.pop(record.id, None)
                 self._finished[record.id] = snap
                 while len(self._finished) > 200:
                     self._finished.popitem(last=False)
+                # The lease stays while the watchers show the outcome (a Slack message may
+                # take a while), so no other process shows it meanwhile.
+                owned = self._owned.get(record.id)
+                if owned is not None:
+                    owned.record = tracked.record
+                    owned.holders = {id(w) for w in watchers}
+                    release = not owned.holders
+                    if release:
+                        del self._owned[record.id]
         for watch in watchers:
             watch.put(snap)
+        if release:
+            self._release(tracked.record)
 
     def _finish(
         self, tracked: _Tracked, snap: Snapshot, verdict: Verdict, ours: EcsDeployment | None
@@ -449,6 +610,36 @@ class ServicePoller:
         )
         return final
 
+    def _renew_leases(self) -> None:
+        """Renew every follower lease held here a third of a lease after the last renewal; a
+        lease found taken over ends the following here (its watchers are told)."""
+        if not self.follower:
+            return
+        now = self.clock.monotonic()
+        with self._lock:
+            due = [o for o in self._owned.values() if now - o.renewed_at >= self.lease_seconds / 3]
+        for owned in due:
+            owned.renewed_at = now
+            record = owned.record
+            try:
+                ours = self.ledger.renew_follower(record, self.follower, self.lease_seconds)
+            except DeployError as exc:  # still ours until it lapses; say so meanwhile
+                log.warning("could not renew the follower lease: %s", exc, extra=record.log_fields)
+                continue
+            if not ours:
+                self._handed_over(record)
+
+    def _handed_over(self, record: DeploymentRecord) -> None:
+        with self._lock:
+            self._owned.pop(record.id, None)
+            tracked = self._tracked.pop(record.id, None)
+        log.warning(
+            "another process took this deployment's follow-through over; stopping here",
+            extra=record.log_fields,
+        )
+        for watch in tracked.watchers if tracked else ():
+            watch.put(None)
+
     def _maybe_renew(self, tracked: _Tracked) -> None:
         if not tracked.claims_lock:
             return
@@ -464,8 +655,6 @@ class ServicePoller:
             log.warning("could not renew the deploy lock: %s", exc, extra=record.log_fields)
             return
         if ours:
-            if self.follower:
-                self._claim(record)
             return
         tracked.claims_lock = False
         if not tracked.started_here:

@@ -16,8 +16,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
-from bot.deploy.errors import NothingToRollBack
-from bot.deploy.ledger import Requester
+from bot.deploy.errors import DeployError, NothingToRollBack
+from bot.deploy.ledger import Ledger, Requester
 from bot.rules import Action, Door
 from bot.slack import messages
 from bot.slack.context import BotContext, log
@@ -86,15 +86,15 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     # Who and where first, before the notice is claimed.
     ctx.fleet.screen(target, Action.DEPLOY, ask).raise_if_refused()
     notice = f"{channel}:{ts}:{action_id}"
-    if not ephemeral:
-        # One click deploys; the notice says so at once and loses that button.
-        if notice in ctx.claimed:
-            where = f" to {mrkdwn.escape(named)}" if named else ""
-            return await _refuse(
-                respond,
-                f"Someone already clicked Deploy{where} on this {mrkdwn.escape(tag)} notice.",
-            )
-        ctx.claimed.add(notice)
+    ledger = ctx.engine(target).ledger  # one table for every target
+    # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
+    # table claims the notice's button; the notice then says so and loses that button.
+    if not ephemeral and not await asyncio.to_thread(ledger.claim_ci_notice, notice, requester.who):
+        where = f" to {mrkdwn.escape(named)}" if named else ""
+        return await _refuse(
+            respond,
+            f"Someone already clicked Deploy{where} on this {mrkdwn.escape(tag)} notice.",
+        )
     reason = "from the CI notice" if not ephemeral else ""
     try:
         record = await ctx.launch(
@@ -104,10 +104,12 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             respond,
         )
     except Exception:
-        ctx.claimed.discard(notice)
+        if not ephemeral:
+            await _unclaim(ledger, notice, requester.who)
         raise
     if record is None:
-        ctx.claimed.discard(notice)
+        if not ephemeral:
+            await _unclaim(ledger, notice, requester.who)
         return
     if not ephemeral:
         try:
@@ -126,6 +128,14 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
                 exc.response.get("error"),
                 extra={**record.log_fields, "channel": channel},
             )
+
+
+async def _unclaim(ledger: Ledger, notice: str, who: str) -> None:
+    """The deploy did not start: the notice's button works again."""
+    try:
+        await asyncio.to_thread(ledger.release_ci_notice, notice, who)
+    except DeployError as exc:
+        log.warning("could not release the CI notice %s: %s", notice, exc.message)
 
 
 async def promote(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:

@@ -39,7 +39,6 @@ class BotContext:
     fleet: Fleet
     client: AsyncWebClient
     min_update_interval: float = 2.0
-    claimed: set[str] = field(default_factory=set)  # CI notices' buttons someone clicked
     bot_name: str = "deploybot"  # the bot's Slack handle, from auth.test when Slack answered
     _boards: dict[str, ProgressBoard] = field(default_factory=dict)
     _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)

@@ -10,6 +10,11 @@ current state, at the least the final one. Thread replies are best effort and ne
 seconds (later changes coalesce into one update). A restarted bot resumes from the history
 record's ``message_ref`` and finishes the same message; a periodic pass shows outcomes that
 were settled later (a "still rolling out" that completed).
+
+Several bot replicas share the table: a message is shown by the replica that holds its
+deployment's follower lease (the engine's), and only by it. The others leave it alone until
+the lease lapses (its holder died), then one of them takes over the same message; the thread
+replies already posted are in the record (``replied``) and are not posted again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -27,7 +31,7 @@ from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord
+from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.rollout import Snapshot
 from bot.slack import messages
 from bot.slack.messages import Message
@@ -101,7 +105,7 @@ class ProgressMessage:
         self._pending: Message | None = None
         self._last_update = -1e9
         self._flusher: asyncio.Task[None] | None = None
-        self._replies: asyncio.Queue[str] = asyncio.Queue()
+        self._replies: asyncio.Queue[tuple[str, frozenset[str]]] = asyncio.Queue()
         self._replier: asyncio.Task[None] | None = None
         self._posted = asyncio.Event()
         if ts:
@@ -178,21 +182,35 @@ class ProgressMessage:
         assert self.record is not None
         watch = self.engine.watch(self.record, asyncio.get_running_loop())
         final: Snapshot | None = None
+        # The watch stays open until the outcome is on screen: the engine keeps the follower
+        # lease meanwhile, so no other replica shows it too.
         try:
             async for snap in watch:
                 text = messages.thread_reply(snap)
                 if text:
-                    self._reply(text)
+                    self._reply(text, _reply_ids(snap))
                 self._show(self._render(snap))
                 if snap.final:
                     final = snap
+            if watch.handed_over:
+                await self._handed_over()
+                return None
+            await self._settle_display()
+            if final is not None and self._shown == self._render(final).as_kwargs():
+                await self._mark_shown()
+            await self._tell_requester(final)
         finally:
             watch.close()
-        await self._settle_display()
-        if final is not None and self._shown == self._render(final).as_kwargs():
-            await self._mark_shown()
-        await self._tell_requester(final)
         return final
+
+    async def _handed_over(self) -> None:
+        """Another process follows the deployment now: it shows the message from here on."""
+        log.info("another bot process shows this deployment now", extra=self._log_extra())
+        self._pending = None
+        for task in (self._flusher, self._replier):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def finish(self) -> bool:
         """Show a closed record's kept final snapshot (its bot died before it could, or a
@@ -317,21 +335,23 @@ class ProgressMessage:
             log.warning("could not record the message's place: %s", exc, extra=self._log_extra())
 
     # -- thread replies -------------------------------------------------------------------------
-    def _reply(self, text: str) -> None:
-        self._replies.put_nowait(text)
+    def _reply(self, text: str, ids: frozenset[str] = frozenset()) -> None:
+        self._replies.put_nowait((text, ids))
         if self._replier is None or self._replier.done():
             self._replier = asyncio.create_task(self._send_replies())
 
     async def _send_replies(self) -> None:
-        """Replies in order; each tried a few times, then dropped (the message is what counts)."""
+        """Replies in order; each tried a few times, then dropped (the message is what counts).
+        Each one posted is noted in the record, so a replica taking over does not repeat it."""
         while not self._replies.empty():
-            text = self._replies.get_nowait()
+            text, ids = self._replies.get_nowait()
             await self._posted.wait()
             for attempt in range(REPLY_TRIES):
                 try:
                     await self.client.chat_postMessage(
                         channel=self.channel, thread_ts=self.ts, text=text
                     )
+                    await self._note_replied(ids)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -343,6 +363,19 @@ class ProgressMessage:
                         extra=self._log_extra(),
                     )
                     await asyncio.sleep(min(2.0**attempt, MAX_BACKOFF))
+
+    async def _note_replied(self, ids: frozenset[str]) -> None:
+        if not ids or self.record is None:
+            return
+        try:
+            await asyncio.to_thread(self.engine.ledger.mark_replied, self.record, ids)
+        except DeployError as exc:  # a replica taking over may say it again: harmless
+            log.warning("could not note the thread reply: %s", exc, extra=self._log_extra())
+
+
+def _reply_ids(snap: Snapshot) -> frozenset[str]:
+    """What a thread reply of ``snap`` says, by id: its ECS events and stopped tasks."""
+    return frozenset([e.id for e in snap.new_events] + [t.arn for t in snap.stopped_tasks])
 
 
 class ProgressBoard:
@@ -419,27 +452,35 @@ class ProgressBoard:
         return True
 
     async def resume(self, fallback_channel: str | None = None) -> list[str]:
-        """Follow every deployment a previous process left open, and show outcomes no message
-        shows yet. Needs AWS (raises DeployError without it), never Slack."""
+        """Follow every deployment a previous process left open and nobody follows, and show
+        outcomes no message shows yet. Needs AWS (raises DeployError without it), never Slack."""
         if fallback_channel:
             self.fallback_channel = fallback_channel
         records = await asyncio.to_thread(self.engine.open_deployments)
         resumed = []
         for record in records:
-            await asyncio.to_thread(self.engine.follow, record)  # the bookkeeping: no Slack
-            self.watch(record)
-            resumed.append(record.id)
-        resumed += self._finish_unshown(await asyncio.to_thread(self.engine.history, 20))
+            # The bookkeeping (no Slack); False when another replica took it meanwhile.
+            if await asyncio.to_thread(self.engine.follow, record):
+                self.watch(record)
+                resumed.append(record.id)
+        history = await asyncio.to_thread(self._history)
+        resumed += await self._finish_unshown(history)
         return resumed
 
-    def _finish_unshown(self, records: list[DeploymentRecord]) -> list[str]:
-        """Closed records whose message does not show their outcome: show it."""
+    def _history(self) -> list[DeploymentRecord]:
+        return self.engine.history(20, leave_followed=True)
+
+    async def _finish_unshown(self, records: list[DeploymentRecord]) -> list[str]:
+        """Closed records whose message does not show their outcome, and whose follower is
+        gone: show it (holding the follower lease meanwhile)."""
         finished = []
         for record in records:
             if record.open or record.shown or record.final is None or record.id in self.messages:
                 continue
             where = parse_ref(record.message_ref)
-            if where is None:
+            if where is None or self.engine.followed_elsewhere(record):
+                continue
+            if not await asyncio.to_thread(self.engine.own, record):
                 continue
             progress = self._message(record, *where)
             self.messages[record.id] = progress
@@ -454,11 +495,11 @@ class ProgressBoard:
         process that died). Never stops for AWS or Slack trouble."""
         while True:
             try:
-                records = await asyncio.to_thread(self.engine.history, 20)
-                self._finish_unshown(records)
+                records = await asyncio.to_thread(self._history)
+                await self._finish_unshown(records)
                 for record in self._unfollowed(records):
-                    await asyncio.to_thread(self.engine.follow, record)
-                    self.watch(record)
+                    if await asyncio.to_thread(self.engine.follow, record):
+                        self.watch(record)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -466,21 +507,18 @@ class ProgressBoard:
             await asyncio.sleep(interval)
 
     def _unfollowed(self, records: list[DeploymentRecord]) -> list[DeploymentRecord]:
-        now = self.engine.clock.now()
+        """Open records nobody follows: no lease (a ``--no-wait`` deploy), or one its holder
+        stopped renewing (it died). A record is written with its follower's lease, so a
+        deployment a moment old is never taken from the process that started it."""
         tracking = set(self.engine.poller.tracking())
-        # A deployment a moment old may not have claimed its follower yet.
-        young = timedelta(seconds=max(10.0, 4 * self.engine.settings.rollout_poll_seconds))
-        out = []
-        for record in records:
-            if not record.open or record.id in tracking or record.id in self.messages:
-                continue
-            if now - record.started_at < young:
-                continue
-            lease = record.follower_until
-            if lease is not None and lease + CLOCK_SKEW + timedelta(seconds=1) > now:
-                continue  # another process follows it
-            out.append(record)
-        return out
+        return [
+            record
+            for record in records
+            if record.open
+            and record.id not in tracking
+            and record.id not in self.messages
+            and not self.engine.followed_elsewhere(record)
+        ]
 
     async def _follow(self, progress: ProgressMessage) -> None:
         try:
@@ -505,6 +543,7 @@ class ProgressBoard:
         finally:
             if progress.record is not None:
                 self.messages.pop(progress.record.id, None)
+                await asyncio.to_thread(self.engine.disown, progress.record)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -25,6 +25,8 @@ from tests.conftest import (
 )
 from tests.helpers import free_port, wait_http
 
+TEST_LEASE_SECONDS = 3.0  # LOCK_LEASE_SECONDS of the bots: the lock's and a follower's lease
+
 
 @dataclass
 class BotProcess:
@@ -50,11 +52,16 @@ class BotProcess:
         args.append(str(self.port))
         if self.mode == "http":
             args.append("--http")
+        opened = emulator.sockets_opened
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         wait_http(self.url + "/healthz", timeout=30)
-        if self.mode == "socket":
-            emulator.wait_socket_connected(timeout=20)
+        if self.mode == "socket":  # its own connection, whoever else is connected
+            emulator.wait_for(
+                lambda: emulator.sockets_opened > opened and emulator.socket_connected,
+                timeout=20,
+                what="the bot's Socket Mode connection",
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -96,6 +103,9 @@ def start_bot(
             DEPLOY_ALLOWED_USERS=f"{ALICE},{BOB}",
             DEPLOY_ALLOWED_CHANNELS=f"{DEPLOYS},{RANDOM}",
         )
+        # A short follower lease: a bot killed mid-rollout is replaced by the next one (or
+        # by itself, restarted) within a few seconds instead of two minutes.
+        full["LOCK_LEASE_SECONDS"] = str(TEST_LEASE_SECONDS)
         full.update(env)
         log_dir = tmp_path_factory.mktemp("bot")
         bot = BotProcess(mode, full, free_port(), str(log_dir / "bot.log"))

@@ -94,6 +94,10 @@ class SlackEmulator:
             users=users if users is not None else {"U0ALICE": "alice", "U0BOB": "bob"},
         )
         self.request_url = request_url
+        # Several bot replicas behind one Request URL: each request goes to the next of these,
+        # in turn, as a load balancer in front of them would (empty: ``request_url`` alone).
+        self.request_urls: list[str] = []
+        self._next_url = 0
         self.ack_timeout = ack_timeout
         self._host, self._port = host, port
         self.api = WebApi(self.store, self.who, lambda: self.url)
@@ -101,6 +105,11 @@ class SlackEmulator:
         self._responses: dict[str, _ResponseTarget] = {}
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
+        self._socket_ids: dict[web.WebSocketResponse, int] = {}
+        self._opened = 0  # connections opened so far: the N of ``socket#N``
+        self._retiring: set[web.WebSocketResponse] = set()  # told to disconnect, still open
+        self._next_socket = 0
+        self._accept_delays: list[float] = []
         self._refuse_sockets_until = 0.0
         self._pending_acks: dict[str, asyncio.Future[tuple[float, JSON | None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -553,23 +562,50 @@ class SlackEmulator:
         """Whether a Socket Mode connection is open now."""
         return any(not ws.closed for ws in self._sockets)
 
-    def wait_socket_connected(self, timeout: float = 10.0) -> None:
-        self.wait_for(lambda: self.socket_connected, timeout, "a Socket Mode connection")
+    @property
+    def socket_count(self) -> int:
+        """How many Socket Mode connections are open now."""
+        return sum(not ws.closed for ws in self._sockets)
+
+    @property
+    def sockets_opened(self) -> int:
+        """How many Socket Mode connections were ever opened (``socket#N`` is the Nth)."""
+        return self._opened
+
+    def wait_socket_connected(self, timeout: float = 10.0, count: int = 1) -> None:
+        """Wait until at least ``count`` Socket Mode connections are open."""
+        self.wait_for(
+            lambda: self.socket_count >= count,
+            timeout,
+            f"{count} Socket Mode connection{'s' if count > 1 else ''}",
+        )
+
+    def delay_socket_accept(self, seconds: float, times: int = 1) -> None:
+        """Hold the handshake of the next ``times`` Socket Mode connections ``seconds`` long
+        (Slack slow to accept a new connection)."""
+        with self.store.locked():
+            self._accept_delays.extend([seconds] * times)
 
     async def _on_socket(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("ticket") not in self._tickets:
             return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
         if time.monotonic() < self._refuse_sockets_until:
             return web.json_response({"ok": False, "error": "unavailable"}, status=503)
+        with self.store.locked():
+            delay = self._accept_delays.pop(0) if self._accept_delays else 0.0
+        if delay:
+            await asyncio.sleep(delay)
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        self._opened += 1
+        self._socket_ids[ws] = self._opened
         self._sockets.append(ws)
         self.store.touch()
         try:
             await ws.send_json(
                 {
                     "type": "hello",
-                    "num_connections": len(self._sockets),
+                    "num_connections": self.socket_count,
                     "debug_info": {
                         "host": "applink-emulator",
                         "approximate_connection_time": 18060,
@@ -583,6 +619,8 @@ class SlackEmulator:
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            self._retiring.discard(ws)
+            self._socket_ids.pop(ws, None)
             self.store.touch()
         return ws
 
@@ -628,12 +666,65 @@ class SlackEmulator:
         self.store.touch()
         return len(dropped)
 
+    def refresh_sockets(
+        self, reason: str = "refresh_requested", close_after: float = 1.0, only: int | None = None
+    ) -> int:
+        """Tell open Socket Mode connections ``{"type": "disconnect", "reason": reason}``, then
+        close each ``close_after`` seconds later (unless the app closed it first); returns how
+        many were told. ``only`` picks one connection by its number (``socket#N``).
+
+        From the moment it is told, a connection gets no new envelope while another one is
+        open; with none other open it still gets them (Slack has nowhere else to send).
+        Slack: "Connections refresh regularly. You should be ready to receive and connect to
+        new WebSocket URLs as quickly as possible" (api.slack.com/apis/connections/
+        socket-implement); the warning is an envelope ``{"type": "disconnect", "reason":
+        "warning" | "refresh_requested" | ...}``, on which slack_sdk's client opens a new
+        connection (socket_mode/async_client.py, ``process_message``).
+        """
+        return self._run(self.arefresh_sockets(reason, close_after, only))
+
+    async def arefresh_sockets(
+        self, reason: str = "refresh_requested", close_after: float = 1.0, only: int | None = None
+    ) -> int:
+        return await self._arun(self._refresh(reason, close_after, only))
+
+    async def _refresh(self, reason: str, close_after: float, only: int | None) -> int:
+        told = [
+            ws
+            for ws in self._sockets
+            if not ws.closed and (only is None or self._socket_ids.get(ws) == only)
+        ]
+        for ws in told:
+            self._retiring.add(ws)
+            with contextlib.suppress(Exception):
+                await ws.send_json(
+                    {
+                        "type": "disconnect",
+                        "reason": reason,
+                        "debug_info": {"host": "applink-emulator"},
+                    }
+                )
+
+        async def close_later(ws: web.WebSocketResponse) -> None:
+            await asyncio.sleep(close_after)
+            with contextlib.suppress(Exception):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"refreshed")
+
+        for ws in told:
+            asyncio.get_running_loop().create_task(close_later(ws))
+        self.store.touch()
+        return len(told)
+
     # -- sending to the bot ---------------------------------------------------------------
 
     def _user_name(self, user: str) -> str:
         return self.store.users.get(user, user)
 
     def _route(self, via: Via | None, url: str | None) -> tuple[Via, str | None]:
+        if url is None and self.request_urls and via != "socket":
+            with self.store.locked():
+                url = self.request_urls[self._next_url % len(self.request_urls)]
+                self._next_url += 1
         url = url or self.request_url
         if via is None:
             via = "http" if url else "socket"
@@ -874,7 +965,7 @@ class SlackEmulator:
                     ack_payload = {"text": body}
         else:
             envelope_id = uuid.uuid4().hex
-            latency, ack_payload, error = await self._send_envelope(kind, payload, envelope_id)
+            latency, ack_payload, error, url = await self._send_envelope(kind, payload, envelope_id)
             body = json.dumps(ack_payload) if ack_payload else ""
         delivery = Delivery(
             kind=kind,
@@ -890,6 +981,7 @@ class SlackEmulator:
             body=body,
             ack_payload=ack_payload,
             error=error,
+            to=url or "",
         )
         self.store.record_delivery(delivery)
         return delivery
@@ -925,13 +1017,27 @@ class SlackEmulator:
         except aiohttp.ClientError as exc:
             return None, "", None, f"{type(exc).__name__}: {exc}"
 
+    def _pick_socket(self) -> web.WebSocketResponse | None:
+        """The connection for the next envelope: Slack spreads envelopes over an app's open
+        connections, each to one of them (bolt-python #448, a maintainer: "the Slack API
+        server will send each event to only 1 random connection"; #1071: "Slack's API server
+        delivers to any of the active connections"; api.slack.com/apis/connections/socket-implement
+        on refreshing connections). Here: in turn, skipping those told to disconnect while
+        another is open."""
+        open_sockets = [ws for ws in self._sockets if not ws.closed]
+        fresh = [ws for ws in open_sockets if ws not in self._retiring] or open_sockets
+        if not fresh:
+            return None
+        self._next_socket += 1
+        return fresh[self._next_socket % len(fresh)]
+
     async def _send_envelope(
         self, kind: Kind, payload: JSON, envelope_id: str
-    ) -> tuple[float | None, JSON | None, str | None]:
-        open_sockets = [ws for ws in self._sockets if not ws.closed]
-        if not open_sockets:
-            return None, None, "no Socket Mode connection"
-        ws = open_sockets[-1]  # the newest, as a reconnecting app expects
+    ) -> tuple[float | None, JSON | None, str | None, str]:
+        ws = self._pick_socket()
+        if ws is None:
+            return None, None, "no Socket Mode connection", ""
+        to = f"socket#{self._socket_ids.get(ws, 0)}"
         loop = asyncio.get_running_loop()
         waiting: asyncio.Future[tuple[float, JSON | None]] = loop.create_future()
         self._pending_acks[envelope_id] = waiting
@@ -947,11 +1053,11 @@ class SlackEmulator:
         try:
             await ws.send_json(envelope)
             acked_at, ack_payload = await asyncio.wait_for(waiting, self.ack_timeout)
-            return acked_at - started, ack_payload, None
+            return acked_at - started, ack_payload, None, to
         except TimeoutError:
-            return None, None, f"no ack within {self.ack_timeout} s"
+            return None, None, f"no ack within {self.ack_timeout} s", to
         except (ConnectionError, RuntimeError) as exc:
-            return None, None, f"socket: {exc}"
+            return None, None, f"socket: {exc}", to
         finally:
             self._pending_acks.pop(envelope_id, None)
 

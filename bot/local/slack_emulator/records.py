@@ -149,7 +149,8 @@ class Delivery:
 
     ``latency`` is seconds from sending to the ack (the HTTP response, or the socket ack).
     ``status`` and ``body`` are the HTTP response's; over the socket ``status`` is None and
-    ``body`` is the ack's payload as JSON text ("" when the ack had none).
+    ``body`` is the ack's payload as JSON text ("" when the ack had none). ``to`` says where
+    it went: the request URL over HTTP, ``socket#N`` (the Nth connection opened) over the socket.
     """
 
     kind: Kind
@@ -165,6 +166,7 @@ class Delivery:
     body: str
     ack_payload: JSON | None
     error: str | None
+    to: str = ""
 
     @property
     def ok(self) -> bool:
