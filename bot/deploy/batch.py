@@ -18,7 +18,10 @@ interval instead of twenty:
 - ``many`` describes a list of services, one call per cluster per ten (the status of every
   target).
 - A write through this process (UpdateService) forgets the service's description: the next
-  poll sees what ECS says after it, never a description from before.
+  poll sees what ECS says after it, never a description from before. A call that was on its
+  way while the write happened (another target's poll, carrying this service along) does not
+  cache its answer for it: each write bumps the service's generation, and an answer is kept
+  only if the generation did not move while the call ran.
 
 Only answers are cached; an error is the caller's, and the next caller tries again.
 """
@@ -60,6 +63,7 @@ class ServiceDescriptions:
         self._cluster_locks: dict[str, threading.Lock] = {}
         self._cache: dict[Key, _Entry] = {}
         self._watched: dict[Key, float] = {}  # until when (monotonic) a service rides along
+        self._generation: dict[Key, int] = {}  # bumped by every forget (a write)
         self.calls = 0  # DescribeServices calls made (the benchmark reads it)
 
     def get(self, cluster: str, service: str, max_age: float = 0.0) -> dict[str, Any] | None:
@@ -76,9 +80,8 @@ class ServiceDescriptions:
                 cached = self._fresh(key, max_age)
                 if cached is not None:
                     return cached.service
-            self._fetch(cluster, [service, *self._riders(cluster, exclude={service})])
-            with self._lock:
-                return self._cache[key].service
+            found = self._fetch(cluster, [service, *self._riders(cluster, exclude={service})])
+            return found.get(service)
 
     def many(self, keys: Iterable[Key], max_age: float = 0.0) -> dict[Key, dict[str, Any] | None]:
         """Every service of ``keys``: one call per cluster per ten services (fewer when fresh
@@ -87,21 +90,30 @@ class ServiceDescriptions:
         by_cluster: dict[str, list[str]] = {}
         for cluster, service in wanted:
             by_cluster.setdefault(cluster, []).append(service)
+        out: dict[Key, dict[str, Any] | None] = {}
         for cluster, services in by_cluster.items():
             with self._cluster_lock(cluster):
-                stale = [s for s in services if self._fresh((cluster, s), max_age) is None]
+                stale = []
+                for name in services:
+                    cached = self._fresh((cluster, name), max_age)
+                    if cached is None:
+                        stale.append(name)
+                    else:
+                        out[(cluster, name)] = cached.service
                 if not stale:
                     continue
                 room = -len(stale) % MAX_PER_CALL  # the last call's spare places
                 riders = self._riders(cluster, exclude=set(stale))[:room]
-                self._fetch(cluster, stale + riders)
-        with self._lock:
-            return {key: self._cache[key].service for key in wanted}
+                found = self._fetch(cluster, stale + riders)
+                out.update({(cluster, name): found.get(name) for name in stale})
+        return {key: out.get(key) for key in wanted}
 
     def forget(self, cluster: str, service: str) -> None:
         """Drop the cached description (after a write that changes the service)."""
         with self._lock:
             self._cache.pop((cluster, service), None)
+            key = (cluster, service)
+            self._generation[key] = self._generation.get(key, 0) + 1
 
     # -------------------------------------------------------------------------------------
     def _cluster_lock(self, cluster: str) -> threading.Lock:
@@ -126,8 +138,14 @@ class ServiceDescriptions:
             riders = [s for (c, s) in self._watched if c == cluster and s not in exclude]
         return riders[: MAX_PER_CALL - 1]
 
-    def _fetch(self, cluster: str, services: Sequence[str]) -> None:
+    def _fetch(self, cluster: str, services: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Describe ``services`` (ten a call); cache each answer unless the service was
+        written meanwhile. Every answer, by name (None: not found)."""
         names = list(dict.fromkeys(services))
+        with self._lock:
+            before = {name: self._generation.get((cluster, name), 0) for name in names}
+        # Stamped with the time the call was made: an answer is as old as its question.
+        asked_at = self._clock.monotonic()
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(names), MAX_PER_CALL):
             chunk = names[start : start + MAX_PER_CALL]
@@ -145,7 +163,8 @@ class ServiceDescriptions:
                     continue
                 for name in (str(svc.get("serviceName", "")), str(svc.get("serviceArn", ""))):
                     found.setdefault(name, dict(svc))
-        fetched_at = self._clock.monotonic()
         with self._lock:
             for name in names:
-                self._cache[(cluster, name)] = _Entry(found.get(name), fetched_at)
+                if self._generation.get((cluster, name), 0) == before[name]:
+                    self._cache[(cluster, name)] = _Entry(found.get(name), asked_at)
+        return {name: found.get(name) for name in names}

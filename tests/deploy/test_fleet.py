@@ -6,6 +6,7 @@ own; production (``after = "staging"``) and billing as two services of one clust
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.fleet import Ask, Fleet, NothingToPromote
 from bot.local.aws import MotoServer
+from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import _manifest, add_service
 from bot.rules import Action, Door, Rule, RuleRefused
@@ -268,3 +270,41 @@ def test_pollers_of_one_cluster_share_their_describe_services(
     assert polls >= 10, polls
     # Unbatched, calls == polls; batched, about half (one call serves both pollers).
     assert calls <= 0.75 * polls, (calls, polls)
+
+
+def test_an_answer_from_before_a_write_is_not_kept_for_the_next_poll(
+    fleet_stack: FleetStack, aws: MotoServer
+) -> None:
+    """Billing's poll carries production along; its answer left ECS before production's
+    UpdateService and arrives after it (delayed on the wire). The next poll of production
+    must see the write, not that answer."""
+    settings = fleet_stack.settings
+    with FaultProxy(aws.endpoint_url) as proxy:
+        fleet = Fleet(settings.model_copy(update={"aws_endpoint_url": proxy.endpoint_url}))
+        try:
+            billing, production = fleet.engine("billing").aws, fleet.engine("production").aws
+            production.describe_service(max_age=60)  # watched: it rides along
+            client = ecs(settings)
+            td = client.describe_task_definition(
+                taskDefinition=fleet_stack.info.task_definition_arn
+            )
+            keep = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "cpu", "memory")
+            new = client.register_task_definition(
+                **{k: td["taskDefinition"][k] for k in keep},
+                requiresCompatibilities=["FARGATE"],
+                containerDefinitions=td["taskDefinition"]["containerDefinitions"],
+            )["taskDefinition"]["taskDefinitionArn"]
+            proxy.delay_answer("ecs", "DescribeServices", seconds=2.0)
+            poll = threading.Thread(target=lambda: billing.describe_service(max_age=60))
+            poll.start()
+            deadline = time.monotonic() + 10
+            while proxy.count("ecs", "DescribeServices", "delay") < 1:
+                assert time.monotonic() < deadline, "the delayed poll never went out"
+                time.sleep(0.01)
+            time.sleep(0.3)  # moto has answered it: the answer waits in the proxy
+            production.update_service(new)
+            poll.join(timeout=30)
+            after = production.describe_service(max_age=60)
+            assert after is not None and after["taskDefinition"] == new
+        finally:
+            fleet.close()
