@@ -313,22 +313,35 @@ class Fleet:
         if not engines:
             return []
         descriptions = engines[0].aws.descriptions
-        try:
-            with aws_errors("reading the services"):
-                descriptions.many([(e.aws.cluster, e.aws.service) for e in engines])
-        except DeployError as exc:  # each target then says what its own read says
-            log.warning("could not read the services in one batch: %s", exc)
+        limit = max(history, 20)
 
-        def one(pair: tuple[Target, Engine]) -> TargetStatus:
-            target, engine = pair
+        def recorded(engine: Engine) -> list[DeploymentRecord] | DeployError:
             try:
-                # The batch above just read it: a description a few seconds old will do.
-                return TargetStatus(target, engine.status(history, max_age=5.0))
+                return engine.recorded(limit)
             except DeployError as exc:
-                return TargetStatus(target, None, exc.message)
+                return exc
 
         with ThreadPoolExecutor(max_workers=min(STATUS_THREADS, len(engines))) as pool:
-            return list(pool.map(one, zip(chosen, engines, strict=True)))
+            # The histories before the services: a record is only judged against an ECS
+            # read taken after it (Engine._prepare).
+            histories = list(pool.map(recorded, engines))
+            try:
+                with aws_errors("reading the services"):
+                    descriptions.many([(e.aws.cluster, e.aws.service) for e in engines])
+            except DeployError as exc:  # each target then says what its own read says
+                log.warning("could not read the services in one batch: %s", exc)
+
+            def one(i: int) -> TargetStatus:
+                target, engine, records = chosen[i], engines[i], histories[i]
+                if isinstance(records, DeployError):
+                    return TargetStatus(target, None, records.message)
+                try:
+                    # The batch above has just read it (after the records): that will do.
+                    return TargetStatus(target, engine.status(history, 5.0, records))
+                except DeployError as exc:
+                    return TargetStatus(target, None, exc.message)
+
+            return list(pool.map(one, range(len(engines))))
 
 
 def _with_bypasses(plan: Plan, decision: Decision) -> Plan:

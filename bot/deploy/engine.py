@@ -370,7 +370,8 @@ class Engine:
         """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
         of what runs and of ECR; the GitHub compares side by side, each bounded by GitHub's
         timeout."""
-        current, _ = self._running(self._service(), self._history(20))
+        records = self._history(20)  # before the service: see _prepare
+        current, _ = self._running(self._service(), records)
         before = current.digest or current.image or None
         suffix = self.settings.image_tag_suffix
         with aws_errors("listing the images in ECR"):
@@ -429,13 +430,21 @@ class Engine:
                 break
         return out
 
-    def status(self, history: int = 5, max_age: float = 0.0) -> Status:
-        """What runs; open deployments are reconciled with ECS on the way. ``max_age``: a
-        service description that old will do (the status of every target reads them all in
-        one batch first, bot/fleet.py)."""
+    def status(
+        self,
+        history: int = 5,
+        max_age: float = 0.0,
+        records: list[DeploymentRecord] | None = None,
+    ) -> Status:
+        """What runs; open deployments are reconciled with ECS on the way. ``max_age`` and
+        ``records``: the status of every target (bot/fleet.py) reads the histories first, then
+        every service in one batch, then gives each target its records and lets it take the
+        batch's description (never older than the records: see _prepare)."""
+        if records is None:
+            records = self._history(max(history, 20))  # before the service: see _prepare
         raw = self._service(max_age)
         state = ServiceState.from_api(raw)
-        records = self._reconcile(state, self._history(max(history, 20)))
+        records = self._reconcile(state, records)
         running, _ = self._running(raw, records)
         commit = running.commit
         if commit is None and running.digest:
@@ -462,6 +471,11 @@ class Engine:
             deployed_by=running.record,
             commit=commit,
         )
+
+    def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
+        """The recent records as the table holds them (no reconciling): read before a
+        service description that will judge them (``status(records=...)``)."""
+        return self._history(limit)
 
     def history(self, limit: int = 10, *, leave_followed: bool = False) -> list[DeploymentRecord]:
         """Recent deployments, newest first; open ones reconciled with ECS first. With
@@ -547,37 +561,35 @@ class Engine:
         lock with no record is taken over once its lease has lapsed by CLOCK_SKEW's margin.
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
-        state: ServiceState | None = None
         for _ in range(2):
             taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
             if taken:
                 return held
-            done, why, state = self._free_if_done(held, state)
+            done, why = self._free_if_done(held)
             if not done:
                 raise _lock_held(held, why)
         # Its holder was done, and someone else took the lock first: they hold it now.
         raise _lock_held(held, "")
 
-    def _free_if_done(
-        self, held: Lock, state: ServiceState | None
-    ) -> tuple[bool, str, ServiceState | None]:
-        """Take ``held`` over if its holder is done: (done?, why it is held, state read).
-        ``done`` is about the holder; whether the takeover won a race is the next put's to say."""
+    def _free_if_done(self, held: Lock) -> tuple[bool, str]:
+        """Take ``held`` over if its holder is done: (done?, why it is held).
+        ``done`` is about the holder; whether the takeover won a race is the next put's to say.
+        The holder's record is judged against a DescribeServices read after it (never an
+        earlier one: see _prepare); this costs one call, and only when the lock is held."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
-            return False, _rolling_out(followed.ecs_deployment_id, followed), state
+            return False, _rolling_out(followed.ecs_deployment_id, followed)
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
                 self.ledger.take_over(held)
-                return True, "", state
-            return False, "", state
+                return True, ""
+            return False, ""
         if not record.open and record.outcome != Outcome.UNKNOWN:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
-            return True, "", state
-        if state is None:
-            state = ServiceState.from_api(self._service())
+            return True, ""
+        state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
             final = self.reconciler.final_snapshot(
@@ -585,18 +597,18 @@ class Engine:
             )
             self.reconciler.settle(reading.record, final, release=False)
             self.ledger.take_over(held)
-            return True, "", state
+            return True, ""
         if reading.ours is not None:
-            return False, _rolling_out(reading.ours.id, reading.ours), state
-        return False, "; it is starting (ECS shows no deployment of it yet)", state
+            return False, _rolling_out(reading.ours.id, reading.ours)
+        return False, "; it is starting (ECS shows no deployment of it yet)"
 
-    def check_lock(self, state: ServiceState | None = None) -> None:
+    def check_lock(self) -> None:
         """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
         done is released on the way. Reads only (but for that release)."""
         held = self.ledger.lock_item()
         if held is None:
             return
-        done, why, _ = self._free_if_done(held, state)
+        done, why = self._free_if_done(held)
         if not done:
             raise _lock_held(held, why)
 
@@ -605,9 +617,10 @@ class Engine:
         """Check a deploy of ``tag_text`` (the tag, its digest in ECR, the service, the lock);
         refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
         tag = self._parse(tag_text)
+        records = self._history(50)  # before the service: see _prepare
         raw = self._service()
         tag, digest = self.resolve(tag)
-        return self._plan_image("deploy", tag, digest, requester, reason, raw)
+        return self._plan_image("deploy", tag, digest, requester, reason, raw, records)
 
     def _parse(self, tag_text: str) -> str:
         try:
@@ -641,6 +654,7 @@ class Engine:
         """Check a deploy of one image by digest (``kind`` ``promote``: another target's
         digest; ``deploy``: a tag resolved before the rules were asked); refused when ECR no
         longer has it. ``tag`` is the name people know it by."""
+        records = self._history(50)  # before the service: see _prepare
         raw = self._service()
         self._require_image(
             digest,
@@ -649,7 +663,7 @@ class Engine:
             f"repository {self.settings.ecr_repository}. Nothing was changed; deploy a tag "
             "that exists instead.",
         )
-        return self._plan_image(kind, tag, digest, requester, reason, raw)
+        return self._plan_image(kind, tag, digest, requester, reason, raw, records)
 
     def _plan_image(
         self,
@@ -659,8 +673,9 @@ class Engine:
         requester: Requester,
         reason: str,
         raw: dict[str, Any],
+        records: list[DeploymentRecord],
     ) -> Plan:
-        current, td, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw, records)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -676,8 +691,9 @@ class Engine:
 
     def plan_redeploy(self, requester: Requester, reason: str = "") -> Plan:
         """Check a forced new deployment of what runs now (its image must still be in ECR)."""
+        records = self._history(50)
         raw = self._service()
-        current, td, _ = self._prepare(raw)
+        current, td, _ = self._prepare(raw, records)
         self._require_image(
             current.digest,
             current.tag,
@@ -703,8 +719,9 @@ class Engine:
         restores the image that ran before that deployment, and only while that deployment is
         what runs. Without, it goes to the newest release that completed and was not later
         rolled back from, never toggling between two releases."""
+        records = self._history(100)
         raw = self._service()
-        current, td, history = self._prepare(raw, history=100)
+        current, td, history = self._prepare(raw, records)
         if of:
             undo = next((r for r in history if r.id == of), None)
             if undo is None:
@@ -761,13 +778,19 @@ class Engine:
         )
 
     def _prepare(
-        self, raw: dict[str, Any], history: int = 50
+        self, raw: dict[str, Any], records: list[DeploymentRecord]
     ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
         """The reads every plan shares: open records reconciled, the lock free, what runs
-        (and its task definition)."""
+        (and its task definition).
+
+        ``records`` must have been read *before* ``raw``: a record is only ever judged
+        against an ECS read taken after it. Read the other way round, a deployment that
+        reached ECS between the two reads is named by its record but missing from the
+        service, and would be closed as "replaced" (or "not started") while it rolls out,
+        its lock taken over (seen with two replicas: tests/reliability/test_stale_reads.py)."""
         state = ServiceState.from_api(raw)
-        records = self._reconcile(state, self._history(history))
-        self.check_lock(state)
+        records = self._reconcile(state, records)
+        self.check_lock()
         current, td = self._running(raw, records)
         return current, td, records
 
