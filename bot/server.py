@@ -28,11 +28,13 @@ from slack_sdk.signature import SignatureVerifier
 from bot import logs
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
+from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import guards
-from bot.slack.app import BotContext, build_app
-from bot.targets import load_targets
+from bot.slack.app import build_app
+from bot.slack.context import BotContext
+from bot.slack.progress import ProgressBoard
 
 log = logging.getLogger("deploybot.server")
 
@@ -48,13 +50,15 @@ def create_app(
     socket_mode: bool,
     engine: Engine | None = None,
     min_update_interval: float = 2.0,
+    fleet: Fleet | None = None,
 ) -> FastAPI:
-    """The FastAPI app of the bot; in Socket Mode it also owns the socket's lifetime."""
-    if engine is None:
-        target = load_targets(settings).default
-        engine = Engine(target.settings(settings), target=target)
+    """The FastAPI app of the bot; in Socket Mode it also owns the socket's lifetime.
+    ``fleet``: every target's engine (default: the settings' targets); ``engine``: a single
+    target's engine made elsewhere (the fleet is then built around it)."""
+    if fleet is None:
+        fleet = Fleet.around(engine) if engine is not None else Fleet(settings)
     bolt, ctx = build_app(
-        settings, engine, socket_mode=socket_mode, min_update_interval=min_update_interval
+        settings, fleet, socket_mode=socket_mode, min_update_interval=min_update_interval
     )
 
     @asynccontextmanager
@@ -80,24 +84,32 @@ def create_app(
             log.error("could not reach Slack at %s: %s", settings.slack_api_base, exc)
         # Open deployments are followed (AWS only) and their messages finished (Slack, when it
         # answers) in the background: the bot serves at once, whatever AWS and Slack do.
-        following = asyncio.create_task(_follow_open(ctx, settings))
-        # Queued deploys get their turn, and those waiting are told, once the lock is free.
-        queueing = asyncio.create_task(
-            guards.queue_forever(
-                ctx, lambda: [guards.place_of(ctx)], max(1.0, 6 * settings.rollout_poll_seconds)
+        # One per target: each target's engine follows its own deployments.
+        following = [
+            asyncio.create_task(_follow_open(board, settings, target.name))
+            for target, board in ctx.boards()
+        ]
+        # Queued deploys get their turn, and those waiting are told, once a lock is free.
+        following.append(
+            asyncio.create_task(
+                guards.queue_forever(
+                    ctx,
+                    lambda: [guards.place_of(ctx, t.name) for t in ctx.fleet.targets],
+                    max(1.0, 6 * settings.rollout_poll_seconds),
+                )
             )
         )
         try:
             yield
         finally:
-            following.cancel()
-            queueing.cancel()
+            for task in following:
+                task.cancel()
             if connecting is not None:
                 connecting.cancel()
             if socket is not None:
                 await socket.close_async()
-            await ctx.board.close()
-            await asyncio.to_thread(engine.close)
+            await ctx.close()
+            await asyncio.to_thread(fleet.close)
 
     # Only POST /slack/events and GET /healthz are served (DESIGN.md): no OpenAPI, no docs.
     app = FastAPI(
@@ -119,7 +131,7 @@ def create_app(
         # Answering at all shows the process and its event loop work; the follower is the
         # engine's poller thread, which closes records and releases locks. Slack's state is
         # reported, never judged: a Slack outage must not make ECS replace the task.
-        follower = engine.poller.health()
+        follower = fleet.health()
         body = {
             "status": "ok" if follower.ok else "follower stuck",
             "mode": "socket" if socket_mode else "http",
@@ -150,25 +162,31 @@ def create_app(
     return app
 
 
-async def _follow_open(ctx: BotContext, settings: Settings) -> None:
-    """Resume what a previous process left open (retrying while AWS cannot be read), then
-    reconcile open deployments with ECS every few polls for as long as the bot runs."""
+async def _follow_open(board: ProgressBoard, settings: Settings, target: str = "") -> None:
+    """Resume what a previous process left open on one target (retrying while AWS cannot be
+    read), then reconcile its open deployments with ECS every few polls while the bot runs."""
     delay = 1.0
+    extra = {"target": target} if target else {}
     while True:
         try:
-            resumed = await ctx.board.resume(settings.slack_channel)
+            resumed = await board.resume(settings.slack_channel)
             if resumed:
-                log.info("resumed %d open deployments", len(resumed))
+                log.info("resumed %d open deployments", len(resumed), extra=extra)
             break
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("could not resume open deployments (%s); retrying in %.0f s", exc, delay)
+            log.error(
+                "could not resume open deployments (%s); retrying in %.0f s",
+                exc,
+                delay,
+                extra=extra,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
     # Often enough to see a replica's lapsed follower lease within a third of a lease.
     every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
-    await ctx.board.reconcile_forever(max(1.0, every))
+    await board.reconcile_forever(max(1.0, every))
 
 
 async def _connect(socket: AsyncSocketModeHandler) -> None:
@@ -221,9 +239,11 @@ def serve(http: bool, host: str, port: int) -> int:
         )
         return 2
     try:
+        # deploybot.toml is read here: a mistake stops the bot before it serves, naming the
+        # file and the key of each problem.
         app = create_app(settings, socket_mode=not http)
-    except DeployError as exc:  # deploybot.toml's mistakes, each naming the file and the key
-        print(f"deploybot: {exc.message}", file=sys.stderr)
+    except DeployError as exc:
+        print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on"

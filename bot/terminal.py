@@ -24,9 +24,10 @@ from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
-from bot.rules import Door
+from bot.fleet import Ask, Fleet, TargetStatus
+from bot.rules import Action, Door
 from bot.settings import Settings, describe_errors, load_settings
-from bot.targets import Target, load_targets
+from bot.targets import Target
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -52,24 +53,28 @@ def _settings() -> Settings:
         raise DeployError(f"Bad configuration: {describe_errors(exc)}") from None
 
 
-def _engine() -> tuple[Engine, Settings, Target]:
-    """The engine of the default target (DEPLOY_TARGET), with its rules."""
-    settings = _settings()
-    target = load_targets(settings).default
-    return Engine(target.settings(settings), target=target), settings, target
-
-
-def _run(body: Callable[[Engine], int]) -> int:
-    engine: Engine | None = None
+def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
+    """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
+    a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
+    fleet: Fleet | None = None
     try:
-        engine, _, _ = _engine()
-        return body(engine)
+        fleet = Fleet(_settings())
+        return body(fleet, fleet.target(getattr(args, "target", None)))
     except DeployError as exc:
         err.print(f"[bold red]✗[/] {_t(exc.message)}")
         return exc.exit_code
     finally:
-        if engine is not None:
-            engine.close()
+        if fleet is not None:
+            fleet.close()
+
+
+def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
+    """``body`` on the engine of the target ``--target`` names."""
+    return _run_fleet(args, lambda fleet, target: body(fleet.engine(target)))
+
+
+def _ask(args: argparse.Namespace) -> Ask:
+    return Ask(Door.CLI, requester(), None, getattr(args, "break_glass", None))
 
 
 def _image_text(commit: str | None, digest: str) -> str:
@@ -189,11 +194,6 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     return outcome.exit_code
 
 
-def _via(args: argparse.Namespace) -> Via:
-    """The terminal's door; ``--break-glass "why"`` where the command takes it."""
-    return Via(door=Door.CLI, break_glass=getattr(args, "break_glass", None))
-
-
 def print_change(plan: Plan) -> None:
     """What the plan changes, before anything is: direction, compare link, commits."""
     if plan.change is None:
@@ -207,7 +207,9 @@ def go_on(args: argparse.Namespace, plan: Plan) -> bool:
     in a script, a pipe) there is nobody to ask: go on."""
     if getattr(args, "yes", False) or not sys.stdin.isatty():
         return True
-    verb = {"redeploy": "Redeploy", "rollback": "Roll back to"}.get(plan.kind, "Deploy")
+    verb = {"redeploy": "Redeploy", "rollback": "Roll back to", "promote": "Promote"}.get(
+        plan.kind, "Deploy"
+    )
     question = f"{verb} {_t(plan.tag)} on {_t(plan.service)}?"
     try:
         return Confirm.ask(question, console=out, default=False)
@@ -215,16 +217,25 @@ def go_on(args: argparse.Namespace, plan: Plan) -> bool:
         return False
 
 
-def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
-    def body(engine: Engine) -> int:
-        checked = plan(engine)
-        for bypass in checked.decision.bypassed:
-            err.print(f"[yellow]![/] {_t(bypass.message)}")
-        print_change(checked)
-        if not go_on(args, checked):
+def _start(
+    args: argparse.Namespace, plan: Callable[[Fleet, Target], Plan], target: str | None = None
+) -> int:
+    """Plan through the rules (``target``: the one the command names, else --target's),
+    show what it changes, ask (in a terminal, without --yes), then start, and follow unless
+    --no-wait."""
+
+    def body(fleet: Fleet, chosen: Target) -> int:
+        if target is not None:
+            chosen = fleet.target(target)
+        engine = fleet.engine(chosen)
+        planned = plan(fleet, chosen)
+        for note in planned.notes:
+            err.print(f"[yellow]![/] {_t(note)}")
+        print_change(planned)
+        if not go_on(args, planned):
             err.print("Not started: nothing was changed.")
             return EXIT_REFUSED
-        record = engine.start(checked, follow=not args.no_wait)
+        record = engine.start(planned, follow=not args.no_wait)
         if record.break_glass:
             announce_break_glass(engine, record)
         if args.no_wait:
@@ -237,19 +248,48 @@ def _start(args: argparse.Namespace, plan: Callable[[Engine], Plan]) -> int:
             return EXIT_OK
         return follow(engine, record)
 
-    return _run(body)
+    return _run_fleet(args, body)
 
 
 def deploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_deploy(args.tag, requester(), args.reason, via=_via(args)))
+    return _start(
+        args,
+        lambda fleet, target: fleet.plan(
+            target, Action.DEPLOY, _ask(args), tag=args.tag, reason=args.reason
+        ),
+    )
 
 
 def redeploy(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_redeploy(requester(), args.reason, via=_via(args)))
+    return _start(
+        args,
+        lambda fleet, target: fleet.plan(target, Action.REDEPLOY, _ask(args), reason=args.reason),
+    )
 
 
 def rollback(args: argparse.Namespace) -> int:
-    return _start(args, lambda e: e.plan_rollback(requester(), args.reason, via=_via(args)))
+    return _start(
+        args,
+        lambda fleet, target: fleet.plan(target, Action.ROLLBACK, _ask(args), reason=args.reason),
+    )
+
+
+def promote(args: argparse.Namespace) -> int:
+    """``promote FROM TO``: deploy to TO the digest FROM's last deployment completed with."""
+    named = getattr(args, "target", None)
+    if named is not None and named != args.to:
+        err.print(
+            f"[bold red]✗[/] promote names its targets (FROM {_t(args.source)}, TO "
+            f"{_t(args.to)}); drop --target {_t(named)}. Nothing was changed."
+        )
+        return EXIT_REFUSED
+    return _start(
+        args,
+        lambda fleet, target: fleet.plan(
+            target, Action.PROMOTE, _ask(args), source=args.source, reason=args.reason
+        ),
+        target=args.to,
+    )
 
 
 def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
@@ -291,6 +331,10 @@ def _until_closed(engine: Engine, record: DeploymentRecord) -> tuple[Outcome | N
         engine.clock.wait(poll)
 
 
+def _via(args: argparse.Namespace) -> Via:
+    return Via(door=Door.CLI, break_glass=getattr(args, "break_glass", None))
+
+
 def freeze(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         frozen = engine.freeze(requester(), args.reason, via=_via(args))
@@ -301,7 +345,7 @@ def freeze(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return _run(body)
+    return _run(args, body)
 
 
 def unfreeze(args: argparse.Namespace) -> int:
@@ -313,7 +357,7 @@ def unfreeze(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return _run(body)
+    return _run(args, body)
 
 
 def abort(args: argparse.Namespace) -> int:
@@ -340,7 +384,7 @@ def abort(args: argparse.Namespace) -> int:
         out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
         return 1
 
-    return _run(body)
+    return _run(args, body)
 
 
 def _record_json(record: DeploymentRecord) -> dict[str, Any]:
@@ -463,7 +507,73 @@ def status(args: argparse.Namespace) -> int:
             out.print("  recent images in ECR: none")
         return EXIT_OK
 
-    return _run(body)
+    return _run_fleet(args, _status_fleet(args, body))
+
+
+def _all_targets(args: argparse.Namespace) -> bool:
+    """``status`` without --target shows every target (the detail where there is just one)."""
+    return getattr(args, "target", None) is None
+
+
+def _status_fleet(
+    args: argparse.Namespace, detail: Callable[[Engine], int]
+) -> Callable[[Fleet, Target], int]:
+    def body(fleet: Fleet, target: Target) -> int:
+        if _all_targets(args) and len(fleet.targets) > 1:
+            return _status_of_all(args, fleet)
+        return detail(fleet.engine(target))
+
+    return body
+
+
+def _status_of_all(args: argparse.Namespace, fleet: Fleet) -> int:
+    """Every target in one table: one DescribeServices per cluster per ten services."""
+    rows = fleet.statuses()
+    if args.json:
+        data = {
+            "targets": [
+                {"target": row.target.name, "error": row.error or None}
+                | (status_json(row.status) if row.status else {})
+                for row in rows
+            ]
+        }
+        print(json.dumps(data, default=str, indent=2))
+        return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
+    out.print(_targets_table(rows, fleet.targets.default_name))
+    out.print("Detail: deploybot --target NAME status")
+    return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
+
+
+def _targets_table(rows: list[TargetStatus], default: str) -> Table:
+    table = Table(title="Targets", title_justify="left")
+    for column in ("target", "service", "tag (digest)", "tasks", "rollout", "lock"):
+        table.add_column(column)
+    for row in rows:
+        name = _t(row.target.name) + (" [dim](default)[/]" if row.target.name == default else "")
+        if row.target.after:
+            name += f"\n[dim]after {_t(row.target.after)}[/]"
+        service = f"{_t(row.target.cluster)}/{_t(row.target.service)}"
+        st = row.status
+        if st is None:
+            table.add_row(name, service, f"[red]not read[/]: {_t(row.error)}", "", "", "")
+            continue
+        rollout = (
+            f"{_t(st.rollout.rollout_state or 'IN_PROGRESS')} {st.rollout.running}/"
+            f"{st.rollout.desired}"
+            if st.rollout
+            else "none"
+        )
+        table.add_row(
+            name,
+            service,
+            _t(st.tag) + (f"\n{_t(st.short_digest)}" if st.digest else ""),
+            f"{st.running}/{st.desired}" + (f", {st.pending} pending" if st.pending else ""),
+            rollout,
+            (_t(st.lock.describe()) if st.lock else "free")
+            + (f"\n[bold red]frozen[/]: {_t(st.freeze.reason)}" if st.freeze else "")
+            + (f"\n{len(st.queue)} queued" if st.queue else ""),
+        )
+    return table
 
 
 def _history_table(records: list[DeploymentRecord], title: str) -> Table:
@@ -503,7 +613,7 @@ def history(args: argparse.Namespace) -> int:
             out.print(_history_table(records, f"Last {len(records)} deployments"))
         return EXIT_OK
 
-    return _run(body)
+    return _run(args, body)
 
 
 def unlock(args: argparse.Namespace) -> int:
@@ -518,4 +628,4 @@ def unlock(args: argparse.Namespace) -> int:
             )
         return EXIT_OK
 
-    return _run(body)
+    return _run(args, body)

@@ -16,7 +16,7 @@ from bot.local.aws import DEFAULT_REGION, FAKE_AWS_ENV, UNSAFE_AWS_VARS, MotoSer
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
-from bot.local.stack import StackInfo, create_stack, fake_sha
+from bot.local.stack import StackInfo, add_service, create_stack, fake_sha
 from bot.settings import Settings
 from tests import aws_calls  # noqa: F401  (starts recording the engine's AWS calls)
 
@@ -76,6 +76,56 @@ def stack(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
     info = create_stack(aws.endpoint_url, settings)
     aws.requests.clear()  # tests count what happens after the stack exists
     return LocalStack(info=info, settings=settings)
+
+
+# Three targets: staging in a cluster of its own; production (promotion only, after staging)
+# and billing as two services of one cluster, the stack's. One repository for the three.
+STAGING_CLUSTER = STAGING_SERVICE = "hello-world-ecr-ecs-fargate-staging"
+BILLING_SERVICE = "hello-world-billing"
+FLEET_TOML = """
+[targets.staging]
+cluster = "hello-world-ecr-ecs-fargate-staging"
+service = "hello-world-ecr-ecs-fargate-staging"
+repository = "hello-world-ecr-ecs-fargate"
+
+[targets.production]
+cluster = "hello-world-ecr-ecs-fargate"
+service = "hello-world-ecr-ecs-fargate"
+repository = "hello-world-ecr-ecs-fargate"
+after = "staging"
+
+[targets.billing]
+cluster = "hello-world-ecr-ecs-fargate"
+service = "hello-world-billing"
+repository = "hello-world-ecr-ecs-fargate"
+"""
+
+
+class FleetStack(NamedTuple):
+    """The ``fleet_stack`` fixture: the stack with staging and billing beside production, the
+    deploybot.toml naming the three, and Settings reading it (also in the environment)."""
+
+    info: StackInfo
+    settings: Settings
+    config: str  # the deploybot.toml's path
+
+
+@pytest.fixture
+def fleet_stack(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> FleetStack:
+    """``stack`` plus two services: staging (its own cluster) and billing (production's
+    cluster); DEPLOYBOT_CONFIG names a deploybot.toml of the three, production the default."""
+    add_service(stack.info, stack.settings, cluster=STAGING_CLUSTER, service=STAGING_SERVICE)
+    add_service(
+        stack.info, stack.settings, cluster=stack.settings.ecs_cluster, service=BILLING_SERVICE
+    )
+    config = tmp_path_factory.mktemp("config") / "deploybot.toml"
+    config.write_text(FLEET_TOML, encoding="utf-8")
+    monkeypatch.setenv("DEPLOYBOT_CONFIG", str(config))
+    monkeypatch.delenv("DEPLOY_TARGET", raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    return FleetStack(stack.info, settings, str(config))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a pe
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.retries import quota, standard
 from botocore.retries.base import BaseRetryableChecker
 
+from bot.deploy.batch import ServiceDescriptions
 from bot.deploy.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
 
@@ -143,7 +145,11 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
 
 
 class AwsClient:
-    """ECS, ECR and DynamoDB, as the engine needs them; each method is one AWS action."""
+    """ECS, ECR and DynamoDB, as the engine needs them; each method is one AWS action.
+
+    One AwsClient knows one service (``settings``' cluster, service, repository and table);
+    ``sibling`` makes another target's, sharing the session, the clients (and their retry
+    quotas and rate limiters) and the batched service descriptions."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
         self.settings = settings
@@ -157,24 +163,32 @@ class AwsClient:
         self.dynamodb = self.session.client("dynamodb", **kwargs)
         for client in (self.ecs, self.ecr, self.dynamodb):
             brief_connection_retries(client)
+        self.descriptions = ServiceDescriptions(self._describe_services)
+        self._point_at(settings)
+
+    def _point_at(self, settings: Settings) -> None:
+        self.settings = settings
         self.cluster = settings.ecs_cluster
         self.service = settings.ecs_service
         self.repository = settings.ecr_repository
         self.table = settings.deploy_table
 
+    def sibling(self, settings: Settings) -> AwsClient:
+        """This client for another service (``settings``' cluster, service, repository),
+        sharing its session, boto3 clients and batched DescribeServices."""
+        other = copy.copy(self)
+        other._point_at(settings)
+        return other
+
     # ECS ---------------------------------------------------------------------------------
-    def describe_service(self) -> dict[str, Any] | None:
-        """The service, or None when the cluster or service does not exist."""
-        try:
-            resp = self.ecs.describe_services(cluster=self.cluster, services=[self.service])
-        except ClientError as exc:
-            if error_code(exc) == "ClusterNotFoundException":
-                return None
-            raise
-        for service in resp.get("services", []):
-            if service.get("status") != "INACTIVE":
-                return dict(service)
-        return None
+    def _describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
+        return dict(self.ecs.describe_services(cluster=cluster, services=services))
+
+    def describe_service(self, max_age: float = 0.0) -> dict[str, Any] | None:
+        """The service, or None when the cluster or service does not exist. ``max_age``: a
+        description that old is good enough (a poll); it is then batched with the cluster's
+        other watched services (bot/deploy/batch.py). 0: read now."""
+        return self.descriptions.get(self.cluster, self.service, max_age)
 
     def describe_task_definition(self, arn: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
         resp = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
@@ -184,12 +198,18 @@ class AwsClient:
         return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
 
     def update_service(self, task_definition: str, force: bool = False) -> dict[str, Any]:
-        resp = self.ecs.update_service(
-            cluster=self.cluster,
-            service=self.service,
-            taskDefinition=task_definition,
-            forceNewDeployment=force,
-        )
+        # Whatever its answer, the next poll must read what ECS says after this call (a poll
+        # while it is on its way may have cached what ECS said before it).
+        self.descriptions.forget(self.cluster, self.service)
+        try:
+            resp = self.ecs.update_service(
+                cluster=self.cluster,
+                service=self.service,
+                taskDefinition=task_definition,
+                forceNewDeployment=force,
+            )
+        finally:
+            self.descriptions.forget(self.cluster, self.service)
         return dict(resp["service"])
 
     def stopped_tasks(self, known: set[str]) -> list[dict[str, Any]]:

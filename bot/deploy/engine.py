@@ -216,6 +216,9 @@ class Plan:
     requester: Requester
     reason: str
     rollback_of: str = ""  # the deployment a rollback undoes
+    # What the door says with the change (rules it went past, bot/rules.py's bypasses); the
+    # reason records them too.
+    notes: tuple[str, ...] = ()
     # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
     base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # What the rules said (bot/rules.py), kept in the record: approvals, --break-glass, and
@@ -364,9 +367,9 @@ class Engine:
         return links.service_deployments_url(s.aws_region, s.ecs_cluster, s.ecs_service)
 
     # Reading -------------------------------------------------------------------------------
-    def _service(self) -> dict[str, Any]:
+    def _service(self, max_age: float = 0.0) -> dict[str, Any]:
         with aws_errors("reading the service"):
-            raw = self.aws.describe_service()
+            raw = self.aws.describe_service(max_age)
         if raw is None:
             raise ServiceMissing(
                 f"Service {self.settings.ecs_service} was not found in cluster "
@@ -376,8 +379,22 @@ class Engine:
         return raw
 
     def _container(self, task_definition: dict[str, Any]) -> dict[str, Any]:
+        """The container that runs the service's image: ECS_CONTAINER (a target's
+        ``container``) when set, else the one running ECR_REPOSITORY's image, else the only
+        one."""
         repo = self.settings.ecr_repository
         containers = task_definition.get("containerDefinitions", [])
+        named = self.settings.ecs_container
+        if named:
+            for container in containers:
+                if container.get("name") == named:
+                    return dict(container)
+            names = ", ".join(str(c.get("name", "")) for c in containers) or "none"
+            raise ServiceMissing(
+                f"No container named {named} in "
+                f"{revision_of(task_definition['taskDefinitionArn'])} (its containers: "
+                f"{names}). Check ECS_CONTAINER (a target's `container` in deploybot.toml)."
+            )
         for container in containers:
             if repository_of(str(container.get("image", ""))) == repo:
                 return dict(container)
@@ -508,10 +525,19 @@ class Engine:
                 break
         return out
 
-    def status(self, history: int = 5) -> Status:
-        """What runs; open deployments are reconciled with ECS on the way."""
-        records = self._history(max(history, 20))  # before the service: see _prepare
-        raw = self._service()
+    def status(
+        self,
+        history: int = 5,
+        max_age: float = 0.0,
+        records: list[DeploymentRecord] | None = None,
+    ) -> Status:
+        """What runs; open deployments are reconciled with ECS on the way. ``max_age`` and
+        ``records``: the status of every target (bot/fleet.py) reads the histories first, then
+        every service in one batch, then gives each target its records and lets it take the
+        batch's description (never older than the records: see _prepare)."""
+        if records is None:
+            records = self._history(max(history, 20))  # before the service: see _prepare
+        raw = self._service(max_age)
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, records)
         running, _ = self._running(raw, records)
@@ -542,6 +568,11 @@ class Engine:
             queue=tuple(self.guards.queue()),
             commit=commit,
         )
+
+    def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
+        """The recent records as the table holds them (no reconciling): read before a
+        service description that will judge them (``status(records=...)``)."""
+        return self._history(limit)
 
     def history(self, limit: int = 10, *, leave_followed: bool = False) -> list[DeploymentRecord]:
         """Recent deployments, newest first; open ones reconciled with ECS first. With
@@ -684,16 +715,28 @@ class Engine:
     ) -> Plan:
         """Check a deploy of ``tag_text`` (the tag, the rules, its digest in ECR, the service,
         the lock); refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
+        tag = self._parse(tag_text)
+        via = via or Via.of(requester)
+        decision = self._check(Action.DEPLOY, requester, via, image=tag)
+        records = self._history(50)  # before the service: see _prepare
+        raw = self._service()
+        tag, digest = self.resolve(tag)
+        return self._plan_image(
+            "deploy", tag, digest, requester, reason, raw, records, decision, via
+        )
+
+    def _parse(self, tag_text: str) -> str:
         try:
-            tag = parse_tag(tag_text, self.settings.image_tag_suffix)
+            return parse_tag(tag_text, self.settings.image_tag_suffix).value
         except TagError as exc:
             raise BadTag(str(exc)) from None
-        via = via or Via.of(requester)
-        decision = self._check(Action.DEPLOY, requester, via, image=tag.value)
-        records = self._history(50)
-        raw = self._service()
+
+    def resolve(self, tag_text: str) -> tuple[str, str]:
+        """(tag, digest) ``tag_text`` names in ECR now; BadTag or ImageMissing (naming the
+        recent tags) otherwise. Reads only."""
+        tag = self._parse(tag_text)
         with aws_errors("looking the image up in ECR"):
-            image = self.aws.image(tag.value)
+            image = self.aws.image(tag)
         if image is None:
             recent = self.recent_tags()
             hint = (
@@ -702,25 +745,63 @@ class Engine:
                 else " The repository has no release images yet."
             )
             raise ImageMissing(
-                f"No image tagged {tag.value} in ECR repository "
-                f"{self.settings.ecr_repository}.{hint}",
-                tag=tag.value,
+                f"No image tagged {tag} in ECR repository {self.settings.ecr_repository}.{hint}",
+                tag=tag,
                 recent=recent,
             )
+        return tag, str(image["imageDigest"])
+
+    def plan_image(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        requester: Requester,
+        reason: str = "",
+        *,
+        via: Via | None = None,
+    ) -> Plan:
+        """Check a deploy of one image by digest (``kind`` ``promote``: another target's
+        digest; ``deploy``: a tag resolved before the rules were asked); refused by the rules,
+        or when ECR no longer has it. ``tag`` is the name people know it by."""
+        via = via or Via.of(requester)
+        decision = self._check(Action(kind), requester, via, image=tag)
+        records = self._history(50)  # before the service: see _prepare
+        raw = self._service()
+        self._require_image(
+            digest,
+            tag,
+            f"The image {tag} ({short_digest(digest) or 'no digest'}) is no longer in ECR "
+            f"repository {self.settings.ecr_repository}. Nothing was changed; deploy a tag "
+            "that exists instead.",
+        )
+        return self._plan_image(kind, tag, digest, requester, reason, raw, records, decision, via)
+
+    def _plan_image(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        requester: Requester,
+        reason: str,
+        raw: dict[str, Any],
+        records: list[DeploymentRecord],
+        decision: Decision,
+        via: Via,
+    ) -> Plan:
         current, td, _ = self._prepare(raw, records)
-        digest = str(image["imageDigest"])
         return Plan(
-            kind="deploy",
+            kind=kind,
             service=self.service_name,
-            tag=tag.value,
+            tag=tag,
             digest=digest,
             image=pinned(current.image, digest),
             current=current,
             requester=requester,
             reason=reason,
             base=td,
-            **_guarded(decision, via),
             change=self._plan_change(current, digest),
+            **_guarded(decision, via),
         )
 
     def plan_redeploy(
@@ -1247,6 +1328,12 @@ class Engine:
             source=counted.source or via.source,
         )
         plan = (replan or self._plan_request)(counted, again)
+        if plan.digest != counted.digest:
+            raise NoSuchRequest(
+                f"This request no longer holds: it would now deploy {plan.tag} "
+                f"({plan.short_digest}), not {counted.tag} ({short_digest(counted.digest)}). "
+                "Ask again."
+            )
         if not self.guards.decide(counted, RequestState.APPROVED, approver.who):
             self._decided(self.request(request_id))
         return Approval(replace(counted, state=RequestState.APPROVED), 0, plan)
@@ -1466,6 +1553,7 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
         "request_id": via.request_id,
         "break_glass": (via.break_glass or "") if decision.bypassed else "",
         "source": via.source or "",
+        "notes": tuple(b.message for b in decision.bypassed),
     }
 
 

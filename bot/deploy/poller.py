@@ -456,7 +456,9 @@ class ServicePoller:
         error = ""
         try:
             with aws_errors("watching the rollout"):
-                raw = self.aws.describe_service()
+                # Batched with the cluster's other watched services (bot/deploy/batch.py): a
+                # description another poller fetched within this interval is good enough.
+                raw = self.aws.describe_service(max_age=self.poll_seconds * 0.9)
             if raw is None:
                 error = "the service is gone from ECS"
         except DeployError as exc:

@@ -30,12 +30,14 @@ from pydantic import BaseModel
 
 from bot.deploy.engine import Engine
 from bot.deploy.ledger import Requester
+from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
 from bot.local.stack import (
     DEFAULT_RELEASES,
     Release,
     StackInfo,
+    add_service,
     create_stack,
     fake_sha,
     push_image,
@@ -45,6 +47,7 @@ from bot.slack import messages
 from bot.slack.app import web_client
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 from bot.slack.notify import change_for_notice
+from bot.targets import Target, Targets
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.
@@ -60,6 +63,10 @@ BOT_TOKEN = "xoxb-playground-bot-token"
 APP_TOKEN = "xapp-playground-app-token"
 SIGNING_SECRET = "playground-signing-secret"
 STACK_NAME = "hello-world-ecr-ecs-fargate"
+# Two targets, as a deploybot.toml would give them: staging (a stack of its own, `make infra
+# ENV=staging`) and production, which takes only images that completed on staging.
+STAGING, PRODUCTION = "staging", "production"
+STAGING_STACK = f"{STACK_NAME}-staging"
 TAG_SUFFIX = "-ecr-ecs-fargate"
 RUNNING_VERSION = "v4.3.0"
 BROKEN_VERSION = "v4.5.0"
@@ -106,6 +113,7 @@ class Playground:
     emulator: SlackEmulator
     github: GitHubEmulator
     step_seconds: float
+    targets: Targets | None = None  # staging and production (see playground_targets)
     versions: list[str] = field(default_factory=list)  # pushed so far, oldest first
     broken: set[str] = field(default_factory=set)  # versions whose tasks crash
 
@@ -208,6 +216,10 @@ def _playground(step: float) -> Iterator[Playground]:
         ).start()
         settings = _settings(server, emulator, github, step)
         stack = create_stack(server.endpoint_url, settings, running=RUNNING_VERSION)
+        add_service(
+            stack, settings, cluster=STAGING_STACK, service=STAGING_STACK, running=RUNNING_VERSION
+        )
+        targets = playground_targets(settings)
         # Fast while the first release is recorded, then at a pace a person can watch.
         simulator = RolloutSimulator(server, step_seconds=min(step, 0.05)).start()
         pg = Playground(
@@ -218,10 +230,12 @@ def _playground(step: float) -> Iterator[Playground]:
             emulator=emulator,
             github=github,
             step_seconds=step,
+            targets=targets,
             versions=list(DEFAULT_RELEASES),
         )
         pg.mark_broken(stack.release(BROKEN_VERSION))
-        _record_first_release(settings, stack.running_tag)
+        for target in targets:
+            _record_first_release(target.settings(settings), stack.running_tag)
         simulator.step_seconds = step
         yield pg
     finally:
@@ -281,6 +295,28 @@ def _settings(
         github_repository=DEFAULT_REPOSITORY,
         github_token=DEFAULT_TOKEN,
         github_api_url=github.api_url,
+    )
+
+
+def playground_targets(settings: Settings) -> Targets:
+    """Staging and production, in the one channel, for the one demo user."""
+    repository, who, where = settings.ecr_repository, frozenset({DEMO_USER}), frozenset({CHANNEL})
+    return Targets(
+        (
+            Target(
+                STAGING, STAGING_STACK, STAGING_STACK, repository, deployers=who, channels=where
+            ),
+            Target(
+                PRODUCTION,
+                settings.ecs_cluster,
+                settings.ecs_service,
+                repository,
+                after=STAGING,
+                deployers=who,
+                channels=where,
+            ),
+        ),
+        default_name=PRODUCTION,
     )
 
 
@@ -366,10 +402,11 @@ def _print_howto(host: str, port: int, bot_port: int, step: float, commands: Com
         shown = "127.0.0.1"
     print(
         f"\nThe playground is up: http://{shown}:{port}\n"
-        f"  Type {commands.deploy} v4.4.0-ecr-ecs-fargate and watch the rollout "
-        f"(about {rollout} s); {commands.status} shows what runs.\n"
-        f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} is broken: the circuit breaker rolls "
-        "it back; then click Rollback on the message of what runs.\n"
+        f"  Type {commands.deploy} v4.4.0-ecr-ecs-fargate to {STAGING} and watch the rollout "
+        f"(about {rollout} s); then click Promote to {PRODUCTION} on its message (production "
+        f"takes only what completed on staging). {commands.status} shows both.\n"
+        f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} to {STAGING} is broken: the circuit "
+        "breaker rolls it back; then click Rollback on the message of what runs.\n"
         "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
         "Ctrl-C stops.\n"
         f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",
@@ -382,7 +419,8 @@ def create_bot_app(pg: Playground) -> FastAPI:
     from bot.server import create_app
 
     interval = max(0.2, min(1.0, pg.step_seconds / 2))
-    return create_app(pg.settings, socket_mode=True, min_update_interval=interval)
+    fleet = Fleet(pg.settings, pg.targets) if pg.targets is not None else None
+    return create_app(pg.settings, socket_mode=True, min_update_interval=interval, fleet=fleet)
 
 
 # -- the page's app ---------------------------------------------------------------------------
@@ -441,6 +479,7 @@ def state_view(pg: Playground) -> dict[str, Any]:
         "bot_user": emu.who.bot_user_id,
         "connected": emu.socket_connected,
         "service": f"{pg.settings.ecs_cluster}/{pg.settings.ecs_service}",
+        "targets": {t.name: f"{t.cluster}/{t.service}" for t in pg.targets or ()},
         "versions": list(pg.versions),
         "broken": sorted(pg.broken),
         "next_version": pg.next_version(),
@@ -533,17 +572,21 @@ def create_page_app(
             pg.versions.append(version)
             if body.broken:
                 pg.mark_broken(release)
-            await post_image_pushed(pg.settings, release.tag, release.sha)
+            await post_image_pushed(pg.settings, release.tag, release.sha, pg.targets)
         return {"ok": True, "tag": release.tag, "tags": list(release.tags)}
 
     return app
 
 
-async def post_image_pushed(settings: Settings, tag: str, sha: str | None) -> None:
-    """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token."""
+async def post_image_pushed(
+    settings: Settings, tag: str, sha: str | None, targets: Targets | None = None
+) -> None:
+    """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token: a
+    Deploy button per target that takes images directly."""
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
+    direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
     change = await asyncio.to_thread(change_for_notice, settings, tag)
-    msg = messages.image_pushed(tag, sha, None, service, change)
+    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +251,122 @@ def create_deploy_table(endpoint_url: str, settings: Settings) -> str:
     return settings.deploy_table
 
 
+def _create_service(
+    endpoint_url: str,
+    settings: Settings,
+    *,
+    cluster: str,
+    service: str,
+    image: str,
+    roles: tuple[str, str],
+    network: tuple[Sequence[str], Sequence[str]],
+    log_group: str,
+    desired_count: int,
+) -> tuple[str, str, str]:
+    """The cluster (made if missing), a task definition running ``image`` and the Fargate
+    service with the circuit breaker: (cluster ARN, task definition ARN, service ARN)."""
+    region = settings.aws_region
+    execution_role, task_role = roles
+    subnets, groups = network
+    ecs = _client("ecs", endpoint_url, region)
+    known = ecs.describe_clusters(clusters=[cluster])["clusters"]
+    if known and known[0].get("status") == "ACTIVE":
+        cluster_arn = known[0]["clusterArn"]
+    else:
+        cluster_arn = ecs.create_cluster(
+            clusterName=cluster,
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+        )["cluster"]["clusterArn"]
+    task_definition_arn = ecs.register_task_definition(
+        family=service,
+        taskRoleArn=task_role,
+        executionRoleArn=execution_role,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu=TASK_CPU,
+        memory=TASK_MEMORY,
+        runtimePlatform={"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"},
+        containerDefinitions=[
+            {
+                "name": SERVICE_CONTAINER,
+                "image": image,
+                "essential": True,
+                "command": ["hello-world", "--bind", "0.0.0.0", "--port", str(SERVICE_PORT)],
+                "portMappings": [
+                    {"containerPort": SERVICE_PORT, "hostPort": SERVICE_PORT, "protocol": "tcp"}
+                ],
+                "environment": [
+                    {"name": "LOG_LEVEL", "value": "info"},
+                    {"name": "STACK_NAME", "value": settings.stack_name},
+                ],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": log_group,
+                        "awslogs-region": region,
+                        "awslogs-stream-prefix": SERVICE_CONTAINER,
+                    },
+                },
+            }
+        ],
+        tags=[{"key": "stack", "value": settings.stack_name}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    service_arn = ecs.create_service(
+        cluster=cluster,
+        serviceName=service,
+        taskDefinition=task_definition_arn,
+        desiredCount=desired_count,
+        launchType="FARGATE",
+        platformVersion="LATEST",
+        deploymentController={"type": "ECS"},
+        deploymentConfiguration={
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+            "maximumPercent": 200,
+            "minimumHealthyPercent": 100,
+        },
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": list(subnets),
+                "securityGroups": list(groups),
+                "assignPublicIp": "ENABLED",
+            }
+        },
+        propagateTags="SERVICE",
+        tags=[{"key": "stack", "value": settings.stack_name}],
+    )["service"]["serviceArn"]
+    return cluster_arn, task_definition_arn, service_arn
+
+
+def add_service(
+    stack: StackInfo,
+    settings: Settings,
+    *,
+    cluster: str,
+    service: str,
+    running: str = "v4.3.0",
+    desired_count: int = 3,
+) -> str:
+    """Another environment's service in ``stack`` (another target: staging, billing…),
+    running one of the stack's releases from the same repository, in ``cluster`` (made if
+    missing: a second service of one cluster, or a cluster of its own). Its ARN."""
+    version = _release_version(running, settings)
+    release = next((r for r in stack.releases if r.version == version), None)
+    if release is None:
+        raise ValueError(f"running={running!r} is not one of the stack's releases")
+    _, _, service_arn = _create_service(
+        stack.endpoint_url,
+        settings,
+        cluster=cluster,
+        service=service,
+        image=stack.image(release.tag),
+        roles=(stack.execution_role_arn, stack.task_role_arn),
+        network=(stack.subnets, stack.security_groups),
+        log_group=f"/ecs/{settings.stack_name}",
+        desired_count=desired_count,
+    )
+    return service_arn
+
+
 def create_stack(
     endpoint_url: str,
     settings: Settings,
@@ -284,68 +401,17 @@ def create_stack(
     log_group = f"/ecs/{settings.stack_name}"
     _client("logs", endpoint_url, region).create_log_group(logGroupName=log_group)
 
-    ecs = _client("ecs", endpoint_url, region)
-    cluster_arn = ecs.create_cluster(
-        clusterName=settings.ecs_cluster,
-        settings=[{"name": "containerInsights", "value": "enabled"}],
-    )["cluster"]["clusterArn"]
-    task_definition_arn = ecs.register_task_definition(
-        family=settings.ecs_service,
-        taskRoleArn=task_role,
-        executionRoleArn=execution_role,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu=TASK_CPU,
-        memory=TASK_MEMORY,
-        runtimePlatform={"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"},
-        containerDefinitions=[
-            {
-                "name": SERVICE_CONTAINER,
-                "image": f"{repository_uri}:{running_release.tag}",
-                "essential": True,
-                "command": ["hello-world", "--bind", "0.0.0.0", "--port", str(SERVICE_PORT)],
-                "portMappings": [
-                    {"containerPort": SERVICE_PORT, "hostPort": SERVICE_PORT, "protocol": "tcp"}
-                ],
-                "environment": [
-                    {"name": "LOG_LEVEL", "value": "info"},
-                    {"name": "STACK_NAME", "value": settings.stack_name},
-                ],
-                "logConfiguration": {
-                    "logDriver": "awslogs",
-                    "options": {
-                        "awslogs-group": log_group,
-                        "awslogs-region": region,
-                        "awslogs-stream-prefix": SERVICE_CONTAINER,
-                    },
-                },
-            }
-        ],
-        tags=[{"key": "stack", "value": settings.stack_name}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    service_arn = ecs.create_service(
+    cluster_arn, task_definition_arn, service_arn = _create_service(
+        endpoint_url,
+        settings,
         cluster=settings.ecs_cluster,
-        serviceName=settings.ecs_service,
-        taskDefinition=task_definition_arn,
-        desiredCount=desired_count,
-        launchType="FARGATE",
-        platformVersion="LATEST",
-        deploymentController={"type": "ECS"},
-        deploymentConfiguration={
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
-        },
-        networkConfiguration={
-            "awsvpcConfiguration": {
-                "subnets": subnets,
-                "securityGroups": groups,
-                "assignPublicIp": "ENABLED",
-            }
-        },
-        propagateTags="SERVICE",
-        tags=[{"key": "stack", "value": settings.stack_name}],
-    )["service"]["serviceArn"]
+        service=settings.ecs_service,
+        image=f"{repository_uri}:{running_release.tag}",
+        roles=(execution_role, task_role),
+        network=(subnets, groups),
+        log_group=log_group,
+        desired_count=desired_count,
+    )
 
     table_name = create_deploy_table(endpoint_url, settings)
     return StackInfo(

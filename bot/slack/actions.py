@@ -1,26 +1,44 @@
-"""Buttons: Deploy (from a CI notice or /deploy's list) and Rollback (on a completed deployment)."""
+"""Buttons: Deploy (a CI notice's, /deploy's list, the which-target question), Promote (on a
+completed deployment of a target others come after) and Rollback (on a completed deployment).
+
+A button's value says what to do (messages.button_value); the target comes from it, and a
+plain value (a message from before targets, or a single-target bot) means the channel's
+target. The rules decide as for the slash commands, at the button's door.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
-from bot.deploy.errors import DeployError
-from bot.deploy.ledger import Requester
-from bot.rules import Door
+from bot.deploy.errors import DeployError, NothingToRollBack
+from bot.deploy.ledger import Ledger, Requester
+from bot.fleet import Ask
+from bot.rules import Action, Door
 from bot.slack import guards, messages
-from bot.slack.app import BotContext, log
+from bot.slack.context import BotContext, log
+from bot.targets import Target
+
+# ``deploy_tag`` and ``deploy_tag:staging``; ``promote:production``.
+DEPLOY_ACTIONS = re.compile(rf"^{messages.DEPLOY_ACTION}({messages.SEP}.+)?$")
+PROMOTE_ACTIONS = re.compile(rf"^{messages.PROMOTE_ACTION}{messages.SEP}.+$")
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
-    @app.action(messages.DEPLOY_ACTION)
+    @app.action(DEPLOY_ACTIONS)
     async def deploy_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         ctx.run(deploy(ctx, body, respond), respond, "the Deploy button", _who(body, "ci-button"))
+
+    @app.action(PROMOTE_ACTIONS)
+    async def promote_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        ctx.run(promote(ctx, body, respond), respond, "the Promote button", _who(body, "slack"))
 
     @app.action(messages.ROLLBACK_ACTION)
     async def rollback_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -47,51 +65,69 @@ async def _refuse(respond: AsyncRespond, text: str) -> None:
     await respond(response_type="ephemeral", replace_original=False, text=text)
 
 
+def _channel_target(ctx: BotContext, channel: str) -> Target:
+    """The target of a button that names none: the channel's only one, or the default."""
+    here = ctx.fleet.targets.for_channel(channel)
+    return here[0] if len(here) == 1 else ctx.fleet.targets.default
+
+
 async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     action = body["actions"][0]
-    tag = str(action.get("value", ""))
-    requester = _who(body, "ci-button")
+    action_id = str(action.get("action_id", messages.DEPLOY_ACTION))
+    value = messages.read_value(str(action.get("value", "")), "tag")
+    tag = value.get("tag", "")
     channel, ts, ephemeral = _where(body)
-    decision = ctx.access.may_deploy(requester.who, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
-    notice = f"{channel}:{ts}"
-    # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
-    # table claims the notice; the notice then says so and loses its button.
-    if not ephemeral and not await asyncio.to_thread(
-        ctx.engine.ledger.claim_ci_notice, notice, requester.who
-    ):
-        return await _refuse(
-            respond, f"Someone already clicked Deploy on this {mrkdwn.escape(tag)} notice."
-        )
-    # A CI notice's button is the ci-button door; /deploy's list (ephemeral) the button door.
+    # A CI notice's button is the ci-button door; the which-target and help lists' buttons
+    # answer a person's own /deploy (ephemeral): the button door.
     door = Door.BUTTON if ephemeral else Door.CI_BUTTON
+    requester = _who(body, "slack" if ephemeral else "ci-button")
+    named = value.get("target")
+    target = ctx.fleet.targets.get(named) if named else _channel_target(ctx, channel)
+    ask = ctx.ask(requester, door, channel)
+    # Who and where first, before the notice is claimed.
+    ctx.fleet.prescreen(target, Action.DEPLOY, ask)
+    notice = f"{channel}:{ts}:{action_id}"
+    ledger = ctx.engine(target).ledger  # one table for every target
+    # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
+    # table claims the notice's button; the notice then says so and loses that button.
+    if not ephemeral and not await asyncio.to_thread(ledger.claim_ci_notice, notice, requester.who):
+        where = f" to {mrkdwn.escape(named)}" if named else ""
+        return await _refuse(
+            respond,
+            f"Someone already clicked Deploy{where} on this {mrkdwn.escape(tag)} notice.",
+        )
+    reason = "from the CI notice" if not ephemeral else ""
     try:
         record = await guards.guarded(
             ctx,
-            guards.place_of(ctx),
+            guards.place_of(ctx, target.name),
             respond,
             channel,
             requester,
-            lambda via: ctx.engine.plan_deploy(tag, requester, "from the CI notice", via=via),
+            lambda via: ctx.fleet.plan(
+                target, Action.DEPLOY, Ask.through(requester, via), tag=tag, reason=reason
+            ),
             door=door,
             tag=tag,
         )
     except Exception:
         if not ephemeral:
-            await _unclaim(ctx, notice, requester.who)
+            await _unclaim(ledger, notice, requester.who)
         raise
     if record is None:
         if not ephemeral:
-            await _unclaim(ctx, notice, requester.who)
+            await _unclaim(ledger, notice, requester.who)
         return
     if not ephemeral:
         try:
+            message = body.get("message", {})
             await ctx.client.chat_update(
                 channel=channel,
                 ts=ts,
                 text=f"{mrkdwn.escape(requester.name)} is deploying {mrkdwn.escape(tag)}",
-                blocks=messages.image_claimed(tag, requester.who, body.get("message", {})),
+                blocks=messages.image_claimed(
+                    tag, requester.who, message, action_id, (named or "") if ctx.several else ""
+                ),
             )
         except SlackApiError as exc:
             log.warning(
@@ -101,29 +137,65 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             )
 
 
-async def _unclaim(ctx: BotContext, notice: str, who: str) -> None:
+async def _unclaim(ledger: Ledger, notice: str, who: str) -> None:
     """The deploy did not start: the notice's button works again."""
     try:
-        await asyncio.to_thread(ctx.engine.ledger.release_ci_notice, notice, who)
+        await asyncio.to_thread(ledger.release_ci_notice, notice, who)
     except DeployError as exc:
         log.warning("could not release the CI notice %s: %s", notice, exc.message)
+
+
+async def promote(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """The Promote button of a completed deployment: its digest to the target after it,
+    while it is still the source's last deployment."""
+    requester = _who(body, "slack")
+    channel, _, _ = _where(body)
+    value = messages.read_value(str(body["actions"][0].get("value", "")), "deployment")
+    target = ctx.fleet.targets.get(value.get("to", ""))
+    source = ctx.fleet.targets.get(value.get("source", ""))
+    of = value.get("deployment", "")
+    await guards.guarded(
+        ctx,
+        guards.place_of(ctx, target.name),
+        respond,
+        channel,
+        requester,
+        lambda via: ctx.fleet.plan(
+            target, Action.PROMOTE, Ask.through(requester, via), source=source.name, of=of
+        ),
+        door=Door.BUTTON,
+        kind="promote",
+    )
 
 
 async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     """The Rollback button of one deployment's message: back to what ran before *it*."""
     requester = _who(body, "slack")
     channel, _, _ = _where(body)
-    decision = ctx.access.may_deploy(requester.who, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
-    of = str(body["actions"][0].get("value", ""))
+    value = messages.read_value(str(body["actions"][0].get("value", "")), "deployment")
+    of = value.get("deployment", "")
+    named = value.get("target")
+    target = ctx.fleet.targets.get(named) if named else await _target_of(ctx, channel, of)
     await guards.guarded(
         ctx,
-        guards.place_of(ctx),
+        guards.place_of(ctx, target.name),
         respond,
         channel,
         requester,
-        lambda via: ctx.engine.plan_rollback(requester, of=of, via=via),
+        lambda via: ctx.fleet.plan(target, Action.ROLLBACK, Ask.through(requester, via), of=of),
         door=Door.BUTTON,
         kind="rollback",
     )
+
+
+async def _target_of(ctx: BotContext, channel: str, deployment: str) -> Target:
+    """The target of a plain deployment id (a button from before targets): the one target,
+    else the channel's target whose history holds it."""
+    targets = ctx.fleet.targets
+    if len(targets) == 1:
+        return targets.default
+    for target in targets.for_channel(channel) or list(targets):
+        ledger = ctx.engine(target).ledger
+        if await asyncio.to_thread(ledger.get, deployment):
+            return target
+    raise NothingToRollBack(f"No deployment {deployment} in any target's recent history.")

@@ -1,19 +1,40 @@
 """Slash commands: /deploy, /redeploy, /deploy-status (SLACK_*_COMMAND). Each acks at once;
-the work runs in a task. `/deploy status` answers as the status command does."""
+the work runs in a task. `/deploy status` answers as the status command does.
+
+What people type, with ``[TARGET]`` optional where the channel has one target or only one
+is configured:
+
+    /deploy                         help, the channel's targets, recent images
+    /deploy TAG [to TARGET]         deploy (several targets here: which? a button each)
+    /deploy promote FROM to TO      deploy to TO the digest FROM's last deployment completed with
+    /deploy rollback [TARGET]       back to the last good image
+    /deploy history [TARGET]
+    /deploy status [TARGET]         as the status command
+    /redeploy [TARGET] [reason]
+    /deploy-status [TARGET]         every target of the channel, or one in detail
+
+The target is resolved first (an unknown name is refused naming the known ones), then the
+rules (bot/rules.py, through the fleet) decide, then that target's engine acts.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.deploy.changes import ChangeSummary
-from bot.deploy.engine import ImageInfo
-from bot.deploy.errors import DeployError
+from bot.deploy.engine import Engine, ImageInfo
+from bot.deploy.errors import BadTag, DeployError
 from bot.deploy.ledger import Requester
+from bot.fleet import Ask
+from bot.rules import Action, Door
 from bot.slack import guards, messages
-from bot.slack.app import BotContext, log
+from bot.slack.context import BotContext, log
+from bot.tags import TagError, parse_tag
+from bot.targets import Target
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
@@ -49,68 +70,190 @@ async def _refuse(respond: AsyncRespond, text: str) -> None:
     await respond(response_type="ephemeral", **messages.refusal(text).as_kwargs())
 
 
+@dataclass(frozen=True)
+class Words:
+    """What a /deploy text asks: ``verb`` (deploy, promote, rollback, history, status, help),
+    the tag, the target named (None: the channel's), and promote's source."""
+
+    verb: str
+    tag: str = ""
+    target: str | None = None
+    source: str | None = None
+
+
+def parse(text: str) -> Words:
+    """The /deploy grammar above. Anything else is a tag, and the engine says why it is not."""
+    words = text.split()
+    first = words[0].lower() if words else ""
+    if first in ("", "help") and len(words) <= 1:
+        return Words("help")
+    if first in ("history", "status", "rollback") and len(words) <= 2:
+        return Words(first, target=_at(words, 1))
+    if first == "promote":
+        rest = words[1:]
+        if len(rest) == 3 and rest[1].lower() == "to":
+            return Words("promote", source=rest[0], target=rest[2])
+        if len(rest) == 2:
+            return Words("promote", source=rest[0], target=rest[1])
+        return Words("usage")
+    if len(words) == 3 and words[1].lower() == "to":
+        return Words("deploy", tag=words[0], target=words[2])
+    return Words("deploy", tag=text)
+
+
+def _at(words: list[str], index: int) -> str | None:
+    return words[index] if len(words) > index else None
+
+
+def _where(command: dict[str, Any]) -> tuple[str, str]:
+    """(user, channel) of a slash command."""
+    return str(command.get("user_id", "")), str(command.get("channel_id", ""))
+
+
+async def _pick(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, named: str | None
+) -> Target | None:
+    """The target a command acts on: the one named (UnknownTarget names the known ones), or
+    the channel's only one, or the only one configured. None after telling the person how to
+    name one (several here) or where deploybot works (none here)."""
+    _, channel = _where(command)
+    targets = ctx.fleet.targets
+    if len(targets) == 1 and not targets.default.serves_channel(channel):
+        # One target (the single-target setup): where comes first, whatever was typed.
+        await _nowhere(ctx, command, respond)
+        return None
+    if named is not None:
+        return targets.get(named)
+    if len(targets) == 1:
+        return targets.default
+    here = targets.for_channel(channel)
+    if len(here) == 1:
+        return here[0]
+    if not here:
+        await _nowhere(ctx, command, respond)
+        return None
+    return None
+
+
+async def _nowhere(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    """No target answers in this channel: the channels rule, for the default target."""
+    channel = _where(command)[1]
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    decision = ctx.fleet.decide(ctx.fleet.targets.default, Action.READ, ask)
+    await _refuse(respond, decision.mrkdwn or "deploybot does not work in this channel.")
+
+
+async def _which(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, usage: str
+) -> None:
+    """Several targets here and none named: say how to name one."""
+    _, channel = _where(command)
+    here = ctx.fleet.targets.for_channel(channel)
+    if not here:
+        return await _nowhere(ctx, command, respond)
+    options = " or ".join(f"`{usage.format(target=t.name)}`" for t in here)
+    await _refuse(respond, f"Which target? {options}")
+
+
 async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
     text = str(command.get("text", "")).strip()
-    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-    word = text.lower()
-    if word in ("", "help", "history", "status"):
-        read = ctx.access.may_read(channel)
-        if not read.allowed:
-            return await _refuse(respond, read.why)
-        if word == "history":
-            records = await asyncio.to_thread(ctx.engine.history, 20)
-            await respond(response_type="ephemeral", **messages.history(records).as_kwargs())
-            return
-        if word == "status":
-            await status(ctx, command, respond)
-            return
-        images = await ctx.read("recent_images", lambda: ctx.engine.recent_images(5))
-        changes = await ctx.read("recent_changes", lambda: _changes(ctx, images))
-        msg = messages.help_message(
-            images, ctx.engine.service_name, ctx.settings.slack_commands, changes
+    channel = _where(command)[1]
+    deploy_name = ctx.settings.slack_commands.deploy
+    first, _, rest = text.partition(" ")
+    if first.lower() in GUARD_WORDS:
+        return await _guard_command(ctx, first.lower(), rest.strip(), command, respond)
+    words = parse(text)
+    if words.verb == "status":
+        return await status(ctx, command, respond, words.target)
+    if words.verb == "usage":
+        return await _refuse(
+            respond,
+            f"Usage: `{deploy_name} promote FROM to TO`, e.g. `{deploy_name} promote "
+            "staging to production`",
         )
-        await respond(response_type="ephemeral", **msg.as_kwargs())
-        return
-    decision = ctx.access.may_deploy(user, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
+    if words.verb == "help":
+        return await _help(ctx, command, respond)
     who = requester(command)
-    verb, _, rest = text.partition(" ")
-    if verb.lower() in ("freeze", "unfreeze", "abort"):
-        return await _guard_command(ctx, verb.lower(), rest.strip(), command, respond)
-    place = guards.place_of(ctx)
-    if word == "rollback":
+    ask = ctx.ask(who, Door.SLASH, channel)
+    if words.verb == "promote":
+        target = ctx.fleet.targets.get(words.target)
+        source = ctx.fleet.targets.get(words.source)
         await guards.guarded(
-            ctx, place, respond, channel, who, lambda via: ctx.engine.plan_rollback(who, via=via)
+            ctx,
+            guards.place_of(ctx, target.name),
+            respond,
+            channel,
+            who,
+            lambda via: ctx.fleet.plan(
+                target, Action.PROMOTE, Ask.through(who, via), source=source.name
+            ),
+            kind="promote",
         )
-    else:
+        return
+    picked = await _pick(ctx, command, respond, words.target)
+    if picked is None:
+        if not ctx.fleet.targets.for_channel(channel):
+            return None
+        if words.verb == "history":
+            return await _which(ctx, command, respond, f"{deploy_name} history {{target}}")
+        if words.verb == "rollback":
+            return await _which(ctx, command, respond, f"{deploy_name} rollback {{target}}")
+        return await _choose(ctx, command, respond, words.tag)
+    target = picked
+    if words.verb == "history":
+        ctx.fleet.may_read(target, ask).raise_if_refused()
+        engine = ctx.engine(target)
+        records = await asyncio.to_thread(engine.history, 20)
+        label = target.name if ctx.several else ""
+        await respond(response_type="ephemeral", **messages.history(records, label).as_kwargs())
+        return
+    place = guards.place_of(ctx, target.name)
+    if words.verb == "rollback":
         await guards.guarded(
             ctx,
             place,
             respond,
             channel,
             who,
-            lambda via: ctx.engine.plan_deploy(text, who, via=via),
-            tag=text,
+            lambda via: ctx.fleet.plan(target, Action.ROLLBACK, Ask.through(who, via)),
+            kind="rollback",
         )
+        return
+    await guards.guarded(
+        ctx,
+        place,
+        respond,
+        channel,
+        who,
+        lambda via: ctx.fleet.plan(target, Action.DEPLOY, Ask.through(who, via), tag=words.tag),
+        tag=words.tag,
+    )
+
+
+GUARD_WORDS = ("freeze", "unfreeze", "abort")
 
 
 async def _guard_command(
     ctx: BotContext, verb: str, rest: str, command: dict[str, Any], respond: AsyncRespond
 ) -> None:
     """``/deploy freeze [TARGET] REASON``, ``/deploy unfreeze [TARGET]``, ``/deploy abort
-    [TARGET]``: a first word naming a target is the target."""
+    [TARGET]``: a first word naming a target is the target, else the channel's."""
     first, _, after = rest.partition(" ")
-    named = first if first and first == ctx.engine.target.name else None
+    named = first if first in ctx.fleet.targets.names else None
     rest = after.strip() if named else rest
-    place = guards.place_of(ctx, named)
-    channel, who = str(command.get("channel_id", "")), requester(command)
+    deploy_name = ctx.settings.slack_commands.deploy
+    picked = await _pick(ctx, command, respond, named)
+    if picked is None:
+        if ctx.fleet.targets.for_channel(_where(command)[1]):
+            usage = f"{deploy_name} {verb} {{target}}" + (" REASON" if verb == "freeze" else "")
+            await _which(ctx, command, respond, usage)
+        return
+    place = guards.place_of(ctx, picked.name)
+    channel, who = _where(command)[1], requester(command)
     if verb == "freeze":
         if not rest:
             return await _refuse(
-                respond,
-                f"Say why: `{ctx.settings.slack_commands.deploy} freeze {place.target.name} "
-                "incident 1234`",
+                respond, f"Say why: `{deploy_name} freeze {picked.name} incident 1234`"
             )
         await guards.freeze(ctx, place, respond, channel, who, rest)
     elif verb == "unfreeze":
@@ -119,37 +262,123 @@ async def _guard_command(
         await guards.abort(ctx, place, respond, channel, who)
 
 
-def _changes(ctx: BotContext, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
-    """What deploying each listed image would change, for its Deploy button's dialog; none
-    when what runs cannot be read (the list is still worth showing)."""
+async def _choose(
+    ctx: BotContext, command: dict[str, Any], respond: AsyncRespond, tag: str
+) -> None:
+    """/deploy TAG in a channel of several targets: a button per target the person may
+    deploy to; none: the deployers rule says why."""
+    user, channel = _where(command)
     try:
-        return ctx.engine.changes_to([image.tags[0] for image in images])
+        # A tag that cannot be one is refused here, not after a click.
+        parse_tag(tag, ctx.settings.image_tag_suffix)
+    except TagError as exc:
+        raise BadTag(str(exc)) from None
+    here = ctx.fleet.targets.for_channel(channel)
+    allowed = [t for t in here if t.may_deploy(user)]
+    if not allowed:
+        ask = ctx.ask(requester(command), Door.SLASH, channel)
+        ctx.fleet.screen(here[0], Action.DEPLOY, ask).raise_if_refused()
+        return None
+    services = {t.name: f"{t.cluster}/{t.service}" for t in allowed}
+    msg = messages.choose_target(tag, allowed, services)
+    await respond(response_type="ephemeral", **msg.as_kwargs())
+
+
+async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
+    channel = _where(command)[1]
+    targets = ctx.fleet.targets
+    here = targets.for_channel(channel) if len(targets) > 1 else list(targets)
+    if not here:
+        return await _nowhere(ctx, command, respond)
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    ctx.fleet.may_read(here[0], ask).raise_if_refused()
+    engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
+    images = await ctx.read(f"recent_images:{here[0].name}", lambda: engine.recent_images(5))
+    changes = await ctx.read(f"recent_changes:{here[0].name}", lambda: _changes(engine, images))
+    msg = messages.help_message(
+        images,
+        engine.service_name,
+        ctx.settings.slack_commands,
+        changes,
+        targets=here if len(targets) > 1 else (),
+    )
+    await respond(response_type="ephemeral", **msg.as_kwargs())
+
+
+def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
+    """``/redeploy [TARGET] [reason]``: a first word that names a target is the target."""
+    first, _, rest = text.partition(" ")
+    if first and first in ctx.fleet.targets.names:
+        return first, rest.strip()
+    return None, text
+
+
+def _changes(engine: Engine, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
+    """What deploying each listed image would change (from what ``engine``'s target runs),
+    for its Deploy button's dialog; none when what runs cannot be read (the list is still
+    worth showing)."""
+    try:
+        return engine.changes_to([image.tags[0] for image in images])
     except DeployError as exc:
         log.warning("no change summaries for the list of images: %s", exc)
         return {}
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
-    user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
-    decision = ctx.access.may_deploy(user, channel)
-    if not decision.allowed:
-        return await _refuse(respond, decision.why)
-    reason = str(command.get("text", "")).strip()[:200]
+    channel = _where(command)[1]
+    named, reason = _redeploy_words(ctx, str(command.get("text", "")).strip())
+    picked = await _pick(ctx, command, respond, named)
+    if picked is None:
+        if ctx.fleet.targets.for_channel(channel):
+            await _which(
+                ctx, command, respond, f"{ctx.settings.slack_commands.redeploy} {{target}}"
+            )
+        return
+    target = picked
     who = requester(command)
     await guards.guarded(
         ctx,
-        guards.place_of(ctx),
+        guards.place_of(ctx, target.name),
         respond,
         channel,
         who,
-        lambda via: ctx.engine.plan_redeploy(who, reason, via=via),
+        lambda via: ctx.fleet.plan(
+            target, Action.REDEPLOY, Ask.through(who, via), reason=reason[:200]
+        ),
         kind="redeploy",
     )
 
 
-async def status(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
-    read = ctx.access.may_read(str(command.get("channel_id", "")))
-    if not read.allowed:
-        return await _refuse(respond, read.why)
-    st = await ctx.read("status", lambda: ctx.engine.status(5))
-    await respond(response_type="ephemeral", **messages.status(st).as_kwargs())
+async def status(
+    ctx: BotContext,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    named: str | None = None,
+) -> None:
+    """One target in detail (named, or the channel's only one), else every target the
+    channel may read, in one message."""
+    channel = _where(command)[1]
+    if (
+        named is None
+        and ctx.several
+        and command.get("command") == ctx.settings.slack_commands.status
+    ):
+        # With one target its text is ignored, as before targets.
+        named = str(command.get("text", "")).strip() or None
+    targets = ctx.fleet.targets
+    ask = ctx.ask(requester(command), Door.SLASH, channel)
+    picked = await _pick(ctx, command, respond, named)
+    if picked is not None:
+        ctx.fleet.may_read(picked, ask).raise_if_refused()
+        engine = ctx.engine(picked)
+        st = await ctx.read(f"status:{picked.name}", lambda: engine.status(5))
+        label = picked.name if ctx.several else ""
+        await respond(response_type="ephemeral", **messages.status(st, label).as_kwargs())
+        return
+    here = [t for t in targets.for_channel(channel) if ctx.fleet.may_read(t, ask).allowed]
+    if not here:
+        return None  # _pick said where deploybot works
+    key = "statuses:" + ",".join(t.name for t in here)
+    rows = await ctx.read(key, lambda: ctx.fleet.statuses(here))
+    msg = messages.status_all(rows, ctx.settings.slack_commands)
+    await respond(response_type="ephemeral", **msg.as_kwargs())

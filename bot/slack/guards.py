@@ -15,6 +15,7 @@ new request through the queue's door) and tells those who asked to be told.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -39,11 +40,12 @@ from bot.deploy.engine import Engine, Plan, Via
 from bot.deploy.errors import DeployError, DeployRefused, LockHeld
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
 from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
+from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
-from bot.rules import Door, Rule, RuleRefused
+from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.messages import Message
-from bot.targets import Target, UnknownTarget
+from bot.targets import Target
 
 log = logging.getLogger("deploybot.slack.guards")
 
@@ -70,14 +72,10 @@ class Place:
 
 
 def place_of(ctx: Any, name: str | None = None) -> Place:
-    """The target called ``name`` (None or "": the bot's), from the bot's context."""
-    engine: Engine = ctx.engine
-    target = engine.target
-    if name and name != target.name:
-        raise UnknownTarget(
-            f"no target named {name!r} (known: {target.name})", name, (target.name,)
-        )
-    return Place(target, engine, ctx.launch)
+    """The target called ``name`` (None or "": the default one), from the bot's fleet;
+    UnknownTarget (a refusal naming the known ones) for a name no target has."""
+    target = ctx.fleet.targets.get(name or None)
+    return Place(target, ctx.engine(target), functools.partial(ctx.launch, target))
 
 
 def button_value(target: str, *parts: str) -> str:
@@ -433,8 +431,21 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
     place = place_of(ctx, name)
     engine = place.engine
     via = Via(door=Door.BUTTON, channel=channel)
+
+    def replan(request: ApprovalRequest, again: Via) -> Plan:
+        # Through the fleet, which knows what the engine cannot: promotion's source.
+        return ctx.fleet.plan(
+            place.target,
+            Action(request.kind),
+            Ask.through(request.requester, again),
+            tag=request.tag,
+            source=request.source or None,
+        )
+
     try:
-        approval = await asyncio.to_thread(engine.approve, request_id, approver, via=via)
+        approval = await asyncio.to_thread(
+            lambda: engine.approve(request_id, approver, via=via, replan=replan)
+        )
     except RuleRefused as refused:
         await _say(respond, _refusal_text(refused))
         if refused.rule is Rule.EXPIRY:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -26,9 +27,58 @@ from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+from bot.targets import Target
+
+if TYPE_CHECKING:
+    from bot.fleet import TargetStatus
 
 DEPLOY_ACTION = "deploy_tag"
 ROLLBACK_ACTION = "rollback"
+PROMOTE_ACTION = "promote"
+# Several buttons of one block need distinct action ids: ``deploy_tag:staging``,
+# ``promote:production``; the listeners match the prefix, the value says what to do.
+SEP = ":"
+VERBS = {
+    "deploy": "Deploying",
+    "redeploy": "Redeploying",
+    "rollback": "Rolling back to",
+    "promote": "Promoting",
+}
+
+
+def button_value(**fields: str) -> str:
+    """A button's value: what its listener needs, as compact JSON (Slack takes 2,000 chars)."""
+    return json.dumps({k: v for k, v in fields.items() if v}, separators=(",", ":"))
+
+
+def read_value(value: str, plain: str) -> dict[str, str]:
+    """A button's value as ``button_value`` wrote it; a plain value (a button of a message
+    from before targets, or of a single-target bot) is ``{plain: value}``."""
+    if value.startswith("{"):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return {}
+        if isinstance(data, dict):
+            return {str(k): str(v) for k, v in data.items()}
+        return {}
+    return {plain: value}
+
+
+def _to(target: str) -> str:
+    """`` to staging`` when messages name targets (several are configured), else nothing."""
+    return f" to {target}" if target else ""
+
+
+def _on(target: str) -> str:
+    return f" on {target}" if target else ""
+
+
+def _where(kind: str, target: str) -> str:
+    """ "Rolling back to v4.3.0 on staging", "Deploying v4.4.0 to staging"."""
+    return _on(target) if kind == "rollback" else _to(target)
+
+
 # A confirm dialog's text: "Maximum length for the text in this field is 300 characters"
 # (Block Kit, "Confirmation dialog object", docs.slack.dev/reference/block-kit/
 # composition-objects/confirmation-dialog-object; the same limit in slack-messaging's and
@@ -84,19 +134,55 @@ def deploy_confirm(tag: str, service: str, change: ChangeSummary | None = None) 
     )
 
 
-def deploy_button(tag: str, service: str, change: ChangeSummary | None = None) -> ButtonElement:
+def deploy_button(
+    tag: str, service: str, change: ChangeSummary | None = None, target: str = ""
+) -> ButtonElement:
+    """Deploy ``tag`` (``change``: what it changes, in the confirm dialog); with ``target``
+    (several are configured) to that target, named on the button ("Deploy to staging") and
+    in its action id, so a block holds one per target."""
+    if not target:
+        return ButtonElement(
+            text=PlainTextObject(text="Deploy"),
+            action_id=DEPLOY_ACTION,
+            value=tag,
+            style="primary",
+            confirm=deploy_confirm(tag, service, change),
+        )
     return ButtonElement(
-        text=PlainTextObject(text="Deploy"),
-        action_id=DEPLOY_ACTION,
-        value=tag,
+        text=PlainTextObject(text=f"Deploy to {target}"[:75]),
+        action_id=f"{DEPLOY_ACTION}{SEP}{target}",
+        value=button_value(tag=tag, target=target),
         style="primary",
-        confirm=deploy_confirm(tag, service, change),
+        confirm=deploy_confirm(tag, f"{target} ({service})", change),
     )
 
 
-def rollback_button(record: DeploymentRecord, change: ChangeSummary | None = None) -> ButtonElement:
+def promote_button(record: DeploymentRecord, source: str, to: str) -> ButtonElement:
+    """Promote the image this deployment completed with from ``source`` to ``to``, by digest."""
+    image = _tag_text(record.tag, record.digest)
+    return ButtonElement(
+        text=PlainTextObject(text=f"Promote to {to}"[:75]),
+        action_id=f"{PROMOTE_ACTION}{SEP}{to}",
+        value=button_value(source=source, to=to, deployment=record.id),
+        style="primary",
+        confirm=ConfirmObject(
+            title="Promote?",
+            text=MarkdownTextObject(
+                text=f"Deploy {image} to *{esc(to)}*, the image that completed on "
+                f"*{esc(source)}*? Refused if a later deployment came to {esc(source)} since."
+            ),
+            confirm="Promote",
+            deny="Cancel",
+        ),
+    )
+
+
+def rollback_button(
+    record: DeploymentRecord, change: ChangeSummary | None = None, target: str = ""
+) -> ButtonElement:
     """Rollback of this one deployment: back to the image that ran before it, by digest.
-    ``change``: the deployment's own summary; the dialog shows it reversed."""
+    ``change``: the deployment's own summary; the dialog shows it reversed. ``target``: its
+    target's name when several are configured (in the button's value)."""
     intro = (
         f"Back to {record.previous_tag}, the image that ran before this deployment? Refused "
         "if this deployment no longer runs."
@@ -105,7 +191,7 @@ def rollback_button(record: DeploymentRecord, change: ChangeSummary | None = Non
     return ButtonElement(
         text=PlainTextObject(text="Rollback"),
         action_id=ROLLBACK_ACTION,
-        value=record.id,
+        value=button_value(deployment=record.id, target=target) if target else record.id,
         style="danger",
         confirm=ConfirmObject(
             title="Roll back?",
@@ -181,10 +267,9 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def starting(plan: Plan) -> Message:
+def starting(plan: Plan, target: str = "") -> Message:
     """A deployment's message before anything is written to AWS (the lock is not taken yet)."""
-    verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
-    title = f"🚀 {verb.get(plan.kind, 'Deploying')} {plan.tag}"
+    title = f"🚀 {VERBS.get(plan.kind, 'Deploying')} {plan.tag}{_where(plan.kind, target)}"
     by = plan.requester
     slack_user = by.source in ("slack", "ci-button") and is_user_id(by.who)
     named = mention(by.who) if slack_user else esc(by.name)
@@ -207,13 +292,16 @@ def starting(plan: Plan) -> Message:
     ]
     if plan.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(plan.reason)}_")]))
-    return Message(text=f"{esc(title)} to {esc(plan.service)}: STARTING", blocks=tuple(blocks))
+    for note in plan.notes:  # rules the change went past, said in the channel
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"⚠️ {esc(note)}"[:3000])]))
+    text = f"{esc(title)}{'' if target else ' to ' + esc(plan.service)}: STARTING"
+    return Message(text=text, blocks=tuple(blocks))
 
 
-def refused_after_post(plan: Plan, reason: str) -> Message:
+def refused_after_post(plan: Plan, reason: str, target: str = "") -> Message:
     """The starting message of a deployment refused before any change (the lock was taken
     between the check and the start)."""
-    title = f"🚫 {plan.tag} was not deployed"
+    title = f"🚫 {plan.tag} was not deployed{_to(target)}"
     body = f"*Refused before any change:* {esc(reason)}"
     blocks: tuple[Block, ...] = (
         HeaderBlock(text=PlainTextObject(text=title[:150])),
@@ -228,27 +316,33 @@ def progress(
     commands: CommandNames = DEFAULT_COMMANDS,
     change: ChangeSummary | None = None,
     console_url: str = "",
+    *,
+    target: str = "",
+    promote_to: Sequence[str] = (),
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
     reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
-    the ECS console, linked when it goes wrong."""
-    verb = {"deploy": "Deploying", "redeploy": "Redeploying", "rollback": "Rolling back to"}
+    the ECS console, linked when it goes wrong; ``target``: its target's name when several
+    are configured; ``promote_to``: the targets that take its image once it completed (a
+    Promote button each)."""
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
-        title = f"✅ Deployed {record.tag}"
+        title = f"✅ Deployed {record.tag}{_to(target)}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
-        title = f"❌ Deployment of {record.tag} failed"
+        title = f"❌ Deployment of {record.tag}{_to(target)} failed"
     elif outcome == Outcome.ABORTED:
-        title = f"🛑 Deployment of {record.tag} aborted"
+        title = f"🛑 Deployment of {record.tag}{_to(target)} aborted"
     elif outcome == Outcome.NOT_STARTED:
-        title = f"🚫 {record.tag} was not deployed"
+        title = f"🚫 {record.tag} was not deployed{_to(target)}"
     elif outcome == Outcome.STILL_ROLLING_OUT:
-        title = f"⏳ {record.tag} is still rolling out"
+        title = f"⏳ {record.tag} is still rolling out{_on(target)}"
     elif outcome == Outcome.UNKNOWN:
-        title = f"❓ Lost sight of the rollout of {record.tag}"
+        title = f"❓ Lost sight of the rollout of {record.tag}{_on(target)}"
     else:
-        title = f"🚀 {verb.get(record.kind, 'Deploying')} {record.tag}"
+        title = (
+            f"🚀 {VERBS.get(record.kind, 'Deploying')} {record.tag}{_where(record.kind, target)}"
+        )
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
     fields = [
@@ -309,10 +403,15 @@ def progress(
             ]
         )
     )
+    buttons: list[ButtonElement] = []
+    if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
+        buttons += [promote_button(record, target, to) for to in promote_to if target]
     if offers_rollback(record, snap):
-        blocks.append(ActionsBlock(elements=[rollback_button(record, change)]))
+        buttons.append(rollback_button(record, change, target))
     elif offers_stop(record, snap):
-        blocks.append(ActionsBlock(elements=[stop_button(record)]))
+        buttons.append(stop_button(record, target))
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
@@ -401,7 +500,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     return out
 
 
-def status(st: Status) -> Message:
+def status(st: Status, target: str = "") -> Message:
     rollout = (
         f"{esc(st.rollout.rollout_state or 'IN_PROGRESS')} "
         f"{st.rollout.running}/{st.rollout.desired} (`{esc(st.rollout.id)}`)"
@@ -417,7 +516,7 @@ def status(st: Status) -> Message:
     if commit := commit_text(st.commit):
         digest = f"{esc(commit)}, {digest}"
     blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=f"{st.service}: {st.tag}"[:150])),
+        HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {st.tag}"[:150])),
         SectionBlock(
             fields=[
                 MarkdownTextObject(
@@ -470,11 +569,51 @@ def status(st: Status) -> Message:
     return Message(text=text, blocks=tuple(blocks))
 
 
-def history(records: Sequence[DeploymentRecord]) -> Message:
+def history(records: Sequence[DeploymentRecord], target: str = "") -> Message:
     if not records:
-        return refusal("No deployments yet.")
-    body = "*Deployment history*\n" + "\n".join(history_lines(records))
+        return refusal(f"No deployments{_to(target)} yet.")
+    title = f"*Deployment history of {esc(target)}*" if target else "*Deployment history*"
+    body = title + "\n" + "\n".join(history_lines(records))
     return Message(text=body, blocks=(SectionBlock(text=MarkdownTextObject(text=body[:3000])),))
+
+
+def status_all(rows: Sequence[TargetStatus], commands: CommandNames = DEFAULT_COMMANDS) -> Message:
+    """Every target in one message: tag, short digest, tasks, rollout, lock."""
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="Targets"))]
+    lines = []
+    for row in rows:
+        t = row.target
+        name = f"*{esc(t.name)}*" + (f" _(after {esc(t.after)})_" if t.after else "")
+        st = row.status
+        if st is None:
+            line = f"{name}: not read: {esc(row.error)}"
+        else:
+            digest = f" ({esc(st.short_digest)})" if st.digest else ""
+            rollout = (
+                f"{esc(st.rollout.rollout_state or 'IN_PROGRESS')} "
+                f"{st.rollout.running}/{st.rollout.desired}"
+                if st.rollout
+                else "none"
+            )
+            lock = esc(st.lock.describe()) if st.lock else "free"
+            line = (
+                f"{name} `{esc(st.tag)}`{digest}\n`{progress_bar(st.running, st.desired)}` "
+                f"{st.running}/{st.desired} running"
+                + (f", {st.pending} pending" if st.pending else "")
+                + f" · rollout: {rollout} · lock: {lock}"
+                + (f"\n🧊 *frozen*: {esc(st.freeze.reason)}" if st.freeze else "")
+                + (f" · {len(st.queue)} queued" if st.queue else "")
+            )
+        lines.append(line)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=line[:3000])))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(text=f"`{commands.status} TARGET` shows one target in detail")
+            ]
+        )
+    )
+    return Message(text="Targets: " + "; ".join(lines)[:3000], blocks=tuple(blocks[:50]))
 
 
 def image_commit(image: ImageInfo) -> str:
@@ -483,21 +622,50 @@ def image_commit(image: ImageInfo) -> str:
     return sha.removeprefix("sha-")[:7] or "no sha tag"
 
 
+def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str]) -> Message:
+    """``/deploy TAG`` where the channel has several targets: one button per target the
+    person may deploy to."""
+    ask = f"Deploy `{esc(tag)}` to which target?"
+    buttons = [deploy_button(tag, service_of.get(t.name, ""), target=t.name) for t in targets[:25]]
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=ask)),
+        ActionsBlock(block_id="choose_target", elements=buttons),
+    )
+    return Message(text=ask, blocks=blocks)
+
+
 def help_message(
     images: Sequence[ImageInfo],
     service: str,
     commands: CommandNames = DEFAULT_COMMANDS,
     changes: Mapping[str, ChangeSummary] | None = None,
+    targets: Sequence[Target] = (),
 ) -> Message:
     """/deploy alone: usage, and the recent images with a Deploy button each (its dialog
-    says what that deploy changes, from ``changes`` by tag)."""
+    says what that deploy changes, from ``changes`` by tag); ``targets``: the channel's
+    targets when several are configured (named in the usage, a button each)."""
     deploy = commands.deploy
-    usage = (
-        f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
-        f"`sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
-        f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what runs\n"
-        f"`{commands.status}` (or `{deploy} status`) shows what runs"
-    )
+    if targets:
+        names = ", ".join(
+            f"`{esc(t.name)}`" + (f" (after {esc(t.after)})" if t.after else "") for t in targets
+        )
+        usage = (
+            f"*Usage* (targets here: {names})\n`{deploy} TAG to TARGET` deploys an image "
+            f"(`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, `sha-abc1234`)\n"
+            f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM\n"
+            f"`{deploy} rollback TARGET` goes back to the last good image\n"
+            f"`{deploy} history TARGET` lists recent deployments\n"
+            f"`{commands.redeploy} TARGET` restarts what runs\n"
+            f"`{commands.status}` (or `{deploy} status`) shows every target, "
+            f"`{commands.status} TARGET` one"
+        )
+    else:
+        usage = (
+            f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, "
+            f"`v4.4`, `sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
+            f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what "
+            f"runs\n`{commands.status}` (or `{deploy} status`) shows what runs"
+        )
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:
         blocks.append(DividerBlock())
@@ -507,11 +675,22 @@ def help_message(
             tag = image.tags[0]
             change = (changes or {}).get(tag)
             moving = f" · {esc(change.direction.text)}" if change else ""
+            line = f"`{esc(tag)}` ({esc(image_commit(image))}){pushed}{moving}"
+            direct = [t for t in targets if t.after is None]
+            if len(targets) > 1 and direct:
+                # A section takes one accessory: the buttons go in a row of their own.
+                blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
+                blocks.append(
+                    ActionsBlock(
+                        elements=[
+                            deploy_button(tag, service, change, target=t.name) for t in direct
+                        ]
+                    )
+                )
+                continue
             blocks.append(
                 SectionBlock(
-                    text=MarkdownTextObject(
-                        text=f"`{esc(tag)}` ({esc(image_commit(image))}){pushed}{moving}"
-                    ),
+                    text=MarkdownTextObject(text=line),
                     accessory=deploy_button(tag, service, change),
                 )
             )
@@ -526,8 +705,12 @@ def image_pushed(
     run_url: str | None,
     service: str,
     change: ChangeSummary | None = None,
+    targets: Sequence[str] = (),
 ) -> Message:
-    """CI's notice; ``change``: what deploying it would change from what runs now."""
+    """CI's notice; ``change``: what deploying it would change from what runs now.
+    ``targets``: with several configured, the ones that take an image directly (a "Deploy
+    to …" button each); targets with ``after`` get theirs on the source target's final
+    message instead."""
     # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
     details = [f"*Tag*\n`{esc(tag)}`"]
     if sha:
@@ -542,23 +725,42 @@ def image_pushed(
     ]
     if section := change_section(change):
         blocks.append(section)
+    buttons = [deploy_button(tag, service, change, target=t) for t in targets[:25]]
     blocks.append(
-        ActionsBlock(block_id="image_pushed", elements=[deploy_button(tag, service, change)])
+        ActionsBlock(
+            block_id="image_pushed", elements=buttons or [deploy_button(tag, service, change)]
+        )
     )
     return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=tuple(blocks))
 
 
-def image_claimed(tag: str, user: str, original: dict[str, Any]) -> list[dict[str, Any]]:
-    """The CI notice once someone clicked Deploy: same content, the button replaced."""
-    kept = [b for b in original.get("blocks", []) if b.get("type") != "actions"]
+def image_claimed(
+    tag: str, user: str, original: dict[str, Any], action_id: str = "", target: str = ""
+) -> list[dict[str, Any]]:
+    """The CI notice once someone clicked Deploy: same content, the clicked button replaced
+    by a note (``action_id``: that button; the others stay). Without: every button."""
+    kept: list[dict[str, Any]] = []
+    for block in original.get("blocks", []):
+        if block.get("type") != "actions":
+            kept.append(block)
+            continue
+        rest = [
+            e for e in block.get("elements", []) if action_id and e.get("action_id") != action_id
+        ]
+        if rest:
+            kept.append({**block, "elements": rest})
     note = ContextBlock(
         elements=[
             MarkdownTextObject(
-                text=f"🚀 {mention(user)} is deploying `{esc(tag)}` (from this notice)."
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
+                "(from this notice)."
             )
         ]
     )
-    return [*kept, note.to_dict()]
+    # Notes of earlier clicks stay above the buttons that are left.
+    actions = [b for b in kept if b.get("type") == "actions"]
+    others = [b for b in kept if b.get("type") != "actions"]
+    return [*others, note.to_dict(), *actions]
 
 
 def outcome_notice(record: DeploymentRecord, snap: Snapshot, permalink: str | None) -> Message:

@@ -19,6 +19,7 @@ from bot.deploy.errors import DeployError
 from bot.logs import redact
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import messages
+from bot.targets import load_targets
 
 _HINTS = {
     "invalid_auth": "Slack rejected SLACK_BOT_TOKEN (invalid_auth): check the token in CI's "
@@ -78,9 +79,18 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+    try:
+        targets = load_targets(settings)
+    except DeployError as exc:
+        print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
+        return 2
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
+    # Several targets: a button per target that takes images directly; those with `after`
+    # get theirs on the source target's final message (a Promote button). What it changes:
+    # from what the default target runs.
+    direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
     change = change_for_notice(settings, tag)
-    msg = messages.image_pushed(tag, sha, run_url, service, change)
+    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct)
     try:
         resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
     except SlackApiError as exc:

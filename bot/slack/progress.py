@@ -79,6 +79,9 @@ class ProgressMessage:
         ts: str = "",
         min_interval: float = 2.0,
         clock: Clock = SYSTEM_CLOCK,
+        *,
+        target: str = "",
+        promote_to: tuple[str, ...] = (),
     ) -> None:
         self.client = client
         self.engine = engine
@@ -87,6 +90,10 @@ class ProgressMessage:
         self.ts = ts
         self.min_interval = min_interval
         self.clock = clock
+        # The target's name when several are configured (the messages say which), and the
+        # targets that take its completed images (a Promote button each).
+        self.target = target
+        self.promote_to = promote_to
         self.updates = 0
         self.failures = 0
         self.gave_up = ""
@@ -116,6 +123,8 @@ class ProgressMessage:
             self.engine.settings.slack_commands,
             change=self.change,
             console_url=self.engine.console_url,
+            target=self.target,
+            promote_to=self.promote_to,
         )
 
     async def recall_change(self) -> None:
@@ -149,7 +158,7 @@ class ProgressMessage:
     async def post_starting(self, plan: Plan) -> None:
         """Post the "starting" message: one try, and any failure is the caller's to refuse on
         (nothing has changed yet)."""
-        msg = messages.starting(plan)
+        msg = messages.starting(plan, target=self.target)
         self.change = plan.change
         resp = await self.client.chat_postMessage(channel=self.channel, **msg.as_kwargs())
         self.ts = str(resp["ts"])
@@ -164,7 +173,7 @@ class ProgressMessage:
 
     async def refused(self, plan: Plan, reason: str) -> None:
         """The deployment was refused after its message was posted: say so there."""
-        await self.show_now(messages.refused_after_post(plan, reason), tries=4)
+        await self.show_now(messages.refused_after_post(plan, reason, self.target), tries=4)
 
     # -- following ----------------------------------------------------------------------------
     async def follow(self) -> Snapshot | None:
@@ -372,10 +381,20 @@ def _reply_ids(snap: Snapshot) -> frozenset[str]:
 class ProgressBoard:
     """Every live message of this bot process, and the tasks that keep them moving."""
 
-    def __init__(self, client: AsyncWebClient, engine: Engine, min_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        engine: Engine,
+        min_interval: float = 2.0,
+        *,
+        target: str = "",
+        promote_to: tuple[str, ...] = (),
+    ) -> None:
         self.client = client
         self.engine = engine
         self.min_interval = min_interval
+        self.target = target  # see ProgressMessage
+        self.promote_to = promote_to
         self.messages: dict[str, ProgressMessage] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.fallback_channel: str | None = None
@@ -390,7 +409,14 @@ class ProgressBoard:
         self, record: DeploymentRecord | None, channel: str, ts: str = ""
     ) -> ProgressMessage:
         return ProgressMessage(
-            self.client, self.engine, record, channel, ts, min_interval=self.min_interval
+            self.client,
+            self.engine,
+            record,
+            channel,
+            ts,
+            min_interval=self.min_interval,
+            target=self.target,
+            promote_to=self.promote_to,
         )
 
     async def open(self, plan: Plan, channel: str) -> ProgressMessage:

@@ -141,11 +141,14 @@ def deploybot_problems(found: list[Snippet]) -> tuple[list[str], int]:
             words = list(words)
             # Options before the command (e.g. --target NAME) belong to the top parser.
             while words and words[0].startswith("-"):
-                flag = words.pop(0).split("=", 1)[0]
+                given = words.pop(0)
+                flag = given.split("=", 1)[0]
                 if flag not in flags:
                     missing.append(f"deploybot {flag}: no such option ({snippet.where()})")
-                if words and not words[0].startswith("-") and words[0].isupper():
-                    words.pop(0)  # its placeholder value
+                action = parser._option_string_actions.get(flag)
+                takes_value = action is not None and action.nargs != 0 and "=" not in given
+                if words and not words[0].startswith("-") and (takes_value or words[0].isupper()):
+                    words.pop(0)  # its value (--target staging) or placeholder (NAME)
             if not words or not re.fullmatch(r"[a-z][a-z-]*", words[0]):
                 continue  # prose ("deploybot is …"), a placeholder ("COMMAND")
             name = words.pop(0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -222,17 +223,17 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
         page.locator("#input").press("Enter")
         return time.monotonic()
 
-    # 1. A healthy deploy: the one live message goes from in progress to completed.
-    sent = command("/deploy v4.4.0-ecr-ecs-fargate")
+    # 1. A healthy deploy to staging: the one live message goes from in progress to completed.
+    sent = command("/deploy v4.4.0-ecr-ecs-fargate to staging")
     live = messages.filter(has=page.locator(".b-header", has_text="v4.4.0-ecr-ecs-fargate"))
-    expect(live.locator(".b-header")).to_have_text("🚀 Deploying v4.4.0-ecr-ecs-fargate")
+    expect(live.locator(".b-header")).to_have_text("🚀 Deploying v4.4.0-ecr-ecs-fargate to staging")
     timings["v4.4.0 in progress shown"] = time.monotonic() - sent
     expect(live).to_contain_text("Rollout: IN_PROGRESS")
     # What it changes, from the GitHub stand-in's history of the releases (issue 17).
     expect(live).to_contain_text("Forward 1 release: v4.3.0 (")
     expect(live).to_contain_text("4 commits, newest first:")
     expect(live.locator(".b-header")).to_have_text(
-        "✅ Deployed v4.4.0-ecr-ecs-fargate", timeout=30_000
+        "✅ Deployed v4.4.0-ecr-ecs-fargate to staging", timeout=30_000
     )
     timings["v4.4.0 completed shown"] = time.monotonic() - sent
     expect(live).to_contain_text("Completed in")
@@ -244,11 +245,13 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     expect(live.locator(".thread")).to_contain_text("has reached a steady state")
 
     # 2. The broken image: the circuit breaker fails it and rolls the service back.
-    sent = command("/deploy v4.5.0-ecr-ecs-fargate")
+    sent = command("/deploy v4.5.0-ecr-ecs-fargate to staging")
     broken = messages.filter(has=page.locator(".b-header", has_text="v4.5.0-ecr-ecs-fargate"))
-    expect(broken.locator(".b-header")).to_have_text("🚀 Deploying v4.5.0-ecr-ecs-fargate")
     expect(broken.locator(".b-header")).to_have_text(
-        "❌ Deployment of v4.5.0-ecr-ecs-fargate failed", timeout=40_000
+        "🚀 Deploying v4.5.0-ecr-ecs-fargate to staging"
+    )
+    expect(broken.locator(".b-header")).to_have_text(
+        "❌ Deployment of v4.5.0-ecr-ecs-fargate to staging failed", timeout=40_000
     )
     timings["v4.5.0 failure shown"] = time.monotonic() - sent
     expect(broken).to_contain_text("circuit breaker rolled the service back to")
@@ -268,24 +271,28 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     sent = time.monotonic()
     expect(dialog).to_be_hidden()
     rollback = messages.filter(has=page.locator(".b-header", has_text="v4.3.0-ecr-ecs-fargate"))
-    expect(rollback.locator(".b-header")).to_have_text("🚀 Rolling back to v4.3.0-ecr-ecs-fargate")
     expect(rollback.locator(".b-header")).to_have_text(
-        "✅ Deployed v4.3.0-ecr-ecs-fargate", timeout=30_000
+        "🚀 Rolling back to v4.3.0-ecr-ecs-fargate on staging"
+    )
+    expect(rollback.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.3.0-ecr-ecs-fargate to staging", timeout=30_000
     )
     timings["rollback completed shown"] = time.monotonic() - sent
 
-    # /deploy-status answers with an ephemeral that names what runs now.
-    command("/deploy-status")
+    # /deploy-status staging answers with an ephemeral that names what runs there now.
+    command("/deploy-status staging")
     status = page.locator("#messages > .msg.ephemeral").last
     expect(status).to_contain_text("Only visible to you")
-    expect(status.locator(".b-header")).to_contain_text("v4.3.0-ecr-ecs-fargate")
+    expect(status.locator(".b-header")).to_contain_text("staging: v4.3.0-ecr-ecs-fargate")
 
-    # 4. Play CI: push the next release; its notice's Deploy button deploys it.
+    # 4. Play CI: push the next release; its notice's Deploy button deploys it to staging
+    # (production takes only what completed on staging: no button of its own).
     page.locator("#push").click()
     notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
     expect(notice).to_have_count(1)
     expect(notice).to_contain_text("Forward 3 releases: v4.3.0 (")
-    notice.locator("button[data-action-id=deploy_tag]").click()
+    expect(notice.locator("button")).to_have_count(1)
+    notice.locator('button[data-action-id="deploy_tag:staging"]').click()
     expect(page.locator("#d-title")).to_have_text("Deploy?")
     # The dialog carries the same summary, commits included (plain text, Slack's 300 chars).
     expect(page.locator("#d-text")).to_contain_text("Forward 3 releases")
@@ -295,10 +302,35 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#d-confirm").click()
     expect(notice).to_contain_text("is deploying")  # the notice loses its button
     expect(notice.locator("button")).to_have_count(0)
-    pushed = messages.filter(has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate"))
-    expect(pushed.locator(".b-header")).to_have_text(
-        "✅ Deployed v4.6.0-ecr-ecs-fargate", timeout=30_000
+    pushed = messages.filter(
+        has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to staging")
     )
+    expect(pushed.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.6.0-ecr-ecs-fargate to staging", timeout=30_000
+    )
+
+    # 5. Promote: the completed staging message's button deploys that digest to production.
+    pushed.locator('button[data-action-id="promote:production"]').click()
+    expect(page.locator("#d-title")).to_have_text("Promote?")
+    page.locator("#d-confirm").click()
+    promoted = messages.filter(
+        has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to production")
+    )
+    expect(promoted.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.6.0-ecr-ecs-fargate to production", timeout=30_000
+    )
+    # /deploy-status shows both targets: production runs the digest staging ran.
+    command("/deploy-status")
+    both = page.locator("#messages > .msg.ephemeral").last
+    expect(both.locator(".b-header")).to_have_text("Targets")
+    expect(both).to_contain_text("production")
+    rows = {
+        name: re.search(rf"{name}.*?v4\.6\.0-ecr-ecs-fargate\s*\((sha256:[0-9a-f]+)", text)
+        for text in [both.inner_text().replace("\n", " ")]
+        for name in ("staging", "production")
+    }
+    assert rows["staging"] and rows["production"], both.inner_text()
+    assert rows["staging"].group(1) == rows["production"].group(1)
 
     ARTIFACTS.mkdir(exist_ok=True)
     # Tall enough to show the whole story: deploy, failure, rollback, status.
@@ -318,7 +350,7 @@ def test_typed_text_shows_as_typed_in_the_browser(browser_page: object) -> None:
     assert isinstance(page, Page)
     expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
     reason = "<!here> & <b>bold</b> &amp;"
-    page.locator("#input").fill(f"/redeploy {reason}")
+    page.locator("#input").fill(f"/redeploy staging {reason}")
     page.locator("#input").press("Enter")
     live = page.locator("#messages > .msg[data-kind=message]").last
     # As typed: no mention, no markup, no entity.

@@ -76,10 +76,10 @@ def test_not_allowed_user_or_channel_is_refused(
     aws.requests.clear()
     emulator.slash_command("/deploy", "v4.4.0", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     refusal = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="a refusal")[0]
-    assert "not allowed to deploy" in refusal.text and CAROL in refusal.text
+    assert "you may not deploy to production" in refusal.text and CAROL in refusal.text
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=RANDOM, url=bot.events_url)
     refusal = emulator.wait_for(lambda: emulator.ephemerals(user=ALICE), what="a refusal")[0]
-    assert "does not work in this channel" in refusal.text
+    assert "is not handled in this channel" in refusal.text
     emulator.slash_command("/redeploy", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     emulator.wait_for(lambda: len(emulator.ephemerals(user=CAROL)) == 2, what="2nd refusal")
     assert no_aws_writes(aws)

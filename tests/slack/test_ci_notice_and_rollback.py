@@ -76,7 +76,7 @@ def test_notify_then_click_deploys_exactly_that_tag_once(
     # Someone not allowed: refused, nothing written.
     emulator.click(notice, "deploy_tag", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     refusal = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="refusal")[0]
-    assert "not allowed to deploy" in refusal.text
+    assert "you may not deploy to production" in refusal.text
     assert aws.requests.count("ecs", "UpdateService") == 0
 
     # Alice clicks twice: one deployment of exactly that tag; the notice says who.

@@ -1,0 +1,378 @@
+"""The fleet: every target's engine, built when first asked for, and the doors' way to them.
+
+A transport (the Slack app, the CLI, the playground) resolves the target first (from the
+command, the channel, or ``DEPLOY_TARGET``), then asks the fleet. The fleet reads the facts
+only several targets can give (whether an image completed on the target it must come from,
+what a promotion deploys) and hands them, with the door, to that target's engine, whose plan
+asks the rules (bot/rules.py) once (``Engine._check``): the one check every door goes
+through. The engine stays one service's engine: it never learns about other targets or
+Slack; its target (its rules, its freeze) is its own.
+
+Every engine shares one boto3 session and its clients (``AwsClient.sibling``), the table, and
+the batched DescribeServices (bot/deploy/batch.py): twenty targets' pollers cost one call per
+cluster per poll interval, and the status of every target one call per cluster per ten
+services.
+
+A new guardrail is a field of ``Target``, a step in ``rules.check``, a fact in ``Facts``
+(gathered here when it needs other targets, by the engine when it is the target's own, as
+the freeze) and, for a new action, a case in ``Fleet.plan``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy.aws import AwsClient, aws_errors
+from bot.deploy.engine import Engine, Plan, Status, Via
+from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
+from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
+from bot.deploy.rollout import Outcome
+from bot.rules import Action, Decision, Door, Facts, RuleRefused, check
+from bot.settings import Settings
+from bot.targets import Target, Targets, load_targets
+
+log = logging.getLogger("deploybot.fleet")
+
+# How far back a target's history is read to tell whether an image completed there.
+COMPLETED_LOOKBACK = 50
+# The status of every target: how many targets are read at once (their other reads, after the
+# one batched DescribeServices per cluster).
+STATUS_THREADS = 8
+
+
+class NothingToPromote(DeployRefused):
+    """The source target has no deployment whose image could be promoted."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Who asks, through which door, from where: what every rule needs beside the target."""
+
+    door: Door
+    requester: Requester
+    channel: str | None = None  # the Slack channel; None at the CLI
+    break_glass: str | None = None  # the reason given with --break-glass (the CLI's only)
+    # Approvals already given (an approved request, a queued deploy that was approved), from
+    # the table, never from a button; ``asking``: the plan is for an approval request.
+    approved_by: tuple[str, ...] = ()
+    request_id: str = ""
+    asking: bool = False
+
+    @property
+    def who(self) -> str:
+        return self.requester.who
+
+    @classmethod
+    def through(cls, requester: Requester, via: Via) -> Ask:
+        """The ask of ``requester`` through the door ``via`` describes."""
+        return cls(
+            via.door,
+            requester,
+            via.channel,
+            via.break_glass,
+            via.approved_by,
+            via.request_id,
+            via.asking,
+        )
+
+    def via(self, facts: Facts | None = None) -> Via:
+        """What the engine's one rules check needs from the door, with the facts only the
+        fleet can read (promotion's source and whether the image completed there)."""
+        facts = facts or Facts()
+        return Via(
+            door=self.door,
+            channel=self.channel,
+            break_glass=self.break_glass,
+            approved_by=self.approved_by,
+            request_id=self.request_id,
+            asking=self.asking,
+            source=facts.source,
+            completed_on_source=facts.completed_on_source,
+        )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion deploys: the image of the source's last deployment, by digest."""
+
+    source: Target
+    record: DeploymentRecord | None  # the source's last deployment; None: it has none
+
+    @property
+    def completed(self) -> bool:
+        return self.record is not None and self.record.outcome == Outcome.COMPLETED
+
+    @property
+    def tag(self) -> str:
+        return self.record.tag if self.record else ""
+
+    @property
+    def digest(self) -> str:
+        return self.record.digest if self.record else ""
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """One target's status for the all-targets view, or why it could not be read."""
+
+    target: Target
+    status: Status | None
+    error: str = ""
+
+
+class Fleet:
+    """One engine per target, made on first use; thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        targets: Targets | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        aws: AwsClient | None = None,
+        engines: dict[str, Engine] | None = None,
+    ) -> None:
+        """``targets``: load_targets(settings) when not given (BadConfig on a mistake).
+        ``aws``: the client the others are siblings of; ``engines``: engines made elsewhere,
+        by target name (a test's, the single-target server's)."""
+        self.settings = settings
+        self.targets = targets if targets is not None else load_targets(settings)
+        self.clock = clock
+        self._aws = aws
+        self._engines: dict[str, Engine] = dict(engines or {})
+        self._lock = threading.Lock()
+
+    @classmethod
+    def around(cls, engine: Engine) -> Fleet:
+        """The fleet of ``engine``'s settings, with ``engine`` as its target's engine."""
+        targets = load_targets(engine.settings)
+        mine = next(
+            (
+                t
+                for t in targets
+                if (t.cluster, t.service) == (engine.aws.cluster, engine.aws.service)
+            ),
+            targets.default,
+        )
+        return cls(
+            engine.settings,
+            targets,
+            clock=engine.clock,
+            aws=engine.aws,
+            engines={mine.name: engine},
+        )
+
+    # -- targets and engines ----------------------------------------------------------------
+    def target(self, name: str | None = None) -> Target:
+        """The target called ``name`` (None: the default); UnknownTarget names the known."""
+        return self.targets.get(name)
+
+    def engine(self, target: Target | str | None = None) -> Engine:
+        """``target``'s engine (made now if it was not yet)."""
+        t = target if isinstance(target, Target) else self.targets.get(target)
+        with self._lock:
+            engine = self._engines.get(t.name)
+            if engine is None:
+                settings = t.settings(self.settings)
+                aws = self._aws.sibling(settings) if self._aws else AwsClient(settings)
+                self._aws = self._aws or aws
+                engine = Engine(settings, clock=self.clock, aws=aws, target=t)
+                self._engines[t.name] = engine
+            return engine
+
+    def engines(self) -> Iterator[tuple[Target, Engine]]:
+        """Every target with its engine, in the file's order (all made)."""
+        for target in self.targets:
+            yield target, self.engine(target)
+
+    def built(self) -> list[Engine]:
+        """The engines made so far."""
+        with self._lock:
+            return list(self._engines.values())
+
+    def target_of(self, engine: Engine) -> Target:
+        for name, made in list(self._engines.items()):
+            if made is engine:
+                return self.targets.get(name)
+        raise KeyError(engine.service_name)
+
+    def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
+        """Every engine's follower as one: alive unless one is stuck or dead."""
+        healths = [e.poller.health(stuck_after) for e in self.built()]
+        busy = [h for h in healths if h.following]
+        passes = [h.seconds_since_pass for h in busy if h.seconds_since_pass is not None]
+        return FollowerHealth(
+            following=sum(h.following for h in healths),
+            alive=all(h.alive for h in busy),
+            seconds_since_pass=max(passes) if passes else None,
+            stuck_after=stuck_after,
+        )
+
+    def close(self) -> None:
+        for engine in self.built():
+            engine.close()
+
+    # -- the rules ----------------------------------------------------------------------------
+    def decide(
+        self, target: Target, action: Action, ask: Ask, facts: Facts | None = None
+    ) -> Decision:
+        """rules.check for this door and person, now."""
+        return check(
+            target,
+            action,
+            door=ask.door,
+            who=ask.who,
+            channel=ask.channel,
+            now=self.clock.now(),
+            facts=replace(facts or Facts(), break_glass=ask.break_glass),
+        )
+
+    def screen(
+        self, target: Target, action: Action, ask: Ask, source: str | None = None
+    ) -> Decision:
+        """The rules that need no reading (where, who, windows…), asked before any AWS read:
+        the facts that need one are taken as favourable here, and read before the real
+        check. A person who may not deploy hears that first, whatever they typed."""
+        hopeful = Facts(completed_on_source=True, source=source or target.after)
+        return self.decide(target, action, ask, hopeful)
+
+    def prescreen(
+        self, target: Target, action: Action, ask: Ask, source: str | None = None
+    ) -> None:
+        """``screen``, raising its refusal; the want of approvals is left to the engine's
+        check, which knows the approvals given (and a Slack door asks for them)."""
+        screened = self.screen(target, action, ask, source)
+        if not screened.allowed and not screened.needs_approval:
+            raise RuleRefused(screened)
+
+    def may_read(self, target: Target, ask: Ask) -> Decision:
+        return self.decide(target, Action.READ, ask)
+
+    def completed_on(self, name: str, digest: str) -> bool:
+        """Whether a deployment of ``digest`` completed on target ``name`` (its recent
+        history, open records reconciled with ECS first)."""
+        if not digest:
+            return False
+        records = self.engine(name).history(COMPLETED_LOOKBACK)
+        return any(r.outcome == Outcome.COMPLETED and r.digest == digest for r in records)
+
+    def promotion(self, source: Target, of: str = "") -> Promotion:
+        """What promoting from ``source`` would deploy: the image of its last deployment.
+        With ``of`` (a Promote button's deployment), that deployment must still be the
+        source's last; refused otherwise, naming what came since."""
+        records = self.engine(source).history(5)
+        last = records[0] if records else None
+        if last is None:
+            raise NothingToPromote(
+                f"{source.name} has no deployments yet: nothing to promote. Deploy to "
+                f"{source.name} first."
+            )
+        if of and last.id != of:
+            state = last.outcome.label if last.outcome else "in progress"
+            raise NoLongerRunning(
+                f"Not promoted: deployment {of} is no longer {source.name}'s last; since then "
+                f"{last.kind} {last.id} of {last.tag} ({state}). Nothing was changed. Promote "
+                f"what {source.name} runs from its own message, or with the promote command."
+            )
+        return Promotion(source, last)
+
+    # -- planning through the rules -----------------------------------------------------------
+    def plan(
+        self,
+        target: Target,
+        action: Action,
+        ask: Ask,
+        *,
+        tag: str = "",
+        source: str | None = None,
+        of: str = "",
+        reason: str = "",
+    ) -> Plan:
+        """Ask the rules, with the facts they need, then plan on ``target``'s engine.
+
+        ``tag``: what to deploy (DEPLOY); ``source``: the target to promote from (PROMOTE);
+        ``of``: a button's deployment (ROLLBACK: undo it; PROMOTE: promote it). Raises
+        RuleRefused (naming the rule) or the engine's refusals; writes nothing but
+        reconciliation."""
+        self.prescreen(target, action, ask, source)  # who and where first, before any read
+        engine = self.engine(target)
+        requester = ask.requester
+        # The rules themselves are asked by the engine, once, in its plan (Engine._check), with
+        # the facts gathered here: every door goes through that one check.
+        if action is Action.DEPLOY:
+            if target.after is None:
+                plan = engine.plan_deploy(tag, requester, reason, via=ask.via())
+            else:
+                # Resolved once: the digest the rules judged is the digest deployed, whatever
+                # the tag points to a moment later.
+                name, digest = engine.resolve(tag)
+                completed = self.completed_on(target.after, digest)
+                facts = Facts(source=target.after, completed_on_source=completed)
+                plan = engine.plan_image(
+                    "deploy", name, digest, requester, reason, via=ask.via(facts)
+                )
+        elif action is Action.PROMOTE:
+            origin = self.targets.get(source)
+            promotion = self.promotion(origin, of)
+            facts = Facts(source=origin.name, completed_on_source=promotion.completed)
+            why = f"promoted from {origin.name} ({promotion.record.id if promotion.record else ''})"
+            plan = engine.plan_image(
+                "promote",
+                promotion.tag,
+                promotion.digest,
+                requester,
+                f"{reason}; {why}" if reason else why,
+                via=ask.via(facts),
+            )
+        elif action is Action.REDEPLOY:
+            plan = engine.plan_redeploy(requester, reason, via=ask.via())
+        elif action is Action.ROLLBACK:
+            plan = engine.plan_rollback(requester, reason, of, via=ask.via())
+        else:
+            raise ValueError(f"{action.value} is not planned here")
+        return plan
+
+    # -- reading every target -----------------------------------------------------------------
+    def statuses(self, targets: list[Target] | None = None, history: int = 0) -> list[TargetStatus]:
+        """The status of ``targets`` (default: all): their services described in one
+        DescribeServices per cluster per ten services, the rest read a few targets at once."""
+        chosen = list(targets if targets is not None else self.targets)
+        engines = [self.engine(t) for t in chosen]
+        if not engines:
+            return []
+        descriptions = engines[0].aws.descriptions
+        limit = max(history, 20)
+
+        def recorded(engine: Engine) -> list[DeploymentRecord] | DeployError:
+            try:
+                return engine.recorded(limit)
+            except DeployError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(STATUS_THREADS, len(engines))) as pool:
+            # The histories before the services: a record is only judged against an ECS
+            # read taken after it (Engine._prepare).
+            histories = list(pool.map(recorded, engines))
+            try:
+                with aws_errors("reading the services"):
+                    descriptions.many([(e.aws.cluster, e.aws.service) for e in engines])
+            except DeployError as exc:  # each target then says what its own read says
+                log.warning("could not read the services in one batch: %s", exc)
+
+            def one(i: int) -> TargetStatus:
+                target, engine, records = chosen[i], engines[i], histories[i]
+                if isinstance(records, DeployError):
+                    return TargetStatus(target, None, records.message)
+                try:
+                    # The batch above has just read it (after the records): that will do.
+                    return TargetStatus(target, engine.status(history, 5.0, records))
+                except DeployError as exc:
+                    return TargetStatus(target, None, exc.message)
+
+            return list(pool.map(one, range(len(engines))))

@@ -1,0 +1,204 @@
+"""What every Slack listener shares: the fleet, the live messages per target, the rules' door.
+
+``BotContext`` lives here, apart from bot/slack/app.py (which only wires) and the listener
+modules (commands.py, actions.py), which import it: no module imports the one that imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import mrkdwn
+from bot.deploy.engine import Engine, Plan
+from bot.deploy.errors import DeployError
+from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.fleet import Ask, Fleet
+from bot.rules import Door, RuleRefused
+from bot.settings import Settings
+from bot.slack.progress import ProgressBoard, ProgressMessage, slack_problem
+from bot.targets import Target
+
+log = logging.getLogger("deploybot.slack")
+
+Reply = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class BotContext:
+    """What every listener needs: settings, the fleet (targets, their engines, the rules),
+    the live messages of each target, and the Slack client."""
+
+    settings: Settings
+    fleet: Fleet
+    client: AsyncWebClient
+    min_update_interval: float = 2.0
+    bot_name: str = "deploybot"  # the bot's Slack handle, from auth.test when Slack answered
+    _boards: dict[str, ProgressBoard] = field(default_factory=dict)
+    _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    _jobs: set[asyncio.Future[Any]] = field(default_factory=set)  # listeners' background work
+    # One lock check → post → start at a time in this process: a second /deploy sees the
+    # first's lock and is refused before posting anything.
+    _starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # -- targets ------------------------------------------------------------------------------
+    @property
+    def several(self) -> bool:
+        """Whether more than one target is configured: messages then name the target."""
+        return len(self.fleet.targets) > 1
+
+    def engine(self, target: Target) -> Engine:
+        return self.fleet.engine(target)
+
+    def board(self, target: Target) -> ProgressBoard:
+        """The live messages of ``target``'s deployments (one board, one engine)."""
+        board = self._boards.get(target.name)
+        if board is None:
+            promote_to = tuple(t.name for t in self.fleet.targets.promotions_from(target.name))
+            board = ProgressBoard(
+                self.client,
+                self.engine(target),
+                min_interval=self.min_update_interval,
+                target=target.name if self.several else "",
+                promote_to=promote_to,
+            )
+            self._boards[target.name] = board
+        return board
+
+    def boards(self) -> list[tuple[Target, ProgressBoard]]:
+        """Every target's board (all made): the server resumes and reconciles each."""
+        return [(t, self.board(t)) for t in self.fleet.targets]
+
+    def ask(self, requester: Requester, door: Door, channel: str) -> Ask:
+        return Ask(door, requester, channel)
+
+    # -- acting -------------------------------------------------------------------------------
+    async def launch(
+        self, target: Target, plan: Callable[[], Plan], channel: str, reply: Reply
+    ) -> DeploymentRecord | None:
+        """Plan (the rules, then the engine: refuse before anything), post the deployment's
+        message, then start it on ``target``'s engine.
+
+        The message exists before any AWS write and the record carries its place: if Slack
+        will not take the message, nothing is deployed and the person is told what to do."""
+        engine, board = self.engine(target), self.board(target)
+        checked = await asyncio.to_thread(plan)
+        async with self._starting:
+            # Another start may have taken the lock while this one planned: refuse before
+            # posting anything (one cheap read when the holder is followed here).
+            await asyncio.to_thread(engine.check_lock)
+            try:
+                progress = await board.open(checked, channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "cannot post in %s (%s): not deploying",
+                    channel,
+                    slack_problem(exc),
+                    extra={"who": checked.requester.who, "tag": checked.tag},
+                )
+                await safe_reply(reply, self._cannot_post(exc, checked))
+                return None
+            try:
+                record = await asyncio.to_thread(engine.start, checked, progress.ref)
+            except DeployError as exc:
+                await _refused_after_post(progress, checked, exc.message)
+                raise
+            except BaseException:
+                await _refused_after_post(
+                    progress, checked, "deploybot failed before changing anything; see its logs"
+                )
+                raise
+        board.follow(progress, record)
+        return record
+
+    def _cannot_post(self, exc: BaseException, plan: Plan) -> str:
+        error = exc.response.get("error") if isinstance(exc, SlackApiError) else None
+        what = "Nothing was deployed"
+        again = f"then run the command again ({plan.kind} {plan.tag})"
+        if error == "not_in_channel":
+            return (
+                f"{what}: I am not in this channel, so nobody here could follow the rollout. "
+                f"Invite me with `/invite @{self.bot_name}`, {again}."
+            )
+        if error in ("channel_not_found", "is_archived", "restricted_action"):
+            return (
+                f"{what}: I cannot post in this conversation ({error}; a DM or a private "
+                f"channel I am not in). Use a channel I am in, or invite me with "
+                f"`/invite @{self.bot_name}`, {again}."
+            )
+        return (
+            f"{what}: Slack did not take the deployment's message ({slack_problem(exc)}). "
+            "Try again in a moment."
+        )
+
+    async def read(self, key: str, fetch: Callable[[], Any]) -> Any:
+        """Run the engine read ``fetch`` in a thread, shared by every caller asking for
+        ``key`` while it runs: fifty people asking for the status at once cost one status read."""
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.to_thread(fetch))
+            self._reads[key] = pending
+            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(pending)
+
+    def run(
+        self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None = None
+    ) -> None:
+        """Run ``job`` in the background: a listener acks and returns at once."""
+        task = asyncio.ensure_future(self._guard(job, reply, what, who))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _guard(
+        self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None
+    ) -> None:
+        extra = {"who": who.who, "source": who.source} if who else {}
+        try:
+            await job
+        except RuleRefused as exc:
+            log.info("%s refused by %s: %s", what, exc.rule, exc.message, extra=extra)
+            # The rule's own Slack rendering: people mentioned, user text escaped.
+            await safe_reply(reply, exc.decision.mrkdwn)
+        except DeployError as exc:
+            log.info("%s refused: %s", what, exc.message, extra=extra)
+            # The engine's words quote what people typed (tags, names): text, not mrkdwn.
+            await safe_reply(reply, mrkdwn.escape(exc.message))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed", what, extra=extra)
+            await safe_reply(
+                reply,
+                f"Something went wrong on deploybot's side while handling {what}; it is in the "
+                "bot's logs. Nothing was changed unless a progress message says so.",
+            )
+
+    async def close(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        for board in self._boards.values():
+            await board.close()
+
+
+async def _refused_after_post(progress: ProgressMessage, plan: Plan, reason: str) -> None:
+    try:
+        await progress.refused(plan, reason)
+    except Exception:
+        log.exception("could not mark the message refused")
+
+
+async def safe_reply(reply: Reply, text: str) -> None:
+    """An ephemeral answer to the person; a failure to send it is logged, never raised."""
+    try:
+        await reply(text=text, response_type="ephemeral", replace_original=False)
+    except Exception:
+        log.exception("could not tell the user: %s", text)
