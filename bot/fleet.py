@@ -33,7 +33,7 @@ from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.rollout import Outcome
-from bot.rules import Action, Decision, Door, Facts, RuleRefused, check
+from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
 from bot.settings import Settings
 from bot.targets import Target, Targets, load_targets
 
@@ -44,6 +44,10 @@ COMPLETED_LOOKBACK = 50
 # The status of every target: how many targets are read at once (their other reads, after the
 # one batched DescribeServices per cluster).
 STATUS_THREADS = 8
+
+
+# The rules asked before any reading (bot/rules.py's order): the door's own, where, who.
+_WHO_AND_WHERE = frozenset({Rule.BREAK_GLASS, Rule.CHANNELS, Rule.DEPLOYERS, Rule.APPROVERS})
 
 
 class NothingToPromote(DeployRefused):
@@ -245,10 +249,11 @@ class Fleet:
     def prescreen(
         self, target: Target, action: Action, ask: Ask, source: str | None = None
     ) -> None:
-        """``screen``, raising its refusal; the want of approvals is left to the engine's
-        check, which knows the approvals given (and a Slack door asks for them)."""
+        """``screen``, raising a refusal of who or where (the rules asked before the freeze);
+        the rest (freeze, promotion, windows, approvals) is the engine's one check, which
+        reads what they need, in their order."""
         screened = self.screen(target, action, ask, source)
-        if not screened.allowed and not screened.needs_approval:
+        if not screened.allowed and screened.rule in _WHO_AND_WHERE:
             raise RuleRefused(screened)
 
     def may_read(self, target: Target, ask: Ask) -> Decision:

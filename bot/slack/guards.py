@@ -431,6 +431,13 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
     place = place_of(ctx, name)
     engine = place.engine
     via = Via(door=Door.BUTTON, channel=channel)
+    shown = await asyncio.to_thread(engine.guards.request, request_id)
+    source = (shown.source or place.target.after) if shown is not None else None
+    if shown is not None and source:
+        # Promotion (or a target with `after`): whether the image completed on its source is
+        # for the fleet to say, and the approval is judged with it.
+        completed = await asyncio.to_thread(ctx.fleet.completed_on, source, shown.digest)
+        via = replace(via, source=source, completed_on_source=completed)
 
     def replan(request: ApprovalRequest, again: Via) -> Plan:
         # Through the fleet, which knows what the engine cannot: promotion's source.

@@ -389,3 +389,69 @@ def test_every_door_refuses_a_frozen_target_and_an_unapproved_deploy(
         assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     finally:
         engine.close()
+
+
+def test_promotion_doors_refuse_a_frozen_target_and_an_unapproved_promotion(
+    fleet_stack: Any,
+    aws: Any,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    """The doors of issue 15's promotion: `/deploy promote staging to production`, staging's
+    Promote button and `deploybot promote`; frozen, then wanting an approval."""
+    from tests.bot.test_cli_guards import cli
+
+    toml = tmp_path / "deploybot.toml"
+    toml.write_text(
+        Path(fleet_stack.config)
+        .read_text(encoding="utf-8")
+        .replace('after = "staging"\n', f'after = "staging"\n{APPROVAL}\n'),
+        encoding="utf-8",
+    )
+    bot = start_bot("http", DEPLOYBOT_CONFIG=str(toml))
+    url = bot.events_url
+    emulator.slash_command("/deploy", "v4.4.0 to staging", user=ALICE, channel=DEPLOYS, url=url)
+    done = posted(emulator, "Deployed v4.4.0-ecr-ecs-fargate to staging")
+    updates = aws.requests.count("ecs", "UpdateService")
+
+    def slash_promote() -> None:
+        slash(emulator, bot, "promote staging to production", user=BOB)
+
+    def button() -> None:
+        emulator.click(done, "promote:production", user=BOB, channel=DEPLOYS, url=url)
+
+    doors = {"/deploy promote": slash_promote, "staging's Promote button": button}
+    slash(emulator, bot, "freeze production incident 7", user=ALICE)
+    posted(emulator, "froze *production*")
+    for name, door in doors.items():
+        seen = _count(emulator, BOB, "production is frozen")
+        door()
+        emulator.wait_for(
+            lambda seen=seen: _count(emulator, BOB, "production is frozen") > seen,
+            timeout=90,
+            what=f"{name} refused for the freeze",
+        )
+    done_cli = cli("promote", "staging", "production", DEPLOYBOT_CONFIG=str(toml))
+    assert done_cli.returncode == 2 and "production is frozen" in done_cli.stderr
+
+    slash(emulator, bot, "unfreeze production", user=ALICE)
+    posted(emulator, "unfroze *production*")
+    for name, door in doors.items():
+        requests = _requests(emulator)
+        door()
+        emulator.wait_for(
+            lambda requests=requests: _requests(emulator) > requests,
+            timeout=90,
+            what=f"{name} asking for approval",
+        )
+    done_cli = cli("promote", "staging", "production", DEPLOYBOT_CONFIG=str(toml))
+    assert done_cli.returncode == 2 and "needs 1 approval" in done_cli.stderr
+    assert aws.requests.count("ecs", "UpdateService") == updates
+
+    # Approved by Carol, the promotion deploys staging's digest to production.
+    request = next(m for m in bot_messages(emulator) if "approval needed" in m.all_text)
+    emulator.click(request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=url)
+    posted(emulator, "Deployed v4.4.0-ecr-ecs-fargate to production")
+    assert running_tag(fleet_stack.settings) == "v4.4.0-ecr-ecs-fargate"
