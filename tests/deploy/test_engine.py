@@ -174,6 +174,11 @@ def test_lock_refuses_a_second_deploy_naming_the_holder(
 def test_concurrent_deploys_exactly_one_proceeds(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
+    # The first rollout stays in progress while the others ask (a simulated rollout of a
+    # few tenths of a second could end before a laggard thread asks, and then its lock is
+    # rightly free again); released once every answer is in.
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
     engines = [Engine(stack.settings) for _ in range(8)]
     barrier = threading.Barrier(len(engines))
     results: list[object] = [None] * len(engines)
@@ -195,6 +200,7 @@ def test_concurrent_deploys_exactly_one_proceeds(
     assert len(started) == 1 and len(refused) == len(engines) - 1
     holder = started[0].who  # type: ignore[attr-defined]
     assert all(r.holder == holder for r in refused)
+    simulator.slow_ticks = 2
     follow(engines[0], started[0])
     for e in engines:
         e.close()
