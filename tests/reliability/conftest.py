@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,3 +64,12 @@ def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for a condition (never a fixed sleep); TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not true within {timeout} s: {what}")
+        time.sleep(0.05)

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -23,19 +22,11 @@ from bot.deploy.ledger import Requester
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
-from tests.reliability.conftest import cli, report
+from tests.reliability.conftest import cli, report, wait_until
 
 pytestmark = pytest.mark.reliability
 V44, V45 = "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
 FAKETIME = shutil.which("faketime")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def deploy_in_background(tag: str, **env: str) -> subprocess.Popen[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -23,21 +22,13 @@ from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from tests.conftest import ALICE, DEPLOYS, LocalStack
-from tests.reliability.conftest import cli, report
+from tests.reliability.conftest import cli, report, wait_until
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import bot_messages, has_button, no_aws_writes
 
 pytestmark = pytest.mark.reliability
 V44, V45 = "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
 FINAL = "✅ Deployed"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 def bookkeeping_done(engine: Engine) -> bool:

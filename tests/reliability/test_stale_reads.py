@@ -25,19 +25,11 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
-from tests.reliability.conftest import report
+from tests.reliability.conftest import report, wait_until
 
 pytestmark = pytest.mark.reliability
 V44 = "v4.4.0-ecr-ecs-fargate"
 LATE = 3.0  # how late bob's first DescribeServices is answered
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -19,18 +18,10 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
-from tests.reliability.conftest import cli, report
+from tests.reliability.conftest import cli, report, wait_until
 
 pytestmark = pytest.mark.reliability
 V44, V45 = "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 def newest(stack: LocalStack) -> tuple[Outcome | None, bool]:
