@@ -111,6 +111,7 @@ class SlackEmulator:
         self._next_socket = 0
         self._accept_delays: list[float] = []
         self._refuse_sockets_until = 0.0
+        self._refused = 0  # handshakes refused while an outage lasted
         self._pending_acks: dict[str, asyncio.Future[tuple[float, JSON | None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -572,6 +573,17 @@ class SlackEmulator:
         """How many Socket Mode connections were ever opened (``socket#N`` is the Nth)."""
         return self._opened
 
+    @property
+    def sockets_refused(self) -> int:
+        """How many Socket Mode handshakes were refused (503) during an outage."""
+        return self._refused
+
+    def socket_open(self, name: str) -> bool:
+        """Whether the connection ``name`` (``socket#N``, as a delivery's ``to``) is still open."""
+        return any(
+            f"socket#{n}" == name and not ws.closed for ws, n in list(self._socket_ids.items())
+        )
+
     def wait_socket_connected(self, timeout: float = 10.0, count: int = 1) -> None:
         """Wait until at least ``count`` Socket Mode connections are open."""
         self.wait_for(
@@ -590,6 +602,7 @@ class SlackEmulator:
         if request.query.get("ticket") not in self._tickets:
             return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
         if time.monotonic() < self._refuse_sockets_until:
+            self._refused += 1
             return web.json_response({"ok": False, "error": "unavailable"}, status=503)
         with self.store.locked():
             delay = self._accept_delays.pop(0) if self._accept_delays else 0.0
