@@ -48,7 +48,7 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff format $(LINT_PATHS)
 
 test: install ## run the test suite (PYTEST_ARGS= to pick tests)
-	$(RUN) pytest -v $(PYTEST_ARGS)
+	$(RUN) pytest -v --durations=40 $(PYTEST_ARGS)
 
 BENCHES := acks economy hello status startup bigbody faults replicas targets
 

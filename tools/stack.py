@@ -4,6 +4,7 @@
     python -m tools.stack bot [--tag TAG] [KEY=VALUE ...]       the bot's stack
     python -m tools.stack ci [KEY=VALUE ...]                    CI's role (GitHub OIDC)
     python -m tools.stack slack-secret                          SLACK_* from the environment
+    python -m tools.stack github-secret                         GITHUB_TOKEN from the environment
     python -m tools.stack delete --stack NAME                   e.g. after a failed creation
 
 `service` passes the image tag that runs now (read from the live ECS service) as
@@ -47,6 +48,7 @@ CI_TEMPLATE = ROOT / "cloudformation" / "ci.yml"
 SERVICE_CONTAINER = "hello-world"
 DEFAULT_STACK = "hello-world-ecr-ecs-fargate"
 SLACK_SECRET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+GITHUB_SECRET_KEYS = ("GITHUB_TOKEN",)
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 DEPLOYBOT_TAG = "deploybot:tag"  # bot.deploy.engine.TAG_KEY
 
@@ -440,16 +442,36 @@ def put_slack_secret(
     cfn: Any, secrets: Any, bot_stack: str, env: Mapping[str, str], out: Out = _print
 ) -> None:
     """Write the three SLACK_* values from ``env`` into the bot stack's secret."""
-    missing = [key for key in SLACK_SECRET_KEYS if not env.get(key)]
+    _put_secret(cfn, secrets, bot_stack, env, SLACK_SECRET_KEYS, "SlackSecretArn", out)
+
+
+def put_github_secret(
+    cfn: Any, secrets: Any, bot_stack: str, env: Mapping[str, str], out: Out = _print
+) -> None:
+    """Write GITHUB_TOKEN from ``env`` into the bot stack's GitHub secret (commit lists and
+    GitHub deployments; without it the bot still links the compare view)."""
+    _put_secret(cfn, secrets, bot_stack, env, GITHUB_SECRET_KEYS, "GitHubSecretArn", out)
+
+
+def _put_secret(
+    cfn: Any,
+    secrets: Any,
+    bot_stack: str,
+    env: Mapping[str, str],
+    keys: tuple[str, ...],
+    output: str,
+    out: Out,
+) -> None:
+    missing = [key for key in keys if not env.get(key)]
     if missing:
         raise StackRefused(f"set {', '.join(missing)} in the environment first")
     stack = _stack(cfn, bot_stack)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
-    if "SlackSecretArn" not in outputs:
-        raise StackRefused(f"stack {bot_stack} has no SlackSecretArn output; run make bot-infra")
-    value = json.dumps({key: env[key] for key in SLACK_SECRET_KEYS})
-    secrets.put_secret_value(SecretId=outputs["SlackSecretArn"], SecretString=value)
-    out(f"wrote {', '.join(SLACK_SECRET_KEYS)} to {outputs['SlackSecretArn']}; "
+    if output not in outputs:
+        raise StackRefused(f"stack {bot_stack} has no {output} output; run make bot-infra")
+    value = json.dumps({key: env[key] for key in keys})
+    secrets.put_secret_value(SecretId=outputs[output], SecretString=value)
+    out(f"wrote {', '.join(keys)} to {outputs[output]}; "
         "restart the bot's service to use them")  # fmt: skip
 
 
@@ -485,6 +507,8 @@ def _parser() -> argparse.ArgumentParser:
 
     secret = commands.add_parser("slack-secret", help="put SLACK_* from the environment")
     secret.add_argument("--service-stack", default=default_stack)
+    github = commands.add_parser("github-secret", help="put GITHUB_TOKEN from the environment")
+    github.add_argument("--service-stack", default=default_stack)
 
     delete = commands.add_parser("delete", help="delete a stack (e.g. after a failed creation)")
     delete.add_argument("--stack", required=True)
@@ -536,6 +560,9 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
         elif args.command == "slack-secret":
             secrets = session.client("secretsmanager")
             put_slack_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
+        elif args.command == "github-secret":
+            secrets = session.client("secretsmanager")
+            put_github_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
         else:
             delete_stack(cfn, args.stack, out=out, delay=delay)
     except StackError as exc:

@@ -385,3 +385,39 @@ def test_make_infra_passes_env_as_one_argument(tmp_path: Path) -> None:
         "--env",
         "",
     ]
+
+
+def test_github_secret_writes_the_token_where_the_bot_stack_says(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m tools.stack github-secret` puts GITHUB_TOKEN into the secret named by the
+    bot stack's GitHubSecretArn output; without the variable, or without the output, it
+    refuses and writes nothing."""
+    secrets = _client("secretsmanager", moto_url)
+    arn = secrets.create_secret(Name="svc-bot/github", SecretString='{"GITHUB_TOKEN": ""}')["ARN"]
+    lines: list[str] = []
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    cfn = _client("cloudformation", moto_url)
+    old_bot = "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"  # a bot stack from before
+    cfn.create_stack(StackName="svc-bot", TemplateBody=old_bot)
+    assert main(["github-secret", "--service-stack", "svc"], out=lines.append) == 2
+    assert lines[-1] == "error: set GITHUB_TOKEN in the environment first"
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_example")
+    assert main(["github-secret", "--service-stack", "svc"], out=lines.append) == 2
+    assert lines[-1] == ("error: stack svc-bot has no GitHubSecretArn output; run make bot-infra")
+    assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {
+        "GITHUB_TOKEN": ""
+    }
+
+    cfn.create_stack(
+        StackName="svc2-bot",
+        TemplateBody=(
+            "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"
+            f"Outputs: {{GitHubSecretArn: {{Value: '{arn}'}}}}\n"
+        ),
+    )
+    assert main(["github-secret", "--service-stack", "svc2"], out=lines.append) == 0, lines
+    assert lines[-1].startswith("wrote GITHUB_TOKEN to arn:aws:secretsmanager:")
+    assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {
+        "GITHUB_TOKEN": "ghp_example"
+    }

@@ -306,8 +306,11 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
     }
     secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
     assert secrets == {
-        key: {"Fn::Sub": f"${{SlackSecret}}:{key}::"}
-        for key in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+        **{
+            key: {"Fn::Sub": f"${{SlackSecret}}:{key}::"}
+            for key in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
+        },
+        "GITHUB_TOKEN": {"Fn::Sub": "${GitHubSecret}:GITHUB_TOKEN::"},
     }
     assert (env | set(secrets)) <= known
     assert "http://127.0.0.1:3000/healthz" in container["HealthCheck"]["Command"][-1]
