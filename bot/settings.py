@@ -93,10 +93,15 @@ class Settings(BaseSettings):
     # with a file names the default one. ECS_CONTAINER: the container that runs the image,
     # where a task has several (default: the one running ECR_REPOSITORY's image).
     deploybot_config: Path | None = Field(None, validation_alias="DEPLOYBOT_CONFIG")
+    # The same file's text, for a container (bot.yml passes it from an SSM parameter); only
+    # comments or blank is "not set".
+    deploybot_config_text: str | None = Field(None, validation_alias="DEPLOYBOT_CONFIG_TEXT")
     deploy_target: str = Field("production", validation_alias="DEPLOY_TARGET")
     ecs_container: str | None = Field(None, validation_alias="ECS_CONTAINER")
 
-    @field_validator("deploybot_config", "deploy_target", "ecs_container", mode="before")
+    @field_validator(
+        "deploybot_config", "deploybot_config_text", "deploy_target", "ecs_container", mode="before"
+    )
     @classmethod
     def _empty_target_setting_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
         if value == "":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import tempfile
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -348,6 +349,17 @@ def load_targets(settings: Settings) -> Targets:
 
     Raises BadConfig (exit 2) listing every problem, each naming the file and the key.
     """
+    if _config_text(settings) is not None:
+        if settings.deploybot_config is not None:
+            raise BadConfig(
+                ["DEPLOYBOT_CONFIG and DEPLOYBOT_CONFIG_TEXT are both set: set one of them"]
+            )
+        # The same reading as a file's (one loader, one set of messages), from a file of
+        # our own that lives as long as the reading.
+        with tempfile.TemporaryDirectory(prefix="deploybot-config-") as tmp:
+            path = Path(tmp, "deploybot.toml")
+            path.write_text(settings.deploybot_config_text or "", encoding="utf-8")
+            return _load_file(settings, path, "DEPLOYBOT_CONFIG_TEXT")
     default = settings.deploy_target
     if settings.deploybot_config is None:
         if not _NAME.fullmatch(default):
@@ -366,10 +378,26 @@ def load_targets(settings: Settings) -> Targets:
         return Targets((only,), default)
 
     path = settings.deploybot_config
-    shown = str(path)
     if not path.is_file():
         why = "is a directory" if path.is_dir() else "does not exist"
-        raise BadConfig([f"{shown}: {why} (DEPLOYBOT_CONFIG names it)"])
+        raise BadConfig([f"{path}: {why} (DEPLOYBOT_CONFIG names it)"])
+    return _load_file(settings, path, str(path))
+
+
+def _config_text(settings: Settings) -> str | None:
+    """DEPLOYBOT_CONFIG_TEXT, unless it holds no TOML at all (blank, or comments only: what
+    bot.yml's parameter holds until someone puts a file there)."""
+    text = settings.deploybot_config_text
+    if text is None:
+        return None
+    try:
+        return text if tomllib.loads(text) else None
+    except tomllib.TOMLDecodeError:
+        return text  # not valid TOML: the reading says so, naming the variable
+
+
+def _load_file(settings: Settings, path: Path, shown: str) -> Targets:
+    default = settings.deploy_target
     config = _read(path, shown)
     if not config.targets:
         raise BadConfig([f"{shown}: targets: no targets; add a [targets.NAME] table for each"])

@@ -5,6 +5,7 @@
     python -m tools.stack ci [KEY=VALUE ...]                    CI's role (GitHub OIDC)
     python -m tools.stack slack-secret                          SLACK_* from the environment
     python -m tools.stack github-secret                         GITHUB_TOKEN from the environment
+    python -m tools.stack bot-config FILE                       a deploybot.toml for the bot
     python -m tools.stack delete --stack NAME                   e.g. after a failed creation
 
 `service` passes the image tag that runs now (read from the live ECS service) as
@@ -475,6 +476,47 @@ def _put_secret(
         "restart the bot's service to use them")  # fmt: skip
 
 
+# A standard SSM parameter holds 4 KB (docs.aws.amazon.com/systems-manager/latest/userguide/
+# parameter-store-advanced-parameters.html); bot.yml's BotConfig is one.
+CONFIG_LIMIT = 4096
+
+
+def put_bot_config(
+    cfn: Any, ssm: Any, bot_stack: str, path: Path, env: Mapping[str, str], out: Out = _print
+) -> None:
+    """Put ``path`` (a deploybot.toml) into the bot stack's BotConfig parameter, after
+    reading it as the bot will: a file the bot would refuse at start is refused here."""
+    from bot.settings import Settings  # the bot's own reading, only for this command
+    from bot.targets import BadConfig, load_targets
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackRefused(f"cannot read {path}: {exc}") from exc
+    if len(text.encode()) > CONFIG_LIMIT:
+        raise StackRefused(
+            f"{path} is {len(text.encode())} bytes; the bot's parameter holds {CONFIG_LIMIT}"
+        )
+    target = {"DEPLOY_TARGET": env["DEPLOY_TARGET"]} if env.get("DEPLOY_TARGET") else {}
+    try:
+        targets = load_targets(
+            Settings(_env_file=None, DEPLOYBOT_CONFIG_TEXT=text, **target)  # type: ignore[call-arg]
+        )
+    except BadConfig as exc:
+        raise StackRefused("the bot would refuse it:\n" + "\n".join(exc.problems)) from exc
+    if targets.source is None:
+        raise StackRefused(f"{path} holds no targets; add a [targets.NAME] table for each")
+    stack = _stack(cfn, bot_stack)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
+    if "BotConfigParameter" not in outputs:
+        raise StackRefused(
+            f"stack {bot_stack} has no BotConfigParameter output; run make bot-infra"
+        )
+    ssm.put_parameter(Name=outputs["BotConfigParameter"], Value=text, Overwrite=True)
+    out(f"wrote {path} ({', '.join(targets.names)}; default {targets.default.name}) to "
+        f"{outputs['BotConfigParameter']}; restart the bot's service to use it")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     default_stack = os.environ.get("STACK_NAME") or DEFAULT_STACK
     parser = argparse.ArgumentParser(
@@ -509,6 +551,9 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("--service-stack", default=default_stack)
     github = commands.add_parser("github-secret", help="put GITHUB_TOKEN from the environment")
     github.add_argument("--service-stack", default=default_stack)
+    config = commands.add_parser("bot-config", help="put a deploybot.toml into the bot's stack")
+    config.add_argument("file", type=Path)
+    config.add_argument("--service-stack", default=default_stack)
 
     delete = commands.add_parser("delete", help="delete a stack (e.g. after a failed creation)")
     delete.add_argument("--stack", required=True)
@@ -560,6 +605,9 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
         elif args.command == "slack-secret":
             secrets = session.client("secretsmanager")
             put_slack_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
+        elif args.command == "bot-config":
+            ssm = session.client("ssm")
+            put_bot_config(cfn, ssm, f"{args.service_stack}-bot", args.file, os.environ, out)
         elif args.command == "github-secret":
             secrets = session.client("secretsmanager")
             put_github_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bot.targets import BadConfig, Target, Targets, UnknownTarget, load_targets
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VARS = (
     "DEPLOYBOT_CONFIG",
+    "DEPLOYBOT_CONFIG_TEXT",
     "DEPLOY_TARGET",
     "STACK_NAME",
     "ECS_CLUSTER",
@@ -455,3 +457,34 @@ def test_the_operations_guides_file_loads(tmp_path: Path) -> None:
     targets = load_targets(settings(deploybot_config="deploybot.toml"))
     assert targets.names == ("staging", "production")
     assert targets.get("production").approvers == ("U0CARA", "U0DAN")
+
+
+def test_the_files_text_in_a_variable_reads_the_same(tmp_path: Path) -> None:
+    """DEPLOYBOT_CONFIG_TEXT (what bot.yml passes from its SSM parameter) is read as the file
+    is, problems named after the variable; blank or comments only is "not set"."""
+    text = (ROOT / "deploybot.example.toml").read_text()
+    from_file = load_targets(settings(deploybot_config=str(ROOT / "deploybot.example.toml")))
+    from_text = load_targets(settings(deploybot_config_text=text))
+    assert [replace(t, source=None) for t in from_text] == [
+        replace(t, source=None) for t in from_file
+    ]
+    assert from_text.default.name == from_file.default.name
+    assert from_text.source == "DEPLOYBOT_CONFIG_TEXT"
+
+    placeholder = "# deploybot.toml: only comments, one target from the environment\n"
+    for unset in (placeholder, "", "  \n"):
+        targets = load_targets(settings(deploybot_config_text=unset))
+        assert targets.names == ("production",) and targets.source is None
+
+    with pytest.raises(BadConfig) as bad:
+        load_targets(settings(deploybot_config_text="[targets.production\n"))
+    assert bad.value.problems[0].startswith("DEPLOYBOT_CONFIG_TEXT: not valid TOML: ")
+    with pytest.raises(BadConfig) as bad:
+        load_targets(settings(deploybot_config_text="[targets.production]\ncluster = 'c'\n"))
+    assert bad.value.problems[0].startswith("DEPLOYBOT_CONFIG_TEXT: targets.production.")
+    write(tmp_path, TWO_TARGETS)
+    with pytest.raises(BadConfig) as bad:
+        load_targets(settings(deploybot_config="deploybot.toml", deploybot_config_text=text))
+    assert bad.value.problems == (
+        "DEPLOYBOT_CONFIG and DEPLOYBOT_CONFIG_TEXT are both set: set one of them",
+    )

@@ -421,3 +421,44 @@ def test_github_secret_writes_the_token_where_the_bot_stack_says(
     assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {
         "GITHUB_TOKEN": "ghp_example"
     }
+
+
+def test_bot_config_puts_a_file_the_bot_would_accept(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m tools.stack bot-config FILE` reads the file as the bot will and puts it into
+    the parameter bot.yml passes as DEPLOYBOT_CONFIG_TEXT; a file the bot would refuse, or one
+    too big for the parameter, is refused and nothing is written."""
+    monkeypatch.delenv("DEPLOY_TARGET", raising=False)
+    ssm = _client("ssm", moto_url)
+    name = "/svc-bot/deploybot.toml"
+    placeholder = "# deploybot.toml: put the file\n"
+    ssm.put_parameter(Name=name, Value=placeholder, Type="String")
+    _client("cloudformation", moto_url).create_stack(
+        StackName="svc-bot",
+        TemplateBody=(
+            "Resources: {Log: {Type: AWS::Logs::LogGroup}}\n"
+            f"Outputs: {{BotConfigParameter: {{Value: '{name}'}}}}\n"
+        ),
+    )
+    example = Path(__file__).parents[2] / "deploybot.example.toml"
+    lines: list[str] = []
+    argv = ["bot-config", "--service-stack", "svc"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[targets.production]\ncluster = 'c'\nservice = 's'\nrepository = 'r'\n"
+                   "after = 'stagin'\n")  # fmt: skip
+    assert main([*argv, str(bad)], out=lines.append) == 2
+    assert lines[-1].startswith("error: the bot would refuse it:\nDEPLOYBOT_CONFIG_TEXT: ")
+    assert "no target named 'stagin'" in lines[-1]
+    big = tmp_path / "big.toml"
+    big.write_text(example.read_text() + "#" * 4096)
+    assert main([*argv, str(big)], out=lines.append) == 2
+    assert "the bot's parameter holds 4096" in lines[-1]
+    assert main([*argv, str(tmp_path / "none.toml")], out=lines.append) == 2
+    assert lines[-1].startswith("error: cannot read ")
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == placeholder
+
+    assert main([*argv, str(example)], out=lines.append) == 0, lines
+    assert lines[-1].startswith(f"wrote {example} (staging, production; default production) to")
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == example.read_text()

@@ -12,6 +12,7 @@ from cfnlint.decode import decode
 
 from bot.local.stack import DEPLOY_TABLE_SCHEMA
 from bot.settings import Settings
+from bot.targets import load_targets
 from tests.infra.templates import (
     PRODUCTION_STACK,
     STAGING_STACK,
@@ -311,6 +312,10 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
             for key in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
         },
         "GITHUB_TOKEN": {"Fn::Sub": "${GitHubSecret}:GITHUB_TOKEN::"},
+        "DEPLOYBOT_CONFIG_TEXT": {
+            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+            ":parameter${BotConfig}"
+        },
     }
     assert (env | set(secrets)) <= known
     assert "http://127.0.0.1:3000/healthz" in container["HealthCheck"]["Command"][-1]
@@ -444,3 +449,11 @@ def test_bot_command_parameters_keep_to_slacks_names(bot: dict[str, Any]) -> Non
         assert parameter["Default"] == getattr(DEFAULT_COMMANDS, role)
         assert parameter["AllowedPattern"] == NAME_PATTERN.pattern
         assert parameter["MaxLength"] == MAX_LENGTH
+
+
+def test_the_bot_config_parameter_starts_as_not_set(bot: dict[str, Any]) -> None:
+    """bot.yml creates BotConfig holding a comment: the bot reads that as one target from its
+    environment, so a stack with nothing put there starts as it always did."""
+    value = resource(bot, "BotConfig")["Value"]
+    targets = load_targets(Settings(_env_file=None, DEPLOYBOT_CONFIG_TEXT=value))  # type: ignore[call-arg]
+    assert targets.source is None and targets.names == ("production",)
