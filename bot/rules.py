@@ -395,6 +395,12 @@ def _describe_freeze(s: _Say, target: Target, freeze: Freeze, already: str = "")
     )
 
 
+def describe_freeze(target: Target, freeze: Freeze, *, now: datetime, slack: bool) -> str:
+    """ "production is frozen by @ana since 14:02: incident 1234", as a refusal words it:
+    mrkdwn for Slack (``slack``), plain text for a terminal."""
+    return _describe_freeze(_Say(slack, now), target, freeze)
+
+
 def _freeze(a: _Asking) -> Decision | None:
     target, action, freeze = a.target, a.action, a.facts.freeze
     if action is Action.UNFREEZE:

@@ -269,6 +269,43 @@ def test_the_queue_survives_a_restart_and_runs_in_order(
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
 
 
+def test_the_ci_notice_says_its_target_is_frozen(
+    stack: LocalStack, emulator: SlackEmulator, tmp_path: Path
+) -> None:
+    """`deploybot notify image-pushed` (CI's notice) on a frozen target says who froze it,
+    since when and why, and that its Deploy button is refused until unfrozen; the button
+    stays, for once it is lifted. Unfrozen, the next notice says nothing of it."""
+    from bot.fleet import Fleet
+    from tests.slack.test_ci_notice_and_rollback import notify
+
+    toml = config(tmp_path, stack)
+    fleet = Fleet(stack.settings.model_copy(update={"deploybot_config": Path(toml)}))
+    engine = fleet.engine("production")
+    try:
+        engine.freeze(
+            Requester(ALICE, "slack", "alice"),
+            "incident <1234>",
+            via=Via(door=Door.SLASH, channel=DEPLOYS),
+        )
+        done = notify(emulator, "--tag", "v4.5.0-ecr-ecs-fargate", DEPLOYBOT_CONFIG=toml)
+        assert done.returncode == 0, done.stderr
+        notice = posted(emulator, "A new image is in ECR: v4.5.0", timeout=30)
+        assert f"production is frozen by <@{ALICE}> since <!date^" in notice.all_text
+        assert "incident &lt;1234&gt;" in notice.all_text  # the reason, as text
+        assert "refused until `/deploy unfreeze production`" in notice.all_text
+        assert "(production frozen)" in notice.text  # the notification's text says it too
+        assert has_button(notice, "deploy_tag")
+
+        engine.unfreeze(Requester(BOB, "slack", "bob"), via=Via(door=Door.SLASH, channel=DEPLOYS))
+        done = notify(emulator, "--tag", "v4.4.0-ecr-ecs-fargate", DEPLOYBOT_CONFIG=toml)
+        assert done.returncode == 0, done.stderr
+        notice = posted(emulator, "A new image is in ECR: v4.4.0", timeout=30)
+        assert "frozen" not in notice.all_text.lower()
+        assert has_button(notice, "deploy_tag")
+    finally:
+        fleet.close()
+
+
 # --- every door ---------------------------------------------------------------------------
 
 
