@@ -94,9 +94,11 @@ class Reconciler:
                 return Reading(record)
             record, adopted = self._adopt(record, found), True
         ours = state.deployment(record.ecs_deployment_id)
-        if not record.aborted_by and ours is not None and ours.status != "PRIMARY":
-            # Someone else's deployment is over ours: was it an abort (Stop), perhaps from
-            # another process? The record says so (one read, only when ours was replaced).
+        if not record.aborted_by and (ours is None or ours.status != "PRIMARY"):
+            # Someone else's deployment is over ours, or has already replaced it (ECS lists a
+            # deployment no more once another completed over it: an abort's restore can be
+            # over between two polls): was it an abort (Stop), perhaps from another process?
+            # The record says so (one read, only when ours was replaced).
             record = self._with_abort(record)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)

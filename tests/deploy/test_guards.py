@@ -333,6 +333,30 @@ def test_abort_from_the_process_that_follows_it(
     engine.plan_deploy("v4.4.0", OPERATOR)  # the lock is free again
 
 
+def test_an_abort_over_before_the_next_poll_is_still_an_abort(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """The previous task definition is back, and ECS has dropped the aborted deployment,
+    before its follower polls again (a poll of a second, a restore of a few simulator steps):
+    the follower, which did not send the abort, still reads the record's abort and closes it
+    aborted, not "replaced by a deployment deploybot did not start"."""
+    target = target_of(stack)
+    settings = target.settings(stack.settings).model_copy(
+        update={"rollout_poll_seconds": 1.0, "lock_lease_seconds": 10.0}
+    )
+    engine = Engine(settings, target=target)
+    other = engine_for(stack, target)  # another process: Stop in Slack, say
+    engines += [engine, other]
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    watch = engine.watch(record)
+    assert _first_with_tasks(watch)
+    other.abort(OPERATOR)
+    final = list(watch)[-1]
+    assert final.outcome == Outcome.ABORTED, final.outcome_reason
+    assert final.outcome_reason.endswith("v4.3.0-ecr-ecs-fargate is back")
+
+
 def _first_with_tasks(watch: Any) -> bool:
     """Wait until the new deployment has launched something (the rollout is under way)."""
     for snap in watch:
