@@ -22,6 +22,10 @@ The rules, in the order they are asked (the first refusal answers):
    next opening; rollback and abort go ahead and say so; ``--break-glass`` overrides.
 7. ``approvals``: deploy, redeploy and promote need that many approvals from approvers
    other than the requester; ``--break-glass`` overrides, on the record.
+8. The queue: while deploys wait in the target's queue, a deploy, redeploy or promote
+   through any other door is refused (it would overtake them between a release of the lock
+   and the queue's turn); the queue's own door takes them in order. Rollback and abort are
+   not changes it holds back; ``--break-glass`` goes ahead of it, on the record.
 
 ``--break-glass "reason"`` is the terminal's: any other door passing it is refused.
 A new rule is a field of :class:`bot.targets.Target` and a step here.
@@ -73,6 +77,7 @@ class Rule(StrEnum):
     PROMOTION = "promotion"
     WINDOWS = "windows"
     APPROVALS = "approvals"
+    QUEUE = "queue"
     BREAK_GLASS = "break-glass"
 
 
@@ -115,6 +120,7 @@ class Facts:
     requested_at: datetime | None = None
     premise_changed: str | None = None  # what changed since the request, for a person
     break_glass: str | None = None  # the reason given with --break-glass
+    queued: int = 0  # deploys waiting in the target's queue (read for changes, not at its door)
 
 
 @dataclass(frozen=True)
@@ -395,6 +401,12 @@ def _describe_freeze(s: _Say, target: Target, freeze: Freeze, already: str = "")
     )
 
 
+def describe_freeze(target: Target, freeze: Freeze, *, now: datetime, slack: bool) -> str:
+    """ "production is frozen by @ana since 14:02: incident 1234", as a refusal words it:
+    mrkdwn for Slack (``slack``), plain text for a terminal."""
+    return _describe_freeze(_Say(slack, now), target, freeze)
+
+
 def _freeze(a: _Asking) -> Decision | None:
     target, action, freeze = a.target, a.action, a.facts.freeze
     if action is Action.UNFREEZE:
@@ -552,6 +564,44 @@ def _approval(a: _Asking) -> Decision | None:
     )
 
 
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def ordinal(place: int) -> str:
+    """1 → "first" … 8 → "eighth", then "number 9"."""
+    return _ORDINALS[place - 1] if 0 < place <= len(_ORDINALS) else f"number {place}"
+
+
+def _queue(a: _Asking) -> Decision | None:
+    """Queued deploys go first: nobody takes the lock from under them between its release
+    and the queue's next turn (a user who queued expects to go first)."""
+    queued, target = a.facts.queued, a.target
+    if a.action not in CHANGES or a.door is Door.QUEUE or queued <= 0:
+        return None
+    waiting = "1 deploy is queued" if queued == 1 else f"{queued} deploys are queued"
+    line = f"{waiting} for {target.name}; yours would be {ordinal(queued + 1)}"
+    glass = a.glass
+    if glass:
+        a.bypass(
+            Rule.QUEUE,
+            lambda s: (
+                f"went ahead of the queue ({waiting}) with --break-glass by "
+                f"{s.person(a.who, 'cli')}: {s.text(glass)}"
+            ),
+        )
+        return None
+    if a.door is Door.CLI:
+        return a.refuse(
+            Rule.QUEUE,
+            lambda s: (
+                f"{line}: queued deploys go first. Queue yours in Slack (Deploy when free), "
+                'wait until the queue is empty, or deploy with --break-glass "why" (ahead of '
+                "the queue, recorded and announced)"
+            ),
+        )
+    return a.refuse(Rule.QUEUE, lambda s: f"{line}: queued deploys go first")
+
+
 _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _break_glass,
     _channels,
@@ -561,6 +611,7 @@ _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _promotion,
     _windows,
     _approval,
+    _queue,
 )
 
 

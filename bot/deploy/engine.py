@@ -69,11 +69,13 @@ from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.github import GitHubClient
 from bot.rules import (
+    CHANGES,
     Action,
     Decision,
     Door,
     Facts,
     Freeze,
+    Rule,
     RuleRefused,
     check,
     freeze_after_failure,
@@ -281,11 +283,14 @@ class Status:
 @dataclass(frozen=True)
 class Approval:
     """What approving did: the request as it is now, how many approvals it still lacks, and
-    the plan to start once it lacks none (the transport shows it, then starts it)."""
+    the plan to start once it lacks none (the transport shows it, then starts it). ``wait``:
+    approved, but its turn has not come (the lock is held, or deploys are queued before it):
+    why, for the transport to queue it for the requester."""
 
     request: ApprovalRequest
     missing: int
     plan: Plan | None = None
+    wait: DeployRefused | None = None
 
 
 @dataclass(frozen=True)
@@ -915,6 +920,7 @@ class Engine:
             freeze=self.guards.current_freeze(),
             approved_by=via.approved_by,
             break_glass=via.break_glass,
+            queued=self._queued() if action in CHANGES and via.door is not Door.QUEUE else 0,
         )
         decision = check(
             self.target,
@@ -1327,7 +1333,15 @@ class Engine:
             request_id=counted.id,
             source=counted.source or via.source,
         )
-        plan = (replan or self._plan_request)(counted, again)
+        try:
+            plan = (replan or self._plan_request)(counted, again)
+        except (LockHeld, RuleRefused) as exc:
+            if isinstance(exc, RuleRefused) and exc.rule is not Rule.QUEUE:
+                raise
+            # Approved all the same: it waits for its turn, in the queue, with its approvals.
+            if not self.guards.decide(counted, RequestState.APPROVED, approver.who):
+                self._decided(self.request(request_id))
+            return Approval(replace(counted, state=RequestState.APPROVED), 0, None, exc)
         if plan.digest != counted.digest:
             raise NoSuchRequest(
                 f"This request no longer holds: it would now deploy {plan.tag} "
@@ -1421,6 +1435,10 @@ class Engine:
     def queue(self) -> list[QueuedItem]:
         return self.guards.queue()
 
+    def _queued(self) -> int:
+        """How many deploys wait in the queue (people waiting to be told are no deploys)."""
+        return sum(1 for q in self.guards.queue() if q.mode is QueueMode.DEPLOY)
+
     def queue_position(self, item: QueuedItem, queue: list[QueuedItem] | None = None) -> int:
         """1-based place among the queued items of the same mode; 0 when gone."""
         items = [q for q in (queue if queue is not None else self.queue()) if q.mode is item.mode]
@@ -1441,10 +1459,13 @@ class Engine:
             )
         return item
 
-    def next_turn(self) -> Turn | None:
+    def next_turn(self, replan: Callable[[QueuedItem, Via], Plan] | None = None) -> Turn | None:
         """Take the first queued deploy when the lock is free, and check it again (rules,
-        image, freeze, window, approvals) as a new request through the queue's door. None
-        when the queue is empty, the lock is held, or another process took it first."""
+        image, freeze, window, approvals) as a new request through the queue's door, by
+        ``replan`` when the transport knows more than this engine (whether an image
+        completed on the target it must come from). None when the queue is empty, the lock
+        is held, or another process took it first. An approved one deploys only the image
+        its approvers saw."""
         deploys = [q for q in self.queue() if q.mode is QueueMode.DEPLOY]
         if not deploys:
             return None
@@ -1462,18 +1483,36 @@ class Engine:
             request_id=head.request_id,
             source=head.source or None,
         )
-        requester = head.requester
         try:
-            if head.kind == "redeploy":
-                plan = self.plan_redeploy(requester, head.reason, via=via)
-            else:
-                plan = self.plan_deploy(head.tag, requester, head.reason, via=via)
+            plan = (replan or self._plan_queued)(head, via)
+            if head.request_id:
+                self._as_approved(head, plan)
         except LockHeld:
             self.guards.requeue(head)  # taken meanwhile: it keeps its place
             return None
         except DeployRefused as exc:
             return Turn(head, None, exc)
         return Turn(head, plan)
+
+    def _plan_queued(self, item: QueuedItem, via: Via) -> Plan:
+        if item.kind == "redeploy":
+            return self.plan_redeploy(item.requester, item.reason, via=via)
+        return self.plan_deploy(item.tag, item.requester, item.reason, via=via)
+
+    def _as_approved(self, item: QueuedItem, plan: Plan) -> None:
+        """A queued deploy that was approved deploys the image its request showed, or nothing
+        (the tag may have moved while it waited)."""
+        request = self.guards.request(item.request_id)
+        if request is None or request.state is not RequestState.APPROVED:
+            raise NoSuchRequest(
+                f"its approval request {item.request_id[:64]!r} is not approved; ask again"
+            )
+        if plan.digest != request.digest:
+            raise NoSuchRequest(
+                f"it was approved for {request.tag} ({short_digest(request.digest)}), and "
+                f"would now deploy {plan.tag} ({plan.short_digest}); nothing was changed. Ask "
+                "again."
+            )
 
     def lock_free_waiters(self) -> list[QueuedItem]:
         """Once the lock is free: the people who asked to be told, each taken off the queue

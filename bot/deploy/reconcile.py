@@ -67,6 +67,9 @@ class Reconciler:
         # deployments): the close is conditional, so once per outcome across processes. They
         # must return at once (hand the work to a thread) and are never allowed to fail it.
         self.on_settled: list[Callable[[DeploymentRecord, Snapshot], None]] = []
+        # Called with each record whose lock this process released (the bot's queue takes
+        # its turn at once); same rules: return at once, never fail the bookkeeping.
+        self.on_released: list[Callable[[DeploymentRecord], None]] = []
 
     def read(
         self,
@@ -94,9 +97,11 @@ class Reconciler:
                 return Reading(record)
             record, adopted = self._adopt(record, found), True
         ours = state.deployment(record.ecs_deployment_id)
-        if not record.aborted_by and ours is not None and ours.status != "PRIMARY":
-            # Someone else's deployment is over ours: was it an abort (Stop), perhaps from
-            # another process? The record says so (one read, only when ours was replaced).
+        if not record.aborted_by and (ours is None or ours.status != "PRIMARY"):
+            # Someone else's deployment is over ours, or has already replaced it (ECS lists a
+            # deployment no more once another completed over it: an abort's restore can be
+            # over between two polls): was it an abort (Stop), perhaps from another process?
+            # The record says so (one read, only when ours was replaced).
             record = self._with_abort(record)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)
@@ -262,9 +267,12 @@ class Reconciler:
                     self._settled(done, final)
         if release:
             try:
-                self.ledger.release(record.id)
+                released = self.ledger.release(record.id)
             except DeployError as exc:
                 log.warning("could not release the lock: %s", exc, extra=record.log_fields)
+            else:
+                if released:
+                    self._notify(self.on_released, record)
         return closed, note
 
     def _settled(self, record: DeploymentRecord, final: Snapshot) -> None:
@@ -273,6 +281,15 @@ class Reconciler:
                 observer(record, final)
             except Exception:  # follow-through of others never stops the bookkeeping
                 log.exception("an observer of the outcome failed", extra=record.log_fields)
+
+    def _notify(
+        self, observers: list[Callable[[DeploymentRecord], None]], record: DeploymentRecord
+    ) -> None:
+        for observer in list(observers):
+            try:
+                observer(record)
+            except Exception:
+                log.exception("an observer of the release failed", extra=record.log_fields)
 
     def _reread(self, record: DeploymentRecord) -> DeploymentRecord:
         try:

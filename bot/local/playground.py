@@ -6,6 +6,11 @@ one process. The bot is wired as in production: ``bot.server.create_app`` in Soc
 uvicorn; only its endpoints differ. The page (http://127.0.0.1:8000) has a small FastAPI app of
 its own: it sends slash commands and clicks through the emulator, as Slack would, and
 long-polls the emulator's state to draw the channel.
+
+Two people share the channel, Ana and Ben, and the page switches between them: whoever is
+selected types the commands and clicks the buttons, and sees their own ephemerals. Both may
+deploy; production needs one approval from someone other than whoever asked, so Ana asks and
+Ben approves (or the other way round).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from bot.settings import Settings, load_settings
 from bot.slack import messages
 from bot.slack.app import web_client
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
-from bot.slack.notify import change_for_notice
+from bot.slack.notify import change_for_notice, frozen_for_notice
 from bot.targets import Target, Targets
 
 if TYPE_CHECKING:
@@ -56,8 +61,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("deploybot.playground")
 
-# One person, one channel: the demo user may deploy there, as DEPLOY_ALLOWED_USERS would say.
-DEMO_USER, DEMO_USER_NAME = "U0DEMO", "you"
+
+@dataclass(frozen=True)
+class Person:
+    """Someone the page can be: a Slack user id, their handle, and the page's label."""
+
+    id: str
+    name: str
+    label: str
+
+
+# Two people, one channel: both may deploy there (as DEPLOY_ALLOWED_USERS would say) and both
+# approve production, so a request by one is approved by the other (the requester never
+# approves their own: docs/OPERATIONS.md, "give one approver more than approvals").
+ANA = Person("U0ANA", "ana", "Ana (requester)")
+BEN = Person("U0BEN", "ben", "Ben (approver)")
+PEOPLE = (ANA, BEN)
 CHANNEL, CHANNEL_NAME = "C0DEPLOYS", "deploys"
 BOT_TOKEN = "xoxb-playground-bot-token"
 APP_TOKEN = "xapp-playground-app-token"
@@ -70,9 +89,12 @@ STAGING_STACK = f"{STACK_NAME}-staging"
 TAG_SUFFIX = "-ecr-ecs-fargate"
 RUNNING_VERSION = "v4.3.0"
 BROKEN_VERSION = "v4.5.0"
-# A simulator step; a healthy rollout of three tasks takes six, about 20 s at this pace.
+# A simulator step; a healthy rollout of three tasks takes six, about 20 s at this pace: time
+# to click Stop, or to queue behind it. A slow image's tasks stay pending for SLOW_STEPS
+# (three minutes), time to try Stop, Deploy when free and Tell me when free at leisure.
 STEP_SECONDS = 3.0
 HEALTHY_ROLLOUT_STEPS = 6
+SLOW_STEPS = 60
 STEP_ENV = "DEPLOYBOT_DEMO_STEP_SECONDS"  # tests speed the simulator up with it
 LONG_POLL_SECONDS = 25.0
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
@@ -116,6 +138,7 @@ class Playground:
     targets: Targets | None = None  # staging and production (see playground_targets)
     versions: list[str] = field(default_factory=list)  # pushed so far, oldest first
     broken: set[str] = field(default_factory=set)  # versions whose tasks crash
+    slow: set[str] = field(default_factory=set)  # versions whose tasks are slow to start
 
     def next_version(self) -> str:
         """The next minor release after the newest pushed (v4.5.0 -> v4.6.0)."""
@@ -128,9 +151,19 @@ class Playground:
     def mark_broken(self, release: Release) -> None:
         """Tasks of this release crash. The moving ``vX`` tag is left alone: it moves on."""
         self.broken.add(release.version)
-        for tag in release.tags:
-            if not re.match(rf"^v\d+{re.escape(TAG_SUFFIX)}$", tag):
-                self.simulator.mark_broken(tag)
+        for tag in _own_tags(release):
+            self.simulator.mark_broken(tag)
+
+    def mark_slow(self, release: Release) -> None:
+        """Tasks of this release stay pending for SLOW_STEPS: a rollout to stop or queue behind."""
+        self.slow.add(release.version)
+        for tag in _own_tags(release):
+            self.simulator.mark_slow(tag)
+
+
+def _own_tags(release: Release) -> list[str]:
+    """The release's tags but the moving ``vX`` one, which the next release takes."""
+    return [t for t in release.tags if not re.match(rf"^v\d+{re.escape(TAG_SUFFIX)}$", t)]
 
 
 def run_playground(host: str = "127.0.0.1", port: int = 8000) -> int:
@@ -211,7 +244,7 @@ def _playground(step: float) -> Iterator[Playground]:
             bot_token=BOT_TOKEN,
             app_token=APP_TOKEN,
             signing_secret=SIGNING_SECRET,
-            users={DEMO_USER: DEMO_USER_NAME},
+            users={p.id: p.name for p in PEOPLE},
             channels={CHANNEL: CHANNEL_NAME},
         ).start()
         settings = _settings(server, emulator, github, step)
@@ -221,7 +254,9 @@ def _playground(step: float) -> Iterator[Playground]:
         )
         targets = playground_targets(settings)
         # Fast while the first release is recorded, then at a pace a person can watch.
-        simulator = RolloutSimulator(server, step_seconds=min(step, 0.05)).start()
+        simulator = RolloutSimulator(
+            server, step_seconds=min(step, 0.05), slow_ticks=SLOW_STEPS
+        ).start()
         pg = Playground(
             server=server,
             settings=settings,
@@ -287,7 +322,7 @@ def _settings(
         slack_signing_secret=SIGNING_SECRET,
         slack_api_url=emulator.api_url,
         slack_channel=CHANNEL,
-        deploy_allowed_users=frozenset({DEMO_USER}),
+        deploy_allowed_users=frozenset(p.id for p in PEOPLE),
         deploy_allowed_channels=frozenset({CHANNEL}),
         slack_deploy_command=DEFAULT_COMMANDS.deploy,
         slack_redeploy_command=DEFAULT_COMMANDS.redeploy,
@@ -299,8 +334,10 @@ def _settings(
 
 
 def playground_targets(settings: Settings) -> Targets:
-    """Staging and production, in the one channel, for the one demo user."""
-    repository, who, where = settings.ecr_repository, frozenset({DEMO_USER}), frozenset({CHANNEL})
+    """Staging and production, in the one channel, for both people; production takes only
+    what completed on staging, and needs one approval (Ana asks, Ben approves)."""
+    repository, where = settings.ecr_repository, frozenset({CHANNEL})
+    who = frozenset(p.id for p in PEOPLE)
     return Targets(
         (
             Target(
@@ -314,6 +351,8 @@ def playground_targets(settings: Settings) -> Targets:
                 after=STAGING,
                 deployers=who,
                 channels=where,
+                approvals=1,
+                approvers=tuple(p.id for p in PEOPLE),
             ),
         ),
         default_name=PRODUCTION,
@@ -407,8 +446,12 @@ def _print_howto(host: str, port: int, bot_port: int, step: float, commands: Com
         f"takes only what completed on staging). {commands.status} shows both.\n"
         f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} to {STAGING} is broken: the circuit "
         "breaker rolls it back; then click Rollback on the message of what runs.\n"
-        "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button. "
-        "Ctrl-C stops.\n"
+        f"  Two people: switch between {ANA.label} and {BEN.label} on the page. "
+        f"{commands.deploy} TAG to {PRODUCTION} asks for an approval: the other one approves. "
+        "Stop on a live message aborts it; a deploy refused for the lock offers Deploy when "
+        f"free; {commands.deploy} freeze {STAGING} REASON freezes.\n"
+        "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button (a slow "
+        "one rolls out for minutes: stop it, or queue behind it). Ctrl-C stops.\n"
         f"(The bot runs in Socket Mode, with /healthz at http://127.0.0.1:{bot_port}/healthz.)",
         flush=True,
     )
@@ -428,15 +471,27 @@ def create_bot_app(pg: Playground) -> FastAPI:
 
 class CommandIn(BaseModel, frozen=True):
     text: str
+    user: str = ANA.id  # who types it: one of PEOPLE
 
 
 class ClickIn(BaseModel, frozen=True):
     ts: str
     action_id: str
+    user: str = ANA.id  # who clicks: one of PEOPLE
 
 
 class PushIn(BaseModel, frozen=True):
     broken: bool = False
+    slow: bool = False
+
+
+def person(user: str) -> Person:
+    """One of PEOPLE by Slack user id; a 400 naming them for anyone else."""
+    found = next((p for p in PEOPLE if p.id == user), None)
+    if found is None:
+        known = ", ".join(f"{p.id} ({p.label})" for p in PEOPLE)
+        raise HTTPException(400, f"No one called {user[:40]!r} here; the people are {known}.")
+    return found
 
 
 def _page_html(commands: CommandNames) -> str:
@@ -467,14 +522,16 @@ def _ephemeral_view(e: Ephemeral) -> dict[str, Any]:
     return {"ts": e.ts, "text": e.text, "blocks": e.blocks, "thread_ts": e.thread_ts}
 
 
-def state_view(pg: Playground) -> dict[str, Any]:
-    """What the page draws: the channel's messages and the demo user's ephemerals."""
+def state_view(pg: Playground, user: str = ANA.id) -> dict[str, Any]:
+    """What the page draws for ``user``: the channel's messages and that person's ephemerals."""
+    me = person(user)
     emu = pg.emulator
     version = emu.version  # read first: a change while building shows at the next poll
     return {
         "version": version,
         "channel": {"id": CHANNEL, "name": CHANNEL_NAME},
-        "me": DEMO_USER,
+        "me": me.id,
+        "people": [{"id": p.id, "name": p.name, "label": p.label} for p in PEOPLE],
         "users": {**emu.store.users, emu.who.bot_user_id: emu.who.bot_name},
         "bot_user": emu.who.bot_user_id,
         "connected": emu.socket_connected,
@@ -482,13 +539,12 @@ def state_view(pg: Playground) -> dict[str, Any]:
         "targets": {t.name: f"{t.cluster}/{t.service}" for t in pg.targets or ()},
         "versions": list(pg.versions),
         "broken": sorted(pg.broken),
+        "slow": sorted(pg.slow),
         "next_version": pg.next_version(),
         "step_seconds": pg.step_seconds,
         "messages": [_message_view(m) for m in emu.messages(CHANNEL) if not m.deleted],
         "ephemerals": [
-            _ephemeral_view(e)
-            for e in emu.ephemerals(user=DEMO_USER, channel=CHANNEL)
-            if not e.deleted
+            _ephemeral_view(e) for e in emu.ephemerals(user=me.id, channel=CHANNEL) if not e.deleted
         ],
     }
 
@@ -519,25 +575,29 @@ def create_page_app(
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/state")
-    async def state(since: int = -1, wait: float = LONG_POLL_SECONDS) -> JSONResponse:
-        """The state once its version is past ``since`` (at most ``wait`` seconds later)."""
+    async def state(
+        since: int = -1, wait: float = LONG_POLL_SECONDS, user: str = ANA.id
+    ) -> JSONResponse:
+        """``user``'s view once its version is past ``since`` (at most ``wait`` seconds later)."""
+        person(user)
         if pg.emulator.version <= since and not stopping.is_set():
             change = asyncio.ensure_future(pg.emulator.changed(since, min(wait, 55.0)))
             halt = asyncio.ensure_future(stopping.wait())
             await asyncio.wait({change, halt}, return_when=asyncio.FIRST_COMPLETED)
             for task in (change, halt):
                 task.cancel()
-        return JSONResponse(state_view(pg), headers={"Cache-Control": "no-store"})
+        return JSONResponse(state_view(pg, user), headers={"Cache-Control": "no-store"})
 
     @app.post("/api/command")
     async def command(body: CommandIn) -> dict[str, Any]:
+        who = person(body.user)
         text = body.text.strip()
         if not text:
             raise HTTPException(
                 400, f"Type a command, like {commands.deploy} v4.4.0-ecr-ecs-fargate."
             )
         if not text.startswith("/"):
-            pg.emulator.say(text, user=DEMO_USER, channel=CHANNEL)
+            pg.emulator.say(text, user=who.id, channel=CHANNEL)
             return {"ok": True}
         name, _, rest = text.partition(" ")
         if name not in commands.all():
@@ -545,7 +605,7 @@ def create_page_app(
                 400, f"{name} is not a command deploybot knows. Try {', '.join(commands.all())}."
             )
         delivery = await pg.emulator.aslash_command(
-            name, rest.strip(), user=DEMO_USER, channel=CHANNEL
+            name, rest.strip(), user=who.id, channel=CHANNEL
         )
         if not delivery.ok:
             raise HTTPException(502, f"deploybot did not answer {name}: {delivery.error}")
@@ -553,8 +613,9 @@ def create_page_app(
 
     @app.post("/api/click")
     async def click(body: ClickIn) -> dict[str, Any]:
+        who = person(body.user)
         try:
-            delivery = await pg.emulator.aclick(body.ts, body.action_id, user=DEMO_USER)
+            delivery = await pg.emulator.aclick(body.ts, body.action_id, user=who.id)
         except KeyError as exc:
             raise HTTPException(404, f"That button is gone: {exc.args[0]}") from None
         if not delivery.ok:
@@ -563,6 +624,8 @@ def create_page_app(
 
     @app.post("/api/push")
     async def push(body: PushIn) -> dict[str, Any]:
+        if body.broken and body.slow:
+            raise HTTPException(400, "An image is broken or slow, not both: pick one.")
         async with push_lock:
             version = pg.next_version()
             seed_release(pg.github, version)
@@ -572,6 +635,8 @@ def create_page_app(
             pg.versions.append(version)
             if body.broken:
                 pg.mark_broken(release)
+            if body.slow:
+                pg.mark_slow(release)
             await post_image_pushed(pg.settings, release.tag, release.sha, pg.targets)
         return {"ok": True, "tag": release.tag, "tags": list(release.tags)}
 
@@ -582,11 +647,18 @@ async def post_image_pushed(
     settings: Settings, tag: str, sha: str | None, targets: Targets | None = None
 ) -> None:
     """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token: a
-    Deploy button per target that takes images directly."""
+    Deploy button per target that takes images directly, and those of them frozen now."""
     service = f"{settings.ecs_cluster}/{settings.ecs_service}"
     direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
     change = await asyncio.to_thread(change_for_notice, settings, tag)
-    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct)
+    frozen = (
+        await asyncio.to_thread(
+            frozen_for_notice, settings, targets, direct or [targets.default.name]
+        )
+        if targets
+        else {}
+    )
+    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct, frozen=frozen)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

@@ -44,8 +44,9 @@ class BotContext:
     _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _jobs: set[asyncio.Future[Any]] = field(default_factory=set)  # listeners' background work
     # One lock check → post → start at a time in this process: a second /deploy sees the
-    # first's lock and is refused before posting anything.
-    _starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # first's lock and is refused before posting anything. The queue's turn holds it from
+    # taking a deploy off the queue to its start (bot/slack/guards.py's take_turns).
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- targets ------------------------------------------------------------------------------
     @property
@@ -80,44 +81,63 @@ class BotContext:
 
     # -- acting -------------------------------------------------------------------------------
     async def launch(
-        self, target: Target, plan: Callable[[], Plan], channel: str, reply: Reply
+        self,
+        target: Target,
+        plan: Callable[[], Plan],
+        channel: str,
+        reply: Reply,
+        *,
+        starting_held: bool = False,
     ) -> DeploymentRecord | None:
         """Plan (the rules, then the engine: refuse before anything), post the deployment's
-        message, then start it on ``target``'s engine.
+        message, then start it on ``target``'s engine. ``starting_held``: the caller holds
+        ``starting`` already (the queue's turn).
 
         The message exists before any AWS write and the record carries its place: if Slack
         will not take the message, nothing is deployed and the person is told what to do."""
         engine, board = self.engine(target), self.board(target)
         checked = await asyncio.to_thread(plan)
-        async with self._starting:
-            # Another start may have taken the lock while this one planned: refuse before
-            # posting anything (one cheap read when the holder is followed here).
-            await asyncio.to_thread(engine.check_lock)
-            try:
-                progress = await board.open(checked, channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "cannot post in %s (%s): not deploying",
-                    channel,
-                    slack_problem(exc),
-                    extra={"who": checked.requester.who, "tag": checked.tag},
-                )
-                await safe_reply(reply, self._cannot_post(exc, checked))
-                return None
-            try:
-                record = await asyncio.to_thread(engine.start, checked, progress.ref)
-            except DeployError as exc:
-                await _refused_after_post(progress, checked, exc.message)
-                raise
-            except BaseException:
-                await _refused_after_post(
-                    progress, checked, "deploybot failed before changing anything; see its logs"
-                )
-                raise
+        if starting_held:
+            started = await self._post_and_start(engine, board, checked, channel, reply)
+        else:
+            async with self.starting:
+                started = await self._post_and_start(engine, board, checked, channel, reply)
+        if started is None:
+            return None
+        progress, record = started
         board.follow(progress, record)
         return record
+
+    async def _post_and_start(
+        self, engine: Engine, board: ProgressBoard, checked: Plan, channel: str, reply: Reply
+    ) -> tuple[ProgressMessage, DeploymentRecord] | None:
+        # Another start may have taken the lock while this one planned: refuse before
+        # posting anything (one cheap read when the holder is followed here).
+        await asyncio.to_thread(engine.check_lock)
+        try:
+            progress = await board.open(checked, channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "cannot post in %s (%s): not deploying",
+                channel,
+                slack_problem(exc),
+                extra={"who": checked.requester.who, "tag": checked.tag},
+            )
+            await safe_reply(reply, self._cannot_post(exc, checked))
+            return None
+        try:
+            record = await asyncio.to_thread(engine.start, checked, progress.ref)
+        except DeployError as exc:
+            await _refused_after_post(progress, checked, exc.message)
+            raise
+        except BaseException:
+            await _refused_after_post(
+                progress, checked, "deploybot failed before changing anything; see its logs"
+            )
+            raise
+        return progress, record
 
     def _cannot_post(self, exc: BaseException, plan: Plan) -> str:
         error = exc.response.get("error") if isinstance(exc, SlackApiError) else None

@@ -9,12 +9,16 @@ from the table, so a button whose value was changed finds nothing, and an approv
 only for what the request showed (the engine re-checks its premise).
 
 ``queue_forever`` gives each queued deploy its turn once the lock is free (re-checked as a
-new request through the queue's door) and tells those who asked to be told.
+new request through the queue's door) and tells those who asked to be told: at once when this
+process releases a lock, else every few polls (a lock released elsewhere: a terminal, another
+replica). While deploys are queued, every other door is refused with the queue's offer (the
+rules' ``queue`` step): nobody overtakes them between a release and their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -56,6 +60,9 @@ QUEUE_ACTION = "deploy_when_free"
 TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
 SEP = "|"
+# What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
+# (its request names the image, checked again at its turn).
+QUEUEABLE = frozenset({"deploy", "redeploy"})
 
 Reply = Callable[..., Awaitable[Any]]
 Launch = Callable[[Callable[[], Plan], str, Reply], Awaitable[DeploymentRecord | None]]
@@ -169,27 +176,31 @@ def approval_message(request: ApprovalRequest, target: Target, note: str = "") -
     )
 
 
-def queue_offer(refusal: str, target: Target, kind: str, tag: str, request_id: str) -> Message:
-    """A lock refusal, with Deploy when free and Tell me when free."""
+def queue_offer(
+    refusal: str, target: Target, kind: str, tag: str, request_id: str, *, tell: bool = True
+) -> Message:
+    """A refusal for the lock, or for the deploys queued before it: Deploy when free (join
+    the queue) and, with ``tell``, Tell me when free (when the lock is next released)."""
     deploy = button_value(target.name, kind, tag, request_id)
+    buttons = [
+        ButtonElement(
+            text=PlainTextObject(text="Deploy when free"),
+            action_id=QUEUE_ACTION,
+            value=deploy[:2000],
+            style="primary",
+        )
+    ]
+    if tell:
+        buttons.append(
+            ButtonElement(
+                text=PlainTextObject(text="Tell me when free"),
+                action_id=TELL_ACTION,
+                value=button_value(target.name),
+            )
+        )
     blocks: tuple[Block, ...] = (
         SectionBlock(text=MarkdownTextObject(text=refusal[:3000])),
-        ActionsBlock(
-            block_id="queue",
-            elements=[
-                ButtonElement(
-                    text=PlainTextObject(text="Deploy when free"),
-                    action_id=QUEUE_ACTION,
-                    value=deploy[:2000],
-                    style="primary",
-                ),
-                ButtonElement(
-                    text=PlainTextObject(text="Tell me when free"),
-                    action_id=TELL_ACTION,
-                    value=button_value(target.name),
-                ),
-            ],
-        ),
+        ActionsBlock(block_id="queue", elements=buttons),
     )
     return Message(text=refusal, blocks=blocks)
 
@@ -255,17 +266,24 @@ async def guarded(
         if refused.decision.needs_approval:
             await ask_approval(ctx, place, reply, channel, plan, via)
             return None
+        if refused.rule is Rule.QUEUE and kind in QUEUEABLE:
+            text = f"{_refusal_text(refused)}. Join the queue:"
+            await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
+            return None
         await _say(reply, _refusal_text(refused))
     except LockHeld as held:
         text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
-        offer = queue_offer(text, place.target, kind, tag, request_id)
-        try:
-            await reply(response_type="ephemeral", replace_original=False, **offer.as_kwargs())
-        except Exception:
-            log.exception("could not offer the queue")
+        await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
     except DeployRefused as exc:
         await _say(reply, esc(exc.message))
     return None
+
+
+async def _offer(reply: Reply, offer: Message) -> None:
+    try:
+        await reply(response_type="ephemeral", replace_original=False, **offer.as_kwargs())
+    except Exception:
+        log.exception("could not offer the queue")
 
 
 async def ask_approval(
@@ -461,6 +479,8 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
                 await _update_request(ctx, request, place, "⌛ Expired")
         return
     request = approval.request
+    if approval.wait is not None:
+        return await _queue_approved(ctx, place, respond, request, approver, channel)
     if approval.plan is None:
         more = "1 more approval" if approval.missing == 1 else f"{approval.missing} more"
         await _update_request(ctx, request, place, f"Needs {more}")
@@ -480,6 +500,48 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
         request_id=request.id,
         approved_by=request.approved_by,
     )
+
+
+async def _queue_approved(
+    ctx: Any,
+    place: Place,
+    respond: AsyncRespond,
+    request: ApprovalRequest,
+    approver: Requester,
+    channel: str,
+) -> None:
+    """Approved while its turn has not come (the lock is held, or deploys are queued): it
+    joins the queue for its requester, with its approvals, and goes when its turn comes."""
+    where = request.channel or channel
+    via = Via(
+        door=Door.BUTTON,
+        channel=where,
+        approved_by=request.approved_by,
+        request_id=request.id,
+        source=request.source or None,
+    )
+    try:
+        item, position = await asyncio.to_thread(
+            lambda: place.engine.enqueue(
+                request.requester,
+                kind=request.kind,
+                tag=request.tag,
+                reason=request.reason,
+                via=via,
+            )
+        )
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    await _update_request(
+        ctx, request, place, f"Approved by {mention(approver.who)}: queued, number {position}"
+    )
+    msg = queued_message(item, position, place.target)
+    try:
+        await ctx.client.chat_postEphemeral(
+            channel=where, user=request.requester.who, **msg.as_kwargs()
+        )
+    except Exception as exc:
+        log.warning("could not tell %s their deploy is queued: %s", request.requester.who, exc)
 
 
 async def reject_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -505,6 +567,7 @@ async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -
     place = place_of(ctx, name)
     who, channel = _who(body), _channel(body)
     approved_by: tuple[str, ...] = ()
+    source: str | None = None
     if request_id:
         # Approvals come from the table, never from the button.
         request = await asyncio.to_thread(place.engine.guards.request, request_id)
@@ -513,9 +576,16 @@ async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -
         if request.requester.who != who.who:
             return await _say(respond, "Only the person who asked may queue this deploy.")
         approved_by, kind, tag = request.approved_by, request.kind, request.tag
-    if kind not in ("deploy", "redeploy"):
+        source = request.source or None
+    if kind not in QUEUEABLE and not (request_id and kind == "promote"):
         return await _say(respond, "Only deploys and redeploys can wait in the queue.")
-    via = Via(door=Door.BUTTON, channel=channel, approved_by=approved_by, request_id=request_id)
+    via = Via(
+        door=Door.BUTTON,
+        channel=channel,
+        approved_by=approved_by,
+        request_id=request_id,
+        source=source,
+    )
     try:
         item, position = await asyncio.to_thread(
             lambda: place.engine.enqueue(who, kind=kind, tag=tag, via=via)
@@ -553,15 +623,35 @@ async def cancel_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) 
 
 async def take_turns(ctx: Any, place: Place) -> None:
     """One pass: tell the people waiting for a free lock, then start the first queued deploy
-    (re-checked now), announcing it in its channel; a refused one is told to its requester."""
+    (re-checked now, through the fleet as any door), announcing it in its channel; a refused
+    one is told to its requester.
+
+    From taking it off the queue to its start, no other start of this process goes (the
+    context's ``starting`` lock): a direct deploy planned meanwhile, when the queue looked
+    empty, finds the lock held and is offered the queue."""
     engine = place.engine
     for item in await asyncio.to_thread(engine.lock_free_waiters):
         await _tell(ctx, item, f"{esc(place.target.name)}'s deploy lock is free now.")
-    turn = await asyncio.to_thread(engine.next_turn)
-    if turn is None:
-        return
-    item = turn.item
-    if turn.plan is None:
+
+    def replan(item: QueuedItem, via: Via) -> Plan:
+        # Through the fleet: a target with `after` needs to know where the image completed.
+        return ctx.fleet.plan(
+            place.target,
+            Action(item.kind or "deploy"),
+            Ask.through(item.requester, via),
+            tag=item.tag,
+            source=item.source or None,
+            reason=item.reason,
+        )
+
+    async with ctx.starting:
+        turn = await asyncio.to_thread(engine.next_turn, replan)
+        if turn is None or turn.plan is None:
+            started = False
+        else:
+            started = await _start_turn(ctx, place, turn.item, turn.plan)
+    if turn is not None and turn.plan is None:
+        item = turn.item
         why = _refusal_text(turn.refused) if turn.refused else "refused"
         await _tell(
             ctx,
@@ -569,8 +659,12 @@ async def take_turns(ctx: Any, place: Place) -> None:
             f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
             f"did not start when its turn came: {why}",
         )
-        return
-    planned = turn.plan
+    elif started:
+        log.info("a queued deploy started", extra={"service": engine.service_name})
+
+
+async def _start_turn(ctx: Any, place: Place, item: QueuedItem, planned: Plan) -> bool:
+    """Announce a queued deploy and start it (the caller holds ``ctx.starting``)."""
     channel = item.channel or (ctx.settings.slack_channel or "")
     try:
         await ctx.client.chat_postMessage(
@@ -585,11 +679,16 @@ async def take_turns(ctx: Any, place: Place) -> None:
         await _tell(ctx, item, str(kwargs.get("text", "")))
 
     try:
-        await place.launch(lambda: planned, channel, tell_requester)
+        record = await ctx.launch(
+            place.target, lambda: planned, channel, tell_requester, starting_held=True
+        )
     except LockHeld:
-        await asyncio.to_thread(engine.guards.requeue, item)  # taken first: it keeps its place
+        await asyncio.to_thread(place.engine.guards.requeue, item)  # it keeps its place
+        return False
     except DeployError as exc:
         await _tell(ctx, item, f"Your queued deploy did not start: {_refusal_text(exc)}")
+        return False
+    return record is not None
 
 
 async def _tell(ctx: Any, item: QueuedItem, text: str) -> None:
@@ -606,14 +705,29 @@ async def _tell(ctx: Any, item: QueuedItem, text: str) -> None:
 
 
 async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: float) -> None:
-    """Every ``interval``: each target's queue gets its turn (see take_turns). Never stops
-    for AWS or Slack trouble; the queue is in the table, so a restart picks it up."""
+    """Each target's queue gets its turn (see take_turns): at once when this process
+    released a lock (its engines' reconcilers say so), else every ``interval`` (a lock
+    released by a terminal or another replica). Never stops for AWS or Slack trouble; the
+    queue is in the table, so a restart picks it up."""
+    loop = asyncio.get_running_loop()
+    released = asyncio.Event()
+    hooked: set[int] = set()
+
+    def kick(record: DeploymentRecord) -> None:  # on the follower's thread
+        loop.call_soon_threadsafe(released.set)
+
     while True:
+        released.clear()
         for place in places():
+            reconciler = place.engine.reconciler
+            if id(reconciler) not in hooked:
+                hooked.add(id(reconciler))
+                reconciler.on_released.append(kick)
             try:
                 await take_turns(ctx, place)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("queue pass for %s failed: %s", place.target.name, exc)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), interval)

@@ -706,11 +706,14 @@ def image_pushed(
     service: str,
     change: ChangeSummary | None = None,
     targets: Sequence[str] = (),
+    frozen: Mapping[str, str] | None = None,
 ) -> Message:
     """CI's notice; ``change``: what deploying it would change from what runs now.
     ``targets``: with several configured, the ones that take an image directly (a "Deploy
     to …" button each); targets with ``after`` get theirs on the source target's final
-    message instead."""
+    message instead. ``frozen``: the targets of its buttons that were frozen when it was
+    posted, each with its freeze in words (rules.describe_freeze); their buttons stay (a
+    freeze is lifted long before a notice is forgotten) and say they are refused meanwhile."""
     # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
     details = [f"*Tag*\n`{esc(tag)}`"]
     if sha:
@@ -723,6 +726,16 @@ def image_pushed(
         SectionBlock(text=MarkdownTextObject(text=f"📦 A new image is in ECR: *{esc(tag)}*")),
         SectionBlock(fields=[MarkdownTextObject(text=d) for d in details]),
     ]
+    frozen = frozen or {}
+    for name, words in frozen.items():
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"🧊 *Frozen when this was posted:* {words}. Deploy to "
+                    f"{esc(name)} is refused until `/deploy unfreeze {esc(name)}`."
+                )
+            )
+        )
     if section := change_section(change):
         blocks.append(section)
     buttons = [deploy_button(tag, service, change, target=t) for t in targets[:25]]
@@ -731,7 +744,8 @@ def image_pushed(
             block_id="image_pushed", elements=buttons or [deploy_button(tag, service, change)]
         )
     )
-    return Message(text=f"A new image is in ECR: {esc(tag)}", blocks=tuple(blocks))
+    cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
+    return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
 
 
 def image_claimed(

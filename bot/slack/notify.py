@@ -1,8 +1,14 @@
-"""``deploybot notify image-pushed``: CI's notice to SLACK_CHANNEL, with a Deploy button."""
+"""``deploybot notify image-pushed``: CI's notice to SLACK_CHANNEL, with a Deploy button.
+
+The notice says what deploying the image would change and which of its buttons' targets are
+frozen, as far as this process may read them (AWS credentials that reach ECS, ECR and the
+deployments table); what it may not read is said on stderr, and the notice goes without it.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 from slack_sdk import WebClient
@@ -16,10 +22,12 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
+from bot.fleet import Fleet
 from bot.logs import redact
+from bot.rules import describe_freeze
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import messages
-from bot.targets import load_targets
+from bot.targets import Targets, load_targets
 
 _HINTS = {
     "invalid_auth": "Slack rejected SLACK_BOT_TOKEN (invalid_auth): check the token in CI's "
@@ -48,6 +56,31 @@ def change_for_notice(settings: Settings, tag: str) -> ChangeSummary | None:
     finally:
         if engine is not None:
             engine.close()
+
+
+def frozen_for_notice(settings: Settings, targets: Targets, names: Sequence[str]) -> dict[str, str]:
+    """The targets among ``names`` that are frozen now, each with its freeze in Slack's words
+    ("production is frozen by @ana since 14:02: incident 1234"); a freeze this process may not
+    read (CI's role reads the table's freeze items only: cloudformation/ci.yml) is said on
+    stderr and left out, as the button's refusal will say it when clicked."""
+    fleet = Fleet(settings, targets)
+    frozen: dict[str, str] = {}
+    try:
+        for name in names:
+            target = targets.get(name)
+            try:
+                freeze = fleet.engine(target).guards.current_freeze()
+            except DeployError as exc:
+                print(
+                    f"deploybot: the notice cannot say whether {name} is frozen: {exc.message}",
+                    file=sys.stderr,
+                )
+                continue
+            if freeze is not None:
+                frozen[name] = describe_freeze(target, freeze, now=fleet.clock.now(), slack=True)
+    finally:
+        fleet.close()
+    return frozen
 
 
 def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
@@ -90,7 +123,8 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
     # from what the default target runs.
     direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
     change = change_for_notice(settings, tag)
-    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct)
+    frozen = frozen_for_notice(settings, targets, direct or [targets.default.name])
+    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct, frozen=frozen)
     try:
         resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
     except SlackApiError as exc:

@@ -153,3 +153,34 @@ def test_make_freeze_unfreeze_abort_and_break_glass(
     nothing = make("abort")
     assert nothing.returncode == 2 and "Nothing is rolling out" in nothing.stderr
     assert not marker.exists()
+
+
+def test_the_cli_waits_behind_the_queue_unless_it_breaks_glass(
+    stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    """A deploy queued in Slack goes first: the terminal's deploy is refused (exit 2) while
+    it waits, and --break-glass goes ahead of it, on the record."""
+    from bot.deploy.engine import Engine, Via
+    from bot.deploy.ledger import Requester
+    from bot.rules import Door
+
+    engine = Engine(stack.settings)
+    try:
+        engine.enqueue(
+            Requester("U0ANA", "slack", "ana"),
+            tag="v4.4.0",
+            via=Via(door=Door.BUTTON, channel=DEPLOYS),
+        )
+    finally:
+        engine.close()
+    refused = cli("deploy", "v4.5.0")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "1 deploy is queued for production; yours would be second" in refused.stderr
+    assert "Deploy when free" in refused.stderr and "Traceback" not in refused.stderr
+    assert cli("redeploy").returncode == 2
+    done = cli("deploy", "v4.5.0", "--break-glass", "hotfix first")
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = status()["recent"][0]
+    assert last["tag"] == "v4.5.0-ecr-ecs-fargate"
+    assert any("ahead of the queue" in b for b in last["bypassed"]), last["bypassed"]
+    assert [q["tag"] for q in status()["queue"]] == ["v4.4.0-ecr-ecs-fargate"]

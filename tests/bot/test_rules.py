@@ -170,6 +170,30 @@ def frozen_and_outside(action: Action, door: Door) -> str:
     return frozen(action, door)
 
 
+def behind_the_queue(action: Action, door: Door) -> str:
+    """Deploys wait in the queue: the queue's door takes them in order; no other goes first."""
+    if action in (Action.DEPLOY, Action.REDEPLOY, Action.PROMOTE) and door is not Door.QUEUE:
+        return "refuse:queue"
+    return base(action, door)
+
+
+def break_glass_ahead_of_the_queue(action: Action, door: Door) -> str:
+    if door is not Door.CLI:
+        return "refuse:break-glass"
+    if action in (Action.DEPLOY, Action.REDEPLOY, Action.PROMOTE):
+        return "allow+bypass:queue"
+    return base(action, door)
+
+
+def approval_before_the_queue(action: Action, door: Door) -> str:
+    """An unapproved change is asked for first; it joins the line once approved."""
+    if action in (Action.DEPLOY, Action.REDEPLOY, Action.PROMOTE) and door is not Door.QUEUE:
+        return without_approval(action, door)
+    if action in (Action.DEPLOY, Action.REDEPLOY, Action.PROMOTE):
+        return "ask"  # the queue's door: a queued deploy needs its approvals too
+    return base(action, door)
+
+
 def approval_only(verdict: str) -> Any:
     def expect(action: Action, door: Door) -> str:
         if action is Action.APPROVE and door is not Door.CLI:
@@ -218,6 +242,12 @@ SCENARIOS: dict[str, tuple[Any, Any]] = {
         break_glass_outside_without_approval,
     ),
     "frozen and outside the windows": (change(freeze=ICE, now=OUTSIDE), frozen_and_outside),
+    "deploys queued": (change(queued=2), behind_the_queue),
+    "break-glass, deploys queued": (
+        change(queued=1, break_glass="db down, customers cannot pay"),
+        break_glass_ahead_of_the_queue,
+    ),
+    "unapproved, deploys queued": (change(queued=1, approved_by=()), approval_before_the_queue),
     "approving an expired request": (
         change(requested_at=INSIDE - timedelta(minutes=30)),
         approval_only("refuse:approval_expiry_minutes"),
@@ -259,6 +289,7 @@ def test_the_table_covers_every_rule_action_and_door() -> None:
     refused_by = {v.removeprefix("refuse:") for v in verdicts if v.startswith("refuse:")}
     assert refused_by == {r.value for r in Rule} - {"promotion"}  # promotion: below
     assert {"ask", "allow", "allow+bypass:freeze", "allow+bypass:windows"} <= verdicts
+    assert "allow+bypass:queue" in verdicts
     assert {a for _, a, _ in seen} == {a.value for a in Action}
     assert {d for _, _, d in seen} == {d.value for d in Door}
 

@@ -13,7 +13,7 @@ import pytest
 from bot.clock import Clock
 from bot.deploy.engine import Engine, Via
 from bot.deploy.errors import LockHeld, NoSuchRequest, NothingToAbort
-from bot.deploy.guards import QueueMode
+from bot.deploy.guards import QueueMode, RequestState
 from bot.deploy.ledger import Requester
 from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
@@ -21,6 +21,7 @@ from bot.rules import Door, Rule, RuleRefused
 from bot.targets import Target
 from bot.windows import DAY_NAMES, parse_window
 from tests.conftest import LocalStack
+from tests.reliability.test_rollback_truth import move_tag
 from tests.slack.helpers import running_tag
 
 ANA, BEN, CARA, DAN = "U0ANA", "U0BEN", "U0CARA", "U0DAN"
@@ -333,6 +334,30 @@ def test_abort_from_the_process_that_follows_it(
     engine.plan_deploy("v4.4.0", OPERATOR)  # the lock is free again
 
 
+def test_an_abort_over_before_the_next_poll_is_still_an_abort(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """The previous task definition is back, and ECS has dropped the aborted deployment,
+    before its follower polls again (a poll of a second, a restore of a few simulator steps):
+    the follower, which did not send the abort, still reads the record's abort and closes it
+    aborted, not "replaced by a deployment deploybot did not start"."""
+    target = target_of(stack)
+    settings = target.settings(stack.settings).model_copy(
+        update={"rollout_poll_seconds": 1.0, "lock_lease_seconds": 10.0}
+    )
+    engine = Engine(settings, target=target)
+    other = engine_for(stack, target)  # another process: Stop in Slack, say
+    engines += [engine, other]
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    watch = engine.watch(record)
+    assert _first_with_tasks(watch)
+    other.abort(OPERATOR)
+    final = list(watch)[-1]
+    assert final.outcome == Outcome.ABORTED, final.outcome_reason
+    assert final.outcome_reason.endswith("v4.3.0-ecr-ecs-fargate is back")
+
+
 def _first_with_tasks(watch: Any) -> bool:
     """Wait until the new deployment has launched something (the rollout is under way)."""
     for snap in watch:
@@ -399,3 +424,110 @@ def test_a_queued_deploy_starts_when_its_turn_comes(
     started = engine.start(turn.plan)
     assert list(engine.watch(started))[-1].outcome == Outcome.COMPLETED
     assert engine.queue() == []
+
+
+def test_a_direct_deploy_does_not_overtake_the_queue(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """Between a lock's release and the queue's next turn, the lock is free and deploys are
+    queued: every door but the queue's is refused (the queue goes first), but for a rollback,
+    an abort and --break-glass; the queue's own door takes them in order."""
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    earlier = engine.deploy("v4.4.0", OPERATOR)
+    list(engine.watch(earlier))
+    _slow(simulator)
+    record = engine.deploy("v4.5.0", OPERATOR)
+    first, _ = engine.enqueue(slack(ANA), tag="v4.4.0", via=slash())
+    second, _ = engine.enqueue(slack(BEN), tag="v4.3.0", via=slash())
+    engine.enqueue(slack(DAN), mode=QueueMode.TELL, via=slash())  # waiting to be told: no deploy
+    engine.abort(OPERATOR)
+    list(engine.watch(record))
+    assert engine.ledger.current_lock() is None
+
+    ci = Via(door=Door.CI_BUTTON, channel=DEPLOYS)
+    doors: list[tuple[str, Any]] = [
+        ("/deploy", lambda: engine.plan_deploy("v4.3.0", slack(CARA), via=slash())),
+        ("/redeploy", lambda: engine.plan_redeploy(slack(CARA), via=slash())),
+        ("a button", lambda: engine.plan_deploy("v4.3.0", slack(CARA), via=button())),
+        ("a CI notice", lambda: engine.plan_deploy("v4.3.0", slack(CARA), via=ci)),
+        ("the CLI", lambda: engine.plan_deploy("v4.3.0", OPERATOR)),
+    ]
+    for name, plan in doors:
+        with pytest.raises(RuleRefused) as refused:
+            plan()
+        assert refused.value.rule == "queue", name
+        assert "2 deploys are queued for production; yours would be third" in str(
+            refused.value.message
+        ), name
+    assert "--break-glass" in str(refused.value.message)  # the CLI's way past it
+    # Rollback and --break-glass go past it (the latter on the record).
+    engine.plan_rollback(slack(CARA), of=earlier.id, via=slash())
+    glass = engine.plan_deploy("v4.3.0", OPERATOR, via=Via(break_glass="site down"))
+    assert [b.rule for b in glass.decision.bypassed] == ["queue"]
+
+    # The queue's own door, in order: Ana first; Ben is still waiting, so a direct deploy
+    # would be second behind him.
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is not None and turn.item.id == first.id
+    with pytest.raises(
+        RuleRefused, match="1 deploy is queued for production; yours would be second"
+    ):
+        engine.plan_deploy("v4.3.0", slack(CARA), via=slash())
+    started = engine.start(turn.plan)
+    assert list(engine.watch(started))[-1].outcome == Outcome.COMPLETED
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is not None and turn.item.id == second.id
+    list(engine.watch(engine.start(turn.plan)))
+    # The queue is empty (but for the person to tell): direct deploys go again.
+    engine.plan_deploy("v4.4.0", slack(CARA), via=slash())
+
+
+def _approved_while_queued(engine: Engine, tag: str) -> tuple[Any, Any]:
+    """Ben asks for ``tag``; Ana's deploy is queued meanwhile; Dan approves: the approval
+    counts, and the deploy waits (the queue goes first). Returns the request and the approval."""
+    asked = engine.plan_deploy(tag, slack(BEN), via=slash(asking=True))
+    request = engine.request_approval(asked, DEPLOYS)
+    engine.enqueue(slack(ANA), tag="v4.3.0", via=slash())
+    approval = engine.approve(request.id, slack(DAN), via=button())
+    return request, approval
+
+
+def test_an_approval_given_while_deploys_are_queued_waits_its_turn_for_its_image(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    engine = _protected(stack)
+    engines.append(engine)
+    request, approval = _approved_while_queued(engine, "v4.4.0")
+    assert approval.missing == 0 and approval.plan is None
+    assert isinstance(approval.wait, RuleRefused) and approval.wait.rule is Rule.QUEUE
+    assert approval.request.state is RequestState.APPROVED
+    with pytest.raises(NoSuchRequest, match="approved"):
+        engine.approve(request.id, slack(CARA), via=button())
+    # Queued for Ben with its approval (as the Slack side does), second in line.
+    via = button(approved_by=(DAN,), request_id=request.id)
+    item, place = engine.enqueue(slack(BEN), tag=request.tag, via=via)
+    assert place == 2
+    # Ana's turn: at the queue's door her deploy needs an approval it never had.
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is None and turn.refused is not None
+    assert "needs 1 approval" in turn.refused.message
+    # Ben's: approved, it deploys the image the request showed.
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is not None and turn.item.id == item.id
+    assert turn.plan.digest == request.digest
+    record = engine.start(turn.plan)
+    assert record.approved_by == (DAN,) and record.approval_request == request.id
+    assert list(engine.watch(record))[-1].outcome == Outcome.COMPLETED
+
+    # Approved for v4.5.0, which CI then pushes again under the same tag: it deploys nothing.
+    request, approval = _approved_while_queued(engine, "v4.5.0")
+    assert approval.wait is not None
+    engine.cancel_queued(engine.queue()[0].id, slack(ANA))
+    via = button(approved_by=(DAN,), request_id=request.id)
+    engine.enqueue(slack(BEN), tag=request.tag, via=via)
+    move_tag(stack, "v4.5.0-ecr-ecs-fargate", "7")
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is None and turn.refused is not None
+    assert "approved for v4.5.0-ecr-ecs-fargate" in turn.refused.message
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"

@@ -1,6 +1,9 @@
 """The playground (``deploybot demo``, ``make demo``): serving, stopping, and a browser run.
 
-In headless Chromium a person deploys, watches, fails, and rolls back, as the README says.
+In headless Chromium a person deploys, watches, fails, and rolls back, as the README says;
+then two people, switched on the page, ask for and give an approval, stop a rollout and
+queue behind it. The browser tests share one demo and one browser (module fixtures): they
+run in the file's order, each waiting for what it needs rather than assuming a fresh start.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,8 +62,9 @@ class Demo:
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def state(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"{self.url}/api/state?wait=0", timeout=5) as resp:
+    def state(self, user: str = "") -> dict[str, object]:
+        who = f"&user={user}" if user else ""
+        with urllib.request.urlopen(f"{self.url}/api/state?wait=0{who}", timeout=5) as resp:
             data: dict[str, object] = json.load(resp)
             return data
 
@@ -141,6 +147,16 @@ def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> 
     assert state["connected"] is True, "the bot's Socket Mode connection is up before the URL"
     assert state["versions"] == ["v4.3.0", "v4.4.0", "v4.5.0"]
     assert state["service"] == "hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate"
+    # Two people; the page asks as one of them, anyone else is a clear 400.
+    people = state["people"]
+    assert isinstance(people, list) and [p["label"] for p in people] == [
+        "Ana (requester)",
+        "Ben (approver)",
+    ]
+    assert state["me"] == "U0ANA" and demo.state("U0BEN")["me"] == "U0BEN"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        demo.state("U0NOBODY")
+    assert refused.value.code == 400 and "Ben (approver)" in refused.value.read().decode()
     out = demo.output()
     assert f"http://127.0.0.1:{port}" in out
     assert "/deploy v4.4.0-ecr-ecs-fargate" in out
@@ -180,31 +196,68 @@ def test_make_demo_serves_the_page_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 # -- in a real browser ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator[object]:
+@pytest.fixture(scope="module")
+def demo_for_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo for the module's browser tests (its state carries from one to the next)."""
     if CHROMIUM != "playwright" and not os.access(CHROMIUM, os.X_OK):
         message = f"{CHROMIUM} is missing (.ci/steps/20-chromium.sh installs Debian's chromium)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    port = free_port()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    demo = _start([_deploybot(), "demo", "--port", str(port)], port, log)
+    yield demo
+    # Ctrl-C, as a person ends the demo: a clean stop, exit 0.
+    code = _stop(demo, signal.SIGINT)
+    assert code == 0, demo.output()
+
+
+@pytest.fixture(scope="module")
+def browser(demo_for_browser: Demo) -> Iterator[object]:
+    """One headless Chromium for the module."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    demo = _start([_deploybot(), "demo", "--port", str(port)], port, tmp_path / "demo.log")
+    with sync_playwright() as pw:
+        executable = None if CHROMIUM == "playwright" else CHROMIUM
+        chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def browser_page(demo_for_browser: Demo, browser: object) -> Iterator[object]:
+    """A fresh page on the module's demo, as Ana (the page's first person)."""
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        with sync_playwright() as pw:
-            executable = None if CHROMIUM == "playwright" else CHROMIUM
-            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(demo.url + "/")
-                yield page
-            finally:
-                browser.close()
+        page.goto(demo_for_browser.url + "/")
+        yield page
     finally:
-        # Ctrl-C, as a person ends the demo: a clean stop, exit 0.
-        code = _stop(demo, signal.SIGINT)
-        assert code == 0, demo.output()
+        page.close()
+
+
+def _be(page: Any, label: str) -> None:
+    """Switch the page to the person labelled ``label``; wait until the page says so."""
+    from playwright.sync_api import expect
+
+    page.locator("#people .person", has_text=label).click()
+    expect(page.locator("#me")).to_have_text(f"You are {label}")
+    expect(page.locator("#people .person.active")).to_have_text(re.compile(re.escape(label)))
+
+
+def _confirm(page: Any, title: str) -> None:
+    """Slack's confirm dialog of a button: check its title, confirm."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#overlay")).to_be_visible()
+    expect(page.locator("#d-title")).to_have_text(title)
+    page.locator("#d-confirm").click()
+    expect(page.locator("#overlay")).to_be_hidden()
 
 
 @pytest.mark.browser
@@ -309,12 +362,19 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
         "✅ Deployed v4.6.0-ecr-ecs-fargate to staging", timeout=30_000
     )
 
-    # 5. Promote: the completed staging message's button deploys that digest to production.
+    # 5. Promote: the completed staging message's button asks to deploy that digest to
+    # production, which needs an approval: Ben (the page's other person) gives it.
     pushed.locator('button[data-action-id="promote:production"]').click()
-    expect(page.locator("#d-title")).to_have_text("Promote?")
-    page.locator("#d-confirm").click()
+    _confirm(page, "Promote?")
+    request = messages.filter(has_text="Promote v4.6.0-ecr-ecs-fargate to production: approval")
+    expect(request.locator("button[data-action-id=approve_request]")).to_be_visible()
+    _be(page, "Ben (approver)")
+    request.locator("button[data-action-id=approve_request]").click()
+    _confirm(page, "Approve?")
+    _be(page, "Ana (requester)")
     promoted = messages.filter(
-        has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to production")
+        has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to production"),
+        has_not_text="approval needed",
     )
     expect(promoted.locator(".b-header")).to_have_text(
         "✅ Deployed v4.6.0-ecr-ecs-fargate to production", timeout=30_000
@@ -338,6 +398,112 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
     page.screenshot(path=str(ARTIFACTS / "playground.png"))
     print("browser timings (s):", {k: round(v, 2) for k, v in timings.items()})
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_two_people_approve_stop_and_queue_in_the_browser(browser_page: object) -> None:
+    """Ana asks for production, cannot approve her own request, Ben approves it and it
+    deploys; then Ana's slow rollout on staging: Ben queues behind it, Ana clicks Stop, the
+    previous image is back, and Ben's queued deploy starts."""
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    messages = page.locator("#messages > .msg[data-kind=message]")
+    ephemerals = page.locator("#messages > .msg.ephemeral")
+    long = 60_000  # a rollout is a few simulator steps; under load, generous
+
+    def command(text: str) -> None:
+        page.locator("#input").fill(text)
+        page.locator("#input").press("Enter")
+
+    def headed(text: str) -> object:
+        return messages.filter(has=page.locator(".b-header", has_text=text))
+
+    _be(page, "Ana (requester)")
+    # Production takes what completed on staging: v4.4.0 goes there first.
+    done = headed("✅ Deployed v4.4.0-ecr-ecs-fargate to staging")
+    before = done.count()
+    command("/deploy v4.4.0-ecr-ecs-fargate to staging")
+    expect(done).to_have_count(before + 1, timeout=long)
+
+    # 1. Approval: the request names who asks, from what to what, with Approve and Reject.
+    command("/deploy v4.4.0-ecr-ecs-fargate to production")
+    request = headed("Deploy v4.4.0-ecr-ecs-fargate to production: approval needed").last
+    expect(request).to_be_visible(timeout=long)
+    expect(request).to_contain_text("@ana")
+    expect(request).to_contain_text("v4.4.0-ecr-ecs-fargate")
+    expect(request.locator("button[data-action-id=approve_request]")).to_be_visible()
+    expect(request.locator("button[data-action-id=reject_request]")).to_be_visible()
+    # Ana's own Approve is refused, to her alone.
+    request.locator("button[data-action-id=approve_request]").click()
+    _confirm(page, "Approve?")
+    own = ephemerals.filter(has_text="you asked for this")
+    expect(own).to_have_count(1, timeout=long)
+    expect(own).to_contain_text("@ben")
+    expect(request.locator("button[data-action-id=approve_request]")).to_be_enabled()
+    # Ben does not see Ana's ephemerals; his Approve deploys, and the deploy runs to its end.
+    _be(page, "Ben (approver)")
+    expect(own).to_have_count(0)
+    request.locator("button[data-action-id=approve_request]").click()
+    _confirm(page, "Approve?")
+    expect(request).to_contain_text("Approved", timeout=long)
+    expect(request.locator("button")).to_have_count(0)
+    deployed = messages.filter(
+        has=page.locator(".b-header", has_text="v4.4.0-ecr-ecs-fargate to production"),
+        has_not_text="approval needed",
+    )
+    expect(deployed.locator(".b-header")).to_have_text(
+        "✅ Deployed v4.4.0-ecr-ecs-fargate to production", timeout=long
+    )
+    expect(deployed).to_contain_text("@ben")  # who approved it, on the record
+
+    # 2. Stop: Ana deploys a slow image (CI's push); its live message has a Stop button.
+    _be(page, "Ana (requester)")
+    back = headed("✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    back_before = back.count()
+    version = page.locator("#next-version").inner_text()
+    tag = f"{version}-ecr-ecs-fargate"
+    page.locator("#push-fate").select_option("slow")
+    page.locator("#push").click()
+    notice = messages.filter(has_text=f"A new image is in ECR: {tag}")
+    expect(notice).to_have_count(1, timeout=long)
+    notice.locator('button[data-action-id="deploy_tag:staging"]').click()
+    _confirm(page, "Deploy?")
+    live = headed(f"{tag} to staging")
+    expect(live.locator(".b-header")).to_have_text(f"🚀 Deploying {tag} to staging", timeout=long)
+    stop = live.locator("button[data-action-id=stop_rollout]")
+    expect(stop).to_be_visible(timeout=long)
+
+    # Ben wants staging too: the lock is taken, he is offered the queue and takes it.
+    _be(page, "Ben (approver)")
+    command("/deploy v4.3.0-ecr-ecs-fargate to staging")
+    offer = ephemerals.filter(has_text="Deploys are locked").last
+    expect(offer).to_be_visible(timeout=long)
+    offer.locator("button[data-action-id=deploy_when_free]").click()
+    expect(ephemerals.filter(has_text="number 1 in the queue")).to_have_count(1, timeout=long)
+
+    # Ana stops her rollout (Slack's confirm first): it ends aborted, v4.4.0 is back.
+    _be(page, "Ana (requester)")
+    stop.click()
+    _confirm(page, "Stop this rollout?")
+    expect(messages.filter(has_text="goes back now")).to_have_count(1, timeout=long)
+    expect(live.locator(".b-header")).to_have_text(
+        f"🛑 Deployment of {tag} to staging aborted", timeout=long
+    )
+    expect(live).to_contain_text("v4.4.0-ecr-ecs-fargate is back")
+    expect(stop).to_have_count(0)
+    # Ben's queued deploy gets its turn, announced in the channel, and runs to its end.
+    expect(messages.filter(has_text="The queued deploy of")).to_contain_text(
+        "v4.3.0-ecr-ecs-fargate", timeout=long
+    )
+    expect(back).to_have_count(back_before + 1, timeout=long)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 2000})
+    page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
+    page.screenshot(path=str(ARTIFACTS / "playground-approval-stop.png"))
 
 
 @pytest.mark.browser

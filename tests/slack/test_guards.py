@@ -6,6 +6,7 @@ live message, and the queue (Deploy when free, Tell me when free) across a resta
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import boto3
 
 from bot.deploy.engine import Engine, Via
 from bot.deploy.ledger import Requester
+from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.rules import Door
@@ -248,7 +250,8 @@ def test_the_queue_survives_a_restart_and_runs_in_order(
     emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
     queued = said_to(emulator, BOB, "number 1 in the queue")
     slash(emulator, bot, "v4.3.0", user=ALICE)
-    offer = said_to(emulator, ALICE, "Deploys are locked")
+    # Bob's is queued: Alice's would go after his (the lock is held too).
+    offer = said_to(emulator, ALICE, "1 deploy is queued for production; yours would be second")
     emulator.click(offer, guards.TELL_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url)
     said_to(emulator, ALICE, "I will tell you")
     # Someone else cannot cancel Bob's.
@@ -267,6 +270,145 @@ def test_the_queue_survives_a_restart_and_runs_in_order(
     said_to(emulator, ALICE, "deploy lock is free now")
     posted(emulator, "Deployed v4.4.0")
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+def test_the_ci_notice_says_its_target_is_frozen(
+    stack: LocalStack, emulator: SlackEmulator, tmp_path: Path
+) -> None:
+    """`deploybot notify image-pushed` (CI's notice) on a frozen target says who froze it,
+    since when and why, and that its Deploy button is refused until unfrozen; the button
+    stays, for once it is lifted. Unfrozen, the next notice says nothing of it."""
+    from bot.fleet import Fleet
+    from tests.slack.test_ci_notice_and_rollback import notify
+
+    toml = config(tmp_path, stack)
+    fleet = Fleet(stack.settings.model_copy(update={"deploybot_config": Path(toml)}))
+    engine = fleet.engine("production")
+    try:
+        engine.freeze(
+            Requester(ALICE, "slack", "alice"),
+            "incident <1234>",
+            via=Via(door=Door.SLASH, channel=DEPLOYS),
+        )
+        done = notify(emulator, "--tag", "v4.5.0-ecr-ecs-fargate", DEPLOYBOT_CONFIG=toml)
+        assert done.returncode == 0, done.stderr
+        notice = posted(emulator, "A new image is in ECR: v4.5.0", timeout=30)
+        assert f"production is frozen by <@{ALICE}> since <!date^" in notice.all_text
+        assert "incident &lt;1234&gt;" in notice.all_text  # the reason, as text
+        assert "refused until `/deploy unfreeze production`" in notice.all_text
+        assert "(production frozen)" in notice.text  # the notification's text says it too
+        assert has_button(notice, "deploy_tag")
+
+        engine.unfreeze(Requester(BOB, "slack", "bob"), via=Via(door=Door.SLASH, channel=DEPLOYS))
+        done = notify(emulator, "--tag", "v4.4.0-ecr-ecs-fargate", DEPLOYBOT_CONFIG=toml)
+        assert done.returncode == 0, done.stderr
+        notice = posted(emulator, "A new image is in ECR: v4.4.0", timeout=30)
+        assert "frozen" not in notice.all_text.lower()
+        assert has_button(notice, "deploy_tag")
+    finally:
+        fleet.close()
+
+
+def test_a_direct_deploy_waits_behind_the_queue_which_goes_as_soon_as_the_lock_is_free(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    """Bob queued behind Alice's slow rollout; Alice stops it and, the moment the lock is
+    free, deploys again directly: she is refused (the queue goes first) and Bob's queued
+    deploy starts at once, not at the queue's next periodic pass (every six polls: 12 s
+    here, 30 s at the default poll)."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+    bot = start_bot("http", ROLLOUT_POLL_SECONDS="2", LOCK_LEASE_SECONDS="10")
+    slash(emulator, bot, "v4.5.0", user=ALICE)
+    posted(emulator, "Deploying v4.5.0")
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    offer = said_to(emulator, BOB, "Deploys are locked")
+    emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, BOB, "number 1 in the queue")
+
+    engine = engine_of(stack)
+    try:
+        held = engine.ledger.current_lock()
+        assert held is not None
+        slash(emulator, bot, "abort", user=ALICE)
+        deadline = time.monotonic() + 90
+        while (now := engine.ledger.current_lock()) is not None and (
+            now.deployment_id == held.deployment_id
+        ):
+            assert time.monotonic() < deadline, "the aborted deployment's lock was not released"
+            time.sleep(0.05)
+        released = datetime.now(UTC)
+        slash(emulator, bot, "v4.3.0", user=ALICE)
+
+        def answer() -> Any:
+            deploying = [m for m in bot_messages(emulator) if "Deploying v4.3.0" in m.all_text]
+            refused = [
+                e
+                for e in emulator.ephemerals(user=ALICE)
+                if "queued for production" in e.all_text or "Deploys are locked" in e.all_text
+            ]
+            return (deploying or refused or [None])[0]
+
+        refusal = emulator.wait_for(answer, timeout=90, what="Alice's direct deploy answered")
+        assert "Deploying" not in refusal.all_text, "Alice's direct deploy went before the queue"
+        assert has_button(refusal, guards.QUEUE_ACTION)  # she may queue behind Bob
+        posted(emulator, "queued deploy of `v4.4.0-ecr-ecs-fargate`")
+        posted(emulator, "Deployed v4.4.0")
+        # Bob's queued deploy came right after the aborted one; Alice's never started.
+        bobs, aborted = engine.history(10)[:2]
+        assert aborted.outcome == Outcome.ABORTED and aborted.tag == "v4.5.0-ecr-ecs-fargate"
+        assert bobs.who == BOB and bobs.tag == "v4.4.0-ecr-ecs-fargate"
+        assert not [r for r in engine.history(10) if r.tag == "v4.3.0-ecr-ecs-fargate"]
+        delay = (bobs.started_at - released).total_seconds()
+        print(f"release -> queued deploy started: {delay:.2f} s")
+        assert delay < 5, f"the queue took its turn {delay:.1f} s after the release"
+    finally:
+        engine.close()
+
+
+def test_an_approval_given_while_deploys_are_queued_queues_the_deploy_for_its_requester(
+    stack: LocalStack,
+    aws: Any,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    tmp_path: Path,
+) -> None:
+    """Carol approves Bob's request while a deploy waits in the queue (the lock free, its
+    turn not yet come): the approval counts, and Bob's deploy joins the queue behind it, for
+    Bob (told, with Cancel), not as an offer to Carol, who could not take it. The queue's
+    pass here is every 30 s (six polls of 5 s): it does not come in between."""
+    toml = config(tmp_path, stack, APPROVAL)
+    bot = start_bot(
+        "http", DEPLOYBOT_CONFIG=toml, ROLLOUT_POLL_SECONDS="5", LOCK_LEASE_SECONDS="30"
+    )
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    request = _request(emulator)
+    engine = engine_of(stack)
+    try:
+        # Alice's deploy joins the queue, as Deploy when free does.
+        queued, _ = engine.enqueue(
+            Requester(ALICE, "slack", "alice"),
+            tag="v4.3.0",
+            via=Via(door=Door.BUTTON, channel=DEPLOYS),
+        )
+        emulator.click(
+            request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url
+        )
+        emulator.wait_for(
+            lambda: "queued, number 2" in emulator.message(request.ts).all_text,
+            timeout=90,
+            what="the request approved and queued",
+        )
+        told = said_to(emulator, BOB, "number 2 in the queue")
+        assert has_button(told, guards.CANCEL_QUEUED_ACTION)
+        assert not emulator.ephemerals(user=CAROL)  # nothing for Carol to act on
+        first, second = engine.queue()
+        assert first.id == queued.id
+        assert (second.requester.who, second.tag) == (BOB, "v4.4.0-ecr-ecs-fargate")
+        assert second.approved_by == (CAROL,) and second.request_id
+        assert aws.requests.count("ecs", "UpdateService") == 0
+    finally:
+        engine.close()
 
 
 # --- every door ---------------------------------------------------------------------------
