@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,6 +34,7 @@ ACCOUNT, REGION = "123456789012", "eu-west-1"
 PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
 REPO = "octo-org/deploybot"
 STACK = "hello-world-ecr-ecs-fargate"
+ROOT = Path(__file__).parents[2]
 ASSUME = "sts:AssumeRoleWithWebIdentity"
 
 # The subject of release.yml's docker job on tag v4.4.0-ecr-ecs-fargate, with the repository's
@@ -200,11 +202,15 @@ def test_the_string_like_model_follows_iam() -> None:
     assert not string_like("a.b", "axb")  # "." is not a wildcard
 
 
+TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/"
+
+
 def test_the_role_pushes_to_the_two_repositories_and_nothing_else(ci: dict[str, Any]) -> None:
     role = resource(ci, "ReleaseRole")
     assert "ManagedPolicyArns" not in role and len(role["Policies"]) == 1
     granted = role_actions(role_statements(ci, "ReleaseRole"))
     assert granted.pop("ecr:GetAuthorizationToken") == ["*"]
+    assert granted.pop("dynamodb:GetItem") == [TABLE_ARN + "${ServiceStackName}-deployments"]
     assert set(granted) == ECR_PUSH
     repositories = [
         REPOSITORY_ARN + "${ServiceStackName}",
@@ -216,7 +222,8 @@ def test_the_role_pushes_to_the_two_repositories_and_nothing_else(ci: dict[str, 
 
 def test_star_only_for_the_login_token(ci: dict[str, Any]) -> None:
     for statement in role_statements(ci, "ReleaseRole"):
-        assert statement["Effect"] == "Allow" and "Condition" not in statement
+        assert statement["Effect"] == "Allow"
+        assert ("Condition" in statement) == (statement["Sid"] == "ReadFreezes")
         if statement["Resource"] == "*":
             assert statement["Action"] == "ecr:GetAuthorizationToken", statement["Sid"]
 
@@ -239,6 +246,34 @@ def test_the_two_repositories_are_the_stacks_own(ci: dict[str, Any]) -> None:
         ci["Parameters"]["ServiceStackName"]["Default"]
         == bot["Parameters"]["ServiceStackName"]["Default"]
     )
+
+
+def test_ci_reads_the_freezes_of_the_bots_table_and_no_other_item(ci: dict[str, Any]) -> None:
+    """`deploybot notify` in release.yml reads a target's freeze (one GetItem on its FREEZE#
+    key) to say it in the notice; the role reaches no lock, record, request or notice."""
+    (statement,) = [s for s in role_statements(ci, "ReleaseRole") if s["Sid"] == "ReadFreezes"]
+    assert statement["Action"] == "dynamodb:GetItem"
+    bot = load_template("bot")
+    table = render(resource(bot, "DeploymentsTable")["TableName"])
+    assert statement["Resource"] == {"Fn::Sub": TABLE_ARN + table}
+    (patterns,) = statement["Condition"]["ForAllValues:StringLike"].values()
+    assert list(statement["Condition"]["ForAllValues:StringLike"]) == ["dynamodb:LeadingKeys"]
+
+    def readable(pk: str) -> bool:
+        return any(string_like(p, pk) for p in patterns)
+
+    # Every kind of item the code writes, by the prefix of its partition key: only the freeze
+    # may be read.
+    prefixes = {
+        m.group(1)
+        for path in sorted((ROOT / "bot").rglob("*.py"))
+        for m in re.finditer(r'\{"S": f"([A-Z]+)#\{self\.key\}"\}', path.read_text())
+    }
+    assert {"FREEZE", "LOCK", "REQUEST", "QUEUE", "HISTORY"} <= prefixes
+    for prefix in prefixes | {"NOTICE"}:
+        assert readable(f"{prefix}#hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate") == (
+            prefix == "FREEZE"
+        ), prefix
 
 
 def _policy_document(value: Any) -> dict[str, Any]:
@@ -275,6 +310,9 @@ def test_make_ci_infra_creates_the_role_as_evaluated(moto_url: str) -> None:
     )
     granted = role_actions(policy["Statement"])
     assert granted.pop("ecr:GetAuthorizationToken") == ["*"]
+    assert granted.pop("dynamodb:GetItem") == [
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-deployments"
+    ]
     repositories = [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{STACK}"]
     repositories.append(repositories[0] + "-bot")
     assert granted == {action: repositories for action in ECR_PUSH}
