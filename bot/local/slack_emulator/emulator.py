@@ -362,6 +362,12 @@ class SlackEmulator:
         """Answer the next ``times`` calls of ``method`` normally, ``seconds`` late."""
         self.store.add_fault(Fault(method, 200, 0, times, None, delay=seconds, passes=True))
 
+    def faults_left(self, method: str) -> int:
+        """How many calls of ``method`` a counted fault (``fail``/``slow``'s ``times``) still
+        waits for: 0 once the last has met it (a ``slow`` call is then under way)."""
+        with self.store.locked():
+            return sum(f.times or 0 for f in self.store.faults if f.method == method)
+
     def remove_bot(self, channel: str) -> None:
         """The bot leaves ``channel`` (or was never invited): its posts and updates there
         fail with ``not_in_channel`` (``channel_not_found`` for a DM, ``D…``)."""
