@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import BOT_TOKEN, DEPLOYS, LocalStack
+from tests.helpers import wait_until
 from tests.slack.helpers import bot_messages, running_tag
 
 
@@ -28,15 +28,6 @@ def status() -> dict[str, Any]:
     done = cli("status", "--json")
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
-
-
-def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_freeze_refuses_deploys_until_unfreeze(
@@ -77,7 +68,7 @@ def test_abort_exits_1_for_the_deploy_and_0_for_the_abort(
         text=True,
     )
     try:
-        wait_until(lambda: status()["rollout"] is not None, "the rollout to start")
+        wait_until(lambda: status()["rollout"] is not None, 60, "the rollout to start")
         aborted = cli("abort", DEPLOYBOT_USER="ben")
         assert aborted.returncode == 0, aborted.stdout + aborted.stderr
         assert "putting v4.3.0-ecr-ecs-fargate back" in aborted.stdout

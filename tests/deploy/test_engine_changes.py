@@ -14,6 +14,7 @@ from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import fake_sha
 from tests.conftest import GitHub, LocalStack
+from tests.helpers import wait_until
 
 ALICE = Requester("alice", "cli", "Alice")
 V43, V44, V45 = (fake_sha(v)[:7] for v in ("v4.3.0", "v4.4.0", "v4.5.0"))
@@ -159,10 +160,12 @@ def test_a_deployment_settled_by_another_process_is_found_by_its_payload(
     assert emu.states()[made["id"]] == ["in_progress"]
     others = [Engine(settings), Engine(settings)]
     try:
-        emu.wait_for(
+        # A poll: the GitHub emulator's wait_for wakes on GitHub's changes, and this waits
+        # on ECS finishing (it re-checked only at its timeout, 30 s later).
+        wait_until(
             lambda: any(r.id == record.id and r.settled for e in others for r in e.history(5)),
-            timeout=30,
-            what="the record settled by a later command",
+            30,
+            "the record settled by a later command",
         )
         for other in others:
             other.github_deployments.close(timeout=30)

@@ -8,8 +8,7 @@ after STUCK_AFTER_SECONDS of real silence.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,6 +22,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.server import create_app
 from bot.settings import Settings
 from tests.conftest import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, LocalStack
+from tests.helpers import wait_until
 
 
 class LaterClock(Clock):
@@ -45,14 +45,6 @@ def engine(stack: LocalStack, clock: LaterClock) -> Iterator[Engine]:
     eng = Engine(stack.settings, clock=clock)
     yield eng
     eng.close()
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def healthz(engine: Engine, stack: LocalStack) -> httpx.Response:
@@ -87,7 +79,7 @@ def test_healthz_is_503_while_a_follower_pass_hangs_and_200_again_after(
     simulator.step_seconds = 5.0  # the rollout outlasts the test
     record = engine.deploy("v4.4.0", Requester("alice", "cli"))
     watch = engine.watch(record)
-    wait_until(lambda: aws.requests.count("ecs", "DescribeServices") >= 1, "a first pass")
+    wait_until(lambda: aws.requests.count("ecs", "DescribeServices") >= 1, 20, "a first pass")
     following = healthz(engine, stack)
     assert following.status_code == 200, following.json()
     assert following.json()["following"] == 1 and following.json()["follower_alive"]
@@ -95,7 +87,7 @@ def test_healthz_is_503_while_a_follower_pass_hangs_and_200_again_after(
     released = aws.faults.hold("ecs", "DescribeServices")
     try:
         asked = aws.requests.count("ecs", "DescribeServices")
-        wait_until(lambda: aws.requests.count("ecs", "DescribeServices") > asked, "a held pass")
+        wait_until(lambda: aws.requests.count("ecs", "DescribeServices") > asked, 20, "a held pass")
         clock.ahead = STUCK_AFTER_SECONDS + 1  # and that pass has not ended since
         stuck = healthz(engine, stack)
         assert stuck.status_code == 503, stuck.json()
@@ -104,7 +96,7 @@ def test_healthz_is_503_while_a_follower_pass_hangs_and_200_again_after(
     finally:
         released.set()
     # The held call is answered, the pass ends: alive again.
-    wait_until(lambda: engine.poller.health().ok, "the pass to end")
+    wait_until(lambda: engine.poller.health().ok, 20, "the pass to end")
     again = healthz(engine, stack)
     assert again.status_code == 200, again.json()
     watch.close()

@@ -11,17 +11,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from bot.local.faultproxy import FaultProxy
 from bot.settings import Settings
 from tests.conftest import LocalStack
+from tests.helpers import wait_until
 from tests.slack.conftest import start_bot
 
-__all__ = ["FIGURES", "cli", "report", "start_bot", "through"]
+__all__ = ["FIGURES", "cli", "report", "start_bot", "through", "wait_until"]
 
 FIGURES: list[str] = []
 _FILE = os.path.join(tempfile.gettempdir(), "deploybot-reliability.jsonl")
@@ -64,12 +64,3 @@ def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for a condition (never a fixed sleep); TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.05)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +15,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.slack.progress import parse_ref
 from tests.conftest import ALICE, BOB, DEPLOYS, LocalStack
+from tests.helpers import wait_until
 from tests.reliability.conftest import report
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import bot_messages
@@ -110,15 +110,6 @@ def test_throttling_storm_and_slack_429s_during_a_rollout(
 KILLS = 10
 
 
-def poll_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for a condition on AWS state (the emulator's wait_for wakes on Slack changes)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout} s: {what}")
-        time.sleep(0.1)
-
-
 def test_bot_killed_at_random_points_of_rollouts(
     stack: LocalStack,
     aws: MotoServer,
@@ -147,7 +138,7 @@ def test_bot_killed_at_random_points_of_rollouts(
         tag = ("v4.4.0", "v4.5.0")[round_ % 2]
         updates = aws.requests.count("ecs", "UpdateService")
         emulator.slash_command("/deploy", tag, user=ALICE, channel=DEPLOYS, url=bot.events_url)
-        poll_until(
+        wait_until(
             lambda n=updates: aws.requests.count("ecs", "UpdateService") > n, 10, "UpdateService"
         )
         delay = rng.uniform(0, 3.0)
@@ -162,7 +153,7 @@ def test_bot_killed_at_random_points_of_rollouts(
             return len(records) > 0 and not any(r.open for r in records)
 
         try:
-            poll_until(settled, 30, "every deployment closed")
+            wait_until(settled, 30, "every deployment closed")
         except TimeoutError:
             lock = engine.ledger.current_lock()
             known = {r.id for r in engine.history(50)}
@@ -170,7 +161,7 @@ def test_bot_killed_at_random_points_of_rollouts(
                 raise
             orphaned_locks += 1  # the second window: break the lock, wait out the rollout
             engine.unlock()
-            poll_until(simulator.idle, 30, "the orphan rollout's end")
+            wait_until(simulator.idle, 30, "the orphan rollout's end")
             continue
         refs = {where[1] for r in engine.history(50) if (where := parse_ref(r.message_ref))}
 
@@ -178,7 +169,7 @@ def test_bot_killed_at_random_points_of_rollouts(
             return all(FINAL in emulator.message(ts).all_text for ts in refs)
 
         try:
-            poll_until(finished, 10, "every recorded message final")
+            wait_until(finished, 10, "every recorded message final")
         except TimeoutError:
             unfinished |= {ts for ts in refs if FINAL not in emulator.message(ts).all_text}
         assert engine.ledger.current_lock() is None
