@@ -546,6 +546,20 @@ def _approval(a: _Asking) -> Decision | None:
     def need(s: _Say) -> str:
         return f"{target.name} needs {_approvals(missing, more)} from {s.people(others)}"
 
+    if len(others) < missing:
+        # Approvers are people other than the requester: a request nobody can approve is
+        # refused here rather than posted to expire.
+        where = _setting(target, "approvers", "its approvers")
+        return a.refuse(
+            Rule.APPROVALS,
+            lambda s: (
+                f"{target.name} needs {_approvals(missing, more)} from approvers other than "
+                f"you, and {s.people(target.approvers)} "
+                f"{'is' if len(target.approvers) == 1 else 'are'} all it has: ask an admin "
+                f"to add an approver to {where}"
+                + ('; in an emergency, --break-glass "why"' if a.door is Door.CLI else "")
+            ),
+        )
     ask = _ask_command(target, a.action, facts)
     if a.door is Door.SLASH:
         return a.refuse(Rule.APPROVALS, need, needs_approval=True)

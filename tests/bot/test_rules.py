@@ -583,6 +583,32 @@ def test_approval_asks_the_right_people_in_the_right_words() -> None:
     )
 
 
+def test_a_request_only_the_requester_could_approve_is_not_made() -> None:
+    """Approvers are others than the requester: where the requester is all the approvers
+    there are, no request is posted (it could only expire); the refusal says what to change."""
+    alone = replace(PRODUCTION, deployers=frozenset({"U0CARA"}), approvers=("U0CARA",))
+    facts = Facts(image="v4.4.0", completed_on_source=True)
+    slash = check(
+        alone, Action.DEPLOY, door=Door.SLASH, who="U0CARA", channel="C0DEPLOYS", now=INSIDE,
+        facts=facts,
+    )  # fmt: skip
+    assert not slash.needs_approval and slash.rule is Rule.APPROVALS
+    assert slash.mrkdwn == (
+        "production needs 1 approval from approvers other than you, and <@U0CARA> is all it "
+        "has: ask an admin to add an approver to targets.production.approvers in deploybot.toml"
+    )
+    cli = check(
+        alone, Action.DEPLOY, door=Door.CLI, who="U0CARA", channel=None, now=INSIDE, facts=facts
+    )
+    assert cli.message.endswith('in deploybot.toml; in an emergency, --break-glass "why"')
+    # Someone else asking still gets a request Cara can approve.
+    other = check(
+        replace(alone, deployers=frozenset({"U0ANA"})), Action.DEPLOY, door=Door.SLASH,
+        who="U0ANA", channel="C0DEPLOYS", now=INSIDE, facts=facts,
+    )  # fmt: skip
+    assert other.needs_approval
+
+
 def test_approving_refusals_say_what_to_do() -> None:
     asked = request(Action.APPROVE)
 
