@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from slack_bolt.async_app import AsyncApp
+from collections.abc import Awaitable, Callable
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -57,6 +59,16 @@ def build_app(
         client=client,
         min_update_interval=min_update_interval,
     )
+
+    @app.middleware
+    async def pooled_respond(
+        context: AsyncBoltContext, next: Callable[[], Awaitable[None]]
+    ) -> None:
+        # Every listener's ``respond`` answers over the bot's one session (PooledRespond).
+        if context.response_url:
+            context["respond"] = ctx.respond(context.response_url)
+        await next()
+
     commands.register(app, ctx)
     actions.register(app, ctx)
     guards.register(app, ctx)

@@ -219,13 +219,27 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
             kind="rollback",
         )
         return
+    # Who and where first, before any read; then the tag, from one listing of the repository
+    # shared by the /deploy commands that ask while none has started (Engine.ecr_images): a
+    # tag ECR does not have is refused from it, naming the recent tags, before any other read,
+    # and the plan reads its change summary from the same listing.
+    ctx.fleet.prescreen(target, Action.DEPLOY, ask)
+    engine = ctx.engine(target)
+    try:
+        parse_tag(words.tag, engine.settings.image_tag_suffix)  # no read for what is no tag
+    except TagError as exc:
+        raise BadTag(str(exc)) from None
+    images = await ctx.read(f"images:{target.repository}", engine.ecr_images)
+    engine.resolve(words.tag, images)
     await guards.guarded(
         ctx,
         place,
         respond,
         channel,
         who,
-        lambda via: ctx.fleet.plan(target, Action.DEPLOY, Ask.through(who, via), tag=words.tag),
+        lambda via: ctx.fleet.plan(
+            target, Action.DEPLOY, Ask.through(who, via), tag=words.tag, images=images
+        ),
         tag=words.tag,
     )
 
@@ -293,16 +307,24 @@ async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond)
     ask = ctx.ask(requester(command), Door.SLASH, channel)
     ctx.fleet.may_read(here[0], ask).raise_if_refused()
     engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
-    images = await ctx.read(f"recent_images:{here[0].name}", lambda: engine.recent_images(5))
-    changes = await ctx.read(f"recent_changes:{here[0].name}", lambda: _changes(engine, images))
-    msg = messages.help_message(
-        images,
-        engine.service_name,
-        ctx.settings.slack_commands,
-        changes,
-        targets=here if len(targets) > 1 else (),
-    )
-    await respond(response_type="ephemeral", **msg.as_kwargs())
+    listed = here if len(targets) > 1 else []
+
+    def read() -> dict[str, Any]:
+        # One listing for the images and their change summaries; the message is built here,
+        # once for every answer that shares this read, and off the event loop.
+        found = engine.ecr_images()
+        images = engine.recent_images(5, found)
+        msg = messages.help_message(
+            images,
+            engine.service_name,
+            ctx.settings.slack_commands,
+            _changes(engine, images, found),
+            targets=listed,
+        )
+        return msg.as_kwargs()
+
+    answer = await ctx.read("help:" + ",".join(t.name for t in here), read)
+    await respond(response_type="ephemeral", **answer)
 
 
 def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
@@ -313,12 +335,14 @@ def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def _changes(engine: Engine, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
+def _changes(
+    engine: Engine, images: list[ImageInfo], listing: list[dict[str, Any]]
+) -> dict[str, ChangeSummary]:
     """What deploying each listed image would change (from what ``engine``'s target runs),
-    for its Deploy button's dialog; none when what runs cannot be read (the list is still
-    worth showing)."""
+    for its Deploy button's dialog, from ``listing`` (the repository's images, read for
+    this answer); none when what runs cannot be read (the list is still worth showing)."""
     try:
-        return engine.changes_to([image.tags[0] for image in images])
+        return engine.changes_to([image.tags[0] for image in images], listing)
     except DeployError as exc:
         log.warning("no change summaries for the list of images: %s", exc)
         return {}
@@ -371,14 +395,19 @@ async def status(
     if picked is not None:
         ctx.fleet.may_read(picked, ask).raise_if_refused()
         engine = ctx.engine(picked)
-        st = await ctx.read(f"status:{picked.name}", lambda: engine.status(5))
         label = picked.name if ctx.several else ""
-        await respond(response_type="ephemeral", **messages.status(st, label).as_kwargs())
+        # Built once per read, in its thread, for every answer that shares it.
+        answer = await ctx.read(
+            f"status:{picked.name}", lambda: messages.status(engine.status(5), label).as_kwargs()
+        )
+        await respond(response_type="ephemeral", **answer)
         return
     here = [t for t in targets.for_channel(channel) if ctx.fleet.may_read(t, ask).allowed]
     if not here:
         return None  # _pick said where deploybot works
     key = "statuses:" + ",".join(t.name for t in here)
-    rows = await ctx.read(key, lambda: ctx.fleet.statuses(here))
-    msg = messages.status_all(rows, ctx.settings.slack_commands)
-    await respond(response_type="ephemeral", **msg.as_kwargs())
+    names = ctx.settings.slack_commands
+    answer = await ctx.read(
+        key, lambda: messages.status_all(ctx.fleet.statuses(here), names).as_kwargs()
+    )
+    await respond(response_type="ephemeral", **answer)
