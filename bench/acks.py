@@ -195,15 +195,25 @@ class Burst:
     missing: int  # requests with no answer after the drain's limit
     extra: int  # answers beyond one per request
     aws_calls: int  # at moto, from the first request to the last answer
+    cpu: float  # seconds of CPU the app's process used (user + system), likewise
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far (/proc/PID/stat's utime and stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def burst(
-    lab: Lab, app: str, url: str, label: str, command: str, text: str, n: int, c: int, sink: str
+    lab: Lab, app: Child, name: str, label: str, command: str, text: str, n: int, c: int, sink: str
 ) -> Burst:
+    assert app.proc is not None
+    url = app.url + "/slack/events"
     _get(sink + "/reset", "POST")
     before = len(lab.moto.requests)
+    cpu = cpu_seconds(app.proc.pid)
     sent = generate(url, command, text, n, c, sink)
-    expects = app != ACK_ONLY
+    expects = name != ACK_ONLY
     started = time.monotonic()
     while expects and time.monotonic() - started < 180:
         count = _get(sink + "/count")
@@ -214,12 +224,13 @@ def burst(
     arrived = _get(sink + "/arrived")
     assert isinstance(arrived, dict)
     calls = len(lab.moto.requests) - before
+    cpu = cpu_seconds(app.proc.pid) - cpu
     first = min(s for _, s, _ in sent)
     last_ack = max(s + a for _, s, a in sent)
     answers = [arrived[r][0] - s for r, s, _ in sent if r in arrived]
     last_answer = max((arrived[r][0] for r, _, _ in sent if r in arrived), default=last_ack)
     return Burst(
-        app=app,
+        app=name,
         command=label,
         acks=[a for _, _, a in sent],
         answers=answers,
@@ -228,6 +239,7 @@ def burst(
         missing=(n - len(answers)) if expects else 0,
         extra=sum(len(v) - 1 for v in arrived.values()),
         aws_calls=calls,
+        cpu=cpu,
     )
 
 
@@ -330,7 +342,7 @@ def ms(values: Sequence[float], q: float) -> float:
 def report(bursts: list[Burst], apps: list[str]) -> None:
     print(
         f"\n   {'command':16} {'app':22} {'ack p50':>8} {'ack p99':>8} {'ans p50':>8} "
-        f"{'ans p99':>8} {'acks/s':>7} {'ans/s':>7} {'AWS/ans':>7}"
+        f"{'ans p99':>8} {'acks/s':>7} {'ans/s':>7} {'AWS/ans':>7} {'CPU ms/req':>10}"
     )
     cells: dict[tuple[str, str], dict[str, float]] = {}
     for label, _, _ in COMMANDS:
@@ -347,12 +359,13 @@ def report(bursts: list[Burst], apps: list[str]) -> None:
                 "ack_rate": statistics.median(b.ack_rate for b in mine),
                 "ans_rate": statistics.median(b.answer_rate for b in mine) if answers else 0,
                 "aws": sum(b.aws_calls for b in mine) / answered if answered else 0,
+                "cpu": 1000 * sum(b.cpu for b in mine) / sum(len(b.acks) for b in mine),
             }
             cells[(label, app)] = cell
             print(
                 f"   {label:16} {app:22} {cell['ack50']:8.1f} {cell['ack99']:8.1f} "
                 f"{cell['ans50']:8.1f} {cell['ans99']:8.1f} {cell['ack_rate']:7.0f} "
-                f"{cell['ans_rate']:7.0f} {cell['aws']:7.2f}"
+                f"{cell['ans_rate']:7.0f} {cell['aws']:7.2f} {cell['cpu']:10.2f}"
             )
             missing = sum(b.missing for b in mine)
             extra = sum(b.extra for b in mine)
@@ -434,28 +447,27 @@ def main() -> int:
         apps = list(children)
         for app in apps:  # connections, Bolt's first auth.test, imports, ECR's pages
             for label, command, text in COMMANDS:
-                url = children[app].url + "/slack/events"
-                burst(lab, app, url, label, command, text, args.warmup, args.c, sink)
+                burst(lab, children[app], app, label, command, text, args.warmup, args.c, sink)
         for r in range(args.rounds):
             order = apps[r % len(apps) :] + apps[: r % len(apps)]
             for label, command, text in COMMANDS:
                 for app in order:
                     child = children[app]
-                    url = child.url + "/slack/events"
                     profile = None
                     if args.profile and r == 0 and app == BOT and child.proc is not None:
                         out = Path(args.profile)
                         out.mkdir(parents=True, exist_ok=True)
                         name = label.strip("/").replace(" ", "-").replace("/", "")
                         profile = Profile(child.proc.pid, out / f"{name}.txt")
-                    b = burst(lab, app, url, label, command, text, args.n, args.c, sink)
+                    b = burst(lab, child, app, label, command, text, args.n, args.c, sink)
                     if profile is not None:
                         profile.stop()
                     bursts.append(b)
                     print(
                         f"   round {r + 1} {label:16} {app:22} ack p99 {ms(b.acks, 99):6.1f} "
                         f"answer p99 {ms(b.answers, 99) if b.answers else 0:6.1f} ms, "
-                        f"{b.answer_rate or b.ack_rate:4.0f}/s, {b.aws_calls} AWS calls",
+                        f"{b.answer_rate or b.ack_rate:4.0f}/s, {b.aws_calls} AWS calls, "
+                        f"{1000 * b.cpu / len(b.acks):.2f} ms CPU a request",
                         flush=True,
                     )
     report(bursts, apps)
