@@ -24,10 +24,10 @@ rotated round by round, every burst drained (all answers in) before the next, so
 falls on all of them. Percentiles pool the rounds; throughput is the median of the rounds.
 AWS calls per answer are counted at moto (the server's request log).
 
-``--profile DIR`` records deploybot under its first round's bursts with py-spy (``raw``
-collapsed stacks, one file per command) and prints where its samples go.
+``--profile DIR`` records deploybot and the floor under their first round's bursts with py-spy
+(``raw`` collapsed stacks, one file per app and command) and prints where the samples go.
 
-    uv run --frozen python -m bench.acks [-n 500] [-c 50] [--rounds 3] [--code DIR]
+    uv run --frozen python -m bench.acks [-n 500] [-c 50] [--rounds 3] [--code DIR ...]
         [--profile DIR]
 """
 
@@ -244,6 +244,11 @@ def burst(
 
 
 # -- the profile -----------------------------------------------------------------------------
+def profile_name(app: str, label: str) -> str:
+    command = label.strip("/").replace(" ", "-").replace("/", "")
+    return f"{app.replace(' ', '-').replace('+', '-')}-{command}.txt"
+
+
 class Profile:
     """py-spy recording one process into ``path`` (raw collapsed stacks) until stopped: only
     the thread holding the GIL is sampled (``--gil``), so the samples are the Python work of
@@ -339,13 +344,13 @@ def ms(values: Sequence[float], q: float) -> float:
     return percentile([v * 1000 for v in values], q)
 
 
-def report(bursts: list[Burst], apps: list[str]) -> None:
+def report(bursts: list[Burst], apps: list[str], commands: Sequence[tuple[str, str, str]]) -> None:
     print(
         f"\n   {'command':16} {'app':22} {'ack p50':>8} {'ack p99':>8} {'ans p50':>8} "
         f"{'ans p99':>8} {'acks/s':>7} {'ans/s':>7} {'AWS/ans':>7} {'CPU ms/req':>10}"
     )
     cells: dict[tuple[str, str], dict[str, float]] = {}
-    for label, _, _ in COMMANDS:
+    for label, _, _ in commands:
         for app in apps:
             mine = [b for b in bursts if b.app == app and b.command == label]
             acks = [x for b in mine for x in b.acks]
@@ -372,7 +377,7 @@ def report(bursts: list[Burst], apps: list[str]) -> None:
             if missing or extra:
                 print(f"   !! {app} {label}: {missing} requests unanswered, {extra} extra answers")
     print("\n   ratios (x the baseline; throughput: deploybot's / the baseline's):")
-    for label, _, _ in COMMANDS:
+    for label, _, _ in commands:
         for app in apps:
             if not app.startswith(BOT):
                 continue
@@ -399,8 +404,11 @@ def main() -> int:
     parser.add_argument("-c", type=int, default=50, help="concurrent requests")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=100, help="requests per app and command")
-    parser.add_argument("--code", default="", help="also run deploybot from this checkout")
+    parser.add_argument(
+        "--code", action="append", default=[], help="also run deploybot from this checkout"
+    )
     parser.add_argument("--profile", default="", help="py-spy deploybot's first round into DIR")
+    parser.add_argument("--only", default="", help="only the commands whose label has this")
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -418,6 +426,7 @@ def main() -> int:
     if args.profile and not shutil.which("py-spy"):
         print("   py-spy is not installed (`pip install py-spy`): no profile")
         args.profile = ""
+    commands = [c for c in COMMANDS if args.only in c[0]]
     bursts: list[Burst] = []
     with Lab() as lab:
         port = free_port()
@@ -431,8 +440,7 @@ def main() -> int:
             FLOOR: lab.start_bare_bolt(answer=True),
             BOT: lab.start_bot(),
         }
-        if args.code:
-            code = os.path.abspath(args.code)
+        for code in map(os.path.abspath, args.code):
             name = f"{BOT}@{Path(code).name}"
             port = free_port()
             serve = ("-m", "bot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port))
@@ -446,19 +454,18 @@ def main() -> int:
             children[name] = child.start()
         apps = list(children)
         for app in apps:  # connections, Bolt's first auth.test, imports, ECR's pages
-            for label, command, text in COMMANDS:
+            for label, command, text in commands:
                 burst(lab, children[app], app, label, command, text, args.warmup, args.c, sink)
         for r in range(args.rounds):
             order = apps[r % len(apps) :] + apps[: r % len(apps)]
-            for label, command, text in COMMANDS:
+            for label, command, text in commands:
                 for app in order:
                     child = children[app]
                     profile = None
-                    if args.profile and r == 0 and app == BOT and child.proc is not None:
+                    if args.profile and r == 0 and app in (BOT, FLOOR) and child.proc is not None:
                         out = Path(args.profile)
                         out.mkdir(parents=True, exist_ok=True)
-                        name = label.strip("/").replace(" ", "-").replace("/", "")
-                        profile = Profile(child.proc.pid, out / f"{name}.txt")
+                        profile = Profile(child.proc.pid, out / profile_name(app, label))
                     b = burst(lab, child, app, label, command, text, args.n, args.c, sink)
                     if profile is not None:
                         profile.stop()
@@ -470,15 +477,15 @@ def main() -> int:
                         f"{1000 * b.cpu / len(b.acks):.2f} ms CPU a request",
                         flush=True,
                     )
-    report(bursts, apps)
+    report(bursts, apps, commands)
     if args.profile:
-        print(f"\n   deploybot's profile (py-spy, first round; raw stacks in {args.profile}):")
-        for label, _, _ in COMMANDS:
-            name = label.strip("/").replace(" ", "-").replace("/", "")
-            path = Path(args.profile) / f"{name}.txt"
-            if path.exists():
-                print(f"   {label}:")
-                print(summarize(path))
+        print(f"\n   profiles (py-spy, first round; raw stacks in {args.profile}):")
+        for label, _, _ in commands:
+            for app in (BOT, FLOOR):
+                path = Path(args.profile) / profile_name(app, label)
+                if path.exists():
+                    print(f"   {label}, {app}:")
+                    print(summarize(path))
     return 0
 
 
