@@ -412,11 +412,15 @@ class Engine:
         return self.ledger.history(limit)
 
     def _running(
-        self, raw: dict[str, Any], history: list[DeploymentRecord]
+        self,
+        raw: dict[str, Any],
+        history: list[DeploymentRecord],
+        images: list[dict[str, Any]] | None = None,
     ) -> tuple[Running, dict[str, Any]]:
         """What runs now, and its task definition. The digest comes from the image when it is
         pinned, else from the deployment that put it there, else from ECR (what the tag
-        points to now: the best guess left for a revision deploybot did not make)."""
+        points to now: the best guess left for a revision deploybot did not make), looked up
+        in ``images`` when the caller has listed the repository for this question."""
         arn = str(raw["taskDefinition"])
         with aws_errors("reading the task definition"):
             td, tags = self.aws.describe_task_definition(arn)
@@ -429,13 +433,19 @@ class Engine:
             digest = record.digest
         commit = record.commit if record is not None and record.digest == digest else None
         if not digest and tag:
-            with aws_errors("looking the running image up in ECR"):
-                found = self.aws.image(tag)
+            if images is not None:
+                found = next((i for i in images if tag in i.get("imageTags", ())), None)
+            else:
+                with aws_errors("looking the running image up in ECR"):
+                    found = self.aws.image(tag)
             digest = str((found or {}).get("imageDigest", ""))
             commit = self._commit_in(found) if found else commit
         if not tag and digest:
-            with aws_errors("looking the running image up in ECR"):
-                found = self.aws.image_by_digest(digest)
+            if images is not None:
+                found = next((i for i in images if i.get("imageDigest") == digest), None)
+            else:
+                with aws_errors("looking the running image up in ECR"):
+                    found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
             commit = self._commit_in(found) if found else commit
         return Running(arn, image, tag or digest, digest, record, commit), td
@@ -472,11 +482,44 @@ class Engine:
         """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
         of what runs and of ECR (or ``images``, a listing made for this question); the
         GitHub compares side by side, each bounded by GitHub's timeout."""
+        listing = images if images is not None else self.ecr_images()
         records = self._history(20)  # before the service: see _prepare
-        current, _ = self._running(self._service(), records)
+        current, _ = self._running(self._service(), records, listing)
+        return self._changes_from(current, targets, listing)
+
+    def recent_changes(self, limit: int = 5) -> tuple[list[ImageInfo], dict[str, ChangeSummary]]:
+        """The recent release images and what deploying each would change (/deploy's list
+        and its Deploy buttons): the repository is listed beside the reads of what runs.
+        When what runs cannot be read the list comes without changes (still worth showing);
+        when ECR cannot be read, DeployError."""
+        listing = self._beside.submit(self.ecr_images)
+        try:
+            records = self._history(20)  # before the service: see _prepare
+            raw: dict[str, Any] | None = self._service()
+        except DeployError as exc:
+            log.warning("no change summaries for the list of images: %s", exc)
+            raw = None
+        except BaseException:
+            if not listing.cancel():
+                wait([listing])
+            raise
+        found = listing.result()
+        images = self.recent_images(limit, found)
+        if raw is None:
+            return images, {}
+        try:
+            current, _ = self._running(raw, records, found)
+        except DeployError as exc:
+            log.warning("no change summaries for the list of images: %s", exc)
+            return images, {}
+        return images, self._changes_from(current, [i.tags[0] for i in images], found)
+
+    def _changes_from(
+        self, current: Running, targets: Sequence[str], listing: list[dict[str, Any]]
+    ) -> dict[str, ChangeSummary]:
         before = current.digest or current.image or None
         suffix = self.settings.image_tag_suffix
-        known = images_from_ecr(images if images is not None else self.ecr_images(), suffix)
+        known = images_from_ecr(listing, suffix)
 
         def one(target: str) -> ChangeSummary:
             return describe_change(known, before, target, self.github, suffix)
@@ -846,7 +889,7 @@ class Engine:
         via: Via,
         images: list[dict[str, Any]] | None = None,
     ) -> Plan:
-        current, td, _ = self._prepare(raw, records)
+        current, td, _ = self._prepare(raw, records, images)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -987,7 +1030,10 @@ class Engine:
         return decision
 
     def _prepare(
-        self, raw: dict[str, Any], records: list[DeploymentRecord]
+        self,
+        raw: dict[str, Any],
+        records: list[DeploymentRecord],
+        images: list[dict[str, Any]] | None = None,
     ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
         """The reads every plan shares: open records reconciled, the lock free, what runs
         (and its task definition).
@@ -1000,7 +1046,7 @@ class Engine:
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, records)
         self.check_lock()
-        current, td = self._running(raw, records)
+        current, td = self._running(raw, records, images)
         return current, td, records
 
     def _require_image(self, digest: str, tag: str, message: str) -> None:

@@ -25,14 +25,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.deploy.changes import ChangeSummary
-from bot.deploy.engine import Engine, ImageInfo
-from bot.deploy.errors import BadTag, DeployError
+from bot.deploy.errors import BadTag
 from bot.deploy.ledger import Requester
 from bot.fleet import Ask
 from bot.rules import Action, Door
 from bot.slack import guards, messages
-from bot.slack.context import BotContext, log
+from bot.slack.context import BotContext
 from bot.tags import TagError, parse_tag
 from bot.targets import Target
 
@@ -312,14 +310,9 @@ async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond)
     def read() -> dict[str, Any]:
         # One listing for the images and their change summaries; the message is built here,
         # once for every answer that shares this read, and off the event loop.
-        found = engine.ecr_images()
-        images = engine.recent_images(5, found)
+        images, changes = engine.recent_changes(5)
         msg = messages.help_message(
-            images,
-            engine.service_name,
-            ctx.settings.slack_commands,
-            _changes(engine, images, found),
-            targets=listed,
+            images, engine.service_name, ctx.settings.slack_commands, changes, targets=listed
         )
         return msg.as_kwargs()
 
@@ -333,19 +326,6 @@ def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
     if first and first in ctx.fleet.targets.names:
         return first, rest.strip()
     return None, text
-
-
-def _changes(
-    engine: Engine, images: list[ImageInfo], listing: list[dict[str, Any]]
-) -> dict[str, ChangeSummary]:
-    """What deploying each listed image would change (from what ``engine``'s target runs),
-    for its Deploy button's dialog, from ``listing`` (the repository's images, read for
-    this answer); none when what runs cannot be read (the list is still worth showing)."""
-    try:
-        return engine.changes_to([image.tags[0] for image in images], listing)
-    except DeployError as exc:
-        log.warning("no change summaries for the list of images: %s", exc)
-        return {}
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:

@@ -42,14 +42,31 @@ def test_a_tag_ecr_does_not_have_is_refused_from_one_describe_images(
 def test_a_plan_lists_the_repository_once(
     stack: LocalStack, aws: MotoServer, engine: Engine
 ) -> None:
-    """The tag, the recent tags and the change summary all come from one listing."""
+    """The tag, the running image (not pinned here: its tag is looked up) and the change
+    summary all come from one listing."""
     aws.requests.clear()
     plan = engine.plan_deploy("v4.4.0", ALICE)
     assert plan.digest == stack.info.release("v4.4.0").digest
+    assert plan.current.digest == stack.info.release("v4.3.0").digest
     assert plan.change is not None
-    # One listing; the other DescribeImages looks up the running image (not pinned here).
-    assert calls(aws)[("ecr", "DescribeImages")] == 2
+    assert calls(aws)[("ecr", "DescribeImages")] == 1
     assert calls(aws)[("ecs", "DescribeServices")] == 1
+
+
+def test_the_list_of_images_reads_the_repository_beside_what_runs(
+    stack: LocalStack, aws: MotoServer, engine: Engine
+) -> None:
+    """/deploy's list: the recent images and what each would change, from one listing, one
+    history query and one DescribeServices (and the running revision, the first time)."""
+    aws.requests.clear()
+    images, changes = engine.recent_changes(5)
+    assert images[0].tags[0] == "v4.5.0-ecr-ecs-fargate"
+    assert set(changes) == {i.tags[0] for i in images}
+    reads = {("ecr", "DescribeImages"): 1, ("dynamodb", "Query"): 1, ("ecs", "DescribeServices"): 1}
+    assert calls(aws) == Counter({**reads, ("ecs", "DescribeTaskDefinition"): 1})
+    aws.requests.clear()
+    assert engine.recent_changes(5) == (images, changes)
+    assert calls(aws) == Counter(reads)
 
 
 def test_a_revision_is_described_once_and_a_new_one_at_once(
