@@ -822,10 +822,16 @@ class Engine:
         except TagError as exc:
             raise BadTag(str(exc)) from None
 
-    def resolve(self, tag_text: str, images: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    def resolve(
+        self,
+        tag_text: str,
+        images: list[dict[str, Any]] | None = None,
+        recent: Sequence[str] | None = None,
+    ) -> tuple[str, str]:
         """(tag, digest) ``tag_text`` names in ECR now (``images``: a listing made for this
         question; without, one DescribeImages of the tag); BadTag or ImageMissing (naming the
-        recent tags) otherwise. Reads only."""
+        recent tags: ``recent``, when the caller has them from ``images``) otherwise. Reads
+        only."""
         tag = self._parse(tag_text)
         if images is None:
             with aws_errors("looking the image up in ECR"):
@@ -833,7 +839,7 @@ class Engine:
         else:
             image = next((i for i in images if tag in i.get("imageTags", ())), None)
         if image is None:
-            recent = self.recent_tags(5, images)
+            recent = list(recent) if recent is not None else self.recent_tags(5, images)
             hint = (
                 f" Recent tags: {', '.join(recent)}."
                 if recent

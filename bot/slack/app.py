@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -16,7 +14,7 @@ from bot.deploy.engine import Engine
 from bot.fleet import Fleet
 from bot.settings import Settings
 from bot.slack import actions, bolt_fixes, commands, guards
-from bot.slack.context import BotContext
+from bot.slack.context import BotContext, PooledAnswers
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
@@ -59,15 +57,7 @@ def build_app(
         client=client,
         min_update_interval=min_update_interval,
     )
-
-    @app.middleware
-    async def pooled_respond(
-        context: AsyncBoltContext, next: Callable[[], Awaitable[None]]
-    ) -> None:
-        # Every listener's ``respond`` answers over the bot's one session (PooledRespond).
-        if context.response_url:
-            context["respond"] = ctx.respond(context.response_url)
-        await next()
+    app.use(PooledAnswers(ctx))
 
     commands.register(app, ctx)
     actions.register(app, ctx)

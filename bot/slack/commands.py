@@ -227,8 +227,13 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         parse_tag(words.tag, engine.settings.image_tag_suffix)  # no read for what is no tag
     except TagError as exc:
         raise BadTag(str(exc)) from None
-    images = await ctx.read(f"images:{target.repository}", engine.ecr_images)
-    engine.resolve(words.tag, images)
+
+    def listing() -> tuple[list[dict[str, Any]], list[str]]:
+        found = engine.ecr_images()
+        return found, engine.recent_tags(5, found)  # once, for every refusal that shares it
+
+    images, recent = await ctx.read(f"images:{target.name}", listing)
+    engine.resolve(words.tag, images, recent)
     await guards.guarded(
         ctx,
         place,

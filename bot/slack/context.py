@@ -14,6 +14,9 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncRespond
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -282,6 +285,27 @@ class PooledRespond(AsyncRespond):
             unfurl_media=unfurl_media,
             metadata=metadata,
         )
+
+
+class PooledAnswers(AsyncMiddleware):
+    """Bolt middleware: every listener's ``respond`` answers over the bot's one session
+    (PooledRespond). A class, not a function: Bolt runs it without building keyword
+    arguments for it on every request."""
+
+    def __init__(self, ctx: BotContext) -> None:
+        self.ctx = ctx
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],  # Bolt's name for it
+    ) -> BoltResponse | None:
+        url = req.context.response_url
+        if url:
+            req.context["respond"] = self.ctx.respond(url)
+        return await next()
 
 
 async def _refused_after_post(progress: ProgressMessage, plan: Plan, reason: str) -> None:
