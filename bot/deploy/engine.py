@@ -20,7 +20,7 @@ import re
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -602,12 +602,23 @@ class Engine:
         every service in one batch, then gives each target its records and lets it take the
         batch's description (never older than the records: see _prepare)."""
         # The lock, the freeze and the queue are read beside the history and the service (no
-        # order between them matters): the status waits for the longer of the two, not both.
-        beside = self._beside.submit(self._guard_state)
+        # order between them matters): the status waits for the longest read, not for all.
+        guard = self._beside.submit(self._guard_state)
+        beside: list[Future[Any]] = [guard]
         try:
             if records is None:
-                records = self._history(max(history, 20))  # before the service: see _prepare
-            raw = self._service(max_age)
+                # The history too. A record is only judged against a description read after
+                # it (see _prepare): when the history has one to judge, the service is
+                # described again once the history is in (a rollout: one call more).
+                asked = self._beside.submit(self._history, max(history, 20))
+                beside.append(asked)
+                raw = self._service(max_age)
+                records = asked.result()
+                tracking = set(self.poller.tracking())
+                if any(not r.settled and r.id not in tracking for r in records):
+                    raw = self._service()
+            else:
+                raw = self._service(max_age)
             state = ServiceState.from_api(raw)
             records = self._reconcile(state, records)
             running, _ = self._running(raw, records)
@@ -621,10 +632,9 @@ class Engine:
                     log.warning("could not read the running image's commit: %s", exc)
         except BaseException:
             # The reads beside end (or never start) before the status's own failure is told.
-            if not beside.cancel():
-                wait([beside])
+            wait([f for f in beside if not f.cancel()])
             raise
-        lock, freeze, queue = beside.result()
+        lock, freeze, queue = guard.result()
         return Status(
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,

@@ -100,3 +100,19 @@ def test_a_revision_is_described_once_and_a_new_one_at_once(
     assert moved.task_definition == revision
     assert moved.tag == "v4.4.0-ecr-ecs-fargate"
     assert calls(aws)[("ecs", "DescribeTaskDefinition")] == 1
+
+
+def test_a_status_reads_the_history_beside_the_service_unless_a_record_is_open(
+    stack: LocalStack, aws: MotoServer, engine: Engine
+) -> None:
+    """Nothing to judge: the history and the service are read side by side, one
+    DescribeServices. An open record is only judged against a description read after the
+    history (Engine._prepare): the service is described once more."""
+    aws.requests.clear()
+    engine.status(5)
+    assert calls(aws)[("ecs", "DescribeServices")] == 1
+    record = engine.start(engine.plan_deploy("v4.4.0", ALICE), follow=False)
+    aws.requests.clear()
+    st = engine.status(5)
+    assert calls(aws)[("ecs", "DescribeServices")] == 2
+    assert st.recent[0].id == record.id and st.rollout is not None
