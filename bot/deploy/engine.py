@@ -620,7 +620,13 @@ class Engine:
             else:
                 raw = self._service(max_age)
             state = ServiceState.from_api(raw)
-            records = self._reconcile(state, records)
+            judged = self._reconcile(state, records)
+            # Settling a deployment releases its lock (and a failure may freeze the target):
+            # the lock, the freeze and the queue shown are then read again, after it.
+            settled = any(
+                new.settled and not old.settled for new, old in zip(judged, records, strict=True)
+            )
+            records = judged
             running, _ = self._running(raw, records)
             commit = running.commit
             if commit is None and running.digest:
@@ -635,6 +641,8 @@ class Engine:
             wait([f for f in beside if not f.cancel()])
             raise
         lock, freeze, queue = guard.result()
+        if settled:
+            lock, freeze, queue = self._guard_state()
         return Status(
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
