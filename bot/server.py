@@ -216,8 +216,8 @@ def settle_garbage_collector() -> None:
 
     What the bot holds for its whole life (boto3's service models, Bolt, FastAPI: some 130,000
     objects) was traversed by every full collection: under a burst of slash commands one took
-    about 110 ms, every request in flight waiting behind it, and the collections of all
-    generations cost some 0.4 ms a request (BENCHMARKS.md, "Slash-command acks"). ``gc.freeze``
+    64-125 ms, every request in flight waiting behind it, and the collections of all
+    generations cost 0.7 ms a request (BENCHMARKS.md, "Slash commands under a burst"). ``gc.freeze``
     moves what exists now to a permanent generation that collections skip ("to speed up
     collection", https://docs.python.org/3/library/gc.html#gc.freeze); a larger youngest
     generation makes collections rarer. Garbage left from start-up is collected first."""
