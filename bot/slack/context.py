@@ -36,6 +36,7 @@ from bot.targets import Target
 log = logging.getLogger("deploybot.slack")
 
 Reply = Callable[..., Awaitable[Any]]
+ANSWER_TIMEOUT_SECONDS = 30  # AsyncWebhookClient's default ``timeout``
 
 
 @dataclass
@@ -197,7 +198,10 @@ class BotContext:
     def respond(self, response_url: str | None) -> PooledRespond:
         """Bolt's ``respond`` for a request, answering over the shared session."""
         if self._answers is None or self._answers.closed:
-            self._answers = aiohttp.ClientSession()
+            # slack_sdk's webhook timeout (30 s) for every answer, as its own sessions have.
+            self._answers = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_SECONDS)
+            )
         return PooledRespond(response_url=response_url, session=self._answers)
 
     def run(
