@@ -182,10 +182,12 @@ class Lab:
         self.children.append(child)
         return child.start()
 
-    def start_bare_bolt(self) -> Child:
-        """The baseline: a Bolt AsyncApp that only acks, served the way the bot is."""
+    def start_bare_bolt(self, answer: bool = False) -> Child:
+        """The baseline: a Bolt AsyncApp that only acks (``answer``: acks and answers once on
+        the response_url), served the way the bot is."""
         port = free_port()
         args = [sys.executable, str(ROOT / "bench" / "bare_bolt.py"), "--port", str(port)]
+        args += ["--answer"] if answer else []
         child = Child(args, self.bot_env(), port)
         self.children.append(child)
         return child.start()

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors
@@ -298,12 +299,14 @@ class Fleet:
         source: str | None = None,
         of: str = "",
         reason: str = "",
+        images: list[dict[str, Any]] | None = None,
     ) -> Plan:
         """Ask the rules, with the facts they need, then plan on ``target``'s engine.
 
         ``tag``: what to deploy (DEPLOY); ``source``: the target to promote from (PROMOTE);
-        ``of``: a button's deployment (ROLLBACK: undo it; PROMOTE: promote it). Raises
-        RuleRefused (naming the rule) or the engine's refusals; writes nothing but
+        ``of``: a button's deployment (ROLLBACK: undo it; PROMOTE: promote it); ``images``:
+        a listing of the repository made for this question (Engine.ecr_images), for DEPLOY.
+        Raises RuleRefused (naming the rule) or the engine's refusals; writes nothing but
         reconciliation."""
         self.prescreen(target, action, ask, source)  # who and where first, before any read
         engine = self.engine(target)
@@ -312,15 +315,16 @@ class Fleet:
         # the facts gathered here: every door goes through that one check.
         if action is Action.DEPLOY:
             if target.after is None:
-                plan = engine.plan_deploy(tag, requester, reason, via=ask.via())
+                plan = engine.plan_deploy(tag, requester, reason, via=ask.via(), images=images)
             else:
                 # Resolved once: the digest the rules judged is the digest deployed, whatever
                 # the tag points to a moment later.
-                name, digest = engine.resolve(tag)
+                images = images if images is not None else engine.ecr_images()
+                name, digest = engine.resolve(tag, images)
                 completed = self.completed_on(target.after, digest)
                 facts = Facts(source=target.after, completed_on_source=completed)
                 plan = engine.plan_image(
-                    "deploy", name, digest, requester, reason, via=ask.via(facts)
+                    "deploy", name, digest, requester, reason, via=ask.via(facts), images=images
                 )
         elif action is Action.PROMOTE:
             origin = self.targets.get(source)

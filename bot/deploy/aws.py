@@ -7,6 +7,9 @@ throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a pe
 from __future__ import annotations
 
 import copy
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,6 +94,19 @@ def brief_connection_retries(client: Any, attempts: int = CONNECTION_ATTEMPTS) -
     )
 
 
+# ECR's DescribeImages pages: up to 1000 images a call where the default is 100 ("This value
+# can be between 1 and 1000. If this parameter isn't used, then DescribeImages returns up to
+# 100 results", DescribeImages' maxResults: https://docs.aws.amazon.com/AmazonECR/latest/
+# APIReference/API_DescribeImages.html): a listing of a repository of 900 images is one call.
+IMAGES_PAGE = 1000
+# A task definition revision never changes: a change is a new revision ("To update a task
+# definition, create a task definition revision", https://docs.aws.amazon.com/AmazonECS/latest/
+# developerguide/update-task-definition-console-v2.html). So a revision, named by its ARN with
+# its number, is described once per process. Its only tag read here is deploybot's own
+# ``deploybot:tag``, written when deploybot registers the revision.
+TASK_DEFINITIONS_KEPT = 64
+_REVISION_ARN = re.compile(r"^arn:[^:]+:ecs:[^:]*:[^:]*:task-definition/[^:/]+:\d+$")
+
 # Called with ("ecs", "DescribeServices")-style pairs before every AWS call any AwsClient makes:
 # the hook the permission test uses to hold the bot's IAM role to what the engine really calls.
 CALL_OBSERVERS: list[Callable[[str, str], None]] = []
@@ -164,6 +180,11 @@ class AwsClient:
         for client in (self.ecs, self.ecr, self.dynamodb):
             brief_connection_retries(client)
         self.descriptions = ServiceDescriptions(self._describe_services)
+        # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
+        self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
+            OrderedDict()
+        )
+        self._revisions_lock = threading.Lock()
         self._point_at(settings)
 
     def _point_at(self, settings: Settings) -> None:
@@ -191,8 +212,22 @@ class AwsClient:
         return self.descriptions.get(self.cluster, self.service, max_age)
 
     def describe_task_definition(self, arn: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        resp = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
-        return dict(resp["taskDefinition"]), list(resp.get("tags", []))
+        """The revision and its tags; a revision named by its full ARN is asked for once (see
+        TASK_DEFINITIONS_KEPT), a family name or ``family:3`` every time. Copies: a caller
+        may change what it gets."""
+        with self._revisions_lock:
+            kept = self._revisions.get(arn)
+            if kept is not None:
+                self._revisions.move_to_end(arn)
+        if kept is None:
+            resp = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
+            kept = dict(resp["taskDefinition"]), list(resp.get("tags", []))
+            if _REVISION_ARN.match(arn) and kept[0].get("taskDefinitionArn") == arn:
+                with self._revisions_lock:
+                    self._revisions[arn] = kept
+                    while len(self._revisions) > TASK_DEFINITIONS_KEPT:
+                        self._revisions.popitem(last=False)
+        return copy.deepcopy(kept[0]), [dict(t) for t in kept[1]]
 
     def register_task_definition(self, **kwargs: Any) -> dict[str, Any]:
         return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
@@ -253,7 +288,7 @@ class AwsClient:
         """Every image in the repository (paginated DescribeImages)."""
         out: list[dict[str, Any]] = []
         for page in self.ecr.get_paginator("describe_images").paginate(
-            repositoryName=self.repository
+            repositoryName=self.repository, PaginationConfig={"PageSize": IMAGES_PAGE}
         ):
             out.extend(page.get("imageDetails", []))
         return out

@@ -20,7 +20,7 @@ import re
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -341,6 +341,9 @@ class Engine:
             channels=settings.deploy_allowed_channels,
         )
         self.guards = GuardBook(self.ledger, clock)
+        # The status's reads of the lock, the freeze and the queue run here, beside its reads
+        # of the history and the service (threads made when first needed).
+        self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deploybot-status")
         self.poller = ServicePoller(
             self.aws,
             self.ledger,
@@ -414,11 +417,15 @@ class Engine:
         return self.ledger.history(limit)
 
     def _running(
-        self, raw: dict[str, Any], history: list[DeploymentRecord]
+        self,
+        raw: dict[str, Any],
+        history: list[DeploymentRecord],
+        images: list[dict[str, Any]] | None = None,
     ) -> tuple[Running, dict[str, Any]]:
         """What runs now, and its task definition. The digest comes from the image when it is
         pinned, else from the deployment that put it there, else from ECR (what the tag
-        points to now: the best guess left for a revision deploybot did not make)."""
+        points to now: the best guess left for a revision deploybot did not make), looked up
+        in ``images`` when the caller has listed the repository for this question."""
         arn = str(raw["taskDefinition"])
         with aws_errors("reading the task definition"):
             td, tags = self.aws.describe_task_definition(arn)
@@ -431,13 +438,19 @@ class Engine:
             digest = record.digest
         commit = record.commit if record is not None and record.digest == digest else None
         if not digest and tag:
-            with aws_errors("looking the running image up in ECR"):
-                found = self.aws.image(tag)
+            if images is not None:
+                found = next((i for i in images if tag in i.get("imageTags", ())), None)
+            else:
+                with aws_errors("looking the running image up in ECR"):
+                    found = self.aws.image(tag)
             digest = str((found or {}).get("imageDigest", ""))
             commit = self._commit_in(found) if found else commit
         if not tag and digest:
-            with aws_errors("looking the running image up in ECR"):
-                found = self.aws.image_by_digest(digest)
+            if images is not None:
+                found = next((i for i in images if i.get("imageDigest") == digest), None)
+            else:
+                with aws_errors("looking the running image up in ECR"):
+                    found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
             commit = self._commit_in(found) if found else commit
         return Running(arn, image, tag or digest, digest, record, commit), td
@@ -447,7 +460,9 @@ class Engine:
         return _commit_of(images_from_ecr([image], self.settings.image_tag_suffix)[0]) or ""
 
     # What a change changes ---------------------------------------------------------------------
-    def change_between(self, current: str | None, target: str) -> ChangeSummary:
+    def change_between(
+        self, current: str | None, target: str, images: list[dict[str, Any]] | None = None
+    ) -> ChangeSummary:
         """What moving the service from the image ``current`` (None: nothing runs) to
         ``target`` changes, each named by digest, tag or image URI: the direction among the
         releases in ECR, the compare link of the commits (GITHUB_REPOSITORY) and, with
@@ -456,36 +471,77 @@ class Engine:
         raised. Raises DeployError when ECR cannot be read.
 
         The reusable piece: a plan carries it (``Plan.change``), and a promotion or an
-        approval request shows the same for its two images."""
+        approval request shows the same for its two images. ``images``: a listing already
+        made for this question (``ecr_images``)."""
         suffix = self.settings.image_tag_suffix
-        with aws_errors("listing the images in ECR"):
-            images = images_from_ecr(self.aws.images(), suffix)
-        return describe_change(images, current, target, self.github, suffix)
+        found = images_from_ecr(images if images is not None else self.ecr_images(), suffix)
+        return describe_change(found, current, target, self.github, suffix)
 
     def change_to(self, target: str) -> ChangeSummary:
         """``change_between`` what runs now and ``target`` (the CI notice)."""
         return self.changes_to([target])[target]
 
-    def changes_to(self, targets: Sequence[str]) -> dict[str, ChangeSummary]:
+    def changes_to(
+        self, targets: Sequence[str], images: list[dict[str, Any]] | None = None
+    ) -> dict[str, ChangeSummary]:
         """``change_to`` for several images (the Deploy buttons of /deploy's list): one read
-        of what runs and of ECR; the GitHub compares side by side, each bounded by GitHub's
-        timeout."""
+        of what runs and of ECR (or ``images``, a listing made for this question); the
+        GitHub compares side by side, each bounded by GitHub's timeout."""
+        listing = images if images is not None else self.ecr_images()
         records = self._history(20)  # before the service: see _prepare
-        current, _ = self._running(self._service(), records)
+        current, _ = self._running(self._service(), records, listing)
+        return self._changes_from(current, targets, listing)
+
+    def recent_changes(self, limit: int = 5) -> tuple[list[ImageInfo], dict[str, ChangeSummary]]:
+        """The recent release images and what deploying each would change (/deploy's list
+        and its Deploy buttons): the repository is listed beside the reads of what runs.
+        When what runs cannot be read the list comes without changes (still worth showing);
+        when ECR cannot be read, DeployError."""
+        listing = self._beside.submit(self.ecr_images)
+        try:
+            records = self._history(20)  # before the service: see _prepare
+            raw: dict[str, Any] | None = self._service()
+        except DeployError as exc:
+            log.warning("no change summaries for the list of images: %s", exc)
+            raw = None
+        except BaseException:
+            if not listing.cancel():
+                wait([listing])
+            raise
+        found = listing.result()
+        images = self.recent_images(limit, found)
+        if raw is None:
+            return images, {}
+        try:
+            current, _ = self._running(raw, records, found)
+        except DeployError as exc:
+            log.warning("no change summaries for the list of images: %s", exc)
+            return images, {}
+        return images, self._changes_from(current, [i.tags[0] for i in images], found)
+
+    def _changes_from(
+        self, current: Running, targets: Sequence[str], listing: list[dict[str, Any]]
+    ) -> dict[str, ChangeSummary]:
         before = current.digest or current.image or None
         suffix = self.settings.image_tag_suffix
-        with aws_errors("listing the images in ECR"):
-            images = images_from_ecr(self.aws.images(), suffix)
-        with ThreadPoolExecutor(max_workers=max(1, min(5, len(targets)))) as pool:
-            found = list(
-                pool.map(lambda t: describe_change(images, before, t, self.github, suffix), targets)
-            )
+        known = images_from_ecr(listing, suffix)
+
+        def one(target: str) -> ChangeSummary:
+            return describe_change(known, before, target, self.github, suffix)
+
+        if len(targets) < 2 or not (self.github.configured and self.github.has_token):
+            # No GitHub call to wait for: threads would only cost their start.
+            return {t: one(t) for t in targets}
+        with ThreadPoolExecutor(max_workers=min(5, len(targets))) as pool:
+            found = list(pool.map(one, targets))
         return dict(zip(targets, found, strict=True))
 
-    def _plan_change(self, current: Running, target: str) -> ChangeSummary | None:
+    def _plan_change(
+        self, current: Running, target: str, images: list[dict[str, Any]] | None = None
+    ) -> ChangeSummary | None:
         """A plan's summary; a plan never fails for want of one."""
         try:
-            return self.change_between(current.digest or current.image or None, target)
+            return self.change_between(current.digest or current.image or None, target, images)
         except DeployError as exc:
             log.warning("no change summary for the plan: %s", exc)
             return None
@@ -500,13 +556,23 @@ class Engine:
                 continue
         return str(names[0]) if names else ""
 
-    def recent_tags(self, limit: int = 5) -> list[str]:
-        """The most recently pushed release tags (vX.Y.Z), newest first."""
-        return [info.tags[0] for info in self.recent_images(limit)]
-
-    def recent_images(self, limit: int = 5) -> list[ImageInfo]:
+    def ecr_images(self) -> list[dict[str, Any]]:
+        """Every image of the repository (DescribeImages' details, one paginated listing):
+        what a tag resolves to, the recent tags and the change summaries, from one read that
+        several of them can share."""
         with aws_errors("listing the images in ECR"):
-            images = self.aws.images()
+            return self.aws.images()
+
+    def recent_tags(self, limit: int = 5, images: list[dict[str, Any]] | None = None) -> list[str]:
+        """The most recently pushed release tags (vX.Y.Z), newest first."""
+        return [info.tags[0] for info in self.recent_images(limit, images)]
+
+    def recent_images(
+        self, limit: int = 5, images: list[dict[str, Any]] | None = None
+    ) -> list[ImageInfo]:
+        """The most recently pushed release images, newest first (from ``images``, a listing
+        made for this question, else a new one)."""
+        images = list(images if images is not None else self.ecr_images())
         images.sort(key=lambda i: i.get("imagePushedAt") or _EPOCH, reverse=True)
         out: list[ImageInfo] = []
         suffix = self.settings.image_tag_suffix
@@ -540,20 +606,48 @@ class Engine:
         ``records``: the status of every target (bot/fleet.py) reads the histories first, then
         every service in one batch, then gives each target its records and lets it take the
         batch's description (never older than the records: see _prepare)."""
-        if records is None:
-            records = self._history(max(history, 20))  # before the service: see _prepare
-        raw = self._service(max_age)
-        state = ServiceState.from_api(raw)
-        records = self._reconcile(state, records)
-        running, _ = self._running(raw, records)
-        commit = running.commit
-        if commit is None and running.digest:
-            try:
-                with aws_errors("looking the running image up in ECR"):
-                    found = self.aws.image_by_digest(running.digest)
-                commit = self._commit_in(found) if found else None
-            except DeployError as exc:  # the status is still worth showing without it
-                log.warning("could not read the running image's commit: %s", exc)
+        # The lock, the freeze and the queue are read beside the history and the service (no
+        # order between them matters): the status waits for the longest read, not for all.
+        guard = self._beside.submit(self._guard_state)
+        beside: list[Future[Any]] = [guard]
+        try:
+            if records is None:
+                # The history too. A record is only judged against a description read after
+                # it (see _prepare): when the history has one to judge, the service is
+                # described again once the history is in (a rollout: one call more).
+                asked = self._beside.submit(self._history, max(history, 20))
+                beside.append(asked)
+                raw = self._service(max_age)
+                records = asked.result()
+                tracking = set(self.poller.tracking())
+                if any(not r.settled and r.id not in tracking for r in records):
+                    raw = self._service()
+            else:
+                raw = self._service(max_age)
+            state = ServiceState.from_api(raw)
+            judged = self._reconcile(state, records)
+            # Settling a deployment releases its lock (and a failure may freeze the target):
+            # the lock, the freeze and the queue shown are then read again, after it.
+            settled = any(
+                new.settled and not old.settled for new, old in zip(judged, records, strict=True)
+            )
+            records = judged
+            running, _ = self._running(raw, records)
+            commit = running.commit
+            if commit is None and running.digest:
+                try:
+                    with aws_errors("looking the running image up in ECR"):
+                        found = self.aws.image_by_digest(running.digest)
+                    commit = self._commit_in(found) if found else None
+                except DeployError as exc:  # the status is still worth showing without it
+                    log.warning("could not read the running image's commit: %s", exc)
+        except BaseException:
+            # The reads beside end (or never start) before the status's own failure is told.
+            wait([f for f in beside if not f.cancel()])
+            raise
+        lock, freeze, queue = guard.result()
+        if settled:
+            lock, freeze, queue = self._guard_state()
         return Status(
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
@@ -565,14 +659,18 @@ class Engine:
             pending=state.pending,
             rollout=state.rolling_out,
             deployments=state.deployments,
-            lock=self.ledger.current_lock(),
+            lock=lock,
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
-            freeze=self.guards.current_freeze(),
-            queue=tuple(self.guards.queue()),
+            freeze=freeze,
+            queue=queue,
             commit=commit,
         )
+
+    def _guard_state(self) -> tuple[Lock | None, Freeze | None, tuple[QueuedItem, ...]]:
+        """The lock (if its lease runs), the freeze and the queue: a status's other reads."""
+        return self.ledger.current_lock(), self.guards.current_freeze(), tuple(self.guards.queue())
 
     def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
         """The recent records as the table holds them (no reconciling): read before a
@@ -716,18 +814,29 @@ class Engine:
 
     # Planning ------------------------------------------------------------------------------
     def plan_deploy(
-        self, tag_text: str, requester: Requester, reason: str = "", *, via: Via | None = None
+        self,
+        tag_text: str,
+        requester: Requester,
+        reason: str = "",
+        *,
+        via: Via | None = None,
+        images: list[dict[str, Any]] | None = None,
     ) -> Plan:
-        """Check a deploy of ``tag_text`` (the tag, the rules, its digest in ECR, the service,
-        the lock); refuse (DeployRefused) if it cannot go. Writes nothing but reconciliation."""
-        tag = self._parse(tag_text)
+        """Check a deploy of ``tag_text`` (the tag and its digest in ECR, the rules, the
+        service, the lock); refuse (DeployRefused) if it cannot go. Writes nothing but
+        reconciliation.
+
+        The tag first, from one listing of the repository (``images``: one made for this
+        question): a tag ECR does not have is refused from that one call, which also names
+        the recent tags; the plan's change summary reads the same listing."""
+        images = images if images is not None else self.ecr_images()
+        tag, digest = self.resolve(tag_text, images)
         via = via or Via.of(requester)
         decision = self._check(Action.DEPLOY, requester, via, image=tag)
         records = self._history(50)  # before the service: see _prepare
         raw = self._service()
-        tag, digest = self.resolve(tag)
         return self._plan_image(
-            "deploy", tag, digest, requester, reason, raw, records, decision, via
+            "deploy", tag, digest, requester, reason, raw, records, decision, via, images
         )
 
     def _parse(self, tag_text: str) -> str:
@@ -736,14 +845,24 @@ class Engine:
         except TagError as exc:
             raise BadTag(str(exc)) from None
 
-    def resolve(self, tag_text: str) -> tuple[str, str]:
-        """(tag, digest) ``tag_text`` names in ECR now; BadTag or ImageMissing (naming the
-        recent tags) otherwise. Reads only."""
+    def resolve(
+        self,
+        tag_text: str,
+        images: list[dict[str, Any]] | None = None,
+        recent: Sequence[str] | None = None,
+    ) -> tuple[str, str]:
+        """(tag, digest) ``tag_text`` names in ECR now (``images``: a listing made for this
+        question; without, one DescribeImages of the tag); BadTag or ImageMissing (naming the
+        recent tags: ``recent``, when the caller has them from ``images``) otherwise. Reads
+        only."""
         tag = self._parse(tag_text)
-        with aws_errors("looking the image up in ECR"):
-            image = self.aws.image(tag)
+        if images is None:
+            with aws_errors("looking the image up in ECR"):
+                image = self.aws.image(tag)
+        else:
+            image = next((i for i in images if tag in i.get("imageTags", ())), None)
         if image is None:
-            recent = self.recent_tags()
+            recent = list(recent) if recent is not None else self.recent_tags(5, images)
             hint = (
                 f" Recent tags: {', '.join(recent)}."
                 if recent
@@ -765,10 +884,12 @@ class Engine:
         reason: str = "",
         *,
         via: Via | None = None,
+        images: list[dict[str, Any]] | None = None,
     ) -> Plan:
         """Check a deploy of one image by digest (``kind`` ``promote``: another target's
-        digest; ``deploy``: a tag resolved before the rules were asked); refused by the rules,
-        or when ECR no longer has it. ``tag`` is the name people know it by."""
+        digest; ``deploy``: a tag resolved before the rules were asked, from ``images``, a
+        listing the change summary reads too); refused by the rules, or when ECR no longer
+        has it. ``tag`` is the name people know it by."""
         via = via or Via.of(requester)
         decision = self._check(Action(kind), requester, via, image=tag)
         records = self._history(50)  # before the service: see _prepare
@@ -780,7 +901,9 @@ class Engine:
             f"repository {self.settings.ecr_repository}. Nothing was changed; deploy a tag "
             "that exists instead.",
         )
-        return self._plan_image(kind, tag, digest, requester, reason, raw, records, decision, via)
+        return self._plan_image(
+            kind, tag, digest, requester, reason, raw, records, decision, via, images
+        )
 
     def _plan_image(
         self,
@@ -793,8 +916,9 @@ class Engine:
         records: list[DeploymentRecord],
         decision: Decision,
         via: Via,
+        images: list[dict[str, Any]] | None = None,
     ) -> Plan:
-        current, td, _ = self._prepare(raw, records)
+        current, td, _ = self._prepare(raw, records, images)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -805,7 +929,7 @@ class Engine:
             requester=requester,
             reason=reason,
             base=td,
-            change=self._plan_change(current, digest),
+            change=self._plan_change(current, digest, images),
             **_guarded(decision, via),
         )
 
@@ -936,7 +1060,10 @@ class Engine:
         return decision
 
     def _prepare(
-        self, raw: dict[str, Any], records: list[DeploymentRecord]
+        self,
+        raw: dict[str, Any],
+        records: list[DeploymentRecord],
+        images: list[dict[str, Any]] | None = None,
     ) -> tuple[Running, dict[str, Any], list[DeploymentRecord]]:
         """The reads every plan shares: open records reconciled, the lock free, what runs
         (and its task definition).
@@ -949,7 +1076,7 @@ class Engine:
         state = ServiceState.from_api(raw)
         records = self._reconcile(state, records)
         self.check_lock()
-        current, td = self._running(raw, records)
+        current, td = self._running(raw, records, images)
         return current, td, records
 
     def _require_image(self, digest: str, tag: str, message: str) -> None:
@@ -1576,6 +1703,7 @@ class Engine:
     def close(self) -> None:
         self.poller.stop()
         self.github_deployments.close()
+        self._beside.shutdown(wait=False)
 
 
 def _commit_of(image: Image | None) -> str | None:

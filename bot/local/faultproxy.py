@@ -51,6 +51,7 @@ class Rule:
     message: str = ""
     forward: bool = True  # "drop"/"reset": after moto applied the request, or instead
     hits: int = 0
+    forwarded: int = 0  # requests moto has answered (a "delay" holds the answer after that)
 
     def matches(self, service: str, operation: str) -> bool:
         return self.service in ("*", service) and self.operation in (None, operation)
@@ -247,6 +248,9 @@ class FaultProxy:
             client.sendall(_error_response(rule, request))
             return True
         answer = b"" if rule is not None and not rule.forward else self._forward(request)
+        if rule is not None and rule.forward:
+            with self._lock:
+                rule.forwarded += 1
         if rule is None:
             client.sendall(answer)
             return True

@@ -14,7 +14,7 @@ from bot.deploy.engine import Engine
 from bot.fleet import Fleet
 from bot.settings import Settings
 from bot.slack import actions, bolt_fixes, commands, guards
-from bot.slack.context import BotContext
+from bot.slack.context import BotContext, PooledAnswers
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
@@ -57,6 +57,8 @@ def build_app(
         client=client,
         min_update_interval=min_update_interval,
     )
+    app.use(PooledAnswers(ctx))
+
     commands.register(app, ctx)
     actions.register(app, ctx)
     guards.register(app, ctx)

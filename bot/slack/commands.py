@@ -25,14 +25,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.deploy.changes import ChangeSummary
-from bot.deploy.engine import Engine, ImageInfo
-from bot.deploy.errors import BadTag, DeployError
+from bot.deploy.errors import BadTag
 from bot.deploy.ledger import Requester
 from bot.fleet import Ask
 from bot.rules import Action, Door
 from bot.slack import guards, messages
-from bot.slack.context import BotContext, log
+from bot.slack.context import BotContext
 from bot.tags import TagError, parse_tag
 from bot.targets import Target
 
@@ -219,13 +217,32 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
             kind="rollback",
         )
         return
+    # Who and where first, before any read; then the tag, from one listing of the repository
+    # shared by the /deploy commands that ask while none has started (Engine.ecr_images): a
+    # tag ECR does not have is refused from it, naming the recent tags, before any other read,
+    # and the plan reads its change summary from the same listing.
+    ctx.fleet.prescreen(target, Action.DEPLOY, ask)
+    engine = ctx.engine(target)
+    try:
+        parse_tag(words.tag, engine.settings.image_tag_suffix)  # no read for what is no tag
+    except TagError as exc:
+        raise BadTag(str(exc)) from None
+
+    def listing() -> tuple[list[dict[str, Any]], list[str]]:
+        found = engine.ecr_images()
+        return found, engine.recent_tags(5, found)  # once, for every refusal that shares it
+
+    images, recent = await ctx.read(f"images:{target.name}", listing)
+    engine.resolve(words.tag, images, recent)
     await guards.guarded(
         ctx,
         place,
         respond,
         channel,
         who,
-        lambda via: ctx.fleet.plan(target, Action.DEPLOY, Ask.through(who, via), tag=words.tag),
+        lambda via: ctx.fleet.plan(
+            target, Action.DEPLOY, Ask.through(who, via), tag=words.tag, images=images
+        ),
         tag=words.tag,
     )
 
@@ -293,16 +310,19 @@ async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond)
     ask = ctx.ask(requester(command), Door.SLASH, channel)
     ctx.fleet.may_read(here[0], ask).raise_if_refused()
     engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
-    images = await ctx.read(f"recent_images:{here[0].name}", lambda: engine.recent_images(5))
-    changes = await ctx.read(f"recent_changes:{here[0].name}", lambda: _changes(engine, images))
-    msg = messages.help_message(
-        images,
-        engine.service_name,
-        ctx.settings.slack_commands,
-        changes,
-        targets=here if len(targets) > 1 else (),
-    )
-    await respond(response_type="ephemeral", **msg.as_kwargs())
+    listed = here if len(targets) > 1 else []
+
+    def read() -> dict[str, Any]:
+        # One listing for the images and their change summaries; the message is built here,
+        # once for every answer that shares this read, and off the event loop.
+        images, changes = engine.recent_changes(5)
+        msg = messages.help_message(
+            images, engine.service_name, ctx.settings.slack_commands, changes, targets=listed
+        )
+        return msg.as_kwargs()
+
+    answer = await ctx.read("help:" + ",".join(t.name for t in here), read)
+    await respond(response_type="ephemeral", **answer)
 
 
 def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
@@ -311,17 +331,6 @@ def _redeploy_words(ctx: BotContext, text: str) -> tuple[str | None, str]:
     if first and first in ctx.fleet.targets.names:
         return first, rest.strip()
     return None, text
-
-
-def _changes(engine: Engine, images: list[ImageInfo]) -> dict[str, ChangeSummary]:
-    """What deploying each listed image would change (from what ``engine``'s target runs),
-    for its Deploy button's dialog; none when what runs cannot be read (the list is still
-    worth showing)."""
-    try:
-        return engine.changes_to([image.tags[0] for image in images])
-    except DeployError as exc:
-        log.warning("no change summaries for the list of images: %s", exc)
-        return {}
 
 
 async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond) -> None:
@@ -371,14 +380,19 @@ async def status(
     if picked is not None:
         ctx.fleet.may_read(picked, ask).raise_if_refused()
         engine = ctx.engine(picked)
-        st = await ctx.read(f"status:{picked.name}", lambda: engine.status(5))
         label = picked.name if ctx.several else ""
-        await respond(response_type="ephemeral", **messages.status(st, label).as_kwargs())
+        # Built once per read, in its thread, for every answer that shares it.
+        answer = await ctx.read(
+            f"status:{picked.name}", lambda: messages.status(engine.status(5), label).as_kwargs()
+        )
+        await respond(response_type="ephemeral", **answer)
         return
     here = [t for t in targets.for_channel(channel) if ctx.fleet.may_read(t, ask).allowed]
     if not here:
         return None  # _pick said where deploybot works
     key = "statuses:" + ",".join(t.name for t in here)
-    rows = await ctx.read(key, lambda: ctx.fleet.statuses(here))
-    msg = messages.status_all(rows, ctx.settings.slack_commands)
-    await respond(response_type="ephemeral", **msg.as_kwargs())
+    names = ctx.settings.slack_commands
+    answer = await ctx.read(
+        key, lambda: messages.status_all(ctx.fleet.statuses(here), names).as_kwargs()
+    )
+    await respond(response_type="ephemeral", **answer)

@@ -12,8 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+from slack_bolt.async_app import AsyncRespond
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook import WebhookResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import mrkdwn
 from bot.deploy.engine import Engine, Plan
@@ -28,6 +36,7 @@ from bot.targets import Target
 log = logging.getLogger("deploybot.slack")
 
 Reply = Callable[..., Awaitable[Any]]
+ANSWER_TIMEOUT_SECONDS = 30  # AsyncWebhookClient's default ``timeout``
 
 
 @dataclass
@@ -41,7 +50,12 @@ class BotContext:
     min_update_interval: float = 2.0
     bot_name: str = "deploybot"  # the bot's Slack handle, from auth.test when Slack answered
     _boards: dict[str, ProgressBoard] = field(default_factory=dict)
+    # Shared reads (``read``): per key, the read callers may still join (not started yet),
+    # and a lock that lets one read of the key run at a time.
     _reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    _read_turns: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # One HTTP session for every response_url answer (``respond``): see PooledRespond.
+    _answers: aiohttp.ClientSession | None = None
     _jobs: set[asyncio.Future[Any]] = field(default_factory=set)  # listeners' background work
     # One lock check → post → start at a time in this process: a second /deploy sees the
     # first's lock and is refused before posting anything. The queue's turn holds it from
@@ -161,13 +175,54 @@ class BotContext:
 
     async def read(self, key: str, fetch: Callable[[], Any]) -> Any:
         """Run the engine read ``fetch`` in a thread, shared by every caller asking for
-        ``key`` while it runs: fifty people asking for the status at once cost one status read."""
+        ``key`` before it starts: fifty people asking for the status at once cost one or two
+        reads, and each answer is read after its question.
+
+        A read already under way when a caller asks started before the caller did: it may
+        have read AWS before a change the caller has seen (a deploy started a moment before
+        the command). So a caller never joins it; it joins the next read of ``key``, which
+        starts once the one under way has ended (one at a time per key), and takes every
+        caller that asked meanwhile."""
         pending = self._reads.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(fetch))
+            pending = asyncio.get_running_loop().create_future()
             self._reads[key] = pending
-            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+            task = asyncio.ensure_future(self._read(key, pending, fetch))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
         return await asyncio.shield(pending)
+
+    async def _read(self, key: str, pending: asyncio.Future[Any], fetch: Callable[[], Any]) -> None:
+        turn = self._read_turns.setdefault(key, asyncio.Lock())
+        try:
+            async with turn:
+                # From here on the read starts: later callers wait for the next one. Every
+                # caller of this one asked before this line.
+                if self._reads.get(key) is pending:
+                    del self._reads[key]
+                result = await asyncio.to_thread(fetch)
+        except BaseException as exc:
+            if self._reads.get(key) is pending:
+                del self._reads[key]
+            if not pending.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    pending.cancel()
+                else:
+                    pending.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not pending.done():
+            pending.set_result(result)
+
+    def respond(self, response_url: str | None) -> PooledRespond:
+        """Bolt's ``respond`` for a request, answering over the shared session."""
+        if self._answers is None or self._answers.closed:
+            # slack_sdk's webhook timeout (30 s) for every answer, as its own sessions have.
+            self._answers = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_SECONDS)
+            )
+        return PooledRespond(response_url=response_url, session=self._answers)
 
     def run(
         self, job: Awaitable[Any], reply: Reply, what: str, who: Requester | None = None
@@ -207,6 +262,74 @@ class BotContext:
         await asyncio.gather(*self._jobs, return_exceptions=True)
         for board in self._boards.values():
             await board.close()
+        if self._answers is not None:
+            await self._answers.close()
+
+
+class PooledRespond(AsyncRespond):
+    """Bolt's ``respond()``, over one aiohttp session the whole bot shares.
+
+    Bolt's own makes a session, and so a new connection (a TLS handshake to hooks.slack.com),
+    for every answer (slack_bolt/context/respond/async_respond.py); here answers reuse kept-alive
+    connections. A kept-alive connection the server has just closed fails the next post with
+    ServerDisconnectedError: slack_sdk's connection-error retry handler sends it again once,
+    as the bot's Web API client does (bot/slack/app.py)."""
+
+    def __init__(self, *, response_url: str | None, session: aiohttp.ClientSession) -> None:
+        super().__init__(response_url=response_url)
+        self.session = session
+
+    async def __call__(  # type: ignore[override]
+        self,
+        text: str = "",
+        blocks: Any = None,
+        attachments: Any = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+        delete_original: bool | None = None,
+        unfurl_links: bool | None = None,
+        unfurl_media: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WebhookResponse:
+        if self.response_url is None:
+            raise ValueError("respond is unsupported here as there is no response_url")
+        client = AsyncWebhookClient(
+            url=self.response_url,
+            session=self.session,
+            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1)],
+        )
+        return await client.send(
+            text=text,
+            blocks=blocks,
+            attachments=attachments,
+            response_type=response_type,
+            replace_original=replace_original,
+            delete_original=delete_original,
+            unfurl_links=unfurl_links,
+            unfurl_media=unfurl_media,
+            metadata=metadata,
+        )
+
+
+class PooledAnswers(AsyncMiddleware):
+    """Bolt middleware: every listener's ``respond`` answers over the bot's one session
+    (PooledRespond). A class, not a function: Bolt runs it without building keyword
+    arguments for it on every request."""
+
+    def __init__(self, ctx: BotContext) -> None:
+        self.ctx = ctx
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],  # Bolt's name for it
+    ) -> BoltResponse | None:
+        url = req.context.response_url
+        if url:
+            req.context["respond"] = self.ctx.respond(url)
+        return await next()
 
 
 async def _refused_after_post(progress: ProgressMessage, plan: Plan, reason: str) -> None:
