@@ -180,7 +180,10 @@ def test_status_during_and_after_a_rollout(
     first = emulator.wait_for(lambda: emulator.ephemerals(user=CAROL), what="status")[0]
     assert "v4.3.0-ecr-ecs-fargate" in first.text and "none in progress" in first.text
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")
+    (posted,) = emulator.wait_for(lambda: bot_messages(emulator), what="the progress message")
+    # The message is posted before anything changes (the lock and the record come after it):
+    # ask once the rollout has been reported in it, i.e. it is under way.
+    emulator.wait_for(lambda: emulator.message(posted.ts).updates >= 1, what="the rollout")
     emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
     during = emulator.wait_for(
         lambda: (e := emulator.ephemerals(user=CAROL)) and len(e) == 2 and e[1], what="status"
