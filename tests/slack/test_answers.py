@@ -7,8 +7,7 @@ changes things at the wire; every AWS call is counted at moto.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -17,6 +16,7 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import ALICE, BOB, CAROL, DEPLOYS, LocalStack
+from tests.helpers import wait_until
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import bot_messages, no_aws_writes
 
@@ -27,14 +27,6 @@ HELD = 2.0  # seconds an answer is held back: under botocore's 5 s read timeout
 def proxy(aws: MotoServer) -> Iterator[FaultProxy]:
     with FaultProxy(aws.endpoint_url) as p:
         yield p
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_a_status_answer_shows_a_deploy_that_started_before_the_command_arrived(
@@ -51,7 +43,7 @@ def test_a_status_answer_shows_a_deploy_that_started_before_the_command_arrived(
     # the proxy holds that answer back, so the read is still in flight when the deploy starts.
     held = proxy.delay_answer("ecs", "DescribeServices", seconds=HELD)
     emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS, url=bot.events_url)
-    wait_until("moto's answer to the first status read", lambda: held.forwarded >= 1)
+    wait_until(lambda: held.forwarded >= 1, 30, "moto's answer to the first status read")
     # A deploy starts at the wire, outside deploybot (the console's "Update service").
     settings = stack.settings
     ecs = boto3.client("ecs", endpoint_url=aws.endpoint_url, region_name=settings.aws_region)
@@ -80,7 +72,7 @@ def test_a_refused_tag_costs_one_shared_image_listing(
     held = proxy.delay_answer("ecr", "DescribeImages", seconds=HELD)
     aws.requests.clear()
     emulator.slash_command("/deploy", "v9.9.9", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    wait_until("moto's answer to the first listing", lambda: held.forwarded >= 1)
+    wait_until(lambda: held.forwarded >= 1, 30, "moto's answer to the first listing")
     others = [
         threading.Thread(
             target=emulator.slash_command,
