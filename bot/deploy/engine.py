@@ -61,10 +61,12 @@ from bot.deploy.ledger import (
     DeploymentRecord,
     Ledger,
     Lock,
+    News,
     Requester,
     new_deployment_id,
     short_digest,
 )
+from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.github import GitHubClient
@@ -308,6 +310,16 @@ class ImageInfo:
     tags: tuple[str, ...]
     pushed_at: datetime | None
     digest: str
+
+
+@dataclass(frozen=True)
+class Surroundings:
+    """What a bot's periodic pass sees of a target (Engine.look_around)."""
+
+    records: list[DeploymentRecord]  # the newest, open ones reconciled with ECS
+    news: list[News]  # from terminals, waiting to be announced
+    outside: tuple[EcsDeployment, ...] = ()  # ECS deployments no record explains
+    state: ServiceState | None = None  # the service, when it was described
 
 
 def _follower_id() -> str:
@@ -694,6 +706,57 @@ class Engine:
             log.warning("could not reconcile open deployments: %s", exc)
             return records
         return self._reconcile(state, records, skip)
+
+    def look_around(
+        self,
+        limit: int = 20,
+        *,
+        describe: bool = False,
+        outside_since: datetime | None = None,
+    ) -> Surroundings:
+        """A bot's periodic pass: the newest records and the news from terminals (one Query);
+        open records reconciled with ECS, those another process follows left to it (as
+        ``history(leave_followed=True)``). With ``describe`` the service is described even
+        when no record needs it (one DescribeServices, which also judges the records), and with
+        ``outside_since`` the deployments no record explains are found in it (see
+        bot/deploy/outside.py)."""
+        read_at = self.clock.now()
+        records, news = self.ledger.history_and_news(limit)
+        skip = set(self.poller.tracking())
+        self.poller.leases.keep_only({r.id for r in records})
+        skip |= {r.id for r in records if self.followed_elsewhere(r)}
+        judge = not all(r.settled or r.id in skip for r in records)
+        if not (judge or describe or outside_since is not None):
+            return Surroundings(records, news)
+        try:
+            state = ServiceState.from_api(self._service())
+        except DeployError as exc:  # the news is still worth announcing without ECS
+            log.warning("could not read the service: %s", exc)
+            return Surroundings(records, news)
+        if judge:
+            records = self._reconcile(state, records, skip)
+        outside: tuple[EcsDeployment, ...] = ()
+        if outside_since is not None:
+            outside = tuple(unexplained(state, records, read_at=read_at, since=outside_since))
+        return Surroundings(records, news, outside, state)
+
+    def image_of(self, task_definition: str) -> str:
+        """The image tag (or image) a task definition runs, "" when it cannot be read: to name
+        what a deployment started outside deploybot runs."""
+        try:
+            with aws_errors("reading the task definition"):
+                td, tags = self.aws.describe_task_definition(task_definition)
+            image = str(self._container(td).get("image", ""))
+        except DeployError as exc:
+            log.warning("could not read %s: %s", task_definition, exc)
+            return ""
+        tag = split_image(image)[1]
+        return next((t["value"] for t in tags if t.get("key") == TAG_KEY), "") or tag or image
+
+    def tell_channel(self, news: News) -> News:
+        """Record ``news`` (done from a terminal) for a bot to announce in the target's
+        channel: the terminal needs no Slack token."""
+        return self.ledger.add_news(news)
 
     def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
         """Settle every recent record that is not settled and not followed here, from one
@@ -1104,6 +1167,7 @@ class Engine:
             ecs_deployment_id="",
             who=plan.requester.who,
             who_display=plan.requester.name,
+            who_arn=plan.requester.aws_identity,
             source=plan.requester.source,
             reason=plan.reason,
             started_at=started_at,

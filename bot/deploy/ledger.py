@@ -3,7 +3,14 @@
 One table, three kinds of item, the first two keyed by the service (``cluster/service``):
   pk = LOCK#<cluster>/<service>     sk = LOCK          the lock; ``expires_at`` is its lease
   pk = HISTORY#<cluster>/<service>  sk = <started>#<id> one deployment record
+  pk = HISTORY#<cluster>/<service>  sk = ~news#<at>#<id> something done from a terminal that
+                                                      the target's channel is to hear of
   pk = NOTICE#<channel>:<ts>        sk = NOTICE        a CI notice whose Deploy button was used
+  pk = OUTSIDE#<cluster>/<service>  sk = <ECS id>      an ECS deployment no record explains,
+                                                      reported in the channel
+News sorts after every record (records' sort keys begin with the year), so the bot's periodic
+read of the newest records brings the news waiting to be announced in the same Query; every
+other history read stops below it.
 A record carries the lease of the process that follows it to its end (``follower``,
 ``follower_until``, ``follower_beat``), so several bot replicas on one table follow each
 deployment once. The key schema is the one ``cloudformation/bot.yml`` declares (a test holds
@@ -43,6 +50,14 @@ TTL_ATTRIBUTE = "expires_at"
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+# The sort keys of news items begin with this; every record's sorts below it.
+NEWS_PREFIX = "~news#"
+# How long news waits for a bot to announce it (DynamoDB's TTL removes it after that).
+NEWS_KEPT = timedelta(days=1)
+# News read beside the records in a bot's pass, at most: what waits longer is read next pass.
+NEWS_READ = 10
+
+
 def new_deployment_id(clock: Clock = SYSTEM_CLOCK) -> str:
     """Short, sortable, unique: ``d-20261126-222731-3f9a``."""
     return f"d-{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -64,15 +79,36 @@ def _parse_ts(value: str) -> datetime:
 
 @dataclass(frozen=True)
 class Requester:
-    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``."""
+    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``. At a terminal
+    ``who`` is declared (DEPLOYBOT_USER); ``aws_identity`` is what AWS says the caller is (STS
+    GetCallerIdentity's ARN), recorded beside it."""
 
     who: str
     source: str
     display: str = ""
+    aws_identity: str = ""
 
     @property
     def name(self) -> str:
         return self.display or self.who
+
+
+@dataclass(frozen=True)
+class News:
+    """Something done to a target from a terminal (freeze, unfreeze, abort, break-glass) that
+    its Slack channel is to hear of: the terminal records it, a bot announces it, once, so no
+    laptop needs the bot's Slack token. ``who`` is declared (DEPLOYBOT_USER), ``aws_identity``
+    what AWS said the caller is."""
+
+    kind: str  # freeze, unfreeze, abort, break-glass
+    who: str
+    at: datetime
+    aws_identity: str = ""
+    reason: str = ""  # why (a freeze's, a break-glass's); an unfreeze: the freeze it lifted
+    deployment_id: str = ""  # abort, break-glass: the deployment
+    tag: str = ""  # abort, break-glass: its image tag
+    detail: str = ""  # abort: what goes back; break-glass: the change and the rules bypassed
+    sort_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +191,8 @@ class DeploymentRecord:
     aborted_by: str = ""
     aborted_at: datetime | None = None
     abort_ecs_deployment_id: str = ""
+    # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
+    who_arn: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
@@ -180,7 +218,7 @@ class DeploymentRecord:
 
     @property
     def requester(self) -> Requester:
-        return Requester(self.who, self.source, self.who_display)
+        return Requester(self.who, self.source, self.who_display, self.who_arn)
 
     @property
     def log_fields(self) -> dict[str, str]:
@@ -357,6 +395,7 @@ class Ledger:
             "ecs_deployment_id": {"S": rec.ecs_deployment_id},
             "who": {"S": rec.who},
             "who_display": {"S": rec.who_display},
+            "who_arn": {"S": rec.who_arn},
             "source": {"S": rec.source},
             "reason": {"S": rec.reason},
             "started_at": {"S": _ts(rec.started_at)},
@@ -692,6 +731,34 @@ class Ledger:
             return False
         return True
 
+    def claim_post(self, rec: DeploymentRecord, poster: str, seconds: float) -> bool:
+        """Claim posting the first message of ``rec``, which has none (a deployment from a
+        terminal, from ``--no-wait``): True for one caller in any process until ``seconds``
+        pass (then a poster that died before it posted is taken over); False when it has a
+        message, or someone else claimed it."""
+        now = self.clock.now()
+        try:
+            with aws_errors("claiming the deployment's message", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET poster = :p, poster_until = :u",
+                    ConditionExpression="attribute_exists(pk)"
+                    " AND (attribute_not_exists(message_ref) OR message_ref = :empty)"
+                    " AND (attribute_not_exists(poster_until) OR poster_until < :now"
+                    " OR poster = :p)",
+                    ExpressionAttributeValues={
+                        ":p": {"S": poster},
+                        ":u": {"S": _ts(now + timedelta(seconds=seconds))},
+                        ":now": {"S": _ts(now - CLOCK_SKEW)},
+                        ":empty": {"S": ""},
+                    },
+                )
+        except _Conditional:
+            return False
+        return True
+
     def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         """Remember where a transport shows this deployment, so a restart can finish it."""
         with aws_errors("annotating the deployment record", changed=True):
@@ -710,12 +777,93 @@ class Ledger:
             items = self._call(
                 self.db.query,
                 TableName=self.table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": self._history_pk()},
+                KeyConditionExpression="pk = :pk AND sk < :news",
+                ExpressionAttributeValues={
+                    ":pk": self._history_pk(),
+                    ":news": {"S": NEWS_PREFIX},
+                },
                 ScanIndexForward=False,
                 Limit=max(1, min(limit, 500)),
             ).get("Items", [])
         return [_record_from_item(item) for item in items]
+
+    def history_and_news(self, limit: int = 20) -> tuple[list[DeploymentRecord], list[News]]:
+        """A bot's periodic read, one Query: the ``limit`` most recent deployments (newest
+        first) and the news waiting to be announced (oldest first; NEWS_READ at most)."""
+        with aws_errors("reading the deployment history"):
+            items = self._call(
+                self.db.query,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": self._history_pk()},
+                ScanIndexForward=False,
+                Limit=max(1, min(limit, 500)) + NEWS_READ,
+            ).get("Items", [])
+        news = [_news_from_item(i) for i in items if _s(i, "sk").startswith(NEWS_PREFIX)]
+        records = [_record_from_item(i) for i in items if not _s(i, "sk").startswith(NEWS_PREFIX)]
+        now = self.clock.now()
+        return records[:limit], [n for n in reversed(news) if now - n.at < NEWS_KEPT]
+
+    # News for the channel ------------------------------------------------------------------
+    def add_news(self, news: News) -> News:
+        """Record ``news`` for a bot to announce (kept NEWS_KEPT; one PutItem)."""
+        news = replace(news, sort_key=f"{NEWS_PREFIX}{_ts(news.at)}#{secrets.token_hex(3)}")
+        keep = int((news.at + NEWS_KEPT).timestamp())
+        with aws_errors("recording the news for the channel"):
+            self._call(
+                self.db.put_item,
+                TableName=self.table,
+                Item=_news_item(self._history_pk(), news, keep),
+            )
+        return news
+
+    def take_news(self, news: News) -> bool:
+        """Take ``news`` to announce it: True for exactly one caller (a conditional delete),
+        so of several bot replicas one announces it."""
+        try:
+            with aws_errors("taking the news to announce"):
+                self._call(
+                    self.db.delete_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": news.sort_key}},
+                    ConditionExpression="attribute_exists(pk)",
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def put_back_news(self, news: News) -> None:
+        """Slack did not take the announcement: the next pass (of any replica) tries again."""
+        keep = int((news.at + NEWS_KEPT).timestamp())
+        with aws_errors("putting the news back"):
+            self._call(
+                self.db.put_item,
+                TableName=self.table,
+                Item=_news_item(self._history_pk(), news, keep),
+            )
+
+    # ECS deployments started outside deploybot -----------------------------------------------
+    def claim_outside_report(self, ecs_deployment_id: str, who: str, days: int = 30) -> bool:
+        """Claim reporting an ECS deployment no record explains: True once, for the first
+        caller in any process (one conditional PutItem; the item expires after ``days``)."""
+        now = self.clock.now()
+        try:
+            with aws_errors("claiming the report of an outside deployment"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item={
+                        "pk": {"S": f"OUTSIDE#{self.key}"},
+                        "sk": {"S": ecs_deployment_id},
+                        "who": {"S": who},
+                        "at": {"S": _ts(now)},
+                        TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=days)).timestamp()))},
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            return False
+        return True
 
     def get(self, deployment_id: str, limit: int = 200) -> DeploymentRecord | None:
         return next((r for r in self.history(limit) if r.id == deployment_id), None)
@@ -834,6 +982,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         ecs_deployment_id=_s(item, "ecs_deployment_id"),
         who=_s(item, "who"),
         who_display=_s(item, "who_display"),
+        who_arn=_s(item, "who_arn"),
         source=_s(item, "source"),
         reason=_s(item, "reason"),
         started_at=_parse_ts(_s(item, "started_at")),
@@ -863,6 +1012,36 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         aborted_by=_s(item, "aborted_by"),
         aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
         abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
+    )
+
+
+def _news_item(pk: dict[str, str], news: News, keep: int) -> dict[str, Any]:
+    return {
+        "pk": pk,
+        "sk": {"S": news.sort_key},
+        "kind": {"S": news.kind},
+        "who": {"S": news.who},
+        "who_arn": {"S": news.aws_identity},
+        "at": {"S": _ts(news.at)},
+        "reason": {"S": news.reason},
+        "deployment_id": {"S": news.deployment_id},
+        "tag": {"S": news.tag},
+        "detail": {"S": news.detail},
+        TTL_ATTRIBUTE: {"N": str(keep)},
+    }
+
+
+def _news_from_item(item: dict[str, Any]) -> News:
+    return News(
+        kind=_s(item, "kind"),
+        who=_s(item, "who"),
+        at=_parse_ts(_s(item, "at")),
+        aws_identity=_s(item, "who_arn"),
+        reason=_s(item, "reason"),
+        deployment_id=_s(item, "deployment_id"),
+        tag=_s(item, "tag"),
+        detail=_s(item, "detail"),
+        sort_key=_s(item, "sk"),
     )
 
 
