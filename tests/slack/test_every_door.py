@@ -73,6 +73,9 @@ def world(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "DEPLOYBOT_USER": OPERATOR,
         "COLUMNS": "200",
         "SLACK_CHANNEL": DEPLOYS,
+        # The terminal's lease as the bots': they judge it by it (a lease not renewed within
+        # their own LOCK_LEASE_SECONDS has lapsed).
+        "LOCK_LEASE_SECONDS": str(TEST_LEASE_SECONDS),
     }
     for name, value in env.items():
         mp.setenv(name, value)
