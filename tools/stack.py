@@ -516,7 +516,7 @@ def put_bot_config(
     try:
         # This file only: neither DEPLOYBOT_CONFIG nor DEPLOYBOT_CONFIG_TEXT of the shell
         # (OPERATIONS.md has operators export the first), and its problems under its name.
-        settings = Settings(_env_file=None, **target).model_copy(  # type: ignore[arg-type]
+        settings = Settings(_env_file=None, **target).model_copy(  # type: ignore[arg-type,call-arg]
             update={"deploybot_config": path, "deploybot_config_text": None}
         )
         targets = load_targets(settings)
