@@ -684,10 +684,19 @@ def help_message(
             if len(targets) > 1 and direct:
                 # A section takes one accessory: the buttons go in a row of their own.
                 blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
+                # Each button's dialog names its own service; ``changes`` were read from
+                # ``service`` (the channel's first target), so only its button says them.
+                own = {t.name: f"{t.cluster}/{t.service}" for t in direct}
                 blocks.append(
                     ActionsBlock(
                         elements=[
-                            deploy_button(tag, service, change, target=t.name) for t in direct
+                            deploy_button(
+                                tag,
+                                own[t.name],
+                                change if own[t.name] == service else None,
+                                target=t.name,
+                            )
+                            for t in direct
                         ]
                     )
                 )
