@@ -174,6 +174,8 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         )
     elif outcome == Outcome.FAILED:
         out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
+    elif outcome == Outcome.REPLACED:
+        out.print(f"[bold yellow]⏭ Deployment of {tag} was {reason}[/] after {took}.")
     elif outcome == Outcome.ABORTED:
         out.print(f"[bold red]✗ Deployment of {tag} aborted[/] after {took}: {reason}.")
     elif outcome == Outcome.NOT_STARTED:
@@ -188,8 +190,9 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     else:
         out.print(
             f"[bold yellow]… {tag} is still rolling out[/] after {took} "
-            f"({snap.running}/{snap.desired} running). ECS carries on; the lock is released. "
-            "Check again with `deploybot status`."
+            f"({snap.running}/{snap.desired} running). ECS carries on, and deployment "
+            f"{_t(record.id)} keeps the lock until ECS ends it: `deploybot status` shows how "
+            "it goes, `deploybot abort` stops it."
         )
     return outcome.exit_code
 
@@ -593,7 +596,7 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             + (f"\napproved by {_t(', '.join(r.approved_by))}" if r.approved_by else "")
             + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
-            r.outcome.label if r.outcome else "in progress",
+            _t(r.outcome_text),
             took,
         )
     return table

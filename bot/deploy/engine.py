@@ -649,6 +649,7 @@ class Engine:
         if settled:
             lock, freeze, queue = self._guard_state()
         return Status(
+            lock=_held_lock(lock, records, self.clock.now()),
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
             tag=running.tag,
@@ -659,7 +660,6 @@ class Engine:
             pending=state.pending,
             rollout=state.rolling_out,
             deployments=state.deployments,
-            lock=lock,
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
@@ -669,8 +669,8 @@ class Engine:
         )
 
     def _guard_state(self) -> tuple[Lock | None, Freeze | None, tuple[QueuedItem, ...]]:
-        """The lock (if its lease runs), the freeze and the queue: a status's other reads."""
-        return self.ledger.current_lock(), self.guards.current_freeze(), tuple(self.guards.queue())
+        """The lock item, the freeze and the queue: a status's other reads."""
+        return self.ledger.lock_item(), self.guards.current_freeze(), tuple(self.guards.queue())
 
     def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
         """The recent records as the table holds them (no reconciling): read before a
@@ -765,30 +765,32 @@ class Engine:
             taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
             if taken:
                 return held
-            done, why = self._free_if_done(held)
-            if not done:
-                raise _lock_held(held, why)
+            refusal = self._free_if_done(held)
+            if refusal is not None:
+                raise refusal
         # Its holder was done, and someone else took the lock first: they hold it now.
         raise _lock_held(held, "")
 
-    def _free_if_done(self, held: Lock) -> tuple[bool, str]:
-        """Take ``held`` over if its holder is done: (done?, why it is held).
-        ``done`` is about the holder; whether the takeover won a race is the next put's to say.
+    def _free_if_done(self, held: Lock) -> LockHeld | None:
+        """Take ``held`` over if its holder is done (None), else the refusal naming it.
+        Done is about the holder; whether the takeover won a race is the next put's to say.
         The holder's record is judged against a DescribeServices read after it (never an
         earlier one: see _prepare); this costs one call, and only when the lock is held."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
-            return False, _rolling_out(followed.ecs_deployment_id, followed)
+            return _rolling_out(held, followed.ecs_deployment_id, followed)
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
                 self.ledger.take_over(held)
-                return True, ""
-            return False, ""
-        if not record.open and record.outcome != Outcome.UNKNOWN:
+                return None
+            return _lock_held(held, "")
+        if record.settled:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
-            return True, ""
+            return None
+        # Open, or left "still rolling out" / "unknown" by a watch that ended before ECS did:
+        # the lock is its until ECS is seen to end it, whatever its lease says.
         state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
@@ -797,10 +799,12 @@ class Engine:
             )
             self.reconciler.settle(reading.record, final, release=False)
             self.ledger.take_over(held)
-            return True, ""
+            return None
+        if not record.open:  # nobody follows it: keep the lock from the table's TTL
+            self.reconciler.keep_lock(record)
         if reading.ours is not None:
-            return False, _rolling_out(reading.ours.id, reading.ours)
-        return False, "; it is starting (ECS shows no deployment of it yet)"
+            return _rolling_out(held, reading.ours.id, reading.ours)
+        return _lock_held(held, "; it is starting (ECS shows no deployment of it yet)")
 
     def check_lock(self) -> None:
         """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
@@ -808,9 +812,9 @@ class Engine:
         held = self.ledger.lock_item()
         if held is None:
             return
-        done, why = self._free_if_done(held)
-        if not done:
-            raise _lock_held(held, why)
+        refusal = self._free_if_done(held)
+        if refusal is not None:
+            raise refusal
 
     # Planning ------------------------------------------------------------------------------
     def plan_deploy(
@@ -1297,11 +1301,12 @@ class Engine:
     # Abort ---------------------------------------------------------------------------------
     def rolling_out(self) -> DeploymentRecord | None:
         """The deployment rolling out now, if deploybot started one: the lock's holder's record
-        while it is open, else the newest open record."""
+        while it is not settled (open, or left "still rolling out" by a watch that ended
+        first), else the newest open record."""
         held = self.ledger.lock_item()
         if held is not None and held.record_sk:
             record = self.ledger.get_record(held.record_sk)
-            if record is not None and record.open:
+            if record is not None and not record.settled:
                 return record
         return next(iter(self.ledger.open_records(20)), None)
 
@@ -1689,7 +1694,7 @@ class Engine:
         held = self.ledger.lock_item()
         if held is not None:
             holder = next((r for r in records if r.id == held.deployment_id), None)
-            if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
+            if holder is not None and holder.settled:
                 self.ledger.take_over(held)
         return [
             r
@@ -1724,16 +1729,33 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
     }
 
 
-def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
-    return (
-        f"; its ECS deployment {ecs_id or '?'} is still rolling out "
-        f"({counts.running}/{counts.desired} running)"
+def _held_lock(lock: Lock | None, records: list[DeploymentRecord], now: datetime) -> Lock | None:
+    """The lock as a status shows it: held while its lease runs, and past it while its
+    holder's record is not settled (a watch ended before ECS did: Engine._free_if_done
+    refuses over it whatever the lease says)."""
+    if lock is None or lock.expires_at >= now:
+        return lock
+    holder = next((r for r in records if r.id == lock.deployment_id), None)
+    return lock if holder is not None and not holder.settled else None
+
+
+def _rolling_out(held: Lock, ecs_id: str, counts: EcsDeployment | Snapshot) -> LockHeld:
+    """The refusal while ECS shows the holder rolling out: no stale lock to break, a
+    deployment to wait for or abort (Slack offers the queue beside it)."""
+    return _lock_held(
+        held,
+        "",
+        f"Deploys are locked: {held.tag} is still rolling out since "
+        f"{held.acquired_at:%H:%M} UTC ({held.deployment_id} by {held.holder}, ECS "
+        f"{ecs_id or '?'}), {counts.running}/{counts.desired} running. Wait for it to end, "
+        "or abort it; nothing was changed.",
     )
 
 
-def _lock_held(held: Lock, why: str) -> LockHeld:
+def _lock_held(held: Lock, why: str, text: str = "") -> LockHeld:
     return LockHeld(
-        f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
+        text
+        or f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
         "stale lock with `deploybot unlock`.",
         holder=held.holder,
         tag=held.tag,

@@ -169,6 +169,16 @@ class DeploymentRecord:
         return self.outcome is not None and self.outcome.settled
 
     @property
+    def outcome_text(self) -> str:
+        """The outcome as history views show it: its label ("in progress" while open); a
+        replaced deployment names what replaced it."""
+        if self.outcome is None:
+            return "in progress"
+        if self.outcome is Outcome.REPLACED and self.outcome_reason.startswith("replaced"):
+            return self.outcome_reason
+        return self.outcome.label
+
+    @property
     def short_digest(self) -> str:
         return short_digest(self.digest)
 
@@ -540,7 +550,8 @@ class Ledger:
 
     def mark_aborted(self, rec: DeploymentRecord, who: str) -> DeploymentRecord | None:
         """Mark ``rec`` aborted by ``who`` (before ECS is asked to put the previous task
-        definition back); None when it is closed or already being aborted."""
+        definition back); None when it is settled or already being aborted (a record whose
+        watch ended first, "still rolling out" or "unknown", may be aborted)."""
         at = self.clock.now()
         try:
             with aws_errors("recording the abort"):
@@ -549,12 +560,15 @@ class Ledger:
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
                     UpdateExpression="SET aborted_by = :w, aborted_at = :t",
-                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)"
+                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(outcome)"
+                    " OR outcome IN (:still, :unknown))"
                     " AND (attribute_not_exists(aborted_by) OR aborted_by = :empty)",
                     ExpressionAttributeValues={
                         ":w": {"S": who},
                         ":t": {"S": _ts(at)},
                         ":empty": {"S": ""},
+                        ":still": {"S": Outcome.STILL_ROLLING_OUT.value},
+                        ":unknown": {"S": Outcome.UNKNOWN.value},
                     },
                 )
         except _Conditional:
@@ -600,7 +614,7 @@ class Ledger:
         snapshot is kept whole, so a transport that died before showing it can still show it
         after a restart (``final_snapshot``)."""
         assert final.outcome is not None
-        finished = self.clock.now()
+        finished = final.ended_at or self.clock.now()
         values = {
             "outcome": final.outcome.value,
             "outcome_reason": final.outcome_reason,

@@ -271,7 +271,9 @@ class ServicePoller:
         with self._lock:
             if record.id in self._tracked or record.id in self._finished:
                 return True
-            deadline = record.started_at + self.timeout
+            # The timeout is the watch's: a record followed again after its first watch ended
+            # (an abort of one left "still rolling out", a restart) gets a whole one.
+            deadline = max(record.started_at, self.clock.now()) + self.timeout
             self._tracked[record.id] = _Tracked(
                 record=record,
                 deadline=deadline,
@@ -592,10 +594,14 @@ class ServicePoller:
         record = tracked.record
         final = self.reconciler.final_snapshot(record, verdict, snap.at, ours, base=snap)
         final = replace(final, new_events=snap.new_events, stopped_tasks=snap.stopped_tasks)
-        # UNKNOWN leaves the lock: ECS may still be rolling out, and whoever wants it next
-        # asks ECS first (Engine.acquire). Every other outcome releases it.
-        release = verdict.outcome != Outcome.UNKNOWN and tracked.claims_lock
+        # A watch that ends before ECS does (the timeout, AWS silent) keeps the lock: ECS may
+        # still be rolling out, and the lock goes when someone sees ECS end it (the next
+        # command, a bot's pass: Engine._free_if_done). Its lease is pushed out so the table's
+        # TTL never deletes it meanwhile. Every settled outcome releases it.
+        release = verdict.outcome.settled and tracked.claims_lock
         closed, note = self.reconciler.settle(record, final, release=release)
+        if not verdict.outcome.settled and tracked.claims_lock:
+            self.reconciler.keep_lock(record)
         tracked.record = closed
         if closed.final is not None and closed.outcome != final.outcome and closed.settled:
             final = replace(closed.final, new_events=final.new_events)  # someone settled it first

@@ -333,6 +333,8 @@ def progress(
         title = f"❌ Deployment of {record.tag}{_to(target)} failed"
     elif outcome == Outcome.ABORTED:
         title = f"🛑 Deployment of {record.tag}{_to(target)} aborted"
+    elif outcome == Outcome.REPLACED:
+        title = f"⏭️ Deployment of {record.tag}{_to(target)} replaced"
     elif outcome == Outcome.NOT_STARTED:
         title = f"🚫 {record.tag} was not deployed{_to(target)}"
     elif outcome == Outcome.STILL_ROLLING_OUT:
@@ -436,6 +438,8 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         return f"*Failed after {took}:* {why}."
     if snap.outcome == Outcome.ABORTED:
         return f"*Aborted after {took}:* {why}; `{tag}` is *not* running."
+    if snap.outcome == Outcome.REPLACED:
+        return f"*Replaced after {took}:* {why.removeprefix('replaced ')}."
     if snap.outcome == Outcome.NOT_STARTED:
         return f"*Nothing changed:* {why}."
     if snap.outcome == Outcome.UNKNOWN:
@@ -447,8 +451,8 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
-        "and this message shows the outcome once ECS is done."
+        f"ECS carries on, and it keeps the lock until ECS ends it; `{commands.status}` shows "
+        "how it goes, and this message shows the outcome once ECS is done."
     )
 
 
@@ -484,7 +488,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     out = []
     for r in records:
         took = f", {_duration(r.duration)}" if r.duration is not None else ""
-        outcome = r.outcome.label if r.outcome else "in progress"
+        outcome = esc(r.outcome_text)
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
@@ -780,7 +784,7 @@ def image_claimed(
 def outcome_notice(record: DeploymentRecord, snap: Snapshot, permalink: str | None) -> Message:
     """What the requester hears once their deployment ended: the outcome, and the way to
     the deployment's message in the channel."""
-    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫"}.get(
+    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫", Outcome.REPLACED: "⏭️"}.get(
         snap.outcome or Outcome.FAILED, "❌"
     )
     label = snap.outcome.label if snap.outcome else "ended"

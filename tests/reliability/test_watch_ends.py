@@ -7,6 +7,7 @@ next engine call that reads the service. ``deploybot`` runs as a real process th
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -98,16 +99,37 @@ def test_status_closes_a_finished_no_wait_deployment(
     assert newest(stack) == (Outcome.COMPLETED, False)
 
 
-def test_a_timed_out_deployment_gets_its_real_outcome_in_history(
-    stack: LocalStack, simulator: RolloutSimulator
+def test_a_deployment_that_outlives_its_watch_keeps_the_lock_until_ecs_ends_it(
+    stack: LocalStack, aws: MotoServer, simulator: RolloutSimulator
 ) -> None:
-    """Issue 19: exit 3's record used to keep "still rolling out" after ECS finished."""
+    """Issue 29 (1): exit 3 used to release the lock over the live rollout, and the next
+    deploy went ahead over it. Now the lock stays until someone sees ECS end it: status says
+    it is held, a deploy meanwhile is refused naming the rollout and changes nothing, and
+    once ECS is done the next command records what ECS did (issue 19) and goes ahead."""
+    simulator.slow_ticks = 100_000
     simulator.mark_slow(V44)
     done = cli("deploy", "v4.4.0", ROLLOUT_TIMEOUT_SECONDS="1")
     assert done.returncode == 3, done.stdout + done.stderr
-    assert newest(stack) == (Outcome.STILL_ROLLING_OUT, False)
-    simulator.mark_healthy(V44)
+    (first,) = Engine(stack.settings).ledger.history(1)
+    assert newest(stack) == (Outcome.STILL_ROLLING_OUT, True)
+    assert "keeps the lock until ECS ends it" in done.stdout
+    assert "the lock is released" not in done.stdout
+
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["lock"] is not None and status["lock"]["deployment_id"] == first.id
+    assert status["rollout"]["rollout_state"] == "IN_PROGRESS"
+    registered = aws.requests.count("ecs", "RegisterTaskDefinition")
+    refused = cli("deploy", "v4.5.0")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert f"{V44} is still rolling out since {first.started_at:%H:%M} UTC ({first.id}" in said
+    assert f"{first.ecs_deployment_id}), 0/1 running" in said
+    assert "abort" in said and "unlock" not in said
+    assert aws.requests.count("ecs", "RegisterTaskDefinition") == registered  # nothing changed
+
+    simulator.slow_ticks = 2
     wait_until(simulator.idle, 60, "the rollout's end in ECS")
-    history = cli("history", "-n", "1")
-    assert "completed" in history.stdout and "still rolling out" not in history.stdout
-    assert newest(stack) == (Outcome.COMPLETED, False)
+    second = cli("deploy", "v4.5.0")
+    assert second.returncode == 0, second.stdout + second.stderr
+    history = Engine(stack.settings).ledger.history(2)
+    assert [r.outcome for r in history] == [Outcome.COMPLETED, Outcome.COMPLETED]
