@@ -64,7 +64,8 @@ def test_still_rolling_out_at_the_timeout_exits_3(
     done = cli("deploy", "v4.4.0", ROLLOUT_TIMEOUT_SECONDS="1")
     assert done.returncode == 3
     assert "still rolling out" in done.stdout
-    assert json.loads(cli("status", "--json").stdout)["lock"] is None
+    # ECS carries on: the lock stays with it until someone sees ECS end it (issue 29).
+    assert json.loads(cli("status", "--json").stdout)["lock"]["tag"] == "v4.4.0-ecr-ecs-fargate"
 
 
 def test_two_processes_at_once_one_proceeds(stack: LocalStack, simulator: RolloutSimulator) -> None:

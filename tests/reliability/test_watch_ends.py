@@ -123,7 +123,7 @@ def test_a_deployment_that_outlives_its_watch_keeps_the_lock_until_ecs_ends_it(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     said = " ".join(refused.stderr.split())
     assert f"{V44} is still rolling out since {first.started_at:%H:%M} UTC ({first.id}" in said
-    assert f"{first.ecs_deployment_id}), 0/1 running" in said
+    assert f"{first.ecs_deployment_id}), 0/3 running" in said
     assert "abort" in said and "unlock" not in said
     assert aws.requests.count("ecs", "RegisterTaskDefinition") == registered  # nothing changed
 
