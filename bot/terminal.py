@@ -113,7 +113,10 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
-                if snap.note and snap.note != note:
+                # Lost sight of it: the final line says what to do; "could not record the
+                # outcome" would say it twice.
+                quiet = snap.outcome == Outcome.UNKNOWN
+                if snap.note and snap.note != note and not quiet:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
                 for event in snap.new_events:
@@ -182,10 +185,10 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
     elif outcome == Outcome.UNKNOWN:
         out.print(
-            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: "
-            f"{reason.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling "
-            f"out; `deploybot status` shows how it is doing and records the outcome "
-            f"(deployment {_t(record.id)} stays open until then)."
+            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: {reason}. "
+            f"ECS may still be rolling out; deployment {_t(record.id)} stays open and keeps "
+            "the lock until `deploybot status` (or any command that reaches AWS) records what "
+            "ECS did."
         )
     else:
         out.print(

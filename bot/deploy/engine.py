@@ -352,6 +352,7 @@ class Engine:
             lease_seconds=settings.lock_lease_seconds,
             clock=clock,
             follower=_follower_id(),
+            lost_seconds=settings.aws_lost_seconds,
         )
         self.reconciler = self.poller.reconciler
         self.reconciler.on_settled.append(self._after_settled)

@@ -72,6 +72,49 @@ def test_expired_credentials_mid_rollout_end_the_watch_unknown_exit_4(
     )
 
 
+def test_aws_going_dark_mid_rollout_ends_the_watch_after_aws_lost_seconds_exit_4(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Issue 29 (2): with AWS unreachable mid-rollout the watch used to wait out the whole
+    ROLLOUT_TIMEOUT_SECONDS (30 minutes by default) before exit 4. Now it ends once AWS has
+    not answered for AWS_LOST_SECONDS, says so once, and leaves the deployment open with the
+    lock held: a deploy meanwhile is refused, and the next command records what ECS did."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+
+    def dark_after_update() -> None:
+        wait_until(lambda: aws.requests.count("ecs", "UpdateService") > 0, 60, "UpdateService")
+        wait_until(lambda: aws.requests.count("ecs", "DescribeServices") > 2, 60, "a poll")
+        # Every request swallowed, none applied: no answer at all.
+        proxy.drop_answer("*", times=None, forward=False)
+
+    dark = threading.Thread(target=dark_after_update, daemon=True)
+    dark.start()
+    started = time.monotonic()
+    done = cli("deploy", "v4.4.0", ROLLOUT_TIMEOUT_SECONDS="900", AWS_LOST_SECONDS="3", timeout=100)
+    took = time.monotonic() - started
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 4, out
+    assert f"Lost sight of the rollout of {V44}" in done.stdout
+    assert out.count("AWS has not answered for") == 1, out
+    assert out.count("ECS may still be rolling out") == 1, out
+    assert "could not record the outcome" not in out
+    assert newest(stack) == (None, True)  # open, the lock held: for a later process to settle
+
+    proxy.clear()  # AWS answers again; ECS rolled on meanwhile
+    refused = cli("deploy", "v4.5.0")
+    assert refused.returncode == 2 and f"{V44} is still rolling out" in refused.stderr
+    simulator.slow_ticks = 2
+    wait_until(simulator.idle, 60, "the rollout's end in ECS")
+    assert cli("status").returncode == 0
+    assert newest(stack) == (Outcome.COMPLETED, False)
+    report(
+        "AWS dark mid-rollout",
+        **{"exit code": done.returncode, "watch ended after s": round(took, 1)},
+        **{"AWS_LOST_SECONDS": 3, "ROLLOUT_TIMEOUT_SECONDS": 900},
+    )
+
+
 def test_a_no_wait_deployment_closes_itself_and_does_not_block_the_next(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
