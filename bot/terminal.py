@@ -163,24 +163,30 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
     took = f"{snap.elapsed:.0f} s"
     reason = _t(snap.outcome_reason.rstrip("."))
     tag, service = _t(record.tag), _t(record.service)
+    what = {"redeploy": f"Redeploy of {tag}", "rollback": f"Rollback to {tag}"}.get(
+        record.kind, f"Deployment of {tag}"
+    )
     if outcome == Outcome.COMPLETED:
+        # A rollback says where it went back to, never "Deployed".
+        done = {"redeploy": "Redeployed", "rollback": "Rolled back to"}.get(record.kind)
         out.print(
-            f"[bold green]✓ Deployed {tag}[/] to {service} in {took} "
+            f"[bold green]✓ {done or 'Deployed'} {tag}[/] "
+            f"{'on' if record.kind == 'rollback' else 'to'} {service} in {took} "
             f"({snap.running}/{snap.desired} tasks running)."
         )
     elif outcome == Outcome.ROLLED_BACK:
         back = _t(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         out.print(
-            f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}."
+            f"[bold red]✗ {what} failed[/] after {took}: {reason}."
             f"\n  ECS's circuit breaker rolled the service back to {back} "
             f"(deployment {_t(snap.rollback_deployment)}). {tag} is NOT running."
         )
     elif outcome == Outcome.FAILED:
-        out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
+        out.print(f"[bold red]✗ {what} failed[/] after {took}: {reason}.")
     elif outcome == Outcome.REPLACED:
-        out.print(f"[bold yellow]⏭ Deployment of {tag} was {reason}[/] after {took}.")
+        out.print(f"[bold yellow]⏭ {what} was {reason}[/] after {took}.")
     elif outcome == Outcome.ABORTED:
-        out.print(f"[bold red]✗ Deployment of {tag} aborted[/] after {took}: {reason}.")
+        out.print(f"[bold red]✗ {what} aborted[/] after {took}: {reason}.")
     elif outcome == Outcome.NOT_STARTED:
         out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
     elif outcome == Outcome.UNKNOWN:
@@ -469,8 +475,11 @@ def status(args: argparse.Namespace) -> int:
         digest = f"{_t(st.short_digest)}, " if st.digest else ""
         if commit := commit_text(st.commit):
             digest = f"{_t(commit)}, {digest}"
+        # During a rollout the service's task definition is the release it goes to, while
+        # the old one may still run every task: the header says which.
+        going = "rolling out " if st.mixed else ""
         out.print(
-            f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
+            f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: {going}[bold]{_t(st.tag)}[/] "
             f"({digest}{_t(st.revision)})"
         )
         by = st.deployed_by
@@ -480,7 +489,7 @@ def status(args: argparse.Namespace) -> int:
             if by
             else "  deployed by: outside deploybot"
         )
-        out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
+        out.print(f"  tasks: {_t(st.tasks_text())}")
         if st.rollout:
             out.print(
                 f"  rollout: {_t(st.rollout.rollout_state or 'IN_PROGRESS')} "
@@ -573,7 +582,9 @@ def _targets_table(rows: list[TargetStatus], default: str) -> Table:
             name,
             service,
             _t(st.tag) + (f"\n{_t(st.short_digest)}" if st.digest else ""),
-            f"{st.running}/{st.desired}" + (f", {st.pending} pending" if st.pending else ""),
+            _t("\n".join(t.describe() for t in st.tasks))
+            if st.mixed
+            else f"{st.running}/{st.desired}" + (f", {st.pending} pending" if st.pending else ""),
             rollout,
             (_t(st.lock.describe()) if st.lock else "free")
             + (f"\n[bold red]frozen[/]: {_t(st.freeze.reason)}" if st.freeze else "")

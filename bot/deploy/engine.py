@@ -252,6 +252,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class ReleaseTasks:
+    """The tasks of one ECS deployment of the service, named by the release they run: during
+    a rollout the new release's and the old one's are counted apart."""
+
+    tag: str
+    revision: str
+    new: bool  # the PRIMARY deployment: what the service is being moved to
+    running: int
+    pending: int
+    desired: int
+
+    def describe(self) -> str:
+        """``v4.6.0 (new): 0/3 running, 3 pending`` / ``v4.5.0 (old): 3 running``."""
+        pending = f", {self.pending} pending" if self.pending else ""
+        if self.new:
+            return f"{self.tag} (new): {self.running}/{self.desired} running{pending}"
+        return f"{self.tag} (old): {self.running} running{pending}"
+
+
+@dataclass(frozen=True)
 class Status:
     cluster: str
     service: str
@@ -270,10 +290,25 @@ class Status:
     freeze: Freeze | None = None
     queue: tuple[QueuedItem, ...] = ()
     commit: str | None = None  # what runs: its commit ("" no sha tag, None unknown)
+    # The tasks by release, one entry per ECS deployment (newest first).
+    tasks: tuple[ReleaseTasks, ...] = ()
 
     @property
     def revision(self) -> str:
         return revision_of(self.task_definition)
+
+    @property
+    def mixed(self) -> bool:
+        """Tasks of more than one release run (a rollout): ``tag`` is the one it goes to,
+        not what all of them run."""
+        return len(self.tasks) > 1
+
+    def tasks_text(self) -> str:
+        """``3/3 running, 0 pending``; during a rollout each release apart: ``v4.6.0 (new):
+        0/3 running, 3 pending; v4.5.0 (old): 3 running``."""
+        if not self.mixed:
+            return f"{self.running}/{self.desired} running, {self.pending} pending"
+        return "; ".join(t.describe() for t in self.tasks)
 
     @property
     def short_digest(self) -> str:
@@ -667,6 +702,7 @@ class Engine:
             freeze=freeze,
             queue=queue,
             commit=commit,
+            tasks=_tasks_by_release(state, running, records),
         )
 
     def _guard_state(self) -> tuple[Lock | None, Freeze | None, tuple[QueuedItem, ...]]:
@@ -1730,6 +1766,36 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
     }
 
 
+def _tasks_by_release(
+    state: ServiceState, running: Running, records: list[DeploymentRecord]
+) -> tuple[ReleaseTasks, ...]:
+    """One entry per ECS deployment, named by its release: the service's task definition is
+    what runs' (``running``), others by the records that started or replaced them."""
+
+    def tag_of(task_definition: str) -> str:
+        if task_definition == running.task_definition:
+            return running.tag
+        for r in records:
+            if r.task_definition == task_definition and r.tag:
+                return r.tag
+        for r in records:
+            if r.previous_task_definition == task_definition and r.previous_tag:
+                return r.previous_tag
+        return revision_of(task_definition)
+
+    return tuple(
+        ReleaseTasks(
+            tag=tag_of(d.task_definition),
+            revision=revision_of(d.task_definition),
+            new=d.status == "PRIMARY",
+            running=d.running,
+            pending=d.pending,
+            desired=d.desired,
+        )
+        for d in sorted(state.deployments, key=lambda d: d.status != "PRIMARY")
+    )
+
+
 def _held_lock(lock: Lock | None, records: list[DeploymentRecord], now: datetime) -> Lock | None:
     """The lock as a status shows it: held while its lease runs, and past it while its
     holder's record is not settled (a watch ended before ECS did: Engine._free_if_done
@@ -1851,6 +1917,7 @@ __all__ = [
     "Engine",
     "ImageInfo",
     "Plan",
+    "ReleaseTasks",
     "Running",
     "Status",
     "Turn",

@@ -158,6 +158,13 @@ def test_a_deployment_that_outlives_its_watch_keeps_the_lock_until_ecs_ends_it(
     assert "keeps the lock until ECS ends it" in done.stdout
     assert "the lock is released" not in done.stdout
 
+    # Status says what runs (issue 29, 7): the old release's tasks apart from the new one's.
+    text = " ".join(cli("status").stdout.split())
+    assert f"rolling out {V44}" in text, text
+    assert (
+        f"tasks: {V44} (new): 0/3 running, 3 pending; v4.3.0-ecr-ecs-fargate (old): 3 running"
+        in text
+    )
     status = json.loads(cli("status", "--json").stdout)
     assert status["lock"] is not None and status["lock"]["deployment_id"] == first.id
     assert status["rollout"]["rollout_state"] == "IN_PROGRESS"

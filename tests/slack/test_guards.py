@@ -231,6 +231,8 @@ def test_stop_on_the_live_message_aborts_a_slow_rollout(
     posted(emulator, "goes back now")
     final = posted(emulator, "Aborted after")
     assert "v4.3.0-ecr-ecs-fargate is back" in final.all_text
+    # Issue 29 (7): the restore's state is not the aborted deployment's.
+    assert "*Rollout:* ABORTED" in final.all_text and "COMPLETED" not in final.all_text
     assert not has_button(emulator.message(final.ts), guards.STOP_ACTION)
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     slash(emulator, bot, "abort production", user=BOB)
@@ -292,6 +294,12 @@ def test_a_deployment_that_outlived_its_watch_is_named_and_the_queue_offered(
     assert first.id in offer.all_text and "unlock" not in offer.all_text
     assert has_button(offer, guards.QUEUE_ACTION)
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"  # nothing went over it
+    # Status says what runs (issue 29, 7): the old release's tasks apart from the new one's.
+    slash(emulator, bot, "status", user=BOB)
+    status = said_to(emulator, BOB, "rolling out v4.4.0-ecr-ecs-fargate")
+    assert "v4.4.0-ecr-ecs-fargate (new): 0/3 running, 3 pending" in status.all_text
+    assert "v4.3.0-ecr-ecs-fargate (old): 3 running" in status.all_text
+    assert "*Running*" not in status.all_text
     emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
     said_to(emulator, BOB, "number 1 in the queue")
     simulator.slow_ticks = 2  # ECS ends the first rollout; the bot's pass sees it
