@@ -421,6 +421,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "running": status.running,
         "pending": status.pending,
         "rollout": asdict(status.rollout) if status.rollout else None,
+        "tasks": [asdict(t) for t in status.tasks],  # by release: old and new apart
         "lock": {
             "holder": status.lock.holder,
             "tag": status.lock.tag,

@@ -168,6 +168,10 @@ def test_a_deployment_that_outlives_its_watch_keeps_the_lock_until_ecs_ends_it(
     status = json.loads(cli("status", "--json").stdout)
     assert status["lock"] is not None and status["lock"]["deployment_id"] == first.id
     assert status["rollout"]["rollout_state"] == "IN_PROGRESS"
+    assert [(t["tag"], t["new"], t["running"]) for t in status["tasks"]] == [
+        (V44, True, 0),
+        ("v4.3.0-ecr-ecs-fargate", False, 3),
+    ]
     registered = aws.requests.count("ecs", "RegisterTaskDefinition")
     refused = cli("deploy", "v4.5.0")
     assert refused.returncode == 2, refused.stdout + refused.stderr
