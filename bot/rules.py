@@ -79,6 +79,7 @@ class Rule(StrEnum):
     APPROVALS = "approvals"
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
+    WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -627,6 +628,72 @@ _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _approval,
     _queue,
 )
+
+
+# --- strangers: the workspace a Slack request came from ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Home:
+    """The bot's own workspace: SLACK_TEAM_ID (or auth.test's ``team_id``), and on Enterprise
+    Grid its org (auth.test's ``enterprise_id``; None: not on Grid, or not known)."""
+
+    team: str
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a Slack request came from, as its payload and conversations.info say
+    (bot/slack/workspace.py reads them).
+
+    ``teams``: every team id the payload names (a command's ``team_id``; an interaction's
+    ``team.id`` and ``user.team_id``, which is the org's ``E…`` id on Grid).
+    ``enterprises``: every enterprise id it names (``enterprise_id``, ``enterprise.id``,
+    ``team.enterprise_id``). ``kind``: ``channel``, ``im`` (a DM) or ``mpim`` (a group DM).
+    ``shared``: a Slack Connect channel (conversations.info's ``is_ext_shared``)."""
+
+    channel: str
+    teams: tuple[str, ...] = ()
+    enterprises: tuple[str, ...] = ()
+    kind: str = "channel"
+    shared: bool = False
+
+
+def workspace(origin: Origin, home: Home, listed: frozenset[str]) -> Decision:
+    """Whether a change may come from ``origin``: a command or click from another workspace
+    or org, or in a Slack Connect channel, is refused; so is one in a DM or group DM, unless
+    a target lists that conversation in its ``channels`` (``listed``). Reads are not asked.
+
+    Another organisation's people in a shared channel may run the read-only commands; a
+    change is announced in the channel they share, which is why none may start there."""
+    here = f"deploybot takes changes only from its own workspace ({home.team})"
+    for team in origin.teams:
+        # On Grid, user.team_id is the org's id ("will report an enterprise organization ID
+        # (which starts with an E) instead of team ID", block_actions payload reference).
+        mine = team == home.enterprise if team.startswith("E") else team == home.team
+        if not mine:
+            return _stranger(f"{here}; this came from another workspace ({team})")
+    for enterprise in origin.enterprises:
+        if enterprise != home.enterprise:
+            return _stranger(f"{here}; this came from another organisation ({enterprise})")
+    if origin.shared:
+        return _stranger(
+            f"{here}, and this channel is shared with another organisation (Slack Connect). "
+            "Status and history answer here; change things from a channel of your own"
+        )
+    if origin.kind in ("im", "mpim") and origin.channel not in listed:
+        what = "a direct message" if origin.kind == "im" else "a group DM"
+        return _stranger(
+            f"deploybot takes changes in a channel, not in {what}; status and history answer "
+            "here (a target that lists this conversation in its channels takes changes in it)"
+        )
+    return Decision(True)
+
+
+def _stranger(why: str) -> Decision:
+    message = f"Nothing was changed: {why}."
+    return Decision(False, Rule.WORKSPACE, message, escape_mrkdwn(message))
 
 
 def freeze_after_failure(
