@@ -105,7 +105,7 @@ def test_no_deployment_starts_where_its_message_cannot_be_posted(
     anyway and nobody heard of it. Now: an ephemeral saying what to do, nothing changed."""
     dm = "D0ALICEDM"
     emulator.add_channel(dm, "alice-and-deploybot")
-    # The DM is listed: a DM no target lists takes no changes at all (tests/slack/test_strangers.py).
+    # Listed: a DM no target lists takes no changes (tests/slack/test_strangers.py).
     bot = start_bot("http", DEPLOY_ALLOWED_CHANNELS=f"{DEPLOYS},{dm}")
     aws.requests.clear()
     cases = {
