@@ -68,6 +68,7 @@ class Ask:
     approved_by: tuple[str, ...] = ()
     request_id: str = ""
     asking: bool = False
+    allow_moved_tag: str = ""  # Via.allow_moved_tag: "any" (the CLI's flag) or a digest
 
     @property
     def who(self) -> str:
@@ -84,6 +85,7 @@ class Ask:
             via.approved_by,
             via.request_id,
             via.asking,
+            via.allow_moved_tag,
         )
 
     def via(self, facts: Facts | None = None) -> Via:
@@ -99,6 +101,7 @@ class Ask:
             asking=self.asking,
             source=facts.source,
             completed_on_source=facts.completed_on_source,
+            allow_moved_tag=self.allow_moved_tag,
         )
 
 

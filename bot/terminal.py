@@ -74,7 +74,13 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
 
 
 def _ask(args: argparse.Namespace) -> Ask:
-    return Ask(Door.CLI, requester(), None, getattr(args, "break_glass", None))
+    return Ask(
+        Door.CLI,
+        requester(),
+        None,
+        getattr(args, "break_glass", None),
+        allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
+    )
 
 
 def _image_text(commit: str | None, digest: str) -> str:

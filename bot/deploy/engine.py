@@ -43,6 +43,7 @@ from bot.deploy.errors import (
     DeployRefused,
     ImageMissing,
     LockHeld,
+    MovedTag,
     NoLongerRunning,
     NoSuchRequest,
     NothingToAbort,
@@ -62,6 +63,7 @@ from bot.deploy.ledger import (
     Ledger,
     Lock,
     Requester,
+    TagRecord,
     new_deployment_id,
     short_digest,
 )
@@ -196,6 +198,9 @@ class Via:
     asking: bool = False
     source: str | None = None
     completed_on_source: bool | None = None
+    # A release tag that names another image than the one deployed under it before: "any"
+    # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
+    allow_moved_tag: str = ""
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -233,6 +238,10 @@ class Plan:
     # What it changes: direction, compare link, commits (Engine.change_between); None when
     # ECR's list of images could not be read. Transports show it before starting.
     change: ChangeSummary | None = field(default=None, compare=False)
+    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
+    # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
+    tag_state: str = ""
+    tag_was: TagRecord | None = field(default=None, compare=False)
 
     @property
     def short_digest(self) -> str:
@@ -919,6 +928,7 @@ class Engine:
         images: list[dict[str, Any]] | None = None,
     ) -> Plan:
         current, td, _ = self._prepare(raw, records, images)
+        tag_state, tag_was = self._tag_check(kind, tag, digest, via, images)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -930,7 +940,52 @@ class Engine:
             reason=reason,
             base=td,
             change=self._plan_change(current, digest, images),
+            tag_state=tag_state,
+            tag_was=tag_was,
             **_guarded(decision, via),
+        )
+
+    def _tag_check(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        via: Via,
+        images: list[dict[str, Any]] | None,
+    ) -> tuple[str, TagRecord | None]:
+        """A release tag keeps its image (#24): an exact tag (``vX.Y.Z-…``, ``sha-…``) that
+        now names another digest than the one deployed under it before is refused (MovedTag)
+        unless the door allows it. Moving tags (``v4.4-…``, ``v4-…``) are meant to move. One
+        GetItem by the tag's key. Returns the plan's ``tag_state`` and the record read."""
+        if kind != "deploy":
+            return "", None
+        try:
+            parsed = parse_tag(tag, self.settings.image_tag_suffix)
+        except TagError:
+            return "", None
+        if parsed.is_moving:
+            return "", None
+        seen = self.ledger.tag_record(self.settings.ecr_repository, tag)
+        if seen is None:
+            return "new", None
+        if seen.digest == digest:
+            return "", seen
+        if via.allow_moved_tag in ("any", digest):
+            return "moved", seen
+        pushed = next(
+            (i.get("imagePushedAt") for i in images or () if i.get("imageDigest") == digest),
+            None,
+        )
+        since = f" since {pushed:%Y-%m-%d %H:%M} UTC" if isinstance(pushed, datetime) else ""
+        raise MovedTag(
+            f"{tag} now names a different image ({short_digest(digest)}{since}) than the one "
+            f"deployed on {seen.deployed_at:%Y-%m-%d} ({short_digest(seen.digest)}, "
+            f"deployment {seen.deployment}). Nothing was changed. A release tag should keep "
+            "its image: if this one was re-pushed on purpose, deploy it with "
+            "--allow-moved-tag (or confirm in Slack).",
+            tag=tag,
+            digest=digest,
+            recorded=seen.digest,
         )
 
     def plan_redeploy(
@@ -1145,6 +1200,14 @@ class Engine:
             # Recorded before ECS is asked: a process that dies in between leaves a record
             # that a reconcile finishes (or proves never started), never a lock nobody knows.
             self.ledger.record(record)
+            if plan.tag_state:  # the image this release tag names, from its first deploy
+                self.ledger.remember_tag(
+                    self.settings.ecr_repository,
+                    plan.tag,
+                    plan.digest,
+                    record.id,
+                    moved_from=plan.tag_was if plan.tag_state == "moved" else None,
+                )
         except BaseException:
             try:
                 self.ledger.release(record.id)
