@@ -41,7 +41,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, DeployRefused, LockHeld
+from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
 from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
 from bot.fleet import Ask
@@ -59,6 +59,7 @@ STOP_ACTION = "stop_rollout"
 QUEUE_ACTION = "deploy_when_free"
 TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
+MOVED_TAG_ACTION = "deploy_moved_tag"  # a release tag re-pushed on purpose: deploy it anyway
 SEP = "|"
 # What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
 # (its request names the image, checked again at its turn).
@@ -205,6 +206,32 @@ def queue_offer(
     return Message(text=refusal, blocks=blocks)
 
 
+def moved_tag_offer(refusal: str, target: Target, moved: MovedTag) -> Message:
+    """A release tag that names another image than the one deployed under it: the refusal,
+    and a button (behind a confirm) that deploys the image it names now, that one only."""
+    button = ButtonElement(
+        text=PlainTextObject(text="Deploy it anyway"),
+        action_id=MOVED_TAG_ACTION,
+        value=button_value(target.name, moved.tag, moved.digest)[:2000],
+        style="danger",
+        confirm=ConfirmObject(
+            title="Deploy a moved tag?",
+            text=MarkdownTextObject(
+                text=f"`{esc(moved.tag)}` now names {short_digest(moved.digest)}, not "
+                f"{short_digest(moved.recorded)} that was deployed under it. Deploy "
+                f"{short_digest(moved.digest)} to *{esc(target.name)}*?"
+            ),
+            confirm="Deploy",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=refusal[:3000])),
+        ActionsBlock(block_id="moved_tag", elements=[button]),
+    )
+    return Message(text=refusal, blocks=blocks)
+
+
 def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
     if item.mode is QueueMode.TELL:
         text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
@@ -256,10 +283,18 @@ async def guarded(
     tag: str = "",
     request_id: str = "",
     approved_by: tuple[str, ...] = (),
+    allow_moved_tag: str = "",
 ) -> DeploymentRecord | None:
     """A change through a Slack door: planned through the rules, shown, started; or the
-    refusal, an approval request, or the queue's offer. Never raises a refusal."""
-    via = Via(door=door, channel=channel, approved_by=approved_by, request_id=request_id)
+    refusal, an approval request, or the queue's offer. Never raises a refusal.
+    ``allow_moved_tag``: the digest a person confirmed a moved release tag names."""
+    via = Via(
+        door=door,
+        channel=channel,
+        approved_by=approved_by,
+        request_id=request_id,
+        allow_moved_tag=allow_moved_tag,
+    )
     try:
         return await place.launch(lambda: plan(via), channel, reply)
     except RuleRefused as refused:
@@ -274,6 +309,8 @@ async def guarded(
     except LockHeld as held:
         text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
         await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
+    except MovedTag as moved:
+        await _offer(reply, moved_tag_offer(esc(moved.message), place.target, moved))
     except DeployRefused as exc:
         await _say(reply, esc(exc.message))
     return None
@@ -430,6 +467,7 @@ def register(app: AsyncApp, ctx: Any) -> None:
     on(QUEUE_ACTION, queue_clicked, "the Deploy when free button")
     on(TELL_ACTION, tell_clicked, "the Tell me when free button")
     on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
+    on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
 
 
 async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note: str) -> None:
@@ -731,3 +769,24 @@ async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: f
                 log.warning("queue pass for %s failed: %s", place.target.name, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(released.wait(), interval)
+
+
+async def moved_tag_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Deploy it anyway: the release tag's new image, confirmed; if the tag moved again since
+    the offer, that is refused (and offered) again."""
+    name, tag, digest = read_value(_value(body), 2)
+    place = place_of(ctx, name)
+    requester, channel = _who(body), _channel(body)
+    await guarded(
+        ctx,
+        place,
+        respond,
+        channel,
+        requester,
+        lambda via: ctx.fleet.plan(
+            place.target, Action.DEPLOY, Ask.through(requester, via), tag=tag
+        ),
+        door=Door.BUTTON,
+        tag=tag,
+        allow_moved_tag=digest or "-",
+    )

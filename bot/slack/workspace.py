@@ -52,8 +52,11 @@ log = logging.getLogger("deploybot.slack.workspace")
 # How long what conversations.info said of a channel is believed (a channel can be shared
 # with another organisation later: at most this long before a change there is refused).
 CHANNEL_FACTS_SECONDS = 300.0
-# A look-up comes before the ack: it must leave Slack's 3 seconds room.
-LOOKUP_TIMEOUT_SECONDS = 1.5
+# A look-up comes before the ack: it must leave Slack's 3 seconds room. Unanswered in that
+# time, the payload's own facts decide (a warning is logged): another organisation's people
+# are refused by their team ids whatever Slack's speed; only the workspace's own people in a
+# shared channel could then go ahead, while Slack is slow.
+LOOKUP_TIMEOUT_SECONDS = 2.0
 READ_VERBS = frozenset({"help", "status", "history", "usage"})
 # Interactions that may change something: every one deploybot has, and any it may get.
 CHANGING_TYPES = frozenset(
@@ -174,8 +177,15 @@ class Strangers(AsyncMiddleware):
             return None if first.allowed else first.mrkdwn
         try:
             facts = await self._channel(origin.channel)
-        except (SlackApiError, TimeoutError, OSError) as exc:
-            error = exc.response.get("error") if isinstance(exc, SlackApiError) else "no answer"
+        except (TimeoutError, OSError) as exc:
+            log.warning(
+                "conversations.info did not answer for %s (%s): judged by the payload alone",
+                origin.channel,
+                exc or "timeout",
+            )
+            return None
+        except SlackApiError as exc:
+            error = exc.response.get("error")
             return (
                 "Nothing was changed: deploybot could not tell whether this channel is shared "
                 f"with another organisation (conversations.info: {error}). If it is private, "
