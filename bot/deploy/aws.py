@@ -50,6 +50,13 @@ RETRY_CONFIG = Config(
 # https://docs.aws.amazon.com/boto3/latest/guide/retries.html (standard mode: transient errors,
 # backoff capped at 20 s).
 CONNECTION_ATTEMPTS = 2
+# A call that is not idempotent (UpdateService with forceNewDeployment: every call that
+# reaches ECS starts one more deployment) is sent once: an attempt whose answer was lost may
+# have been applied, and a retry would start a second deployment on top of it (#31). What ECS
+# did is then read from ECS (the reconcile adopts the deployment the call started). botocore
+# counts the first call in ``total_max_attempts``: 1 is no retry at all
+# (https://docs.aws.amazon.com/boto3/latest/guide/retries.html, "total_max_attempts").
+ONCE_CONFIG = RETRY_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
 
 
 class _BriefOnConnectionErrors(BaseRetryableChecker):
@@ -179,6 +186,10 @@ class AwsClient:
         self.dynamodb = self.session.client("dynamodb", **kwargs)
         for client in (self.ecs, self.ecr, self.dynamodb):
             brief_connection_retries(client)
+        # The client that never retries (ONCE_CONFIG), made on first use: few commands need it.
+        self._once_kwargs = {**kwargs, "config": ONCE_CONFIG}
+        self._ecs_once: Any = None
+        self._ecs_once_lock = threading.Lock()
         self.descriptions = ServiceDescriptions(self._describe_services)
         # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
         self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
@@ -200,6 +211,14 @@ class AwsClient:
         other = copy.copy(self)
         other._point_at(settings)
         return other
+
+    @property
+    def ecs_once(self) -> Any:
+        """ECS without retries, for calls that are not idempotent (ONCE_CONFIG)."""
+        with self._ecs_once_lock:
+            if self._ecs_once is None:
+                self._ecs_once = self.session.client("ecs", **self._once_kwargs)
+            return self._ecs_once
 
     # ECS ---------------------------------------------------------------------------------
     def _describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
@@ -233,11 +252,14 @@ class AwsClient:
         return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
 
     def update_service(self, task_definition: str, force: bool = False) -> dict[str, Any]:
+        """UpdateService; with ``force`` (forceNewDeployment, not idempotent) sent once, never
+        retried (ONCE_CONFIG): a lost answer is the caller's to follow to what ECS did."""
         # Whatever its answer, the next poll must read what ECS says after this call (a poll
         # while it is on its way may have cached what ECS said before it).
         self.descriptions.forget(self.cluster, self.service)
+        client = self.ecs_once if force else self.ecs
         try:
-            resp = self.ecs.update_service(
+            resp = client.update_service(
                 cluster=self.cluster,
                 service=self.service,
                 taskDefinition=task_definition,

@@ -112,3 +112,38 @@ def test_a_request_lost_before_ecs_then_denied_is_proven_not_started(
     assert aws.requests.count("ecs", "UpdateService") == 0
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     assert settled(stack) == (Outcome.NOT_STARTED, False, False)
+
+
+@pytest.mark.parametrize("fault", ["answer dropped", "connection reset"])
+def test_a_redeploy_whose_answer_is_lost_starts_one_ecs_deployment(
+    fault: str,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    """Issue 31, 1: forceNewDeployment starts a deployment each time it reaches ECS. Its
+    answer is lost after moto applied it: the old code sent it again (botocore's retry of a
+    connection error) and ECS started a second deployment over the first. Sent once now,
+    and the lost answer followed to the one deployment ECS started."""
+    if fault == "answer dropped":
+        proxy.drop_answer("ecs", "UpdateService", times=1)
+    else:
+        proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("redeploy")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert "ECS may have started the deployment" in out and "following it" in out, out
+    assert done.returncode == 0, out
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    engine = Engine(stack.settings)
+    try:
+        (last,) = engine.ledger.history(1)
+        service = engine.aws.describe_service()
+    finally:
+        engine.close()
+    assert service is not None
+    (only,) = service["deployments"]
+    assert (last.kind, last.outcome, last.open) == ("redeploy", Outcome.COMPLETED, False)
+    assert last.ecs_deployment_id == only["id"]
+    report(f"redeploy, UpdateService {fault}", **{"UpdateService calls": 1, "exit code": 0})
