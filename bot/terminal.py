@@ -311,26 +311,6 @@ def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
         out.print(f"Announced the break-glass in {_t(where)}.")
 
 
-def _until_closed(engine: Engine, record: DeploymentRecord) -> tuple[Outcome | None, str]:
-    """Follow ``record`` to its outcome: here, or, while another process follows it (the
-    process that started it, a bot), by reading its record until that process closes it (and
-    here again should its follower lease lapse). (None, "") when the timeout came first."""
-    poll = engine.settings.rollout_poll_seconds
-    deadline = engine.clock.monotonic() + engine.settings.rollout_timeout_seconds
-    while True:
-        final: Snapshot | None = None
-        for snap in engine.watch(record):
-            final = snap
-        if final is not None and final.outcome is not None:
-            return final.outcome, final.outcome_reason
-        fresh = engine.ledger.get_record(record.sort_key)
-        if fresh is not None and not fresh.open and fresh.outcome is not None:
-            return fresh.outcome, fresh.outcome_reason
-        if engine.clock.monotonic() >= deadline:
-            return None, ""
-        engine.clock.wait(poll)
-
-
 def _via(args: argparse.Namespace) -> Via:
     return Via(door=Door.CLI, break_glass=getattr(args, "break_glass", None))
 
@@ -370,11 +350,22 @@ def abort(args: argparse.Namespace) -> int:
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
             f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
         )
+        # Its own short watch (Engine.follow_abort): ECS read from now, its own timeout,
+        # whoever follows the aborted deployment (its process may be dead).
         with out.status("putting it back…"):
-            outcome, why = _until_closed(engine, record)
+            outcome, why = engine.follow_abort(record)
         if outcome is None:
+            waited = engine.settings.rollout_timeout_seconds
+            if why:
+                out.print(
+                    f"[bold yellow]? Lost sight of the restore of {_t(back)}[/] after "
+                    f"{waited:.0f} s: {_t(why)}. The lock stays held; `deploybot status` "
+                    "shows how it goes and records the outcome."
+                )
+                return 4
             out.print(
-                f"[bold yellow]… still putting {_t(back)} back[/]; `deploybot status` shows "
+                f"[bold yellow]… still putting {_t(back)} back[/] after {waited:.0f} s. ECS "
+                "carries on; the lock stays held until it is done. `deploybot status` shows "
                 "how it goes."
             )
             return 3

@@ -1337,6 +1337,7 @@ class Engine:
                 f"({revision_of(record.previous_task_definition)}): there is nothing to put "
                 "back. Roll back instead."
             )
+        self._ended_before_abort(record)
         marked = self.ledger.mark_aborted(record, requester.name)
         if marked is None:
             raise NothingToAbort(
@@ -1375,6 +1376,76 @@ class Engine:
             extra={**record.log_fields, "aborted_by": requester.name},
         )
         return marked
+
+    def _ended_before_abort(self, record: DeploymentRecord) -> None:
+        """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the
+        circuit breaker failed it and is rolling back, it completed, someone replaced it) is
+        closed with what ECS did, which may freeze the target (freeze_after_failure), and the
+        abort is refused (NothingToAbort) saying so. A deployment ECS still rolls out: None."""
+        state = ServiceState.from_api(self._service())
+        now = self.clock.now()
+        reading = self.reconciler.read(record, state, now)
+        verdict = reading.verdict
+        if verdict is None:
+            return
+        final = self.reconciler.final_snapshot(
+            reading.record, verdict, now, reading.ours, base=record.final
+        )
+        closed, _ = self.reconciler.settle(reading.record, final)
+        outcome = closed.outcome if closed.outcome is not None else verdict.outcome
+        reason = (closed.outcome_reason or verdict.reason).rstrip(".")
+        what = f"{record.kind} {record.id} of {record.tag}"
+        if outcome is Outcome.ROLLED_BACK:
+            back = final.rollback_tag or revision_of(final.rollback_task_definition)
+            raise NothingToAbort(
+                f"Nothing to abort: the circuit breaker was already rolling back {what} to "
+                f"{back} ({reason}). It is recorded as rolled back; nothing was changed."
+            )
+        raise NothingToAbort(
+            f"Nothing to abort: ECS had already ended {what} ({outcome.label}: {reason}). It is "
+            "recorded so; nothing was changed. `deploybot status` shows what runs."
+        )
+
+    def follow_abort(
+        self, record: DeploymentRecord, on_wait: Callable[[], None] | None = None
+    ) -> tuple[Outcome | None, str]:
+        """The abort's own short watch: follow ECS from the abort's UpdateService to the
+        restore's end, with its own timeout (ROLLOUT_TIMEOUT_SECONDS from now, not from the
+        aborted deployment's start). Each poll reads ECS (one DescribeServices) and the record
+        (one GetItem), whoever holds the record's follower lease: the restore's end closes it
+        here (conditionally: a live follower that closed it first is read, not overwritten),
+        which releases the lock; a dead follower's record is so taken over. Returns the outcome
+        and its reason, or (None, why) at the timeout: the record stays open and the lock held
+        while ECS still restores (any later reader closes it once ECS is done)."""
+        poll = self.settings.rollout_poll_seconds
+        deadline = self.clock.monotonic() + self.settings.rollout_timeout_seconds
+        problem = ""
+        while True:
+            try:
+                fresh = self.ledger.get_record(record.sort_key) or record
+                if fresh.settled and fresh.outcome is not None:
+                    return fresh.outcome, fresh.outcome_reason
+                if fresh.id not in self.poller.tracking():  # else this process's poller closes it
+                    state = ServiceState.from_api(self._service())
+                    now = self.clock.now()
+                    reading = self.reconciler.read(fresh, state, now)
+                    if reading.verdict is not None:
+                        final = self.reconciler.final_snapshot(
+                            reading.record, reading.verdict, now, reading.ours, base=fresh.final
+                        )
+                        closed, _ = self.reconciler.settle(reading.record, final)
+                        if closed.settled and closed.outcome is not None:
+                            return closed.outcome, closed.outcome_reason
+                        return reading.verdict.outcome, reading.verdict.reason
+                problem = ""
+            except DeployError as exc:  # AWS not answering: keep trying until the timeout
+                log.warning("abort: could not read the restore: %s", exc, extra=record.log_fields)
+                problem = exc.message
+            if self.clock.monotonic() >= deadline:
+                return None, problem
+            if on_wait is not None:
+                on_wait()
+            self.clock.wait(poll)
 
     # Approval ------------------------------------------------------------------------------
     def request_approval(self, plan: Plan, channel: str = "", source: str = "") -> ApprovalRequest:
