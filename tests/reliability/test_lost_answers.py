@@ -147,3 +147,18 @@ def test_a_redeploy_whose_answer_is_lost_starts_one_ecs_deployment(
     assert (last.kind, last.outcome, last.open) == ("redeploy", Outcome.COMPLETED, False)
     assert last.ecs_deployment_id == only["id"]
     report(f"redeploy, UpdateService {fault}", **{"UpdateService calls": 1, "exit code": 0})
+
+
+def test_a_lost_answer_to_taking_the_lock_does_not_lock_the_deploy_out(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): the lock's PutItem was applied and
+    its answer reset; botocore's retry then failed its condition on our own lock, and the
+    deploy was refused ("Deploys are locked: operator@laptop is deploying v4.4.0", exit 2)
+    with its own lock left held, blocking every deploy until its lease lapsed."""
+    proxy.reset_answer("dynamodb", "PutItem", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert f"✓ Deployed {V44}" in done.stdout
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
