@@ -50,11 +50,13 @@ RETRY_CONFIG = Config(
 # https://docs.aws.amazon.com/boto3/latest/guide/retries.html (standard mode: transient errors,
 # backoff capped at 20 s).
 CONNECTION_ATTEMPTS = 2
-# A call that is not idempotent (UpdateService with forceNewDeployment: every call that
-# reaches ECS starts one more deployment) is sent once: an attempt whose answer was lost may
-# have been applied, and a retry would start a second deployment on top of it (#31). What ECS
-# did is then read from ECS (the reconcile adopts the deployment the call started). botocore
-# counts the first call in ``total_max_attempts``: 1 is no retry at all
+# UpdateService is sent once, never retried (#31): an attempt whose answer was lost may have
+# been applied, and a retry is then a second change, not the same one. With
+# forceNewDeployment every call that reaches ECS starts one more deployment; without it, a
+# retry that lands after the circuit breaker rolled the first attempt's deployment back starts
+# the failed task definition again (found by the randomized lifecycle test). What ECS did is
+# read from ECS instead: the reconcile adopts the deployment the call started, or proves none
+# was. botocore counts the first call in ``total_max_attempts``: 1 is no retry at all
 # (https://docs.aws.amazon.com/boto3/latest/guide/retries.html, "total_max_attempts").
 ONCE_CONFIG = RETRY_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
 
@@ -214,7 +216,7 @@ class AwsClient:
 
     @property
     def ecs_once(self) -> Any:
-        """ECS without retries, for calls that are not idempotent (ONCE_CONFIG)."""
+        """ECS without retries, for UpdateService (ONCE_CONFIG)."""
         with self._ecs_once_lock:
             if self._ecs_once is None:
                 self._ecs_once = self.session.client("ecs", **self._once_kwargs)
@@ -252,14 +254,13 @@ class AwsClient:
         return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
 
     def update_service(self, task_definition: str, force: bool = False) -> dict[str, Any]:
-        """UpdateService; with ``force`` (forceNewDeployment, not idempotent) sent once, never
-        retried (ONCE_CONFIG): a lost answer is the caller's to follow to what ECS did."""
+        """UpdateService, sent once and never retried (ONCE_CONFIG): a lost answer is the
+        caller's to follow to what ECS did."""
         # Whatever its answer, the next poll must read what ECS says after this call (a poll
         # while it is on its way may have cached what ECS said before it).
         self.descriptions.forget(self.cluster, self.service)
-        client = self.ecs_once if force else self.ecs
         try:
-            resp = client.update_service(
+            resp = self.ecs_once.update_service(
                 cluster=self.cluster,
                 service=self.service,
                 taskDefinition=task_definition,

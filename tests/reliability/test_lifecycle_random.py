@@ -59,7 +59,11 @@ PROCESS_LIMIT = 2 * TIMEOUT + 25
 SLOW_TICKS = 50  # a slow image's tasks stay PENDING this many simulator steps (2.5 s)
 V43, V44, V45 = "v4.3.0", "v4.4.0", "v4.5.0"
 SUFFIX = "-ecr-ecs-fargate"
-_ID = re.compile(r"\bd-\d{8}-\d{6}-[0-9a-f]{4}\b")
+# The record a process started ("(deploy d-…, " in its first lines) or aborted ("Aborting
+# deploy d-… of"); other ids it names (a lock's holder) are not its own.
+_ID = re.compile(
+    r"(?:\((?:deploy|redeploy|rollback|promote)|Aborting \w+) (d-\d{8}-\d{6}-[0-9a-f]{4})\b"
+)
 WAITING_KINDS = ("deploy", "redeploy", "rollback")
 
 
@@ -280,9 +284,15 @@ def _judge_round(
             accounted.add(r.final.rollback_deployment)
     for ecs_id, d in watch.seen.items():
         if ecs_id not in accounted:
+            same = [
+                f"{r.id} {r.kind} {r.outcome} ecs={r.ecs_deployment_id}"
+                for r in records
+                if r.task_definition == d["taskDefinition"]
+            ]
             broke(
                 f"ECS deployment {ecs_id} ({d['taskDefinition'].rsplit('/', 1)[-1]}, "
-                f"{d.get('rolloutState')}) is no record's"
+                f"{d.get('rolloutState')}, created {d.get('createdAt')}) is no record's; "
+                f"records of its task definition: {same}"
             )
     for at, going in watch.together:
         ours = [own[i] for i in going if i in own] + [i for i in going if i not in accounted]
@@ -298,21 +308,21 @@ def _judge_round(
             continue
         code, what = op.code, " ".join(op.args)
         found = _ID.search(op.out + op.err)
-        record = by_id.get(found.group(0)) if found else None
+        record = by_id.get(found.group(1)) if found else None
         outcome = record.outcome if record else None
         if code == 0:
             if op.kind == "deploy-no-wait":
                 continue
             wanted = Outcome.ABORTED if op.kind == "abort" else Outcome.COMPLETED
             if outcome is not wanted:
-                broke(f"{what} exited 0, its record {found and found.group(0)} says {outcome}")
+                broke(f"{what} exited 0, its record {found and found.group(1)} says {outcome}")
         elif code == 1:
             if op.kind == "deploy-no-wait" or outcome not in (
                 Outcome.FAILED,
                 Outcome.ROLLED_BACK,
                 Outcome.ABORTED,
             ):
-                broke(f"{what} exited 1, its record {found and found.group(0)} says {outcome}")
+                broke(f"{what} exited 1, its record {found and found.group(1)} says {outcome}")
         elif code == 2:
             if record is not None and op.kind != "abort" and outcome is not Outcome.NOT_STARTED:
                 broke(f"{what} exited 2 (nothing changed), but its record says {outcome}")

@@ -114,6 +114,22 @@ def test_a_request_lost_before_ecs_then_denied_is_proven_not_started(
     assert settled(stack) == (Outcome.NOT_STARTED, False, False)
 
 
+def test_a_deploys_update_service_is_not_sent_again_after_a_lost_answer(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): a deploy of a broken image whose
+    UpdateService answer was reset; botocore sent it again after its backoff, by when the
+    circuit breaker had rolled the first attempt's deployment back, and the retry started the
+    broken task definition a second time (a deployment no record knew). Sent once now."""
+    proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert done.returncode == 0, out
+    assert "ECS may have started the deployment" in out
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
 @pytest.mark.parametrize("fault", ["answer dropped", "connection reset"])
 def test_a_redeploy_whose_answer_is_lost_starts_one_ecs_deployment(
     fault: str,
