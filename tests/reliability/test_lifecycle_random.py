@@ -169,7 +169,8 @@ def _plan_round(rng: random.Random, names: list[str]) -> tuple[list[Op], list[st
                 args.append("--no-wait")
         else:
             args = [kind]
-        at = round(rng.uniform(0, 3), 2)
+        # An abort comes once something may be rolling out; the rest within 3 s of each other.
+        at = round(rng.uniform(1.5, 5) if kind == "abort" else rng.uniform(0, 3), 2)
         kill = round(rng.uniform(0.3, 5), 2) if rng.random() < 0.3 else None
         ops.append(Op(kind, args, at, kill))
     faults = rng.sample(names, rng.randint(0, 2))
