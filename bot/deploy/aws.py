@@ -152,6 +152,12 @@ def _observe(model: Any, **_: Any) -> None:
         observer(str(prefix), str(model.name))
 
 
+# Said by every command that finds no credentials (deploybot, tools/stack.py), exit 2.
+NO_CREDENTIALS = (
+    "No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+)
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -162,9 +168,7 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
     try:
         yield
     except NoCredentialsError as exc:
-        raise NotConfigured(
-            "No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
-        ) from exc
+        raise NotConfigured(NO_CREDENTIALS) from exc
     except NoRegionError as exc:
         raise NotConfigured("No AWS region set. Set AWS_REGION.") from exc
     except (BotoConnectionError, HTTPClientError) as exc:  # refused, reset, timed out
