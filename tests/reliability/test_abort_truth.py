@@ -135,14 +135,14 @@ def test_an_abort_of_a_rollout_older_than_the_timeout_follows_the_restore_to_its
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Started with --no-wait longer ago than ROLLOUT_TIMEOUT_SECONDS. The old abort counted
-    its timeout from that start: exit 1 within a second ("still rolling out after 4 s"),
+    its timeout from that start: exit 1 within a second ("still rolling out after 8 s"),
     the record left STILL_ROLLING_OUT and the lock released while ECS was restoring."""
-    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", "4")
+    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", "8")
     started = cli("deploy", "v4.5.0", "--no-wait")
     assert started.returncode == 0, started.stdout + started.stderr
     record, _ = newest(stack)
     assert record is not None
-    time.sleep(max(0.0, 4.5 - (time.time() - record.started_at.timestamp())))
+    time.sleep(max(0.0, 8.5 - (time.time() - record.started_at.timestamp())))
     aborting = start("abort")
     processes.append(aborting)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
@@ -168,17 +168,18 @@ def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
     """The deploy's process follows its rollout; it is aborted; the restore outlasts what
     was left of the deploy's timeout. The old follower closed STILL_ROLLING_OUT at the
     deploy's timeout (exit 3) and released the lock with ECS still restoring."""
-    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", "8")
-    deploying = start("deploy", "v4.5.0")
+    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="15")
     processes.append(deploying)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
     record, _ = newest(stack)
     assert record is not None
-    aborting = start("abort")
+    aborting = start("abort", ROLLOUT_TIMEOUT_SECONDS="60")
     processes.append(aborting)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    age = time.time() - record.started_at.timestamp()
+    assert age < 15, f"the abort came {age:.0f} s after the deploy, past its timeout"
     # Past the deploy's own timeout, ECS still restoring.
-    time.sleep(max(0.0, 9.0 - (time.time() - record.started_at.timestamp())))
+    time.sleep(max(0.0, 16.0 - age))
     assert deploying.poll() is None, deploying.communicate()
     last, locked = newest(stack)
     assert last is not None and last.open and locked, last
