@@ -658,7 +658,16 @@ async def post_image_pushed(
         if targets
         else {}
     )
-    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct, frozen=frozen)
+    msg = messages.image_pushed(
+        tag,
+        sha,
+        None,
+        service,
+        change,
+        targets=direct,
+        frozen=frozen,
+        commands=settings.slack_commands,
+    )
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

@@ -373,7 +373,9 @@ def progress(
     ]
     if snap and outcome is not None:
         blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
+            SectionBlock(
+                text=MarkdownTextObject(text=_outcome_text(record, snap, commands, target))
+            )
         )
         if outcome != Outcome.COMPLETED and (where := where_to_look(snap, console_url)):
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=where)]))
@@ -415,11 +417,14 @@ def progress(
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands, target)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
-def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
+def _outcome_text(
+    record: DeploymentRecord, snap: Snapshot, commands: CommandNames, target: str = ""
+) -> str:
+    status = f"{commands.status} {esc(target)}".strip()  # the target's, when several
     took = _duration(snap.elapsed)
     why = esc(snap.outcome_reason.rstrip("."))
     tag = esc(record.tag)
@@ -442,12 +447,12 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         lost = esc(snap.outcome_reason.rstrip(".").removeprefix("lost sight of the rollout: "))
         return (
             f"*Lost sight of the rollout after {took}:* {lost}. ECS may still be rolling out; "
-            f"`{commands.status}` shows how it goes, and this message shows the outcome once "
+            f"`{status}` shows how it goes, and this message shows the outcome once "
             "AWS answers again."
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
+        f"ECS carries on and the lock is released; `{status}` shows how it goes, "
         "and this message shows the outcome once ECS is done."
     )
 
@@ -634,38 +639,74 @@ def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str
     return Message(text=ask, blocks=blocks)
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """What a person may do, for the help they see: ``change`` (deploy, promote, roll back,
+    redeploy, unlock: the deployers), ``guard`` (abort, freeze, unfreeze: deployers and
+    approvers). Reading is everyone's."""
+
+    change: bool = True
+    guard: bool = True
+
+
+def usage_lines(commands: CommandNames, several: bool, allowed: Allowed = Allowed()) -> list[str]:
+    """Every subcommand ``allowed`` lets a person use, under the configured names; with
+    ``several`` targets each names its TARGET, else the target is left out (there is one)."""
+    deploy, t = commands.deploy, (" TARGET" if several else "")
+    to = " to TARGET" if several else ""
+    lines: list[str] = []
+    if allowed.change:
+        lines += [
+            f"`{deploy} TAG{to}` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+            "`sha-abc1234`)",
+            *(
+                [f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM"]
+                if several
+                else []
+            ),
+            f"`{deploy} rollback{t}` goes back to the last good image",
+            f"`{commands.redeploy}{t} [reason]` restarts what runs",
+        ]
+    if allowed.guard:
+        lines += [
+            f"`{deploy} abort{t}` stops the rollout under way; the previous release goes back",
+            f"`{deploy} freeze{t} REASON` refuses deploys until `{deploy} unfreeze{t}`",
+        ]
+    if allowed.change:
+        lines.append(
+            f"`{deploy} unlock{t}` breaks a stale deploy lock (once ECS shows nothing rolling out)"
+        )
+    lines.append(f"`{deploy} history{t}` lists recent deployments")
+    if several:
+        lines.append(
+            f"`{commands.status}` (or `{deploy} status`) shows every target, "
+            f"`{commands.status} TARGET` one"
+        )
+    else:
+        lines.append(f"`{commands.status}` (or `{deploy} status`) shows what runs")
+    return lines
+
+
 def help_message(
     images: Sequence[ImageInfo],
     service: str,
     commands: CommandNames = DEFAULT_COMMANDS,
     changes: Mapping[str, ChangeSummary] | None = None,
     targets: Sequence[Target] = (),
+    allowed: Allowed = Allowed(),
 ) -> Message:
-    """/deploy alone: usage, and the recent images with a Deploy button each (its dialog
-    says what that deploy changes, from ``changes`` by tag); ``targets``: the channel's
-    targets when several are configured (named in the usage, a button each)."""
-    deploy = commands.deploy
+    """/deploy alone: usage (every subcommand ``allowed`` lets the person use), and the
+    recent images with a Deploy button each (its dialog says what that deploy changes, from
+    ``changes`` by tag); ``targets``: the channel's targets when several are configured
+    (named in the usage, a button each)."""
     if targets:
         names = ", ".join(
             f"`{esc(t.name)}`" + (f" (after {esc(t.after)})" if t.after else "") for t in targets
         )
-        usage = (
-            f"*Usage* (targets here: {names})\n`{deploy} TAG to TARGET` deploys an image "
-            f"(`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, `sha-abc1234`)\n"
-            f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM\n"
-            f"`{deploy} rollback TARGET` goes back to the last good image\n"
-            f"`{deploy} history TARGET` lists recent deployments\n"
-            f"`{commands.redeploy} TARGET` restarts what runs\n"
-            f"`{commands.status}` (or `{deploy} status`) shows every target, "
-            f"`{commands.status} TARGET` one"
-        )
+        head = f"*Usage* (targets here: {names})"
     else:
-        usage = (
-            f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, "
-            f"`v4.4`, `sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
-            f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what "
-            f"runs\n`{commands.status}` (or `{deploy} status`) shows what runs"
-        )
+        head = "*Usage*"
+    usage = "\n".join([head, *usage_lines(commands, bool(targets), allowed)])
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:
         blocks.append(DividerBlock())
@@ -707,6 +748,7 @@ def image_pushed(
     change: ChangeSummary | None = None,
     targets: Sequence[str] = (),
     frozen: Mapping[str, str] | None = None,
+    commands: CommandNames = DEFAULT_COMMANDS,
 ) -> Message:
     """CI's notice; ``change``: what deploying it would change from what runs now.
     ``targets``: with several configured, the ones that take an image directly (a "Deploy
@@ -732,7 +774,7 @@ def image_pushed(
             SectionBlock(
                 text=MarkdownTextObject(
                     text=f"🧊 *Frozen when this was posted:* {words}. Deploy to "
-                    f"{esc(name)} is refused until `/deploy unfreeze {esc(name)}`."
+                    f"{esc(name)} is refused until `{commands.deploy} unfreeze {esc(name)}`."
                 )
             )
         )

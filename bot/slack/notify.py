@@ -124,7 +124,16 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
     direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
     change = change_for_notice(settings, tag)
     frozen = frozen_for_notice(settings, targets, direct or [targets.default.name])
-    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct, frozen=frozen)
+    msg = messages.image_pushed(
+        tag,
+        sha,
+        run_url,
+        service,
+        change,
+        targets=direct,
+        frozen=frozen,
+        commands=settings.slack_commands,
+    )
     try:
         resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
     except SlackApiError as exc:
