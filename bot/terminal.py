@@ -94,6 +94,20 @@ def _started_line(record: DeploymentRecord) -> str:
     )
 
 
+def rollout_progress(console: Console) -> Progress:
+    """A rollout's live bar: tasks running of desired. Green as it fills: rich's default
+    for a bar under way is pink-red (its theme's ``bar.complete``, rgb(249,38,114)), which
+    reads as a failure while all is well; failures are said in lines of their own."""
+    return Progress(
+        TextColumn("[bold]{task.fields[state]}[/]"),
+        BarColumn(complete_style="green", finished_style="bold green"),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} running, {task.fields[pending]} pending"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def follow(engine: Engine, record: DeploymentRecord) -> int:
     """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
     verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
@@ -101,14 +115,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     if record.start_error:
         err.print(f"[yellow]![/] {_t(record.start_error)}.")
     watch = engine.watch(record)
-    progress = Progress(
-        TextColumn("[bold]{task.fields[state]}[/]"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} running, {task.fields[pending]} pending"),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-    )
+    progress = rollout_progress(out)
     final: Snapshot | None = None
     note = record.start_error
     try:

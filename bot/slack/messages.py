@@ -319,13 +319,15 @@ def progress(
     *,
     target: str = "",
     promote_to: Sequence[str] = (),
+    superseded_by: DeploymentRecord | None = None,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
     reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
     the ECS console, linked when it goes wrong; ``target``: its target's name when several
     are configured; ``promote_to``: the targets that take its image once it completed (a
-    Promote button each)."""
+    Promote button each); ``superseded_by``: a later deployment of the target started, so
+    its Promote and Rollback no longer apply (no buttons, and a line naming the later one)."""
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
         title = f"✅ Deployed {record.tag}{_to(target)}"
@@ -406,9 +408,24 @@ def progress(
         )
     )
     buttons: list[ButtonElement] = []
-    if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
+    if superseded_by is not None:
+        later = superseded_by
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"⤵️ Since then: {esc(later.kind)} `{esc(later.id)}` of "
+                        f"`{esc(later.tag)}` by {who(later)}; this one's Promote and Rollback "
+                        "no longer apply."
+                    )
+                ]
+            )
+        )
+    elif snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
-    if offers_rollback(record, snap):
+    if superseded_by is not None:
+        pass
+    elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
     elif offers_stop(record, snap):
         buttons.append(stop_button(record, target))

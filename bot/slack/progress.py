@@ -101,6 +101,9 @@ class ProgressMessage:
         # the message, and reversed in its Rollback button's dialog.
         self.change: ChangeSummary | None = None
         self.told = ""  # how the requester heard of the outcome: "dm", "ephemeral", ""
+        self.final: Snapshot | None = None  # the outcome, once shown
+        # A later deployment of the target started: this one's buttons no longer apply.
+        self.superseded_by: DeploymentRecord | None = None
         self._shown: dict[str, Any] | None = None
         self._pending: Message | None = None
         self._last_update = -1e9
@@ -125,7 +128,18 @@ class ProgressMessage:
             console_url=self.engine.console_url,
             target=self.target,
             promote_to=self.promote_to,
+            superseded_by=self.superseded_by,
         )
+
+    async def retire(self, later: DeploymentRecord) -> None:
+        """A later deployment of the target started: show the outcome without Promote and
+        Rollback, naming the later one (their clicks would be refused: "no longer what runs",
+        "no longer staging's last")."""
+        if self.final is None or self.superseded_by is not None:
+            return
+        self.superseded_by = later
+        self._show(self._render(self.final))
+        await self._settle_display()
 
     async def recall_change(self) -> None:
         """Work out again what a resumed deployment changes (its plan is gone with the
@@ -198,6 +212,7 @@ class ProgressMessage:
             await self._settle_display()
             if final is not None and self._shown == self._render(final).as_kwargs():
                 await self._mark_shown()
+                self.final = final
             await self._tell_requester(final)
         finally:
             watch.close()
@@ -222,6 +237,7 @@ class ProgressMessage:
         shown = self._shown == self._render(final).as_kwargs()
         if shown:
             await self._mark_shown()
+            self.final = final
         await self._tell_requester(final)
         return shown
 
@@ -396,6 +412,8 @@ class ProgressBoard:
         self.target = target  # see ProgressMessage
         self.promote_to = promote_to
         self.messages: dict[str, ProgressMessage] = {}
+        # The last outcome this board showed, whose buttons apply until the next deployment.
+        self.latest: ProgressMessage | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.fallback_channel: str | None = None
 
@@ -429,6 +447,7 @@ class ProgressBoard:
         """Render ``record`` (started by the engine, which follows it) in ``progress``."""
         progress.record = record
         self.messages[record.id] = progress
+        self._supersede(record)
         log.info(
             "progress message posted (ts %s) before the start",
             progress.ts,
@@ -520,10 +539,26 @@ class ProgressBoard:
             and not self.engine.followed_elsewhere(record)
         ]
 
+    def _supersede(self, record: DeploymentRecord) -> None:
+        """``record`` started: the last outcome shown loses its Promote and Rollback."""
+        latest, self.latest = self.latest, None
+        if latest is not None and latest.record is not None and latest.record.id != record.id:
+            self.spawn(latest.retire(record), name=f"retire:{latest.record.id}")
+
+    def _shown(self, progress: ProgressMessage) -> None:
+        """``progress`` shows its outcome: the latest, unless a later one was shown first (an
+        old outcome finished late)."""
+        latest, record = self.latest, progress.record
+        if progress.final is None or progress.superseded_by is not None or record is None:
+            return
+        if latest is None or latest.record is None or latest.record.started_at <= record.started_at:
+            self.latest = progress
+
     async def _follow(self, progress: ProgressMessage) -> None:
         try:
             await progress.recall_change()
             await progress.follow()
+            self._shown(progress)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -536,6 +571,7 @@ class ProgressBoard:
         try:
             await progress.recall_change()
             await progress.finish()
+            self._shown(progress)
         except asyncio.CancelledError:
             raise
         except Exception:

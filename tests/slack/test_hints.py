@@ -16,9 +16,10 @@ from bot.deploy.ledger import Requester
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.slack.guards import UNLOCK_ACTION
+from bot.slack.messages import ROLLBACK_ACTION
 from tests.conftest import ALICE, CAROL, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory, BotProcess
-from tests.slack.helpers import bot_messages
+from tests.slack.helpers import bot_messages, has_button
 from tests.slack.test_guards import said_to
 
 NAMES = {
@@ -137,3 +138,27 @@ def test_renamed_commands_every_text_names_them_and_the_target(
         everything[max(0, m.start() - 80) : m.end()] for m in DEFAULT_NAMES.finditer(everything)
     ]
     assert not found, found[:5]
+
+
+def test_a_later_deployment_takes_rollback_off_the_earlier_message(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    bot = start_bot("http")
+    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    first = announced(emulator, "Completed in")
+    assert has_button(first, ROLLBACK_ACTION)
+    emulator.slash_command("/deploy", "v4.5.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    # v4.4.0's Rollback would now be refused ("no longer what runs"): it goes, and the
+    # message says what came since.
+    retired = emulator.wait_for(
+        lambda: (m := emulator.message(first.ts, DEPLOYS)) and "Since then" in m.all_text and m,
+        timeout=60,
+        what="v4.4.0's message without its Rollback",
+    )
+    assert not has_button(retired, ROLLBACK_ACTION), retired.buttons
+    assert "v4.5.0" in retired.all_text
+    last = announced(emulator, "`v4.5.0-ecr-ecs-fargate` runs on")
+    assert has_button(last, ROLLBACK_ACTION)
