@@ -319,15 +319,18 @@ def progress(
     *,
     target: str = "",
     promote_to: Sequence[str] = (),
-    superseded_by: DeploymentRecord | None = None,
+    later: DeploymentRecord | None = None,
+    rollback_applies: bool = True,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
     reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
     the ECS console, linked when it goes wrong; ``target``: its target's name when several
     are configured; ``promote_to``: the targets that take its image once it completed (a
-    Promote button each); ``superseded_by``: a later deployment of the target started, so
-    its Promote and Rollback no longer apply (no buttons, and a line naming the later one)."""
+    Promote button each); ``later``: a later deployment of the target started, so Promote
+    (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
+    later one completed (what runs is no longer this). Buttons that no longer apply go, and a
+    line names the later deployment."""
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
         title = f"✅ Deployed {record.tag}{_to(target)}"
@@ -408,22 +411,31 @@ def progress(
         )
     )
     buttons: list[ButtonElement] = []
-    if superseded_by is not None:
-        later = superseded_by
+    gone = [
+        name
+        for name, goes in (
+            ("Promote", later is not None and bool(promote_to) and bool(target)),
+            ("Rollback", not rollback_applies and offers_rollback(record, snap)),
+        )
+        if goes
+    ]
+    if later is not None and gone:
         blocks.append(
             ContextBlock(
                 elements=[
                     MarkdownTextObject(
                         text=f"⤵️ Since then: {esc(later.kind)} `{esc(later.id)}` of "
-                        f"`{esc(later.tag)}` by {who(later)}; this one's Promote and Rollback "
-                        "no longer apply."
+                        f"`{esc(later.tag)}` by {who(later)}; this one's {' and '.join(gone)} "
+                        f"no longer appl{'ies' if len(gone) == 1 else 'y'}."
                     )
                 ]
             )
         )
+    if later is not None:
+        pass
     elif snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
-    if superseded_by is not None:
+    if not rollback_applies:
         pass
     elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))

@@ -32,7 +32,7 @@ from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord
-from bot.deploy.rollout import Snapshot
+from bot.deploy.rollout import Outcome, Snapshot
 from bot.slack import messages
 from bot.slack.messages import Message
 from bot.slack.requester import tell_requester
@@ -102,8 +102,10 @@ class ProgressMessage:
         self.change: ChangeSummary | None = None
         self.told = ""  # how the requester heard of the outcome: "dm", "ephemeral", ""
         self.final: Snapshot | None = None  # the outcome, once shown
-        # A later deployment of the target started: this one's buttons no longer apply.
-        self.superseded_by: DeploymentRecord | None = None
+        # A later deployment of the target started (Promote no longer applies), and completed
+        # (Rollback no longer applies: this is not what runs).
+        self.later: DeploymentRecord | None = None
+        self.rollback_applies = True
         self._shown: dict[str, Any] | None = None
         self._pending: Message | None = None
         self._last_update = -1e9
@@ -128,18 +130,24 @@ class ProgressMessage:
             console_url=self.engine.console_url,
             target=self.target,
             promote_to=self.promote_to,
-            superseded_by=self.superseded_by,
+            later=self.later,
+            rollback_applies=self.rollback_applies,
         )
 
-    async def retire(self, later: DeploymentRecord) -> None:
-        """A later deployment of the target started: show the outcome without Promote and
-        Rollback, naming the later one (their clicks would be refused: "no longer what runs",
-        "no longer staging's last")."""
-        if self.final is None or self.superseded_by is not None:
+    async def retire(self, later: DeploymentRecord, *, completed: bool) -> None:
+        """A later deployment of the target started (``completed``: and completed): show the
+        outcome without the buttons that no longer apply, naming the later one. Their clicks
+        would be refused: Promote "no longer staging's last", Rollback "no longer what runs".
+        A later one that failed and was rolled back leaves this one running: its Rollback
+        stays."""
+        if self.final is None:
             return
-        self.superseded_by = later
-        self._show(self._render(self.final))
-        await self._settle_display()
+        self.later = later
+        self.rollback_applies = self.rollback_applies and not completed
+        msg = self._render(self.final)
+        if msg.as_kwargs() != self._shown:
+            self._show(msg)
+            await self._settle_display()
 
     async def recall_change(self) -> None:
         """Work out again what a resumed deployment changes (its plan is gone with the
@@ -447,7 +455,7 @@ class ProgressBoard:
         """Render ``record`` (started by the engine, which follows it) in ``progress``."""
         progress.record = record
         self.messages[record.id] = progress
-        self._supersede(record)
+        self._started(record)
         log.info(
             "progress message posted (ts %s) before the start",
             progress.ts,
@@ -539,20 +547,25 @@ class ProgressBoard:
             and not self.engine.followed_elsewhere(record)
         ]
 
-    def _supersede(self, record: DeploymentRecord) -> None:
-        """``record`` started: the last outcome shown loses its Promote and Rollback."""
-        latest, self.latest = self.latest, None
+    def _started(self, record: DeploymentRecord) -> None:
+        """``record`` started: the last completed message loses its Promote."""
+        latest = self.latest
         if latest is not None and latest.record is not None and latest.record.id != record.id:
-            self.spawn(latest.retire(record), name=f"retire:{latest.record.id}")
+            self.spawn(latest.retire(record, completed=False), name=f"retire:{latest.record.id}")
 
     def _shown(self, progress: ProgressMessage) -> None:
-        """``progress`` shows its outcome: the latest, unless a later one was shown first (an
-        old outcome finished late)."""
-        latest, record = self.latest, progress.record
-        if progress.final is None or progress.superseded_by is not None or record is None:
+        """``progress`` shows its outcome. Completed, it is what runs: the one before loses its
+        Rollback too, and this one is the latest (unless a later one was shown first: an old
+        outcome finished late)."""
+        latest, record, final = self.latest, progress.record, progress.final
+        if final is None or record is None or final.outcome != Outcome.COMPLETED:
             return
-        if latest is None or latest.record is None or latest.record.started_at <= record.started_at:
-            self.latest = progress
+        if latest is not None and latest.record is not None:
+            if latest.record.started_at > record.started_at:
+                return
+            if latest.record.id != record.id:
+                self.spawn(latest.retire(record, completed=True), name=f"retire:{latest.record.id}")
+        self.latest = progress
 
     async def _follow(self, progress: ProgressMessage) -> None:
         try:

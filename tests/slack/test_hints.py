@@ -17,7 +17,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.slack.guards import UNLOCK_ACTION
 from bot.slack.messages import ROLLBACK_ACTION
-from tests.conftest import ALICE, CAROL, DEPLOYS, LocalStack
+from tests.conftest import ALICE, CAROL, DEPLOYS, FleetStack, LocalStack
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages, has_button
 from tests.slack.test_guards import said_to
@@ -29,6 +29,7 @@ NAMES = {
 }
 # A slash command of the default names in a text ("/deploy", "/redeploy", "/deploy-status"),
 # never a URL's path ("…/services/x/deployments").
+PROMOTE = "promote:production"
 DEFAULT_NAMES = re.compile(r"(?<![\w./-])/(re)?deploy\b")
 
 
@@ -140,25 +141,46 @@ def test_renamed_commands_every_text_names_them_and_the_target(
     assert not found, found[:5]
 
 
-def test_a_later_deployment_takes_rollback_off_the_earlier_message(
-    stack: LocalStack,
+def test_buttons_go_from_messages_they_no_longer_apply_to(
+    fleet_stack: FleetStack,
     simulator: RolloutSimulator,
     emulator: SlackEmulator,
     start_bot: BotFactory,
 ) -> None:
     bot = start_bot("http")
-    emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    first = announced(emulator, "Completed in")
-    assert has_button(first, ROLLBACK_ACTION)
-    emulator.slash_command("/deploy", "v4.5.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    # v4.4.0's Rollback would now be refused ("no longer what runs"): it goes, and the
-    # message says what came since.
-    retired = emulator.wait_for(
-        lambda: (m := emulator.message(first.ts, DEPLOYS)) and "Since then" in m.all_text and m,
+
+    def deploy(text: str) -> None:
+        emulator.slash_command("/deploy", text, user=ALICE, channel=DEPLOYS, url=bot.events_url)
+
+    def now(message: Message) -> Message:
+        return emulator.message(message.ts, DEPLOYS)
+
+    deploy("v4.4.0 to staging")
+    first = announced(emulator, "✅ Deployed v4.4.0-ecr-ecs-fargate to staging")
+    assert has_button(first, PROMOTE) and has_button(first, ROLLBACK_ACTION)
+
+    # A later deployment starts: v4.4.0 is no longer staging's last, its Promote would be
+    # refused. The breaker rolls v4.5.0 back to v4.4.0: v4.4.0 runs, its Rollback stays.
+    simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    deploy("v4.5.0 to staging")
+    announced(emulator, "Deployment of v4.5.0-ecr-ecs-fargate to staging failed")
+    kept = emulator.wait_for(
+        lambda: next((m for m in [now(first)] if not has_button(m, PROMOTE)), None),
         timeout=60,
-        what="v4.4.0's message without its Rollback",
+        what="v4.4.0's message without its Promote",
     )
-    assert not has_button(retired, ROLLBACK_ACTION), retired.buttons
-    assert "v4.5.0" in retired.all_text
-    last = announced(emulator, "`v4.5.0-ecr-ecs-fargate` runs on")
-    assert has_button(last, ROLLBACK_ACTION)
+    assert has_button(kept, ROLLBACK_ACTION), kept.buttons
+    assert "this one's Promote no longer applies" in kept.all_text
+    assert "v4.5.0-ecr-ecs-fargate" in kept.all_text
+
+    # A later one completes: v4.4.0 no longer runs, its Rollback goes too.
+    deploy("v4.3.0 to staging")
+    announced(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    gone = emulator.wait_for(
+        lambda: next((m for m in [now(first)] if not m.buttons), None),
+        timeout=60,
+        what="v4.4.0's message without buttons",
+    )
+    assert "this one's Promote and Rollback no longer apply" in gone.all_text
+    last = announced(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    assert has_button(now(last), ROLLBACK_ACTION)
