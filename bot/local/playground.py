@@ -470,8 +470,7 @@ def terminal_howto(pg: Playground, directory: Path) -> str:
     }
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     return (
-        "  From another terminal, deploybot and make work on this playground too (the Slack "
-        "channel shows what they do):\n"
+        "  From another terminal, deploybot and make work on this playground too:\n"
         f"    unset AWS_PROFILE; export {exports}\n"
         f"    make status    # or: uv run deploybot status; make deploy TAG=v4.4.0 ENV={STAGING}"
     )
