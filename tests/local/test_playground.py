@@ -173,11 +173,11 @@ def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> 
     }
     env.update(word.split("=", 1) for word in shlex.split(exports.group(1)))
     status = subprocess.run(
-        [_deploybot(), "status"], env=env, capture_output=True, text=True, timeout=60
+        [_deploybot(), "status", "--json"], env=env, capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "staging" in status.stdout and "production" in status.stdout, status.stdout
-    assert "v4.3.0-ecr-ecs-fargate" in status.stdout
+    tags = {t["target"]: t["tag"] for t in json.loads(status.stdout)["targets"]}
+    assert tags == {"staging": "v4.3.0-ecr-ecs-fargate", "production": "v4.3.0-ecr-ecs-fargate"}
 
     assert _stop(demo, signal.SIGTERM) == 0, demo.output()
     assert "Playground stopped." in demo.output()
