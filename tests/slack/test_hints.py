@@ -10,13 +10,16 @@ import json
 import re
 
 import boto3
+import yaml
 
 from bot.deploy.engine import Engine
 from bot.deploy.ledger import Requester
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.slack.guards import UNLOCK_ACTION
+from bot.slack.manifest import render_manifest
 from bot.slack.messages import ROLLBACK_ACTION
+from bot.slack.names import CommandNames
 from tests.conftest import ALICE, CAROL, DEPLOYS, FleetStack, LocalStack
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages, has_button
@@ -184,3 +187,15 @@ def test_buttons_go_from_messages_they_no_longer_apply_to(
     assert "this one's Promote and Rollback no longer apply" in gone.all_text
     last = announced(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
     assert has_button(now(last), ROLLBACK_ACTION)
+
+
+def test_the_manifests_usage_hints_name_targets() -> None:
+    manifest = yaml.safe_load(render_manifest(CommandNames("/ship", "/reship", "/ship-status")))
+    hints = {c["command"]: c.get("usage_hint", "") for c in manifest["features"]["slash_commands"]}
+    # Were "v4.4.0-ecr-ecs-fargate | v4.4 | sha-abc1234 | rollback | history | status" and
+    # "[reason]", though a first word naming a target is the target.
+    assert hints["/ship"].startswith("TAG [to TARGET] | promote FROM to TO")
+    for sub in ("rollback", "abort", "unfreeze", "unlock", "history", "status", "freeze"):
+        assert sub in hints["/ship"], sub
+    assert hints["/reship"] == "[TARGET] [reason]"
+    assert hints["/ship-status"] == "[TARGET]"
