@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
@@ -54,9 +55,36 @@ def _settings() -> Settings:
         raise DeployError(f"Bad configuration: {describe_errors(exc)}") from None
 
 
+def _plain_off_a_terminal() -> None:
+    """Off a terminal (a pipe, a file, CI's log) every line prints whole: rich wraps at the
+    console's width (80 columns without one) unless told to soft-wrap."""
+    out.soft_wrap = not out.is_terminal
+    err.soft_wrap = not err.is_terminal
+
+
+def _print_table(table: Table) -> None:
+    """``table`` as rich draws it in a terminal; elsewhere as complete, unpadded lines (its
+    title, then the header and one line a row, cells apart by a tab, a cell's lines by " · "),
+    so that a pipe, a file or CI's log never gets "d-20261…" or "comple…"."""
+    if out.is_terminal:
+        out.print(table)
+        return
+
+    def plain(cell: object) -> str:
+        text = Text.from_markup(cell) if isinstance(cell, str) else Text(str(cell))
+        return " · ".join(part.strip() for part in text.plain.splitlines() if part.strip())
+
+    lines = [plain(table.title)] if table.title else []
+    lines.append("\t".join(plain(column.header) for column in table.columns))
+    rows = zip(*(list(column.cells) for column in table.columns), strict=True)
+    lines += ["\t".join(plain(cell) for cell in row) for row in rows]
+    out.file.write("\n".join(lines) + "\n")
+
+
 def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
     """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
     a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
+    _plain_off_a_terminal()
     fleet: Fleet | None = None
     try:
         fleet = Fleet(_settings())
@@ -509,7 +537,7 @@ def status(args: argparse.Namespace) -> int:
             what = f"{item.kind} {item.tag}".strip() if item.kind else "tell when free"
             out.print(f"  queued {place}: {_t(what)} by {_t(item.requester.name)}")
         if st.recent:
-            out.print(_history_table(list(st.recent), "Last deployments"))
+            _print_table(_history_table(list(st.recent), "Last deployments"))
         if images_error:
             out.print(f"  recent images in ECR: not listed ({_t(images_error)})")
         elif images:
@@ -556,7 +584,7 @@ def _status_of_all(args: argparse.Namespace, fleet: Fleet) -> int:
         }
         print(json.dumps(data, default=str, indent=2))
         return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
-    out.print(_targets_table(rows, fleet.targets.default_name))
+    _print_table(_targets_table(rows, fleet.targets.default_name))
     out.print(f"Detail: {_t(fleet.hints.status('NAME'))}")
     return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
 
@@ -624,10 +652,12 @@ def _history_image(r: DeploymentRecord) -> str:
 def history(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         records = engine.history(max(1, args.n))
-        if not records:
+        if getattr(args, "json", False):
+            print(json.dumps([_record_json(r) for r in records], default=str, indent=2))
+        elif not records:
             out.print("No deployments yet.")
         else:
-            out.print(_history_table(records, f"Last {len(records)} deployments"))
+            _print_table(_history_table(records, f"Last {len(records)} deployments"))
         return EXIT_OK
 
     return _run(args, body)

@@ -118,6 +118,12 @@ def _observe(model: Any, **_: Any) -> None:
         observer(str(prefix), str(model.name))
 
 
+# Said by every command that finds no credentials (deploybot, tools/stack.py), exit 2.
+NO_CREDENTIALS = (
+    "No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+)
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -128,9 +134,7 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
     try:
         yield
     except NoCredentialsError as exc:
-        raise NotConfigured(
-            "No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
-        ) from exc
+        raise NotConfigured(NO_CREDENTIALS) from exc
     except NoRegionError as exc:
         raise NotConfigured("No AWS region set. Set AWS_REGION.") from exc
     except (BotoConnectionError, HTTPClientError) as exc:  # refused, reset, timed out
@@ -158,6 +162,27 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
         raise AwsTrouble(f"AWS said {code} while {doing}: {message}", changed) from exc
     except BotoCoreError as exc:
         raise AwsTrouble(f"AWS call failed while {doing}: {exc}", changed) from exc
+
+
+def read_parameter(settings: Settings, name: str) -> str | None:
+    """The value of the SSM parameter ``name``, None when there is none: the bot's
+    deploybot.toml (cloudformation/bot.yml's BotConfig) for CI's notice. GetParameter is
+    the one action CI's role has on it (cloudformation/ci.yml); a String parameter needs
+    no decryption (Systems Manager API reference, GetParameter)."""
+    session = boto3.session.Session(region_name=settings.aws_region)
+    session.events.register("before-call", _observe)
+    kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": settings.aws_region}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    ssm = session.client("ssm", **kwargs)
+    brief_connection_retries(ssm)
+    with aws_errors(f"reading the parameter {name}"):
+        try:
+            return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return None
+            raise
 
 
 class AwsClient:

@@ -52,11 +52,10 @@ from bot.local.stack import (
     push_image,
 )
 from bot.settings import Settings, load_settings
-from bot.slack import messages
 from bot.slack.app import web_client
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
-from bot.slack.notify import change_for_notice, frozen_for_notice
-from bot.targets import Target, Targets
+from bot.slack.notify import image_notice
+from bot.targets import Target, Targets, load_targets
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.
@@ -690,28 +689,11 @@ def create_page_app(
 async def post_image_pushed(
     settings: Settings, tag: str, sha: str | None, targets: Targets | None = None
 ) -> None:
-    """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token: a
-    Deploy button per target that takes images directly, and those of them frozen now."""
-    service = f"{settings.ecs_cluster}/{settings.ecs_service}"
-    direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
-    change = await asyncio.to_thread(change_for_notice, settings, tag)
-    frozen = (
-        await asyncio.to_thread(
-            frozen_for_notice, settings, targets, direct or [targets.default.name]
-        )
-        if targets
-        else {}
-    )
-    msg = messages.image_pushed(
-        tag,
-        sha,
-        None,
-        service,
-        change,
-        targets=direct,
-        frozen=frozen,
-        commands=settings.slack_commands,
-    )
+    """CI's notice, as ``deploybot notify image-pushed`` posts it (bot.slack.notify's
+    image_notice), with the bot's token: a Deploy button per target that takes images
+    directly, each computed for its own target, and those of them frozen now."""
+    targets = targets or load_targets(settings)
+    msg = await asyncio.to_thread(image_notice, settings, targets, tag, sha, None)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

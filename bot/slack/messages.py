@@ -115,14 +115,17 @@ def _duration(seconds: float) -> str:
     return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60} s"
 
 
-def deploy_confirm(tag: str, service: str, change: ChangeSummary | None = None) -> ConfirmObject:
-    """Deploy's confirm dialog: what and where, and with ``change`` what it changes (plain
-    text: people's commit titles are shown as typed, and it fits CONFIRM_TEXT_LIMIT)."""
+def deploy_confirm(
+    tag: str, service: str, change: ChangeSummary | None = None, target: str = ""
+) -> ConfirmObject:
+    """Deploy's confirm dialog: what and where (``target``'s name, and its service), and with
+    ``change`` what it changes there (plain text: people's commit titles are shown as typed,
+    and it fits CONFIRM_TEXT_LIMIT). ``service`` and ``change`` are the target's own."""
     # The dialog has 300 characters: a service named like its cluster is named once. The tag
     # stays whole (the summary's headline shortens it to its version).
     cluster, _, name = service.partition("/")
     where = name if name == cluster else service
-    intro = f"Deploy {tag} to {where}?"
+    intro = f"Deploy {tag} to {target} ({where})?" if target else f"Deploy {tag} to {where}?"
     return ConfirmObject(
         title="Deploy?",
         text=PlainTextObject(
@@ -139,7 +142,8 @@ def deploy_button(
 ) -> ButtonElement:
     """Deploy ``tag`` (``change``: what it changes, in the confirm dialog); with ``target``
     (several are configured) to that target, named on the button ("Deploy to staging") and
-    in its action id, so a block holds one per target."""
+    in its action id, so a block holds one per target. ``service`` and ``change`` are that
+    target's own: its cluster/service, and the change from what it runs."""
     if not target:
         return ButtonElement(
             text=PlainTextObject(text="Deploy"),
@@ -153,7 +157,7 @@ def deploy_button(
         action_id=f"{DEPLOY_ACTION}{SEP}{target}",
         value=button_value(tag=tag, target=target),
         style="primary",
-        confirm=deploy_confirm(tag, f"{target} ({service})", change),
+        confirm=deploy_confirm(tag, service, change, target=target),
     )
 
 
@@ -750,10 +754,19 @@ def help_message(
             if len(targets) > 1 and direct:
                 # A section takes one accessory: the buttons go in a row of their own.
                 blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
+                # Each button's dialog names its own service; ``changes`` were read from
+                # ``service`` (the channel's first target), so only its button says them.
+                own = {t.name: f"{t.cluster}/{t.service}" for t in direct}
                 blocks.append(
                     ActionsBlock(
                         elements=[
-                            deploy_button(tag, service, change, target=t.name) for t in direct
+                            deploy_button(
+                                tag,
+                                own[t.name],
+                                change if own[t.name] == service else None,
+                                target=t.name,
+                            )
+                            for t in direct
                         ]
                     )
                 )
@@ -769,28 +782,57 @@ def help_message(
     return Message(text=usage, blocks=tuple(blocks))
 
 
+@dataclass(frozen=True)
+class NoticeTarget:
+    """One target of CI's notice, with what deploying the image there would change: its own
+    service, what it runs now, its commits. ``name`` empty: the only target (a plain
+    "Deploy" button). ``change`` None: what runs there could not be read (said by the
+    process that posts the notice)."""
+
+    name: str
+    service: str  # cluster/service
+    change: ChangeSummary | None = None
+
+
+def _notice_change(offer: NoticeTarget, several: bool) -> SectionBlock | None:
+    """What deploying the image to ``offer``'s target changes; with several targets each
+    says its own, under its name (a target that runs the image already says so)."""
+    change = offer.change
+    if not several:
+        return change_section(change)
+    if change is None:
+        return None
+    if change.direction.kind == "same":
+        text = f"*{esc(offer.name)}* runs this image already."
+    else:
+        text = f"*To {esc(offer.name)}:* {render_mrkdwn(change)}"
+    return SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_TEXT_LIMIT)))
+
+
 def image_pushed(
     tag: str,
     sha: str | None,
     run_url: str | None,
-    service: str,
-    change: ChangeSummary | None = None,
-    targets: Sequence[str] = (),
+    offers: Sequence[NoticeTarget],
     frozen: Mapping[str, str] | None = None,
     commands: CommandNames = DEFAULT_COMMANDS,
 ) -> Message:
-    """CI's notice; ``change``: what deploying it would change from what runs now.
-    ``targets``: with several configured, the ones that take an image directly (a "Deploy
-    to …" button each); targets with ``after`` get theirs on the source target's final
-    message instead. ``frozen``: the targets of its buttons that were frozen when it was
-    posted, each with its freeze in words (rules.describe_freeze); their buttons stay (a
-    freeze is lifted long before a notice is forgotten) and say they are refused meanwhile."""
+    """CI's notice. ``offers``: the targets it offers the image to, each with its own
+    service and change: with several configured, the ones that take an image directly (a
+    "Deploy to …" button each, its confirm dialog and its part of the body computed for
+    that target); targets with ``after`` get theirs on the source target's final message
+    instead. ``frozen``: the targets of its buttons that were frozen when it was posted,
+    each with its freeze in words (rules.describe_freeze); their buttons stay (a freeze is
+    lifted long before a notice is forgotten) and say they are refused meanwhile."""
+    offers = list(offers[:25])
+    several = any(o.name for o in offers)
     # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
     details = [f"*Tag*\n`{esc(tag)}`"]
+    known = next((o.change.target for o in offers if o.change and o.change.target), None)
     if sha:
         details.append(f"*Commit*\n`{esc(sha[:12])}`")
-    elif change is not None and change.target is not None:
-        details.append(f"*Commit*\n{esc(change.target.commit)}")
+    elif known is not None:
+        details.append(f"*Commit*\n{esc(known.commit)}")
     if run_url:
         details.append(f"*CI run*\n{link(run_url, 'open the run')}")
     blocks: list[Block] = [
@@ -807,14 +849,12 @@ def image_pushed(
                 )
             )
         )
-    if section := change_section(change):
-        blocks.append(section)
-    buttons = [deploy_button(tag, service, change, target=t) for t in targets[:25]]
-    blocks.append(
-        ActionsBlock(
-            block_id="image_pushed", elements=buttons or [deploy_button(tag, service, change)]
-        )
-    )
+    for offer in offers:
+        if section := _notice_change(offer, several):
+            blocks.append(section)
+    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers]
+    # A message holds 50 blocks: the buttons' row is always the last.
+    blocks = [*blocks[:49], ActionsBlock(block_id="image_pushed", elements=buttons)]
     cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
     return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
 

@@ -365,10 +365,15 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#push").click()
     notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
     expect(notice).to_have_count(1)
-    expect(notice).to_contain_text("Forward 3 releases: v4.3.0 (")
+    # Each button's part of the notice, and its dialog, are its own target's: staging's
+    # service, what staging runs, staging's commits (#29: production's, for every button).
+    expect(notice).to_contain_text("To staging: Forward 3 releases: v4.3.0 (")
     expect(notice.locator("button")).to_have_count(1)
     notice.locator('button[data-action-id="deploy_tag:staging"]').click()
     expect(page.locator("#d-title")).to_have_text("Deploy?")
+    expect(page.locator("#d-text")).to_contain_text(
+        "Deploy v4.6.0-ecr-ecs-fargate to staging (hello-world-ecr-ecs-fargate-staging)?"
+    )
     # The dialog carries the same summary, commits included (plain text, Slack's 300 chars).
     expect(page.locator("#d-text")).to_contain_text("Forward 3 releases")
     expect(page.locator("#d-text")).to_contain_text("10 commits, newest first:")
