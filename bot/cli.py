@@ -70,7 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _notify(args: argparse.Namespace) -> int:
     from bot.slack.notify import notify_image_pushed
 
-    return notify_image_pushed(tag=args.tag, sha=args.sha, run_url=args.run_url)
+    return notify_image_pushed(
+        tag=args.tag, sha=args.sha, run_url=args.run_url, config_parameter=args.config_parameter
+    )
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -195,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--tag", required=True, help="the image tag CI pushed")
     n.add_argument("--sha", default=None, help="the commit it was built from")
     n.add_argument("--run-url", default=None, help="link to the CI run")
+    n.add_argument(
+        "--config-parameter",
+        metavar="NAME",
+        default=None,
+        help="the SSM parameter holding the targets (deploybot.toml), read when "
+        "DEPLOYBOT_CONFIG and DEPLOYBOT_CONFIG_TEXT are unset: the bot's, "
+        "/STACK_NAME-bot/deploybot.toml",
+    )
     n.set_defaults(handler=_notify)
 
     p = sub.add_parser("release-tags", help="the image tags CI pushes, one a line")

@@ -198,6 +198,27 @@ def aws_errors(doing: str, changed: bool = False) -> Iterator[None]:
         raise AwsTrouble(f"AWS call failed while {doing}: {exc}", changed) from exc
 
 
+def read_parameter(settings: Settings, name: str) -> str | None:
+    """The value of the SSM parameter ``name``, None when there is none: the bot's
+    deploybot.toml (cloudformation/bot.yml's BotConfig) for CI's notice. GetParameter is
+    the one action CI's role has on it (cloudformation/ci.yml); a String parameter needs
+    no decryption (Systems Manager API reference, GetParameter)."""
+    session = boto3.session.Session(region_name=settings.aws_region)
+    session.events.register("before-call", _observe)
+    kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": settings.aws_region}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    ssm = session.client("ssm", **kwargs)
+    brief_connection_retries(ssm)
+    with aws_errors(f"reading the parameter {name}"):
+        try:
+            return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return None
+            raise
+
+
 class AwsClient:
     """ECS, ECR and DynamoDB, as the engine needs them; each method is one AWS action.
 

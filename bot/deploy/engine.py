@@ -68,6 +68,8 @@ from bot.deploy.ledger import (
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.github import GitHubClient
+from bot.hints import Door as HintsDoor
+from bot.hints import Hints
 from bot.rules import (
     CHANGES,
     Action,
@@ -196,6 +198,7 @@ class Via:
     asking: bool = False
     source: str | None = None
     completed_on_source: bool | None = None
+    source_runs: str | None = None  # what the source runs again after its last was undone
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -341,6 +344,9 @@ class Engine:
             channels=settings.deploy_allowed_channels,
         )
         self.guards = GuardBook(self.ledger, clock)
+        # The door whose words this engine's refusals speak (bot/hints.py): the bot sets
+        # "slack" (Fleet.speak), the Makefile's runs "make".
+        self.door: HintsDoor = "cli"
         # The status's reads of the lock, the freeze and the queue run here, beside its reads
         # of the history and the service (threads made when first needed).
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deploybot-status")
@@ -363,6 +369,12 @@ class Engine:
         )
         if self.github_deployments.enabled:
             self.reconciler.on_settled.append(self.github_deployments.settled)
+
+    @property
+    def hints(self) -> Hints:
+        """How this engine's texts spell the commands they suggest (the door's syntax, the
+        configured slash-command names)."""
+        return Hints.at(self.door, self.settings.slack_commands)
 
     @property
     def service_name(self) -> str:
@@ -734,11 +746,46 @@ class Engine:
                 log.warning("could not reconcile: %s", exc, extra=record.log_fields)
         return out
 
-    def unlock(self) -> Lock | None:
-        lock = self.ledger.break_lock()
+    def _lock_held(self, held: Lock, why: str) -> LockHeld:
+        return LockHeld(
+            f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
+            f"stale lock with `{self.hints.unlock(self.target.name)}`.",
+            holder=held.holder,
+            tag=held.tag,
+            since=held.acquired_at,
+            deployment_id=held.deployment_id,
+        )
+
+    def unlock(self, by: Requester | None = None, *, only_if_idle: bool = False) -> Lock | None:
+        """Break the lock, saying whose it was (None: it was free). ``only_if_idle`` (Slack's
+        Unlock, where no one sees ECS for themselves): only when ECS shows nothing rolling
+        out, else LockHeld saying what is; a lock whose holder is done is freed either way."""
+        if only_if_idle:
+            held = self.ledger.lock_item()
+            if held is None:
+                return None
+            done, _ = self._free_if_done(held)
+            if done:
+                lock: Lock | None = held
+            else:
+                rolling = ServiceState.from_api(self._service()).rolling_out
+                if rolling is not None:
+                    raise LockHeld(
+                        f"Not unlocked: {held.describe()}{_rolling_out(rolling.id, rolling)}. "
+                        "Wait for it to finish, or stop it "
+                        f"(`{self.hints.abort(self.target.name)}`). Nothing was changed.",
+                        holder=held.holder,
+                        tag=held.tag,
+                        since=held.acquired_at,
+                        deployment_id=held.deployment_id,
+                    )
+                lock = self.ledger.break_lock()
+        else:
+            lock = self.ledger.break_lock()
         if lock is not None:
             log.warning(
-                "lock broken; it was %s's",
+                "lock broken by %s; it was %s's",
+                by.name if by else "someone at a terminal",
                 lock.holder,
                 extra={
                     "deployment_id": lock.deployment_id,
@@ -767,9 +814,9 @@ class Engine:
                 return held
             done, why = self._free_if_done(held)
             if not done:
-                raise _lock_held(held, why)
+                raise self._lock_held(held, why)
         # Its holder was done, and someone else took the lock first: they hold it now.
-        raise _lock_held(held, "")
+        raise self._lock_held(held, "")
 
     def _free_if_done(self, held: Lock) -> tuple[bool, str]:
         """Take ``held`` over if its holder is done: (done?, why it is held).
@@ -810,7 +857,7 @@ class Engine:
             return
         done, why = self._free_if_done(held)
         if not done:
-            raise _lock_held(held, why)
+            raise self._lock_held(held, why)
 
     # Planning ------------------------------------------------------------------------------
     def plan_deploy(
@@ -984,7 +1031,7 @@ class Engine:
                     f"Not rolled back: {undo.kind} {undo.id} of {undo.tag} is no longer what "
                     f"runs. What runs now: {current.describe()}. Nothing was changed. To go "
                     "back from what runs now, use its own message's Rollback button or "
-                    "`/deploy rollback`."
+                    f"`{self.hints.in_slack_words().rollback(self.target.name)}`."
                 )
             if _same_image(undo.previous_digest, undo.previous_tag, current):
                 raise NothingToRollBack(
@@ -1000,7 +1047,7 @@ class Engine:
                 raise NothingToRollBack(
                     f"Nothing to roll back to: no earlier completed release other than "
                     f"{current.tag} that was not already rolled back from. Deploy a tag "
-                    "instead (`/deploy TAG`, `make deploy TAG=…`)."
+                    f"instead (`{self.hints.deploy(self.target.name)}`)."
                 )
             tag, digest = target.tag, target.digest
             why = reason or f"rollback to {tag} (as deployment {target.id})"
@@ -1041,6 +1088,7 @@ class Engine:
             image=image,
             source=via.source,
             completed_on_source=via.completed_on_source,
+            source_runs=via.source_runs,
             freeze=self.guards.current_freeze(),
             approved_by=via.approved_by,
             break_glass=via.break_glass,
@@ -1054,6 +1102,7 @@ class Engine:
             channel=via.channel,
             now=self.clock.now(),
             facts=facts,
+            hints=self.hints,
         )
         if not decision.allowed and not (via.asking and decision.needs_approval):
             raise RuleRefused(decision)
@@ -1324,7 +1373,7 @@ class Engine:
         if record is None:
             raise NothingToAbort(
                 f"Nothing is rolling out on {name}: nothing to abort. To go back from what "
-                f"runs, roll back (`/deploy rollback {name}`, `deploybot rollback`)."
+                f"runs, roll back (`{self.hints.rollback(name)}`)."
             )
         if record.aborted_by:
             raise NothingToAbort(
@@ -1342,7 +1391,7 @@ class Engine:
         if marked is None:
             raise NothingToAbort(
                 f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
-                "meanwhile; nothing was changed. `deploybot status` shows what runs."
+                f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
         try:
             updated = self.aws.update_service(record.previous_task_definition)
@@ -1477,8 +1526,7 @@ class Engine:
         if found is None:
             raise NoSuchRequest(
                 f"No approval request {request_id[:64]!r} for {self.target.name}: nothing was "
-                "changed. Ask again with `/deploy TAG to "
-                f"{self.target.name}`."
+                f"changed. Ask again with `{self.hints.in_slack_words().deploy(self.target.name)}`."
             )
         return found
 
@@ -1799,17 +1847,6 @@ def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
     return (
         f"; its ECS deployment {ecs_id or '?'} is still rolling out "
         f"({counts.running}/{counts.desired} running)"
-    )
-
-
-def _lock_held(held: Lock, why: str) -> LockHeld:
-    return LockHeld(
-        f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
-        "stale lock with `deploybot unlock`.",
-        holder=held.holder,
-        tag=held.tag,
-        since=held.acquired_at,
-        deployment_id=held.deployment_id,
     )
 
 
