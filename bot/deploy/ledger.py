@@ -255,9 +255,15 @@ class Ledger:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except _Conditional as held:
+            # Our own put, applied on an attempt whose answer was lost and then retried by
+            # botocore, fails its condition on our own lock: it is ours (a deployment id is
+            # never reused), not a lock held by someone else (#31, the randomized test).
             if held.item:
-                return False, _lock_from_item(held.item)
+                holder = _lock_from_item(held.item)
+                return holder.deployment_id == deployment_id, holder
             found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
             if found is None:
                 raise LockHeld(
                     "Deploys were locked a moment ago and the lock has just been released; "

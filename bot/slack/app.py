@@ -58,6 +58,7 @@ def build_app(
         client=client,
         min_update_interval=min_update_interval,
     )
+    ctx.fleet.speak("slack")  # refusals suggest slash commands, under their configured names
     app.use(PooledAnswers(ctx))
     app.use(Strangers(ctx))  # every door: changes only from the bot's own workspace
 

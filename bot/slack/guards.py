@@ -43,7 +43,7 @@ from slack_sdk.models.blocks import (
 from bot.deploy.engine import Engine, Plan, Via
 from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
+from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
@@ -59,6 +59,7 @@ STOP_ACTION = "stop_rollout"
 QUEUE_ACTION = "deploy_when_free"
 TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
+UNLOCK_ACTION = "break_lock"
 MOVED_TAG_ACTION = "deploy_moved_tag"  # a release tag re-pushed on purpose: deploy it anyway
 SEP = "|"
 # What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
@@ -374,8 +375,8 @@ async def freeze(
         return await _say(reply, _refusal_text(exc))
     text = (
         f"🧊 {mention(frozen.by)} froze *{esc(place.target.name)}*: {esc(frozen.reason)}. "
-        f"Deploys, redeploys and promotions are refused until `/deploy unfreeze "
-        f"{place.target.name}`; rollback and abort still work."
+        "Deploys, redeploys and promotions are refused until "
+        f"`{esc(place.engine.hints.unfreeze(place.target.name))}`; rollback and abort still work."
     )
     await _announce(ctx, reply, channel, text)
 
@@ -424,6 +425,83 @@ async def abort(
     return record
 
 
+def unlock_offer(target: Target, held: Lock) -> Message:
+    """``/deploy unlock``'s answer: whose lock it is, and a button (with a confirm dialog) that
+    breaks it once ECS is seen to roll nothing out."""
+    whose = esc(held.describe())
+    text = (
+        f"{esc(target.name)}'s deploy lock is held: {whose}. Break it only if that deployment "
+        "is over (deploybot checks that ECS rolls nothing out on it first)."
+    )
+    # Slack's confirmation dialog object: title, text, confirm, deny, at most 300 characters
+    # of text (api.slack.com/reference/block-kit/composition-objects#confirm).
+    button = ButtonElement(
+        text=PlainTextObject(text="Break the lock"),
+        action_id=UNLOCK_ACTION,
+        value=button_value(target.name, held.deployment_id)[:2000],
+        style="danger",
+        confirm=ConfirmObject(
+            title=f"Break {target.name}'s lock?"[:100],
+            text=(
+                f"It is {held.holder}'s ({held.tag}, {held.deployment_id}). Whoever holds it "
+                "will no longer keep others from deploying."
+            )[:300],
+            confirm="Break it",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=text[:3000])),
+        ActionsBlock(block_id="unlock", elements=[button]),
+    )
+    return Message(text=text, blocks=blocks)
+
+
+def _may_unlock(ctx: Any, place: Place, requester: Requester, door: Door, channel: str) -> str:
+    """Why ``requester`` may not break ``place``'s lock here ("" when they may)."""
+    decision = ctx.fleet.decide(place.target, Action.UNLOCK, ctx.ask(requester, door, channel))
+    return "" if decision.allowed else decision.mrkdwn
+
+
+async def unlock(ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester) -> None:
+    """``/deploy unlock [TARGET]``: whose lock it is, with a Break the lock button."""
+    if why := _may_unlock(ctx, place, requester, Door.SLASH, channel):
+        return await _say(reply, why)
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    if held is None:
+        return await _say(
+            reply, f"{esc(place.target.name)}'s deploy lock is free: nothing to break."
+        )
+    await _offer(reply, unlock_offer(place.target, held))
+
+
+async def unlock_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Break the lock the button names, if it still holds it and ECS rolls nothing out;
+    said in the channel and logged, as ``deploybot unlock`` is."""
+    name, deployment = read_value(_value(body), 1)
+    place, requester, channel = place_of(ctx, name), _who(body), _channel(body)
+    if why := _may_unlock(ctx, place, requester, Door.BUTTON, channel):
+        return await _say(respond, why)
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    if held is None or held.deployment_id != deployment:
+        now = f"it is now held: {esc(held.describe())}" if held else "it is free now"
+        return await _say(respond, f"Not unlocked: the lock changed meanwhile ({now}).")
+    try:
+        broken = await asyncio.to_thread(place.engine.unlock, requester, only_if_idle=True)
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    if broken is None:
+        return await _say(respond, f"{esc(place.target.name)}'s deploy lock is free already.")
+    await _announce(
+        ctx,
+        respond,
+        channel,
+        f"🔓 {mention(requester.who)} broke *{esc(place.target.name)}*'s deploy lock; it was "
+        f"{esc(broken.holder)}'s ({esc(broken.tag)}, {esc(broken.deployment_id)}). ECS showed "
+        "nothing rolling out.",
+    )
+
+
 async def _announce(ctx: Any, reply: Reply, channel: str, text: str) -> None:
     """Said in the channel (everyone should know); to the person if the channel will not take it."""
     try:
@@ -467,6 +545,7 @@ def register(app: AsyncApp, ctx: Any) -> None:
     on(QUEUE_ACTION, queue_clicked, "the Deploy when free button")
     on(TELL_ACTION, tell_clicked, "the Tell me when free button")
     on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
+    on(UNLOCK_ACTION, unlock_clicked, "the Break the lock button")
     on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
 
 

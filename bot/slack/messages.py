@@ -323,13 +323,18 @@ def progress(
     *,
     target: str = "",
     promote_to: Sequence[str] = (),
+    later: DeploymentRecord | None = None,
+    rollback_applies: bool = True,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
     reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
     the ECS console, linked when it goes wrong; ``target``: its target's name when several
     are configured; ``promote_to``: the targets that take its image once it completed (a
-    Promote button each)."""
+    Promote button each); ``later``: a later deployment of the target started, so Promote
+    (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
+    later one completed (what runs is no longer this). Buttons that no longer apply go, and a
+    line names the later deployment."""
     outcome = snap.outcome if snap else None
     if outcome == Outcome.COMPLETED:
         title = f"✅ Deployed {record.tag}{_to(target)}"
@@ -377,7 +382,9 @@ def progress(
     ]
     if snap and outcome is not None:
         blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
+            SectionBlock(
+                text=MarkdownTextObject(text=_outcome_text(record, snap, commands, target))
+            )
         )
         if outcome != Outcome.COMPLETED and (where := where_to_look(snap, console_url)):
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=where)]))
@@ -408,9 +415,33 @@ def progress(
         )
     )
     buttons: list[ButtonElement] = []
-    if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
+    gone = [
+        name
+        for name, goes in (
+            ("Promote", later is not None and bool(promote_to) and bool(target)),
+            ("Rollback", not rollback_applies and offers_rollback(record, snap)),
+        )
+        if goes
+    ]
+    if later is not None and gone:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"⤵️ Since then: {esc(later.kind)} `{esc(later.id)}` of "
+                        f"`{esc(later.tag)}` by {who(later)}; this one's {' and '.join(gone)} "
+                        f"no longer appl{'ies' if len(gone) == 1 else 'y'}."
+                    )
+                ]
+            )
+        )
+    if later is not None:
+        pass
+    elif snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
-    if offers_rollback(record, snap):
+    if not rollback_applies:
+        pass
+    elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
     elif offers_stop(record, snap):
         buttons.append(stop_button(record, target))
@@ -419,11 +450,14 @@ def progress(
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands, target)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
-def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
+def _outcome_text(
+    record: DeploymentRecord, snap: Snapshot, commands: CommandNames, target: str = ""
+) -> str:
+    status = f"{commands.status} {esc(target)}".strip()  # the target's, when several
     took = _duration(snap.elapsed)
     why = esc(snap.outcome_reason.rstrip("."))
     tag = esc(record.tag)
@@ -446,12 +480,12 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         lost = esc(snap.outcome_reason.rstrip(".").removeprefix("lost sight of the rollout: "))
         return (
             f"*Lost sight of the rollout after {took}:* {lost}. ECS may still be rolling out; "
-            f"`{commands.status}` shows how it goes, and this message shows the outcome once "
+            f"`{status}` shows how it goes, and this message shows the outcome once "
             "AWS answers again."
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
+        f"ECS carries on and the lock is released; `{status}` shows how it goes, "
         "and this message shows the outcome once ECS is done."
     )
 
@@ -638,38 +672,74 @@ def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str
     return Message(text=ask, blocks=blocks)
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """What a person may do, for the help they see: ``change`` (deploy, promote, roll back,
+    redeploy, unlock: the deployers), ``guard`` (abort, freeze, unfreeze: deployers and
+    approvers). Reading is everyone's."""
+
+    change: bool = True
+    guard: bool = True
+
+
+def usage_lines(commands: CommandNames, several: bool, allowed: Allowed = Allowed()) -> list[str]:
+    """Every subcommand ``allowed`` lets a person use, under the configured names; with
+    ``several`` targets each names its TARGET, else the target is left out (there is one)."""
+    deploy, t = commands.deploy, (" TARGET" if several else "")
+    to = " to TARGET" if several else ""
+    lines: list[str] = []
+    if allowed.change:
+        lines += [
+            f"`{deploy} TAG{to}` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+            "`sha-abc1234`)",
+            *(
+                [f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM"]
+                if several
+                else []
+            ),
+            f"`{deploy} rollback{t}` goes back to the last good image",
+            f"`{commands.redeploy}{t} [reason]` restarts what runs",
+        ]
+    if allowed.guard:
+        lines += [
+            f"`{deploy} abort{t}` stops the rollout under way; the previous release goes back",
+            f"`{deploy} freeze{t} REASON` refuses deploys until `{deploy} unfreeze{t}`",
+        ]
+    if allowed.change:
+        lines.append(
+            f"`{deploy} unlock{t}` breaks a stale deploy lock (once ECS shows nothing rolling out)"
+        )
+    lines.append(f"`{deploy} history{t}` lists recent deployments")
+    if several:
+        lines.append(
+            f"`{commands.status}` (or `{deploy} status`) shows every target, "
+            f"`{commands.status} TARGET` one"
+        )
+    else:
+        lines.append(f"`{commands.status}` (or `{deploy} status`) shows what runs")
+    return lines
+
+
 def help_message(
     images: Sequence[ImageInfo],
     service: str,
     commands: CommandNames = DEFAULT_COMMANDS,
     changes: Mapping[str, ChangeSummary] | None = None,
     targets: Sequence[Target] = (),
+    allowed: Allowed = Allowed(),
 ) -> Message:
-    """/deploy alone: usage, and the recent images with a Deploy button each (its dialog
-    says what that deploy changes, from ``changes`` by tag); ``targets``: the channel's
-    targets when several are configured (named in the usage, a button each)."""
-    deploy = commands.deploy
+    """/deploy alone: usage (every subcommand ``allowed`` lets the person use), and the
+    recent images with a Deploy button each (its dialog says what that deploy changes, from
+    ``changes`` by tag); ``targets``: the channel's targets when several are configured
+    (named in the usage, a button each)."""
     if targets:
         names = ", ".join(
             f"`{esc(t.name)}`" + (f" (after {esc(t.after)})" if t.after else "") for t in targets
         )
-        usage = (
-            f"*Usage* (targets here: {names})\n`{deploy} TAG to TARGET` deploys an image "
-            f"(`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, `sha-abc1234`)\n"
-            f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM\n"
-            f"`{deploy} rollback TARGET` goes back to the last good image\n"
-            f"`{deploy} history TARGET` lists recent deployments\n"
-            f"`{commands.redeploy} TARGET` restarts what runs\n"
-            f"`{commands.status}` (or `{deploy} status`) shows every target, "
-            f"`{commands.status} TARGET` one"
-        )
+        head = f"*Usage* (targets here: {names})"
     else:
-        usage = (
-            f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, "
-            f"`v4.4`, `sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
-            f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what "
-            f"runs\n`{commands.status}` (or `{deploy} status`) shows what runs"
-        )
+        head = "*Usage*"
+    usage = "\n".join([head, *usage_lines(commands, bool(targets), allowed)])
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:
         blocks.append(DividerBlock())
@@ -745,6 +815,7 @@ def image_pushed(
     run_url: str | None,
     offers: Sequence[NoticeTarget],
     frozen: Mapping[str, str] | None = None,
+    commands: CommandNames = DEFAULT_COMMANDS,
 ) -> Message:
     """CI's notice. ``offers``: the targets it offers the image to, each with its own
     service and change: with several configured, the ones that take an image directly (a
@@ -774,7 +845,7 @@ def image_pushed(
             SectionBlock(
                 text=MarkdownTextObject(
                     text=f"🧊 *Frozen when this was posted:* {words}. Deploy to "
-                    f"{esc(name)} is refused until `/deploy unfreeze {esc(name)}`."
+                    f"{esc(name)} is refused until `{commands.deploy} unfreeze {esc(name)}`."
                 )
             )
         )

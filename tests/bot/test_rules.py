@@ -116,6 +116,7 @@ def an_approver_not_a_deployer(action: Action, door: Door) -> str:
         Action.REDEPLOY,
         Action.PROMOTE,
         Action.ROLLBACK,
+        Action.UNLOCK,  # breaking a lock is a deployer's
     ):
         return "refuse:deployers"
     return base(action, door)
@@ -333,9 +334,10 @@ def test_promotion_only_names_the_rule_and_the_way() -> None:
     assert decision.rule is Rule.AFTER
     assert decision.message == (
         "production only takes images that completed on staging; v4.5.0 has not. "
-        "Deploy it to staging first, then /deploy promote staging to production"
+        "Deploy it to staging first (/deploy v4.5.0 to staging), then promote it "
+        "(/deploy promote staging to production)"
     )
-    assert decision.mrkdwn.endswith("then `/deploy promote staging to production`")
+    assert decision.mrkdwn.endswith("then promote it (`/deploy promote staging to production`)")
 
 
 def test_promote_names_what_did_not_complete_and_where_from() -> None:
@@ -353,7 +355,17 @@ def test_promote_names_what_did_not_complete_and_where_from() -> None:
     failed = promote(source="staging", image="v4.5.0", completed_on_source=False)
     assert failed.message == (
         "production only takes images that completed on staging; staging's last deployment "
-        "(v4.5.0) did not complete"
+        "(v4.5.0) did not complete. Deploy an image to staging that completes, then promote "
+        "it (deploybot promote staging production)"
+    )
+    # A breaker put v4.4.0 back on staging: what would work is said, in the door's words.
+    undone = promote(
+        source="staging", image="v4.5.0", completed_on_source=False, source_runs="v4.4.0"
+    )
+    assert undone.message.endswith(
+        "did not complete. It runs v4.4.0 again: redeploy v4.4.0 to staging "
+        "(deploybot --target staging deploy v4.4.0), then promote "
+        "(deploybot promote staging production)"
     )
     qa = promote(source="qa", image="v4.5.0", completed_on_source=True)
     assert (qa.rule, qa.message) == (
