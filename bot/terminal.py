@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
@@ -25,6 +26,7 @@ from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.fleet import Ask, Fleet, TargetStatus
+from bot.hints import Hints
 from bot.rules import Action, Door
 from bot.settings import Settings, describe_errors, load_settings
 from bot.targets import Target
@@ -53,12 +55,40 @@ def _settings() -> Settings:
         raise DeployError(f"Bad configuration: {describe_errors(exc)}") from None
 
 
+def _plain_off_a_terminal() -> None:
+    """Off a terminal (a pipe, a file, CI's log) every line prints whole: rich wraps at the
+    console's width (80 columns without one) unless told to soft-wrap."""
+    out.soft_wrap = not out.is_terminal
+    err.soft_wrap = not err.is_terminal
+
+
+def _print_table(table: Table) -> None:
+    """``table`` as rich draws it in a terminal; elsewhere as complete, unpadded lines (its
+    title, then the header and one line a row, cells apart by a tab, a cell's lines by " · "),
+    so that a pipe, a file or CI's log never gets "d-20261…" or "comple…"."""
+    if out.is_terminal:
+        out.print(table)
+        return
+
+    def plain(cell: object) -> str:
+        text = Text.from_markup(cell) if isinstance(cell, str) else Text(str(cell))
+        return " · ".join(part.strip() for part in text.plain.splitlines() if part.strip())
+
+    lines = [plain(table.title)] if table.title else []
+    lines.append("\t".join(plain(column.header) for column in table.columns))
+    rows = zip(*(list(column.cells) for column in table.columns), strict=True)
+    lines += ["\t".join(plain(cell) for cell in row) for row in rows]
+    out.file.write("\n".join(lines) + "\n")
+
+
 def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
     """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
     a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
+    _plain_off_a_terminal()
     fleet: Fleet | None = None
     try:
         fleet = Fleet(_settings())
+        fleet.speak(Hints.terminal_door())
         return body(fleet, fleet.target(getattr(args, "target", None)))
     except DeployError as exc:
         err.print(f"[bold red]✗[/] {_t(exc.message)}")
@@ -74,7 +104,13 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
 
 
 def _ask(args: argparse.Namespace) -> Ask:
-    return Ask(Door.CLI, requester(), None, getattr(args, "break_glass", None))
+    return Ask(
+        Door.CLI,
+        requester(),
+        None,
+        getattr(args, "break_glass", None),
+        allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
+    )
 
 
 def _image_text(commit: str | None, digest: str) -> str:
@@ -92,6 +128,20 @@ def _started_line(record: DeploymentRecord) -> str:
     )
 
 
+def rollout_progress(console: Console) -> Progress:
+    """A rollout's live bar: tasks running of desired. Green as it fills: rich's default
+    for a bar under way is pink-red (its theme's ``bar.complete``, rgb(249,38,114)), which
+    reads as a failure while all is well; failures are said in lines of their own."""
+    return Progress(
+        TextColumn("[bold]{task.fields[state]}[/]"),
+        BarColumn(complete_style="green", finished_style="bold green"),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} running, {task.fields[pending]} pending"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def follow(engine: Engine, record: DeploymentRecord) -> int:
     """Live progress until the outcome; Ctrl-C stops watching, not the deployment."""
     verb = {"redeploy": "Redeploying", "rollback": "Rolling back to"}.get(record.kind, "Deploying")
@@ -99,14 +149,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     if record.start_error:
         err.print(f"[yellow]![/] {_t(record.start_error)}.")
     watch = engine.watch(record)
-    progress = Progress(
-        TextColumn("[bold]{task.fields[state]}[/]"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} running, {task.fields[pending]} pending"),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-    )
+    progress = rollout_progress(out)
     final: Snapshot | None = None
     note = record.start_error
     try:
@@ -140,11 +183,11 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         watch.close()
         err.print(
             f"Stopped watching. Deployment {_t(record.id)} goes on in ECS; "
-            "`deploybot status` shows how it is doing."
+            f"`{_t(_status_hint(engine))}` shows how it is doing."
         )
         return 130
     assert final is not None and final.outcome is not None
-    code = _print_outcome(record, final)
+    code = _print_outcome(record, final, _status_hint(engine))
     if final.outcome != Outcome.COMPLETED:
         _print_where_to_look(final, engine.console_url)
     return code
@@ -157,7 +200,13 @@ def _print_where_to_look(snap: Snapshot, console_url: str) -> None:
     out.print(f"  deployments in the ECS console: {_t(console_url)}", soft_wrap=True)
 
 
-def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
+def _status_hint(engine: Engine) -> str:
+    """The status command of ``engine``'s target, as this door spells it."""
+    return engine.hints.status(engine.target.name)
+
+
+def _print_outcome(record: DeploymentRecord, snap: Snapshot, status: str) -> int:
+    """The outcome's line; ``status``: the command that shows the target's status."""
     outcome = snap.outcome
     assert outcome is not None
     took = f"{snap.elapsed:.0f} s"
@@ -193,15 +242,15 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot) -> int:
         out.print(
             f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: {reason}. "
             f"ECS may still be rolling out; deployment {_t(record.id)} stays open and keeps "
-            "the lock until `deploybot status` (or any command that reaches AWS) records what "
+            f"the lock until `{_t(status)}` (or any command that reaches AWS) records what "
             "ECS did."
         )
     else:
         out.print(
             f"[bold yellow]… {tag} is still rolling out[/] after {took} "
             f"({snap.running}/{snap.desired} running). ECS carries on, and deployment "
-            f"{_t(record.id)} keeps the lock until ECS ends it: `deploybot status` shows how "
-            "it goes, `deploybot abort` stops it."
+            f"{_t(record.id)} keeps the lock until ECS ends it: `{_t(status)}` shows how it "
+            "goes; abort stops it."
         )
     return outcome.exit_code
 
@@ -255,7 +304,8 @@ def _start(
             if record.start_error:
                 err.print(f"[yellow]![/] {_t(record.start_error.removesuffix('; following it'))}.")
             out.print(
-                "`deploybot status` shows how it goes and records its outcome once ECS is done."
+                f"`{_t(_status_hint(engine))}` shows how it goes and records its outcome once "
+                "ECS is done."
             )
             return EXIT_OK
         return follow(engine, record)
@@ -323,26 +373,6 @@ def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
         out.print(f"Announced the break-glass in {_t(where)}.")
 
 
-def _until_closed(engine: Engine, record: DeploymentRecord) -> tuple[Outcome | None, str]:
-    """Follow ``record`` to its outcome: here, or, while another process follows it (the
-    process that started it, a bot), by reading its record until that process closes it (and
-    here again should its follower lease lapse). (None, "") when the timeout came first."""
-    poll = engine.settings.rollout_poll_seconds
-    deadline = engine.clock.monotonic() + engine.settings.rollout_timeout_seconds
-    while True:
-        final: Snapshot | None = None
-        for snap in engine.watch(record):
-            final = snap
-        if final is not None and final.outcome is not None:
-            return final.outcome, final.outcome_reason
-        fresh = engine.ledger.get_record(record.sort_key)
-        if fresh is not None and not fresh.open and fresh.outcome is not None:
-            return fresh.outcome, fresh.outcome_reason
-        if engine.clock.monotonic() >= deadline:
-            return None, ""
-        engine.clock.wait(poll)
-
-
 def _via(args: argparse.Namespace) -> Via:
     return Via(door=Door.CLI, break_glass=getattr(args, "break_glass", None))
 
@@ -352,8 +382,8 @@ def freeze(args: argparse.Namespace) -> int:
         frozen = engine.freeze(requester(), args.reason, via=_via(args))
         out.print(
             f"[bold]{_t(engine.target.name)} is frozen[/]: {_t(frozen.reason)}. Deploys, "
-            "redeploys and promotions are refused until `deploybot unfreeze`; rollback and "
-            "abort still work."
+            "redeploys and promotions are refused until "
+            f"`{_t(engine.hints.unfreeze(engine.target.name))}`; rollback and abort still work."
         )
         return EXIT_OK
 
@@ -382,12 +412,23 @@ def abort(args: argparse.Namespace) -> int:
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
             f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
         )
+        # Its own short watch (Engine.follow_abort): ECS read from now, its own timeout,
+        # whoever follows the aborted deployment (its process may be dead).
         with out.status("putting it back…"):
-            outcome, why = _until_closed(engine, record)
+            outcome, why = engine.follow_abort(record)
         if outcome is None:
+            waited = engine.settings.rollout_timeout_seconds
+            if why:
+                out.print(
+                    f"[bold yellow]? Lost sight of the restore of {_t(back)}[/] after "
+                    f"{waited:.0f} s: {_t(why)}. The lock stays held; "
+                    f"`{_t(_status_hint(engine))}` shows how it goes and records the outcome."
+                )
+                return 4
             out.print(
-                f"[bold yellow]… still putting {_t(back)} back[/]; `deploybot status` shows "
-                "how it goes."
+                f"[bold yellow]… still putting {_t(back)} back[/] after {waited:.0f} s. ECS "
+                "carries on; the lock stays held until it is done. "
+                f"`{_t(_status_hint(engine))}` shows how it goes."
             )
             return 3
         if outcome == Outcome.ABORTED and why.endswith(" is back"):
@@ -509,11 +550,12 @@ def status(args: argparse.Namespace) -> int:
             what = f"{item.kind} {item.tag}".strip() if item.kind else "tell when free"
             out.print(f"  queued {place}: {_t(what)} by {_t(item.requester.name)}")
         if st.recent:
-            out.print(_history_table(list(st.recent), "Last deployments"))
+            _print_table(_history_table(list(st.recent), "Last deployments"))
         if images_error:
             out.print(f"  recent images in ECR: not listed ({_t(images_error)})")
         elif images:
-            out.print("Recent images in ECR (make deploy TAG=…):")
+            deploy = engine.hints.deploy(engine.target.name, "…")
+            out.print(f"Recent images in ECR ({_t(deploy)}):")
             for image in images:
                 pushed = f"  pushed {image.pushed_at:%Y-%m-%d %H:%M} UTC" if image.pushed_at else ""
                 sha = next((t for t in image.tags if t.startswith("sha-")), "")
@@ -555,8 +597,8 @@ def _status_of_all(args: argparse.Namespace, fleet: Fleet) -> int:
         }
         print(json.dumps(data, default=str, indent=2))
         return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
-    out.print(_targets_table(rows, fleet.targets.default_name))
-    out.print("Detail: deploybot --target NAME status")
+    _print_table(_targets_table(rows, fleet.targets.default_name))
+    out.print(f"Detail: {_t(fleet.hints.status('NAME'))}")
     return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
 
 
@@ -625,10 +667,12 @@ def _history_image(r: DeploymentRecord) -> str:
 def history(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
         records = engine.history(max(1, args.n))
-        if not records:
+        if getattr(args, "json", False):
+            print(json.dumps([_record_json(r) for r in records], default=str, indent=2))
+        elif not records:
             out.print("No deployments yet.")
         else:
-            out.print(_history_table(records, f"Last {len(records)} deployments"))
+            _print_table(_history_table(records, f"Last {len(records)} deployments"))
         return EXIT_OK
 
     return _run(args, body)

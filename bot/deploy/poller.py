@@ -528,7 +528,7 @@ class ServicePoller:
             verdict = Verdict(
                 Outcome.UNKNOWN, f"AWS has not answered for {silent:.0f} s ({error.rstrip('.')})"
             )
-        if verdict is None and now >= tracked.deadline:
+        if verdict is None and now >= tracked.deadline and not self._aborted_later(tracked, now):
             waited = int(self.timeout.total_seconds())
             verdict = Verdict(
                 Outcome.STILL_ROLLING_OUT,
@@ -630,6 +630,19 @@ class ServicePoller:
             extra={**record.log_fields, "outcome": final.outcome.value if final.outcome else ""},
         )
         return final
+
+    def _aborted_later(self, tracked: _Tracked, now: datetime) -> bool:
+        """An aborted deployment is watched to the restore's end, with a timeout that counts
+        from the abort (#31): its watch does not end while ECS puts the previous task
+        definition back, nor does it release the lock then. One read of the record, at the
+        deployment's own timeout, tells whether it was aborted meanwhile."""
+        if tracked.record.aborted_at is None:
+            tracked.record = self.reconciler.with_abort(tracked.record)
+        aborted_at = tracked.record.aborted_at
+        if aborted_at is None:
+            return False
+        tracked.deadline = max(tracked.deadline, _aware(aborted_at) + self.timeout)
+        return now < tracked.deadline
 
     def _renew_leases(self) -> None:
         """Renew every follower lease held here a third of a lease after the last renewal; a

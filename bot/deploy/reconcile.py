@@ -108,7 +108,7 @@ class Reconciler:
             # deployment no more once another completed over it: an abort's restore can be
             # over between two polls): was it an abort (Stop), perhaps from another process?
             # The record says so (one read, only when ours was replaced).
-            record = self._with_abort(record)
+            record = self.with_abort(record)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)
             if aborting is not None:
@@ -116,7 +116,8 @@ class Reconciler:
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
         return Reading(record, verdict, ours, adopted)
 
-    def _with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
+    def with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
+        """``record`` with the abort the table says it has (one read), if any."""
         fresh = self._reread(record)
         if not fresh.aborted_by:
             return record
