@@ -101,7 +101,9 @@ def image_notice(
                 frozen[target.name] = describe_freeze(target, freeze, now=now, slack=True)
     finally:
         fleet.close()
-    return messages.image_pushed(tag, sha, run_url, offers, frozen=frozen)
+    return messages.image_pushed(
+        tag, sha, run_url, offers, frozen=frozen, commands=settings.slack_commands
+    )
 
 
 def notify_image_pushed(
