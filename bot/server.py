@@ -81,6 +81,7 @@ def create_app(
             auth = await ctx.client.auth_test()
             log.info("connected to Slack as %s", auth.get("user"), extra={"team": auth.get("team")})
             ctx.bot_name = str(auth.get("user") or ctx.bot_name)
+            ctx.learn_home(auth.data if isinstance(auth.data, dict) else {})
         except SlackApiError as exc:
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
         except Exception as exc:  # Slack unreachable: the bot stays up and posts once it answers

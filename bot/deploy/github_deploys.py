@@ -37,6 +37,9 @@ STATES = {
     Outcome.FAILED: "failure",
     Outcome.ROLLED_BACK: "failure",
     Outcome.NOT_STARTED: "error",
+    # Superseded, not failed: GitHub's own word for a deployment another replaced
+    # ("inactive", https://docs.github.com/en/rest/deployments/statuses).
+    Outcome.REPLACED: "inactive",
 }
 
 

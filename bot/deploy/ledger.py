@@ -6,6 +6,8 @@ One table, three kinds of item, the first two keyed by the service (``cluster/se
   pk = HISTORY#<cluster>/<service>  sk = ~news#<at>#<id> something done from a terminal that
                                                       the target's channel is to hear of
   pk = NOTICE#<channel>:<ts>        sk = NOTICE        a CI notice whose Deploy button was used
+  pk = TAG#<repository>:<tag>       sk = TAG           the image an exact release tag named when
+                                                       first deployed, and any allowed moves
   pk = OUTSIDE#<cluster>/<service>  sk = <ECS id>      an ECS deployment no record explains,
                                                       reported in the channel
 News sorts after every record (records' sort keys begin with the year), so the bot's periodic
@@ -139,6 +141,18 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class TagRecord:
+    """The image an exact release (or ``sha-``) tag named when deploybot first deployed it;
+    ``moves``: earlier digests it was allowed to move from (``digest at when``), oldest first."""
+
+    tag: str
+    digest: str
+    deployed_at: datetime
+    deployment: str
+    moves: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeploymentRecord:
     """One deployment in the history; ``outcome`` is empty while it is open."""
 
@@ -205,6 +219,16 @@ class DeploymentRecord:
     def settled(self) -> bool:
         """Closed with what ECS did; an open, still-rolling-out or unknown record is not."""
         return self.outcome is not None and self.outcome.settled
+
+    @property
+    def outcome_text(self) -> str:
+        """The outcome as history views show it: its label ("in progress" while open); a
+        replaced deployment names what replaced it."""
+        if self.outcome is None:
+            return "in progress"
+        if self.outcome is Outcome.REPLACED and self.outcome_reason.startswith("replaced"):
+            return self.outcome_reason
+        return self.outcome.label
 
     @property
     def short_digest(self) -> str:
@@ -279,9 +303,15 @@ class Ledger:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
         except _Conditional as held:
+            # Our own put, applied on an attempt whose answer was lost and then retried by
+            # botocore, fails its condition on our own lock: it is ours (a deployment id is
+            # never reused), not a lock held by someone else (#31, the randomized test).
             if held.item:
-                return False, _lock_from_item(held.item)
+                holder = _lock_from_item(held.item)
+                return holder.deployment_id == deployment_id, holder
             found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
             if found is None:
                 raise LockHeld(
                     "Deploys were locked a moment ago and the lock has just been released; "
@@ -375,6 +405,67 @@ class Ledger:
                 ReturnValues="ALL_OLD",
             ).get("Attributes")
         return _lock_from_item(old) if old else None
+
+    # Release tags and their images ---------------------------------------------------------
+    def _tag_key(self, repository: str, tag: str) -> dict[str, Any]:
+        return {"pk": {"S": f"TAG#{repository}:{tag}"}, "sk": {"S": "TAG"}}
+
+    def tag_record(self, repository: str, tag: str) -> TagRecord | None:
+        """What ``tag`` named when first deployed: one GetItem by key, whatever the history."""
+        with aws_errors("reading the release tag's image"):
+            item = self._call(
+                self.db.get_item,
+                TableName=self.table,
+                Key=self._tag_key(repository, tag),
+                ConsistentRead=True,
+            ).get("Item")
+        if not item:
+            return None
+        return TagRecord(
+            tag=tag,
+            digest=_s(item, "digest"),
+            deployed_at=_parse_ts(_s(item, "deployed_at")),
+            deployment=_s(item, "deployment"),
+            moves=_strings(item, "moves"),
+        )
+
+    def remember_tag(
+        self,
+        repository: str,
+        tag: str,
+        digest: str,
+        deployment: str,
+        moved_from: TagRecord | None = None,
+    ) -> None:
+        """Record the image ``tag`` names as deployed now. The first record stays (a
+        conditional put: a concurrent first deploy of the same tag keeps the earlier one);
+        ``moved_from``: a move the person allowed replaces it, keeping the old digest."""
+        now = self.clock.now()
+        item: dict[str, Any] = {
+            **self._tag_key(repository, tag),
+            "digest": {"S": digest},
+            "deployed_at": {"S": _ts(now)},
+            "deployment": {"S": deployment},
+        }
+        if moved_from is None:
+            condition = "attribute_not_exists(pk)"
+            values: dict[str, Any] = {}
+        else:
+            moves = [*moved_from.moves, f"{moved_from.digest} at {_ts(moved_from.deployed_at)}"]
+            item["moves"] = {"L": [{"S": m} for m in moves]}
+            condition = "digest = :was"
+            values = {":was": {"S": moved_from.digest}}
+        try:
+            with aws_errors("recording the release tag's image"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                )
+        except _Conditional:
+            pass  # recorded by someone else meanwhile: the earlier record stands
 
     # The history ---------------------------------------------------------------------------
     def _history_pk(self) -> dict[str, str]:
@@ -579,7 +670,8 @@ class Ledger:
 
     def mark_aborted(self, rec: DeploymentRecord, who: str) -> DeploymentRecord | None:
         """Mark ``rec`` aborted by ``who`` (before ECS is asked to put the previous task
-        definition back); None when it is closed or already being aborted."""
+        definition back); None when it is settled or already being aborted (a record whose
+        watch ended first, "still rolling out" or "unknown", may be aborted)."""
         at = self.clock.now()
         try:
             with aws_errors("recording the abort"):
@@ -588,12 +680,15 @@ class Ledger:
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
                     UpdateExpression="SET aborted_by = :w, aborted_at = :t",
-                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)"
+                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(outcome)"
+                    " OR outcome IN (:still, :unknown))"
                     " AND (attribute_not_exists(aborted_by) OR aborted_by = :empty)",
                     ExpressionAttributeValues={
                         ":w": {"S": who},
                         ":t": {"S": _ts(at)},
                         ":empty": {"S": ""},
+                        ":still": {"S": Outcome.STILL_ROLLING_OUT.value},
+                        ":unknown": {"S": Outcome.UNKNOWN.value},
                     },
                 )
         except _Conditional:
@@ -639,7 +734,7 @@ class Ledger:
         snapshot is kept whole, so a transport that died before showing it can still show it
         after a restart (``final_snapshot``)."""
         assert final.outcome is not None
-        finished = self.clock.now()
+        finished = final.ended_at or self.clock.now()
         values = {
             "outcome": final.outcome.value,
             "outcome_reason": final.outcome_reason,

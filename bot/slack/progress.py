@@ -42,7 +42,7 @@ from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, News
-from bot.deploy.rollout import EcsDeployment, ServiceState, Snapshot
+from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message
@@ -115,6 +115,11 @@ class ProgressMessage:
         # the message, and reversed in its Rollback button's dialog.
         self.change: ChangeSummary | None = None
         self.told = ""  # how the requester heard of the outcome: "dm", "ephemeral", ""
+        self.final: Snapshot | None = None  # the outcome, once shown
+        # A later deployment of the target started (Promote no longer applies), and completed
+        # (Rollback no longer applies: this is not what runs).
+        self.later: DeploymentRecord | None = None
+        self.rollback_applies = True
         self._shown: dict[str, Any] | None = None
         self._pending: Message | None = None
         self._last_update = -1e9
@@ -139,7 +144,24 @@ class ProgressMessage:
             console_url=self.engine.console_url,
             target=self.target,
             promote_to=self.promote_to,
+            later=self.later,
+            rollback_applies=self.rollback_applies,
         )
+
+    async def retire(self, later: DeploymentRecord, *, completed: bool) -> None:
+        """A later deployment of the target started (``completed``: and completed): show the
+        outcome without the buttons that no longer apply, naming the later one. Their clicks
+        would be refused: Promote "no longer staging's last", Rollback "no longer what runs".
+        A later one that failed and was rolled back leaves this one running: its Rollback
+        stays."""
+        if self.final is None:
+            return
+        self.later = later
+        self.rollback_applies = self.rollback_applies and not completed
+        msg = self._render(self.final)
+        if msg.as_kwargs() != self._shown:
+            self._show(msg)
+            await self._settle_display()
 
     async def recall_change(self) -> None:
         """Work out again what a resumed deployment changes (its plan is gone with the
@@ -212,6 +234,7 @@ class ProgressMessage:
             await self._settle_display()
             if final is not None and self._shown == self._render(final).as_kwargs():
                 await self._mark_shown()
+                self.final = final
             await self._tell_requester(final)
         finally:
             watch.close()
@@ -236,6 +259,7 @@ class ProgressMessage:
         shown = self._shown == self._render(final).as_kwargs()
         if shown:
             await self._mark_shown()
+            self.final = final
         await self._tell_requester(final)
         return shown
 
@@ -413,6 +437,8 @@ class ProgressBoard:
         # Messages of deployments another process follows (a terminal): shown from what ECS
         # says at each pass, until the record is closed (then finished as any other).
         self.shadows: dict[str, ProgressMessage] = {}
+        # The last outcome this board showed, whose buttons apply until the next deployment.
+        self.latest: ProgressMessage | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # The target's channel: where what has no message yet is posted.
         self.fallback_channel: str | None = None
@@ -450,6 +476,7 @@ class ProgressBoard:
         """Render ``record`` (started by the engine, which follows it) in ``progress``."""
         progress.record = record
         self.messages[record.id] = progress
+        self._started(record)
         log.info(
             "progress message posted (ts %s) before the start",
             progress.ts,
@@ -700,10 +727,31 @@ class ProgressBoard:
             and not self.engine.followed_elsewhere(record)
         ]
 
+    def _started(self, record: DeploymentRecord) -> None:
+        """``record`` started: the last completed message loses its Promote."""
+        latest = self.latest
+        if latest is not None and latest.record is not None and latest.record.id != record.id:
+            self.spawn(latest.retire(record, completed=False), name=f"retire:{latest.record.id}")
+
+    def _shown(self, progress: ProgressMessage) -> None:
+        """``progress`` shows its outcome. Completed, it is what runs: the one before loses its
+        Rollback too, and this one is the latest (unless a later one was shown first: an old
+        outcome finished late)."""
+        latest, record, final = self.latest, progress.record, progress.final
+        if final is None or record is None or final.outcome != Outcome.COMPLETED:
+            return
+        if latest is not None and latest.record is not None:
+            if latest.record.started_at > record.started_at:
+                return
+            if latest.record.id != record.id:
+                self.spawn(latest.retire(record, completed=True), name=f"retire:{latest.record.id}")
+        self.latest = progress
+
     async def _follow(self, progress: ProgressMessage) -> None:
         try:
             await progress.recall_change()
             await progress.follow()
+            self._shown(progress)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -716,6 +764,7 @@ class ProgressBoard:
         try:
             await progress.recall_change()
             await progress.finish()
+            self._shown(progress)
         except asyncio.CancelledError:
             raise
         except Exception:
