@@ -297,9 +297,10 @@ def test_a_terminal_deploy_rolled_back_and_its_freeze_are_shown_and_no_stranger(
             assert cli.main(["unfreeze"]) == 0
     finally:
         world.simulator.mark_healthy(V45)
-    failed = said_once(world, "circuit breaker rolled the service back")
-    assert V45 in failed.all_text and before in failed.all_text
-    said_once(world, "unfroze *production* from a terminal")
+    failed = said_once(world, f"❌ Deployment of {V45} failed")
+    assert "circuit breaker rolled the service back" in failed.all_text
+    assert before in failed.all_text
+    said_once(world, "unfroze *production* from a terminal (frozen by deploybot")
     # The breaker's deployment, judged by the replicas' passes once old enough for it (its
     # record was read before it was made): still nobody calls it a stranger.
     record = open_record(world.settings, lambda r: r.tag == V45)
