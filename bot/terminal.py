@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
@@ -81,11 +82,26 @@ def _print_table(table: Table) -> None:
     out.file.write("\n".join(lines) + "\n")
 
 
+def _quiet_logs() -> None:
+    """In a terminal the command prints what a person needs (stopped tasks, notes, the
+    outcome); the engine's log records are the bot's operational log. Without a handler,
+    Python prints every WARNING raw on stderr (logging.lastResort): each stopped task came
+    twice ("task stopped: …" beside "! task … stopped: …"), abort told of follower leases.
+    Errors, the unexpected, still show."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(logging.Formatter("deploybot: %(message)s"))
+        root.addHandler(handler)
+
+
 def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
     """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
     a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
     _plain_off_a_terminal()
     fleet: Fleet | None = None
+    _quiet_logs()
     try:
         fleet = Fleet(_settings())
         fleet.speak(Hints.terminal_door())
