@@ -55,7 +55,7 @@ def test_expired_credentials_mid_rollout_end_the_watch_unknown_exit_4(
     assert done.returncode == 4, out
     assert f"Lost sight of the rollout of {V44}" in done.stdout
     assert "ExpiredTokenException" in out and "ECS may still be rolling out" in done.stdout
-    assert "deploybot status" in done.stdout
+    assert "deploybot --target production status" in done.stdout
     assert newest(stack) == (None, True)  # open, for a later process to adopt
 
     proxy.clear()  # credentials renewed
@@ -76,7 +76,7 @@ def test_a_no_wait_deployment_closes_itself_and_does_not_block_the_next(
 ) -> None:
     started = cli("deploy", "v4.4.0", "--no-wait")
     assert started.returncode == 0, started.stdout + started.stderr
-    assert "deploybot status" in started.stdout
+    assert "`deploybot --target production status`" in started.stdout
     wait_until(simulator.idle, 60, "the rollout's end in ECS")
     # The lock's lease (120 s) has not run out, and nobody followed the rollout: the next
     # deploy reconciles the open record with ECS, closes it and takes the lock.
