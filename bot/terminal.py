@@ -281,6 +281,12 @@ def _start(
         record = engine.start(planned, follow=not args.no_wait)
         if record.break_glass:
             announce_break_glass(engine, record)
+        if args.no_wait and record.outcome is Outcome.NOT_STARTED:
+            # UpdateService's answer was lost and ECS proved it never started (#31).
+            out.print(
+                f"[bold red]✗ {_t(record.tag)} was not deployed[/]: {_t(record.outcome_reason)}."
+            )
+            return EXIT_REFUSED
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:

@@ -1230,7 +1230,8 @@ class Engine:
                     started_here=True,
                     task_definition=td,
                 )
-            return record
+                return record
+            return self._started_or_not(record, asked_at)
         asked_at = self.clock.monotonic()
         primary = ServiceState.from_api(updated).primary
         ecs_id = primary.id if primary else ""
@@ -1255,6 +1256,37 @@ class Engine:
         if follow:
             self.poller.follow(record, asked_ecs_at=asked_at, started_here=True, task_definition=td)
         return record
+
+    def _started_or_not(self, record: DeploymentRecord, asked_at: float) -> DeploymentRecord:
+        """A start nobody will follow (``--no-wait``) whose UpdateService answer was lost: read
+        ECS until it shows the deployment (adopted) or proves none started (closed NOT_STARTED,
+        the lock released), a few polls (the reconciler's start grace). Left open, such a
+        record would hold the lock until NEVER_STARTED_AFTER (minutes) let another process
+        judge it (#31, found by the randomized lifecycle test). AWS not answering meanwhile:
+        left to the next reader, as before."""
+        grace = self.reconciler.start_grace.total_seconds()
+        deadline = asked_at + grace + 30
+        while True:
+            try:
+                state = ServiceState.from_api(self._service())
+                now = self.clock.now()
+                reading = self.reconciler.read(record, state, now, asked_ecs_at=asked_at)
+                verdict = reading.verdict
+                if verdict is not None and verdict.outcome is Outcome.NOT_STARTED:
+                    final = self.reconciler.final_snapshot(reading.record, verdict, now, None)
+                    closed, _ = self.reconciler.settle(reading.record, final)
+                    return replace(closed, start_error="")
+                if reading.record.ecs_deployment_id:
+                    return replace(
+                        reading.record,
+                        start_error="UpdateService's answer was lost, but ECS had started the "
+                        f"deployment ({reading.record.ecs_deployment_id})",
+                    )
+            except DeployError as exc:
+                log.warning("could not read the start: %s", exc, extra=record.log_fields)
+            if self.clock.monotonic() >= deadline:
+                return record
+            self.clock.wait(self.settings.rollout_poll_seconds)
 
     def _undo_record(self, record: DeploymentRecord) -> None:
         try:
