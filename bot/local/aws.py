@@ -276,7 +276,8 @@ class _QuietRequestHandler(MotoRequestHandler):
         pass
 
 
-_DYNAMODB_LOCK = threading.Lock()
+# Re-entrant: moto's transact_write_items calls get_item, put_item… under the same lock.
+_DYNAMODB_LOCK = threading.RLock()
 _DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "get_item", "transact_write_items")
 
 
