@@ -689,7 +689,11 @@ async def take_turns(ctx: Any, place: Place) -> None:
                 ActionsBlock(
                     block_id="again",
                     elements=[
-                        deploy_button(item.tag, place.engine.service_name, target=place.target.name)
+                        deploy_button(
+                            item.tag,
+                            place.engine.service_name,
+                            target=place.target.name if ctx.several else "",
+                        )
                     ],
                 ),
             )

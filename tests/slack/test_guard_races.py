@@ -79,7 +79,7 @@ def test_a_freeze_while_the_message_is_posted_refuses_the_deploy_at_every_door(
     """Slash command, a Deploy button, and a queued turn: each planned with no freeze, the
     freeze written while its message is being posted; the lock is not taken, nothing reaches
     ECS, the message and the person say why. Then a freeze after a start: Stop is offered."""
-    bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack), ROLLOUT_POLL_SECONDS="1")
+    bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack))
     engine = Engine(stack.settings)
     try:
         # The slash command.
@@ -160,7 +160,7 @@ def test_an_approval_meeting_a_lock_is_queued_for_its_requester_and_its_premise_
     Bob is told why with a button to ask again, the request says so. Asked again, approved,
     and frozen while its message is posted: refused at the approval's door too."""
     toml = config(tmp_path, stack, APPROVAL)
-    bot = start_bot("http", DEPLOYBOT_CONFIG=toml, ROLLOUT_POLL_SECONDS="1")
+    bot = start_bot("http", DEPLOYBOT_CONFIG=toml)
     assert bot.events_url is not None
     engine = Engine(stack.settings)
     try:
