@@ -777,9 +777,7 @@ class Engine:
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
         for _ in range(2):
-            taken, held = self.ledger.try_acquire(
-                requester, tag, deployment_id, record_sk, checks
-            )
+            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk, checks)
             if taken:
                 return held
             done, why = self._free_if_done(held)
