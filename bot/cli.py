@@ -70,7 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _notify(args: argparse.Namespace) -> int:
     from bot.slack.notify import notify_image_pushed
 
-    return notify_image_pushed(tag=args.tag, sha=args.sha, run_url=args.run_url)
+    return notify_image_pushed(
+        tag=args.tag, sha=args.sha, run_url=args.run_url, config_parameter=args.config_parameter
+    )
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -107,6 +109,18 @@ def _change_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+TARGET_HELP = (
+    "the target (deploybot.toml's [targets.NAME]) the command acts on; default DEPLOY_TARGET. "
+    "status without it: every target"
+)
+
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    """``--target`` after the command as well as before it (``deploybot history --target
+    staging``); SUPPRESS keeps the one given before when none comes after."""
+    p.add_argument("--target", metavar="NAME", default=argparse.SUPPRESS, help=TARGET_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploybot",
@@ -115,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(nothing changed), 3 still rolling out at the timeout, 4 lost sight of the rollout "
         "(AWS stopped answering; check `deploybot status`).",
     )
-    parser.add_argument(
-        "--target",
-        metavar="NAME",
-        default=None,
-        help="the target (deploybot.toml's [targets.NAME]) the command acts on; default "
-        "DEPLOY_TARGET. status without it: every target",
-    )
+    parser.add_argument("--target", metavar="NAME", default=None, help=TARGET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("deploy", help="deploy an image tag, with live progress")
     p.add_argument("tag", metavar="TAG", help="v4.4.0-ecr-ecs-fargate, v4.4, sha-abc1234, ...")
     _change_options(p)
+    p.add_argument(
+        "--allow-moved-tag",
+        action="store_true",
+        help="deploy an exact release tag even though it now names another image than the "
+        "one deployed under it before (re-pushed on purpose)",
+    )
     p.set_defaults(handler=_engine_command("deploy"))
 
     p = sub.add_parser("redeploy", help="force a new deployment of what runs now")
@@ -166,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_engine_command("status"))
 
     p = sub.add_parser("history", help="recent deployments: who, what, outcome, duration")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument(
         "-n",
         type=bounded_int(1, MAX_HISTORY),
@@ -178,12 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlock", help="break a stale lock, saying whose it was")
     p.set_defaults(handler=_engine_command("unlock"))
 
+    for name in ("deploy", "redeploy", "rollback", "freeze", "unfreeze", "abort", "status",
+                 "history", "unlock"):  # fmt: skip
+        _target_option(sub.choices[name])
+
     p = sub.add_parser("notify", help="CI's notices to Slack")
     notify_sub = p.add_subparsers(dest="notice", metavar="NOTICE", required=True)
     n = notify_sub.add_parser("image-pushed", help="a new image is in ECR, with a Deploy button")
     n.add_argument("--tag", required=True, help="the image tag CI pushed")
     n.add_argument("--sha", default=None, help="the commit it was built from")
     n.add_argument("--run-url", default=None, help="link to the CI run")
+    n.add_argument(
+        "--config-parameter",
+        metavar="NAME",
+        default=None,
+        help="the SSM parameter holding the targets (deploybot.toml), read when "
+        "DEPLOYBOT_CONFIG and DEPLOYBOT_CONFIG_TEXT are unset: the bot's, "
+        "/STACK_NAME-bot/deploybot.toml",
+    )
     n.set_defaults(handler=_notify)
 
     p = sub.add_parser("release-tags", help="the image tags CI pushes, one a line")

@@ -34,6 +34,8 @@ from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.rollout import Outcome
+from bot.hints import Door as HintsDoor
+from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
 from bot.settings import Settings
 from bot.targets import Target, Targets, load_targets
@@ -49,6 +51,14 @@ STATUS_THREADS = 8
 
 # The rules asked before any reading (bot/rules.py's order): the door's own, where, who.
 _WHO_AND_WHERE = frozenset({Rule.BREAK_GLASS, Rule.CHANNELS, Rule.DEPLOYERS, Rule.APPROVERS})
+
+
+def _runs_again(last: DeploymentRecord) -> str | None:
+    """What a target runs again after its last deployment was undone (the breaker or an
+    alarm rolled it back, or someone aborted it): the image that ran before it."""
+    if last.outcome in (Outcome.ROLLED_BACK, Outcome.ABORTED) and last.previous_tag:
+        return last.previous_tag
+    return None
 
 
 class NothingToPromote(DeployRefused):
@@ -68,6 +78,7 @@ class Ask:
     approved_by: tuple[str, ...] = ()
     request_id: str = ""
     asking: bool = False
+    allow_moved_tag: str = ""  # Via.allow_moved_tag: "any" (the CLI's flag) or a digest
 
     @property
     def who(self) -> str:
@@ -84,6 +95,7 @@ class Ask:
             via.approved_by,
             via.request_id,
             via.asking,
+            via.allow_moved_tag,
         )
 
     def via(self, facts: Facts | None = None) -> Via:
@@ -99,6 +111,8 @@ class Ask:
             asking=self.asking,
             source=facts.source,
             completed_on_source=facts.completed_on_source,
+            source_runs=facts.source_runs,
+            allow_moved_tag=self.allow_moved_tag,
         )
 
 
@@ -152,6 +166,19 @@ class Fleet:
         self._aws = aws
         self._engines: dict[str, Engine] = dict(engines or {})
         self._lock = threading.Lock()
+        self.door: HintsDoor = "cli"  # whose syntax the engines' hints speak (speak())
+
+    def speak(self, door: HintsDoor) -> None:
+        """Every engine's texts suggest commands as ``door`` spells them (bot/hints.py): the
+        bot speaks "slack", a terminal "cli" (or "make" under the Makefile)."""
+        with self._lock:
+            self.door = door
+            for engine in self._engines.values():
+                engine.door = door
+
+    @property
+    def hints(self) -> Hints:
+        return Hints.at(self.door, self.settings.slack_commands)
 
     @classmethod
     def around(cls, engine: Engine) -> Fleet:
@@ -188,6 +215,7 @@ class Fleet:
                 aws = self._aws.sibling(settings) if self._aws else AwsClient(settings)
                 self._aws = self._aws or aws
                 engine = Engine(settings, clock=self.clock, aws=aws, target=t)
+                engine.door = self.door
                 self._engines[t.name] = engine
             return engine
 
@@ -236,6 +264,7 @@ class Fleet:
             channel=ask.channel,
             now=self.clock.now(),
             facts=replace(facts or Facts(), break_glass=ask.break_glass),
+            hints=self.hints,
         )
 
     def screen(
@@ -268,10 +297,10 @@ class Fleet:
         records = self.engine(name).history(COMPLETED_LOOKBACK)
         return any(r.outcome == Outcome.COMPLETED and r.digest == digest for r in records)
 
-    def promotion(self, source: Target, of: str = "") -> Promotion:
-        """What promoting from ``source`` would deploy: the image of its last deployment.
-        With ``of`` (a Promote button's deployment), that deployment must still be the
-        source's last; refused otherwise, naming what came since."""
+    def promotion(self, source: Target, of: str = "", to: str = "TARGET") -> Promotion:
+        """What promoting from ``source`` (to ``to``) would deploy: the image of its last
+        deployment. With ``of`` (a Promote button's deployment), that deployment must still
+        be the source's last; refused otherwise, naming what came since and what would work."""
         records = self.engine(source).history(5)
         last = records[0] if records else None
         if last is None:
@@ -281,10 +310,21 @@ class Fleet:
             )
         if of and last.id != of:
             state = last.outcome.label if last.outcome else "in progress"
+            promote = f"`{self.hints.promote(source.name, to)}`"
+            runs = _runs_again(last)
+            if last.outcome == Outcome.COMPLETED:
+                then = f"Promote {last.tag} instead: {promote}."
+            elif runs:
+                again = f"`{self.hints.deploy(source.name, runs)}`"
+                then = (
+                    f"{source.name} runs {runs} again: redeploy {runs} to {source.name} "
+                    f"({again}), then promote ({promote})."
+                )
+            else:
+                then = f"Once a deployment completes on {source.name}, promote it ({promote})."
             raise NoLongerRunning(
                 f"Not promoted: deployment {of} is no longer {source.name}'s last; since then "
-                f"{last.kind} {last.id} of {last.tag} ({state}). Nothing was changed. Promote "
-                f"what {source.name} runs from its own message, or with the promote command."
+                f"{last.kind} {last.id} of {last.tag} ({state}). Nothing was changed. {then}"
             )
         return Promotion(source, last)
 
@@ -328,8 +368,12 @@ class Fleet:
                 )
         elif action is Action.PROMOTE:
             origin = self.targets.get(source)
-            promotion = self.promotion(origin, of)
-            facts = Facts(source=origin.name, completed_on_source=promotion.completed)
+            promotion = self.promotion(origin, of, target.name)
+            facts = Facts(
+                source=origin.name,
+                completed_on_source=promotion.completed,
+                source_runs=_runs_again(promotion.record) if promotion.record else None,
+            )
             why = f"promoted from {origin.name} ({promotion.record.id if promotion.record else ''})"
             plan = engine.plan_image(
                 "promote",

@@ -11,7 +11,8 @@ The rules, in the order they are asked (the first refusal answers):
 
 1. ``channels``: Slack doors act only in the target's channels (none listed: any).
 2. ``deployers`` / ``approvers``: who may act. Deploy, redeploy, promote and roll back:
-   the deployers. Abort, freeze, unfreeze: deployers and approvers. Approve: approvers,
+   the deployers, who also may break a stale lock. Abort, freeze, unfreeze: deployers and
+   approvers. Approve: approvers,
    never the requester. Read: anyone. The CLI's gate is its AWS credentials, so it skips
    who and where, and cannot approve (approvals are given in Slack).
 3. ``approval_expiry_minutes`` and the request's premise, when approving.
@@ -39,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from bot.deploy.errors import DeployRefused
+from bot.hints import Hints
 from bot.mrkdwn import escape as escape_mrkdwn
 from bot.targets import Target
 from bot.windows import describe_opening, is_open, next_opening
@@ -53,6 +55,7 @@ class Action(StrEnum):
     FREEZE = "freeze"
     UNFREEZE = "unfreeze"
     APPROVE = "approve"
+    UNLOCK = "unlock"  # break a stale lock (Slack's checks ECS first): deployers
     READ = "read"
 
 
@@ -79,6 +82,7 @@ class Rule(StrEnum):
     APPROVALS = "approvals"
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
+    WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -119,6 +123,9 @@ class Facts:
     requested_by: str | None = None
     requested_at: datetime | None = None
     premise_changed: str | None = None  # what changed since the request, for a person
+    # promote (or deploy past `after`): what the source runs now, when its last deployment did
+    # not complete there (a breaker rolled it back to this): redeploying it there completes it.
+    source_runs: str | None = None
     break_glass: str | None = None  # the reason given with --break-glass
     queued: int = 0  # deploys waiting in the target's queue (read for changes, not at its door)
 
@@ -166,6 +173,7 @@ class RuleRefused(DeployRefused):
 class _Say:
     slack: bool
     now: datetime
+    hints: Hints = field(default_factory=Hints)  # how the door spells the commands it suggests
 
     def person(self, who: str, via: str = "slack") -> str:
         if self.slack and via == "slack":
@@ -214,6 +222,7 @@ class _Asking:
     channel: str | None
     now: datetime
     facts: Facts
+    hints: Hints
     bypassed: list[Bypass] = field(default_factory=list)
 
     @property
@@ -221,7 +230,7 @@ class _Asking:
         return self.door is not Door.CLI
 
     def render(self, words: Words) -> tuple[str, str]:
-        return words(_Say(False, self.now)), words(_Say(True, self.now))
+        return words(_Say(False, self.now, self.hints)), words(_Say(True, self.now, self.hints))
 
     def refuse(self, rule: Rule, words: Words, *, needs_approval: bool = False) -> Decision:
         message, mrkdwn = self.render(words)
@@ -252,13 +261,19 @@ def check(
     channel: str | None,
     now: datetime,
     facts: Facts | None = None,
+    hints: Hints | None = None,
 ) -> Decision:
     """Whether ``who`` may take ``action`` on ``target`` through ``door`` at ``now``.
 
     ``who`` is a Slack user id at Slack doors (the requester's, at the queue), the
-    terminal's user at the CLI; ``channel`` the Slack channel (None at the CLI).
+    terminal's user at the CLI; ``channel`` the Slack channel (None at the CLI); ``hints``:
+    how the commands a refusal suggests are spelled (default: the door's, with the default
+    slash-command names).
     """
-    asking = _Asking(target, Action(action), Door(door), who, channel, now, facts or Facts())
+    door = Door(door)
+    if hints is None:
+        hints = Hints.cli() if door is Door.CLI else Hints.slack()
+    asking = _Asking(target, Action(action), door, who, channel, now, facts or Facts(), hints)
     for step in _STEPS:
         refused = step(asking)
         if refused is not None:
@@ -320,6 +335,7 @@ def _who(a: _Asking) -> Decision | None:
         Action.ABORT: f"abort {target.name}'s rollout",
         Action.FREEZE: f"freeze {target.name}",
         Action.UNFREEZE: f"unfreeze {target.name}",
+        Action.UNLOCK: f"break {target.name}'s deploy lock",
     }[action]
     where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
     return a.refuse(
@@ -367,7 +383,7 @@ def _request(a: _Asking) -> Decision | None:
     if a.action is not Action.APPROVE:
         return None
     target, facts = a.target, a.facts
-    ask = _ask_command(target, facts.requested or Action.DEPLOY, facts)
+    ask = _ask_command(a.hints, target, facts.requested or Action.DEPLOY, facts)
     if facts.requested_at is None:
         return a.refuse(
             Rule.EXPIRY,
@@ -413,7 +429,7 @@ def _freeze(a: _Asking) -> Decision | None:
         if freeze is None:
             return a.refuse(Rule.FREEZE, lambda s: f"{target.name} is not frozen")
         return None
-    if freeze is None or action is Action.READ:
+    if freeze is None or action in (Action.READ, Action.UNLOCK):
         return None
     if action is Action.FREEZE:
         return a.refuse(
@@ -425,7 +441,7 @@ def _freeze(a: _Asking) -> Decision | None:
             lambda s: f"{action.value} goes ahead: {_describe_freeze(s, target, freeze)}",
         )
         return None
-    unfreeze = f"/deploy unfreeze {target.name}"
+    unfreeze = a.hints.unfreeze(target.name)
     return a.refuse(
         Rule.FREEZE,
         lambda s: f"{_describe_freeze(s, target, freeze)}. Once it is safe: {s.command(unfreeze)}",
@@ -458,6 +474,7 @@ def _promotion(a: _Asking) -> Decision | None:
                 lambda s: (
                     f"{target.name} only takes images that completed on {source}; "
                     f"{source}'s last deployment ({s.text(image)}) did not complete"
+                    + _then_promote(a, s, source)
                 ),
             )
         return None
@@ -470,13 +487,29 @@ def _promotion(a: _Asking) -> Decision | None:
         )
     if facts.completed_on_source:
         return None
-    promote = f"/deploy promote {after} to {target.name}"
+    deploy = a.hints.deploy(after, facts.image or "TAG")
+    promote = a.hints.promote(after, target.name)
     return a.refuse(
         Rule.AFTER,
         lambda s: (
             f"{target.name} only takes images that completed on {after}; "
-            f"{s.text(image)} has not. Deploy it to {after} first, then {s.command(promote)}"
+            f"{s.text(image)} has not. Deploy it to {after} first ({s.command(deploy)}), "
+            f"then promote it ({s.command(promote)})"
         ),
+    )
+
+
+def _then_promote(a: _Asking, s: _Say, source: str) -> str:
+    """What would work after a source's last deployment failed: redeploy what it runs (a
+    breaker put it back) so that it completes there, then promote."""
+    runs = a.facts.source_runs
+    promote = s.command(a.hints.promote(source, a.target.name))
+    if not runs:
+        return f". Deploy an image to {source} that completes, then promote it ({promote})"
+    again = s.command(a.hints.deploy(source, runs))
+    return (
+        f". It runs {s.text(runs)} again: redeploy {s.text(runs)} to {source} ({again}), "
+        f"then promote ({promote})"
     )
 
 
@@ -515,12 +548,14 @@ def _approvals(count: int, more: bool = False) -> str:
     return f"1 {again}approval" if count == 1 else f"{count} {again}approvals"
 
 
-def _ask_command(target: Target, action: Action, facts: Facts) -> str:
+def _ask_command(hints: Hints, target: Target, action: Action, facts: Facts) -> str:
+    """How a request is asked for again: in Slack (approvals are given there)."""
+    slack = hints.in_slack_words()
     if action is Action.PROMOTE:
-        return f"/deploy promote {facts.source or target.after or 'FROM'} to {target.name}"
+        return slack.promote(facts.source or target.after or "FROM", target.name)
     if action is Action.REDEPLOY:
-        return f"/redeploy {target.name}"
-    return f"/deploy {facts.image or 'TAG'} to {target.name}"
+        return slack.redeploy(target.name)
+    return slack.deploy(target.name, facts.image or "TAG")
 
 
 def _approval(a: _Asking) -> Decision | None:
@@ -560,7 +595,7 @@ def _approval(a: _Asking) -> Decision | None:
                 + ('; in an emergency, --break-glass "why"' if a.door is Door.CLI else "")
             ),
         )
-    ask = _ask_command(target, a.action, facts)
+    ask = _ask_command(a.hints, target, a.action, facts)
     if a.door is Door.SLASH:
         return a.refuse(Rule.APPROVALS, need, needs_approval=True)
     if a.door is Door.CLI:
@@ -625,11 +660,14 @@ def at_start(
     channel: str | None,
     now: datetime,
     facts: Facts | None = None,
+    hints: Hints | None = None,
 ) -> Decision:
     """The rules judged again when the lock is taken (Engine.start), by the clock of that
     moment: the windows, and the queue (``facts.queued``: what the lock's transaction found).
     The freeze is the transaction's own condition (see frozen_meanwhile)."""
-    asking = _Asking(target, Action(action), Door(door), who, channel, now, facts or Facts())
+    door = Door(door)
+    hints = hints or (Hints.cli() if door is Door.CLI else Hints.slack())
+    asking = _Asking(target, Action(action), door, who, channel, now, facts or Facts(), hints)
     for step in (_break_glass, _windows, _queue):
         refused = step(asking)
         if refused is not None:
@@ -637,13 +675,17 @@ def at_start(
     return asking.allow()
 
 
-def frozen_meanwhile(target: Target, freeze: Freeze, *, now: datetime) -> Decision:
+def frozen_meanwhile(
+    target: Target, freeze: Freeze, *, now: datetime, hints: Hints | None = None
+) -> Decision:
     """A freeze written after the plan read none, before the lock was taken: the change is
     refused ("refused: production was frozen by @ana at 14:02:07 while this was being
     prepared")."""
-    asking = _Asking(target, Action.DEPLOY, Door.SLASH, "", None, now, Facts(freeze=freeze))
+    hints = hints or Hints.slack()
+    facts = Facts(freeze=freeze)
+    asking = _Asking(target, Action.DEPLOY, Door.SLASH, "", None, now, facts, hints)
     at = freeze.since.astimezone(UTC)
-    unfreeze = f"/deploy unfreeze {target.name}"
+    unfreeze = hints.unfreeze(target.name)
     return asking.refuse(
         Rule.FREEZE,
         lambda s: (
@@ -654,11 +696,15 @@ def frozen_meanwhile(target: Target, freeze: Freeze, *, now: datetime) -> Decisi
     )
 
 
-def lapsed_approval(target: Target, kind: str, image: str, why: str) -> Decision:
+def lapsed_approval(
+    target: Target, kind: str, image: str, why: str, hints: Hints | None = None
+) -> Decision:
     """An approved change whose approval no longer holds when it is to start (a queued turn,
     any start after an approval): ``why`` says what changed, for a person."""
-    asking = _Asking(target, Action.APPROVE, Door.QUEUE, "", None, datetime.now(UTC), Facts())
-    again = f"/deploy {image} to {target.name}" if kind == "deploy" else f"/{kind}"
+    hints = hints or Hints.slack()
+    now = datetime.now(UTC)
+    asking = _Asking(target, Action.APPROVE, Door.QUEUE, "", None, now, Facts(), hints)
+    again = hints.deploy(target.name, image) if kind == "deploy" else hints.redeploy(target.name)
     return asking.refuse(
         Rule.PREMISE,
         lambda s: (
@@ -679,6 +725,72 @@ _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _approval,
     _queue,
 )
+
+
+# --- strangers: the workspace a Slack request came from ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Home:
+    """The bot's own workspace: SLACK_TEAM_ID (or auth.test's ``team_id``), and on Enterprise
+    Grid its org (auth.test's ``enterprise_id``; None: not on Grid, or not known)."""
+
+    team: str
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a Slack request came from, as its payload and conversations.info say
+    (bot/slack/workspace.py reads them).
+
+    ``teams``: every team id the payload names (a command's ``team_id``; an interaction's
+    ``team.id`` and ``user.team_id``, which is the org's ``E…`` id on Grid).
+    ``enterprises``: every enterprise id it names (``enterprise_id``, ``enterprise.id``,
+    ``team.enterprise_id``). ``kind``: ``channel``, ``im`` (a DM) or ``mpim`` (a group DM).
+    ``shared``: a Slack Connect channel (conversations.info's ``is_ext_shared``)."""
+
+    channel: str
+    teams: tuple[str, ...] = ()
+    enterprises: tuple[str, ...] = ()
+    kind: str = "channel"
+    shared: bool = False
+
+
+def workspace(origin: Origin, home: Home, listed: frozenset[str]) -> Decision:
+    """Whether a change may come from ``origin``: a command or click from another workspace
+    or org, or in a Slack Connect channel, is refused; so is one in a DM or group DM, unless
+    a target lists that conversation in its ``channels`` (``listed``). Reads are not asked.
+
+    Another organisation's people in a shared channel may run the read-only commands; a
+    change is announced in the channel they share, which is why none may start there."""
+    here = f"deploybot takes changes only from its own workspace ({home.team})"
+    for team in origin.teams:
+        # On Grid, user.team_id is the org's id ("will report an enterprise organization ID
+        # (which starts with an E) instead of team ID", block_actions payload reference).
+        mine = team == home.enterprise if team.startswith("E") else team == home.team
+        if not mine:
+            return _stranger(f"{here}; this came from another workspace ({team})")
+    for enterprise in origin.enterprises:
+        if enterprise != home.enterprise:
+            return _stranger(f"{here}; this came from another organisation ({enterprise})")
+    if origin.shared:
+        return _stranger(
+            f"{here}, and this channel is shared with another organisation (Slack Connect). "
+            "Status and history answer here; change things from a channel of your own"
+        )
+    if origin.kind in ("im", "mpim") and origin.channel not in listed:
+        what = "a direct message" if origin.kind == "im" else "a group DM"
+        return _stranger(
+            f"deploybot takes changes in a channel, not in {what}; status and history answer "
+            "here (a target that lists this conversation in its channels takes changes in it)"
+        )
+    return Decision(True)
+
+
+def _stranger(why: str) -> Decision:
+    message = f"Nothing was changed: {why}."
+    return Decision(False, Rule.WORKSPACE, message, escape_mrkdwn(message))
 
 
 def freeze_after_failure(

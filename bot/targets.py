@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from bot.deploy.errors import DeployRefused, NotConfigured
+from bot.mrkdwn import is_user_id
 from bot.settings import Settings
 from bot.windows import Window, WindowError, parse_window
 
@@ -197,9 +198,11 @@ class _ConfigFile(BaseSettings):
     path comes from a subclass made per file (see _read), since the source reads
     ``toml_file`` from the model's config."""
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    # Lenient here, strict below: each table is checked on its own (_load_file), so one
+    # reading reports every problem of every table, not the first kind it meets.
+    model_config = SettingsConfigDict(extra="allow", frozen=True)
 
-    targets: dict[str, _TargetTable]
+    targets: Any = None
 
     @classmethod
     def settings_customise_sources(
@@ -221,11 +224,36 @@ def _read(path: Path, shown: str) -> _ConfigFile:
         model_config = SettingsConfigDict(toml_file=path)
 
     try:
-        return _ThisFile()  # type: ignore[call-arg]  # the TOML source gives the fields
+        return _ThisFile()
     except tomllib.TOMLDecodeError as exc:
         raise BadConfig([f"{shown}: not valid TOML: {exc}"]) from exc
-    except ValidationError as exc:
-        raise BadConfig([f"{shown}: {_problem(error)}" for error in exc.errors()]) from exc
+
+
+def _tables(config: _ConfigFile, shown: str) -> tuple[dict[str, Any], list[str]]:
+    """The ``[targets.NAME]`` tables as written, and what is wrong around them."""
+    problems: list[str] = []
+    raw = config.targets
+    if not raw:
+        problems.append(
+            f"{shown}: targets: no targets; add a [targets.NAME] table for each"
+            + (" service" if raw is None else "")
+        )
+    problems += [
+        f"{shown}: {key}: unknown key (the file holds [targets.NAME] tables)"
+        for key in config.model_extra or {}
+    ]
+    if raw is not None and not isinstance(raw, dict):
+        problems.append(f"{shown}: targets: not a table; write a [targets.NAME] table for each")
+        raw = {}
+    tables: dict[str, Any] = {}
+    for name, table in (raw or {}).items():
+        if isinstance(table, dict):
+            tables[name] = table
+        else:
+            problems.append(
+                f"{shown}: targets.{name}: not a table ([targets.{name}] holds its keys)"
+            )
+    return tables, problems
 
 
 def _problem(error: Any) -> str:
@@ -246,50 +274,64 @@ def _problem(error: Any) -> str:
 
 
 def _id_problem(value: str, kind: str) -> str | None:
-    # Slack asks apps not to assume the characters of an id (api.slack.com/changelog/
-    # 2016-08-11-user-id-format-changes), so only what is surely a name, not an id, is caught.
-    if not value or value != value.strip() or " " in value:
-        return f"{value!r} is not a Slack {kind} id"
-    if value[0] in "@#<":
-        where = (
-            "U…, from their profile → ⋮ → Copy member ID"
-            if kind == "user"
-            else "C…, at the bottom of the channel's About tab"
-        )
+    where = (
+        "U…, from their profile → ⋮ → Copy member ID"
+        if kind == "user"
+        else "C…, at the bottom of the channel's About tab"
+    )
+    if value[:1] in ("@", "#", "<"):
         return f"{value!r} is a name, not a Slack {kind} id ({where})"
+    # A user id is U… (W… on Enterprise Grid), upper-case letters and digits (bot.mrkdwn):
+    # a name there would let nobody deploy or approve. Channel ids are only caught when they
+    # are surely not one: Slack asks apps not to assume their characters
+    # (api.slack.com/changelog/2016-08-11-user-id-format-changes).
+    if kind == "user" and not is_user_id(value):
+        return f"{value!r} is not a Slack user id: use ids, not names ({where})"
+    if not value or value != value.strip() or " " in value:
+        return f"{value!r} is not a Slack {kind} id ({where})"
     return None
 
 
-def _target(
-    name: str, table: _TargetTable, settings: Settings, key: str, source: str
-) -> tuple[Target, list[str]]:
+def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
+    """What a table's values say wrong beyond their types, read from the table as written:
+    a table whose types are wrong is still read for these, so one reading says everything."""
     problems: list[str] = []
     if not _NAME.fullmatch(name):
         problems.append(f"{key}: {name!r} is not a target name (letters, digits, - and _)")
-    windows: list[Window] = []
-    for index, text in enumerate(table.windows):
-        try:
-            windows.append(parse_window(text))
-        except WindowError as exc:
-            problems.append(f"{key}.windows.{index}: {exc}")
+    windows = raw.get("windows")
+    for index, text in enumerate(windows if isinstance(windows, list) else ()):
+        if isinstance(text, str):
+            try:
+                parse_window(text)
+            except WindowError as exc:
+                problems.append(f"{key}.windows.{index}: {exc}")
     for field_name, kind in (("deployers", "user"), ("approvers", "user"), ("channels", "channel")):
-        for index, value in enumerate(getattr(table, field_name) or ()):
-            if value == EVERYONE and field_name == "deployers":
+        values = raw.get(field_name)
+        for index, value in enumerate(values if isinstance(values, list) else ()):
+            if not isinstance(value, str) or (value == EVERYONE and field_name == "deployers"):
                 continue
             why = _id_problem(value, kind)
             if why:
                 problems.append(f"{key}.{field_name}.{index}: {why}")
-    if table.approvals and len(set(table.approvers)) < table.approvals:
-        need = "1 approver" if table.approvals == 1 else f"{table.approvals} approvers"
-        problems.append(
-            f"{key}.approvers: approvals = {table.approvals} needs at least {need}, "
-            f"{len(set(table.approvers))} listed"
-        )
-    if table.approvers and not table.approvals:
+    approvals, approvers = raw.get("approvals", 0), raw.get("approvers", [])
+    if isinstance(approvals, int) and approvals in (1, 2) and isinstance(approvers, list):
+        listed = len({a for a in approvers if isinstance(a, str)})
+        if listed < approvals:
+            need = "1 approver" if approvals == 1 else f"{approvals} approvers"
+            problems.append(
+                f"{key}.approvers: approvals = {approvals} needs at least {need}, {listed} listed"
+            )
+    if approvers and approvals == 0 and isinstance(approvers, list):
         problems.append(f"{key}.approvers: listed, but approvals = 0 asks for none; set approvals")
+    return problems
+
+
+def _target(name: str, table: _TargetTable, settings: Settings, source: str) -> Target:
+    """The target a table of the right types describes (a window that does not parse is left
+    out: _table_problems said so, and a file with any problem gives no Targets)."""
     deployers = settings.deploy_allowed_users if table.deployers is None else table.deployers
     channels = settings.deploy_allowed_channels if table.channels is None else table.channels
-    target = Target(
+    return Target(
         name=name,
         cluster=table.cluster,
         service=table.service,
@@ -302,17 +344,24 @@ def _target(
         approvals=table.approvals,
         approvers=tuple(dict.fromkeys(table.approvers)),
         approval_expiry_minutes=table.approval_expiry_minutes,
-        windows=tuple(windows),
+        windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
         queue_limit=table.queue_limit,
         source=source,
     )
-    return target, problems
 
 
-def _between_targets(targets: dict[str, Target], shown: str) -> list[str]:
-    """What no single table can say wrong: after's target, cycles, one service twice."""
+def _window_or_none(text: str) -> Window | None:
+    try:
+        return parse_window(text)
+    except WindowError:
+        return None
+
+
+def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str]) -> list[str]:
+    """What no single table can say wrong: after's target, cycles, one service twice.
+    ``names``: every table's name, including those too wrong to be a Target."""
     problems: list[str] = []
-    known = ", ".join(targets)
+    known = ", ".join(names)
     services: dict[tuple[str, str], str] = {}
     for name, target in targets.items():
         key = f"{shown}: targets.{name}"
@@ -330,7 +379,8 @@ def _between_targets(targets: dict[str, Target], shown: str) -> list[str]:
             continue
         before = targets.get(target.after)
         if before is None:
-            problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
+            if target.after not in names:
+                problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
             continue
         if before.repository != target.repository:
             problems.append(
@@ -402,27 +452,40 @@ def _config_text(settings: Settings) -> str | None:
 
 def _load_file(settings: Settings, path: Path, shown: str) -> Targets:
     default = settings.deploy_target
-    config = _read(path, shown)
-    if not config.targets:
-        raise BadConfig([f"{shown}: targets: no targets; add a [targets.NAME] table for each"])
+    tables, problems = _tables(_read(path, shown), shown)
     built: dict[str, Target] = {}
-    problems: list[str] = []
-    for name, table in config.targets.items():
-        target, found = _target(name, table, settings, f"targets.{name}", shown)
-        built[name] = target
+    for name, raw in tables.items():
+        key = f"targets.{name}"
+        found = _table_problems(name, raw, key)
+        try:
+            table = _TargetTable.model_validate(raw)
+        except ValidationError as exc:
+            found = [
+                _problem({**error, "loc": ("targets", name, *error["loc"])})
+                for error in exc.errors()
+            ] + found
+            after = raw.get("after")
+            if isinstance(after, str) and after not in tables:
+                known = ", ".join(tables)
+                found.append(f"{key}.after: no target named {after!r} (known: {known})")
+        else:
+            built[name] = _target(name, table, settings, shown)
         problems += [f"{shown}: {p}" for p in found]
-    problems += _between_targets(built, shown)
-    if default not in built:
+    problems += _between_targets(built, shown, list(tables))
+    if not tables:
+        raise BadConfig(problems)
+    if default not in tables:
+        known = ", ".join(tables)
         if "deploy_target" in settings.model_fields_set:
             problems.append(
-                f"DEPLOY_TARGET: no target named {default!r} in {shown} (known: {', '.join(built)})"
+                f"DEPLOY_TARGET: no target named {default!r} in {shown} (known: {known})"
             )
-        elif len(built) == 1:
-            default = next(iter(built))
+        elif len(tables) == 1:
+            default = next(iter(tables))
         else:
             problems.append(
                 f"DEPLOY_TARGET: unset, and {shown} has no target named {default!r}: set it to "
-                f"the default target, one of {', '.join(built)}"
+                f"the default target, one of {', '.join(tables)}"
             )
     if problems:
         raise BadConfig(problems)

@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    WaiterError,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_TEMPLATE = ROOT / "cloudformation" / "service.yml"
@@ -482,11 +488,20 @@ CONFIG_LIMIT = 4096
 
 
 def put_bot_config(
-    cfn: Any, ssm: Any, bot_stack: str, path: Path, env: Mapping[str, str], out: Out = _print
+    cfn: Any,
+    ssm: Any,
+    bot_stack: str,
+    path: Path,
+    env: Mapping[str, str],
+    out: Out = _print,
+    before_writing: Callable[[], None] = lambda: None,
 ) -> None:
     """Put ``path`` (a deploybot.toml) into the bot stack's BotConfig parameter, after
-    reading it as the bot will: a file the bot would refuse at start is refused here."""
-    from bot.settings import Settings  # the bot's own reading, only for this command
+    reading it as the bot will: a file the bot would refuse at start is refused here.
+    ``before_writing``: called once the file is read as good, before any AWS call."""
+    from pydantic import ValidationError
+
+    from bot.settings import Settings, describe_errors  # the bot's own reading
     from bot.targets import BadConfig, load_targets
 
     try:
@@ -499,13 +514,19 @@ def put_bot_config(
         )
     target = {"DEPLOY_TARGET": env["DEPLOY_TARGET"]} if env.get("DEPLOY_TARGET") else {}
     try:
-        targets = load_targets(
-            Settings(_env_file=None, DEPLOYBOT_CONFIG_TEXT=text, **target)  # type: ignore[call-arg]
+        # This file only: neither DEPLOYBOT_CONFIG nor DEPLOYBOT_CONFIG_TEXT of the shell
+        # (OPERATIONS.md has operators export the first), and its problems under its name.
+        settings = Settings(_env_file=None, **target).model_copy(  # type: ignore[arg-type,call-arg]
+            update={"deploybot_config": path, "deploybot_config_text": None}
         )
+        targets = load_targets(settings)
     except BadConfig as exc:
         raise StackRefused("the bot would refuse it:\n" + "\n".join(exc.problems)) from exc
+    except ValidationError as exc:
+        raise StackRefused(f"bad configuration: {describe_errors(exc)}") from exc
     if targets.source is None:
         raise StackRefused(f"{path} holds no targets; add a [targets.NAME] table for each")
+    before_writing()
     stack = _stack(cfn, bot_stack)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
     if "BotConfigParameter" not in outputs:
@@ -560,12 +581,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def require_credentials(session: boto3.session.Session) -> None:
+    """Refuse (exit 2, one line) before any call when boto3 finds no credentials, as
+    deploybot does, rather than a NoCredentialsError traceback from the first call."""
+    from bot.deploy.aws import NO_CREDENTIALS
+
+    if session.get_credentials() is None:
+        raise StackRefused(NO_CREDENTIALS)
+
+
 def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.0) -> int:
     """The command line; returns the exit code."""
     args = _parser().parse_args(argv)
     session = boto3.session.Session(region_name=args.region)
     cfn = session.client("cloudformation")
     try:
+        if args.command != "bot-config":  # it reads its file first, then asks for them
+            require_credentials(session)
         if args.command == "service":
             stack, env_params = environment_stack(args.stack, args.env, out)
             given = {**env_params, **parse_assignments(args.parameters)}
@@ -607,7 +639,10 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
             put_slack_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
         elif args.command == "bot-config":
             ssm = session.client("ssm")
-            put_bot_config(cfn, ssm, f"{args.service_stack}-bot", args.file, os.environ, out)
+            put_bot_config(
+                cfn, ssm, f"{args.service_stack}-bot", args.file, os.environ, out,
+                before_writing=lambda: require_credentials(session),
+            )  # fmt: skip
         elif args.command == "github-secret":
             secrets = session.client("secretsmanager")
             put_github_secret(cfn, secrets, f"{args.service_stack}-bot", os.environ, out)
@@ -618,6 +653,12 @@ def main(argv: Sequence[str] | None = None, out: Out = _print, delay: float = 5.
         return exc.exit_code
     except ClientError as exc:
         out(f"error: AWS said: {exc}")
+        return 1
+    except (NoCredentialsError, NoRegionError) as exc:  # credentials gone since the check
+        out(f"error: {exc}")
+        return 2
+    except BotoCoreError as exc:  # no answer: endpoint unreachable, connection reset
+        out(f"error: could not reach AWS: {exc}")
         return 1
     return 0
 

@@ -399,7 +399,10 @@ def render_mrkdwn(summary: ChangeSummary, limit: int = SHOWN_COMMITS) -> str:
         move_line += f" (<{summary.compare_url}|compare>)"
     lines = []
     for c in summary.commits[:limit]:
-        sha = f"<{c.url}|`{c.short_sha}`>" if c.url else f"`{c.short_sha}`"
+        # Code inside a link's label shows its backticks literally in Slack; around the whole
+        # link it renders as code and links (atomist/slack-messages#37: "you need to put the
+        # back ticks around the url ... Inside the label formatting doesn't seem to work").
+        sha = f"`<{c.url}|{c.short_sha}>`" if c.url else f"`{c.short_sha}`"
         title = escape_mrkdwn(_clip(c.title, _TITLE_CHARS))
         lines.append(f"• {sha} {title} ({escape_mrkdwn(c.author)})")
     count = _count_line(summary, bool(lines))

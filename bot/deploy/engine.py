@@ -43,6 +43,7 @@ from bot.deploy.errors import (
     DeployRefused,
     ImageMissing,
     LockHeld,
+    MovedTag,
     NoLongerRunning,
     NoSuchRequest,
     NothingToAbort,
@@ -64,15 +65,20 @@ from bot.deploy.ledger import (
     DeploymentRecord,
     Ledger,
     Lock,
+    News,
     Precondition,
     PreconditionFailed,
     Requester,
+    TagRecord,
     new_deployment_id,
     short_digest,
 )
+from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.github import GitHubClient
+from bot.hints import Door as HintsDoor
+from bot.hints import Hints
 from bot.rules import (
     CHANGES,
     Action,
@@ -204,6 +210,10 @@ class Via:
     asking: bool = False
     source: str | None = None
     completed_on_source: bool | None = None
+    source_runs: str | None = None  # what the source runs again after its last was undone
+    # A release tag that names another image than the one deployed under it before: "any"
+    # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
+    allow_moved_tag: str = ""
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -243,6 +253,10 @@ class Plan:
     change: ChangeSummary | None = field(default=None, compare=False)
     # The door it came through: what start judges again with the lock (bot/rules.py at_start).
     via: Via = field(default_factory=lambda: Via(), compare=False)
+    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
+    # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
+    tag_state: str = ""
+    tag_was: TagRecord | None = field(default=None, compare=False)
 
     @property
     def short_digest(self) -> str:
@@ -259,6 +273,26 @@ class Plan:
         if self.change is not None and self.change.current is not None:
             return _commit_of(self.change.current)
         return self.current.commit
+
+
+@dataclass(frozen=True)
+class ReleaseTasks:
+    """The tasks of one ECS deployment of the service, named by the release they run: during
+    a rollout the new release's and the old one's are counted apart."""
+
+    tag: str
+    revision: str
+    new: bool  # the PRIMARY deployment: what the service is being moved to
+    running: int
+    pending: int
+    desired: int
+
+    def describe(self) -> str:
+        """``v4.6.0 (new): 0/3 running, 3 pending`` / ``v4.5.0 (old): 3 running``."""
+        pending = f", {self.pending} pending" if self.pending else ""
+        if self.new:
+            return f"{self.tag} (new): {self.running}/{self.desired} running{pending}"
+        return f"{self.tag} (old): {self.running} running{pending}"
 
 
 @dataclass(frozen=True)
@@ -280,10 +314,25 @@ class Status:
     freeze: Freeze | None = None
     queue: tuple[QueuedItem, ...] = ()
     commit: str | None = None  # what runs: its commit ("" no sha tag, None unknown)
+    # The tasks by release, one entry per ECS deployment (newest first).
+    tasks: tuple[ReleaseTasks, ...] = ()
 
     @property
     def revision(self) -> str:
         return revision_of(self.task_definition)
+
+    @property
+    def mixed(self) -> bool:
+        """Tasks of more than one release run (a rollout): ``tag`` is the one it goes to,
+        not what all of them run."""
+        return len(self.tasks) > 1
+
+    def tasks_text(self) -> str:
+        """``3/3 running, 0 pending``; during a rollout each release apart: ``v4.6.0 (new):
+        0/3 running, 3 pending; v4.5.0 (old): 3 running``."""
+        if not self.mixed:
+            return f"{self.running}/{self.desired} running, {self.pending} pending"
+        return "; ".join(t.describe() for t in self.tasks)
 
     @property
     def short_digest(self) -> str:
@@ -320,6 +369,16 @@ class ImageInfo:
     digest: str
 
 
+@dataclass(frozen=True)
+class Surroundings:
+    """What a bot's periodic pass sees of a target (Engine.look_around)."""
+
+    records: list[DeploymentRecord]  # the newest, open ones reconciled with ECS
+    news: list[News]  # from terminals, waiting to be announced
+    outside: tuple[EcsDeployment, ...] = ()  # ECS deployments no record explains
+    state: ServiceState | None = None  # the service, when it was described
+
+
 def _follower_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
@@ -351,6 +410,9 @@ class Engine:
             channels=settings.deploy_allowed_channels,
         )
         self.guards = GuardBook(self.ledger, clock)
+        # The door whose words this engine's refusals speak (bot/hints.py): the bot sets
+        # "slack" (Fleet.speak), the Makefile's runs "make".
+        self.door: HintsDoor = "cli"
         # The status's reads of the lock, the freeze and the queue run here, beside its reads
         # of the history and the service (threads made when first needed).
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deploybot-status")
@@ -362,6 +424,7 @@ class Engine:
             lease_seconds=settings.lock_lease_seconds,
             clock=clock,
             follower=_follower_id(),
+            lost_seconds=settings.aws_lost_seconds,
         )
         self.reconciler = self.poller.reconciler
         self.reconciler.on_settled.append(self._after_settled)
@@ -373,6 +436,12 @@ class Engine:
         )
         if self.github_deployments.enabled:
             self.reconciler.on_settled.append(self.github_deployments.settled)
+
+    @property
+    def hints(self) -> Hints:
+        """How this engine's texts spell the commands they suggest (the door's syntax, the
+        configured slash-command names)."""
+        return Hints.at(self.door, self.settings.slack_commands)
 
     @property
     def service_name(self) -> str:
@@ -659,6 +728,7 @@ class Engine:
         if settled:
             lock, freeze, queue = self._guard_state()
         return Status(
+            lock=_held_lock(lock, records, self.clock.now()),
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
             tag=running.tag,
@@ -669,18 +739,18 @@ class Engine:
             pending=state.pending,
             rollout=state.rolling_out,
             deployments=state.deployments,
-            lock=lock,
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
             freeze=freeze,
             queue=queue,
             commit=commit,
+            tasks=_tasks_by_release(state, running, records),
         )
 
     def _guard_state(self) -> tuple[Lock | None, Freeze | None, tuple[QueuedItem, ...]]:
-        """The lock (if its lease runs), the freeze and the queue: a status's other reads."""
-        return self.ledger.current_lock(), self.guards.current_freeze(), tuple(self.guards.queue())
+        """The lock item, the freeze and the queue: a status's other reads."""
+        return self.ledger.lock_item(), self.guards.current_freeze(), tuple(self.guards.queue())
 
     def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
         """The recent records as the table holds them (no reconciling): read before a
@@ -704,6 +774,57 @@ class Engine:
             log.warning("could not reconcile open deployments: %s", exc)
             return records
         return self._reconcile(state, records, skip)
+
+    def look_around(
+        self,
+        limit: int = 20,
+        *,
+        describe: bool = False,
+        outside_since: datetime | None = None,
+    ) -> Surroundings:
+        """A bot's periodic pass: the newest records and the news from terminals (one Query);
+        open records reconciled with ECS, those another process follows left to it (as
+        ``history(leave_followed=True)``). With ``describe`` the service is described even
+        when no record needs it (one DescribeServices, which also judges the records), and with
+        ``outside_since`` the deployments no record explains are found in it (see
+        bot/deploy/outside.py)."""
+        read_at = self.clock.now()
+        records, news = self.ledger.history_and_news(limit)
+        skip = set(self.poller.tracking())
+        self.poller.leases.keep_only({r.id for r in records})
+        skip |= {r.id for r in records if self.followed_elsewhere(r)}
+        judge = not all(r.settled or r.id in skip for r in records)
+        if not (judge or describe or outside_since is not None):
+            return Surroundings(records, news)
+        try:
+            state = ServiceState.from_api(self._service())
+        except DeployError as exc:  # the news is still worth announcing without ECS
+            log.warning("could not read the service: %s", exc)
+            return Surroundings(records, news)
+        if judge:
+            records = self._reconcile(state, records, skip)
+        outside: tuple[EcsDeployment, ...] = ()
+        if outside_since is not None:
+            outside = tuple(unexplained(state, records, read_at=read_at, since=outside_since))
+        return Surroundings(records, news, outside, state)
+
+    def image_of(self, task_definition: str) -> str:
+        """The image tag (or image) a task definition runs, "" when it cannot be read: to name
+        what a deployment started outside deploybot runs."""
+        try:
+            with aws_errors("reading the task definition"):
+                td, tags = self.aws.describe_task_definition(task_definition)
+            image = str(self._container(td).get("image", ""))
+        except DeployError as exc:
+            log.warning("could not read %s: %s", task_definition, exc)
+            return ""
+        tag = split_image(image)[1]
+        return next((t["value"] for t in tags if t.get("key") == TAG_KEY), "") or tag or image
+
+    def tell_channel(self, news: News) -> News:
+        """Record ``news`` (done from a terminal) for a bot to announce in the target's
+        channel: the terminal needs no Slack token."""
+        return self.ledger.add_news(news)
 
     def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
         """Settle every recent record that is not settled and not followed here, from one
@@ -744,11 +865,60 @@ class Engine:
                 log.warning("could not reconcile: %s", exc, extra=record.log_fields)
         return out
 
-    def unlock(self) -> Lock | None:
-        lock = self.ledger.break_lock()
+    def _lock_held(self, held: Lock, why: str, text: str = "") -> LockHeld:
+        return LockHeld(
+            text
+            or f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
+            f"stale lock with `{self.hints.unlock(self.target.name)}`.",
+            holder=held.holder,
+            tag=held.tag,
+            since=held.acquired_at,
+            deployment_id=held.deployment_id,
+        )
+
+    def _rolling_refusal(
+        self, held: Lock, ecs_id: str, counts: EcsDeployment | Snapshot
+    ) -> LockHeld:
+        """The refusal while ECS shows the holder rolling out: no stale lock to break, a
+        deployment to wait for or abort (Slack offers the queue beside it)."""
+        return self._lock_held(
+            held,
+            "",
+            f"Deploys are locked: {held.tag} is still rolling out since "
+            f"{held.acquired_at:%H:%M} UTC ({held.deployment_id} by {held.holder}, ECS "
+            f"{ecs_id or '?'}), {counts.running}/{counts.desired} running. Wait for it to end, "
+            f"or abort it (`{self.hints.abort(self.target.name)}`); nothing was changed.",
+        )
+
+    def unlock(self, by: Requester | None = None, *, only_if_idle: bool = False) -> Lock | None:
+        """Break the lock, saying whose it was (None: it was free). ``only_if_idle`` (Slack's
+        Unlock, where no one sees ECS for themselves): only when ECS shows nothing rolling
+        out, else LockHeld saying what is; a lock whose holder is done is freed either way."""
+        if only_if_idle:
+            held = self.ledger.lock_item()
+            if held is None:
+                return None
+            if self._free_if_done(held) is None:  # its holder was done: freed
+                lock: Lock | None = held
+            else:
+                rolling = ServiceState.from_api(self._service()).rolling_out
+                if rolling is not None:
+                    raise LockHeld(
+                        f"Not unlocked: {held.describe()}{_rolling_out(rolling.id, rolling)}. "
+                        "Wait for it to finish, or stop it "
+                        f"(`{self.hints.abort(self.target.name)}`). Nothing was changed.",
+                        holder=held.holder,
+                        tag=held.tag,
+                        since=held.acquired_at,
+                        deployment_id=held.deployment_id,
+                    )
+                lock = self.ledger.break_lock()
+        else:
+            lock = self.ledger.break_lock()
         if lock is not None:
             log.warning(
-                "lock broken; it was %s's",
+                "lock broken by %s; it was %s's",
+                by.name if by else "someone at a terminal",
                 lock.holder,
                 extra={
                     "deployment_id": lock.deployment_id,
@@ -780,30 +950,32 @@ class Engine:
             taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk, checks)
             if taken:
                 return held
-            done, why = self._free_if_done(held)
-            if not done:
-                raise _lock_held(held, why)
+            refusal = self._free_if_done(held)
+            if refusal is not None:
+                raise refusal
         # Its holder was done, and someone else took the lock first: they hold it now.
-        raise _lock_held(held, "")
+        raise self._lock_held(held, "")
 
-    def _free_if_done(self, held: Lock) -> tuple[bool, str]:
-        """Take ``held`` over if its holder is done: (done?, why it is held).
-        ``done`` is about the holder; whether the takeover won a race is the next put's to say.
+    def _free_if_done(self, held: Lock) -> LockHeld | None:
+        """Take ``held`` over if its holder is done (None), else the refusal naming it.
+        Done is about the holder; whether the takeover won a race is the next put's to say.
         The holder's record is judged against a DescribeServices read after it (never an
         earlier one: see _prepare); this costs one call, and only when the lock is held."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
-            return False, _rolling_out(followed.ecs_deployment_id, followed)
+            return self._rolling_refusal(held, followed.ecs_deployment_id, followed)
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
                 self.ledger.take_over(held)
-                return True, ""
-            return False, ""
-        if not record.open and record.outcome != Outcome.UNKNOWN:
+                return None
+            return self._lock_held(held, "")
+        if record.settled:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
-            return True, ""
+            return None
+        # Open, or left "still rolling out" / "unknown" by a watch that ended before ECS did:
+        # the lock is its until ECS is seen to end it, whatever its lease says.
         state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
@@ -812,10 +984,12 @@ class Engine:
             )
             self.reconciler.settle(reading.record, final, release=False)
             self.ledger.take_over(held)
-            return True, ""
+            return None
+        if not record.open:  # nobody follows it: keep the lock from the table's TTL
+            self.reconciler.keep_lock(record)
         if reading.ours is not None:
-            return False, _rolling_out(reading.ours.id, reading.ours)
-        return False, "; it is starting (ECS shows no deployment of it yet)"
+            return self._rolling_refusal(held, reading.ours.id, reading.ours)
+        return self._lock_held(held, "; it is starting (ECS shows no deployment of it yet)")
 
     def check_lock(self) -> None:
         """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
@@ -823,9 +997,9 @@ class Engine:
         held = self.ledger.lock_item()
         if held is None:
             return
-        done, why = self._free_if_done(held)
-        if not done:
-            raise _lock_held(held, why)
+        refusal = self._free_if_done(held)
+        if refusal is not None:
+            raise refusal
 
     # Planning ------------------------------------------------------------------------------
     def plan_deploy(
@@ -934,6 +1108,7 @@ class Engine:
         images: list[dict[str, Any]] | None = None,
     ) -> Plan:
         current, td, _ = self._prepare(raw, records, images)
+        tag_state, tag_was = self._tag_check(kind, tag, digest, via, images)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -945,7 +1120,52 @@ class Engine:
             reason=reason,
             base=td,
             change=self._plan_change(current, digest, images),
+            tag_state=tag_state,
+            tag_was=tag_was,
             **_guarded(decision, via),
+        )
+
+    def _tag_check(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        via: Via,
+        images: list[dict[str, Any]] | None,
+    ) -> tuple[str, TagRecord | None]:
+        """A release tag keeps its image (#24): an exact tag (``vX.Y.Z-…``, ``sha-…``) that
+        now names another digest than the one deployed under it before is refused (MovedTag)
+        unless the door allows it. Moving tags (``v4.4-…``, ``v4-…``) are meant to move. One
+        GetItem by the tag's key. Returns the plan's ``tag_state`` and the record read."""
+        if kind != "deploy":
+            return "", None
+        try:
+            parsed = parse_tag(tag, self.settings.image_tag_suffix)
+        except TagError:
+            return "", None
+        if parsed.is_moving:
+            return "", None
+        seen = self.ledger.tag_record(self.settings.ecr_repository, tag)
+        if seen is None:
+            return "new", None
+        if seen.digest == digest:
+            return "", seen
+        if via.allow_moved_tag in ("any", digest):
+            return "moved", seen
+        pushed = next(
+            (i.get("imagePushedAt") for i in images or () if i.get("imageDigest") == digest),
+            None,
+        )
+        since = f" since {pushed:%Y-%m-%d %H:%M} UTC" if isinstance(pushed, datetime) else ""
+        raise MovedTag(
+            f"{tag} now names a different image ({short_digest(digest)}{since}) than the one "
+            f"deployed on {seen.deployed_at:%Y-%m-%d} ({short_digest(seen.digest)}, "
+            f"deployment {seen.deployment}). Nothing was changed. A release tag should keep "
+            "its image: if this one was re-pushed on purpose, deploy it with "
+            "--allow-moved-tag (or confirm in Slack).",
+            tag=tag,
+            digest=digest,
+            recorded=seen.digest,
         )
 
     def plan_redeploy(
@@ -999,7 +1219,7 @@ class Engine:
                     f"Not rolled back: {undo.kind} {undo.id} of {undo.tag} is no longer what "
                     f"runs. What runs now: {current.describe()}. Nothing was changed. To go "
                     "back from what runs now, use its own message's Rollback button or "
-                    "`/deploy rollback`."
+                    f"`{self.hints.in_slack_words().rollback(self.target.name)}`."
                 )
             if _same_image(undo.previous_digest, undo.previous_tag, current):
                 raise NothingToRollBack(
@@ -1015,7 +1235,7 @@ class Engine:
                 raise NothingToRollBack(
                     f"Nothing to roll back to: no earlier completed release other than "
                     f"{current.tag} that was not already rolled back from. Deploy a tag "
-                    "instead (`/deploy TAG`, `make deploy TAG=…`)."
+                    f"instead (`{self.hints.deploy(self.target.name)}`)."
                 )
             tag, digest = target.tag, target.digest
             why = reason or f"rollback to {tag} (as deployment {target.id})"
@@ -1056,6 +1276,7 @@ class Engine:
             image=image,
             source=via.source,
             completed_on_source=via.completed_on_source,
+            source_runs=via.source_runs,
             freeze=self.guards.current_freeze(),
             approved_by=via.approved_by,
             break_glass=via.break_glass,
@@ -1069,6 +1290,7 @@ class Engine:
             channel=via.channel,
             now=self.clock.now(),
             facts=facts,
+            hints=self.hints,
         )
         if not decision.allowed and not (via.asking and decision.needs_approval):
             raise RuleRefused(decision)
@@ -1119,6 +1341,7 @@ class Engine:
             ecs_deployment_id="",
             who=plan.requester.who,
             who_display=plan.requester.name,
+            who_arn=plan.requester.aws_identity,
             source=plan.requester.source,
             reason=plan.reason,
             started_at=started_at,
@@ -1160,6 +1383,14 @@ class Engine:
             # Recorded before ECS is asked: a process that dies in between leaves a record
             # that a reconcile finishes (or proves never started), never a lock nobody knows.
             self.ledger.record(record)
+            if plan.tag_state:  # the image this release tag names, from its first deploy
+                self.ledger.remember_tag(
+                    self.settings.ecr_repository,
+                    plan.tag,
+                    plan.digest,
+                    record.id,
+                    moved_from=plan.tag_was if plan.tag_state == "moved" else None,
+                )
         except BaseException:
             try:
                 self.ledger.release(record.id)
@@ -1240,6 +1471,7 @@ class Engine:
                 channel=via.channel,
                 now=self.clock.now(),
                 facts=facts,
+                hints=self.hints,
             ).raise_if_refused()
             checks.append(
                 Precondition("freeze", self.guards.freeze_key(), "attribute_not_exists(pk)")
@@ -1258,7 +1490,8 @@ class Engine:
         except PreconditionFailed as failed:
             now = self.clock.now()
             if failed.check.name == "freeze" and failed.item:
-                decision = frozen_meanwhile(self.target, freeze_from_item(failed.item), now=now)
+                frozen = freeze_from_item(failed.item)
+                decision = frozen_meanwhile(self.target, frozen, now=now, hints=self.hints)
             else:
                 queued = int((failed.item or {}).get("deploys", {}).get("N", "1"))
                 decision = at_start(
@@ -1269,6 +1502,7 @@ class Engine:
                     channel=via.channel,
                     now=now,
                     facts=replace(facts, queued=max(1, queued)),
+                    hints=self.hints,
                 )
             log.warning(
                 "%s of %s refused as the lock was taken: %s",
@@ -1287,7 +1521,7 @@ class Engine:
             raise
         if why is not None:
             self.ledger.release(record.id)
-            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why))
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
 
     def _approval_lapsed(self, request_id: str, digest: str) -> str | None:
         """Why an approval no longer counts for the change about to start (its request
@@ -1398,11 +1632,12 @@ class Engine:
     # Abort ---------------------------------------------------------------------------------
     def rolling_out(self) -> DeploymentRecord | None:
         """The deployment rolling out now, if deploybot started one: the lock's holder's record
-        while it is open, else the newest open record."""
+        while it is not settled (open, or left "still rolling out" by a watch that ended
+        first), else the newest open record."""
         held = self.ledger.lock_item()
         if held is not None and held.record_sk:
             record = self.ledger.get_record(held.record_sk)
-            if record is not None and record.open:
+            if record is not None and not record.settled:
                 return record
         return next(iter(self.ledger.open_records(20)), None)
 
@@ -1425,7 +1660,7 @@ class Engine:
         if record is None:
             raise NothingToAbort(
                 f"Nothing is rolling out on {name}: nothing to abort. To go back from what "
-                f"runs, roll back (`/deploy rollback {name}`, `deploybot rollback`)."
+                f"runs, roll back (`{self.hints.rollback(name)}`)."
             )
         if record.aborted_by:
             raise NothingToAbort(
@@ -1438,11 +1673,12 @@ class Engine:
                 f"({revision_of(record.previous_task_definition)}): there is nothing to put "
                 "back. Roll back instead."
             )
+        self._ended_before_abort(record)
         marked = self.ledger.mark_aborted(record, requester.name)
         if marked is None:
             raise NothingToAbort(
                 f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
-                "meanwhile; nothing was changed. `deploybot status` shows what runs."
+                f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
         try:
             updated = self.aws.update_service(record.previous_task_definition)
@@ -1477,6 +1713,76 @@ class Engine:
         )
         return marked
 
+    def _ended_before_abort(self, record: DeploymentRecord) -> None:
+        """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the
+        circuit breaker failed it and is rolling back, it completed, someone replaced it) is
+        closed with what ECS did, which may freeze the target (freeze_after_failure), and the
+        abort is refused (NothingToAbort) saying so. A deployment ECS still rolls out: None."""
+        state = ServiceState.from_api(self._service())
+        now = self.clock.now()
+        reading = self.reconciler.read(record, state, now)
+        verdict = reading.verdict
+        if verdict is None:
+            return
+        final = self.reconciler.final_snapshot(
+            reading.record, verdict, now, reading.ours, base=record.final
+        )
+        closed, _ = self.reconciler.settle(reading.record, final)
+        outcome = closed.outcome if closed.outcome is not None else verdict.outcome
+        reason = (closed.outcome_reason or verdict.reason).rstrip(".")
+        what = f"{record.kind} {record.id} of {record.tag}"
+        if outcome is Outcome.ROLLED_BACK:
+            back = final.rollback_tag or revision_of(final.rollback_task_definition)
+            raise NothingToAbort(
+                f"Nothing to abort: the circuit breaker was already rolling back {what} to "
+                f"{back} ({reason}). It is recorded as rolled back; nothing was changed."
+            )
+        raise NothingToAbort(
+            f"Nothing to abort: ECS had already ended {what} ({outcome.label}: {reason}). It is "
+            "recorded so; nothing was changed. `deploybot status` shows what runs."
+        )
+
+    def follow_abort(
+        self, record: DeploymentRecord, on_wait: Callable[[], None] | None = None
+    ) -> tuple[Outcome | None, str]:
+        """The abort's own short watch: follow ECS from the abort's UpdateService to the
+        restore's end, with its own timeout (ROLLOUT_TIMEOUT_SECONDS from now, not from the
+        aborted deployment's start). Each poll reads ECS (one DescribeServices) and the record
+        (one GetItem), whoever holds the record's follower lease: the restore's end closes it
+        here (conditionally: a live follower that closed it first is read, not overwritten),
+        which releases the lock; a dead follower's record is so taken over. Returns the outcome
+        and its reason, or (None, why) at the timeout: the record stays open and the lock held
+        while ECS still restores (any later reader closes it once ECS is done)."""
+        poll = self.settings.rollout_poll_seconds
+        deadline = self.clock.monotonic() + self.settings.rollout_timeout_seconds
+        problem = ""
+        while True:
+            try:
+                fresh = self.ledger.get_record(record.sort_key) or record
+                if fresh.settled and fresh.outcome is not None:
+                    return fresh.outcome, fresh.outcome_reason
+                if fresh.id not in self.poller.tracking():  # else this process's poller closes it
+                    state = ServiceState.from_api(self._service())
+                    now = self.clock.now()
+                    reading = self.reconciler.read(fresh, state, now)
+                    if reading.verdict is not None:
+                        final = self.reconciler.final_snapshot(
+                            reading.record, reading.verdict, now, reading.ours, base=fresh.final
+                        )
+                        closed, _ = self.reconciler.settle(reading.record, final)
+                        if closed.settled and closed.outcome is not None:
+                            return closed.outcome, closed.outcome_reason
+                        return reading.verdict.outcome, reading.verdict.reason
+                problem = ""
+            except DeployError as exc:  # AWS not answering: keep trying until the timeout
+                log.warning("abort: could not read the restore: %s", exc, extra=record.log_fields)
+                problem = exc.message
+            if self.clock.monotonic() >= deadline:
+                return None, problem
+            if on_wait is not None:
+                on_wait()
+            self.clock.wait(poll)
+
     # Approval ------------------------------------------------------------------------------
     def request_approval(self, plan: Plan, channel: str = "", source: str = "") -> ApprovalRequest:
         """Record an approval request for ``plan`` (made with ``Via(asking=True)``): who asked
@@ -1507,8 +1813,7 @@ class Engine:
         if found is None:
             raise NoSuchRequest(
                 f"No approval request {request_id[:64]!r} for {self.target.name}: nothing was "
-                "changed. Ask again with `/deploy TAG to "
-                f"{self.target.name}`."
+                f"changed. Ask again with `{self.hints.in_slack_words().deploy(self.target.name)}`."
             )
         return found
 
@@ -1749,7 +2054,7 @@ class Engine:
         waited); else nothing."""
         why = self._approval_lapsed(item.request_id, plan.digest)
         if why is not None:
-            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why))
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
 
     def lock_free_waiters(self) -> list[QueuedItem]:
         """Once the lock is free: the people who asked to be told, each taken off the queue
@@ -1799,7 +2104,7 @@ class Engine:
         held = self.ledger.lock_item()
         if held is not None:
             holder = next((r for r in records if r.id == held.deployment_id), None)
-            if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
+            if holder is not None and holder.settled:
                 self.ledger.take_over(held)
         return [
             r
@@ -1835,6 +2140,36 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
     }
 
 
+def _tasks_by_release(
+    state: ServiceState, running: Running, records: list[DeploymentRecord]
+) -> tuple[ReleaseTasks, ...]:
+    """One entry per ECS deployment, named by its release: the service's task definition is
+    what runs' (``running``), others by the records that started or replaced them."""
+
+    def tag_of(task_definition: str) -> str:
+        if task_definition == running.task_definition:
+            return running.tag
+        for r in records:
+            if r.task_definition == task_definition and r.tag:
+                return r.tag
+        for r in records:
+            if r.previous_task_definition == task_definition and r.previous_tag:
+                return r.previous_tag
+        return revision_of(task_definition)
+
+    return tuple(
+        ReleaseTasks(
+            tag=tag_of(d.task_definition),
+            revision=revision_of(d.task_definition),
+            new=d.status == "PRIMARY",
+            running=d.running,
+            pending=d.pending,
+            desired=d.desired,
+        )
+        for d in sorted(state.deployments, key=lambda d: d.status != "PRIMARY")
+    )
+
+
 def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
     return (
         f"; its ECS deployment {ecs_id or '?'} is still rolling out "
@@ -1842,15 +2177,14 @@ def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
     )
 
 
-def _lock_held(held: Lock, why: str) -> LockHeld:
-    return LockHeld(
-        f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
-        "stale lock with `deploybot unlock`.",
-        holder=held.holder,
-        tag=held.tag,
-        since=held.acquired_at,
-        deployment_id=held.deployment_id,
-    )
+def _held_lock(lock: Lock | None, records: list[DeploymentRecord], now: datetime) -> Lock | None:
+    """The lock as a status shows it: held while its lease runs, and past it while its
+    holder's record is not settled (a watch ended before ECS did: Engine._free_if_done
+    refuses over it whatever the lease says)."""
+    if lock is None or lock.expires_at >= now:
+        return lock
+    holder = next((r for r in records if r.id == lock.deployment_id), None)
+    return lock if holder is not None and not holder.settled else None
 
 
 def _refused_outright(exc: BaseException) -> bool:
@@ -1939,6 +2273,7 @@ __all__ = [
     "Engine",
     "ImageInfo",
     "Plan",
+    "ReleaseTasks",
     "Running",
     "Status",
     "Turn",

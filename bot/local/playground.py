@@ -20,12 +20,16 @@ import contextlib
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -48,11 +52,10 @@ from bot.local.stack import (
     push_image,
 )
 from bot.settings import Settings, load_settings
-from bot.slack import messages
 from bot.slack.app import web_client
 from bot.slack.names import DEFAULT_COMMANDS, CommandNames
-from bot.slack.notify import change_for_notice, frozen_for_notice
-from bot.targets import Target, Targets
+from bot.slack.notify import image_notice
+from bot.targets import Target, Targets, load_targets
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.
@@ -386,6 +389,7 @@ async def _serve(pg: Playground, page_socket: socket.socket, host: str, port: in
         loop.add_signal_handler(sig, stop.set)
 
     page_ready = asyncio.create_task(ready.wait())
+    config_dir = ""  # the terminal's deploybot.toml (terminal_howto), removed at the end
     bot_app = create_bot_app(pg)
     bot_socket = _listen("127.0.0.1", 0)
     bot = _Server(uvicorn.Config(bot_app, log_config=None, access_log=False, lifespan="on"))
@@ -417,9 +421,13 @@ async def _serve(pg: Playground, page_socket: socket.socket, host: str, port: in
         _print_howto(
             host, port, bot_socket.getsockname()[1], pg.step_seconds, pg.settings.slack_commands
         )
+        config_dir = tempfile.mkdtemp(prefix="deploybot-playground-")
+        print(terminal_howto(pg, Path(config_dir)), flush=True)
         await asyncio.wait({stopped, bot_task, page_task}, return_when=asyncio.FIRST_COMPLETED)
         return 0
     finally:
+        if config_dir:
+            shutil.rmtree(config_dir, ignore_errors=True)
         page.should_exit = True
         bot.should_exit = True
         await asyncio.gather(bot_task, *([page_task] if page_task else []), return_exceptions=True)
@@ -432,6 +440,39 @@ async def _socket_connected(emulator: SlackEmulator) -> None:
     version = -1
     while not emulator.socket_connected:
         version = await emulator.changed(version, 1.0)
+
+
+def terminal_howto(pg: Playground, directory: Path) -> str:
+    """How to point ``deploybot`` and ``make status`` at this playground from another shell:
+    moto's endpoint and fake keys, and a deploybot.toml of its targets (written in
+    ``directory``, which lives as long as the playground)."""
+    config = directory / "deploybot.toml"
+    lines = []
+    for target in pg.targets or ():
+        lines += [
+            f"[targets.{target.name}]",
+            f'cluster = "{target.cluster}"',
+            f'service = "{target.service}"',
+            f'repository = "{target.repository}"',
+        ]
+        if target.after:
+            lines.append(f'after = "{target.after}"')
+        lines.append("")
+    config.write_text("\n".join(lines), encoding="utf-8")
+    env = {
+        "AWS_ENDPOINT_URL": pg.settings.aws_endpoint_url or "",
+        "AWS_REGION": pg.settings.aws_region,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "STACK_NAME": STACK_NAME,
+        "DEPLOYBOT_CONFIG": str(config),
+    }
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return (
+        "  From another terminal, deploybot and make work on this playground too:\n"
+        f"    unset AWS_PROFILE; export {exports}\n"
+        f"    make status    # or: uv run deploybot status; make deploy TAG=v4.4.0 ENV={STAGING}"
+    )
 
 
 def _print_howto(host: str, port: int, bot_port: int, step: float, commands: CommandNames) -> None:
@@ -523,7 +564,8 @@ def _ephemeral_view(e: Ephemeral) -> dict[str, Any]:
 
 
 def state_view(pg: Playground, user: str = ANA.id) -> dict[str, Any]:
-    """What the page draws for ``user``: the channel's messages and that person's ephemerals."""
+    """What the page draws for ``user``: the channel's messages, that person's ephemerals,
+    and the bot's direct messages to them (how their deployments ended)."""
     me = person(user)
     emu = pg.emulator
     version = emu.version  # read first: a change while building shows at the next poll
@@ -546,6 +588,7 @@ def state_view(pg: Playground, user: str = ANA.id) -> dict[str, Any]:
         "ephemerals": [
             _ephemeral_view(e) for e in emu.ephemerals(user=me.id, channel=CHANNEL) if not e.deleted
         ],
+        "dms": [_message_view(m) for m in emu.messages(emu.dm_channel(me.id)) if not m.deleted],
     }
 
 
@@ -646,19 +689,11 @@ def create_page_app(
 async def post_image_pushed(
     settings: Settings, tag: str, sha: str | None, targets: Targets | None = None
 ) -> None:
-    """CI's notice, as ``deploybot notify image-pushed`` posts it, with the bot's token: a
-    Deploy button per target that takes images directly, and those of them frozen now."""
-    service = f"{settings.ecs_cluster}/{settings.ecs_service}"
-    direct = [t.name for t in targets.direct()] if targets and len(targets) > 1 else []
-    change = await asyncio.to_thread(change_for_notice, settings, tag)
-    frozen = (
-        await asyncio.to_thread(
-            frozen_for_notice, settings, targets, direct or [targets.default.name]
-        )
-        if targets
-        else {}
-    )
-    msg = messages.image_pushed(tag, sha, None, service, change, targets=direct, frozen=frozen)
+    """CI's notice, as ``deploybot notify image-pushed`` posts it (bot.slack.notify's
+    image_notice), with the bot's token: a Deploy button per target that takes images
+    directly, each computed for its own target, and those of them frozen now."""
+    targets = targets or load_targets(settings)
+    msg = await asyncio.to_thread(image_notice, settings, targets, tag, sha, None)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
     await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())

@@ -10,6 +10,10 @@ is configured:
     /deploy rollback [TARGET]       back to the last good image
     /deploy history [TARGET]
     /deploy status [TARGET]         as the status command
+    /deploy freeze [TARGET] REASON  refuse deploys until unfrozen
+    /deploy unfreeze [TARGET]
+    /deploy abort [TARGET]          stop the rollout; the previous release goes back
+    /deploy unlock [TARGET]         break a stale lock (a button, confirmed; ECS checked first)
     /redeploy [TARGET] [reason]
     /deploy-status [TARGET]         every target of the channel, or one in detail
 
@@ -247,14 +251,15 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     )
 
 
-GUARD_WORDS = ("freeze", "unfreeze", "abort")
+GUARD_WORDS = ("freeze", "unfreeze", "abort", "unlock")
 
 
 async def _guard_command(
     ctx: BotContext, verb: str, rest: str, command: dict[str, Any], respond: AsyncRespond
 ) -> None:
     """``/deploy freeze [TARGET] REASON``, ``/deploy unfreeze [TARGET]``, ``/deploy abort
-    [TARGET]``: a first word naming a target is the target, else the channel's."""
+    [TARGET]``, ``/deploy unlock [TARGET]``: a first word naming a target is the target, else
+    the channel's."""
     first, _, after = rest.partition(" ")
     named = first if first in ctx.fleet.targets.names else None
     rest = after.strip() if named else rest
@@ -275,6 +280,8 @@ async def _guard_command(
         await guards.freeze(ctx, place, respond, channel, who, rest)
     elif verb == "unfreeze":
         await guards.unfreeze(ctx, place, respond, channel, who)
+    elif verb == "unlock":
+        await guards.unlock(ctx, place, respond, channel, who)
     else:
         await guards.abort(ctx, place, respond, channel, who)
 
@@ -311,17 +318,31 @@ async def _help(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond)
     ctx.fleet.may_read(here[0], ask).raise_if_refused()
     engine = ctx.engine(here[0])  # one repository for the targets of a channel, mostly
     listed = here if len(targets) > 1 else []
+    user = requester(command).who
+    # The subcommands this person may use here (rules.py's who: deployers change, approvers
+    # may also abort, freeze and unfreeze); the reads are everyone's.
+    may = messages.Allowed(
+        change=any(t.may_deploy(user) for t in here),
+        guard=any(t.may_deploy(user) or t.may_approve(user) for t in here),
+    )
 
     def read() -> dict[str, Any]:
         # One listing for the images and their change summaries; the message is built here,
         # once for every answer that shares this read, and off the event loop.
         images, changes = engine.recent_changes(5)
         msg = messages.help_message(
-            images, engine.service_name, ctx.settings.slack_commands, changes, targets=listed
+            images,
+            engine.service_name,
+            ctx.settings.slack_commands,
+            changes,
+            targets=listed,
+            allowed=may,
         )
         return msg.as_kwargs()
 
-    answer = await ctx.read("help:" + ",".join(t.name for t in here), read)
+    answer = await ctx.read(
+        f"help:{may.change}:{may.guard}:" + ",".join(t.name for t in here), read
+    )
     await respond(response_type="ephemeral", **answer)
 
 

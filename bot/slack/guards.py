@@ -41,9 +41,9 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, DeployRefused, LockHeld
+from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
+from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
@@ -59,6 +59,8 @@ STOP_ACTION = "stop_rollout"
 QUEUE_ACTION = "deploy_when_free"
 TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
+UNLOCK_ACTION = "break_lock"
+MOVED_TAG_ACTION = "deploy_moved_tag"  # a release tag re-pushed on purpose: deploy it anyway
 SEP = "|"
 # What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
 # (its request names the image, checked again at its turn).
@@ -205,6 +207,32 @@ def queue_offer(
     return Message(text=refusal, blocks=blocks)
 
 
+def moved_tag_offer(refusal: str, target: Target, moved: MovedTag) -> Message:
+    """A release tag that names another image than the one deployed under it: the refusal,
+    and a button (behind a confirm) that deploys the image it names now, that one only."""
+    button = ButtonElement(
+        text=PlainTextObject(text="Deploy it anyway"),
+        action_id=MOVED_TAG_ACTION,
+        value=button_value(target.name, moved.tag, moved.digest)[:2000],
+        style="danger",
+        confirm=ConfirmObject(
+            title="Deploy a moved tag?",
+            text=MarkdownTextObject(
+                text=f"`{esc(moved.tag)}` now names {short_digest(moved.digest)}, not "
+                f"{short_digest(moved.recorded)} that was deployed under it. Deploy "
+                f"{short_digest(moved.digest)} to *{esc(target.name)}*?"
+            ),
+            confirm="Deploy",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=refusal[:3000])),
+        ActionsBlock(block_id="moved_tag", elements=[button]),
+    )
+    return Message(text=refusal, blocks=blocks)
+
+
 def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
     if item.mode is QueueMode.TELL:
         text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
@@ -256,10 +284,18 @@ async def guarded(
     tag: str = "",
     request_id: str = "",
     approved_by: tuple[str, ...] = (),
+    allow_moved_tag: str = "",
 ) -> DeploymentRecord | None:
     """A change through a Slack door: planned through the rules, shown, started; or the
-    refusal, an approval request, or the queue's offer. Never raises a refusal."""
-    via = Via(door=door, channel=channel, approved_by=approved_by, request_id=request_id)
+    refusal, an approval request, or the queue's offer. Never raises a refusal.
+    ``allow_moved_tag``: the digest a person confirmed a moved release tag names."""
+    via = Via(
+        door=door,
+        channel=channel,
+        approved_by=approved_by,
+        request_id=request_id,
+        allow_moved_tag=allow_moved_tag,
+    )
     try:
         return await place.launch(lambda: plan(via), channel, reply)
     except RuleRefused as refused:
@@ -274,6 +310,8 @@ async def guarded(
     except LockHeld as held:
         text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
         await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
+    except MovedTag as moved:
+        await _offer(reply, moved_tag_offer(esc(moved.message), place.target, moved))
     except DeployRefused as exc:
         await _say(reply, esc(exc.message))
     return None
@@ -337,8 +375,8 @@ async def freeze(
         return await _say(reply, _refusal_text(exc))
     text = (
         f"🧊 {mention(frozen.by)} froze *{esc(place.target.name)}*: {esc(frozen.reason)}. "
-        f"Deploys, redeploys and promotions are refused until `/deploy unfreeze "
-        f"{place.target.name}`; rollback and abort still work."
+        "Deploys, redeploys and promotions are refused until "
+        f"`{esc(place.engine.hints.unfreeze(place.target.name))}`; rollback and abort still work."
     )
     await _announce(ctx, reply, channel, text)
     # A deploy that took the lock before the freeze is not stopped by it: say so, offer Stop.
@@ -404,6 +442,83 @@ async def abort(
     return record
 
 
+def unlock_offer(target: Target, held: Lock) -> Message:
+    """``/deploy unlock``'s answer: whose lock it is, and a button (with a confirm dialog) that
+    breaks it once ECS is seen to roll nothing out."""
+    whose = esc(held.describe())
+    text = (
+        f"{esc(target.name)}'s deploy lock is held: {whose}. Break it only if that deployment "
+        "is over (deploybot checks that ECS rolls nothing out on it first)."
+    )
+    # Slack's confirmation dialog object: title, text, confirm, deny, at most 300 characters
+    # of text (api.slack.com/reference/block-kit/composition-objects#confirm).
+    button = ButtonElement(
+        text=PlainTextObject(text="Break the lock"),
+        action_id=UNLOCK_ACTION,
+        value=button_value(target.name, held.deployment_id)[:2000],
+        style="danger",
+        confirm=ConfirmObject(
+            title=f"Break {target.name}'s lock?"[:100],
+            text=(
+                f"It is {held.holder}'s ({held.tag}, {held.deployment_id}). Whoever holds it "
+                "will no longer keep others from deploying."
+            )[:300],
+            confirm="Break it",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=text[:3000])),
+        ActionsBlock(block_id="unlock", elements=[button]),
+    )
+    return Message(text=text, blocks=blocks)
+
+
+def _may_unlock(ctx: Any, place: Place, requester: Requester, door: Door, channel: str) -> str:
+    """Why ``requester`` may not break ``place``'s lock here ("" when they may)."""
+    decision = ctx.fleet.decide(place.target, Action.UNLOCK, ctx.ask(requester, door, channel))
+    return "" if decision.allowed else decision.mrkdwn
+
+
+async def unlock(ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester) -> None:
+    """``/deploy unlock [TARGET]``: whose lock it is, with a Break the lock button."""
+    if why := _may_unlock(ctx, place, requester, Door.SLASH, channel):
+        return await _say(reply, why)
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    if held is None:
+        return await _say(
+            reply, f"{esc(place.target.name)}'s deploy lock is free: nothing to break."
+        )
+    await _offer(reply, unlock_offer(place.target, held))
+
+
+async def unlock_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Break the lock the button names, if it still holds it and ECS rolls nothing out;
+    said in the channel and logged, as ``deploybot unlock`` is."""
+    name, deployment = read_value(_value(body), 1)
+    place, requester, channel = place_of(ctx, name), _who(body), _channel(body)
+    if why := _may_unlock(ctx, place, requester, Door.BUTTON, channel):
+        return await _say(respond, why)
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    if held is None or held.deployment_id != deployment:
+        now = f"it is now held: {esc(held.describe())}" if held else "it is free now"
+        return await _say(respond, f"Not unlocked: the lock changed meanwhile ({now}).")
+    try:
+        broken = await asyncio.to_thread(place.engine.unlock, requester, only_if_idle=True)
+    except DeployError as exc:
+        return await _say(respond, _refusal_text(exc))
+    if broken is None:
+        return await _say(respond, f"{esc(place.target.name)}'s deploy lock is free already.")
+    await _announce(
+        ctx,
+        respond,
+        channel,
+        f"🔓 {mention(requester.who)} broke *{esc(place.target.name)}*'s deploy lock; it was "
+        f"{esc(broken.holder)}'s ({esc(broken.tag)}, {esc(broken.deployment_id)}). ECS showed "
+        "nothing rolling out.",
+    )
+
+
 async def _announce(ctx: Any, reply: Reply, channel: str, text: str) -> None:
     """Said in the channel (everyone should know); to the person if the channel will not take it."""
     try:
@@ -447,6 +562,8 @@ def register(app: AsyncApp, ctx: Any) -> None:
     on(QUEUE_ACTION, queue_clicked, "the Deploy when free button")
     on(TELL_ACTION, tell_clicked, "the Tell me when free button")
     on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
+    on(UNLOCK_ACTION, unlock_clicked, "the Break the lock button")
+    on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
 
 
 async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note: str) -> None:
@@ -776,3 +893,24 @@ async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: f
                 log.warning("queue pass for %s failed: %s", place.target.name, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(released.wait(), interval)
+
+
+async def moved_tag_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Deploy it anyway: the release tag's new image, confirmed; if the tag moved again since
+    the offer, that is refused (and offered) again."""
+    name, tag, digest = read_value(_value(body), 2)
+    place = place_of(ctx, name)
+    requester, channel = _who(body), _channel(body)
+    await guarded(
+        ctx,
+        place,
+        respond,
+        channel,
+        requester,
+        lambda via: ctx.fleet.plan(
+            place.target, Action.DEPLOY, Ask.through(requester, via), tag=tag
+        ),
+        door=Door.BUTTON,
+        tag=tag,
+        allow_moved_tag=digest or "-",
+    )

@@ -42,14 +42,16 @@ features:
   slash_commands:
     - command: {deploy}
       description: Deploy an image tag to ECS Fargate (alone, it lists recent tags)
-      usage_hint: "v4.4.0-ecr-ecs-fargate | v4.4 | sha-abc1234 | rollback | history | status"
+      usage_hint: "TAG [to TARGET] | promote FROM to TO | rollback, abort, unfreeze, unlock, \\
+        history, status [TARGET] | freeze [TARGET] REASON"
       should_escape: false
     - command: {redeploy}
       description: Force a new deployment of the image that runs now
-      usage_hint: "[reason]"
+      usage_hint: "[TARGET] [reason]"
       should_escape: false
     - command: {status}
       description: What runs now, the rollout, the lock and the last deploys
+      usage_hint: "[TARGET]"
       should_escape: false
 oauth_config:
   scopes:
@@ -59,6 +61,12 @@ oauth_config:
       - chat:write
       # The three slash commands.
       - commands
+      # conversations.info before a change: whether the channel is shared with another
+      # organisation (Slack Connect: is_ext_shared) or a group DM (is_mpim); public channels,
+      # private channels and group DMs each need their own scope (bot/slack/workspace.py).
+      - channels:read
+      - groups:read
+      - mpim:read
 settings:
   interactivity:
     # The Deploy button on CI's notices and the Rollback button on final messages.

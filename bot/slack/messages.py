@@ -79,6 +79,16 @@ def _where(kind: str, target: str) -> str:
     return _on(target) if kind == "rollback" else _to(target)
 
 
+# A completed change's heading: a rollback says where it went back to, never "Deployed".
+DONE = {"deploy": "Deployed", "redeploy": "Redeployed", "rollback": "Rolled back to"}
+
+
+def _change_of(kind: str, tag: str, target: str) -> str:
+    """ "Deployment of v4.4.0 to staging", "Rollback to v4.3.0 on staging"."""
+    noun = {"redeploy": "Redeploy of", "rollback": "Rollback to"}.get(kind, "Deployment of")
+    return f"{noun} {tag}{_where(kind, target)}"
+
+
 # A confirm dialog's text: "Maximum length for the text in this field is 300 characters"
 # (Block Kit, "Confirmation dialog object", docs.slack.dev/reference/block-kit/
 # composition-objects/confirmation-dialog-object; the same limit in slack-messaging's and
@@ -115,14 +125,17 @@ def _duration(seconds: float) -> str:
     return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60} s"
 
 
-def deploy_confirm(tag: str, service: str, change: ChangeSummary | None = None) -> ConfirmObject:
-    """Deploy's confirm dialog: what and where, and with ``change`` what it changes (plain
-    text: people's commit titles are shown as typed, and it fits CONFIRM_TEXT_LIMIT)."""
+def deploy_confirm(
+    tag: str, service: str, change: ChangeSummary | None = None, target: str = ""
+) -> ConfirmObject:
+    """Deploy's confirm dialog: what and where (``target``'s name, and its service), and with
+    ``change`` what it changes there (plain text: people's commit titles are shown as typed,
+    and it fits CONFIRM_TEXT_LIMIT). ``service`` and ``change`` are the target's own."""
     # The dialog has 300 characters: a service named like its cluster is named once. The tag
     # stays whole (the summary's headline shortens it to its version).
     cluster, _, name = service.partition("/")
     where = name if name == cluster else service
-    intro = f"Deploy {tag} to {where}?"
+    intro = f"Deploy {tag} to {target} ({where})?" if target else f"Deploy {tag} to {where}?"
     return ConfirmObject(
         title="Deploy?",
         text=PlainTextObject(
@@ -139,7 +152,8 @@ def deploy_button(
 ) -> ButtonElement:
     """Deploy ``tag`` (``change``: what it changes, in the confirm dialog); with ``target``
     (several are configured) to that target, named on the button ("Deploy to staging") and
-    in its action id, so a block holds one per target."""
+    in its action id, so a block holds one per target. ``service`` and ``change`` are that
+    target's own: its cluster/service, and the change from what it runs."""
     if not target:
         return ButtonElement(
             text=PlainTextObject(text="Deploy"),
@@ -153,7 +167,7 @@ def deploy_button(
         action_id=f"{DEPLOY_ACTION}{SEP}{target}",
         value=button_value(tag=tag, target=target),
         style="primary",
-        confirm=deploy_confirm(tag, f"{target} ({service})", change),
+        confirm=deploy_confirm(tag, service, change, target=target),
     )
 
 
@@ -319,20 +333,28 @@ def progress(
     *,
     target: str = "",
     promote_to: Sequence[str] = (),
+    later: DeploymentRecord | None = None,
+    rollback_applies: bool = True,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
     reversed in the Rollback button's dialog); ``console_url``: the service's deployments in
     the ECS console, linked when it goes wrong; ``target``: its target's name when several
     are configured; ``promote_to``: the targets that take its image once it completed (a
-    Promote button each)."""
+    Promote button each); ``later``: a later deployment of the target started, so Promote
+    (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
+    later one completed (what runs is no longer this). Buttons that no longer apply go, and a
+    line names the later deployment."""
     outcome = snap.outcome if snap else None
+    what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
-        title = f"✅ Deployed {record.tag}{_to(target)}"
+        title = f"✅ {DONE.get(record.kind, 'Deployed')} {record.tag}{_where(record.kind, target)}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
-        title = f"❌ Deployment of {record.tag}{_to(target)} failed"
+        title = f"❌ {what} failed"
     elif outcome == Outcome.ABORTED:
-        title = f"🛑 Deployment of {record.tag}{_to(target)} aborted"
+        title = f"🛑 {what} aborted"
+    elif outcome == Outcome.REPLACED:
+        title = f"⏭️ {what} replaced"
     elif outcome == Outcome.NOT_STARTED:
         title = f"🚫 {record.tag} was not deployed{_to(target)}"
     elif outcome == Outcome.STILL_ROLLING_OUT:
@@ -345,9 +367,19 @@ def progress(
         )
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
+    state_reason = snap.rollout_reason if snap else ""
+    whose = ""
+    if outcome == Outcome.ABORTED:
+        # Its final counts and state are those of the deployment that put the previous task
+        # definition back: say whose they are, never "Rollout: COMPLETED" over an abort.
+        state, state_reason = "ABORTED", ""
+        whose = f" `{esc(record.previous_tag or revision_of(record.previous_task_definition))}`"
     fields = [
         MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
-        MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
+        MarkdownTextObject(
+            text=f"*By*\n{who(record)} ({esc(record.source)})"
+            + (f"\nAWS `{esc(record.who_arn)}`" if record.who_arn else "")
+        ),
         MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest, record.commit)}"),
         MarkdownTextObject(
             text=f"*Revision*\n{esc(revision_of(record.task_definition))} (was "
@@ -363,17 +395,18 @@ def progress(
     blocks += [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
+                text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running{whose}"
                 f"{f', {pending} pending' if pending else ''}"
                 f"{f', {snap.failed} failed' if snap and snap.failed else ''}"
-                f"\n*Rollout:* {esc(state)}"
-                + (f" — {esc(snap.rollout_reason)}" if snap and snap.rollout_reason else "")
+                f"\n*Rollout:* {esc(state)}" + (f" — {esc(state_reason)}" if state_reason else "")
             )
         ),
     ]
     if snap and outcome is not None:
         blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=_outcome_text(record, snap, commands)))
+            SectionBlock(
+                text=MarkdownTextObject(text=_outcome_text(record, snap, commands, target))
+            )
         )
         if outcome != Outcome.COMPLETED and (where := where_to_look(snap, console_url)):
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=where)]))
@@ -404,9 +437,33 @@ def progress(
         )
     )
     buttons: list[ButtonElement] = []
-    if snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
+    gone = [
+        name
+        for name, goes in (
+            ("Promote", later is not None and bool(promote_to) and bool(target)),
+            ("Rollback", not rollback_applies and offers_rollback(record, snap)),
+        )
+        if goes
+    ]
+    if later is not None and gone:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"⤵️ Since then: {esc(later.kind)} `{esc(later.id)}` of "
+                        f"`{esc(later.tag)}` by {who(later)}; this one's {' and '.join(gone)} "
+                        f"no longer appl{'ies' if len(gone) == 1 else 'y'}."
+                    )
+                ]
+            )
+        )
+    if later is not None:
+        pass
+    elif snap is not None and snap.outcome == Outcome.COMPLETED and record.digest:
         buttons += [promote_button(record, target, to) for to in promote_to if target]
-    if offers_rollback(record, snap):
+    if not rollback_applies:
+        pass
+    elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
     elif offers_stop(record, snap):
         buttons.append(stop_button(record, target))
@@ -415,11 +472,14 @@ def progress(
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{esc(title)}: {_outcome_text(record, snap, commands)}"
+        text = f"{esc(title)}: {_outcome_text(record, snap, commands, target)}"
     return Message(text=text, blocks=tuple(blocks))
 
 
-def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNames) -> str:
+def _outcome_text(
+    record: DeploymentRecord, snap: Snapshot, commands: CommandNames, target: str = ""
+) -> str:
+    status = f"{commands.status} {esc(target)}".strip()  # the target's, when several
     took = _duration(snap.elapsed)
     why = esc(snap.outcome_reason.rstrip("."))
     tag = esc(record.tag)
@@ -436,19 +496,21 @@ def _outcome_text(record: DeploymentRecord, snap: Snapshot, commands: CommandNam
         return f"*Failed after {took}:* {why}."
     if snap.outcome == Outcome.ABORTED:
         return f"*Aborted after {took}:* {why}; `{tag}` is *not* running."
+    if snap.outcome == Outcome.REPLACED:
+        return f"*Replaced after {took}:* {why.removeprefix('replaced ')}."
     if snap.outcome == Outcome.NOT_STARTED:
         return f"*Nothing changed:* {why}."
     if snap.outcome == Outcome.UNKNOWN:
         lost = esc(snap.outcome_reason.rstrip(".").removeprefix("lost sight of the rollout: "))
         return (
             f"*Lost sight of the rollout after {took}:* {lost}. ECS may still be rolling out; "
-            f"`{commands.status}` shows how it goes, and this message shows the outcome once "
+            f"`{status}` shows how it goes, and this message shows the outcome once "
             "AWS answers again."
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{commands.status}` shows how it goes, "
-        "and this message shows the outcome once ECS is done."
+        f"ECS carries on, and it keeps the lock until ECS ends it; `{status}` shows how it "
+        "goes, and this message shows the outcome once ECS is done."
     )
 
 
@@ -484,7 +546,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     out = []
     for r in records:
         took = f", {_duration(r.duration)}" if r.duration is not None else ""
-        outcome = r.outcome.label if r.outcome else "in progress"
+        outcome = esc(r.outcome_text)
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
@@ -515,17 +577,23 @@ def status(st: Status, target: str = "") -> Message:
     digest = f"{esc(st.short_digest)}, " if st.digest else ""
     if commit := commit_text(st.commit):
         digest = f"{esc(commit)}, {digest}"
+    # During a rollout the service's task definition is the release it goes to, while the
+    # old one may still run every task: never "Running v4.6.0 … 3/3 running" then.
+    going = "rolling out " if st.mixed else ""
+    tasks = f"`{progress_bar(st.running, st.desired)}` {st.tasks_text()}"
+    if st.mixed:
+        tasks = "\n".join(
+            f"`{progress_bar(t.running, t.desired)}` {esc(t.describe())}" for t in st.tasks
+        )
     blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {st.tag}"[:150])),
+        HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {going}{st.tag}"[:150])),
         SectionBlock(
             fields=[
                 MarkdownTextObject(
-                    text=f"*Running*\n`{esc(st.tag)}` ({digest}{esc(st.revision)}){put_there}"
+                    text=f"*{'Rolling out' if st.mixed else 'Running'}*\n`{esc(st.tag)}` "
+                    f"({digest}{esc(st.revision)}){put_there}"
                 ),
-                MarkdownTextObject(
-                    text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
-                    f"{st.running}/{st.desired} running, {st.pending} pending"
-                ),
+                MarkdownTextObject(text=f"*Tasks*\n{tasks}"[:2000]),
                 MarkdownTextObject(text=f"*Rollout*\n{rollout}"),
                 MarkdownTextObject(text=f"*Lock*\n{lock}"),
             ]
@@ -563,8 +631,8 @@ def status(st: Status, target: str = "") -> Message:
             ),
         ]
     text = (
-        f"{esc(st.service)} runs {esc(st.tag)}: {st.running}/{st.desired} running; "
-        f"rollout {rollout}"
+        f"{esc(st.service)} {'is rolling out' if st.mixed else 'runs'} {esc(st.tag)}: "
+        f"{esc(st.tasks_text())}; rollout {rollout}"
     )
     return Message(text=text, blocks=tuple(blocks))
 
@@ -596,10 +664,13 @@ def status_all(rows: Sequence[TargetStatus], commands: CommandNames = DEFAULT_CO
                 else "none"
             )
             lock = esc(st.lock.describe()) if st.lock else "free"
+            counts = f"{st.running}/{st.desired} running" + (
+                f", {st.pending} pending" if st.pending else ""
+            )
             line = (
-                f"{name} `{esc(st.tag)}`{digest}\n`{progress_bar(st.running, st.desired)}` "
-                f"{st.running}/{st.desired} running"
-                + (f", {st.pending} pending" if st.pending else "")
+                f"{name} {'rolling out ' if st.mixed else ''}`{esc(st.tag)}`{digest}\n"
+                f"`{progress_bar(st.running, st.desired)}` "
+                + (esc(st.tasks_text()) if st.mixed else counts)
                 + f" · rollout: {rollout} · lock: {lock}"
                 + (f"\n🧊 *frozen*: {esc(st.freeze.reason)}" if st.freeze else "")
                 + (f" · {len(st.queue)} queued" if st.queue else "")
@@ -634,38 +705,74 @@ def choose_target(tag: str, targets: Sequence[Target], service_of: dict[str, str
     return Message(text=ask, blocks=blocks)
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """What a person may do, for the help they see: ``change`` (deploy, promote, roll back,
+    redeploy, unlock: the deployers), ``guard`` (abort, freeze, unfreeze: deployers and
+    approvers). Reading is everyone's."""
+
+    change: bool = True
+    guard: bool = True
+
+
+def usage_lines(commands: CommandNames, several: bool, allowed: Allowed = Allowed()) -> list[str]:
+    """Every subcommand ``allowed`` lets a person use, under the configured names; with
+    ``several`` targets each names its TARGET, else the target is left out (there is one)."""
+    deploy, t = commands.deploy, (" TARGET" if several else "")
+    to = " to TARGET" if several else ""
+    lines: list[str] = []
+    if allowed.change:
+        lines += [
+            f"`{deploy} TAG{to}` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, "
+            "`sha-abc1234`)",
+            *(
+                [f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM"]
+                if several
+                else []
+            ),
+            f"`{deploy} rollback{t}` goes back to the last good image",
+            f"`{commands.redeploy}{t} [reason]` restarts what runs",
+        ]
+    if allowed.guard:
+        lines += [
+            f"`{deploy} abort{t}` stops the rollout under way; the previous release goes back",
+            f"`{deploy} freeze{t} REASON` refuses deploys until `{deploy} unfreeze{t}`",
+        ]
+    if allowed.change:
+        lines.append(
+            f"`{deploy} unlock{t}` breaks a stale deploy lock (once ECS shows nothing rolling out)"
+        )
+    lines.append(f"`{deploy} history{t}` lists recent deployments")
+    if several:
+        lines.append(
+            f"`{commands.status}` (or `{deploy} status`) shows every target, "
+            f"`{commands.status} TARGET` one"
+        )
+    else:
+        lines.append(f"`{commands.status}` (or `{deploy} status`) shows what runs")
+    return lines
+
+
 def help_message(
     images: Sequence[ImageInfo],
     service: str,
     commands: CommandNames = DEFAULT_COMMANDS,
     changes: Mapping[str, ChangeSummary] | None = None,
     targets: Sequence[Target] = (),
+    allowed: Allowed = Allowed(),
 ) -> Message:
-    """/deploy alone: usage, and the recent images with a Deploy button each (its dialog
-    says what that deploy changes, from ``changes`` by tag); ``targets``: the channel's
-    targets when several are configured (named in the usage, a button each)."""
-    deploy = commands.deploy
+    """/deploy alone: usage (every subcommand ``allowed`` lets the person use), and the
+    recent images with a Deploy button each (its dialog says what that deploy changes, from
+    ``changes`` by tag); ``targets``: the channel's targets when several are configured
+    (named in the usage, a button each)."""
     if targets:
         names = ", ".join(
             f"`{esc(t.name)}`" + (f" (after {esc(t.after)})" if t.after else "") for t in targets
         )
-        usage = (
-            f"*Usage* (targets here: {names})\n`{deploy} TAG to TARGET` deploys an image "
-            f"(`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, `v4.4`, `sha-abc1234`)\n"
-            f"`{deploy} promote FROM to TO` deploys to TO the image that completed on FROM\n"
-            f"`{deploy} rollback TARGET` goes back to the last good image\n"
-            f"`{deploy} history TARGET` lists recent deployments\n"
-            f"`{commands.redeploy} TARGET` restarts what runs\n"
-            f"`{commands.status}` (or `{deploy} status`) shows every target, "
-            f"`{commands.status} TARGET` one"
-        )
+        head = f"*Usage* (targets here: {names})"
     else:
-        usage = (
-            f"*Usage*\n`{deploy} TAG` deploys an image (`v4.4.0-ecr-ecs-fargate`, `v4.4.0`, "
-            f"`v4.4`, `sha-abc1234`)\n`{deploy} rollback` goes back to the last good image\n"
-            f"`{deploy} history` lists recent deployments\n`{commands.redeploy}` restarts what "
-            f"runs\n`{commands.status}` (or `{deploy} status`) shows what runs"
-        )
+        head = "*Usage*"
+    usage = "\n".join([head, *usage_lines(commands, bool(targets), allowed)])
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=usage))]
     if images:
         blocks.append(DividerBlock())
@@ -680,10 +787,19 @@ def help_message(
             if len(targets) > 1 and direct:
                 # A section takes one accessory: the buttons go in a row of their own.
                 blocks.append(SectionBlock(text=MarkdownTextObject(text=line)))
+                # Each button's dialog names its own service; ``changes`` were read from
+                # ``service`` (the channel's first target), so only its button says them.
+                own = {t.name: f"{t.cluster}/{t.service}" for t in direct}
                 blocks.append(
                     ActionsBlock(
                         elements=[
-                            deploy_button(tag, service, change, target=t.name) for t in direct
+                            deploy_button(
+                                tag,
+                                own[t.name],
+                                change if own[t.name] == service else None,
+                                target=t.name,
+                            )
+                            for t in direct
                         ]
                     )
                 )
@@ -699,27 +815,57 @@ def help_message(
     return Message(text=usage, blocks=tuple(blocks))
 
 
+@dataclass(frozen=True)
+class NoticeTarget:
+    """One target of CI's notice, with what deploying the image there would change: its own
+    service, what it runs now, its commits. ``name`` empty: the only target (a plain
+    "Deploy" button). ``change`` None: what runs there could not be read (said by the
+    process that posts the notice)."""
+
+    name: str
+    service: str  # cluster/service
+    change: ChangeSummary | None = None
+
+
+def _notice_change(offer: NoticeTarget, several: bool) -> SectionBlock | None:
+    """What deploying the image to ``offer``'s target changes; with several targets each
+    says its own, under its name (a target that runs the image already says so)."""
+    change = offer.change
+    if not several:
+        return change_section(change)
+    if change is None:
+        return None
+    if change.direction.kind == "same":
+        text = f"*{esc(offer.name)}* runs this image already."
+    else:
+        text = f"*To {esc(offer.name)}:* {render_mrkdwn(change)}"
+    return SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_TEXT_LIMIT)))
+
+
 def image_pushed(
     tag: str,
     sha: str | None,
     run_url: str | None,
-    service: str,
-    change: ChangeSummary | None = None,
-    targets: Sequence[str] = (),
+    offers: Sequence[NoticeTarget],
     frozen: Mapping[str, str] | None = None,
+    commands: CommandNames = DEFAULT_COMMANDS,
 ) -> Message:
-    """CI's notice; ``change``: what deploying it would change from what runs now.
-    ``targets``: with several configured, the ones that take an image directly (a "Deploy
-    to …" button each); targets with ``after`` get theirs on the source target's final
-    message instead. ``frozen``: the targets of its buttons that were frozen when it was
-    posted, each with its freeze in words (rules.describe_freeze); their buttons stay (a
-    freeze is lifted long before a notice is forgotten) and say they are refused meanwhile."""
+    """CI's notice. ``offers``: the targets it offers the image to, each with its own
+    service and change: with several configured, the ones that take an image directly (a
+    "Deploy to …" button each, its confirm dialog and its part of the body computed for
+    that target); targets with ``after`` get theirs on the source target's final message
+    instead. ``frozen``: the targets of its buttons that were frozen when it was posted,
+    each with its freeze in words (rules.describe_freeze); their buttons stay (a freeze is
+    lifted long before a notice is forgotten) and say they are refused meanwhile."""
+    offers = list(offers[:25])
+    several = any(o.name for o in offers)
     # Tag, sha and URL come from CI's command line: text, and a link only if it is a URL.
     details = [f"*Tag*\n`{esc(tag)}`"]
+    known = next((o.change.target for o in offers if o.change and o.change.target), None)
     if sha:
         details.append(f"*Commit*\n`{esc(sha[:12])}`")
-    elif change is not None and change.target is not None:
-        details.append(f"*Commit*\n{esc(change.target.commit)}")
+    elif known is not None:
+        details.append(f"*Commit*\n{esc(known.commit)}")
     if run_url:
         details.append(f"*CI run*\n{link(run_url, 'open the run')}")
     blocks: list[Block] = [
@@ -732,18 +878,16 @@ def image_pushed(
             SectionBlock(
                 text=MarkdownTextObject(
                     text=f"🧊 *Frozen when this was posted:* {words}. Deploy to "
-                    f"{esc(name)} is refused until `/deploy unfreeze {esc(name)}`."
+                    f"{esc(name)} is refused until `{commands.deploy} unfreeze {esc(name)}`."
                 )
             )
         )
-    if section := change_section(change):
-        blocks.append(section)
-    buttons = [deploy_button(tag, service, change, target=t) for t in targets[:25]]
-    blocks.append(
-        ActionsBlock(
-            block_id="image_pushed", elements=buttons or [deploy_button(tag, service, change)]
-        )
-    )
+    for offer in offers:
+        if section := _notice_change(offer, several):
+            blocks.append(section)
+    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers]
+    # A message holds 50 blocks: the buttons' row is always the last.
+    blocks = [*blocks[:49], ActionsBlock(block_id="image_pushed", elements=buttons)]
     cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
     return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
 
@@ -780,7 +924,7 @@ def image_claimed(
 def outcome_notice(record: DeploymentRecord, snap: Snapshot, permalink: str | None) -> Message:
     """What the requester hears once their deployment ended: the outcome, and the way to
     the deployment's message in the channel."""
-    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫"}.get(
+    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫", Outcome.REPLACED: "⏭️"}.get(
         snap.outcome or Outcome.FAILED, "❌"
     )
     label = snap.outcome.label if snap.outcome else "ended"

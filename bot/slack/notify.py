@@ -1,14 +1,17 @@
-"""``deploybot notify image-pushed``: CI's notice to SLACK_CHANNEL, with a Deploy button.
+"""``deploybot notify image-pushed``: CI's notice to SLACK_CHANNEL, with a Deploy button
+per target that takes images directly.
 
-The notice says what deploying the image would change and which of its buttons' targets are
-frozen, as far as this process may read them (AWS credentials that reach ECS, ECR and the
-deployments table); what it may not read is said on stderr, and the notice goes without it.
+The targets: DEPLOYBOT_CONFIG (the repository's deploybot.toml) or DEPLOYBOT_CONFIG_TEXT,
+else the SSM parameter ``--config-parameter`` names (the bot's, which CI's role may read),
+else the environment's one target. For each, the notice says what deploying the image there
+would change (its service, what it runs now, its commits) and whether it is frozen, as far
+as this process may read them (AWS credentials that reach ECS, ECR and the deployments
+table); what it may not read is said on stderr, and the notice goes without it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from pydantic import ValidationError
 from slack_sdk import WebClient
@@ -19,8 +22,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.deploy.aws import read_parameter
 from bot.deploy.changes import ChangeSummary
-from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployError
 from bot.fleet import Fleet
 from bot.logs import redact
@@ -42,49 +45,73 @@ _HINTS = {
 }
 
 
-def change_for_notice(settings: Settings, tag: str) -> ChangeSummary | None:
-    """What deploying ``tag`` would change from what runs now, when this process may read
-    the service and ECR (and GitHub); None, said on stderr, when it may not: CI's role
-    (cloudformation/ci.yml) pushes images and reads nothing of ECS."""
-    engine: Engine | None = None
+def targets_parameter(settings: Settings, name: str) -> str | None:
+    """deploybot.toml from the SSM parameter ``name`` (the bot's: cloudformation/bot.yml's
+    BotConfig, which CI's role may read: cloudformation/ci.yml); None, said on stderr, when
+    it cannot be read, and the notice goes with the targets of the environment."""
     try:
-        engine = Engine(settings)
-        return engine.change_to(tag)
+        text = read_parameter(settings, name)
     except DeployError as exc:
-        print(f"deploybot: the notice has no change summary: {exc.message}", file=sys.stderr)
+        print(f"deploybot: the notice cannot read the targets in {name}: {exc.message}",
+              file=sys.stderr)  # fmt: skip
         return None
-    finally:
-        if engine is not None:
-            engine.close()
+    if text is None:
+        print(f"deploybot: no parameter {name}; the notice goes to the environment's target",
+              file=sys.stderr)  # fmt: skip
+    return text
 
 
-def frozen_for_notice(settings: Settings, targets: Targets, names: Sequence[str]) -> dict[str, str]:
-    """The targets among ``names`` that are frozen now, each with its freeze in Slack's words
-    ("production is frozen by @ana since 14:02: incident 1234"); a freeze this process may not
-    read (CI's role reads the table's freeze items only: cloudformation/ci.yml) is said on
-    stderr and left out, as the button's refusal will say it when clicked."""
-    fleet = Fleet(settings, targets)
+def image_notice(
+    settings: Settings, targets: Targets, tag: str, sha: str | None, run_url: str | None
+) -> messages.Message:
+    """CI's notice for ``tag``: a button per target that takes images directly (several
+    targets) or one Deploy (one), each with what deploying there would change from what
+    runs there, and the freezes of those targets, as far as this process may read them
+    (AWS credentials that reach ECS, ECR and the deployments table; CI's role reads only
+    the freezes: cloudformation/ci.yml). What it may not read is said on stderr, and that
+    target's part of the notice goes without it."""
+    chosen = targets.direct() if len(targets) > 1 else [targets.default]
+    offers: list[messages.NoticeTarget] = []
     frozen: dict[str, str] = {}
+    fleet = Fleet(settings, targets)
     try:
-        for name in names:
-            target = targets.get(name)
+        for target in chosen:
+            engine = fleet.engine(target)
+            change: ChangeSummary | None = None
             try:
-                freeze = fleet.engine(target).guards.current_freeze()
+                change = engine.change_to(tag)
             except DeployError as exc:
-                print(
-                    f"deploybot: the notice cannot say whether {name} is frozen: {exc.message}",
-                    file=sys.stderr,
+                print(f"deploybot: the notice has no change summary for {target.name}: "
+                      f"{exc.message}", file=sys.stderr)  # fmt: skip
+            offers.append(
+                messages.NoticeTarget(
+                    name=target.name if len(targets) > 1 else "",
+                    service=f"{target.cluster}/{target.service}",
+                    change=change,
                 )
+            )
+            try:
+                freeze = engine.guards.current_freeze()
+            except DeployError as exc:
+                print(f"deploybot: the notice cannot say whether {target.name} is frozen: "
+                      f"{exc.message}", file=sys.stderr)  # fmt: skip
                 continue
             if freeze is not None:
-                frozen[name] = describe_freeze(target, freeze, now=fleet.clock.now(), slack=True)
+                now = fleet.clock.now()
+                frozen[target.name] = describe_freeze(target, freeze, now=now, slack=True)
     finally:
         fleet.close()
-    return frozen
+    return messages.image_pushed(
+        tag, sha, run_url, offers, frozen=frozen, commands=settings.slack_commands
+    )
 
 
-def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
-    """Post the notice; exit 0 without Slack settings (CI without secrets stays green)."""
+def notify_image_pushed(
+    tag: str, sha: str | None, run_url: str | None, config_parameter: str | None = None
+) -> int:
+    """Post the notice; exit 0 without Slack settings (CI without secrets stays green).
+    ``config_parameter``: the SSM parameter holding the targets (deploybot.toml), read when
+    neither DEPLOYBOT_CONFIG nor DEPLOYBOT_CONFIG_TEXT is set."""
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -102,6 +129,7 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
         ]
         print(f"deploybot: no Slack notice for {tag}: {' and '.join(missing)} not set.")
         return 0
+    channel = settings.slack_channel
     client = WebClient(
         token=token,
         base_url=settings.slack_api_base,
@@ -112,33 +140,30 @@ def notify_image_pushed(tag: str, sha: str | None, run_url: str | None) -> int:
             ServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+    where = ""
+    unset = settings.deploybot_config is None and settings.deploybot_config_text is None
+    if config_parameter and unset:
+        toml = targets_parameter(settings, config_parameter)
+        settings = settings.model_copy(update={"deploybot_config_text": toml})
+        where = f" (the targets in {config_parameter})" if toml is not None else ""
     try:
         targets = load_targets(settings)
     except DeployError as exc:
-        print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
+        print(f"deploybot: bad configuration{where}:\n{exc.message}", file=sys.stderr)
         return 2
-    service = f"{settings.ecs_cluster}/{settings.ecs_service}"
-    # Several targets: a button per target that takes images directly; those with `after`
-    # get theirs on the source target's final message (a Promote button). What it changes:
-    # from what the default target runs.
-    direct = [t.name for t in targets.direct()] if len(targets) > 1 else []
-    change = change_for_notice(settings, tag)
-    frozen = frozen_for_notice(settings, targets, direct or [targets.default.name])
-    msg = messages.image_pushed(tag, sha, run_url, service, change, targets=direct, frozen=frozen)
+    msg = image_notice(settings, targets, tag, sha, run_url)
     try:
-        resp = client.chat_postMessage(channel=settings.slack_channel, **msg.as_kwargs())
+        resp = client.chat_postMessage(channel=channel, **msg.as_kwargs())
     except SlackApiError as exc:
         error = str(exc.response.get("error", "unknown_error"))
         hint = _HINTS.get(error, "Slack refused the notice ({error}).")
         # Whatever Slack (or a proxy in between) echoes back, the token is not printed.
-        text = hint.format(channel=settings.slack_channel, error=error)
+        text = hint.format(channel=channel, error=error)
         print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
         return 2
     except OSError as exc:
         text = f"could not reach Slack at {settings.slack_api_base}: {exc}"
         print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
         return 2
-    print(
-        f"Posted the image-pushed notice for {tag} to {settings.slack_channel} (ts {resp['ts']})."
-    )
+    print(f"Posted the image-pushed notice for {tag} to {channel} (ts {resp['ts']}).")
     return 0

@@ -15,11 +15,14 @@ from bot.rules import (
     Door,
     Facts,
     Freeze,
+    Home,
+    Origin,
     Rule,
     RuleRefused,
     check,
     freeze_after_failure,
     missing_approvals,
+    workspace,
 )
 from bot.targets import Target
 from bot.windows import parse_windows
@@ -113,6 +116,7 @@ def an_approver_not_a_deployer(action: Action, door: Door) -> str:
         Action.REDEPLOY,
         Action.PROMOTE,
         Action.ROLLBACK,
+        Action.UNLOCK,  # breaking a lock is a deployer's
     ):
         return "refuse:deployers"
     return base(action, door)
@@ -287,7 +291,8 @@ def test_the_table_covers_every_rule_action_and_door() -> None:
         seen.add((expect(action, door), action.value, door.value))
     verdicts = {v for v, _, _ in seen}
     refused_by = {v.removeprefix("refuse:") for v in verdicts if v.startswith("refuse:")}
-    assert refused_by == {r.value for r in Rule} - {"promotion"}  # promotion: below
+    # promotion: below; workspace: rules.workspace, before any target (below too)
+    assert refused_by == {r.value for r in Rule} - {"promotion", "workspace"}
     assert {"ask", "allow", "allow+bypass:freeze", "allow+bypass:windows"} <= verdicts
     assert "allow+bypass:queue" in verdicts
     assert {a for _, a, _ in seen} == {a.value for a in Action}
@@ -329,9 +334,10 @@ def test_promotion_only_names_the_rule_and_the_way() -> None:
     assert decision.rule is Rule.AFTER
     assert decision.message == (
         "production only takes images that completed on staging; v4.5.0 has not. "
-        "Deploy it to staging first, then /deploy promote staging to production"
+        "Deploy it to staging first (/deploy v4.5.0 to staging), then promote it "
+        "(/deploy promote staging to production)"
     )
-    assert decision.mrkdwn.endswith("then `/deploy promote staging to production`")
+    assert decision.mrkdwn.endswith("then promote it (`/deploy promote staging to production`)")
 
 
 def test_promote_names_what_did_not_complete_and_where_from() -> None:
@@ -349,7 +355,17 @@ def test_promote_names_what_did_not_complete_and_where_from() -> None:
     failed = promote(source="staging", image="v4.5.0", completed_on_source=False)
     assert failed.message == (
         "production only takes images that completed on staging; staging's last deployment "
-        "(v4.5.0) did not complete"
+        "(v4.5.0) did not complete. Deploy an image to staging that completes, then promote "
+        "it (deploybot promote staging production)"
+    )
+    # A breaker put v4.4.0 back on staging: what would work is said, in the door's words.
+    undone = promote(
+        source="staging", image="v4.5.0", completed_on_source=False, source_runs="v4.4.0"
+    )
+    assert undone.message.endswith(
+        "did not complete. It runs v4.4.0 again: redeploy v4.4.0 to staging "
+        "(deploybot --target staging deploy v4.4.0), then promote "
+        "(deploybot promote staging production)"
     )
     qa = promote(source="qa", image="v4.5.0", completed_on_source=True)
     assert (qa.rule, qa.message) == (
@@ -774,3 +790,37 @@ def test_freeze_after_failure(outcome: str, reason: str | None) -> None:
     assert (
         freeze_after_failure(STAGING, outcome=outcome, image="v", deployment="d", at=INSIDE) is None
     )
+
+
+# -- strangers (#24): rules.workspace, asked by the Slack middleware before any listener -------
+
+HOME = Home("T0HOME")
+GRID = Home("T0HOME", "E0HOME")
+
+
+@pytest.mark.parametrize(
+    ("origin", "home", "refused"),
+    [
+        (Origin("C0DEPLOYS", ("T0HOME",)), HOME, None),
+        (Origin("C0DEPLOYS", ("T0ACME",)), HOME, "another workspace (T0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "T0ACME")), HOME, "another workspace (T0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME",), ("E0ACME",)), HOME, "another organisation (E0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "E0HOME"), ("E0HOME",)), GRID, None),
+        (Origin("C0DEPLOYS", ("T0SIS", "E0HOME"), ("E0HOME",)), GRID, "another workspace (T0SIS)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "E0ACME")), GRID, "another workspace (E0ACME)"),
+        (Origin("C0SHARED", ("T0HOME",), shared=True), HOME, "shared with another organisation"),
+        (Origin("D0ALICE", ("T0HOME",), kind="im"), HOME, "not in a direct message"),
+        (Origin("G0GROUP", ("T0HOME",), kind="mpim"), HOME, "not in a group DM"),
+        (Origin("D0LISTED", ("T0HOME",), kind="im"), HOME, None),
+    ],
+)
+def test_changes_come_only_from_the_bots_own_workspace(
+    origin: Origin, home: Home, refused: str | None
+) -> None:
+    decision = workspace(origin, home, frozenset({"D0LISTED", "C0DEPLOYS"}))
+    if refused is None:
+        assert decision.allowed, decision.message
+    else:
+        assert not decision.allowed and decision.rule is Rule.WORKSPACE
+        assert decision.message.startswith("Nothing was changed: ")
+        assert refused in decision.message, decision.message

@@ -317,7 +317,7 @@ repository = "r"
         ),
         (
             '[targets.production]\ncluster = "c"\nservice = "s"\nrepository = "r"\n'
-            'approvals = 3\napprovers = ["U1", "U2", "U3"]\n',
+            'approvals = 3\napprovers = ["U0A", "U0B", "U0C"]\n',
             ["deploybot.toml: targets.production.approvals: Input should be 0, 1 or 2 (got 3)"],
         ),
         (
@@ -418,6 +418,44 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "no day 'Thr' (days are Mon Tue Wed Thu Fri Sat Sun)",
         "deploybot.toml: targets.production.approvers: approvals = 1 needs at least 1 approver, "
         "0 listed",
+        "deploybot.toml: targets.production.after: no target named 'stagin' "
+        "(known: staging, production)",
+    ]
+
+
+def test_one_reading_reports_type_errors_and_every_other_problem(tmp_path: Path) -> None:
+    """A wrong type in one table does not hide the rest: the windows, the ids and the `after`
+    of every table, and the keys around them, come in the same reading (#29: the first run
+    showed 5 of 11 problems, the next run the other 6)."""
+    text = """
+    colour = "blue"
+
+    [targets.staging]
+    cluster = "c-staging"
+    service = "s-staging"
+    repository = "r"
+    approvals = "1"
+    windows = ["Mon-Thr 09:00-16:00 Europe/Madrid"]
+    deployers = ["somebody"]
+
+    [targets.production]
+    cluster = "c"
+    service = "s"
+    repository = "r"
+    after = "stagin"
+    approvals = 1
+    approvers = ["ana"]
+    deployers = ["U0ANA", "*"]
+    """
+    assert problems_of(tmp_path, text) == [
+        "deploybot.toml: colour: unknown key (the file holds [targets.NAME] tables)",
+        "deploybot.toml: targets.staging.approvals: Input should be 0, 1 or 2 (got '1')",
+        "deploybot.toml: targets.staging.windows.0: window 'Mon-Thr 09:00-16:00 Europe/Madrid': "
+        "no day 'Thr' (days are Mon Tue Wed Thu Fri Sat Sun)",
+        "deploybot.toml: targets.staging.deployers.0: 'somebody' is not a Slack user id: use "
+        "ids, not names (U…, from their profile → ⋮ → Copy member ID)",
+        "deploybot.toml: targets.production.approvers.0: 'ana' is not a Slack user id: use ids, "
+        "not names (U…, from their profile → ⋮ → Copy member ID)",
         "deploybot.toml: targets.production.after: no target named 'stagin' "
         "(known: staging, production)",
     ]

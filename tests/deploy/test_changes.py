@@ -248,7 +248,9 @@ def test_mrkdwn_escapes_what_people_wrote(world: World) -> None:
     # Our own links stay links: the compare link, and each sha to its commit.
     assert f"(<{summary.compare_url}|compare>)" in out
     newest = summary.commits[0]
-    assert f"• <{newest.url}|`{newest.short_sha}`> release: v4.5.0 (alice)" in out
+    # Backticks around the link, never in its label: Slack shows those literally.
+    assert f"• `<{newest.url}|{newest.short_sha}>` release: v4.5.0 (alice)" in out
+    assert "|`" not in out
     six = describe_change(world.images, tag("v4.5.0"), tag("v4.6.0"), gh(world))
     assert "(Bob &lt;Builder&gt;)" in render_mrkdwn(six)
     assert escape_mrkdwn("a & b < c > d") == "a &amp; b &lt; c &gt; d"

@@ -211,6 +211,10 @@ def test_the_role_pushes_to_the_two_repositories_and_nothing_else(ci: dict[str, 
     granted = role_actions(role_statements(ci, "ReleaseRole"))
     assert granted.pop("ecr:GetAuthorizationToken") == ["*"]
     assert granted.pop("dynamodb:GetItem") == [TABLE_ARN + "${ServiceStackName}-deployments"]
+    assert granted.pop("ssm:GetParameter") == [
+        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/"
+        "${ServiceStackName}-bot/deploybot.toml"
+    ]
     assert set(granted) == ECR_PUSH
     repositories = [
         REPOSITORY_ARN + "${ServiceStackName}",
@@ -276,6 +280,30 @@ def test_ci_reads_the_freezes_of_the_bots_table_and_no_other_item(ci: dict[str, 
         ), prefix
 
 
+def test_ci_reads_the_bots_targets_parameter_and_no_other(ci: dict[str, Any]) -> None:
+    """The notice's buttons per target (release.yml's notify step, --config-parameter): CI's
+    role may GetParameter the bot's deploybot.toml (bot.yml's BotConfig) and nothing more:
+    no other parameter, no GetParameters/ByPath/History, no write, no KMS."""
+    (statement,) = [s for s in role_statements(ci, "ReleaseRole") if s["Sid"] == "ReadBotConfig"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "ssm:GetParameter")
+    assert "Condition" not in statement
+    granted = role_actions(role_statements(ci, "ReleaseRole"))
+    assert {a for a in granted if not a.startswith(("ecr:", "dynamodb:"))} == {"ssm:GetParameter"}
+    bot = load_template("bot")
+    name = render(resource(bot, "BotConfig")["Name"])
+    parameters = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
+                  "ServiceStackName": STACK}  # fmt: skip
+    (arn,) = granted["ssm:GetParameter"]
+    assert substitute(arn, parameters) == (
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter" + substitute(name, parameters)
+    )
+    assert "*" not in arn
+    # The step names that very parameter.
+    workflow = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert '--config-parameter "/$STACK_NAME-bot/deploybot.toml"' in workflow
+    assert substitute(name, parameters) == f"/{STACK}-bot/deploybot.toml"
+
+
 def _policy_document(value: Any) -> dict[str, Any]:
     # boto3 decodes IAM's URL-encoded JSON; moto (5.x) hands inline policies back as Python
     # reprs, which literal_eval reads as well.
@@ -312,6 +340,9 @@ def test_make_ci_infra_creates_the_role_as_evaluated(moto_url: str) -> None:
     assert granted.pop("ecr:GetAuthorizationToken") == ["*"]
     assert granted.pop("dynamodb:GetItem") == [
         f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-deployments"
+    ]
+    assert granted.pop("ssm:GetParameter") == [
+        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{STACK}-bot/deploybot.toml"
     ]
     repositories = [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{STACK}"]
     repositories.append(repositories[0] + "-bot")

@@ -449,7 +449,7 @@ def test_bot_config_puts_a_file_the_bot_would_accept(
     bad.write_text("[targets.production]\ncluster = 'c'\nservice = 's'\nrepository = 'r'\n"
                    "after = 'stagin'\n")  # fmt: skip
     assert main([*argv, str(bad)], out=lines.append) == 2
-    assert lines[-1].startswith("error: the bot would refuse it:\nDEPLOYBOT_CONFIG_TEXT: ")
+    assert lines[-1].startswith(f"error: the bot would refuse it:\n{bad}: ")
     assert "no target named 'stagin'" in lines[-1]
     big = tmp_path / "big.toml"
     big.write_text(example.read_text() + "#" * 4096)
@@ -462,3 +462,71 @@ def test_bot_config_puts_a_file_the_bot_would_accept(
     assert main([*argv, str(example)], out=lines.append) == 0, lines
     assert lines[-1].startswith(f"wrote {example} (staging, production; default production) to")
     assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == example.read_text()
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A shell without AWS credentials: none in the environment, no files, no instance role."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_WEB_IDENTITY_TOKEN_FILE"):  # fmt: skip
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["service", "--tag", "v1.0.0-ecr-ecs-fargate"],  # make infra
+        ["bot", "--tag", "v1.0.0-ecr-ecs-fargate"],  # make bot-infra
+        ["ci", "GitHubRepository=octo-org/deploybot"],  # make ci-infra
+        ["slack-secret"],
+        ["delete", "--stack", "svc"],
+        ["bot-config", str(Path(__file__).parents[2] / "deploybot.example.toml")],
+    ],
+)
+def test_without_credentials_every_command_says_so_in_one_line_exit_2(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As deploybot does (#29: a raw NoCredentialsError traceback and exit 1 before)."""
+    _no_credentials(monkeypatch, tmp_path)
+    monkeypatch.delenv("DEPLOY_TARGET", raising=False)
+    lines: list[str] = []
+    assert main(argv, out=lines.append, delay=0.05) == 2
+    assert lines == [
+        "error: No AWS credentials found. Set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY."
+    ]
+
+
+def test_bot_config_reads_only_its_file_and_every_problem_under_its_name(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shell's DEPLOYBOT_CONFIG (OPERATIONS.md exports it) and DEPLOYBOT_CONFIG_TEXT are
+    not read; the problems of the file come in one reading, named by its path; a deployer
+    that is a name, not a Slack id, is refused with the hint to use ids. Nothing is written."""
+    example = Path(__file__).parents[2] / "deploybot.example.toml"
+    monkeypatch.setenv("DEPLOYBOT_CONFIG", str(example))
+    monkeypatch.setenv("DEPLOYBOT_CONFIG_TEXT", "[targets.other]\n")
+    monkeypatch.delenv("DEPLOY_TARGET", raising=False)
+    bad = tmp_path / "deploybot.toml"
+    bad.write_text(
+        "[targets.staging]\ncluster = 'c-staging'\nservice = 's'\nrepository = 'r'\n"
+        "approvals = 'one'\ndeployers = ['somebody']\n"
+        "[targets.production]\ncluster = 'c'\nservice = 's'\nrepository = 'r'\n"
+        "after = 'stagin'\nwindows = ['Mon-Thr 09:00-16:00 Europe/Madrid']\n"
+    )
+    lines: list[str] = []
+    assert main(["bot-config", "--service-stack", "svc", str(bad)], out=lines.append) == 2
+    (said,) = lines
+    assert said.split("\n") == [
+        "error: the bot would refuse it:",
+        f"{bad}: targets.staging.approvals: Input should be 0, 1 or 2 (got 'one')",
+        f"{bad}: targets.staging.deployers.0: 'somebody' is not a Slack user id: use ids, not "
+        "names (U…, from their profile → ⋮ → Copy member ID)",
+        f"{bad}: targets.production.windows.0: window 'Mon-Thr 09:00-16:00 Europe/Madrid': no "
+        "day 'Thr' (days are Mon Tue Wed Thu Fri Sat Sun)",
+        f"{bad}: targets.production.after: no target named 'stagin' (known: staging, production)",
+    ]
+    assert _client("ssm", moto_url).describe_parameters()["Parameters"] == []

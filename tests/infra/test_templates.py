@@ -300,6 +300,7 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_CHANNEL",
         "DEPLOY_ALLOWED_USERS",
         "DEPLOY_ALLOWED_CHANNELS",
+        "SLACK_TEAM_ID",
         "SLACK_DEPLOY_COMMAND",
         "SLACK_REDEPLOY_COMMAND",
         "SLACK_STATUS_COMMAND",

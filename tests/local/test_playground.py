@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -157,9 +158,26 @@ def test_deploybot_demo_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> 
     with pytest.raises(urllib.error.HTTPError) as refused:
         demo.state("U0NOBODY")
     assert refused.value.code == 400 and "Ben (approver)" in refused.value.read().decode()
+    assert state["dms"] == []  # the Direct messages pane: nothing deployed yet
     out = demo.output()
     assert f"http://127.0.0.1:{port}" in out
     assert "/deploy v4.4.0-ecr-ecs-fargate" in out
+    # How to point deploybot (and make status) at it from another terminal: as printed, it
+    # reaches the playground's moto and both targets.
+    exports = re.search(r"unset AWS_PROFILE; export (.+)", out)
+    assert exports, out
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "DEPLOY", "ECS_", "ECR_", "STACK_"))
+    }
+    env.update(word.split("=", 1) for word in shlex.split(exports.group(1)))
+    status = subprocess.run(
+        [_deploybot(), "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    tags = {t["target"]: t["tag"] for t in json.loads(status.stdout)["targets"]}
+    assert tags == {"staging": "v4.3.0-ecr-ecs-fargate", "production": "v4.3.0-ecr-ecs-fargate"}
 
     assert _stop(demo, signal.SIGTERM) == 0, demo.output()
     assert "Playground stopped." in demo.output()
@@ -290,6 +308,10 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     )
     timings["v4.4.0 completed shown"] = time.monotonic() - sent
     expect(live).to_contain_text("Completed in")
+    # Ana hears how it ended in a DM: the Direct messages pane shows it, linked to the message.
+    dm = page.locator("#dms .dm", has_text="v4.4.0-ecr-ecs-fargate")
+    expect(dm).to_contain_text("completed")
+    expect(dm.locator("a", has_text="See the deployment in the channel")).to_be_visible()
     expect(live.locator("b", has_text="3/3")).to_be_visible()  # mrkdwn bold, rendered
     expect(live).to_have_count(1)  # updated in place, not posted again
     # ECS's events arrive as thread replies, shown on demand.
@@ -328,7 +350,7 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
         "🚀 Rolling back to v4.3.0-ecr-ecs-fargate on staging"
     )
     expect(rollback.locator(".b-header")).to_have_text(
-        "✅ Deployed v4.3.0-ecr-ecs-fargate to staging", timeout=30_000
+        "✅ Rolled back to v4.3.0-ecr-ecs-fargate on staging", timeout=30_000
     )
     timings["rollback completed shown"] = time.monotonic() - sent
 
@@ -343,10 +365,15 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     page.locator("#push").click()
     notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
     expect(notice).to_have_count(1)
-    expect(notice).to_contain_text("Forward 3 releases: v4.3.0 (")
+    # Each button's part of the notice, and its dialog, are its own target's: staging's
+    # service, what staging runs, staging's commits (#29: production's, for every button).
+    expect(notice).to_contain_text("To staging: Forward 3 releases: v4.3.0 (")
     expect(notice.locator("button")).to_have_count(1)
     notice.locator('button[data-action-id="deploy_tag:staging"]').click()
     expect(page.locator("#d-title")).to_have_text("Deploy?")
+    expect(page.locator("#d-text")).to_contain_text(
+        "Deploy v4.6.0-ecr-ecs-fargate to staging (hello-world-ecr-ecs-fargate-staging)?"
+    )
     # The dialog carries the same summary, commits included (plain text, Slack's 300 chars).
     expect(page.locator("#d-text")).to_contain_text("Forward 3 releases")
     expect(page.locator("#d-text")).to_contain_text("10 commits, newest first:")

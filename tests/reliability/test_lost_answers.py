@@ -112,3 +112,69 @@ def test_a_request_lost_before_ecs_then_denied_is_proven_not_started(
     assert aws.requests.count("ecs", "UpdateService") == 0
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     assert settled(stack) == (Outcome.NOT_STARTED, False, False)
+
+
+def test_a_deploys_update_service_is_not_sent_again_after_a_lost_answer(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): a deploy of a broken image whose
+    UpdateService answer was reset; botocore sent it again after its backoff, by when the
+    circuit breaker had rolled the first attempt's deployment back, and the retry started the
+    broken task definition a second time (a deployment no record knew). Sent once now."""
+    proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert done.returncode == 0, out
+    assert "ECS may have started the deployment" in out
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
+@pytest.mark.parametrize("fault", ["answer dropped", "connection reset"])
+def test_a_redeploy_whose_answer_is_lost_starts_one_ecs_deployment(
+    fault: str,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    """Issue 31, 1: forceNewDeployment starts a deployment each time it reaches ECS. Its
+    answer is lost after moto applied it: the old code sent it again (botocore's retry of a
+    connection error) and ECS started a second deployment over the first. Sent once now,
+    and the lost answer followed to the one deployment ECS started."""
+    if fault == "answer dropped":
+        proxy.drop_answer("ecs", "UpdateService", times=1)
+    else:
+        proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("redeploy")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert "ECS may have started the deployment" in out and "following it" in out, out
+    assert done.returncode == 0, out
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    engine = Engine(stack.settings)
+    try:
+        (last,) = engine.ledger.history(1)
+        service = engine.aws.describe_service()
+    finally:
+        engine.close()
+    assert service is not None
+    (only,) = service["deployments"]
+    assert (last.kind, last.outcome, last.open) == ("redeploy", Outcome.COMPLETED, False)
+    assert last.ecs_deployment_id == only["id"]
+    report(f"redeploy, UpdateService {fault}", **{"UpdateService calls": 1, "exit code": 0})
+
+
+def test_a_lost_answer_to_taking_the_lock_does_not_lock_the_deploy_out(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): the lock's PutItem was applied and
+    its answer reset; botocore's retry then failed its condition on our own lock, and the
+    deploy was refused ("Deploys are locked: operator@laptop is deploying v4.4.0", exit 2)
+    with its own lock left held, blocking every deploy until its lease lapsed."""
+    proxy.reset_answer("dynamodb", "PutItem", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert f"✓ Deployed {V44}" in done.stdout
+    assert settled(stack) == (Outcome.COMPLETED, False, False)

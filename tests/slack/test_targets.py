@@ -155,6 +155,25 @@ def test_which_target_question_and_status_of_every_target(
     )
     assert "v4.4.0-ecr-ecs-fargate" in detail.all_text
 
+    # /deploy alone: a Deploy button per target and image, each dialog naming its own
+    # service; what it changes only where it was read (the channel's first target, staging).
+    emulator.slash_command("/deploy", "", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+    helped = emulator.wait_for(
+        lambda: next((e for e in emulator.ephemerals(user=ALICE) if "Usage" in e.all_text), None),
+        what="the help",
+    )
+    dialogs = {
+        b["action_id"]: b["confirm"]["text"]["text"]
+        for b in helped.buttons
+        if b.get("value", "").find("v4.5.0-ecr-ecs-fargate") >= 0
+    }
+    assert dialogs["deploy_tag:billing"] == (
+        f"Deploy v4.5.0-ecr-ecs-fargate to billing ({settings.ecs_cluster}/{BILLING_SERVICE})?"
+    )
+    assert dialogs["deploy_tag:staging"].startswith(
+        f"Deploy v4.5.0-ecr-ecs-fargate to staging ({STAGING_SERVICE})?\nForward 2 releases"
+    )
+
 
 def test_ci_notice_offers_a_button_per_target_that_takes_images_directly(
     fleet_stack: FleetStack, emulator: SlackEmulator
@@ -206,6 +225,6 @@ def test_history_redeploy_and_rollback_button_name_their_target(
     ephemeral("No deployments to production yet")
     # The Rollback button of staging's deployment: back to what ran before it, on staging.
     emulator.click(done, "rollback", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    final(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    final(emulator, "✅ Rolled back to v4.3.0-ecr-ecs-fargate on staging")
     assert running_release(staging)[0] == "v4.3.0-ecr-ecs-fargate"
     assert running_release(settings)[0] == "v4.3.0-ecr-ecs-fargate"
