@@ -70,6 +70,15 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         validation_alias="LOCK_LEASE_SECONDS",
     )
+    # How often the bot reads ECS for deployments started outside deploybot (the console,
+    # CloudFormation) when nothing else has described the service meanwhile.
+    outside_check_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="OUTSIDE_CHECK_SECONDS",
+    )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")

@@ -376,7 +376,10 @@ def progress(
         whose = f" `{esc(record.previous_tag or revision_of(record.previous_task_definition))}`"
     fields = [
         MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
-        MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
+        MarkdownTextObject(
+            text=f"*By*\n{who(record)} ({esc(record.source)})"
+            + (f"\nAWS `{esc(record.who_arn)}`" if record.who_arn else "")
+        ),
         MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest, record.commit)}"),
         MarkdownTextObject(
             text=f"*Revision*\n{esc(revision_of(record.task_definition))} (was "
