@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         validation_alias="ROLLOUT_TIMEOUT_SECONDS",
     )
+    # How long AWS may go without answering a watch before it ends (exit 4, "lost sight"):
+    # the deployment keeps the lock and its record stays open for any later command to settle.
+    aws_lost_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="AWS_LOST_SECONDS",
+    )
     # How long a lock outlives its holder's last renewal; a crashed holder blocks no longer.
     lock_lease_seconds: float = Field(
         120.0,
@@ -60,6 +69,15 @@ class Settings(BaseSettings):
         le=MAX_LEASE_SECONDS,
         allow_inf_nan=False,
         validation_alias="LOCK_LEASE_SECONDS",
+    )
+    # How often the bot reads ECS for deployments started outside deploybot (the console,
+    # CloudFormation) when nothing else has described the service meanwhile.
+    outside_check_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="OUTSIDE_CHECK_SECONDS",
     )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")

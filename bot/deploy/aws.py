@@ -140,6 +140,12 @@ IMAGES_PAGE = 1000
 # ``deploybot:tag``, written when deploybot registers the revision.
 TASK_DEFINITIONS_KEPT = 64
 _REVISION_ARN = re.compile(r"^arn:[^:]+:ecs:[^:]*:[^:]*:task-definition/[^:/]+:\d+$")
+# Who the AWS credentials are (STS GetCallerIdentity's ARN), by endpoint and access key: asked
+# once per process. The call needs no permission ("No permissions are required to perform this
+# operation", https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html),
+# so no role (the bot's, CI's) grants it.
+_IDENTITIES: dict[tuple[str, str], str] = {}
+_IDENTITIES_LOCK = threading.Lock()
 
 # Called with ("ecs", "DescribeServices")-style pairs before every AWS call any AwsClient makes:
 # the hook the permission test uses to hold the bot's IAM role to what the engine really calls.
@@ -263,6 +269,35 @@ class AwsClient:
         other = copy.copy(self)
         other._point_at(settings)
         return other
+
+    # STS ---------------------------------------------------------------------------------
+    def caller_arn(self) -> str:
+        """The ARN of the identity these credentials are (STS GetCallerIdentity), asked once per
+        process and credentials; "" when it cannot be told (no credentials, AWS unreachable):
+        what it is recorded beside is never held up by it."""
+        try:
+            credentials = self.session.get_credentials()
+        except BotoCoreError:
+            credentials = None
+        if credentials is None:
+            return ""
+        key = (self.settings.aws_endpoint_url or "", str(credentials.access_key))
+        with _IDENTITIES_LOCK:
+            known = _IDENTITIES.get(key)
+        if known is not None:
+            return known
+        kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": self.settings.aws_region}
+        if self.settings.aws_endpoint_url:
+            kwargs["endpoint_url"] = self.settings.aws_endpoint_url
+        sts = self.session.client("sts", **kwargs)
+        brief_connection_retries(sts)
+        try:
+            arn = str(sts.get_caller_identity().get("Arn", ""))
+        except (BotoCoreError, ClientError):
+            return ""  # asked again by the next command; the change goes on without it
+        with _IDENTITIES_LOCK:
+            _IDENTITIES[key] = arn
+        return arn
 
     @property
     def ecs_once(self) -> Any:

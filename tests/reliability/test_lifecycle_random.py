@@ -60,9 +60,10 @@ SLOW_TICKS = 50  # a slow image's tasks stay PENDING this many simulator steps (
 V43, V44, V45 = "v4.3.0", "v4.4.0", "v4.5.0"
 SUFFIX = "-ecr-ecs-fargate"
 # The record a process started ("(deploy d-…, " in its first lines) or aborted ("Aborting
-# deploy d-… of"); other ids it names (a lock's holder) are not its own.
+# deploy d-… of"), wherever a terminal's line wrapped; other ids it names (a lock's holder)
+# are not its own.
 _ID = re.compile(
-    r"(?:\((?:deploy|redeploy|rollback|promote)|Aborting \w+) (d-\d{8}-\d{6}-[0-9a-f]{4})\b"
+    r"(?:\((?:deploy|redeploy|rollback|promote)|Aborting\s+\w+)\s+(d-\d{8}-\d{6}-[0-9a-f]{4})\b"
 )
 WAITING_KINDS = ("deploy", "redeploy", "rollback")
 
@@ -316,7 +317,10 @@ def _judge_round(
                 continue
             wanted = Outcome.ABORTED if op.kind == "abort" else Outcome.COMPLETED
             if outcome is not wanted:
-                broke(f"{what} exited 0, its record {found and found.group(1)} says {outcome}")
+                broke(
+                    f"{what} exited 0, its record {found and found.group(1)} says {outcome}: "
+                    f"{op.out[-400:]}"
+                )
         elif code == 1:
             if op.kind == "deploy-no-wait" or outcome not in (
                 Outcome.FAILED,

@@ -253,7 +253,7 @@ def test_buttons_only_where_they_make_sense(
             (
                 m
                 for m in bot_messages(emulator)
-                if "Deployed" in m.all_text and "redeploy" in m.all_text
+                if "Redeployed" in m.all_text and "redeploy" in m.all_text
             ),
             None,
         ),
