@@ -158,10 +158,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
-                # Lost sight of it: the final line says what to do; "could not record the
-                # outcome" would say it twice.
-                quiet = snap.outcome == Outcome.UNKNOWN
-                if snap.note and snap.note != note and not quiet:
+                if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
                 for event in snap.new_events:
