@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="deploy an image tag, with live progress")
     p.add_argument("tag", metavar="TAG", help="v4.4.0-ecr-ecs-fargate, v4.4, sha-abc1234, ...")
     _change_options(p)
+    p.add_argument(
+        "--allow-moved-tag",
+        action="store_true",
+        help="deploy an exact release tag even though it now names another image than the "
+        "one deployed under it before (re-pushed on purpose)",
+    )
     p.set_defaults(handler=_engine_command("deploy"))
 
     p = sub.add_parser("redeploy", help="force a new deployment of what runs now")

@@ -78,6 +78,7 @@ class Ask:
     approved_by: tuple[str, ...] = ()
     request_id: str = ""
     asking: bool = False
+    allow_moved_tag: str = ""  # Via.allow_moved_tag: "any" (the CLI's flag) or a digest
 
     @property
     def who(self) -> str:
@@ -94,6 +95,7 @@ class Ask:
             via.approved_by,
             via.request_id,
             via.asking,
+            via.allow_moved_tag,
         )
 
     def via(self, facts: Facts | None = None) -> Via:
@@ -110,6 +112,7 @@ class Ask:
             source=facts.source,
             completed_on_source=facts.completed_on_source,
             source_runs=facts.source_runs,
+            allow_moved_tag=self.allow_moved_tag,
         )
 
 

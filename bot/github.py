@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.client import HTTPException
-from typing import TYPE_CHECKING, Any, Literal
+from http.client import HTTPException, HTTPMessage
+from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -136,6 +136,58 @@ class GitHubDeploymentStatus:
     environment_url: str
 
 
+class _CrossOrigin(Exception):
+    """A redirect named another origin than GITHUB_API_URL's: not followed."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(location)
+        self.status = status
+        self.location = location
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what "origin" means."""
+    split = urlsplit(url)
+    scheme = split.scheme.lower()
+    try:
+        port = split.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (split.hostname or "").lower(), port
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow GitHub's redirects within GITHUB_API_URL's origin only.
+
+    GitHub asks clients to follow redirects ("Follow any redirects that the API sends you",
+    https://docs.github.com/en/rest/guides/best-practices-for-using-the-rest-api; a renamed
+    repository answers 301 or 307:
+    https://developer.github.com/changes/2015-04-17-preview-repository-redirects),
+    but urllib copies every header, ``Authorization`` included, onto the redirected request
+    whatever host it names (``HTTPRedirectHandler.redirect_request``), so a proxy or GitHub
+    Enterprise host that redirects elsewhere would hand GITHUB_TOKEN to that host. requests
+    strips the header across hosts (``Session.rebuild_auth``); we refuse the hop instead: the
+    other origin gets neither the token nor the request, and the reason names it.
+    """
+
+    def __init__(self, api_url: str) -> None:
+        self._origin = _origin(api_url)
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(newurl) != self._origin:
+            fp.close()
+            raise _CrossOrigin(code, newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class _Failed(Exception):
     def __init__(self, unavailable: Unavailable) -> None:
         super().__init__(unavailable.reason)
@@ -177,6 +229,7 @@ class GitHubClient:
         self.web_url = (web_url or web_url_for(self.api_url)).rstrip("/")
         self.timeout = timeout
         self.user_agent = user_agent
+        self._opener = urllib.request.build_opener(_SameOriginRedirects(self.api_url))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = TIMEOUT_SECONDS) -> GitHubClient:
@@ -439,7 +492,7 @@ class GitHubClient:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 status = response.status
                 raw = response.read()
                 answer_headers = {k.lower(): v for k, v in response.headers.items()}
@@ -450,6 +503,18 @@ class GitHubClient:
                 raw = exc.read()
             except (OSError, HTTPException):
                 raw = b""
+        except _CrossOrigin as exc:
+            shown = urlsplit(exc.location)
+            raise self._fail(
+                Unavailable(
+                    "refused",
+                    f"GitHub answered {exc.status} to another host "
+                    f"({shown.scheme}://{shown.netloc}); not followed: GITHUB_TOKEN goes only "
+                    f"to GITHUB_API_URL ({self.api_url})",
+                    exc.status,
+                ),
+                doing,
+            ) from None
         except TimeoutError:
             raise self._fail(
                 Unavailable("timeout", f"GitHub did not answer within {self.timeout:g} s"), doing

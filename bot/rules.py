@@ -82,6 +82,7 @@ class Rule(StrEnum):
     APPROVALS = "approvals"
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
+    WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -650,6 +651,69 @@ def _queue(a: _Asking) -> Decision | None:
     return a.refuse(Rule.QUEUE, lambda s: f"{line}: queued deploys go first")
 
 
+def at_start(
+    target: Target,
+    action: Action | str,
+    *,
+    door: Door | str,
+    who: str,
+    channel: str | None,
+    now: datetime,
+    facts: Facts | None = None,
+    hints: Hints | None = None,
+) -> Decision:
+    """The rules judged again when the lock is taken (Engine.start), by the clock of that
+    moment: the windows, and the queue (``facts.queued``: what the lock's transaction found).
+    The freeze is the transaction's own condition (see frozen_meanwhile)."""
+    door = Door(door)
+    hints = hints or (Hints.cli() if door is Door.CLI else Hints.slack())
+    asking = _Asking(target, Action(action), door, who, channel, now, facts or Facts(), hints)
+    for step in (_break_glass, _windows, _queue):
+        refused = step(asking)
+        if refused is not None:
+            return refused
+    return asking.allow()
+
+
+def frozen_meanwhile(
+    target: Target, freeze: Freeze, *, now: datetime, hints: Hints | None = None
+) -> Decision:
+    """A freeze written after the plan read none, before the lock was taken: the change is
+    refused ("refused: production was frozen by @ana at 14:02:07 while this was being
+    prepared")."""
+    hints = hints or Hints.slack()
+    facts = Facts(freeze=freeze)
+    asking = _Asking(target, Action.DEPLOY, Door.SLASH, "", None, now, facts, hints)
+    at = freeze.since.astimezone(UTC)
+    unfreeze = hints.unfreeze(target.name)
+    return asking.refuse(
+        Rule.FREEZE,
+        lambda s: (
+            f"refused: {target.name} was frozen by {s.person(freeze.by, freeze.via)} at "
+            f"{at:%H:%M:%S} UTC while this was being prepared ({s.text(freeze.reason)}); "
+            f"nothing was changed. Once it is safe: {s.command(unfreeze)}"
+        ),
+    )
+
+
+def lapsed_approval(
+    target: Target, kind: str, image: str, why: str, hints: Hints | None = None
+) -> Decision:
+    """An approved change whose approval no longer holds when it is to start (a queued turn,
+    any start after an approval): ``why`` says what changed, for a person."""
+    hints = hints or Hints.slack()
+    now = datetime.now(UTC)
+    asking = _Asking(target, Action.APPROVE, Door.QUEUE, "", None, now, Facts(), hints)
+    again = hints.deploy(target.name, image) if kind == "deploy" else hints.redeploy(target.name)
+    return asking.refuse(
+        Rule.PREMISE,
+        lambda s: (
+            f"the approval of this {kind} of {s.text(image)} to {target.name} no longer "
+            f"holds: {s.text(why)}. Nothing was changed; ask again ({s.command(again)})"
+        ),
+    )
+
+
 _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _break_glass,
     _channels,
@@ -661,6 +725,72 @@ _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _approval,
     _queue,
 )
+
+
+# --- strangers: the workspace a Slack request came from ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Home:
+    """The bot's own workspace: SLACK_TEAM_ID (or auth.test's ``team_id``), and on Enterprise
+    Grid its org (auth.test's ``enterprise_id``; None: not on Grid, or not known)."""
+
+    team: str
+    enterprise: str | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a Slack request came from, as its payload and conversations.info say
+    (bot/slack/workspace.py reads them).
+
+    ``teams``: every team id the payload names (a command's ``team_id``; an interaction's
+    ``team.id`` and ``user.team_id``, which is the org's ``E…`` id on Grid).
+    ``enterprises``: every enterprise id it names (``enterprise_id``, ``enterprise.id``,
+    ``team.enterprise_id``). ``kind``: ``channel``, ``im`` (a DM) or ``mpim`` (a group DM).
+    ``shared``: a Slack Connect channel (conversations.info's ``is_ext_shared``)."""
+
+    channel: str
+    teams: tuple[str, ...] = ()
+    enterprises: tuple[str, ...] = ()
+    kind: str = "channel"
+    shared: bool = False
+
+
+def workspace(origin: Origin, home: Home, listed: frozenset[str]) -> Decision:
+    """Whether a change may come from ``origin``: a command or click from another workspace
+    or org, or in a Slack Connect channel, is refused; so is one in a DM or group DM, unless
+    a target lists that conversation in its ``channels`` (``listed``). Reads are not asked.
+
+    Another organisation's people in a shared channel may run the read-only commands; a
+    change is announced in the channel they share, which is why none may start there."""
+    here = f"deploybot takes changes only from its own workspace ({home.team})"
+    for team in origin.teams:
+        # On Grid, user.team_id is the org's id ("will report an enterprise organization ID
+        # (which starts with an E) instead of team ID", block_actions payload reference).
+        mine = team == home.enterprise if team.startswith("E") else team == home.team
+        if not mine:
+            return _stranger(f"{here}; this came from another workspace ({team})")
+    for enterprise in origin.enterprises:
+        if enterprise != home.enterprise:
+            return _stranger(f"{here}; this came from another organisation ({enterprise})")
+    if origin.shared:
+        return _stranger(
+            f"{here}, and this channel is shared with another organisation (Slack Connect). "
+            "Status and history answer here; change things from a channel of your own"
+        )
+    if origin.kind in ("im", "mpim") and origin.channel not in listed:
+        what = "a direct message" if origin.kind == "im" else "a group DM"
+        return _stranger(
+            f"deploybot takes changes in a channel, not in {what}; status and history answer "
+            "here (a target that lists this conversation in its channels takes changes in it)"
+        )
+    return Decision(True)
+
+
+def _stranger(why: str) -> Decision:
+    message = f"Nothing was changed: {why}."
+    return Decision(False, Rule.WORKSPACE, message, escape_mrkdwn(message))
 
 
 def freeze_after_failure(

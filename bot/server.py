@@ -33,9 +33,11 @@ from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import guards
+from bot.slack.announce import channel_of
 from bot.slack.app import build_app
 from bot.slack.context import BotContext
 from bot.slack.progress import ProgressBoard
+from bot.targets import Target
 
 log = logging.getLogger("deploybot.server")
 
@@ -79,6 +81,7 @@ def create_app(
             auth = await ctx.client.auth_test()
             log.info("connected to Slack as %s", auth.get("user"), extra={"team": auth.get("team")})
             ctx.bot_name = str(auth.get("user") or ctx.bot_name)
+            ctx.learn_home(auth.data if isinstance(auth.data, dict) else {})
         except SlackApiError as exc:
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
         except Exception as exc:  # Slack unreachable: the bot stays up and posts once it answers
@@ -87,7 +90,7 @@ def create_app(
         # answers) in the background: the bot serves at once, whatever AWS and Slack do.
         # One per target: each target's engine follows its own deployments.
         following = [
-            asyncio.create_task(_follow_open(board, settings, target.name))
+            asyncio.create_task(_follow_open(board, settings, target))
             for target, board in ctx.boards()
         ]
         # Queued deploys get their turn, and those waiting are told, once a lock is free.
@@ -163,14 +166,15 @@ def create_app(
     return app
 
 
-async def _follow_open(board: ProgressBoard, settings: Settings, target: str = "") -> None:
+async def _follow_open(board: ProgressBoard, settings: Settings, target: Target) -> None:
     """Resume what a previous process left open on one target (retrying while AWS cannot be
-    read), then reconcile its open deployments with ECS every few polls while the bot runs."""
+    read), then reconcile its open deployments with ECS every few polls while the bot runs,
+    showing in the target's channel what other doors did."""
     delay = 1.0
-    extra = {"target": target} if target else {}
+    extra = {"target": target.name}
     while True:
         try:
-            resumed = await board.resume(settings.slack_channel)
+            resumed = await board.resume(channel_of(settings, target))
             if resumed:
                 log.info("resumed %d open deployments", len(resumed), extra=extra)
             break
@@ -187,7 +191,7 @@ async def _follow_open(board: ProgressBoard, settings: Settings, target: str = "
             delay = min(delay * 2, 60.0)
     # Often enough to see a replica's lapsed follower lease within a third of a lease.
     every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
-    await board.reconcile_forever(max(1.0, every))
+    await board.reconcile_forever(max(1.0, every), settings.outside_check_seconds)
 
 
 async def _connect(socket: AsyncSocketModeHandler) -> None:

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         validation_alias="ROLLOUT_TIMEOUT_SECONDS",
     )
+    # How long AWS may go without answering a watch before it ends (exit 4, "lost sight"):
+    # the deployment keeps the lock and its record stays open for any later command to settle.
+    aws_lost_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="AWS_LOST_SECONDS",
+    )
     # How long a lock outlives its holder's last renewal; a crashed holder blocks no longer.
     lock_lease_seconds: float = Field(
         120.0,
@@ -61,12 +70,25 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         validation_alias="LOCK_LEASE_SECONDS",
     )
+    # How often the bot reads ECS for deployments started outside deploybot (the console,
+    # CloudFormation) when nothing else has described the service meanwhile.
+    outside_check_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="OUTSIDE_CHECK_SECONDS",
+    )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
     slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
+    # The one workspace changes come from (bot/slack/workspace.py); unset: auth.test's team_id.
+    slack_team_id: str | None = Field(
+        None, pattern=r"^T[A-Z0-9]{2,30}$", validation_alias="SLACK_TEAM_ID"
+    )
     deploy_allowed_users: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), validation_alias="DEPLOY_ALLOWED_USERS"
     )
@@ -132,7 +154,7 @@ class Settings(BaseSettings):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("aws_endpoint_url", "slack_channel", mode="before")
+    @field_validator("aws_endpoint_url", "slack_channel", "slack_team_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -24,7 +24,7 @@ from rich.text import Text
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
 from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.ledger import DeploymentRecord, News, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.fleet import Ask, Fleet, TargetStatus
 from bot.hints import Hints
@@ -43,10 +43,12 @@ def _t(value: object) -> str:
     return escape(str(value))
 
 
-def requester() -> Requester:
-    """Who runs the command: DEPLOYBOT_USER, else user@host."""
+def requester(engine: Engine | None = None) -> Requester:
+    """Who runs the command: DEPLOYBOT_USER, else user@host (declared, not proven); with
+    ``engine``, beside it who AWS says the credentials are (STS, once per process)."""
     who = os.environ.get("DEPLOYBOT_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
-    return Requester(who=who, source="cli")
+    arn = engine.aws.caller_arn() if engine is not None else ""
+    return Requester(who=who, source="cli", aws_identity=arn)
 
 
 def _settings() -> Settings:
@@ -119,8 +121,14 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
     return _run_fleet(args, lambda fleet, target: body(fleet.engine(target)))
 
 
-def _ask(args: argparse.Namespace) -> Ask:
-    return Ask(Door.CLI, requester(), None, getattr(args, "break_glass", None))
+def _ask(args: argparse.Namespace, engine: Engine) -> Ask:
+    return Ask(
+        Door.CLI,
+        requester(engine),
+        None,
+        getattr(args, "break_glass", None),
+        allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
+    )
 
 
 def _image_text(commit: str | None, digest: str) -> str:
@@ -219,36 +227,45 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot, status: str) -> int
     took = f"{snap.elapsed:.0f} s"
     reason = _t(snap.outcome_reason.rstrip("."))
     tag, service = _t(record.tag), _t(record.service)
+    what = {"redeploy": f"Redeploy of {tag}", "rollback": f"Rollback to {tag}"}.get(
+        record.kind, f"Deployment of {tag}"
+    )
     if outcome == Outcome.COMPLETED:
+        # A rollback says where it went back to, never "Deployed".
+        done = {"redeploy": "Redeployed", "rollback": "Rolled back to"}.get(record.kind)
         out.print(
-            f"[bold green]✓ Deployed {tag}[/] to {service} in {took} "
+            f"[bold green]✓ {done or 'Deployed'} {tag}[/] "
+            f"{'on' if record.kind == 'rollback' else 'to'} {service} in {took} "
             f"({snap.running}/{snap.desired} tasks running)."
         )
     elif outcome == Outcome.ROLLED_BACK:
         back = _t(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         out.print(
-            f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}."
+            f"[bold red]✗ {what} failed[/] after {took}: {reason}."
             f"\n  ECS's circuit breaker rolled the service back to {back} "
             f"(deployment {_t(snap.rollback_deployment)}). {tag} is NOT running."
         )
     elif outcome == Outcome.FAILED:
-        out.print(f"[bold red]✗ Deployment of {tag} failed[/] after {took}: {reason}.")
+        out.print(f"[bold red]✗ {what} failed[/] after {took}: {reason}.")
+    elif outcome == Outcome.REPLACED:
+        out.print(f"[bold yellow]⏭ {what} was {reason}[/] after {took}.")
     elif outcome == Outcome.ABORTED:
-        out.print(f"[bold red]✗ Deployment of {tag} aborted[/] after {took}: {reason}.")
+        out.print(f"[bold red]✗ {what} aborted[/] after {took}: {reason}.")
     elif outcome == Outcome.NOT_STARTED:
         out.print(f"[bold red]✗ {tag} was not deployed[/]: {reason}.")
     elif outcome == Outcome.UNKNOWN:
         out.print(
-            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: "
-            f"{reason.removeprefix('lost sight of the rollout: ')}. ECS may still be rolling "
-            f"out; `{_t(status)}` shows how it is doing and records the outcome "
-            f"(deployment {_t(record.id)} stays open until then)."
+            f"[bold yellow]? Lost sight of the rollout of {tag}[/] after {took}: {reason}. "
+            f"ECS may still be rolling out; deployment {_t(record.id)} stays open and keeps "
+            f"the lock until `{_t(status)}` (or any command that reaches AWS) records what "
+            "ECS did."
         )
     else:
         out.print(
             f"[bold yellow]… {tag} is still rolling out[/] after {took} "
-            f"({snap.running}/{snap.desired} running). ECS carries on; the lock is released. "
-            f"Check again with `{_t(status)}`."
+            f"({snap.running}/{snap.desired} running). ECS carries on, and deployment "
+            f"{_t(record.id)} keeps the lock until ECS ends it: `{_t(status)}` shows how it "
+            "goes; abort stops it."
         )
     return outcome.exit_code
 
@@ -297,6 +314,12 @@ def _start(
         record = engine.start(planned, follow=not args.no_wait)
         if record.break_glass:
             announce_break_glass(engine, record)
+        if args.no_wait and record.outcome is Outcome.NOT_STARTED:
+            # UpdateService's answer was lost and ECS proved it never started (#31).
+            out.print(
+                f"[bold red]✗ {_t(record.tag)} was not deployed[/]: {_t(record.outcome_reason)}."
+            )
+            return EXIT_REFUSED
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:
@@ -315,7 +338,11 @@ def deploy(args: argparse.Namespace) -> int:
     return _start(
         args,
         lambda fleet, target: fleet.plan(
-            target, Action.DEPLOY, _ask(args), tag=args.tag, reason=args.reason
+            target,
+            Action.DEPLOY,
+            _ask(args, fleet.engine(target)),
+            tag=args.tag,
+            reason=args.reason,
         ),
     )
 
@@ -323,14 +350,18 @@ def deploy(args: argparse.Namespace) -> int:
 def redeploy(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(target, Action.REDEPLOY, _ask(args), reason=args.reason),
+        lambda fleet, target: fleet.plan(
+            target, Action.REDEPLOY, _ask(args, fleet.engine(target)), reason=args.reason
+        ),
     )
 
 
 def rollback(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(target, Action.ROLLBACK, _ask(args), reason=args.reason),
+        lambda fleet, target: fleet.plan(
+            target, Action.ROLLBACK, _ask(args, fleet.engine(target)), reason=args.reason
+        ),
     )
 
 
@@ -346,49 +377,46 @@ def promote(args: argparse.Namespace) -> int:
     return _start(
         args,
         lambda fleet, target: fleet.plan(
-            target, Action.PROMOTE, _ask(args), source=args.source, reason=args.reason
+            target,
+            Action.PROMOTE,
+            _ask(args, fleet.engine(target)),
+            source=args.source,
+            reason=args.reason,
         ),
         target=args.to,
     )
 
 
 def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
-    """Tell the target's channel that a rule was bypassed, by whom and why; say so here when
-    Slack is not configured or refuses (the deploy goes on: it is recorded in the history)."""
-    from bot.mrkdwn import escape
-    from bot.slack.announce import announce
-
-    what = escape("; ".join(record.bypassed) or "the rules")
-    text = (
-        f":rotating_light: {escape(record.who_display or record.who)} used --break-glass on "
-        f"{engine.target.name}: {record.kind} of {escape(record.tag)} (deployment {record.id}). "
-        f"Reason: {escape(record.break_glass)}. Bypassed: {what}."
+    """Tell the target's channel that a rule was bypassed, by whom and why: recorded for the
+    bot to say (no Slack token here); said here when it could not be recorded (the deploy goes
+    on: it is in the history with its break-glass)."""
+    what = "; ".join(record.bypassed) or "the rules"
+    tell_channel(
+        engine,
+        News(
+            kind="break-glass",
+            who=record.who_display or record.who,
+            at=engine.clock.now(),
+            aws_identity=record.who_arn,
+            reason=record.break_glass,
+            deployment_id=record.id,
+            tag=record.tag,
+            detail=f"{record.kind} of {record.tag}, bypassing {what}",
+        ),
     )
-    where, problem = announce(engine.settings, engine.target, text)
-    if problem:
-        err.print(f"[yellow]![/] Not announced in Slack: {_t(problem)}")
-    else:
-        out.print(f"Announced the break-glass in {_t(where)}.")
 
 
-def _until_closed(engine: Engine, record: DeploymentRecord) -> tuple[Outcome | None, str]:
-    """Follow ``record`` to its outcome: here, or, while another process follows it (the
-    process that started it, a bot), by reading its record until that process closes it (and
-    here again should its follower lease lapse). (None, "") when the timeout came first."""
-    poll = engine.settings.rollout_poll_seconds
-    deadline = engine.clock.monotonic() + engine.settings.rollout_timeout_seconds
-    while True:
-        final: Snapshot | None = None
-        for snap in engine.watch(record):
-            final = snap
-        if final is not None and final.outcome is not None:
-            return final.outcome, final.outcome_reason
-        fresh = engine.ledger.get_record(record.sort_key)
-        if fresh is not None and not fresh.open and fresh.outcome is not None:
-            return fresh.outcome, fresh.outcome_reason
-        if engine.clock.monotonic() >= deadline:
-            return None, ""
-        engine.clock.wait(poll)
+def tell_channel(engine: Engine, news: News) -> None:
+    """Record what this terminal did for the bot to announce in the target's channel."""
+    try:
+        engine.tell_channel(news)
+    except DeployError as exc:
+        err.print(f"[yellow]![/] Not recorded for the Slack channel: {_t(exc.message)}")
+        return
+    out.print(
+        f"[dim]The bot announces the {_t(news.kind)} in {_t(engine.target.name)}'s channel.[/]"
+    )
 
 
 def _via(args: argparse.Namespace) -> Via:
@@ -397,11 +425,16 @@ def _via(args: argparse.Namespace) -> Via:
 
 def freeze(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
-        frozen = engine.freeze(requester(), args.reason, via=_via(args))
+        who = requester(engine)
+        frozen = engine.freeze(who, args.reason, via=_via(args))
         out.print(
             f"[bold]{_t(engine.target.name)} is frozen[/]: {_t(frozen.reason)}. Deploys, "
             "redeploys and promotions are refused until "
             f"`{_t(engine.hints.unfreeze(engine.target.name))}`; rollback and abort still work."
+        )
+        tell_channel(
+            engine,
+            News("freeze", who.name, frozen.since, who.aws_identity, reason=frozen.reason),
         )
         return EXIT_OK
 
@@ -410,10 +443,12 @@ def freeze(args: argparse.Namespace) -> int:
 
 def unfreeze(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
-        lifted = engine.unfreeze(requester(), via=_via(args))
-        out.print(
-            f"[bold]{_t(engine.target.name)} is no longer frozen[/] (frozen by "
-            f"{_t(lifted.by)} since {lifted.since:%Y-%m-%d %H:%M} UTC: {_t(lifted.reason)})."
+        who = requester(engine)
+        lifted = engine.unfreeze(who, via=_via(args))
+        was = f"frozen by {lifted.by} since {lifted.since:%Y-%m-%d %H:%M} UTC: {lifted.reason}"
+        out.print(f"[bold]{_t(engine.target.name)} is no longer frozen[/] ({_t(was)}).")
+        tell_channel(
+            engine, News("unfreeze", who.name, engine.clock.now(), who.aws_identity, reason=was)
         )
         return EXIT_OK
 
@@ -424,17 +459,41 @@ def abort(args: argparse.Namespace) -> int:
     """Stop the rollout; follow the previous task definition back. 0 once it is back."""
 
     def body(engine: Engine) -> int:
-        record = engine.abort(requester(), via=_via(args))
+        who = requester(engine)
+        record = engine.abort(who, via=_via(args))
         back = record.previous_tag or revision_of(record.previous_task_definition)
         out.print(
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
             f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
         )
+        tell_channel(
+            engine,
+            News(
+                "abort",
+                who.name,
+                record.aborted_at or engine.clock.now(),
+                who.aws_identity,
+                deployment_id=record.id,
+                tag=record.tag,
+                detail=back,
+            ),
+        )
+        # Its own short watch (Engine.follow_abort): ECS read from now, its own timeout,
+        # whoever follows the aborted deployment (its process may be dead).
         with out.status("putting it back…"):
-            outcome, why = _until_closed(engine, record)
+            outcome, why = engine.follow_abort(record)
         if outcome is None:
+            waited = engine.settings.rollout_timeout_seconds
+            if why:
+                out.print(
+                    f"[bold yellow]? Lost sight of the restore of {_t(back)}[/] after "
+                    f"{waited:.0f} s: {_t(why)}. The lock stays held; "
+                    f"`{_t(_status_hint(engine))}` shows how it goes and records the outcome."
+                )
+                return 4
             out.print(
-                f"[bold yellow]… still putting {_t(back)} back[/]; "
+                f"[bold yellow]… still putting {_t(back)} back[/] after {waited:.0f} s. ECS "
+                "carries on; the lock stays held until it is done. "
                 f"`{_t(_status_hint(engine))}` shows how it goes."
             )
             return 3
@@ -469,6 +528,7 @@ def status_json(status: Status) -> dict[str, Any]:
         "running": status.running,
         "pending": status.pending,
         "rollout": asdict(status.rollout) if status.rollout else None,
+        "tasks": [asdict(t) for t in status.tasks],  # by release: old and new apart
         "lock": {
             "holder": status.lock.holder,
             "tag": status.lock.tag,
@@ -523,18 +583,23 @@ def status(args: argparse.Namespace) -> int:
         digest = f"{_t(st.short_digest)}, " if st.digest else ""
         if commit := commit_text(st.commit):
             digest = f"{_t(commit)}, {digest}"
+        # During a rollout the service's task definition is the release it goes to, while
+        # the old one may still run every task: the header says which.
+        going = "rolling out " if st.mixed else ""
         out.print(
-            f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: [bold]{_t(st.tag)}[/] "
+            f"[bold]{_t(st.service)}[/] on {_t(st.cluster)}: {going}[bold]{_t(st.tag)}[/] "
             f"({digest}{_t(st.revision)})"
         )
         by = st.deployed_by
         out.print(
-            f"  deployed by: {_t(by.who_display or by.who)} ({_t(by.kind)} {_t(by.id)}, "
+            f"  deployed by: {_t(by.who_display or by.who)}"
+            + (f" (AWS {_t(by.who_arn)})" if by.who_arn else "")
+            + f" ({_t(by.kind)} {_t(by.id)}, "
             f"{by.started_at:%Y-%m-%d %H:%M} UTC)"
             if by
             else "  deployed by: outside deploybot"
         )
-        out.print(f"  tasks: {st.running}/{st.desired} running, {st.pending} pending")
+        out.print(f"  tasks: {_t(st.tasks_text())}")
         if st.rollout:
             out.print(
                 f"  rollout: {_t(st.rollout.rollout_state or 'IN_PROGRESS')} "
@@ -628,7 +693,9 @@ def _targets_table(rows: list[TargetStatus], default: str) -> Table:
             name,
             service,
             _t(st.tag) + (f"\n{_t(st.short_digest)}" if st.digest else ""),
-            f"{st.running}/{st.desired}" + (f", {st.pending} pending" if st.pending else ""),
+            _t("\n".join(t.describe() for t in st.tasks))
+            if st.mixed
+            else f"{st.running}/{st.desired}" + (f", {st.pending} pending" if st.pending else ""),
             rollout,
             (_t(st.lock.describe()) if st.lock else "free")
             + (f"\n[bold red]frozen[/]: {_t(st.freeze.reason)}" if st.freeze else "")
@@ -651,10 +718,11 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             # The digest under the tag: no column of its own, so narrow terminals keep room.
             _t(r.tag) + _history_image(r),
             _t(r.who_display or r.who)
+            + (f"\n[dim]{_t(r.who_arn)}[/]" if r.who_arn else "")
             + (f"\napproved by {_t(', '.join(r.approved_by))}" if r.approved_by else "")
             + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
-            r.outcome.label if r.outcome else "in progress",
+            _t(r.outcome_text),
             took,
         )
     return table

@@ -7,10 +7,10 @@ DEPLOYBOT_VIA=make "$@"
 code=$?
 case $code in
     0) ;;
-    1) meaning="the rollout failed, or was rolled back or aborted" ;;
+    1) meaning="the rollout failed, or was rolled back, aborted or replaced" ;;
     2) meaning="refused before any change" ;;
-    3) meaning="still rolling out when the timeout came; ECS carries on (make status)" ;;
-    4) meaning="lost sight of the rollout (AWS stopped answering); see make status" ;;
+    3) meaning="still rolling out when the timeout came; ECS carries on, and it keeps the lock (make status)" ;;
+    4) meaning="lost sight of the rollout (AWS stopped answering for AWS_LOST_SECONDS); it keeps the lock: see make status" ;;
     130) meaning="interrupted; a rollout that started goes on in ECS (make status)" ;;
     *) meaning="unexpected" ;;
 esac

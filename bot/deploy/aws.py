@@ -50,6 +50,16 @@ RETRY_CONFIG = Config(
 # https://docs.aws.amazon.com/boto3/latest/guide/retries.html (standard mode: transient errors,
 # backoff capped at 20 s).
 CONNECTION_ATTEMPTS = 2
+# UPDATE_SENT_ONCE. UpdateService is sent once (#31): retried only when AWS throttled it (a
+# refusal: nothing was applied), never after a lost answer, a reset, a read timeout or a 5xx.
+# An attempt whose answer was lost may have been applied, and a retry is then a second change,
+# not the same one: with forceNewDeployment every call that reaches ECS starts one more
+# deployment; without it, a retry that lands after the circuit breaker rolled the first
+# attempt's deployment back starts the failed task definition again (found by the randomized
+# lifecycle test). What ECS did is read from ECS instead: the reconcile adopts the deployment
+# the call started, or proves none was. botocore's throttling conditions are its own
+# (ThrottledRetryableChecker: https://docs.aws.amazon.com/boto3/latest/guide/retries.html,
+# "throttling errors").
 
 
 class _BriefOnConnectionErrors(BaseRetryableChecker):
@@ -71,19 +81,43 @@ class _BriefOnConnectionErrors(BaseRetryableChecker):
         return bool(self._standard.is_retryable(context))
 
 
+class _ThrottlingOnly(BaseRetryableChecker):
+    """Retry only what AWS refused as throttling (so never applied), up to ``max_attempts``."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self._max_attempts = standard.MaxAttemptsChecker(max_attempts)
+        self._throttled = standard.ThrottledRetryableChecker()
+
+    def is_retryable(self, context: standard.RetryContext) -> bool:
+        return bool(
+            self._max_attempts.is_retryable(context) and self._throttled.is_retryable(context)
+        )
+
+
 def brief_connection_retries(client: Any, attempts: int = CONNECTION_ATTEMPTS) -> None:
     """Swap the standard retry handler botocore registered for ``client`` (adaptive mode keeps
     its rate limiter, a separate handler) for one that gives up early on connection errors."""
+    max_attempts = client.meta.config.retries.get("total_max_attempts", 10)
+    _retry_with(client, _BriefOnConnectionErrors(max_attempts, attempts))
+
+
+def throttling_retries_only(client: Any) -> None:
+    """``client`` retries a call only when AWS throttled it: for calls that are not idempotent,
+    whose lost answer may hide an applied change (see UPDATE_SENT_ONCE)."""
+    max_attempts = client.meta.config.retries.get("total_max_attempts", 10)
+    _retry_with(client, _ThrottlingOnly(max_attempts))
+
+
+def _retry_with(client: Any, checker: BaseRetryableChecker) -> None:
     service = client.meta.service_model.service_id.hyphenize()
     events = client.meta.events
-    max_attempts = client.meta.config.retries.get("total_max_attempts", 10)
     # The unique id botocore.retries.standard.register_retry_handler uses.
     events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
     quota_checker = standard.RetryQuotaChecker(quota.RetryQuota())
     events.register(f"after-call.{service}", quota_checker.release_retry_quota)
     handler = standard.RetryHandler(
         retry_policy=standard.RetryPolicy(
-            retry_checker=_BriefOnConnectionErrors(max_attempts, attempts),
+            retry_checker=checker,
             retry_backoff=standard.ExponentialBackoff(),
         ),
         retry_event_adapter=standard.RetryEventAdapter(),
@@ -106,6 +140,12 @@ IMAGES_PAGE = 1000
 # ``deploybot:tag``, written when deploybot registers the revision.
 TASK_DEFINITIONS_KEPT = 64
 _REVISION_ARN = re.compile(r"^arn:[^:]+:ecs:[^:]*:[^:]*:task-definition/[^:/]+:\d+$")
+# Who the AWS credentials are (STS GetCallerIdentity's ARN), by endpoint and access key: asked
+# once per process. The call needs no permission ("No permissions are required to perform this
+# operation", https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html),
+# so no role (the bot's, CI's) grants it.
+_IDENTITIES: dict[tuple[str, str], str] = {}
+_IDENTITIES_LOCK = threading.Lock()
 
 # Called with ("ecs", "DescribeServices")-style pairs before every AWS call any AwsClient makes:
 # the hook the permission test uses to hold the bot's IAM role to what the engine really calls.
@@ -204,6 +244,10 @@ class AwsClient:
         self.dynamodb = self.session.client("dynamodb", **kwargs)
         for client in (self.ecs, self.ecr, self.dynamodb):
             brief_connection_retries(client)
+        # UpdateService's client (UPDATE_SENT_ONCE), made on first use: few commands need it.
+        self._once_kwargs = kwargs
+        self._ecs_once: Any = None
+        self._ecs_once_lock = threading.Lock()
         self.descriptions = ServiceDescriptions(self._describe_services)
         # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
         self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
@@ -225,6 +269,45 @@ class AwsClient:
         other = copy.copy(self)
         other._point_at(settings)
         return other
+
+    # STS ---------------------------------------------------------------------------------
+    def caller_arn(self) -> str:
+        """The ARN of the identity these credentials are (STS GetCallerIdentity), asked once per
+        process and credentials; "" when it cannot be told (no credentials, AWS unreachable):
+        what it is recorded beside is never held up by it."""
+        try:
+            credentials = self.session.get_credentials()
+        except BotoCoreError:
+            credentials = None
+        if credentials is None:
+            return ""
+        key = (self.settings.aws_endpoint_url or "", str(credentials.access_key))
+        with _IDENTITIES_LOCK:
+            known = _IDENTITIES.get(key)
+        if known is not None:
+            return known
+        kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": self.settings.aws_region}
+        if self.settings.aws_endpoint_url:
+            kwargs["endpoint_url"] = self.settings.aws_endpoint_url
+        sts = self.session.client("sts", **kwargs)
+        brief_connection_retries(sts)
+        try:
+            arn = str(sts.get_caller_identity().get("Arn", ""))
+        except (BotoCoreError, ClientError):
+            return ""  # asked again by the next command; the change goes on without it
+        with _IDENTITIES_LOCK:
+            _IDENTITIES[key] = arn
+        return arn
+
+    @property
+    def ecs_once(self) -> Any:
+        """ECS retrying only throttled calls, for UpdateService (UPDATE_SENT_ONCE)."""
+        with self._ecs_once_lock:
+            if self._ecs_once is None:
+                client = self.session.client("ecs", **self._once_kwargs)
+                throttling_retries_only(client)
+                self._ecs_once = client
+            return self._ecs_once
 
     # ECS ---------------------------------------------------------------------------------
     def _describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
@@ -258,11 +341,13 @@ class AwsClient:
         return dict(self.ecs.register_task_definition(**kwargs)["taskDefinition"])
 
     def update_service(self, task_definition: str, force: bool = False) -> dict[str, Any]:
+        """UpdateService, sent once (retried only when throttled: UPDATE_SENT_ONCE); a lost
+        answer is the caller's to follow to what ECS did."""
         # Whatever its answer, the next poll must read what ECS says after this call (a poll
         # while it is on its way may have cached what ECS said before it).
         self.descriptions.forget(self.cluster, self.service)
         try:
-            resp = self.ecs.update_service(
+            resp = self.ecs_once.update_service(
                 cluster=self.cluster,
                 service=self.service,
                 taskDefinition=task_definition,

@@ -43,6 +43,7 @@ from bot.deploy.errors import (
     DeployRefused,
     ImageMissing,
     LockHeld,
+    MovedTag,
     NoLongerRunning,
     NoSuchRequest,
     NothingToAbort,
@@ -51,20 +52,28 @@ from bot.deploy.errors import (
 )
 from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.guards import (
+    AlreadyQueued,
     ApprovalRequest,
     GuardBook,
     QueuedItem,
+    QueueFull,
     QueueMode,
     RequestState,
+    freeze_from_item,
 )
 from bot.deploy.ledger import (
     DeploymentRecord,
     Ledger,
     Lock,
+    News,
+    Precondition,
+    PreconditionFailed,
     Requester,
+    TagRecord,
     new_deployment_id,
     short_digest,
 )
+from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.github import GitHubClient
@@ -79,8 +88,11 @@ from bot.rules import (
     Freeze,
     Rule,
     RuleRefused,
+    at_start,
     check,
     freeze_after_failure,
+    frozen_meanwhile,
+    lapsed_approval,
     missing_approvals,
 )
 from bot.settings import Settings
@@ -199,6 +211,9 @@ class Via:
     source: str | None = None
     completed_on_source: bool | None = None
     source_runs: str | None = None  # what the source runs again after its last was undone
+    # A release tag that names another image than the one deployed under it before: "any"
+    # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
+    allow_moved_tag: str = ""
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -236,6 +251,12 @@ class Plan:
     # What it changes: direction, compare link, commits (Engine.change_between); None when
     # ECR's list of images could not be read. Transports show it before starting.
     change: ChangeSummary | None = field(default=None, compare=False)
+    # The door it came through: what start judges again with the lock (bot/rules.py at_start).
+    via: Via = field(default_factory=lambda: Via(), compare=False)
+    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
+    # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
+    tag_state: str = ""
+    tag_was: TagRecord | None = field(default=None, compare=False)
 
     @property
     def short_digest(self) -> str:
@@ -252,6 +273,26 @@ class Plan:
         if self.change is not None and self.change.current is not None:
             return _commit_of(self.change.current)
         return self.current.commit
+
+
+@dataclass(frozen=True)
+class ReleaseTasks:
+    """The tasks of one ECS deployment of the service, named by the release they run: during
+    a rollout the new release's and the old one's are counted apart."""
+
+    tag: str
+    revision: str
+    new: bool  # the PRIMARY deployment: what the service is being moved to
+    running: int
+    pending: int
+    desired: int
+
+    def describe(self) -> str:
+        """``v4.6.0 (new): 0/3 running, 3 pending`` / ``v4.5.0 (old): 3 running``."""
+        pending = f", {self.pending} pending" if self.pending else ""
+        if self.new:
+            return f"{self.tag} (new): {self.running}/{self.desired} running{pending}"
+        return f"{self.tag} (old): {self.running} running{pending}"
 
 
 @dataclass(frozen=True)
@@ -273,10 +314,25 @@ class Status:
     freeze: Freeze | None = None
     queue: tuple[QueuedItem, ...] = ()
     commit: str | None = None  # what runs: its commit ("" no sha tag, None unknown)
+    # The tasks by release, one entry per ECS deployment (newest first).
+    tasks: tuple[ReleaseTasks, ...] = ()
 
     @property
     def revision(self) -> str:
         return revision_of(self.task_definition)
+
+    @property
+    def mixed(self) -> bool:
+        """Tasks of more than one release run (a rollout): ``tag`` is the one it goes to,
+        not what all of them run."""
+        return len(self.tasks) > 1
+
+    def tasks_text(self) -> str:
+        """``3/3 running, 0 pending``; during a rollout each release apart: ``v4.6.0 (new):
+        0/3 running, 3 pending; v4.5.0 (old): 3 running``."""
+        if not self.mixed:
+            return f"{self.running}/{self.desired} running, {self.pending} pending"
+        return "; ".join(t.describe() for t in self.tasks)
 
     @property
     def short_digest(self) -> str:
@@ -311,6 +367,16 @@ class ImageInfo:
     tags: tuple[str, ...]
     pushed_at: datetime | None
     digest: str
+
+
+@dataclass(frozen=True)
+class Surroundings:
+    """What a bot's periodic pass sees of a target (Engine.look_around)."""
+
+    records: list[DeploymentRecord]  # the newest, open ones reconciled with ECS
+    news: list[News]  # from terminals, waiting to be announced
+    outside: tuple[EcsDeployment, ...] = ()  # ECS deployments no record explains
+    state: ServiceState | None = None  # the service, when it was described
 
 
 def _follower_id() -> str:
@@ -358,6 +424,7 @@ class Engine:
             lease_seconds=settings.lock_lease_seconds,
             clock=clock,
             follower=_follower_id(),
+            lost_seconds=settings.aws_lost_seconds,
         )
         self.reconciler = self.poller.reconciler
         self.reconciler.on_settled.append(self._after_settled)
@@ -661,6 +728,7 @@ class Engine:
         if settled:
             lock, freeze, queue = self._guard_state()
         return Status(
+            lock=_held_lock(lock, records, self.clock.now()),
             cluster=self.settings.ecs_cluster,
             service=self.settings.ecs_service,
             tag=running.tag,
@@ -671,18 +739,18 @@ class Engine:
             pending=state.pending,
             rollout=state.rolling_out,
             deployments=state.deployments,
-            lock=lock,
             recent=tuple(records[:history]),
             digest=running.digest,
             deployed_by=running.record,
             freeze=freeze,
             queue=queue,
             commit=commit,
+            tasks=_tasks_by_release(state, running, records),
         )
 
     def _guard_state(self) -> tuple[Lock | None, Freeze | None, tuple[QueuedItem, ...]]:
-        """The lock (if its lease runs), the freeze and the queue: a status's other reads."""
-        return self.ledger.current_lock(), self.guards.current_freeze(), tuple(self.guards.queue())
+        """The lock item, the freeze and the queue: a status's other reads."""
+        return self.ledger.lock_item(), self.guards.current_freeze(), tuple(self.guards.queue())
 
     def recorded(self, limit: int = 20) -> list[DeploymentRecord]:
         """The recent records as the table holds them (no reconciling): read before a
@@ -706,6 +774,57 @@ class Engine:
             log.warning("could not reconcile open deployments: %s", exc)
             return records
         return self._reconcile(state, records, skip)
+
+    def look_around(
+        self,
+        limit: int = 20,
+        *,
+        describe: bool = False,
+        outside_since: datetime | None = None,
+    ) -> Surroundings:
+        """A bot's periodic pass: the newest records and the news from terminals (one Query);
+        open records reconciled with ECS, those another process follows left to it (as
+        ``history(leave_followed=True)``). With ``describe`` the service is described even
+        when no record needs it (one DescribeServices, which also judges the records), and with
+        ``outside_since`` the deployments no record explains are found in it (see
+        bot/deploy/outside.py)."""
+        read_at = self.clock.now()
+        records, news = self.ledger.history_and_news(limit)
+        skip = set(self.poller.tracking())
+        self.poller.leases.keep_only({r.id for r in records})
+        skip |= {r.id for r in records if self.followed_elsewhere(r)}
+        judge = not all(r.settled or r.id in skip for r in records)
+        if not (judge or describe or outside_since is not None):
+            return Surroundings(records, news)
+        try:
+            state = ServiceState.from_api(self._service())
+        except DeployError as exc:  # the news is still worth announcing without ECS
+            log.warning("could not read the service: %s", exc)
+            return Surroundings(records, news)
+        if judge:
+            records = self._reconcile(state, records, skip)
+        outside: tuple[EcsDeployment, ...] = ()
+        if outside_since is not None:
+            outside = tuple(unexplained(state, records, read_at=read_at, since=outside_since))
+        return Surroundings(records, news, outside, state)
+
+    def image_of(self, task_definition: str) -> str:
+        """The image tag (or image) a task definition runs, "" when it cannot be read: to name
+        what a deployment started outside deploybot runs."""
+        try:
+            with aws_errors("reading the task definition"):
+                td, tags = self.aws.describe_task_definition(task_definition)
+            image = str(self._container(td).get("image", ""))
+        except DeployError as exc:
+            log.warning("could not read %s: %s", task_definition, exc)
+            return ""
+        tag = split_image(image)[1]
+        return next((t["value"] for t in tags if t.get("key") == TAG_KEY), "") or tag or image
+
+    def tell_channel(self, news: News) -> News:
+        """Record ``news`` (done from a terminal) for a bot to announce in the target's
+        channel: the terminal needs no Slack token."""
+        return self.ledger.add_news(news)
 
     def reconcile(self, limit: int = 20) -> list[DeploymentRecord]:
         """Settle every recent record that is not settled and not followed here, from one
@@ -746,14 +865,29 @@ class Engine:
                 log.warning("could not reconcile: %s", exc, extra=record.log_fields)
         return out
 
-    def _lock_held(self, held: Lock, why: str) -> LockHeld:
+    def _lock_held(self, held: Lock, why: str, text: str = "") -> LockHeld:
         return LockHeld(
-            f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
+            text
+            or f"Deploys are locked: {held.describe()}{why}. Wait for it to finish, or break a "
             f"stale lock with `{self.hints.unlock(self.target.name)}`.",
             holder=held.holder,
             tag=held.tag,
             since=held.acquired_at,
             deployment_id=held.deployment_id,
+        )
+
+    def _rolling_refusal(
+        self, held: Lock, ecs_id: str, counts: EcsDeployment | Snapshot
+    ) -> LockHeld:
+        """The refusal while ECS shows the holder rolling out: no stale lock to break, a
+        deployment to wait for or abort (Slack offers the queue beside it)."""
+        return self._lock_held(
+            held,
+            "",
+            f"Deploys are locked: {held.tag} is still rolling out since "
+            f"{held.acquired_at:%H:%M} UTC ({held.deployment_id} by {held.holder}, ECS "
+            f"{ecs_id or '?'}), {counts.running}/{counts.desired} running. Wait for it to end, "
+            f"or abort it (`{self.hints.abort(self.target.name)}`); nothing was changed.",
         )
 
     def unlock(self, by: Requester | None = None, *, only_if_idle: bool = False) -> Lock | None:
@@ -764,8 +898,7 @@ class Engine:
             held = self.ledger.lock_item()
             if held is None:
                 return None
-            done, _ = self._free_if_done(held)
-            if done:
+            if self._free_if_done(held) is None:  # its holder was done: freed
                 lock: Lock | None = held
             else:
                 rolling = ServiceState.from_api(self._service()).rolling_out
@@ -799,7 +932,12 @@ class Engine:
 
     # The lock ------------------------------------------------------------------------------
     def acquire(
-        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+        self,
+        requester: Requester,
+        tag: str,
+        deployment_id: str,
+        record_sk: str = "",
+        checks: Sequence[Precondition] = (),
     ) -> Lock:
         """Take the service's lock, or raise LockHeld naming the holder.
 
@@ -809,33 +947,35 @@ class Engine:
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
         for _ in range(2):
-            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
+            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk, checks)
             if taken:
                 return held
-            done, why = self._free_if_done(held)
-            if not done:
-                raise self._lock_held(held, why)
+            refusal = self._free_if_done(held)
+            if refusal is not None:
+                raise refusal
         # Its holder was done, and someone else took the lock first: they hold it now.
         raise self._lock_held(held, "")
 
-    def _free_if_done(self, held: Lock) -> tuple[bool, str]:
-        """Take ``held`` over if its holder is done: (done?, why it is held).
-        ``done`` is about the holder; whether the takeover won a race is the next put's to say.
+    def _free_if_done(self, held: Lock) -> LockHeld | None:
+        """Take ``held`` over if its holder is done (None), else the refusal naming it.
+        Done is about the holder; whether the takeover won a race is the next put's to say.
         The holder's record is judged against a DescribeServices read after it (never an
         earlier one: see _prepare); this costs one call, and only when the lock is held."""
         now = self.clock.now()
         followed = self.poller.last(held.deployment_id)
         if followed is not None:  # this process follows it: it is live until the poller says
-            return False, _rolling_out(followed.ecs_deployment_id, followed)
+            return self._rolling_refusal(held, followed.ecs_deployment_id, followed)
         record = self.ledger.get_record(held.record_sk) if held.record_sk else None
         if record is None:
             if held.lapsed(now):
                 self.ledger.take_over(held)
-                return True, ""
-            return False, ""
-        if not record.open and record.outcome != Outcome.UNKNOWN:
+                return None
+            return self._lock_held(held, "")
+        if record.settled:
             self.ledger.take_over(held)  # its holder closed it and died before releasing
-            return True, ""
+            return None
+        # Open, or left "still rolling out" / "unknown" by a watch that ended before ECS did:
+        # the lock is its until ECS is seen to end it, whatever its lease says.
         state = ServiceState.from_api(self._service())
         reading = self.reconciler.read(record, state, now)
         if reading.verdict is not None:
@@ -844,10 +984,12 @@ class Engine:
             )
             self.reconciler.settle(reading.record, final, release=False)
             self.ledger.take_over(held)
-            return True, ""
+            return None
+        if not record.open:  # nobody follows it: keep the lock from the table's TTL
+            self.reconciler.keep_lock(record)
         if reading.ours is not None:
-            return False, _rolling_out(reading.ours.id, reading.ours)
-        return False, "; it is starting (ECS shows no deployment of it yet)"
+            return self._rolling_refusal(held, reading.ours.id, reading.ours)
+        return self._lock_held(held, "; it is starting (ECS shows no deployment of it yet)")
 
     def check_lock(self) -> None:
         """Refuse (LockHeld) if the lock is held by a live rollout; a lock whose holder is
@@ -855,9 +997,9 @@ class Engine:
         held = self.ledger.lock_item()
         if held is None:
             return
-        done, why = self._free_if_done(held)
-        if not done:
-            raise self._lock_held(held, why)
+        refusal = self._free_if_done(held)
+        if refusal is not None:
+            raise refusal
 
     # Planning ------------------------------------------------------------------------------
     def plan_deploy(
@@ -966,6 +1108,7 @@ class Engine:
         images: list[dict[str, Any]] | None = None,
     ) -> Plan:
         current, td, _ = self._prepare(raw, records, images)
+        tag_state, tag_was = self._tag_check(kind, tag, digest, via, images)
         return Plan(
             kind=kind,
             service=self.service_name,
@@ -977,7 +1120,52 @@ class Engine:
             reason=reason,
             base=td,
             change=self._plan_change(current, digest, images),
+            tag_state=tag_state,
+            tag_was=tag_was,
             **_guarded(decision, via),
+        )
+
+    def _tag_check(
+        self,
+        kind: str,
+        tag: str,
+        digest: str,
+        via: Via,
+        images: list[dict[str, Any]] | None,
+    ) -> tuple[str, TagRecord | None]:
+        """A release tag keeps its image (#24): an exact tag (``vX.Y.Z-…``, ``sha-…``) that
+        now names another digest than the one deployed under it before is refused (MovedTag)
+        unless the door allows it. Moving tags (``v4.4-…``, ``v4-…``) are meant to move. One
+        GetItem by the tag's key. Returns the plan's ``tag_state`` and the record read."""
+        if kind != "deploy":
+            return "", None
+        try:
+            parsed = parse_tag(tag, self.settings.image_tag_suffix)
+        except TagError:
+            return "", None
+        if parsed.is_moving:
+            return "", None
+        seen = self.ledger.tag_record(self.settings.ecr_repository, tag)
+        if seen is None:
+            return "new", None
+        if seen.digest == digest:
+            return "", seen
+        if via.allow_moved_tag in ("any", digest):
+            return "moved", seen
+        pushed = next(
+            (i.get("imagePushedAt") for i in images or () if i.get("imageDigest") == digest),
+            None,
+        )
+        since = f" since {pushed:%Y-%m-%d %H:%M} UTC" if isinstance(pushed, datetime) else ""
+        raise MovedTag(
+            f"{tag} now names a different image ({short_digest(digest)}{since}) than the one "
+            f"deployed on {seen.deployed_at:%Y-%m-%d} ({short_digest(seen.digest)}, "
+            f"deployment {seen.deployment}). Nothing was changed. A release tag should keep "
+            "its image: if this one was re-pushed on purpose, deploy it with "
+            "--allow-moved-tag (or confirm in Slack).",
+            tag=tag,
+            digest=digest,
+            recorded=seen.digest,
         )
 
     def plan_redeploy(
@@ -1153,6 +1341,7 @@ class Engine:
             ecs_deployment_id="",
             who=plan.requester.who,
             who_display=plan.requester.name,
+            who_arn=plan.requester.aws_identity,
             source=plan.requester.source,
             reason=plan.reason,
             started_at=started_at,
@@ -1177,7 +1366,7 @@ class Engine:
                 follower_until=started_at + timedelta(seconds=self.settings.lock_lease_seconds),
                 follower_beat=1,
             )
-        self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
+        self._take_lock(plan, record)
         td = plan.base or None  # the new revision's log configuration is the same
         try:
             if plan.kind != "redeploy":
@@ -1194,6 +1383,14 @@ class Engine:
             # Recorded before ECS is asked: a process that dies in between leaves a record
             # that a reconcile finishes (or proves never started), never a lock nobody knows.
             self.ledger.record(record)
+            if plan.tag_state:  # the image this release tag names, from its first deploy
+                self.ledger.remember_tag(
+                    self.settings.ecr_repository,
+                    plan.tag,
+                    plan.digest,
+                    record.id,
+                    moved_from=plan.tag_was if plan.tag_state == "moved" else None,
+                )
         except BaseException:
             try:
                 self.ledger.release(record.id)
@@ -1230,7 +1427,8 @@ class Engine:
                     started_here=True,
                     task_definition=td,
                 )
-            return record
+                return record
+            return self._started_or_not(record, asked_at)
         asked_at = self.clock.monotonic()
         primary = ServiceState.from_api(updated).primary
         ecs_id = primary.id if primary else ""
@@ -1255,6 +1453,126 @@ class Engine:
         if follow:
             self.poller.follow(record, asked_ecs_at=asked_at, started_here=True, task_definition=td)
         return record
+
+    def _started_or_not(self, record: DeploymentRecord, asked_at: float) -> DeploymentRecord:
+        """A start nobody will follow (``--no-wait``) whose UpdateService answer was lost: read
+        ECS until it shows the deployment (adopted) or proves none started (closed NOT_STARTED,
+        the lock released), a few polls (the reconciler's start grace). Left open, such a
+        record would hold the lock until NEVER_STARTED_AFTER (minutes) let another process
+        judge it (#31, found by the randomized lifecycle test). AWS not answering meanwhile:
+        left to the next reader, as before."""
+        grace = self.reconciler.start_grace.total_seconds()
+        deadline = asked_at + grace + 30
+        while True:
+            try:
+                state = ServiceState.from_api(self._service())
+                now = self.clock.now()
+                reading = self.reconciler.read(record, state, now, asked_ecs_at=asked_at)
+                verdict = reading.verdict
+                if verdict is not None and verdict.outcome is Outcome.NOT_STARTED:
+                    final = self.reconciler.final_snapshot(reading.record, verdict, now, None)
+                    closed, _ = self.reconciler.settle(reading.record, final)
+                    return replace(closed, start_error="")
+                if reading.record.ecs_deployment_id:
+                    return replace(
+                        reading.record,
+                        start_error="UpdateService's answer was lost, but ECS had started the "
+                        f"deployment ({reading.record.ecs_deployment_id})",
+                    )
+            except DeployError as exc:
+                log.warning("could not read the start: %s", exc, extra=record.log_fields)
+            if self.clock.monotonic() >= deadline:
+                return record
+            self.clock.wait(self.settings.rollout_poll_seconds)
+
+    def _take_lock(self, plan: Plan, record: DeploymentRecord) -> None:
+        """Take the lock for ``plan``, judging with it what may have changed since the plan:
+        for a change (deploy, redeploy, promote) the windows by the clock of this moment,
+        then the freeze and the queue in the lock's own transaction (a freeze written after
+        the plan read none refuses it; one written after this is after it); an approved
+        change, once the lock is held, its request's expiry and premise."""
+        via, action = plan.via, Action(plan.kind)
+        checks: list[Precondition] = []
+        facts = Facts(break_glass=via.break_glass)
+        if action in CHANGES:
+            at_start(
+                self.target,
+                action,
+                door=via.door,
+                who=plan.requester.who,
+                channel=via.channel,
+                now=self.clock.now(),
+                facts=facts,
+                hints=self.hints,
+            ).raise_if_refused()
+            checks.append(
+                Precondition("freeze", self.guards.freeze_key(), "attribute_not_exists(pk)")
+            )
+            if via.door is not Door.QUEUE and not via.break_glass:
+                checks.append(
+                    Precondition(
+                        "queue",
+                        self.guards.count_key(),
+                        "attribute_not_exists(deploys) OR deploys <= :none",
+                        {":none": {"N": "0"}},
+                    )
+                )
+        try:
+            self.acquire(plan.requester, plan.tag, record.id, record.sort_key, checks)
+        except PreconditionFailed as failed:
+            now = self.clock.now()
+            if failed.check.name == "freeze" and failed.item:
+                frozen = freeze_from_item(failed.item)
+                decision = frozen_meanwhile(self.target, frozen, now=now, hints=self.hints)
+            else:
+                queued = int((failed.item or {}).get("deploys", {}).get("N", "1"))
+                decision = at_start(
+                    self.target,
+                    action,
+                    door=via.door,
+                    who=plan.requester.who,
+                    channel=via.channel,
+                    now=now,
+                    facts=replace(facts, queued=max(1, queued)),
+                    hints=self.hints,
+                )
+            log.warning(
+                "%s of %s refused as the lock was taken: %s",
+                plan.kind,
+                plan.tag,
+                decision.message,
+                extra=record.log_fields,
+            )
+            raise RuleRefused(decision) from None
+        if not plan.request_id:
+            return
+        try:
+            why = self._approval_lapsed(plan.request_id, plan.digest)
+        except BaseException:
+            self.ledger.release(record.id)
+            raise
+        if why is not None:
+            self.ledger.release(record.id)
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
+
+    def _approval_lapsed(self, request_id: str, digest: str) -> str | None:
+        """Why an approval no longer counts for the change about to start (its request
+        expired, is no longer approved, or its premise changed: what runs is not what it
+        showed, the image is another), for a person; None when it still holds."""
+        request = self.guards.request(request_id)
+        if request is None or request.state is not RequestState.APPROVED:
+            return f"its approval request {request_id[:64]} is not approved"
+        if request.expired(self.clock.now()):
+            return (
+                f"its approval request expired at {request.expires_at:%H:%M:%S} UTC "
+                f"(requests last {self.target.approval_expiry_minutes} minutes)"
+            )
+        if digest != request.digest:
+            return (
+                f"it was approved for {request.tag} ({short_digest(request.digest)}), not "
+                f"{short_digest(digest)}"
+            )
+        return self._premise(request)
 
     def _undo_record(self, record: DeploymentRecord) -> None:
         try:
@@ -1346,11 +1664,12 @@ class Engine:
     # Abort ---------------------------------------------------------------------------------
     def rolling_out(self) -> DeploymentRecord | None:
         """The deployment rolling out now, if deploybot started one: the lock's holder's record
-        while it is open, else the newest open record."""
+        while it is not settled (open, or left "still rolling out" by a watch that ended
+        first), else the newest open record."""
         held = self.ledger.lock_item()
         if held is not None and held.record_sk:
             record = self.ledger.get_record(held.record_sk)
-            if record is not None and record.open:
+            if record is not None and not record.settled:
                 return record
         return next(iter(self.ledger.open_records(20)), None)
 
@@ -1386,6 +1705,7 @@ class Engine:
                 f"({revision_of(record.previous_task_definition)}): there is nothing to put "
                 "back. Roll back instead."
             )
+        self._ended_before_abort(record)
         marked = self.ledger.mark_aborted(record, requester.name)
         if marked is None:
             raise NothingToAbort(
@@ -1424,6 +1744,76 @@ class Engine:
             extra={**record.log_fields, "aborted_by": requester.name},
         )
         return marked
+
+    def _ended_before_abort(self, record: DeploymentRecord) -> None:
+        """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the
+        circuit breaker failed it and is rolling back, it completed, someone replaced it) is
+        closed with what ECS did, which may freeze the target (freeze_after_failure), and the
+        abort is refused (NothingToAbort) saying so. A deployment ECS still rolls out: None."""
+        state = ServiceState.from_api(self._service())
+        now = self.clock.now()
+        reading = self.reconciler.read(record, state, now)
+        verdict = reading.verdict
+        if verdict is None:
+            return
+        final = self.reconciler.final_snapshot(
+            reading.record, verdict, now, reading.ours, base=record.final
+        )
+        closed, _ = self.reconciler.settle(reading.record, final)
+        outcome = closed.outcome if closed.outcome is not None else verdict.outcome
+        reason = (closed.outcome_reason or verdict.reason).rstrip(".")
+        what = f"{record.kind} {record.id} of {record.tag}"
+        if outcome is Outcome.ROLLED_BACK:
+            back = final.rollback_tag or revision_of(final.rollback_task_definition)
+            raise NothingToAbort(
+                f"Nothing to abort: the circuit breaker was already rolling back {what} to "
+                f"{back} ({reason}). It is recorded as rolled back; nothing was changed."
+            )
+        raise NothingToAbort(
+            f"Nothing to abort: ECS had already ended {what} ({outcome.label}: {reason}). It is "
+            "recorded so; nothing was changed. `deploybot status` shows what runs."
+        )
+
+    def follow_abort(
+        self, record: DeploymentRecord, on_wait: Callable[[], None] | None = None
+    ) -> tuple[Outcome | None, str]:
+        """The abort's own short watch: follow ECS from the abort's UpdateService to the
+        restore's end, with its own timeout (ROLLOUT_TIMEOUT_SECONDS from now, not from the
+        aborted deployment's start). Each poll reads ECS (one DescribeServices) and the record
+        (one GetItem), whoever holds the record's follower lease: the restore's end closes it
+        here (conditionally: a live follower that closed it first is read, not overwritten),
+        which releases the lock; a dead follower's record is so taken over. Returns the outcome
+        and its reason, or (None, why) at the timeout: the record stays open and the lock held
+        while ECS still restores (any later reader closes it once ECS is done)."""
+        poll = self.settings.rollout_poll_seconds
+        deadline = self.clock.monotonic() + self.settings.rollout_timeout_seconds
+        problem = ""
+        while True:
+            try:
+                fresh = self.ledger.get_record(record.sort_key) or record
+                if fresh.settled and fresh.outcome is not None:
+                    return fresh.outcome, fresh.outcome_reason
+                if fresh.id not in self.poller.tracking():  # else this process's poller closes it
+                    state = ServiceState.from_api(self._service())
+                    now = self.clock.now()
+                    reading = self.reconciler.read(fresh, state, now)
+                    if reading.verdict is not None:
+                        final = self.reconciler.final_snapshot(
+                            reading.record, reading.verdict, now, reading.ours, base=fresh.final
+                        )
+                        closed, _ = self.reconciler.settle(reading.record, final)
+                        if closed.settled and closed.outcome is not None:
+                            return closed.outcome, closed.outcome_reason
+                        return reading.verdict.outcome, reading.verdict.reason
+                problem = ""
+            except DeployError as exc:  # AWS not answering: keep trying until the timeout
+                log.warning("abort: could not read the restore: %s", exc, extra=record.log_fields)
+                problem = exc.message
+            if self.clock.monotonic() >= deadline:
+                return None, problem
+            if on_wait is not None:
+                on_wait()
+            self.clock.wait(poll)
 
     # Approval ------------------------------------------------------------------------------
     def request_approval(self, plan: Plan, channel: str = "", source: str = "") -> ApprovalRequest:
@@ -1590,34 +1980,50 @@ class Engine:
                 tag = parse_tag(tag, self.settings.image_tag_suffix).value
             except TagError as exc:
                 raise BadTag(str(exc)) from None
-        item = self.guards.enqueue(
-            QueuedItem(
-                id="",
-                mode=mode,
-                kind=kind if mode is QueueMode.DEPLOY else "",
-                tag=tag,
-                requester=requester,
-                queued_at=self.clock.now(),
-                channel=via.channel or "",
-                reason=reason,
-                approved_by=via.approved_by,
-                request_id=via.request_id,
-                source=via.source or "",
-            )
+        wanted = QueuedItem(
+            id="",
+            mode=mode,
+            kind=kind if mode is QueueMode.DEPLOY else "",
+            tag=tag,
+            requester=requester,
+            queued_at=self.clock.now(),
+            channel=via.channel or "",
+            reason=reason,
+            approved_by=via.approved_by,
+            request_id=via.request_id,
+            source=via.source or "",
         )
+        name = self.target.name
+        try:
+            item = self.guards.enqueue(wanted, self.target.queue_limit)
+        except AlreadyQueued as already:
+            found = self.guards.find(already.sort_key)
+            place = self.guards.position(found) if found is not None else 0
+            what = f"{kind} of {tag}" if mode is QueueMode.DEPLOY else "a notice"
+            number = f" as number {place}" if place else ""
+            raise DeployRefused(
+                f"Already queued{number}: {what} for {requester.name} on {name}. Nothing "
+                "was added; cancel it from its message to take it out."
+            ) from None
+        except QueueFull as full:
+            raise DeployRefused(
+                f"{requester.name} has {full.limit} deploys queued for {name} already "
+                f"(queue_limit = {full.limit}): nothing was added. Cancel one, or wait for "
+                "their turns."
+            ) from None
         return item, self.queue_position(item)
 
     def queue(self) -> list[QueuedItem]:
         return self.guards.queue()
 
     def _queued(self) -> int:
-        """How many deploys wait in the queue (people waiting to be told are no deploys)."""
-        return sum(1 for q in self.guards.queue() if q.mode is QueueMode.DEPLOY)
+        """How many deploys wait in the queue (people waiting to be told are no deploys):
+        one read of the queue's count, however long the queue."""
+        return self.guards.queued()
 
-    def queue_position(self, item: QueuedItem, queue: list[QueuedItem] | None = None) -> int:
+    def queue_position(self, item: QueuedItem) -> int:
         """1-based place among the queued items of the same mode; 0 when gone."""
-        items = [q for q in (queue if queue is not None else self.queue()) if q.mode is item.mode]
-        return next((i + 1 for i, q in enumerate(items) if q.id == item.id), 0)
+        return self.guards.position(item)
 
     def cancel_queued(self, item_id: str, requester: Requester) -> QueuedItem:
         """Remove a queued item; only the person who queued it may."""
@@ -1641,14 +2047,13 @@ class Engine:
         completed on the target it must come from). None when the queue is empty, the lock
         is held, or another process took it first. An approved one deploys only the image
         its approvers saw."""
-        deploys = [q for q in self.queue() if q.mode is QueueMode.DEPLOY]
-        if not deploys:
+        head = self.guards.head()
+        if head is None:
             return None
         try:
             self.check_lock()
         except LockHeld:
             return None
-        head = deploys[0]
         if not self.guards.take(head):
             return None
         via = Via(
@@ -1675,24 +2080,18 @@ class Engine:
         return self.plan_deploy(item.tag, item.requester, item.reason, via=via)
 
     def _as_approved(self, item: QueuedItem, plan: Plan) -> None:
-        """A queued deploy that was approved deploys the image its request showed, or nothing
-        (the tag may have moved while it waited)."""
-        request = self.guards.request(item.request_id)
-        if request is None or request.state is not RequestState.APPROVED:
-            raise NoSuchRequest(
-                f"its approval request {item.request_id[:64]!r} is not approved; ask again"
-            )
-        if plan.digest != request.digest:
-            raise NoSuchRequest(
-                f"it was approved for {request.tag} ({short_digest(request.digest)}), and "
-                f"would now deploy {plan.tag} ({plan.short_digest}); nothing was changed. Ask "
-                "again."
-            )
+        """A queued deploy that was approved goes only while its approval holds, exactly as
+        for a direct approval: the request approved and not expired, what runs still what it
+        showed ("from"), and the image the one it showed (the tag may have moved while it
+        waited); else nothing."""
+        why = self._approval_lapsed(item.request_id, plan.digest)
+        if why is not None:
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
 
     def lock_free_waiters(self) -> list[QueuedItem]:
         """Once the lock is free: the people who asked to be told, each taken off the queue
         by exactly one process (the transport tells them)."""
-        waiting = [q for q in self.queue() if q.mode is QueueMode.TELL]
+        waiting = self.guards.tells()
         if not waiting:
             return []
         try:
@@ -1737,7 +2136,7 @@ class Engine:
         held = self.ledger.lock_item()
         if held is not None:
             holder = next((r for r in records if r.id == held.deployment_id), None)
-            if holder is not None and not holder.open and holder.outcome != Outcome.UNKNOWN:
+            if holder is not None and holder.settled:
                 self.ledger.take_over(held)
         return [
             r
@@ -1769,7 +2168,38 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
         "break_glass": (via.break_glass or "") if decision.bypassed else "",
         "source": via.source or "",
         "notes": tuple(b.message for b in decision.bypassed),
+        "via": via,
     }
+
+
+def _tasks_by_release(
+    state: ServiceState, running: Running, records: list[DeploymentRecord]
+) -> tuple[ReleaseTasks, ...]:
+    """One entry per ECS deployment, named by its release: the service's task definition is
+    what runs' (``running``), others by the records that started or replaced them."""
+
+    def tag_of(task_definition: str) -> str:
+        if task_definition == running.task_definition:
+            return running.tag
+        for r in records:
+            if r.task_definition == task_definition and r.tag:
+                return r.tag
+        for r in records:
+            if r.previous_task_definition == task_definition and r.previous_tag:
+                return r.previous_tag
+        return revision_of(task_definition)
+
+    return tuple(
+        ReleaseTasks(
+            tag=tag_of(d.task_definition),
+            revision=revision_of(d.task_definition),
+            new=d.status == "PRIMARY",
+            running=d.running,
+            pending=d.pending,
+            desired=d.desired,
+        )
+        for d in sorted(state.deployments, key=lambda d: d.status != "PRIMARY")
+    )
 
 
 def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
@@ -1777,6 +2207,16 @@ def _rolling_out(ecs_id: str, counts: EcsDeployment | Snapshot) -> str:
         f"; its ECS deployment {ecs_id or '?'} is still rolling out "
         f"({counts.running}/{counts.desired} running)"
     )
+
+
+def _held_lock(lock: Lock | None, records: list[DeploymentRecord], now: datetime) -> Lock | None:
+    """The lock as a status shows it: held while its lease runs, and past it while its
+    holder's record is not settled (a watch ended before ECS did: Engine._free_if_done
+    refuses over it whatever the lease says)."""
+    if lock is None or lock.expires_at >= now:
+        return lock
+    holder = next((r for r in records if r.id == lock.deployment_id), None)
+    return lock if holder is not None and not holder.settled else None
 
 
 def _refused_outright(exc: BaseException) -> bool:
@@ -1865,6 +2305,7 @@ __all__ = [
     "Engine",
     "ImageInfo",
     "Plan",
+    "ReleaseTasks",
     "Running",
     "Status",
     "Turn",

@@ -46,6 +46,17 @@ class LockHeld(DeployRefused):
         self.deployment_id = deployment_id
 
 
+class MovedTag(DeployRefused):
+    """A release tag names another image than the one deployed under it before (#24):
+    refused unless the person says it is meant (``--allow-moved-tag``, a confirm in Slack)."""
+
+    def __init__(self, message: str, tag: str, digest: str, recorded: str) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.digest = digest  # what the tag names now
+        self.recorded = recorded  # what was deployed under it
+
+
 class ServiceMissing(DeployRefused):
     """The cluster or service the settings name does not exist."""
 

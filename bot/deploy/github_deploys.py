@@ -37,6 +37,9 @@ STATES = {
     Outcome.FAILED: "failure",
     Outcome.ROLLED_BACK: "failure",
     Outcome.NOT_STARTED: "error",
+    # Superseded, not failed: GitHub's own word for a deployment another replaced
+    # ("inactive", https://docs.github.com/en/rest/deployments/statuses).
+    Outcome.REPLACED: "inactive",
 }
 
 
@@ -123,15 +126,21 @@ class GitHubDeployments:
             self.told.append(Told(record.id, "skipped", None, why))
             return
         who = record.who_display or record.who
+        # A terminal's name is declared; the AWS identity beside it is what AWS said it is.
+        description = f"{record.kind} of {record.tag} by {who} ({record.id})"
+        if record.who_arn and len(description) + len(record.who_arn) + 6 <= 140:
+            description = f"{description} as {record.who_arn}"
         made = self.client.create_deployment(
             record.commit,
             self.environment,
-            description=f"{record.kind} of {record.tag} by {who} ({record.id})"[:140],
+            description=description[:140],
             payload={
                 PAYLOAD_KEY: record.id,
                 "tag": record.tag,
                 "digest": record.digest,
                 "service": record.service,
+                "who": who,
+                "aws_identity": record.who_arn,
             },
         )
         if isinstance(made, Unavailable):

@@ -3,7 +3,16 @@
 One table, three kinds of item, the first two keyed by the service (``cluster/service``):
   pk = LOCK#<cluster>/<service>     sk = LOCK          the lock; ``expires_at`` is its lease
   pk = HISTORY#<cluster>/<service>  sk = <started>#<id> one deployment record
+  pk = HISTORY#<cluster>/<service>  sk = ~news#<at>#<id> something done from a terminal that
+                                                      the target's channel is to hear of
   pk = NOTICE#<channel>:<ts>        sk = NOTICE        a CI notice whose Deploy button was used
+  pk = TAG#<repository>:<tag>       sk = TAG           the image an exact release tag named when
+                                                       first deployed, and any allowed moves
+  pk = OUTSIDE#<cluster>/<service>  sk = <ECS id>      an ECS deployment no record explains,
+                                                      reported in the channel
+News sorts after every record (records' sort keys begin with the year), so the bot's periodic
+read of the newest records brings the news waiting to be announced in the same Query; every
+other history read stops below it.
 A record carries the lease of the process that follows it to its end (``follower``,
 ``follower_until``, ``follower_beat``), so several bot replicas on one table follow each
 deployment once. The key schema is the one ``cloudformation/bot.yml`` declares (a test holds
@@ -18,7 +27,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +53,14 @@ TTL_ATTRIBUTE = "expires_at"
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+# The sort keys of news items begin with this; every record's sorts below it.
+NEWS_PREFIX = "~news#"
+# How long news waits for a bot to announce it (DynamoDB's TTL removes it after that).
+NEWS_KEPT = timedelta(days=1)
+# News read beside the records in a bot's pass, at most: what waits longer is read next pass.
+NEWS_READ = 10
+
+
 def new_deployment_id(clock: Clock = SYSTEM_CLOCK) -> str:
     """Short, sortable, unique: ``d-20261126-222731-3f9a``."""
     return f"d-{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -64,15 +82,36 @@ def _parse_ts(value: str) -> datetime:
 
 @dataclass(frozen=True)
 class Requester:
-    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``."""
+    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``. At a terminal
+    ``who`` is declared (DEPLOYBOT_USER); ``aws_identity`` is what AWS says the caller is (STS
+    GetCallerIdentity's ARN), recorded beside it."""
 
     who: str
     source: str
     display: str = ""
+    aws_identity: str = ""
 
     @property
     def name(self) -> str:
         return self.display or self.who
+
+
+@dataclass(frozen=True)
+class News:
+    """Something done to a target from a terminal (freeze, unfreeze, abort, break-glass) that
+    its Slack channel is to hear of: the terminal records it, a bot announces it, once, so no
+    laptop needs the bot's Slack token. ``who`` is declared (DEPLOYBOT_USER), ``aws_identity``
+    what AWS said the caller is."""
+
+    kind: str  # freeze, unfreeze, abort, break-glass
+    who: str
+    at: datetime
+    aws_identity: str = ""
+    reason: str = ""  # why (a freeze's, a break-glass's); an unfreeze: the freeze it lifted
+    deployment_id: str = ""  # abort, break-glass: the deployment
+    tag: str = ""  # abort, break-glass: its image tag
+    detail: str = ""  # abort: what goes back; break-glass: the change and the rules bypassed
+    sort_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +139,18 @@ class Lock:
     def lapsed(self, now: datetime) -> bool:
         """Expired even if the reader's clock runs CLOCK_SKEW ahead of the holder's."""
         return self.expires_at + CLOCK_SKEW < now
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """The image an exact release (or ``sha-``) tag named when deploybot first deployed it;
+    ``moves``: earlier digests it was allowed to move from (``digest at when``), oldest first."""
+
+    tag: str
+    digest: str
+    deployed_at: datetime
+    deployment: str
+    moves: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +206,8 @@ class DeploymentRecord:
     aborted_by: str = ""
     aborted_at: datetime | None = None
     abort_ecs_deployment_id: str = ""
+    # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
+    who_arn: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
@@ -169,6 +222,16 @@ class DeploymentRecord:
         return self.outcome is not None and self.outcome.settled
 
     @property
+    def outcome_text(self) -> str:
+        """The outcome as history views show it: its label ("in progress" while open); a
+        replaced deployment names what replaced it."""
+        if self.outcome is None:
+            return "in progress"
+        if self.outcome is Outcome.REPLACED and self.outcome_reason.startswith("replaced"):
+            return self.outcome_reason
+        return self.outcome.label
+
+    @property
     def short_digest(self) -> str:
         return short_digest(self.digest)
 
@@ -180,7 +243,7 @@ class DeploymentRecord:
 
     @property
     def requester(self) -> Requester:
-        return Requester(self.who, self.source, self.who_display)
+        return Requester(self.who, self.source, self.who_display, self.who_arn)
 
     @property
     def log_fields(self) -> dict[str, str]:
@@ -214,10 +277,20 @@ class Ledger:
         return {"pk": {"S": f"LOCK#{self.key}"}, "sk": {"S": "LOCK"}}
 
     def try_acquire(
-        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+        self,
+        requester: Requester,
+        tag: str,
+        deployment_id: str,
+        record_sk: str = "",
+        checks: Sequence[Precondition] = (),
     ) -> tuple[bool, Lock]:
         """Take the free lock: one conditional PutItem. (True, our lock) when taken, else
-        (False, the lock that holds it), read from the failed condition itself."""
+        (False, the lock that holds it), read from the failed condition itself.
+
+        With ``checks`` (the freeze, the queue: Engine.start), the put and the checks are
+        one TransactWriteItems: the lock is taken only if every check holds at that moment;
+        a check that fails raises PreconditionFailed (with the item that failed it) and
+        nothing is written."""
         now = self.clock.now()
         lock = Lock(
             holder=requester.name,
@@ -228,22 +301,53 @@ class Ledger:
             expires_at=now + self.lease,
             record_sk=record_sk,
         )
+        put = {
+            "TableName": self.table,
+            "Item": _lock_item(self._lock_key(), lock),
+            "ConditionExpression": "attribute_not_exists(pk)",
+            # The holder comes back with the refusal: DynamoDB's PutItem returns the item
+            # that failed the condition with ALL_OLD (API_PutItem.html,
+            # ReturnValuesOnConditionCheckFailure); a transaction's cancellation reasons
+            # carry it the same way (API_TransactWriteItems.html, CancellationReasons).
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
         try:
             with aws_errors("taking the deploy lock"):
-                self._call(
-                    self.db.put_item,
-                    TableName=self.table,
-                    Item=_lock_item(self._lock_key(), lock),
-                    ConditionExpression="attribute_not_exists(pk)",
-                    # The holder comes back with the refusal: DynamoDB's PutItem returns the
-                    # item that failed the condition with ALL_OLD (API_PutItem.html,
-                    # ReturnValuesOnConditionCheckFailure).
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-        except _Conditional as held:
-            if held.item:
-                return False, _lock_from_item(held.item)
+                if checks:
+                    self.transact([*(c.as_item(self.table) for c in checks), {"Put": put}])
+                else:
+                    self._call(self.db.put_item, **put)
+        except Cancelled as cancelled:
+            failed = cancelled.failed()
+            if failed is not None and failed[0] < len(checks):
+                raise PreconditionFailed(checks[failed[0]], failed[1]) from None
+            item = failed[1] if failed is not None else None
+            if item:  # our own, when an applied attempt's answer was lost (see below)
+                holder = _lock_from_item(item)
+                return holder.deployment_id == deployment_id, holder
             found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
+            if found is None:  # a conflicting transaction, or a lock released meanwhile
+                raise LockHeld(
+                    "Deploys were locked a moment ago and the lock has just been released; "
+                    "try again.",
+                    holder="?",
+                    tag=tag,
+                    since=now,
+                    deployment_id="",
+                ) from None
+            return False, found
+        except _Conditional as held:
+            # Our own put, applied on an attempt whose answer was lost and then retried by
+            # botocore, fails its condition on our own lock: it is ours (a deployment id is
+            # never reused), not a lock held by someone else (#31, the randomized test).
+            if held.item:
+                holder = _lock_from_item(held.item)
+                return holder.deployment_id == deployment_id, holder
+            found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
             if found is None:
                 raise LockHeld(
                     "Deploys were locked a moment ago and the lock has just been released; "
@@ -338,6 +442,67 @@ class Ledger:
             ).get("Attributes")
         return _lock_from_item(old) if old else None
 
+    # Release tags and their images ---------------------------------------------------------
+    def _tag_key(self, repository: str, tag: str) -> dict[str, Any]:
+        return {"pk": {"S": f"TAG#{repository}:{tag}"}, "sk": {"S": "TAG"}}
+
+    def tag_record(self, repository: str, tag: str) -> TagRecord | None:
+        """What ``tag`` named when first deployed: one GetItem by key, whatever the history."""
+        with aws_errors("reading the release tag's image"):
+            item = self._call(
+                self.db.get_item,
+                TableName=self.table,
+                Key=self._tag_key(repository, tag),
+                ConsistentRead=True,
+            ).get("Item")
+        if not item:
+            return None
+        return TagRecord(
+            tag=tag,
+            digest=_s(item, "digest"),
+            deployed_at=_parse_ts(_s(item, "deployed_at")),
+            deployment=_s(item, "deployment"),
+            moves=_strings(item, "moves"),
+        )
+
+    def remember_tag(
+        self,
+        repository: str,
+        tag: str,
+        digest: str,
+        deployment: str,
+        moved_from: TagRecord | None = None,
+    ) -> None:
+        """Record the image ``tag`` names as deployed now. The first record stays (a
+        conditional put: a concurrent first deploy of the same tag keeps the earlier one);
+        ``moved_from``: a move the person allowed replaces it, keeping the old digest."""
+        now = self.clock.now()
+        item: dict[str, Any] = {
+            **self._tag_key(repository, tag),
+            "digest": {"S": digest},
+            "deployed_at": {"S": _ts(now)},
+            "deployment": {"S": deployment},
+        }
+        if moved_from is None:
+            condition = "attribute_not_exists(pk)"
+            values: dict[str, Any] = {}
+        else:
+            moves = [*moved_from.moves, f"{moved_from.digest} at {_ts(moved_from.deployed_at)}"]
+            item["moves"] = {"L": [{"S": m} for m in moves]}
+            condition = "digest = :was"
+            values = {":was": {"S": moved_from.digest}}
+        try:
+            with aws_errors("recording the release tag's image"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                )
+        except _Conditional:
+            pass  # recorded by someone else meanwhile: the earlier record stands
+
     # The history ---------------------------------------------------------------------------
     def _history_pk(self) -> dict[str, str]:
         return {"S": f"HISTORY#{self.key}"}
@@ -357,6 +522,7 @@ class Ledger:
             "ecs_deployment_id": {"S": rec.ecs_deployment_id},
             "who": {"S": rec.who},
             "who_display": {"S": rec.who_display},
+            "who_arn": {"S": rec.who_arn},
             "source": {"S": rec.source},
             "reason": {"S": rec.reason},
             "started_at": {"S": _ts(rec.started_at)},
@@ -540,7 +706,8 @@ class Ledger:
 
     def mark_aborted(self, rec: DeploymentRecord, who: str) -> DeploymentRecord | None:
         """Mark ``rec`` aborted by ``who`` (before ECS is asked to put the previous task
-        definition back); None when it is closed or already being aborted."""
+        definition back); None when it is settled or already being aborted (a record whose
+        watch ended first, "still rolling out" or "unknown", may be aborted)."""
         at = self.clock.now()
         try:
             with aws_errors("recording the abort"):
@@ -549,12 +716,15 @@ class Ledger:
                     TableName=self.table,
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
                     UpdateExpression="SET aborted_by = :w, aborted_at = :t",
-                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(outcome)"
+                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(outcome)"
+                    " OR outcome IN (:still, :unknown))"
                     " AND (attribute_not_exists(aborted_by) OR aborted_by = :empty)",
                     ExpressionAttributeValues={
                         ":w": {"S": who},
                         ":t": {"S": _ts(at)},
                         ":empty": {"S": ""},
+                        ":still": {"S": Outcome.STILL_ROLLING_OUT.value},
+                        ":unknown": {"S": Outcome.UNKNOWN.value},
                     },
                 )
         except _Conditional:
@@ -600,7 +770,7 @@ class Ledger:
         snapshot is kept whole, so a transport that died before showing it can still show it
         after a restart (``final_snapshot``)."""
         assert final.outcome is not None
-        finished = self.clock.now()
+        finished = final.ended_at or self.clock.now()
         values = {
             "outcome": final.outcome.value,
             "outcome_reason": final.outcome_reason,
@@ -692,6 +862,34 @@ class Ledger:
             return False
         return True
 
+    def claim_post(self, rec: DeploymentRecord, poster: str, seconds: float) -> bool:
+        """Claim posting the first message of ``rec``, which has none (a deployment from a
+        terminal, from ``--no-wait``): True for one caller in any process until ``seconds``
+        pass (then a poster that died before it posted is taken over); False when it has a
+        message, or someone else claimed it."""
+        now = self.clock.now()
+        try:
+            with aws_errors("claiming the deployment's message", changed=True):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET poster = :p, poster_until = :u",
+                    ConditionExpression="attribute_exists(pk)"
+                    " AND (attribute_not_exists(message_ref) OR message_ref = :empty)"
+                    " AND (attribute_not_exists(poster_until) OR poster_until < :now"
+                    " OR poster = :p)",
+                    ExpressionAttributeValues={
+                        ":p": {"S": poster},
+                        ":u": {"S": _ts(now + timedelta(seconds=seconds))},
+                        ":now": {"S": _ts(now - CLOCK_SKEW)},
+                        ":empty": {"S": ""},
+                    },
+                )
+        except _Conditional:
+            return False
+        return True
+
     def annotate(self, rec: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         """Remember where a transport shows this deployment, so a restart can finish it."""
         with aws_errors("annotating the deployment record", changed=True):
@@ -710,12 +908,93 @@ class Ledger:
             items = self._call(
                 self.db.query,
                 TableName=self.table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": self._history_pk()},
+                KeyConditionExpression="pk = :pk AND sk < :news",
+                ExpressionAttributeValues={
+                    ":pk": self._history_pk(),
+                    ":news": {"S": NEWS_PREFIX},
+                },
                 ScanIndexForward=False,
                 Limit=max(1, min(limit, 500)),
             ).get("Items", [])
         return [_record_from_item(item) for item in items]
+
+    def history_and_news(self, limit: int = 20) -> tuple[list[DeploymentRecord], list[News]]:
+        """A bot's periodic read, one Query: the ``limit`` most recent deployments (newest
+        first) and the news waiting to be announced (oldest first; NEWS_READ at most)."""
+        with aws_errors("reading the deployment history"):
+            items = self._call(
+                self.db.query,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": self._history_pk()},
+                ScanIndexForward=False,
+                Limit=max(1, min(limit, 500)) + NEWS_READ,
+            ).get("Items", [])
+        news = [_news_from_item(i) for i in items if _s(i, "sk").startswith(NEWS_PREFIX)]
+        records = [_record_from_item(i) for i in items if not _s(i, "sk").startswith(NEWS_PREFIX)]
+        now = self.clock.now()
+        return records[:limit], [n for n in reversed(news) if now - n.at < NEWS_KEPT]
+
+    # News for the channel ------------------------------------------------------------------
+    def add_news(self, news: News) -> News:
+        """Record ``news`` for a bot to announce (kept NEWS_KEPT; one PutItem)."""
+        news = replace(news, sort_key=f"{NEWS_PREFIX}{_ts(news.at)}#{secrets.token_hex(3)}")
+        keep = int((news.at + NEWS_KEPT).timestamp())
+        with aws_errors("recording the news for the channel"):
+            self._call(
+                self.db.put_item,
+                TableName=self.table,
+                Item=_news_item(self._history_pk(), news, keep),
+            )
+        return news
+
+    def take_news(self, news: News) -> bool:
+        """Take ``news`` to announce it: True for exactly one caller (a conditional delete),
+        so of several bot replicas one announces it."""
+        try:
+            with aws_errors("taking the news to announce"):
+                self._call(
+                    self.db.delete_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": news.sort_key}},
+                    ConditionExpression="attribute_exists(pk)",
+                )
+        except _Conditional:
+            return False
+        return True
+
+    def put_back_news(self, news: News) -> None:
+        """Slack did not take the announcement: the next pass (of any replica) tries again."""
+        keep = int((news.at + NEWS_KEPT).timestamp())
+        with aws_errors("putting the news back"):
+            self._call(
+                self.db.put_item,
+                TableName=self.table,
+                Item=_news_item(self._history_pk(), news, keep),
+            )
+
+    # ECS deployments started outside deploybot -----------------------------------------------
+    def claim_outside_report(self, ecs_deployment_id: str, who: str, days: int = 30) -> bool:
+        """Claim reporting an ECS deployment no record explains: True once, for the first
+        caller in any process (one conditional PutItem; the item expires after ``days``)."""
+        now = self.clock.now()
+        try:
+            with aws_errors("claiming the report of an outside deployment"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item={
+                        "pk": {"S": f"OUTSIDE#{self.key}"},
+                        "sk": {"S": ecs_deployment_id},
+                        "who": {"S": who},
+                        "at": {"S": _ts(now)},
+                        TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=days)).timestamp()))},
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            return False
+        return True
 
     def get(self, deployment_id: str, limit: int = 200) -> DeploymentRecord | None:
         return next((r for r in self.history(limit) if r.id == deployment_id), None)
@@ -726,6 +1005,16 @@ class Ledger:
     def unsettled(self, limit: int = 50) -> list[DeploymentRecord]:
         """Open records, and those closed "still rolling out" or "unknown"."""
         return [r for r in self.history(limit) if not r.settled]
+
+    def transact(self, items: list[dict[str, Any]]) -> None:
+        """One TransactWriteItems: all of ``items`` are written, or none (Cancelled, with
+        each item's reason, when a condition failed or another transaction conflicted)."""
+        try:
+            self._call(self.db.transact_write_items, TransactItems=items)
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                raise Cancelled(exc.response.get("CancellationReasons", [])) from exc
+            raise
 
     def call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
         """One DynamoDB call: a failed condition raises ConditionFailed, a missing table
@@ -753,6 +1042,52 @@ class _Conditional(Exception):
 
     def __init__(self, item: dict[str, Any] | None = None) -> None:
         super().__init__("conditional check failed")
+        self.item = item
+
+
+class Cancelled(Exception):
+    """A transaction was cancelled; ``reasons`` are DynamoDB's, one per item in order."""
+
+    def __init__(self, reasons: list[dict[str, Any]]) -> None:
+        super().__init__("transaction cancelled")
+        self.reasons = reasons
+
+    def failed(self) -> tuple[int, dict[str, Any] | None] | None:
+        """The first item whose condition failed, and the item as it was (when asked for)."""
+        for index, reason in enumerate(self.reasons):
+            if reason.get("Code") == "ConditionalCheckFailed":
+                return index, reason.get("Item")
+        return None
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """An item of the table that must be as ``condition`` says for a write to go, checked in
+    the same transaction (a ConditionCheck): "no freeze item", "no deploy queued"."""
+
+    name: str  # what it guards, for the caller: "freeze", "queue"
+    key: dict[str, Any]
+    condition: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def as_item(self, table: str) -> dict[str, Any]:
+        check: dict[str, Any] = {
+            "TableName": table,
+            "Key": self.key,
+            "ConditionExpression": self.condition,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if self.values:
+            check["ExpressionAttributeValues"] = self.values
+        return {"ConditionCheck": check}
+
+
+class PreconditionFailed(Exception):
+    """A Precondition did not hold when the lock was to be taken; ``item`` is what failed it."""
+
+    def __init__(self, check: Precondition, item: dict[str, Any] | None) -> None:
+        super().__init__(f"{check.name} check failed")
+        self.check = check
         self.item = item
 
 
@@ -834,6 +1169,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         ecs_deployment_id=_s(item, "ecs_deployment_id"),
         who=_s(item, "who"),
         who_display=_s(item, "who_display"),
+        who_arn=_s(item, "who_arn"),
         source=_s(item, "source"),
         reason=_s(item, "reason"),
         started_at=_parse_ts(_s(item, "started_at")),
@@ -863,6 +1199,36 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         aborted_by=_s(item, "aborted_by"),
         aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
         abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
+    )
+
+
+def _news_item(pk: dict[str, str], news: News, keep: int) -> dict[str, Any]:
+    return {
+        "pk": pk,
+        "sk": {"S": news.sort_key},
+        "kind": {"S": news.kind},
+        "who": {"S": news.who},
+        "who_arn": {"S": news.aws_identity},
+        "at": {"S": _ts(news.at)},
+        "reason": {"S": news.reason},
+        "deployment_id": {"S": news.deployment_id},
+        "tag": {"S": news.tag},
+        "detail": {"S": news.detail},
+        TTL_ATTRIBUTE: {"N": str(keep)},
+    }
+
+
+def _news_from_item(item: dict[str, Any]) -> News:
+    return News(
+        kind=_s(item, "kind"),
+        who=_s(item, "who"),
+        at=_parse_ts(_s(item, "at")),
+        aws_identity=_s(item, "who_arn"),
+        reason=_s(item, "reason"),
+        deployment_id=_s(item, "deployment_id"),
+        tag=_s(item, "tag"),
+        detail=_s(item, "detail"),
+        sort_key=_s(item, "sk"),
     )
 
 

@@ -149,6 +149,8 @@ class _Tracked:
     asked_ecs_at: float | None = None
     note: str = ""  # said on every snapshot until it no longer holds (see Snapshot.note)
     aws_error: str = ""  # the last AWS failure, while AWS keeps failing
+    # When AWS last answered a poll of it (monotonic); the watch's start before the first.
+    answered_at: float = float("-inf")
     claims_lock: bool = True
     started_here: bool = False
     # The deployment's task definition (DescribeTaskDefinition's), for its log configuration:
@@ -223,11 +225,14 @@ class ServicePoller:
         lease_seconds: float,
         clock: Clock,
         follower: str = "",
+        lost_seconds: float = 60.0,
     ) -> None:
         self.aws = aws
         self.ledger = ledger
         self.poll_seconds = poll_seconds
         self.timeout = timedelta(seconds=timeout_seconds)
+        # AWS silent this long (no DescribeServices answered): the watch ends UNKNOWN.
+        self.lost_seconds = lost_seconds
         self.lease_seconds = lease_seconds
         # How long after our own UpdateService call ended ECS may take to show its deployment
         # before we conclude the call never reached it.
@@ -246,6 +251,7 @@ class ServicePoller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beat: float | None = None  # clock.monotonic() at the last pass's start or end
+        self._failing = ""  # the last poll's AWS failure, while AWS keeps failing
 
     def follow(
         self,
@@ -271,7 +277,9 @@ class ServicePoller:
         with self._lock:
             if record.id in self._tracked or record.id in self._finished:
                 return True
-            deadline = record.started_at + self.timeout
+            # The timeout is the watch's: a record followed again after its first watch ended
+            # (an abort of one left "still rolling out", a restart) gets a whole one.
+            deadline = max(record.started_at, self.clock.now()) + self.timeout
             self._tracked[record.id] = _Tracked(
                 record=record,
                 deadline=deadline,
@@ -281,6 +289,7 @@ class ServicePoller:
                 task_definition=task_definition,
                 # A lock taken a moment ago needs no renewal yet; a resumed one may.
                 renewed_at=self.clock.monotonic() if started_here else float("-inf"),
+                answered_at=self.clock.monotonic(),
                 # What its thread already says, when another process followed it before.
                 seen_events=set(record.replied),
                 seen_tasks=set(record.replied),
@@ -462,8 +471,12 @@ class ServicePoller:
             if raw is None:
                 error = "the service is gone from ECS"
         except DeployError as exc:
-            log.warning("describe_services failed: %s", exc)
             raw, error = None, exc.message
+        if error and error != self._failing:  # said once, not at every poll while it lasts
+            log.warning("describe_services failed: %s", error)
+        elif self._failing and not error:
+            log.info("AWS answers again")
+        self._failing = error
         self.polls += 1
         with self._lock:
             items = list(self._tracked.values())
@@ -486,6 +499,7 @@ class ServicePoller:
             tracked.aws_error = error
         else:
             tracked.aws_error = ""
+            tracked.answered_at = self.clock.monotonic()
             reading = self.reconciler.read(
                 tracked.record, state, now, asked_ecs_at=tracked.asked_ecs_at
             )
@@ -504,19 +518,22 @@ class ServicePoller:
             ):
                 stopped = self._stopped_tasks(tracked)
             tracked.last_failed = max(tracked.last_failed, failed)
-        if verdict is None and now >= tracked.deadline:
+        silent = self.clock.monotonic() - tracked.answered_at
+        if (
+            verdict is None
+            and state is None
+            and (silent >= self.lost_seconds or now >= tracked.deadline)
+        ):
+            # A watch never waits out the rollout's timeout on an AWS that does not answer.
+            verdict = Verdict(
+                Outcome.UNKNOWN, f"AWS has not answered for {silent:.0f} s ({error.rstrip('.')})"
+            )
+        if verdict is None and now >= tracked.deadline and not self._aborted_later(tracked, now):
             waited = int(self.timeout.total_seconds())
-            if state is None:
-                verdict = Verdict(
-                    Outcome.UNKNOWN,
-                    f"lost sight of the rollout: {error}; ECS may still be rolling out; "
-                    "check `deploybot status`",
-                )
-            else:
-                verdict = Verdict(
-                    Outcome.STILL_ROLLING_OUT,
-                    f"still rolling out after {waited} s; ECS carries on",
-                )
+            verdict = Verdict(
+                Outcome.STILL_ROLLING_OUT,
+                f"still rolling out after {waited} s; ECS carries on",
+            )
         base = tracked.last
         note = tracked.note
         if tracked.aws_error and verdict is None:
@@ -592,14 +609,20 @@ class ServicePoller:
         record = tracked.record
         final = self.reconciler.final_snapshot(record, verdict, snap.at, ours, base=snap)
         final = replace(final, new_events=snap.new_events, stopped_tasks=snap.stopped_tasks)
-        # UNKNOWN leaves the lock: ECS may still be rolling out, and whoever wants it next
-        # asks ECS first (Engine.acquire). Every other outcome releases it.
-        release = verdict.outcome != Outcome.UNKNOWN and tracked.claims_lock
+        # A watch that ends before ECS does (the timeout, AWS silent) keeps the lock: ECS may
+        # still be rolling out, and the lock goes when someone sees ECS end it (the next
+        # command, a bot's pass: Engine._free_if_done). Its lease is pushed out so the table's
+        # TTL never deletes it meanwhile. Every settled outcome releases it.
+        release = verdict.outcome.settled and tracked.claims_lock
         closed, note = self.reconciler.settle(record, final, release=release)
+        if not verdict.outcome.settled and tracked.claims_lock:
+            self.reconciler.keep_lock(record)
         tracked.record = closed
         if closed.final is not None and closed.outcome != final.outcome and closed.settled:
             final = replace(closed.final, new_events=final.new_events)  # someone settled it first
-        if note:
+        if note and verdict.outcome.settled:
+            # An outcome not recorded is worth a word; a watch that lost sight of it says
+            # already that the next command records it (once, plainly).
             final = replace(final, note=note)
         log.info(
             "deployment %s: %s (%s)",
@@ -609,6 +632,19 @@ class ServicePoller:
             extra={**record.log_fields, "outcome": final.outcome.value if final.outcome else ""},
         )
         return final
+
+    def _aborted_later(self, tracked: _Tracked, now: datetime) -> bool:
+        """An aborted deployment is watched to the restore's end, with a timeout that counts
+        from the abort (#31): its watch does not end while ECS puts the previous task
+        definition back, nor does it release the lock then. One read of the record, at the
+        deployment's own timeout, tells whether it was aborted meanwhile."""
+        if tracked.record.aborted_at is None:
+            tracked.record = self.reconciler.with_abort(tracked.record)
+        aborted_at = tracked.record.aborted_at
+        if aborted_at is None:
+            return False
+        tracked.deadline = max(tracked.deadline, _aware(aborted_at) + self.timeout)
+        return now < tracked.deadline
 
     def _renew_leases(self) -> None:
         """Renew every follower lease held here a third of a lease after the last renewal; a

@@ -42,6 +42,12 @@ def _update_call_bound() -> timedelta:
 # A record with no ECS deployment may be judged "never started" by a process other than the
 # one that asked ECS only once that process's call cannot still be retrying, by any clock.
 NEVER_STARTED_AFTER = _update_call_bound() + CLOCK_SKEW
+# The lease of a lock kept by a deployment nobody follows (its watch ended before ECS did):
+# the lock is judged by its record, never by this lease; the lease only keeps DynamoDB's TTL
+# from deleting the item ("items are typically deleted within a few days of their
+# expiration", https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/TTL.html).
+# Whoever finds the rollout still going pushes it out again.
+KEPT_LOCK = timedelta(days=2)
 # How far behind our clock ECS's createdAt may be and still be the deployment a record made.
 ECS_CLOCK_SLACK = timedelta(seconds=5)
 
@@ -102,7 +108,7 @@ class Reconciler:
             # deployment no more once another completed over it: an abort's restore can be
             # over between two polls): was it an abort (Stop), perhaps from another process?
             # The record says so (one read, only when ours was replaced).
-            record = self._with_abort(record)
+            record = self.with_abort(record)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)
             if aborting is not None:
@@ -110,7 +116,8 @@ class Reconciler:
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
         return Reading(record, verdict, ours, adopted)
 
-    def _with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
+    def with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
+        """``record`` with the abort the table says it has (one read), if any."""
         fresh = self._reread(record)
         if not fresh.aborted_by:
             return record
@@ -159,6 +166,7 @@ class Reconciler:
             why,
             rollback_deployment=restore_id,
             rollback_task_definition=record.previous_task_definition,
+            ended_at=verdict.ended_at,
         )
         return Reading(record, aborted, restore)
 
@@ -226,11 +234,14 @@ class Reconciler:
                 else verdict.rollback_task_definition.rsplit("/", 1)[-1]
             )
         started = record.started_at
+        # ECS's clock, within what ours allows: never before the start, never after now.
+        ended = min(max(_aware(verdict.ended_at or now), started), now)
         return Snapshot(
             deployment_id=record.id,
             ecs_deployment_id=record.ecs_deployment_id,
             at=now,
-            elapsed=(now - started).total_seconds(),
+            elapsed=(ended - started).total_seconds(),
+            ended_at=ended,
             rollout_state=ours.rollout_state if ours else (base.rollout_state if base else ""),
             rollout_reason=ours.rollout_reason if ours else (base.rollout_reason if base else ""),
             desired=ours.desired if ours else (base.desired if base else 0),
@@ -274,6 +285,16 @@ class Reconciler:
                 if released:
                     self._notify(self.on_released, record)
         return closed, note
+
+    def keep_lock(self, record: DeploymentRecord) -> None:
+        """``record`` is not settled and nobody follows it any more: its lock stays, with a
+        lease long enough that the table's TTL (``expires_at``) does not delete it before
+        someone sees ECS end the rollout. Never raises: a lock the write missed is still
+        judged by its record (Engine._free_if_done)."""
+        try:
+            self.ledger.renew(record.id, KEPT_LOCK.total_seconds())
+        except DeployError as exc:
+            log.warning("could not keep the lock: %s", exc, extra=record.log_fields)
 
     def _settled(self, record: DeploymentRecord, final: Snapshot) -> None:
         for observer in list(self.on_settled):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -16,9 +16,12 @@ from typing import Any
 
 class Outcome(StrEnum):
     COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # failed, or replaced by a deployment someone else started
+    FAILED = "FAILED"
     ROLLED_BACK = "ROLLED_BACK"  # failed, and ECS's circuit breaker rolled the service back
     ABORTED = "ABORTED"  # someone pressed Stop: the previous task definition was put back
+    # Another deployment took over (the console, CloudFormation, a deploy after `unlock`):
+    # nothing of ours failed; the reason names what replaced it.
+    REPLACED = "REPLACED"
     NOT_STARTED = "NOT_STARTED"  # ECS shows it never started: nothing changed
     # Not settled: a later reconcile (any engine call that reads the service) replaces these
     # with what ECS did in the end.
@@ -32,6 +35,7 @@ class Outcome(StrEnum):
             "FAILED": 1,
             "ROLLED_BACK": 1,
             "ABORTED": 1,
+            "REPLACED": 1,
             "NOT_STARTED": 2,
             "STILL_ROLLING_OUT": 3,
             "UNKNOWN": 4,
@@ -44,6 +48,7 @@ class Outcome(StrEnum):
             "FAILED": "failed",
             "ROLLED_BACK": "failed and rolled back",
             "ABORTED": "aborted",
+            "REPLACED": "replaced",
             "NOT_STARTED": "not started (nothing changed)",
             "STILL_ROLLING_OUT": "still rolling out",
             "UNKNOWN": "unknown (lost sight of it)",
@@ -98,6 +103,10 @@ class EcsDeployment:
     rollout_state: str  # IN_PROGRESS, COMPLETED, FAILED ("" where ECS gives none)
     rollout_reason: str
     created_at: datetime | None
+    # "The Unix timestamp for the time when the service deployment was last updated"
+    # (Deployment.updatedAt, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+    # API_Deployment.html): for a deployment that completed or failed, when it did.
+    updated_at: datetime | None = None
 
     @classmethod
     def from_api(cls, raw: dict[str, Any]) -> EcsDeployment:
@@ -112,6 +121,7 @@ class EcsDeployment:
             rollout_state=str(raw.get("rolloutState", "")),
             rollout_reason=str(raw.get("rolloutStateReason", "")),
             created_at=raw.get("createdAt"),
+            updated_at=raw.get("updatedAt"),
         )
 
 
@@ -173,6 +183,10 @@ class Verdict:
     rollback_deployment: str = ""
     rollback_task_definition: str = ""
     replaced_by: str = ""
+    # When it ended by ECS's own clock (the deployment's updatedAt, the event saying so, the
+    # creation of what replaced it); None when ECS does not say: then "now". A deployment
+    # judged long after it ended (nobody watched) must not take until someone looked.
+    ended_at: datetime | None = None
 
 
 _FAILED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment failed: (?P<why>.*)")
@@ -194,8 +208,8 @@ def judge(
 
     A circuit-breaker rollback is ECS failing *our* rollout and going back (our rolloutState
     FAILED, or ECS's "deployment failed" event naming ours); a newer deployment over ours
-    that did not fail is someone's UpdateService (the console, ``make infra``, another
-    deploy): "replaced", a failure of ours with no rollback wording.
+    that did not fail is someone's UpdateService (the console, ``make infra``, a deploy
+    after ``unlock``): REPLACED, naming it; nothing of ours failed.
     """
     ours = state.deployment(deployment_id)
     primary = state.primary
@@ -207,9 +221,14 @@ def judge(
             and len(state.deployments) == 1
             and ours.running >= ours.desired
         ):
-            return Verdict(Outcome.COMPLETED, ours.rollout_reason or "steady state reached")
+            return Verdict(
+                Outcome.COMPLETED,
+                ours.rollout_reason or "steady state reached",
+                ended_at=ours.updated_at,
+            )
         if ours.rollout_state == "FAILED":
-            return _failed(ours.rollout_reason or "the deployment failed", other)
+            failed = _failed(ours.rollout_reason or "the deployment failed", other)
+            return replace(failed, ended_at=ours.updated_at)
         if ours.status != "PRIMARY" and other is not None:
             return _replaced(other, describe_other)
         return None
@@ -218,10 +237,12 @@ def judge(
     for event in state.events:
         m = _FAILED_EVENT.search(event.message)
         if m and m["id"] == deployment_id:
-            return _failed(m["why"].rstrip("."), other)
+            return replace(_failed(m["why"].rstrip("."), other), ended_at=event.created_at)
         m = _COMPLETED_EVENT.search(event.message)
         if m and m["id"] == deployment_id:
-            return Verdict(Outcome.COMPLETED, "completed (ECS's events say so)")
+            return Verdict(
+                Outcome.COMPLETED, "completed (ECS's events say so)", ended_at=event.created_at
+            )
     if other is not None:
         return _replaced(other, describe_other)
     return Verdict(Outcome.FAILED, "the deployment disappeared from the service")
@@ -229,9 +250,10 @@ def judge(
 
 def _replaced(other: EcsDeployment, describe_other: DescribeOther) -> Verdict:
     return Verdict(
-        Outcome.FAILED,
+        Outcome.REPLACED,
         f"replaced by ECS deployment {other.id} {describe_other(other)}",
         replaced_by=other.id,
+        ended_at=other.created_at,
     )
 
 
@@ -273,6 +295,9 @@ class Snapshot:
     # The log stream of the newest stopped task so far: kept to the final snapshot, so a
     # failure says where to look even when no task stopped in its last poll.
     log_url: str = ""
+    # The final snapshot's: when the deployment ended (Verdict.ended_at, else ``at``); the
+    # record's finished_at, so a duration ends when the deployment did.
+    ended_at: datetime | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -1,21 +1,18 @@
-"""One message to a target's channel from outside the bot: a terminal's ``--break-glass``.
+"""What the bot says in a target's channel about changes made through another door.
 
-The deploy is already recorded when this runs; a Slack that is not configured or refuses
-is reported to the person at the terminal, never an error that undoes anything.
+A terminal records what it did (a freeze, an unfreeze, an abort, a ``--break-glass``) in the
+table (``News``); the bot reads it there and says it here, so no laptop needs the bot's Slack
+token. An ECS deployment no record explains (the console, CloudFormation) is said as such.
 """
 
 from __future__ import annotations
 
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-
-from bot.logs import redact
+from bot.deploy.ledger import News
+from bot.deploy.rollout import EcsDeployment, revision_of
+from bot.mrkdwn import escape as esc
+from bot.mrkdwn import link
 from bot.settings import Settings
+from bot.slack.names import CommandNames
 from bot.targets import Target
 
 
@@ -27,31 +24,48 @@ def channel_of(settings: Settings, target: Target) -> str | None:
     return sorted(target.channels)[0] if target.channels else None
 
 
-def announce(settings: Settings, target: Target, text: str) -> tuple[str, str]:
-    """Post ``text`` to the target's channel: (the channel, "") or ("", what went wrong)."""
-    token = settings.secret("slack_bot_token")
-    channel = channel_of(settings, target)
-    if not token or not channel:
-        missing = " and ".join(
-            name
-            for name, value in (("SLACK_BOT_TOKEN", token), ("SLACK_CHANNEL", channel))
-            if not value
+def _who(news: News) -> str:
+    """The declared name, and what AWS said the caller is: a terminal's name is self-declared
+    (DEPLOYBOT_USER), its AWS identity is not."""
+    who = f"*{esc(news.who)}*"
+    return f"{who} (AWS `{esc(news.aws_identity)}`)" if news.aws_identity else who
+
+
+def news_text(news: News, target: str, commands: CommandNames) -> str:
+    """The channel's sentence for ``news`` about ``target``."""
+    name = f"*{esc(target)}*"
+    who = _who(news)
+    if news.kind == "freeze":
+        return (
+            f"🧊 {who} froze {name} from a terminal: {esc(news.reason)}. Deploys, redeploys "
+            f"and promotions are refused until `{commands.deploy} unfreeze {esc(target)}`; "
+            "rollback and abort still work."
         )
-        return "", f"{missing} not set"
-    client = WebClient(
-        token=token,
-        base_url=settings.slack_api_base,
-        timeout=15,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=2),
-        ],
+    if news.kind == "unfreeze":
+        return f"☀️ {who} unfroze {name} from a terminal ({esc(news.reason)})."
+    if news.kind == "abort":
+        return (
+            f"🛑 {who} stopped `{esc(news.deployment_id)}` of `{esc(news.tag)}` on {name} "
+            f"from a terminal: `{esc(news.detail)}` goes back now."
+        )
+    if news.kind == "break-glass":
+        return (
+            f":rotating_light: {who} used --break-glass on {name}: {esc(news.detail)} "
+            f"(deployment `{esc(news.deployment_id)}`). Reason: {esc(news.reason)}."
+        )
+    return f"{who} changed {name} from a terminal: {esc(news.kind)} {esc(news.detail)}".strip()
+
+
+def outside_text(deployment: EcsDeployment, image: str, target: str, console_url: str) -> str:
+    """An ECS deployment on ``target`` that deploybot did not start."""
+    runs = f"`{esc(image)}` ({esc(revision_of(deployment.task_definition))})"
+    if not image:
+        runs = f"`{esc(revision_of(deployment.task_definition))}`"
+    state = deployment.rollout_state or deployment.status
+    return (
+        f"⚠️ An ECS deployment started *outside deploybot* on *{esc(target)}*: "
+        f"`{esc(deployment.id)}` runs {runs}, {esc(state.lower())} "
+        f"({deployment.running}/{deployment.desired} running). deploybot's history does not "
+        f"have it (the console, CloudFormation, the AWS CLI?); the service's deployments: "
+        f"{link(console_url, 'ECS console')}."
     )
-    try:
-        client.chat_postMessage(channel=channel, text=text, unfurl_links=False)
-    except SlackApiError as exc:
-        return "", f"Slack refused it ({exc.response.get('error', 'unknown_error')})"
-    except OSError as exc:
-        return "", redact(f"could not reach Slack at {settings.slack_api_base}: {exc}", [token])
-    return channel, ""

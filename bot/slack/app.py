@@ -15,6 +15,7 @@ from bot.fleet import Fleet
 from bot.settings import Settings
 from bot.slack import actions, bolt_fixes, commands, guards
 from bot.slack.context import BotContext, PooledAnswers
+from bot.slack.workspace import Strangers
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
@@ -59,6 +60,7 @@ def build_app(
     )
     ctx.fleet.speak("slack")  # refusals suggest slash commands, under their configured names
     app.use(PooledAnswers(ctx))
+    app.use(Strangers(ctx))  # every door: changes only from the bot's own workspace
 
     commands.register(app, ctx)
     actions.register(app, ctx)

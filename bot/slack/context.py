@@ -28,7 +28,7 @@ from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.fleet import Ask, Fleet
-from bot.rules import Door, RuleRefused
+from bot.rules import Door, Home, RuleRefused
 from bot.settings import Settings
 from bot.slack.progress import ProgressBoard, ProgressMessage, slack_problem
 from bot.targets import Target
@@ -49,6 +49,9 @@ class BotContext:
     client: AsyncWebClient
     min_update_interval: float = 2.0
     bot_name: str = "deploybot"  # the bot's Slack handle, from auth.test when Slack answered
+    # The bot's own workspace (SLACK_TEAM_ID, the org from auth.test): changes come only from
+    # it (bot/slack/workspace.py). None until auth.test answered.
+    home: Home | None = None
     _boards: dict[str, ProgressBoard] = field(default_factory=dict)
     # Shared reads (``read``): per key, the read callers may still join (not started yet),
     # and a lock that lets one read of the key run at a time.
@@ -61,6 +64,23 @@ class BotContext:
     # first's lock and is refused before posting anything. The queue's turn holds it from
     # taking a deploy off the queue to its start (bot/slack/guards.py's take_turns).
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def learn_home(self, auth: dict[str, Any]) -> None:
+        """The bot's workspace from auth.test's answer: SLACK_TEAM_ID if set, else its
+        ``team_id``; on Enterprise Grid its ``enterprise_id``."""
+        said = str(auth.get("team_id") or "")
+        team = self.settings.slack_team_id or said
+        if not team:
+            return
+        if said and said != team:
+            log.error(
+                "SLACK_TEAM_ID is %s but the bot token belongs to workspace %s: changes are "
+                "taken only from %s",
+                team,
+                said,
+                team,
+            )
+        self.home = Home(team, str(auth.get("enterprise_id") or "") or None)
 
     # -- targets ------------------------------------------------------------------------------
     @property

@@ -41,14 +41,14 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, DeployRefused, LockHeld
+from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
 from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
 from bot.rules import Action, Door, Rule, RuleRefused
-from bot.slack.messages import Message
+from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
 from bot.targets import Target
 
 log = logging.getLogger("deploybot.slack.guards")
@@ -60,6 +60,7 @@ QUEUE_ACTION = "deploy_when_free"
 TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
 UNLOCK_ACTION = "break_lock"
+MOVED_TAG_ACTION = "deploy_moved_tag"  # a release tag re-pushed on purpose: deploy it anyway
 SEP = "|"
 # What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
 # (its request names the image, checked again at its turn).
@@ -206,6 +207,32 @@ def queue_offer(
     return Message(text=refusal, blocks=blocks)
 
 
+def moved_tag_offer(refusal: str, target: Target, moved: MovedTag) -> Message:
+    """A release tag that names another image than the one deployed under it: the refusal,
+    and a button (behind a confirm) that deploys the image it names now, that one only."""
+    button = ButtonElement(
+        text=PlainTextObject(text="Deploy it anyway"),
+        action_id=MOVED_TAG_ACTION,
+        value=button_value(target.name, moved.tag, moved.digest)[:2000],
+        style="danger",
+        confirm=ConfirmObject(
+            title="Deploy a moved tag?",
+            text=MarkdownTextObject(
+                text=f"`{esc(moved.tag)}` now names {short_digest(moved.digest)}, not "
+                f"{short_digest(moved.recorded)} that was deployed under it. Deploy "
+                f"{short_digest(moved.digest)} to *{esc(target.name)}*?"
+            ),
+            confirm="Deploy",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=refusal[:3000])),
+        ActionsBlock(block_id="moved_tag", elements=[button]),
+    )
+    return Message(text=refusal, blocks=blocks)
+
+
 def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
     if item.mode is QueueMode.TELL:
         text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
@@ -257,10 +284,18 @@ async def guarded(
     tag: str = "",
     request_id: str = "",
     approved_by: tuple[str, ...] = (),
+    allow_moved_tag: str = "",
 ) -> DeploymentRecord | None:
     """A change through a Slack door: planned through the rules, shown, started; or the
-    refusal, an approval request, or the queue's offer. Never raises a refusal."""
-    via = Via(door=door, channel=channel, approved_by=approved_by, request_id=request_id)
+    refusal, an approval request, or the queue's offer. Never raises a refusal.
+    ``allow_moved_tag``: the digest a person confirmed a moved release tag names."""
+    via = Via(
+        door=door,
+        channel=channel,
+        approved_by=approved_by,
+        request_id=request_id,
+        allow_moved_tag=allow_moved_tag,
+    )
     try:
         return await place.launch(lambda: plan(via), channel, reply)
     except RuleRefused as refused:
@@ -275,6 +310,8 @@ async def guarded(
     except LockHeld as held:
         text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
         await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
+    except MovedTag as moved:
+        await _offer(reply, moved_tag_offer(esc(moved.message), place.target, moved))
     except DeployRefused as exc:
         await _say(reply, esc(exc.message))
     return None
@@ -342,6 +379,23 @@ async def freeze(
         f"`{esc(place.engine.hints.unfreeze(place.target.name))}`; rollback and abort still work."
     )
     await _announce(ctx, reply, channel, text)
+    # A deploy that took the lock before the freeze is not stopped by it: say so, offer Stop.
+    try:
+        rolling = await asyncio.to_thread(place.engine.rolling_out)
+    except DeployError as exc:
+        log.warning("could not tell whether a deploy is rolling out: %s", exc)
+        return
+    if rolling is None:
+        return
+    said = (
+        f"A deploy started before the freeze is still rolling out: {esc(rolling.kind)} "
+        f"`{esc(rolling.id)}` of `{esc(rolling.tag)}`. Stop it?"
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=said))]
+    if offers_stop(rolling, None):
+        name = place.target.name if ctx.several else ""
+        blocks.append(ActionsBlock(block_id="stop", elements=[stop_button(rolling, name)]))
+    await _offer(reply, Message(text=said, blocks=tuple(blocks)))
 
 
 async def unfreeze(
@@ -509,6 +563,7 @@ def register(app: AsyncApp, ctx: Any) -> None:
     on(TELL_ACTION, tell_clicked, "the Tell me when free button")
     on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
     on(UNLOCK_ACTION, unlock_clicked, "the Break the lock button")
+    on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
 
 
 async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note: str) -> None:
@@ -564,21 +619,24 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
         more = "1 more approval" if approval.missing == 1 else f"{approval.missing} more"
         await _update_request(ctx, request, place, f"Needs {more}")
         return
-    await _update_request(ctx, request, place, f"Approved by {mention(approver.who)}: deploying")
     planned = approval.plan
-    await guarded(
-        ctx,
-        place,
-        respond,
-        channel,
-        planned.requester,
-        lambda _via: planned,
-        door=Door.BUTTON,
-        kind=request.kind,
-        tag=request.tag,
-        request_id=request.id,
-        approved_by=request.approved_by,
-    )
+    try:
+        record = await place.launch(lambda: planned, channel, respond)
+    except LockHeld:
+        # Taken while the deployment's message was being posted: it waits for its requester.
+        return await _queue_approved(ctx, place, respond, request, approver, channel)
+    except RuleRefused as refused:
+        if refused.rule is Rule.QUEUE:
+            return await _queue_approved(ctx, place, respond, request, approver, channel)
+        await _update_request(ctx, request, place, f"⚠️ Approved, not deployed: {refused.message}")
+        return await _say(respond, _refusal_text(refused))
+    except DeployRefused as exc:
+        await _update_request(ctx, request, place, f"⚠️ Approved, not deployed: {exc.message}")
+        return await _say(respond, esc(exc.message))
+    if record is not None:
+        await _update_request(
+            ctx, request, place, f"Approved by {mention(approver.who)}: deploying ({record.id})"
+        )
 
 
 async def _queue_approved(
@@ -611,8 +669,13 @@ async def _queue_approved(
         )
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    behind = f" behind `{esc(held.deployment_id)}`" if held and held.deployment_id else ""
     await _update_request(
-        ctx, request, place, f"Approved by {mention(approver.who)}: queued, number {position}"
+        ctx,
+        request,
+        place,
+        f"Approved by {mention(approver.who)}; queued as number {position}{behind}",
     )
     msg = queued_message(item, position, place.target)
     try:
@@ -732,12 +795,31 @@ async def take_turns(ctx: Any, place: Place) -> None:
     if turn is not None and turn.plan is None:
         item = turn.item
         why = _refusal_text(turn.refused) if turn.refused else "refused"
-        await _tell(
-            ctx,
-            item,
+        text = (
             f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
-            f"did not start when its turn came: {why}",
+            f"did not start when its turn came: {why}"
         )
+        again: tuple[Block, ...] = ()
+        if item.kind == "deploy" and item.tag:
+            again = (
+                SectionBlock(text=MarkdownTextObject(text=text[:3000])),
+                ActionsBlock(
+                    block_id="again",
+                    elements=[
+                        deploy_button(
+                            item.tag,
+                            place.engine.service_name,
+                            target=place.target.name if ctx.several else "",
+                        )
+                    ],
+                ),
+            )
+        await _tell(ctx, item, text, again)
+        if item.request_id:
+            request = await asyncio.to_thread(place.engine.guards.request, item.request_id)
+            if request is not None:
+                plain = turn.refused.message if turn.refused else "refused"
+                await _update_request(ctx, request, place, f"⚠️ Not deployed at its turn: {plain}")
     elif started:
         log.info("a queued deploy started", extra={"service": engine.service_name})
 
@@ -770,15 +852,16 @@ async def _start_turn(ctx: Any, place: Place, item: QueuedItem, planned: Plan) -
     return record is not None
 
 
-async def _tell(ctx: Any, item: QueuedItem, text: str) -> None:
+async def _tell(ctx: Any, item: QueuedItem, text: str, blocks: tuple[Block, ...] = ()) -> None:
     """An ephemeral to the person in the channel they asked from (a DM without one)."""
+    shown = {"blocks": [b.to_dict() for b in blocks]} if blocks else {}
     try:
         if item.channel:
             await ctx.client.chat_postEphemeral(
-                channel=item.channel, user=item.requester.who, text=text
+                channel=item.channel, user=item.requester.who, text=text, **shown
             )
         else:
-            await ctx.client.chat_postMessage(channel=item.requester.who, text=text)
+            await ctx.client.chat_postMessage(channel=item.requester.who, text=text, **shown)
     except Exception as exc:
         log.warning("could not tell %s: %s", item.requester.who, exc)
 
@@ -810,3 +893,24 @@ async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: f
                 log.warning("queue pass for %s failed: %s", place.target.name, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(released.wait(), interval)
+
+
+async def moved_tag_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    """Deploy it anyway: the release tag's new image, confirmed; if the tag moved again since
+    the offer, that is refused (and offered) again."""
+    name, tag, digest = read_value(_value(body), 2)
+    place = place_of(ctx, name)
+    requester, channel = _who(body), _channel(body)
+    await guarded(
+        ctx,
+        place,
+        respond,
+        channel,
+        requester,
+        lambda via: ctx.fleet.plan(
+            place.target, Action.DEPLOY, Ask.through(requester, via), tag=tag
+        ),
+        door=Door.BUTTON,
+        tag=tag,
+        allow_moved_tag=digest or "-",
+    )

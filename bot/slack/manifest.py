@@ -61,6 +61,12 @@ oauth_config:
       - chat:write
       # The three slash commands.
       - commands
+      # conversations.info before a change: whether the channel is shared with another
+      # organisation (Slack Connect: is_ext_shared) or a group DM (is_mpim); public channels,
+      # private channels and group DMs each need their own scope (bot/slack/workspace.py).
+      - channels:read
+      - groups:read
+      - mpim:read
 settings:
   interactivity:
     # The Deploy button on CI's notices and the Rollback button on final messages.

@@ -79,6 +79,16 @@ def _where(kind: str, target: str) -> str:
     return _on(target) if kind == "rollback" else _to(target)
 
 
+# A completed change's heading: a rollback says where it went back to, never "Deployed".
+DONE = {"deploy": "Deployed", "redeploy": "Redeployed", "rollback": "Rolled back to"}
+
+
+def _change_of(kind: str, tag: str, target: str) -> str:
+    """ "Deployment of v4.4.0 to staging", "Rollback to v4.3.0 on staging"."""
+    noun = {"redeploy": "Redeploy of", "rollback": "Rollback to"}.get(kind, "Deployment of")
+    return f"{noun} {tag}{_where(kind, target)}"
+
+
 # A confirm dialog's text: "Maximum length for the text in this field is 300 characters"
 # (Block Kit, "Confirmation dialog object", docs.slack.dev/reference/block-kit/
 # composition-objects/confirmation-dialog-object; the same limit in slack-messaging's and
@@ -336,12 +346,15 @@ def progress(
     later one completed (what runs is no longer this). Buttons that no longer apply go, and a
     line names the later deployment."""
     outcome = snap.outcome if snap else None
+    what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
-        title = f"✅ Deployed {record.tag}{_to(target)}"
+        title = f"✅ {DONE.get(record.kind, 'Deployed')} {record.tag}{_where(record.kind, target)}"
     elif outcome in (Outcome.FAILED, Outcome.ROLLED_BACK):
-        title = f"❌ Deployment of {record.tag}{_to(target)} failed"
+        title = f"❌ {what} failed"
     elif outcome == Outcome.ABORTED:
-        title = f"🛑 Deployment of {record.tag}{_to(target)} aborted"
+        title = f"🛑 {what} aborted"
+    elif outcome == Outcome.REPLACED:
+        title = f"⏭️ {what} replaced"
     elif outcome == Outcome.NOT_STARTED:
         title = f"🚫 {record.tag} was not deployed{_to(target)}"
     elif outcome == Outcome.STILL_ROLLING_OUT:
@@ -354,9 +367,19 @@ def progress(
         )
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
     state = (snap.rollout_state if snap else "") or "STARTING"
+    state_reason = snap.rollout_reason if snap else ""
+    whose = ""
+    if outcome == Outcome.ABORTED:
+        # Its final counts and state are those of the deployment that put the previous task
+        # definition back: say whose they are, never "Rollout: COMPLETED" over an abort.
+        state, state_reason = "ABORTED", ""
+        whose = f" `{esc(record.previous_tag or revision_of(record.previous_task_definition))}`"
     fields = [
         MarkdownTextObject(text=f"*Service*\n{esc(record.service)}"),
-        MarkdownTextObject(text=f"*By*\n{who(record)} ({esc(record.source)})"),
+        MarkdownTextObject(
+            text=f"*By*\n{who(record)} ({esc(record.source)})"
+            + (f"\nAWS `{esc(record.who_arn)}`" if record.who_arn else "")
+        ),
         MarkdownTextObject(text=f"*Tag*\n{_tag_text(record.tag, record.digest, record.commit)}"),
         MarkdownTextObject(
             text=f"*Revision*\n{esc(revision_of(record.task_definition))} (was "
@@ -372,11 +395,10 @@ def progress(
     blocks += [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running"
+                text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running{whose}"
                 f"{f', {pending} pending' if pending else ''}"
                 f"{f', {snap.failed} failed' if snap and snap.failed else ''}"
-                f"\n*Rollout:* {esc(state)}"
-                + (f" — {esc(snap.rollout_reason)}" if snap and snap.rollout_reason else "")
+                f"\n*Rollout:* {esc(state)}" + (f" — {esc(state_reason)}" if state_reason else "")
             )
         ),
     ]
@@ -474,6 +496,8 @@ def _outcome_text(
         return f"*Failed after {took}:* {why}."
     if snap.outcome == Outcome.ABORTED:
         return f"*Aborted after {took}:* {why}; `{tag}` is *not* running."
+    if snap.outcome == Outcome.REPLACED:
+        return f"*Replaced after {took}:* {why.removeprefix('replaced ')}."
     if snap.outcome == Outcome.NOT_STARTED:
         return f"*Nothing changed:* {why}."
     if snap.outcome == Outcome.UNKNOWN:
@@ -485,8 +509,8 @@ def _outcome_text(
         )
     return (
         f"*Still rolling out after {took}* ({snap.running}/{snap.desired} running). "
-        f"ECS carries on and the lock is released; `{status}` shows how it goes, "
-        "and this message shows the outcome once ECS is done."
+        f"ECS carries on, and it keeps the lock until ECS ends it; `{status}` shows how it "
+        "goes, and this message shows the outcome once ECS is done."
     )
 
 
@@ -522,7 +546,7 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     out = []
     for r in records:
         took = f", {_duration(r.duration)}" if r.duration is not None else ""
-        outcome = r.outcome.label if r.outcome else "in progress"
+        outcome = esc(r.outcome_text)
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
@@ -553,17 +577,23 @@ def status(st: Status, target: str = "") -> Message:
     digest = f"{esc(st.short_digest)}, " if st.digest else ""
     if commit := commit_text(st.commit):
         digest = f"{esc(commit)}, {digest}"
+    # During a rollout the service's task definition is the release it goes to, while the
+    # old one may still run every task: never "Running v4.6.0 … 3/3 running" then.
+    going = "rolling out " if st.mixed else ""
+    tasks = f"`{progress_bar(st.running, st.desired)}` {st.tasks_text()}"
+    if st.mixed:
+        tasks = "\n".join(
+            f"`{progress_bar(t.running, t.desired)}` {esc(t.describe())}" for t in st.tasks
+        )
     blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {st.tag}"[:150])),
+        HeaderBlock(text=PlainTextObject(text=f"{target or st.service}: {going}{st.tag}"[:150])),
         SectionBlock(
             fields=[
                 MarkdownTextObject(
-                    text=f"*Running*\n`{esc(st.tag)}` ({digest}{esc(st.revision)}){put_there}"
+                    text=f"*{'Rolling out' if st.mixed else 'Running'}*\n`{esc(st.tag)}` "
+                    f"({digest}{esc(st.revision)}){put_there}"
                 ),
-                MarkdownTextObject(
-                    text=f"*Tasks*\n`{progress_bar(st.running, st.desired)}` "
-                    f"{st.running}/{st.desired} running, {st.pending} pending"
-                ),
+                MarkdownTextObject(text=f"*Tasks*\n{tasks}"[:2000]),
                 MarkdownTextObject(text=f"*Rollout*\n{rollout}"),
                 MarkdownTextObject(text=f"*Lock*\n{lock}"),
             ]
@@ -601,8 +631,8 @@ def status(st: Status, target: str = "") -> Message:
             ),
         ]
     text = (
-        f"{esc(st.service)} runs {esc(st.tag)}: {st.running}/{st.desired} running; "
-        f"rollout {rollout}"
+        f"{esc(st.service)} {'is rolling out' if st.mixed else 'runs'} {esc(st.tag)}: "
+        f"{esc(st.tasks_text())}; rollout {rollout}"
     )
     return Message(text=text, blocks=tuple(blocks))
 
@@ -634,10 +664,13 @@ def status_all(rows: Sequence[TargetStatus], commands: CommandNames = DEFAULT_CO
                 else "none"
             )
             lock = esc(st.lock.describe()) if st.lock else "free"
+            counts = f"{st.running}/{st.desired} running" + (
+                f", {st.pending} pending" if st.pending else ""
+            )
             line = (
-                f"{name} `{esc(st.tag)}`{digest}\n`{progress_bar(st.running, st.desired)}` "
-                f"{st.running}/{st.desired} running"
-                + (f", {st.pending} pending" if st.pending else "")
+                f"{name} {'rolling out ' if st.mixed else ''}`{esc(st.tag)}`{digest}\n"
+                f"`{progress_bar(st.running, st.desired)}` "
+                + (esc(st.tasks_text()) if st.mixed else counts)
                 + f" · rollout: {rollout} · lock: {lock}"
                 + (f"\n🧊 *frozen*: {esc(st.freeze.reason)}" if st.freeze else "")
                 + (f" · {len(st.queue)} queued" if st.queue else "")
@@ -891,7 +924,7 @@ def image_claimed(
 def outcome_notice(record: DeploymentRecord, snap: Snapshot, permalink: str | None) -> Message:
     """What the requester hears once their deployment ended: the outcome, and the way to
     the deployment's message in the channel."""
-    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫"}.get(
+    icon = {Outcome.COMPLETED: "✅", Outcome.NOT_STARTED: "🚫", Outcome.REPLACED: "⏭️"}.get(
         snap.outcome or Outcome.FAILED, "❌"
     )
     label = snap.outcome.label if snap.outcome else "ended"

@@ -15,6 +15,14 @@ Several bot replicas share the table: a message is shown by the replica that hol
 deployment's follower lease (the engine's), and only by it. The others leave it alone until
 the lease lapses (its holder died), then one of them takes over the same message; the thread
 replies already posted are in the record (``replied``) and are not posted again.
+
+Every change is seen in the target's channel, whichever door made it. A deployment with no
+message yet (a terminal's, ``--no-wait``'s) is posted there by one replica: the one that
+follows it, or, while a terminal follows it, the one that claimed its first post in the
+record (``Ledger.claim_post``), which shows what ECS says of it at each pass until it ends and
+its outcome is shown as any other. What terminals did that is no deployment (freeze, unfreeze,
+abort, break-glass) is read from the table with the records and said once (``News``); an ECS
+deployment no record explains is reported once (``Ledger.claim_outside_report``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -31,9 +41,10 @@ from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine, Plan
 from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord
-from bot.deploy.rollout import Outcome, Snapshot
+from bot.deploy.ledger import DeploymentRecord, News
+from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot
 from bot.slack import messages
+from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message
 from bot.slack.requester import tell_requester
 
@@ -47,6 +58,9 @@ REPLY_TRIES = 4
 PERMANENT = frozenset(
     {"message_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text"}
 )
+# A closed deployment with no message is posted when it ended this recently: what ended
+# before (a history older than the bot) is not news.
+POST_ENDED_WITHIN = timedelta(days=1)
 
 
 def message_ref(channel: str, ts: str) -> str:
@@ -420,10 +434,17 @@ class ProgressBoard:
         self.target = target  # see ProgressMessage
         self.promote_to = promote_to
         self.messages: dict[str, ProgressMessage] = {}
+        # Messages of deployments another process follows (a terminal): shown from what ECS
+        # says at each pass, until the record is closed (then finished as any other).
+        self.shadows: dict[str, ProgressMessage] = {}
         # The last outcome this board showed, whose buttons apply until the next deployment.
         self.latest: ProgressMessage | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The target's channel: where what has no message yet is posted.
         self.fallback_channel: str | None = None
+        self._reported: set[str] = set()  # ECS deployments reported (or claimed elsewhere)
+        # Where shadowed messages are, for a record read before its message_ref was written.
+        self._refs: dict[str, str] = {}
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name or None)
@@ -468,7 +489,7 @@ class ProgressBoard:
         the fallback channel; False when it is shown nowhere (it is followed all the same)."""
         if record.id in self.messages:
             return True
-        where = parse_ref(record.message_ref)
+        where = parse_ref(record.message_ref or self._refs.get(record.id, ""))
         if where is None and not self.fallback_channel:
             return False
         channel, ts = where or (self.fallback_channel or "", "")
@@ -516,22 +537,181 @@ class ProgressBoard:
             log.info("showing an outcome settled since", extra=progress._log_extra())
         return finished
 
-    async def reconcile_forever(self, interval: float) -> None:
+    async def reconcile_forever(self, interval: float, outside_every: float = 60.0) -> None:
         """Every ``interval``: reconcile open records with ECS (the engine), show outcomes
-        settled since, and follow open deployments nobody follows (a ``--no-wait`` deploy, a
-        process that died). Never stops for AWS or Slack trouble."""
+        settled since, follow open deployments nobody follows (a ``--no-wait`` deploy, a
+        process that died), post those with no message yet and announce what terminals did;
+        every ``outside_every``, report ECS deployments started outside deploybot since the
+        bot started. Never stops for AWS or Slack trouble."""
+        since = self.engine.clock.now()
+        next_outside = self.engine.clock.monotonic() + outside_every
         while True:
+            due = self.engine.clock.monotonic() >= next_outside
+            if due:
+                next_outside = self.engine.clock.monotonic() + outside_every
             try:
-                records = await asyncio.to_thread(self._history)
-                await self._finish_unshown(records)
-                for record in self._unfollowed(records):
-                    if await asyncio.to_thread(self.engine.follow, record):
-                        self.watch(record)
+                await self.pass_once(outside_since=since if due else None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("reconcile pass failed: %s", exc)
             await asyncio.sleep(interval)
+
+    async def pass_once(self, outside_since: datetime | None = None) -> None:
+        """One pass (see reconcile_forever): one Query of the records and the news, and a
+        DescribeServices only when a record needs judging, a terminal's deployment is shown
+        here, or ``outside_since`` asks for deployments started outside deploybot."""
+        seen = await asyncio.to_thread(
+            lambda: self.engine.look_around(
+                20, describe=bool(self.shadows), outside_since=outside_since
+            )
+        )
+        records = seen.records
+        await self._announce(seen.news)
+        await self._end_shadows(records)
+        await self._finish_unshown(records)
+        for record in self._unfollowed(records):
+            if await asyncio.to_thread(self.engine.follow, record):
+                self.watch(record)
+        await self._post_unposted(records, seen.state)
+        if seen.outside:
+            await self._report_outside(seen.outside)
+
+    # -- what no message shows yet --------------------------------------------------------------
+    async def _post_unposted(
+        self, records: list[DeploymentRecord], state: ServiceState | None
+    ) -> None:
+        """Post, once whatever the replicas, every recent deployment that has no message: one a
+        terminal follows (shown here from ECS until it ends) or one that ended unseen (its
+        outcome). One nobody follows is the follower's to post (``_unfollowed``)."""
+        channel = self.fallback_channel
+        now = self.engine.clock.now()
+        for record in records:
+            if not channel:
+                return
+            if record.id in self.messages:
+                continue
+            if parse_ref(record.message_ref or self._refs.get(record.id, "")) is not None:
+                continue
+            shadow = self.shadows.get(record.id)
+            if shadow is not None:
+                if state is not None:
+                    shadow._show(shadow._render(_seen(record, state, now)))
+                continue
+            if record.open:
+                if not self.engine.followed_elsewhere(record):
+                    continue  # followed here, or about to be: its watcher posts it
+            elif record.finished_at is None or now - record.finished_at > POST_ENDED_WITHIN:
+                continue
+            elif not await asyncio.to_thread(self.engine.own, record):
+                continue  # another replica shows it
+            lease = self.engine.settings.lock_lease_seconds
+            follower = self.engine.poller.follower
+            try:
+                claimed = await asyncio.to_thread(
+                    self.engine.ledger.claim_post, record, follower, lease
+                )
+            except DeployError as exc:
+                log.warning("could not claim the message: %s", exc, extra=record.log_fields)
+                claimed = False
+            if not claimed:
+                if not record.open:
+                    await asyncio.to_thread(self.engine.disown, record)
+                continue
+            progress = self._message(record, channel)
+            log.info("posting a deployment that has no message", extra=progress._log_extra())
+            if record.open:
+                self.shadows[record.id] = progress
+                snap = _seen(record, state, now) if state is not None else None
+                self.spawn(self._shadow(progress, snap), name=f"shadow:{record.id}")
+            else:
+                self.messages[record.id] = progress
+                self.spawn(self._finish(progress), name=f"finish:{record.id}")
+
+    async def _shadow(self, progress: ProgressMessage, snap: Snapshot | None) -> None:
+        try:
+            await progress.recall_change()
+            progress._show(progress._render(snap))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the deployment failed", extra=progress._log_extra())
+
+    async def _end_shadows(self, records: list[DeploymentRecord]) -> None:
+        """A shadowed deployment that ended, or that this process follows now (its terminal
+        died): its message is finished, or followed, as any other from here on (the same
+        message, whether or not the record read already says where it is)."""
+        by_id = {r.id: r for r in records}
+        for record_id, shadow in list(self.shadows.items()):
+            record = by_id.get(record_id)
+            if record is not None and record.open and self.engine.followed_elsewhere(record):
+                continue
+            del self.shadows[record_id]
+            shadow.gave_up = "shown by another watcher now"  # nothing more from the shadow
+            await shadow._handed_over()
+            if record is None or not shadow.ts:
+                continue
+            self._refs[record.id] = shadow.ref
+            if record.open or record.id in self.messages:
+                continue  # followed here from now on: ``watch`` finds the message
+            if not await asyncio.to_thread(self.engine.own, record):
+                continue
+            progress = self._message(replace(record, message_ref=shadow.ref), *_where(shadow))
+            self.messages[record.id] = progress
+            self.spawn(self._finish(progress), name=f"finish:{record.id}")
+
+    async def _announce(self, news: list[News]) -> None:
+        """Say what terminals did, each once: taken from the table by one replica, put back
+        when Slack does not take it (the next pass tries again)."""
+        channel = self.fallback_channel
+        if not channel:
+            return
+        target = self.engine.target.name
+        commands = self.engine.settings.slack_commands
+        for item in news:
+            if not await asyncio.to_thread(self.engine.ledger.take_news, item):
+                continue
+            try:
+                await self.client.chat_postMessage(
+                    channel=channel, text=news_text(item, target, commands), unfurl_links=False
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not announce the %s: %s", item.kind, slack_problem(exc))
+                await asyncio.to_thread(self.engine.ledger.put_back_news, item)
+                return
+            log.info("announced a terminal's %s", item.kind, extra={"who": item.who})
+
+    async def _report_outside(self, found: tuple[EcsDeployment, ...]) -> None:
+        """Say, once whatever the replicas, that ECS rolls out a deployment deploybot did not
+        start."""
+        channel = self.fallback_channel
+        if not channel:
+            return
+        for deployment in found:
+            if deployment.id in self._reported:
+                continue
+            claimed = await asyncio.to_thread(
+                self.engine.ledger.claim_outside_report, deployment.id, self.engine.poller.follower
+            )
+            self._reported.add(deployment.id)
+            if not claimed:
+                continue
+            image = await asyncio.to_thread(self.engine.image_of, deployment.task_definition)
+            text = outside_text(deployment, image, self.engine.target.name, self.engine.console_url)
+            try:
+                await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not report an outside deployment: %s", slack_problem(exc))
+                continue
+            log.warning(
+                "ECS deployment %s was started outside deploybot",
+                deployment.id,
+                extra={"service": self.engine.service_name},
+            )
 
     def _unfollowed(self, records: list[DeploymentRecord]) -> list[DeploymentRecord]:
         """Open records nobody follows: no lease (a ``--no-wait`` deploy), or one its holder
@@ -595,6 +775,32 @@ class ProgressBoard:
                 await asyncio.to_thread(self.engine.disown, progress.record)
 
     async def close(self) -> None:
+        for shadow in self.shadows.values():
+            await shadow._handed_over()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _where(progress: ProgressMessage) -> tuple[str, str]:
+    return progress.channel, progress.ts
+
+
+def _seen(record: DeploymentRecord, state: ServiceState, now: datetime) -> Snapshot:
+    """What ECS says of a deployment another process follows, as a snapshot to show (that
+    process judges it and closes the record)."""
+    ours = state.deployment(record.ecs_deployment_id) if record.ecs_deployment_id else None
+    return Snapshot(
+        deployment_id=record.id,
+        ecs_deployment_id=record.ecs_deployment_id,
+        at=now,
+        elapsed=(now - record.started_at).total_seconds(),
+        rollout_state=ours.rollout_state if ours else "",
+        rollout_reason=ours.rollout_reason if ours else "",
+        desired=ours.desired if ours else 0,
+        pending=ours.pending if ours else 0,
+        running=ours.running if ours else 0,
+        failed=ours.failed if ours else 0,
+        note=f"followed by {record.who_display or record.who}'s terminal; shown here as ECS "
+        "reports it",
+    )

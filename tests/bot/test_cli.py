@@ -64,7 +64,25 @@ def test_still_rolling_out_at_the_timeout_exits_3(
     done = cli("deploy", "v4.4.0", ROLLOUT_TIMEOUT_SECONDS="1")
     assert done.returncode == 3
     assert "still rolling out" in done.stdout
-    assert json.loads(cli("status", "--json").stdout)["lock"] is None
+    # ECS carries on: the lock stays with it until someone sees ECS end it (issue 29).
+    assert json.loads(cli("status", "--json").stdout)["lock"]["tag"] == "v4.4.0-ecr-ecs-fargate"
+
+
+def test_status_during_a_rollout_counts_each_releases_tasks_apart(
+    stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    """Issue 29 (7): mid-rollout status said "v4.4.0 … tasks: 3/3 running, 3 pending" while
+    the 3 running tasks were the old release's. Each release's tasks are counted apart."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
+    assert cli("deploy", "v4.4.0", "--no-wait").returncode == 0
+    text = " ".join(cli("status").stdout.split())
+    assert "rolling out v4.4.0-ecr-ecs-fargate" in text, text
+    assert (
+        "tasks: v4.4.0-ecr-ecs-fargate (new): 0/3 running, 3 pending; "
+        "v4.3.0-ecr-ecs-fargate (old): 3 running" in text
+    ), text
+    assert "3/3 running, 3 pending" not in text
 
 
 def test_two_processes_at_once_one_proceeds(stack: LocalStack, simulator: RolloutSimulator) -> None:
@@ -86,7 +104,11 @@ def test_two_processes_at_once_one_proceeds(stack: LocalStack, simulator: Rollou
     assert codes == [0, 2]
     loser = next(r for r in results.values() if r.returncode == 2)
     winner = next(who for who, r in results.items() if r.returncode == 0)
-    assert f"{winner} is deploying v4.4.0-ecr-ecs-fargate" in loser.stderr
+    said = " ".join(loser.stderr.split())
+    # Named as ECS shows it: rolling out (issue 29), or still starting.
+    assert f"{winner} is deploying v4.4.0-ecr-ecs-fargate" in said or (
+        "v4.4.0-ecr-ecs-fargate is still rolling out since" in said and f"by {winner}, ECS" in said
+    ), said
     unlock = cli("unlock")
     assert unlock.returncode == 0 and f"It was {winner}'s" in unlock.stdout
 

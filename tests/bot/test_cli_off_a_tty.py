@@ -41,7 +41,9 @@ def test_history_and_status_print_complete_lines_off_a_terminal(
         "started (UTC)", "id", "kind", "tag (digest)", "who", "from", "outcome", "took"
     ]  # fmt: skip
     row = lines[2].split("\t")
-    assert row[1] == record["id"] and row[4] == "operator-with-a-long-name@build-host.example.com"
+    who = "operator-with-a-long-name@build-host.example.com"
+    # The declared name, and beside it the AWS identity of the credentials (moto's).
+    assert row[1] == record["id"] and row[4] == f"{who} · arn:aws:sts::123456789012:user/moto"
     assert row[3].startswith(f"{V44} · ") and row[6] == "completed", row
     assert row[0] == record["started_at"][:19].replace("T", " ")
     assert "…" not in text and all(line == line.rstrip() for line in lines)

@@ -317,3 +317,46 @@ def test_web_links_follow_the_api(api: str, web: str) -> None:
     assert GitHubClient("o/r", None, api).compare_url("abc1234", "def5678") == (
         f"{web}/o/r/compare/abc1234...def5678"
     )
+
+
+# -- the token stays with GITHUB_API_URL's origin (#24) -----------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("call", ["compare", "create_deployment"])
+def test_a_redirect_to_another_origin_is_not_followed(
+    emu: GitHubEmulator, status: int, call: str
+) -> None:
+    """A proxy or GitHub Enterprise host answering 3xx to another port: the other server (a
+    second stand-in that records every request and its token) hears nothing."""
+    shas = emu.add_commits(["one", "two"])
+    with GitHubEmulator(token=None) as elsewhere:
+        emu.redirect(elsewhere.api_url, call, status=status)  # type: ignore[arg-type]
+        gh = client(emu)
+        result = (
+            gh.compare(shas[0], shas[1])
+            if call == "compare"
+            else gh.create_deployment(shas[1], "production")
+        )
+        assert [c.token for c in elsewhere.calls] == [], "the token went to another origin"
+        assert elsewhere.calls == []
+    assert isinstance(result, Unavailable)
+    assert (result.kind, result.status) == ("refused", status)
+    assert result.reason == (
+        f"GitHub answered {status} to another host ({elsewhere.api_url}); not followed: "
+        f"GITHUB_TOKEN goes only to GITHUB_API_URL ({emu.api_url})"
+    )
+    assert len(emu.calls_of(call)) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [301, 307])
+def test_a_redirect_within_the_origin_is_followed_with_the_token(
+    emu: GitHubEmulator, status: int
+) -> None:
+    """GitHub's own redirects (a renamed repository: 301 or 307) stay on its origin."""
+    shas = emu.add_commits(["one", "two"])
+    emu.redirect(emu.api_url, "compare", status=status)
+    result = client(emu).compare(shas[0], shas[1])
+    assert isinstance(result, Comparison) and result.total_commits == 1
+    calls = emu.calls_of("compare")
+    assert [(c.status, c.token) for c in calls] == [(status, DEFAULT_TOKEN), (200, DEFAULT_TOKEN)]

@@ -15,11 +15,14 @@ from bot.rules import (
     Door,
     Facts,
     Freeze,
+    Home,
+    Origin,
     Rule,
     RuleRefused,
     check,
     freeze_after_failure,
     missing_approvals,
+    workspace,
 )
 from bot.targets import Target
 from bot.windows import parse_windows
@@ -288,7 +291,8 @@ def test_the_table_covers_every_rule_action_and_door() -> None:
         seen.add((expect(action, door), action.value, door.value))
     verdicts = {v for v, _, _ in seen}
     refused_by = {v.removeprefix("refuse:") for v in verdicts if v.startswith("refuse:")}
-    assert refused_by == {r.value for r in Rule} - {"promotion"}  # promotion: below
+    # promotion: below; workspace: rules.workspace, before any target (below too)
+    assert refused_by == {r.value for r in Rule} - {"promotion", "workspace"}
     assert {"ask", "allow", "allow+bypass:freeze", "allow+bypass:windows"} <= verdicts
     assert "allow+bypass:queue" in verdicts
     assert {a for _, a, _ in seen} == {a.value for a in Action}
@@ -786,3 +790,37 @@ def test_freeze_after_failure(outcome: str, reason: str | None) -> None:
     assert (
         freeze_after_failure(STAGING, outcome=outcome, image="v", deployment="d", at=INSIDE) is None
     )
+
+
+# -- strangers (#24): rules.workspace, asked by the Slack middleware before any listener -------
+
+HOME = Home("T0HOME")
+GRID = Home("T0HOME", "E0HOME")
+
+
+@pytest.mark.parametrize(
+    ("origin", "home", "refused"),
+    [
+        (Origin("C0DEPLOYS", ("T0HOME",)), HOME, None),
+        (Origin("C0DEPLOYS", ("T0ACME",)), HOME, "another workspace (T0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "T0ACME")), HOME, "another workspace (T0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME",), ("E0ACME",)), HOME, "another organisation (E0ACME)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "E0HOME"), ("E0HOME",)), GRID, None),
+        (Origin("C0DEPLOYS", ("T0SIS", "E0HOME"), ("E0HOME",)), GRID, "another workspace (T0SIS)"),
+        (Origin("C0DEPLOYS", ("T0HOME", "E0ACME")), GRID, "another workspace (E0ACME)"),
+        (Origin("C0SHARED", ("T0HOME",), shared=True), HOME, "shared with another organisation"),
+        (Origin("D0ALICE", ("T0HOME",), kind="im"), HOME, "not in a direct message"),
+        (Origin("G0GROUP", ("T0HOME",), kind="mpim"), HOME, "not in a group DM"),
+        (Origin("D0LISTED", ("T0HOME",), kind="im"), HOME, None),
+    ],
+)
+def test_changes_come_only_from_the_bots_own_workspace(
+    origin: Origin, home: Home, refused: str | None
+) -> None:
+    decision = workspace(origin, home, frozenset({"D0LISTED", "C0DEPLOYS"}))
+    if refused is None:
+        assert decision.allowed, decision.message
+    else:
+        assert not decision.allowed and decision.rule is Rule.WORKSPACE
+        assert decision.message.startswith("Nothing was changed: ")
+        assert refused in decision.message, decision.message

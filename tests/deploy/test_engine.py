@@ -18,6 +18,7 @@ from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.settings import Settings
 from tests.conftest import LocalStack
+from tests.helpers import wait_until
 from tests.slack.helpers import running_tag
 
 ALICE = Requester("alice", "cli", "Alice")
@@ -156,7 +157,9 @@ def test_slow_rollout_is_still_rolling_out_at_the_timeout(
         engine.close()
     assert final.outcome == Outcome.STILL_ROLLING_OUT
     assert final.outcome.exit_code == 3
-    assert engine.ledger.current_lock() is None
+    # ECS carries on: the lock stays with it until someone sees ECS end it (issue 29).
+    lock = engine.ledger.current_lock()
+    assert lock is not None and lock.deployment_id == record.id
 
 
 def test_lock_refuses_a_second_deploy_naming_the_holder(
@@ -214,6 +217,27 @@ class ShiftedClock(Clock):
 
     def now(self) -> datetime:
         return super().now() + self.by
+
+
+def test_a_deployment_settled_late_takes_as_long_as_ecs_took_not_until_someone_looked(
+    stack: LocalStack, simulator: RolloutSimulator, engine: Engine
+) -> None:
+    """Issue 29 (7): a --no-wait deployment judged two minutes after ECS finished it was
+    recorded as taking "122 s" (until someone looked). Its duration ends when ECS says the
+    deployment ended (the deployment's updatedAt, the event, what replaced it)."""
+    record = engine.start(engine.plan_deploy("v4.4.0", ALICE), follow=False)
+    wait_until(simulator.idle, 60, "the rollout's end in ECS")
+    ecs_took = (datetime.now(record.started_at.tzinfo) - record.started_at).total_seconds()
+    late = Engine(stack.settings, clock=ShiftedClock(timedelta(minutes=2)))
+    try:
+        (settled,) = late.history(1)
+    finally:
+        late.close()
+    assert settled.id == record.id and settled.outcome == Outcome.COMPLETED
+    assert settled.duration is not None and settled.final is not None
+    assert 0 <= settled.duration <= ecs_took, (settled.duration, ecs_took)
+    assert settled.final.elapsed == settled.duration
+    assert engine.ledger.current_lock() is None
 
 
 def test_a_dead_holders_lease_is_taken_over_only_past_the_clock_skew(

@@ -46,6 +46,7 @@ ENGINE_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
     "iam:PassRole",
 }
 # AWS offers no narrower resource for these two.
@@ -299,6 +300,7 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_CHANNEL",
         "DEPLOY_ALLOWED_USERS",
         "DEPLOY_ALLOWED_CHANNELS",
+        "SLACK_TEAM_ID",
         "SLACK_DEPLOY_COMMAND",
         "SLACK_REDEPLOY_COMMAND",
         "SLACK_STATUS_COMMAND",

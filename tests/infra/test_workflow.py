@@ -7,13 +7,20 @@ definitions count on.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
+from bot.local.aws import MotoServer
 from bot.settings import Settings
 from tests.infra.templates import load_template
 
@@ -115,3 +122,118 @@ def test_every_image_is_built_for_linux_amd64_with_its_release(docker: dict[str,
             "RELEASE_VERSION": "${{ steps.tags.outputs.version }}",
             "RELEASE_COMMIT": "${{ github.sha }}",
         }
+
+
+# -- release tags keep their image (#24): the tagging step, run as written against moto ---------
+
+SUFFIX = "-ecr-ecs-fargate"
+REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+STEP = "Tag the images, refusing to move a release tag"
+_OUTPUT = re.compile(r"\$\{\{\s*steps\.(\w+)\.outputs\.(\w+)\s*\}\}")
+
+
+def _manifest(name: str) -> str:
+    def blob(part: str) -> str:
+        return "sha256:" + hashlib.sha256(f"{name} {part}".encode()).hexdigest()
+
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 1}
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "size": 1,
+                "digest": blob("config"),
+            },
+            "layers": [{**layer, "digest": blob("layer")}],
+        }
+    )
+
+
+def _build(ecr: Any, repository: str, name: str) -> str:
+    """The build's push by digest: moto's PutImage wants a tag, so a scratch one stands in."""
+    image = ecr.put_image(
+        repositoryName=repository, imageManifest=_manifest(name), imageTag=f"build-{name}"
+    )
+    return str(image["image"]["imageId"]["imageDigest"])
+
+
+def _named(ecr: Any, repository: str, tag: str) -> str | None:
+    found = ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    return next((str(i["imageId"]["imageDigest"]) for i in found["images"]), None)
+
+
+def _run_tag_step(
+    docker: dict[str, Any], outputs: dict[str, dict[str, str]], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """The step's script with GitHub's default shell (``bash -e``), its env's
+    ``steps.*.outputs.*`` filled in, ``uv run`` the project's environment (the job ran
+    ``uv sync``), and the role's credentials: moto's."""
+    (step,) = [s for s in docker["steps"] if s.get("name") == STEP]
+    env = {k: _OUTPUT.sub(lambda m: outputs[m[1]][m[2]], str(v)) for k, v in step["env"].items()}
+    shim = cwd / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "uv").write_text(
+        f'#!/bin/sh\n[ "$1" = run ] || exit 97\nshift\nexec "{Path(sys.executable).parent}/$@"\n'
+    )
+    (shim / "uv").chmod(0o755)
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=WORKFLOW.parents[2],
+        env={**aws, **env, "PATH": f"{shim}:/usr/bin:/bin", "HOME": str(cwd)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _outputs(service: str, bot: str, tags: list[str]) -> dict[str, dict[str, str]]:
+    """What the tags step and the two builds hand the step, as they would."""
+    refs = {
+        name: "\n".join(f"{REGISTRY}/{repo}:{t}" for t in tags)
+        for name, repo in (("service", "app"), ("bot", "app-bot"))
+    }
+    return {
+        "tags": {"version": tags[0], **refs},
+        "service": {"digest": service},
+        "bot": {"digest": bot},
+    }
+
+
+def test_the_tagging_step_refuses_to_move_a_release_tag(
+    docker: dict[str, Any], aws: MotoServer, tmp_path: Path
+) -> None:
+    ecr = boto3.client("ecr")
+    for repo in ("app", "app-bot"):
+        ecr.create_repository(repositoryName=repo)
+    v440 = ["v4.4.0", "v4.4", "v4", "sha-abc1234"]
+    first = {repo: _build(ecr, repo, f"{repo} v4.4.0") for repo in ("app", "app-bot")}
+    tags = [t + SUFFIX for t in v440]
+    done = _run_tag_step(docker, _outputs(first["app"], first["app-bot"], tags), tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert {_named(ecr, "app", t) for t in tags} == {first["app"]}
+    assert {_named(ecr, "app-bot", t) for t in tags} == {first["app-bot"]}
+    again = _run_tag_step(docker, _outputs(first["app"], first["app-bot"], tags), tmp_path)
+    assert again.returncode == 0, again.stderr + again.stdout  # a re-run of the same images
+
+    # The same release rebuilt (a re-run, or someone pushing the tag again): another digest.
+    rebuilt = _build(ecr, "app", "app v4.4.0 rebuilt")
+    refused = _run_tag_step(docker, _outputs(rebuilt, first["app-bot"], tags), tmp_path)
+    assert refused.returncode == 1
+    assert (
+        f"::error::app:v4.4.0{SUFFIX} names {first['app']} already; this release built {rebuilt}"
+        in refused.stdout
+    ), refused.stdout
+    assert f"app:sha-abc1234{SUFFIX} names {first['app']}" in refused.stdout
+    assert f"app:v4.4{SUFFIX} " not in refused.stdout  # moving tags may move
+    assert {_named(ecr, "app", t) for t in tags} == {first["app"]}  # nothing was tagged
+
+    # The next patch release moves the moving tags, as they are meant to.
+    nxt = [t + SUFFIX for t in ("v4.4.1", "v4.4", "v4", "sha-def5678")]
+    built = {repo: _build(ecr, repo, f"{repo} v4.4.1") for repo in ("app", "app-bot")}
+    moved = _run_tag_step(docker, _outputs(built["app"], built["app-bot"], nxt), tmp_path)
+    assert moved.returncode == 0, moved.stderr + moved.stdout
+    assert {_named(ecr, "app", t) for t in nxt} == {built["app"]}
+    assert _named(ecr, "app", tags[0]) == first["app"]  # v4.4.0 keeps its image

@@ -350,7 +350,7 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
         "🚀 Rolling back to v4.3.0-ecr-ecs-fargate on staging"
     )
     expect(rollback.locator(".b-header")).to_have_text(
-        "✅ Deployed v4.3.0-ecr-ecs-fargate to staging", timeout=30_000
+        "✅ Rolled back to v4.3.0-ecr-ecs-fargate on staging", timeout=30_000
     )
     timings["rollback completed shown"] = time.monotonic() - sent
 

@@ -498,3 +498,43 @@ def test_slacks_own_commands_never_reach_an_app(emu: SlackEmulator) -> None:
     declares one): the emulator will not send one to the bot either."""
     with pytest.raises(ValueError, match="built-in"):
         emu.slash_command("/status", user=ALICE)
+
+
+def test_strangers_dms_and_shared_channels_are_sent_as_slack_sends_them(
+    emu: SlackEmulator, http_bot: str
+) -> None:
+    """#24: a user of another workspace or org sends their own team's ids (a command's
+    team_id/enterprise_id; a click's team and user.team_id, the org's on Grid); a DM's
+    channel_name is "directmessage", a group DM's mpdm-…; conversations.info says
+    is_ext_shared (Slack Connect) and is_mpim."""
+    emu.add_user("W0OUT", "outsider", team="T0ACME", enterprise="E0ACME")
+    emu.add_channel("C0SHARED", "shared", shared=True)
+    group = emu.add_group_dm("G0GROUP", [ALICE, BOB])
+    emu.add_channel("D0ALICE", "@alice")
+    command = emu.slash_command("/deploy", "v1.2.3", user="W0OUT", channel="C0SHARED", url=http_bot)
+    assert (command.payload["team_id"], command.payload["enterprise_id"]) == ("T0ACME", "E0ACME")
+    own = emu.slash_command("/help", user=ALICE, channel="D0ALICE", url=http_bot)
+    assert (own.payload["team_id"], own.payload["channel_name"]) == ("T0DEMO", "directmessage")
+    assert "enterprise_id" not in own.payload
+    in_group = emu.slash_command("/help", user=BOB, channel=group, url=http_bot)
+    assert in_group.payload["channel_name"] == "mpdm-alice--bob-1"
+    msg = emu.wait_for(lambda: emu.messages("C0SHARED") and emu.messages("C0SHARED")[0], 10)
+    click = emu.click(msg, "rollback", user="W0OUT", url=http_bot)
+    assert click.payload["team"] == {
+        "id": "T0ACME",
+        "domain": "t0acme",
+        "enterprise_id": "E0ACME",
+        "enterprise_name": "E0ACME",
+    }
+    assert click.payload["user"]["team_id"] == "E0ACME"
+    assert click.payload["enterprise"] == {"id": "E0ACME", "name": "E0ACME"}
+    web_client = client(emu)
+    shared = web_client.conversations_info(channel="C0SHARED")["channel"]
+    assert (shared["is_ext_shared"], shared["is_mpim"], shared["is_im"]) == (True, False, False)
+    mpim = web_client.conversations_info(channel=group)["channel"]
+    assert (mpim["is_ext_shared"], mpim["is_mpim"]) == (False, True)
+    assert web_client.conversations_info(channel="D0ALICE")["channel"]["is_im"] is True
+    emu.join_enterprise("E0HOME")
+    assert web_client.auth_test()["enterprise_id"] == "E0HOME"
+    on_grid = emu.slash_command("/help", user=ALICE, url=http_bot)
+    assert on_grid.payload["enterprise_id"] == "E0HOME"

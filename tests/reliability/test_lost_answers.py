@@ -16,6 +16,7 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
+from tests.helpers import wait_until
 from tests.reliability.conftest import cli, report
 from tests.slack.helpers import running_tag
 
@@ -112,3 +113,106 @@ def test_a_request_lost_before_ecs_then_denied_is_proven_not_started(
     assert aws.requests.count("ecs", "UpdateService") == 0
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     assert settled(stack) == (Outcome.NOT_STARTED, False, False)
+
+
+def test_a_deploys_update_service_is_not_sent_again_after_a_lost_answer(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): a deploy of a broken image whose
+    UpdateService answer was reset; botocore sent it again after its backoff, by when the
+    circuit breaker had rolled the first attempt's deployment back, and the retry started the
+    broken task definition a second time (a deployment no record knew). Sent once now."""
+    proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert done.returncode == 0, out
+    assert "ECS may have started the deployment" in out
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
+@pytest.mark.parametrize("fault", ["answer dropped", "connection reset"])
+def test_a_redeploy_whose_answer_is_lost_starts_one_ecs_deployment(
+    fault: str,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    """Issue 31, 1: forceNewDeployment starts a deployment each time it reaches ECS. Its
+    answer is lost after moto applied it: the old code sent it again (botocore's retry of a
+    connection error) and ECS started a second deployment over the first. Sent once now,
+    and the lost answer followed to the one deployment ECS started."""
+    if fault == "answer dropped":
+        proxy.drop_answer("ecs", "UpdateService", times=1)
+    else:
+        proxy.reset_answer("ecs", "UpdateService", times=1)
+    done = cli("redeploy")
+    out = done.stdout + done.stderr
+    assert aws.requests.count("ecs", "UpdateService") == 1, "UpdateService sent again: " + out
+    assert "ECS may have started the deployment" in out and "following it" in out, out
+    assert done.returncode == 0, out
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+    engine = Engine(stack.settings)
+    try:
+        (last,) = engine.ledger.history(1)
+        service = engine.aws.describe_service()
+    finally:
+        engine.close()
+    assert service is not None
+    (only,) = service["deployments"]
+    assert (last.kind, last.outcome, last.open) == ("redeploy", Outcome.COMPLETED, False)
+    assert last.ecs_deployment_id == only["id"]
+    report(f"redeploy, UpdateService {fault}", **{"UpdateService calls": 1, "exit code": 0})
+
+
+def test_a_lost_answer_to_taking_the_lock_does_not_lock_the_deploy_out(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): the lock's PutItem was applied and
+    its answer reset; botocore's retry then failed its condition on our own lock, and the
+    deploy was refused ("Deploys are locked: operator@laptop is deploying v4.4.0", exit 2)
+    with its own lock left held, blocking every deploy until its lease lapsed."""
+    proxy.reset_answer("dynamodb", "PutItem", times=1)
+    done = cli("deploy", "v4.4.0")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert f"✓ Deployed {V44}" in done.stdout
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
+@pytest.mark.parametrize("reached_ecs", [False, True])
+def test_a_no_wait_deploy_whose_answer_is_lost_says_whether_it_started(
+    reached_ecs: bool,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): `deploy --no-wait` whose
+    UpdateService was lost on its way said "Started" (exit 0) and left its record open and
+    the lock held, nobody following it: every deploy was refused ("it is starting (ECS shows
+    no deployment of it yet)") until NEVER_STARTED_AFTER, minutes later. It now reads ECS
+    for a few polls: not started (exit 2, lock free), or started (adopted, exit 0)."""
+    proxy.reset_answer("ecs", "UpdateService", times=1, forward=reached_ecs)
+    done = cli("deploy", "v4.4.0", "--no-wait")
+    out = done.stdout + done.stderr
+    engine = Engine(stack.settings)
+    try:
+        (record,) = engine.ledger.history(1)
+        locked = engine.ledger.lock_item() is not None
+    finally:
+        engine.close()
+    if reached_ecs:
+        assert done.returncode == 0, out
+        assert "ECS had started the deployment" in out, out
+        assert record.ecs_deployment_id and locked
+    else:
+        assert done.returncode == 2, out
+        assert "was not deployed" in done.stdout and "nothing changed" in done.stdout, out
+        assert (record.outcome, locked) == (Outcome.NOT_STARTED, False)
+        assert aws.requests.count("ecs", "UpdateService") == 0
+    simulator.mark_healthy("v4.5.0-ecr-ecs-fargate")
+    wait_until(simulator.idle, 60, "ECS still")
+    second = cli("deploy", "v4.5.0")
+    assert second.returncode == 0, second.stdout + second.stderr

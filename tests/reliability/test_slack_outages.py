@@ -105,7 +105,8 @@ def test_no_deployment_starts_where_its_message_cannot_be_posted(
     anyway and nobody heard of it. Now: an ephemeral saying what to do, nothing changed."""
     dm = "D0ALICEDM"
     emulator.add_channel(dm, "alice-and-deploybot")
-    bot = start_bot("http", DEPLOY_ALLOWED_CHANNELS="")
+    # Listed: a DM no target lists takes no changes (tests/slack/test_strangers.py).
+    bot = start_bot("http", DEPLOY_ALLOWED_CHANNELS=f"{DEPLOYS},{dm}")
     aws.requests.clear()
     cases = {
         "a DM": (dm, lambda: emulator.remove_bot(dm), "channel_not_found"),
@@ -252,7 +253,7 @@ def test_buttons_only_where_they_make_sense(
             (
                 m
                 for m in bot_messages(emulator)
-                if "Deployed" in m.all_text and "redeploy" in m.all_text
+                if "Redeployed" in m.all_text and "redeploy" in m.all_text
             ),
             None,
         ),

@@ -43,7 +43,7 @@ def wait_open_with_ecs_id(engine: Engine, timeout: float = 60) -> None:
     raise TimeoutError("no deployment under way")
 
 
-def test_a_deployment_replaced_by_someone_elses_update_service_is_failed_not_rolled_back(
+def test_a_deployment_replaced_by_someone_elses_update_service_is_replaced_not_failed(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
     simulator.slow_ticks = 100_000
@@ -74,16 +74,27 @@ def test_a_deployment_replaced_by_someone_elses_update_service_is_failed_not_rol
     assert alice.returncode == 1, out
     assert f"replaced by ECS deployment {theirs} (not started by deploybot)" in out
     assert "circuit breaker" not in out and "rolled the service back" not in out
+    assert "failed" not in out  # issue 29: nothing of it failed
     (record,) = Engine(stack.settings).ledger.history(1)
-    assert record.outcome == Outcome.FAILED and not record.rollback_tag
+    assert record.outcome == Outcome.REPLACED and not record.rollback_tag
+    assert record.outcome.label == "replaced"
+    history = subprocess.run(
+        [sys.executable, "-m", "bot", "history", "-n", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "replaced by ECS deployment" in history and "failed" not in history, history
     report("replaced by the console", outcome=record.outcome, **{"exit code": alice.returncode})
 
 
 def test_replaced_by_another_deploybot_deployment_names_it(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
-    """A deployment left "still rolling out" at its timeout is replaced by the next deploy:
-    its record says by which deployment, and who started it."""
+    """A deployment left "still rolling out" at its timeout keeps the lock; someone breaks
+    it (`unlock`) and deploys over it: its record says REPLACED, by which deployment, and
+    who started it."""
     simulator.slow_ticks = 100_000
     simulator.mark_slow(V44)
     quick = Engine(stack.settings.model_copy(update={"rollout_timeout_seconds": 0.5}))
@@ -91,13 +102,16 @@ def test_replaced_by_another_deploybot_deployment_names_it(
     try:
         first = quick.deploy("v4.4.0", Requester("alice", "cli", "Alice"))
         assert list(quick.watch(first))[-1].outcome == Outcome.STILL_ROLLING_OUT
+        with pytest.raises(LockHeld):
+            engine.deploy("v4.5.0", Requester("bob", "cli", "Bob"))
+        engine.unlock()
         second = engine.deploy("v4.5.0", Requester("bob", "cli", "Bob"))
         list(engine.watch(second))
         (_, replaced) = engine.history(2)
     finally:
         quick.close()
         engine.close()
-    assert replaced.id == first.id and replaced.outcome == Outcome.FAILED
+    assert replaced.id == first.id and replaced.outcome == Outcome.REPLACED
     assert replaced.outcome_reason == (
         f"replaced by ECS deployment {second.ecs_deployment_id} "
         f"(deploybot deployment {second.id} of v4.5.0-ecr-ecs-fargate by Bob)"

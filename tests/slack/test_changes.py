@@ -86,7 +86,7 @@ def test_a_deploy_shows_what_it_changes_and_its_requester_hears_back(
 
     # The rollback's own message says before it starts what going back takes out.
     emulator.click(done, "rollback", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    back = final_message(emulator, "Deployed v4.3.0", timeout=60)
+    back = final_message(emulator, "✅ Rolled back to v4.3.0", timeout=60)
     said = back.revisions[0].text + json.dumps(back.revisions[0].blocks, ensure_ascii=False)
     assert "*Backward: this goes back 2 releases, v4.5.0 (" in said
     assert "Takes out 15 commits, newest first:" in said

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from bot.local.aws import MotoServer
+from bot.local.faultproxy import FaultProxy
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.local.stack import add_service
 from tests.conftest import (
@@ -29,6 +30,7 @@ from tests.conftest import (
     GitHub,
     LocalStack,
 )
+from tests.infra.templates import load_template, role_actions, role_statements
 from tests.slack.test_ci_notice_and_rollback import notify
 
 ROOT = Path(__file__).parents[2]
@@ -131,13 +133,17 @@ def notify_step() -> tuple[dict[str, str], dict[str, str], str]:
 
 
 def run_notify_step(
-    workspace: Path, emulator: SlackEmulator, github: GitHub, tmp_path: Path
+    workspace: Path,
+    emulator: SlackEmulator,
+    github: GitHub,
+    tmp_path: Path,
+    aws_endpoint: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The step's script with GitHub's default shell on Linux, ``bash -e {0}`` (Workflow
     syntax, jobs.<job_id>.steps[*].shell), in the checkout, with the runner's variables (its
     GITHUB_API_URL: the GitHub emulator), the step's env evaluated, the role's credentials
     (moto's) and Slack's API at the emulator. `uv run` is the project's environment (the job
-    ran `uv sync --locked --no-dev`)."""
+    ran `uv sync --locked --no-dev`). ``aws_endpoint``: AWS through the fault proxy."""
     workflow_env, step_env, script = notify_step()
     contexts = {
         "secrets": {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_CHANNEL": DEPLOYS},
@@ -149,7 +155,7 @@ def run_notify_step(
     contexts["env"] = env
     env |= {k: evaluate(str(v), contexts) for k, v in step_env.items()}
     shim = tmp_path / "bin"
-    shim.mkdir()
+    shim.mkdir(exist_ok=True)
     (shim / "uv").write_text(
         '#!/bin/sh\n[ "$1" = run ] || { echo "only uv run here" >&2; exit 97; }\nshift\n'
         f'exec "{Path(sys.executable).parent}/$@"\n'
@@ -167,6 +173,8 @@ def run_notify_step(
         "SLACK_API_URL": emulator.api_url,  # slack.com, here the emulator
     }
     aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}  # the role's, moto's
+    if aws_endpoint:
+        aws["AWS_ENDPOINT_URL"] = aws_endpoint
     (tmp_path / "step.sh").write_text(evaluate(script, contexts))
     return subprocess.run(
         ["bash", "-e", str(tmp_path / "step.sh")],
@@ -224,3 +232,49 @@ def test_without_the_parameter_the_step_says_so_and_offers_the_default(
     assert [b.get("action_id") for b in notice.buttons] == ["deploy_tag"]
     dialog = confirm_text(notice, "deploy_tag")
     assert dialog.startswith(f"Deploy {V45} to {STACK}?\n") and "v4.3.0" in dialog, dialog
+
+
+def test_with_only_what_cis_role_may_do_the_buttons_are_still_per_target(
+    config: Path, aws: MotoServer, emulator: SlackEmulator, github: GitHub, tmp_path: Path
+) -> None:
+    """As CI runs it: its role (cloudformation/ci.yml) reads the bot's parameter and the
+    freezes, and nothing of ECS. Whatever else the notice asks AWS is refused at the wire
+    (AccessDeniedException from the fault proxy): the buttons are still one per target, each
+    dialog naming its own service, without a change it could not read (never production's),
+    and stderr says why. A role not updated yet (no GetParameter: `make ci-infra`) gets the
+    environment's one Deploy, said on stderr."""
+    ssm = boto3.client("ssm", endpoint_url=aws.endpoint_url, region_name=aws.region)
+    ssm.put_parameter(Name=PARAMETER, Value=config.read_text(), Type="String")
+    workspace = tmp_path / "checkout"
+    workspace.mkdir()
+    # What the notice asks AWS, from a run with every permission; the role's grants.
+    aws.requests.clear()
+    assert run_notify_step(workspace, emulator, github, tmp_path).returncode == 0
+    asked = {f"{e.service}:{e.operation}" for e in aws.requests}
+    granted = set(role_actions(role_statements(load_template("ci"), "ReleaseRole")))
+    assert {"ssm:GetParameter", "dynamodb:GetItem"} <= asked & granted
+    assert "ecs:DescribeServices" in asked - granted
+
+    with FaultProxy(aws.endpoint_url) as proxy:
+        for action in sorted(asked - granted):
+            service, operation = action.split(":")
+            proxy.refuse(service, operation)
+        done = run_notify_step(workspace, emulator, github, tmp_path, proxy.endpoint_url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        notice = emulator.messages(DEPLOYS)[-1]
+        ids = [b.get("action_id") for b in notice.buttons]
+        assert ids == ["deploy_tag:staging", "deploy_tag:billing"]
+        staging = f"Deploy {V45} to staging ({STAGING_SERVICE})?"
+        assert confirm_text(notice, "deploy_tag:staging") == staging
+        billing = f"Deploy {V45} to billing ({STACK}/{BILLING_SERVICE})?"
+        assert confirm_text(notice, "deploy_tag:billing") == billing
+        assert "v4.3.0" not in str(notice.blocks) and "Forward" not in notice.all_text
+        assert "the notice has no change summary for staging: AWS refused access" in done.stderr
+
+        proxy.refuse("ssm", "GetParameter")  # the role before `make ci-infra`
+        done = run_notify_step(workspace, emulator, github, tmp_path, proxy.endpoint_url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"the notice cannot read the targets in {PARAMETER}: AWS refused" in done.stderr
+        notice = emulator.messages(DEPLOYS)[-1]
+        assert [b.get("action_id") for b in notice.buttons] == ["deploy_tag"]
+        assert confirm_text(notice, "deploy_tag") == f"Deploy {V45} to {STACK}?"

@@ -231,6 +231,8 @@ def test_stop_on_the_live_message_aborts_a_slow_rollout(
     posted(emulator, "goes back now")
     final = posted(emulator, "Aborted after")
     assert "v4.3.0-ecr-ecs-fargate is back" in final.all_text
+    # Issue 29 (7): the restore's state is not the aborted deployment's.
+    assert "*Rollout:* ABORTED" in final.all_text and "COMPLETED" not in final.all_text
     assert not has_button(emulator.message(final.ts), guards.STOP_ACTION)
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     slash(emulator, bot, "abort production", user=BOB)
@@ -270,6 +272,40 @@ def test_the_queue_survives_a_restart_and_runs_in_order(
     said_to(emulator, ALICE, "deploy lock is free now")
     posted(emulator, "Deployed v4.4.0")
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+def test_a_deployment_that_outlived_its_watch_is_named_and_the_queue_offered(
+    stack: LocalStack, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> None:
+    """Issue 29 (1): a terminal deploy whose watch timed out (exit 3) used to leave the lock
+    free, and Slack deployed over its live rollout. Now /deploy is refused naming it, with
+    the queue offered; the queued deploy runs once the bot sees ECS end the first."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
+    quick = Engine(stack.settings.model_copy(update={"rollout_timeout_seconds": 0.5}))
+    try:
+        first = quick.deploy("v4.4.0", Requester("operator@laptop", "cli"))
+        assert list(quick.watch(first))[-1].outcome == Outcome.STILL_ROLLING_OUT
+    finally:
+        quick.close()
+    bot = start_bot("http")
+    slash(emulator, bot, "v4.5.0", user=BOB)
+    offer = said_to(emulator, BOB, "v4.4.0-ecr-ecs-fargate is still rolling out since")
+    assert first.id in offer.all_text and "unlock" not in offer.all_text
+    assert has_button(offer, guards.QUEUE_ACTION)
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"  # nothing went over it
+    # Status says what runs (issue 29, 7): the old release's tasks apart from the new one's.
+    slash(emulator, bot, "status", user=BOB)
+    status = said_to(emulator, BOB, "rolling out v4.4.0-ecr-ecs-fargate")
+    assert "v4.4.0-ecr-ecs-fargate (new): 0/3 running, 3 pending" in status.all_text
+    assert "v4.3.0-ecr-ecs-fargate (old): 3 running" in status.all_text
+    assert "*Running*" not in status.all_text
+    emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+    said_to(emulator, BOB, "number 1 in the queue")
+    simulator.slow_ticks = 2  # ECS ends the first rollout; the bot's pass sees it
+    posted(emulator, "Deployed v4.5.0")
+    outcomes = {r.id: r.outcome for r in engine_of(stack).ledger.history(2)}
+    assert outcomes[first.id] == Outcome.COMPLETED
 
 
 def test_the_ci_notice_says_its_target_is_frozen(
@@ -395,7 +431,7 @@ def test_an_approval_given_while_deploys_are_queued_queues_the_deploy_for_its_re
             request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url
         )
         emulator.wait_for(
-            lambda: "queued, number 2" in emulator.message(request.ts).all_text,
+            lambda: "queued as number 2" in emulator.message(request.ts).all_text,
             timeout=90,
             what="the request approved and queued",
         )

@@ -50,8 +50,10 @@ SCOPES: dict[str, frozenset[str]] = {
     "chat.update": frozenset({"chat:write"}),
     "chat.postEphemeral": frozenset({"chat:write"}),
     "chat.getPermalink": frozenset(),
-    # Public channels; a private one needs groups:read instead.
-    "conversations.info": frozenset({"channels:read"}),
+    # Whether a channel is shared with another organisation (bot/slack/workspace.py): public
+    # channels need channels:read, private ones groups:read, group DMs mpim:read (DMs, D…,
+    # are known by their id and not asked).
+    "conversations.info": frozenset({"channels:read", "groups:read", "mpim:read"}),
     "users.info": frozenset({"users:read"}),
     "apps.connections.open": frozenset({APP_LEVEL}),
 }

@@ -90,7 +90,7 @@ def test_display_names_and_ci_text_land_as_text(
         lambda: (e := emulator.ephemerals(user=ALICE)) and len(e) >= 3 and e, what="3 answers"
     )
     said = "\n".join(a.text + str(a.blocks) for a in answers)
-    assert f"Deploys are locked: {escape(HOSTILE)} is deploying" in said
+    assert "is still rolling out since" in said and f" by {escape(HOSTILE)}, ECS " in said
     assert "is not an image tag" in said
     assert escape(HOSTILE) in emulator.message(first.ts).text  # the claimed notice's text
     assert sequences(emulator) == []

@@ -225,6 +225,6 @@ def test_history_redeploy_and_rollback_button_name_their_target(
     ephemeral("No deployments to production yet")
     # The Rollback button of staging's deployment: back to what ran before it, on staging.
     emulator.click(done, "rollback", user=ALICE, channel=DEPLOYS, url=bot.events_url)
-    final(emulator, "✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
+    final(emulator, "✅ Rolled back to v4.3.0-ecr-ecs-fargate on staging")
     assert running_release(staging)[0] == "v4.3.0-ecr-ecs-fargate"
     assert running_release(settings)[0] == "v4.3.0-ecr-ecs-fargate"

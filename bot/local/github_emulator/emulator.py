@@ -42,7 +42,7 @@ Endpoint = Literal[
     "list_statuses",
     "unknown",
 ]
-FaultKind = Literal["status", "rate_limit", "drop", "slow", "garbage"]
+FaultKind = Literal["status", "rate_limit", "drop", "slow", "garbage", "redirect"]
 
 DEFAULT_REPOSITORY = "octo-org/hello-world"
 DEFAULT_TOKEN = "github-emulator-token-5c1d"  # a test token, shaped like no real one
@@ -95,6 +95,7 @@ class Fault:
     headers: dict[str, str] | None = None
     seconds: float = 0.0  # slow: delay before the (normal) answer
     skip: int = 0  # let this many matching calls through first
+    location: str = ""  # redirect: the origin (or URL prefix) the request is sent on to
 
     def take(self, endpoint: Endpoint) -> bool:
         if self.endpoint not in ("*", endpoint) or self.times == 0:
@@ -409,6 +410,22 @@ class GitHubEmulator:
         """Answer the next ``times`` calls 200 with a body that is not JSON (a proxy's page)."""
         self._add(Fault(endpoint, "garbage", times, status=200, skip=skip))
 
+    def redirect(
+        self,
+        to: str,
+        endpoint: Endpoint | Literal["*"] = "*",
+        status: int = 302,
+        times: int | None = 1,
+        skip: int = 0,
+    ) -> None:
+        """Answer the next ``times`` calls of ``endpoint`` with ``status`` (301, 302, 307, 308)
+        and ``Location: {to}{the same path and query}``. GitHub redirects where a resource moved
+        ("Follow any redirects that the API sends you",
+        https://docs.github.com/en/rest/guides/best-practices-for-using-the-rest-api; a renamed
+        repository answers 301 or 307), and a proxy or GitHub Enterprise host in front of it
+        may name another origin."""
+        self._add(Fault(endpoint, "redirect", times, status, skip=skip, location=to.rstrip("/")))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -460,6 +477,9 @@ class GitHubEmulator:
             status, answer = None, None
         elif fault is not None and fault.kind == "garbage":
             status, answer = 200, _GARBAGE
+        elif fault is not None and fault.kind == "redirect":
+            status, answer = fault.status, {"message": "Moved", "url": fault.location}
+            extra = {"location": fault.location + handler.path}
         elif fault is not None and fault.kind in ("status", "rate_limit"):
             status, answer = fault.status, {"message": fault.message, "documentation_url": DOCS}
             extra = dict(fault.headers or {})

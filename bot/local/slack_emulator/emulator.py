@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -69,6 +70,7 @@ class SlackEmulator:
         channels: dict[str, str] | None = None,
         *,
         team_domain: str = "demo",
+        enterprise_id: str | None = None,
         bot_user_id: str = "U0DEPLOYBOT",
         bot_name: str = "deploybot",
         bot_id: str = "B0DEPLOYBOT",
@@ -88,6 +90,7 @@ class SlackEmulator:
             bot_name=bot_name,
             bot_id=bot_id,
             app_id=app_id,
+            enterprise_id=enterprise_id,
         )
         self.store = Store(
             channels=channels if channels is not None else {"C0DEPLOYS": "deploys"},
@@ -220,10 +223,22 @@ class SlackEmulator:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
-    def add_user(self, user_id: str, name: str) -> None:
-        """A new member of the workspace; ``name`` is what Slack sends as their user name."""
+    def add_user(
+        self, user_id: str, name: str, *, team: str | None = None, enterprise: str | None = None
+    ) -> None:
+        """A new member of the workspace; ``name`` is what Slack sends as their user name.
+
+        ``team`` (and ``enterprise``): a user of another workspace (or Enterprise Grid org),
+        as in a Slack Connect channel. Their commands and clicks carry their own team, as
+        Slack's do: a slash command's ``team_id``/``enterprise_id``, an interaction's
+        ``team`` and ``user.team_id`` ("The workspace, or team, details the Block Kit
+        interaction originated from", docs.slack.dev/reference/interaction-payloads/
+        block_actions-payload)."""
         with self.store.locked():
             self.store.users[user_id] = name
+            if team is not None or enterprise is not None:
+                home = self.who.team_id
+                self.store.user_teams[user_id] = (team or home, enterprise)
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -389,11 +404,41 @@ class SlackEmulator:
         """The id of the bot's DM with ``user`` (its messages: ``messages(dm_channel(u))``)."""
         return "D" + user[1:]
 
-    def add_channel(self, channel: str, name: str) -> None:
-        """A conversation people can send commands from (``D…`` for a DM)."""
+    def add_channel(self, channel: str, name: str, *, shared: bool = False) -> None:
+        """A conversation people can send commands from (``D…`` for a DM). ``shared``: a
+        Slack Connect channel, shared with another organisation (is_ext_shared)."""
         with self.store.locked():
             self.store.channels[channel] = name
+            if shared:
+                self.store.shared.add(channel)
             self.store.clear_channel(channel)
+
+    def join_enterprise(self, enterprise_id: str | None) -> None:
+        """Put the emulated workspace in an Enterprise Grid org (None: take it out): auth.test
+        then names the org, and its people's commands and clicks carry its id."""
+        with self.store.locked():
+            self.who = dataclasses.replace(self.who, enterprise_id=enterprise_id)
+            self.api.who = self.who
+
+    def add_group_dm(self, channel: str, users: list[str]) -> str:
+        """A group DM (an MPIM) of ``users``: Slack names it ``mpdm-a--b--c-1`` and sends that
+        as a slash command's ``channel_name``; its id does not say what it is (``C…``/``G…``),
+        conversations.info's ``is_mpim`` does."""
+        name = "mpdm-" + "--".join(self._user_name(u) for u in users) + "-1"
+        with self.store.locked():
+            self.store.channels[channel] = name
+            self.store.mpims.add(channel)
+            self.store.clear_channel(channel)
+        return channel
+
+    def _actor(self, user: str) -> tuple[str, str | None]:
+        """(team id, enterprise id) of ``user``: theirs if of another workspace, else ours."""
+        return self.store.user_teams.get(user, (self.who.team_id, self.who.enterprise_id))
+
+    def _channel_name(self, channel: str) -> str:
+        """What Slack sends as ``channel_name``: "directmessage" for a DM (the bot's or two
+        people's), the conversation's name otherwise (``mpdm-…`` for a group DM)."""
+        return "directmessage" if channel.startswith("D") else self.store.channels[channel]
 
     def clear_faults(self) -> None:
         with self.store.locked():
@@ -795,12 +840,17 @@ class SlackEmulator:
         user = user or next(iter(self.store.users))
         channel = self._known_channel(channel)
         response_url = self._new_response_url(channel, user, None, None)
+        team, enterprise = self._actor(user)
         payload = {
             "token": "emulator-verification-token",
-            "team_id": self.who.team_id,
-            "team_domain": self.who.team_domain,
+            "team_id": team,
+            "team_domain": self.who.team_domain if team == self.who.team_id else team.lower(),
+            # "enterprise_id, enterprise_name: … about where the user was in Slack when they
+            # triggered your app's command (e.g. the workspace, Enterprise Grid, or channel)"
+            # (api.slack.com/interactivity/slash-commands#app_command_handling): on Grid only.
+            **({"enterprise_id": enterprise, "enterprise_name": enterprise} if enterprise else {}),
             "channel_id": channel,
-            "channel_name": self.store.channels[channel],
+            "channel_name": self._channel_name(channel),
             "user_id": user,
             "user_name": self._user_name(user),
             "command": command,
@@ -892,22 +942,30 @@ class SlackEmulator:
         }
         if source.thread_ts:
             container["thread_ts"] = source.thread_ts
+        team, enterprise = self._actor(user)
+        domain = self.who.team_domain if team == self.who.team_id else team.lower()
+        org = {"enterprise_id": enterprise, "enterprise_name": enterprise} if enterprise else {}
         payload: JSON = {
             "type": "block_actions",
             "user": {
                 "id": user,
                 "username": self._user_name(user),
                 "name": self._user_name(user),
-                "team_id": self.who.team_id,
+                # "The user.team_id will report an enterprise organization ID (which starts
+                # with an E) instead of team ID … when using an Enterprise organization"
+                # (block_suggestion/block_actions payload references).
+                "team_id": enterprise or team,
             },
             "api_app_id": self.who.app_id,
             "token": "emulator-verification-token",
             "container": container,
             "trigger_id": trigger_id,
-            "team": {"id": self.who.team_id, "domain": self.who.team_domain},
-            "enterprise": None,
+            # On Grid "team can also have the properties enterprise_id and enterprise_name"
+            # (block_actions payload reference); ``enterprise`` is null off Grid.
+            "team": {"id": team, "domain": domain, **org},
+            "enterprise": {"id": enterprise, "name": enterprise} if enterprise else None,
             "is_enterprise_install": False,
-            "channel": {"id": channel, "name": self.store.channels[channel]},
+            "channel": {"id": channel, "name": self._channel_name(channel)},
             "state": {"values": {}},
             "response_url": response_url,
             "actions": [

@@ -90,6 +90,12 @@ class Store:
     def __init__(self, channels: dict[str, str], users: dict[str, str]) -> None:
         self.channels = dict(channels)
         self.users = dict(users)
+        # Users of another workspace or org (Slack Connect): user id -> (team id, enterprise
+        # id or None). Everyone else is of the emulated workspace.
+        self.user_teams: dict[str, tuple[str, str | None]] = {}
+        # Slack Connect channels (conversations.info: is_ext_shared) and group DMs (is_mpim).
+        self.shared: set[str] = set()
+        self.mpims: set[str] = set()
         # Channels the bot is not a member of: it cannot post or update there.
         self.outside: set[str] = set()
         # The app's App Home Messages tab: off, Slack refuses the bot's DMs.

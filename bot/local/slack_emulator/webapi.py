@@ -24,6 +24,7 @@ class Identity:
     bot_name: str
     bot_id: str
     app_id: str
+    enterprise_id: str | None = None  # the Enterprise Grid org the workspace belongs to
 
 
 class ApiError(Exception):
@@ -123,6 +124,8 @@ class WebApi:
             "user_id": self.who.bot_user_id,
             "bot_id": self.who.bot_id,
             "is_enterprise_install": False,
+            # "enterprise_id … only returned for Enterprise Grid" (auth.test reference).
+            **({"enterprise_id": self.who.enterprise_id} if self.who.enterprise_id else {}),
         }
 
     def _member(self, channel: str) -> None:
@@ -207,15 +210,27 @@ class WebApi:
         }
 
     def conversations_info(self, params: JSON) -> JSON:
+        """The conversation object's type flags (docs.slack.dev/reference/objects/
+        conversation-object): ``is_im`` a DM, ``is_mpim`` a group DM, ``is_ext_shared`` shared
+        with another organisation (Slack Connect), ``is_shared`` shared at all."""
         channel = self._channel(params)
+        im = channel.startswith("D")
+        mpim = channel in self.store.mpims
+        shared = channel in self.store.shared
         return {
             "channel": {
                 "id": channel,
                 "name": self.store.channels[channel],
-                "is_channel": True,
-                "is_private": False,
+                "is_channel": not (im or mpim),
+                "is_group": False,
+                "is_im": im,
+                "is_mpim": mpim,
+                "is_private": im or mpim,
                 "is_archived": False,
-                "is_member": True,
+                "is_member": channel not in self.store.outside,
+                "is_shared": shared,
+                "is_ext_shared": shared,
+                "is_org_shared": False,
                 "context_team_id": self.who.team_id,
             }
         }

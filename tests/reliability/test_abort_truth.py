@@ -1,0 +1,222 @@
+"""Issue 31, 2-4: an abort is its own short watch that follows ECS, and reads ECS before it
+marks anything.
+
+ECS moves only when a test ticks the rollout simulator (no simulator thread here): what ECS
+shows while the abort waits is exactly what the test made it show. ``deploybot`` runs as real
+processes where the process boundary is the point (a SIGKILLed follower, two processes
+following one deployment).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bot.deploy.engine import Engine
+from bot.deploy.errors import NothingToAbort
+from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.rollout import Outcome
+from bot.local.aws import MotoServer
+from bot.local.simulator import RolloutSimulator
+from tests.conftest import LocalStack
+from tests.deploy.test_guards import engine_for, target_of
+from tests.helpers import wait_until
+from tests.reliability.conftest import cli, report
+from tests.slack.helpers import running_tag
+
+pytestmark = pytest.mark.reliability
+V43 = "v4.3.0-ecr-ecs-fargate"
+OPERATOR = Requester("operator@laptop", "cli")
+
+
+@pytest.fixture
+def ecs(aws: MotoServer) -> RolloutSimulator:
+    """The rollout simulator, moved by the test alone (``ecs.tick()``)."""
+    return RolloutSimulator(aws)
+
+
+def start(*args: str, **env: str) -> subprocess.Popen[str]:
+    full = {**os.environ, "DEPLOYBOT_USER": "operator@laptop", "COLUMNS": "160", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *args],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def newest(stack: LocalStack) -> tuple[DeploymentRecord | None, bool]:
+    """(the newest record, is the lock held), read from the table."""
+    engine = Engine(stack.settings)
+    try:
+        last = next(iter(engine.ledger.history(1)), None)
+        return last, engine.ledger.lock_item() is not None
+    finally:
+        engine.close()
+
+
+def started_in_ecs(stack: LocalStack) -> bool:
+    last, _ = newest(stack)
+    return last is not None and bool(last.ecs_deployment_id)
+
+
+def restore(ecs: RolloutSimulator) -> None:
+    """Let ECS finish what it is doing (the restore), a step at a time."""
+    for _ in range(400):
+        if ecs.idle():
+            return
+        ecs.tick()
+        time.sleep(0.02)
+    raise AssertionError("ECS never settled")
+
+
+def settled(stack: LocalStack) -> tuple[Outcome | None, bool, bool, str]:
+    last, locked = newest(stack)
+    assert last is not None
+    return last.outcome, last.open, locked, running_tag(stack.settings)
+
+
+def test_an_abort_takes_over_from_a_killed_follower_and_exits_once_the_image_is_back(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    processes: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy's process is SIGKILLed after its UpdateService; its follower lease (120 s)
+    outlives it. The old abort waited on that lease, reading DynamoDB only, and exited 3
+    ("still putting v4.3.0 back") at its timeout though ECS had put it back at once."""
+    monkeypatch.setenv("LOCK_LEASE_SECONDS", "120")
+    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", "60")
+    deploying = start("deploy", "v4.5.0")
+    processes.append(deploying)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
+    wait_until(lambda: started_in_ecs(stack), 30, "the ECS deployment id recorded")
+    deploying.send_signal(signal.SIGKILL)
+    deploying.communicate()
+    aborting = start("abort", DEPLOYBOT_USER="ben")
+    processes.append(aborting)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    began = time.monotonic()
+    restore(ecs)
+    out, err = aborting.communicate(timeout=20)
+    took = time.monotonic() - began
+    assert aborting.returncode == 0, out + err
+    assert f"Aborted: {V43} is back" in out, out
+    assert "Traceback" not in err
+    assert settled(stack) == (Outcome.ABORTED, False, False, V43)
+    report(
+        "abort after its follower was SIGKILLed", **{"seconds after ECS was done": round(took, 1)}
+    )
+
+
+def test_an_abort_of_a_rollout_older_than_the_timeout_follows_the_restore_to_its_end(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    processes: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Started with --no-wait longer ago than ROLLOUT_TIMEOUT_SECONDS. The old abort counted
+    its timeout from that start: exit 1 within a second ("still rolling out after 8 s"),
+    the record left STILL_ROLLING_OUT and the lock released while ECS was restoring."""
+    monkeypatch.setenv("ROLLOUT_TIMEOUT_SECONDS", "8")
+    started = cli("deploy", "v4.5.0", "--no-wait")
+    assert started.returncode == 0, started.stdout + started.stderr
+    record, _ = newest(stack)
+    assert record is not None
+    time.sleep(max(0.0, 8.5 - (time.time() - record.started_at.timestamp())))
+    aborting = start("abort")
+    processes.append(aborting)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    # ECS restores (the test holds it there): the abort waits, the lock held, the record open.
+    time.sleep(1.5)
+    assert aborting.poll() is None, aborting.communicate()
+    last, locked = newest(stack)
+    assert last is not None and last.open and locked, last
+    restore(ecs)
+    out, err = aborting.communicate(timeout=20)
+    assert aborting.returncode == 0, out + err
+    assert f"Aborted: {V43} is back" in out, out
+    assert settled(stack) == (Outcome.ABORTED, False, False, V43)
+
+
+def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    processes: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy's process follows its rollout; it is aborted; the restore outlasts what
+    was left of the deploy's timeout. The old follower closed STILL_ROLLING_OUT at the
+    deploy's timeout (exit 3) and released the lock with ECS still restoring."""
+    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="15")
+    processes.append(deploying)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
+    record, _ = newest(stack)
+    assert record is not None
+    aborting = start("abort", ROLLOUT_TIMEOUT_SECONDS="60")
+    processes.append(aborting)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    age = time.time() - record.started_at.timestamp()
+    assert age < 15, f"the abort came {age:.0f} s after the deploy, past its timeout"
+    # Past the deploy's own timeout, ECS still restoring.
+    time.sleep(max(0.0, 16.0 - age))
+    assert deploying.poll() is None, deploying.communicate()
+    last, locked = newest(stack)
+    assert last is not None and last.open and locked, last
+    restore(ecs)
+    out, err = aborting.communicate(timeout=20)
+    assert aborting.returncode == 0, out + err
+    dout, derr = deploying.communicate(timeout=20)
+    assert deploying.returncode == 1, dout + derr
+    assert "aborted" in dout
+    assert settled(stack) == (Outcome.ABORTED, False, False, V43)
+
+
+def test_an_abort_after_the_circuit_breaker_failed_it_records_the_rollback(
+    stack: LocalStack, ecs: RolloutSimulator
+) -> None:
+    """The breaker failed the deployment and ECS rolls back; nobody has polled since. The old
+    abort marked it ABORTED without reading ECS, so freeze_after_failure never fired."""
+    engine = engine_for(stack, target_of(stack, freeze_after_failure=True))
+    other = engine_for(stack, target_of(stack, freeze_after_failure=True))
+    try:
+        ecs.mark_broken("v4.5.0-ecr-ecs-fargate")
+        record = engine.start(engine.plan_deploy("v4.5.0", OPERATOR), follow=False)
+        for _ in range(200):
+            ecs.tick()
+            service = engine.aws.describe_service()
+            assert service is not None
+            ours = [d for d in service["deployments"] if d["id"] == record.ecs_deployment_id]
+            if ours and ours[0].get("rolloutState") == "FAILED":
+                break
+        else:
+            raise AssertionError("the circuit breaker never tripped")
+        with pytest.raises(NothingToAbort, match="the circuit breaker was already rolling back"):
+            other.abort(OPERATOR)
+        (last,) = other.history(1, leave_followed=True)
+        assert (last.id, last.outcome, last.aborted_by) == (record.id, Outcome.ROLLED_BACK, "")
+        freeze = other.status().freeze
+        assert freeze is not None and freeze.deployment == record.id
+    finally:
+        engine.close()
+        other.close()
