@@ -651,6 +651,69 @@ def _queue(a: _Asking) -> Decision | None:
     return a.refuse(Rule.QUEUE, lambda s: f"{line}: queued deploys go first")
 
 
+def at_start(
+    target: Target,
+    action: Action | str,
+    *,
+    door: Door | str,
+    who: str,
+    channel: str | None,
+    now: datetime,
+    facts: Facts | None = None,
+    hints: Hints | None = None,
+) -> Decision:
+    """The rules judged again when the lock is taken (Engine.start), by the clock of that
+    moment: the windows, and the queue (``facts.queued``: what the lock's transaction found).
+    The freeze is the transaction's own condition (see frozen_meanwhile)."""
+    door = Door(door)
+    hints = hints or (Hints.cli() if door is Door.CLI else Hints.slack())
+    asking = _Asking(target, Action(action), door, who, channel, now, facts or Facts(), hints)
+    for step in (_break_glass, _windows, _queue):
+        refused = step(asking)
+        if refused is not None:
+            return refused
+    return asking.allow()
+
+
+def frozen_meanwhile(
+    target: Target, freeze: Freeze, *, now: datetime, hints: Hints | None = None
+) -> Decision:
+    """A freeze written after the plan read none, before the lock was taken: the change is
+    refused ("refused: production was frozen by @ana at 14:02:07 while this was being
+    prepared")."""
+    hints = hints or Hints.slack()
+    facts = Facts(freeze=freeze)
+    asking = _Asking(target, Action.DEPLOY, Door.SLASH, "", None, now, facts, hints)
+    at = freeze.since.astimezone(UTC)
+    unfreeze = hints.unfreeze(target.name)
+    return asking.refuse(
+        Rule.FREEZE,
+        lambda s: (
+            f"refused: {target.name} was frozen by {s.person(freeze.by, freeze.via)} at "
+            f"{at:%H:%M:%S} UTC while this was being prepared ({s.text(freeze.reason)}); "
+            f"nothing was changed. Once it is safe: {s.command(unfreeze)}"
+        ),
+    )
+
+
+def lapsed_approval(
+    target: Target, kind: str, image: str, why: str, hints: Hints | None = None
+) -> Decision:
+    """An approved change whose approval no longer holds when it is to start (a queued turn,
+    any start after an approval): ``why`` says what changed, for a person."""
+    hints = hints or Hints.slack()
+    now = datetime.now(UTC)
+    asking = _Asking(target, Action.APPROVE, Door.QUEUE, "", None, now, Facts(), hints)
+    again = hints.deploy(target.name, image) if kind == "deploy" else hints.redeploy(target.name)
+    return asking.refuse(
+        Rule.PREMISE,
+        lambda s: (
+            f"the approval of this {kind} of {s.text(image)} to {target.name} no longer "
+            f"holds: {s.text(why)}. Nothing was changed; ask again ({s.command(again)})"
+        ),
+    )
+
+
 _STEPS: tuple[Callable[[_Asking], Decision | None], ...] = (
     _break_glass,
     _channels,

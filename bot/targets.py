@@ -77,6 +77,8 @@ class Target:
     approvers: tuple[str, ...] = ()
     approval_expiry_minutes: int = 30
     windows: tuple[Window, ...] = ()
+    # How many deploys one person may have waiting in this target's queue (bot/deploy/guards.py).
+    queue_limit: int = 3
     source: str | None = None  # the file it comes from; None: the environment
 
     def settings(self, base: Settings) -> Settings:
@@ -188,6 +190,7 @@ class _TargetTable(BaseModel):
     approvers: list[str] = []
     approval_expiry_minutes: int = Field(30, ge=1, le=24 * 60)
     windows: list[str] = []
+    queue_limit: int = Field(3, ge=1, le=100)
 
 
 class _ConfigFile(BaseSettings):
@@ -342,6 +345,7 @@ def _target(name: str, table: _TargetTable, settings: Settings, source: str) -> 
         approvers=tuple(dict.fromkeys(table.approvers)),
         approval_expiry_minutes=table.approval_expiry_minutes,
         windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
+        queue_limit=table.queue_limit,
         source=source,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
@@ -83,11 +84,26 @@ def _print_table(table: Table) -> None:
     out.file.write("\n".join(lines) + "\n")
 
 
+def _quiet_logs() -> None:
+    """In a terminal the command prints what a person needs (stopped tasks, notes, the
+    outcome); the engine's log records are the bot's operational log. Without a handler,
+    Python prints every WARNING raw on stderr (logging.lastResort): each stopped task came
+    twice ("task stopped: …" beside "! task … stopped: …"), abort told of follower leases.
+    Errors, the unexpected, still show."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(logging.Formatter("deploybot: %(message)s"))
+        root.addHandler(handler)
+
+
 def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
     """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
     a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
     _plain_off_a_terminal()
     fleet: Fleet | None = None
+    _quiet_logs()
     try:
         fleet = Fleet(_settings())
         fleet.speak(Hints.terminal_door())
@@ -158,10 +174,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
-                # Lost sight of it: the final line says what to do; "could not record the
-                # outcome" would say it twice.
-                quiet = snap.outcome == Outcome.UNKNOWN
-                if snap.note and snap.note != note and not quiet:
+                if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
                 for event in snap.new_events:
@@ -301,6 +314,12 @@ def _start(
         record = engine.start(planned, follow=not args.no_wait)
         if record.break_glass:
             announce_break_glass(engine, record)
+        if args.no_wait and record.outcome is Outcome.NOT_STARTED:
+            # UpdateService's answer was lost and ECS proved it never started (#31).
+            out.print(
+                f"[bold red]✗ {_t(record.tag)} was not deployed[/]: {_t(record.outcome_reason)}."
+            )
+            return EXIT_REFUSED
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:

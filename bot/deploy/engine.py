@@ -52,17 +52,22 @@ from bot.deploy.errors import (
 )
 from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.guards import (
+    AlreadyQueued,
     ApprovalRequest,
     GuardBook,
     QueuedItem,
+    QueueFull,
     QueueMode,
     RequestState,
+    freeze_from_item,
 )
 from bot.deploy.ledger import (
     DeploymentRecord,
     Ledger,
     Lock,
     News,
+    Precondition,
+    PreconditionFailed,
     Requester,
     TagRecord,
     new_deployment_id,
@@ -83,8 +88,11 @@ from bot.rules import (
     Freeze,
     Rule,
     RuleRefused,
+    at_start,
     check,
     freeze_after_failure,
+    frozen_meanwhile,
+    lapsed_approval,
     missing_approvals,
 )
 from bot.settings import Settings
@@ -243,6 +251,8 @@ class Plan:
     # What it changes: direction, compare link, commits (Engine.change_between); None when
     # ECR's list of images could not be read. Transports show it before starting.
     change: ChangeSummary | None = field(default=None, compare=False)
+    # The door it came through: what start judges again with the lock (bot/rules.py at_start).
+    via: Via = field(default_factory=lambda: Via(), compare=False)
     # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
@@ -922,7 +932,12 @@ class Engine:
 
     # The lock ------------------------------------------------------------------------------
     def acquire(
-        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+        self,
+        requester: Requester,
+        tag: str,
+        deployment_id: str,
+        record_sk: str = "",
+        checks: Sequence[Precondition] = (),
     ) -> Lock:
         """Take the service's lock, or raise LockHeld naming the holder.
 
@@ -932,7 +947,7 @@ class Engine:
         At most two conditional puts, one read of the holder's record and one
         DescribeServices: never a spin."""
         for _ in range(2):
-            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk)
+            taken, held = self.ledger.try_acquire(requester, tag, deployment_id, record_sk, checks)
             if taken:
                 return held
             refusal = self._free_if_done(held)
@@ -1351,7 +1366,7 @@ class Engine:
                 follower_until=started_at + timedelta(seconds=self.settings.lock_lease_seconds),
                 follower_beat=1,
             )
-        self.acquire(plan.requester, plan.tag, record.id, record.sort_key)
+        self._take_lock(plan, record)
         td = plan.base or None  # the new revision's log configuration is the same
         try:
             if plan.kind != "redeploy":
@@ -1412,7 +1427,8 @@ class Engine:
                     started_here=True,
                     task_definition=td,
                 )
-            return record
+                return record
+            return self._started_or_not(record, asked_at)
         asked_at = self.clock.monotonic()
         primary = ServiceState.from_api(updated).primary
         ecs_id = primary.id if primary else ""
@@ -1445,6 +1461,126 @@ class Engine:
         if requester.aws_identity or requester.source != "cli":
             return requester.aws_identity
         return self.aws.caller_arn()
+
+    def _started_or_not(self, record: DeploymentRecord, asked_at: float) -> DeploymentRecord:
+        """A start nobody will follow (``--no-wait``) whose UpdateService answer was lost: read
+        ECS until it shows the deployment (adopted) or proves none started (closed NOT_STARTED,
+        the lock released), a few polls (the reconciler's start grace). Left open, such a
+        record would hold the lock until NEVER_STARTED_AFTER (minutes) let another process
+        judge it (#31, found by the randomized lifecycle test). AWS not answering meanwhile:
+        left to the next reader, as before."""
+        grace = self.reconciler.start_grace.total_seconds()
+        deadline = asked_at + grace + 30
+        while True:
+            try:
+                state = ServiceState.from_api(self._service())
+                now = self.clock.now()
+                reading = self.reconciler.read(record, state, now, asked_ecs_at=asked_at)
+                verdict = reading.verdict
+                if verdict is not None and verdict.outcome is Outcome.NOT_STARTED:
+                    final = self.reconciler.final_snapshot(reading.record, verdict, now, None)
+                    closed, _ = self.reconciler.settle(reading.record, final)
+                    return replace(closed, start_error="")
+                if reading.record.ecs_deployment_id:
+                    return replace(
+                        reading.record,
+                        start_error="UpdateService's answer was lost, but ECS had started the "
+                        f"deployment ({reading.record.ecs_deployment_id})",
+                    )
+            except DeployError as exc:
+                log.warning("could not read the start: %s", exc, extra=record.log_fields)
+            if self.clock.monotonic() >= deadline:
+                return record
+            self.clock.wait(self.settings.rollout_poll_seconds)
+
+    def _take_lock(self, plan: Plan, record: DeploymentRecord) -> None:
+        """Take the lock for ``plan``, judging with it what may have changed since the plan:
+        for a change (deploy, redeploy, promote) the windows by the clock of this moment,
+        then the freeze and the queue in the lock's own transaction (a freeze written after
+        the plan read none refuses it; one written after this is after it); an approved
+        change, once the lock is held, its request's expiry and premise."""
+        via, action = plan.via, Action(plan.kind)
+        checks: list[Precondition] = []
+        facts = Facts(break_glass=via.break_glass)
+        if action in CHANGES:
+            at_start(
+                self.target,
+                action,
+                door=via.door,
+                who=plan.requester.who,
+                channel=via.channel,
+                now=self.clock.now(),
+                facts=facts,
+                hints=self.hints,
+            ).raise_if_refused()
+            checks.append(
+                Precondition("freeze", self.guards.freeze_key(), "attribute_not_exists(pk)")
+            )
+            if via.door is not Door.QUEUE and not via.break_glass:
+                checks.append(
+                    Precondition(
+                        "queue",
+                        self.guards.count_key(),
+                        "attribute_not_exists(deploys) OR deploys <= :none",
+                        {":none": {"N": "0"}},
+                    )
+                )
+        try:
+            self.acquire(plan.requester, plan.tag, record.id, record.sort_key, checks)
+        except PreconditionFailed as failed:
+            now = self.clock.now()
+            if failed.check.name == "freeze" and failed.item:
+                frozen = freeze_from_item(failed.item)
+                decision = frozen_meanwhile(self.target, frozen, now=now, hints=self.hints)
+            else:
+                queued = int((failed.item or {}).get("deploys", {}).get("N", "1"))
+                decision = at_start(
+                    self.target,
+                    action,
+                    door=via.door,
+                    who=plan.requester.who,
+                    channel=via.channel,
+                    now=now,
+                    facts=replace(facts, queued=max(1, queued)),
+                    hints=self.hints,
+                )
+            log.warning(
+                "%s of %s refused as the lock was taken: %s",
+                plan.kind,
+                plan.tag,
+                decision.message,
+                extra=record.log_fields,
+            )
+            raise RuleRefused(decision) from None
+        if not plan.request_id:
+            return
+        try:
+            why = self._approval_lapsed(plan.request_id, plan.digest)
+        except BaseException:
+            self.ledger.release(record.id)
+            raise
+        if why is not None:
+            self.ledger.release(record.id)
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
+
+    def _approval_lapsed(self, request_id: str, digest: str) -> str | None:
+        """Why an approval no longer counts for the change about to start (its request
+        expired, is no longer approved, or its premise changed: what runs is not what it
+        showed, the image is another), for a person; None when it still holds."""
+        request = self.guards.request(request_id)
+        if request is None or request.state is not RequestState.APPROVED:
+            return f"its approval request {request_id[:64]} is not approved"
+        if request.expired(self.clock.now()):
+            return (
+                f"its approval request expired at {request.expires_at:%H:%M:%S} UTC "
+                f"(requests last {self.target.approval_expiry_minutes} minutes)"
+            )
+        if digest != request.digest:
+            return (
+                f"it was approved for {request.tag} ({short_digest(request.digest)}), not "
+                f"{short_digest(digest)}"
+            )
+        return self._premise(request)
 
     def _undo_record(self, record: DeploymentRecord) -> None:
         try:
@@ -1866,34 +2002,50 @@ class Engine:
                 tag = parse_tag(tag, self.settings.image_tag_suffix).value
             except TagError as exc:
                 raise BadTag(str(exc)) from None
-        item = self.guards.enqueue(
-            QueuedItem(
-                id="",
-                mode=mode,
-                kind=kind if mode is QueueMode.DEPLOY else "",
-                tag=tag,
-                requester=requester,
-                queued_at=self.clock.now(),
-                channel=via.channel or "",
-                reason=reason,
-                approved_by=via.approved_by,
-                request_id=via.request_id,
-                source=via.source or "",
-            )
+        wanted = QueuedItem(
+            id="",
+            mode=mode,
+            kind=kind if mode is QueueMode.DEPLOY else "",
+            tag=tag,
+            requester=requester,
+            queued_at=self.clock.now(),
+            channel=via.channel or "",
+            reason=reason,
+            approved_by=via.approved_by,
+            request_id=via.request_id,
+            source=via.source or "",
         )
+        name = self.target.name
+        try:
+            item = self.guards.enqueue(wanted, self.target.queue_limit)
+        except AlreadyQueued as already:
+            found = self.guards.find(already.sort_key)
+            place = self.guards.position(found) if found is not None else 0
+            what = f"{kind} of {tag}" if mode is QueueMode.DEPLOY else "a notice"
+            number = f" as number {place}" if place else ""
+            raise DeployRefused(
+                f"Already queued{number}: {what} for {requester.name} on {name}. Nothing "
+                "was added; cancel it from its message to take it out."
+            ) from None
+        except QueueFull as full:
+            raise DeployRefused(
+                f"{requester.name} has {full.limit} deploys queued for {name} already "
+                f"(queue_limit = {full.limit}): nothing was added. Cancel one, or wait for "
+                "their turns."
+            ) from None
         return item, self.queue_position(item)
 
     def queue(self) -> list[QueuedItem]:
         return self.guards.queue()
 
     def _queued(self) -> int:
-        """How many deploys wait in the queue (people waiting to be told are no deploys)."""
-        return sum(1 for q in self.guards.queue() if q.mode is QueueMode.DEPLOY)
+        """How many deploys wait in the queue (people waiting to be told are no deploys):
+        one read of the queue's count, however long the queue."""
+        return self.guards.queued()
 
-    def queue_position(self, item: QueuedItem, queue: list[QueuedItem] | None = None) -> int:
+    def queue_position(self, item: QueuedItem) -> int:
         """1-based place among the queued items of the same mode; 0 when gone."""
-        items = [q for q in (queue if queue is not None else self.queue()) if q.mode is item.mode]
-        return next((i + 1 for i, q in enumerate(items) if q.id == item.id), 0)
+        return self.guards.position(item)
 
     def cancel_queued(self, item_id: str, requester: Requester) -> QueuedItem:
         """Remove a queued item; only the person who queued it may."""
@@ -1917,14 +2069,13 @@ class Engine:
         completed on the target it must come from). None when the queue is empty, the lock
         is held, or another process took it first. An approved one deploys only the image
         its approvers saw."""
-        deploys = [q for q in self.queue() if q.mode is QueueMode.DEPLOY]
-        if not deploys:
+        head = self.guards.head()
+        if head is None:
             return None
         try:
             self.check_lock()
         except LockHeld:
             return None
-        head = deploys[0]
         if not self.guards.take(head):
             return None
         via = Via(
@@ -1951,24 +2102,18 @@ class Engine:
         return self.plan_deploy(item.tag, item.requester, item.reason, via=via)
 
     def _as_approved(self, item: QueuedItem, plan: Plan) -> None:
-        """A queued deploy that was approved deploys the image its request showed, or nothing
-        (the tag may have moved while it waited)."""
-        request = self.guards.request(item.request_id)
-        if request is None or request.state is not RequestState.APPROVED:
-            raise NoSuchRequest(
-                f"its approval request {item.request_id[:64]!r} is not approved; ask again"
-            )
-        if plan.digest != request.digest:
-            raise NoSuchRequest(
-                f"it was approved for {request.tag} ({short_digest(request.digest)}), and "
-                f"would now deploy {plan.tag} ({plan.short_digest}); nothing was changed. Ask "
-                "again."
-            )
+        """A queued deploy that was approved goes only while its approval holds, exactly as
+        for a direct approval: the request approved and not expired, what runs still what it
+        showed ("from"), and the image the one it showed (the tag may have moved while it
+        waited); else nothing."""
+        why = self._approval_lapsed(item.request_id, plan.digest)
+        if why is not None:
+            raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
 
     def lock_free_waiters(self) -> list[QueuedItem]:
         """Once the lock is free: the people who asked to be told, each taken off the queue
         by exactly one process (the transport tells them)."""
-        waiting = [q for q in self.queue() if q.mode is QueueMode.TELL]
+        waiting = self.guards.tells()
         if not waiting:
             return []
         try:
@@ -2045,6 +2190,7 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
         "break_glass": (via.break_glass or "") if decision.bypassed else "",
         "source": via.source or "",
         "notes": tuple(b.message for b in decision.bypassed),
+        "via": via,
     }
 
 

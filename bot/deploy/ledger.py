@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -276,10 +277,20 @@ class Ledger:
         return {"pk": {"S": f"LOCK#{self.key}"}, "sk": {"S": "LOCK"}}
 
     def try_acquire(
-        self, requester: Requester, tag: str, deployment_id: str, record_sk: str = ""
+        self,
+        requester: Requester,
+        tag: str,
+        deployment_id: str,
+        record_sk: str = "",
+        checks: Sequence[Precondition] = (),
     ) -> tuple[bool, Lock]:
         """Take the free lock: one conditional PutItem. (True, our lock) when taken, else
-        (False, the lock that holds it), read from the failed condition itself."""
+        (False, the lock that holds it), read from the failed condition itself.
+
+        With ``checks`` (the freeze, the queue: Engine.start), the put and the checks are
+        one TransactWriteItems: the lock is taken only if every check holds at that moment;
+        a check that fails raises PreconditionFailed (with the item that failed it) and
+        nothing is written."""
         now = self.clock.now()
         lock = Lock(
             holder=requester.name,
@@ -290,18 +301,43 @@ class Ledger:
             expires_at=now + self.lease,
             record_sk=record_sk,
         )
+        put = {
+            "TableName": self.table,
+            "Item": _lock_item(self._lock_key(), lock),
+            "ConditionExpression": "attribute_not_exists(pk)",
+            # The holder comes back with the refusal: DynamoDB's PutItem returns the item
+            # that failed the condition with ALL_OLD (API_PutItem.html,
+            # ReturnValuesOnConditionCheckFailure); a transaction's cancellation reasons
+            # carry it the same way (API_TransactWriteItems.html, CancellationReasons).
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
         try:
             with aws_errors("taking the deploy lock"):
-                self._call(
-                    self.db.put_item,
-                    TableName=self.table,
-                    Item=_lock_item(self._lock_key(), lock),
-                    ConditionExpression="attribute_not_exists(pk)",
-                    # The holder comes back with the refusal: DynamoDB's PutItem returns the
-                    # item that failed the condition with ALL_OLD (API_PutItem.html,
-                    # ReturnValuesOnConditionCheckFailure).
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
+                if checks:
+                    self.transact([*(c.as_item(self.table) for c in checks), {"Put": put}])
+                else:
+                    self._call(self.db.put_item, **put)
+        except Cancelled as cancelled:
+            failed = cancelled.failed()
+            if failed is not None and failed[0] < len(checks):
+                raise PreconditionFailed(checks[failed[0]], failed[1]) from None
+            item = failed[1] if failed is not None else None
+            if item:  # our own, when an applied attempt's answer was lost (see below)
+                holder = _lock_from_item(item)
+                return holder.deployment_id == deployment_id, holder
+            found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
+            if found is None:  # a conflicting transaction, or a lock released meanwhile
+                raise LockHeld(
+                    "Deploys were locked a moment ago and the lock has just been released; "
+                    "try again.",
+                    holder="?",
+                    tag=tag,
+                    since=now,
+                    deployment_id="",
+                ) from None
+            return False, found
         except _Conditional as held:
             # Our own put, applied on an attempt whose answer was lost and then retried by
             # botocore, fails its condition on our own lock: it is ours (a deployment id is
@@ -970,6 +1006,16 @@ class Ledger:
         """Open records, and those closed "still rolling out" or "unknown"."""
         return [r for r in self.history(limit) if not r.settled]
 
+    def transact(self, items: list[dict[str, Any]]) -> None:
+        """One TransactWriteItems: all of ``items`` are written, or none (Cancelled, with
+        each item's reason, when a condition failed or another transaction conflicted)."""
+        try:
+            self._call(self.db.transact_write_items, TransactItems=items)
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                raise Cancelled(exc.response.get("CancellationReasons", [])) from exc
+            raise
+
     def call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
         """One DynamoDB call: a failed condition raises ConditionFailed, a missing table
         NotConfigured (bot/deploy/guards.py shares the table and these rules)."""
@@ -996,6 +1042,52 @@ class _Conditional(Exception):
 
     def __init__(self, item: dict[str, Any] | None = None) -> None:
         super().__init__("conditional check failed")
+        self.item = item
+
+
+class Cancelled(Exception):
+    """A transaction was cancelled; ``reasons`` are DynamoDB's, one per item in order."""
+
+    def __init__(self, reasons: list[dict[str, Any]]) -> None:
+        super().__init__("transaction cancelled")
+        self.reasons = reasons
+
+    def failed(self) -> tuple[int, dict[str, Any] | None] | None:
+        """The first item whose condition failed, and the item as it was (when asked for)."""
+        for index, reason in enumerate(self.reasons):
+            if reason.get("Code") == "ConditionalCheckFailed":
+                return index, reason.get("Item")
+        return None
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """An item of the table that must be as ``condition`` says for a write to go, checked in
+    the same transaction (a ConditionCheck): "no freeze item", "no deploy queued"."""
+
+    name: str  # what it guards, for the caller: "freeze", "queue"
+    key: dict[str, Any]
+    condition: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def as_item(self, table: str) -> dict[str, Any]:
+        check: dict[str, Any] = {
+            "TableName": table,
+            "Key": self.key,
+            "ConditionExpression": self.condition,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if self.values:
+            check["ExpressionAttributeValues"] = self.values
+        return {"ConditionCheck": check}
+
+
+class PreconditionFailed(Exception):
+    """A Precondition did not hold when the lock was to be taken; ``item`` is what failed it."""
+
+    def __init__(self, check: Precondition, item: dict[str, Any] | None) -> None:
+        super().__init__(f"{check.name} check failed")
+        self.check = check
         self.item = item
 
 

@@ -276,7 +276,8 @@ class _QuietRequestHandler(MotoRequestHandler):
         pass
 
 
-_DYNAMODB_LOCK = threading.Lock()
+# Re-entrant: moto's transact_write_items calls get_item, put_item… under the same lock.
+_DYNAMODB_LOCK = threading.RLock()
 _DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "get_item", "transact_write_items")
 
 
@@ -291,6 +292,7 @@ def patch_moto_dynamodb() -> None:
 
     if getattr(DynamoDBBackend, "_deploybot_atomic", False):
         return
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     for name in _DYNAMODB_WRITES:
         original = getattr(DynamoDBBackend, name)
 
@@ -300,6 +302,70 @@ def patch_moto_dynamodb() -> None:
 
         setattr(DynamoDBBackend, name, atomic)
     DynamoDBBackend._deploybot_atomic = True  # type: ignore[attr-defined]
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems without its deep copy of every table it touches, which
+    costs time in proportion to the table (5 s, a client's read timeout, at a few hundred
+    queued deploys on a loaded machine). Under the lock above nothing else runs meanwhile, so
+    every condition is checked first and the writes made only if all hold: all or nothing,
+    with DynamoDB's cancellation reasons (one per item, the failed item's old image with
+    ALL_OLD: API_TransactWriteItems.html)."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+    )
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    seen: set[tuple[str, str]] = set()
+    reasons: list[tuple[Any, Any, Any]] = []
+    for entry in transact_items:
+        ((kind, op),) = entry.items()
+        table = self.get_table(op["TableName"])
+        if kind == "Put":
+            attrs = op["Item"]
+            key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = attrs[table.range_key_attr]
+        else:
+            key = op["Key"]
+        ident = (op["TableName"], str(sorted(key.items())))
+        if ident in seen:
+            raise MultipleTransactionsException()
+        seen.add(ident)
+        ops.append((kind, op, key))
+        current = self.get_item(op["TableName"], key)
+        condition = op.get("ConditionExpression")
+        held = condition is None or get_filter_expression(
+            condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        ).expr(current)
+        if held:
+            reasons.append((None, None, None))
+        else:
+            old = None
+            if current is not None and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD":
+                old = current.to_json()["Attributes"]
+            reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+    if any(code is not None for code, _, _ in reasons):
+        raise TransactionCanceledException(reasons)
+    for kind, op, key in ops:
+        names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        if kind == "Put":
+            self.put_item(op["TableName"], op["Item"])
+        elif kind == "Delete":
+            self.delete_item(op["TableName"], key)
+        elif kind == "Update":
+            self.update_item(
+                op["TableName"],
+                key,
+                update_expression=op["UpdateExpression"],
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+            )
 
 
 class MotoServer(ThreadedMotoServer):

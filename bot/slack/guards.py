@@ -48,7 +48,7 @@ from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
 from bot.rules import Action, Door, Rule, RuleRefused
-from bot.slack.messages import Message
+from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
 from bot.targets import Target
 
 log = logging.getLogger("deploybot.slack.guards")
@@ -379,6 +379,23 @@ async def freeze(
         f"`{esc(place.engine.hints.unfreeze(place.target.name))}`; rollback and abort still work."
     )
     await _announce(ctx, reply, channel, text)
+    # A deploy that took the lock before the freeze is not stopped by it: say so, offer Stop.
+    try:
+        rolling = await asyncio.to_thread(place.engine.rolling_out)
+    except DeployError as exc:
+        log.warning("could not tell whether a deploy is rolling out: %s", exc)
+        return
+    if rolling is None:
+        return
+    said = (
+        f"A deploy started before the freeze is still rolling out: {esc(rolling.kind)} "
+        f"`{esc(rolling.id)}` of `{esc(rolling.tag)}`. Stop it?"
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=said))]
+    if offers_stop(rolling, None):
+        name = place.target.name if ctx.several else ""
+        blocks.append(ActionsBlock(block_id="stop", elements=[stop_button(rolling, name)]))
+    await _offer(reply, Message(text=said, blocks=tuple(blocks)))
 
 
 async def unfreeze(
@@ -602,21 +619,24 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
         more = "1 more approval" if approval.missing == 1 else f"{approval.missing} more"
         await _update_request(ctx, request, place, f"Needs {more}")
         return
-    await _update_request(ctx, request, place, f"Approved by {mention(approver.who)}: deploying")
     planned = approval.plan
-    await guarded(
-        ctx,
-        place,
-        respond,
-        channel,
-        planned.requester,
-        lambda _via: planned,
-        door=Door.BUTTON,
-        kind=request.kind,
-        tag=request.tag,
-        request_id=request.id,
-        approved_by=request.approved_by,
-    )
+    try:
+        record = await place.launch(lambda: planned, channel, respond)
+    except LockHeld:
+        # Taken while the deployment's message was being posted: it waits for its requester.
+        return await _queue_approved(ctx, place, respond, request, approver, channel)
+    except RuleRefused as refused:
+        if refused.rule is Rule.QUEUE:
+            return await _queue_approved(ctx, place, respond, request, approver, channel)
+        await _update_request(ctx, request, place, f"⚠️ Approved, not deployed: {refused.message}")
+        return await _say(respond, _refusal_text(refused))
+    except DeployRefused as exc:
+        await _update_request(ctx, request, place, f"⚠️ Approved, not deployed: {exc.message}")
+        return await _say(respond, esc(exc.message))
+    if record is not None:
+        await _update_request(
+            ctx, request, place, f"Approved by {mention(approver.who)}: deploying ({record.id})"
+        )
 
 
 async def _queue_approved(
@@ -649,8 +669,13 @@ async def _queue_approved(
         )
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
+    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    behind = f" behind `{esc(held.deployment_id)}`" if held and held.deployment_id else ""
     await _update_request(
-        ctx, request, place, f"Approved by {mention(approver.who)}: queued, number {position}"
+        ctx,
+        request,
+        place,
+        f"Approved by {mention(approver.who)}; queued as number {position}{behind}",
     )
     msg = queued_message(item, position, place.target)
     try:
@@ -770,12 +795,31 @@ async def take_turns(ctx: Any, place: Place) -> None:
     if turn is not None and turn.plan is None:
         item = turn.item
         why = _refusal_text(turn.refused) if turn.refused else "refused"
-        await _tell(
-            ctx,
-            item,
+        text = (
             f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
-            f"did not start when its turn came: {why}",
+            f"did not start when its turn came: {why}"
         )
+        again: tuple[Block, ...] = ()
+        if item.kind == "deploy" and item.tag:
+            again = (
+                SectionBlock(text=MarkdownTextObject(text=text[:3000])),
+                ActionsBlock(
+                    block_id="again",
+                    elements=[
+                        deploy_button(
+                            item.tag,
+                            place.engine.service_name,
+                            target=place.target.name if ctx.several else "",
+                        )
+                    ],
+                ),
+            )
+        await _tell(ctx, item, text, again)
+        if item.request_id:
+            request = await asyncio.to_thread(place.engine.guards.request, item.request_id)
+            if request is not None:
+                plain = turn.refused.message if turn.refused else "refused"
+                await _update_request(ctx, request, place, f"⚠️ Not deployed at its turn: {plain}")
     elif started:
         log.info("a queued deploy started", extra={"service": engine.service_name})
 
@@ -808,15 +852,16 @@ async def _start_turn(ctx: Any, place: Place, item: QueuedItem, planned: Plan) -
     return record is not None
 
 
-async def _tell(ctx: Any, item: QueuedItem, text: str) -> None:
+async def _tell(ctx: Any, item: QueuedItem, text: str, blocks: tuple[Block, ...] = ()) -> None:
     """An ephemeral to the person in the channel they asked from (a DM without one)."""
+    shown = {"blocks": [b.to_dict() for b in blocks]} if blocks else {}
     try:
         if item.channel:
             await ctx.client.chat_postEphemeral(
-                channel=item.channel, user=item.requester.who, text=text
+                channel=item.channel, user=item.requester.who, text=text, **shown
             )
         else:
-            await ctx.client.chat_postMessage(channel=item.requester.who, text=text)
+            await ctx.client.chat_postMessage(channel=item.requester.who, text=text, **shown)
     except Exception as exc:
         log.warning("could not tell %s: %s", item.requester.who, exc)
 

@@ -12,10 +12,11 @@ import pytest
 
 from bot.clock import Clock
 from bot.deploy.engine import Engine, Via
-from bot.deploy.errors import LockHeld, NoSuchRequest, NothingToAbort
-from bot.deploy.guards import QueueMode, RequestState
+from bot.deploy.errors import DeployRefused, LockHeld, NoSuchRequest, NothingToAbort
+from bot.deploy.guards import QueuedItem, QueueMode, RequestState
 from bot.deploy.ledger import Requester
 from bot.deploy.rollout import Outcome
+from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.rules import Door, Rule, RuleRefused
 from bot.targets import Target
@@ -531,3 +532,173 @@ def test_an_approval_given_while_deploys_are_queued_waits_its_turn_for_its_image
     assert turn is not None and turn.plan is None and turn.refused is not None
     assert "approved for v4.5.0-ecr-ecs-fargate" in turn.refused.message
     assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+# --- Issue 24: judged when the lock is taken; an approval counts only for what it approved --
+
+
+def test_a_freeze_written_after_the_plan_refuses_its_start(
+    stack: LocalStack, aws: MotoServer, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """The plan read no freeze; another process froze the target before the start: the lock's
+    transaction refuses it (no lock, no record, nothing sent to ECS)."""
+    engine, other = engine_for(stack, target_of(stack)), engine_for(stack, target_of(stack))
+    engines += [engine, other]
+    for door, plan in (
+        ("/deploy", lambda: engine.plan_deploy("v4.4.0", slack(ANA), via=slash())),
+        ("a button", lambda: engine.plan_deploy("v4.4.0", slack(ANA), via=button())),
+        ("/redeploy", lambda: engine.plan_redeploy(slack(ANA), via=slash())),
+        ("the CLI", lambda: engine.plan_deploy("v4.4.0", OPERATOR)),
+    ):
+        planned = plan()
+        other.freeze(slack(BEN), "incident 77", via=slash())
+        frozen_at = other.status().freeze
+        assert frozen_at is not None
+        aws.requests.clear()
+        with pytest.raises(RuleRefused) as refused:
+            engine.start(planned)
+        assert refused.value.rule is Rule.FREEZE, door
+        said = refused.value.decision
+        at = f"{frozen_at.since:%H:%M:%S}"
+        assert f"production was frozen by {BEN} at {at} UTC while this was" in said.message
+        assert f"<@{BEN}>" in said.mrkdwn and "incident 77" in said.message
+        assert aws.requests.count("ecs") == 0, door  # nothing reached ECS
+        assert engine.ledger.lock_item() is None and engine.history(1) == [], door
+        other.unfreeze(OPERATOR)
+    # A rollback goes past a freeze at its start as at its plan.
+    first = engine.deploy("v4.4.0", OPERATOR)
+    list(engine.watch(first))
+    planned = engine.plan_rollback(slack(ANA), of=first.id, via=slash())
+    other.freeze(slack(BEN), "incident 78", via=slash())
+    list(engine.watch(engine.start(planned)))
+    assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
+
+
+def test_a_window_closing_or_a_deploy_queued_after_the_plan_refuses_its_start(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    today = DAY_NAMES[datetime.now(UTC).weekday()]
+    clock = ShiftedClock()
+    windowed = target_of(stack, windows=(parse_window(f"{today} 00:00-24:00 UTC"),))
+    engine = engine_for(stack, windowed, clock)
+    engines.append(engine)
+    planned = engine.plan_deploy("v4.4.0", slack(ANA), via=slash())
+    clock.shift = timedelta(days=1)  # the window closed while it was being prepared
+    with pytest.raises(RuleRefused) as refused:
+        engine.start(planned)
+    assert refused.value.rule is Rule.WINDOWS
+    assert engine.ledger.lock_item() is None
+    clock.shift = timedelta()
+
+    planned = engine.plan_deploy("v4.4.0", slack(ANA), via=slash())
+    engine.enqueue(slack(BEN), tag="v4.3.0", via=slash())  # queued meanwhile
+    with pytest.raises(RuleRefused, match="1 deploy is queued for production") as refused:
+        engine.start(planned)
+    assert refused.value.rule is Rule.QUEUE and engine.ledger.lock_item() is None
+    # --break-glass goes ahead of it, as at the plan.
+    glass = engine.plan_deploy("v4.4.0", OPERATOR, via=Via(break_glass="site down"))
+    list(engine.watch(engine.start(glass)))
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
+
+
+def test_a_queued_approval_whose_premise_changed_deploys_nothing_at_its_turn(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """Issue 24's story: v4.3.0 → v4.4.0 asked and approved while a slow deploy holds the
+    lock (queued for its requester); a v4.5.0 hotfix goes out with --break-glass; at the
+    turn, v4.4.0 must not go over the hotfix. Then: a queued approval that expired."""
+    clock = ShiftedClock()
+    engine = _protected(stack, clock)
+    engines.append(engine)
+    asked = engine.plan_deploy("v4.4.0", slack(BEN), via=slash(asking=True))
+    request = engine.request_approval(asked, DEPLOYS)
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.3.0-ecr-ecs-fargate")
+    slow = engine.start(engine.plan_redeploy(OPERATOR, via=Via(break_glass="slow redeploy")))
+    approval = engine.approve(request.id, slack(DAN), via=button())
+    assert isinstance(approval.wait, LockHeld) and approval.plan is None
+    via = button(approved_by=(DAN,), request_id=request.id)
+    engine.enqueue(slack(BEN), tag=request.tag, via=via)
+    simulator.slow_ticks = 2
+    list(engine.watch(slow))
+    hotfix = engine.plan_deploy("v4.5.0", OPERATOR, via=Via(break_glass="hotfix"))
+    list(engine.watch(engine.start(hotfix)))
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is None and isinstance(turn.refused, RuleRefused)
+    assert turn.refused.rule is Rule.PREMISE
+    assert "no longer holds" in turn.refused.message
+    assert "runs v4.5.0-ecr-ecs-fargate" in turn.refused.message
+    assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
+
+    # Asked from v4.5.0, approved while a deploy is queued; the request expires meanwhile.
+    asked = engine.plan_deploy("v4.4.0", slack(BEN), via=slash(asking=True))
+    request = engine.request_approval(asked, DEPLOYS)
+    engine.enqueue(slack(ANA), tag="v4.3.0", via=slash())
+    engine.approve(request.id, slack(DAN), via=button())
+    engine.enqueue(
+        slack(BEN), tag=request.tag, via=button(approved_by=(DAN,), request_id=request.id)
+    )
+    engine.cancel_queued(engine.queue()[0].id, slack(ANA))
+    clock.shift = timedelta(minutes=31)
+    turn = engine.next_turn()
+    assert turn is not None and turn.plan is None and turn.refused is not None
+    assert "expired" in turn.refused.message
+    assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
+
+
+def test_the_queue_limits_each_person_and_counts_each_image_once(
+    stack: LocalStack, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack, queue_limit=2))
+    engines.append(engine)
+    first, place = engine.enqueue(slack(ANA), tag="v4.4.0", via=slash())
+    assert place == 1
+    with pytest.raises(DeployRefused, match="Already queued as number 1"):
+        engine.enqueue(slack(ANA), tag="v4.4.0", via=button())  # a second click
+    engine.enqueue(slack(BEN), tag="v4.4.0", via=slash())  # another person: their own
+    engine.enqueue(slack(ANA), tag="v4.3.0", via=slash())
+    with pytest.raises(DeployRefused, match=r"queue_limit = 2"):
+        engine.enqueue(slack(ANA), tag="v4.5.0", via=slash())
+    assert [q.tag for q in engine.queue()] == [
+        "v4.4.0-ecr-ecs-fargate",
+        "v4.4.0-ecr-ecs-fargate",
+        "v4.3.0-ecr-ecs-fargate",
+    ]
+    assert engine.guards.queued() == 3
+    # Taken out, a place is free again, and the same image may be queued again.
+    engine.cancel_queued(first.id, slack(ANA))
+    again, place = engine.enqueue(slack(ANA), tag="v4.4.0", via=slash())
+    assert place == 3 and engine.guards.queued() == 3
+    assert engine.queue_position(again) == 3
+
+
+def test_positions_are_right_and_a_check_reads_one_item_at_600_queued(
+    stack: LocalStack, aws: MotoServer, engines: list[Engine]
+) -> None:
+    engine = engine_for(stack, target_of(stack, deployers=frozenset({"*"})))
+    engines.append(engine)
+    people = [slack(f"U{n:04d}") for n in range(600)]
+    items = [engine.guards.enqueue(_queued_item(p)) for p in people]
+    assert engine.guards.queued() == 600
+    for n in (0, 1, 499, 500, 507, 599):
+        assert engine.queue_position(items[n]) == n + 1, n
+    assert [q.id for q in engine.queue()] == [i.id for i in items]
+    head = engine.guards.head()
+    assert head is not None and head.id == items[0].id
+    aws.requests.clear()
+    with pytest.raises(RuleRefused, match="600 deploys are queued"):
+        engine.plan_deploy("v4.4.0", slack(ANA), via=slash())
+    queue_reads = [r for r in aws.requests if r.service == "dynamodb" and r.operation == "Query"]
+    assert queue_reads == []  # the count, not the queue
+
+
+def _queued_item(who: Requester) -> QueuedItem:
+    return QueuedItem(
+        id="",
+        mode=QueueMode.DEPLOY,
+        kind="deploy",
+        tag="v4.4.0-ecr-ecs-fargate",
+        requester=who,
+        queued_at=datetime.now(UTC),
+        channel=DEPLOYS,
+    )

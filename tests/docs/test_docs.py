@@ -246,3 +246,22 @@ def test_readme_lists_every_setting() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     absent = sorted(n for n in settings_names() if f"`{n}`" not in text)
     assert not absent, f"README.md does not list {absent}"
+
+
+def test_operations_lists_every_target_key() -> None:
+    """OPERATIONS.md's table of deploybot.toml keys names every key a target may set, with
+    its default as the code has it (queue_limit, approval_expiry_minutes …)."""
+    from bot.targets import _TargetTable
+
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for line in text.splitlines()
+        if line.startswith("| `") and len(cells := line.split("|")) > 3
+    }
+    documented = {key.strip("` ") for name in rows for key in name.split(",")}
+    absent = sorted(set(_TargetTable.model_fields) - documented)
+    assert not absent, f"docs/OPERATIONS.md does not list {absent}"
+    for key in ("queue_limit", "approval_expiry_minutes"):
+        default = _TargetTable.model_fields[key].default
+        assert rows[f"`{key}`"] == f"`{default}`", key

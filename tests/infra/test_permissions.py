@@ -50,6 +50,16 @@ IMPLIED = {
     # RegisterTaskDefinition with tags= needs TagResource; with roles in it, PassRole.
     "ecs:RegisterTaskDefinition": {"ecs:TagResource", "iam:PassRole"},
 }
+# No IAM action of its own: a transaction is authorised as the operations it holds, a
+# ConditionCheck as dynamodb:ConditionCheckItem (DynamoDB Developer Guide, "Using IAM with
+# DynamoDB transactions").
+TRANSACTION_ITEMS = {
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+}
+TRANSACTIONS = {"dynamodb:TransactWriteItems": set(TRANSACTION_ITEMS.values())}
 # What AWS answers whatever the role grants: GetCallerIdentity "No permissions are required to
 # perform this operation" (https://docs.aws.amazon.com/STS/latest/APIReference/
 # API_GetCallerIdentity.html). A terminal asks it once per process for its caller's ARN.
@@ -116,9 +126,9 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     _table_from_template(stack)
     _every_engine_path(Engine(stack.settings), simulator)
     called = {f"{service}:{operation}" for service, operation in CALLED} - NEEDS_NO_PERMISSION
-    needed = set(called)
+    needed = set(called) - set(TRANSACTIONS)
     for action in called:
-        needed |= IMPLIED.get(action, set())
+        needed |= IMPLIED.get(action, set()) | TRANSACTIONS.get(action, set())
     granted = set(bot_task_role_actions())
     assert sorted(needed - granted) == [], "the engine calls these but bot.yml does not grant them"
     assert sorted(granted - needed) == [], "bot.yml grants these but the engine never calls them"
@@ -170,7 +180,12 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
     def cluster_of(name: str) -> str:
         return name if name.startswith("arn:") else arn.format("ecs", f"cluster/{name}")
 
-    if call.service == "dynamodb":
+    if action == "dynamodb:TransactWriteItems":
+        for item in p["TransactItems"]:
+            ((kind, op),) = item.items()
+            table = arn.format("dynamodb", f"table/{op['TableName']}")
+            yield Authorised(TRANSACTION_ITEMS[kind], table, {})
+    elif call.service == "dynamodb":
         yield Authorised(action, arn.format("dynamodb", f"table/{p['TableName']}"), {})
     elif action == "ecr:DescribeImages":
         yield Authorised(action, arn.format("ecr", f"repository/{p['repositoryName']}"), {})

@@ -46,6 +46,7 @@ ENGINE_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
     "iam:PassRole",
 }
 # AWS offers no narrower resource for these two.

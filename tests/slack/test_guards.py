@@ -431,7 +431,7 @@ def test_an_approval_given_while_deploys_are_queued_queues_the_deploy_for_its_re
             request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url
         )
         emulator.wait_for(
-            lambda: "queued, number 2" in emulator.message(request.ts).all_text,
+            lambda: "queued as number 2" in emulator.message(request.ts).all_text,
             timeout=90,
             what="the request approved and queued",
         )
