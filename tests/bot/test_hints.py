@@ -15,6 +15,7 @@ from bot.fleet import Fleet
 from bot.hints import VIA_VARIABLE, Hints
 from bot.local.simulator import RolloutSimulator
 from bot.slack.names import CommandNames
+from tests.bot.test_make import make
 from tests.conftest import FleetStack
 
 # A slash command in a text: "/deploy", "/redeploy", "/deploy-status" (never a URL's path).
@@ -73,6 +74,18 @@ def test_status_under_make_says_make_deploy_with_env(
     assert "Recent images in ECR (make deploy TAG=… ENV=staging)" in said, said
     code, said = run(capsys, "status")
     assert "Detail: make status ENV=NAME" in said, said
+
+
+def test_make_speaks_makes_words(fleet_stack: FleetStack) -> None:
+    """The Makefile runs deploybot through tools/explain-exit.sh, which says so: the hints of
+    `make freeze ENV=staging` are make's own."""
+    frozen = make("freeze", "REASON=release train", "ENV=staging")
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    said = " ".join(frozen.stdout.split())
+    assert "until `make unfreeze ENV=staging`" in said, said
+    refused = make("deploy", "TAG=v4.4.0", "ENV=staging")
+    assert refused.returncode == 2
+    assert "Once it is safe: make unfreeze ENV=staging" in " ".join(refused.stderr.split())
 
 
 def test_promote_after_a_breaker_rollback_says_what_would_work(
