@@ -497,7 +497,8 @@ def abort(args: argparse.Namespace) -> int:
             out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back.")
             return EXIT_OK
         out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
-        return 1
+        # Proven never started (its UpdateService never reached ECS): nothing changed, 2.
+        return outcome.exit_code if outcome is Outcome.NOT_STARTED else 1
 
     return _run(args, body)
 
