@@ -121,10 +121,10 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
     return _run_fleet(args, lambda fleet, target: body(fleet.engine(target)))
 
 
-def _ask(args: argparse.Namespace, engine: Engine) -> Ask:
+def _ask(args: argparse.Namespace) -> Ask:
     return Ask(
         Door.CLI,
-        requester(engine),
+        requester(),  # the AWS identity is asked once the change starts (Engine.start)
         None,
         getattr(args, "break_glass", None),
         allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
@@ -340,7 +340,7 @@ def deploy(args: argparse.Namespace) -> int:
         lambda fleet, target: fleet.plan(
             target,
             Action.DEPLOY,
-            _ask(args, fleet.engine(target)),
+            _ask(args),
             tag=args.tag,
             reason=args.reason,
         ),
@@ -350,18 +350,14 @@ def deploy(args: argparse.Namespace) -> int:
 def redeploy(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(
-            target, Action.REDEPLOY, _ask(args, fleet.engine(target)), reason=args.reason
-        ),
+        lambda fleet, target: fleet.plan(target, Action.REDEPLOY, _ask(args), reason=args.reason),
     )
 
 
 def rollback(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(
-            target, Action.ROLLBACK, _ask(args, fleet.engine(target)), reason=args.reason
-        ),
+        lambda fleet, target: fleet.plan(target, Action.ROLLBACK, _ask(args), reason=args.reason),
     )
 
 
@@ -379,7 +375,7 @@ def promote(args: argparse.Namespace) -> int:
         lambda fleet, target: fleet.plan(
             target,
             Action.PROMOTE,
-            _ask(args, fleet.engine(target)),
+            _ask(args),
             source=args.source,
             reason=args.reason,
         ),
@@ -501,7 +497,8 @@ def abort(args: argparse.Namespace) -> int:
             out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back.")
             return EXIT_OK
         out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
-        return 1
+        # Proven never started (its UpdateService never reached ECS): nothing changed, 2.
+        return outcome.exit_code if outcome is Outcome.NOT_STARTED else 1
 
     return _run(args, body)
 

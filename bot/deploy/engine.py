@@ -1341,7 +1341,7 @@ class Engine:
             ecs_deployment_id="",
             who=plan.requester.who,
             who_display=plan.requester.name,
-            who_arn=plan.requester.aws_identity,
+            who_arn=self._caller_arn(plan.requester),
             source=plan.requester.source,
             reason=plan.reason,
             started_at=started_at,
@@ -1453,6 +1453,14 @@ class Engine:
         if follow:
             self.poller.follow(record, asked_ecs_at=asked_at, started_here=True, task_definition=td)
         return record
+
+    def _caller_arn(self, requester: Requester) -> str:
+        """Who AWS says made a terminal's change (its credentials' ARN), beside the name it
+        declared; asked only once a change starts (a refusal costs no STS call), once per
+        process. A bot's changes are its Slack users': their ids say who."""
+        if requester.aws_identity or requester.source != "cli":
+            return requester.aws_identity
+        return self.aws.caller_arn()
 
     def _started_or_not(self, record: DeploymentRecord, asked_at: float) -> DeploymentRecord:
         """A start nobody will follow (``--no-wait``) whose UpdateService answer was lost: read
@@ -1660,6 +1668,20 @@ class Engine:
         )
         if freeze is not None and self.guards.freeze(freeze) is None:
             log.warning("frozen after a failure: %s", freeze.reason, extra=record.log_fields)
+            # Whichever process closed it (a terminal, a bot), the channel hears of it.
+            try:
+                self.ledger.add_news(
+                    News(
+                        "freeze-after-failure",
+                        freeze.by,
+                        freeze.since,
+                        reason=freeze.reason,
+                        deployment_id=record.id,
+                        tag=record.tag,
+                    )
+                )
+            except DeployError as exc:
+                log.warning("the freeze is not told to the channel: %s", exc)
 
     # Abort ---------------------------------------------------------------------------------
     def rolling_out(self) -> DeploymentRecord | None:

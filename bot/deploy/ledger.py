@@ -103,7 +103,7 @@ class News:
     laptop needs the bot's Slack token. ``who`` is declared (DEPLOYBOT_USER), ``aws_identity``
     what AWS said the caller is."""
 
-    kind: str  # freeze, unfreeze, abort, break-glass
+    kind: str  # freeze, unfreeze, abort, break-glass; freeze-after-failure (any process)
     who: str
     at: datetime
     aws_identity: str = ""
