@@ -192,6 +192,9 @@ class DeploymentRecord:
     follower: str = ""
     follower_until: datetime | None = None
     follower_beat: int = 0
+    # The process that started it, when it followed it from its first write (a terminal that
+    # waits, a bot): while it still follows it, a bot shows it without following it.
+    starter: str = ""
     # ECS events and stopped tasks its thread already has a reply for: a follower that takes
     # over does not say them again.
     replied: frozenset[str] = frozenset()
@@ -544,6 +547,7 @@ class Ledger:
             item["follower"] = {"S": rec.follower}
             item["follower_until"] = {"S": _ts(rec.follower_until)}
             item["follower_beat"] = {"N": str(rec.follower_beat)}
+            item["starter"] = {"S": rec.follower}
         try:
             with aws_errors("writing the deployment history"):
                 self._call(
@@ -1191,6 +1195,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         if _s(item, "follower_until")
         else None,
         follower_beat=int(item.get("follower_beat", {}).get("N", "0")),
+        starter=_s(item, "starter"),
         replied=frozenset(item.get("replied", {}).get("SS", ())),
         approved_by=_strings(item, "approved_by"),
         approval_request=_s(item, "approval_request"),

@@ -600,8 +600,8 @@ class ProgressBoard:
                     shadow._show(shadow._render(_seen(record, state, now)))
                 continue
             if record.open:
-                if not self.engine.followed_elsewhere(record):
-                    continue  # followed here, or about to be: its watcher posts it
+                if not self._started_and_followed_elsewhere(record):
+                    continue  # followed here, or by a bot that took it: its watcher posts it
             elif (
                 record.finished_at is None or self.since is None or record.finished_at < self.since
             ):
@@ -631,6 +631,16 @@ class ProgressBoard:
                 self.messages[record.id] = progress
                 self.spawn(self._finish(progress), name=f"finish:{record.id}")
 
+    def _started_and_followed_elsewhere(self, record: DeploymentRecord) -> bool:
+        """The process that started ``record`` follows it still, elsewhere (a terminal that
+        waits): no bot follows it, so one shows it. A bot replica that follows a record (one
+        it took over, a ``--no-wait`` deploy) shows it itself."""
+        return (
+            bool(record.starter)
+            and record.follower == record.starter
+            and self.engine.followed_elsewhere(record)
+        )
+
     async def _shadow(self, progress: ProgressMessage, snap: Snapshot | None) -> None:
         try:
             await progress.recall_change()
@@ -647,7 +657,7 @@ class ProgressBoard:
         by_id = {r.id: r for r in records}
         for record_id, shadow in list(self.shadows.items()):
             record = by_id.get(record_id)
-            if record is not None and record.open and self.engine.followed_elsewhere(record):
+            if record is not None and record.open and self._started_and_followed_elsewhere(record):
                 continue
             del self.shadows[record_id]
             shadow.gave_up = "shown by another watcher now"  # nothing more from the shadow
