@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
@@ -83,11 +84,26 @@ def _print_table(table: Table) -> None:
     out.file.write("\n".join(lines) + "\n")
 
 
+def _quiet_logs() -> None:
+    """In a terminal the command prints what a person needs (stopped tasks, notes, the
+    outcome); the engine's log records are the bot's operational log. Without a handler,
+    Python prints every WARNING raw on stderr (logging.lastResort): each stopped task came
+    twice ("task stopped: …" beside "! task … stopped: …"), abort told of follower leases.
+    Errors, the unexpected, still show."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(logging.Formatter("deploybot: %(message)s"))
+        root.addHandler(handler)
+
+
 def _run_fleet(args: argparse.Namespace, body: Callable[[Fleet, Target], int]) -> int:
     """Run ``body`` with the fleet and the target ``--target`` names (default DEPLOY_TARGET);
     a refusal (an unknown target, a rule, bad configuration) is printed, exit 2."""
     _plain_off_a_terminal()
     fleet: Fleet | None = None
+    _quiet_logs()
     try:
         fleet = Fleet(_settings())
         fleet.speak(Hints.terminal_door())
@@ -105,10 +121,10 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
     return _run_fleet(args, lambda fleet, target: body(fleet.engine(target)))
 
 
-def _ask(args: argparse.Namespace, engine: Engine) -> Ask:
+def _ask(args: argparse.Namespace) -> Ask:
     return Ask(
         Door.CLI,
-        requester(engine),
+        requester(),  # the AWS identity is asked once the change starts (Engine.start)
         None,
         getattr(args, "break_glass", None),
         allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
@@ -158,10 +174,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
             for snap in watch:
-                # Lost sight of it: the final line says what to do; "could not record the
-                # outcome" would say it twice.
-                quiet = snap.outcome == Outcome.UNKNOWN
-                if snap.note and snap.note != note and not quiet:
+                if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
                 for event in snap.new_events:
@@ -301,6 +314,12 @@ def _start(
         record = engine.start(planned, follow=not args.no_wait)
         if record.break_glass:
             announce_break_glass(engine, record)
+        if args.no_wait and record.outcome is Outcome.NOT_STARTED:
+            # UpdateService's answer was lost and ECS proved it never started (#31).
+            out.print(
+                f"[bold red]✗ {_t(record.tag)} was not deployed[/]: {_t(record.outcome_reason)}."
+            )
+            return EXIT_REFUSED
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:
@@ -321,7 +340,7 @@ def deploy(args: argparse.Namespace) -> int:
         lambda fleet, target: fleet.plan(
             target,
             Action.DEPLOY,
-            _ask(args, fleet.engine(target)),
+            _ask(args),
             tag=args.tag,
             reason=args.reason,
         ),
@@ -331,18 +350,14 @@ def deploy(args: argparse.Namespace) -> int:
 def redeploy(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(
-            target, Action.REDEPLOY, _ask(args, fleet.engine(target)), reason=args.reason
-        ),
+        lambda fleet, target: fleet.plan(target, Action.REDEPLOY, _ask(args), reason=args.reason),
     )
 
 
 def rollback(args: argparse.Namespace) -> int:
     return _start(
         args,
-        lambda fleet, target: fleet.plan(
-            target, Action.ROLLBACK, _ask(args, fleet.engine(target)), reason=args.reason
-        ),
+        lambda fleet, target: fleet.plan(target, Action.ROLLBACK, _ask(args), reason=args.reason),
     )
 
 
@@ -360,7 +375,7 @@ def promote(args: argparse.Namespace) -> int:
         lambda fleet, target: fleet.plan(
             target,
             Action.PROMOTE,
-            _ask(args, fleet.engine(target)),
+            _ask(args),
             source=args.source,
             reason=args.reason,
         ),
@@ -482,7 +497,8 @@ def abort(args: argparse.Namespace) -> int:
             out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back.")
             return EXIT_OK
         out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
-        return 1
+        # Proven never started (its UpdateService never reached ECS): nothing changed, 2.
+        return outcome.exit_code if outcome is Outcome.NOT_STARTED else 1
 
     return _run(args, body)
 

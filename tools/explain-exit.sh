@@ -2,7 +2,8 @@
 # Runs a deploybot command for the Makefile and keeps its exit code in sight. GNU make exits 2
 # whenever a recipe fails, so `make deploy` cannot pass deploybot's 1, 3 or 4 on; this prints
 # the code and its meaning instead (`deploybot` itself exits with them: use it in scripts).
-"$@"
+# DEPLOYBOT_VIA=make: the hints deploybot prints name make's targets (`make unfreeze ENV=x`).
+DEPLOYBOT_VIA=make "$@"
 code=$?
 case $code in
     0) ;;

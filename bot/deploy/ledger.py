@@ -106,7 +106,7 @@ class News:
     laptop needs the bot's Slack token. ``who`` is declared (DEPLOYBOT_USER), ``aws_identity``
     what AWS said the caller is."""
 
-    kind: str  # freeze, unfreeze, abort, break-glass
+    kind: str  # freeze, unfreeze, abort, break-glass; freeze-after-failure (any process)
     who: str
     at: datetime
     aws_identity: str = ""
@@ -325,9 +325,12 @@ class Ledger:
             if failed is not None and failed[0] < len(checks):
                 raise PreconditionFailed(checks[failed[0]], failed[1]) from None
             item = failed[1] if failed is not None else None
-            if item:
-                return False, _lock_from_item(item)
+            if item:  # our own, when an applied attempt's answer was lost (see below)
+                holder = _lock_from_item(item)
+                return holder.deployment_id == deployment_id, holder
             found = self.lock_item()
+            if found is not None and found.deployment_id == deployment_id:
+                return True, found
             if found is None:  # a conflicting transaction, or a lock released meanwhile
                 raise LockHeld(
                     "Deploys were locked a moment ago and the lock has just been released; "

@@ -34,8 +34,8 @@ def unexplained(
         created = _aware(deployment.created_at)
         if created >= read_at - ECS_CLOCK_SLACK:
             continue  # its record may have been written after the read: the next pass judges it
-        if created < since - ECS_CLOCK_SLACK and deployment.rollout_state != "IN_PROGRESS":
-            continue
+        if created < since and deployment.rollout_state != "IN_PROGRESS":
+            continue  # made before the bot looked (the service's creation, say), and over
         if not any(_explains(record, deployment, created, read_at) for record in records):
             found.append(deployment)
     return found

@@ -620,7 +620,9 @@ class ServicePoller:
         tracked.record = closed
         if closed.final is not None and closed.outcome != final.outcome and closed.settled:
             final = replace(closed.final, new_events=final.new_events)  # someone settled it first
-        if note:
+        if note and verdict.outcome.settled:
+            # An outcome not recorded is worth a word; a watch that lost sight of it says
+            # already that the next command records it (once, plainly).
             final = replace(final, note=note)
         log.info(
             "deployment %s: %s (%s)",

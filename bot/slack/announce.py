@@ -41,6 +41,12 @@ def news_text(news: News, target: str, commands: CommandNames) -> str:
             f"and promotions are refused until `{commands.deploy} unfreeze {esc(target)}`; "
             "rollback and abort still work."
         )
+    if news.kind == "freeze-after-failure":
+        return (
+            f"🧊 {name} is frozen after a failure: {esc(news.reason)}. Deploys, redeploys and "
+            f"promotions are refused until `{commands.deploy} unfreeze {esc(target)}`; "
+            "rollback and abort still work."
+        )
     if news.kind == "unfreeze":
         return f"☀️ {who} unfroze {name} from a terminal ({esc(news.reason)})."
     if news.kind == "abort":

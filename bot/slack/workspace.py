@@ -12,7 +12,7 @@ What the payloads carry (read from Slack's references, and as bolt-python's
 
 - a slash command: ``team_id``, and on Grid ``enterprise_id``; ``channel_id`` and
   ``channel_name`` ("directmessage" in a DM, ``mpdm-…`` in a group DM)
-  (https://docs.slack.dev/interactivity/implementing-slash-commands);
+  (https://api.slack.com/interactivity/slash-commands#app_command_handling);
 - an interaction (block_actions, view_submission, shortcuts): ``team`` ("The workspace, or
   team, details the Block Kit interaction originated from. In the case of an Enterprise
   organization, team can also have the properties enterprise_id and enterprise_name"),
@@ -22,9 +22,10 @@ What the payloads carry (read from Slack's references, and as bolt-python's
   block_actions-payload; bolt-js #1615). In a Slack Connect channel a person of the other
   organisation sends their own team's ids;
 - whether a channel is shared with another organisation is in none of them: the conversation
-  object's ``is_ext_shared`` says it ("the conversation is part of a Shared Channel with a
-  remote organization", https://docs.slack.dev/reference/objects/conversation-object), as do
-  ``is_im`` and ``is_mpim`` for DMs (ids ``D…``) and group DMs (ids that do not say so):
+  object's ``is_ext_shared`` says it (Slack Connect; its ``connected_team_ids`` name the other
+  side), as do ``is_im`` and ``is_mpim`` for DMs (ids ``D…``) and group DMs (ids such as
+  ``G024BE91L``, named ``mpdm-user1--user2--user3-1``: the id does not say so)
+  (https://docs.slack.dev/reference/objects/conversation-object, …/mpim-object):
   conversations.info, asked once per channel and kept for ``CHANNEL_FACTS_SECONDS``.
 """
 

@@ -68,6 +68,23 @@ def test_still_rolling_out_at_the_timeout_exits_3(
     assert json.loads(cli("status", "--json").stdout)["lock"]["tag"] == "v4.4.0-ecr-ecs-fargate"
 
 
+def test_status_during_a_rollout_counts_each_releases_tasks_apart(
+    stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    """Issue 29 (7): mid-rollout status said "v4.4.0 … tasks: 3/3 running, 3 pending" while
+    the 3 running tasks were the old release's. Each release's tasks are counted apart."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow("v4.4.0-ecr-ecs-fargate")
+    assert cli("deploy", "v4.4.0", "--no-wait").returncode == 0
+    text = " ".join(cli("status").stdout.split())
+    assert "rolling out v4.4.0-ecr-ecs-fargate" in text, text
+    assert (
+        "tasks: v4.4.0-ecr-ecs-fargate (new): 0/3 running, 3 pending; "
+        "v4.3.0-ecr-ecs-fargate (old): 3 running" in text
+    ), text
+    assert "3/3 running, 3 pending" not in text
+
+
 def test_two_processes_at_once_one_proceeds(stack: LocalStack, simulator: RolloutSimulator) -> None:
     # The winner's rollout stays in progress: a --no-wait deployment whose rollout has ended
     # no longer blocks the next one (issue 13), so the race must be against a live rollout.

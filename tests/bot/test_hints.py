@@ -15,7 +15,9 @@ from bot.fleet import Fleet
 from bot.hints import VIA_VARIABLE, Hints
 from bot.local.simulator import RolloutSimulator
 from bot.slack.names import CommandNames
+from tests.bot.test_make import make
 from tests.conftest import FleetStack
+from tests.helpers import wait_until
 
 # A slash command in a text: "/deploy", "/redeploy", "/deploy-status" (never a URL's path).
 SLASH = re.compile(r"(?<![\w./-])/(re)?deploy\b")
@@ -73,6 +75,29 @@ def test_status_under_make_says_make_deploy_with_env(
     assert "Recent images in ECR (make deploy TAG=… ENV=staging)" in said, said
     code, said = run(capsys, "status")
     assert "Detail: make status ENV=NAME" in said, said
+
+
+def test_abort_after_ecs_ended_it_names_the_targets_status(
+    fleet_stack: FleetStack, simulator: RolloutSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--target", "staging", "deploy", "v4.4.0", "--no-wait")[0] == 0
+    wait_until(simulator.idle, 60, "the rollout's end in ECS")
+    code, said = run(capsys, "--target", "staging", "abort")
+    assert code == 2, said
+    # Was "`deploybot status` shows what runs": production's status.
+    assert said.endswith("`deploybot --target staging status` shows what runs."), said
+
+
+def test_make_speaks_makes_words(fleet_stack: FleetStack) -> None:
+    """The Makefile runs deploybot through tools/explain-exit.sh, which says so: the hints of
+    `make freeze ENV=staging` are make's own."""
+    frozen = make("freeze", "REASON=release train", "ENV=staging")
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    said = " ".join(frozen.stdout.split())
+    assert "until `make unfreeze ENV=staging`" in said, said
+    refused = make("deploy", "TAG=v4.4.0", "ENV=staging")
+    assert refused.returncode == 2
+    assert "Once it is safe: make unfreeze ENV=staging" in " ".join(refused.stderr.split())
 
 
 def test_promote_after_a_breaker_rollback_says_what_would_work(

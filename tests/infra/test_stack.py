@@ -530,3 +530,22 @@ def test_bot_config_reads_only_its_file_and_every_problem_under_its_name(
         f"{bad}: targets.production.after: no target named 'stagin' (known: staging, production)",
     ]
     assert _client("ssm", moto_url).describe_parameters()["Parameters"] == []
+
+
+def test_an_unreachable_endpoint_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Credentials, but nothing answers at AWS_ENDPOINT_URL: one line, exit 1."""
+    import socket
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                       "AWS_MAX_ATTEMPTS": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    lines: list[str] = []
+    assert main(["delete", "--stack", "svc"], out=lines.append, delay=0.05) == 1
+    (line,) = lines
+    assert line.startswith("error: could not reach AWS: Could not connect to the endpoint URL")

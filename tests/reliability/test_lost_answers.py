@@ -16,6 +16,7 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
+from tests.helpers import wait_until
 from tests.reliability.conftest import cli, report
 from tests.slack.helpers import running_tag
 
@@ -178,3 +179,40 @@ def test_a_lost_answer_to_taking_the_lock_does_not_lock_the_deploy_out(
     assert done.returncode == 0, out
     assert f"✓ Deployed {V44}" in done.stdout
     assert settled(stack) == (Outcome.COMPLETED, False, False)
+
+
+@pytest.mark.parametrize("reached_ecs", [False, True])
+def test_a_no_wait_deploy_whose_answer_is_lost_says_whether_it_started(
+    reached_ecs: bool,
+    stack: LocalStack,
+    aws: MotoServer,
+    proxy: FaultProxy,
+    simulator: RolloutSimulator,
+) -> None:
+    """Found by the randomized lifecycle test (issue 31): `deploy --no-wait` whose
+    UpdateService was lost on its way said "Started" (exit 0) and left its record open and
+    the lock held, nobody following it: every deploy was refused ("it is starting (ECS shows
+    no deployment of it yet)") until NEVER_STARTED_AFTER, minutes later. It now reads ECS
+    for a few polls: not started (exit 2, lock free), or started (adopted, exit 0)."""
+    proxy.reset_answer("ecs", "UpdateService", times=1, forward=reached_ecs)
+    done = cli("deploy", "v4.4.0", "--no-wait")
+    out = done.stdout + done.stderr
+    engine = Engine(stack.settings)
+    try:
+        (record,) = engine.ledger.history(1)
+        locked = engine.ledger.lock_item() is not None
+    finally:
+        engine.close()
+    if reached_ecs:
+        assert done.returncode == 0, out
+        assert "ECS had started the deployment" in out, out
+        assert record.ecs_deployment_id and locked
+    else:
+        assert done.returncode == 2, out
+        assert "was not deployed" in done.stdout and "nothing changed" in done.stdout, out
+        assert (record.outcome, locked) == (Outcome.NOT_STARTED, False)
+        assert aws.requests.count("ecs", "UpdateService") == 0
+    simulator.mark_healthy("v4.5.0-ecr-ecs-fargate")
+    wait_until(simulator.idle, 60, "ECS still")
+    second = cli("deploy", "v4.5.0")
+    assert second.returncode == 0, second.stdout + second.stderr

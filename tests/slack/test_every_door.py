@@ -21,6 +21,7 @@ import pytest
 
 from bot import cli
 from bot.deploy.engine import Engine
+from bot.deploy.reconcile import ECS_CLOCK_SLACK
 from bot.local.aws import UNSAFE_AWS_VARS, MotoServer, aws_env
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.simulator import RolloutSimulator
@@ -203,6 +204,11 @@ def test_a_terminal_deploy_is_posted_and_followed_to_its_end_by_one_replica(
     assert made["payload"]["aws_identity"] == MOTO_ARN
     assert made["payload"]["who"] == OPERATOR and MOTO_ARN in made["description"]
     assert said(world, "outside deploybot") == []  # its own deployment is no stranger
+    # A rollback from the terminal (of a next release): a deployment too, shown the same way.
+    assert cli.main(["deploy", "v4.5.0", "--yes"]) == 0
+    assert cli.main(["rollback", "--yes", "--reason", "back for now"]) == 0
+    back = said_once(world, "back for now")
+    assert "rollback `d-" in back.all_text and "Completed in" in back.all_text
 
 
 def protected(settings: Settings) -> str:
@@ -262,6 +268,58 @@ def test_terminal_freeze_unfreeze_abort_and_break_glass_are_announced_once(
     stopped = said_once(world, f"from a terminal: `{before}` goes back now")
     assert V45 in stopped.text and MOTO_ARN in stopped.text
     said_once(world, "Deployment of v4.5.0-ecr-ecs-fargate aborted")
+    assert said(world, "outside deploybot") == []
+
+
+def freezing(settings: Settings) -> str:
+    """deploybot.toml text: the bots' one target, frozen by any failure of its deploys."""
+    s = settings
+    return f"""
+[targets.production]
+cluster = "{s.ecs_cluster}"
+service = "{s.ecs_service}"
+repository = "{s.ecr_repository}"
+channels = ["{DEPLOYS}"]
+freeze_after_failure = true
+"""
+
+
+def test_a_terminal_deploy_rolled_back_and_its_freeze_are_shown_and_no_stranger(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal's deploy the circuit breaker rolls back, on a target that freezes after a
+    failure: the freeze the terminal's process made was said nowhere. Now it is announced, the
+    deploy's message shows the rollback, and ECS's rollback deployment is not taken for one
+    started outside deploybot."""
+    before = running_tag(world.settings)
+    world.simulator.mark_broken(V45)
+    try:
+        with monkeypatch.context() as m:
+            m.setenv("DEPLOYBOT_CONFIG_TEXT", freezing(world.settings))
+            assert cli.main(["deploy", "v4.5.0", "--yes"]) == 1
+            frozen = said_once(world, "*production* is frozen after a failure")
+            assert V45 in frozen.text and "rolled back" in frozen.text
+            assert cli.main(["unfreeze"]) == 0
+    finally:
+        world.simulator.mark_healthy(V45)
+    failed = said_once(world, f"❌ Deployment of {V45} failed")
+    assert "circuit breaker rolled the service back" in failed.all_text
+    assert before in failed.all_text
+    said_once(world, "unfroze *production* from a terminal (frozen by deploybot")
+    # The breaker's deployment, judged by the replicas' passes once old enough for it (its
+    # record was read before it was made): still nobody calls it a stranger.
+    record = open_record(world.settings, lambda r: r.tag == V45)
+    assert record is not None and record.final is not None
+    rollback = record.final.rollback_deployment
+    ecs = boto3.client(
+        "ecs", endpoint_url=world.moto.endpoint_url, region_name=world.settings.aws_region
+    )
+    (service,) = ecs.describe_services(
+        cluster=world.settings.ecs_cluster, services=[world.settings.ecs_service]
+    )["services"]
+    (made,) = [d for d in service["deployments"] if d["id"] == rollback]
+    judged = made["createdAt"].timestamp() + ECS_CLOCK_SLACK.total_seconds() + 3 * 1.0
+    time.sleep(max(0.0, judged - time.time()))
     assert said(world, "outside deploybot") == []
 
 

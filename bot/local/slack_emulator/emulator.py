@@ -847,7 +847,7 @@ class SlackEmulator:
             "team_domain": self.who.team_domain if team == self.who.team_id else team.lower(),
             # "enterprise_id, enterprise_name: … about where the user was in Slack when they
             # triggered your app's command (e.g. the workspace, Enterprise Grid, or channel)"
-            # (docs.slack.dev/interactivity/implementing-slash-commands): sent on Grid only.
+            # (api.slack.com/interactivity/slash-commands#app_command_handling): on Grid only.
             **({"enterprise_id": enterprise, "enterprise_name": enterprise} if enterprise else {}),
             "channel_id": channel,
             "channel_name": self._channel_name(channel),

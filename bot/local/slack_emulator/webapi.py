@@ -211,9 +211,8 @@ class WebApi:
 
     def conversations_info(self, params: JSON) -> JSON:
         """The conversation object's type flags (docs.slack.dev/reference/objects/
-        conversation-object): ``is_im`` a DM, ``is_mpim`` a group DM, ``is_ext_shared`` "the
-        conversation is part of a Shared Channel with a remote organization" (Slack
-        Connect), ``is_shared`` shared at all."""
+        conversation-object): ``is_im`` a DM, ``is_mpim`` a group DM, ``is_ext_shared`` shared
+        with another organisation (Slack Connect), ``is_shared`` shared at all."""
         channel = self._channel(params)
         im = channel.startswith("D")
         mpim = channel in self.store.mpims
