@@ -18,6 +18,9 @@ A record carries the lease of the process that follows it to its end (``follower
 deployment once. The key schema is the one ``cloudformation/bot.yml`` declares (a test holds
 them together).
 
+The lock is taken with one conditional put, or (a change: Engine.start) one TransactWriteItems
+holding that put and the checks that must hold with it (no freeze, no queued deploy).
+
 Every write that could race another process is conditional, so closing, releasing and
 taking over are idempotent: whoever reconciles a record with ECS first wins, the others'
 writes fail their condition and change nothing.
