@@ -28,6 +28,10 @@ The rules, in the order they are asked (the first refusal answers):
    and the queue's turn); the queue's own door takes them in order. Rollback and abort are
    not changes it holds back; ``--break-glass`` goes ahead of it, on the record.
 
+When the lock is taken (``Engine.start``) the windows and the queue are judged again by
+that moment's clock and count (:func:`at_start`), the freeze in the lock's own transaction
+(:func:`frozen_meanwhile`), and an approved change's approval again (:func:`lapsed_approval`).
+
 ``--break-glass "reason"`` is the terminal's: any other door passing it is refused.
 A new rule is a field of :class:`bot.targets.Target` and a step here.
 """

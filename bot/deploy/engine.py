@@ -1793,7 +1793,8 @@ class Engine:
             )
         raise NothingToAbort(
             f"Nothing to abort: ECS had already ended {what} ({outcome.label}: {reason}). It is "
-            "recorded so; nothing was changed. `deploybot status` shows what runs."
+            f"recorded so; nothing was changed. `{self.hints.status(self.target.name)}` shows "
+            "what runs."
         )
 
     def follow_abort(

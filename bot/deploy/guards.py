@@ -4,10 +4,17 @@ requests and the queue of deploys waiting for the lock.
 Same table and key scheme as bot/deploy/ledger.py (``cluster/service`` names the target):
   pk = FREEZE#<cluster>/<service>   sk = FREEZE              who froze it, when, why
   pk = REQUEST#<cluster>/<service>  sk = <id>                one approval request
-  pk = QUEUE#<cluster>/<service>    sk = <queued>#<id>       one queued deploy, or a person
-                                                             to tell when the lock is free
+  pk = QUEUE#<cluster>/<service>    sk = <queued>#<id>       one queued deploy
+                                    sk = tell#<queued>#<id>  a person to tell when the lock
+                                                             is free
+  pk = QUEUED#<cluster>/<service>   sk = count | who#… | item#…  the queue's count, each
+                                                             person's count, one mark per
+                                                             person and image (see enqueue)
 Writes that may race are conditional: one freeze at a time, an approval counted once and
-only while the request is pending, a queued item taken (deleted) by exactly one process.
+only while the request is pending, a queued item added (with its mark and counts, in one
+transaction) once per person and image and taken (deleted) by exactly one process. The
+freeze item and the queue's count are also checked in the lock's own transaction
+(Engine.start), so neither can change between a plan and its start unseen.
 Everything lives in the table, so a restarted bot finds it all where it was.
 """
 

@@ -18,6 +18,9 @@ A record carries the lease of the process that follows it to its end (``follower
 deployment once. The key schema is the one ``cloudformation/bot.yml`` declares (a test holds
 them together).
 
+The lock is taken with one conditional put, or (a change: Engine.start) one TransactWriteItems
+holding that put and the checks that must hold with it (no freeze, no queued deploy).
+
 Every write that could race another process is conditional, so closing, releasing and
 taking over are idempotent: whoever reconciles a record with ECS first wins, the others'
 writes fail their condition and change nothing.
@@ -192,6 +195,9 @@ class DeploymentRecord:
     follower: str = ""
     follower_until: datetime | None = None
     follower_beat: int = 0
+    # The process that started it, when it followed it from its first write (a terminal that
+    # waits, a bot): while it still follows it, a bot shows it without following it.
+    starter: str = ""
     # ECS events and stopped tasks its thread already has a reply for: a follower that takes
     # over does not say them again.
     replied: frozenset[str] = frozenset()
@@ -544,6 +550,7 @@ class Ledger:
             item["follower"] = {"S": rec.follower}
             item["follower_until"] = {"S": _ts(rec.follower_until)}
             item["follower_beat"] = {"N": str(rec.follower_beat)}
+            item["starter"] = {"S": rec.follower}
         try:
             with aws_errors("writing the deployment history"):
                 self._call(
@@ -1191,6 +1198,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         if _s(item, "follower_until")
         else None,
         follower_beat=int(item.get("follower_beat", {}).get("N", "0")),
+        starter=_s(item, "starter"),
         replied=frozenset(item.get("replied", {}).get("SS", ())),
         approved_by=_strings(item, "approved_by"),
         approval_request=_s(item, "approval_request"),

@@ -20,7 +20,8 @@ Every change is seen in the target's channel, whichever door made it. A deployme
 message yet (a terminal's, ``--no-wait``'s) is posted there by one replica: the one that
 follows it, or, while a terminal follows it, the one that claimed its first post in the
 record (``Ledger.claim_post``), which shows what ECS says of it at each pass until it ends and
-its outcome is shown as any other. What terminals did that is no deployment (freeze, unfreeze,
+its outcome is shown as any other (one that ended before the bot began looking is history, not
+news). What terminals did that is no deployment (freeze, unfreeze,
 abort, break-glass) is read from the table with the records and said once (``News``); an ECS
 deployment no record explains is reported once (``Ledger.claim_outside_report``).
 """
@@ -31,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -58,9 +59,6 @@ REPLY_TRIES = 4
 PERMANENT = frozenset(
     {"message_not_found", "cant_update_message", "msg_too_long", "invalid_blocks", "no_text"}
 )
-# A closed deployment with no message is posted when it ended this recently: what ended
-# before (a history older than the bot) is not news.
-POST_ENDED_WITHIN = timedelta(days=1)
 
 
 def message_ref(channel: str, ts: str) -> str:
@@ -443,6 +441,9 @@ class ProgressBoard:
         # The target's channel: where what has no message yet is posted.
         self.fallback_channel: str | None = None
         self._reported: set[str] = set()  # ECS deployments reported (or claimed elsewhere)
+        # When this board began looking: a deployment with no message that ended before is
+        # history, not news (the playground's first release, a team's years of `make deploy`).
+        self.since: datetime | None = None
         # Where shadowed messages are, for a record read before its message_ref was written.
         self._refs: dict[str, str] = {}
 
@@ -543,7 +544,7 @@ class ProgressBoard:
         process that died), post those with no message yet and announce what terminals did;
         every ``outside_every``, report ECS deployments started outside deploybot since the
         bot started. Never stops for AWS or Slack trouble."""
-        since = self.engine.clock.now()
+        since = self.since = self.engine.clock.now()
         next_outside = self.engine.clock.monotonic() + outside_every
         while True:
             due = self.engine.clock.monotonic() >= next_outside
@@ -599,9 +600,11 @@ class ProgressBoard:
                     shadow._show(shadow._render(_seen(record, state, now)))
                 continue
             if record.open:
-                if not self.engine.followed_elsewhere(record):
-                    continue  # followed here, or about to be: its watcher posts it
-            elif record.finished_at is None or now - record.finished_at > POST_ENDED_WITHIN:
+                if not self._started_and_followed_elsewhere(record):
+                    continue  # followed here, or by a bot that took it: its watcher posts it
+            elif (
+                record.finished_at is None or self.since is None or record.finished_at < self.since
+            ):
                 continue
             elif not await asyncio.to_thread(self.engine.own, record):
                 continue  # another replica shows it
@@ -628,6 +631,16 @@ class ProgressBoard:
                 self.messages[record.id] = progress
                 self.spawn(self._finish(progress), name=f"finish:{record.id}")
 
+    def _started_and_followed_elsewhere(self, record: DeploymentRecord) -> bool:
+        """The process that started ``record`` follows it still, elsewhere (a terminal that
+        waits): no bot follows it, so one shows it. A bot replica that follows a record (one
+        it took over, a ``--no-wait`` deploy) shows it itself."""
+        return (
+            bool(record.starter)
+            and record.follower == record.starter
+            and self.engine.followed_elsewhere(record)
+        )
+
     async def _shadow(self, progress: ProgressMessage, snap: Snapshot | None) -> None:
         try:
             await progress.recall_change()
@@ -644,7 +657,7 @@ class ProgressBoard:
         by_id = {r.id: r for r in records}
         for record_id, shadow in list(self.shadows.items()):
             record = by_id.get(record_id)
-            if record is not None and record.open and self.engine.followed_elsewhere(record):
+            if record is not None and record.open and self._started_and_followed_elsewhere(record):
                 continue
             del self.shadows[record_id]
             shadow.gave_up = "shown by another watcher now"  # nothing more from the shadow

@@ -17,6 +17,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.slack.names import CommandNames
 from tests.bot.test_make import make
 from tests.conftest import FleetStack
+from tests.helpers import wait_until
 
 # A slash command in a text: "/deploy", "/redeploy", "/deploy-status" (never a URL's path).
 SLASH = re.compile(r"(?<![\w./-])/(re)?deploy\b")
@@ -74,6 +75,17 @@ def test_status_under_make_says_make_deploy_with_env(
     assert "Recent images in ECR (make deploy TAG=… ENV=staging)" in said, said
     code, said = run(capsys, "status")
     assert "Detail: make status ENV=NAME" in said, said
+
+
+def test_abort_after_ecs_ended_it_names_the_targets_status(
+    fleet_stack: FleetStack, simulator: RolloutSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--target", "staging", "deploy", "v4.4.0", "--no-wait")[0] == 0
+    wait_until(simulator.idle, 60, "the rollout's end in ECS")
+    code, said = run(capsys, "--target", "staging", "abort")
+    assert code == 2, said
+    # Was "`deploybot status` shows what runs": production's status.
+    assert said.endswith("`deploybot --target staging status` shows what runs."), said
 
 
 def test_make_speaks_makes_words(fleet_stack: FleetStack) -> None:

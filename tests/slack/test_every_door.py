@@ -204,6 +204,11 @@ def test_a_terminal_deploy_is_posted_and_followed_to_its_end_by_one_replica(
     assert made["payload"]["aws_identity"] == MOTO_ARN
     assert made["payload"]["who"] == OPERATOR and MOTO_ARN in made["description"]
     assert said(world, "outside deploybot") == []  # its own deployment is no stranger
+    # A rollback from the terminal (of a next release): a deployment too, shown the same way.
+    assert cli.main(["deploy", "v4.5.0", "--yes"]) == 0
+    assert cli.main(["rollback", "--yes", "--reason", "back for now"]) == 0
+    back = said_once(world, "back for now")
+    assert "rollback `d-" in back.all_text and "Completed in" in back.all_text
 
 
 def protected(settings: Settings) -> str:
