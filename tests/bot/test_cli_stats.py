@@ -21,6 +21,7 @@ from bot.local.aws import MotoServer
 from bot.local.history import seed
 from bot.local.simulator import RolloutSimulator
 from bot.settings import Settings
+from tests.bot.test_make import make
 from tests.conftest import FleetStack, GitHub
 
 
@@ -187,3 +188,15 @@ def test_history_since_exports_every_record_of_the_window_page_by_page(
     assert set(exported[0]) >= {"target", "id", "tag", "digest", "commit", "requester",
                                 "door", "started", "ended", "outcome", "ecs_status",
                                 "approvals", "break_glass"}  # fmt: skip
+
+
+def test_make_stats_takes_env_and_since(fleet_stack: FleetStack) -> None:
+    """The Makefile's door, as a real process: ENV= picks the target, SINCE= the window."""
+    done = make("stats", "ENV=staging", "SINCE=7d")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t")[0] for line in done.stdout.splitlines()[2:] if "\t" in line]
+    assert rows == ["staging"], done.stdout
+    refused = make("stats", "SINCE=$(shell echo 30x)")
+    assert refused.returncode == 2
+    assert "is not a window" in refused.stderr
+    assert "make: deploybot exited 2: refused before any change" in refused.stderr
