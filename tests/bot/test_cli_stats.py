@@ -66,6 +66,18 @@ def test_stats_of_a_deployment_made_through_the_cli_ask_github_once(
     assert main(["deploy", "v4.4.0", "--yes", "--target", "staging"]) == 0
     capsys.readouterr()
     github.emulator.clear()
+    # Kept as long as the table: a record has no TTL attribute (docs/OPERATIONS.md).
+    fleet = Fleet(Settings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        ledger = fleet.engine("staging").ledger
+        (item,) = ledger.db.query(
+            TableName=ledger.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"HISTORY#{ledger.key}"}},
+        )["Items"]
+    finally:
+        fleet.close()
+    assert "expires_at" not in item and item["outcome"]["S"] == "COMPLETED"
 
     assert main(["stats", "--target", "staging", "--json"]) == 0
     (keys,) = json.loads(capsys.readouterr().out)["targets"]
