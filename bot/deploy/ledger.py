@@ -217,6 +217,11 @@ class DeploymentRecord:
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
+    # Lead time's inputs (bot/deploy/stats.py), cached by the first ``stats`` that needed them so
+    # GitHub is asked once per deployment ever: the commits it shipped (full sha, committer's
+    # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
+    shipped: tuple[tuple[str, datetime], ...] | None = None
+    image_pushed_at: datetime | None = None
 
     @property
     def open(self) -> bool:
@@ -925,6 +930,74 @@ class Ledger:
             ).get("Items", [])
         return [_record_from_item(item) for item in items]
 
+    def history_between(
+        self, since: datetime, until: datetime, *, page: int = 500
+    ) -> list[DeploymentRecord]:
+        """Every deployment started in [since, until), oldest first: a Query of this target's
+        partition by sort-key range (the sort key begins with the start time), never a Scan,
+        following ``LastEvaluatedKey`` page after page (a Query reads at most 1 MB a page:
+        DynamoDB's Query API, "Paginating table query results")."""
+        if until <= since:
+            return []
+        values = {
+            ":pk": self._history_pk(),
+            ":from": {"S": _ts(since)},
+            # A record started at ``until`` sorts after ``<until>`` (``<until>#<id>``): excluded.
+            ":to": {"S": _ts(until)},
+        }
+        records: list[DeploymentRecord] = []
+        start: dict[str, Any] | None = None
+        while True:
+            with aws_errors("reading the deployment history"):
+                answer = self._call(
+                    self.db.query,
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+                    ExpressionAttributeValues=values,
+                    Limit=page,
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+            records.extend(_record_from_item(item) for item in answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return records
+
+    def cache_lead_inputs(
+        self,
+        rec: DeploymentRecord,
+        *,
+        shipped: Sequence[tuple[str, datetime]] | None = None,
+        image_pushed_at: datetime | None = None,
+    ) -> DeploymentRecord:
+        """Keep on the record what lead time needs (the commits it shipped, its image's push
+        time), so no later ``stats`` asks GitHub or ECR for it again. One UpdateItem; only an
+        existing record is changed."""
+        sets: list[str] = []
+        values: dict[str, Any] = {}
+        if shipped is not None:
+            sets.append("shipped = :shipped")
+            values[":shipped"] = {"L": [{"S": f"{sha} {_ts(at)}"} for sha, at in shipped]}
+            rec = replace(rec, shipped=tuple(shipped))
+        if image_pushed_at is not None:
+            sets.append("image_pushed_at = :pushed")
+            values[":pushed"] = {"S": _ts(image_pushed_at)}
+            rec = replace(rec, image_pushed_at=image_pushed_at)
+        if not sets:
+            return rec
+        try:
+            with aws_errors("caching the deployment's commit times"):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET " + ", ".join(sets),
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues=values,
+                )
+        except _Conditional:
+            pass  # the record is gone (expired): nothing to cache on
+        return rec
+
     def history_and_news(self, limit: int = 20) -> tuple[list[DeploymentRecord], list[News]]:
         """A bot's periodic read, one Query: the ``limit`` most recent deployments (newest
         first) and the news waiting to be announced (oldest first; NEWS_READ at most)."""
@@ -1207,7 +1280,23 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         aborted_by=_s(item, "aborted_by"),
         aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
         abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
+        shipped=_shipped(item),
+        image_pushed_at=_parse_ts(_s(item, "image_pushed_at"))
+        if _s(item, "image_pushed_at")
+        else None,
     )
+
+
+def _shipped(item: dict[str, Any]) -> tuple[tuple[str, datetime], ...] | None:
+    """``shipped``: a list of "<sha> <committed at>" strings; None when not stored."""
+    if "shipped" not in item:
+        return None
+    found: list[tuple[str, datetime]] = []
+    for value in item["shipped"].get("L", []):
+        sha, _, at = str(value.get("S", "")).partition(" ")
+        if sha and at:
+            found.append((sha, _parse_ts(at)))
+    return tuple(found)
 
 
 def _news_item(pk: dict[str, str], news: News, keep: int) -> dict[str, Any]:

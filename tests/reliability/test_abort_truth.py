@@ -13,21 +13,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from bot.cli import main
 from bot.deploy.engine import Engine
 from bot.deploy.errors import NothingToAbort
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
+from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
 from tests.deploy.test_guards import engine_for, target_of
 from tests.helpers import wait_until
-from tests.reliability.conftest import cli, report
+from tests.reliability.conftest import cli, report, through
 from tests.slack.helpers import running_tag
 
 pytestmark = pytest.mark.reliability
@@ -220,3 +223,32 @@ def test_an_abort_after_the_circuit_breaker_failed_it_records_the_rollback(
     finally:
         engine.close()
         other.close()
+
+
+def test_an_abort_of_a_start_proven_never_started_exits_2(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    proxy: FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by the randomized lifecycle test: a `--no-wait` deploy's UpdateService is lost on
+    its way; an abort comes while that process is still proving it never started. The old
+    abort printed "✗ not started" and exited 1 (failed, rolled back, aborted); nothing
+    changed, so 2."""
+    proxy.reset_answer("ecs", "UpdateService", times=1, forward=False)
+    engine = Engine(through(stack.settings, proxy))
+    try:
+        plan = engine.plan_deploy("v4.5.0", OPERATOR)
+        starting = threading.Thread(target=engine.start, args=(plan,), kwargs={"follow": False})
+        starting.start()
+        wait_until(lambda: any(p.operation == "UpdateService" for p in proxy.log), 30, "its call")
+        code = main(["abort"])
+        starting.join(timeout=60)
+    finally:
+        engine.close()
+    said = capsys.readouterr()
+    assert code == 2, said.out + said.err
+    assert "not started" in said.out, said.out
+    assert settled(stack)[:3] == (Outcome.NOT_STARTED, False, False)
+    assert aws.requests.count("ecs", "UpdateService") == 1  # the abort's, no deployment
