@@ -311,7 +311,9 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
         lambda: len(emulator.ephemerals(user=ALICE)) >= len(others), what="the other answers"
     )
     assert send("/deploy", "stats").ok  # the chart: files.uploadV2
-    emulator.wait_for(lambda: emulator.files(), what="the stats chart's upload")
+    emulator.wait_for(
+        lambda: [f for f in emulator.files() if f.completed], what="the stats chart's upload"
+    )
     bot.stop()
 
     this = request.node.nodeid
