@@ -27,7 +27,6 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import chart
 from bot.deploy.stats import FourKeys
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
@@ -143,6 +142,9 @@ async def share_chart(
     """Draw ``keys`` (in a thread: matplotlib is CPU work) and share the PNG to ``channel``
     with ``comment`` (or, without one, the ``numbers_blocks``: Slack ignores blocks when an
     initial comment is given). The file's id; ChartNotShared when Slack refused."""
+    # matplotlib is loaded on the first chart, not at the bot's start (it takes a while).
+    from bot import chart
+
     png = await asyncio.to_thread(chart.png, keys)
     days = round((keys.until - keys.since).total_seconds() / 86400)
     upload = functools.partial(
