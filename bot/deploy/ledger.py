@@ -968,7 +968,7 @@ class Ledger:
                 return records
 
     def stats_history(
-        self, since: datetime, until: datetime, *, page: int = 1000
+        self, since: datetime, until: datetime, *, page: int = 5000
     ) -> tuple[list[DeploymentRecord], set[str]]:
         """What ``stats`` reads of every deployment started in [since, until), oldest first,
         and the ids of those read whole because they have no brief yet.
