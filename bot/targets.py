@@ -246,7 +246,7 @@ def _tables(config: _ConfigFile, shown: str) -> tuple[dict[str, Any], list[str]]
             + (" service" if raw is None else "")
         )
     problems += [
-        f"{shown}: {key}: unknown key (the file holds [targets.NAME] tables and `digest`)"
+        f"{shown}: {key}: unknown key (the file holds [targets.NAME] tables)"
         for key in config.model_extra or {}
     ]
     if raw is not None and not isinstance(raw, dict):
