@@ -44,6 +44,7 @@ async def post_digest(ctx: BotContext, target: Target, due: datetime, holder: st
         return False
     engine = ctx.engine(target)
     if not await asyncio.to_thread(engine.claim_digest, due, holder):
+        log.info("weekly digest of %s due %s: posted, or another replica has it", target.name, due)
         return False
     keys = await asyncio.to_thread(engine.stats, due - WEEK, due)
     heading = f"Weekly digest of {target.name}: the four keys of last week"
