@@ -519,6 +519,20 @@ class Ledger:
         return {"S": f"HISTORY#{self.key}"}
 
     def record(self, rec: DeploymentRecord) -> None:
+        item = self.record_item(rec)
+        try:
+            with aws_errors("writing the deployment history"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            pass  # a retried put whose first answer was lost: ids are unique, it is ours
+
+    def record_item(self, rec: DeploymentRecord) -> dict[str, Any]:
+        """The item ``record`` writes for a new deployment (open: no outcome yet)."""
         item: dict[str, Any] = {
             "pk": self._history_pk(),
             "sk": {"S": rec.sort_key},
@@ -556,16 +570,7 @@ class Ledger:
             item["follower_until"] = {"S": _ts(rec.follower_until)}
             item["follower_beat"] = {"N": str(rec.follower_beat)}
             item["starter"] = {"S": rec.follower}
-        try:
-            with aws_errors("writing the deployment history"):
-                self._call(
-                    self.db.put_item,
-                    TableName=self.table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
-        except _Conditional:
-            pass  # a retried put whose first answer was lost: ids are unique, it is ours
+        return item
 
     def set_ecs_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
         """Remember which ECS deployment ``rec`` started (known once UpdateService answered,

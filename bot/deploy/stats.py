@@ -354,3 +354,76 @@ def parse_window(text: str) -> timedelta:
             f"({MAX_WINDOW.days} days): the history is kept that long"
         )
     return window
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """Where a window starts: a date (``2026-01-01``, midnight UTC) or a length back from
+    ``now`` (``30d``: parse_window); ValueError with a sentence a person can act on."""
+    raw = text.strip()
+    if len(raw) == 10 and raw[4] == "-" and raw[7] == "-":
+        try:
+            since = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise ValueError(f"`{text}` is not a date (YYYY-MM-DD)") from None
+        if since >= now:
+            raise ValueError(f"`{text}` is not in the past")
+        return since
+    return now - parse_window(raw)
+
+
+# -- words, for every door ------------------------------------------------------------------
+
+
+def span_text(seconds: float | None) -> str:
+    """``45 min``, ``5.2 h``, ``3.1 days``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 90 * 60:
+        return f"{max(0, round(seconds / 60))} min"
+    if seconds < 48 * _HOUR:
+        return f"{seconds / _HOUR:.1f} h"
+    return f"{seconds / _DAY:.1f} days"
+
+
+def frequency_text(per_week: float) -> str:
+    """``2.5 a week``; ``1.3 a day`` from a week's seven."""
+    if per_week >= 7:
+        return f"{per_week / 7:.1f} a day"
+    return f"{per_week:.1f} a week"
+
+
+def rate_text(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def as_json(keys: FourKeys) -> dict[str, object]:
+    """The four keys as JSON-ready values (times ISO 8601, durations in seconds)."""
+    return {
+        "target": keys.target,
+        "since": keys.since.isoformat(),
+        "until": keys.until.isoformat(),
+        "deployments": keys.deployments,
+        "completed": keys.completed,
+        "rolling_out": keys.rolling_out,
+        "frequency_per_week": round(keys.frequency_per_week, 3),
+        "lead_time_median_s": keys.lead_time_median_s,
+        "lead_time_p90_s": keys.lead_time_p90_s,
+        "lead_time_source": keys.lead_time_source,
+        "lead_time_samples": keys.lead_times,
+        "changes": keys.changes,
+        "failed_changes": keys.failed_changes,
+        "change_failure_rate": keys.change_failure_rate,
+        "time_to_restore_median_s": keys.time_to_restore_median_s,
+        "restores": keys.restores,
+        "bands": keys.bands,
+        "bands_report": keys.report,
+        "weeks": [
+            {
+                "week_start": w.week_start.isoformat(),
+                "completed": w.completed,
+                "failed": w.failed,
+                "lead_time_median_s": w.lead_time_median_s,
+            }
+            for w in keys.weeks
+        ],
+    }

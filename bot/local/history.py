@@ -1,8 +1,8 @@
 """Settled deployment records written straight into the table: a history for the tests, the
 stats benchmark (bench/stats.py) and the playground to read, as deploybot would have left it.
 
-Each record is the ledger's own write (``Ledger.record``) and then its close's fields (outcome,
-end, and lead time's cached inputs when given), so the items have the shape the bot writes.
+Each item is the ledger's own (``Ledger.record_item``) with its close's fields (outcome, end)
+and lead time's cached inputs when given, written 25 at a time (BatchWriteItem's most).
 """
 
 from __future__ import annotations
@@ -12,28 +12,31 @@ from typing import Any
 
 from bot.deploy.ledger import DeploymentRecord, Ledger, format_ts
 
+BATCH = 25  # BatchWriteItem takes at most 25 puts a call
+
+
+def item_of(ledger: Ledger, rec: DeploymentRecord) -> dict[str, Any]:
+    item = ledger.record_item(rec)
+    if rec.outcome is not None:
+        item["outcome"] = {"S": rec.outcome.value}
+        item["outcome_reason"] = {"S": rec.outcome_reason}
+    if rec.finished_at is not None:
+        item["finished_at"] = {"S": format_ts(rec.finished_at)}
+    if rec.shipped is not None:
+        item["shipped"] = {"L": [{"S": f"{sha} {format_ts(at)}"} for sha, at in rec.shipped]}
+    if rec.image_pushed_at is not None:
+        item["image_pushed_at"] = {"S": format_ts(rec.image_pushed_at)}
+    return item
+
 
 def seed(ledger: Ledger, records: Iterable[DeploymentRecord]) -> int:
     """Write ``records`` (closed ones with their outcome and end); how many were written."""
-    count = 0
-    for rec in records:
-        ledger.record(rec)
-        values: dict[str, Any] = {}
-        if rec.outcome is not None:
-            values[":outcome"] = {"S": rec.outcome.value}
-            values[":reason"] = {"S": rec.outcome_reason}
-        if rec.finished_at is not None:
-            values[":finished"] = {"S": format_ts(rec.finished_at)}
-        if values:
-            names = {":outcome": "outcome", ":reason": "outcome_reason", ":finished": "finished_at"}
-            ledger.db.update_item(
-                TableName=ledger.table,
-                Key={"pk": {"S": f"HISTORY#{ledger.key}"}, "sk": {"S": rec.sort_key}},
-                UpdateExpression="SET " + ", ".join(f"#{names[v]} = {v}" for v in values),
-                ExpressionAttributeNames={f"#{names[v]}": names[v] for v in values},
-                ExpressionAttributeValues=values,
-            )
-        if rec.shipped is not None or rec.image_pushed_at is not None:
-            ledger.cache_lead_inputs(rec, shipped=rec.shipped, image_pushed_at=rec.image_pushed_at)
-        count += 1
-    return count
+    items = [item_of(ledger, rec) for rec in records]
+    for start in range(0, len(items), BATCH):
+        pending: list[dict[str, Any]] = [
+            {"PutRequest": {"Item": item}} for item in items[start : start + BATCH]
+        ]
+        while pending:
+            answer = ledger.db.batch_write_item(RequestItems={ledger.table: pending})
+            pending = answer.get("UnprocessedItems", {}).get(ledger.table, [])
+    return len(items)
