@@ -37,6 +37,7 @@ from bot.deploy.changes import (
     describe_change,
     images_from_ecr,
 )
+from bot.deploy.digests import DigestClaims
 from bot.deploy.errors import (
     BadTag,
     DeployError,
@@ -775,6 +776,14 @@ class Engine:
             log.warning("could not reconcile open deployments: %s", exc)
             return records
         return self._reconcile(state, records, skip)
+
+    def claim_digest(self, due: datetime, holder: str) -> bool:
+        """Take the weekly digest due at ``due`` for ``holder`` (one replica posts it: a lease
+        in the table, bot/deploy/digests.py); False when another has it or it was posted."""
+        return DigestClaims(self.ledger).claim(due, holder, self.settings.lock_lease_seconds)
+
+    def digest_posted(self, due: datetime, holder: str) -> None:
+        DigestClaims(self.ledger).posted(due, holder)
 
     def stats(self, since: datetime, until: datetime) -> FourKeys:
         """DORA's four keys of this target over [since, until) (bot/deploy/stats.py): one

@@ -12,8 +12,6 @@ files, so the chart goes to the channel the command was typed in, saying who ask
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -131,40 +129,23 @@ _UPLOAD_ERRORS = {
 }
 
 
-async def share_chart(
-    client: AsyncWebClient,
-    channel: str,
-    keys: FourKeys,
-    *,
-    comment: str | None = None,
-    numbers_blocks: Message | None = None,
-) -> str:
+async def share_chart(client: AsyncWebClient, channel: str, keys: FourKeys, *, comment: str) -> str:
     """Draw ``keys`` (in a thread: matplotlib is CPU work) and share the PNG to ``channel``
-    with ``comment`` (or, without one, the ``numbers_blocks``: Slack ignores blocks when an
-    initial comment is given). The file's id; ChartNotShared when Slack refused."""
+    with ``comment``. The file's id; ChartNotShared when Slack refused."""
     # matplotlib is loaded on the first chart, not at the bot's start (it takes a while).
     from bot import chart
 
     png = await asyncio.to_thread(chart.png, keys)
     days = round((keys.until - keys.since).total_seconds() / 86400)
-    upload = functools.partial(
-        client.files_upload_v2,
-        channel=channel,
-        content=png,
-        filename=f"deploybot-{keys.target}-{keys.until:%Y-%m-%d}-{days}d.png",
-        title=f"Deployments per week of {keys.target}, {window_words(keys)}",
-        alt_txt=alt_text(keys),
-    )
-    if comment is None and numbers_blocks is not None:
-        # JSON text: the method takes "a JSON-based array of structured rich text blocks,
-        # presented as a URL-encoded string" (files.completeUploadExternal's ``blocks``).
-        upload = functools.partial(
-            upload, blocks=json.dumps([b.to_dict() for b in numbers_blocks.blocks])
-        )
-    elif comment is not None:
-        upload = functools.partial(upload, initial_comment=comment)
     try:
-        answer = await upload()
+        answer = await client.files_upload_v2(
+            channel=channel,
+            content=png,
+            filename=f"deploybot-{keys.target}-{keys.until:%Y-%m-%d}-{days}d.png",
+            title=f"Deployments per week of {keys.target}, {window_words(keys)}",
+            alt_txt=alt_text(keys),
+            initial_comment=comment,
+        )
     except SlackApiError as exc:
         error = str(exc.response.get("error", ""))
         log.warning("chart of %s not shared to %s: %s", keys.target, channel, error)
