@@ -295,13 +295,15 @@ def _weeks(
     return tuple(bars)
 
 
-# The thresholds of DORA's Accelerate State of DevOps Report 2023 ("Software delivery
-# performance" clusters; the same table as dora.dev/quickcheck). Elite: on demand (several
-# deployments a day), lead time under a day, 5% of changes failing, restored within an hour.
-# High: between once a day and once a week, a day to a week, 10%, under a day. Medium: between
-# once a week and once a month, a week to a month, 15%, a day to a week. Low: slower than that,
-# 64%, a month to six months. A value between two clusters' figures takes the better band when
-# it is at most the better one's figure.
+# The thresholds of DORA's Accelerate State of DevOps Report 2023, its software delivery
+# performance clusters (a summary of the report's table:
+# https://octopus.com/blog/software-delivery-performance-clusters-2023; that report renamed time
+# to restore "failed deployment recovery time": https://gitlab.com/gitlab-org/gitlab/-/issues/428595).
+# Elite: on demand (several deployments a day), lead time under a day, 5% of changes failing,
+# restored within an hour. High: between once a day and once a week, a day to a week, 10%,
+# under a day. Medium: between once a week and once a month, a week to a month, 15%, a day to a
+# week. Low: slower than that, 64%, a month to six months. A value between two clusters'
+# figures takes the better band when it is at most the better one's figure.
 def bands(
     frequency_per_week: float,
     lead_time_s: float | None,
