@@ -169,3 +169,31 @@ def test_a_deployment_open_at_one_stats_counts_once_it_settles(
     then = engine.stats(SINCE, UNTIL)
     assert (then.completed, then.rolling_out) == (3, 0)
     assert dynamodb_calls(aws)["BatchGetItem"] == 1  # only it was read whole
+
+
+def test_github_is_asked_about_the_newest_first_a_bounded_number_a_call(
+    engine: Engine, github: GitHub
+) -> None:
+    """A first stats over a long history answers in seconds: at most ``github_asks``
+    deployments asked a call, the newest first; the next calls ask about the rest, once."""
+    more = [
+        deployment(10 + i, T0 + timedelta(days=5 + i), "v4.4.0", "v4.5.0", Outcome.COMPLETED)
+        for i in range(3)
+    ]
+    seed(engine.ledger, more)  # five completed deploys in the window with commits to ask
+    github.emulator.clear()
+    first = engine.stats(SINCE, UNTIL, github_asks=2)
+    asked = [c.path for c in github.emulator.calls_of("compare")]
+    assert len(asked) == 2
+    assert first.lead_time_source == SOURCE_COMMITS  # the other three: no push time known
+    assert first.lead_times == 12  # d-11 shipped v4.5.0's twelve commits; d-12 the same again
+    github.emulator.clear()
+    engine.stats(SINCE, UNTIL, github_asks=2)
+    assert len(github.emulator.calls_of("compare")) == 2
+    github.emulator.clear()
+    last = engine.stats(SINCE, UNTIL, github_asks=2)
+    assert len(github.emulator.calls_of("compare")) == 1
+    github.emulator.clear()
+    assert engine.stats(SINCE, UNTIL, github_asks=2) == last
+    assert github.emulator.calls_of("compare") == []
+    assert last.lead_times == 15  # every commit once, at its first completed deployment
