@@ -50,7 +50,7 @@ format: install ## apply ruff's fixes and formatting
 test: install ## run the test suite (PYTEST_ARGS= to pick tests)
 	$(RUN) pytest -v --durations=40 $(PYTEST_ARGS)
 
-BENCHES := acks economy hello status startup bigbody faults replicas targets queue_cost
+BENCHES := acks economy hello status startup bigbody faults replicas targets queue_cost stats
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \

@@ -788,18 +788,21 @@ class Engine:
     def stats(self, since: datetime, until: datetime) -> FourKeys:
         """DORA's four keys of this target over [since, until) (bot/deploy/stats.py): one
         Query of its history by time range (and FOLLOW_UP_WINDOW past it, to see what followed
-        the last deployments), the commits of each completed deploy asked of GitHub once ever
-        and cached on its record (the image's push time, read from ECR once and cached, where
-        GitHub cannot tell). Open deployments are not reconciled: they count when settled."""
+        the last deployments) reading each record's brief (``Ledger.stats_history``), the
+        commits of each completed deploy asked of GitHub once ever and cached on its record
+        (the image's push time, read from ECR once and cached, where GitHub cannot tell), and
+        a brief written on each settled record read whole. Open deployments are not
+        reconciled: they count when settled."""
         if until - since > MAX_WINDOW:
             raise DeployRefused(
                 f"A window of {(until - since).days} days is longer than stats reads "
                 f"({MAX_WINDOW.days} days): the history is kept that long."
             )
-        records = self.ledger.history_between(since, until + FOLLOW_UP_WINDOW)
+        records, whole = self.ledger.stats_history(since, until + FOLLOW_UP_WINDOW)
         pushed: dict[str, datetime] | None = None
         out: list[DeploymentRecord] = []
         for rec in records:
+            read = rec
             if (
                 rec.kind == "deploy"
                 and rec.outcome is Outcome.COMPLETED
@@ -811,6 +814,8 @@ class Engine:
                         pushed = self._pushed_times()
                     if rec.digest in pushed:
                         rec = self.ledger.cache_lead_inputs(rec, image_pushed_at=pushed[rec.digest])
+            if rec is read and rec.id in whole:  # nothing cached on it yet: its brief
+                self.ledger.remember_brief(rec)
             out.append(rec)
         return four_keys(out, target=self.target.name, since=since, until=until)
 

@@ -967,6 +967,67 @@ class Ledger:
             if not start:
                 return records
 
+    def stats_history(
+        self, since: datetime, until: datetime, *, page: int = 5000
+    ) -> tuple[list[DeploymentRecord], set[str]]:
+        """What ``stats`` reads of every deployment started in [since, until), oldest first,
+        and the ids of those read whole because they have no brief yet.
+
+        One Query of the partition by sort-key range (never a Scan), asking for two attributes
+        an item (``ProjectionExpression``): the sort key (start and id) and ``brief``, the few
+        fields the four keys need, written on a settled record by the first ``stats`` that
+        read it (``remember_brief``). A record without one (new, or open) is read whole,
+        BatchGetItem 100 keys a call (DynamoDB's most). Fewer attributes is less to send and
+        decode: what makes a year of history one quick read (BENCHMARKS.md)."""
+        if until <= since:
+            return [], set()
+        values = {
+            ":pk": self._history_pk(),
+            ":from": {"S": _ts(since)},
+            ":to": {"S": _ts(until)},
+        }
+        found: list[DeploymentRecord | None] = []
+        missing: dict[str, int] = {}  # sort key -> its place in ``found``
+        start: dict[str, Any] | None = None
+        while True:
+            with aws_errors("reading the deployment history"):
+                answer = self._call(
+                    self.db.query,
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+                    ProjectionExpression="sk, #brief",
+                    ExpressionAttributeNames={"#brief": BRIEF_ATTRIBUTE},
+                    ExpressionAttributeValues=values,
+                    Limit=page,
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+            for item in answer.get("Items", []):
+                rec = _record_from_brief(_s(item, "sk"), _s(item, BRIEF_ATTRIBUTE))
+                if rec is None:
+                    missing[_s(item, "sk")] = len(found)
+                found.append(rec)
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                break
+        whole: set[str] = set()
+        keys = list(missing)
+        for at in range(0, len(keys), 100):
+            pending: list[dict[str, Any]] = [
+                {"pk": self._history_pk(), "sk": {"S": sk}} for sk in keys[at : at + 100]
+            ]
+            while pending:
+                with aws_errors("reading the deployment history"):
+                    answer = self._call(
+                        self.db.batch_get_item,
+                        RequestItems={self.table: {"Keys": pending}},
+                    )
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    rec = _record_from_item(item)
+                    found[missing[_s(item, "sk")]] = rec
+                    whole.add(rec.id)
+                pending = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return [rec for rec in found if rec is not None], whole
+
     def cache_lead_inputs(
         self,
         rec: DeploymentRecord,
@@ -975,8 +1036,8 @@ class Ledger:
         image_pushed_at: datetime | None = None,
     ) -> DeploymentRecord:
         """Keep on the record what lead time needs (the commits it shipped, its image's push
-        time), so no later ``stats`` asks GitHub or ECR for it again. One UpdateItem; only an
-        existing record is changed."""
+        time), so no later ``stats`` asks GitHub or ECR for it again, and (a settled record)
+        its brief. One UpdateItem; only an existing record is changed."""
         sets: list[str] = []
         values: dict[str, Any] = {}
         if shipped is not None:
@@ -987,6 +1048,9 @@ class Ledger:
             sets.append("image_pushed_at = :pushed")
             values[":pushed"] = {"S": _ts(image_pushed_at)}
             rec = replace(rec, image_pushed_at=image_pushed_at)
+        if rec.settled:
+            sets.append("#brief = :brief")
+            values[":brief"] = {"S": brief_of(rec)}
         if not sets:
             return rec
         try:
@@ -998,10 +1062,20 @@ class Ledger:
                     UpdateExpression="SET " + ", ".join(sets),
                     ConditionExpression="attribute_exists(pk)",
                     ExpressionAttributeValues=values,
+                    **(
+                        {"ExpressionAttributeNames": {"#brief": BRIEF_ATTRIBUTE}}
+                        if rec.settled
+                        else {}
+                    ),
                 )
         except _Conditional:
             pass  # the record is gone (expired): nothing to cache on
         return rec
+
+    def remember_brief(self, rec: DeploymentRecord) -> None:
+        """Write a settled record's brief (``stats_history`` then reads two attributes of it)."""
+        if rec.settled:
+            self.cache_lead_inputs(rec)
 
     def history_and_news(self, limit: int = 20) -> tuple[list[DeploymentRecord], list[News]]:
         """A bot's periodic read, one Query: the ``limit`` most recent deployments (newest
@@ -1290,6 +1364,68 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         if _s(item, "image_pushed_at")
         else None,
     )
+
+
+# The attribute holding what ``stats`` reads of a settled record (``brief_of``).
+BRIEF_ATTRIBUTE = "brief"
+
+
+def brief_of(rec: DeploymentRecord) -> str:
+    """The fields the four keys read (bot/deploy/stats.py), as compact JSON; the id and the
+    start are in the sort key. Only a settled record has one: it no longer changes."""
+    return json.dumps(
+        {
+            "k": rec.kind,
+            "o": rec.outcome.value if rec.outcome else "",
+            "f": _ts(rec.finished_at) if rec.finished_at else "",
+            "d": rec.digest,
+            "r": rec.rollback_of,
+            "c": rec.commit,
+            "p": rec.previous_commit,
+            "s": [[sha, _ts(at)] for sha, at in rec.shipped] if rec.shipped is not None else None,
+            "u": _ts(rec.image_pushed_at) if rec.image_pushed_at else "",
+        },
+        separators=(",", ":"),
+    )
+
+
+def _record_from_brief(sort_key: str, brief: str) -> DeploymentRecord | None:
+    """The record a brief tells of (the fields stats reads; the rest empty); None without one
+    (or with one that cannot be read: the record is read whole)."""
+    if not brief:
+        return None
+    started, _, deployment_id = sort_key.partition("#")
+    try:
+        data = json.loads(brief)
+        shipped = data.get("s")
+        return DeploymentRecord(
+            id=deployment_id,
+            service="",
+            kind=str(data["k"]),
+            tag="",
+            image="",
+            task_definition="",
+            previous_task_definition="",
+            previous_tag="",
+            ecs_deployment_id="",
+            who="",
+            who_display="",
+            source="",
+            reason="",
+            started_at=_parse_ts(started),
+            finished_at=_parse_ts(data["f"]) if data.get("f") else None,
+            outcome=Outcome(data["o"]) if data.get("o") else None,
+            digest=str(data.get("d") or ""),
+            rollback_of=str(data.get("r") or ""),
+            commit=data.get("c"),
+            previous_commit=data.get("p"),
+            shipped=tuple((str(sha), _parse_ts(at)) for sha, at in shipped)
+            if shipped is not None
+            else None,
+            image_pushed_at=_parse_ts(data["u"]) if data.get("u") else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _shipped(item: dict[str, Any]) -> tuple[tuple[str, datetime], ...] | None:

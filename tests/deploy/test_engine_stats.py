@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployRefused
 from bot.deploy.ledger import DeploymentRecord
-from bot.deploy.rollout import Outcome
+from bot.deploy.rollout import Outcome, Snapshot
 from bot.deploy.stats import SOURCE_COMMITS, SOURCE_IMAGE_PUSH
 from bot.local.aws import MotoServer
 from bot.local.history import seed
@@ -87,7 +88,9 @@ def test_stats_read_the_window_by_query_and_ask_github_once_per_deployment_ever(
     assert keys.lead_time_median_s == pytest.approx(2878 * MIN)
     assert keys.time_to_restore_median_s == pytest.approx(24 * 60 * MIN)
     reads = dynamodb_calls(aws)
-    assert reads["Scan"] == 0 and reads["Query"] == 1
+    # One Query of briefs; the records without one (all, the first time) read whole in one
+    # BatchGetItem; each settled one then gets its brief (and its commits) in one UpdateItem.
+    assert reads == Counter({"Query": 1, "BatchGetItem": 1, "UpdateItem": 3}), reads
     assert len(github.emulator.calls_of("compare")) == 2  # d-1 and d-3; d-2 did not complete
 
     aws.requests.clear()
@@ -142,3 +145,27 @@ def test_without_a_token_the_image_push_time_stands_in_read_from_ecr_once(
 def test_a_window_longer_than_the_history_is_kept_is_refused(engine: Engine) -> None:
     with pytest.raises(DeployRefused, match="365 days"):
         engine.stats(SINCE, SINCE + timedelta(days=400))
+
+
+def test_a_deployment_open_at_one_stats_counts_once_it_settles(
+    engine: Engine, aws: MotoServer
+) -> None:
+    """An open record gets no brief: the next stats reads it whole again and sees its end."""
+    rolling = deployment(5, T0 + timedelta(days=10), "v4.4.0", "v4.5.0", Outcome.COMPLETED)
+    seed(engine.ledger, [replace(rolling, outcome=None, finished_at=None)])
+    first = engine.stats(SINCE, UNTIL)
+    assert (first.completed, first.rolling_out) == (2, 1)
+
+    end = T0 + timedelta(days=10, minutes=10)
+    open_record = engine.ledger.get_record(rolling.sort_key)
+    assert open_record is not None
+    closed = engine.ledger.close(  # as the follower closes it: an UpdateItem
+        open_record,
+        Snapshot(rolling.id, "ecs-svc/1", end, 600.0, "COMPLETED", "", 1, 0, 1, 0,
+                 outcome=Outcome.COMPLETED, ended_at=end),
+    )  # fmt: skip
+    assert closed is not None
+    aws.requests.clear()
+    then = engine.stats(SINCE, UNTIL)
+    assert (then.completed, then.rolling_out) == (3, 0)
+    assert dynamodb_calls(aws)["BatchGetItem"] == 1  # only it was read whole
