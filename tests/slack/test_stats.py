@@ -141,4 +141,16 @@ def test_deploy_stats_answers_the_numbers_and_shares_a_chart_that_opens(
     assert "Four keys of production" in said_now[0].all_text, bot.output()[-3000:]
     assert "The chart was not shared: the app lacks the `files:write` scope" in said_now[1].all_text
     assert [m for m in emulator.messages(DEPLOYS) if m.files] == []
+
+    # The upload host answers 500 to every try (slack_sdk retries 5xx): the person is told,
+    # nothing is shared.
+    emulator.clear()
+    emulator.fail("upload", status=500, times=None)
+    emulator.slash_command("/deploy", "stats", user=BOB, channel=DEPLOYS, url=bot.events_url)
+    failed = emulator.wait_for(
+        lambda: (e := emulator.ephemerals(user=BOB)) and len(e) == 2 and e, what="two answers"
+    )
+    assert "The chart was not shared: the upload to Slack failed; try again." in failed[1].text
+    assert emulator.calls_of("files.completeUploadExternal") == []
+    assert [m for m in emulator.messages(DEPLOYS) if m.files] == []
     assert "Traceback" not in bot.output()
