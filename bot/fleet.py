@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
@@ -34,6 +35,7 @@ from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.rollout import Outcome
+from bot.deploy.stats import FourKeys
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
@@ -392,6 +394,13 @@ class Fleet:
         return plan
 
     # -- reading every target -----------------------------------------------------------------
+    def stats(
+        self, since: datetime, until: datetime, targets: list[Target] | None = None
+    ) -> list[FourKeys]:
+        """DORA's four keys of each target (every one by default) over [since, until), in the
+        targets' order: each engine's ``Engine.stats`` (bot/deploy/stats.py)."""
+        return [self.engine(t).stats(since, until) for t in (targets or list(self.targets))]
+
     def statuses(self, targets: list[Target] | None = None, history: int = 0) -> list[TargetStatus]:
         """The status of ``targets`` (default: all): their services described in one
         DescribeServices per cluster per ten services, the rest read a few targets at once."""

@@ -38,6 +38,8 @@ SHOWN_COMMITS = 10
 API_VERSION = "2022-11-28"  # the X-GitHub-Api-Version the shapes below were read from
 # Compare pages hold at most 100 commits ("per_page … (max 100)", Compare two commits).
 _PER_PAGE = 100
+# The most pages of a compare read for lead time (GitHub.shipped): 1,000 commits a deployment.
+SHIPPED_PAGES = 10
 # "The maximum description length is 140 characters." (Create a deployment status)
 MAX_STATUS_DESCRIPTION = 140
 STATUS_STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
@@ -324,6 +326,39 @@ class GitHubClient:
             return failed.unavailable
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return self._bad_answer(doing, exc)
+
+    def shipped(
+        self, base: str, head: str, max_pages: int = SHIPPED_PAGES
+    ) -> tuple[tuple[str, datetime], ...] | Unavailable:
+        """Every commit ``head`` has that ``base`` lacks, with its committer's date (full sha,
+        time), oldest first: what a deployment from ``base`` to ``head`` shipped, for lead time
+        (bot/deploy/stats.py). The compare, paged 100 at a time (its commits "in chronological
+        order"; GitHub REST "Compare two commits": pagination beyond 250 commits), at most
+        ``max_pages`` pages: a longer range keeps its oldest commits, which set lead time."""
+        if (trouble := self._not_ready()) is not None:
+            return trouble
+        for sha in (base, head):
+            if not _SHA.fullmatch(sha):
+                return Unavailable("bad_input", f"`{_shown(sha)}` is not a commit sha")
+        path = f"/repos/{self.repository}/compare/{quote(base)}...{quote(head)}"
+        doing = f"reading the commits of {base[:7]}...{head[:7]}"
+        found: list[tuple[str, datetime]] = []
+        try:
+            first = self._json("GET", path, doing, _page(1))
+            total = _int(first, "total_commits")
+            pages = [_list(first, "commits")]
+            for number in range(2, min(max_pages, math.ceil(total / _PER_PAGE)) + 1):
+                pages.append(_list(self._json("GET", path, doing, _page(number)), "commits"))
+            for commits in pages:
+                for raw in commits:
+                    detail = raw["commit"]
+                    when = (detail.get("committer") or detail.get("author") or {}).get("date")
+                    found.append((str(raw["sha"]), _iso(str(when))))
+        except _Failed as failed:
+            return failed.unavailable
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return self._bad_answer(doing, exc)
+        return tuple(found)
 
     # -- deployments ----------------------------------------------------------------------
 
@@ -678,6 +713,14 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+def _iso(text: str) -> datetime:
+    """GitHub's ISO 8601 times ("2026-11-26T22:27:31Z"), as aware UTC datetimes."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return when.astimezone(UTC)
 
 
 def _epoch(text: str | None) -> datetime | None:

@@ -32,7 +32,7 @@ from bot.deploy.errors import DeployError
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
-from bot.slack import guards
+from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
 from bot.slack.context import BotContext
@@ -103,6 +103,8 @@ def create_app(
                 )
             )
         )
+        # The weekly digests of the targets that have one (one replica posts each).
+        following.append(asyncio.create_task(digest.digests_forever(ctx)))
         try:
             yield
         finally:

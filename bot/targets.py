@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from bot.deploy.errors import DeployRefused, NotConfigured
+from bot.digest import DigestError, Schedule, parse_schedule
 from bot.mrkdwn import is_user_id
 from bot.settings import Settings
 from bot.windows import Window, WindowError, parse_window
@@ -79,6 +80,9 @@ class Target:
     windows: tuple[Window, ...] = ()
     # How many deploys one person may have waiting in this target's queue (bot/deploy/guards.py).
     queue_limit: int = 3
+    # When the weekly digest (last week's four keys and chart) goes to the target's channel;
+    # None: never.
+    digest: Schedule | None = None
     source: str | None = None  # the file it comes from; None: the environment
 
     def settings(self, base: Settings) -> Settings:
@@ -191,6 +195,7 @@ class _TargetTable(BaseModel):
     approval_expiry_minutes: int = Field(30, ge=1, le=24 * 60)
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
+    digest: str | None = None
 
 
 class _ConfigFile(BaseSettings):
@@ -203,6 +208,8 @@ class _ConfigFile(BaseSettings):
     model_config = SettingsConfigDict(extra="allow", frozen=True)
 
     targets: Any = None
+    # The whole fleet's digest schedule: every target that does not set its own.
+    digest: Any = None
 
     @classmethod
     def settings_customise_sources(
@@ -323,10 +330,32 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
             )
     if approvers and approvals == 0 and isinstance(approvers, list):
         problems.append(f"{key}.approvers: listed, but approvals = 0 asks for none; set approvals")
+    digest = raw.get("digest")
+    if isinstance(digest, str):
+        problems += _digest_problems(digest, f"{key}.digest")
     return problems
 
 
-def _target(name: str, table: _TargetTable, settings: Settings, source: str) -> Target:
+def _digest_problems(text: Any, key: str) -> list[str]:
+    if not isinstance(text, str):
+        return [f'{key}: a string, e.g. digest = "Mon 09:00 Europe/Madrid" (got {text!r})']
+    try:
+        parse_schedule(text)
+    except DigestError as exc:
+        return [f"{key}: {exc}"]
+    return []
+
+
+def _digest_or_none(text: str | None) -> Schedule | None:
+    try:
+        return parse_schedule(text) if text is not None else None
+    except DigestError:
+        return None  # said by _digest_problems: a file with any problem gives no Targets
+
+
+def _target(
+    name: str, table: _TargetTable, settings: Settings, source: str, digest: str | None = None
+) -> Target:
     """The target a table of the right types describes (a window that does not parse is left
     out: _table_problems said so, and a file with any problem gives no Targets)."""
     deployers = settings.deploy_allowed_users if table.deployers is None else table.deployers
@@ -346,6 +375,7 @@ def _target(name: str, table: _TargetTable, settings: Settings, source: str) -> 
         approval_expiry_minutes=table.approval_expiry_minutes,
         windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
         queue_limit=table.queue_limit,
+        digest=_digest_or_none(table.digest if table.digest is not None else digest),
         source=source,
     )
 
@@ -452,7 +482,11 @@ def _config_text(settings: Settings) -> str | None:
 
 def _load_file(settings: Settings, path: Path, shown: str) -> Targets:
     default = settings.deploy_target
-    tables, problems = _tables(_read(path, shown), shown)
+    config = _read(path, shown)
+    tables, problems = _tables(config, shown)
+    fleet_digest = config.digest
+    if fleet_digest is not None:
+        problems += [f"{shown}: {p}" for p in _digest_problems(fleet_digest, "digest")]
     built: dict[str, Target] = {}
     for name, raw in tables.items():
         key = f"targets.{name}"
@@ -469,7 +503,13 @@ def _load_file(settings: Settings, path: Path, shown: str) -> Targets:
                 known = ", ".join(tables)
                 found.append(f"{key}.after: no target named {after!r} (known: {known})")
         else:
-            built[name] = _target(name, table, settings, shown)
+            built[name] = _target(
+                name,
+                table,
+                settings,
+                shown,
+                fleet_digest if isinstance(fleet_digest, str) else None,
+            )
         problems += [f"{shown}: {p}" for p in found]
     problems += _between_targets(built, shown, list(tables))
     if not tables:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import getpass
 import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -26,6 +27,16 @@ from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
 from bot.deploy.errors import DeployError
 from bot.deploy.ledger import DeploymentRecord, News, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.deploy.stats import (
+    BANDS_REPORT,
+    SOURCE_COMMITS,
+    FourKeys,
+    as_json,
+    frequency_text,
+    parse_since,
+    rate_text,
+    span_text,
+)
 from bot.fleet import Ask, Fleet, TargetStatus
 from bot.hints import Hints
 from bot.rules import Action, Door
@@ -732,8 +743,22 @@ def _history_image(r: DeploymentRecord) -> str:
 
 def history(args: argparse.Namespace) -> int:
     def body(engine: Engine) -> int:
-        records = engine.history(max(1, args.n))
-        if getattr(args, "json", False):
+        if getattr(args, "since", None):
+            try:
+                since = parse_since(args.since, engine.clock.now())
+            except ValueError as exc:
+                err.print(f"[bold red]✗[/] {_t(exc)}")
+                return EXIT_REFUSED
+            # Every record of the window, oldest first (a Query by time range, page by page).
+            records = engine.ledger.history_between(since, engine.clock.now())
+        else:
+            records = engine.history(max(1, args.n))
+        if getattr(args, "csv", False):
+            _write_csv(EXPORT_FIELDS, [_export_row(engine.target.name, r) for r in records])
+        elif getattr(args, "json", False) and getattr(args, "since", None):
+            rows = [_export_row(engine.target.name, r) for r in records]
+            print(json.dumps(rows, default=str, indent=2))
+        elif getattr(args, "json", False):
             print(json.dumps([_record_json(r) for r in records], default=str, indent=2))
         elif not records:
             out.print("No deployments yet.")
@@ -757,3 +782,174 @@ def unlock(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(args, body)
+
+
+# -- the export and the four keys ------------------------------------------------------------
+
+# What a spreadsheet needs of each deployment (``history --since … --csv``/``--json``).
+EXPORT_FIELDS = (
+    "target",
+    "id",
+    "kind",
+    "tag",
+    "digest",
+    "commit",
+    "previous_tag",
+    "requester",
+    "requester_id",
+    "aws_identity",
+    "door",
+    "reason",
+    "started",
+    "ended",
+    "duration_s",
+    "outcome",
+    "outcome_reason",
+    "ecs_status",
+    "ecs_reason",
+    "approvals",
+    "break_glass",
+    "bypassed",
+    "rollback_of",
+)
+
+
+def _export_row(target: str, r: DeploymentRecord) -> dict[str, object]:
+    final = r.final
+    return {
+        "target": target,
+        "id": r.id,
+        "kind": r.kind,
+        "tag": r.tag,
+        "digest": r.digest,
+        "commit": r.commit or "",
+        "previous_tag": r.previous_tag,
+        "requester": r.who_display or r.who,
+        "requester_id": r.who,
+        "aws_identity": r.who_arn,
+        "door": r.source,
+        "reason": r.reason,
+        "started": r.started_at.isoformat(),
+        "ended": r.finished_at.isoformat() if r.finished_at else "",
+        "duration_s": round(r.duration) if r.duration is not None else "",
+        "outcome": r.outcome.value if r.outcome else "IN_PROGRESS",
+        "outcome_reason": r.outcome_reason,
+        "ecs_status": final.rollout_state if final else "",
+        "ecs_reason": final.rollout_reason if final else "",
+        "approvals": ";".join(r.approved_by),
+        "break_glass": r.break_glass,
+        "bypassed": ";".join(r.bypassed),
+        "rollback_of": r.rollback_of,
+    }
+
+
+def _write_csv(fields: Sequence[str], rows: list[dict[str, object]]) -> None:
+    """RFC 4180 CSV on stdout: a header, then one line a row (quoted where needed)."""
+    writer = csv.DictWriter(out.file, fieldnames=list(fields), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out.file.flush()
+
+
+STATS_FIELDS = (
+    "target",
+    "since",
+    "until",
+    "deployments",
+    "completed",
+    "rolling_out",
+    "frequency_per_week",
+    "frequency_band",
+    "lead_time_median_s",
+    "lead_time_p90_s",
+    "lead_time_source",
+    "lead_time_band",
+    "changes",
+    "failed_changes",
+    "change_failure_rate",
+    "change_failure_band",
+    "time_to_restore_median_s",
+    "restores",
+    "time_to_restore_band",
+)
+
+
+def _stats_row(k: FourKeys) -> dict[str, object]:
+    data = as_json(k)
+    return {
+        **{f: data[f] for f in STATS_FIELDS if f in data},
+        "frequency_band": k.bands.get("deployment_frequency", ""),
+        "lead_time_band": k.bands.get("lead_time", ""),
+        "change_failure_band": k.bands.get("change_failure_rate", ""),
+        "time_to_restore_band": k.bands.get("time_to_restore", ""),
+    }
+
+
+def _band(k: FourKeys, key: str) -> str:
+    band = k.bands.get(key)
+    return f"\n[dim]{band}[/]" if band else ""
+
+
+def _stats_table(keys: list[FourKeys], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "target",
+        "deployments",
+        "frequency",
+        "lead time (median · p90)",
+        "change failure rate",
+        "time to restore",
+    ):
+        table.add_column(column)
+    for k in keys:
+        table.add_row(
+            _t(k.target),
+            f"{k.deployments}" + (f" (+{k.rolling_out} rolling out)" if k.rolling_out else ""),
+            frequency_text(k.frequency_per_week) + _band(k, "deployment_frequency"),
+            (
+                f"{span_text(k.lead_time_median_s)} · {span_text(k.lead_time_p90_s)}"
+                if k.lead_times
+                else "-"
+            )
+            + _band(k, "lead_time"),
+            (f"{rate_text(k.change_failure_rate)} ({k.failed_changes} of {k.changes})")
+            + _band(k, "change_failure_rate"),
+            (f"{span_text(k.time_to_restore_median_s)} ({k.restores})" if k.restores else "-")
+            + _band(k, "time_to_restore"),
+        )
+    return table
+
+
+def stats(args: argparse.Namespace) -> int:
+    """DORA's four keys of the target (every target without --target) over --since."""
+
+    def body(fleet: Fleet, target: Target) -> int:
+        now = fleet.engine(target).clock.now()
+        try:
+            since = parse_since(args.since, now)
+        except ValueError as exc:
+            err.print(f"[bold red]✗[/] {_t(exc)}")
+            return EXIT_REFUSED
+        every = _all_targets(args) and len(fleet.targets) > 1
+        keys = fleet.stats(since, now, None if every else [target])
+        if args.json:
+            print(json.dumps({"targets": [as_json(k) for k in keys]}, indent=2))
+            return EXIT_OK
+        if args.csv:
+            _write_csv(STATS_FIELDS, [_stats_row(k) for k in keys])
+            return EXIT_OK
+        _print_table(
+            _stats_table(keys, f"The four keys, {since:%Y-%m-%d} to {now:%Y-%m-%d %H:%M} UTC")
+        )
+        sources = {k.lead_time_source for k in keys if k.lead_times}
+        if sources - {SOURCE_COMMITS}:
+            out.print(
+                "Lead time: from the image's push to ECR where the commits are unknown "
+                "(set GITHUB_TOKEN for commit times)."
+            )
+        elif sources:
+            out.print("Lead time: from each commit (GitHub's compare) to the deployment's end.")
+        out.print(f"Bands: {BANDS_REPORT}.")
+        return EXIT_OK
+
+    return _run_fleet(args, body)

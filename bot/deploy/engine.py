@@ -37,6 +37,7 @@ from bot.deploy.changes import (
     describe_change,
     images_from_ecr,
 )
+from bot.deploy.digests import DigestClaims
 from bot.deploy.errors import (
     BadTag,
     DeployError,
@@ -76,7 +77,8 @@ from bot.deploy.ledger import (
 from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
-from bot.github import GitHubClient
+from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
+from bot.github import GitHubClient, Unavailable
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
 from bot.rules import (
@@ -774,6 +776,76 @@ class Engine:
             log.warning("could not reconcile open deployments: %s", exc)
             return records
         return self._reconcile(state, records, skip)
+
+    def claim_digest(self, due: datetime, holder: str) -> bool:
+        """Take the weekly digest due at ``due`` for ``holder`` (one replica posts it: a lease
+        in the table, bot/deploy/digests.py); False when another has it or it was posted."""
+        return DigestClaims(self.ledger).claim(due, holder, self.settings.lock_lease_seconds)
+
+    def digest_posted(self, due: datetime, holder: str) -> None:
+        DigestClaims(self.ledger).posted(due, holder)
+
+    def stats(self, since: datetime, until: datetime) -> FourKeys:
+        """DORA's four keys of this target over [since, until) (bot/deploy/stats.py): one
+        Query of its history by time range (and FOLLOW_UP_WINDOW past it, to see what followed
+        the last deployments) reading each record's brief (``Ledger.stats_history``), the
+        commits of each completed deploy asked of GitHub once ever and cached on its record
+        (the image's push time, read from ECR once and cached, where GitHub cannot tell), and
+        a brief written on each settled record read whole. Open deployments are not
+        reconciled: they count when settled."""
+        if until - since > MAX_WINDOW:
+            raise DeployRefused(
+                f"A window of {(until - since).days} days is longer than stats reads "
+                f"({MAX_WINDOW.days} days): the history is kept that long."
+            )
+        records, whole = self.ledger.stats_history(since, until + FOLLOW_UP_WINDOW)
+        pushed: dict[str, datetime] | None = None
+        out: list[DeploymentRecord] = []
+        for rec in records:
+            read = rec
+            if (
+                rec.kind == "deploy"
+                and rec.outcome is Outcome.COMPLETED
+                and since <= rec.started_at < until
+            ):
+                rec = self._lead_inputs(rec)
+                if rec.shipped is None and rec.image_pushed_at is None and rec.digest:
+                    if pushed is None:
+                        pushed = self._pushed_times()
+                    if rec.digest in pushed:
+                        rec = self.ledger.cache_lead_inputs(rec, image_pushed_at=pushed[rec.digest])
+            if rec is read and rec.id in whole:  # nothing cached on it yet: its brief
+                self.ledger.remember_brief(rec)
+            out.append(rec)
+        return four_keys(out, target=self.target.name, since=since, until=until)
+
+    def _lead_inputs(self, rec: DeploymentRecord) -> DeploymentRecord:
+        """The commits ``rec`` shipped, asked of GitHub once (then cached on the record): none
+        without a token or either commit; kept unasked when GitHub cannot answer now."""
+        if rec.shipped is not None or not rec.commit or not rec.previous_commit:
+            return rec
+        if rec.commit == rec.previous_commit:
+            return self.ledger.cache_lead_inputs(rec, shipped=())
+        if not self.github.has_token:
+            return rec
+        found = self.github.shipped(rec.previous_commit, rec.commit)
+        if isinstance(found, Unavailable):
+            log.info("lead time of %s: %s", rec.id, found.reason, extra=rec.log_fields)
+            return rec
+        return self.ledger.cache_lead_inputs(rec, shipped=found)
+
+    def _pushed_times(self) -> dict[str, datetime]:
+        """Each image's push time to ECR, by digest (one paginated listing)."""
+        try:
+            images = self.ecr_images()
+        except DeployError as exc:  # lead time is unknown without it; the rest stands
+            log.warning("could not read the images' push times: %s", exc)
+            return {}
+        return {
+            str(i["imageDigest"]): i["imagePushedAt"].astimezone(UTC)
+            for i in images
+            if i.get("imageDigest") and isinstance(i.get("imagePushedAt"), datetime)
+        }
 
     def look_around(
         self,

@@ -217,6 +217,11 @@ class DeploymentRecord:
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
     # started it ("ECS may have started the deployment (…); following it").
     start_error: str = ""
+    # Lead time's inputs (bot/deploy/stats.py), cached by the first ``stats`` that needed them so
+    # GitHub is asked once per deployment ever: the commits it shipped (full sha, committer's
+    # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
+    shipped: tuple[tuple[str, datetime], ...] | None = None
+    image_pushed_at: datetime | None = None
 
     @property
     def open(self) -> bool:
@@ -514,6 +519,20 @@ class Ledger:
         return {"S": f"HISTORY#{self.key}"}
 
     def record(self, rec: DeploymentRecord) -> None:
+        item = self.record_item(rec)
+        try:
+            with aws_errors("writing the deployment history"):
+                self._call(
+                    self.db.put_item,
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+        except _Conditional:
+            pass  # a retried put whose first answer was lost: ids are unique, it is ours
+
+    def record_item(self, rec: DeploymentRecord) -> dict[str, Any]:
+        """The item ``record`` writes for a new deployment (open: no outcome yet)."""
         item: dict[str, Any] = {
             "pk": self._history_pk(),
             "sk": {"S": rec.sort_key},
@@ -551,16 +570,7 @@ class Ledger:
             item["follower_until"] = {"S": _ts(rec.follower_until)}
             item["follower_beat"] = {"N": str(rec.follower_beat)}
             item["starter"] = {"S": rec.follower}
-        try:
-            with aws_errors("writing the deployment history"):
-                self._call(
-                    self.db.put_item,
-                    TableName=self.table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
-        except _Conditional:
-            pass  # a retried put whose first answer was lost: ids are unique, it is ours
+        return item
 
     def set_ecs_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
         """Remember which ECS deployment ``rec`` started (known once UpdateService answered,
@@ -925,6 +935,148 @@ class Ledger:
             ).get("Items", [])
         return [_record_from_item(item) for item in items]
 
+    def history_between(
+        self, since: datetime, until: datetime, *, page: int = 500
+    ) -> list[DeploymentRecord]:
+        """Every deployment started in [since, until), oldest first: a Query of this target's
+        partition by sort-key range (the sort key begins with the start time), never a Scan,
+        following ``LastEvaluatedKey`` page after page (a Query reads at most 1 MB a page:
+        DynamoDB's Query API, "Paginating table query results")."""
+        if until <= since:
+            return []
+        values = {
+            ":pk": self._history_pk(),
+            ":from": {"S": _ts(since)},
+            # A record started at ``until`` sorts after ``<until>`` (``<until>#<id>``): excluded.
+            ":to": {"S": _ts(until)},
+        }
+        records: list[DeploymentRecord] = []
+        start: dict[str, Any] | None = None
+        while True:
+            with aws_errors("reading the deployment history"):
+                answer = self._call(
+                    self.db.query,
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+                    ExpressionAttributeValues=values,
+                    Limit=page,
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+            records.extend(_record_from_item(item) for item in answer.get("Items", []))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return records
+
+    def stats_history(
+        self, since: datetime, until: datetime, *, page: int = 5000
+    ) -> tuple[list[DeploymentRecord], set[str]]:
+        """What ``stats`` reads of every deployment started in [since, until), oldest first,
+        and the ids of those read whole because they have no brief yet.
+
+        One Query of the partition by sort-key range (never a Scan), asking for two attributes
+        an item (``ProjectionExpression``): the sort key (start and id) and ``brief``, the few
+        fields the four keys need, written on a settled record by the first ``stats`` that
+        read it (``remember_brief``). A record without one (new, or open) is read whole,
+        BatchGetItem 100 keys a call (DynamoDB's most). Fewer attributes is less to send and
+        decode: what makes a year of history one quick read (BENCHMARKS.md)."""
+        if until <= since:
+            return [], set()
+        values = {
+            ":pk": self._history_pk(),
+            ":from": {"S": _ts(since)},
+            ":to": {"S": _ts(until)},
+        }
+        found: list[DeploymentRecord | None] = []
+        missing: dict[str, int] = {}  # sort key -> its place in ``found``
+        start: dict[str, Any] | None = None
+        while True:
+            with aws_errors("reading the deployment history"):
+                answer = self._call(
+                    self.db.query,
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+                    ProjectionExpression="sk, #brief",
+                    ExpressionAttributeNames={"#brief": BRIEF_ATTRIBUTE},
+                    ExpressionAttributeValues=values,
+                    Limit=page,
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+            for item in answer.get("Items", []):
+                rec = _record_from_brief(_s(item, "sk"), _s(item, BRIEF_ATTRIBUTE))
+                if rec is None:
+                    missing[_s(item, "sk")] = len(found)
+                found.append(rec)
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                break
+        whole: set[str] = set()
+        keys = list(missing)
+        for at in range(0, len(keys), 100):
+            pending: list[dict[str, Any]] = [
+                {"pk": self._history_pk(), "sk": {"S": sk}} for sk in keys[at : at + 100]
+            ]
+            while pending:
+                with aws_errors("reading the deployment history"):
+                    answer = self._call(
+                        self.db.batch_get_item,
+                        RequestItems={self.table: {"Keys": pending}},
+                    )
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    rec = _record_from_item(item)
+                    found[missing[_s(item, "sk")]] = rec
+                    whole.add(rec.id)
+                pending = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return [rec for rec in found if rec is not None], whole
+
+    def cache_lead_inputs(
+        self,
+        rec: DeploymentRecord,
+        *,
+        shipped: Sequence[tuple[str, datetime]] | None = None,
+        image_pushed_at: datetime | None = None,
+    ) -> DeploymentRecord:
+        """Keep on the record what lead time needs (the commits it shipped, its image's push
+        time), so no later ``stats`` asks GitHub or ECR for it again, and (a settled record)
+        its brief. One UpdateItem; only an existing record is changed."""
+        sets: list[str] = []
+        values: dict[str, Any] = {}
+        if shipped is not None:
+            sets.append("shipped = :shipped")
+            values[":shipped"] = {"L": [{"S": f"{sha} {_ts(at)}"} for sha, at in shipped]}
+            rec = replace(rec, shipped=tuple(shipped))
+        if image_pushed_at is not None:
+            sets.append("image_pushed_at = :pushed")
+            values[":pushed"] = {"S": _ts(image_pushed_at)}
+            rec = replace(rec, image_pushed_at=image_pushed_at)
+        if rec.settled:
+            sets.append("#brief = :brief")
+            values[":brief"] = {"S": brief_of(rec)}
+        if not sets:
+            return rec
+        try:
+            with aws_errors("caching the deployment's commit times"):
+                self._call(
+                    self.db.update_item,
+                    TableName=self.table,
+                    Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
+                    UpdateExpression="SET " + ", ".join(sets),
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeValues=values,
+                    **(
+                        {"ExpressionAttributeNames": {"#brief": BRIEF_ATTRIBUTE}}
+                        if rec.settled
+                        else {}
+                    ),
+                )
+        except _Conditional:
+            pass  # the record is gone (expired): nothing to cache on
+        return rec
+
+    def remember_brief(self, rec: DeploymentRecord) -> None:
+        """Write a settled record's brief (``stats_history`` then reads two attributes of it)."""
+        if rec.settled:
+            self.cache_lead_inputs(rec)
+
     def history_and_news(self, limit: int = 20) -> tuple[list[DeploymentRecord], list[News]]:
         """A bot's periodic read, one Query: the ``limit`` most recent deployments (newest
         first) and the news waiting to be announced (oldest first; NEWS_READ at most)."""
@@ -1207,7 +1359,85 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         aborted_by=_s(item, "aborted_by"),
         aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
         abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
+        shipped=_shipped(item),
+        image_pushed_at=_parse_ts(_s(item, "image_pushed_at"))
+        if _s(item, "image_pushed_at")
+        else None,
     )
+
+
+# The attribute holding what ``stats`` reads of a settled record (``brief_of``).
+BRIEF_ATTRIBUTE = "brief"
+
+
+def brief_of(rec: DeploymentRecord) -> str:
+    """The fields the four keys read (bot/deploy/stats.py), as compact JSON; the id and the
+    start are in the sort key. Only a settled record has one: it no longer changes."""
+    return json.dumps(
+        {
+            "k": rec.kind,
+            "o": rec.outcome.value if rec.outcome else "",
+            "f": _ts(rec.finished_at) if rec.finished_at else "",
+            "d": rec.digest,
+            "r": rec.rollback_of,
+            "c": rec.commit,
+            "p": rec.previous_commit,
+            "s": [[sha, _ts(at)] for sha, at in rec.shipped] if rec.shipped is not None else None,
+            "u": _ts(rec.image_pushed_at) if rec.image_pushed_at else "",
+        },
+        separators=(",", ":"),
+    )
+
+
+def _record_from_brief(sort_key: str, brief: str) -> DeploymentRecord | None:
+    """The record a brief tells of (the fields stats reads; the rest empty); None without one
+    (or with one that cannot be read: the record is read whole)."""
+    if not brief:
+        return None
+    started, _, deployment_id = sort_key.partition("#")
+    try:
+        data = json.loads(brief)
+        shipped = data.get("s")
+        return DeploymentRecord(
+            id=deployment_id,
+            service="",
+            kind=str(data["k"]),
+            tag="",
+            image="",
+            task_definition="",
+            previous_task_definition="",
+            previous_tag="",
+            ecs_deployment_id="",
+            who="",
+            who_display="",
+            source="",
+            reason="",
+            started_at=_parse_ts(started),
+            finished_at=_parse_ts(data["f"]) if data.get("f") else None,
+            outcome=Outcome(data["o"]) if data.get("o") else None,
+            digest=str(data.get("d") or ""),
+            rollback_of=str(data.get("r") or ""),
+            commit=data.get("c"),
+            previous_commit=data.get("p"),
+            shipped=tuple((str(sha), _parse_ts(at)) for sha, at in shipped)
+            if shipped is not None
+            else None,
+            image_pushed_at=_parse_ts(data["u"]) if data.get("u") else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _shipped(item: dict[str, Any]) -> tuple[tuple[str, datetime], ...] | None:
+    """``shipped``: a list of "<sha> <committed at>" strings; None when not stored."""
+    if "shipped" not in item:
+        return None
+    found: list[tuple[str, datetime]] = []
+    for value in item["shipped"].get("L", []):
+        sha, _, at = str(value.get("S", "")).partition(" ")
+        if sha and at:
+            found.append((sha, _parse_ts(at)))
+    return tuple(found)
 
 
 def _news_item(pk: dict[str, str], news: News, keep: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ is configured:
     /deploy promote FROM to TO      deploy to TO the digest FROM's last deployment completed with
     /deploy rollback [TARGET]       back to the last good image
     /deploy history [TARGET]
+    /deploy stats [TARGET] [30d]    DORA's four keys, and their chart shared in the channel
     /deploy status [TARGET]         as the status command
     /deploy freeze [TARGET] REASON  refuse deploys until unfrozen
     /deploy unfreeze [TARGET]
@@ -31,9 +32,12 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.deploy.errors import BadTag
 from bot.deploy.ledger import Requester
+from bot.deploy.stats import DEFAULT_WINDOW, FourKeys, parse_window
 from bot.fleet import Ask
+from bot.mrkdwn import escape as esc
 from bot.rules import Action, Door
 from bot.slack import guards, messages
+from bot.slack import stats as slack_stats
 from bot.slack.context import BotContext
 from bot.tags import TagError, parse_tag
 from bot.targets import Target
@@ -74,13 +78,15 @@ async def _refuse(respond: AsyncRespond, text: str) -> None:
 
 @dataclass(frozen=True)
 class Words:
-    """What a /deploy text asks: ``verb`` (deploy, promote, rollback, history, status, help),
-    the tag, the target named (None: the channel's), and promote's source."""
+    """What a /deploy text asks: ``verb`` (deploy, promote, rollback, history, stats, status,
+    help), the tag, the target named (None: the channel's), promote's source, and stats'
+    window (``30d``; None: the default)."""
 
     verb: str
     tag: str = ""
     target: str | None = None
     source: str | None = None
+    window: str | None = None
 
 
 def parse(text: str) -> Words:
@@ -91,6 +97,15 @@ def parse(text: str) -> Words:
         return Words("help")
     if first in ("history", "status", "rollback") and len(words) <= 2:
         return Words(first, target=_at(words, 1))
+    if first == "stats" and len(words) <= 3:
+        # ``stats [TARGET] [WINDOW]`` in either order: a window starts with a digit, a target
+        # name never needs to.
+        rest = words[1:]
+        windows = [w for w in rest if w[:1].isdigit()]
+        names = [w for w in rest if not w[:1].isdigit()]
+        if len(windows) > 1 or len(names) > 1:
+            return Words("usage_stats")
+        return Words("stats", target=_at(names, 0), window=_at(windows, 0))
     if first == "promote":
         rest = words[1:]
         if len(rest) == 3 and rest[1].lower() == "to":
@@ -175,6 +190,8 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         )
     if words.verb == "help":
         return await _help(ctx, command, respond)
+    if words.verb == "usage_stats":
+        return await _refuse(respond, f"Usage: `{deploy_name} stats [TARGET] [30d]`")
     who = requester(command)
     ask = ctx.ask(who, Door.SLASH, channel)
     if words.verb == "promote":
@@ -200,6 +217,8 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
             return await _which(ctx, command, respond, f"{deploy_name} history {{target}}")
         if words.verb == "rollback":
             return await _which(ctx, command, respond, f"{deploy_name} rollback {{target}}")
+        if words.verb == "stats":
+            return await _which(ctx, command, respond, f"{deploy_name} stats {{target}}")
         return await _choose(ctx, command, respond, words.tag)
     target = picked
     if words.verb == "history":
@@ -209,6 +228,9 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         label = target.name if ctx.several else ""
         await respond(response_type="ephemeral", **messages.history(records, label).as_kwargs())
         return
+    if words.verb == "stats":
+        ctx.fleet.may_read(target, ask).raise_if_refused()
+        return await _stats(ctx, target, words.window, command, respond)
     place = guards.place_of(ctx, target.name)
     if words.verb == "rollback":
         await guards.guarded(
@@ -249,6 +271,34 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
         ),
         tag=words.tag,
     )
+
+
+async def _stats(
+    ctx: BotContext,
+    target: Target,
+    window: str | None,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+) -> None:
+    """The four keys of ``target`` over the window, to the asker; the chart to the channel."""
+    try:
+        span = parse_window(window) if window else DEFAULT_WINDOW
+    except ValueError as exc:
+        return await _refuse(respond, esc(str(exc)))
+    engine = ctx.engine(target)
+    until = engine.clock.now()
+    # One read of a target's window for every /deploy stats asking it at once.
+    keys: FourKeys = await ctx.read(
+        f"stats:{target.name}:{span.days}", lambda: engine.stats(until - span, until)
+    )
+    user, channel = _where(command)
+    await respond(response_type="ephemeral", **slack_stats.numbers(keys).as_kwargs())
+    try:
+        await slack_stats.share_chart(
+            ctx.client, channel, keys, comment=slack_stats.asked_by(user, keys)
+        )
+    except slack_stats.ChartNotShared as exc:
+        await _refuse(respond, f"The chart was not shared: {exc.message}.")
 
 
 GUARD_WORDS = ("freeze", "unfreeze", "abort", "unlock")

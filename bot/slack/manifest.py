@@ -43,7 +43,7 @@ features:
     - command: {deploy}
       description: Deploy an image tag to ECS Fargate (alone, it lists recent tags)
       usage_hint: "TAG [to TARGET] | promote FROM to TO | rollback, abort, unfreeze, unlock, \\
-        history, status [TARGET] | freeze [TARGET] REASON"
+        history, status [TARGET] | stats [TARGET] [30d] | freeze [TARGET] REASON"
       should_escape: false
     - command: {redeploy}
       description: Force a new deployment of the image that runs now
@@ -67,6 +67,9 @@ oauth_config:
       - channels:read
       - groups:read
       - mpim:read
+      # `/deploy stats` and the weekly digest share a chart (a PNG) with files.uploadV2:
+      # files.getUploadURLExternal and files.completeUploadExternal need files:write.
+      - files:write
 settings:
   interactivity:
     # The Deploy button on CI's notices and the Rollback button on final messages.

@@ -743,6 +743,9 @@ def usage_lines(commands: CommandNames, several: bool, allowed: Allowed = Allowe
             f"`{deploy} unlock{t}` breaks a stale deploy lock (once ECS shows nothing rolling out)"
         )
     lines.append(f"`{deploy} history{t}` lists recent deployments")
+    lines.append(
+        f"`{deploy} stats{t} [30d]` shows DORA's four keys and shares their chart in the channel"
+    )
     if several:
         lines.append(
             f"`{commands.status}` (or `{deploy} status`) shows every target, "

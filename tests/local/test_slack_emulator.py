@@ -538,3 +538,51 @@ def test_strangers_dms_and_shared_channels_are_sent_as_slack_sends_them(
     assert web_client.auth_test()["enterprise_id"] == "E0HOME"
     on_grid = emu.slash_command("/help", user=ALICE, url=http_bot)
     assert on_grid.payload["enterprise_id"] == "E0HOME"
+
+
+PNG_BYTES = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f"
+    b"\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00"
+    b"\x00IEND\xaeB`\x82"
+)
+
+
+def test_files_upload_v2_through_slack_sdk_records_the_file_and_shares_it(
+    emu: SlackEmulator,
+) -> None:
+    sdk = AsyncWebClient(token=BOT_TOKEN, base_url=emu.api_url)
+    answer = asyncio.run(
+        sdk.files_upload_v2(
+            channel=CHANNEL,
+            content=PNG_BYTES,
+            filename="chart.png",
+            title="the chart",
+            alt_txt="a dot",
+            initial_comment="here it is",
+        )
+    )
+    assert answer["ok"] and answer["file"]["title"] == "the chart"
+    assert [c.method for c in emu.calls if c.method.startswith(("files.", "upload"))] == [
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
+    (file,) = emu.files()
+    assert file.data == PNG_BYTES and file.completed and file.channels == (CHANNEL,)
+    (msg,) = emu.messages(CHANNEL)
+    assert msg.text == "here it is"
+    assert msg.files[0]["mimetype"] == "image/png" and msg.files[0]["alt_txt"] == "a dot"
+    with urllib.request.urlopen(msg.files[0]["url_private"], timeout=5) as got:
+        assert got.read() == PNG_BYTES and got.headers["Content-Type"] == "image/png"
+
+
+def test_completing_an_upload_whose_bytes_never_came_is_refused(emu: SlackEmulator) -> None:
+    api = client(emu)
+    url = api.files_getUploadURLExternal(filename="chart.png", length=10)
+    with pytest.raises(SlackApiError) as err:
+        api.files_completeUploadExternal(files=[{"id": url["file_id"]}], channel_id=CHANNEL)
+    assert err.value.response["error"] == "file_not_found"
+    assert emu.messages(CHANNEL) == []
+    with pytest.raises(SlackApiError) as err:
+        api.files_getUploadURLExternal(filename="chart.png", length=0)
+    assert err.value.response["error"] == "missing_argument"

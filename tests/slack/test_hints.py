@@ -68,6 +68,7 @@ def test_renamed_commands_every_text_names_them_and_the_target(
         "`/ship unfreeze`",
         "`/ship unlock`",
         "`/ship history`",
+        "`/ship stats [30d]`",
         "`/ship-status`",
     ):
         assert usage in helped, (usage, helped)
@@ -75,6 +76,7 @@ def test_renamed_commands_every_text_names_them_and_the_target(
     ship(emulator, bot, "help", user=CAROL)
     reads = said_to(emulator, CAROL, "*Usage*").all_text
     assert "`/ship history`" in reads and "`/ship-status`" in reads
+    assert "`/ship stats [30d]`" in reads  # a read: everyone's
     assert "freeze" not in reads and "`/ship TAG`" not in reads and "unlock" not in reads
 
     # Freeze, and what a frozen target answers: the configured command, naming the target.
@@ -195,7 +197,7 @@ def test_the_manifests_usage_hints_name_targets() -> None:
     # Were "v4.4.0-ecr-ecs-fargate | v4.4 | sha-abc1234 | rollback | history | status" and
     # "[reason]", though a first word naming a target is the target.
     assert hints["/ship"].startswith("TAG [to TARGET] | promote FROM to TO")
-    for sub in ("rollback", "abort", "unfreeze", "unlock", "history", "status", "freeze"):
+    for sub in ("rollback", "abort", "unfreeze", "unlock", "history", "stats", "status", "freeze"):
         assert sub in hints["/ship"], sub
     assert hints["/reship"] == "[TARGET] [reason]"
     assert hints["/ship-status"] == "[TARGET]"

@@ -56,6 +56,12 @@ SCOPES: dict[str, frozenset[str]] = {
     "conversations.info": frozenset({"channels:read", "groups:read", "mpim:read"}),
     "users.info": frozenset({"users:read"}),
     "apps.connections.open": frozenset({APP_LEVEL}),
+    # files.uploadV2 (the stats chart): both methods' "Scopes" facts name files:write; the
+    # POST of the bytes to the URL files.getUploadURLExternal gave (the emulator records it
+    # as "upload") carries no token.
+    "files.getUploadURLExternal": frozenset({"files:write"}),
+    "upload": frozenset(),
+    "files.completeUploadExternal": frozenset({"files:write"}),
 }
 # Slash commands need the `commands` scope; interactivity needs none.
 COMMANDS_SCOPE = "commands"
@@ -303,6 +309,10 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     )
     emulator.wait_for(
         lambda: len(emulator.ephemerals(user=ALICE)) >= len(others), what="the other answers"
+    )
+    assert send("/deploy", "stats").ok  # the chart: files.uploadV2
+    emulator.wait_for(
+        lambda: [f for f in emulator.files() if f.completed], what="the stats chart's upload"
     )
     bot.stop()
 

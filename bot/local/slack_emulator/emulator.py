@@ -27,6 +27,7 @@ from bot.local.slack_emulator.records import (
     Ephemeral,
     Kind,
     Message,
+    UploadedFile,
     Via,
 )
 from bot.local.slack_emulator.state import Fault, Store
@@ -128,6 +129,8 @@ class SlackEmulator:
                 web.post("/response/{rid}", self._on_response_url),
                 web.get(_SOCKET_PATH, self._on_socket),
                 web.get("/_emulator/state", self._on_state),
+                web.post("/upload/{file_id}", self._on_upload),
+                web.get("/files/{file_id}/{name}", self._on_file),
             ]
         )
 
@@ -264,6 +267,11 @@ class SlackEmulator:
     def calls(self) -> list[Call]:
         with self.store.locked():
             return list(self.store.calls)
+
+    def files(self) -> list[UploadedFile]:
+        """Every file the bot uploaded (files.uploadV2), in upload order, bytes included."""
+        with self.store.locked():
+            return list(self.store.files.values())
 
     def calls_of(self, method: str, ok: bool | None = None) -> list[Call]:
         """The calls of one method ("chat.update", "response_url", ...), optionally by outcome."""
@@ -1139,6 +1147,42 @@ class SlackEmulator:
             self._pending_acks.pop(envelope_id, None)
 
     # -- state for the playground ---------------------------------------------------------
+
+    async def _on_upload(self, request: web.Request) -> web.Response:
+        """The upload URL files.getUploadURLExternal gave: the file's bytes, raw or as a
+        multipart form's ``file`` ("Files can be sent as raw bytes or can be multipart form
+        encoded", the method's reference). Slack answers 200 ``OK - <length>``."""
+        file_id = request.match_info["file_id"]
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            part = form.get("file") or form.get("filename")
+            data = part.file.read() if isinstance(part, web.FileField) else b""
+        else:
+            data = await request.read()
+        with self.store.locked():
+            found = self.store.files.get(file_id)
+            if found is not None and not found.completed:
+                self.store.save_file(dataclasses.replace(found, data=data))
+        self.store.record_call(
+            Call(
+                method="upload",
+                params={"file_id": file_id, "length": len(data)},
+                at=time.time(),
+                status=200 if found else 404,
+                ok=found is not None,
+                error=None if found else "file_not_found",
+            )
+        )
+        if found is None:
+            return web.Response(status=404, text="file not found")
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _on_file(self, request: web.Request) -> web.Response:
+        """A file's bytes (its ``url_private``), for the playground's page."""
+        found = self.store.files.get(request.match_info["file_id"])
+        if found is None or not found.completed:
+            raise web.HTTPNotFound()
+        return web.Response(body=found.data, content_type=found.mimetype)
 
     async def _on_state(self, request: web.Request) -> web.Response:
         """``GET /_emulator/state?since=V&timeout=S``: the snapshot, long-polling for a change."""

@@ -80,6 +80,7 @@ class Message(_Content):
     revisions: tuple[Revision, ...]  # oldest first; the last is the current content
     replies: tuple[Message, ...] = ()
     deleted: bool = False
+    files: tuple[JSON, ...] = ()  # file objects shared with the message (files.uploadV2)
 
     @property
     def updates(self) -> int:
@@ -103,6 +104,8 @@ class Message(_Content):
             out["reply_count"] = len(self.replies)
         if self.updates:
             out["edited"] = {"user": self.user, "ts": self.ts}
+        if self.files:
+            out["files"] = list(self.files)
         return out
 
     def to_dict(self) -> JSON:
@@ -175,3 +178,41 @@ class Delivery:
 
     def to_dict(self) -> JSON:
         return {**asdict(self), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file the bot uploaded (files.getUploadURLExternal, the POST of its bytes to the
+    upload URL, files.completeUploadExternal). ``data`` is empty until the bytes arrived;
+    ``completed`` once files.completeUploadExternal finished it."""
+
+    id: str
+    name: str
+    length: int  # what files.getUploadURLExternal was told
+    alt_txt: str | None
+    data: bytes = b""
+    title: str | None = None
+    completed: bool = False
+    channels: tuple[str, ...] = ()  # where it was shared (none: a private file)
+
+    @property
+    def mimetype(self) -> str:
+        return (
+            "image/png"
+            if self.data.startswith(b"\x89PNG\r\n\x1a\n")
+            else "application/octet-stream"
+        )
+
+    def to_slack(self, base_url: str) -> JSON:
+        """The file object (docs.slack.dev/reference/objects/file-object), the fields we use."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "title": self.title or self.name,
+            "mimetype": self.mimetype,
+            "filetype": "png" if self.mimetype == "image/png" else "binary",
+            "size": len(self.data),
+            "alt_txt": self.alt_txt,
+            "url_private": f"{base_url}/files/{self.id}/{self.name}",
+            "channels": list(self.channels),
+        }

@@ -17,6 +17,7 @@ from bot.local.slack_emulator.records import (
     Ephemeral,
     Message,
     Revision,
+    UploadedFile,
 )
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class _Msg:
     revisions: list[Revision]
     replies: list[_Msg] = field(default_factory=list)
     deleted: bool = False
+    files: tuple[JSON, ...] = ()
 
     def freeze(self) -> Message:
         cur = self.revisions[-1]
@@ -81,6 +83,7 @@ class _Msg:
             revisions=tuple(self.revisions),
             replies=tuple(r.freeze() for r in self.replies),
             deleted=self.deleted,
+            files=self.files,
         )
 
 
@@ -115,6 +118,7 @@ class Store:
             self.calls: list[Call] = []
             self.deliveries: list[Delivery] = []
             self.faults: list[Fault] = []
+            self.files: dict[str, UploadedFile] = {}
             self._bump()
 
     # -- versions and waiting -------------------------------------------------------------
@@ -212,6 +216,7 @@ class Store:
         blocks: list[JSON],
         thread_ts: str | None = None,
         bot_id: str | None = None,
+        files: tuple[JSON, ...] = (),
     ) -> Message:
         """Post into ``channel``, or into the thread of ``thread_ts`` (KeyError if none)."""
         with self._lock:
@@ -230,6 +235,7 @@ class Store:
                 thread_ts=parent.ts if parent else None,
                 bot_id=bot_id,
                 revisions=[Revision(text=text, blocks=blocks, at=time.time())],
+                files=files,
             )
             (parent.replies if parent else self._top[channel]).append(msg)
             self._by_ts[(channel, ts)] = msg
@@ -333,6 +339,11 @@ class Store:
             ]
 
     # -- records ----------------------------------------------------------------------------
+
+    def save_file(self, file: UploadedFile) -> None:
+        with self._lock:
+            self.files[file.id] = file
+            self._bump()
 
     def record_call(self, call: Call) -> None:
         with self._lock:

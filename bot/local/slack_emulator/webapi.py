@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.local.slack_emulator.records import JSON
+from bot.local.slack_emulator.records import JSON, UploadedFile
 from bot.local.slack_emulator.state import Store
 
 
@@ -72,6 +73,8 @@ class WebApi:
             "conversations.info": self.conversations_info,
             "users.info": self.users_info,
             "apps.connections.open": self.apps_connections_open,
+            "files.getUploadURLExternal": self.files_get_upload_url_external,
+            "files.completeUploadExternal": self.files_complete_upload_external,
         }
         self.socket_url: Callable[[], str] = lambda: ""
 
@@ -257,3 +260,72 @@ class WebApi:
 
     def apps_connections_open(self, params: JSON) -> JSON:
         return {"url": self.socket_url()}
+
+    # -- files.uploadV2: three steps --------------------------------------------------------
+    # docs.slack.dev/reference/methods/files.getUploadURLExternal: "1. Call
+    # files.getUploadURLExternal, which returns an upload URL and a file ID. 2. Upload a file by
+    # making a POST request to the upload URL … Slack will return HTTP 200 if the upload is
+    # successful. 3. Call files.completeUploadExternal to finalize the upload"; filename and
+    # length are required ("missing_argument … when the length provided is 0").
+    # docs.slack.dev/reference/methods/files.completeUploadExternal: ``files`` is required
+    # ([{"id", "title"}]); "channel_id: Channel ID where the file will be shared. If not
+    # specified the file will be private"; "If the initial_comment field is provided, the
+    # blocks field is ignored". slack_sdk's files_upload_v2 makes exactly these calls.
+
+    def files_get_upload_url_external(self, params: JSON) -> JSON:
+        name = str(params.get("filename") or "")
+        try:
+            length = int(params.get("length") or 0)
+        except ValueError as exc:
+            raise ApiError("invalid_arguments") from exc
+        if not name or length <= 0:
+            raise ApiError("missing_argument")
+        file_id = "F" + uuid.uuid4().hex[:10].upper()
+        alt = params.get("alt_txt")
+        self.store.save_file(UploadedFile(file_id, name, length, None if alt is None else str(alt)))
+        return {"upload_url": f"{self._base_url()}/upload/{file_id}", "file_id": file_id}
+
+    def files_complete_upload_external(self, params: JSON) -> JSON:
+        raw = params.get("files")
+        try:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise ApiError("invalid_arguments") from exc
+        if not isinstance(items, list) or not items:
+            raise ApiError("invalid_arguments")
+        channel = self._channel(params, "channel_id") if params.get("channel_id") else None
+        if channel is not None:
+            self._member(channel)
+        done: list[UploadedFile] = []
+        for item in items:
+            found = self.store.files.get(str(item.get("id") if isinstance(item, dict) else ""))
+            if found is None or found.completed or not found.data:
+                raise ApiError("file_not_found")  # never asked for, already done, or no bytes
+            title = item.get("title") or found.name
+            done.append(
+                replace(
+                    found,
+                    title=str(title),
+                    completed=True,
+                    channels=(channel,) if channel else (),
+                )
+            )
+        for file in done:
+            self.store.save_file(file)
+        shown = [f.to_slack(self._base_url()) for f in done]
+        if channel is not None:
+            comment = params.get("initial_comment")
+            blocks = None if comment else parse_blocks(params.get("blocks"))
+            try:
+                self.store.post(
+                    channel,
+                    self.who.bot_user_id,
+                    str(comment or ""),
+                    blocks or [],
+                    thread_ts=params.get("thread_ts") or None,
+                    bot_id=self.who.bot_id,
+                    files=tuple(shown),
+                )
+            except KeyError as exc:
+                raise ApiError("thread_not_found") from exc
+        return {"files": [{"id": f["id"], "title": f["title"]} for f in shown]}
