@@ -28,19 +28,21 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from bot.deploy.engine import Engine
 from bot.deploy.ledger import Requester
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
+from bot.local.history import plausible, seed
 from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
 from bot.local.stack import (
     DEFAULT_RELEASES,
@@ -274,6 +276,7 @@ def _playground(step: float) -> Iterator[Playground]:
         pg.mark_broken(stack.release(BROKEN_VERSION))
         for target in targets:
             _record_first_release(target.settings(settings), stack.running_tag)
+        _seed_history(settings, targets)
         simulator.step_seconds = step
         yield pg
     finally:
@@ -372,6 +375,31 @@ def _record_first_release(settings: Settings, tag: str) -> None:
             pass
     finally:
         engine.close()
+
+
+# How often each target deployed in the seeded history: a working day's chance of a deploy.
+HISTORY_PACE = {STAGING: 0.8, PRODUCTION: 0.45}
+HISTORY_DAYS = 60
+
+
+def _seed_history(settings: Settings, targets: Targets) -> None:
+    """Sixty days of plausible history before now on every target (bot/local/history.py):
+    `/deploy stats` draws a real chart at once."""
+    now = datetime.now(UTC)
+    for target in targets:
+        engine = Engine(target.settings(settings))
+        try:
+            records = plausible(
+                target.name,
+                target.service,
+                now=now - timedelta(hours=1),  # before the first release just recorded
+                people=[p.id for p in PEOPLE],
+                days=HISTORY_DAYS,
+                pace=HISTORY_PACE.get(target.name, 0.5),
+            )
+            seed(engine.ledger, records)
+        finally:
+            engine.close()
 
 
 class _Server(uvicorn.Server):
@@ -556,6 +584,18 @@ def _message_view(m: Message) -> dict[str, Any]:
         "blocks": m.blocks,
         "edited": m.updates > 0,
         "replies": [_message_view(r) for r in m.replies if not r.deleted],
+        # Served by the page itself (/files/ID): the emulator's own URL is not the page's.
+        "files": [
+            {
+                "id": f["id"],
+                "name": f["name"],
+                "title": f["title"],
+                "alt": f.get("alt_txt") or "",
+                "image": str(f.get("mimetype", "")).startswith("image/"),
+                "url": f"/files/{f['id']}",
+            }
+            for f in m.files
+        ],
     }
 
 
@@ -630,6 +670,14 @@ def create_page_app(
             for task in (change, halt):
                 task.cancel()
         return JSONResponse(state_view(pg, user), headers={"Cache-Control": "no-store"})
+
+    @app.get("/files/{file_id}")
+    async def file(file_id: str) -> Response:
+        """A file the bot shared (the stats chart), as the emulator keeps it."""
+        found = next((f for f in pg.emulator.files() if f.id == file_id and f.completed), None)
+        if found is None:
+            raise HTTPException(404, "No such file.")
+        return Response(found.data, media_type=found.mimetype)
 
     @app.post("/api/command")
     async def command(body: CommandIn) -> dict[str, Any]:

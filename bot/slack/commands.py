@@ -97,13 +97,13 @@ def parse(text: str) -> Words:
         return Words("help")
     if first in ("history", "status", "rollback") and len(words) <= 2:
         return Words(first, target=_at(words, 1))
-    if first == "stats" and len(words) <= 3:
+    if first == "stats":
         # ``stats [TARGET] [WINDOW]`` in either order: a window starts with a digit, a target
         # name never needs to.
         rest = words[1:]
         windows = [w for w in rest if w[:1].isdigit()]
         names = [w for w in rest if not w[:1].isdigit()]
-        if len(windows) > 1 or len(names) > 1:
+        if len(windows) > 1 or len(names) > 1:  # more words than a target and a window
             return Words("usage_stats")
         return Words("stats", target=_at(names, 0), window=_at(windows, 0))
     if first == "promote":

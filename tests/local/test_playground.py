@@ -552,3 +552,31 @@ def test_typed_text_shows_as_typed_in_the_browser(browser_page: object) -> None:
     # As typed: no mention, no markup, no entity.
     expect(live).to_contain_text(reason, timeout=30_000)
     expect(live.locator("b", has_text="@here")).to_have_count(0)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_stats_draws_the_seeded_history_in_the_browser(browser_page: object) -> None:
+    """The demo's moto starts with 60 days of history on both targets: `/deploy stats
+    production 60d` answers with the four keys and shares a chart the page shows; the chart is
+    saved for a person to look at (test-artifacts/stats-chart.png)."""
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    page.locator("#input").fill("/deploy stats production 60d")
+    page.locator("#input").press("Enter")
+    numbers = page.locator("#messages > .msg[data-kind=ephemeral]", has_text="Four keys of")
+    expect(numbers.last).to_contain_text("Four keys of production", timeout=30_000)
+    expect(numbers.last).to_contain_text("Deployment frequency")
+    # Weeks of seeded deployments, some failed: the numbers are no empty window's.
+    text = numbers.last.inner_text()
+    assert "(0 completed)" not in text and "no changes" not in text, text
+    image = page.locator("#messages .msg[data-kind=message] .file img").last
+    expect(image).to_be_visible(timeout=30_000)
+    # Loaded and decoded by the browser: a PNG that opens, at the size the bot drew it.
+    size = image.evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : null")
+    assert size == [900, 450], size
+    ARTIFACTS.mkdir(exist_ok=True)
+    image.screenshot(path=str(ARTIFACTS / "stats-chart.png"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from PIL import Image
 
 from bot.deploy.engine import Engine
@@ -15,6 +16,7 @@ from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.history import seed
 from bot.local.slack_emulator import SlackEmulator
+from bot.slack.commands import Words, parse
 from tests.conftest import ALICE, BOB, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import AWS_WRITES
@@ -54,6 +56,26 @@ HISTORY = [
     deployment(8, 5, Outcome.COMPLETED),
     deployment(9, 2, Outcome.COMPLETED),
 ]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("stats", Words("stats")),
+        ("stats staging", Words("stats", target="staging")),
+        ("stats 90d", Words("stats", window="90d")),
+        ("stats staging 12w", Words("stats", target="staging", window="12w")),
+        ("stats 12w staging", Words("stats", target="staging", window="12w")),
+        ("STATS 7d", Words("stats", window="7d")),
+        ("stats 7d 30d", Words("usage_stats")),
+        ("stats staging production", Words("usage_stats")),
+        ("stats for staging last 30d", Words("usage_stats")),
+    ],
+)
+def test_the_stats_words_take_a_target_and_a_window_in_either_order(
+    text: str, words: Words
+) -> None:
+    assert parse(text) == words
 
 
 def test_deploy_stats_answers_the_numbers_and_shares_a_chart_that_opens(
@@ -140,5 +162,17 @@ def test_deploy_stats_answers_the_numbers_and_shares_a_chart_that_opens(
     )
     assert "Four keys of production" in said_now[0].all_text, bot.output()[-3000:]
     assert "The chart was not shared: the app lacks the `files:write` scope" in said_now[1].all_text
+    assert [m for m in emulator.messages(DEPLOYS) if m.files] == []
+
+    # The upload host answers 500 to every try (slack_sdk retries 5xx): the person is told,
+    # nothing is shared.
+    emulator.clear()
+    emulator.fail("upload", status=500, times=None)
+    emulator.slash_command("/deploy", "stats", user=BOB, channel=DEPLOYS, url=bot.events_url)
+    failed = emulator.wait_for(
+        lambda: (e := emulator.ephemerals(user=BOB)) and len(e) == 2 and e, what="two answers"
+    )
+    assert "The chart was not shared: the upload to Slack failed; try again." in failed[1].text
+    assert emulator.calls_of("files.completeUploadExternal") == []
     assert [m for m in emulator.messages(DEPLOYS) if m.files] == []
     assert "Traceback" not in bot.output()

@@ -1153,6 +1153,25 @@ class SlackEmulator:
         multipart form's ``file`` ("Files can be sent as raw bytes or can be multipart form
         encoded", the method's reference). Slack answers 200 ``OK - <length>``."""
         file_id = request.match_info["file_id"]
+        # ``fail("upload", status=500)`` and the like: the upload host failing, not the Web API.
+        fault = self.store.take_fault("upload")
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and not fault.passes:
+            if fault.drop and request.transport is not None:
+                request.transport.abort()
+                raise asyncio.CancelledError
+            self.store.record_call(
+                Call(
+                    method="upload",
+                    params={"file_id": file_id},
+                    at=time.time(),
+                    status=fault.status,
+                    ok=False,
+                    error=fault.error or "fault",
+                )
+            )
+            return web.Response(status=fault.status, text=fault.error or "upload failed")
         if request.content_type.startswith("multipart/"):
             form = await request.post()
             part = form.get("file") or form.get("filename")
