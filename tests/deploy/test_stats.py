@@ -14,6 +14,7 @@ from bot.deploy.stats import (
     SOURCE_MIXED,
     bands,
     four_keys,
+    parse_since,
     parse_window,
 )
 
@@ -242,3 +243,13 @@ def test_windows_parse(text: str, days: int) -> None:
 def test_bad_windows_say_what_to_give(text: str) -> None:
     with pytest.raises(ValueError, match=r"window|longest"):
         parse_window(text)
+
+
+def test_since_is_a_date_or_a_length_back_from_now() -> None:
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    assert parse_since("2026-01-01", now) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_since("30d", now) == now - timedelta(days=30)
+    with pytest.raises(ValueError, match="not in the past"):
+        parse_since("2026-12-07", now)
+    with pytest.raises(ValueError, match=r"not a date \(YYYY-MM-DD\)"):
+        parse_since("2026-13-01", now)
