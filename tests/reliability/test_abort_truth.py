@@ -252,3 +252,39 @@ def test_an_abort_of_a_start_proven_never_started_exits_2(
     assert "not started" in said.out, said.out
     assert settled(stack)[:3] == (Outcome.NOT_STARTED, False, False)
     assert aws.requests.count("ecs", "UpdateService") == 1  # the abort's, no deployment
+
+
+def test_an_abort_between_the_deploys_record_and_its_updateservice_stays_aborted(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    proxy: FaultProxy,
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    """Found by the randomized lifecycle soak (seed 247036231, round 17: 'DynamoDB PutItem
+    reset', the deploy's record put, written but answered late, its retry backing off). The
+    deploy's record is written, its answer not yet back: the deploy has not sent its
+    UpdateService. An abort then finds the record open (no ECS deployment yet), marks it
+    aborted and puts v4.3.0 back (ECS already runs it); the deploy, once its put is answered,
+    sent its UpdateService all the same: v4.5.0 rolled out after the abort said it was back,
+    an ECS deployment no record owns once the circuit breaker rolled it back."""
+    proxy.delay_answer("dynamodb", "PutItem", seconds=4)  # the record's put (the lock: a transaction)
+    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="20")
+    processes.append(deploying)
+    wait_until(lambda: newest(stack)[0] is not None, 60, "the deploy's record written")
+    assert aws.requests.count("ecs", "UpdateService") == 0
+    aborting = start("abort", DEPLOYBOT_USER="ben", ROLLOUT_TIMEOUT_SECONDS="20")
+    processes.append(aborting)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") >= 1, 60, "the abort's call")
+    time.sleep(5)  # the deploy's put answered: what it does then
+    restore(ecs)
+    out, err = aborting.communicate(timeout=40)
+    dout, derr = deploying.communicate(timeout=40)
+    assert "Traceback" not in err + derr
+    restore(ecs)
+    assert running_tag(stack.settings) == V43, (out, dout)
+    assert aws.requests.count("ecs", "UpdateService") == 1, (
+        "the deploy started its rollout after it was aborted",
+        out,
+        dout,
+    )
