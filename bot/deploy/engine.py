@@ -39,6 +39,7 @@ from bot.deploy.changes import (
 )
 from bot.deploy.digests import DigestClaims
 from bot.deploy.errors import (
+    AbortedFirst,
     BadTag,
     DeployError,
     DeployRefused,
@@ -76,7 +77,14 @@ from bot.deploy.ledger import (
 )
 from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
-from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
+from bot.deploy.rollout import (
+    EcsDeployment,
+    Outcome,
+    ServiceState,
+    Snapshot,
+    Verdict,
+    revision_of,
+)
 from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
 from bot.github import GitHubClient, Unavailable
 from bot.hints import Door as HintsDoor
@@ -1519,12 +1527,20 @@ class Engine:
                     record.id,
                     moved_from=plan.tag_was if plan.tag_state == "moved" else None,
                 )
+            # An abort may come once the record is written: it finds it open with no ECS
+            # deployment, marks it and puts back the task definition ECS still runs. Asking
+            # ECS after that would roll the image out after the abort said the previous one
+            # was back (#31, the randomized soak, seed 247036231: the record's put answered
+            # late). One consistent read; an abort marked after it finds our ECS deployment.
+            fresh = self.ledger.get_record(record.sort_key)
         except BaseException:
             try:
                 self.ledger.release(record.id)
             except DeployError as exc:
                 log.warning("could not release the lock: %s", exc, extra=record.log_fields)
             raise
+        if fresh is not None and fresh.aborted_by:
+            self._stand_down(replace(record, aborted_by=fresh.aborted_by))
         # From here on ECS may change. Nothing below says "nothing changed" unless ECS's own
         # answer proves it; everything else is followed to what ECS did.
         try:
@@ -1581,6 +1597,22 @@ class Engine:
         if follow:
             self.poller.follow(record, asked_ecs_at=asked_at, started_here=True, task_definition=td)
         return record
+
+    def _stand_down(self, record: DeploymentRecord) -> None:
+        """``record`` was aborted before ECS was asked: close it NOT_STARTED (the abort's
+        watch reads that: nothing changed), release the lock, and refuse (AbortedFirst)."""
+        back = record.previous_tag or revision_of(record.previous_task_definition)
+        reason = (
+            f"aborted by {record.aborted_by} before ECS was asked; nothing changed, "
+            f"{back} still runs"
+        )
+        now = self.clock.now()
+        final = self.reconciler.final_snapshot(
+            record, Verdict(Outcome.NOT_STARTED, reason), now, None
+        )
+        self.reconciler.settle(record, final)
+        log.warning("%s of %s %s", record.kind, record.tag, reason, extra=record.log_fields)
+        raise AbortedFirst(f"{record.kind.capitalize()} {record.id} of {record.tag} was {reason}.")
 
     def _caller_arn(self, requester: Requester) -> str:
         """Who AWS says made a terminal's change (its credentials' ARN), beside the name it

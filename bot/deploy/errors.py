@@ -69,6 +69,10 @@ class NothingToAbort(DeployRefused):
     """Abort (Stop) when nothing is rolling out, or what was rolling out cannot be put back."""
 
 
+class AbortedFirst(DeployRefused):
+    """A start aborted between its record and its UpdateService: ECS was not asked."""
+
+
 class NoSuchRequest(DeployRefused):
     """An approval request that does not exist (a tampered or very old button), was decided
     already, or is not the requester's to cancel; likewise a queued deploy."""

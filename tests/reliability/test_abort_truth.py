@@ -266,9 +266,13 @@ def test_an_abort_between_the_deploys_record_and_its_updateservice_stays_aborted
     deploy's record is written, its answer not yet back: the deploy has not sent its
     UpdateService. An abort then finds the record open (no ECS deployment yet), marks it
     aborted and puts v4.3.0 back (ECS already runs it); the deploy, once its put is answered,
-    sent its UpdateService all the same: v4.5.0 rolled out after the abort said it was back,
-    an ECS deployment no record owns once the circuit breaker rolled it back."""
-    proxy.delay_answer("dynamodb", "PutItem", seconds=4)  # the record's put (the lock: a transaction)
+    sent its UpdateService all the same: v4.5.0 rolled out after the abort said it was back
+    (both processes said "aborted; v4.3.0 is back"); in the soak, an ECS deployment no record
+    owns once the circuit breaker rolled the broken image back. Now the deploy reads its
+    record before asking ECS and stands down."""
+    proxy.delay_answer(
+        "dynamodb", "PutItem", seconds=4
+    )  # the record's put (the lock: a transaction)
     deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="20")
     processes.append(deploying)
     wait_until(lambda: newest(stack)[0] is not None, 60, "the deploy's record written")
@@ -288,3 +292,8 @@ def test_an_abort_between_the_deploys_record_and_its_updateservice_stays_aborted
         out,
         dout,
     )
+    # Nothing changed: the deploy stands down (2), the abort reads that (2), the lock is free.
+    assert deploying.returncode == 2, dout + derr
+    assert "before ECS was asked" in dout + derr, dout + derr
+    assert aborting.returncode == 2, out + err
+    assert settled(stack) == (Outcome.NOT_STARTED, False, False, V43)
