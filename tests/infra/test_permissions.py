@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,9 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         engine.unlock()
         list(engine.watch(engine.deploy("v4.3.0", WHO)))
         list(engine.watch(engine.rollback(WHO)))  # back to v4.4.0
+        until = datetime.now(UTC) + timedelta(minutes=1)
+        for _ in range(2):  # the first writes each record's brief, the second reads them
+            engine.stats(until - timedelta(days=30), until)
     finally:
         engine.close()
 
@@ -185,6 +189,9 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
             ((kind, op),) = item.items()
             table = arn.format("dynamodb", f"table/{op['TableName']}")
             yield Authorised(TRANSACTION_ITEMS[kind], table, {})
+    elif action == "dynamodb:BatchGetItem":  # authorised per table it names
+        for name in p["RequestItems"]:
+            yield Authorised(action, arn.format("dynamodb", f"table/{name}"), {})
     elif call.service == "dynamodb":
         yield Authorised(action, arn.format("dynamodb", f"table/{p['TableName']}"), {})
     elif action == "ecr:DescribeImages":

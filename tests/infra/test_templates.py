@@ -47,6 +47,7 @@ ENGINE_ACTIONS = {
     "dynamodb:DeleteItem",
     "dynamodb:Query",
     "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
+    "dynamodb:BatchGetItem",  # stats: the settled records' briefs
     "iam:PassRole",
 }
 # AWS offers no narrower resource for these two.
@@ -361,7 +362,7 @@ def test_bot_task_role_resources_are_the_named_ones() -> None:
         deploy_policy_id(STAGING_STACK),
     }
     shared = bot_task_role_actions(policies["deploy-shared"])
-    for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
+    for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"):
         assert shared[f"dynamodb:{action}"] == ["${DeploymentsTable.Arn}"]
     assert shared["ecs:RegisterTaskDefinition"] == shared["ecs:DescribeTaskDefinition"] == ["*"]
     for stack in (PRODUCTION_STACK, STAGING_STACK):
