@@ -336,19 +336,7 @@ class Ledger:
             if item:  # our own, when an applied attempt's answer was lost (see below)
                 holder = _lock_from_item(item)
                 return holder.deployment_id == deployment_id, holder
-            found = self.lock_item()
-            if found is not None and found.deployment_id == deployment_id:
-                return True, found
-            if found is None:  # a conflicting transaction, or a lock released meanwhile
-                raise LockHeld(
-                    "Deploys were locked a moment ago and the lock has just been released; "
-                    "try again.",
-                    holder="?",
-                    tag=tag,
-                    since=now,
-                    deployment_id="",
-                ) from None
-            return False, found
+            return self._lock_after_refusal(deployment_id, tag, now)
         except _Conditional as held:
             # Our own put, applied on an attempt whose answer was lost and then retried by
             # botocore, fails its condition on our own lock: it is ours (a deployment id is
@@ -356,20 +344,25 @@ class Ledger:
             if held.item:
                 holder = _lock_from_item(held.item)
                 return holder.deployment_id == deployment_id, holder
-            found = self.lock_item()
-            if found is not None and found.deployment_id == deployment_id:
-                return True, found
-            if found is None:
-                raise LockHeld(
-                    "Deploys were locked a moment ago and the lock has just been released; "
-                    "try again.",
-                    holder="?",
-                    tag=tag,
-                    since=now,
-                    deployment_id="",
-                ) from None
-            return False, found
+            return self._lock_after_refusal(deployment_id, tag, now)
         return True, lock
+
+    def _lock_after_refusal(self, deployment_id: str, tag: str, now: datetime) -> tuple[bool, Lock]:
+        """A refused lock put whose answer named no holder: the lock as it is now (ours when an
+        applied attempt's answer was lost), or LockHeld when a conflicting transaction or a
+        release left none."""
+        found = self.lock_item()
+        if found is not None and found.deployment_id == deployment_id:
+            return True, found
+        if found is None:
+            raise LockHeld(
+                "Deploys were locked a moment ago and the lock has just been released; try again.",
+                holder="?",
+                tag=tag,
+                since=now,
+                deployment_id="",
+            ) from None
+        return False, found
 
     def renew(self, deployment_id: str, seconds: float | None = None) -> bool:
         """Push the lease out; False if the lock is no longer ours."""
