@@ -21,10 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.lab import DEPLOYS, Lab, header
-from bot.deploy.engine import Engine, Via
+from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployRefused
-from bot.deploy.guards import QueuedItem, QueueMode
-from bot.deploy.ledger import Requester
+from bot.deploy.records import QueuedItem, QueueMode, Requester, Via
 from bot.rules import Door
 from bot.targets import Target
 

@@ -138,7 +138,7 @@ def deploy_lock(base_stack: str, stack_name: str, region: str, out: Out = _print
     """
     from bot.deploy.engine import Engine
     from bot.deploy.errors import DeployError, LockHeld, NotConfigured
-    from bot.deploy.ledger import Requester
+    from bot.deploy.records import Requester
     from bot.settings import load_settings
 
     settings = load_settings(

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from bot.clock import Clock
 from bot.deploy.aws import RETRY_CONFIG
 from bot.deploy.errors import DeployError
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import (
     EcsDeployment,
     Outcome,

@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.history import plausible, seed

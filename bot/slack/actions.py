@@ -17,7 +17,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
 from bot.deploy.errors import DeployError, NothingToRollBack
-from bot.deploy.ledger import Ledger, Requester
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import Requester
 from bot.fleet import Ask
 from bot.rules import Action, Door
 from bot.slack import guards, messages

@@ -31,7 +31,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.deploy.errors import BadTag
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.stats import DEFAULT_WINDOW, FourKeys, parse_window
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc

@@ -13,7 +13,7 @@ import pytest
 
 from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployRefused
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot
 from bot.deploy.stats import SOURCE_COMMITS, SOURCE_IMAGE_PUSH
 from bot.local.aws import MotoServer

@@ -16,7 +16,7 @@ import pytest
 
 from bot.deploy.engine import Engine
 from bot.deploy.errors import ImageMissing, LockHeld, ServiceMissing
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.fleet import Ask, Fleet, NothingToPromote
 from bot.local.aws import MotoServer

@@ -11,10 +11,9 @@ import boto3
 import pytest
 
 from bot.clock import Clock
-from bot.deploy.engine import Engine, Via
+from bot.deploy.engine import Engine
 from bot.deploy.errors import DeployRefused, LockHeld, NoSuchRequest, NothingToAbort
-from bot.deploy.guards import QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import Requester
+from bot.deploy.records import QueuedItem, QueueMode, Requester, RequestState, Via
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator

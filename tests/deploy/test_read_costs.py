@@ -10,7 +10,7 @@ import pytest
 
 from bot.deploy.engine import Engine
 from bot.deploy.errors import ImageMissing
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.local.aws import MotoServer
 from tests.conftest import LocalStack
 

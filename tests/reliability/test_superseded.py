@@ -18,7 +18,7 @@ import pytest
 
 from bot.deploy.engine import Engine
 from bot.deploy.errors import LockHeld
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
