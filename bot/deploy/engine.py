@@ -196,6 +196,7 @@ class Running:
     record: DeploymentRecord | None
     # Its commit (the sha- tag beside it in ECR): "" when it has none, None when not known.
     commit: str | None = None
+    ecs_deployment_id: str = ""  # the service's PRIMARY ECS deployment when read
 
     @property
     def short_digest(self) -> str:
@@ -557,7 +558,10 @@ class Engine:
                     found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
             commit = self._commit_in(found) if found else commit
-        return Running(arn, image, tag or digest, digest, record, commit), td
+        primary = ServiceState.from_api(raw).primary
+        return Running(
+            arn, image, tag or digest, digest, record, commit, primary.id if primary else ""
+        ), td
 
     def _commit_in(self, image: dict[str, Any]) -> str:
         """The commit of an image (DescribeImages' details): its sha- tag, "" if none."""
@@ -1485,6 +1489,7 @@ class Engine:
             digest=plan.digest,
             previous_image=current.image,
             previous_digest=current.digest,
+            previous_ecs_deployment_id=current.ecs_deployment_id,
             rollback_of=plan.rollback_of,
             approved_by=plan.approved_by,
             approval_request=plan.request_id,

@@ -184,6 +184,9 @@ class DeploymentRecord:
     digest: str = ""  # the image digest deployed (sha256:…): what runs, whatever the tag does
     previous_image: str = ""  # the image reference that ran before
     previous_digest: str = ""  # its digest: what a rollback of this deployment restores
+    # The ECS deployment that ran it (the service's PRIMARY when the change was planned): never
+    # this record's own, though a redeploy's task definition is the same (Reconciler._started).
+    previous_ecs_deployment_id: str = ""
     rollback_of: str = ""  # for a rollback: the deployment it undoes
     # The commits of the image deployed and of the one before, from their ``sha-`` tags in
     # ECR: the short sha, "" when the image had no sha tag, None when not known (a record
@@ -548,6 +551,7 @@ class Ledger:
             "digest": {"S": rec.digest},
             "previous_image": {"S": rec.previous_image},
             "previous_digest": {"S": rec.previous_digest},
+            "previous_ecs_deployment_id": {"S": rec.previous_ecs_deployment_id},
             "rollback_of": {"S": rec.rollback_of},
             "approved_by": {"L": [{"S": who} for who in rec.approved_by]},
             "approval_request": {"S": rec.approval_request},
@@ -1335,6 +1339,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         digest=_s(item, "digest"),
         previous_image=_s(item, "previous_image"),
         previous_digest=_s(item, "previous_digest"),
+        previous_ecs_deployment_id=_s(item, "previous_ecs_deployment_id"),
         rollback_of=_s(item, "rollback_of"),
         commit=item["commit"]["S"] if "commit" in item else None,
         previous_commit=item["previous_commit"]["S"] if "previous_commit" in item else None,
