@@ -22,11 +22,11 @@ from typing import Any
 
 from bench.lab import DEPLOYS, Lab, header
 from bot.deploy.engine import Engine, Via
-from bot.deploy.errors import DeployRefused
 from bot.deploy.guards import QueuedItem, QueueMode
 from bot.deploy.ledger import Requester
+from bot.errors import DeployRefused
 from bot.rules import Door
-from bot.targets import Target
+from bot.target import Target
 
 LENGTHS = (1, 100, 600)
 SLASH = Via(door=Door.SLASH, channel=DEPLOYS)

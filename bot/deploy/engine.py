@@ -38,20 +38,6 @@ from bot.deploy.changes import (
     images_from_ecr,
 )
 from bot.deploy.digests import DigestClaims
-from bot.deploy.errors import (
-    AbortedFirst,
-    BadTag,
-    DeployError,
-    DeployRefused,
-    ImageMissing,
-    LockHeld,
-    MovedTag,
-    NoLongerRunning,
-    NoSuchRequest,
-    NothingToAbort,
-    NothingToRollBack,
-    ServiceMissing,
-)
 from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.guards import (
     AlreadyQueued,
@@ -86,6 +72,20 @@ from bot.deploy.rollout import (
     revision_of,
 )
 from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
+from bot.errors import (
+    AbortedFirst,
+    BadTag,
+    DeployError,
+    DeployRefused,
+    ImageMissing,
+    LockHeld,
+    MovedTag,
+    NoLongerRunning,
+    NoSuchRequest,
+    NothingToAbort,
+    NothingToRollBack,
+    ServiceMissing,
+)
 from bot.github import GitHubClient, Unavailable
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
@@ -107,7 +107,7 @@ from bot.rules import (
 )
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.engine")
 

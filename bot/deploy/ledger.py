@@ -39,8 +39,8 @@ from botocore.exceptions import ClientError
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors, error_code
-from bot.deploy.errors import LockHeld, NotConfigured
 from bot.deploy.rollout import Outcome, Snapshot
+from bot.errors import LockHeld, NotConfigured
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},

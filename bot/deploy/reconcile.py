@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock
 from bot.deploy.aws import RETRY_CONFIG
-from bot.deploy.errors import DeployError
 from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
 from bot.deploy.rollout import (
     EcsDeployment,
@@ -25,6 +24,7 @@ from bot.deploy.rollout import (
     Verdict,
     judge,
 )
+from bot.errors import DeployError
 
 log = logging.getLogger("deploybot.reconcile")
 
