@@ -22,10 +22,10 @@ from typing import Any
 
 from bench.lab import DEPLOYS, Lab, header
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployRefused
 from bot.deploy.records import QueuedItem, QueueMode, Requester, Via
+from bot.errors import DeployRefused
 from bot.rules import Door
-from bot.targets import Target
+from bot.target import Target
 
 LENGTHS = (1, 100, 600)
 SLASH = Via(door=Door.SLASH, channel=DEPLOYS)

@@ -32,7 +32,8 @@ from bot.deploy.records import Requester
 from bot.fleet import Ask, Fleet
 from bot.local.stack import add_service, create_stack
 from bot.rules import Action, Door
-from bot.targets import Target, Targets
+from bot.target import Target
+from bot.targets import Targets
 
 SECOND_CLUSTER = "hello-world-bench-second"
 SLOW_TAG = "v4.4.0-ecr-ecs-fargate"

@@ -36,20 +36,6 @@ from bot.deploy.changes import (
     images_from_ecr,
 )
 from bot.deploy.digests import DigestClaims
-from bot.deploy.errors import (
-    AbortedFirst,
-    BadTag,
-    DeployError,
-    DeployRefused,
-    ImageMissing,
-    LockHeld,
-    MovedTag,
-    NoLongerRunning,
-    NoSuchRequest,
-    NothingToAbort,
-    NothingToRollBack,
-    ServiceMissing,
-)
 from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.guards import AlreadyQueued, GuardBook, QueueFull, freeze_from_item
 from bot.deploy.ledger import Ledger, Precondition, PreconditionFailed
@@ -87,6 +73,20 @@ from bot.deploy.rollout import (
     revision_of,
 )
 from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
+from bot.errors import (
+    AbortedFirst,
+    BadTag,
+    DeployError,
+    DeployRefused,
+    ImageMissing,
+    LockHeld,
+    MovedTag,
+    NoLongerRunning,
+    NoSuchRequest,
+    NothingToAbort,
+    NothingToRollBack,
+    ServiceMissing,
+)
 from bot.github import GitHubClient, Unavailable
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
@@ -108,7 +108,7 @@ from bot.rules import (
 )
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.engine")
 
@@ -338,7 +338,10 @@ class Engine:
                     found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
             commit = self._commit_in(found) if found else commit
-        return Running(arn, image, tag or digest, digest, record, commit), td
+        primary = ServiceState.from_api(raw).primary
+        return Running(
+            arn, image, tag or digest, digest, record, commit, primary.id if primary else ""
+        ), td
 
     def _commit_in(self, image: dict[str, Any]) -> str:
         """The commit of an image (DescribeImages' details): its sha- tag, "" if none."""
@@ -1266,6 +1269,7 @@ class Engine:
             digest=plan.digest,
             previous_image=current.image,
             previous_digest=current.digest,
+            previous_ecs_deployment_id=current.ecs_deployment_id,
             rollback_of=plan.rollback_of,
             approved_by=plan.approved_by,
             approval_request=plan.request_id,

@@ -39,7 +39,6 @@ from botocore.exceptions import ClientError
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors, error_code
-from bot.deploy.errors import LockHeld, NotConfigured
 from bot.deploy.records import (
     CLOCK_SKEW,
     DeploymentRecord,
@@ -51,6 +50,7 @@ from bot.deploy.records import (
     unstamp,
 )
 from bot.deploy.rollout import Outcome, Snapshot
+from bot.errors import LockHeld, NotConfigured
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -345,6 +345,7 @@ class Ledger:
             "digest": {"S": rec.digest},
             "previous_image": {"S": rec.previous_image},
             "previous_digest": {"S": rec.previous_digest},
+            "previous_ecs_deployment_id": {"S": rec.previous_ecs_deployment_id},
             "rollback_of": {"S": rec.rollback_of},
             "approved_by": {"L": [{"S": who} for who in rec.approved_by]},
             "approval_request": {"S": rec.approval_request},
@@ -1120,6 +1121,7 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         digest=_s(item, "digest"),
         previous_image=_s(item, "previous_image"),
         previous_digest=_s(item, "previous_digest"),
+        previous_ecs_deployment_id=_s(item, "previous_ecs_deployment_id"),
         rollback_of=_s(item, "rollback_of"),
         commit=item["commit"]["S"] if "commit" in item else None,
         previous_commit=item["previous_commit"]["S"] if "previous_commit" in item else None,

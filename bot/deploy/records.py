@@ -17,8 +17,8 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary, Image, commit_text
-from bot.deploy.errors import DeployRefused
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
+from bot.errors import DeployRefused
 from bot.rules import Decision, Door, Freeze
 
 # How far apart two machines' clocks may be (the issue's bound). A lease is judged expired by
@@ -149,6 +149,9 @@ class DeploymentRecord:
     digest: str = ""  # the image digest deployed (sha256:…): what runs, whatever the tag does
     previous_image: str = ""  # the image reference that ran before
     previous_digest: str = ""  # its digest: what a rollback of this deployment restores
+    # The ECS deployment that ran it (the service's PRIMARY when the change was planned): never
+    # this record's own, though a redeploy's task definition is the same (Reconciler._started).
+    previous_ecs_deployment_id: str = ""
     rollback_of: str = ""  # for a rollback: the deployment it undoes
     # The commits of the image deployed and of the one before, from their ``sha-`` tags in
     # ECR: the short sha, "" when the image had no sha tag, None when not known (a record
@@ -307,6 +310,7 @@ class Running:
     record: DeploymentRecord | None
     # Its commit (the sha- tag beside it in ECR): "" when it has none, None when not known.
     commit: str | None = None
+    ecs_deployment_id: str = ""  # the service's PRIMARY ECS deployment when read
 
     @property
     def short_digest(self) -> str:
