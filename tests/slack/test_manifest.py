@@ -18,13 +18,13 @@ import pytest
 import yaml
 from slack_bolt.async_app import AsyncApp
 
+from bot.command_names import BUILT_INS, DEFAULT_COMMANDS, REFUSED_BUILT_INS, problem_with
 from bot.deploy.engine import Engine
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.settings import Settings
 from bot.slack.app import build_app
 from bot.slack.manifest import render_manifest
-from bot.slack.names import BUILT_INS, DEFAULT_COMMANDS, REFUSED_BUILT_INS, problem_with
 from tests.conftest import (
     ALICE,
     APP_TOKEN,
@@ -48,7 +48,7 @@ def declared_commands(manifest: dict[str, Any]) -> set[str]:
     return {c["command"] for c in manifest["features"]["slash_commands"]}
 
 
-# Slack's rules for a command's name, restated from their sources (see bot/slack/names.py): a
+# Slack's rules for a command's name, restated from their sources (see bot/command_names.py): a
 # leading "/", at most 32 characters with it, lowercase, no spaces, letters, digits, - and _.
 def slack_takes(name: str) -> bool:
     return (
