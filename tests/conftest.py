@@ -151,7 +151,7 @@ DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
 #   whole to one worker, so the fixture is built once (read from the source, see _kept_whole);
 # - tests that load the whole machine (Docker builds, the browser, bots killed at random
 #   points) share one worker, one after the other: they never overlap each other.
-# The units are handed out heaviest first (HEAVY_FIRST), so that no long test starts last.
+# The units are handed out in collection order, that chain first (HEAVY_FIRST).
 # Without -n (one process) none of this applies but the order.
 ONE_AFTER_ANOTHER = "heavy"
 HEAVY = (
@@ -159,20 +159,9 @@ HEAVY = (
     "tests/local/test_playground.py",
     "tests/reliability/test_faults.py::test_bot_killed_at_random_points_of_rollouts",
 )
-# Measured slowest first (CI's durations table); a module missing here only starts later.
-HEAVY_FIRST = (
-    *HEAVY,
-    "tests/reliability/",
-    "tests/slack/",
-    "tests/bot/test_cli_guards.py",
-    "tests/bot/test_cli_targets.py",
-    "tests/bot/test_cli_changes.py",
-    "tests/bot/test_small_inputs.py",
-    "tests/bot/test_make",
-    "tests/bot/test_cli.py",
-    "tests/deploy/",
-    "tests/infra/test_stack.py",
-)
+# The one-after-another chain is the longest: it starts first. The rest keep their order (the
+# reliability and Slack tests, the most sensitive to load, come after the Docker builds).
+HEAVY_FIRST = HEAVY
 _ROOT = Path(__file__).resolve().parent.parent
 _SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
 
