@@ -174,17 +174,17 @@ def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
     was left of the deploy's timeout. The old follower closed STILL_ROLLING_OUT at the
     deploy's timeout (exit 3) and released the lock with ECS still restoring.
 
-    The deploy's watch follows the restore for a timeout of its own counted from the abort
-    (15 s here): the abort comes 5 s or more into the deploy, so the restore, held by the
-    test past the deploy's own 15 s, ends well within that window. (Aborted at once, the
-    restore ended about a second before the window did: the test passed or failed with the
-    machine's speed.)"""
+    The deploy's watch follows the restore for a timeout of its own counted from when it saw
+    the abort (15 s here): the abort comes 7 s or more into the deploy, so the restore, held
+    by the test past the deploy's own 15 s, ends well within that window. (Aborted at once,
+    the restore ended about a second before the window did: the test passed or failed with
+    the machine's speed.)"""
     deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="15")
     processes.append(deploying)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
     record, _ = newest(stack)
     assert record is not None
-    time.sleep(max(0.0, 5.0 - (time.time() - record.started_at.timestamp())))
+    time.sleep(max(0.0, 7.0 - (time.time() - record.started_at.timestamp())))
     aborting = start("abort", ROLLOUT_TIMEOUT_SECONDS="60")
     processes.append(aborting)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
@@ -223,12 +223,15 @@ def test_an_abort_from_a_slow_clock_does_not_cut_the_deploys_watch_short(
     2 minutes old by the deploy's clock. The deploy's watch counted its window for the
     restore from it, so it ended at its own timeout all the same: closed STILL_ROLLING_OUT,
     exit 3, while ECS was still putting v4.3.0 back."""
-    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="10")
+    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="12")
     processes.append(deploying)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
     wait_until(lambda: started_in_ecs(stack), 30, "the ECS deployment id recorded")
     record, _ = newest(stack)
     assert record is not None
+    # 6 s or more into the deploy: the deploy's window for the restore, counted from the
+    # abort by its own clock, ends 6 s or more after its own timeout.
+    time.sleep(max(0.0, 6.0 - (time.time() - record.started_at.timestamp())))
     aborter = Engine(stack.settings, clock=SlowClock())
     try:
         aborted = aborter.abort(Requester("ben@slow-clock", "cli"))
@@ -237,9 +240,9 @@ def test_an_abort_from_a_slow_clock_does_not_cut_the_deploys_watch_short(
     assert aborted.id == record.id and aborted.aborted_at is not None
     assert aborted.aborted_at < record.started_at
     age = time.time() - record.started_at.timestamp()
-    assert age < 9, f"the abort came {age:.0f} s after the deploy, too near its timeout"
+    assert age < 11, f"the abort came {age:.0f} s after the deploy, too near its timeout"
     # Past the deploy's own timeout, ECS still restoring.
-    time.sleep(max(0.0, 11.0 - age))
+    time.sleep(max(0.0, 13.0 - age))
     assert deploying.poll() is None, deploying.communicate()
     last, locked = newest(stack)
     assert last is not None and (last.outcome, locked) == (None, True), last
