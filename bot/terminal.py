@@ -750,7 +750,7 @@ def history(args: argparse.Namespace) -> int:
                 err.print(f"[bold red]✗[/] {_t(exc)}")
                 return EXIT_REFUSED
             # Every record of the window, oldest first (a Query by time range, page by page).
-            records = engine.ledger.history_between(since, engine.clock.now())
+            records = engine.history_between(since, engine.clock.now())
         else:
             records = engine.history(max(1, args.n))
         if getattr(args, "csv", False):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
 
@@ -52,6 +52,7 @@ from bot.deploy.errors import (
     NothingToRollBack,
     ServiceMissing,
 )
+from bot.deploy.events import Event, Settled
 from bot.deploy.github_deploys import GitHubDeployments
 from bot.deploy.guards import (
     AlreadyQueued,
@@ -110,6 +111,8 @@ from bot.tags import TagError, parse_tag
 from bot.targets import Target
 
 log = logging.getLogger("deploybot.engine")
+
+E = TypeVar("E", bound=Event)
 
 # Engine.stats: how many deployments' commits one call asks GitHub for at most (the newest
 # first; the others' on later calls), and how many at once.
@@ -452,7 +455,9 @@ class Engine:
             lost_seconds=settings.aws_lost_seconds,
         )
         self.reconciler = self.poller.reconciler
-        self.reconciler.on_settled.append(self._after_settled)
+        # What happens to this target's deployments, for the supervisor and the doors.
+        self.events = self.reconciler.events
+        self.events.subscribe(Settled, lambda e: self._after_settled(e.record, e.final))
         # GitHub: compare links and commit lists for plans; GitHub deployments as the
         # follow-through of every rollout this engine starts or settles.
         self.github = GitHubClient.from_settings(settings)
@@ -460,7 +465,8 @@ class Engine:
             self.github, settings.deploy_target, self.console_url
         )
         if self.github_deployments.enabled:
-            self.reconciler.on_settled.append(self.github_deployments.settled)
+            github = self.github_deployments
+            self.events.subscribe(Settled, lambda e: github.settled(e.record, e.final))
 
     @property
     def hints(self) -> Hints:
@@ -2334,6 +2340,64 @@ class Engine:
         self.poller.stop()
         self.github_deployments.close()
         self._beside.shutdown(wait=False)
+
+    # --- for the doors ---
+    # What the doors need of the table and the follower, one delegation each: they touch no
+    # part of the engine but this class (the import contract says so).
+    def subscribe(self, kind: type[E], handler: Callable[[E], object]) -> Callable[[], None]:
+        return self.events.subscribe(kind, handler)
+
+    def tracking(self) -> list[str]:
+        return self.poller.tracking()
+
+    def mark_shown(self, record: DeploymentRecord) -> None:
+        self.ledger.mark_shown(record)
+
+    def mark_replied(self, record: DeploymentRecord, ids: frozenset[str]) -> None:
+        self.ledger.mark_replied(record, ids)
+
+    def claim_post(self, record: DeploymentRecord) -> bool:
+        lease = self.settings.lock_lease_seconds
+        return self.ledger.claim_post(record, self.poller.follower, lease)
+
+    def claim_notice(self, record: DeploymentRecord) -> bool:
+        return self.ledger.claim_notice(record)
+
+    def take_news(self, news: News) -> bool:
+        return self.ledger.take_news(news)
+
+    def put_back_news(self, news: News) -> None:
+        self.ledger.put_back_news(news)
+
+    def claim_outside_report(self, ecs_deployment_id: str) -> bool:
+        return self.ledger.claim_outside_report(ecs_deployment_id, self.poller.follower)
+
+    def claim_ci_notice(self, notice: str, who: str) -> bool:
+        return self.ledger.claim_ci_notice(notice, who)
+
+    def release_ci_notice(self, notice: str, who: str) -> None:
+        self.ledger.release_ci_notice(notice, who)
+
+    def deployment(self, deployment_id: str) -> DeploymentRecord | None:
+        return self.ledger.get(deployment_id)
+
+    def history_between(self, since: datetime, until: datetime) -> list[DeploymentRecord]:
+        return self.ledger.history_between(since, until)
+
+    def lock_item(self) -> Lock | None:
+        return self.ledger.lock_item()
+
+    def current_freeze(self) -> Freeze | None:
+        return self.guards.current_freeze()
+
+    def find_request(self, request_id: str) -> ApprovalRequest | None:
+        return self.guards.request(request_id)
+
+    def set_request_message(self, request: ApprovalRequest, ref: str) -> ApprovalRequest:
+        return self.guards.set_request_message(request, ref)
+
+    def requeue(self, item: QueuedItem) -> None:
+        self.guards.requeue(item)
 
 
 def _commit_of(image: Image | None) -> str | None:

@@ -91,7 +91,7 @@ def image_notice(
                 )
             )
             try:
-                freeze = engine.guards.current_freeze()
+                freeze = engine.current_freeze()
             except DeployError as exc:
                 print(f"deploybot: the notice cannot say whether {target.name} is frozen: "
                       f"{exc.message}", file=sys.stderr)  # fmt: skip

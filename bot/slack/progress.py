@@ -264,7 +264,7 @@ class ProgressMessage:
     async def _mark_shown(self) -> None:
         assert self.record is not None
         try:
-            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+            await asyncio.to_thread(self.engine.mark_shown, self.record)
         except DeployError as exc:  # the periodic pass shows it again later: harmless
             log.warning("could not mark the message shown: %s", exc, extra=self._log_extra())
 
@@ -404,7 +404,7 @@ class ProgressMessage:
         if not ids or self.record is None:
             return
         try:
-            await asyncio.to_thread(self.engine.ledger.mark_replied, self.record, ids)
+            await asyncio.to_thread(self.engine.mark_replied, self.record, ids)
         except DeployError as exc:  # a replica taking over may say it again: harmless
             log.warning("could not note the thread reply: %s", exc, extra=self._log_extra())
 
@@ -608,12 +608,8 @@ class ProgressBoard:
                 continue
             elif not await asyncio.to_thread(self.engine.own, record):
                 continue  # another replica shows it
-            lease = self.engine.settings.lock_lease_seconds
-            follower = self.engine.poller.follower
             try:
-                claimed = await asyncio.to_thread(
-                    self.engine.ledger.claim_post, record, follower, lease
-                )
+                claimed = await asyncio.to_thread(self.engine.claim_post, record)
             except DeployError as exc:
                 log.warning("could not claim the message: %s", exc, extra=record.log_fields)
                 claimed = False
@@ -682,7 +678,7 @@ class ProgressBoard:
         target = self.engine.target.name
         commands = self.engine.settings.slack_commands
         for item in news:
-            if not await asyncio.to_thread(self.engine.ledger.take_news, item):
+            if not await asyncio.to_thread(self.engine.take_news, item):
                 continue
             try:
                 await self.client.chat_postMessage(
@@ -692,7 +688,7 @@ class ProgressBoard:
                 raise
             except Exception as exc:
                 log.warning("could not announce the %s: %s", item.kind, slack_problem(exc))
-                await asyncio.to_thread(self.engine.ledger.put_back_news, item)
+                await asyncio.to_thread(self.engine.put_back_news, item)
                 return
             log.info("announced a terminal's %s", item.kind, extra={"who": item.who})
 
@@ -705,9 +701,7 @@ class ProgressBoard:
         for deployment in found:
             if deployment.id in self._reported:
                 continue
-            claimed = await asyncio.to_thread(
-                self.engine.ledger.claim_outside_report, deployment.id, self.engine.poller.follower
-            )
+            claimed = await asyncio.to_thread(self.engine.claim_outside_report, deployment.id)
             self._reported.add(deployment.id)
             if not claimed:
                 continue
@@ -730,7 +724,7 @@ class ProgressBoard:
         """Open records nobody follows: no lease (a ``--no-wait`` deploy), or one its holder
         stopped renewing (it died). A record is written with its follower's lease, so a
         deployment a moment old is never taken from the process that started it."""
-        tracking = set(self.engine.poller.tracking())
+        tracking = set(self.engine.tracking())
         return [
             record
             for record in records
