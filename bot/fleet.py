@@ -20,6 +20,7 @@ the freeze) and, for a new action, a case in ``Fleet.plan``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -32,10 +33,12 @@ from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors
 from bot.deploy.engine import Engine, Plan, Status, Via
 from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
+from bot.deploy.guards import QueuedItem
 from bot.deploy.ledger import DeploymentRecord, Requester
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.rollout import Outcome
 from bot.deploy.stats import FourKeys
+from bot.deploy.supervisor import Supervisor
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
@@ -167,7 +170,11 @@ class Fleet:
         self.clock = clock
         self._aws = aws
         self._engines: dict[str, Engine] = dict(engines or {})
+        self._supervisors: dict[str, Supervisor] = {}
         self._lock = threading.Lock()
+        # One lock check -> (a door shows it) -> start at a time in this process, whatever
+        # the target: a door's start and a queue's turn (bot/deploy/supervisor.py).
+        self.starting = asyncio.Lock()
         self.door: HintsDoor = "cli"  # whose syntax the engines' hints speak (speak())
 
     def speak(self, door: HintsDoor) -> None:
@@ -220,6 +227,29 @@ class Fleet:
                 engine.door = self.door
                 self._engines[t.name] = engine
             return engine
+
+    def supervisor(self, target: Target | str | None = None) -> Supervisor:
+        """``target``'s supervisor (its loops; made now if it was not yet): a queued deploy
+        is re-checked at its turn through this fleet, as any door's."""
+        t = target if isinstance(target, Target) else self.targets.get(target)
+        engine = self.engine(t)
+        with self._lock:
+            made = self._supervisors.get(t.name)
+            if made is None:
+
+                def replan(item: QueuedItem, via: Via) -> Plan:
+                    return self.plan(
+                        t,
+                        Action(item.kind or "deploy"),
+                        Ask.through(item.requester, via),
+                        tag=item.tag,
+                        source=item.source or None,
+                        reason=item.reason,
+                    )
+
+                made = Supervisor(engine, replan=replan, starting=self.starting)
+                self._supervisors[t.name] = made
+            return made
 
     def engines(self) -> Iterator[tuple[Target, Engine]]:
         """Every target with its engine, in the file's order (all made)."""

@@ -25,6 +25,7 @@ from rich.text import Text
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
 from bot.deploy.errors import DeployError
+from bot.deploy.events import BreakGlassUsed
 from bot.deploy.ledger import DeploymentRecord, News, Requester
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
@@ -322,9 +323,15 @@ def _start(
         if not go_on(args, planned):
             err.print("Not started: nothing was changed.")
             return EXIT_REFUSED
-        record = engine.start(planned, follow=not args.no_wait)
-        if record.break_glass:
-            announce_break_glass(engine, record)
+        supervisor = fleet.supervisor(chosen)
+        # A bypassed rule is recorded for the target's channel (the supervisor's); said here.
+        heard = supervisor.events.subscribe(
+            BreakGlassUsed, lambda used: said(used.news.kind, chosen.name, used.unrecorded)
+        )
+        try:
+            record = supervisor.start(planned, follow=not args.no_wait)
+        finally:
+            heard()
         if args.no_wait and record.outcome is Outcome.NOT_STARTED:
             # UpdateService's answer was lost and ECS proved it never started (#31).
             out.print(
@@ -394,24 +401,13 @@ def promote(args: argparse.Namespace) -> int:
     )
 
 
-def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
-    """Tell the target's channel that a rule was bypassed, by whom and why: recorded for the
-    bot to say (no Slack token here); said here when it could not be recorded (the deploy goes
-    on: it is in the history with its break-glass)."""
-    what = "; ".join(record.bypassed) or "the rules"
-    tell_channel(
-        engine,
-        News(
-            kind="break-glass",
-            who=record.who_display or record.who,
-            at=engine.clock.now(),
-            aws_identity=record.who_arn,
-            reason=record.break_glass,
-            deployment_id=record.id,
-            tag=record.tag,
-            detail=f"{record.kind} of {record.tag}, bypassing {what}",
-        ),
-    )
+def said(kind: str, target: str, unrecorded: str = "") -> None:
+    """What this terminal did (a freeze, a break-glass...) is recorded for the bot to say in
+    the target's channel (no Slack token here), or why it could not be."""
+    if unrecorded:
+        err.print(f"[yellow]![/] Not recorded for the Slack channel: {_t(unrecorded)}")
+    else:
+        out.print(f"[dim]The bot announces the {_t(kind)} in {_t(target)}'s channel.[/]")
 
 
 def tell_channel(engine: Engine, news: News) -> None:
@@ -419,11 +415,8 @@ def tell_channel(engine: Engine, news: News) -> None:
     try:
         engine.tell_channel(news)
     except DeployError as exc:
-        err.print(f"[yellow]![/] Not recorded for the Slack channel: {_t(exc.message)}")
-        return
-    out.print(
-        f"[dim]The bot announces the {_t(news.kind)} in {_t(engine.target.name)}'s channel.[/]"
-    )
+        return said(news.kind, engine.target.name, exc.message)
+    said(news.kind, engine.target.name)
 
 
 def _via(args: argparse.Namespace) -> Via:

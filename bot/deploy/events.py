@@ -88,11 +88,13 @@ class LockReleased(Event):
 
 @dataclass(frozen=True)
 class BreakGlassUsed(Event):
-    """A rule was bypassed with ``--break-glass`` to start ``record`` (``news``: what the
-    target's channel is told)."""
+    """A rule was bypassed with ``--break-glass`` to start ``record``: ``news`` is recorded
+    in the table for the target's channel (a bot says it there); ``unrecorded``: why it
+    could not be ("" when it was)."""
 
     record: DeploymentRecord
     news: News
+    unrecorded: str = ""
 
 
 # --- the queue --------------------------------------------------------------------------------

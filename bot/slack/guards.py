@@ -8,17 +8,16 @@ with the rule that refused. Buttons carry ids only (``target|id``): what they ac
 from the table, so a button whose value was changed finds nothing, and an approval counts
 only for what the request showed (the engine re-checks its premise).
 
-``queue_forever`` gives each queued deploy its turn once the lock is free (re-checked as a
-new request through the queue's door) and tells those who asked to be told: at once when this
-process releases a lock, else every few polls (a lock released elsewhere: a terminal, another
-replica). While deploys are queued, every other door is refused with the queue's offer (the
-rules' ``queue`` step): nobody overtakes them between a release and their turn.
+The target's supervisor (bot/deploy/supervisor.py) gives each queued deploy its turn once the
+lock is free (re-checked as a new request through the queue's door); ``render_queue`` shows
+it here, and tells those who asked to be told. While deploys are queued, every other door
+is refused with the queue's offer (the rules' ``queue`` step): nobody overtakes them between
+a release and their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -42,9 +41,10 @@ from slack_sdk.models.blocks import (
 
 from bot.deploy.engine import Engine, Plan, Via
 from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
-from bot.deploy.events import LockReleased
+from bot.deploy.events import LockFree, TurnRefused, TurnStarting
 from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
 from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
+from bot.deploy.supervisor import Supervisor
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
@@ -813,40 +813,42 @@ async def cancel_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
 # --- the queue's turns ----------------------------------------------------------------------
 
 
-async def take_turns(ctx: BotContext, place: Place) -> None:
-    """One pass: tell the people waiting for a free lock, then start the first queued deploy
-    (re-checked now, through the fleet as any door), announcing it in its channel; a refused
-    one is told to its requester.
+def render_queue(ctx: BotContext, target: Target, supervisor: Supervisor) -> None:
+    """Show the queue's turns of ``target`` (its supervisor takes them): the people waiting
+    for a free lock are told; a turn is announced in its channel, then started as any Slack
+    start (its message first); a refused one is told to its requester, and its approval
+    request says so."""
+    name = esc(target.name)
 
-    From taking it off the queue to its start, no other start of this process goes (the
-    context's ``starting`` lock): a direct deploy planned meanwhile, when the queue looked
-    empty, finds the lock held and is offered the queue."""
-    engine = place.engine
-    for item in await asyncio.to_thread(engine.lock_free_waiters):
-        await _tell(ctx, item, f"{esc(place.target.name)}'s deploy lock is free now.")
+    async def lock_free(event: LockFree) -> None:
+        await _tell(ctx, event.item, f"{name}'s deploy lock is free now.")
 
-    def replan(item: QueuedItem, via: Via) -> Plan:
-        # Through the fleet: a target with `after` needs to know where the image completed.
-        return ctx.fleet.plan(
-            place.target,
-            Action(item.kind or "deploy"),
-            Ask.through(item.requester, via),
-            tag=item.tag,
-            source=item.source or None,
-            reason=item.reason,
+    async def starting(event: TurnStarting) -> None:
+        item = event.item
+        try:
+            await ctx.client.chat_postMessage(
+                channel=_turn_channel(ctx, item),
+                text=f"⏭️ The queued {esc(item.kind)} of `{esc(event.tag)}` to "
+                f"{name} by {mention(item.requester.who)} starts now.",
+            )
+        except Exception as exc:
+            log.warning("could not announce the queued deploy: %s", exc)
+
+    async def start(item: QueuedItem, planned: Plan) -> DeploymentRecord | None:
+        async def tell_requester(**kwargs: Any) -> None:
+            await _tell(ctx, item, str(kwargs.get("text", "")))
+
+        return await ctx.launch(
+            target, lambda: planned, _turn_channel(ctx, item), tell_requester, starting_held=True
         )
 
-    async with ctx.starting:
-        turn = await asyncio.to_thread(engine.next_turn, replan)
-        if turn is None or turn.plan is None:
-            started = False
-        else:
-            started = await _start_turn(ctx, place, turn.item, turn.plan)
-    if turn is not None and turn.plan is None:
-        item = turn.item
-        why = _refusal_text(turn.refused) if turn.refused else "refused"
+    async def refused(event: TurnRefused) -> None:
+        item = event.item
+        why = _refusal_text(event.refused) if event.refused else "refused"
+        if event.at_start:
+            return await _tell(ctx, item, f"Your queued deploy did not start: {why}")
         text = (
-            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
+            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {name} "
             f"did not start when its turn came: {why}"
         )
         again: tuple[Block, ...] = ()
@@ -858,48 +860,28 @@ async def take_turns(ctx: BotContext, place: Place) -> None:
                     elements=[
                         deploy_button(
                             item.tag,
-                            place.engine.service_name,
-                            target=place.target.name if ctx.several else "",
+                            supervisor.engine.service_name,
+                            target=target.name if ctx.several else "",
                         )
                     ],
                 ),
             )
         await _tell(ctx, item, text, again)
         if item.request_id:
+            place = place_of(ctx, target.name)
             request = await asyncio.to_thread(place.engine.find_request, item.request_id)
             if request is not None:
-                plain = turn.refused.message if turn.refused else "refused"
+                plain = event.refused.message if event.refused else "refused"
                 await _update_request(ctx, request, place, f"⚠️ Not deployed at its turn: {plain}")
-    elif started:
-        log.info("a queued deploy started", extra={"service": engine.service_name})
+
+    supervisor.events.subscribe(LockFree, lock_free)
+    supervisor.events.subscribe(TurnStarting, starting)
+    supervisor.events.subscribe(TurnRefused, refused)
+    supervisor.starter = start
 
 
-async def _start_turn(ctx: BotContext, place: Place, item: QueuedItem, planned: Plan) -> bool:
-    """Announce a queued deploy and start it (the caller holds ``ctx.starting``)."""
-    channel = item.channel or (ctx.settings.slack_channel or "")
-    try:
-        await ctx.client.chat_postMessage(
-            channel=channel,
-            text=f"⏭️ The queued {esc(item.kind)} of `{esc(planned.tag)}` to "
-            f"{esc(place.target.name)} by {mention(item.requester.who)} starts now.",
-        )
-    except Exception as exc:
-        log.warning("could not announce the queued deploy: %s", exc)
-
-    async def tell_requester(**kwargs: Any) -> None:
-        await _tell(ctx, item, str(kwargs.get("text", "")))
-
-    try:
-        record = await ctx.launch(
-            place.target, lambda: planned, channel, tell_requester, starting_held=True
-        )
-    except LockHeld:
-        await asyncio.to_thread(place.engine.requeue, item)  # it keeps its place
-        return False
-    except DeployError as exc:
-        await _tell(ctx, item, f"Your queued deploy did not start: {_refusal_text(exc)}")
-        return False
-    return record is not None
+def _turn_channel(ctx: BotContext, item: QueuedItem) -> str:
+    return item.channel or (ctx.settings.slack_channel or "")
 
 
 async def _tell(
@@ -916,36 +898,6 @@ async def _tell(
             await ctx.client.chat_postMessage(channel=item.requester.who, text=text, **shown)
     except Exception as exc:
         log.warning("could not tell %s: %s", item.requester.who, exc)
-
-
-async def queue_forever(
-    ctx: BotContext, places: Callable[[], list[Place]], interval: float
-) -> None:
-    """Each target's queue gets its turn (see take_turns): at once when this process
-    released a lock (its engines' reconcilers say so), else every ``interval`` (a lock
-    released by a terminal or another replica). Never stops for AWS or Slack trouble; the
-    queue is in the table, so a restart picks it up."""
-    loop = asyncio.get_running_loop()
-    released = asyncio.Event()
-    hooked: set[int] = set()
-
-    def kick(event: LockReleased) -> None:  # on the follower's thread
-        loop.call_soon_threadsafe(released.set)
-
-    while True:
-        released.clear()
-        for place in places():
-            if id(place.engine) not in hooked:
-                hooked.add(id(place.engine))
-                place.engine.subscribe(LockReleased, kick)
-            try:
-                await take_turns(ctx, place)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue pass for %s failed: %s", place.target.name, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(released.wait(), interval)
 
 
 async def moved_tag_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
