@@ -30,9 +30,9 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors
-from bot.deploy.engine import Engine, Plan, Status, Via
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.engine import Engine
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
+from bot.deploy.records import DeploymentRecord, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome
 from bot.deploy.stats import FourKeys
 from bot.errors import DeployError, DeployRefused, NoLongerRunning

@@ -23,8 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.deploy.changes import commit_text, render_text
-from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
-from bot.deploy.ledger import DeploymentRecord, News, Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
     BANDS_REPORT,

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator

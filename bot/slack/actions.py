@@ -16,7 +16,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
-from bot.deploy.ledger import Ledger, Requester
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import Requester
 from bot.errors import DeployError, NothingToRollBack
 from bot.fleet import Ask
 from bot.rules import Action, Door

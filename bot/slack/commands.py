@@ -30,7 +30,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.stats import DEFAULT_WINDOW, FourKeys, parse_window
 from bot.errors import BadTag
 from bot.fleet import Ask

@@ -45,8 +45,8 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.reconcile import NEVER_STARTED_AFTER
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.errors import DeployError, LockHeld
 from bot.local.aws import MotoServer
