@@ -90,9 +90,25 @@ def _manifest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from bot.local.playground import run_playground
+# What the playground needs and production installs leave out (the bot's image: bot/local and
+# moto; the wheel without the `local` dependency group: moto and werkzeug).
+LOCAL_ONLY = ("bot.local", "moto", "werkzeug", "flask")
+NO_PLAYGROUND = (
+    "deploybot: the playground is not in this installation: it needs bot/local and moto "
+    "(pyproject.toml's `local` dependency group), which the production image leaves out. "
+    "Run it from a checkout of the repository: make demo"
+)
 
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from bot.local.playground import run_playground
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not any(missing == name or missing.startswith(name + ".") for name in LOCAL_ONLY):
+            raise
+        print(f"{NO_PLAYGROUND} ({missing} is missing)", file=sys.stderr)
+        return EXIT_REFUSED
     return run_playground(host=args.host, port=args.port)
 
 
