@@ -28,7 +28,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError
+from bot.errors import DeployError
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
@@ -37,7 +37,7 @@ from bot.slack.announce import channel_of
 from bot.slack.app import build_app
 from bot.slack.context import BotContext
 from bot.slack.progress import ProgressBoard
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.server")
 

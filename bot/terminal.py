@@ -23,9 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.deploy.changes import commit_text, render_text
-from bot.deploy.engine import Engine, ImageInfo, Plan, Status, Via
-from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord, News, Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
     BANDS_REPORT,
@@ -37,11 +36,12 @@ from bot.deploy.stats import (
     rate_text,
     span_text,
 )
+from bot.errors import DeployError
 from bot.fleet import Ask, Fleet, TargetStatus
 from bot.hints import Hints
 from bot.rules import Action, Door
 from bot.settings import Settings, describe_errors, load_settings
-from bot.targets import Target
+from bot.target import Target
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

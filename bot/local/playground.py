@@ -38,8 +38,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
+from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.history import plausible, seed
@@ -55,9 +56,9 @@ from bot.local.stack import (
 )
 from bot.settings import Settings, load_settings
 from bot.slack.app import web_client
-from bot.slack.names import DEFAULT_COMMANDS, CommandNames
 from bot.slack.notify import image_notice
-from bot.targets import Target, Targets, load_targets
+from bot.target import Target
+from bot.targets import Targets, load_targets
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.

@@ -16,13 +16,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
-from bot.deploy.errors import DeployError, NothingToRollBack
-from bot.deploy.ledger import Ledger, Requester
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import Requester
+from bot.errors import DeployError, NothingToRollBack
 from bot.fleet import Ask
 from bot.rules import Action, Door
 from bot.slack import guards, messages
 from bot.slack.context import BotContext, log
-from bot.targets import Target
+from bot.target import Target
 
 # ``deploy_tag`` and ``deploy_tag:staging``; ``promote:production``.
 DEPLOY_ACTIONS = re.compile(rf"^{messages.DEPLOY_ACTION}({messages.SEP}.+)?$")

@@ -40,16 +40,26 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
-from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
+from bot.deploy.engine import Engine
+from bot.deploy.records import (
+    ApprovalRequest,
+    DeploymentRecord,
+    Lock,
+    Plan,
+    QueuedItem,
+    QueueMode,
+    Requester,
+    RequestState,
+    Via,
+    short_digest,
+)
+from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.slack.guards")
 

@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.deploy.aws import read_parameter
 from bot.deploy.changes import ChangeSummary
-from bot.deploy.errors import DeployError
+from bot.errors import DeployError
 from bot.fleet import Fleet
 from bot.logs import redact
 from bot.rules import describe_freeze
