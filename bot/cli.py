@@ -108,7 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
     missing = [name for name in PLAYGROUND_NEEDS if find_spec(name) is None]
     if missing:
         print(NO_PLAYGROUND.format(missing=", ".join(missing)), file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     from bot.local.playground import run_playground
 
     return run_playground(host=args.host, port=args.port)
