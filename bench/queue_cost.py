@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.lab import DEPLOYS, Lab, header
-from bot.deploy.engine import Engine, Via
-from bot.deploy.errors import DeployRefused
-from bot.deploy.guards import QueuedItem, QueueMode
-from bot.deploy.ledger import Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import QueuedItem, QueueMode, Requester, Via
+from bot.errors import DeployRefused
 from bot.rules import Door
-from bot.targets import Target
+from bot.target import Target
 
 LENGTHS = (1, 100, 600)
 SLASH = Via(door=Door.SLASH, channel=DEPLOYS)

@@ -28,11 +28,12 @@ import boto3
 
 from bench.lab import Lab, header
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.fleet import Ask, Fleet
 from bot.local.stack import add_service, create_stack
 from bot.rules import Action, Door
-from bot.targets import Target, Targets
+from bot.target import Target
+from bot.targets import Targets
 
 SECOND_CLUSTER = "hello-world-bench-second"
 SLOW_TAG = "v4.4.0-ecr-ecs-fargate"

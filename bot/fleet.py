@@ -31,19 +31,19 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors
-from bot.deploy.engine import Engine, Plan, Status, Via
-from bot.deploy.errors import DeployError, DeployRefused, NoLongerRunning
-from bot.deploy.guards import QueuedItem
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.engine import Engine
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
+from bot.deploy.records import DeploymentRecord, Plan, QueuedItem, Requester, Status, Via
 from bot.deploy.rollout import Outcome
 from bot.deploy.stats import FourKeys
 from bot.deploy.supervisor import Supervisor
+from bot.errors import DeployError, DeployRefused, NoLongerRunning
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
 from bot.settings import Settings
-from bot.targets import Target, Targets, load_targets
+from bot.target import Target
+from bot.targets import Targets, load_targets
 
 log = logging.getLogger("deploybot.fleet")
 

@@ -12,22 +12,13 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal
+
+from bot.command_names import CommandNames
 
 # Set by tools/explain-exit.sh, which every deploybot target of the Makefile runs through: the
 # hints of a `make status` then say `make deploy TAG=… ENV=staging`, not `deploybot …`.
 VIA_VARIABLE = "DEPLOYBOT_VIA"
-
-
-class _Names(Protocol):
-    """The slash commands' names (bot.slack.names.CommandNames, which this leaf may not import)."""
-
-    @property
-    def deploy(self) -> str: ...
-    @property
-    def redeploy(self) -> str: ...
-    @property
-    def status(self) -> str: ...
 
 
 Door = Literal["slack", "cli", "make"]
@@ -43,7 +34,7 @@ class Hints:
     status_command: str = "/deploy-status"
 
     @classmethod
-    def at(cls, door: Door, names: _Names | None = None) -> Hints:
+    def at(cls, door: Door, names: CommandNames | None = None) -> Hints:
         """``door``'s hints; ``names``: the slash commands' (SLACK_*_COMMAND), which a
         terminal's hints name too ("ask for an approval in Slack with /deploy …")."""
         if names is None:
@@ -51,15 +42,15 @@ class Hints:
         return cls(door, names.deploy, names.redeploy, names.status)
 
     @classmethod
-    def slack(cls, names: _Names | None = None) -> Hints:
+    def slack(cls, names: CommandNames | None = None) -> Hints:
         return cls.at("slack", names)
 
     @classmethod
-    def cli(cls, names: _Names | None = None) -> Hints:
+    def cli(cls, names: CommandNames | None = None) -> Hints:
         return cls.at("cli", names)
 
     @classmethod
-    def make(cls, names: _Names | None = None) -> Hints:
+    def make(cls, names: CommandNames | None = None) -> Hints:
         return cls.at("make", names)
 
     @staticmethod

@@ -33,7 +33,7 @@ that moment's clock and count (:func:`at_start`), the freeze in the lock's own t
 (:func:`frozen_meanwhile`), and an approved change's approval again (:func:`lapsed_approval`).
 
 ``--break-glass "reason"`` is the terminal's: any other door passing it is refused.
-A new rule is a field of :class:`bot.targets.Target` and a step here.
+A new rule is a field of :class:`bot.target.Target` and a step here.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from bot.deploy.errors import DeployRefused
+from bot.errors import DeployRefused
 from bot.hints import Hints
 from bot.mrkdwn import escape as escape_mrkdwn
-from bot.targets import Target
+from bot.target import Target
 from bot.windows import describe_opening, is_open, next_opening
 
 

@@ -28,7 +28,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import logs
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError
+from bot.errors import DeployError
+from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
@@ -218,7 +219,7 @@ def serve(http: bool, host: str, port: int) -> int:
         settings = load_settings()
     except ValidationError as exc:
         print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     logs.setup(
         secrets=filter(
             None,
@@ -238,14 +239,14 @@ def serve(http: bool, host: str, port: int) -> int:
             f"({'HTTP' if http else 'Socket'} Mode).",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.REFUSED
     try:
         # deploybot.toml is read here: a mistake stops the bot before it serves, naming the
         # file and the key of each problem.
         app = create_app(settings, socket_mode=not http)
     except DeployError as exc:
         print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
     )
@@ -253,4 +254,4 @@ def serve(http: bool, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     settle_garbage_collector()
     uvicorn.Server(config).run()
-    return 0
+    return ExitCode.OK

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.slack.names import DEFAULT_COMMANDS, CommandNames
+from bot.command_names import DEFAULT_COMMANDS, CommandNames
 
 MAX_POLL_SECONDS = 300.0  # ECS moves in seconds; polling less often than this shows nothing
 MAX_TIMEOUT_SECONDS = 86400.0  # a day: no rollout is worth watching longer
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
 
     # The slash commands' names, for a second install or an Enterprise Grid, where names are
     # resolved org-wide and two apps' /deploy collide (kirodotdev/KiroCrew PR #11398). Checked
-    # against Slack's rules and built-ins (bot/slack/names.py); `deploybot manifest` prints the
+    # against Slack's rules and built-ins (bot/command_names.py); `deploybot manifest` prints the
     # Slack app manifest that declares them.
     slack_deploy_command: str = Field(
         DEFAULT_COMMANDS.deploy, validation_alias="SLACK_DEPLOY_COMMAND"

@@ -20,7 +20,6 @@ import tempfile
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,15 +31,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bot.deploy.errors import DeployRefused, NotConfigured
 from bot.digest import DigestError, Schedule, parse_schedule
+from bot.errors import DeployRefused, NotConfigured
 from bot.mrkdwn import is_user_id
 from bot.settings import Settings
+from bot.target import EVERYONE, Target
 from bot.windows import Window, WindowError, parse_window
 
 # Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
-EVERYONE = "*"
 
 
 class UnknownTarget(DeployRefused):
@@ -58,66 +57,6 @@ class BadConfig(NotConfigured):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = tuple(problems)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One ECS service and its rules. The rule fields are read by bot/rules.py only."""
-
-    name: str
-    cluster: str
-    service: str
-    repository: str
-    container: str | None = None
-    # Promotion only: the target takes images that completed on this one, nothing else.
-    after: str | None = None
-    deployers: frozenset[str] = frozenset()  # Slack user ids, or "*"; empty: nobody
-    channels: frozenset[str] = frozenset()  # Slack channel ids; empty: any channel
-    freeze_after_failure: bool = False
-    approvals: int = 0
-    approvers: tuple[str, ...] = ()
-    approval_expiry_minutes: int = 30
-    windows: tuple[Window, ...] = ()
-    # How many deploys one person may have waiting in this target's queue (bot/deploy/guards.py).
-    queue_limit: int = 3
-    # When the weekly digest (last week's four keys and chart) goes to the target's channel;
-    # None: never.
-    digest: Schedule | None = None
-    source: str | None = None  # the file it comes from; None: the environment
-
-    def settings(self, base: Settings) -> Settings:
-        """``base`` pointing at this target's service: what its Engine is built from."""
-        return base.model_copy(
-            update={
-                "ecs_cluster": self.cluster,
-                "ecs_service": self.service,
-                "ecr_repository": self.repository,
-                "ecs_container": self.container,
-                "deploy_allowed_users": self.deployers,
-                "deploy_allowed_channels": self.channels,
-                "deploy_target": self.name,
-            }
-        )
-
-    def may_deploy(self, user: str) -> bool:
-        """Whether ``user`` (a Slack user id) is one of the target's deployers."""
-        return EVERYONE in self.deployers or user in self.deployers
-
-    def may_approve(self, user: str) -> bool:
-        return user in self.approvers
-
-    def serves_channel(self, channel: str) -> bool:
-        """Whether the target answers in ``channel``: listed, or no list at all."""
-        return not self.channels or channel in self.channels
-
-    @property
-    def approval_expiry(self) -> timedelta:
-        return timedelta(minutes=self.approval_expiry_minutes)
-
-    @property
-    def guarded(self) -> bool:
-        """Whether any rule beyond who and where applies (for /status and help texts)."""
-        return bool(self.after or self.approvals or self.windows or self.freeze_after_failure)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from botocore.retries import quota, standard
 from botocore.retries.base import BaseRetryableChecker
 
 from bot.deploy.batch import ServiceDescriptions
-from bot.deploy.errors import AwsTrouble, NotConfigured
+from bot.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
 
 RETRY_CONFIG = Config(

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.deploy.aws import aws_errors
-from bot.deploy.ledger import CLOCK_SKEW, TTL_ATTRIBUTE, Ledger, format_ts
+from bot.deploy.ledger import TTL_ATTRIBUTE, Ledger
+from bot.deploy.records import CLOCK_SKEW, stamp
 
 KEPT = timedelta(days=35)  # long past the day a late replica would still post it
 
@@ -26,7 +27,7 @@ class DigestClaims:
         self.ledger = ledger
 
     def _key(self, due: datetime) -> dict[str, Any]:
-        return {"pk": {"S": f"DIGEST#{self.ledger.key}"}, "sk": {"S": format_ts(due)}}
+        return {"pk": {"S": f"DIGEST#{self.ledger.key}"}, "sk": {"S": stamp(due)}}
 
     def claim(self, due: datetime, holder: str, seconds: float) -> bool:
         """Take the digest due at ``due`` for ``holder`` until now + ``seconds``; False when
@@ -35,7 +36,7 @@ class DigestClaims:
         item = {
             **self._key(due),
             "holder": {"S": holder},
-            "lease_until": {"S": format_ts(now + timedelta(seconds=seconds))},
+            "lease_until": {"S": stamp(now + timedelta(seconds=seconds))},
             TTL_ATTRIBUTE: {"N": str(int((due + KEPT).timestamp()))},
         }
         with aws_errors("claiming the weekly digest", changed=True):
@@ -47,7 +48,7 @@ class DigestClaims:
                     "posted_at) AND (holder = :me OR lease_until < :stale))",
                     ExpressionAttributeValues={
                         ":me": {"S": holder},
-                        ":stale": {"S": format_ts(now - CLOCK_SKEW)},
+                        ":stale": {"S": stamp(now - CLOCK_SKEW)},
                     },
                 )
             except self.ledger.db.exceptions.ConditionalCheckFailedException:
@@ -62,6 +63,6 @@ class DigestClaims:
                 Key=self._key(due),
                 UpdateExpression="SET posted_at = :now",
                 ExpressionAttributeValues={
-                    ":now": {"S": format_ts(self.ledger.clock.now())},
+                    ":now": {"S": stamp(self.ledger.clock.now())},
                 },
             )

@@ -21,7 +21,7 @@ import secrets
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -32,13 +32,49 @@ from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors, error_code
 from bot.deploy.changes import (
     ChangeSummary,
-    Image,
-    commit_text,
     describe_change,
     images_from_ecr,
 )
 from bot.deploy.digests import DigestClaims
-from bot.deploy.errors import (
+from bot.deploy.events import Event, Settled
+from bot.deploy.github_deploys import GitHubDeployments
+from bot.deploy.guards import AlreadyQueued, GuardBook, QueueFull, freeze_from_item
+from bot.deploy.ledger import Ledger, Precondition, PreconditionFailed
+from bot.deploy.outside import unexplained
+from bot.deploy.poller import ServicePoller, Watch
+from bot.deploy.records import (
+    Approval,
+    ApprovalRequest,
+    DeploymentRecord,
+    ImageInfo,
+    Lock,
+    News,
+    Plan,
+    QueuedItem,
+    QueueMode,
+    ReleaseTasks,
+    Requester,
+    RequestState,
+    Running,
+    Status,
+    Surroundings,
+    TagRecord,
+    Turn,
+    Via,
+    commit_of,
+    new_deployment_id,
+    short_digest,
+)
+from bot.deploy.rollout import (
+    EcsDeployment,
+    Outcome,
+    ServiceState,
+    Snapshot,
+    Verdict,
+    revision_of,
+)
+from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
+from bot.errors import (
     AbortedFirst,
     BadTag,
     DeployError,
@@ -52,41 +88,6 @@ from bot.deploy.errors import (
     NothingToRollBack,
     ServiceMissing,
 )
-from bot.deploy.events import Event, Settled
-from bot.deploy.github_deploys import GitHubDeployments
-from bot.deploy.guards import (
-    AlreadyQueued,
-    ApprovalRequest,
-    GuardBook,
-    QueuedItem,
-    QueueFull,
-    QueueMode,
-    RequestState,
-    freeze_from_item,
-)
-from bot.deploy.ledger import (
-    DeploymentRecord,
-    Ledger,
-    Lock,
-    News,
-    Precondition,
-    PreconditionFailed,
-    Requester,
-    TagRecord,
-    new_deployment_id,
-    short_digest,
-)
-from bot.deploy.outside import unexplained
-from bot.deploy.poller import ServicePoller, Watch
-from bot.deploy.rollout import (
-    EcsDeployment,
-    Outcome,
-    ServiceState,
-    Snapshot,
-    Verdict,
-    revision_of,
-)
-from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
 from bot.github import GitHubClient, Unavailable
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
@@ -108,7 +109,7 @@ from bot.rules import (
 )
 from bot.settings import Settings
 from bot.tags import TagError, parse_tag
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.engine")
 
@@ -185,226 +186,6 @@ def repository_of(image: str) -> str:
 def pinned(image: str, digest: str) -> str:
     """``registry/repo@sha256:…``: the image by digest, whatever the tag points to later."""
     return f"{split_image(image)[0]}@{digest}"
-
-
-@dataclass(frozen=True)
-class Running:
-    """What the service runs now: its task definition, image, tag and digest, and the
-    deployment that put it there when deploybot did."""
-
-    task_definition: str
-    image: str
-    tag: str
-    digest: str
-    record: DeploymentRecord | None
-    # Its commit (the sha- tag beside it in ECR): "" when it has none, None when not known.
-    commit: str | None = None
-
-    @property
-    def short_digest(self) -> str:
-        return short_digest(self.digest)
-
-    def describe(self) -> str:
-        """``v4.4.0-… (abc1234, sha256:1a2b3c4d5e6f, family:12), deployed by bob (rollback
-        d-…)``; "no sha tag" in place of the commit when the image has none."""
-        commit = commit_text(self.commit)
-        what = f"{self.tag} ({commit + ', ' if commit else ''}"
-        what += f"{self.short_digest + ', ' if self.digest else ''}"
-        what += f"{revision_of(self.task_definition)})"
-        r = self.record
-        if r is None:
-            return f"{what}, put there outside deploybot"
-        return f"{what}, put there by {r.who_display or r.who} ({r.kind} {r.id})"
-
-
-_DOORS = {"slack": Door.SLASH, "ci-button": Door.CI_BUTTON, "cli": Door.CLI, "queue": Door.QUEUE}
-
-
-@dataclass(frozen=True)
-class Via:
-    """The door a request came through, and what it brings to the rules (bot/rules.py).
-
-    ``channel``: the Slack channel (None at the CLI). ``approved_by``: approvals already
-    given (an approved request, a queued deploy that was approved). ``asking``: the plan is
-    for an approval request, so the want of approvals is the point, not a refusal.
-    ``source``/``completed_on_source``: where a promoted (or ``after``-guarded) image comes
-    from and whether it completed there, as the transport that knows the targets found it."""
-
-    door: Door = Door.CLI
-    channel: str | None = None
-    break_glass: str | None = None
-    approved_by: tuple[str, ...] = ()
-    request_id: str = ""
-    asking: bool = False
-    source: str | None = None
-    completed_on_source: bool | None = None
-    source_runs: str | None = None  # what the source runs again after its last was undone
-    # A release tag that names another image than the one deployed under it before: "any"
-    # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
-    allow_moved_tag: str = ""
-
-    @classmethod
-    def of(cls, requester: Requester) -> Via:
-        """The door a caller that says none came through, from the requester's source; a
-        transport that checked who and where itself (Slack's access.py) passes no channel."""
-        door = _DOORS.get(requester.source, Door.CLI)
-        return cls(door=Door.CLI if door in (Door.SLASH, Door.BUTTON, Door.CI_BUTTON) else door)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A change checked and ready to start: nothing is written until ``Engine.start``."""
-
-    kind: str  # deploy, redeploy, rollback
-    service: str
-    tag: str  # the tag users know
-    digest: str  # what will run, pinned
-    image: str  # the image of the new revision (``repo@sha256:…``)
-    current: Running
-    requester: Requester
-    reason: str
-    rollback_of: str = ""  # the deployment a rollback undoes
-    # What the door says with the change (rules it went past, bot/rules.py's bypasses); the
-    # reason records them too.
-    notes: tuple[str, ...] = ()
-    # The running task definition as DescribeTaskDefinition gave it: the new revision's base.
-    base: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    # What the rules said (bot/rules.py), kept in the record: approvals, --break-glass, and
-    # the rules it went past (a rollback during a freeze, break-glass outside the windows).
-    decision: Decision = field(default_factory=lambda: Decision(True), compare=False)
-    approved_by: tuple[str, ...] = ()
-    request_id: str = ""
-    break_glass: str = ""
-    source: str = ""  # promote: the target the image comes from
-    # What it changes: direction, compare link, commits (Engine.change_between); None when
-    # ECR's list of images could not be read. Transports show it before starting.
-    change: ChangeSummary | None = field(default=None, compare=False)
-    # The door it came through: what start judges again with the lock (bot/rules.py at_start).
-    via: Via = field(default_factory=lambda: Via(), compare=False)
-    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
-    # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
-    tag_state: str = ""
-    tag_was: TagRecord | None = field(default=None, compare=False)
-
-    @property
-    def short_digest(self) -> str:
-        return short_digest(self.digest)
-
-    @property
-    def commit(self) -> str | None:
-        """The commit of the image it deploys: the short sha, "" (no sha tag), None (unknown)."""
-        return _commit_of(self.change.target) if self.change else None
-
-    @property
-    def previous_commit(self) -> str | None:
-        """The commit of the image that runs now."""
-        if self.change is not None and self.change.current is not None:
-            return _commit_of(self.change.current)
-        return self.current.commit
-
-
-@dataclass(frozen=True)
-class ReleaseTasks:
-    """The tasks of one ECS deployment of the service, named by the release they run: during
-    a rollout the new release's and the old one's are counted apart."""
-
-    tag: str
-    revision: str
-    new: bool  # the PRIMARY deployment: what the service is being moved to
-    running: int
-    pending: int
-    desired: int
-
-    def describe(self) -> str:
-        """``v4.6.0 (new): 0/3 running, 3 pending`` / ``v4.5.0 (old): 3 running``."""
-        pending = f", {self.pending} pending" if self.pending else ""
-        if self.new:
-            return f"{self.tag} (new): {self.running}/{self.desired} running{pending}"
-        return f"{self.tag} (old): {self.running} running{pending}"
-
-
-@dataclass(frozen=True)
-class Status:
-    cluster: str
-    service: str
-    tag: str
-    image: str
-    task_definition: str
-    desired: int
-    running: int
-    pending: int
-    rollout: EcsDeployment | None
-    deployments: tuple[EcsDeployment, ...]
-    lock: Lock | None
-    recent: tuple[DeploymentRecord, ...]
-    digest: str = ""
-    deployed_by: DeploymentRecord | None = None
-    freeze: Freeze | None = None
-    queue: tuple[QueuedItem, ...] = ()
-    commit: str | None = None  # what runs: its commit ("" no sha tag, None unknown)
-    # The tasks by release, one entry per ECS deployment (newest first).
-    tasks: tuple[ReleaseTasks, ...] = ()
-
-    @property
-    def revision(self) -> str:
-        return revision_of(self.task_definition)
-
-    @property
-    def mixed(self) -> bool:
-        """Tasks of more than one release run (a rollout): ``tag`` is the one it goes to,
-        not what all of them run."""
-        return len(self.tasks) > 1
-
-    def tasks_text(self) -> str:
-        """``3/3 running, 0 pending``; during a rollout each release apart: ``v4.6.0 (new):
-        0/3 running, 3 pending; v4.5.0 (old): 3 running``."""
-        if not self.mixed:
-            return f"{self.running}/{self.desired} running, {self.pending} pending"
-        return "; ".join(t.describe() for t in self.tasks)
-
-    @property
-    def short_digest(self) -> str:
-        return short_digest(self.digest)
-
-
-@dataclass(frozen=True)
-class Approval:
-    """What approving did: the request as it is now, how many approvals it still lacks, and
-    the plan to start once it lacks none (the transport shows it, then starts it). ``wait``:
-    approved, but its turn has not come (the lock is held, or deploys are queued before it):
-    why, for the transport to queue it for the requester."""
-
-    request: ApprovalRequest
-    missing: int
-    plan: Plan | None = None
-    wait: DeployRefused | None = None
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A queued deploy whose turn came: taken off the queue, re-checked, and either a plan
-    to start or the refusal to tell its requester."""
-
-    item: QueuedItem
-    plan: Plan | None = None
-    refused: DeployRefused | None = None
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    tags: tuple[str, ...]
-    pushed_at: datetime | None
-    digest: str
-
-
-@dataclass(frozen=True)
-class Surroundings:
-    """What a bot's periodic pass sees of a target (Engine.look_around)."""
-
-    records: list[DeploymentRecord]  # the newest, open ones reconciled with ECS
-    news: list[News]  # from terminals, waiting to be announced
-    outside: tuple[EcsDeployment, ...] = ()  # ECS deployments no record explains
-    state: ServiceState | None = None  # the service, when it was described
 
 
 def _follower_id() -> str:
@@ -563,11 +344,14 @@ class Engine:
                     found = self.aws.image_by_digest(digest)
             tag = self._release_tag(found) if found else ""
             commit = self._commit_in(found) if found else commit
-        return Running(arn, image, tag or digest, digest, record, commit), td
+        primary = ServiceState.from_api(raw).primary
+        return Running(
+            arn, image, tag or digest, digest, record, commit, primary.id if primary else ""
+        ), td
 
     def _commit_in(self, image: dict[str, Any]) -> str:
         """The commit of an image (DescribeImages' details): its sha- tag, "" if none."""
-        return _commit_of(images_from_ecr([image], self.settings.image_tag_suffix)[0]) or ""
+        return commit_of(images_from_ecr([image], self.settings.image_tag_suffix)[0]) or ""
 
     # What a change changes ---------------------------------------------------------------------
     def change_between(
@@ -1491,6 +1275,7 @@ class Engine:
             digest=plan.digest,
             previous_image=current.image,
             previous_digest=current.digest,
+            previous_ecs_deployment_id=current.ecs_deployment_id,
             rollback_of=plan.rollback_of,
             approved_by=plan.approved_by,
             approval_request=plan.request_id,
@@ -2400,12 +2185,6 @@ class Engine:
         self.guards.requeue(item)
 
 
-def _commit_of(image: Image | None) -> str | None:
-    if image is None:
-        return None
-    return image.sha or ""
-
-
 def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
     """The Plan fields the rules and the door give."""
     return {
@@ -2544,20 +2323,3 @@ def _revision_tags(plan: Plan, deployment_id: str) -> list[dict[str, str]]:
     if plan.rollback_of:
         tags.append({"key": "deploybot:rollback-of", "value": plan.rollback_of})
     return tags
-
-
-__all__ = [
-    "Approval",
-    "DeployError",
-    "Engine",
-    "ImageInfo",
-    "Plan",
-    "ReleaseTasks",
-    "Running",
-    "Status",
-    "Turn",
-    "Via",
-    "image_tag_of",
-    "pinned",
-    "split_image",
-]

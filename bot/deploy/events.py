@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from bot.deploy.errors import DeployError
-from bot.deploy.guards import QueuedItem
-from bot.deploy.ledger import DeploymentRecord, News
+from bot.deploy.records import DeploymentRecord, News, QueuedItem
 from bot.deploy.rollout import EcsDeployment, ServiceState, Snapshot
+from bot.errors import DeployError
 
 log = logging.getLogger("deploybot.events")
 

@@ -22,83 +22,27 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import aws_errors
-from bot.deploy.ledger import (
-    Cancelled,
-    ConditionFailed,
-    Ledger,
+from bot.deploy.ledger import Cancelled, ConditionFailed, Ledger
+from bot.deploy.records import (
+    ApprovalRequest,
+    QueuedItem,
+    QueueMode,
     Requester,
-    format_ts,
-    parse_ts,
+    RequestState,
+    stamp,
+    unstamp,
 )
 from bot.rules import Freeze
 
 # How long a decided or expired request stays readable (so a late click is told why), past
 # its expiry; DynamoDB's TTL removes it after that.
 KEEP_REQUESTS = timedelta(days=2)
-
-
-class RequestState(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"  # enough approvals: its deploy was started (or is being)
-    REJECTED = "rejected"
-
-
-@dataclass(frozen=True)
-class ApprovalRequest:
-    """A change waiting for approval: who asked for what, from which image to which."""
-
-    id: str
-    kind: str  # deploy, redeploy, promote
-    tag: str
-    digest: str
-    from_tag: str
-    from_digest: str
-    from_task_definition: str  # what ran when it was asked: the premise
-    requester: Requester
-    reason: str
-    requested_at: datetime
-    expires_at: datetime
-    approved_by: tuple[str, ...] = ()
-    state: RequestState = RequestState.PENDING
-    decided_by: str = ""
-    channel: str = ""
-    message_ref: str = ""
-    source: str = ""  # promote: the target the image comes from
-    deployment_id: str = ""  # the deployment it started, once approved
-
-    def expired(self, now: datetime) -> bool:
-        return now >= self.expires_at
-
-
-class QueueMode(StrEnum):
-    DEPLOY = "deploy"  # deploy when the lock is free
-    TELL = "tell"  # tell the person when the lock is free
-
-
-@dataclass(frozen=True)
-class QueuedItem:
-    """One entry of a target's queue, in the order it was queued."""
-
-    id: str
-    mode: QueueMode
-    kind: str  # deploy, redeploy, promote ("" for TELL)
-    tag: str
-    requester: Requester
-    queued_at: datetime
-    channel: str = ""
-    reason: str = ""
-    approved_by: tuple[str, ...] = ()
-    request_id: str = ""
-    source: str = ""
-    sort_key: str = ""
-    counted: bool = False  # its mark and counts are in the table (bot/deploy/guards.py)
 
 
 def _new_id(prefix: str, clock: Clock) -> str:
@@ -125,7 +69,7 @@ class GuardBook:
         item = {
             **self._freeze_key(),
             "by": {"S": freeze.by},
-            "since": {"S": format_ts(freeze.since)},
+            "since": {"S": stamp(freeze.since)},
             "reason": {"S": freeze.reason},
             "via": {"S": freeze.via},
             "deployment": {"S": freeze.deployment or ""},
@@ -182,8 +126,8 @@ class GuardBook:
             "who_display": {"S": request.requester.display},
             "who_source": {"S": request.requester.source},
             "reason": {"S": request.reason},
-            "requested_at": {"S": format_ts(request.requested_at)},
-            "request_expires_at": {"S": format_ts(request.expires_at)},
+            "requested_at": {"S": stamp(request.requested_at)},
+            "request_expires_at": {"S": stamp(request.expires_at)},
             "approved_by": {"L": []},
             "state": {"S": request.state.value},
             "channel": {"S": request.channel},
@@ -270,20 +214,6 @@ class GuardBook:
             )
         return replace(request, message_ref=message_ref)
 
-    def pending_requests(self, limit: int = 20) -> list[ApprovalRequest]:
-        with aws_errors("reading the approval requests"):
-            items = self.ledger.call(
-                self.db.query,
-                TableName=self.table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": f"REQUEST#{self.key}"}},
-                ScanIndexForward=False,
-                Limit=100,
-            ).get("Items", [])
-        now = self.clock.now()
-        found = [_request_from_item(i) for i in items]
-        return [r for r in found if r.state is RequestState.PENDING and not r.expired(now)][:limit]
-
     # The queue -----------------------------------------------------------------------------
     # Items: pk QUEUE#…, sk "<queued>#<id>" for a deploy, "tell#<queued>#<id>" for a person to
     # tell (so the head of the deploys is one Query with Limit, whatever waits behind it).
@@ -319,7 +249,7 @@ class GuardBook:
         now = self.clock.now()
         item = replace(item, id=_new_id("q", self.clock), queued_at=now)
         prefix = "" if item.mode is QueueMode.DEPLOY else "tell#"
-        item = replace(item, sort_key=f"{prefix}{format_ts(now)}#{item.id}", counted=True)
+        item = replace(item, sort_key=f"{prefix}{stamp(now)}#{item.id}", counted=True)
         self._put_queued(item, limit)
         return item
 
@@ -339,7 +269,7 @@ class GuardBook:
             "who": {"S": item.requester.who},
             "who_display": {"S": item.requester.display},
             "who_source": {"S": item.requester.source},
-            "queued_at": {"S": format_ts(item.queued_at)},
+            "queued_at": {"S": stamp(item.queued_at)},
             "channel": {"S": item.channel},
             "reason": {"S": item.reason},
             "approved_by": {"L": [{"S": p} for p in item.approved_by]},
@@ -555,7 +485,7 @@ def _strings(item: dict[str, Any], key: str) -> tuple[str, ...]:
 def freeze_from_item(item: dict[str, Any]) -> Freeze:
     return Freeze(
         by=_s(item, "by"),
-        since=parse_ts(_s(item, "since")),
+        since=unstamp(_s(item, "since")),
         reason=_s(item, "reason"),
         via=_s(item, "via") or "slack",
         deployment=_s(item, "deployment") or None,
@@ -573,8 +503,8 @@ def _request_from_item(item: dict[str, Any]) -> ApprovalRequest:
         from_task_definition=_s(item, "from_task_definition"),
         requester=Requester(_s(item, "who"), _s(item, "who_source"), _s(item, "who_display")),
         reason=_s(item, "reason"),
-        requested_at=parse_ts(_s(item, "requested_at")),
-        expires_at=parse_ts(_s(item, "request_expires_at")),
+        requested_at=unstamp(_s(item, "requested_at")),
+        expires_at=unstamp(_s(item, "request_expires_at")),
         approved_by=_strings(item, "approved_by"),
         state=RequestState(_s(item, "state") or "pending"),
         decided_by=_s(item, "decided_by"),
@@ -592,7 +522,7 @@ def _queued_from_item(item: dict[str, Any]) -> QueuedItem:
         kind=_s(item, "kind"),
         tag=_s(item, "tag"),
         requester=Requester(_s(item, "who"), _s(item, "who_source"), _s(item, "who_display")),
-        queued_at=parse_ts(_s(item, "queued_at")),
+        queued_at=unstamp(_s(item, "queued_at")),
         channel=_s(item, "channel"),
         reason=_s(item, "reason"),
         approved_by=_strings(item, "approved_by"),

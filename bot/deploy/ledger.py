@@ -39,8 +39,18 @@ from botocore.exceptions import ClientError
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors, error_code
-from bot.deploy.errors import LockHeld, NotConfigured
+from bot.deploy.records import (
+    CLOCK_SKEW,
+    DeploymentRecord,
+    Lock,
+    News,
+    Requester,
+    TagRecord,
+    stamp,
+    unstamp,
+)
 from bot.deploy.rollout import Outcome, Snapshot
+from bot.errors import LockHeld, NotConfigured
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -51,10 +61,6 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": "sk", "AttributeType": "S"},
 ]
 TTL_ATTRIBUTE = "expires_at"
-# How far apart two machines' clocks may be (the issue's bound). A lease is judged expired by
-# another process's clock only this long after its holder's ``expires_at``.
-CLOCK_SKEW = timedelta(minutes=5)
-
 
 # The sort keys of news items begin with this; every record's sorts below it.
 NEWS_PREFIX = "~news#"
@@ -62,215 +68,6 @@ NEWS_PREFIX = "~news#"
 NEWS_KEPT = timedelta(days=1)
 # News read beside the records in a bot's pass, at most: what waits longer is read next pass.
 NEWS_READ = 10
-
-
-def new_deployment_id(clock: Clock = SYSTEM_CLOCK) -> str:
-    """Short, sortable, unique: ``d-20261126-222731-3f9a``."""
-    return f"d-{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def short_digest(digest: str) -> str:
-    """``sha256:1a2b3c4d5e6f`` from a full digest (12 hex digits, as docker shows ids)."""
-    algo, _, hexes = digest.partition(":")
-    return f"{algo}:{hexes[:12]}" if hexes else digest
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_ts(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who asked, and through which door: ``slack``, ``cli`` or ``ci-button``. At a terminal
-    ``who`` is declared (DEPLOYBOT_USER); ``aws_identity`` is what AWS says the caller is (STS
-    GetCallerIdentity's ARN), recorded beside it."""
-
-    who: str
-    source: str
-    display: str = ""
-    aws_identity: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.display or self.who
-
-
-@dataclass(frozen=True)
-class News:
-    """Something done to a target from a terminal (freeze, unfreeze, abort, break-glass) that
-    its Slack channel is to hear of: the terminal records it, a bot announces it, once, so no
-    laptop needs the bot's Slack token. ``who`` is declared (DEPLOYBOT_USER), ``aws_identity``
-    what AWS said the caller is."""
-
-    kind: str  # freeze, unfreeze, abort, break-glass; freeze-after-failure (any process)
-    who: str
-    at: datetime
-    aws_identity: str = ""
-    reason: str = ""  # why (a freeze's, a break-glass's); an unfreeze: the freeze it lifted
-    deployment_id: str = ""  # abort, break-glass: the deployment
-    tag: str = ""  # abort, break-glass: its image tag
-    detail: str = ""  # abort: what goes back; break-glass: the change and the rules bypassed
-    sort_key: str = ""
-
-
-@dataclass(frozen=True)
-class Lock:
-    holder: str
-    source: str
-    tag: str
-    deployment_id: str
-    acquired_at: datetime
-    expires_at: datetime
-    record_sk: str = ""  # the holder's history record, when it has one (``make infra`` has none)
-    version: int = 0  # bumped by every renewal: a takeover deletes exactly the lease it judged
-
-    def describe(self) -> str:
-        if self.source == "make-infra":
-            return (
-                f"{self.holder} is updating the infrastructure (`make infra`, "
-                f"{self.deployment_id}, since {self.acquired_at:%H:%M:%S} UTC)"
-            )
-        return (
-            f"{self.holder} is deploying {self.tag} (deployment {self.deployment_id}, "
-            f"since {self.acquired_at:%H:%M:%S} UTC)"
-        )
-
-    def lapsed(self, now: datetime) -> bool:
-        """Expired even if the reader's clock runs CLOCK_SKEW ahead of the holder's."""
-        return self.expires_at + CLOCK_SKEW < now
-
-
-@dataclass(frozen=True)
-class TagRecord:
-    """The image an exact release (or ``sha-``) tag named when deploybot first deployed it;
-    ``moves``: earlier digests it was allowed to move from (``digest at when``), oldest first."""
-
-    tag: str
-    digest: str
-    deployed_at: datetime
-    deployment: str
-    moves: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    """One deployment in the history; ``outcome`` is empty while it is open."""
-
-    id: str
-    service: str
-    kind: str  # deploy, redeploy, rollback
-    tag: str
-    image: str
-    task_definition: str
-    previous_task_definition: str
-    previous_tag: str
-    ecs_deployment_id: str
-    who: str
-    who_display: str
-    source: str
-    reason: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    outcome: Outcome | None = None
-    outcome_reason: str = ""
-    rollback_tag: str = ""
-    message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
-    final: Snapshot | None = None  # the last snapshot, kept when the record is closed
-    shown: bool = False  # the transport showed the final snapshot at message_ref
-    digest: str = ""  # the image digest deployed (sha256:…): what runs, whatever the tag does
-    previous_image: str = ""  # the image reference that ran before
-    previous_digest: str = ""  # its digest: what a rollback of this deployment restores
-    rollback_of: str = ""  # for a rollback: the deployment it undoes
-    # The commits of the image deployed and of the one before, from their ``sha-`` tags in
-    # ECR: the short sha, "" when the image had no sha tag, None when not known (a record
-    # from before commits were kept, or an image ECR did not have).
-    commit: str | None = None
-    previous_commit: str | None = None
-    # Which process follows it to its outcome, and until when (a lease on the record); the beat
-    # grows at every claim and renewal, so a lease that stopped moving can be seen to have.
-    follower: str = ""
-    follower_until: datetime | None = None
-    follower_beat: int = 0
-    # The process that started it, when it followed it from its first write (a terminal that
-    # waits, a bot): while it still follows it, a bot shows it without following it.
-    starter: str = ""
-    # ECS events and stopped tasks its thread already has a reply for: a follower that takes
-    # over does not say them again.
-    replied: frozenset[str] = frozenset()
-    # The guardrails (bot/rules.py): who approved it (Slack user ids) and the request they
-    # approved; the reason given with --break-glass and the rules it bypassed.
-    approved_by: tuple[str, ...] = ()
-    approval_request: str = ""
-    break_glass: str = ""
-    bypassed: tuple[str, ...] = ()
-    # Abort (Stop): who aborted it, when, and the ECS deployment that puts the previous task
-    # definition back (followed to its end before the record closes ABORTED).
-    aborted_by: str = ""
-    aborted_at: datetime | None = None
-    abort_ecs_deployment_id: str = ""
-    # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
-    who_arn: str = ""
-    # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
-    # started it ("ECS may have started the deployment (…); following it").
-    start_error: str = ""
-    # Lead time's inputs (bot/deploy/stats.py), cached by the first ``stats`` that needed them so
-    # GitHub is asked once per deployment ever: the commits it shipped (full sha, committer's
-    # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
-    shipped: tuple[tuple[str, datetime], ...] | None = None
-    image_pushed_at: datetime | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.outcome is None
-
-    @property
-    def settled(self) -> bool:
-        """Closed with what ECS did; an open, still-rolling-out or unknown record is not."""
-        return self.outcome is not None and self.outcome.settled
-
-    @property
-    def outcome_text(self) -> str:
-        """The outcome as history views show it: its label ("in progress" while open); a
-        replaced deployment names what replaced it."""
-        if self.outcome is None:
-            return "in progress"
-        if self.outcome is Outcome.REPLACED and self.outcome_reason.startswith("replaced"):
-            return self.outcome_reason
-        return self.outcome.label
-
-    @property
-    def short_digest(self) -> str:
-        return short_digest(self.digest)
-
-    @property
-    def duration(self) -> float | None:
-        if self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
-
-    @property
-    def requester(self) -> Requester:
-        return Requester(self.who, self.source, self.who_display, self.who_arn)
-
-    @property
-    def log_fields(self) -> dict[str, str]:
-        """What every log line about this deployment carries (``extra=``), so one filter on
-        ``deployment_id`` follows it end to end."""
-        return {
-            "deployment_id": self.id,
-            "service": self.service,
-            "tag": self.tag,
-            "who": self.who,
-            "source": self.source,
-        }
-
-    @property
-    def sort_key(self) -> str:
-        return f"{_ts(self.started_at)}#{self.id}"
 
 
 class Ledger:
@@ -464,7 +261,7 @@ class Ledger:
         return TagRecord(
             tag=tag,
             digest=_s(item, "digest"),
-            deployed_at=_parse_ts(_s(item, "deployed_at")),
+            deployed_at=unstamp(_s(item, "deployed_at")),
             deployment=_s(item, "deployment"),
             moves=_strings(item, "moves"),
         )
@@ -484,14 +281,14 @@ class Ledger:
         item: dict[str, Any] = {
             **self._tag_key(repository, tag),
             "digest": {"S": digest},
-            "deployed_at": {"S": _ts(now)},
+            "deployed_at": {"S": stamp(now)},
             "deployment": {"S": deployment},
         }
         if moved_from is None:
             condition = "attribute_not_exists(pk)"
             values: dict[str, Any] = {}
         else:
-            moves = [*moved_from.moves, f"{moved_from.digest} at {_ts(moved_from.deployed_at)}"]
+            moves = [*moved_from.moves, f"{moved_from.digest} at {stamp(moved_from.deployed_at)}"]
             item["moves"] = {"L": [{"S": m} for m in moves]}
             condition = "digest = :was"
             values = {":was": {"S": moved_from.digest}}
@@ -543,11 +340,12 @@ class Ledger:
             "who_arn": {"S": rec.who_arn},
             "source": {"S": rec.source},
             "reason": {"S": rec.reason},
-            "started_at": {"S": _ts(rec.started_at)},
+            "started_at": {"S": stamp(rec.started_at)},
             "message_ref": {"S": rec.message_ref},
             "digest": {"S": rec.digest},
             "previous_image": {"S": rec.previous_image},
             "previous_digest": {"S": rec.previous_digest},
+            "previous_ecs_deployment_id": {"S": rec.previous_ecs_deployment_id},
             "rollback_of": {"S": rec.rollback_of},
             "approved_by": {"L": [{"S": who} for who in rec.approved_by]},
             "approval_request": {"S": rec.approval_request},
@@ -560,7 +358,7 @@ class Ledger:
                 item[name] = {"S": value}
         if rec.follower and rec.follower_until is not None:  # followed from its first moment
             item["follower"] = {"S": rec.follower}
-            item["follower_until"] = {"S": _ts(rec.follower_until)}
+            item["follower_until"] = {"S": stamp(rec.follower_until)}
             item["follower_beat"] = {"N": str(rec.follower_beat)}
             item["starter"] = {"S": rec.follower}
         return item
@@ -595,8 +393,8 @@ class Ledger:
         )
         values: dict[str, Any] = {
             ":f": {"S": follower},
-            ":u": {"S": _ts(until)},
-            ":stale": {"S": _ts(now - CLOCK_SKEW)},
+            ":u": {"S": stamp(until)},
+            ":stale": {"S": stamp(now - CLOCK_SKEW)},
             ":one": {"N": "1"},
         }
         if lapsed and rec.follower:
@@ -637,7 +435,7 @@ class Ledger:
                     ConditionExpression="follower = :f",
                     ExpressionAttributeValues={
                         ":f": {"S": follower},
-                        ":u": {"S": _ts(until)},
+                        ":u": {"S": stamp(until)},
                         ":one": {"N": "1"},
                     },
                 )
@@ -691,7 +489,7 @@ class Ledger:
                     Item={
                         **self._notice_key(notice),
                         "who": {"S": who},
-                        "at": {"S": _ts(now)},
+                        "at": {"S": stamp(now)},
                         TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=days)).timestamp()))},
                     },
                     ConditionExpression="attribute_not_exists(pk)",
@@ -731,7 +529,7 @@ class Ledger:
                     " AND (attribute_not_exists(aborted_by) OR aborted_by = :empty)",
                     ExpressionAttributeValues={
                         ":w": {"S": who},
-                        ":t": {"S": _ts(at)},
+                        ":t": {"S": stamp(at)},
                         ":empty": {"S": ""},
                         ":still": {"S": Outcome.STILL_ROLLING_OUT.value},
                         ":unknown": {"S": Outcome.UNKNOWN.value},
@@ -784,7 +582,7 @@ class Ledger:
         values = {
             "outcome": final.outcome.value,
             "outcome_reason": final.outcome_reason,
-            "finished_at": _ts(finished),
+            "finished_at": stamp(finished),
             "rollback_tag": final.rollback_tag,
             "final": json.dumps(_snapshot_json(final)),
         }
@@ -847,14 +645,6 @@ class Ledger:
                 ExpressionAttributeValues={":t": {"BOOL": True}},
             )
 
-    def unshown(
-        self, limit: int = 20, records: list[DeploymentRecord] | None = None
-    ) -> list[DeploymentRecord]:
-        """Closed deployments whose message does not show their outcome yet (its transport
-        died, or a reconcile settled it after the message showed "still rolling out")."""
-        records = self.history(limit) if records is None else records
-        return [r for r in records if not r.open and r.message_ref and not r.shown]
-
     def claim_notice(self, rec: DeploymentRecord) -> bool:
         """Claim telling ``rec``'s requester its outcome: True once, for the first caller in
         any process (a conditional write), False after."""
@@ -866,7 +656,7 @@ class Ledger:
                     Key={"pk": self._history_pk(), "sk": {"S": rec.sort_key}},
                     UpdateExpression="SET told = :t",
                     ConditionExpression="attribute_exists(pk) AND attribute_not_exists(told)",
-                    ExpressionAttributeValues={":t": {"S": _ts(self.clock.now())}},
+                    ExpressionAttributeValues={":t": {"S": stamp(self.clock.now())}},
                 )
         except _Conditional:
             return False
@@ -891,8 +681,8 @@ class Ledger:
                     " OR poster = :p)",
                     ExpressionAttributeValues={
                         ":p": {"S": poster},
-                        ":u": {"S": _ts(now + timedelta(seconds=seconds))},
-                        ":now": {"S": _ts(now - CLOCK_SKEW)},
+                        ":u": {"S": stamp(now + timedelta(seconds=seconds))},
+                        ":now": {"S": stamp(now - CLOCK_SKEW)},
                         ":empty": {"S": ""},
                     },
                 )
@@ -939,9 +729,9 @@ class Ledger:
             return []
         values = {
             ":pk": self._history_pk(),
-            ":from": {"S": _ts(since)},
+            ":from": {"S": stamp(since)},
             # A record started at ``until`` sorts after ``<until>`` (``<until>#<id>``): excluded.
-            ":to": {"S": _ts(until)},
+            ":to": {"S": stamp(until)},
         }
         records: list[DeploymentRecord] = []
         start: dict[str, Any] | None = None
@@ -976,8 +766,8 @@ class Ledger:
             return [], set()
         values = {
             ":pk": self._history_pk(),
-            ":from": {"S": _ts(since)},
-            ":to": {"S": _ts(until)},
+            ":from": {"S": stamp(since)},
+            ":to": {"S": stamp(until)},
         }
         found: list[DeploymentRecord | None] = []
         missing: dict[str, int] = {}  # sort key -> its place in ``found``
@@ -1035,11 +825,11 @@ class Ledger:
         values: dict[str, Any] = {}
         if shipped is not None:
             sets.append("shipped = :shipped")
-            values[":shipped"] = {"L": [{"S": f"{sha} {_ts(at)}"} for sha, at in shipped]}
+            values[":shipped"] = {"L": [{"S": f"{sha} {stamp(at)}"} for sha, at in shipped]}
             rec = replace(rec, shipped=tuple(shipped))
         if image_pushed_at is not None:
             sets.append("image_pushed_at = :pushed")
-            values[":pushed"] = {"S": _ts(image_pushed_at)}
+            values[":pushed"] = {"S": stamp(image_pushed_at)}
             rec = replace(rec, image_pushed_at=image_pushed_at)
         if rec.settled:
             sets.append("#brief = :brief")
@@ -1090,7 +880,7 @@ class Ledger:
     # News for the channel ------------------------------------------------------------------
     def add_news(self, news: News) -> News:
         """Record ``news`` for a bot to announce (kept NEWS_KEPT; one PutItem)."""
-        news = replace(news, sort_key=f"{NEWS_PREFIX}{_ts(news.at)}#{secrets.token_hex(3)}")
+        news = replace(news, sort_key=f"{NEWS_PREFIX}{stamp(news.at)}#{secrets.token_hex(3)}")
         keep = int((news.at + NEWS_KEPT).timestamp())
         with aws_errors("recording the news for the channel"):
             self._call(
@@ -1139,7 +929,7 @@ class Ledger:
                         "pk": {"S": f"OUTSIDE#{self.key}"},
                         "sk": {"S": ecs_deployment_id},
                         "who": {"S": who},
-                        "at": {"S": _ts(now)},
+                        "at": {"S": stamp(now)},
                         TTL_ATTRIBUTE: {"N": str(int((now + timedelta(days=days)).timestamp()))},
                     },
                     ConditionExpression="attribute_not_exists(pk)",
@@ -1153,10 +943,6 @@ class Ledger:
 
     def open_records(self, limit: int = 50) -> list[DeploymentRecord]:
         return [r for r in self.history(limit) if r.open]
-
-    def unsettled(self, limit: int = 50) -> list[DeploymentRecord]:
-        """Open records, and those closed "still rolling out" or "unknown"."""
-        return [r for r in self.history(limit) if not r.settled]
 
     def transact(self, items: list[dict[str, Any]]) -> None:
         """One TransactWriteItems: all of ``items`` are written, or none (Cancelled, with
@@ -1250,7 +1036,7 @@ def _lock_item(key: dict[str, Any], lock: Lock) -> dict[str, Any]:
         "source": {"S": lock.source},
         "tag": {"S": lock.tag},
         "deployment_id": {"S": lock.deployment_id},
-        "acquired_at": {"S": _ts(lock.acquired_at)},
+        "acquired_at": {"S": stamp(lock.acquired_at)},
         "record_sk": {"S": lock.record_sk},
         "version": {"N": str(lock.version)},
         TTL_ATTRIBUTE: {"N": str(int(lock.expires_at.timestamp()))},
@@ -1263,7 +1049,7 @@ def _lock_from_item(item: dict[str, Any]) -> Lock:
         source=item.get("source", {}).get("S", ""),
         tag=item["tag"]["S"],
         deployment_id=item["deployment_id"]["S"],
-        acquired_at=_parse_ts(item["acquired_at"]["S"]),
+        acquired_at=unstamp(item["acquired_at"]["S"]),
         expires_at=datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), UTC),
         record_sk=item.get("record_sk", {}).get("S", ""),
         version=int(item.get("version", {}).get("N", "0")),
@@ -1274,7 +1060,7 @@ def _snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return {
         "deployment_id": snap.deployment_id,
         "ecs_deployment_id": snap.ecs_deployment_id,
-        "at": _ts(snap.at),
+        "at": stamp(snap.at),
         "elapsed": snap.elapsed,
         "rollout_state": snap.rollout_state,
         "rollout_reason": snap.rollout_reason,
@@ -1296,7 +1082,7 @@ def _snapshot_from_json(text: str) -> Snapshot | None:
     if not text:
         return None
     data = json.loads(text)
-    data["at"] = _parse_ts(data["at"])
+    data["at"] = unstamp(data["at"])
     data["outcome"] = Outcome(data["outcome"]) if data["outcome"] else None
     known = Snapshot.__dataclass_fields__
     return Snapshot(**{k: v for k, v in data.items() if k in known})
@@ -1324,8 +1110,8 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         who_arn=_s(item, "who_arn"),
         source=_s(item, "source"),
         reason=_s(item, "reason"),
-        started_at=_parse_ts(_s(item, "started_at")),
-        finished_at=_parse_ts(finished) if finished else None,
+        started_at=unstamp(_s(item, "started_at")),
+        finished_at=unstamp(finished) if finished else None,
         outcome=Outcome(outcome) if outcome else None,
         outcome_reason=_s(item, "outcome_reason"),
         rollback_tag=_s(item, "rollback_tag"),
@@ -1335,13 +1121,12 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         digest=_s(item, "digest"),
         previous_image=_s(item, "previous_image"),
         previous_digest=_s(item, "previous_digest"),
+        previous_ecs_deployment_id=_s(item, "previous_ecs_deployment_id"),
         rollback_of=_s(item, "rollback_of"),
         commit=item["commit"]["S"] if "commit" in item else None,
         previous_commit=item["previous_commit"]["S"] if "previous_commit" in item else None,
         follower=_s(item, "follower"),
-        follower_until=_parse_ts(_s(item, "follower_until"))
-        if _s(item, "follower_until")
-        else None,
+        follower_until=unstamp(_s(item, "follower_until")) if _s(item, "follower_until") else None,
         follower_beat=int(item.get("follower_beat", {}).get("N", "0")),
         starter=_s(item, "starter"),
         replied=frozenset(item.get("replied", {}).get("SS", ())),
@@ -1350,10 +1135,10 @@ def _record_from_item(item: dict[str, Any]) -> DeploymentRecord:
         break_glass=_s(item, "break_glass"),
         bypassed=_strings(item, "bypassed"),
         aborted_by=_s(item, "aborted_by"),
-        aborted_at=_parse_ts(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
+        aborted_at=unstamp(_s(item, "aborted_at")) if _s(item, "aborted_at") else None,
         abort_ecs_deployment_id=_s(item, "abort_ecs_deployment_id"),
         shipped=_shipped(item),
-        image_pushed_at=_parse_ts(_s(item, "image_pushed_at"))
+        image_pushed_at=unstamp(_s(item, "image_pushed_at"))
         if _s(item, "image_pushed_at")
         else None,
     )
@@ -1370,13 +1155,13 @@ def brief_of(rec: DeploymentRecord) -> str:
         {
             "k": rec.kind,
             "o": rec.outcome.value if rec.outcome else "",
-            "f": _ts(rec.finished_at) if rec.finished_at else "",
+            "f": stamp(rec.finished_at) if rec.finished_at else "",
             "d": rec.digest,
             "r": rec.rollback_of,
             "c": rec.commit,
             "p": rec.previous_commit,
-            "s": [[sha, _ts(at)] for sha, at in rec.shipped] if rec.shipped is not None else None,
-            "u": _ts(rec.image_pushed_at) if rec.image_pushed_at else "",
+            "s": [[sha, stamp(at)] for sha, at in rec.shipped] if rec.shipped is not None else None,
+            "u": stamp(rec.image_pushed_at) if rec.image_pushed_at else "",
         },
         separators=(",", ":"),
     )
@@ -1405,17 +1190,17 @@ def _record_from_brief(sort_key: str, brief: str) -> DeploymentRecord | None:
             who_display="",
             source="",
             reason="",
-            started_at=_parse_ts(started),
-            finished_at=_parse_ts(data["f"]) if data.get("f") else None,
+            started_at=unstamp(started),
+            finished_at=unstamp(data["f"]) if data.get("f") else None,
             outcome=Outcome(data["o"]) if data.get("o") else None,
             digest=str(data.get("d") or ""),
             rollback_of=str(data.get("r") or ""),
             commit=data.get("c"),
             previous_commit=data.get("p"),
-            shipped=tuple((str(sha), _parse_ts(at)) for sha, at in shipped)
+            shipped=tuple((str(sha), unstamp(at)) for sha, at in shipped)
             if shipped is not None
             else None,
-            image_pushed_at=_parse_ts(data["u"]) if data.get("u") else None,
+            image_pushed_at=unstamp(data["u"]) if data.get("u") else None,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -1429,7 +1214,7 @@ def _shipped(item: dict[str, Any]) -> tuple[tuple[str, datetime], ...] | None:
     for value in item["shipped"].get("L", []):
         sha, _, at = str(value.get("S", "")).partition(" ")
         if sha and at:
-            found.append((sha, _parse_ts(at)))
+            found.append((sha, unstamp(at)))
     return tuple(found)
 
 
@@ -1440,7 +1225,7 @@ def _news_item(pk: dict[str, str], news: News, keep: int) -> dict[str, Any]:
         "kind": {"S": news.kind},
         "who": {"S": news.who},
         "who_arn": {"S": news.aws_identity},
-        "at": {"S": _ts(news.at)},
+        "at": {"S": stamp(news.at)},
         "reason": {"S": news.reason},
         "deployment_id": {"S": news.deployment_id},
         "tag": {"S": news.tag},
@@ -1453,7 +1238,7 @@ def _news_from_item(item: dict[str, Any]) -> News:
     return News(
         kind=_s(item, "kind"),
         who=_s(item, "who"),
-        at=_parse_ts(_s(item, "at")),
+        at=unstamp(_s(item, "at")),
         aws_identity=_s(item, "who_arn"),
         reason=_s(item, "reason"),
         deployment_id=_s(item, "deployment_id"),
@@ -1467,7 +1252,5 @@ def _strings(item: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(v.get("S", "")) for v in item.get(key, {}).get("L", []))
 
 
-# For the other items of the table (bot/deploy/guards.py): the same timestamps and conditions.
+# For the other items of the table (bot/deploy/guards.py): the same conditions.
 ConditionFailed = _Conditional
-format_ts = _ts
-parse_ts = _parse_ts

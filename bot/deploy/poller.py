@@ -26,9 +26,9 @@ from typing import Any
 from bot.clock import Clock
 from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors
-from bot.deploy.errors import DeployError
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
+from bot.deploy.ledger import Ledger
 from bot.deploy.reconcile import Reconciler
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import (
     EcsDeployment,
     Outcome,
@@ -38,6 +38,7 @@ from bot.deploy.rollout import (
     StoppedTask,
     Verdict,
 )
+from bot.errors import DeployError
 
 log = logging.getLogger("deploybot.poller")
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock
 from bot.deploy.aws import RETRY_CONFIG
-from bot.deploy.errors import DeployError
 from bot.deploy.events import EventBus, LockReleased, Settled
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import (
     EcsDeployment,
     Outcome,
@@ -25,6 +25,7 @@ from bot.deploy.rollout import (
     Verdict,
     judge,
 )
+from bot.errors import DeployError
 
 log = logging.getLogger("deploybot.reconcile")
 
@@ -168,12 +169,17 @@ class Reconciler:
         return Reading(record, aborted, restore)
 
     def _started(self, record: DeploymentRecord, state: ServiceState) -> EcsDeployment | None:
-        """The ECS deployment ``record`` started, by task definition and creation time."""
+        """The ECS deployment ``record`` started, by task definition and creation time; never
+        the one that ran before it: a redeploy's task definition is the one already running,
+        and a deployment of it created moments before the record is not the redeploy's (#31,
+        the soak's seed 247036231 round 27: a reader in the redeploy's record -> UpdateService
+        gap closed it COMPLETED on that one and freed the lock, two rollouts at once)."""
         since = record.started_at - ECS_CLOCK_SLACK
         started = [
             d
             for d in state.deployments
             if d.task_definition == record.task_definition
+            and d.id != record.previous_ecs_deployment_id
             and d.created_at is not None
             and _aware(d.created_at) >= since
         ]
@@ -209,7 +215,9 @@ class Reconciler:
             records = []
         for r in records:
             if r.ecs_deployment_id == other.id or (
-                not r.ecs_deployment_id and r.task_definition == other.task_definition
+                not r.ecs_deployment_id
+                and r.task_definition == other.task_definition
+                and r.previous_ecs_deployment_id != other.id
             ):
                 return f"(deploybot deployment {r.id} of {r.tag} by {r.who_display or r.who})"
         return "(not started by deploybot)"

@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.exit_codes import ExitCode
+
 
 class Outcome(StrEnum):
     COMPLETED = "COMPLETED"
@@ -29,16 +31,16 @@ class Outcome(StrEnum):
     UNKNOWN = "UNKNOWN"  # AWS stopped answering: lost sight of the rollout
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return {
-            "COMPLETED": 0,
-            "FAILED": 1,
-            "ROLLED_BACK": 1,
-            "ABORTED": 1,
-            "REPLACED": 1,
-            "NOT_STARTED": 2,
-            "STILL_ROLLING_OUT": 3,
-            "UNKNOWN": 4,
+            "COMPLETED": ExitCode.OK,
+            "FAILED": ExitCode.FAILED,
+            "ROLLED_BACK": ExitCode.FAILED,
+            "ABORTED": ExitCode.FAILED,
+            "REPLACED": ExitCode.FAILED,
+            "NOT_STARTED": ExitCode.REFUSED,
+            "STILL_ROLLING_OUT": ExitCode.STILL_ROLLING_OUT,
+            "UNKNOWN": ExitCode.LOST,
         }[self.value]
 
     @property

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from bot.deploy.rollout import Outcome
 
 if TYPE_CHECKING:
-    from bot.deploy.ledger import DeploymentRecord
+    from bot.deploy.records import DeploymentRecord
 
 # A completed change followed, as the target's next deployment, by a rollback or a redeploy that
 # starts within this long after it ended failed (a redeploy-to-fix). Two days, so a rollback "the

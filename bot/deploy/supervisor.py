@@ -27,8 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, LockHeld
+from bot.deploy.engine import Engine
 from bot.deploy.events import (
     Adopted,
     BreakGlassUsed,
@@ -40,8 +39,8 @@ from bot.deploy.events import (
     TurnStarted,
     TurnStarting,
 )
-from bot.deploy.guards import QueuedItem
-from bot.deploy.ledger import DeploymentRecord, News
+from bot.deploy.records import DeploymentRecord, News, Plan, QueuedItem, Via
+from bot.errors import DeployError, LockHeld
 
 log = logging.getLogger("deploybot.supervisor")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import boto3
 
-from bot.deploy.ledger import DeploymentRecord, Ledger, format_ts
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import DeploymentRecord, stamp
 from bot.deploy.rollout import Outcome
 
 BATCH = 25  # BatchWriteItem takes at most 25 puts a call
@@ -27,11 +28,11 @@ def item_of(ledger: Ledger, rec: DeploymentRecord) -> dict[str, Any]:
         item["outcome"] = {"S": rec.outcome.value}
         item["outcome_reason"] = {"S": rec.outcome_reason}
     if rec.finished_at is not None:
-        item["finished_at"] = {"S": format_ts(rec.finished_at)}
+        item["finished_at"] = {"S": stamp(rec.finished_at)}
     if rec.shipped is not None:
-        item["shipped"] = {"L": [{"S": f"{sha} {format_ts(at)}"} for sha, at in rec.shipped]}
+        item["shipped"] = {"L": [{"S": f"{sha} {stamp(at)}"} for sha, at in rec.shipped]}
     if rec.image_pushed_at is not None:
-        item["image_pushed_at"] = {"S": format_ts(rec.image_pushed_at)}
+        item["image_pushed_at"] = {"S": stamp(rec.image_pushed_at)}
     return item
 
 

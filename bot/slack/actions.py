@@ -17,12 +17,12 @@ from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError, NothingToRollBack
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
+from bot.errors import DeployError, NothingToRollBack
 from bot.rules import Action, Door
 from bot.slack import guards, messages
 from bot.slack.context import BotContext, log
-from bot.targets import Target
+from bot.target import Target
 
 # ``deploy_tag`` and ``deploy_tag:staging``; ``promote:production``.
 DEPLOY_ACTIONS = re.compile(rf"^{messages.DEPLOY_ACTION}({messages.SEP}.+)?$")

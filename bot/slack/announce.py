@@ -7,13 +7,13 @@ token. An ECS deployment no record explains (the console, CloudFormation) is sai
 
 from __future__ import annotations
 
-from bot.deploy.ledger import News
+from bot.command_names import CommandNames
+from bot.deploy.records import News
 from bot.deploy.rollout import EcsDeployment, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import link
 from bot.settings import Settings
-from bot.slack.names import CommandNames
-from bot.targets import Target
+from bot.target import Target
 
 
 def channel_of(settings: Settings, target: Target) -> str | None:

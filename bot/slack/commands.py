@@ -30,16 +30,16 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.deploy.errors import BadTag
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.stats import DEFAULT_WINDOW, FourKeys, parse_window
+from bot.errors import BadTag
 from bot.mrkdwn import escape as esc
 from bot.rules import Action, Door
 from bot.slack import guards, messages
 from bot.slack import stats as slack_stats
 from bot.slack.context import BotContext
 from bot.tags import TagError, parse_tag
-from bot.targets import Target
+from bot.target import Target
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:

@@ -24,15 +24,15 @@ from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import mrkdwn
-from bot.deploy.engine import Engine, Plan
-from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import DeploymentRecord, Plan, Requester
 from bot.deploy.supervisor import Supervisor
+from bot.errors import DeployError
 from bot.fleet import Ask, Fleet
 from bot.rules import Door, Home, RuleRefused
 from bot.settings import Settings
 from bot.slack.progress import ProgressBoard, ProgressMessage, slack_problem
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.slack")
 

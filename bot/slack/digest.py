@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 
-from bot.deploy.errors import DeployError
 from bot.digest import WEEK
+from bot.errors import DeployError
 from bot.slack import stats as slack_stats
 from bot.slack.announce import channel_of
 from bot.slack.context import BotContext
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.slack")
 

@@ -39,19 +39,29 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.deploy.engine import Engine, Plan, Via
-from bot.deploy.errors import DeployError, DeployRefused, LockHeld, MovedTag
+from bot.deploy.engine import Engine
 from bot.deploy.events import LockFree, TurnRefused, TurnStarting
-from bot.deploy.guards import ApprovalRequest, QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import DeploymentRecord, Lock, Requester, short_digest
+from bot.deploy.records import (
+    ApprovalRequest,
+    DeploymentRecord,
+    Lock,
+    Plan,
+    QueuedItem,
+    QueueMode,
+    Requester,
+    RequestState,
+    Via,
+    short_digest,
+)
 from bot.deploy.supervisor import Supervisor
+from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.context import BotContext
 from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
-from bot.targets import Target
+from bot.target import Target
 
 log = logging.getLogger("deploybot.slack.guards")
 
@@ -643,13 +653,14 @@ async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncR
 
     def replan(request: ApprovalRequest, again: Via) -> Plan:
         # Through the fleet, which knows what the engine cannot: promotion's source.
-        return ctx.fleet.plan(
+        plan: Plan = ctx.fleet.plan(
             place.target,
             Action(request.kind),
             Ask.through(request.requester, again),
             tag=request.tag,
             source=request.source or None,
         )
+        return plan
 
     try:
         approval = await asyncio.to_thread(

@@ -6,9 +6,9 @@ workspace set up from either declares exactly the commands the bot listens to.
 
 from __future__ import annotations
 
-from bot.slack.names import CommandNames
+from bot.command_names import CommandNames
 
-# The names are checked against Slack's rules (bot/slack/names.py) before they get here: each is
+# The names are checked against Slack's rules (bot/command_names.py) before they get here: each is
 # a plain YAML scalar ("/", then [a-z0-9_-]), so substituting them needs no quoting.
 _TEMPLATE = """\
 # deploybot's Slack app manifest: paste it into https://api.slack.com/apps

@@ -20,14 +20,13 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.changes import ChangeSummary, commit_text, render_confirm, render_mrkdwn, reverse
-from bot.deploy.engine import ImageInfo, Plan, Status
-from bot.deploy.ledger import DeploymentRecord, short_digest
+from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
-from bot.slack.names import DEFAULT_COMMANDS, CommandNames
-from bot.targets import Target
+from bot.target import Target
 
 if TYPE_CHECKING:
     from bot.fleet import TargetStatus

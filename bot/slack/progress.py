@@ -40,12 +40,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary
-from bot.deploy.engine import Engine, Plan
-from bot.deploy.errors import DeployError
+from bot.deploy.engine import Engine
 from bot.deploy.events import Adopted, Looked
-from bot.deploy.ledger import DeploymentRecord, News
+from bot.deploy.records import DeploymentRecord, News, Plan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot
 from bot.deploy.supervisor import Supervisor
+from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message

@@ -17,9 +17,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Snapshot
+from bot.errors import DeployError
 from bot.mrkdwn import is_user_id
 from bot.slack import messages
 

@@ -43,10 +43,10 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 
+from bot.command_names import CommandNames
 from bot.rules import Home, Origin, workspace
 from bot.slack.commands import GUARD_WORDS, parse
 from bot.slack.context import BotContext, safe_reply
-from bot.slack.names import CommandNames
 
 log = logging.getLogger("deploybot.slack.workspace")
 

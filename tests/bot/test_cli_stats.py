@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.cli import main
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.deploy.stats import BANDS_REPORT
 from bot.fleet import Fleet

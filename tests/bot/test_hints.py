@@ -10,11 +10,11 @@ import re
 import pytest
 
 from bot.cli import main
-from bot.deploy.ledger import Requester
+from bot.command_names import CommandNames
+from bot.deploy.records import Requester
 from bot.fleet import Fleet
 from bot.hints import VIA_VARIABLE, Hints
 from bot.local.simulator import RolloutSimulator
-from bot.slack.names import CommandNames
 from tests.bot.test_make import make
 from tests.conftest import FleetStack
 from tests.helpers import wait_until

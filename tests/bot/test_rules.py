@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.deploy.errors import DeployRefused
+from bot.errors import DeployRefused
 from bot.rules import (
     Action,
     Decision,
@@ -24,7 +24,7 @@ from bot.rules import (
     missing_approvals,
     workspace,
 )
-from bot.targets import Target
+from bot.target import Target
 from bot.windows import parse_windows
 
 STAGING = Target(

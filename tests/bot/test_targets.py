@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.deploy.errors import DeployRefused
+from bot.errors import DeployRefused
 from bot.settings import Settings
-from bot.targets import BadConfig, Target, Targets, UnknownTarget, load_targets
+from bot.target import Target
+from bot.targets import BadConfig, Targets, UnknownTarget, load_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VARS = (

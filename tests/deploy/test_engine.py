@@ -11,9 +11,10 @@ import pytest
 
 from bot.clock import Clock
 from bot.deploy.engine import Engine
-from bot.deploy.errors import BadTag, ImageMissing, LockHeld, NothingToRollBack
-from bot.deploy.ledger import DeploymentRecord, Ledger, Requester, new_deployment_id
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import DeploymentRecord, Requester, new_deployment_id
 from bot.deploy.rollout import Outcome, Snapshot
+from bot.errors import BadTag, ImageMissing, LockHeld, NothingToRollBack
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.settings import Settings

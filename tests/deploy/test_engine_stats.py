@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployRefused
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot
 from bot.deploy.stats import SOURCE_COMMITS, SOURCE_IMAGE_PUSH
+from bot.errors import DeployRefused
 from bot.local.aws import MotoServer
 from bot.local.history import seed
 from bot.local.stack import fake_sha

@@ -15,9 +15,9 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.errors import ImageMissing, LockHeld, ServiceMissing
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
+from bot.errors import ImageMissing, LockHeld, ServiceMissing
 from bot.fleet import Ask, Fleet, NothingToPromote
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy

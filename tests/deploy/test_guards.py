@@ -11,15 +11,14 @@ import boto3
 import pytest
 
 from bot.clock import Clock
-from bot.deploy.engine import Engine, Via
-from bot.deploy.errors import DeployRefused, LockHeld, NoSuchRequest, NothingToAbort
-from bot.deploy.guards import QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import QueuedItem, QueueMode, Requester, RequestState, Via
 from bot.deploy.rollout import Outcome
+from bot.errors import DeployRefused, LockHeld, NoSuchRequest, NothingToAbort
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.rules import Door, Rule, RuleRefused
-from bot.targets import Target
+from bot.target import Target
 from bot.windows import DAY_NAMES, parse_window
 from tests.conftest import LocalStack
 from tests.reliability.test_rollback_truth import move_tag

@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.errors import ImageMissing
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
+from bot.errors import ImageMissing
 from bot.local.aws import MotoServer
 from tests.conftest import LocalStack
 

@@ -1,14 +1,14 @@
 """README.md and docs/OPERATIONS.md agree with the code where they used to disagree: which
 make targets print deploybot's exit code (every target whose recipe runs deploybot through
 tools/explain-exit.sh, ``$(DEPLOYBOT)``: each page names them all), and what a slash
-command's name may hold (bot/slack/names.py refuses ``_``)."""
+command's name may hold (bot/command_names.py refuses ``_``)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from bot.slack.names import problem_with
+from bot.command_names import problem_with
 
 ROOT = Path(__file__).resolve().parents[2]
 

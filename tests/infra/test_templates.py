@@ -444,8 +444,8 @@ def test_bot_task_role_actions_refuses_an_action_granted_twice() -> None:
 
 
 def test_bot_command_parameters_keep_to_slacks_names(bot: dict[str, Any]) -> None:
-    """Their defaults are the bot's, and the pattern is Slack's (bot/slack/names.py)."""
-    from bot.slack.names import DEFAULT_COMMANDS, MAX_LENGTH, NAME_PATTERN
+    """Their defaults are the bot's, and the pattern is Slack's (bot/command_names.py)."""
+    from bot.command_names import DEFAULT_COMMANDS, MAX_LENGTH, NAME_PATTERN
 
     for role in ("deploy", "redeploy", "status"):
         parameter = bot["Parameters"][f"Slack{role.capitalize()}Command"]

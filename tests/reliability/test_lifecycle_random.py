@@ -45,10 +45,10 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.errors import DeployError, LockHeld
-from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.reconcile import NEVER_STARTED_AFTER
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
+from bot.errors import DeployError, LockHeld
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator

@@ -12,14 +12,14 @@ import re
 import boto3
 import yaml
 
+from bot.command_names import CommandNames
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.slack.guards import UNLOCK_ACTION
 from bot.slack.manifest import render_manifest
 from bot.slack.messages import ROLLBACK_ACTION
-from bot.slack.names import CommandNames
 from tests.conftest import ALICE, CAROL, DEPLOYS, FleetStack, LocalStack
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages, has_button

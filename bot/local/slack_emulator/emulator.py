@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from bot.command_names import REFUSED_BUILT_INS
 from bot.local.slack_emulator.records import (
     JSON,
     Call,
@@ -32,7 +33,6 @@ from bot.local.slack_emulator.records import (
 )
 from bot.local.slack_emulator.state import Fault, Store
 from bot.local.slack_emulator.webapi import ApiError, Identity, WebApi, parse_blocks
-from bot.slack.names import REFUSED_BUILT_INS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,0 +1,76 @@
+"""One target: an ECS service and the rules that guard it, as a value the engine and the rules take.
+
+Where targets come from (deploybot.toml or the environment) is bot/targets.py, a layer above:
+the engine, the rules and the doors get a ``Target``; only the fleet and the doors load them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.digest import Schedule
+from bot.settings import Settings
+from bot.windows import Window
+
+EVERYONE = "*"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ECS service and its rules. The rule fields are read by bot/rules.py only."""
+
+    name: str
+    cluster: str
+    service: str
+    repository: str
+    container: str | None = None
+    # Promotion only: the target takes images that completed on this one, nothing else.
+    after: str | None = None
+    deployers: frozenset[str] = frozenset()  # Slack user ids, or "*"; empty: nobody
+    channels: frozenset[str] = frozenset()  # Slack channel ids; empty: any channel
+    freeze_after_failure: bool = False
+    approvals: int = 0
+    approvers: tuple[str, ...] = ()
+    approval_expiry_minutes: int = 30
+    windows: tuple[Window, ...] = ()
+    # How many deploys one person may have waiting in this target's queue (bot/deploy/guards.py).
+    queue_limit: int = 3
+    # When the weekly digest (last week's four keys and chart) goes to the target's channel;
+    # None: never.
+    digest: Schedule | None = None
+    source: str | None = None  # the file it comes from; None: the environment
+
+    def settings(self, base: Settings) -> Settings:
+        """``base`` pointing at this target's service: what its Engine is built from."""
+        return base.model_copy(
+            update={
+                "ecs_cluster": self.cluster,
+                "ecs_service": self.service,
+                "ecr_repository": self.repository,
+                "ecs_container": self.container,
+                "deploy_allowed_users": self.deployers,
+                "deploy_allowed_channels": self.channels,
+                "deploy_target": self.name,
+            }
+        )
+
+    def may_deploy(self, user: str) -> bool:
+        """Whether ``user`` (a Slack user id) is one of the target's deployers."""
+        return EVERYONE in self.deployers or user in self.deployers
+
+    def may_approve(self, user: str) -> bool:
+        return user in self.approvers
+
+    def serves_channel(self, channel: str) -> bool:
+        """Whether the target answers in ``channel``: listed, or no list at all."""
+        return not self.channels or channel in self.channels
+
+    @property
+    def approval_expiry(self) -> timedelta:
+        return timedelta(minutes=self.approval_expiry_minutes)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether any rule beyond who and where applies (for /status and help texts)."""
+        return bool(self.after or self.approvals or self.windows or self.freeze_after_failure)
