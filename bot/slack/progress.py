@@ -8,8 +8,10 @@ current state, at the least the final one. Thread replies are best effort and ne
 
 ``chat.update`` goes out only when the content changed, at most every ``min_interval``
 seconds (later changes coalesce into one update). A restarted bot resumes from the history
-record's ``message_ref`` and finishes the same message; a periodic pass shows outcomes that
-were settled later (a "still rolling out" that completed).
+record's ``message_ref`` and finishes the same message. The board renders the target's
+supervisor (bot/deploy/supervisor.py): a deployment it adopts (Adopted) is shown as any other,
+and each of its passes (Looked) shows outcomes settled later (a "still rolling out" that
+completed).
 
 Several bot replicas share the table: a message is shown by the replica that holds its
 deployment's follower lease (the engine's), and only by it. The others leave it alone until
@@ -19,11 +21,11 @@ replies already posted are in the record (``replied``) and are not posted again.
 Every change is seen in the target's channel, whichever door made it. A deployment with no
 message yet (a terminal's, ``--no-wait``'s) is posted there by one replica: the one that
 follows it, or, while a terminal follows it, the one that claimed its first post in the
-record (``Ledger.claim_post``), which shows what ECS says of it at each pass until it ends and
+record (``Engine.claim_post``), which shows what ECS says of it at each pass until it ends and
 its outcome is shown as any other (one that ended before the bot began looking is history, not
 news). What terminals did that is no deployment (freeze, unfreeze,
 abort, break-glass) is read from the table with the records and said once (``News``); an ECS
-deployment no record explains is reported once (``Ledger.claim_outside_report``).
+deployment no record explains is reported once (``Engine.claim_outside_report``).
 """
 
 from __future__ import annotations
