@@ -37,8 +37,8 @@ from bot.deploy.changes import (
 )
 from bot.deploy.digests import DigestClaims
 from bot.deploy.github_deploys import GitHubDeployments
-from bot.deploy.guards import AlreadyQueued, GuardBook, QueueFull, freeze_from_item
-from bot.deploy.ledger import Ledger, Precondition, PreconditionFailed
+from bot.deploy.guards import AlreadyQueued, GuardBook, QueueFull
+from bot.deploy.ledger import Ledger
 from bot.deploy.outside import unexplained
 from bot.deploy.poller import ServicePoller, Watch
 from bot.deploy.records import (
@@ -73,6 +73,7 @@ from bot.deploy.rollout import (
     revision_of,
 )
 from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
+from bot.deploy.table import Precondition, PreconditionFailed, freeze_from_item
 from bot.errors import (
     AbortedFirst,
     BadTag,
@@ -215,7 +216,7 @@ class Engine:
             deployers=settings.deploy_allowed_users,
             channels=settings.deploy_allowed_channels,
         )
-        self.guards = GuardBook(self.ledger, clock)
+        self.guards = GuardBook(self.ledger.table, clock)
         # The door whose words this engine's refusals speak (bot/hints.py): the bot sets
         # "slack" (Fleet.speak), the Makefile's runs "make".
         self.door: HintsDoor = "cli"
@@ -587,10 +588,11 @@ class Engine:
     def claim_digest(self, due: datetime, holder: str) -> bool:
         """Take the weekly digest due at ``due`` for ``holder`` (one replica posts it: a lease
         in the table, bot/deploy/digests.py); False when another has it or it was posted."""
-        return DigestClaims(self.ledger).claim(due, holder, self.settings.lock_lease_seconds)
+        claims = DigestClaims(self.ledger.table, self.clock)
+        return claims.claim(due, holder, self.settings.lock_lease_seconds)
 
     def digest_posted(self, due: datetime, holder: str) -> None:
-        DigestClaims(self.ledger).posted(due, holder)
+        DigestClaims(self.ledger.table, self.clock).posted(due, holder)
 
     def stats(
         self, since: datetime, until: datetime, *, github_asks: int = STATS_GITHUB_ASKS
@@ -1458,18 +1460,9 @@ class Engine:
                 facts=facts,
                 hints=self.hints,
             ).raise_if_refused()
-            checks.append(
-                Precondition("freeze", self.guards.freeze_key(), "attribute_not_exists(pk)")
-            )
+            checks.append(self.guards.freeze_absent())
             if via.door is not Door.QUEUE and not via.break_glass:
-                checks.append(
-                    Precondition(
-                        "queue",
-                        self.guards.count_key(),
-                        "attribute_not_exists(deploys) OR deploys <= :none",
-                        {":none": {"N": "0"}},
-                    )
-                )
+                checks.append(self.guards.queue_empty())
         try:
             self.acquire(plan.requester, plan.tag, record.id, record.sort_key, checks)
         except PreconditionFailed as failed:
