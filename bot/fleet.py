@@ -4,7 +4,7 @@ A transport (the Slack app, the CLI, the playground) resolves the target first (
 command, the channel, or ``DEPLOY_TARGET``), then asks the fleet. The fleet reads the facts
 only several targets can give (whether an image completed on the target it must come from,
 what a promotion deploys) and hands them, with the door, to that target's engine, whose plan
-asks the rules (bot/rules.py) once (``Engine._check``): the one check every door goes
+asks the rules (bot/rules.py) once (``Planner.check``): the one check every door goes
 through. The engine stays one service's engine: it never learns about other targets or
 Slack; its target (its rules, its freeze) is its own.
 
@@ -354,7 +354,7 @@ class Fleet:
         self.prescreen(target, action, ask, source)  # who and where first, before any read
         engine = self.engine(target)
         requester = ask.requester
-        # The rules themselves are asked by the engine, once, in its plan (Engine._check), with
+        # The rules themselves are asked by the engine, once, in its plan (Planner.check), with
         # the facts gathered here: every door goes through that one check.
         if action is Action.DEPLOY:
             if target.after is None:
@@ -420,7 +420,7 @@ class Fleet:
 
         with ThreadPoolExecutor(max_workers=min(STATUS_THREADS, len(engines))) as pool:
             # The histories before the services: a record is only judged against an ECS
-            # read taken after it (Engine._prepare).
+            # read taken after it (Planner._prepare).
             histories = list(pool.map(recorded, engines))
             try:
                 with aws_errors("reading the services"):

@@ -393,7 +393,7 @@ class Plan:
     change: ChangeSummary | None = field(default=None, compare=False)
     # The door it came through: what start judges again with the lock (bot/rules.py at_start).
     via: Via = field(default_factory=lambda: Via(), compare=False)
-    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
+    # An exact release tag's record (Planner._tag_check): "new" (first deploy: record it),
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
