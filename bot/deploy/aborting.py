@@ -11,24 +11,11 @@ from bot.deploy.aws import aws_errors
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
 from bot.deploy.reads import Reads
-from bot.deploy.records import (
-    DeploymentRecord,
-    Requester,
-    Via,
-)
-from bot.deploy.rollout import (
-    Outcome,
-    ServiceState,
-    revision_of,
-)
+from bot.deploy.records import DeploymentRecord, Requester, Via
+from bot.deploy.rollout import Outcome, ServiceState, revision_of
 from bot.deploy.starting import describe_failure, refused_outright
-from bot.errors import (
-    DeployError,
-    NothingToAbort,
-)
-from bot.rules import (
-    Action,
-)
+from bot.errors import DeployError, NothingToAbort
+from bot.rules import Action
 
 log = logging.getLogger("deploybot.engine")
 

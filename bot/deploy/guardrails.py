@@ -29,16 +29,8 @@ from bot.deploy.records import (
     Via,
     short_digest,
 )
-from bot.deploy.rollout import (
-    Snapshot,
-)
-from bot.errors import (
-    BadTag,
-    DeployError,
-    DeployRefused,
-    LockHeld,
-    NoSuchRequest,
-)
+from bot.deploy.rollout import Snapshot
+from bot.errors import BadTag, DeployError, DeployRefused, LockHeld, NoSuchRequest
 from bot.rules import (
     Action,
     Door,

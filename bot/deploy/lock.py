@@ -9,19 +9,10 @@ from collections.abc import Sequence
 
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.reads import Reads
-from bot.deploy.records import (
-    Lock,
-    Requester,
-)
-from bot.deploy.rollout import (
-    EcsDeployment,
-    ServiceState,
-    Snapshot,
-)
+from bot.deploy.records import Lock, Requester
+from bot.deploy.rollout import EcsDeployment, ServiceState, Snapshot
 from bot.deploy.table import Precondition
-from bot.errors import (
-    LockHeld,
-)
+from bot.errors import LockHeld
 
 log = logging.getLogger("deploybot.engine")
 

@@ -10,17 +10,10 @@ from datetime import UTC, datetime
 
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.reads import Reads
-from bot.deploy.records import (
-    DeploymentRecord,
-)
-from bot.deploy.rollout import (
-    Outcome,
-)
+from bot.deploy.records import DeploymentRecord
+from bot.deploy.rollout import Outcome
 from bot.deploy.stats import FOLLOW_UP_WINDOW, MAX_WINDOW, FourKeys, four_keys
-from bot.errors import (
-    DeployError,
-    DeployRefused,
-)
+from bot.errors import DeployError, DeployRefused
 from bot.github import Unavailable
 
 log = logging.getLogger("deploybot.engine")

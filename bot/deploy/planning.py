@@ -22,26 +22,9 @@ from bot.deploy.records import (
     Via,
     short_digest,
 )
-from bot.deploy.rollout import (
-    Outcome,
-    ServiceState,
-)
-from bot.errors import (
-    BadTag,
-    ImageMissing,
-    MovedTag,
-    NoLongerRunning,
-    NothingToRollBack,
-)
-from bot.rules import (
-    CHANGES,
-    Action,
-    Decision,
-    Door,
-    Facts,
-    RuleRefused,
-    check,
-)
+from bot.deploy.rollout import Outcome, ServiceState
+from bot.errors import BadTag, ImageMissing, MovedTag, NoLongerRunning, NothingToRollBack
+from bot.rules import CHANGES, Action, Decision, Door, Facts, RuleRefused, check
 from bot.tags import TagError, parse_tag
 
 log = logging.getLogger("deploybot.engine")

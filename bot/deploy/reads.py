@@ -11,13 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.deploy.aws import aws_errors
-from bot.deploy.changes import (
-    ChangeSummary,
-    describe_change,
-    images_from_ecr,
-)
+from bot.deploy.changes import ChangeSummary, describe_change, images_from_ecr
 from bot.deploy.outside import unexplained
-from bot.deploy.parts import Parts, Stage
+from bot.deploy.parts import Stage
 from bot.deploy.records import (
     DeploymentRecord,
     ImageInfo,
@@ -29,19 +25,9 @@ from bot.deploy.records import (
     Surroundings,
     commit_of,
 )
-from bot.deploy.rollout import (
-    EcsDeployment,
-    Outcome,
-    ServiceState,
-    revision_of,
-)
-from bot.errors import (
-    DeployError,
-    ServiceMissing,
-)
-from bot.rules import (
-    Freeze,
-)
+from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, revision_of
+from bot.errors import DeployError, ServiceMissing
+from bot.rules import Freeze
 from bot.tags import TagError, parse_tag
 
 log = logging.getLogger("deploybot.engine")
@@ -56,9 +42,6 @@ TAG_KEY = "deploybot:tag"
 
 class Reads(Stage):
     """What a target runs and ran, read from ECS, ECR and the table."""
-
-    def __init__(self, parts: Parts) -> None:
-        super().__init__(parts)
 
     def service(self, max_age: float = 0.0) -> dict[str, Any]:
         with aws_errors("reading the service"):
@@ -438,6 +421,9 @@ class Reads(Stage):
     def judge(
         self, state: ServiceState, records: list[DeploymentRecord], skip: set[str] | None = None
     ) -> list[DeploymentRecord]:
+        """``records`` reconciled with ``state`` (a description read after them): each one
+        ECS has ended is settled; those followed here or in ``skip`` are left to their
+        follower."""
         now = self.clock.now()
         tracking = set(self.poller.tracking()) | (skip or set())
         out = list(records)

@@ -18,23 +18,10 @@ from bot.deploy.guardrails import Guardrails
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.reads import TAG_KEY, Reads
-from bot.deploy.records import (
-    DeploymentRecord,
-    Plan,
-    Requester,
-    new_deployment_id,
-)
-from bot.deploy.rollout import (
-    Outcome,
-    ServiceState,
-    Verdict,
-    revision_of,
-)
+from bot.deploy.records import DeploymentRecord, Plan, Requester, new_deployment_id
+from bot.deploy.rollout import Outcome, ServiceState, Verdict, revision_of
 from bot.deploy.table import Precondition, PreconditionFailed, freeze_from_item
-from bot.errors import (
-    AbortedFirst,
-    DeployError,
-)
+from bot.errors import AbortedFirst, DeployError
 from bot.rules import (
     CHANGES,
     Action,
