@@ -90,7 +90,25 @@ def _manifest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# What the playground needs beyond the bot: bot/local, and what pyproject.toml's `local`
+# dependency group installs for it (moto's server). The bot's image has none of them; an
+# install without the dev group (the wheel, `uv sync --no-dev`) has bot/local only.
+PLAYGROUND_NEEDS = ("bot.local", "moto", "werkzeug", "flask")
+NO_PLAYGROUND = (
+    "deploybot: the playground is not in this installation (missing: {missing}): it needs "
+    "bot/local and moto (pyproject.toml's `local` dependency group), which the production "
+    "image leaves out. Run it from a checkout of the repository: make demo"
+)
+
+
 def _demo(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    # Asked before anything starts: the playground imports moto only once it is under way.
+    missing = [name for name in PLAYGROUND_NEEDS if find_spec(name) is None]
+    if missing:
+        print(NO_PLAYGROUND.format(missing=", ".join(missing)), file=sys.stderr)
+        return EXIT_REFUSED
     from bot.local.playground import run_playground
 
     return run_playground(host=args.host, port=args.port)
