@@ -172,11 +172,6 @@ class Engine:
     def change_to(self, target: str) -> ChangeSummary:
         return self.reads.change_to(target)
 
-    def changes_to(
-        self, targets: Sequence[str], images: Images | None = None
-    ) -> dict[str, ChangeSummary]:
-        return self.reads.changes_to(targets, images)
-
     def stats(
         self, since: datetime, until: datetime, *, github_asks: int = STATS_GITHUB_ASKS
     ) -> FourKeys:
@@ -295,9 +290,6 @@ class Engine:
 
     def request_approval(self, plan: Plan, channel: str = "", source: str = "") -> ApprovalRequest:
         return self.guardrails.request_approval(plan, channel, source)
-
-    def request(self, request_id: str) -> ApprovalRequest:
-        return self.guardrails.request(request_id)
 
     def approve(
         self,
