@@ -232,12 +232,6 @@ class Fleet:
         with self._lock:
             return list(self._engines.values())
 
-    def target_of(self, engine: Engine) -> Target:
-        for name, made in list(self._engines.items()):
-            if made is engine:
-                return self.targets.get(name)
-        raise KeyError(engine.service_name)
-
     def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
         """Every engine's follower as one: alive unless one is stuck or dead."""
         healths = [e.poller.health(stuck_after) for e in self.built()]

@@ -29,13 +29,13 @@ from slack_sdk.signature import SignatureVerifier
 from bot import logs
 from bot.deploy.engine import Engine
 from bot.errors import DeployError
+from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
-from bot.slack.context import BotContext
 from bot.slack.progress import ProgressBoard
 from bot.target import Target
 
@@ -233,18 +233,13 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
-def context_of(app: FastAPI) -> BotContext:
-    ctx: BotContext = app.state.ctx
-    return ctx
-
-
 def serve(http: bool, host: str, port: int) -> int:
     """``deploybot serve``: run until SIGTERM or Ctrl-C."""
     try:
         settings = load_settings()
     except ValidationError as exc:
         print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     logs.setup(
         secrets=filter(
             None,
@@ -264,14 +259,14 @@ def serve(http: bool, host: str, port: int) -> int:
             f"({'HTTP' if http else 'Socket'} Mode).",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.REFUSED
     try:
         # deploybot.toml is read here: a mistake stops the bot before it serves, naming the
         # file and the key of each problem.
         app = create_app(settings, socket_mode=not http)
     except DeployError as exc:
         print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
     )
@@ -279,4 +274,4 @@ def serve(http: bool, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     settle_garbage_collector()
     uvicorn.Server(config).run()
-    return 0
+    return ExitCode.OK

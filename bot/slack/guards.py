@@ -603,13 +603,14 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
 
     def replan(request: ApprovalRequest, again: Via) -> Plan:
         # Through the fleet, which knows what the engine cannot: promotion's source.
-        return ctx.fleet.plan(
+        plan: Plan = ctx.fleet.plan(
             place.target,
             Action(request.kind),
             Ask.through(request.requester, again),
             tag=request.tag,
             source=request.source or None,
         )
+        return plan
 
     try:
         approval = await asyncio.to_thread(
@@ -787,7 +788,7 @@ async def take_turns(ctx: Any, place: Place) -> None:
 
     def replan(item: QueuedItem, via: Via) -> Plan:
         # Through the fleet: a target with `after` needs to know where the image completed.
-        return ctx.fleet.plan(
+        plan: Plan = ctx.fleet.plan(
             place.target,
             Action(item.kind or "deploy"),
             Ask.through(item.requester, via),
@@ -795,6 +796,7 @@ async def take_turns(ctx: Any, place: Place) -> None:
             source=item.source or None,
             reason=item.reason,
         )
+        return plan
 
     async with ctx.starting:
         turn = await asyncio.to_thread(engine.next_turn, replan)
