@@ -4,7 +4,7 @@ A transport (the Slack app, the CLI, the playground) resolves the target first (
 command, the channel, or ``DEPLOY_TARGET``), then asks the fleet. The fleet reads the facts
 only several targets can give (whether an image completed on the target it must come from,
 what a promotion deploys) and hands them, with the door, to that target's engine, whose plan
-asks the rules (bot/rules.py) once (``Engine._check``): the one check every door goes
+asks the rules (bot/rules.py) once (``Planner.check``): the one check every door goes
 through. The engine stays one service's engine: it never learns about other targets or
 Slack; its target (its rules, its freeze) is its own.
 
@@ -261,12 +261,6 @@ class Fleet:
         with self._lock:
             return list(self._engines.values())
 
-    def target_of(self, engine: Engine) -> Target:
-        for name, made in list(self._engines.items()):
-            if made is engine:
-                return self.targets.get(name)
-        raise KeyError(engine.service_name)
-
     def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
         """Every engine's follower as one: alive unless one is stuck or dead."""
         healths = [e.poller.health(stuck_after) for e in self.built()]
@@ -383,7 +377,7 @@ class Fleet:
         self.prescreen(target, action, ask, source)  # who and where first, before any read
         engine = self.engine(target)
         requester = ask.requester
-        # The rules themselves are asked by the engine, once, in its plan (Engine._check), with
+        # The rules themselves are asked by the engine, once, in its plan (Planner.check), with
         # the facts gathered here: every door goes through that one check.
         if action is Action.DEPLOY:
             if target.after is None:
@@ -449,7 +443,7 @@ class Fleet:
 
         with ThreadPoolExecutor(max_workers=min(STATUS_THREADS, len(engines))) as pool:
             # The histories before the services: a record is only judged against an ECS
-            # read taken after it (Engine._prepare).
+            # read taken after it (Planner._prepare).
             histories = list(pool.map(recorded, engines))
             try:
                 with aws_errors("reading the services"):

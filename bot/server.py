@@ -36,7 +36,6 @@ from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
-from bot.slack.context import BotContext
 
 log = logging.getLogger("deploybot.server")
 
@@ -206,11 +205,6 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
-
-
-def context_of(app: FastAPI) -> BotContext:
-    ctx: BotContext = app.state.ctx
-    return ctx
 
 
 def serve(http: bool, host: str, port: int) -> int:

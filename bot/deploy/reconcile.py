@@ -295,7 +295,7 @@ class Reconciler:
         """``record`` is not settled and nobody follows it any more: its lock stays, with a
         lease long enough that the table's TTL (``expires_at``) does not delete it before
         someone sees ECS end the rollout. Never raises: a lock the write missed is still
-        judged by its record (Engine._free_if_done)."""
+        judged by its record (Locking._free_if_done)."""
         try:
             self.ledger.renew(record.id, KEPT_LOCK.total_seconds())
         except DeployError as exc:

@@ -184,7 +184,6 @@ class Verdict:
     reason: str
     rollback_deployment: str = ""
     rollback_task_definition: str = ""
-    replaced_by: str = ""
     # When it ended by ECS's own clock (the deployment's updatedAt, the event saying so, the
     # creation of what replaced it); None when ECS does not say: then "now". A deployment
     # judged long after it ended (nobody watched) must not take until someone looked.
@@ -254,7 +253,6 @@ def _replaced(other: EcsDeployment, describe_other: DescribeOther) -> Verdict:
     return Verdict(
         Outcome.REPLACED,
         f"replaced by ECS deployment {other.id} {describe_other(other)}",
-        replaced_by=other.id,
         ended_at=other.created_at,
     )
 

@@ -503,7 +503,6 @@ class RolloutSimulator:
         self._slow_tags, self._slow_rule = self._split_rule(slow)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ticks = 0
 
     @staticmethod
     def _split_rule(rule: TagRule) -> tuple[set[str], Callable[[str], bool] | None]:
@@ -613,7 +612,6 @@ class RolloutSimulator:
                         continue
                     self._step(backend, service, sim)
                     _render(service, sim)
-                self.ticks += 1
 
     def idle(self) -> bool:
         """True when no deployment of any service is IN_PROGRESS."""

@@ -69,7 +69,6 @@ SUFFIX = "-ecr-ecs-fargate"
 _ID = re.compile(
     r"(?:\((?:deploy|redeploy|rollback|promote)|Aborting\s+\w+)\s+(d-\d{8}-\d{6}-[0-9a-f]{4})\b"
 )
-WAITING_KINDS = ("deploy", "redeploy", "rollback")
 
 
 def _faults(proxy: FaultProxy) -> dict[str, Callable[[], object]]:
