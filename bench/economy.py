@@ -26,7 +26,7 @@ from slack_sdk import WebClient
 
 from bench.lab import BOT_TOKEN, DEPLOYS, Lab, header
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.settings import Settings
 from bot.slack import messages
 from bot.slack.app import web_client

@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.lab import DEPLOYS, Lab, header
-from bot.deploy.engine import Engine, Via
-from bot.deploy.guards import QueuedItem, QueueMode
-from bot.deploy.ledger import Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import QueuedItem, QueueMode, Requester, Via
 from bot.errors import DeployRefused
 from bot.rules import Door
 from bot.target import Target
@@ -41,7 +40,7 @@ class Meter:
         self.units = 0.0
         engine.aws.dynamodb.meta.events.register("after-call.dynamodb", self._count)
 
-    def _count(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+    def _count(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
         name = model.name
         if name not in ("GetItem", "Query", "BatchGetItem", "Scan"):
             return

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.lab import header, mean_sd
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.local.aws import DEFAULT_REGION, UNSAFE_AWS_VARS, MotoServer, aws_env
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator

@@ -28,7 +28,7 @@ import boto3
 
 from bench.lab import Lab, header
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.fleet import Ask, Fleet
 from bot.local.stack import add_service, create_stack
 from bot.rules import Action, Door

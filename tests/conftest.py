@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import pytest
@@ -18,7 +16,8 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from bot.local.stack import StackInfo, add_service, create_stack, fake_sha
 from bot.settings import Settings
-from tests import aws_calls  # noqa: F401  (starts recording the engine's AWS calls)
+from tests.aws_calls import recorded, ungranted
+from tests.slack.scopes import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, scope_problems, secrets_in
 
 # Whatever the machine holds, no test can reach a real AWS account: fake keys, no profile.
 os.environ.update(FAKE_AWS_ENV)
@@ -140,50 +139,50 @@ def simulator(aws: MotoServer) -> Iterator[RolloutSimulator]:
 # The Slack side: people, channels and the (test-only) tokens the emulator and the bot share.
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
-BOT_TOKEN = "xoxb-test-bot-token-4f9a2c"
-APP_TOKEN = "xapp-test-app-token-7d1e5b"
-SIGNING_SECRET = "test-signing-secret-93bd0e"
+# BOT_TOKEN, APP_TOKEN, SIGNING_SECRET: from tests/slack/scopes.py, beside the check for them.
 
 
-# Every bot log of the session (tests/slack/conftest.py appends to it); the secrets test reads it.
-BOT_LOG_FILE = os.path.join(tempfile.gettempdir(), "deploybot-test-logs.jsonl")
-# These run after every other test: they check what the whole session did.
-RUN_LAST = ("tests/slack/test_manifest.py", "tests/slack/test_logs.py")
+# A test's figures (tests/reliability/conftest.py's ``report``) travel in its report's
+# user_properties under this name, so they reach the summary from any xdist worker.
+FIGURE = "figure"
+_FIGURES: list[str] = []
 
 
-@dataclass
-class SlackRecord:
-    """What the bot did to Slack during the session, test by test, from each ``emulator``."""
-
-    methods: dict[str, set[str]] = field(default_factory=dict)  # test id -> Web API methods
-    sent: list[str] = field(default_factory=list)  # messages, ephemerals, call params as JSON
-
-    def add(self, test: str, emu: SlackEmulator) -> None:
-        self.methods.setdefault(test, set()).update(c.method for c in emu.calls)
-        snap = emu.snapshot()
-        self.sent.append(json.dumps([snap["channels"], snap["ephemerals"], snap["calls"]]))
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _FIGURES.extend(str(value) for name, value in report.user_properties if name == FIGURE)
 
 
-SLACK_RECORD = SlackRecord()
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if os.path.exists(BOT_LOG_FILE):
-        os.remove(BOT_LOG_FILE)  # a session reads only its own bots' logs
+@pytest.fixture(autouse=True)
+def _calls_are_granted() -> Iterator[None]:
+    """Every AWS call an in-process AwsClient makes during a test (its fixtures included) is
+    one bot.yml's task role grants: least privilege, held test by test (tests/aws_calls.py)."""
+    with recorded() as calls:
+        yield
+    assert ungranted(calls) == [], "the engine called these but bot.yml does not grant them"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        module = item.nodeid.split("::")[0]
-        return RUN_LAST.index(module) + 1 if module in RUN_LAST else 0
-
-    items.sort(key=rank)  # stable: the rest keep their order
+def check_slack(emu: SlackEmulator) -> None:
+    """What a test's bot did to Slack: each Web API method within the manifest's scopes, and
+    no test token in any message, ephemeral or call's parameters."""
+    problems = scope_problems(c.method for c in emu.calls)
+    assert not problems, problems
+    snap = emu.snapshot()
+    sent = json.dumps([snap["channels"], snap["ephemerals"], snap["calls"]])
+    assert not secrets_in(sent), f"{secrets_in(sent)} sent to Slack"
 
 
 @pytest.fixture
-def emulator(request: pytest.FixtureRequest) -> Iterator[SlackEmulator]:
+def emulator() -> Iterator[SlackEmulator]:
     """The Slack emulator on 127.0.0.1, with alice and bob allowed to deploy in the tests.
-    What the bot did to it is kept in SLACK_RECORD for the manifest and secrets tests."""
+    What the bot did to it is checked when the test ends (``check_slack``)."""
     emu = SlackEmulator(
         bot_token=BOT_TOKEN,
         app_token=APP_TOKEN,
@@ -192,9 +191,11 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[SlackEmulator]:
         channels={DEPLOYS: "deploys", RANDOM: "random"},
     )
     emu.start()
-    yield emu
-    SLACK_RECORD.add(request.node.nodeid, emu)
-    emu.stop()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+    check_slack(emu)
 
 
 # -- GitHub -------------------------------------------------------------------------------------

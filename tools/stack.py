@@ -137,7 +137,7 @@ def deploy_lock(base_stack: str, stack_name: str, region: str, out: Out = _print
     created yet) there is nothing to lock, and the update goes on, saying so.
     """
     from bot.deploy.engine import Engine
-    from bot.deploy.ledger import Requester
+    from bot.deploy.records import Requester
     from bot.errors import DeployError, LockHeld, NotConfigured
     from bot.settings import load_settings
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.deploy.ledger import DeploymentRecord
 from bot.deploy.reconcile import ECS_CLOCK_SLACK
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import EcsDeployment, ServiceState
 
 

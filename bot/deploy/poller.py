@@ -26,8 +26,9 @@ from typing import Any
 from bot.clock import Clock
 from bot.deploy import links
 from bot.deploy.aws import AwsClient, aws_errors
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord, Ledger
+from bot.deploy.ledger import Ledger
 from bot.deploy.reconcile import Reconciler
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import (
     EcsDeployment,
     Outcome,
@@ -616,7 +617,7 @@ class ServicePoller:
         final = replace(final, new_events=snap.new_events, stopped_tasks=snap.stopped_tasks)
         # A watch that ends before ECS does (the timeout, AWS silent) keeps the lock: ECS may
         # still be rolling out, and the lock goes when someone sees ECS end it (the next
-        # command, a bot's pass: Engine._free_if_done). Its lease is pushed out so the table's
+        # command, a bot's pass: Locking._free_if_done). Its lease is pushed out so the table's
         # TTL never deletes it meanwhile. Every settled outcome releases it.
         release = verdict.outcome.settled and tracked.claims_lock
         closed, note = self.reconciler.settle(record, final, release=release)

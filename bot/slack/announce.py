@@ -8,7 +8,7 @@ token. An ECS deployment no record explains (the console, CloudFormation) is sai
 from __future__ import annotations
 
 from bot.command_names import CommandNames
-from bot.deploy.ledger import News
+from bot.deploy.records import News
 from bot.deploy.rollout import EcsDeployment, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import link

@@ -22,8 +22,7 @@ from slack_sdk.models.blocks import (
 
 from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.changes import ChangeSummary, commit_text, render_confirm, render_mrkdwn, reverse
-from bot.deploy.engine import ImageInfo, Plan, Status
-from bot.deploy.ledger import DeploymentRecord, short_digest
+from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
@@ -537,7 +536,7 @@ def thread_reply(snap: Snapshot) -> str | None:
 
 
 def refusal(message: str) -> Message:
-    """An ephemeral refusal. ``message`` is mrkdwn as it stands (access.py links channels with
+    """An ephemeral refusal. ``message`` is mrkdwn as it stands (the rules link channels with
     ``<#C…>``): text from the engine or from people goes through ``mrkdwn.escape`` first."""
     return Message(text=message, blocks=(SectionBlock(text=MarkdownTextObject(text=message)),))
 

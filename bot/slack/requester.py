@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Snapshot
 from bot.errors import DeployError
 from bot.mrkdwn import is_user_id
@@ -63,7 +63,7 @@ async def tell_requester(
         return ""
     extra = record.log_fields
     try:
-        if not await asyncio.to_thread(engine.ledger.claim_notice, record):
+        if not await asyncio.to_thread(engine.claim_notice, record):
             return ""  # told already, by this process or another
     except DeployError as exc:
         log.warning("not telling the requester: %s", exc, extra=extra)

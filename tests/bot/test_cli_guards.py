@@ -157,8 +157,8 @@ def test_the_cli_waits_behind_the_queue_unless_it_breaks_glass(
 ) -> None:
     """A deploy queued in Slack goes first: the terminal's deploy is refused (exit 2) while
     it waits, and --break-glass goes ahead of it, on the record."""
-    from bot.deploy.engine import Engine, Via
-    from bot.deploy.ledger import Requester
+    from bot.deploy.engine import Engine
+    from bot.deploy.records import Requester, Via
     from bot.rules import Door
 
     engine = Engine(stack.settings)

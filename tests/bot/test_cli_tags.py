@@ -14,7 +14,7 @@ import pytest
 
 from bot.cli import main
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import short_digest
+from bot.deploy.records import short_digest
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack

@@ -11,7 +11,7 @@ import pytest
 
 from bot.cli import main
 from bot.command_names import CommandNames
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.fleet import Fleet
 from bot.hints import VIA_VARIABLE, Hints
 from bot.local.simulator import RolloutSimulator

@@ -11,7 +11,8 @@ import pytest
 
 from bot.clock import Clock
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord, Ledger, Requester, new_deployment_id
+from bot.deploy.ledger import Ledger
+from bot.deploy.records import DeploymentRecord, Requester, new_deployment_id
 from bot.deploy.rollout import Outcome, Snapshot
 from bot.errors import BadTag, ImageMissing, LockHeld, NothingToRollBack
 from bot.local.aws import MotoServer

@@ -9,7 +9,7 @@ import pytest
 
 from bot.deploy.changes import render_text
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import fake_sha

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome, Snapshot
 from bot.deploy.stats import SOURCE_COMMITS, SOURCE_IMAGE_PUSH
 from bot.errors import DeployRefused

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.errors import ImageMissing, LockHeld, ServiceMissing
 from bot.fleet import Ask, Fleet, NothingToPromote

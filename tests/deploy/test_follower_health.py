@@ -15,8 +15,8 @@ import pytest
 
 from bot.clock import Clock
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
 from bot.deploy.poller import STUCK_AFTER_SECONDS
+from bot.deploy.records import Requester
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.server import create_app

@@ -11,9 +11,8 @@ import boto3
 import pytest
 
 from bot.clock import Clock
-from bot.deploy.engine import Engine, Via
-from bot.deploy.guards import QueuedItem, QueueMode, RequestState
-from bot.deploy.ledger import Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import QueuedItem, QueueMode, Requester, RequestState, Via
 from bot.deploy.rollout import Outcome
 from bot.errors import DeployRefused, LockHeld, NoSuchRequest, NothingToAbort
 from bot.local.aws import MotoServer

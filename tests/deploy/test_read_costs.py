@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.errors import ImageMissing
 from bot.local.aws import MotoServer
 from tests.conftest import LocalStack

@@ -1,8 +1,9 @@
 """Least privilege, proven: the bot task role in bot.yml grants exactly what the engine calls.
 
 The engine's AWS calls are recorded through botocore's ``before-call`` event hook (every
-AwsClient registers it): all calls of the test session so far, plus a scenario run here that
-walks every engine path, against a table created from the template's own key schema.
+AwsClient registers it) while a scenario here walks every engine path, against a table created
+from the template's own key schema; every other test's calls are held against the role when
+that test ends (tests/aws_calls.py, tests/conftest.py).
 
 With two targets (production and staging, two stacks, one repository, one table), each call
 is also held against the role at resource level: botocore's ``before-parameter-build`` event
@@ -26,19 +27,19 @@ import pytest
 
 from bot.deploy.aws import AwsClient
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE, Requester
+from bot.deploy.records import Requester
+from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY
 from bot.settings import Settings
 from bot.targets import load_targets
-from tests.aws_calls import CALLED
+from tests.aws_calls import TRANSACTION_ITEMS, granted, needed, recorded
 from tests.conftest import LocalStack
 from tests.infra.iam import identity_allows
 from tests.infra.templates import (
     PRODUCTION_STACK,
     STAGING_STACK,
-    bot_task_role_actions,
     bot_task_role_statements,
     deployments_table_schema,
     deployments_table_ttl_attribute,
@@ -46,25 +47,6 @@ from tests.infra.templates import (
 )
 
 WHO = Requester("permission-test", "cli")
-# What AWS authorises for a call beyond its own action.
-IMPLIED = {
-    # RegisterTaskDefinition with tags= needs TagResource; with roles in it, PassRole.
-    "ecs:RegisterTaskDefinition": {"ecs:TagResource", "iam:PassRole"},
-}
-# No IAM action of its own: a transaction is authorised as the operations it holds, a
-# ConditionCheck as dynamodb:ConditionCheckItem (DynamoDB Developer Guide, "Using IAM with
-# DynamoDB transactions").
-TRANSACTION_ITEMS = {
-    "ConditionCheck": "dynamodb:ConditionCheckItem",
-    "Put": "dynamodb:PutItem",
-    "Update": "dynamodb:UpdateItem",
-    "Delete": "dynamodb:DeleteItem",
-}
-TRANSACTIONS = {"dynamodb:TransactWriteItems": set(TRANSACTION_ITEMS.values())}
-# What AWS answers whatever the role grants: GetCallerIdentity "No permissions are required to
-# perform this operation" (https://docs.aws.amazon.com/STS/latest/APIReference/
-# API_GetCallerIdentity.html). A terminal asks it once per process for its caller's ARN.
-NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -127,15 +109,14 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
 def test_the_bot_role_grants_exactly_what_the_engine_calls(
     stack: LocalStack, simulator: RolloutSimulator
 ) -> None:
+    """Every engine path, walked here: what it needs is what bot.yml grants. (Each test's own
+    calls are also held against the role when it ends: tests/conftest.py.)"""
     _table_from_template(stack)
-    _every_engine_path(Engine(stack.settings), simulator)
-    called = {f"{service}:{operation}" for service, operation in CALLED} - NEEDS_NO_PERMISSION
-    needed = set(called) - set(TRANSACTIONS)
-    for action in called:
-        needed |= IMPLIED.get(action, set()) | TRANSACTIONS.get(action, set())
-    granted = set(bot_task_role_actions())
-    assert sorted(needed - granted) == [], "the engine calls these but bot.yml does not grant them"
-    assert sorted(granted - needed) == [], "bot.yml grants these but the engine never calls them"
+    with recorded() as calls:
+        _every_engine_path(Engine(stack.settings), simulator)
+    need, grant = needed(calls), granted()
+    assert sorted(need - grant) == [], "the engine calls these but bot.yml does not grant them"
+    assert sorted(grant - need) == [], "bot.yml grants these but the engine never calls them"
 
 
 # --- two targets, at resource level -------------------------------------------------------

@@ -1,7 +1,8 @@
 """Reliability runs: the child bot of tests/slack, and a count of what each run did.
 
-Each test adds its figures to ``FIGURES``; they are printed at the end of the session (one
-``reliability:`` line each) and written to ``$TMPDIR/deploybot-reliability.jsonl``.
+Each test's figures go into its report (``user_properties``, which pytest-xdist carries from
+the worker to the controller); tests/conftest.py prints them at the end of the session (one
+``reliability:`` line each). They are also appended to ``$TMPDIR/deploybot-reliability.jsonl``.
 """
 
 from __future__ import annotations
@@ -17,28 +18,29 @@ import pytest
 
 from bot.local.faultproxy import FaultProxy
 from bot.settings import Settings
-from tests.conftest import LocalStack
+from tests.conftest import FIGURE, LocalStack
 from tests.helpers import wait_until
 from tests.slack.conftest import start_bot
 
-__all__ = ["FIGURES", "cli", "report", "start_bot", "through", "wait_until"]
+__all__ = ["cli", "report", "start_bot", "through", "wait_until"]
 
-FIGURES: list[str] = []
+_RUNNING: list[pytest.Item] = []  # the test running in this process
 _FILE = os.path.join(tempfile.gettempdir(), "deploybot-reliability.jsonl")
 
 
 def report(name: str, **figures: object) -> None:
     """Record a test's figures: printed in the summary, appended to the JSONL file."""
-    FIGURES.append(f"reliability: {name}: " + ", ".join(f"{v} {k}" for k, v in figures.items()))
+    line = f"reliability: {name}: " + ", ".join(f"{v} {k}" for k, v in figures.items())
+    _RUNNING[-1].user_properties.append((FIGURE, line))
     with open(_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps({"test": name, **figures}) + "\n")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FIGURES:
-        terminalreporter.section("reliability figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+@pytest.fixture(autouse=True)
+def _running(request: pytest.FixtureRequest) -> Iterator[None]:
+    _RUNNING.append(request.node)
+    yield
+    _RUNNING.remove(request.node)
 
 
 @pytest.fixture

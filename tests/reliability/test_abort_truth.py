@@ -23,7 +23,7 @@ import pytest
 from bot.cli import main
 from bot.clock import Clock
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.errors import NothingToAbort
 from bot.local.aws import MotoServer

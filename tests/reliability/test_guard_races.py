@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator

@@ -45,8 +45,8 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.reconcile import NEVER_STARTED_AFTER
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.errors import DeployError, LockHeld
 from bot.local.aws import MotoServer
@@ -70,7 +70,6 @@ SUFFIX = "-ecr-ecs-fargate"
 _ID = re.compile(
     r"(?:\((?:deploy|redeploy|rollback|promote)|Aborting\s+\w+)\s+(d-\d{8}-\d{6}-[0-9a-f]{4})\b"
 )
-WAITING_KINDS = ("deploy", "redeploy", "rollback")
 
 
 def _faults(proxy: FaultProxy) -> dict[str, Callable[[], object]]:

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.errors import LockHeld
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator

@@ -16,7 +16,7 @@ import pytest
 
 from bot.cli import main
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord, Requester
+from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy

@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord, Requester, short_digest
+from bot.deploy.records import DeploymentRecord, Requester, short_digest
 from bot.deploy.rollout import Outcome
 from bot.errors import ImageMissing, NoLongerRunning, NothingToRollBack
 from bot.local.aws import MotoServer

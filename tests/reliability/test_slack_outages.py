@@ -15,7 +15,7 @@ import time
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy

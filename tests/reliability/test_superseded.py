@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.deploy.rollout import Outcome
 from bot.errors import LockHeld
 from bot.local.simulator import RolloutSimulator

@@ -16,7 +16,6 @@ from tests.conftest import (
     ALICE,
     APP_TOKEN,
     BOB,
-    BOT_LOG_FILE,
     BOT_TOKEN,
     DEPLOYS,
     RANDOM,
@@ -24,6 +23,7 @@ from tests.conftest import (
     LocalStack,
 )
 from tests.helpers import free_port, wait_http
+from tests.slack.scopes import secrets_in
 
 TEST_LEASE_SECONDS = 3.0  # LOCK_LEASE_SECONDS of the bots: the lock's and a follower's lease
 
@@ -117,10 +117,11 @@ def start_bot(
     for bot in started:
         if bot.proc is not None and bot.proc.poll() is None:
             bot.stop()
-        _keep_log(bot)
+    for bot in started:
+        check_log(bot)
 
 
-def _keep_log(bot: BotProcess) -> None:
-    """Every bot log goes to one file the secrets test reads."""
-    with open(BOT_LOG_FILE, "a", encoding="utf-8") as f:
-        f.write(bot.output())
+def check_log(bot: BotProcess) -> None:
+    """No test token in anything the bot logged (checked as each test's bots stop)."""
+    found = secrets_in(bot.output())
+    assert not found, f"{found} in the log of the bot on port {bot.port} ({bot.log_path})"

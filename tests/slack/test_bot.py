@@ -259,7 +259,7 @@ def test_an_outcome_no_bot_showed_is_shown_after_a_restart(
     from slack_sdk import WebClient
 
     from bot.deploy.engine import Engine
-    from bot.deploy.ledger import Requester
+    from bot.deploy.records import Requester
     from bot.slack.progress import message_ref
 
     # Play the bot that died: post the message, start and follow the deploy, never show it.

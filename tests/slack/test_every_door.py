@@ -38,11 +38,11 @@ from tests.conftest import (
     GITHUB_HISTORY,
     RANDOM,
     SIGNING_SECRET,
-    SLACK_RECORD,
     TEST_POLL_SECONDS,
+    check_slack,
 )
 from tests.helpers import free_port, wait_until
-from tests.slack.conftest import TEST_LEASE_SECONDS, BotProcess, _keep_log
+from tests.slack.conftest import TEST_LEASE_SECONDS, BotProcess, check_log
 from tests.slack.helpers import bot_messages, running_tag
 
 V44, V45 = "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
@@ -139,12 +139,13 @@ def world(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         for bot in bots:
             bot.stop()
-            _keep_log(bot)
-        SLACK_RECORD.add(__name__, emulator)
         simulator.stop()
         emulator.stop()
         github.stop()
         mp.undo()
+    for bot in bots:
+        check_log(bot)
+    check_slack(emulator)
 
 
 def said(world: World, words: str) -> list[Any]:

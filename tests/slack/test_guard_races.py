@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Delivery, SlackEmulator

@@ -13,8 +13,8 @@ from typing import Any
 
 import boto3
 
-from bot.deploy.engine import Engine, Via
-from bot.deploy.ledger import Requester
+from bot.deploy.engine import Engine
+from bot.deploy.records import Requester, Via
 from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator

@@ -14,7 +14,7 @@ import yaml
 
 from bot.command_names import CommandNames
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import Requester
+from bot.deploy.records import Requester
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.slack.guards import UNLOCK_ACTION

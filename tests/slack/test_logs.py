@@ -1,7 +1,8 @@
 """The bot's logs: one deployment followed by one filter; no token or secret anywhere.
 
-Runs after every other test (tests/conftest.py's RUN_LAST): the last test here greps what the
-whole session logged, sent to Slack and printed for the test's secrets.
+Every test's bot logs (tests/slack/conftest.py) and what its bots sent to Slack (the
+``emulator`` fixture) are grepped for the test tokens when it ends; here, the worst cases: a
+Slack that echoes the token into its error, tokens Slack rejects, and what the CLI prints.
 """
 
 from __future__ import annotations
@@ -23,24 +24,19 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import (
     ALICE,
-    APP_TOKEN,
-    BOT_LOG_FILE,
-    BOT_TOKEN,
     DEPLOYS,
-    SIGNING_SECRET,
-    SLACK_RECORD,
     LocalStack,
 )
 from tests.slack.conftest import BotFactory
+from tests.slack.scopes import (
+    BAD_APP_TOKEN,
+    BAD_BOT_TOKEN,
+    BOT_TOKEN,
+    SECRETS,
+    secrets_in,
+)
 
-# Tokens Slack would reject; they must not show either.
-BAD_BOT_TOKEN = "xoxb-rejected-bot-token-51c7e0"
-BAD_APP_TOKEN = "xapp-rejected-app-token-a2d94f"
-SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, BAD_BOT_TOKEN, BAD_APP_TOKEN)
 SERVICE = "hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate"
-
-# What the CLI printed in this module, for the last test's grep.
-CLI_OUTPUT: list[str] = []
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
@@ -62,7 +58,8 @@ def deploybot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
         text=True,
         timeout=60,
     )
-    CLI_OUTPUT.extend([done.stdout, done.stderr])
+    found = secrets_in(done.stdout + done.stderr)
+    assert not found, f"{found} printed by deploybot {' '.join(args)}"
     return done
 
 
@@ -200,22 +197,7 @@ def test_rejected_tokens_are_not_printed_or_logged(
             proc.wait(timeout=15)
     with open(log_path, encoding="utf-8") as f:
         output = f.read()
-    CLI_OUTPUT.append(output)
     failed = [line for line in json_lines(output) if "invalid_auth" in line["message"]]
     assert failed, output
     for secret in SECRETS:
         assert secret not in output
-
-
-def test_no_secret_in_anything_the_session_logged_printed_or_sent_to_slack() -> None:
-    """The grep: every bot log of the session, the CLI output here, what Slack received."""
-    with open(BOT_LOG_FILE, encoding="utf-8", errors="replace") as f:
-        logs = f.read()
-    corpus = {"bot logs": logs, "CLI output": "\n".join(CLI_OUTPUT),
-              "Slack": "\n".join(SLACK_RECORD.sent)}  # fmt: skip
-    assert logs.count("\n") >= 10 and corpus["Slack"], "nothing to grep: did the bots run?"
-    for where, text in corpus.items():
-        for secret in SECRETS:
-            assert secret not in text, f"{secret} in the {where}"
-    sizes = ", ".join(f"{where} {len(text)} chars" for where, text in corpus.items())
-    print(f"\ngrepped for {len(SECRETS)} secrets: {sizes}; {logs.count(chr(10))} log lines")

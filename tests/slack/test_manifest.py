@@ -1,8 +1,8 @@
 """bot/slack/manifest.yml held against the code: commands and listeners, scopes and calls.
 
-Runs after every other test (tests/conftest.py's RUN_LAST): the scope check reads the Web API
-methods the bot called during the whole session (SLACK_RECORD), plus a scripted /deploy of
-its own, so it checks something real when it runs alone too.
+The scopes, both ways: every test's Web API calls are held against the manifest's scopes when it
+ends (tests/slack/scopes.py, through the ``emulator`` fixture); here, a scripted run through every
+declared command needs every scope the manifest declares, and no other.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,39 +31,10 @@ from tests.conftest import (
     BOT_TOKEN,
     DEPLOYS,
     SIGNING_SECRET,
-    SLACK_RECORD,
     LocalStack,
 )
 from tests.slack.conftest import BotFactory
-
-MANIFEST = Path(__file__).resolve().parents[2] / "bot" / "slack" / "manifest.yml"
-
-# The bot scopes each Web API method needs (Slack's method reference, "Required scopes").
-# An empty set: no scope (auth.test, response_url). apps.connections.open takes the
-# app-level token and its connections:write, which is not a bot scope: APP_LEVEL.
-APP_LEVEL = "app-level token: connections:write"
-SCOPES: dict[str, frozenset[str]] = {
-    "auth.test": frozenset(),
-    "response_url": frozenset(),
-    "chat.postMessage": frozenset({"chat:write"}),
-    "chat.update": frozenset({"chat:write"}),
-    "chat.postEphemeral": frozenset({"chat:write"}),
-    "chat.getPermalink": frozenset(),
-    # Whether a channel is shared with another organisation (bot/slack/workspace.py): public
-    # channels need channels:read, private ones groups:read, group DMs mpim:read (DMs, D…,
-    # are known by their id and not asked).
-    "conversations.info": frozenset({"channels:read", "groups:read", "mpim:read"}),
-    "users.info": frozenset({"users:read"}),
-    "apps.connections.open": frozenset({APP_LEVEL}),
-    # files.uploadV2 (the stats chart): both methods' "Scopes" facts name files:write; the
-    # POST of the bytes to the URL files.getUploadURLExternal gave (the emulator records it
-    # as "upload") carries no token.
-    "files.getUploadURLExternal": frozenset({"files:write"}),
-    "upload": frozenset(),
-    "files.completeUploadExternal": frozenset({"files:write"}),
-}
-# Slash commands need the `commands` scope; interactivity needs none.
-COMMANDS_SCOPE = "commands"
+from tests.slack.scopes import APP_LEVEL, COMMANDS_SCOPE, MANIFEST, SCOPES
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +256,6 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     simulator: RolloutSimulator,
     emulator: SlackEmulator,
     start_bot: BotFactory,
-    request: pytest.FixtureRequest,
 ) -> None:
     # The scripted part: each declared command is answered by a running bot, a command the
     # manifest does not declare is not (Bolt answers 404), and a /deploy runs to the end.
@@ -316,13 +285,9 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     )
     bot.stop()
 
-    this = request.node.nodeid
     methods = {c.method for c in emulator.calls}
-    for test, called in SLACK_RECORD.methods.items():
-        if test != this:
-            methods |= called
     unknown = methods - set(SCOPES)
-    assert not unknown, f"add {sorted(unknown)} to SCOPES here and its scope to the manifest"
+    assert not unknown, f"add {sorted(unknown)} to tests/slack/scopes.py and the manifest"
     needed = set().union(*(SCOPES[m] for m in methods)) | {COMMANDS_SCOPE}
     declared = set(manifest["oauth_config"]["scopes"]["bot"])
     if APP_LEVEL in needed:
@@ -330,5 +295,4 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
         assert manifest["settings"]["socket_mode_enabled"] is True
     assert declared - needed == set(), "declared bot scopes nothing uses"
     assert needed - declared == set(), "scopes the bot needs but the manifest does not declare"
-    tests = sum(1 for t in SLACK_RECORD.methods if t != this)
-    print(f"\nWeb API methods the bot called ({tests} other tests): {sorted(methods)}")
+    print(f"\nWeb API methods the bot called: {sorted(methods)}")

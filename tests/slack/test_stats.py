@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import DeploymentRecord
+from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.history import seed
