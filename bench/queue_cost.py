@@ -40,7 +40,7 @@ class Meter:
         self.units = 0.0
         engine.aws.dynamodb.meta.events.register("after-call.dynamodb", self._count)
 
-    def _count(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+    def _count(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
         name = model.name
         if name not in ("GetItem", "Query", "BatchGetItem", "Scan"):
             return

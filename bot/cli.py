@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_STILL_ROLLING, EXIT_LOST = 0, 1, 2, 3, 4
+from bot.exit_codes import ExitCode
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -47,9 +47,9 @@ def _release_tags(args: argparse.Namespace) -> int:
         tags = release_tags(args.ref, args.sha, suffix=args.suffix)
     except TagError as exc:
         print(f"deploybot: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     print("\n".join(tags))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _engine_command(name: str) -> Handler:
@@ -85,12 +85,30 @@ def _manifest(args: argparse.Namespace) -> int:
         settings = load_settings()
     except ValidationError as exc:
         print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     sys.stdout.write(render_manifest(settings.slack_commands))
-    return EXIT_OK
+    return ExitCode.OK
+
+
+# What the playground needs beyond the bot: bot/local, and what pyproject.toml's `local`
+# dependency group installs for it (moto's server). The bot's image has none of them; an
+# install without the dev group (the wheel, `uv sync --no-dev`) has bot/local only.
+PLAYGROUND_NEEDS = ("bot.local", "moto", "werkzeug", "flask")
+NO_PLAYGROUND = (
+    "deploybot: the playground is not in this installation (missing: {missing}): it needs "
+    "bot/local and moto (pyproject.toml's `local` dependency group), which the production "
+    "image leaves out. Run it from a checkout of the repository: make demo"
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    # Asked before anything starts: the playground imports moto only once it is under way.
+    missing = [name for name in PLAYGROUND_NEEDS if find_spec(name) is None]
+    if missing:
+        print(NO_PLAYGROUND.format(missing=", ".join(missing)), file=sys.stderr)
+        return ExitCode.REFUSED
     from bot.local.playground import run_playground
 
     return run_playground(host=args.host, port=args.port)
@@ -274,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from bot.exit_codes import ExitCode
+
 
 class DeployError(Exception):
     """Base of every foreseeable error. ``str(err)`` is the message to show as it is."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.REFUSED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -93,4 +95,4 @@ class AwsTrouble(DeployError):
     def __init__(self, message: str, changed: bool = False) -> None:
         super().__init__(message)
         self.changed = changed
-        self.exit_code = 1 if changed else 2
+        self.exit_code = ExitCode.FAILED if changed else ExitCode.REFUSED

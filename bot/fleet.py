@@ -4,7 +4,7 @@ A transport (the Slack app, the CLI, the playground) resolves the target first (
 command, the channel, or ``DEPLOY_TARGET``), then asks the fleet. The fleet reads the facts
 only several targets can give (whether an image completed on the target it must come from,
 what a promotion deploys) and hands them, with the door, to that target's engine, whose plan
-asks the rules (bot/rules.py) once (``Engine._check``): the one check every door goes
+asks the rules (bot/rules.py) once (``Planner.check``): the one check every door goes
 through. The engine stays one service's engine: it never learns about other targets or
 Slack; its target (its rules, its freeze) is its own.
 
@@ -20,6 +20,7 @@ the freeze) and, for a new action, a case in ``Fleet.plan``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -32,9 +33,10 @@ from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aws import AwsClient, aws_errors
 from bot.deploy.engine import Engine
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
-from bot.deploy.records import DeploymentRecord, Plan, Requester, Status, Via
+from bot.deploy.records import DeploymentRecord, Plan, QueuedItem, Requester, Status, Via
 from bot.deploy.rollout import Outcome
 from bot.deploy.stats import FourKeys
+from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError, DeployRefused, NoLongerRunning
 from bot.hints import Door as HintsDoor
 from bot.hints import Hints
@@ -168,7 +170,11 @@ class Fleet:
         self.clock = clock
         self._aws = aws
         self._engines: dict[str, Engine] = dict(engines or {})
+        self._supervisors: dict[str, Supervisor] = {}
         self._lock = threading.Lock()
+        # One lock check -> (a door shows it) -> start at a time in this process, whatever
+        # the target: a door's start and a queue's turn (bot/deploy/supervisor.py).
+        self.starting = asyncio.Lock()
         self.door: HintsDoor = "cli"  # whose syntax the engines' hints speak (speak())
 
     def speak(self, door: HintsDoor) -> None:
@@ -222,6 +228,29 @@ class Fleet:
                 self._engines[t.name] = engine
             return engine
 
+    def supervisor(self, target: Target | str | None = None) -> Supervisor:
+        """``target``'s supervisor (its loops; made now if it was not yet): a queued deploy
+        is re-checked at its turn through this fleet, as any door's."""
+        t = target if isinstance(target, Target) else self.targets.get(target)
+        engine = self.engine(t)
+        with self._lock:
+            made = self._supervisors.get(t.name)
+            if made is None:
+
+                def replan(item: QueuedItem, via: Via) -> Plan:
+                    return self.plan(
+                        t,
+                        Action(item.kind or "deploy"),
+                        Ask.through(item.requester, via),
+                        tag=item.tag,
+                        source=item.source or None,
+                        reason=item.reason,
+                    )
+
+                made = Supervisor(engine, replan=replan, starting=self.starting)
+                self._supervisors[t.name] = made
+            return made
+
     def engines(self) -> Iterator[tuple[Target, Engine]]:
         """Every target with its engine, in the file's order (all made)."""
         for target in self.targets:
@@ -231,12 +260,6 @@ class Fleet:
         """The engines made so far."""
         with self._lock:
             return list(self._engines.values())
-
-    def target_of(self, engine: Engine) -> Target:
-        for name, made in list(self._engines.items()):
-            if made is engine:
-                return self.targets.get(name)
-        raise KeyError(engine.service_name)
 
     def health(self, stuck_after: float = STUCK_AFTER_SECONDS) -> FollowerHealth:
         """Every engine's follower as one: alive unless one is stuck or dead."""
@@ -354,7 +377,7 @@ class Fleet:
         self.prescreen(target, action, ask, source)  # who and where first, before any read
         engine = self.engine(target)
         requester = ask.requester
-        # The rules themselves are asked by the engine, once, in its plan (Engine._check), with
+        # The rules themselves are asked by the engine, once, in its plan (Planner.check), with
         # the facts gathered here: every door goes through that one check.
         if action is Action.DEPLOY:
             if target.after is None:
@@ -420,7 +443,7 @@ class Fleet:
 
         with ThreadPoolExecutor(max_workers=min(STATUS_THREADS, len(engines))) as pool:
             # The histories before the services: a record is only judged against an ECS
-            # read taken after it (Engine._prepare).
+            # read taken after it (Planner._prepare).
             histories = list(pool.map(recorded, engines))
             try:
                 with aws_errors("reading the services"):

@@ -102,8 +102,6 @@ class Comparison:
     base: str
     head: str
     status: str  # "ahead", "behind", "identical" or "diverged"
-    ahead_by: int
-    behind_by: int
     total_commits: int
     commits: tuple[CommitInfo, ...]  # the newest SHOWN_COMMITS, newest first
     html_url: str
@@ -273,11 +271,6 @@ class GitHubClient:
             return None
         return f"{self.web_url}/{self.repository}/compare/{base}...{head}"
 
-    def commit_url(self, sha: str) -> str | None:
-        if not self.configured or not _SHA.fullmatch(sha):
-            return None
-        return f"{self.web_url}/{self.repository}/commit/{sha}"
-
     # -- compare --------------------------------------------------------------------------
 
     def compare(self, base: str, head: str) -> Comparison | Unavailable:
@@ -312,8 +305,6 @@ class GitHubClient:
                 base=base,
                 head=head,
                 status=str(first.get("status", "")),
-                ahead_by=_int(first, "ahead_by"),
-                behind_by=_int(first, "behind_by"),
                 total_commits=total,
                 commits=tuple(newest),
                 html_url=(

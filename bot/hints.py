@@ -2,9 +2,9 @@
 
 A hint names the target and the syntax of the door the person is at: Slack's slash commands
 under the names the operator configured (SLACK_*_COMMAND), ``deploybot --target X`` in a
-terminal, ``make … ENV=X`` for the Makefile's users. A door picks its ``Hints`` once (the bot:
-``Hints.slack(settings.slack_commands)``; the CLI: ``Hints.cli()``, or ``Hints.make()`` when
-the Makefile runs it) and every text asks it, so no text spells a command itself.
+terminal, ``make … ENV=X`` for the Makefile's users. A door says which it is once (the bot:
+"slack"; a terminal: ``Hints.terminal_door()``, "make" when the Makefile runs it) and every text
+asks ``Hints.at(door, settings.slack_commands)``, so no text spells a command itself.
 """
 
 from __future__ import annotations
@@ -49,10 +49,6 @@ class Hints:
     def cli(cls, names: CommandNames | None = None) -> Hints:
         return cls.at("cli", names)
 
-    @classmethod
-    def make(cls, names: CommandNames | None = None) -> Hints:
-        return cls.at("make", names)
-
     @staticmethod
     def terminal_door() -> Door:
         """The terminal's door: make's when the Makefile runs deploybot (DEPLOYBOT_VIA=make)."""
@@ -61,10 +57,6 @@ class Hints:
     def in_slack_words(self) -> Hints:
         """The same names, spelled as in Slack (a terminal's "ask in Slack with …")."""
         return replace(self, door="slack")
-
-    @property
-    def in_slack(self) -> bool:
-        return self.door == "slack"
 
     # -- one method per command -------------------------------------------------------------
     def deploy(self, target: str, tag: str = "TAG") -> str:

@@ -14,16 +14,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_FIELDS = (
-    "deployment_id",
-    "service",
-    "tag",
-    "who",
-    "source",
-    "outcome",
-    "ecs_deployment_id",
-    "channel",
-)
 # uvicorn adds color_message (the message with terminal colours) to its records.
 _STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}
 

@@ -29,15 +29,13 @@ from slack_sdk.signature import SignatureVerifier
 from bot import logs
 from bot.deploy.engine import Engine
 from bot.errors import DeployError
+from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
-from bot.slack.context import BotContext
-from bot.slack.progress import ProgressBoard
-from bot.target import Target
 
 log = logging.getLogger("deploybot.server")
 
@@ -86,23 +84,27 @@ def create_app(
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
         except Exception as exc:  # Slack unreachable: the bot stays up and posts once it answers
             log.error("could not reach Slack at %s: %s", settings.slack_api_base, exc)
-        # Open deployments are followed (AWS only) and their messages finished (Slack, when it
-        # answers) in the background: the bot serves at once, whatever AWS and Slack do.
-        # One per target: each target's engine follows its own deployments.
-        following = [
-            asyncio.create_task(_follow_open(board, settings, target))
-            for target, board in ctx.boards()
-        ]
-        # Queued deploys get their turn, and those waiting are told, once a lock is free.
-        following.append(
-            asyncio.create_task(
-                guards.queue_forever(
-                    ctx,
-                    lambda: [guards.place_of(ctx, t.name) for t in ctx.fleet.targets],
-                    max(1.0, 6 * settings.rollout_poll_seconds),
+        # Each target's supervisor runs its loops (AWS only: open deployments followed,
+        # those nobody follows adopted, the queue's turns) in the background, and the Slack
+        # board and the queue's messages render what it says (Slack, when it answers): the
+        # bot serves at once, whatever AWS and Slack do.
+        # Often enough to see a replica's lapsed follower lease within a third of a lease.
+        every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
+        following = []
+        for target, board in ctx.boards():
+            supervisor = ctx.fleet.supervisor(target)
+            board.fallback_channel = channel_of(settings, target)
+            board.subscribe(supervisor)
+            guards.render_queue(ctx, target, supervisor)
+            following.append(
+                asyncio.create_task(
+                    supervisor.run(
+                        pass_every=max(1.0, every),
+                        outside_every=settings.outside_check_seconds,
+                        queue_every=max(1.0, 6 * settings.rollout_poll_seconds),
+                    )
                 )
             )
-        )
         # The weekly digests of the targets that have one (one replica posts each).
         following.append(asyncio.create_task(digest.digests_forever(ctx)))
         try:
@@ -168,34 +170,6 @@ def create_app(
     return app
 
 
-async def _follow_open(board: ProgressBoard, settings: Settings, target: Target) -> None:
-    """Resume what a previous process left open on one target (retrying while AWS cannot be
-    read), then reconcile its open deployments with ECS every few polls while the bot runs,
-    showing in the target's channel what other doors did."""
-    delay = 1.0
-    extra = {"target": target.name}
-    while True:
-        try:
-            resumed = await board.resume(channel_of(settings, target))
-            if resumed:
-                log.info("resumed %d open deployments", len(resumed), extra=extra)
-            break
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error(
-                "could not resume open deployments (%s); retrying in %.0f s",
-                exc,
-                delay,
-                extra=extra,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-    # Often enough to see a replica's lapsed follower lease within a third of a lease.
-    every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
-    await board.reconcile_forever(max(1.0, every), settings.outside_check_seconds)
-
-
 async def _connect(socket: AsyncSocketModeHandler) -> None:
     """Open the socket, retrying with backoff while Slack cannot be reached; slack_sdk's
     client reconnects by itself once it has connected."""
@@ -233,18 +207,13 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
-def context_of(app: FastAPI) -> BotContext:
-    ctx: BotContext = app.state.ctx
-    return ctx
-
-
 def serve(http: bool, host: str, port: int) -> int:
     """``deploybot serve``: run until SIGTERM or Ctrl-C."""
     try:
         settings = load_settings()
     except ValidationError as exc:
         print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     logs.setup(
         secrets=filter(
             None,
@@ -264,14 +233,14 @@ def serve(http: bool, host: str, port: int) -> int:
             f"({'HTTP' if http else 'Socket'} Mode).",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.REFUSED
     try:
         # deploybot.toml is read here: a mistake stops the bot before it serves, naming the
         # file and the key of each problem.
         app = create_app(settings, socket_mode=not http)
     except DeployError as exc:
         print(f"deploybot: bad configuration:\n{exc.message}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
     )
@@ -279,4 +248,4 @@ def serve(http: bool, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     settle_garbage_collector()
     uvicorn.Server(config).run()
-    return 0
+    return ExitCode.OK

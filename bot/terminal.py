@@ -24,6 +24,7 @@ from rich.text import Text
 
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine
+from bot.deploy.events import BreakGlassUsed
 from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
@@ -37,6 +38,7 @@ from bot.deploy.stats import (
     span_text,
 )
 from bot.errors import DeployError
+from bot.exit_codes import ExitCode
 from bot.fleet import Ask, Fleet, TargetStatus
 from bot.hints import Hints
 from bot.rules import Action, Door
@@ -45,8 +47,6 @@ from bot.target import Target
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-EXIT_OK, EXIT_REFUSED = 0, 2
 
 
 def _t(value: object) -> str:
@@ -211,7 +211,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
             f"Stopped watching. Deployment {_t(record.id)} goes on in ECS; "
             f"`{_t(_status_hint(engine))}` shows how it is doing."
         )
-        return 130
+        return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
     code = _print_outcome(record, final, _status_hint(engine))
     if final.outcome != Outcome.COMPLETED:
@@ -321,16 +321,22 @@ def _start(
         print_change(planned)
         if not go_on(args, planned):
             err.print("Not started: nothing was changed.")
-            return EXIT_REFUSED
-        record = engine.start(planned, follow=not args.no_wait)
-        if record.break_glass:
-            announce_break_glass(engine, record)
+            return ExitCode.REFUSED
+        supervisor = fleet.supervisor(chosen)
+        # A bypassed rule is recorded for the target's channel (the supervisor's); said here.
+        heard = supervisor.events.subscribe(
+            BreakGlassUsed, lambda used: said(used.news.kind, chosen.name, used.unrecorded)
+        )
+        try:
+            record = supervisor.start(planned, follow=not args.no_wait)
+        finally:
+            heard()
         if args.no_wait and record.outcome is Outcome.NOT_STARTED:
             # UpdateService's answer was lost and ECS proved it never started (#31).
             out.print(
                 f"[bold red]✗ {_t(record.tag)} was not deployed[/]: {_t(record.outcome_reason)}."
             )
-            return EXIT_REFUSED
+            return ExitCode.REFUSED
         if args.no_wait:
             out.print(f"Started {_t(record.kind)} of {_started_line(record)}.")
             if record.start_error:
@@ -339,7 +345,7 @@ def _start(
                 f"`{_t(_status_hint(engine))}` shows how it goes and records its outcome once "
                 "ECS is done."
             )
-            return EXIT_OK
+            return ExitCode.OK
         return follow(engine, record)
 
     return _run_fleet(args, body)
@@ -380,7 +386,7 @@ def promote(args: argparse.Namespace) -> int:
             f"[bold red]✗[/] promote names its targets (FROM {_t(args.source)}, TO "
             f"{_t(args.to)}); drop --target {_t(named)}. Nothing was changed."
         )
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     return _start(
         args,
         lambda fleet, target: fleet.plan(
@@ -394,24 +400,13 @@ def promote(args: argparse.Namespace) -> int:
     )
 
 
-def announce_break_glass(engine: Engine, record: DeploymentRecord) -> None:
-    """Tell the target's channel that a rule was bypassed, by whom and why: recorded for the
-    bot to say (no Slack token here); said here when it could not be recorded (the deploy goes
-    on: it is in the history with its break-glass)."""
-    what = "; ".join(record.bypassed) or "the rules"
-    tell_channel(
-        engine,
-        News(
-            kind="break-glass",
-            who=record.who_display or record.who,
-            at=engine.clock.now(),
-            aws_identity=record.who_arn,
-            reason=record.break_glass,
-            deployment_id=record.id,
-            tag=record.tag,
-            detail=f"{record.kind} of {record.tag}, bypassing {what}",
-        ),
-    )
+def said(kind: str, target: str, unrecorded: str = "") -> None:
+    """What this terminal did (a freeze, a break-glass...) is recorded for the bot to say in
+    the target's channel (no Slack token here), or why it could not be."""
+    if unrecorded:
+        err.print(f"[yellow]![/] Not recorded for the Slack channel: {_t(unrecorded)}")
+    else:
+        out.print(f"[dim]The bot announces the {_t(kind)} in {_t(target)}'s channel.[/]")
 
 
 def tell_channel(engine: Engine, news: News) -> None:
@@ -419,11 +414,8 @@ def tell_channel(engine: Engine, news: News) -> None:
     try:
         engine.tell_channel(news)
     except DeployError as exc:
-        err.print(f"[yellow]![/] Not recorded for the Slack channel: {_t(exc.message)}")
-        return
-    out.print(
-        f"[dim]The bot announces the {_t(news.kind)} in {_t(engine.target.name)}'s channel.[/]"
-    )
+        return said(news.kind, engine.target.name, exc.message)
+    said(news.kind, engine.target.name)
 
 
 def _via(args: argparse.Namespace) -> Via:
@@ -443,7 +435,7 @@ def freeze(args: argparse.Namespace) -> int:
             engine,
             News("freeze", who.name, frozen.since, who.aws_identity, reason=frozen.reason),
         )
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(args, body)
 
@@ -457,7 +449,7 @@ def unfreeze(args: argparse.Namespace) -> int:
         tell_channel(
             engine, News("unfreeze", who.name, engine.clock.now(), who.aws_identity, reason=was)
         )
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(args, body)
 
@@ -497,19 +489,19 @@ def abort(args: argparse.Namespace) -> int:
                     f"{waited:.0f} s: {_t(why)}. The lock stays held; "
                     f"`{_t(_status_hint(engine))}` shows how it goes and records the outcome."
                 )
-                return 4
+                return ExitCode.LOST
             out.print(
                 f"[bold yellow]… still putting {_t(back)} back[/] after {waited:.0f} s. ECS "
                 "carries on; the lock stays held until it is done. "
                 f"`{_t(_status_hint(engine))}` shows how it goes."
             )
-            return 3
+            return ExitCode.STILL_ROLLING_OUT
         if outcome == Outcome.ABORTED and why.endswith(" is back"):
             out.print(f"[bold green]✓ Aborted[/]: {_t(back)} is back.")
-            return EXIT_OK
+            return ExitCode.OK
         out.print(f"[bold red]✗ {_t(outcome.label)}[/]: {_t(why)}.")
         # Proven never started (its UpdateService never reached ECS): nothing changed, 2.
-        return outcome.exit_code if outcome is Outcome.NOT_STARTED else 1
+        return outcome.exit_code if outcome is Outcome.NOT_STARTED else ExitCode.FAILED
 
     return _run(args, body)
 
@@ -587,7 +579,7 @@ def status(args: argparse.Namespace) -> int:
                 {"tags": list(i.tags), "pushed_at": i.pushed_at, "digest": i.digest} for i in images
             ]
             print(json.dumps(data, default=str, indent=2))
-            return EXIT_OK
+            return ExitCode.OK
         digest = f"{_t(st.short_digest)}, " if st.digest else ""
         if commit := commit_text(st.commit):
             digest = f"{_t(commit)}, {digest}"
@@ -639,7 +631,7 @@ def status(args: argparse.Namespace) -> int:
                 out.print(f"  {_t(image.tags[0])} ({_t(commit)}){pushed}")
         else:
             out.print("  recent images in ECR: none")
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run_fleet(args, _status_fleet(args, body))
 
@@ -672,10 +664,10 @@ def _status_of_all(args: argparse.Namespace, fleet: Fleet) -> int:
             ]
         }
         print(json.dumps(data, default=str, indent=2))
-        return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
+        return ExitCode.OK if all(row.status for row in rows) else ExitCode.REFUSED
     _print_table(_targets_table(rows, fleet.targets.default_name))
     out.print(f"Detail: {_t(fleet.hints.status('NAME'))}")
-    return EXIT_OK if all(row.status for row in rows) else EXIT_REFUSED
+    return ExitCode.OK if all(row.status for row in rows) else ExitCode.REFUSED
 
 
 def _targets_table(rows: list[TargetStatus], default: str) -> Table:
@@ -748,9 +740,9 @@ def history(args: argparse.Namespace) -> int:
                 since = parse_since(args.since, engine.clock.now())
             except ValueError as exc:
                 err.print(f"[bold red]✗[/] {_t(exc)}")
-                return EXIT_REFUSED
+                return ExitCode.REFUSED
             # Every record of the window, oldest first (a Query by time range, page by page).
-            records = engine.ledger.history_between(since, engine.clock.now())
+            records = engine.history_between(since, engine.clock.now())
         else:
             records = engine.history(max(1, args.n))
         if getattr(args, "csv", False):
@@ -764,7 +756,7 @@ def history(args: argparse.Namespace) -> int:
             out.print("No deployments yet.")
         else:
             _print_table(_history_table(records, f"Last {len(records)} deployments"))
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(args, body)
 
@@ -779,7 +771,7 @@ def unlock(args: argparse.Namespace) -> int:
                 f"Broke the lock. It was {_t(lock.holder)}'s: {_t(lock.tag)}, "
                 f"{_t(lock.deployment_id)}."
             )
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run(args, body)
 
@@ -929,15 +921,15 @@ def stats(args: argparse.Namespace) -> int:
             since = parse_since(args.since, now)
         except ValueError as exc:
             err.print(f"[bold red]✗[/] {_t(exc)}")
-            return EXIT_REFUSED
+            return ExitCode.REFUSED
         every = _all_targets(args) and len(fleet.targets) > 1
         keys = fleet.stats(since, now, None if every else [target])
         if args.json:
             print(json.dumps({"targets": [as_json(k) for k in keys]}, indent=2))
-            return EXIT_OK
+            return ExitCode.OK
         if args.csv:
             _write_csv(STATS_FIELDS, [_stats_row(k) for k in keys])
-            return EXIT_OK
+            return ExitCode.OK
         _print_table(
             _stats_table(keys, f"The four keys, {since:%Y-%m-%d} to {now:%Y-%m-%d %H:%M} UTC")
         )
@@ -950,6 +942,6 @@ def stats(args: argparse.Namespace) -> int:
         elif sources:
             out.print("Lead time: from each commit (GitHub's compare) to the deployment's end.")
         out.print(f"Bands: {BANDS_REPORT}.")
-        return EXIT_OK
+        return ExitCode.OK
 
     return _run_fleet(args, body)

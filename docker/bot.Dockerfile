@@ -27,6 +27,9 @@ RUN if [ -n "$CA_BUNDLE" ]; then export PIP_CERT="$CA_BUNDLE"; fi \
 COPY pyproject.toml uv.lock README.md ./
 RUN if [ -n "$CA_BUNDLE" ]; then export SSL_CERT_FILE="$CA_BUNDLE"; fi \
     && /opt/uv/bin/uv sync --locked --no-dev --no-install-project --python python3
+# Production code only: .dockerignore keeps bot/local (the playground, the emulators) out of
+# the context, and --no-dev installs no dependency group, so no moto (pyproject.toml's `local`).
+# `deploybot demo` says so here, and nothing else imports them (tests/docker/test_images.py).
 COPY bot ./bot
 COPY service ./service
 # --no-editable: the project itself goes into site-packages; /src is not needed at run time.

@@ -91,11 +91,6 @@ def needs_of(job: Mapping[str, Any]) -> list[str]:
     return [needs] if isinstance(needs, str) else list(needs)
 
 
-def needs_graph(workflow: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """Every ``needs:`` edge as (needed job, job that needs it)."""
-    return {(need, name) for name, job in workflow["jobs"].items() for need in needs_of(job)}
-
-
 def _steps_text(job: Mapping[str, Any]) -> str:
     return "\n".join(f"{s.get('uses', '')}\n{s.get('run', '')}" for s in job.get("steps", []))
 

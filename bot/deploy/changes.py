@@ -47,7 +47,6 @@ class Image:
     digest: str
     tags: tuple[str, ...]  # as in ECR (suffix included): version, minor, major, sha, others
     version: tuple[int, int, int] | None  # from its full version tag; None: not a release
-    version_tag: str | None  # "v4.4.0-ecr-ecs-fargate"
     sha: str | None  # the commit, from the sha- tag ("abc1234"); None: no sha tag
     label: str  # how to name it: "v4.4.0", else "sha-abc1234", else the short digest
     pushed_at: datetime | None
@@ -156,7 +155,6 @@ def _image(detail: Mapping[str, Any], suffix: str) -> Image:
         digest=str(detail.get("imageDigest", "")),
         tags=tuple(t.value for t in parsed) + tuple(sorted(others)),
         version=_version_key(top.base) if top else None,
-        version_tag=top.value if top else None,
         sha=sha,
         label=label,
         pushed_at=pushed if isinstance(pushed, datetime) else None,

@@ -11,58 +11,50 @@ marks it posted; nobody takes a posted one again. DynamoDB's TTL removes the ite
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-from bot.deploy.aws import aws_errors
-from bot.deploy.ledger import TTL_ATTRIBUTE, Ledger
+from bot.clock import Clock
 from bot.deploy.records import CLOCK_SKEW, stamp
+from bot.deploy.table import TTL_ATTRIBUTE, ConditionFailed, Table, expiry
 
 KEPT = timedelta(days=35)  # long past the day a late replica would still post it
 
 
 class DigestClaims:
-    """The digest claims of one target (its ledger's service)."""
+    """The digest claims of one target."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-
-    def _key(self, due: datetime) -> dict[str, Any]:
-        return {"pk": {"S": f"DIGEST#{self.ledger.key}"}, "sk": {"S": stamp(due)}}
+    def __init__(self, table: Table, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
 
     def claim(self, due: datetime, holder: str, seconds: float) -> bool:
         """Take the digest due at ``due`` for ``holder`` until now + ``seconds``; False when
         another replica holds it or it was posted."""
-        now = self.ledger.clock.now()
+        now = self.clock.now()
         item = {
-            **self._key(due),
+            **self.table.keys.digest(due),
             "holder": {"S": holder},
             "lease_until": {"S": stamp(now + timedelta(seconds=seconds))},
-            TTL_ATTRIBUTE: {"N": str(int((due + KEPT).timestamp()))},
+            TTL_ATTRIBUTE: expiry(due + KEPT),
         }
-        with aws_errors("claiming the weekly digest", changed=True):
-            try:
-                self.ledger.db.put_item(
-                    TableName=self.ledger.table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(pk) OR (attribute_not_exists("
-                    "posted_at) AND (holder = :me OR lease_until < :stale))",
-                    ExpressionAttributeValues={
-                        ":me": {"S": holder},
-                        ":stale": {"S": stamp(now - CLOCK_SKEW)},
-                    },
-                )
-            except self.ledger.db.exceptions.ConditionalCheckFailedException:
-                return False
+        try:
+            self.table.put(
+                item,
+                "claiming the weekly digest",
+                condition="attribute_not_exists(pk) OR (attribute_not_exists("
+                "posted_at) AND (holder = :me OR lease_until < :stale))",
+                values={":me": {"S": holder}, ":stale": {"S": stamp(now - CLOCK_SKEW)}},
+                changed=True,
+            )
+        except ConditionFailed:
+            return False
         return True
 
     def posted(self, due: datetime, holder: str) -> None:
         """Mark the digest due at ``due`` posted (by ``holder``, who claimed it)."""
-        with aws_errors("marking the weekly digest posted", changed=True):
-            self.ledger.db.update_item(
-                TableName=self.ledger.table,
-                Key=self._key(due),
-                UpdateExpression="SET posted_at = :now",
-                ExpressionAttributeValues={
-                    ":now": {"S": stamp(self.ledger.clock.now())},
-                },
-            )
+        self.table.update(
+            self.table.keys.digest(due),
+            "marking the weekly digest posted",
+            "SET posted_at = :now",
+            values={":now": {"S": stamp(self.clock.now())}},
+            changed=True,
+        )

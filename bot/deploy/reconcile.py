@@ -9,12 +9,12 @@ processes reconciling the same record agree and the second one's writes change n
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bot.clock import Clock
 from bot.deploy.aws import RETRY_CONFIG
+from bot.deploy.events import EventBus, LockReleased, Settled
 from bot.deploy.ledger import Ledger
 from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import (
@@ -70,13 +70,10 @@ class Reconciler:
         self.ledger = ledger
         self.clock = clock
         self.start_grace = start_grace
-        # Called with each record this process closed and its final snapshot (GitHub
-        # deployments): the close is conditional, so once per outcome across processes. They
-        # must return at once (hand the work to a thread) and are never allowed to fail it.
-        self.on_settled: list[Callable[[DeploymentRecord, Snapshot], None]] = []
-        # Called with each record whose lock this process released (the bot's queue takes
-        # its turn at once); same rules: return at once, never fail the bookkeeping.
-        self.on_released: list[Callable[[DeploymentRecord], None]] = []
+        # Each record this process closed (Settled: GitHub deployments, a freeze after a
+        # failure) and each lock it released (LockReleased: the queue's turn) is published
+        # here; the close is conditional, so once per outcome across processes.
+        self.events = EventBus()
 
     def read(
         self,
@@ -283,7 +280,7 @@ class Reconciler:
             else:  # None: settled meanwhile by another process; read what it wrote
                 closed = done if done is not None else self._reread(record)
                 if done is not None:
-                    self._settled(done, final)
+                    self.events.publish(Settled(done, final))
         if release:
             try:
                 released = self.ledger.release(record.id)
@@ -291,34 +288,18 @@ class Reconciler:
                 log.warning("could not release the lock: %s", exc, extra=record.log_fields)
             else:
                 if released:
-                    self._notify(self.on_released, record)
+                    self.events.publish(LockReleased(record))
         return closed, note
 
     def keep_lock(self, record: DeploymentRecord) -> None:
         """``record`` is not settled and nobody follows it any more: its lock stays, with a
         lease long enough that the table's TTL (``expires_at``) does not delete it before
         someone sees ECS end the rollout. Never raises: a lock the write missed is still
-        judged by its record (Engine._free_if_done)."""
+        judged by its record (Locking._free_if_done)."""
         try:
             self.ledger.renew(record.id, KEPT_LOCK.total_seconds())
         except DeployError as exc:
             log.warning("could not keep the lock: %s", exc, extra=record.log_fields)
-
-    def _settled(self, record: DeploymentRecord, final: Snapshot) -> None:
-        for observer in list(self.on_settled):
-            try:
-                observer(record, final)
-            except Exception:  # follow-through of others never stops the bookkeeping
-                log.exception("an observer of the outcome failed", extra=record.log_fields)
-
-    def _notify(
-        self, observers: list[Callable[[DeploymentRecord], None]], record: DeploymentRecord
-    ) -> None:
-        for observer in list(observers):
-            try:
-                observer(record)
-            except Exception:
-                log.exception("an observer of the release failed", extra=record.log_fields)
 
     def _reread(self, record: DeploymentRecord) -> DeploymentRecord:
         try:

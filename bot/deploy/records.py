@@ -5,6 +5,14 @@ through which door (``Via``), a plan, the lock as read, a status, the guardrails
 (approval requests, the queue) and what deciding on them gave (``Approval``, ``Turn``).
 The doors (Slack, the terminal) import these; the repositories that store them
 (bot/deploy/ledger.py, bot/deploy/guards.py) and the engine's stages make them.
+
+Who asks through which door is two types, not one, because they live differently:
+``Requester`` (who, and the door's name as ``source``) is stored with everything a person
+starts (a record, an approval request, a queued item) and outlives the request; ``Via`` (the
+door, the channel, approvals and break-glass brought, a promotion's source) is what one
+request brings to one decision and is never stored. The rules' own input, ``rules.Facts``,
+stays in bot/rules.py, which imports nothing of the engine; the planner makes it from a
+``Via`` (bot/deploy/planning.py, ``Planner.check``).
 """
 
 from __future__ import annotations
@@ -393,7 +401,7 @@ class Plan:
     change: ChangeSummary | None = field(default=None, compare=False)
     # The door it came through: what start judges again with the lock (bot/rules.py at_start).
     via: Via = field(default_factory=lambda: Via(), compare=False)
-    # An exact release tag's record (Engine._tag_check): "new" (first deploy: record it),
+    # An exact release tag's record (Planner._tag_check): "new" (first deploy: record it),
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)

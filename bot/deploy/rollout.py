@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.exit_codes import ExitCode
+
 
 class Outcome(StrEnum):
     COMPLETED = "COMPLETED"
@@ -29,16 +31,16 @@ class Outcome(StrEnum):
     UNKNOWN = "UNKNOWN"  # AWS stopped answering: lost sight of the rollout
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return {
-            "COMPLETED": 0,
-            "FAILED": 1,
-            "ROLLED_BACK": 1,
-            "ABORTED": 1,
-            "REPLACED": 1,
-            "NOT_STARTED": 2,
-            "STILL_ROLLING_OUT": 3,
-            "UNKNOWN": 4,
+            "COMPLETED": ExitCode.OK,
+            "FAILED": ExitCode.FAILED,
+            "ROLLED_BACK": ExitCode.FAILED,
+            "ABORTED": ExitCode.FAILED,
+            "REPLACED": ExitCode.FAILED,
+            "NOT_STARTED": ExitCode.REFUSED,
+            "STILL_ROLLING_OUT": ExitCode.STILL_ROLLING_OUT,
+            "UNKNOWN": ExitCode.LOST,
         }[self.value]
 
     @property
@@ -182,7 +184,6 @@ class Verdict:
     reason: str
     rollback_deployment: str = ""
     rollback_task_definition: str = ""
-    replaced_by: str = ""
     # When it ended by ECS's own clock (the deployment's updatedAt, the event saying so, the
     # creation of what replaced it); None when ECS does not say: then "now". A deployment
     # judged long after it ended (nobody watched) must not take until someone looked.
@@ -252,7 +253,6 @@ def _replaced(other: EcsDeployment, describe_other: DescribeOther) -> Verdict:
     return Verdict(
         Outcome.REPLACED,
         f"replaced by ECS deployment {other.id} {describe_other(other)}",
-        replaced_by=other.id,
         ended_at=other.created_at,
     )
 

@@ -58,7 +58,6 @@ SOURCE_MIXED = "commits, image push where commits were unknown"
 
 BANDS_REPORT = "DORA Accelerate State of DevOps Report 2023"
 ELITE, HIGH, MEDIUM, LOW = "elite", "high", "medium", "low"
-KEYS = ("deployment_frequency", "lead_time", "change_failure_rate", "time_to_restore")
 
 _FAILED = (Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.ABORTED)
 _NOT_A_CHANGE = (Outcome.REPLACED, Outcome.NOT_STARTED)
@@ -92,7 +91,9 @@ class FourKeys:
     lead_time_source: str  # "commits" or "image push" (or both: SOURCE_MIXED), said in the output
     change_failure_rate: float | None  # None with no changes
     time_to_restore_median_s: float | None
-    bands: dict[str, str]  # key (KEYS) -> "elite" | "high" | "medium" | "low"; absent: no data
+    # "deployment_frequency", "lead_time", "change_failure_rate", "time_to_restore" -> "elite" |
+    # "high" | "medium" | "low"; a key absent: no data
+    bands: dict[str, str]
     weeks: tuple[WeekBar, ...]
     # The counts behind the rates, for the output to show.
     completed: int = 0

@@ -1,8 +1,8 @@
 """Settled deployment records written straight into the table: a history for the tests, the
 stats benchmark (bench/stats.py) and the playground to read, as deploybot would have left it.
 
-Each item is the ledger's own (``Ledger.record_item``) with its close's fields (outcome, end)
-and lead time's cached inputs when given, written 25 at a time (BatchWriteItem's most).
+Each item is the ledger's own (``bot.deploy.table.record_item``) with its close's fields (outcome,
+end) and lead time's cached inputs when given, written 25 at a time (BatchWriteItem's most).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import boto3
 from bot.deploy.ledger import Ledger
 from bot.deploy.records import DeploymentRecord, stamp
 from bot.deploy.rollout import Outcome
+from bot.deploy.table import record_item
 
 BATCH = 25  # BatchWriteItem takes at most 25 puts a call
 
 
 def item_of(ledger: Ledger, rec: DeploymentRecord) -> dict[str, Any]:
-    item = ledger.record_item(rec)
+    item = record_item(ledger.keys.record(rec.sort_key), rec)
     if rec.outcome is not None:
         item["outcome"] = {"S": rec.outcome.value}
         item["outcome_reason"] = {"S": rec.outcome_reason}
@@ -41,7 +42,7 @@ def seed(ledger: Ledger, records: Iterable[DeploymentRecord]) -> int:
     items = [item_of(ledger, rec) for rec in records]
     # A client of its own, not the engine's: seeding is the playground's and the tests' doing,
     # and the permission test holds the bot's role to what the engine's clients call.
-    meta = ledger.db.meta
+    meta = ledger.table.db.meta
     db = boto3.session.Session().client(
         "dynamodb", region_name=meta.region_name, endpoint_url=meta.endpoint_url
     )
@@ -50,8 +51,8 @@ def seed(ledger: Ledger, records: Iterable[DeploymentRecord]) -> int:
             {"PutRequest": {"Item": item}} for item in items[start : start + BATCH]
         ]
         while pending:
-            answer = db.batch_write_item(RequestItems={ledger.table: pending})
-            pending = answer.get("UnprocessedItems", {}).get(ledger.table, [])
+            answer = db.batch_write_item(RequestItems={ledger.table.name: pending})
+            pending = answer.get("UnprocessedItems", {}).get(ledger.table.name, [])
     return len(items)
 
 

@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.engine import Engine
 from bot.deploy.records import Requester
+from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.history import plausible, seed
@@ -180,7 +181,7 @@ def run_playground(host: str = "127.0.0.1", port: int = 8000) -> int:
             raise ValueError
     except ValueError:
         print(f"deploybot: {STEP_ENV} must be a positive number of seconds.", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     try:
         page_socket = _listen(host, port)
     except OSError as exc:
@@ -189,7 +190,7 @@ def run_playground(host: str = "127.0.0.1", port: int = 8000) -> int:
             f"port: deploybot demo --port {port + 1}  (make demo DEMO_PORT={port + 1})",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.REFUSED
     logging.basicConfig(level=logging.WARNING, format="deploybot demo: %(name)s: %(message)s")
     previous_term = signal.signal(signal.SIGTERM, _raise_stop)
     print("Starting the playground: moto, the rollout simulator, the Slack emulator, the bot…")
@@ -197,7 +198,7 @@ def run_playground(host: str = "127.0.0.1", port: int = 8000) -> int:
         with _playground(step) as pg:
             return asyncio.run(_serve(pg, page_socket, host, port))
     except (KeyboardInterrupt, _Stop):
-        return 0
+        return ExitCode.OK
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         page_socket.close()
@@ -441,19 +442,19 @@ async def _serve(pg: Playground, page_socket: socket.socket, host: str, port: in
             connected.cancel()
             if not stop.is_set():
                 print("deploybot: the bot did not start; see the lines above.", file=sys.stderr)
-                return 1
-            return 0
+                return ExitCode.FAILED
+            return ExitCode.OK
         page_task = asyncio.create_task(page.serve(sockets=[page_socket]), name="page")
         await asyncio.wait({page_ready, page_task}, return_when=asyncio.FIRST_COMPLETED)
         if page_task.done():
-            return 1
+            return ExitCode.FAILED
         _print_howto(
             host, port, bot_socket.getsockname()[1], pg.step_seconds, pg.settings.slack_commands
         )
         config_dir = tempfile.mkdtemp(prefix="deploybot-playground-")
         print(terminal_howto(pg, Path(config_dir)), flush=True)
         await asyncio.wait({stopped, bot_task, page_task}, return_when=asyncio.FIRST_COMPLETED)
-        return 0
+        return ExitCode.OK
     finally:
         if config_dir:
             shutil.rmtree(config_dir, ignore_errors=True)

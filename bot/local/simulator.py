@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.ecs.models import EC2ContainerServiceBackend, Service, Task, ecs_backends
@@ -282,7 +282,7 @@ def _stop(run: _Run, reason: str, now: datetime, *, crashed: bool) -> None:
         container.last_status = "STOPPED"
         container.exitCode = 1 if crashed else 0
     try:  # release the task's network interface, as Fargate does
-        from moto.ec2 import ec2_backends
+        from moto.ec2.models import ec2_backends
 
         ec2 = ec2_backends[task._account_id][task.region_name]
         attachments: list[dict[str, Any]] = task.attachments
@@ -503,7 +503,6 @@ class RolloutSimulator:
         self._slow_tags, self._slow_rule = self._split_rule(slow)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ticks = 0
 
     @staticmethod
     def _split_rule(rule: TagRule) -> tuple[set[str], Callable[[str], bool] | None]:
@@ -613,7 +612,6 @@ class RolloutSimulator:
                         continue
                     self._step(backend, service, sim)
                     _render(service, sim)
-                self.ticks += 1
 
     def idle(self) -> bool:
         """True when no deployment of any service is IN_PROGRESS."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from bot.deploy.ledger import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
+from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.settings import Settings
 from bot.tags import release_tags
 

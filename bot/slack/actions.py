@@ -16,10 +16,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
-from bot.deploy.ledger import Ledger
+from bot.deploy.engine import Engine
 from bot.deploy.records import Requester
 from bot.errors import DeployError, NothingToRollBack
-from bot.fleet import Ask
 from bot.rules import Action, Door
 from bot.slack import guards, messages
 from bot.slack.context import BotContext, log
@@ -88,10 +87,10 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     # Who and where first, before the notice is claimed.
     ctx.fleet.prescreen(target, Action.DEPLOY, ask)
     notice = f"{channel}:{ts}:{action_id}"
-    ledger = ctx.engine(target).ledger  # one table for every target
+    engine = ctx.engine(target)
     # One click deploys, whichever bot replica Slack sends it to: a conditional write in the
     # table claims the notice's button; the notice then says so and loses that button.
-    if not ephemeral and not await asyncio.to_thread(ledger.claim_ci_notice, notice, requester.who):
+    if not ephemeral and not await asyncio.to_thread(engine.claim_ci_notice, notice, requester.who):
         where = f" to {mrkdwn.escape(named)}" if named else ""
         return await _refuse(
             respond,
@@ -99,25 +98,24 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
         )
     reason = "from the CI notice" if not ephemeral else ""
     try:
-        record = await guards.guarded(
+        record = await guards.change(
             ctx,
-            guards.place_of(ctx, target.name),
+            target,
+            Action.DEPLOY,
             respond,
             channel,
             requester,
-            lambda via: ctx.fleet.plan(
-                target, Action.DEPLOY, Ask.through(requester, via), tag=tag, reason=reason
-            ),
             door=door,
             tag=tag,
+            reason=reason,
         )
     except Exception:
         if not ephemeral:
-            await _unclaim(ledger, notice, requester.who)
+            await _unclaim(engine, notice, requester.who)
         raise
     if record is None:
         if not ephemeral:
-            await _unclaim(ledger, notice, requester.who)
+            await _unclaim(engine, notice, requester.who)
         return
     if not ephemeral:
         try:
@@ -138,10 +136,10 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
             )
 
 
-async def _unclaim(ledger: Ledger, notice: str, who: str) -> None:
+async def _unclaim(engine: Engine, notice: str, who: str) -> None:
     """The deploy did not start: the notice's button works again."""
     try:
-        await asyncio.to_thread(ledger.release_ci_notice, notice, who)
+        await asyncio.to_thread(engine.release_ci_notice, notice, who)
     except DeployError as exc:
         log.warning("could not release the CI notice %s: %s", notice, exc.message)
 
@@ -155,17 +153,16 @@ async def promote(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) 
     target = ctx.fleet.targets.get(value.get("to", ""))
     source = ctx.fleet.targets.get(value.get("source", ""))
     of = value.get("deployment", "")
-    await guards.guarded(
+    await guards.change(
         ctx,
-        guards.place_of(ctx, target.name),
+        target,
+        Action.PROMOTE,
         respond,
         channel,
         requester,
-        lambda via: ctx.fleet.plan(
-            target, Action.PROMOTE, Ask.through(requester, via), source=source.name, of=of
-        ),
         door=Door.BUTTON,
-        kind="promote",
+        source=source.name,
+        of=of,
     )
 
 
@@ -177,15 +174,8 @@ async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond)
     of = value.get("deployment", "")
     named = value.get("target")
     target = ctx.fleet.targets.get(named) if named else await _target_of(ctx, channel, of)
-    await guards.guarded(
-        ctx,
-        guards.place_of(ctx, target.name),
-        respond,
-        channel,
-        requester,
-        lambda via: ctx.fleet.plan(target, Action.ROLLBACK, Ask.through(requester, via), of=of),
-        door=Door.BUTTON,
-        kind="rollback",
+    await guards.change(
+        ctx, target, Action.ROLLBACK, respond, channel, requester, door=Door.BUTTON, of=of
     )
 
 
@@ -196,7 +186,6 @@ async def _target_of(ctx: BotContext, channel: str, deployment: str) -> Target:
     if len(targets) == 1:
         return targets.default
     for target in targets.for_channel(channel) or list(targets):
-        ledger = ctx.engine(target).ledger
-        if await asyncio.to_thread(ledger.get, deployment):
+        if await asyncio.to_thread(ctx.engine(target).deployment, deployment):
             return target
     raise NothingToRollBack(f"No deployment {deployment} in any target's recent history.")

@@ -33,5 +33,7 @@ def parse_body(body: str, content_type: str | None) -> dict[str, Any]:
 
 def install() -> None:
     """Use our parse_body in Bolt's request classes (idempotent)."""
-    slack_bolt.request.async_request.parse_body = parse_body
-    slack_bolt.request.request.parse_body = parse_body
+    # Bolt's Request classes call their module's global ``parse_body``, which the modules import
+    # without exporting it: rebinding that global is the fix.
+    for module in (slack_bolt.request.async_request, slack_bolt.request.request):
+        vars(module)["parse_body"] = parse_body

@@ -33,7 +33,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from bot.deploy.records import Requester
 from bot.deploy.stats import DEFAULT_WINDOW, FourKeys, parse_window
 from bot.errors import BadTag
-from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.rules import Action, Door
 from bot.slack import guards, messages
@@ -197,17 +196,7 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     if words.verb == "promote":
         target = ctx.fleet.targets.get(words.target)
         source = ctx.fleet.targets.get(words.source)
-        await guards.guarded(
-            ctx,
-            guards.place_of(ctx, target.name),
-            respond,
-            channel,
-            who,
-            lambda via: ctx.fleet.plan(
-                target, Action.PROMOTE, Ask.through(who, via), source=source.name
-            ),
-            kind="promote",
-        )
+        await guards.change(ctx, target, Action.PROMOTE, respond, channel, who, source=source.name)
         return
     picked = await _pick(ctx, command, respond, words.target)
     if picked is None:
@@ -231,17 +220,8 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     if words.verb == "stats":
         ctx.fleet.may_read(target, ask).raise_if_refused()
         return await _stats(ctx, target, words.window, command, respond)
-    place = guards.place_of(ctx, target.name)
     if words.verb == "rollback":
-        await guards.guarded(
-            ctx,
-            place,
-            respond,
-            channel,
-            who,
-            lambda via: ctx.fleet.plan(target, Action.ROLLBACK, Ask.through(who, via)),
-            kind="rollback",
-        )
+        await guards.change(ctx, target, Action.ROLLBACK, respond, channel, who)
         return
     # Who and where first, before any read; then the tag, from one listing of the repository
     # shared by the /deploy commands that ask while none has started (Engine.ecr_images): a
@@ -260,16 +240,8 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
 
     images, recent = await ctx.read(f"images:{target.name}", listing)
     engine.resolve(words.tag, images, recent)
-    await guards.guarded(
-        ctx,
-        place,
-        respond,
-        channel,
-        who,
-        lambda via: ctx.fleet.plan(
-            target, Action.DEPLOY, Ask.through(who, via), tag=words.tag, images=images
-        ),
-        tag=words.tag,
+    await guards.change(
+        ctx, target, Action.DEPLOY, respond, channel, who, tag=words.tag, images=images
     )
 
 
@@ -416,17 +388,7 @@ async def redeploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespo
         return
     target = picked
     who = requester(command)
-    await guards.guarded(
-        ctx,
-        guards.place_of(ctx, target.name),
-        respond,
-        channel,
-        who,
-        lambda via: ctx.fleet.plan(
-            target, Action.REDEPLOY, Ask.through(who, via), reason=reason[:200]
-        ),
-        kind="redeploy",
-    )
+    await guards.change(ctx, target, Action.REDEPLOY, respond, channel, who, reason=reason[:200])
 
 
 async def status(

@@ -26,6 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot import mrkdwn
 from bot.deploy.engine import Engine
 from bot.deploy.records import DeploymentRecord, Plan, Requester
+from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError
 from bot.fleet import Ask, Fleet
 from bot.rules import Door, Home, RuleRefused
@@ -60,10 +61,6 @@ class BotContext:
     # One HTTP session for every response_url answer (``respond``): see PooledRespond.
     _answers: aiohttp.ClientSession | None = None
     _jobs: set[asyncio.Future[Any]] = field(default_factory=set)  # listeners' background work
-    # One lock check → post → start at a time in this process: a second /deploy sees the
-    # first's lock and is refused before posting anything. The queue's turn holds it from
-    # taking a deploy off the queue to its start (bot/slack/guards.py's take_turns).
-    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def learn_home(self, auth: dict[str, Any]) -> None:
         """The bot's workspace from auth.test's answer: SLACK_TEAM_ID if set, else its
@@ -81,6 +78,13 @@ class BotContext:
                 team,
             )
         self.home = Home(team, str(auth.get("enterprise_id") or "") or None)
+
+    @property
+    def starting(self) -> asyncio.Lock:
+        """One lock check → post → start at a time in this process: a second /deploy sees
+        the first's lock and is refused before posting anything. The queue's turn holds it
+        from taking a deploy off the queue to its start (bot/deploy/supervisor.py)."""
+        return self.fleet.starting
 
     # -- targets ------------------------------------------------------------------------------
     @property
@@ -129,13 +133,13 @@ class BotContext:
 
         The message exists before any AWS write and the record carries its place: if Slack
         will not take the message, nothing is deployed and the person is told what to do."""
-        engine, board = self.engine(target), self.board(target)
+        supervisor, board = self.fleet.supervisor(target), self.board(target)
         checked = await asyncio.to_thread(plan)
         if starting_held:
-            started = await self._post_and_start(engine, board, checked, channel, reply)
+            started = await self._post_and_start(supervisor, board, checked, channel, reply)
         else:
             async with self.starting:
-                started = await self._post_and_start(engine, board, checked, channel, reply)
+                started = await self._post_and_start(supervisor, board, checked, channel, reply)
         if started is None:
             return None
         progress, record = started
@@ -143,11 +147,16 @@ class BotContext:
         return record
 
     async def _post_and_start(
-        self, engine: Engine, board: ProgressBoard, checked: Plan, channel: str, reply: Reply
+        self,
+        supervisor: Supervisor,
+        board: ProgressBoard,
+        checked: Plan,
+        channel: str,
+        reply: Reply,
     ) -> tuple[ProgressMessage, DeploymentRecord] | None:
         # Another start may have taken the lock while this one planned: refuse before
         # posting anything (one cheap read when the holder is followed here).
-        await asyncio.to_thread(engine.check_lock)
+        await asyncio.to_thread(supervisor.engine.check_lock)
         try:
             progress = await board.open(checked, channel)
         except asyncio.CancelledError:
@@ -162,7 +171,7 @@ class BotContext:
             await safe_reply(reply, self._cannot_post(exc, checked))
             return None
         try:
-            record = await asyncio.to_thread(engine.start, checked, progress.ref)
+            record = await asyncio.to_thread(supervisor.start, checked, progress.ref)
         except DeployError as exc:
             await _refused_after_post(progress, checked, exc.message)
             raise

@@ -8,19 +8,19 @@ with the rule that refused. Buttons carry ids only (``target|id``): what they ac
 from the table, so a button whose value was changed finds nothing, and an approval counts
 only for what the request showed (the engine re-checks its premise).
 
-``queue_forever`` gives each queued deploy its turn once the lock is free (re-checked as a
-new request through the queue's door) and tells those who asked to be told: at once when this
-process releases a lock, else every few polls (a lock released elsewhere: a terminal, another
-replica). While deploys are queued, every other door is refused with the queue's offer (the
-rules' ``queue`` step): nobody overtakes them between a release and their turn.
+The target's supervisor (bot/deploy/supervisor.py) gives each queued deploy its turn once the
+lock is free (re-checked as a new request through the queue's door); ``render_queue`` shows
+it here, and tells those who asked to be told. While deploys are queued, every other door
+is refused with the queue's offer (the rules' ``queue`` step): nobody overtakes them between
+a release and their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -41,6 +41,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.deploy.engine import Engine
+from bot.deploy.events import LockFree, TurnRefused, TurnStarting
 from bot.deploy.records import (
     ApprovalRequest,
     DeploymentRecord,
@@ -53,11 +54,14 @@ from bot.deploy.records import (
     Via,
     short_digest,
 )
+from bot.deploy.rollout import Outcome
+from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
 from bot.rules import Action, Door, Rule, RuleRefused
+from bot.slack.context import BotContext
 from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
 from bot.target import Target
 
@@ -90,7 +94,7 @@ class Place:
     launch: Launch
 
 
-def place_of(ctx: Any, name: str | None = None) -> Place:
+def place_of(ctx: BotContext, name: str | None = None) -> Place:
     """The target called ``name`` (None or "": the default one), from the bot's fleet;
     UnknownTarget (a refusal naming the known ones) for a name no target has."""
     target = ctx.fleet.targets.get(name or None)
@@ -282,7 +286,7 @@ def _refusal_text(exc: DeployError) -> str:
 
 
 async def guarded(
-    ctx: Any,
+    ctx: BotContext,
     place: Place,
     reply: Reply,
     channel: str,
@@ -327,6 +331,48 @@ async def guarded(
     return None
 
 
+async def change(
+    ctx: BotContext,
+    target: Target,
+    action: Action,
+    reply: Reply,
+    channel: str,
+    requester: Requester,
+    *,
+    door: Door = Door.SLASH,
+    tag: str = "",
+    source: str | None = None,
+    of: str = "",
+    reason: str = "",
+    images: list[dict[str, Any]] | None = None,
+    allow_moved_tag: str = "",
+) -> DeploymentRecord | None:
+    """Start a change of ``target`` from Slack: the fleet plans it through the rules at
+    ``door`` (its keywords: Fleet.plan's), then ``guarded`` shows and starts it, or says why
+    not. Every Slack door that starts something comes here."""
+    return await guarded(
+        ctx,
+        place_of(ctx, target.name),
+        reply,
+        channel,
+        requester,
+        lambda via: ctx.fleet.plan(
+            target,
+            action,
+            Ask.through(requester, via),
+            tag=tag,
+            source=source,
+            of=of,
+            reason=reason,
+            images=images,
+        ),
+        door=door,
+        kind=action.value,
+        tag=tag,
+        allow_moved_tag=allow_moved_tag,
+    )
+
+
 async def _offer(reply: Reply, offer: Message) -> None:
     try:
         await reply(response_type="ephemeral", replace_original=False, **offer.as_kwargs())
@@ -335,7 +381,7 @@ async def _offer(reply: Reply, offer: Message) -> None:
 
 
 async def ask_approval(
-    ctx: Any,
+    ctx: BotContext,
     place: Place,
     reply: Reply,
     channel: str,
@@ -365,7 +411,7 @@ async def ask_approval(
         return None
     ref = f"{channel}:{resp['ts']}"
     try:
-        request = await asyncio.to_thread(engine.guards.set_request_message, request, ref)
+        request = await asyncio.to_thread(engine.set_request_message, request, ref)
     except DeployError as exc:
         log.warning("could not remember the request's message: %s", exc)
     log.info(
@@ -376,7 +422,7 @@ async def ask_approval(
 
 
 async def freeze(
-    ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester, reason: str
+    ctx: BotContext, place: Place, reply: Reply, channel: str, requester: Requester, reason: str
 ) -> None:
     via = Via(door=Door.SLASH, channel=channel)
     try:
@@ -409,7 +455,7 @@ async def freeze(
 
 
 async def unfreeze(
-    ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester
+    ctx: BotContext, place: Place, reply: Reply, channel: str, requester: Requester
 ) -> None:
     via = Via(door=Door.SLASH, channel=channel)
     try:
@@ -425,7 +471,7 @@ async def unfreeze(
 
 
 async def abort(
-    ctx: Any,
+    ctx: BotContext,
     place: Place,
     reply: Reply,
     channel: str,
@@ -434,7 +480,9 @@ async def abort(
     door: Door = Door.SLASH,
     of: str = "",
 ) -> DeploymentRecord | None:
-    """Stop: the previous task definition goes back; the live message shows the rest."""
+    """Stop: the previous task definition goes back. Announced in the channel, then the
+    abort's own short watch (Engine.follow_abort, the terminal's too) follows the restore to
+    its end and the announcement says how it ended; the lock is held until then."""
     via = Via(door=door, channel=channel)
     try:
         record = await asyncio.to_thread(place.engine.abort, requester, via=via, of=of)
@@ -442,14 +490,53 @@ async def abort(
         await _say(reply, _refusal_text(exc))
         return None
     back = record.previous_tag or "the previous task definition"
-    await _announce(
-        ctx,
-        reply,
-        channel,
+    said = (
         f"🛑 {mention(requester.who)} stopped {esc(record.kind)} `{esc(record.id)}` of "
-        f"`{esc(record.tag)}` on {esc(place.target.name)}: `{esc(back)}` goes back now.",
+        f"`{esc(record.tag)}` on {esc(place.target.name)}: "
     )
+    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now.")
+    ended = said + await _follow_abort(place, record, back)
+    if ts:
+        try:
+            await ctx.client.chat_update(channel=channel, ts=ts, text=ended)
+            return record
+        except Exception as exc:
+            log.warning("could not update the abort's announcement: %s", exc)
+    await _say(reply, ended)
     return record
+
+
+class _WatchStopped(Exception):
+    """The bot stops: an abort's watch ends at its next poll (the record stays as it is)."""
+
+
+async def _follow_abort(place: Place, record: DeploymentRecord, back: str) -> str:
+    """How the restore ended, for the abort's announcement. The watch blocks a thread for as
+    long as the restore lasts (ROLLOUT_TIMEOUT_SECONDS at most); cancelled with the bot, it
+    stops at its next poll."""
+    stopping = threading.Event()
+
+    def on_wait() -> None:
+        if stopping.is_set():
+            raise _WatchStopped
+
+    try:
+        outcome, why = await asyncio.to_thread(place.engine.follow_abort, record, on_wait)
+    except asyncio.CancelledError:
+        stopping.set()
+        raise
+    hints, name = place.engine.hints, place.target.name
+    if outcome is None:
+        waited = place.engine.settings.rollout_timeout_seconds
+        lost = f" (AWS: {esc(why)})" if why else ""
+        return (
+            f"`{esc(back)}` is still going back after {waited:.0f} s{lost}. ECS carries on; "
+            f"the lock stays held until it is done. `{esc(hints.status(name))}` shows how it "
+            "goes."
+        )
+    if outcome is Outcome.ABORTED and why.endswith(" is back"):
+        return f"✅ `{esc(back)}` is back."
+    return f"{esc(outcome.label)}: {esc(why)}."
 
 
 def unlock_offer(target: Target, held: Lock) -> Message:
@@ -484,17 +571,21 @@ def unlock_offer(target: Target, held: Lock) -> Message:
     return Message(text=text, blocks=blocks)
 
 
-def _may_unlock(ctx: Any, place: Place, requester: Requester, door: Door, channel: str) -> str:
+def _may_unlock(
+    ctx: BotContext, place: Place, requester: Requester, door: Door, channel: str
+) -> str:
     """Why ``requester`` may not break ``place``'s lock here ("" when they may)."""
     decision = ctx.fleet.decide(place.target, Action.UNLOCK, ctx.ask(requester, door, channel))
     return "" if decision.allowed else decision.mrkdwn
 
 
-async def unlock(ctx: Any, place: Place, reply: Reply, channel: str, requester: Requester) -> None:
+async def unlock(
+    ctx: BotContext, place: Place, reply: Reply, channel: str, requester: Requester
+) -> None:
     """``/deploy unlock [TARGET]``: whose lock it is, with a Break the lock button."""
     if why := _may_unlock(ctx, place, requester, Door.SLASH, channel):
         return await _say(reply, why)
-    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    held = await asyncio.to_thread(place.engine.lock_item)
     if held is None:
         return await _say(
             reply, f"{esc(place.target.name)}'s deploy lock is free: nothing to break."
@@ -502,14 +593,14 @@ async def unlock(ctx: Any, place: Place, reply: Reply, channel: str, requester: 
     await _offer(reply, unlock_offer(place.target, held))
 
 
-async def unlock_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def unlock_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     """Break the lock the button names, if it still holds it and ECS rolls nothing out;
     said in the channel and logged, as ``deploybot unlock`` is."""
     name, deployment = read_value(_value(body), 1)
     place, requester, channel = place_of(ctx, name), _who(body), _channel(body)
     if why := _may_unlock(ctx, place, requester, Door.BUTTON, channel):
         return await _say(respond, why)
-    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    held = await asyncio.to_thread(place.engine.lock_item)
     if held is None or held.deployment_id != deployment:
         now = f"it is now held: {esc(held.describe())}" if held else "it is free now"
         return await _say(respond, f"Not unlocked: the lock changed meanwhile ({now}).")
@@ -529,13 +620,16 @@ async def unlock_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) 
     )
 
 
-async def _announce(ctx: Any, reply: Reply, channel: str, text: str) -> None:
-    """Said in the channel (everyone should know); to the person if the channel will not take it."""
+async def _announce(ctx: BotContext, reply: Reply, channel: str, text: str) -> str:
+    """Said in the channel (everyone should know); to the person if the channel will not take
+    it. The channel message's ts ("" when it went to the person)."""
     try:
-        await ctx.client.chat_postMessage(channel=channel, text=text)
+        posted = await ctx.client.chat_postMessage(channel=channel, text=text)
     except Exception as exc:
         log.warning("could not announce in %s: %s", channel, exc)
         await _say(reply, text)
+        return ""
+    return str(posted.get("ts", ""))
 
 
 # --- buttons --------------------------------------------------------------------------------
@@ -559,7 +653,7 @@ def _value(body: dict[str, Any]) -> str:
     return str(body["actions"][0].get("value", ""))
 
 
-def register(app: AsyncApp, ctx: Any) -> None:
+def register(app: AsyncApp, ctx: BotContext) -> None:
     def on(action_id: str, handler: Callable[..., Awaitable[Any]], what: str) -> None:
         @app.action(action_id)
         async def clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -576,7 +670,9 @@ def register(app: AsyncApp, ctx: Any) -> None:
     on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
 
 
-async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note: str) -> None:
+async def _update_request(
+    ctx: BotContext, request: ApprovalRequest, place: Place, note: str
+) -> None:
     channel, _, ts = request.message_ref.partition(":")
     if not ts:
         return
@@ -587,13 +683,13 @@ async def _update_request(ctx: Any, request: ApprovalRequest, place: Place, note
         log.warning("could not update the approval request: %s", exc.response.get("error"))
 
 
-async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, request_id = read_value(_value(body), 1)
     approver, channel = _who(body), _channel(body)
     place = place_of(ctx, name)
     engine = place.engine
     via = Via(door=Door.BUTTON, channel=channel)
-    shown = await asyncio.to_thread(engine.guards.request, request_id)
+    shown = await asyncio.to_thread(engine.find_request, request_id)
     source = (shown.source or place.target.after) if shown is not None else None
     if shown is not None and source:
         # Promotion (or a target with `after`): whether the image completed on its source is
@@ -603,13 +699,14 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
 
     def replan(request: ApprovalRequest, again: Via) -> Plan:
         # Through the fleet, which knows what the engine cannot: promotion's source.
-        return ctx.fleet.plan(
+        plan: Plan = ctx.fleet.plan(
             place.target,
             Action(request.kind),
             Ask.through(request.requester, again),
             tag=request.tag,
             source=request.source or None,
         )
+        return plan
 
     try:
         approval = await asyncio.to_thread(
@@ -618,7 +715,7 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
     except RuleRefused as refused:
         await _say(respond, _refusal_text(refused))
         if refused.rule is Rule.EXPIRY:
-            request = await asyncio.to_thread(engine.guards.request, request_id)
+            request = await asyncio.to_thread(engine.find_request, request_id)
             if request is not None:
                 await _update_request(ctx, request, place, "⌛ Expired")
         return
@@ -650,7 +747,7 @@ async def approve_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond)
 
 
 async def _queue_approved(
-    ctx: Any,
+    ctx: BotContext,
     place: Place,
     respond: AsyncRespond,
     request: ApprovalRequest,
@@ -679,7 +776,7 @@ async def _queue_approved(
         )
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
-    held = await asyncio.to_thread(place.engine.ledger.lock_item)
+    held = await asyncio.to_thread(place.engine.lock_item)
     behind = f" behind `{esc(held.deployment_id)}`" if held and held.deployment_id else ""
     await _update_request(
         ctx,
@@ -696,7 +793,7 @@ async def _queue_approved(
         log.warning("could not tell %s their deploy is queued: %s", request.requester.who, exc)
 
 
-async def reject_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def reject_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, request_id = read_value(_value(body), 1)
     place = place_of(ctx, name)
     try:
@@ -706,7 +803,7 @@ async def reject_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) 
     await _update_request(ctx, request, place, "")
 
 
-async def stop_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def stop_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, deployment = read_value(_value(body), 1)
     place = place_of(ctx, name)
     if not deployment:
@@ -714,7 +811,7 @@ async def stop_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) ->
     await abort(ctx, place, respond, _channel(body), _who(body), door=Door.BUTTON, of=deployment)
 
 
-async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def queue_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, kind, tag, request_id = read_value(_value(body), 3)
     place = place_of(ctx, name)
     who, channel = _who(body), _channel(body)
@@ -722,7 +819,7 @@ async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -
     source: str | None = None
     if request_id:
         # Approvals come from the table, never from the button.
-        request = await asyncio.to_thread(place.engine.guards.request, request_id)
+        request = await asyncio.to_thread(place.engine.find_request, request_id)
         if request is None or request.state is not RequestState.APPROVED:
             return await _say(respond, "That approval request is not approved; nothing queued.")
         if request.requester.who != who.who:
@@ -748,7 +845,7 @@ async def queue_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -
     await respond(response_type="ephemeral", replace_original=False, **msg.as_kwargs())
 
 
-async def tell_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def tell_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     (name,) = read_value(_value(body), 0)
     place = place_of(ctx, name)
     via = Via(door=Door.BUTTON, channel=_channel(body))
@@ -759,7 +856,7 @@ async def tell_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) ->
     await respond(response_type="ephemeral", replace_original=False, **msg.as_kwargs())
 
 
-async def cancel_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def cancel_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, item_id = read_value(_value(body), 1)
     place = place_of(ctx, name)
     try:
@@ -773,40 +870,42 @@ async def cancel_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) 
 # --- the queue's turns ----------------------------------------------------------------------
 
 
-async def take_turns(ctx: Any, place: Place) -> None:
-    """One pass: tell the people waiting for a free lock, then start the first queued deploy
-    (re-checked now, through the fleet as any door), announcing it in its channel; a refused
-    one is told to its requester.
+def render_queue(ctx: BotContext, target: Target, supervisor: Supervisor) -> None:
+    """Show the queue's turns of ``target`` (its supervisor takes them): the people waiting
+    for a free lock are told; a turn is announced in its channel, then started as any Slack
+    start (its message first); a refused one is told to its requester, and its approval
+    request says so."""
+    name = esc(target.name)
 
-    From taking it off the queue to its start, no other start of this process goes (the
-    context's ``starting`` lock): a direct deploy planned meanwhile, when the queue looked
-    empty, finds the lock held and is offered the queue."""
-    engine = place.engine
-    for item in await asyncio.to_thread(engine.lock_free_waiters):
-        await _tell(ctx, item, f"{esc(place.target.name)}'s deploy lock is free now.")
+    async def lock_free(event: LockFree) -> None:
+        await _tell(ctx, event.item, f"{name}'s deploy lock is free now.")
 
-    def replan(item: QueuedItem, via: Via) -> Plan:
-        # Through the fleet: a target with `after` needs to know where the image completed.
-        return ctx.fleet.plan(
-            place.target,
-            Action(item.kind or "deploy"),
-            Ask.through(item.requester, via),
-            tag=item.tag,
-            source=item.source or None,
-            reason=item.reason,
+    async def starting(event: TurnStarting) -> None:
+        item = event.item
+        try:
+            await ctx.client.chat_postMessage(
+                channel=_turn_channel(ctx, item),
+                text=f"⏭️ The queued {esc(item.kind)} of `{esc(event.tag)}` to "
+                f"{name} by {mention(item.requester.who)} starts now.",
+            )
+        except Exception as exc:
+            log.warning("could not announce the queued deploy: %s", exc)
+
+    async def start(item: QueuedItem, planned: Plan) -> DeploymentRecord | None:
+        async def tell_requester(**kwargs: Any) -> None:
+            await _tell(ctx, item, str(kwargs.get("text", "")))
+
+        return await ctx.launch(
+            target, lambda: planned, _turn_channel(ctx, item), tell_requester, starting_held=True
         )
 
-    async with ctx.starting:
-        turn = await asyncio.to_thread(engine.next_turn, replan)
-        if turn is None or turn.plan is None:
-            started = False
-        else:
-            started = await _start_turn(ctx, place, turn.item, turn.plan)
-    if turn is not None and turn.plan is None:
-        item = turn.item
-        why = _refusal_text(turn.refused) if turn.refused else "refused"
+    async def refused(event: TurnRefused) -> None:
+        item = event.item
+        why = _refusal_text(event.refused) if event.refused else "refused"
+        if event.at_start:
+            return await _tell(ctx, item, f"Your queued deploy did not start: {why}")
         text = (
-            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {esc(place.target.name)} "
+            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {name} "
             f"did not start when its turn came: {why}"
         )
         again: tuple[Block, ...] = ()
@@ -818,53 +917,35 @@ async def take_turns(ctx: Any, place: Place) -> None:
                     elements=[
                         deploy_button(
                             item.tag,
-                            place.engine.service_name,
-                            target=place.target.name if ctx.several else "",
+                            supervisor.engine.service_name,
+                            target=target.name if ctx.several else "",
                         )
                     ],
                 ),
             )
         await _tell(ctx, item, text, again)
         if item.request_id:
-            request = await asyncio.to_thread(place.engine.guards.request, item.request_id)
+            place = place_of(ctx, target.name)
+            request = await asyncio.to_thread(place.engine.find_request, item.request_id)
             if request is not None:
-                plain = turn.refused.message if turn.refused else "refused"
+                plain = event.refused.message if event.refused else "refused"
                 await _update_request(ctx, request, place, f"⚠️ Not deployed at its turn: {plain}")
-    elif started:
-        log.info("a queued deploy started", extra={"service": engine.service_name})
+
+    supervisor.events.subscribe(LockFree, lock_free)
+    supervisor.events.subscribe(TurnStarting, starting)
+    supervisor.events.subscribe(TurnRefused, refused)
+    supervisor.starter = start
 
 
-async def _start_turn(ctx: Any, place: Place, item: QueuedItem, planned: Plan) -> bool:
-    """Announce a queued deploy and start it (the caller holds ``ctx.starting``)."""
-    channel = item.channel or (ctx.settings.slack_channel or "")
-    try:
-        await ctx.client.chat_postMessage(
-            channel=channel,
-            text=f"⏭️ The queued {esc(item.kind)} of `{esc(planned.tag)}` to "
-            f"{esc(place.target.name)} by {mention(item.requester.who)} starts now.",
-        )
-    except Exception as exc:
-        log.warning("could not announce the queued deploy: %s", exc)
-
-    async def tell_requester(**kwargs: Any) -> None:
-        await _tell(ctx, item, str(kwargs.get("text", "")))
-
-    try:
-        record = await ctx.launch(
-            place.target, lambda: planned, channel, tell_requester, starting_held=True
-        )
-    except LockHeld:
-        await asyncio.to_thread(place.engine.guards.requeue, item)  # it keeps its place
-        return False
-    except DeployError as exc:
-        await _tell(ctx, item, f"Your queued deploy did not start: {_refusal_text(exc)}")
-        return False
-    return record is not None
+def _turn_channel(ctx: BotContext, item: QueuedItem) -> str:
+    return item.channel or (ctx.settings.slack_channel or "")
 
 
-async def _tell(ctx: Any, item: QueuedItem, text: str, blocks: tuple[Block, ...] = ()) -> None:
+async def _tell(
+    ctx: BotContext, item: QueuedItem, text: str, blocks: tuple[Block, ...] = ()
+) -> None:
     """An ephemeral to the person in the channel they asked from (a DM without one)."""
-    shown = {"blocks": [b.to_dict() for b in blocks]} if blocks else {}
+    shown: dict[str, Any] = {"blocks": [b.to_dict() for b in blocks]} if blocks else {}
     try:
         if item.channel:
             await ctx.client.chat_postEphemeral(
@@ -876,50 +957,18 @@ async def _tell(ctx: Any, item: QueuedItem, text: str, blocks: tuple[Block, ...]
         log.warning("could not tell %s: %s", item.requester.who, exc)
 
 
-async def queue_forever(ctx: Any, places: Callable[[], list[Place]], interval: float) -> None:
-    """Each target's queue gets its turn (see take_turns): at once when this process
-    released a lock (its engines' reconcilers say so), else every ``interval`` (a lock
-    released by a terminal or another replica). Never stops for AWS or Slack trouble; the
-    queue is in the table, so a restart picks it up."""
-    loop = asyncio.get_running_loop()
-    released = asyncio.Event()
-    hooked: set[int] = set()
-
-    def kick(record: DeploymentRecord) -> None:  # on the follower's thread
-        loop.call_soon_threadsafe(released.set)
-
-    while True:
-        released.clear()
-        for place in places():
-            reconciler = place.engine.reconciler
-            if id(reconciler) not in hooked:
-                hooked.add(id(reconciler))
-                reconciler.on_released.append(kick)
-            try:
-                await take_turns(ctx, place)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue pass for %s failed: %s", place.target.name, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(released.wait(), interval)
-
-
-async def moved_tag_clicked(ctx: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+async def moved_tag_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     """Deploy it anyway: the release tag's new image, confirmed; if the tag moved again since
     the offer, that is refused (and offered) again."""
     name, tag, digest = read_value(_value(body), 2)
-    place = place_of(ctx, name)
-    requester, channel = _who(body), _channel(body)
-    await guarded(
+    target = ctx.fleet.targets.get(name or None)
+    await change(
         ctx,
-        place,
+        target,
+        Action.DEPLOY,
         respond,
-        channel,
-        requester,
-        lambda via: ctx.fleet.plan(
-            place.target, Action.DEPLOY, Ask.through(requester, via), tag=tag
-        ),
+        _channel(body),
+        _who(body),
         door=Door.BUTTON,
         tag=tag,
         allow_moved_tag=digest or "-",

@@ -536,7 +536,7 @@ def thread_reply(snap: Snapshot) -> str | None:
 
 
 def refusal(message: str) -> Message:
-    """An ephemeral refusal. ``message`` is mrkdwn as it stands (access.py links channels with
+    """An ephemeral refusal. ``message`` is mrkdwn as it stands (the rules link channels with
     ``<#C…>``): text from the engine or from people goes through ``mrkdwn.escape`` first."""
     return Message(text=message, blocks=(SectionBlock(text=MarkdownTextObject(text=message)),))
 

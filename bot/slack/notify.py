@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.deploy.aws import read_parameter
 from bot.deploy.changes import ChangeSummary
 from bot.errors import DeployError
+from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.logs import redact
 from bot.rules import describe_freeze
@@ -91,7 +92,7 @@ def image_notice(
                 )
             )
             try:
-                freeze = engine.guards.current_freeze()
+                freeze = engine.current_freeze()
             except DeployError as exc:
                 print(f"deploybot: the notice cannot say whether {target.name} is frozen: "
                       f"{exc.message}", file=sys.stderr)  # fmt: skip
@@ -116,7 +117,7 @@ def notify_image_pushed(
         settings = load_settings()
     except ValidationError as exc:
         print(f"deploybot: bad configuration: {describe_errors(exc)}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     token = settings.secret("slack_bot_token")
     if not token or not settings.slack_channel:
         missing = [
@@ -128,7 +129,7 @@ def notify_image_pushed(
             if not value
         ]
         print(f"deploybot: no Slack notice for {tag}: {' and '.join(missing)} not set.")
-        return 0
+        return ExitCode.OK
     channel = settings.slack_channel
     client = WebClient(
         token=token,
@@ -150,7 +151,7 @@ def notify_image_pushed(
         targets = load_targets(settings)
     except DeployError as exc:
         print(f"deploybot: bad configuration{where}:\n{exc.message}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     msg = image_notice(settings, targets, tag, sha, run_url)
     try:
         resp = client.chat_postMessage(channel=channel, **msg.as_kwargs())
@@ -160,10 +161,10 @@ def notify_image_pushed(
         # Whatever Slack (or a proxy in between) echoes back, the token is not printed.
         text = hint.format(channel=channel, error=error)
         print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     except OSError as exc:
         text = f"could not reach Slack at {settings.slack_api_base}: {exc}"
         print(f"deploybot: {redact(text, [token])}", file=sys.stderr)
-        return 2
+        return ExitCode.REFUSED
     print(f"Posted the image-pushed notice for {tag} to {channel} (ts {resp['ts']}).")
-    return 0
+    return ExitCode.OK

@@ -8,8 +8,10 @@ current state, at the least the final one. Thread replies are best effort and ne
 
 ``chat.update`` goes out only when the content changed, at most every ``min_interval``
 seconds (later changes coalesce into one update). A restarted bot resumes from the history
-record's ``message_ref`` and finishes the same message; a periodic pass shows outcomes that
-were settled later (a "still rolling out" that completed).
+record's ``message_ref`` and finishes the same message. The board renders the target's
+supervisor (bot/deploy/supervisor.py): a deployment it adopts (Adopted) is shown as any other,
+and each of its passes (Looked) shows outcomes settled later (a "still rolling out" that
+completed).
 
 Several bot replicas share the table: a message is shown by the replica that holds its
 deployment's follower lease (the engine's), and only by it. The others leave it alone until
@@ -19,11 +21,11 @@ replies already posted are in the record (``replied``) and are not posted again.
 Every change is seen in the target's channel, whichever door made it. A deployment with no
 message yet (a terminal's, ``--no-wait``'s) is posted there by one replica: the one that
 follows it, or, while a terminal follows it, the one that claimed its first post in the
-record (``Ledger.claim_post``), which shows what ECS says of it at each pass until it ends and
+record (``Engine.claim_post``), which shows what ECS says of it at each pass until it ends and
 its outcome is shown as any other (one that ended before the bot began looking is history, not
 news). What terminals did that is no deployment (freeze, unfreeze,
 abort, break-glass) is read from the table with the records and said once (``News``); an ECS
-deployment no record explains is reported once (``Ledger.claim_outside_report``).
+deployment no record explains is reported once (``Engine.claim_outside_report``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary
 from bot.deploy.engine import Engine
+from bot.deploy.events import Adopted, Looked
 from bot.deploy.records import DeploymentRecord, News, Plan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot
+from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
@@ -264,7 +268,7 @@ class ProgressMessage:
     async def _mark_shown(self) -> None:
         assert self.record is not None
         try:
-            await asyncio.to_thread(self.engine.ledger.mark_shown, self.record)
+            await asyncio.to_thread(self.engine.mark_shown, self.record)
         except DeployError as exc:  # the periodic pass shows it again later: harmless
             log.warning("could not mark the message shown: %s", exc, extra=self._log_extra())
 
@@ -404,7 +408,7 @@ class ProgressMessage:
         if not ids or self.record is None:
             return
         try:
-            await asyncio.to_thread(self.engine.ledger.mark_replied, self.record, ids)
+            await asyncio.to_thread(self.engine.mark_replied, self.record, ids)
         except DeployError as exc:  # a replica taking over may say it again: harmless
             log.warning("could not note the thread reply: %s", exc, extra=self._log_extra())
 
@@ -441,9 +445,8 @@ class ProgressBoard:
         # The target's channel: where what has no message yet is posted.
         self.fallback_channel: str | None = None
         self._reported: set[str] = set()  # ECS deployments reported (or claimed elsewhere)
-        # When this board began looking: a deployment with no message that ended before is
-        # history, not news (the playground's first release, a team's years of `make deploy`).
-        self.since: datetime | None = None
+        # The target's loops, whose events this board renders (``subscribe``).
+        self.supervisor: Supervisor | None = None
         # Where shadowed messages are, for a record read before its message_ref was written.
         self._refs: dict[str, str] = {}
 
@@ -500,24 +503,21 @@ class ProgressBoard:
         log.info("watching a deployment", extra=progress._log_extra())
         return True
 
-    async def resume(self, fallback_channel: str | None = None) -> list[str]:
-        """Follow every deployment a previous process left open and nobody follows, and show
-        outcomes no message shows yet. Needs AWS (raises DeployError without it), never Slack."""
-        if fallback_channel:
-            self.fallback_channel = fallback_channel
-        records = await asyncio.to_thread(self.engine.open_deployments)
-        resumed = []
-        for record in records:
-            # The bookkeeping (no Slack); False when another replica took it meanwhile.
-            if await asyncio.to_thread(self.engine.follow, record):
-                self.watch(record)
-                resumed.append(record.id)
-        history = await asyncio.to_thread(self._history)
-        resumed += await self._finish_unshown(history)
-        return resumed
+    def subscribe(self, supervisor: Supervisor) -> None:
+        """Render what ``supervisor`` (the target's loops) says: a deployment it follows now
+        is shown where its record says (or posted in the fallback channel), and what each of
+        its passes saw is shown once, whatever the replicas."""
+        self.supervisor = supervisor
+        supervisor.wants_state = lambda: bool(self.shadows)
+        supervisor.events.subscribe(Adopted, lambda event: self.watch(event.record))
+        supervisor.events.subscribe(Looked, self.seen)
 
-    def _history(self) -> list[DeploymentRecord]:
-        return self.engine.history(20, leave_followed=True)
+    @property
+    def since(self) -> datetime | None:
+        """When the supervisor's passes began: a deployment with no message that ended before
+        is history, not news (the playground's first release, a team's years of `make
+        deploy`)."""
+        return self.supervisor.since if self.supervisor is not None else None
 
     async def _finish_unshown(self, records: list[DeploymentRecord]) -> list[str]:
         """Closed records whose message does not show their outcome, and whose follower is
@@ -538,45 +538,17 @@ class ProgressBoard:
             log.info("showing an outcome settled since", extra=progress._log_extra())
         return finished
 
-    async def reconcile_forever(self, interval: float, outside_every: float = 60.0) -> None:
-        """Every ``interval``: reconcile open records with ECS (the engine), show outcomes
-        settled since, follow open deployments nobody follows (a ``--no-wait`` deploy, a
-        process that died), post those with no message yet and announce what terminals did;
-        every ``outside_every``, report ECS deployments started outside deploybot since the
-        bot started. Never stops for AWS or Slack trouble."""
-        since = self.since = self.engine.clock.now()
-        next_outside = self.engine.clock.monotonic() + outside_every
-        while True:
-            due = self.engine.clock.monotonic() >= next_outside
-            if due:
-                next_outside = self.engine.clock.monotonic() + outside_every
-            try:
-                await self.pass_once(outside_since=since if due else None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("reconcile pass failed: %s", exc)
-            await asyncio.sleep(interval)
-
-    async def pass_once(self, outside_since: datetime | None = None) -> None:
-        """One pass (see reconcile_forever): one Query of the records and the news, and a
-        DescribeServices only when a record needs judging, a terminal's deployment is shown
-        here, or ``outside_since`` asks for deployments started outside deploybot."""
-        seen = await asyncio.to_thread(
-            lambda: self.engine.look_around(
-                20, describe=bool(self.shadows), outside_since=outside_since
-            )
-        )
-        records = seen.records
-        await self._announce(seen.news)
+    async def seen(self, looked: Looked) -> None:
+        """Show what a pass saw: say what terminals did, finish the messages of outcomes
+        settled since, post the deployments that have none and report ECS deployments no
+        record explains."""
+        records = list(looked.records)
+        await self._announce(list(looked.news))
         await self._end_shadows(records)
         await self._finish_unshown(records)
-        for record in self._unfollowed(records):
-            if await asyncio.to_thread(self.engine.follow, record):
-                self.watch(record)
-        await self._post_unposted(records, seen.state)
-        if seen.outside:
-            await self._report_outside(seen.outside)
+        await self._post_unposted(records, looked.state)
+        if looked.outside:
+            await self._report_outside(looked.outside)
 
     # -- what no message shows yet --------------------------------------------------------------
     async def _post_unposted(
@@ -584,7 +556,7 @@ class ProgressBoard:
     ) -> None:
         """Post, once whatever the replicas, every recent deployment that has no message: one a
         terminal follows (shown here from ECS until it ends) or one that ended unseen (its
-        outcome). One nobody follows is the follower's to post (``_unfollowed``)."""
+        outcome). One nobody follows is adopted by the supervisor and posted by its watcher."""
         channel = self.fallback_channel
         now = self.engine.clock.now()
         for record in records:
@@ -608,12 +580,8 @@ class ProgressBoard:
                 continue
             elif not await asyncio.to_thread(self.engine.own, record):
                 continue  # another replica shows it
-            lease = self.engine.settings.lock_lease_seconds
-            follower = self.engine.poller.follower
             try:
-                claimed = await asyncio.to_thread(
-                    self.engine.ledger.claim_post, record, follower, lease
-                )
+                claimed = await asyncio.to_thread(self.engine.claim_post, record)
             except DeployError as exc:
                 log.warning("could not claim the message: %s", exc, extra=record.log_fields)
                 claimed = False
@@ -682,7 +650,7 @@ class ProgressBoard:
         target = self.engine.target.name
         commands = self.engine.settings.slack_commands
         for item in news:
-            if not await asyncio.to_thread(self.engine.ledger.take_news, item):
+            if not await asyncio.to_thread(self.engine.take_news, item):
                 continue
             try:
                 await self.client.chat_postMessage(
@@ -692,7 +660,7 @@ class ProgressBoard:
                 raise
             except Exception as exc:
                 log.warning("could not announce the %s: %s", item.kind, slack_problem(exc))
-                await asyncio.to_thread(self.engine.ledger.put_back_news, item)
+                await asyncio.to_thread(self.engine.put_back_news, item)
                 return
             log.info("announced a terminal's %s", item.kind, extra={"who": item.who})
 
@@ -705,9 +673,7 @@ class ProgressBoard:
         for deployment in found:
             if deployment.id in self._reported:
                 continue
-            claimed = await asyncio.to_thread(
-                self.engine.ledger.claim_outside_report, deployment.id, self.engine.poller.follower
-            )
+            claimed = await asyncio.to_thread(self.engine.claim_outside_report, deployment.id)
             self._reported.add(deployment.id)
             if not claimed:
                 continue
@@ -725,20 +691,6 @@ class ProgressBoard:
                 deployment.id,
                 extra={"service": self.engine.service_name},
             )
-
-    def _unfollowed(self, records: list[DeploymentRecord]) -> list[DeploymentRecord]:
-        """Open records nobody follows: no lease (a ``--no-wait`` deploy), or one its holder
-        stopped renewing (it died). A record is written with its follower's lease, so a
-        deployment a moment old is never taken from the process that started it."""
-        tracking = set(self.engine.poller.tracking())
-        return [
-            record
-            for record in records
-            if record.open
-            and record.id not in tracking
-            and record.id not in self.messages
-            and not self.engine.followed_elsewhere(record)
-        ]
 
     def _started(self, record: DeploymentRecord) -> None:
         """``record`` started: the last completed message loses its Promote."""

@@ -63,7 +63,7 @@ async def tell_requester(
         return ""
     extra = record.log_fields
     try:
-        if not await asyncio.to_thread(engine.ledger.claim_notice, record):
+        if not await asyncio.to_thread(engine.claim_notice, record):
             return ""  # told already, by this process or another
     except DeployError as exc:
         log.warning("not telling the requester: %s", exc, extra=extra)

@@ -70,10 +70,10 @@ def test_stats_of_a_deployment_made_through_the_cli_ask_github_once(
     fleet = Fleet(Settings(_env_file=None))  # type: ignore[call-arg]
     try:
         ledger = fleet.engine("staging").ledger
-        (item,) = ledger.db.query(
-            TableName=ledger.table,
+        (item,) = ledger.table.db.query(
+            TableName=ledger.table.name,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": f"HISTORY#{ledger.key}"}},
+            ExpressionAttributeValues={":pk": ledger.keys.history()},
         )["Items"]
     finally:
         fleet.close()

@@ -289,6 +289,20 @@ def test_bot_image_runs_the_cli_as_non_root(bot_image: Built) -> None:
     assert "3000/tcp" in config["ExposedPorts"]
 
 
+def bot_env(emulator: SlackEmulator, **extra: str) -> dict[str, str]:
+    """The bot's environment in a container: the emulator as Slack, this test's moto as AWS."""
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_API_URL": emulator.api_url,
+        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
+        **extra,
+    }
+    env.pop("AWS_CONFIG_FILE", None)
+    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    return env
+
+
 def test_bot_image_deploys_through_the_slack_emulator_and_turns_healthy(
     bot_image: Built,
     run_container: list[str],
@@ -298,15 +312,7 @@ def test_bot_image_deploys_through_the_slack_emulator_and_turns_healthy(
 ) -> None:
     """The image's own command (Socket Mode), with the emulator as Slack and moto as AWS."""
     port = free_port()
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_APP_TOKEN": APP_TOKEN,
-        "SLACK_API_URL": emulator.api_url,
-        "DEPLOY_ALLOWED_USERS": ALICE,
-        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
-    }
-    env.pop("AWS_CONFIG_FILE", None)
-    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    env = bot_env(emulator, DEPLOY_ALLOWED_USERS=ALICE)
     c = start(bot_image.tag, run_container, port, env, ["deploybot", "serve", "--port", str(port)])
     wait_answer(c, "/healthz")
     emulator.wait_socket_connected(timeout=30)
@@ -331,14 +337,7 @@ def test_bot_image_stays_healthy_through_a_slack_outage(
     through a Slack outage several times that window: healthy all along, and the bot is back
     on the socket when Slack is (issue 19: ECS used to replace the task in a loop)."""
     port = free_port()
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_APP_TOKEN": APP_TOKEN,
-        "SLACK_API_URL": emulator.api_url,
-        **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ROLLOUT_"))},
-    }
-    env.pop("AWS_CONFIG_FILE", None)
-    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    env = bot_env(emulator)
     c = start(bot_image.tag, run_container, port, env, ["deploybot", "serve", "--port", str(port)])
     wait_answer(c, "/healthz")
     emulator.wait_socket_connected(timeout=30)
@@ -355,3 +354,60 @@ def test_bot_image_stays_healthy_through_a_slack_outage(
     emulator.wait_socket_connected(timeout=60)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert json.loads(resp.read())["slack"] == "connected"
+
+
+# Imports every module of the installed bot package (not __main__, which runs the CLI), then
+# names any playground module (bot/local, moto, werkzeug) that got loaded along the way.
+IMPORT_EVERY_BOT_MODULE = """
+import importlib, pkgutil, sys
+import bot
+for m in pkgutil.walk_packages(bot.__path__, "bot."):
+    if not m.name.endswith("__main__"):
+        importlib.import_module(m.name)
+print(sorted(n for n in sys.modules if n.split(".")[0] in ("moto", "werkzeug", "flask")
+             or n.startswith("bot.local")))
+"""
+
+
+def python_in(c: Running, code: str) -> subprocess.CompletedProcess[str]:
+    """The image's own Python (the venv, as the container's user) runs ``code`` in ``c``."""
+    return docker("exec", c.id, "python", "-c", code, check=False, timeout=120)
+
+
+def test_bot_image_carries_production_code_only_and_starts_healthy(
+    bot_image: Built,
+    run_container: list[str],
+    stack: LocalStack,
+    emulator: SlackEmulator,
+) -> None:
+    """#25: no bot/local (the emulators, the playground) and no moto in the bot's image, and
+    nothing the bot imports needs them: it starts, answers and turns healthy without them, and
+    `deploybot demo` there says what to do instead of a traceback."""
+    port = free_port()
+    cmd = ["deploybot", "serve", "--port", str(port)]
+    c = start(bot_image.tag, run_container, port, bot_env(emulator), cmd)
+    wait_answer(c, "/healthz")
+    emulator.wait_socket_connected(timeout=30)
+    assert wait_healthy(c) == "healthy", c.logs()
+    for module in ("moto", "bot.local"):
+        imported = python_in(c, f"import {module}")
+        assert imported.returncode != 0, f"`import {module}` works in the bot's image"
+        assert f"ModuleNotFoundError: No module named '{module}'" in imported.stderr, (
+            imported.stderr
+        )
+    every = python_in(c, IMPORT_EVERY_BOT_MODULE)
+    assert every.returncode == 0, every.stderr[-3000:]
+    assert every.stdout.strip() == "[]", every.stdout
+    demo = docker("exec", c.id, "deploybot", "demo", "--port", str(free_port()), check=False)
+    assert demo.returncode == 2, demo.stdout + demo.stderr
+    assert "make demo" in demo.stderr, demo.stderr
+    assert "Traceback" not in demo.stdout + demo.stderr, demo.stderr
+    assert wait_healthy(c) == "healthy", c.logs()
+
+
+def test_the_service_image_carries_no_playground_either(service_image: Built) -> None:
+    """The same .dockerignore builds the service's image: no bot/local, no moto there."""
+    for module in ("moto", "bot.local"):
+        code = f"import {module}"
+        imported = docker("run", "--rm", service_image.tag, "python", "-c", code, check=False)
+        assert imported.returncode != 0, f"`import {module}` works in the service's image"

@@ -27,8 +27,8 @@ import pytest
 
 from bot.deploy.aws import AwsClient
 from bot.deploy.engine import Engine
-from bot.deploy.ledger import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.deploy.records import Requester
+from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from bot.deploy.engine import TAG_KEY, split_image
+from bot.deploy.reads import TAG_KEY, split_image
 from bot.local.aws import MotoServer
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.settings import Settings

@@ -282,12 +282,16 @@ class GitHubEmulator:
     def deployments(self, repository: str | None = None) -> list[JSON]:
         """Every deployment as GitHub shows it, oldest first."""
         with self._lock:
-            return json.loads(json.dumps(self._repo(repository).deployments))
+            copied: list[JSON] = json.loads(json.dumps(self._repo(repository).deployments))
+        return copied
 
     def statuses(self, deployment_id: int, repository: str | None = None) -> list[JSON]:
         """The statuses of one deployment, oldest first."""
         with self._lock:
-            return json.loads(json.dumps(self._repo(repository).statuses[deployment_id]))
+            copied: list[JSON] = json.loads(
+                json.dumps(self._repo(repository).statuses[deployment_id])
+            )
+        return copied
 
     def states(self, repository: str | None = None) -> dict[int, list[str]]:
         """Each deployment's status states, oldest first: ``{7: ["in_progress", "success"]}``."""
