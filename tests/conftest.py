@@ -197,7 +197,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _weight(item.nodeid))  # stable: the rest keep their order
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist works
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With --dist loadfile, xdist's scheduler for scopes, with our units (``unit_of``) in
     collection order, instead of one unit per file in order of size."""
