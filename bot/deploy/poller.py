@@ -158,6 +158,9 @@ class _Tracked:
     # given by the process that registered it, else read once when a task first stops.
     task_definition: dict[str, Any] | None = None
     log_url: str = ""  # the newest stopped task's log stream (Snapshot.log_url)
+    # When this watch first saw the record aborted (this process's clock): its window for the
+    # restore counts from then (_aborted_later).
+    abort_seen: datetime | None = None
 
 
 @dataclass
@@ -505,6 +508,8 @@ class ServicePoller:
                 tracked.record, state, now, asked_ecs_at=tracked.asked_ecs_at
             )
             tracked.record, verdict, ours = reading.record, reading.verdict, reading.ours
+            if tracked.record.aborted_by and tracked.abort_seen is None:
+                tracked.abort_seen = now
             if reading.adopted and tracked.note == tracked.record.start_error:
                 tracked.note = (
                     "UpdateService's answer was lost, but ECS had started the deployment "
@@ -638,13 +643,20 @@ class ServicePoller:
         """An aborted deployment is watched to the restore's end, with a timeout that counts
         from the abort (#31): its watch does not end while ECS puts the previous task
         definition back, nor does it release the lock then. One read of the record, at the
-        deployment's own timeout, tells whether it was aborted meanwhile."""
-        if tracked.record.aborted_at is None:
+        deployment's own timeout, tells whether it was aborted meanwhile.
+
+        The window counts from when this watch saw the abort, by this process's clock (most
+        often at a poll once ECS replaced ours: after the abort's UpdateService, from which
+        the abort's own watch counts, Engine.follow_abort). Not from the record's
+        ``aborted_at``: the aborting process's clock, read before its UpdateService, and up
+        to CLOCK_SKEW behind ours, so the window could end before the restore began."""
+        if not tracked.record.aborted_by:
             tracked.record = self.reconciler.with_abort(tracked.record)
-        aborted_at = tracked.record.aborted_at
-        if aborted_at is None:
+        if not tracked.record.aborted_by:
             return False
-        tracked.deadline = max(tracked.deadline, _aware(aborted_at) + self.timeout)
+        if tracked.abort_seen is None:
+            tracked.abort_seen = now
+        tracked.deadline = max(tracked.deadline, tracked.abort_seen + self.timeout)
         return now < tracked.deadline
 
     def _renew_leases(self) -> None:

@@ -115,7 +115,7 @@ class BotContext:
         return [(t, self.board(t)) for t in self.fleet.targets]
 
     def ask(self, requester: Requester, door: Door, channel: str) -> Ask:
-        return Ask(door, requester, channel)
+        return Ask.at(door, requester, channel)
 
     # -- acting -------------------------------------------------------------------------------
     async def launch(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -53,6 +54,7 @@ from bot.deploy.records import (
     Via,
     short_digest,
 )
+from bot.deploy.rollout import Outcome
 from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
@@ -478,7 +480,9 @@ async def abort(
     door: Door = Door.SLASH,
     of: str = "",
 ) -> DeploymentRecord | None:
-    """Stop: the previous task definition goes back; the live message shows the rest."""
+    """Stop: the previous task definition goes back. Announced in the channel, then the
+    abort's own short watch (Engine.follow_abort, the terminal's too) follows the restore to
+    its end and the announcement says how it ended; the lock is held until then."""
     via = Via(door=door, channel=channel)
     try:
         record = await asyncio.to_thread(place.engine.abort, requester, via=via, of=of)
@@ -486,14 +490,53 @@ async def abort(
         await _say(reply, _refusal_text(exc))
         return None
     back = record.previous_tag or "the previous task definition"
-    await _announce(
-        ctx,
-        reply,
-        channel,
+    said = (
         f"🛑 {mention(requester.who)} stopped {esc(record.kind)} `{esc(record.id)}` of "
-        f"`{esc(record.tag)}` on {esc(place.target.name)}: `{esc(back)}` goes back now.",
+        f"`{esc(record.tag)}` on {esc(place.target.name)}: "
     )
+    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now.")
+    ended = said + await _follow_abort(place, record, back)
+    if ts:
+        try:
+            await ctx.client.chat_update(channel=channel, ts=ts, text=ended)
+            return record
+        except Exception as exc:
+            log.warning("could not update the abort's announcement: %s", exc)
+    await _say(reply, ended)
     return record
+
+
+class _WatchStopped(Exception):
+    """The bot stops: an abort's watch ends at its next poll (the record stays as it is)."""
+
+
+async def _follow_abort(place: Place, record: DeploymentRecord, back: str) -> str:
+    """How the restore ended, for the abort's announcement. The watch blocks a thread for as
+    long as the restore lasts (ROLLOUT_TIMEOUT_SECONDS at most); cancelled with the bot, it
+    stops at its next poll."""
+    stopping = threading.Event()
+
+    def on_wait() -> None:
+        if stopping.is_set():
+            raise _WatchStopped
+
+    try:
+        outcome, why = await asyncio.to_thread(place.engine.follow_abort, record, on_wait)
+    except asyncio.CancelledError:
+        stopping.set()
+        raise
+    hints, name = place.engine.hints, place.target.name
+    if outcome is None:
+        waited = place.engine.settings.rollout_timeout_seconds
+        lost = f" (AWS: {esc(why)})" if why else ""
+        return (
+            f"`{esc(back)}` is still going back after {waited:.0f} s{lost}. ECS carries on; "
+            f"the lock stays held until it is done. `{esc(hints.status(name))}` shows how it "
+            "goes."
+        )
+    if outcome is Outcome.ABORTED and why.endswith(" is back"):
+        return f"✅ `{esc(back)}` is back."
+    return f"{esc(outcome.label)}: {esc(why)}."
 
 
 def unlock_offer(target: Target, held: Lock) -> Message:
@@ -577,13 +620,16 @@ async def unlock_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
     )
 
 
-async def _announce(ctx: BotContext, reply: Reply, channel: str, text: str) -> None:
-    """Said in the channel (everyone should know); to the person if the channel will not take it."""
+async def _announce(ctx: BotContext, reply: Reply, channel: str, text: str) -> str:
+    """Said in the channel (everyone should know); to the person if the channel will not take
+    it. The channel message's ts ("" when it went to the person)."""
     try:
-        await ctx.client.chat_postMessage(channel=channel, text=text)
+        posted = await ctx.client.chat_postMessage(channel=channel, text=text)
     except Exception as exc:
         log.warning("could not announce in %s: %s", channel, exc)
         await _say(reply, text)
+        return ""
+    return str(posted.get("ts", ""))
 
 
 # --- buttons --------------------------------------------------------------------------------

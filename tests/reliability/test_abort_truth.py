@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
 from bot.cli import main
+from bot.clock import Clock
 from bot.deploy.engine import Engine
 from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
@@ -161,12 +163,6 @@ def test_an_abort_of_a_rollout_older_than_the_timeout_follows_the_restore_to_its
     assert settled(stack) == (Outcome.ABORTED, False, False, V43)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="timing-dependent on this machine (fails in some checkouts, passes in others at the "
-    "same commit: the deploy's watch ends STILL_ROLLING_OUT at its own timeout though the "
-    "record is marked aborted); left open on issue 31 for the next session",
-)
 def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
     stack: LocalStack,
     aws: MotoServer,
@@ -176,17 +172,24 @@ def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
 ) -> None:
     """The deploy's process follows its rollout; it is aborted; the restore outlasts what
     was left of the deploy's timeout. The old follower closed STILL_ROLLING_OUT at the
-    deploy's timeout (exit 3) and released the lock with ECS still restoring."""
+    deploy's timeout (exit 3) and released the lock with ECS still restoring.
+
+    The deploy's watch follows the restore for a timeout of its own counted from when it saw
+    the abort (15 s here): the abort comes 7 s or more into the deploy, so the restore, held
+    by the test past the deploy's own 15 s, ends well within that window. (Aborted at once,
+    the restore ended about a second before the window did: the test passed or failed with
+    the machine's speed.)"""
     deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="15")
     processes.append(deploying)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
     record, _ = newest(stack)
     assert record is not None
+    time.sleep(max(0.0, 7.0 - (time.time() - record.started_at.timestamp())))
     aborting = start("abort", ROLLOUT_TIMEOUT_SECONDS="60")
     processes.append(aborting)
     wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
     age = time.time() - record.started_at.timestamp()
-    assert age < 15, f"the abort came {age:.0f} s after the deploy, past its timeout"
+    assert age < 13, f"the abort came {age:.0f} s after the deploy, too near its timeout"
     # Past the deploy's own timeout, ECS still restoring.
     time.sleep(max(0.0, 16.0 - age))
     assert deploying.poll() is None, deploying.communicate()
@@ -195,6 +198,55 @@ def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
     restore(ecs)
     out, err = aborting.communicate(timeout=20)
     assert aborting.returncode == 0, out + err
+    dout, derr = deploying.communicate(timeout=20)
+    assert deploying.returncode == 1, dout + derr
+    assert "aborted" in dout
+    assert settled(stack) == (Outcome.ABORTED, False, False, V43)
+
+
+class SlowClock(Clock):
+    """The clock of a machine 2 minutes behind (within CLOCK_SKEW): its wall time only.
+    (libfaketime, as tests/reliability/test_lock_skew.py uses it, makes Python's time.sleep
+    fail with EINVAL, which the abort's watch calls; this engine's clock is driven instead.)"""
+
+    def now(self) -> datetime:
+        return super().now() - timedelta(minutes=2)
+
+
+def test_an_abort_from_a_slow_clock_does_not_cut_the_deploys_watch_short(
+    stack: LocalStack,
+    aws: MotoServer,
+    ecs: RolloutSimulator,
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    """The abort comes from a machine whose clock is 2 minutes behind: its ``aborted_at`` is
+    2 minutes old by the deploy's clock. The deploy's watch counted its window for the
+    restore from it, so it ended at its own timeout all the same: closed STILL_ROLLING_OUT,
+    exit 3, while ECS was still putting v4.3.0 back."""
+    deploying = start("deploy", "v4.5.0", ROLLOUT_TIMEOUT_SECONDS="12")
+    processes.append(deploying)
+    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 1, 60, "the deploy's call")
+    wait_until(lambda: started_in_ecs(stack), 30, "the ECS deployment id recorded")
+    record, _ = newest(stack)
+    assert record is not None
+    # 6 s or more into the deploy: the deploy's window for the restore, counted from the
+    # abort by its own clock, ends 6 s or more after its own timeout.
+    time.sleep(max(0.0, 6.0 - (time.time() - record.started_at.timestamp())))
+    aborter = Engine(stack.settings, clock=SlowClock())
+    try:
+        aborted = aborter.abort(Requester("ben@slow-clock", "cli"))
+    finally:
+        aborter.close()
+    assert aborted.id == record.id and aborted.aborted_at is not None
+    assert aborted.aborted_at < record.started_at
+    age = time.time() - record.started_at.timestamp()
+    assert age < 11, f"the abort came {age:.0f} s after the deploy, too near its timeout"
+    # Past the deploy's own timeout, ECS still restoring.
+    time.sleep(max(0.0, 13.0 - age))
+    assert deploying.poll() is None, deploying.communicate()
+    last, locked = newest(stack)
+    assert last is not None and (last.outcome, locked) == (None, True), last
+    restore(ecs)
     dout, derr = deploying.communicate(timeout=20)
     assert deploying.returncode == 1, dout + derr
     assert "aborted" in dout

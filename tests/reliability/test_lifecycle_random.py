@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -46,7 +46,7 @@ import pytest
 
 from bot.deploy.engine import Engine
 from bot.deploy.reconcile import NEVER_STARTED_AFTER
-from bot.deploy.records import DeploymentRecord
+from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.errors import DeployError, LockHeld
 from bot.local.aws import MotoServer
@@ -58,6 +58,7 @@ from tests.reliability.conftest import report
 pytestmark = pytest.mark.reliability
 
 TIMEOUT = 20.0  # ROLLOUT_TIMEOUT_SECONDS of every process
+LEASE = 8.0  # LOCK_LEASE_SECONDS of every process
 # A process's longest life: its watch's timeout, an abort's own timeout after it, start-up.
 PROCESS_LIMIT = 2 * TIMEOUT + 25
 SLOW_TICKS = 50  # a slow image's tasks stay PENDING this many simulator steps (2.5 s)
@@ -301,7 +302,13 @@ def _judge_round(
     records, held, service, now = _read_after(stack)
     if held is not None:
         holder = next((r for r in records if r.id == held.deployment_id), None)
-        if holder is None or not _unproven(holder, now):
+        if holder is None:
+            # Its process was SIGKILLed between taking the lock and writing its record (the
+            # soak's seed 247036231, round 70): nothing says it is dead, so nobody may take the
+            # lock before its lease and CLOCK_SKEW have passed (Lock.lapsed); a break after.
+            if now - held.since > timedelta(seconds=LEASE) + CLOCK_SKEW:
+                broke(f"the lock is held by no record, past its lease: {held}")
+        elif not _unproven(holder, now):
             broke(f"the lock is held with nothing rolling out: {held}")
     by_id = {r.id: r for r in records}
     assert service is not None
@@ -387,7 +394,7 @@ def lifecycle_env(
         "AWS_ENDPOINT_URL": proxy.endpoint_url,
         "ROLLOUT_TIMEOUT_SECONDS": str(TIMEOUT),
         "ROLLOUT_POLL_SECONDS": "0.25",
-        "LOCK_LEASE_SECONDS": "8",
+        "LOCK_LEASE_SECONDS": str(LEASE),
         "DEPLOYBOT_USER": "random@lifecycle",
         "COLUMNS": "160",
     }

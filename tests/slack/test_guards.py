@@ -228,8 +228,15 @@ def test_stop_on_the_live_message_aborts_a_slow_rollout(
     )
     assert "confirm" in live.button(guards.STOP_ACTION)
     emulator.click(live, guards.STOP_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
-    posted(emulator, "goes back now")
+    announced = posted(emulator, "goes back now")
     final = posted(emulator, "Aborted after")
+    # Issue 31: the abort is its own short watch, as the terminal's (Engine.follow_abort): its
+    # announcement says how the restore ended.
+    emulator.wait_for(
+        lambda: "v4.3.0-ecr-ecs-fargate` is back" in emulator.message(announced.ts).all_text,
+        timeout=60,
+        what="the abort's announcement saying v4.3.0 is back",
+    )
     assert "v4.3.0-ecr-ecs-fargate is back" in final.all_text
     # Issue 29 (7): the restore's state is not the aborted deployment's.
     assert "*Rollout:* ABORTED" in final.all_text and "COMPLETED" not in final.all_text
