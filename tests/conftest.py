@@ -151,7 +151,8 @@ DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
 #   whole to one worker, so the fixture is built once (read from the source, see _kept_whole);
 # - tests that load the whole machine (Docker builds, the browser, bots killed at random
 #   points) share one worker, one after the other: they never overlap each other.
-# The units are handed out in collection order, that chain first (HEAVY_FIRST).
+# The units are handed out in collection order, that chain (the longest) first; the reliability
+# and Slack tests, the most sensitive to load, come after the Docker builds.
 # Without -n (one process) none of this applies but the order.
 ONE_AFTER_ANOTHER = "heavy"
 HEAVY = (
@@ -159,9 +160,6 @@ HEAVY = (
     "tests/local/test_playground.py",
     "tests/reliability/test_faults.py::test_bot_killed_at_random_points_of_rollouts",
 )
-# The one-after-another chain is the longest: it starts first. The rest keep their order (the
-# reliability and Slack tests, the most sensitive to load, come after the Docker builds).
-HEAVY_FIRST = HEAVY
 _ROOT = Path(__file__).resolve().parent.parent
 _SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
 
@@ -189,12 +187,8 @@ def unit_of(nodeid: str) -> str:
     return module if _kept_whole(module) else nodeid
 
 
-def _weight(nodeid: str) -> int:
-    return next((i for i, prefix in enumerate(HEAVY_FIRST) if nodeid.startswith(prefix)), 99)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: _weight(item.nodeid))  # stable: the rest keep their order
+    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY))  # stable: the rest keep order
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist works
@@ -209,7 +203,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             return unit_of(nodeid)
 
-    config.option.loadscopereorder = False  # the collection's order: HEAVY_FIRST
+    config.option.loadscopereorder = False  # the collection's order: HEAVY first
     return Units(config, log)
 
 
