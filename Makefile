@@ -49,8 +49,13 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)
 	$(RUN) ruff format $(LINT_PATHS)
 
-test: install ## run the test suite (PYTEST_ARGS= to pick tests)
-	$(RUN) pytest -v --durations=40 $(PYTEST_ARGS)
+# The tests mostly wait (on servers, bots, rollouts), so more workers than cores, but not many
+# more: the rollouts' timing tests flake when the cores are oversubscribed. Each test is sent to
+# a free worker (tests/conftest.py: unit_of says which stay together). TEST_WORKERS=0: one
+# process.
+TEST_WORKERS ?= 3
+test: install ## run the test suite (PYTEST_ARGS= to pick tests, TEST_WORKERS= processes)
+	$(RUN) pytest -v --durations=40 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 BENCHES := acks economy hello status startup bigbody faults replicas targets queue_cost stats
 

@@ -76,7 +76,7 @@ def run_deploybot(lab: Lab, targets: Targets, window: float) -> dict[str, float]
     assert settings is not None and lab.simulator is not None
     lab.simulator.mark_slow(SLOW_TAG)
     fleet = Fleet(settings, targets)
-    ask = Ask(Door.CLI, Requester("bench", "cli"))
+    ask = Ask.at(Door.CLI, Requester("bench", "cli"))
     try:
         # The status of every target first, while no poller runs (their calls would count).
         fleet.statuses()  # the engines are made, their first reads done

@@ -72,52 +72,58 @@ class NothingToPromote(DeployRefused):
 
 @dataclass(frozen=True)
 class Ask:
-    """Who asks, through which door, from where: what every rule needs beside the target."""
+    """Who asks (``Requester``: stored with whatever they start) through which door (``Via``:
+    what one request brings, never stored): the pair every rule needs beside the target. The
+    door's fields are the Via's; the fleet adds the facts only several targets can give
+    (``with_facts``) before the target's engine plans with it."""
 
-    door: Door
     requester: Requester
-    channel: str | None = None  # the Slack channel; None at the CLI
-    break_glass: str | None = None  # the reason given with --break-glass (the CLI's only)
-    # Approvals already given (an approved request, a queued deploy that was approved), from
-    # the table, never from a button; ``asking``: the plan is for an approval request.
-    approved_by: tuple[str, ...] = ()
-    request_id: str = ""
-    asking: bool = False
-    allow_moved_tag: str = ""  # Via.allow_moved_tag: "any" (the CLI's flag) or a digest
+    via: Via
+
+    @classmethod
+    def at(
+        cls,
+        door: Door,
+        requester: Requester,
+        channel: str | None = None,
+        break_glass: str | None = None,
+        allow_moved_tag: str = "",
+    ) -> Ask:
+        """``requester`` at ``door`` (in Slack's ``channel``; at a terminal with
+        --break-glass's reason, --allow-moved-tag)."""
+        via = Via(door, channel, break_glass, allow_moved_tag=allow_moved_tag)
+        return cls(requester, via)
+
+    @classmethod
+    def through(cls, requester: Requester, via: Via) -> Ask:
+        """The ask of ``requester`` through the door ``via`` describes."""
+        return cls(requester, via)
 
     @property
     def who(self) -> str:
         return self.requester.who
 
-    @classmethod
-    def through(cls, requester: Requester, via: Via) -> Ask:
-        """The ask of ``requester`` through the door ``via`` describes."""
-        return cls(
-            via.door,
-            requester,
-            via.channel,
-            via.break_glass,
-            via.approved_by,
-            via.request_id,
-            via.asking,
-            via.allow_moved_tag,
-        )
+    @property
+    def door(self) -> Door:
+        return self.via.door
 
-    def via(self, facts: Facts | None = None) -> Via:
+    @property
+    def channel(self) -> str | None:
+        return self.via.channel
+
+    @property
+    def break_glass(self) -> str | None:
+        return self.via.break_glass
+
+    def with_facts(self, facts: Facts | None = None) -> Via:
         """What the engine's one rules check needs from the door, with the facts only the
         fleet can read (promotion's source and whether the image completed there)."""
         facts = facts or Facts()
-        return Via(
-            door=self.door,
-            channel=self.channel,
-            break_glass=self.break_glass,
-            approved_by=self.approved_by,
-            request_id=self.request_id,
-            asking=self.asking,
+        return replace(
+            self.via,
             source=facts.source,
             completed_on_source=facts.completed_on_source,
             source_runs=facts.source_runs,
-            allow_moved_tag=self.allow_moved_tag,
         )
 
 
@@ -381,7 +387,9 @@ class Fleet:
         # the facts gathered here: every door goes through that one check.
         if action is Action.DEPLOY:
             if target.after is None:
-                plan = engine.plan_deploy(tag, requester, reason, via=ask.via(), images=images)
+                plan = engine.plan_deploy(
+                    tag, requester, reason, via=ask.with_facts(), images=images
+                )
             else:
                 # Resolved once: the digest the rules judged is the digest deployed, whatever
                 # the tag points to a moment later.
@@ -390,7 +398,13 @@ class Fleet:
                 completed = self.completed_on(target.after, digest)
                 facts = Facts(source=target.after, completed_on_source=completed)
                 plan = engine.plan_image(
-                    "deploy", name, digest, requester, reason, via=ask.via(facts), images=images
+                    "deploy",
+                    name,
+                    digest,
+                    requester,
+                    reason,
+                    via=ask.with_facts(facts),
+                    images=images,
                 )
         elif action is Action.PROMOTE:
             origin = self.targets.get(source)
@@ -407,12 +421,12 @@ class Fleet:
                 promotion.digest,
                 requester,
                 f"{reason}; {why}" if reason else why,
-                via=ask.via(facts),
+                via=ask.with_facts(facts),
             )
         elif action is Action.REDEPLOY:
-            plan = engine.plan_redeploy(requester, reason, via=ask.via())
+            plan = engine.plan_redeploy(requester, reason, via=ask.with_facts())
         elif action is Action.ROLLBACK:
-            plan = engine.plan_rollback(requester, reason, of, via=ask.via())
+            plan = engine.plan_rollback(requester, reason, of, via=ask.with_facts())
         else:
             raise ValueError(f"{action.value} is not planned here")
         return plan

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
 
 
 def _ask(args: argparse.Namespace) -> Ask:
-    return Ask(
+    return Ask.at(
         Door.CLI,
         requester(),  # the AWS identity is asked once the change starts (Engine.start)
         None,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from collections.abc import Iterator
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from pydantic import SecretStr
@@ -140,6 +143,74 @@ def simulator(aws: MotoServer) -> Iterator[RolloutSimulator]:
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 DEPLOYS, RANDOM = "C0DEPLOYS", "C0RANDOM"
 # BOT_TOKEN, APP_TOKEN, SIGNING_SECRET: from tests/slack/scopes.py, beside the check for them.
+
+
+# -- pytest-xdist: how `make test` (-n, --dist loadfile) shares the tests out ------------------
+# Each test is a unit of its own, sent to whichever worker is free, except:
+# - a module with a module- or class-scoped fixture (its own or its directory's conftest's) goes
+#   whole to one worker, so the fixture is built once (read from the source, see _kept_whole);
+# - tests that load the whole machine (Docker builds, the browser, bots killed at random
+#   points) share one worker, one after the other: they never overlap each other.
+# The units are handed out in collection order, that chain first (HEAVY_FIRST).
+# Without -n (one process) none of this applies but the order.
+ONE_AFTER_ANOTHER = "heavy"
+HEAVY = (
+    "tests/docker/",
+    "tests/local/test_playground.py",
+    "tests/reliability/test_faults.py::test_bot_killed_at_random_points_of_rollouts",
+)
+# The one-after-another chain is the longest: it starts first. The rest keep their order (the
+# reliability and Slack tests, the most sensitive to load, come after the Docker builds).
+HEAVY_FIRST = HEAVY
+_ROOT = Path(__file__).resolve().parent.parent
+_SHARED_SCOPE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
+
+
+@functools.cache
+def _kept_whole(module: str) -> bool:
+    """Whether ``module`` (a path from the root) or a conftest.py above it within tests/
+    declares a fixture of module, class or package scope."""
+    path = _ROOT / module
+    tests = _ROOT / "tests"
+    sources = [path, *(d / "conftest.py" for d in path.parents if d.is_relative_to(tests))]
+    return any(
+        _SHARED_SCOPE.search(source.read_text(encoding="utf-8"))
+        for source in sources
+        if source.is_file()
+    )
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work ``nodeid`` is sent to a worker in (tests in one unit share a worker and
+    run in collection order)."""
+    if nodeid.startswith(HEAVY):
+        return ONE_AFTER_ANOTHER
+    module = nodeid.split("::", 1)[0]
+    return module if _kept_whole(module) else nodeid
+
+
+def _weight(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(HEAVY_FIRST) if nodeid.startswith(prefix)), 99)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _weight(item.nodeid))  # stable: the rest keep their order
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: -p no:xdist works
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With --dist loadfile, xdist's scheduler for scopes, with our units (``unit_of``) in
+    collection order, instead of one unit per file in order of size."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    config.option.loadscopereorder = False  # the collection's order: HEAVY_FIRST
+    return Units(config, log)
 
 
 # A test's figures (tests/reliability/conftest.py's ``report``) travel in its report's

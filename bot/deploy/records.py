@@ -10,9 +10,9 @@ Who asks through which door is two types, not one, because they live differently
 ``Requester`` (who, and the door's name as ``source``) is stored with everything a person
 starts (a record, an approval request, a queued item) and outlives the request; ``Via`` (the
 door, the channel, approvals and break-glass brought, a promotion's source) is what one
-request brings to one decision and is never stored. The rules' own input, ``rules.Facts``,
-stays in bot/rules.py, which imports nothing of the engine; the planner makes it from a
-``Via`` (bot/deploy/planning.py, ``Planner.check``).
+request brings to one decision and is never stored (the fleet's ``Ask`` is the pair of them,
+no third copy of their fields). The rules' own input, ``rules.Facts``, stays in bot/rules.py,
+which imports nothing of the engine; the planner makes it from a ``Via`` (``Planner.check``).
 """
 
 from __future__ import annotations

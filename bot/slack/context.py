@@ -115,7 +115,7 @@ class BotContext:
         return [(t, self.board(t)) for t in self.fleet.targets]
 
     def ask(self, requester: Requester, door: Door, channel: str) -> Ask:
-        return Ask(door, requester, channel)
+        return Ask.at(door, requester, channel)
 
     # -- acting -------------------------------------------------------------------------------
     async def launch(
@@ -126,20 +126,26 @@ class BotContext:
         reply: Reply,
         *,
         starting_held: bool = False,
+        queued: bool = False,
     ) -> DeploymentRecord | None:
         """Plan (the rules, then the engine: refuse before anything), post the deployment's
         message, then start it on ``target``'s engine. ``starting_held``: the caller holds
         ``starting`` already (the queue's turn).
 
         The message exists before any AWS write and the record carries its place: if Slack
-        will not take the message, nothing is deployed and the person is told what to do."""
+        will not take the message, nothing is deployed and the person is told what to do.
+        ``queued``: a queued deploy's turn, which nobody waits for at a screen: while Slack
+        does not answer at all it starts, and its message is posted once Slack answers (an
+        answer refusing the post still refuses the start)."""
         supervisor, board = self.fleet.supervisor(target), self.board(target)
         checked = await asyncio.to_thread(plan)
         if starting_held:
-            started = await self._post_and_start(supervisor, board, checked, channel, reply)
+            started = await self._post_and_start(supervisor, board, checked, channel, reply, queued)
         else:
             async with self.starting:
-                started = await self._post_and_start(supervisor, board, checked, channel, reply)
+                started = await self._post_and_start(
+                    supervisor, board, checked, channel, reply, queued
+                )
         if started is None:
             return None
         progress, record = started
@@ -153,6 +159,7 @@ class BotContext:
         checked: Plan,
         channel: str,
         reply: Reply,
+        queued: bool = False,
     ) -> tuple[ProgressMessage, DeploymentRecord] | None:
         # Another start may have taken the lock while this one planned: refuse before
         # posting anything (one cheap read when the holder is followed here).
@@ -162,6 +169,14 @@ class BotContext:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if queued and not isinstance(exc, SlackApiError):
+                log.warning(
+                    "Slack is away (%s): the queued deploy starts; its message follows",
+                    slack_problem(exc),
+                    extra={"who": checked.requester.who, "tag": checked.tag},
+                )
+                progress = board.unposted(checked, channel)
+                return progress, await asyncio.to_thread(supervisor.start, checked, "")
             log.warning(
                 "cannot post in %s (%s): not deploying",
                 channel,

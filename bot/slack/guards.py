@@ -896,7 +896,12 @@ def render_queue(ctx: BotContext, target: Target, supervisor: Supervisor) -> Non
             await _tell(ctx, item, str(kwargs.get("text", "")))
 
         return await ctx.launch(
-            target, lambda: planned, _turn_channel(ctx, item), tell_requester, starting_held=True
+            target,
+            lambda: planned,
+            _turn_channel(ctx, item),
+            tell_requester,
+            starting_held=True,
+            queued=True,
         )
 
     async def refused(event: TurnRefused) -> None:

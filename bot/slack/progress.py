@@ -476,16 +476,24 @@ class ProgressBoard:
         await progress.post_starting(plan)
         return progress
 
+    def unposted(self, plan: Plan, channel: str) -> ProgressMessage:
+        """The message of a deployment that starts before it could be posted (a queued turn
+        while Slack is away): posted by its first update, once Slack answers."""
+        progress = self._message(None, channel)
+        progress.change = plan.change
+        return progress
+
     def follow(self, progress: ProgressMessage, record: DeploymentRecord) -> None:
         """Render ``record`` (started by the engine, which follows it) in ``progress``."""
         progress.record = record
         self.messages[record.id] = progress
         self._started(record)
-        log.info(
-            "progress message posted (ts %s) before the start",
-            progress.ts,
-            extra=progress._log_extra(),
-        )
+        if progress.ts:
+            log.info(
+                "progress message posted (ts %s) before the start",
+                progress.ts,
+                extra=progress._log_extra(),
+            )
         self.spawn(self._follow(progress), name=f"follow:{record.id}")
 
     def watch(self, record: DeploymentRecord) -> bool:

@@ -1,5 +1,6 @@
-"""``deploybot freeze|unfreeze|abort`` and ``--break-glass``: real processes against moto's
-server (and the Slack emulator, where the break-glass is announced)."""
+"""``deploybot freeze|unfreeze|abort`` and ``--break-glass`` against moto's server (and the
+Slack emulator, where the break-glass is announced): in process (``bot.cli.main``), but for the
+deploy an abort stops, a process of its own as a second operator's would be."""
 
 from __future__ import annotations
 
@@ -14,15 +15,12 @@ from bot.deploy.engine import Engine
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import BOT_TOKEN, DEPLOYS, LocalStack
-from tests.helpers import wait_until
+from tests.helpers import deploybot, wait_until
 from tests.slack.helpers import bot_messages, running_tag
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "DEPLOYBOT_USER": "operator@laptop", "COLUMNS": "160", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args], env=full, capture_output=True, text=True, timeout=120
-    )
+    return deploybot(*args, **{"DEPLOYBOT_USER": "operator@laptop", "COLUMNS": "160", **env})
 
 
 def status() -> dict[str, Any]:

@@ -28,7 +28,7 @@ from bot.settings import Settings
 from bot.targets import UnknownTarget
 from tests.conftest import BILLING_SERVICE, STAGING_CLUSTER, STAGING_SERVICE, FleetStack, LocalStack
 
-CLI = Ask(Door.CLI, Requester("operator", "cli"))
+CLI = Ask.at(Door.CLI, Requester("operator", "cli"))
 
 
 @pytest.fixture

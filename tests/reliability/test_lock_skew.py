@@ -71,7 +71,9 @@ def test_a_fast_clock_cannot_take_the_lock_from_a_live_rollout(
     simulator.slow_ticks = 100_000  # alice's rollout stays in progress until released below
     simulator.mark_slow(V44)
     engine = Engine(stack.settings)
-    alice = deploy_in_background("v4.4.0")
+    # Alice's watch outlasts bob's three tries (processes under faketime, slow on a loaded
+    # machine): her deploy ends when her tasks start, not at the tests' 30 s timeout.
+    alice = deploy_in_background("v4.4.0", ROLLOUT_TIMEOUT_SECONDS="180")
     try:
         wait_until(lambda: rolling_out(engine), 60, "alice's rollout under way")
         updates = aws.requests.count("ecs", "UpdateService")

@@ -15,13 +15,14 @@ import time
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.records import Requester
+from bot.deploy.records import Requester, Via
 from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
-from tests.conftest import ALICE, DEPLOYS, LocalStack
+from bot.rules import Door
+from tests.conftest import ALICE, BOB, DEPLOYS, LocalStack
 from tests.reliability.conftest import cli, report, wait_until
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import bot_messages, has_button, no_aws_writes
@@ -196,6 +197,46 @@ def test_a_bot_started_while_slack_is_down_follows_what_is_open_and_posts_later(
             lambda: engine.ledger.history(1)[0].message_ref.endswith(shown.ts), 30, "its place"
         )
         assert engine.ledger.history(1)[0].outcome == Outcome.COMPLETED
+    finally:
+        emulator.clear_faults()
+        engine.close()
+
+
+def test_a_queued_deploy_whose_turn_comes_while_slack_is_away_starts_and_is_shown_later(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    """Bob queued behind a slow rollout; it ends while Slack does not answer at all. His turn
+    is the supervisor's, not Slack's: his deploy starts (nobody waits at a screen for a queued
+    one), and its message is posted once Slack answers. It used to be taken off the queue,
+    refused for want of a message, and lost: nothing deployed, nobody told."""
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V45)
+    engine = Engine(stack.settings)
+    try:
+        running = engine.deploy("v4.5.0", Requester("operator@laptop", "cli"))
+        bob = Requester(BOB, "slack", "bob")
+        engine.enqueue(bob, tag="v4.4.0", via=Via(door=Door.SLASH, channel=DEPLOYS))
+        emulator.fail_for(600, "*", drop=True)
+        start_bot("http")  # waits for /healthz: up while Slack is away
+        engine.abort(Requester("operator@laptop", "cli"))
+        simulator.slow_ticks = 2
+        assert list(engine.watch(running))[-1].outcome == Outcome.ABORTED
+
+        def bobs() -> bool:
+            return any(r.who == BOB and r.tag == V44 for r in engine.ledger.history(5))
+
+        wait_until(bobs, 60, "Bob's queued deploy started while Slack was away")
+        assert engine.queue() == []
+        assert bot_messages(emulator) == []
+        emulator.clear_faults()
+        shown = final(emulator, "Deployed v4.4.0")
+        assert "bob" in shown.all_text.lower() or BOB in shown.all_text
+        wait_until(
+            lambda: engine.ledger.history(1)[0].message_ref.endswith(shown.ts), 30, "its place"
+        )
     finally:
         emulator.clear_faults()
         engine.close()

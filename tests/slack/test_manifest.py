@@ -280,8 +280,11 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
         lambda: len(emulator.ephemerals(user=ALICE)) >= len(others), what="the other answers"
     )
     assert send("/deploy", "stats").ok  # the chart: files.uploadV2
+    # The bot's first chart imports matplotlib: seconds of CPU, many more on a loaded machine.
     emulator.wait_for(
-        lambda: [f for f in emulator.files() if f.completed], what="the stats chart's upload"
+        lambda: [f for f in emulator.files() if f.completed],
+        timeout=60,
+        what="the stats chart's upload",
     )
     bot.stop()
 
