@@ -267,13 +267,14 @@ def test_ci_reads_the_freezes_of_the_bots_table_and_no_other_item(ci: dict[str, 
         return any(string_like(p, pk) for p in patterns)
 
     # Every kind of item the code writes, by the prefix of its partition key: only the freeze
-    # may be read.
-    prefixes = {
-        m.group(1)
-        for path in sorted((ROOT / "bot").rglob("*.py"))
-        for m in re.finditer(r'\{"S": f"([A-Z]+)#\{self\.key\}"\}', path.read_text())
-    }
-    assert {"FREEZE", "LOCK", "REQUEST", "QUEUE", "HISTORY"} <= prefixes
+    # may be read. The key scheme is in one place, bot/deploy/table.py's Keys (issue 25).
+    scheme = (ROOT / "bot" / "deploy" / "table.py").read_text()
+    prefixes = (
+        {m.group(1) for m in re.finditer(r'_key\("([A-Z]+)"', scheme)}
+        | {m.group(1) for m in re.finditer(r'"pk": \{"S": f"([A-Z]+)#', scheme)}
+        | {m.group(1) for m in re.finditer(r'\{"S": f"([A-Z]+)#\{self\.scope\}"\}', scheme)}
+    )
+    assert {"FREEZE", "LOCK", "REQUEST", "QUEUE", "HISTORY", "NOTICE", "TAG"} <= prefixes
     for prefix in prefixes | {"NOTICE"}:
         assert readable(f"{prefix}#hello-world-ecr-ecs-fargate/hello-world-ecr-ecs-fargate") == (
             prefix == "FREEZE"
