@@ -36,6 +36,7 @@ from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
+from bot.slack.requester import RequesterNotices
 
 log = logging.getLogger("deploybot.server")
 
@@ -91,10 +92,15 @@ def create_app(
         # Often enough to see a replica's lapsed follower lease within a third of a lease.
         every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
         following = []
+        notices = []
         for target, board in ctx.boards():
             supervisor = ctx.fleet.supervisor(target)
             board.fallback_channel = channel_of(settings, target)
             board.subscribe(supervisor)
+            # The requester's DM, at the outcome (once, whatever the replicas).
+            notice = RequesterNotices(ctx.client, supervisor.engine, board.where)
+            notice.subscribe(supervisor)
+            notices.append(notice)
             guards.render_queue(ctx, target, supervisor)
             following.append(
                 asyncio.create_task(
@@ -116,6 +122,8 @@ def create_app(
                 connecting.cancel()
             if socket is not None:
                 await socket.close_async()
+            for notice in notices:
+                await notice.close()
             await ctx.close()
             await asyncio.to_thread(fleet.close)
 

@@ -50,10 +50,20 @@ class DeploymentStarted(Event):
 @dataclass(frozen=True)
 class Adopted(Event):
     """This process follows ``record`` now: a deployment nobody followed (a ``--no-wait``
-    deploy, a process that died, a restart of this one). Its snapshots come through
-    ``Engine.watch``."""
+    deploy, a process that died, a restart of this one). Its snapshots follow
+    (RolloutSnapshot)."""
 
     record: DeploymentRecord
+
+
+@dataclass(frozen=True)
+class RolloutSnapshot(Event):
+    """What this process's follower saw of ``record``'s rollout at one poll that a reader
+    would see change (the snapshots ``Engine.watch`` gives its watchers, the same ones, once
+    each); the last is ``snapshot.final``. ``record`` is the closed one with the final."""
+
+    record: DeploymentRecord
+    snapshot: Snapshot
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -256,6 +256,9 @@ class ServicePoller:
         self._thread: threading.Thread | None = None
         self._beat: float | None = None  # clock.monotonic() at the last pass's start or end
         self._failing = ""  # the last poll's AWS failure, while AWS keeps failing
+        # Told each snapshot the watchers get, once, on this thread (the supervisor publishes
+        # it: RolloutSnapshot); must return at once.
+        self.on_snapshot: Callable[[DeploymentRecord, Snapshot], None] | None = None
 
     def follow(
         self,
@@ -606,6 +609,8 @@ class ServicePoller:
                         del self._owned[record.id]
         for watch in watchers:
             watch.put(snap)
+        if self.on_snapshot is not None:
+            self.on_snapshot(tracked.record, snap)
         if release:
             self._release(tracked.record)
 

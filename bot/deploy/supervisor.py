@@ -3,13 +3,15 @@ queue's turns; what happens goes out as events (bot/deploy/events.py) that doors
 
 A door plans (the rules decide, once) and starts through ``Supervisor.start``; from there the
 engine's poller follows the rollout in its thread, holding the follower lease in the table and
-renewing it as it polls, and closes the record and releases the lock at the outcome (Settled,
-LockReleased on the bus). What no process follows any more (a ``--no-wait`` deploy, a process
-that died, one that ended before this one started) is found by ``adopt_forever``'s passes and
-followed here (Adopted); each pass also says what it saw (Looked: the records, what terminals
-did, ECS deployments no record explains), for the doors to show. ``queue_forever`` gives each
-queued deploy its turn once the lock is free (re-checked as a new request through the queue's
-door): at once when this process released the lock, else every few polls.
+renewing it as it polls, says what each poll saw that a reader would see change
+(RolloutSnapshot: the snapshots ``Engine.watch`` gives, from the same polls), and closes the
+record and releases the lock at the outcome (Settled, LockReleased on the bus). What no process
+follows any more (a ``--no-wait`` deploy, a process that died, one that ended before this one
+started) is found by ``adopt_forever``'s passes and followed here (Adopted); each pass also
+says what it saw (Looked: the records, what terminals did, ECS deployments no record
+explains), for the doors to show. ``queue_forever`` gives each queued deploy its turn once the
+lock is free (re-checked as a new request through the queue's door): at once when this process
+released the lock, else every few polls.
 
 Nothing here needs Slack: a process with no door subscribed (or one whose Slack is down)
 follows, adopts and takes turns all the same. A door that must show a start before it happens
@@ -35,11 +37,13 @@ from bot.deploy.events import (
     LockFree,
     LockReleased,
     Looked,
+    RolloutSnapshot,
     TurnRefused,
     TurnStarted,
     TurnStarting,
 )
 from bot.deploy.records import DeploymentRecord, News, Plan, QueuedItem, Via
+from bot.deploy.rollout import Snapshot
 from bot.errors import DeployError, LockHeld
 
 log = logging.getLogger("deploybot.supervisor")
@@ -72,6 +76,12 @@ class Supervisor:
         self.wants_state: Callable[[], bool] = lambda: False
         # When the passes began: what ended before is history, not news.
         self.since: datetime | None = None
+        # Each rollout followed here: the snapshots its watchers get, on the bus too (from
+        # the follower's thread, once each: no second DescribeServices).
+        engine.poller.on_snapshot = self._snapshot
+
+    def _snapshot(self, record: DeploymentRecord, snapshot: Snapshot) -> None:
+        self.events.publish(RolloutSnapshot(record, snapshot))
 
     # --- starting ---------------------------------------------------------------------------
     def start(self, plan: Plan, message_ref: str = "", *, follow: bool = True) -> DeploymentRecord:

@@ -31,6 +31,7 @@ deployment no record explains is reported once (``Engine.claim_outside_report``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -51,7 +52,6 @@ from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message
-from bot.slack.requester import tell_requester
 
 log = logging.getLogger("deploybot.slack.progress")
 
@@ -116,7 +116,6 @@ class ProgressMessage:
         # What the deployment changes (its plan's, or worked out again on a resume): shown in
         # the message, and reversed in its Rollback button's dialog.
         self.change: ChangeSummary | None = None
-        self.told = ""  # how the requester heard of the outcome: "dm", "ephemeral", ""
         self.final: Snapshot | None = None  # the outcome, once shown
         # A later deployment of the target started (Promote no longer applies), and completed
         # (Rollback no longer applies: this is not what runs).
@@ -179,15 +178,6 @@ class ProgressMessage:
         except Exception as exc:
             log.warning("no change summary for the message: %s", exc, extra=self._log_extra())
 
-    async def _tell_requester(self, final: Snapshot | None) -> None:
-        if final is None or self.record is None or self.told:
-            return
-        where = (self.channel, self.ts) if self.ts else None
-        try:
-            self.told = await tell_requester(self.client, self.engine, self.record, final, where)
-        except Exception:  # never in the way of the message
-            log.exception("telling the requester failed", extra=self._log_extra())
-
     def _log_extra(self) -> dict[str, str]:
         fields = self.record.log_fields if self.record else {}
         return {**fields, "channel": self.channel}
@@ -237,7 +227,6 @@ class ProgressMessage:
             if final is not None and self._shown == self._render(final).as_kwargs():
                 await self._mark_shown()
                 self.final = final
-            await self._tell_requester(final)
         finally:
             watch.close()
         return final
@@ -262,7 +251,6 @@ class ProgressMessage:
         if shown:
             await self._mark_shown()
             self.final = final
-        await self._tell_requester(final)
         return shown
 
     async def _mark_shown(self) -> None:
@@ -519,6 +507,19 @@ class ProgressBoard:
         supervisor.wants_state = lambda: bool(self.shadows)
         supervisor.events.subscribe(Adopted, lambda event: self.watch(event.record))
         supervisor.events.subscribe(Looked, self.seen)
+
+    async def where(self, record: DeploymentRecord) -> tuple[str, str] | None:
+        """Where ``record``'s message is (channel, ts): once posted, when this board is
+        posting it (a queued turn's while Slack is away); else where its record says."""
+        progress = self.messages.get(record.id)
+        while progress is not None and not progress.ts and not progress.gave_up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress._posted.wait(), 1.0)
+            if self.messages.get(record.id) is not progress:
+                break
+        if progress is not None and progress.ts:
+            return progress.channel, progress.ts
+        return parse_ref(record.message_ref or self._refs.get(record.id, ""))
 
     @property
     def since(self) -> datetime | None:
