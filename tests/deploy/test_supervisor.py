@@ -5,6 +5,7 @@ the rollout simulator."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from bot.deploy.events import (
     LockFree,
     LockReleased,
     Looked,
+    RolloutSnapshot,
     Settled,
     TurnRefused,
     TurnStarted,
@@ -47,6 +49,7 @@ KINDS: tuple[type[Event], ...] = (
     LockFree,
     LockReleased,
     Looked,
+    RolloutSnapshot,
     Settled,
     TurnRefused,
     TurnStarted,
@@ -135,6 +138,40 @@ def test_a_process_without_slack_takes_the_queues_turns(
     assert [e.record.id for e in of(DeploymentStarted, events)] == [started.record.id]  # type: ignore[attr-defined]
     assert list(engine.watch(started.record))[-1].outcome == Outcome.COMPLETED
     assert engine.queue() == []
+
+
+def test_a_subscriber_without_slack_hears_a_rollouts_snapshots_and_its_outcome(
+    stack: LocalStack, simulator: RolloutSimulator, engines: list[Engine]
+) -> None:
+    """The snapshots a watcher gets are on the bus too, each once and in order (the same
+    polls: no second DescribeServices), then Settled: a terminal, the requester's DM or a
+    dashboard need no Slack message to hear how a rollout went."""
+    engine = engine_for(stack, target_of(stack))
+    engines.append(engine)
+    supervisor = Supervisor(engine)
+    snapshots: list[RolloutSnapshot] = []
+    settled: list[Settled] = []
+    ended = threading.Event()
+
+    def snapshot(event: RolloutSnapshot) -> None:  # on the follower's thread
+        snapshots.append(event)
+        if event.snapshot.final:
+            ended.set()
+
+    supervisor.events.subscribe(RolloutSnapshot, snapshot)
+    supervisor.events.subscribe(Settled, settled.append)
+
+    record = supervisor.start(engine.plan_deploy("v4.4.0", OPERATOR))
+    watched = list(engine.watch(record))
+    assert ended.wait(30), f"no final snapshot on the bus: {snapshots}"
+
+    assert len(watched) >= 2 and watched[-1].outcome == Outcome.COMPLETED, watched
+    assert [e.snapshot for e in snapshots] == watched  # the watch's, each once, in order
+    assert {e.record.id for e in snapshots} == {record.id}
+    assert snapshots[-1].record.outcome == Outcome.COMPLETED  # the closed record with it
+    (done,) = settled
+    assert done.record.id == record.id and done.final.outcome == Outcome.COMPLETED
+    assert settled[0].final.ended_at == watched[-1].ended_at
 
 
 def test_a_failing_subscriber_stops_neither_the_others_nor_the_publisher() -> None:
