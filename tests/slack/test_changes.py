@@ -10,10 +10,14 @@ import functools
 import json
 from typing import Any
 
+from bot.deploy.engine import Engine
+from bot.deploy.records import Requester
+from bot.deploy.rollout import Outcome
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.local.stack import fake_sha
 from bot.slack.messages import CONFIRM_TEXT_LIMIT
+from bot.slack.progress import message_ref
 from tests.conftest import ALICE, BOB, DEPLOYS, GitHub, LocalStack
 from tests.slack.conftest import BotFactory
 from tests.slack.helpers import final_message
@@ -154,3 +158,35 @@ def test_the_ci_notice_shows_the_change_and_no_dm_when_turned_off(
     bot.stop()  # every reply is sent by now
     assert dms(emulator, BOB) == []
     assert not [c for c in emulator.calls_of("chat.postMessage") if c.params.get("channel") == BOB]
+
+
+def test_an_outcome_settled_where_nobody_could_tell_is_told_once_by_the_bot(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    github: GitHub,
+    start_bot: BotFactory,
+) -> None:
+    """A Slack deploy whose process closed its record and ended before telling its requester
+    (it died; here an engine with no Slack): the bot that finishes its message tells her,
+    once. The DM renders Settled, which that process alone heard: the bot tells from its pass
+    (Looked) what the board finishes."""
+    posted = emulator.store.post(
+        DEPLOYS, emulator.who.bot_user_id, "Deploying v4.4.0…", [], bot_id=emulator.who.bot_id
+    )
+    engine = Engine(stack.settings)
+    try:
+        plan = engine.plan_deploy("v4.4.0", Requester(ALICE, "slack", "alice"))
+        record = engine.start(plan, message_ref(DEPLOYS, posted.ts))
+        assert list(engine.watch(record))[-1].outcome == Outcome.COMPLETED
+    finally:
+        engine.close()
+    assert dms(emulator, ALICE) == []
+
+    bot = start_bot("http")
+    final_message(emulator, "Deployed v4.4.0", timeout=60)
+    (dm,) = emulator.wait_for(lambda: dms(emulator, ALICE), timeout=30, what="the DM")
+    assert "completed" in dm.all_text
+    assert f"/archives/{DEPLOYS}/p{posted.ts.replace('.', '')}" in dm.all_text
+    bot.stop()  # every reply is sent by now
+    assert len(dms(emulator, ALICE)) == 1
