@@ -31,7 +31,6 @@ deployment no record explains is reported once (``Engine.claim_outside_report``)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -130,6 +129,8 @@ class ProgressMessage:
         self._posted = asyncio.Event()
         if ts:
             self._posted.set()
+        # Set when its board is done with it (followed or finished to the end, or stopped).
+        self.done = asyncio.Event()
 
     @property
     def ref(self) -> str:
@@ -509,16 +510,14 @@ class ProgressBoard:
         supervisor.events.subscribe(Looked, self.seen)
 
     async def where(self, record: DeploymentRecord) -> tuple[str, str] | None:
-        """Where ``record``'s message is (channel, ts): once posted, when this board is
-        posting it (a queued turn's while Slack is away); else where its record says."""
+        """Where ``record``'s message is (channel, ts), once this board is done showing it
+        (its outcome on screen, Slack away meanwhile or not: what links to it comes after, as
+        the requester's DM did when the message sent it); else where its record says."""
         progress = self.messages.get(record.id)
-        while progress is not None and not progress.ts and not progress.gave_up:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress._posted.wait(), 1.0)
-            if self.messages.get(record.id) is not progress:
-                break
-        if progress is not None and progress.ts:
-            return progress.channel, progress.ts
+        if progress is not None:
+            await progress.done.wait()
+            if progress.ts:
+                return progress.channel, progress.ts
         return parse_ref(record.message_ref or self._refs.get(record.id, ""))
 
     @property
@@ -731,6 +730,7 @@ class ProgressBoard:
         except Exception:
             log.exception("showing the deployment failed", extra=progress._log_extra())
         finally:
+            progress.done.set()
             if progress.record is not None:
                 self.messages.pop(progress.record.id, None)
 
@@ -744,6 +744,7 @@ class ProgressBoard:
         except Exception:
             log.exception("showing the outcome failed", extra=progress._log_extra())
         finally:
+            progress.done.set()
             if progress.record is not None:
                 self.messages.pop(progress.record.id, None)
                 await asyncio.to_thread(self.engine.disown, progress.record)

@@ -8,8 +8,8 @@ ephemeral in the deployment's channel. Once per deployment, whichever process te
 conditional write claims it); DEPLOY_NOTIFY_REQUESTER=false turns it off.
 
 ``RequesterNotices`` renders the target's supervisor (bot/deploy/supervisor.py): it tells when
-this process settles a deployment (Settled), beside the live message (bot/slack/progress.py),
-which does not wait for it nor it for the message beyond its first post (the DM links to it).
+this process settles a deployment (Settled), once the live message (bot/slack/progress.py) is
+done showing the outcome (the DM links to it; Slack away, both wait for it), as before.
 An outcome settled by a process that could not tell (it died first; a terminal's command closed
 the record of a bot that died) is told from a pass (Looked), as the board shows it: a closed
 record whose message does not show it yet and whose follower is gone.
