@@ -898,11 +898,14 @@ class SlackEmulator:
         *,
         timestamp: int | None = None,
         signature: str | None = None,
+        as_seen: bool = False,
     ) -> Delivery:
         """Click the button ``action_id`` of a message (or an ephemeral) as ``user`` would.
 
         A button with a ``confirm`` dialog is clicked as if the person confirmed it.
-        ``value`` overrides the button's own value.
+        ``value`` overrides the button's own value. ``as_seen``: the button as the given
+        ``Message`` copy shows it, though the message has changed since: a client that has not
+        redrawn it yet still sends the click, with the message as it has it.
         """
         return self._run(
             self.aclick(
@@ -915,6 +918,7 @@ class SlackEmulator:
                 url,
                 timestamp=timestamp,
                 signature=signature,
+                as_seen=as_seen,
             )
         )
 
@@ -930,12 +934,14 @@ class SlackEmulator:
         *,
         timestamp: int | None = None,
         signature: str | None = None,
+        as_seen: bool = False,
     ) -> Delivery:
         """``click`` for coroutines (any event loop)."""
         via, url = self._route(via, url)
         user = user or next(iter(self.store.users))
         source = self._click_source(message_or_ts, channel)
-        button = source.button(action_id)
+        seen = message_or_ts if as_seen and not isinstance(message_or_ts, str) else source
+        button = seen.button(action_id)
         channel = source.channel
         is_ephemeral = isinstance(source, Ephemeral)
         response_url = self._new_response_url(
@@ -988,8 +994,8 @@ class SlackEmulator:
                 }
             ],
         }
-        if isinstance(source, Message):
-            payload["message"] = source.to_slack()
+        if isinstance(seen, Message):
+            payload["message"] = seen.to_slack()  # the message as the clicking client has it
         form = {"payload": json.dumps(payload)}
         return await self._arun(
             self._deliver("interactive", payload, form, via, url, timestamp, signature)
