@@ -366,7 +366,7 @@ class Via:
     @classmethod
     def of(cls, requester: Requester) -> Via:
         """The door a caller that says none came through, from the requester's source; a
-        transport that checked who and where itself (Slack's access.py) passes no channel."""
+        caller that checked who and where itself passes no channel."""
         door = _DOORS.get(requester.source, Door.CLI)
         return cls(door=Door.CLI if door in (Door.SLASH, Door.BUTTON, Door.CI_BUTTON) else door)
 
