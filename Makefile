@@ -143,12 +143,16 @@ unlock: install ## break a stale deploy lock [ENV=staging]
 # checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
 # CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.
 CFN_EXPANDED := $(TOOLS)/cfn-expanded
+# checkov pins boto3 exactly (3.3.30: boto3==1.35.49, too old for ECS's StopServiceDeployment and
+# ContinueServiceDeployment), so it cannot share the project's environment: uv runs it in one of
+# its own, at this pinned version.
+CHECKOV_VERSION := 3.3.30
 
 lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: --skip-download)
 	$(RUN) cfn-lint cloudformation/*.yml
 	@rm -rf $(CFN_EXPANDED)
 	$(RUN) python -m tools.cfn_expand $(CFN_EXPANDED) cloudformation/*.yml
-	$(RUN) checkov --directory $(CFN_EXPANDED) --framework cloudformation --quiet --compact --skip-download
+	$(UV) tool run --from checkov==$(CHECKOV_VERSION) checkov --directory $(CFN_EXPANDED) --framework cloudformation --quiet --compact --skip-download
 
 # ENV=staging: another environment from the same template (stack hello-world-ecr-ecs-fargate-
 # staging), running the first stack's images. Only ENV given to make counts, not a shell's
