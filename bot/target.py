@@ -40,6 +40,11 @@ class Target:
     # None: never.
     digest: Schedule | None = None
     source: str | None = None  # the file it comes from; None: the environment
+    # A deployment ECS pauses at a hook: the test listener's path the bot checks when the pause
+    # begins (None: no check), and the listener's base URL when the bot cannot reach it by its
+    # load balancer's DNS name (None: found from ECS and ELBv2).
+    verify_path: str | None = None
+    test_url: str | None = None
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointing at this target's service: what its Engine is built from."""

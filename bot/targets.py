@@ -135,6 +135,11 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # A deployment ECS pauses at a hook (#27, bot/deploy/pausing.py): the path the bot asks
+    # on the test listener before anyone continues, and where that listener is when the bot
+    # does not reach it by its load balancer's DNS name.
+    verify_path: str | None = Field(None, pattern=r"^/[^\s]*$", max_length=512)
+    test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
 
 
 class _ConfigFile(BaseSettings):
@@ -316,6 +321,8 @@ def _target(
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
         source=source,
+        verify_path=table.verify_path,
+        test_url=table.test_url.rstrip("/") if table.test_url else None,
     )
 
 

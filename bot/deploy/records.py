@@ -198,6 +198,9 @@ class DeploymentRecord:
     # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
     shipped: tuple[tuple[str, datetime], ...] | None = None
     image_pushed_at: datetime | None = None
+    # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
+    # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
+    decisions: tuple[str, ...] = ()
 
     @property
     def open(self) -> bool:
