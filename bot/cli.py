@@ -62,6 +62,12 @@ def _engine_command(name: str) -> Handler:
     return run
 
 
+def _continue(args: argparse.Namespace) -> int:
+    from bot.terminal import continue_paused
+
+    return continue_paused(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from bot.server import serve
 
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue without the target's approval, saying why: recorded in the history "
         "and announced in the target's Slack channel",
     )
-    p.set_defaults(handler=_engine_command("continue_paused"))
+    p.set_defaults(handler=_continue)
 
     p = sub.add_parser("freeze", help="stop deploys to the target, saying why")
     p.add_argument("reason", metavar="TEXT", help='why, e.g. "incident 1234"')

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-STRATEGIES = ("ROLLING", "BLUE_GREEN", "LINEAR", "CANARY")
 # The stages a person reads, in ECS's words made plain.
 STAGE_WORDS = {
     "RECONCILE_SERVICE": "reconciling the service",
@@ -80,7 +79,6 @@ class Shift:
     hook: PausedHook | None = None
     failure_count: int | None = None
     failure_threshold: int | None = None
-    triggered_alarms: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, sd: dict[str, Any] | None, service: dict[str, Any] | None = None) -> Shift | None:
@@ -106,7 +104,6 @@ class Shift:
         bake = config.get("bakeTimeInMinutes")
         target = sd.get("targetServiceRevision") or {}
         breaker = sd.get("deploymentCircuitBreaker") or {}
-        alarms = sd.get("alarms") or {}
         return cls(
             arn=str(sd.get("serviceDeploymentArn", "")),
             status=str(sd.get("status", "")),
@@ -120,7 +117,6 @@ class Shift:
             hook=paused_hook(sd),
             failure_count=_int_or_none(breaker.get("failureCount")),
             failure_threshold=_int_or_none(breaker.get("threshold")),
-            triggered_alarms=tuple(str(a) for a in alarms.get("triggeredAlarmNames") or ()),
         )
 
     @property
