@@ -27,6 +27,7 @@ from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine
 from bot.deploy.events import BreakGlassUsed
 from bot.deploy.pausing import CONTINUE, ROLLBACK, ConfirmWrongRelease, Pause
+from bot.deploy.progressive import Shift, StepClock
 from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
@@ -183,6 +184,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     progress = rollout_progress(out)
     final: Snapshot | None = None
     note = record.start_error
+    traffic = TrafficLines(engine, record)
     try:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
@@ -190,6 +192,8 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
                 if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
+                for line in traffic.lines(snap):
+                    progress.console.print(line, soft_wrap=True)
                 for event in snap.new_events:
                     progress.console.print(
                         f"  [dim]{event.created_at:%H:%M:%S}[/] {_t(event.message)}"
@@ -216,6 +220,8 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
     code = _print_outcome(record, final, _status_hint(engine))
+    if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
+        out.print(f"  reached {_t(reached)} before it ended.")
     if final.outcome != Outcome.COMPLETED:
         _print_where_to_look(final, engine.console_url)
     return code
@@ -1062,6 +1068,52 @@ def continue_paused(args: argparse.Namespace) -> int:
         return _after_decision(engine, decision.record, action, outcome, why)
 
     return _run(args, body)
+
+
+class TrafficLines:
+    """What a terminal prints of ECS's traffic shifting as a deployment goes: a line per stage
+    or step ("canary: 10% on v4.4.0, 90% on v4.3.0, baking 10 min"), the pause (once per hook,
+    with how to decide), and where a rolled back one got to."""
+
+    def __init__(self, engine: Engine, record: DeploymentRecord) -> None:
+        self.engine = engine
+        self.record = record
+        self.clock = StepClock()
+        self.said: tuple[str, float | None] | None = None
+        self.paused: str = ""
+
+    def lines(self, snap: Snapshot) -> list[str]:
+        shift = Shift.of(getattr(snap, "service_deployment", None))
+        if shift is None or not shift.shifts_traffic:
+            return []
+        self.clock.see(shift, snap.at)
+        out_lines: list[str] = []
+        record = self.record
+        if shift.key() != self.said and not shift.paused:
+            self.said = shift.key()
+            old = record.previous_tag or "the old revision"
+            text = shift.describe(record.tag, old, None, snap.at)
+            out_lines.append(f"  [cyan]{_t(text)}[/]")
+        hook = shift.hook
+        if hook is not None and hook.hook_id != self.paused and not snap.final:
+            self.paused = hook.hook_id
+            try:
+                pause = self.engine.pause_of(record, shift)
+            except DeployError as exc:
+                return [*out_lines, f"  [yellow]![/] paused; could not read it: {_t(exc.message)}"]
+            out_lines += _pause_lines(pause, snap.at)
+            name = self.engine.target.name
+            out_lines.append(
+                f"  decide: `deploybot --target {_t(name)} continue` (or `--rollback`), or "
+                "Continue / Roll back on its Slack message"
+            )
+        return out_lines
+
+    def reached(self) -> str:
+        furthest = self.clock.furthest
+        if furthest is None or not furthest.new_percent:
+            return ""
+        return furthest.reached(self.record.tag)
 
 
 def _confirm(args: argparse.Namespace, question: str, *, tty_only: bool = False) -> bool:
