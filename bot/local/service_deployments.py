@@ -38,6 +38,7 @@ Pages followed (AWS's ECS documentation):
 from __future__ import annotations
 
 import base64
+import json
 import random
 import threading
 from dataclasses import dataclass, field
@@ -428,10 +429,10 @@ def describe_service_revisions(arns: Any) -> dict[str, Any]:
 def _as_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value
     from datetime import UTC
 
+    if isinstance(value, datetime):  # moto parses epoch seconds to a naive UTC datetime
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     parsed = datetime.fromisoformat(str(value))
@@ -547,11 +548,20 @@ def install(clock: Any) -> None:
 
     cls = ecs_responses.EC2ContainerServiceResponse
 
-    def list_deployments(self: Any) -> Any:
+    def answer(produce: Any) -> Any:
+        """An ActionResult, or an error as ECS's JSON protocol sends it: ``__type`` and
+        ``message`` only (moto's serializer would add a ``Message`` the model does not have)."""
         from moto.core.responses import ActionResult
 
-        return ActionResult(
-            list_service_deployments(
+        try:
+            return ActionResult(produce())
+        except ServiceException as error:
+            body = json.dumps({"__type": error.code, "message": error.message})
+            return body, {"status": 400, "Content-Type": "application/x-amz-json-1.1"}
+
+    def list_deployments(self: Any) -> Any:
+        return answer(
+            lambda: list_service_deployments(
                 self.ecs_backend,
                 self._get_param("cluster", "default"),
                 str(self._get_param("service", "")).split("/")[-1],
@@ -563,29 +573,23 @@ def install(clock: Any) -> None:
         )
 
     def describe_deployments(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
-        return ActionResult(describe_service_deployments(self._get_param("serviceDeploymentArns")))
+        return answer(
+            lambda: describe_service_deployments(self._get_param("serviceDeploymentArns"))
+        )
 
     def describe_revisions(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
-        return ActionResult(describe_service_revisions(self._get_param("serviceRevisionArns")))
+        return answer(lambda: describe_service_revisions(self._get_param("serviceRevisionArns")))
 
     def stop(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
-        return ActionResult(
-            stop_service_deployment(
+        return answer(
+            lambda: stop_service_deployment(
                 self._get_param("serviceDeploymentArn"), self._get_param("stopType"), clock()
             )
         )
 
     def continue_(self: Any) -> Any:
-        from moto.core.responses import ActionResult
-
-        return ActionResult(
-            continue_service_deployment(
+        return answer(
+            lambda: continue_service_deployment(
                 self._get_param("serviceDeploymentArn"),
                 self._get_param("hookId"),
                 self._get_param("action"),
