@@ -22,6 +22,9 @@ moto's ECS backend the service side of a rolling update, in the server's own pro
   new PRIMARY deployment of the last completed task definition, which then rolls out (a
   rollback that fails in turn stays FAILED).
 - A *slow* image's tasks stay PENDING for ``slow_ticks``.
+- An *alarming* image's tasks are healthy, but the service's deployment alarms go to ALARM
+  halfway through the bake time (the playground's "healthy, but its 5xx alarm fires after
+  start"), and back to OK once ECS has rolled it back.
 - When the PRIMARY runs its desired count of healthy tasks and no older task is left, it is
   COMPLETED and the older deployments leave the list, as in ECS.
 
@@ -217,6 +220,7 @@ class _ServiceSim:
     last_completed: _Deployment | None = None
     service_deployments: list[ServiceDeployment] = field(default_factory=list)
     revisions: dict[str, ServiceRevision] = field(default_factory=dict)
+    fired_alarms: set[str] = field(default_factory=set)  # set to ALARM by an alarming image
 
 
 def _sim(service: Service) -> _ServiceSim | None:
@@ -480,6 +484,23 @@ def _sync_counts(sim: _ServiceSim, record: ServiceDeployment) -> None:
         counts.pending = sum(d.pending for d in runs)
 
 
+def _set_alarms(account_id: str, region: str, names: Iterable[str], state: str) -> None:
+    """Set CloudWatch alarms (moto, in this process) as set_alarm_state does."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    backend = cloudwatch_backends[account_id][region]
+    for name in names:
+        if name in backend.alarms:
+            reason = (
+                "Threshold Crossed: 1 datapoint [12.0] was greater than or equal to the "
+                "threshold (5.0)."
+                if state == "ALARM"
+                else "Threshold Crossed: 1 datapoint [0.0] was not greater than or equal to "
+                "the threshold (5.0)."
+            )
+            backend.set_alarm_state(name, reason, "{}", state)
+
+
 def _alarms_in_alarm(account_id: str, region: str, names: list[str]) -> list[str]:
     """Those of ``names`` whose CloudWatch alarm (moto, in this process) is in ALARM."""
     from moto.cloudwatch.models import cloudwatch_backends
@@ -664,6 +685,7 @@ class RolloutSimulator:
         step_seconds: float = 0.2,
         broken: TagRule = (),
         slow: TagRule = (),
+        alarming: TagRule = (),
         pending_ticks: int = 2,
         slow_ticks: int = 200,
         launch_batch: int = 1,
@@ -681,6 +703,7 @@ class RolloutSimulator:
         self._clock = clock or _utcnow
         self._broken_tags, self._broken_rule = self._split_rule(broken)
         self._slow_tags, self._slow_rule = self._split_rule(slow)
+        self._alarming_tags, self._alarming_rule = self._split_rule(alarming)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -704,11 +727,21 @@ class RolloutSimulator:
             self._slow_tags.add(tag)
             self._broken_tags.discard(tag)
 
+    def mark_alarming(self, tag: str) -> None:
+        """Tasks of images with this tag are healthy, but the service's deployment alarms go
+        to ALARM halfway through the bake time (their 5xx count crosses the threshold); they
+        are OK again once the rollback has completed."""
+        with _LOCK:
+            self._alarming_tags.add(tag)
+            self._broken_tags.discard(tag)
+            self._slow_tags.discard(tag)
+
     def mark_healthy(self, tag: str) -> None:
-        """Undo mark_broken / mark_slow for this tag."""
+        """Undo mark_broken / mark_slow / mark_alarming for this tag."""
         with _LOCK:
             self._broken_tags.discard(tag)
             self._slow_tags.discard(tag)
+            self._alarming_tags.discard(tag)
 
     def _matches(self, tags: set[str], rule: Callable[[str], bool] | None, image: str) -> bool:
         names = {image, image_tag(image), *self._ecr_tags(image)}
@@ -732,11 +765,13 @@ class RolloutSimulator:
         ]
 
     def fate(self, image: str) -> str:
-        """``broken``, ``slow`` or ``healthy``: what tasks of ``image`` will do."""
+        """``broken``, ``slow``, ``alarming`` or ``healthy``: what tasks of ``image`` will do."""
         if self._matches(self._broken_tags, self._broken_rule, image):
             return "broken"
         if self._matches(self._slow_tags, self._slow_rule, image):
             return "slow"
+        if self._matches(self._alarming_tags, self._alarming_rule, image):
+            return "alarming"
         return "healthy"
 
     def post_event(self, message: str) -> None:
@@ -928,6 +963,9 @@ class RolloutSimulator:
                 _sync_counts(sim, record)
                 if primary.is_rollback:
                     record.set_status(sd.ROLLBACK_SUCCESSFUL, now)
+                    if sim.fired_alarms:  # the 5xx stopped with the bad release
+                        _set_alarms(self.account_id, self.region, sim.fired_alarms, "OK")
+                        sim.fired_alarms.clear()
                 else:
                     record.lifecycle_stage = "CLEAN_UP"
                     record.set_status(sd.SUCCESSFUL, now)
@@ -1003,6 +1041,13 @@ class RolloutSimulator:
         ):
             return
         names = [str(n) for n in alarms.get("alarmNames") or []]
+        if (
+            watched.bake_left is not None
+            and watched.bake_left <= self.bake_ticks // 2
+            and self.fate(self._image(backend, primary.task_definition)) == "alarming"
+        ):
+            _set_alarms(self.account_id, self.region, names, "ALARM")
+            sim.fired_alarms.update(names)
         firing = _alarms_in_alarm(self.account_id, self.region, names)
         if not firing:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator, failure_threshold
+from bot.local.stack import add_deployment_alarm
 from tests.conftest import LocalStack
 from tests.local.test_simulator import _deploy, _service
 
@@ -37,7 +38,7 @@ DEPLOYMENT_ARN = re.compile(
     r"arn:aws:ecs:[a-z0-9-]+:\d{12}:service-deployment/[\w-]+/[\w-]+/[A-Za-z0-9_-]{22}"
 )
 REVISION_ARN = re.compile(r"arn:aws:ecs:[a-z0-9-]+:\d{12}:service-revision/[\w-]+/[\w-]+/\d{19}")
-ALARM = "hello-world-5xx"
+ALARM = "hello-world-ecr-ecs-fargate-5xx"
 MODEL = botocore.session.get_session().get_service_model("ecs")
 
 
@@ -193,26 +194,7 @@ def _statuses(seen: list[dict[str, Any]]) -> list[str]:
 
 def _with_alarms(stack: LocalStack, *, rollback: bool = True) -> None:
     """A 5xx alarm in CloudWatch (OK) and the service's deployment alarms naming it."""
-    boto3.client("cloudwatch").put_metric_alarm(
-        AlarmName=ALARM,
-        MetricName="5xx",
-        Namespace="hello-world",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=1,
-        ComparisonOperator="GreaterThanOrEqualToThreshold",
-    )
-    boto3.client("ecs").update_service(
-        cluster=stack.settings.ecs_cluster,
-        service=stack.settings.ecs_service,
-        deploymentConfiguration={
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
-            "alarms": {"alarmNames": [ALARM], "enable": True, "rollback": rollback},
-        },
-    )
+    assert add_deployment_alarm(stack.info, stack.settings, rollback=rollback) == ALARM
 
 
 def _set_alarm(state: str) -> None:
@@ -411,6 +393,34 @@ def test_a_bake_without_alarm_ends_successful_after_the_bake_time(
     assert seen[-1]["alarms"]["status"] == "MONITORING_COMPLETE"
 
 
+def test_an_alarming_image_fires_its_alarm_during_the_bake(
+    stack: LocalStack, aws: MotoServer, wire: Wire
+) -> None:
+    """The playground's "healthy, but its 5xx alarm fires after start": the scale-up completes,
+    the alarm goes to ALARM in the bake, ECS rolls back, and the alarm is OK again after."""
+    _with_alarms(stack)
+    sim = RolloutSimulator(aws, alarming={"v4.4.0-ecr-ecs-fargate"}, bake_ticks=6)
+    _deploy(stack, "v4.4.0-ecr-ecs-fargate")
+    arn = _latest(wire, stack)
+    seen = _follow(wire, sim, arn)
+    assert _statuses(seen) == [
+        "PENDING",
+        "IN_PROGRESS",
+        "ROLLBACK_IN_PROGRESS",
+        "ROLLBACK_SUCCESSFUL",
+    ]
+    baked = [
+        d for d in seen if d.get("lifecycleStage") == "BAKE_TIME" and d["status"] == "IN_PROGRESS"
+    ]
+    assert 1 <= len(baked) <= 4  # fired halfway through the bake, not at once
+    assert all(d["targetServiceRevision"]["runningTaskCount"] == 3 for d in baked)
+    assert seen[-1]["alarms"]["triggeredAlarmNames"] == [ALARM]
+    cloudwatch = boto3.client("cloudwatch")
+    [alarm] = cloudwatch.describe_alarms(AlarmNames=[ALARM])["MetricAlarms"]
+    assert alarm["StateValue"] == "OK"
+    assert alarm["StateReason"].startswith("Threshold Crossed")
+
+
 def test_an_alarm_without_rollback_stops_the_deployment(
     stack: LocalStack, aws: MotoServer, wire: Wire
 ) -> None:
@@ -567,7 +577,7 @@ def test_refused_operations_answer_access_denied(
 ) -> None:
     [arn] = wire.arns(stack)
     aws.faults.refuse("ecs", operation)
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "ListServiceDeployments": lambda: wire.arns(stack),
         "DescribeServiceDeployments": lambda: wire.get(arn),
         "DescribeServiceRevisions": lambda: wire.revision(arn),
