@@ -399,7 +399,8 @@ def test_an_alarming_image_fires_its_alarm_during_the_bake(
     """The playground's "healthy, but its 5xx alarm fires after start": the scale-up completes,
     the alarm goes to ALARM in the bake, ECS rolls back, and the alarm is OK again after."""
     _with_alarms(stack)
-    sim = RolloutSimulator(aws, alarming={"v4.4.0-ecr-ecs-fargate"}, bake_ticks=6)
+    sim = RolloutSimulator(aws, bake_ticks=6)
+    sim.mark_alarming("v4.4.0-ecr-ecs-fargate")
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
     arn = _latest(wire, stack)
     seen = _follow(wire, sim, arn)
