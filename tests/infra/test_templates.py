@@ -170,8 +170,9 @@ def test_bot_stack_defaults_to_the_settings_stack_name(bot: dict[str, Any]) -> N
     assert bot["Parameters"]["ServiceStackName"]["Default"] == default
 
 
-def test_service_rolls_back_through_the_circuit_breaker(service: dict[str, Any]) -> None:
-    deployment = resource(service, "Service")["DeploymentConfiguration"]
+def test_service_rolls_back_through_the_circuit_breaker(production: dict[str, Any]) -> None:
+    """By default (AutoRollback: tests/infra/test_alarms.py has the other way)."""
+    deployment = resource(production, "Service")["DeploymentConfiguration"]
     assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert deployment["MinimumHealthyPercent"] == 100
 
