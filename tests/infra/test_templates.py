@@ -49,6 +49,13 @@ ENGINE_ACTIONS = {
     "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
     "dynamodb:BatchGetItem",  # stats: the settled records' briefs
     "iam:PassRole",
+    # ECS's service deployments and the deployment alarms (#26, #27)
+    "ecs:ListServiceDeployments",
+    "ecs:DescribeServiceDeployments",
+    "ecs:DescribeServiceRevisions",
+    "ecs:StopServiceDeployment",
+    "ecs:ContinueServiceDeployment",
+    "cloudwatch:DescribeAlarms",
 }
 # AWS offers no narrower resource for these two.
 STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
@@ -376,6 +383,21 @@ def test_bot_task_role_resources_are_the_named_ones() -> None:
             f"{ARN}:ecs:{REGION_ACCOUNT}:task-definition/{stack}:*"
         ]
         assert granted["ecr:DescribeImages"] == [f"ImportValue({stack}-RepositoryArn)"]
+        assert granted["ecs:ListServiceDeployments"] == [service_arn]
+        deployments = f"{ARN}:ecs:{REGION_ACCOUNT}:service-deployment/{stack}/{stack}/*"
+        for action in (
+            "ecs:DescribeServiceDeployments",
+            "ecs:StopServiceDeployment",
+            "ecs:ContinueServiceDeployment",
+        ):
+            assert granted[action] == [service_arn, deployments], action
+        assert granted["ecs:DescribeServiceRevisions"] == [
+            service_arn,
+            f"{ARN}:ecs:{REGION_ACCOUNT}:service-revision/{stack}/{stack}/*",
+        ]
+        assert granted["cloudwatch:DescribeAlarms"] == [
+            f"{ARN}:cloudwatch:{REGION_ACCOUNT}:alarm:{stack}-*"
+        ]
         assert granted["iam:PassRole"] == [
             f"ImportValue({stack}-ExecutionRoleArn)",
             f"ImportValue({stack}-TaskRoleArn)",
