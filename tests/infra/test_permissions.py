@@ -33,6 +33,7 @@ from bot.errors import ImageMissing, NothingToRollBack
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY
 from bot.settings import Settings
+from bot.target import Target
 from bot.targets import load_targets
 from tests.aws_calls import NEEDS_NO_PERMISSION, TRANSACTION_ITEMS, granted, needed, recorded
 from tests.conftest import LocalStack
@@ -112,8 +113,25 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     """Every engine path, walked here: what it needs is what bot.yml grants. (Each test's own
     calls are also held against the role when it ends: tests/conftest.py.)"""
     _table_from_template(stack)
+    # A target with an alarm (deploybot.toml's alarms): each change reads it first.
+    boto3.client(
+        "cloudwatch", endpoint_url=stack.settings.aws_endpoint_url, region_name="eu-west-1"
+    ).put_metric_alarm(
+        AlarmName="hello-world-5xx",
+        Namespace="hello-world",
+        MetricName="5xx",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    s = stack.settings
+    target = Target(
+        s.deploy_target, s.ecs_cluster, s.ecs_service, s.ecr_repository, alarms=("hello-world-5xx",)
+    )
     with recorded() as calls:
-        _every_engine_path(Engine(stack.settings), simulator)
+        _every_engine_path(Engine(stack.settings, target=target), simulator)
     need, grant = needed(calls), granted()
     assert sorted(need - grant) == [], "the engine calls these but bot.yml does not grant them"
     assert sorted(grant - need) == [], "bot.yml grants these but the engine never calls them"
