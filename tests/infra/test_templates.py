@@ -49,6 +49,7 @@ ENGINE_ACTIONS = {
     "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
     "dynamodb:BatchGetItem",  # stats: the settled records' briefs
     "iam:PassRole",
+    "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
 }
 # AWS offers no narrower resource for these two.
 STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
