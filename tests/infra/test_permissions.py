@@ -35,6 +35,7 @@ from bot.errors import ImageMissing, NothingToRollBack
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY
 from bot.settings import Settings
+from bot.target import Target
 from bot.targets import load_targets
 from tests.aws_calls import (
     IAM_PREFIXES,
@@ -57,20 +58,19 @@ from tests.infra.templates import (
 
 WHO = Requester("permission-test", "cli")
 # Granted in bot.yml ahead of the engine code that calls them, which lands beside it (#26: the
-# service-deployment reads and StopServiceDeployment, DescribeAlarms before a deploy; #27:
-# ContinueServiceDeployment at a pause). Each one leaves this set once the engine calls it on
-# main, and the exact test below holds it then like every other action.
+# service-deployment reads and StopServiceDeployment; #27: ContinueServiceDeployment at a
+# pause). Each one leaves this set once the engine calls it on main, and the exact test below
+# holds it then like every other action.
 GRANTED_AHEAD = {
     "ecs:ListServiceDeployments",
     "ecs:DescribeServiceDeployments",
     "ecs:DescribeServiceRevisions",
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
-    "cloudwatch:DescribeAlarms",
 }
-# Each is granted per service stack, on that stack's resources: a role for one stack refuses
-# them on another's.
-PER_STACK_AHEAD = GRANTED_AHEAD
+# Granted per service stack for #26/#27, on that stack's resources: a role for one stack
+# refuses them on another's.
+PER_STACK_NEW = GRANTED_AHEAD | {"cloudwatch:DescribeAlarms"}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -136,8 +136,25 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     """Every engine path, walked here: what it needs is what bot.yml grants. (Each test's own
     calls are also held against the role when it ends: tests/conftest.py.)"""
     _table_from_template(stack)
+    # A target with an alarm (deploybot.toml's alarms): each change reads it first.
+    boto3.client(
+        "cloudwatch", endpoint_url=stack.settings.aws_endpoint_url, region_name="eu-west-1"
+    ).put_metric_alarm(
+        AlarmName="hello-world-5xx",
+        Namespace="hello-world",
+        MetricName="5xx",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    s = stack.settings
+    target = Target(
+        s.deploy_target, s.ecs_cluster, s.ecs_service, s.ecr_repository, alarms=("hello-world-5xx",)
+    )
     with recorded() as calls:
-        _every_engine_path(Engine(stack.settings), simulator)
+        _every_engine_path(Engine(stack.settings, target=target), simulator)
     need, grant = needed(calls), granted()
     assert sorted(need - grant) == [], "the engine calls these but bot.yml does not grant them"
     unused = grant - need - GRANTED_AHEAD
@@ -414,7 +431,7 @@ def test_the_bot_role_covers_two_targets_and_only_them(
         "ecs:DescribeTasks",
         "ecs:TagResource",
         "iam:PassRole",
-    } | (PER_STACK_AHEAD & called)
+    } | (PER_STACK_NEW & called)
     assert denied([STAGING_STACK], "staging") == set()
 
 
@@ -467,7 +484,7 @@ def test_the_calls_granted_ahead_are_allowed_on_their_stack_only() -> None:
     both = [PRODUCTION_STACK, STAGING_STACK]
     assert denied(both, PRODUCTION_STACK) == denied(both, STAGING_STACK) == set()
     assert denied([STAGING_STACK], STAGING_STACK) == set()
-    assert denied([STAGING_STACK], PRODUCTION_STACK) == PER_STACK_AHEAD
+    assert denied([STAGING_STACK], PRODUCTION_STACK) == PER_STACK_NEW
     # An alarm outside the stack's names, or DescribeAlarms naming none, is refused.
     statements = _concrete_statements([PRODUCTION_STACK], region, account, exports, table)
     for params in ({"AlarmNames": ["someone-elses-alarm"]}, {}):

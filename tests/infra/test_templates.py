@@ -55,7 +55,7 @@ ENGINE_ACTIONS = {
     "ecs:DescribeServiceRevisions",
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
-    "cloudwatch:DescribeAlarms",
+    "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
 }
 # AWS offers no narrower resource for these two.
 STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
