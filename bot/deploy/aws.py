@@ -152,8 +152,15 @@ _IDENTITIES_LOCK = threading.Lock()
 CALL_OBSERVERS: list[Callable[[str, str], None]] = []
 
 
+# Services whose IAM prefix is not their signing name: CloudWatch signs as "monitoring", its
+# actions are "cloudwatch:DescribeAlarms" ("Actions defined by Amazon CloudWatch", Service
+# Authorization Reference: service prefix cloudwatch).
+_IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
 def _observe(model: Any, **_: Any) -> None:
     prefix = model.service_model.metadata.get("signingName") or model.service_model.endpoint_prefix
+    prefix = _IAM_PREFIX.get(prefix, prefix)
     for observer in list(CALL_OBSERVERS):
         observer(str(prefix), str(model.name))
 
@@ -403,6 +410,32 @@ class AwsClient:
             out.extend(page.get("imageDetails", []))
         return out
 
+    # CloudWatch (the alarms checked before a deploy: bot/deploy/alarms.py) ----------------
+    @property
+    def cloudwatch(self) -> Any:
+        """CloudWatch's client, made on first use: only targets with alarms need it."""
+        with self._ecs_once_lock:
+            client = self.__dict__.get("_cloudwatch")
+            if client is None:
+                client = self.session.client("cloudwatch", **self._once_kwargs)
+                brief_connection_retries(client)
+                self.__dict__["_cloudwatch"] = client
+            return client
+
+    def describe_alarms(self, names: list[str]) -> list[dict[str, Any]]:
+        """The metric and composite alarms named ``names`` (DescribeAlarms); a name with no
+        alarm is simply absent from the answer. At most 100 names a call ("AlarmNames …
+        Maximum number of 100 items", CloudWatch API reference, DescribeAlarms), paged."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(names), 100):
+            pages = self.cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNames=names[start : start + 100],
+                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+            )
+            for page in pages:
+                found += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        return found
+
     # A deployment paused at a hook (bot/deploy/pausing.py) -------------------------------
     def pause_service_deployments(self, arns: list[str]) -> list[dict[str, Any]]:
         """DescribeServiceDeployments of ``arns`` (at most 20 a call: its limit), as botocore
@@ -439,11 +472,11 @@ class AwsClient:
     def elbv2(self) -> Any:
         """Elastic Load Balancing v2, made on first use (only the test listener's URL needs it)."""
         with self._ecs_once_lock:
-            client = getattr(self, "_elbv2", None)
+            client = self.__dict__.get("_elbv2")
             if client is None:
                 client = self.session.client("elbv2", **self._once_kwargs)
                 brief_connection_retries(client)
-                self._elbv2 = client
+                self.__dict__["_elbv2"] = client
             return client
 
     def test_listener(self, rule_arn: str) -> tuple[str, int, str]:
