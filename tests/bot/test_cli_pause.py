@@ -275,8 +275,7 @@ def test_two_replicas_pressing_at_once_ask_ecs_once(
                 results.append(exc)
 
         threads = [
-            threading.Thread(target=press, args=(replicas[i % 2], f"U0PRESS{i}"))
-            for i in range(4)
+            threading.Thread(target=press, args=(replicas[i % 2], f"U0PRESS{i}")) for i in range(4)
         ]
         for t in threads:
             t.start()
