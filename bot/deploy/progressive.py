@@ -197,7 +197,7 @@ class Shift:
         parts = [p for p in (self.split(new, old),) if p] if self.shifts_traffic else []
         bake = self.baking_minutes
         if self.paused and self.hook is not None:
-            parts.append(f"paused at {self.hook.stage or self.stage}")
+            parts.append(self.pause_words())
         elif bake and since is not None:
             waited = max(0, int((now - since).total_seconds() // 60))
             parts.append(f"baking {min(waited, bake)} of {bake} min")
@@ -206,6 +206,16 @@ class Shift:
         else:
             parts.append(self.stage_words())
         return f"{head}: " + ", ".join(parts)
+
+    def pause_words(self) -> str:
+        """Where ECS waits, for a person: a hook before a production shift step waits with
+        the split as it is; after the test traffic shift, with test traffic on the new one."""
+        stage = self.hook.stage if self.hook is not None else self.stage
+        if stage == "PRODUCTION_TRAFFIC_SHIFT":
+            return "paused before the next production traffic shift"
+        if stage == "POST_TEST_TRAFFIC_SHIFT":
+            return "paused with test traffic on the new revision"
+        return f"paused at {stage}"
 
     def reached(self, new: str) -> str:
         """Where it got to, for a rollback's line: ``canary (10% on v4.4.0)``, ``step 3 of

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -28,12 +29,20 @@ from bot.slack.pause_view import ShiftView, paused_notice
 log = logging.getLogger("deploybot.slack.pause")
 
 
+# How often a message whose deployment bakes is shown again, so "baking 4 of 10 min" moves
+# though ECS reports nothing new meanwhile (a snapshot comes only when something changed).
+BAKE_REFRESH_SECONDS = 30.0
+
+
 class Shown(Protocol):
     """The live message a PauseWatch belongs to (bot/slack/progress.py's ProgressMessage)."""
 
     record: DeploymentRecord | None
     channel: str
     ts: str
+
+    def refresh(self) -> None:
+        """Show the last snapshot again (its timers moved)."""
 
 
 def service_deployment(snap: Snapshot | None) -> dict[str, Any] | None:
@@ -51,14 +60,16 @@ class PauseWatch:
         self.shown = shown
         self.clock = StepClock()
         self.shift: Shift | None = None
-        self.since = None
+        self.since: datetime | None = None
         self.pause: Pause | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     def view(self, snap: Snapshot | None) -> ShiftView | None:
         """What the message shows of it at ``snap`` (None: ECS shifts no traffic we know of)."""
         if self.shift is None:
             return None
-        now = snap.at if snap is not None else self.engine.clock.now()
+        final = snap is not None and snap.final
+        now = snap.at if final and snap is not None else self.engine.clock.now()
         pause = self.pause if self.shift.hook is not None else None
         return ShiftView(self.shift, self.since, now, self.clock.furthest, pause)
 
@@ -68,7 +79,8 @@ class PauseWatch:
         if shift is None:
             return
         self.shift = shift
-        self.since = self.clock.see(shift, snap.at)  # type: ignore[assignment]
+        self.since = self.clock.see(shift, snap.at)
+        self._tick_while_baking(shift, snap)
         hook = shift.hook
         record = self.shown.record
         if hook is None or record is None or snap.final:
@@ -81,6 +93,24 @@ class PauseWatch:
             log.warning("could not read the pause: %s", exc, extra=record.log_fields)
             return
         await self.tell_requester(self.pause)
+
+    def _tick_while_baking(self, shift: Shift, snap: Snapshot) -> None:
+        baking = bool(shift.baking_minutes) and not shift.paused and not snap.final
+        if baking and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.create_task(self._tick())
+        elif not baking and self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(BAKE_REFRESH_SECONDS)
+            self.shown.refresh()
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     async def tell_requester(self, pause: Pause) -> str:
         """DM the requester that their deployment waits for a decision (once per hook, in any

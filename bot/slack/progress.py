@@ -134,6 +134,7 @@ class ProgressMessage:
         self.done = asyncio.Event()
         # ECS's traffic shifting and a pause awaiting a decision (bot/slack/pausing_notice.py).
         self.pause_watch = PauseWatch(client, engine, self)
+        self._last_snap: Snapshot | None = None
 
     @property
     def ref(self) -> str:
@@ -154,6 +155,11 @@ class ProgressMessage:
             shift=self.pause_watch.view(snap),
             rules=self.engine.target,
         )
+
+    def refresh(self) -> None:
+        """Show the last snapshot again: its timers (a bake's minutes) moved."""
+        if self.record is not None and self._last_snap is not None and self.final is None:
+            self._show(self._render(self._last_snap))
 
     async def retire(self, later: DeploymentRecord, *, completed: bool) -> None:
         """A later deployment of the target started (``completed``: and completed): show the
@@ -220,6 +226,7 @@ class ProgressMessage:
         # lease meanwhile, so no other replica shows it too.
         try:
             async for snap in watch:
+                self._last_snap = snap
                 await self.pause_watch.see(snap)
                 text = messages.thread_reply(snap)
                 if text:
@@ -236,6 +243,7 @@ class ProgressMessage:
                 self.final = final
         finally:
             watch.close()
+            self.pause_watch.stop()
         return final
 
     async def _handed_over(self) -> None:

@@ -120,6 +120,11 @@ def test_a_pause_hook_awaiting_action_is_the_pause() -> None:
     assert shift.describe("v4.4.0", "v4.3.0", None, NOW) == (
         "canary: 10% on v4.4.0, 90% on v4.3.0, paused at POST_PRODUCTION_TRAFFIC_SHIFT"
     )
+    # The hook before each production shift step waits with the split as it is.
+    sd["lifecycleStage"] = "PRODUCTION_TRAFFIC_SHIFT"
+    assert Shift.of(sd).describe("v4.4.0", "v4.3.0", None, NOW) == (  # type: ignore[union-attr]
+        "canary: 10% on v4.4.0, 90% on v4.3.0, paused before the next production traffic shift"
+    )
     # A hook decided, or a deployment no longer in progress, awaits nothing.
     hooks[1]["status"] = "SUCCEEDED"
     assert Shift.of(sd) is not None and Shift.of(sd).hook is None  # type: ignore[union-attr]
