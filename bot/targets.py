@@ -35,7 +35,7 @@ from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
 from bot.mrkdwn import is_user_id
 from bot.settings import Settings
-from bot.target import EVERYONE, Target
+from bot.target import EVERYONE, REPOSITORY_URI, Target, account_of, repository_parts
 from bot.windows import Window, WindowError, parse_window
 
 # Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
@@ -135,6 +135,10 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # Targets across accounts and regions (#30): checked in _account_problems.
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
 
 
 class _ConfigFile(BaseSettings):
@@ -272,6 +276,44 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     digest = raw.get("digest")
     if isinstance(digest, str):
         problems += _digest_problems(digest, f"{key}.digest")
+    problems += _account_problems(raw, key)
+    return problems
+
+
+# AWS region names: us-east-1, eu-west-1, ap-southeast-2, us-gov-west-1…
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# STS AssumeRole's ExternalId: "Length Constraints: Minimum length of 2. Maximum length of
+# 1224. Pattern: [\w+=,.@:\/-]*" (https://docs.aws.amazon.com/STS/latest/APIReference/
+# API_AssumeRole.html; botocore's sts model says the same).
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
+
+
+def _account_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """region, role_arn, external_id and a repository URI, beyond their types."""
+    problems: list[str] = []
+    region, role_arn, external_id = raw.get("region"), raw.get("role_arn"), raw.get("external_id")
+    if isinstance(region, str) and not _REGION.fullmatch(region):
+        problems.append(f"{key}.region: {region!r} is not an AWS region (e.g. us-east-1)")
+    if isinstance(role_arn, str) and account_of(role_arn) is None:
+        problems.append(
+            f"{key}.role_arn: {role_arn!r} is not an IAM role ARN "
+            "(arn:aws:iam::222222222222:role/NAME: the target account's DeployBotTargetRole "
+            "output, cloudformation/target-role.yml)"
+        )
+    if isinstance(external_id, str):
+        if role_arn is None:
+            problems.append(f"{key}.external_id: set, but no role_arn to assume with it")
+        elif not _EXTERNAL_ID.fullmatch(external_id):
+            problems.append(
+                f"{key}.external_id: 2 to 1224 letters, digits and +=,.@:/-_ (STS's ExternalId)"
+            )
+    repository = raw.get("repository")
+    uri = isinstance(repository, str) and ".dkr.ecr." in repository
+    if uri and not REPOSITORY_URI.fullmatch(str(repository)):
+        problems.append(
+            f"{key}.repository: {repository!r} is neither a repository name nor its URI "
+            "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME)"
+        )
     return problems
 
 
@@ -316,6 +358,9 @@ def _target(
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
         source=source,
+        region=table.region,
+        role_arn=table.role_arn,
+        external_id=table.external_id,
     )
 
 
@@ -351,7 +396,10 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
             if target.after not in names:
                 problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
             continue
-        if before.repository != target.repository:
+        # Across accounts the repositories are two (ECR replication) or one named by its URI
+        # (a cross-account pull): one name either way; whether the target can pull the digest
+        # is checked at each promotion (Fleet.plan).
+        if repository_parts(before.repository)[2] != repository_parts(target.repository)[2]:
             problems.append(
                 f"{key}.after: {target.after} runs images of {before.repository!r}, {name} of "
                 f"{target.repository!r}; promotion deploys the same image, so one repository"

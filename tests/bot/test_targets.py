@@ -295,7 +295,8 @@ repository = "r"
             [
                 "deploybot.toml: targets.production.afterr: unknown key (known: cluster, service, "
                 "repository, container, after, deployers, channels, freeze_after_failure, "
-                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest)"
+                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest, "
+                "region, role_arn, external_id)"
             ],
         ),
         (
