@@ -297,8 +297,8 @@ def _account_problems(raw: dict[str, Any], key: str) -> list[str]:
     if isinstance(role_arn, str) and account_of(role_arn) is None:
         problems.append(
             f"{key}.role_arn: {role_arn!r} is not an IAM role ARN "
-            "(arn:aws:iam::222222222222:role/NAME: the target account's DeployBotTargetRole "
-            "output, cloudformation/target-role.yml)"
+            "(arn:aws:iam::222222222222:role/NAME: the TargetRoleArn output of "
+            "cloudformation/target-role.yml in the target's account)"
         )
     if isinstance(external_id, str):
         if role_arn is None:
@@ -376,10 +376,11 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
     ``names``: every table's name, including those too wrong to be a Target."""
     problems: list[str] = []
     known = ", ".join(names)
-    services: dict[tuple[str, str], str] = {}
+    services: dict[tuple[str, str, str, str], str] = {}
     for name, target in targets.items():
         key = f"{shown}: targets.{name}"
-        place = (target.cluster, target.service)
+        # Two accounts (or regions) may name their services alike: each is its own.
+        place = (target.account or "", target.region or "", target.cluster, target.service)
         if place in services:
             problems.append(
                 f"{key}: cluster {target.cluster!r}, service {target.service!r} is already "

@@ -593,6 +593,16 @@ class AwsClient:
         return out
 
     # Across accounts (#30) ---------------------------------------------------------------
+    @property
+    def scope(self) -> str:
+        """The target's items in the table: ``cluster/service``, and for a service in another
+        account or region ``account/region/cluster/service`` (two accounts may name their
+        services alike; one table holds both)."""
+        here = f"{self.cluster}/{self.service}"
+        if self.place == Place(self._places.settings.aws_region):
+            return here
+        return f"{self.account or 'bot'}/{self.region}/{here}"
+
     def acting_for(self, who: str) -> AwsClient:
         """This client with its target's ECS under a session named for ``who``
         (``session_name``), for the calls of a change ``who`` asked for: the target account's
