@@ -271,7 +271,6 @@ class _AssumedRole(CredentialProvider):
     """A credential provider handing out one set of refreshable assumed-role credentials."""
 
     METHOD = "assume-role"
-    CANONICAL_NAME = "deploybot-assume-role"
 
     def __init__(self, credentials: Credentials) -> None:
         super().__init__()
@@ -401,7 +400,8 @@ class AwsClient:
     A target in another account or region (``Target.role_arn``, ``region``) has ECS and ECR
     clients of its own, under that role's credentials, and batched DescribeServices of its own
     (one batch per account, region and cluster); the table (``dynamodb``) and ``session``
-    stay the bot's. ``target_session`` is the session the target's own clients come from.
+    stay the bot's. A new client for the target's account and region comes from
+    ``self._clients.session`` with ``self._clients.kwargs``.
     """
 
     def __init__(
@@ -440,7 +440,6 @@ class AwsClient:
         self.region = self.place.region  # the service's (the table's: settings.aws_region)
         self.account = target.account if target else None  # None: the bot's own
         self._clients = self._places.clients(self.place)
-        self.target_session = self._clients.session
         self.ecs = self._clients.ecs
         self.descriptions = self._places.descriptions(self.place)
         # The repository: a name in the target's account and region, or a URI naming another

@@ -41,7 +41,9 @@ from bot.local.stack import (
 from bot.rules import Action, Door
 from bot.settings import Settings
 from bot.targets import BadConfig, load_targets
+from tests.aws_calls import TARGET_ROLES, needed, recorded
 from tests.conftest import LocalStack
+from tests.infra.templates import bot_task_role_actions, bot_task_role_statements
 
 OTHER_ACCOUNT, OTHER_REGION = "222222222222", "us-east-1"
 ROLE = f"arn:aws:iam::{OTHER_ACCOUNT}:role/hello-world-ecr-ecs-fargate-deploybot"
@@ -167,11 +169,11 @@ def sessions() -> list[tuple[str, str, str]]:
     ]
 
 
+@pytest.mark.usefixtures("other_simulator")
 def test_a_deploy_to_a_target_in_another_account_changes_that_accounts_service(
     stack: LocalStack,
     tmp_path: Path,
     simulator: RolloutSimulator,
-    other_simulator: RolloutSimulator,
 ) -> None:
     two = two_accounts(stack, tmp_path, after=False)
     release = two.other.release("v4.4.0")
@@ -248,12 +250,12 @@ def _staging_runs_v4_4(fleet: Fleet) -> DeploymentRecord:
     return done
 
 
+@pytest.mark.usefixtures("other_simulator")
 def test_promotion_into_a_replicated_repository_waits_for_the_digest_to_be_there(
     stack: LocalStack,
     tmp_path: Path,
     aws: MotoServer,
     simulator: RolloutSimulator,
-    other_simulator: RolloutSimulator,
 ) -> None:
     """ECR replication: the digest is resolved in the target account's repository; not
     there yet, the promotion is refused before any change, naming what to set up."""
@@ -298,12 +300,12 @@ def _policy(*accounts: str) -> str:
     )
 
 
+@pytest.mark.usefixtures("other_simulator")
 def test_promotion_pulling_across_accounts_needs_the_repository_policy(
     stack: LocalStack,
     tmp_path: Path,
     aws: MotoServer,
     simulator: RolloutSimulator,
-    other_simulator: RolloutSimulator,
 ) -> None:
     """A cross-account pull: production's repository is the bot account's (by URI). The
     promotion is refused until that repository's policy lets account 222222222222 pull."""
@@ -418,3 +420,32 @@ def test_account_keys_are_checked_with_the_file_and_the_key(tmp_path: Path) -> N
         f"{shown}: targets.billing.repository: '1111.dkr.ecr.eu-west-1.amazonaws.com/r' is "
         "neither a repository name nor its URI (ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME)",
     ]
+
+
+@pytest.mark.usefixtures("other_simulator")
+def test_target_accounts_add_exactly_what_they_need_to_the_bot_role(
+    stack: LocalStack,
+    tmp_path: Path,
+    simulator: RolloutSimulator,
+) -> None:
+    """bot.yml with TargetRoleArns grants two more actions than without (tests/infra/
+    test_permissions.py holds the one-account role to the engine's calls): both are called by
+    a promotion into another account that pulls from the bot's repository. (Every call here
+    is also held against that role when the test ends: tests/conftest.py.)"""
+    two = two_accounts(stack, tmp_path, pull=True)
+    two.client("ecr", other=False).set_repository_policy(
+        repositoryName=stack.settings.ecr_repository, policyText=_policy(OTHER_ACCOUNT)
+    )
+    with recorded() as calls:
+        fleet = Fleet(two.settings)
+        try:
+            _staging_runs_v4_4(fleet)
+            promoted = run(fleet, "production", Action.PROMOTE, source="staging")
+        finally:
+            fleet.close()
+    assert promoted.outcome == Outcome.COMPLETED
+    one_account = set(bot_task_role_actions())
+    with_targets = set(bot_task_role_actions(bot_task_role_statements(TARGET_ROLES)))
+    added = with_targets - one_account
+    assert added == {"sts:AssumeRole", "ecr:GetRepositoryPolicy"}
+    assert added <= needed(calls), "bot.yml grants these for target accounts, never called"
