@@ -65,6 +65,9 @@ class Target:
     # When the weekly digest (last week's four keys and chart) goes to the target's channel;
     # None: never.
     digest: Schedule | None = None
+    # CloudWatch alarms that must exist and not be in ALARM for a deploy to start (beside
+    # those ECS watches for the service: bot/deploy/alarms.py).
+    alarms: tuple[str, ...] = ()
     source: str | None = None  # the file it comes from; None: the environment
     # Where the service lives when not beside the bot (#30): its region (None: AWS_REGION), and
     # the role its engine assumes there (None: the bot's own credentials), with the ExternalId

@@ -162,8 +162,15 @@ _IDENTITIES_LOCK = threading.Lock()
 CALL_OBSERVERS: list[Callable[[str, str], None]] = []
 
 
+# Services whose IAM prefix is not their signing name: CloudWatch signs as "monitoring", its
+# actions are "cloudwatch:DescribeAlarms" ("Actions defined by Amazon CloudWatch", Service
+# Authorization Reference: service prefix cloudwatch).
+_IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
 def _observe(model: Any, **_: Any) -> None:
     prefix = model.service_model.metadata.get("signingName") or model.service_model.endpoint_prefix
+    prefix = _IAM_PREFIX.get(prefix, prefix)
     for observer in list(CALL_OBSERVERS):
         observer(str(prefix), str(model.name))
 
@@ -291,6 +298,7 @@ class _Clients:
         for client in (self.ecs, self.ecr):
             brief_connection_retries(client)
         self._once: Any = None
+        self._cloudwatch: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -301,6 +309,15 @@ class _Clients:
                 throttling_retries_only(client)
                 self._once = client
             return self._once
+
+    @property
+    def cloudwatch(self) -> Any:
+        with self._lock:
+            if self._cloudwatch is None:
+                client = self.session.client("cloudwatch", **self.kwargs)
+                brief_connection_retries(client)
+                self._cloudwatch = client
+            return self._cloudwatch
 
     def describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
         return dict(self.ecs.describe_services(cluster=cluster, services=services))
@@ -590,6 +607,27 @@ class AwsClient:
         ):
             out.extend(page.get("imageDetails", []))
         return out
+
+    # CloudWatch (the alarms checked before a deploy: bot/deploy/alarms.py) ----------------
+    @property
+    def cloudwatch(self) -> Any:
+        """CloudWatch's client in the target's account and region (its alarms are there),
+        made on first use: only targets with alarms need it."""
+        return self._places.clients(self.place).cloudwatch
+
+    def describe_alarms(self, names: list[str]) -> list[dict[str, Any]]:
+        """The metric and composite alarms named ``names`` (DescribeAlarms); a name with no
+        alarm is simply absent from the answer. At most 100 names a call ("AlarmNames …
+        Maximum number of 100 items", CloudWatch API reference, DescribeAlarms), paged."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(names), 100):
+            pages = self.cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNames=names[start : start + 100],
+                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+            )
+            for page in pages:
+                found += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        return found
 
     # Across accounts (#30) ---------------------------------------------------------------
     @property
