@@ -10,7 +10,9 @@ the windows), which the door records and announces.
 The rules, in the order they are asked (the first refusal answers):
 
 1. ``channels``: Slack doors act only in the target's channels (none listed: any).
-2. ``deployers`` / ``approvers``: who may act. Deploy, redeploy, promote and roll back:
+2. ``deployers`` / ``approvers``: who may act (``S…``: a Slack user group, whose members
+   the door read: ``Facts.groups``; CI's notice on a target with ``auto_deploy`` deploys
+   as that setting says). Deploy, redeploy, promote and roll back:
    the deployers, who also may break a stale lock. Abort, freeze, unfreeze: deployers and
    approvers. Approve: approvers,
    never the requester. Read: anyone. The CLI's gate is its AWS credentials, so it skips
@@ -67,6 +69,8 @@ class Door(StrEnum):
     SLASH = "slash"
     BUTTON = "button"
     CI_BUTTON = "ci-button"
+    # CI's notice itself, for a target with ``auto_deploy``: deploys on push (bot/slack/auto.py).
+    CI_AUTO = "ci-auto"
     CLI = "cli"
     QUEUE = "queue"
 
@@ -87,6 +91,7 @@ class Rule(StrEnum):
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
     WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
+    AUTO_DEPLOY = "auto_deploy"
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -327,6 +332,15 @@ def _who(a: _Asking) -> Decision | None:
     target, action, who = a.target, a.action, a.who
     if action is Action.APPROVE:
         return _approver(a)
+    if a.door is Door.CI_AUTO:
+        # The notice's own door: who is the target's ``auto_deploy``, set by whoever may
+        # change deploybot.toml; it deploys, nothing else.
+        if action is Action.DEPLOY and target.auto_deploy:
+            return None
+        return a.refuse(
+            Rule.AUTO_DEPLOY,
+            lambda s: f"{target.name} does not deploy on push (auto_deploy is not set)",
+        )
     if not a.slack or action is Action.READ:
         return None
     if target.may_deploy(who) or (action in GUARDIANS and target.may_approve(who)):

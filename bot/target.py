@@ -40,6 +40,8 @@ class Target:
     # None: never.
     digest: Schedule | None = None
     source: str | None = None  # the file it comes from; None: the environment
+    # CI's notice of an image deploys it at once through the rules (bot/slack/auto.py).
+    auto_deploy: bool = False
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointing at this target's service: what its Engine is built from."""

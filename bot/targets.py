@@ -135,6 +135,8 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
+    auto_deploy: bool = False
 
 
 class _ConfigFile(BaseSettings):
@@ -272,7 +274,27 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     digest = raw.get("digest")
     if isinstance(digest, str):
         problems += _digest_problems(digest, f"{key}.digest")
+    problems += _auto_deploy_problems(raw, key)
     return problems
+
+
+def _auto_deploy_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """``auto_deploy`` deploys CI's image without a person: refused at load where that would
+    skip what the file asks for (approvals) or could not happen (``after``)."""
+    if raw.get("auto_deploy") is not True:
+        return []
+    if isinstance(raw.get("approvals"), int) and raw.get("approvals"):
+        return [
+            f"{key}.auto_deploy: this target needs approvals = {raw['approvals']}, and a deploy "
+            "on push has nobody to approve it; remove auto_deploy (its CI notices keep their "
+            "Deploy button) or approvals"
+        ]
+    if raw.get("after"):
+        return [
+            f"{key}.auto_deploy: this target takes images only from {raw['after']} (after), "
+            "through its Promote button; CI's notices do not offer it, so remove auto_deploy"
+        ]
+    return []
 
 
 def _digest_problems(text: Any, key: str) -> list[str]:
@@ -316,6 +338,7 @@ def _target(
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
         source=source,
+        auto_deploy=table.auto_deploy,
     )
 
 
