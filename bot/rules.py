@@ -10,9 +10,9 @@ the windows), which the door records and announces.
 The rules, in the order they are asked (the first refusal answers):
 
 1. ``channels``: Slack doors act only in the target's channels (none listed: any).
-2. ``deployers`` / ``approvers``: who may act (``S…``: a Slack user group, whose members
-   the door read: ``Facts.groups``; CI's notice on a target with ``auto_deploy`` deploys
-   as that setting says). Deploy, redeploy, promote and roll back:
+2. ``deployers`` / ``approvers``: who may act (``S…``: a Slack user group, its members as
+   the bot last read them: ``Target.deployer_members``; CI's notice on a target with
+   ``auto_deploy`` deploys as that setting says). Deploy, redeploy, promote and roll back:
    the deployers, who also may break a stale lock. Abort, freeze, unfreeze: deployers and
    approvers. Approve: approvers,
    never the requester. Read: anyone. The CLI's gate is its AWS credentials, so it skips
@@ -186,7 +186,7 @@ class _Say:
 
     def person(self, who: str, via: str = "slack") -> str:
         if self.slack and via == "slack":
-            return f"<@{who}>"
+            return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
         return self.text(who)
 
     def people(self, ids: Iterable[str]) -> str:
@@ -330,8 +330,6 @@ def _setting(target: Target, key: str, variable: str) -> str:
 
 def _who(a: _Asking) -> Decision | None:
     target, action, who = a.target, a.action, a.who
-    if action is Action.APPROVE:
-        return _approver(a)
     if a.door is Door.CI_AUTO:
         # The notice's own door: who is the target's ``auto_deploy``, set by whoever may
         # change deploybot.toml; it deploys, nothing else.
@@ -341,6 +339,8 @@ def _who(a: _Asking) -> Decision | None:
             Rule.AUTO_DEPLOY,
             lambda s: f"{target.name} does not deploy on push (auto_deploy is not set)",
         )
+    if action is Action.APPROVE:
+        return _approver(a)
     if not a.slack or action is Action.READ:
         return None
     if target.may_deploy(who) or (action in GUARDIANS and target.may_approve(who)):
@@ -356,11 +356,12 @@ def _who(a: _Asking) -> Decision | None:
         Action.UNLOCK: f"break {target.name}'s deploy lock",
     }[action]
     where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
+    groups = sorted(g for g in target.deployers if g.startswith("S"))
     return a.refuse(
         Rule.DEPLOYERS,
         lambda s: (
             f"you may not {verb}; ask an admin to add your Slack user id "
-            f"({s.command(who)}) to {where}"
+            f"({s.command(who)}) to {where}" + (f", or you to {s.people(groups)}" if groups else "")
         ),
     )
 

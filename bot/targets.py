@@ -33,7 +33,7 @@ from pydantic_settings import (
 
 from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
-from bot.mrkdwn import is_user_id
+from bot.mrkdwn import is_group_id, is_user_id
 from bot.settings import Settings
 from bot.target import EVERYONE, Target
 from bot.windows import Window, WindowError, parse_window
@@ -227,6 +227,10 @@ def _id_problem(value: str, kind: str) -> str | None:
         if kind == "user"
         else "C…, at the bottom of the channel's About tab"
     )
+    # deployers and approvers may name Slack user groups (S…), resolved by the bot
+    # (bot/slack/groups.py): an id Slack gives as usergroups.list's ``id``.
+    if kind == "user" and is_group_id(value):
+        return None
     if value[:1] in ("@", "#", "<"):
         return f"{value!r} is a name, not a Slack {kind} id ({where})"
     # A user id is U… (W… on Enterprise Grid), upper-case letters and digits (bot.mrkdwn):
@@ -264,7 +268,8 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     approvals, approvers = raw.get("approvals", 0), raw.get("approvers", [])
     if isinstance(approvals, int) and approvals in (1, 2) and isinstance(approvers, list):
         listed = len({a for a in approvers if isinstance(a, str)})
-        if listed < approvals:
+        # A user group may hold as many approvers as needed: its members are read later.
+        if listed < approvals and not any(is_group_id(str(a)) for a in approvers):
             need = "1 approver" if approvals == 1 else f"{approvals} approvers"
             problems.append(
                 f"{key}.approvers: approvals = {approvals} needs at least {need}, {listed} listed"

@@ -114,6 +114,13 @@ class Engine(ForTheDoors):
         if github.enabled:
             self.events.subscribe(Settled, lambda e: github.settled(e.record, e.final))
 
+    def retarget(self, target: Target) -> None:
+        """The same service under new rules (a configuration read again, user groups read
+        again): what every plan and check asks from now on. A change already started keeps
+        what was decided for it; the lock's own checks (rules.at_start) ask the new rules."""
+        self.parts.target = target
+        self.target = target
+
     @property
     def door(self) -> HintsDoor:
         """The door whose words this engine's refusals speak (bot/hints.py)."""

@@ -74,6 +74,9 @@ oauth_config:
       # message_metadata_posted event needs this scope (docs.slack.dev/reference/scopes/
       # metadata.message.read).
       - metadata.message:read
+      # deployers and approvers may name Slack user groups (S…): usergroups.list and
+      # usergroups.users.list need usergroups:read (bot/slack/groups.py).
+      - usergroups:read
 settings:
   event_subscriptions:
     # CI's image-pushed notice (bot/slack/notify.py) reaches the bot as this event: "your

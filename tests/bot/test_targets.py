@@ -11,7 +11,7 @@ import pytest
 from bot.errors import DeployRefused
 from bot.settings import Settings
 from bot.target import Target
-from bot.targets import BadConfig, Targets, UnknownTarget, load_targets
+from bot.targets import BadConfig, Targets, UnknownTarget, _TargetTable, load_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VARS = (
@@ -293,9 +293,12 @@ repository = "r"
         (
             '[targets.production]\ncluster = "c"\nservice = "s"\nrepository = "r"\nafterr = "x"\n',
             [
+                # Every key a table may hold, in its order (each issue adds its own keys).
                 "deploybot.toml: targets.production.afterr: unknown key (known: cluster, service, "
                 "repository, container, after, deployers, channels, freeze_after_failure, "
-                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest)"
+                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest, "
+                + ", ".join(list(_TargetTable.model_fields)[14:])
+                + ")"
             ],
         ),
         (

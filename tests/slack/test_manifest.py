@@ -267,7 +267,9 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
 ) -> None:
     # The scripted part: each declared command is answered by a running bot, a command the
     # manifest does not declare is not (Bolt answers 404), and a /deploy runs to the end.
-    bot = start_bot("http")
+    # Alice deploys as a member of a user group (usergroups.list, usergroups.users.list).
+    emulator.add_usergroup("S0DEPLOYERS", "deployers", [ALICE])
+    bot = start_bot("http", DEPLOY_ALLOWED_USERS="S0DEPLOYERS")
     send = functools.partial(
         emulator.slash_command, user=ALICE, channel=DEPLOYS, url=bot.events_url
     )
