@@ -39,7 +39,15 @@ class Target:
     # When the weekly digest (last week's four keys and chart) goes to the target's channel;
     # None: never.
     digest: Schedule | None = None
+    # CloudWatch alarms that must exist and not be in ALARM for a deploy to start (beside
+    # those ECS watches for the service: bot/deploy/alarms.py).
+    alarms: tuple[str, ...] = ()
     source: str | None = None  # the file it comes from; None: the environment
+    # A deployment ECS pauses at a hook: the test listener's path the bot checks when the pause
+    # begins (None: no check), and the listener's base URL when the bot cannot reach it by its
+    # load balancer's DNS name (None: found from ECS and ELBv2).
+    verify_path: str | None = None
+    test_url: str | None = None
     # CI's notice of an image deploys it at once through the rules (bot/slack/auto.py).
     auto_deploy: bool = False
     # The members of the Slack user groups (S…) ``deployers`` and ``approvers`` name, as the

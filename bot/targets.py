@@ -135,6 +135,15 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # CloudWatch alarms checked before a deploy (bot/deploy/alarms.py), beside those ECS
+    # watches for the service. DescribeAlarms takes at most 100 names a call; a name is 1 to
+    # 255 characters (CloudWatch API reference, DescribeAlarms: AlarmNames).
+    alarms: list[str] = Field([], max_length=100)
+    # A deployment ECS pauses at a hook (#27, bot/deploy/pausing.py): the path the bot asks
+    # on the test listener before anyone continues, and where that listener is when the bot
+    # does not reach it by its load balancer's DNS name.
+    verify_path: str | None = Field(None, pattern=r"^/[^\s]*$", max_length=512)
+    test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
     # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
     auto_deploy: bool = False
 
@@ -279,6 +288,13 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     digest = raw.get("digest")
     if isinstance(digest, str):
         problems += _digest_problems(digest, f"{key}.digest")
+    alarms = raw.get("alarms")
+    for index, name in enumerate(alarms if isinstance(alarms, list) else ()):
+        if isinstance(name, str) and not (0 < len(name) <= 255 and name == name.strip()):
+            problems.append(
+                f"{key}.alarms.{index}: {name!r} is not a CloudWatch alarm name (1 to 255 "
+                "characters, no spaces around it)"
+            )
     problems += _auto_deploy_problems(raw, key)
     return problems
 
@@ -342,7 +358,10 @@ def _target(
         windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
+        alarms=tuple(dict.fromkeys(table.alarms)),
         source=source,
+        verify_path=table.verify_path,
+        test_url=table.test_url.rstrip("/") if table.test_url else None,
         auto_deploy=table.auto_deploy,
     )
 

@@ -198,6 +198,9 @@ class DeploymentRecord:
     # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
     shipped: tuple[tuple[str, datetime], ...] | None = None
     image_pushed_at: datetime | None = None
+    # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
+    # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
+    decisions: tuple[str, ...] = ()
 
     @property
     def open(self) -> bool:
@@ -368,6 +371,9 @@ class Via:
     # A release tag that names another image than the one deployed under it before: "any"
     # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
     allow_moved_tag: str = ""
+    # Alarms in ALARM a person confirmed deploying past (Slack's Deploy anyway): those names
+    # only; the terminal's --break-glass goes past any (bot/deploy/alarms.py).
+    allow_alarms: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -412,6 +418,9 @@ class Plan:
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
+    # The alarms it was forced past (bot/deploy/alarms.py): said before it starts, recorded in
+    # its history record's ``bypassed`` beside the rules it went past.
+    alarm_notes: tuple[str, ...] = ()
 
     @property
     def short_digest(self) -> str:

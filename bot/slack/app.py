@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.deploy.engine import Engine
 from bot.fleet import Fleet
 from bot.settings import Settings
-from bot.slack import actions, auto, bolt_fixes, commands, guards
+from bot.slack import actions, auto, bolt_fixes, commands, guards, pausing
 from bot.slack.context import BotContext, PooledAnswers
 from bot.slack.workspace import Strangers
 
@@ -69,5 +69,6 @@ def build_app(
     commands.register(app, ctx)
     actions.register(app, ctx)
     guards.register(app, ctx)
+    pausing.register(app, ctx)
     auto.register(app, ctx)
     return app, ctx

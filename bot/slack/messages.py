@@ -26,6 +26,7 @@ from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
+from bot.slack.pause_view import ShiftView, shift_blocks
 from bot.target import Target
 
 if TYPE_CHECKING:
@@ -334,6 +335,8 @@ def progress(
     promote_to: Sequence[str] = (),
     later: DeploymentRecord | None = None,
     rollback_applies: bool = True,
+    shift: ShiftView | None = None,
+    rules: Target | None = None,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
@@ -343,7 +346,9 @@ def progress(
     Promote button each); ``later``: a later deployment of the target started, so Promote
     (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
     later one completed (what runs is no longer this). Buttons that no longer apply go, and a
-    line names the later deployment."""
+    line names the later deployment. ``shift``: how ECS shifts its traffic (a blue/green,
+    canary or linear deployment) and a pause awaiting a decision, with its Continue and Roll
+    back buttons (who may press them: ``rules``, the target's), in place of Stop."""
     outcome = snap.outcome if snap else None
     what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
@@ -401,6 +406,10 @@ def progress(
             )
         ),
     ]
+    paused = False
+    if shift is not None and rules is not None:
+        blocks += shift_blocks(shift, record, rules, final=outcome is not None)
+        paused = outcome is None and shift.pause is not None
     if snap and outcome is not None:
         blocks.append(
             SectionBlock(
@@ -464,7 +473,7 @@ def progress(
         pass
     elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
-    elif offers_stop(record, snap):
+    elif offers_stop(record, snap) and not paused:  # paused: its Roll back is the way back
         buttons.append(stop_button(record, target))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))

@@ -68,6 +68,13 @@ def request(action: Action) -> dict[str, Any]:
         approved_by=("U0CARA",),
     )
     who = "U0ANA"
+    if action is Action.CONTINUE:  # ana's deployment, paused: dan (an approver) continues it
+        return {
+            "who": "U0DAN",
+            "channel": "C0DEPLOYS",
+            "now": INSIDE,
+            "facts": replace(facts, approved_by=(), requested_by="U0ANA"),
+        }
     if action is Action.APPROVE:
         who = "U0DAN"
         facts = replace(
@@ -265,6 +272,40 @@ SCENARIOS: dict[str, tuple[Any, Any]] = {
         approval_only("refuse:approvers"),
     ),
     "approving twice": (change(approved_by=("U0DAN",)), approval_only("refuse:approvers")),
+}
+
+
+def continuing(scenario: str, door: Door) -> str:
+    """Continue (a paused deployment of ana's; dan, an approver, presses it): an approval of
+    what the pause showed. PRODUCTION needs 1 approval, so the terminal needs --break-glass."""
+    slack = door is not Door.CLI
+    glass = "break-glass" in scenario
+    if glass and slack:
+        return "refuse:break-glass"
+    if scenario == "in another channel" and slack:
+        return "refuse:channels"
+    if scenario in ("not a deployer", "approving one's own request") and slack:
+        return "refuse:approvers"
+    if scenario.startswith("frozen"):
+        return "refuse:freeze"
+    if scenario == "outside the windows":
+        return "refuse:windows"
+    if glass:
+        return (
+            "allow+bypass:windows,approvals" if "outside" in scenario else "allow+bypass:approvals"
+        )
+    return "allow" if slack else "refuse:approvals"
+
+
+def _with_continue(name: str, expect: Any) -> Any:
+    def answer(action: Action, door: Door) -> str:
+        return continuing(name, door) if action is Action.CONTINUE else expect(action, door)
+
+    return answer
+
+
+SCENARIOS = {
+    name: (alter, _with_continue(name, expect)) for name, (alter, expect) in SCENARIOS.items()
 }
 CASES = [
     pytest.param(name, action, door, id=f"{name}-{action.value}-{door.value}")
@@ -861,3 +902,42 @@ def test_changes_come_only_from_the_bots_own_workspace(
         assert not decision.allowed and decision.rule is Rule.WORKSPACE
         assert decision.message.startswith("Nothing was changed: ")
         assert refused in decision.message, decision.message
+
+
+def test_continue_is_an_approval_where_approvals_are_needed() -> None:
+    """A paused deployment: on PRODUCTION (approvals = 1) its requester alone cannot continue
+    it, an approver can, and the terminal needs --break-glass; on STAGING (no approvals) any
+    deployer, the requester included, continues it."""
+    facts = Facts(image="v4.4.0", requested_by="U0ANA")
+
+    def ask(target: Target, who: str, door: Door = Door.BUTTON, **more: Any) -> Decision:
+        channel = None if door is Door.CLI else "C0DEPLOYS"
+        return check(
+            target,
+            Action.CONTINUE,
+            door=door,
+            who=who,
+            channel=channel,
+            now=INSIDE,
+            facts=replace(facts, **more),
+        )
+
+    own = ask(PRODUCTION, "U0ANA")
+    assert outcome(own) == "refuse:approvers"
+    assert "this is your deployment" in own.message and "<@U0CARA>" in own.mrkdwn
+    assert "<@U0DAN>" in own.mrkdwn
+    assert outcome(ask(PRODUCTION, "U0CARA")) == "allow"
+    deployer = ask(PRODUCTION, "U0BEN")  # a deployer, not an approver
+    assert outcome(deployer) == "refuse:approvers"
+    assert "continuing is an approval" in deployer.message
+    terminal = ask(PRODUCTION, "ana", Door.CLI)
+    assert outcome(terminal) == "refuse:approvals"
+    assert "--break-glass" in terminal.message and "Continue on its message" in terminal.message
+    glass = ask(PRODUCTION, "ana", Door.CLI, break_glass="the canary is fine, CARA is out")
+    assert outcome(glass) == "allow+bypass:approvals"
+    assert "bypassed with --break-glass by ana" in glass.bypassed[0].message
+    assert outcome(ask(STAGING, "U0ANA")) == "allow"  # no approvals: the requester continues
+    assert outcome(ask(STAGING, "ana", Door.CLI)) == "allow"
+    assert outcome(ask(replace(STAGING, deployers=frozenset({"U0BEN"})), "U0EVE")) == (
+        "refuse:deployers"
+    )
