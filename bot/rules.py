@@ -10,7 +10,9 @@ the windows), which the door records and announces.
 The rules, in the order they are asked (the first refusal answers):
 
 1. ``channels``: Slack doors act only in the target's channels (none listed: any).
-2. ``deployers`` / ``approvers``: who may act. Deploy, redeploy, promote and roll back:
+2. ``deployers`` / ``approvers``: who may act (``S…``: a Slack user group, its members as
+   the bot last read them: ``Target.deployer_members``; CI's notice on a target with
+   ``auto_deploy`` deploys as that setting says). Deploy, redeploy, promote and roll back:
    the deployers, who also may break a stale lock. Abort, freeze, unfreeze: deployers and
    approvers. Approve: approvers,
    never the requester. Continue (a deployment ECS paused at a hook): with ``approvals``
@@ -73,6 +75,8 @@ class Door(StrEnum):
     SLASH = "slash"
     BUTTON = "button"
     CI_BUTTON = "ci-button"
+    # CI's notice itself, for a target with ``auto_deploy``: deploys on push (bot/slack/auto.py).
+    CI_AUTO = "ci-auto"
     CLI = "cli"
     QUEUE = "queue"
 
@@ -93,6 +97,7 @@ class Rule(StrEnum):
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
     WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
+    AUTO_DEPLOY = "auto_deploy"
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -187,7 +192,7 @@ class _Say:
 
     def person(self, who: str, via: str = "slack") -> str:
         if self.slack and via == "slack":
-            return f"<@{who}>"
+            return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
         return self.text(who)
 
     def people(self, ids: Iterable[str]) -> str:
@@ -331,6 +336,15 @@ def _setting(target: Target, key: str, variable: str) -> str:
 
 def _who(a: _Asking) -> Decision | None:
     target, action, who = a.target, a.action, a.who
+    if a.door is Door.CI_AUTO:
+        # The notice's own door: who is the target's ``auto_deploy``, set by whoever may
+        # change deploybot.toml; it deploys, nothing else.
+        if action is Action.DEPLOY and target.auto_deploy:
+            return None
+        return a.refuse(
+            Rule.AUTO_DEPLOY,
+            lambda s: f"{target.name} does not deploy on push (auto_deploy is not set)",
+        )
     if action is Action.APPROVE:
         return _approver(a)
     if action is Action.CONTINUE:
@@ -350,11 +364,12 @@ def _who(a: _Asking) -> Decision | None:
         Action.UNLOCK: f"break {target.name}'s deploy lock",
     }[action]
     where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
+    groups = sorted(g for g in target.deployers if g.startswith("S"))
     return a.refuse(
         Rule.DEPLOYERS,
         lambda s: (
             f"you may not {verb}; ask an admin to add your Slack user id "
-            f"({s.command(who)}) to {where}"
+            f"({s.command(who)}) to {where}" + (f", or you to {s.people(groups)}" if groups else "")
         ),
     )
 

@@ -97,7 +97,8 @@ class Engine(ForTheDoors):
             deployers=settings.deploy_allowed_users,
             channels=settings.deploy_allowed_channels,
         )
-        parts = Parts(settings, clock, aws or AwsClient(settings), target, _follower_id())
+        aws = aws or AwsClient(settings, target=target, clock=clock)
+        parts = Parts(settings, clock, aws, target, _follower_id())
         self.parts = parts
         self.settings, self.clock, self.aws, self.target = settings, clock, parts.aws, target
         self.ledger, self.guards = parts.ledger, parts.guards
@@ -116,6 +117,13 @@ class Engine(ForTheDoors):
         self.github_deployments = github = parts.github_deployments
         if github.enabled:
             self.events.subscribe(Settled, lambda e: github.settled(e.record, e.final))
+
+    def retarget(self, target: Target) -> None:
+        """The same service under new rules (a configuration read again, user groups read
+        again): what every plan and check asks from now on. A change already started keeps
+        what was decided for it; the lock's own checks (rules.at_start) ask the new rules."""
+        self.parts.target = target
+        self.target = target
 
     @property
     def door(self) -> HintsDoor:

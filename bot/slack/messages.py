@@ -836,6 +836,8 @@ class NoticeTarget:
     name: str
     service: str  # cluster/service
     change: ChangeSummary | None = None
+    # The target deploys the image on its own (``auto_deploy``): no button, a line saying so.
+    auto: bool = False
 
 
 def _notice_change(offer: NoticeTarget, several: bool) -> SectionBlock | None:
@@ -896,11 +898,43 @@ def image_pushed(
     for offer in offers:
         if section := _notice_change(offer, several):
             blocks.append(section)
-    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers]
+    auto = [o for o in offers if o.auto]
+    if auto:
+        names = ", ".join(esc(o.name) for o in auto if o.name)
+        where = f"{names} deploys" if names else "Deploying"
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"🚀 {where} this image on push (auto_deploy), through its rules; "
+                        "deploybot says so here, or why not in this thread."
+                    )
+                ]
+            )
+        )
+    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers if not o.auto]
     # A message holds 50 blocks: the buttons' row is always the last.
-    blocks = [*blocks[:49], ActionsBlock(block_id="image_pushed", elements=buttons)]
+    blocks = blocks[:49] if buttons else blocks[:50]
+    if buttons:
+        blocks.append(ActionsBlock(block_id="image_pushed", elements=buttons))
     cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
     return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
+
+
+# The event type of CI's notice's message metadata (api.slack.com/metadata/using: "you
+# determine the unique event_type … as well as the structure of the event_payload"); the
+# manifest subscribes to it (metadata_subscriptions), and bot/slack/auto.py listens.
+NOTICE_EVENT = "deploybot_image_pushed"
+
+
+def notice_metadata(tag: str, sha: str | None, run_url: str | None) -> dict[str, Any]:
+    """chat.postMessage's ``metadata`` for CI's notice: ``{"event_type", "event_payload"}``."""
+    payload = {
+        "tag": tag,
+        **({"sha": sha} if sha else {}),
+        **({"run_url": run_url} if run_url else {}),
+    }
+    return {"event_type": NOTICE_EVENT, "event_payload": payload}
 
 
 def image_claimed(
@@ -908,6 +942,18 @@ def image_claimed(
 ) -> list[dict[str, Any]]:
     """The CI notice once someone clicked Deploy: same content, the clicked button replaced
     by a note (``action_id``: that button; the others stay). Without: every button."""
+    note = ContextBlock(
+        elements=[
+            MarkdownTextObject(
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
+                "(from this notice)."
+            )
+        ]
+    )
+    return _claimed(original, action_id, note)
+
+
+def _claimed(original: dict[str, Any], action_id: str, note: ContextBlock) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     for block in original.get("blocks", []):
         if block.get("type") != "actions":
@@ -918,14 +964,6 @@ def image_claimed(
         ]
         if rest:
             kept.append({**block, "elements": rest})
-    note = ContextBlock(
-        elements=[
-            MarkdownTextObject(
-                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
-                "(from this notice)."
-            )
-        ]
-    )
     # Notes of earlier clicks stay above the buttons that are left.
     actions = [b for b in kept if b.get("type") == "actions"]
     others = [b for b in kept if b.get("type") != "actions"]

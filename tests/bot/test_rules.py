@@ -315,21 +315,58 @@ CASES = [
 ]
 
 
+def expected(scenario: str, action: Action, door: Door) -> str:
+    """The scenario's verdict; CI's notice (the ci-auto door) on production, which has no
+    auto_deploy, is refused by that rule after the door's own and where (bot/rules.py)."""
+    verdict = SCENARIOS[scenario][1](action, door)
+    if door is not Door.CI_AUTO or verdict in ("refuse:channels", "refuse:break-glass"):
+        return verdict
+    return "refuse:auto_deploy"
+
+
 @pytest.mark.parametrize(("scenario", "action", "door"), CASES)
 def test_every_rule_every_action_every_door(scenario: str, action: Action, door: Door) -> None:
-    alter, expect = SCENARIOS[scenario]
+    alter, _ = SCENARIOS[scenario]
     asked = alter(action, request(action))
     if door is Door.CLI:
         asked = {**asked, "who": "ana", "channel": None}
     decision = check(PRODUCTION, action, door=door, **asked)
-    assert outcome(decision) == expect(action, door)
+    assert outcome(decision) == expected(scenario, action, door)
+
+
+STAGING_ON_PUSH = Target(
+    "staging", "c", "s", "r", deployers=frozenset({"U0ANA"}), auto_deploy=True,
+    windows=PRODUCTION.windows, channels=frozenset({"C0DEPLOYS"}),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("facts", "now", "verdict"),
+    [
+        (Facts(image="v4.4.0"), INSIDE, "allow"),
+        (Facts(image="v4.4.0", freeze=ICE), INSIDE, "refuse:freeze"),
+        (Facts(image="v4.4.0"), OUTSIDE, "refuse:windows"),
+        (Facts(image="v4.4.0", queued=1), INSIDE, "refuse:queue"),
+    ],
+)
+def test_ci_notice_deploys_a_target_with_auto_deploy_through_its_rules(
+    facts: Facts, now: datetime, verdict: str
+) -> None:
+    """auto_deploy lets CI's notice deploy (nobody's deployer list asked), nothing else, and
+    every other rule still holds."""
+    decision = check(STAGING_ON_PUSH, Action.DEPLOY, door=Door.CI_AUTO, who="CI",
+                     channel="C0DEPLOYS", now=now, facts=facts)  # fmt: skip
+    assert outcome(decision) == verdict
+    for action in set(Action) - {Action.DEPLOY}:
+        other = check(STAGING_ON_PUSH, action, door=Door.CI_AUTO, who="CI",
+                      channel="C0DEPLOYS", now=INSIDE, facts=Facts(image="v4.4.0"))  # fmt: skip
+        assert outcome(other) == "refuse:auto_deploy", action
 
 
 def test_the_table_covers_every_rule_action_and_door() -> None:
     seen: set[tuple[str, str, str]] = set()
     for name, action, door in (case.values for case in CASES):
-        _, expect = SCENARIOS[name]
-        seen.add((expect(action, door), action.value, door.value))
+        seen.add((expected(name, action, door), action.value, door.value))
     verdicts = {v for v, _, _ in seen}
     refused_by = {v.removeprefix("refuse:") for v in verdicts if v.startswith("refuse:")}
     # promotion: below; workspace: rules.workspace, before any target (below too)
@@ -344,7 +381,7 @@ def test_a_target_without_rules_lets_its_deployers_do_everything() -> None:
     """The single-target setup of today: the variables' target, no guardrails."""
     plain = Target("production", "c", "s", "r", deployers=frozenset({"U0ANA"}))
     for action in set(Action) - {Action.APPROVE, Action.UNFREEZE}:
-        for door in SLACK_DOORS:
+        for door in set(SLACK_DOORS) - {Door.CI_AUTO}:  # CI's notice: auto_deploy's, above
             facts = Facts(source="staging", completed_on_source=True)  # promote needs these
             decision = check(
                 plain, action, door=door, who="U0ANA", channel="C0ANY", now=OUTSIDE, facts=facts
