@@ -26,17 +26,26 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class TestListener:
-    """The hello service on ``url`` as ``release`` (changed at any time by ``answering``)."""
+    """The hello service on ``url`` as ``release`` (changed at any time by ``answering``), or
+    as whatever ``follow`` says at each request (the playground: the release the service's
+    newest deployment runs, as ECS's test traffic reaches it)."""
 
     __test__ = False  # not a pytest class, whatever its name
 
-    def __init__(self, release: Release, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        release: Release,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        follow: Callable[[], Release | None] | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port()
         self.failing = False
         self.requests = 0
         self._apps: dict[Release, Any] = {}
         self.release = release
+        self.follow = follow
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -55,9 +64,14 @@ class TestListener:
                 await send({"type": "http.response.start", "status": 503, "headers": []})
                 await send({"type": "http.response.body", "body": b"no healthy targets"})
                 return
-        app = self._apps.get(self.release)
+        release = self.release
+        follow = self.follow
+        if follow is not None and scope["type"] == "http":
+            found: Release | None = await asyncio.to_thread(follow)
+            release = found or release
+        app = self._apps.get(release)
         if app is None:
-            app = self._apps[self.release] = create_app(self.release)
+            app = self._apps[release] = create_app(release)
         await app(scope, receive, send)
 
     def start(self) -> TestListener:

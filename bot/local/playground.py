@@ -45,6 +45,7 @@ from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.local.github_emulator import DEFAULT_REPOSITORY, DEFAULT_TOKEN, GitHubEmulator
 from bot.local.history import plausible, seed
+from bot.local.listener import TestListener
 from bot.local.slack_emulator import Ephemeral, Message, SlackEmulator
 from bot.local.stack import (
     DEFAULT_RELEASES,
@@ -61,6 +62,7 @@ from bot.slack.messages import NOTICE_EVENT, notice_metadata
 from bot.slack.notify import image_notice
 from bot.target import Target
 from bot.targets import Targets, load_targets
+from service.app import Release as Answering
 
 if TYPE_CHECKING:
     # Imported once the environment is safe: moto reads boto3's configuration on import.
@@ -243,6 +245,7 @@ def _playground(step: float) -> Iterator[Playground]:
     server.start()
     simulator: RolloutSimulator | None = None
     emulator: SlackEmulator | None = None
+    listener: TestListener | None = None
     github = GitHubEmulator().start()
     try:
         for version in DEFAULT_RELEASES:
@@ -262,7 +265,13 @@ def _playground(step: float) -> Iterator[Playground]:
         add_service(
             stack, settings, cluster=STAGING_STACK, service=STAGING_STACK, running=RUNNING_VERSION
         )
-        targets = playground_targets(settings)
+        # Production's test listener: the hello service answering as the release its newest
+        # deployment runs (ECS's test traffic reaches the new revision), checked at a pause.
+        running = stack.release(RUNNING_VERSION)
+        listener = TestListener(
+            Answering(running.tag, running.sha), follow=lambda: newest_release(settings, stack)
+        ).start()
+        targets = playground_targets(settings, listener.url)
         # Fast while the first release is recorded, then at a pace a person can watch.
         simulator = RolloutSimulator(
             server, step_seconds=min(step, 0.05), slow_ticks=SLOW_STEPS
@@ -287,6 +296,8 @@ def _playground(step: float) -> Iterator[Playground]:
     finally:
         if simulator is not None:
             simulator.stop()
+        if listener is not None:
+            listener.stop()
         if emulator is not None:
             emulator.stop()
         github.stop()
@@ -344,10 +355,11 @@ def _settings(
     )
 
 
-def playground_targets(settings: Settings) -> Targets:
+def playground_targets(settings: Settings, test_url: str | None = None) -> Targets:
     """Staging and production, in the one channel, for both people; staging deploys every
     image CI pushes (auto_deploy); production takes only what completed on staging, and needs
-    one approval (Ana asks, Ben approves)."""
+    one approval (Ana asks, Ben approves). ``test_url``: production's test listener, checked
+    at /health when a deployment pauses (Continue there is an approval: Ben's)."""
     repository, where = settings.ecr_repository, frozenset({CHANNEL})
     who = frozenset(p.id for p in PEOPLE)
     return Targets(
@@ -373,10 +385,39 @@ def playground_targets(settings: Settings) -> Targets:
                 channels=where,
                 approvals=1,
                 approvers=tuple(p.id for p in PEOPLE),
+                verify_path="/health" if test_url else None,
+                test_url=test_url,
             ),
         ),
         default_name=PRODUCTION,
     )
+
+
+def newest_release(settings: Settings, stack: StackInfo) -> Answering | None:
+    """The release production's newest ECS deployment runs (its PRIMARY), as its /health
+    would say it: the full tag and the commit CI built it from. None when it cannot be told."""
+    from bot.local.stack import _client
+
+    ecs = _client("ecs", stack.endpoint_url, stack.region)
+    try:
+        [service] = ecs.describe_services(
+            cluster=settings.ecs_cluster, services=[settings.ecs_service]
+        )["services"]
+        primary = next(d for d in service["deployments"] if d["status"] == "PRIMARY")
+        definition = ecs.describe_task_definition(taskDefinition=primary["taskDefinition"])
+        image = definition["taskDefinition"]["containerDefinitions"][0]["image"]
+        digest = image.rpartition("@")[2]
+        ecr = _client("ecr", stack.endpoint_url, stack.region)
+        [found] = ecr.describe_images(
+            repositoryName=settings.ecr_repository, imageIds=[{"imageDigest": digest}]
+        )["imageDetails"]
+    except Exception:  # the listener answers as it did
+        return None
+    for tag in found.get("imageTags", []):
+        version = tag.removesuffix(TAG_SUFFIX)
+        if tag != version and _VERSION.match(version):
+            return Answering(tag, fake_sha(version))
+    return None
 
 
 def _record_first_release(settings: Settings, tag: str) -> None:
@@ -499,6 +540,8 @@ def terminal_howto(pg: Playground, directory: Path) -> str:
         ]
         if target.after:
             lines.append(f'after = "{target.after}"')
+        if target.verify_path and target.test_url:
+            lines += [f'verify_path = "{target.verify_path}"', f'test_url = "{target.test_url}"']
         lines.append("")
     config.write_text("\n".join(lines), encoding="utf-8")
     env = {
