@@ -220,7 +220,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
     code = _print_outcome(record, final, _status_hint(engine))
-    if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
+    if final.outcome in (Outcome.ROLLED_BACK, Outcome.FAILED) and (reached := traffic.reached()):
         out.print(f"  reached {_t(reached)} before it ended.")
     if final.outcome != Outcome.COMPLETED:
         _print_where_to_look(final, engine.console_url)

@@ -173,10 +173,15 @@ class Shift:
         return STAGE_WORDS.get(self.stage, self.stage.lower().replace("_", " ") or "starting")
 
     def step_words(self) -> str:
-        """``canary`` / ``step 3 of 10`` / ``blue/green`` / ``rolling``."""
+        """``canary`` / ``linear, step 3 of 10`` / ``blue/green`` / ``rolling``; before the
+        first step, what the steps will be (``linear, 4 steps of 25%``)."""
         if self.strategy == "CANARY":
+            if self.step == 0 and self.step_percent:
+                return f"canary of {_percent(self.step_percent)}"
             return "canary" if self.step <= 1 and (self.new_percent or 0) < 100 else "canary, all"
         if self.strategy == "LINEAR":
+            if self.step == 0:
+                return f"linear, {self.steps} steps of {_percent(self.step_percent)}"
             return f"linear, step {self.step} of {self.steps}"
         if self.strategy == "BLUE_GREEN":
             return "blue/green"

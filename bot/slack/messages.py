@@ -408,7 +408,10 @@ def progress(
     ]
     paused = False
     if shift is not None and rules is not None:
-        blocks += shift_blocks(shift, record, rules, final=outcome is not None)
+        ended_badly = outcome in (Outcome.ROLLED_BACK, Outcome.FAILED)
+        blocks += shift_blocks(
+            shift, record, rules, final=outcome is not None, rolled_back=ended_badly
+        )
         paused = outcome is None and shift.pause is not None
     if snap and outcome is not None:
         blocks.append(

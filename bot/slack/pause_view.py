@@ -100,11 +100,18 @@ def shift_line(view: ShiftView, record: DeploymentRecord) -> str:
 
 
 def shift_blocks(
-    view: ShiftView, record: DeploymentRecord, target: Target, *, final: bool
+    view: ShiftView,
+    record: DeploymentRecord,
+    target: Target,
+    *,
+    final: bool,
+    rolled_back: bool = False,
 ) -> list[Block]:
     """The traffic line while it rolls out; the pause and its buttons while ECS awaits a
     decision; where a rolled back one got to."""
     if final:
+        if not rolled_back:
+            return []
         furthest = view.furthest
         if furthest is None or not furthest.shifts_traffic or not furthest.new_percent:
             return []

@@ -20,7 +20,7 @@ from bot.deploy.rollout import Outcome
 from bot.local.aws import MotoServer
 from bot.local.listener import TestListener
 from bot.local.simulator import RolloutSimulator
-from bot.local.stack import set_deployment_strategy
+from bot.local.stack import add_deployment_alarm, set_deployment_strategy
 from bot.rules import Door
 from bot.settings import Settings
 from service.app import Release
@@ -293,3 +293,65 @@ def test_two_replicas_pressing_at_once_ask_ecs_once(
     finally:
         for engine in replicas:
             engine.close()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "share", "reached"),
+    [("CANARY", 10.0, "canary (10% on"), ("LINEAR", 25.0, "step 1 of 4 (25% on")],
+)
+def test_an_alarm_at_a_step_is_reported_with_the_step_reached(
+    stack: LocalStack,
+    sim: RolloutSimulator,
+    aws: MotoServer,
+    strategy: str,
+    share: float,
+    reached: str,
+) -> None:
+    """A canary (10%) or a linear step (25% a step) followed step by step; the deployment
+    alarm goes to ALARM while the new revision takes ``share`` of production traffic (its step
+    bakes 30 ECS minutes): ECS rolls back, and the terminal says the step it reached."""
+    import boto3
+
+    alarm = add_deployment_alarm(stack.info, stack.settings)
+    set_deployment_strategy(
+        stack.info,
+        stack.settings,
+        strategy,
+        canary_percent=10.0,
+        canary_bake_minutes=30,
+        linear_step_percent=25.0,
+        linear_step_bake_minutes=30,
+    )
+    ecs = boto3.client("ecs", endpoint_url=aws.endpoint_url, region_name=aws.region)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=aws.endpoint_url, region_name=aws.region)
+    s = stack.settings
+    fired = threading.Event()
+
+    def fire_at_the_step() -> None:
+        def at_share() -> bool:
+            listed = ecs.list_service_deployments(
+                cluster=s.ecs_cluster, service=s.ecs_service, status=["IN_PROGRESS"]
+            )["serviceDeployments"]
+            if not listed:
+                return False
+            [sd] = ecs.describe_service_deployments(
+                serviceDeploymentArns=[listed[0]["serviceDeploymentArn"]]
+            )["serviceDeployments"]
+            weight = (sd.get("targetServiceRevision") or {}).get("requestedProductionTrafficWeight")
+            return weight == share
+
+        wait_until(at_share, 60, f"{share}% of production traffic on the new revision")
+        cloudwatch.set_alarm_state(
+            AlarmName=alarm, StateValue="ALARM", StateReason="5xx answers of the canary"
+        )
+        fired.set()
+
+    firing = threading.Thread(target=fire_at_the_step, daemon=True)
+    firing.start()
+    done = cli("deploy", NEW, "--yes")
+    firing.join(timeout=60)
+    assert fired.is_set()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{'canary' if strategy == 'CANARY' else 'linear, step 1 of 4'}: " in done.stdout
+    assert f"reached {reached} {NEW}) before it ended." in done.stdout
+    assert running_tag(stack.settings) == OLD
