@@ -33,6 +33,14 @@ Pages followed (AWS's ECS documentation):
   revision run and through a bake time after the old tasks are gone, the deployment staying
   IN_PROGRESS meanwhile; an alarm in ALARM fails the deployment and, with rollback, ECS rolls back
   to the last completed deployment.
+- "Pause hooks for Amazon ECS service deployments" (developerguide/pause-lifecycle-hooks.html)
+  and "Continuing service deployments" (developerguide/continue-service-deployment.html): a PAUSE
+  hook gets a ``hookId`` (``ecs-pause-…``) and waits AWAITING_ACTION, with ``expiresAt`` and
+  ``timeoutAction`` (API_DeploymentLifecycleHookTimeoutConfiguration: 1440 minutes and ROLLBACK
+  by default), until ContinueServiceDeployment, which needs the hook AWAITING_ACTION and the
+  deployment IN_PROGRESS; CONTINUE is the default action. The model's lifecycleStages text: no
+  PAUSE hook at TEST_TRAFFIC_SHIFT or PRODUCTION_TRAFFIC_SHIFT; PRE_PRODUCTION_TRAFFIC_SHIFT runs
+  before every traffic shift step of a canary or linear deployment.
 """
 
 from __future__ import annotations

@@ -39,7 +39,30 @@ rollback fails too); without rollback it ends STOPPED, as does one replaced by a
 With ``deploymentConfiguration.alarms`` enabled, the named CloudWatch alarms (moto's, set with
 ``set_alarm_state``) are watched once new tasks run and through ``bake_ticks`` steps after the
 rollout is whole (lifecycleStage BAKE_TIME); one in ALARM fails the deployment (and rolls it back
-with ``rollback``). StopServiceDeployment is acted on at the next step.
+with ``rollback``); ``bakeTimeInMinutes``, when set, replaces ``bake_ticks``.
+StopServiceDeployment and ContinueServiceDeployment are acted on at the next step.
+
+``deploymentConfiguration.strategy`` BLUE_GREEN, CANARY or LINEAR shifts traffic instead: the new
+(green) revision scales up beside the old (blue) one, and the deployment walks ECS's lifecycle
+stages in order (RECONCILE_SERVICE when more than one revision is active, PRE_SCALE_UP, SCALE_UP,
+POST_SCALE_UP, TEST_TRAFFIC_SHIFT, POST_TEST_TRAFFIC_SHIFT, PRODUCTION_TRAFFIC_SHIFT in the
+strategy's steps with their bake times, POST_PRODUCTION_TRAFFIC_SHIFT, BAKE_TIME, CLEAN_UP), the
+revisions' requested test and production traffic weights showing the split. PAUSE lifecycle hooks
+hold it at their stage until ContinueServiceDeployment (CONTINUE or ROLLBACK) or their timeout's
+action; a rollback sends all traffic back to blue and stops the green tasks. Every ECS time is
+counted in ECS minutes of ``minute_ticks`` steps, so tests and the playground shorten them with
+simulator arguments, never a mocked clock.
+
+AWS pages followed: the ECS developer guide's "Rolling update" (deployment-type-ecs.html), "How
+the Amazon ECS deployment circuit breaker detects failures" (deployment-circuit-breaker.html),
+"How CloudWatch alarms detect Amazon ECS deployment failures" (deployment-alarm-failure.html),
+"Amazon ECS blue/green deployments" (deployment-type-blue-green.html), "Amazon ECS canary
+deployments" (canary-deployment.html), "Amazon ECS linear deployments" (linear-deployment.html),
+"Lifecycle hooks" and "Pause hooks for Amazon ECS service deployments"
+(deployment-lifecycle-hooks.html, pause-lifecycle-hooks.html), "Continuing service deployments"
+(continue-service-deployment.html); the API reference's ServiceDeployment,
+DeploymentConfiguration, CanaryConfiguration, LinearConfiguration, DeploymentLifecycleHook and
+DeploymentLifecycleHookTimeoutConfiguration pages, and botocore's ECS model for their forms.
 """
 
 from __future__ import annotations
