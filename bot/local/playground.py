@@ -10,7 +10,10 @@ long-polls the emulator's state to draw the channel.
 Two people share the channel, Ana and Ben, and the page switches between them: whoever is
 selected types the commands and clicks the buttons, and sees their own ephemerals. Both may
 deploy; production needs one approval from someone other than whoever asked, so Ana asks and
-Ben approves (or the other way round).
+Ben approves (or the other way round). Production is a canary (ECS's CANARY strategy, 10%)
+with a PAUSE hook before each traffic shift: its deployment waits in Slack for Continue (an
+approval: Ben's for Ana's deploy) or Roll back, and shows what production's test listener
+answers at /health.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from bot.local.stack import (
     create_stack,
     fake_sha,
     push_image,
+    set_deployment_strategy,
 )
 from bot.settings import Settings, load_settings
 from bot.slack.app import web_client
@@ -106,6 +110,12 @@ STEP_SECONDS = 3.0
 HEALTHY_ROLLOUT_STEPS = 6
 SLOW_STEPS = 60
 STEP_ENV = "DEPLOYBOT_DEMO_STEP_SECONDS"  # tests speed the simulator up with it
+# Production is a canary of CANARY_PERCENT with a PAUSE hook before each shift: an ECS minute
+# is MINUTE_STEPS simulator steps (6 s at 3 s a step), so its bakes take seconds and a pause
+# nobody decides rolls back after PAUSE_TIMEOUT_MINUTES of them (6 minutes).
+CANARY_PERCENT = 10.0
+MINUTE_STEPS = 2
+PAUSE_TIMEOUT_MINUTES = 60
 LONG_POLL_SECONDS = 25.0
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # The commits each release was built from, oldest first; the last is the release's own, named
@@ -274,7 +284,7 @@ def _playground(step: float) -> Iterator[Playground]:
         targets = playground_targets(settings, listener.url)
         # Fast while the first release is recorded, then at a pace a person can watch.
         simulator = RolloutSimulator(
-            server, step_seconds=min(step, 0.05), slow_ticks=SLOW_STEPS
+            server, step_seconds=min(step, 0.05), slow_ticks=SLOW_STEPS, minute_ticks=MINUTE_STEPS
         ).start()
         pg = Playground(
             server=server,
@@ -291,6 +301,19 @@ def _playground(step: float) -> Iterator[Playground]:
         for target in targets:
             _record_first_release(target.settings(settings), stack.running_tag)
         _seed_history(settings, targets)
+        # Production shifts its traffic as a canary, paused before each shift for a decision
+        # in Slack (service.yml's Strategy=CANARY with its PAUSE hook): set once the first
+        # release is recorded, which would otherwise wait at the pause.
+        set_deployment_strategy(
+            stack,
+            settings,
+            "CANARY",
+            canary_percent=CANARY_PERCENT,
+            canary_bake_minutes=1,
+            bake_minutes=1,
+            pause_at=["PRE_PRODUCTION_TRAFFIC_SHIFT"],
+            pause_timeout_minutes=PAUSE_TIMEOUT_MINUTES,
+        )
         simulator.step_seconds = step
         yield pg
     finally:
@@ -573,7 +596,9 @@ def _print_howto(host: str, port: int, bot_port: int, step: float, commands: Com
         f"  {commands.deploy} {BROKEN_VERSION}{TAG_SUFFIX} to {STAGING} is broken: the circuit "
         "breaker rolls it back; then click Rollback on the message of what runs.\n"
         f"  Two people: switch between {ANA.label} and {BEN.label} on the page. "
-        f"{commands.deploy} TAG to {PRODUCTION} asks for an approval: the other one approves. "
+        f"{commands.deploy} TAG to {PRODUCTION} asks for an approval: the other one approves; "
+        "it is a canary that ECS pauses before each traffic shift: the other one presses "
+        "Continue (or anyone Roll back). "
         "Stop on a live message aborts it; a deploy refused for the lock offers Deploy when "
         f"free; {commands.deploy} freeze {STAGING} REASON freezes.\n"
         "  Push an image plays CI: a new tag in ECR and its notice with a Deploy button (a slow "
