@@ -46,6 +46,7 @@ CHROMIUM_ARGS = [
 # A simulator step in these tests: a healthy rollout is six steps, a broken one and ECS's
 # rollback eleven. Fast, yet slow enough for the page to show the in-progress state.
 STEP_SECONDS = "0.5"
+PAUSE_CONTINUE, PAUSE_ROLLBACK = "pause_continue", "pause_rollback"  # bot/slack/pause_view.py
 
 
 @dataclass
@@ -278,6 +279,23 @@ def _confirm(page: Any, title: str) -> None:
     expect(page.locator("#overlay")).to_be_hidden()
 
 
+def _continue_pauses(page: Any, live: Any, timeout: float = 60_000) -> None:
+    """Production is a canary that ECS pauses before each traffic shift (before the canary,
+    after its bake): Ben (the approver) presses Continue at each, until it is no longer
+    paused."""
+    from playwright.sync_api import expect
+
+    button = live.locator(f"button[data-action-id={PAUSE_CONTINUE}]")
+    for _ in range(2):  # before the canary's share, then before the rest
+        expect(button).to_be_visible(timeout=timeout)
+        _be(page, "Ben (approver)")
+        button.click()
+        _confirm(page, "Continue the deployment?")
+        # ECS moves on: the buttons go (the next pause, if any, brings them back).
+        expect(button).to_have_count(0, timeout=timeout)
+        _be(page, "Ana (requester)")
+
+
 @pytest.mark.browser
 @pytest.mark.timeout(120)
 def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
@@ -394,6 +412,7 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
         has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to production"),
         has_not_text="approval needed",
     )
+    _continue_pauses(page, promoted)
     expect(promoted.locator(".b-header")).to_have_text(
         "✅ Deployed v4.6.0-ecr-ecs-fargate to production", timeout=30_000
     )
@@ -473,6 +492,7 @@ def test_two_people_approve_stop_and_queue_in_the_browser(browser_page: object) 
         has=page.locator(".b-header", has_text="v4.4.0-ecr-ecs-fargate to production"),
         has_not_text="approval needed",
     )
+    _continue_pauses(page, deployed)
     expect(deployed.locator(".b-header")).to_have_text(
         "✅ Deployed v4.4.0-ecr-ecs-fargate to production", timeout=long
     )
@@ -568,3 +588,89 @@ def test_stats_draws_the_seeded_history_in_the_browser(browser_page: object) -> 
     assert size == [900, 450], size
     ARTIFACTS.mkdir(exist_ok=True)
     image.screenshot(path=str(ARTIFACTS / "stats-chart.png"))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_a_canary_paused_for_a_decision_in_the_browser(browser_page: object) -> None:
+    """Production is a canary with a pause before each traffic shift. Ana's deploy (Ben
+    approves) pauses: the message says where, who may continue, when ECS rolls back by itself,
+    and what production's test listener answers. Ana cannot continue her own deploy; Ben's
+    Continue lets the canary take its 10%, it bakes and pauses again; Ben continues, the rest
+    shifts and bakes, and it completes. A second run is rolled back from its pause by Ana."""
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    messages = page.locator("#messages > .msg[data-kind=message]")
+    ephemerals = page.locator("#messages > .msg.ephemeral")
+    long = 60_000
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def command(text: str) -> None:
+        page.locator("#input").fill(text)
+        page.locator("#input").press("Enter")
+
+    def deploy(tag: str) -> Any:
+        """Ana asks for ``tag`` on production, Ben approves; its live message."""
+        _be(page, "Ana (requester)")
+        command(f"/deploy {tag} to production")
+        request = messages.filter(has_text=f"Deploy {tag} to production: approval needed").last
+        expect(request.locator("button[data-action-id=approve_request]")).to_be_visible(
+            timeout=long
+        )
+        _be(page, "Ben (approver)")
+        request.locator("button[data-action-id=approve_request]").click()
+        _confirm(page, "Approve?")
+        _be(page, "Ana (requester)")
+        return messages.filter(
+            has=page.locator(".b-header", has_text=f"{tag} to production"),
+            has_not_text="approval needed",
+        ).last
+
+    # 1. v4.3.0 (it completed on staging) to production: paused before the canary.
+    tag = "v4.3.0-ecr-ecs-fargate"
+    live = deploy(tag)
+    go_on = live.locator(f"button[data-action-id={PAUSE_CONTINUE}]")
+    expect(go_on).to_be_visible(timeout=long)
+    expect(live.locator(f"button[data-action-id={PAUSE_ROLLBACK}]")).to_be_visible()
+    expect(live).to_contain_text("Paused at PRODUCTION_TRAFFIC_SHIFT")
+    expect(live).to_contain_text("canary of 10%: 0% on v4.3.0-ecr-ecs-fargate")
+    expect(live).to_contain_text("rolls back by itself at")
+    expect(live).to_contain_text("@ben (an approval: not the requester)")
+    expect(live).to_contain_text("200 in")  # the test listener's /health answered
+    expect(live).to_contain_text(tag)
+    live.screenshot(path=str(ARTIFACTS / "playground-paused.png"))
+    # Ana cannot continue her own deploy: production's Continue is an approval.
+    go_on.click()
+    _confirm(page, "Continue the deployment?")
+    expect(ephemerals.filter(has_text="this is your deployment")).to_have_count(1, timeout=long)
+    # Ben continues: the canary takes 10%, bakes, and ECS pauses again before the rest.
+    _be(page, "Ben (approver)")
+    go_on.click()
+    _confirm(page, "Continue the deployment?")
+    expect(messages.filter(has_text="continued deploy")).to_have_count(1, timeout=long)
+    expect(live).to_contain_text("canary: 10% on v4.3.0-ecr-ecs-fargate", timeout=long)
+    expect(go_on).to_be_visible(timeout=long)
+    expect(live).to_contain_text("paused before the next production traffic shift")
+    live.screenshot(path=str(ARTIFACTS / "playground-canary-paused.png"))
+    go_on.click()
+    _confirm(page, "Continue the deployment?")
+    expect(live.locator(".b-header")).to_have_text(f"✅ Deployed {tag} to production", timeout=long)
+    expect(go_on).to_have_count(0)
+
+    # 2. Another run, rolled back from its pause by Ana (any deployer may).
+    tag = "v4.4.0-ecr-ecs-fargate"
+    live = deploy(tag)
+    back = live.locator(f"button[data-action-id={PAUSE_ROLLBACK}]")
+    expect(back).to_be_visible(timeout=long)
+    back.click()
+    _confirm(page, "Roll back?")
+    expect(messages.filter(has_text="rolled back deploy")).to_have_count(1, timeout=long)
+    expect(live.locator(".b-header")).to_contain_text("failed", timeout=long)
+    expect(live).to_contain_text("rolled back")
+    expect(back).to_have_count(0)
+    page.set_viewport_size({"width": 1280, "height": 2000})
+    page.locator("#log").evaluate("el => el.scrollTop = el.scrollHeight")
+    page.screenshot(path=str(ARTIFACTS / "playground-canary.png"))
