@@ -385,7 +385,7 @@ class _Places:
                     found = sts.assume_role(**args)["Credentials"]
             except NotConfigured as exc:
                 raise NotConfigured(
-                    f"{exc.message} The target's role must trust the bot's task role (and "
+                    f"{exc.message.rstrip('.')}. The target's role must trust the bot's task role (and "
                     "ask for its external_id, if set): cloudformation/target-role.yml."
                 ) from exc
             return {
