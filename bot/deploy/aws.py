@@ -385,8 +385,8 @@ class _Places:
                     found = sts.assume_role(**args)["Credentials"]
             except NotConfigured as exc:
                 raise NotConfigured(
-                    f"{exc.message.rstrip('.')}. The target's role must trust the bot's task role (and "
-                    "ask for its external_id, if set): cloudformation/target-role.yml."
+                    f"{exc.message.rstrip('.')}. The target's role must trust the bot's task "
+                    "role (and ask for its external_id, if set): cloudformation/target-role.yml."
                 ) from exc
             return {
                 "access_key": str(found["AccessKeyId"]),

@@ -178,6 +178,8 @@ def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str]) -
             return str(left) == str(right)
         if fn == "Fn::Not":
             return not _evaluate(arg[0], template, parameters)
+        if fn == "Fn::And":
+            return all(_evaluate(a, template, parameters) for a in arg)
         if fn == "Fn::Join":  # over a CommaDelimitedList's Ref: its value, comma-separated
             separator, values = arg[0], _evaluate(arg[1], template, parameters)
             items = values.split(",") if isinstance(values, str) else values

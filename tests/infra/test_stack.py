@@ -239,6 +239,8 @@ def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
         "AutoRollback": "true",
         "BakeTimeInMinutes": "5",
         "ServerErrorThreshold": "5",
+        # It runs its own account's images (#30).
+        "RepositoryAccount": "",
     }
 
 
