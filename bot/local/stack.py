@@ -529,3 +529,61 @@ def add_deployment_alarm(
         },
     )
     return name
+
+
+def set_deployment_strategy(
+    stack: StackInfo,
+    settings: Settings,
+    strategy: str,
+    *,
+    cluster: str | None = None,
+    service: str | None = None,
+    bake_minutes: int = 1,
+    canary_percent: float = 10.0,
+    canary_bake_minutes: int = 2,
+    linear_step_percent: float = 25.0,
+    linear_step_bake_minutes: int = 1,
+    pause_at: Sequence[str] = (),
+    pause_timeout_minutes: int = 10,
+    pause_timeout_action: str = "ROLLBACK",
+) -> dict[str, Any]:
+    """Give the service a deployment strategy (ROLLING, BLUE_GREEN, CANARY or LINEAR) as
+    service.yml's ``Strategy`` parameter does, with PAUSE hooks at the ``pause_at`` stages (e.g.
+    PRE_PRODUCTION_TRAFFIC_SHIFT, which ECS runs before each traffic shift step of a canary: at
+    0% and again after the canary's bake). Minutes are ECS minutes: the simulator's
+    ``minute_ticks`` steps each. Returns the deploymentConfiguration sent."""
+    cluster = cluster or settings.ecs_cluster
+    service = service or settings.ecs_service
+    ecs = _client("ecs", stack.endpoint_url, stack.region)
+    current = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+    config: dict[str, Any] = {
+        k: v
+        for k, v in current["deploymentConfiguration"].items()
+        if k not in ("canaryConfiguration", "linearConfiguration", "lifecycleHooks")
+    }
+    config["strategy"] = strategy
+    if strategy != "ROLLING":
+        config["bakeTimeInMinutes"] = bake_minutes
+    if strategy == "CANARY":
+        config["canaryConfiguration"] = {
+            "canaryPercent": canary_percent,
+            "canaryBakeTimeInMinutes": canary_bake_minutes,
+        }
+    if strategy == "LINEAR":
+        config["linearConfiguration"] = {
+            "stepPercent": linear_step_percent,
+            "stepBakeTimeInMinutes": linear_step_bake_minutes,
+        }
+    if pause_at:
+        config["lifecycleHooks"] = [
+            {
+                "targetType": "PAUSE",
+                "lifecycleStages": list(pause_at),
+                "timeoutConfiguration": {
+                    "timeoutInMinutes": pause_timeout_minutes,
+                    "action": pause_timeout_action,
+                },
+            }
+        ]
+    ecs.update_service(cluster=cluster, service=service, deploymentConfiguration=config)
+    return config
