@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary, Image, commit_text
+from bot.deploy.plan_diff import TaskPlan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.errors import DeployRefused
 from bot.rules import Decision, Door, Freeze
@@ -405,6 +406,10 @@ class Plan:
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
+    # The task definition side (bot/deploy/plan_diff.py): what the new revision changes from
+    # what runs, what it needs checked, the fingerprint an approval is bound to. None: a plan
+    # that could not read it (never for a plan a door starts: the planner makes one).
+    task: TaskPlan | None = field(default=None, compare=False)
 
     @property
     def short_digest(self) -> str:
