@@ -352,6 +352,22 @@ class Planner(Stage):
             raise PlanCheckFailed(refusal(task.checks, str(td.get("family", base))))
         return task
 
+    def fingerprint_now(self, image: str) -> tuple[str, str]:
+        """The fingerprint a plan of ``image`` ("": a redeploy) would have now, and the
+        family's newer revision it would name: what runs read again (its revision is
+        described once per process), the registration made from it, the family's newest.
+        For an approved change about to start (Guardrails.approval_lapsed)."""
+        raw = self.reads.service()
+        arn = str(raw.get("taskDefinition", ""))
+        with aws_errors("reading the task definition"):
+            td, _ = self.aws.describe_task_definition(arn)
+        if image:
+            registered = registration(td, str(self.reads.container(td).get("name", "")), image)
+        else:
+            registered = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+        newer = self._newer_revision(td)
+        return fingerprint(arn, registered, newer), newer
+
     def _newer_revision(self, td: dict[str, Any]) -> str:
         """``family:14`` when the family's newest ACTIVE revision is newer than what runs and
         deploybot did not register it (someone's change that does not run); "" otherwise, or

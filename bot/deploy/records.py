@@ -278,6 +278,13 @@ class ApprovalRequest:
     message_ref: str = ""
     source: str = ""  # promote: the target the image comes from
     deployment_id: str = ""  # the deployment it started, once approved
+    # The plan it showed (bot/deploy/plan_diff.py): its fingerprint, which an approval is
+    # bound to (a plan that differs at the start voids it), the task definition's lines as
+    # shown, and the family's newer revision it named ("" none).
+    fingerprint: str = ""
+    plan: tuple[str, ...] = ()
+    plan_summary: str = ""  # one line, for the Approve button's dialog
+    newer: str = ""
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at

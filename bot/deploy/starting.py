@@ -300,7 +300,7 @@ class Starter(Stage):
         if not plan.request_id:
             return
         try:
-            why = self.guardrails.approval_lapsed(plan.request_id, plan.digest)
+            why = self.guardrails.approval_lapsed(plan.request_id, plan.digest, plan)
         except BaseException:
             self.ledger.release(record.id)
             raise
