@@ -161,10 +161,6 @@ class TaskPlan:
     def missing(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.state == "missing")
 
-    @property
-    def unverified(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if c.state == "unverified")
-
 
 # -- the revision ---------------------------------------------------------------------------
 
