@@ -97,7 +97,7 @@ DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 TARGETED := deploy redeploy rollback status history stats unlock freeze unfreeze abort
 $(TARGETED): export TARGET_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
 AT_TARGET = $${TARGET_ENV:+--target="$$TARGET_ENV"}
-# BREAK_GLASS="why": past approvals and windows, on the record (deploy, redeploy, promote).
+# BREAK_GLASS="why": past approvals, windows and alarms, on the record (deploy, redeploy, promote).
 GLASS = $${BREAK_GLASS:+--break-glass="$$BREAK_GLASS"}
 
 deploy: install ## deploy an image: make deploy TAG=v4.4.0-ecr-ecs-fargate [ENV=staging] [REASON=…] [BREAK_GLASS=…]

@@ -127,8 +127,8 @@ def _change_options(p: argparse.ArgumentParser) -> None:
         "--break-glass",
         metavar="TEXT",
         default=None,
-        help="go past the target's approvals and deploy windows, saying why: recorded in "
-        "the history and announced in the target's Slack channel",
+        help="go past the target's approvals, deploy windows and firing or missing alarms, "
+        "saying why: recorded in the history and announced in the target's Slack channel",
     )
 
 

@@ -39,6 +39,9 @@ class Target:
     # When the weekly digest (last week's four keys and chart) goes to the target's channel;
     # None: never.
     digest: Schedule | None = None
+    # CloudWatch alarms that must exist and not be in ALARM for a deploy to start (beside
+    # those ECS watches for the service: bot/deploy/alarms.py).
+    alarms: tuple[str, ...] = ()
     source: str | None = None  # the file it comes from; None: the environment
 
     def settings(self, base: Settings) -> Settings:

@@ -135,6 +135,10 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # CloudWatch alarms checked before a deploy (bot/deploy/alarms.py), beside those ECS
+    # watches for the service. DescribeAlarms takes at most 100 names a call; a name is 1 to
+    # 255 characters (CloudWatch API reference, DescribeAlarms: AlarmNames).
+    alarms: list[str] = Field([], max_length=100)
 
 
 class _ConfigFile(BaseSettings):
@@ -272,6 +276,13 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     digest = raw.get("digest")
     if isinstance(digest, str):
         problems += _digest_problems(digest, f"{key}.digest")
+    alarms = raw.get("alarms")
+    for index, name in enumerate(alarms if isinstance(alarms, list) else ()):
+        if isinstance(name, str) and not (0 < len(name) <= 255 and name == name.strip()):
+            problems.append(
+                f"{key}.alarms.{index}: {name!r} is not a CloudWatch alarm name (1 to 255 "
+                "characters, no spaces around it)"
+            )
     return problems
 
 
@@ -315,6 +326,7 @@ def _target(
         windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
+        alarms=tuple(dict.fromkeys(table.alarms)),
         source=source,
     )
 

@@ -152,8 +152,15 @@ _IDENTITIES_LOCK = threading.Lock()
 CALL_OBSERVERS: list[Callable[[str, str], None]] = []
 
 
+# Services whose IAM prefix is not their signing name: CloudWatch signs as "monitoring", its
+# actions are "cloudwatch:DescribeAlarms" ("Actions defined by Amazon CloudWatch", Service
+# Authorization Reference: service prefix cloudwatch).
+_IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
 def _observe(model: Any, **_: Any) -> None:
     prefix = model.service_model.metadata.get("signingName") or model.service_model.endpoint_prefix
+    prefix = _IAM_PREFIX.get(prefix, prefix)
     for observer in list(CALL_OBSERVERS):
         observer(str(prefix), str(model.name))
 
@@ -402,6 +409,32 @@ class AwsClient:
         ):
             out.extend(page.get("imageDetails", []))
         return out
+
+    # CloudWatch (the alarms checked before a deploy: bot/deploy/alarms.py) ----------------
+    @property
+    def cloudwatch(self) -> Any:
+        """CloudWatch's client, made on first use: only targets with alarms need it."""
+        with self._ecs_once_lock:
+            client = self.__dict__.get("_cloudwatch")
+            if client is None:
+                client = self.session.client("cloudwatch", **self._once_kwargs)
+                brief_connection_retries(client)
+                self.__dict__["_cloudwatch"] = client
+            return client
+
+    def describe_alarms(self, names: list[str]) -> list[dict[str, Any]]:
+        """The metric and composite alarms named ``names`` (DescribeAlarms); a name with no
+        alarm is simply absent from the answer. At most 100 names a call ("AlarmNames …
+        Maximum number of 100 items", CloudWatch API reference, DescribeAlarms), paged."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(names), 100):
+            pages = self.cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNames=names[start : start + 100],
+                AlarmTypes=["MetricAlarm", "CompositeAlarm"],
+            )
+            for page in pages:
+                found += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        return found
 
     # The plan's checks (bot/deploy/plan_checks.py): does what a new revision needs exist?
     # Reads of metadata only: never a secret's or a parameter's value. --------------------

@@ -370,6 +370,9 @@ class Via:
     # A release tag that names another image than the one deployed under it before: "any"
     # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
     allow_moved_tag: str = ""
+    # Alarms in ALARM a person confirmed deploying past (Slack's Deploy anyway): those names
+    # only; the terminal's --break-glass goes past any (bot/deploy/alarms.py).
+    allow_alarms: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
@@ -417,6 +420,9 @@ class Plan:
     # what runs, what it needs checked, the fingerprint an approval is bound to. None: a plan
     # that could not read it (never for a plan a door starts: the planner makes one).
     task: TaskPlan | None = field(default=None, compare=False)
+    # The alarms it was forced past (bot/deploy/alarms.py): said before it starts, recorded in
+    # its history record's ``bypassed`` beside the rules it went past.
+    alarm_notes: tuple[str, ...] = ()
 
     @property
     def short_digest(self) -> str:

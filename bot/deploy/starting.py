@@ -79,7 +79,7 @@ class Starter(Stage):
             approved_by=plan.approved_by,
             approval_request=plan.request_id,
             break_glass=plan.break_glass,
-            bypassed=tuple(b.message for b in plan.decision.bypassed),
+            bypassed=tuple(b.message for b in plan.decision.bypassed) + plan.alarm_notes,
             commit=plan.commit,
             previous_commit=plan.previous_commit,
         )
