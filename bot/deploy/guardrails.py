@@ -159,7 +159,7 @@ class Guardrails(Stage):
                 source=source or plan.source,
                 fingerprint=task.fingerprint if task else "",
                 plan=tuple(shown_plan(task)[:PLAN_LINES_KEPT]) if task else (),
-                plan_summary=summary_line(task) if task else "",
+                plan_summary=summary_line(task.diff) if task else "",
                 newer=task.newer if task else "",
             )
         )

@@ -407,10 +407,9 @@ def _logs(config: Any) -> str:
 # -- renderings -----------------------------------------------------------------------------
 
 
-def summary_line(task: TaskPlan) -> str:
+def summary_line(d: TaskDiff) -> str:
     """One line: ``Task definition: only the image changes`` or ``…: image, environment (2),
     cpu`` (a confirm dialog's room)."""
-    d = task.diff
     if not d.registers:
         return "Task definition: the same revision runs again."
     if not d.lines:

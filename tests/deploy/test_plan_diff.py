@@ -159,7 +159,7 @@ def test_every_other_field_has_its_line_in_order() -> None:
     assert "other fields changed: ulimits" in lines
     assert "other fields changed: pidMode" in lines
     assert not d.only_image
-    summary = summary_line(TaskPlan(d, (), "f"))
+    summary = summary_line(d)
     assert summary.startswith("Task definition changes: image, resources (2), roles")
 
 

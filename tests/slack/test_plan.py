@@ -1,11 +1,13 @@
-"""The plan in Slack (issue 26 item 5): the approval request shows the task definition's diff
-and the checks, its Approve dialog the one-line summary; an approval whose plan changed
-before the start (a revision of the family registered over moto's API between the request
-and the click) is void, the request says so and its requester is told in its thread. A real
-bot process, the Slack emulator and moto."""
+"""The plan in Slack (issue 26 item 5): each Deploy button's dialog and the Approve dialog say
+what the task definition does in one line; the approval request and the deployment's first
+message show its diff and the checks; an approval whose plan changed before the start (a
+revision of the family registered over moto's API between the request and the click) is void,
+the request says so and its requester is told in its thread. A real bot process, the Slack
+emulator and moto."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bot.local.aws import MotoServer
@@ -15,7 +17,7 @@ from bot.slack import guards
 from tests.conftest import BOB, CAROL, DEPLOYS, LocalStack
 from tests.deploy.test_plan_approval import FAMILY, new_revision
 from tests.slack.conftest import BotFactory
-from tests.slack.helpers import running_tag
+from tests.slack.helpers import bot_messages, running_tag
 from tests.slack.test_guards import APPROVAL, config, posted, said_to, slash
 
 
@@ -28,6 +30,17 @@ def test_the_request_shows_the_plan_and_a_changed_plan_voids_the_approval(
     tmp_path: Path,
 ) -> None:
     bot = start_bot("http", DEPLOYBOT_CONFIG=config(tmp_path, stack, APPROVAL))
+    # /deploy alone: each Deploy button's dialog says what the task definition does.
+    slash(emulator, bot, "", user=BOB)
+    helped = emulator.wait_for(
+        lambda: next((e for e in emulator.ephemerals(user=BOB) if "Usage" in e.all_text), None),
+        timeout=60,
+        what="the help",
+    )
+    dialogs = [b["confirm"]["text"]["text"] for b in helped.buttons if "confirm" in b]
+    assert dialogs and all("Task definition: only the image changes." in d for d in dialogs)
+    assert all(len(d) <= 300 for d in dialogs)
+
     slash(emulator, bot, "v4.4.0", user=BOB)
     request = posted(emulator, "approval needed")
     shown = request.all_text
@@ -57,3 +70,26 @@ def test_the_request_shows_the_plan_and_a_changed_plan_voids_the_approval(
     )
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
     assert ("ecs", "UpdateService") not in {(r.service, r.operation) for r in aws.requests}
+
+    # Asked again: the new request's plan names the newer revision; approved, it deploys, and
+    # the deployment's first message (before any write) showed the plan too.
+    slash(emulator, bot, "v4.4.0", user=BOB)
+    again = emulator.wait_for(
+        lambda: next(
+            (
+                m
+                for m in bot_messages(emulator)
+                if "approval needed" in m.all_text and m.ts != request.ts
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the second request",
+    )
+    assert f"note: {FAMILY}:2 was registered after {FAMILY}:1" in again.all_text
+    emulator.click(again, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
+    done = posted(emulator, "Deployed v4.4.0")
+    first = done.revisions[0]
+    said = first.text + json.dumps(first.blocks, ensure_ascii=False)
+    assert f"Task definition: a new revision from {FAMILY}:1 (nothing else changes):" in said
+    assert running_tag(stack.settings) == "v4.4.0-ecr-ecs-fargate"
