@@ -27,7 +27,7 @@ import pytest
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
-from bot.deploy.aws import AwsClient
+from bot.deploy.aws import AwsClient, read_parameter
 from bot.deploy.engine import Engine
 from bot.deploy.records import Requester
 from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
@@ -155,6 +155,9 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     )
     with recorded() as calls:
         _every_engine_path(Engine(stack.settings, target=target), simulator)
+        # The bot reads its deploybot.toml again (DEPLOYBOT_CONFIG_PARAMETER,
+        # bot/slack/reload.py): none here is an answer too.
+        read_parameter(s, f"/{s.stack_name}-bot/deploybot.toml")
     need, grant = needed(calls), granted()
     assert sorted(need - grant) == [], "the engine calls these but bot.yml does not grant them"
     unused = grant - need - GRANTED_AHEAD
@@ -301,6 +304,8 @@ def _concrete_statements(
             return exports[render(node["Fn::ImportValue"])]
         if isinstance(node, dict) and set(node) & {"Fn::Sub", "Fn::GetAtt", "Ref"}:
             text = render(node).replace("${DeploymentsTable.Arn}", table)
+            # BotConfig's Ref is the parameter's name (AWS::SSM::Parameter's return values).
+            text = text.replace("${BotConfig}", f"/{PRODUCTION_STACK}-bot/deploybot.toml")
             for name, real in (("Partition", "aws"), ("Region", region), ("AccountId", account)):
                 text = text.replace(f"${{AWS::{name}}}", real)
             assert "${" not in text, text

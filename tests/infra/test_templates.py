@@ -56,6 +56,7 @@ ENGINE_ACTIONS = {
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
     "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
+    "ssm:GetParameter",  # its deploybot.toml, read again while it runs (bot/slack/reload.py)
 }
 # AWS offers no narrower resource for these two.
 STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
@@ -315,7 +316,10 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_STATUS_COMMAND",
         "GITHUB_REPOSITORY",
         "DEPLOY_NOTIFY_REQUESTER",
+        "DEPLOYBOT_CONFIG_PARAMETER",  # the same deploybot.toml, read again while it runs
     }
+    config = next(e for e in container["Environment"] if e["Name"] == "DEPLOYBOT_CONFIG_PARAMETER")
+    assert config["Value"] == {"Ref": "BotConfig"}
     secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
     assert secrets == {
         **{
