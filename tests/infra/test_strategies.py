@@ -15,6 +15,7 @@ PROGRESSIVE = ["BLUE_GREEN", "CANARY", "LINEAR"]
 # What the load balancer adds, and only the progressive strategies have.
 LOAD_BALANCING = {
     "LoadBalancerSecurityGroup",
+    "TestListenerFromBot",
     "ServiceFromLoadBalancer",
     "LoadBalancer",
     "BlueTargetGroup",
@@ -42,7 +43,10 @@ def _deployment(template: dict[str, Any]) -> dict[str, Any]:
 
 def test_rolling_is_the_stack_as_it_was(service: dict[str, Any]) -> None:
     """No load balancer, no hook, no traffic settings: the ECS service of before #27."""
-    for made in (_made(service), _made(service, Strategy="ROLLING", PauseStage="POST_SCALE_UP")):
+    for made in (
+        _made(service),
+        _made(service, Strategy="ROLLING", PauseStage="POST_SCALE_UP", BotIP="198.51.100.9/32"),
+    ):
         assert not LOAD_BALANCING & set(made["Resources"])
         ecs = resource(made, "Service")
         assert "LoadBalancers" not in ecs and "HealthCheckGracePeriodSeconds" not in ecs
@@ -61,7 +65,7 @@ def test_progressive_strategies_put_the_service_behind_two_target_groups(
     service: dict[str, Any], strategy: str
 ) -> None:
     made = _made(service, Strategy=strategy)
-    assert set(made["Resources"]) >= LOAD_BALANCING
+    assert set(made["Resources"]) >= LOAD_BALANCING - {"TestListenerFromBot"}
     (balanced,) = resource(made, "Service")["LoadBalancers"]
     assert balanced["ContainerName"] == "hello-world" and balanced["ContainerPort"] == 49000
     assert balanced["TargetGroupArn"] == {"Ref": "BlueTargetGroup"}
@@ -107,6 +111,15 @@ def test_both_listeners_answer_allowed_ip_only(service: dict[str, Any], strategy
     assert extra["SourceSecurityGroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
     assert (extra["FromPort"], extra["ToPort"]) == (49000, 49000)
     assert resource(made, "LoadBalancer")["Scheme"] == "internet-facing"
+    assert "TestListenerFromBot" not in made["Resources"]  # no BotIP: AllowedIP alone
+    bot = resource(
+        _made(service, Strategy=strategy, BotIP="198.51.100.9/32"), "TestListenerFromBot"
+    )
+    assert bot["GroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
+    assert (bot["FromPort"], bot["ToPort"], bot["CidrIp"]) == (8080, 8080, {"Ref": "BotIP"})
+    # The bot's own group lets it out to that port (bot.yml).
+    egress = resource(load_template("bot"), "BotSecurityGroup")["SecurityGroupEgress"]
+    assert (8080, 8080, "0.0.0.0/0") in [(r["FromPort"], r["ToPort"], r["CidrIp"]) for r in egress]
 
 
 def test_the_infrastructure_role_is_ecs_with_awss_policy_for_load_balancers(
