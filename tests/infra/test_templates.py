@@ -256,7 +256,8 @@ def test_bot_security_group_has_no_inbound_rule(bot: dict[str, Any]) -> None:
     assert "SecurityGroupIngress" not in resource(bot, "BotSecurityGroup")
     assert resources_of_type(bot, "AWS::EC2::SecurityGroupIngress") == {}
     egress = resource(bot, "BotSecurityGroup")["SecurityGroupEgress"]
-    assert [(r["FromPort"], r["ToPort"]) for r in egress] == [(443, 443)]
+    # HTTPS to Slack and AWS; HTTP to a blue/green service's test listener (verify_path).
+    assert [(r["FromPort"], r["ToPort"]) for r in egress] == [(443, 443), (8080, 8080)]
 
 
 def test_bot_service_runs_two_tasks_in_the_services_cluster(bot: dict[str, Any]) -> None:
