@@ -342,9 +342,7 @@ class Planner(Stage):
             image_after=_image_label(tag, digest),
             registers=bool(image),
         )
-        checks = check_revision(
-            self.aws, registered, _image_label(tag, digest), self.settings.aws_region
-        )
+        checks = check_revision(self.aws, registered, _image_label(tag, digest), self.aws.region)
         newer = self._newer_revision(td)
         task = TaskPlan(
             diff=changes,
