@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -29,6 +30,7 @@ from botocore.retries import quota, standard
 from botocore.retries.base import BaseRetryableChecker
 
 from bot.deploy.batch import ServiceDescriptions
+from bot.deploy.service_deployments import ServiceDeploymentReads
 from bot.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
 
@@ -249,6 +251,10 @@ class AwsClient:
         self._ecs_once: Any = None
         self._ecs_once_lock = threading.Lock()
         self.descriptions = ServiceDescriptions(self._describe_services)
+        # Shared with siblings too: DescribeServiceDeployments batched across targets, and the
+        # fallback's switch (bot/deploy/service_deployments.py).
+        self.service_deployments = ServiceDeploymentReads(self._describe_service_deployments)
+        self._service_revisions: dict[str, str] = {}  # revision ARN -> its task definition
         # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
         self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
             OrderedDict()
@@ -402,3 +408,61 @@ class AwsClient:
         ):
             out.extend(page.get("imageDetails", []))
         return out
+
+    # ECS service deployments (#26) ----------------------------------------------------------
+    # Through ``ecs_once``: only throttling is retried, so an endpoint that answers 5xx (moto's
+    # server, for operations it lacks) costs one request, not botocore's retries at every poll.
+    # A failure raises service_deployments.Unavailable (refused: the fallback, for a while).
+    def _describe_service_deployments(self, arns: list[str]) -> dict[str, Any]:
+        return dict(self.ecs_once.describe_service_deployments(serviceDeploymentArns=arns))
+
+    def service_deployment(self, arn: str, max_age: float = 0.0) -> dict[str, Any] | None:
+        """DescribeServiceDeployments of ``arn`` (batched with the other watched ARNs of every
+        target, up to 20 a call); None when ECS does not know it."""
+        return self.service_deployments.get(arn, max_age)
+
+    def list_service_deployments(self, created_after: datetime) -> list[dict[str, Any]]:
+        """ListServiceDeployments of this service created after ``created_after``: one page
+        (ECS's default, 20 of them; a deployment just started is among them)."""
+        self.service_deployments.check()
+        try:
+            resp = self.ecs_once.list_service_deployments(
+                cluster=self.cluster, service=self.service, createdAt={"after": created_after}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.service_deployments.failed(exc, "ListServiceDeployments") from exc
+        self.service_deployments.answered()
+        return [dict(b) for b in resp.get("serviceDeployments", [])]
+
+    def revision_task_definitions(self, arns: list[str]) -> dict[str, str]:
+        """The task definition of each service revision (DescribeServiceRevisions, 20 a call);
+        a revision never changes, so each is asked for once per process."""
+        out = {a: self._service_revisions[a] for a in arns if a in self._service_revisions}
+        missing = [a for a in dict.fromkeys(arns) if a not in out]
+        for start in range(0, len(missing), 20):
+            try:
+                resp = self.ecs_once.describe_service_revisions(
+                    serviceRevisionArns=missing[start : start + 20]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self.service_deployments.failed(exc, "DescribeServiceRevisions") from exc
+            for revision in resp.get("serviceRevisions", []):
+                arn = str(revision.get("serviceRevisionArn", ""))
+                out[arn] = self._service_revisions[arn] = str(revision.get("taskDefinition", ""))
+        return out
+
+    def stop_service_deployment(self, arn: str, stop_type: str = "ROLLBACK") -> str:
+        """StopServiceDeployment: ECS stops the deployment (ROLLBACK: back to the previous
+        service revision, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+        API_StopServiceDeployment.html). Sent once (UPDATE_SENT_ONCE's client); raises what
+        botocore raises: the caller tells a refusal from a lost answer."""
+        self.descriptions.forget(self.cluster, self.service)
+        self.service_deployments.forget(arn)
+        try:
+            resp = self.ecs_once.stop_service_deployment(
+                serviceDeploymentArn=arn, stopType=stop_type
+            )
+        finally:
+            self.descriptions.forget(self.cluster, self.service)
+            self.service_deployments.forget(arn)
+        return str(resp.get("serviceDeploymentArn", arn))

@@ -150,6 +150,14 @@ class DeploymentRecord:
     finished_at: datetime | None = None
     outcome: Outcome | None = None
     outcome_reason: str = ""
+    # ECS's own record of the deployment (#26): its service deployment's ARN, found right
+    # after UpdateService (bot/deploy/service_deployments.py); "" for a record from before
+    # service deployments, or while none is found (the judgement is DescribeServices' then).
+    service_deployment_arn: str = ""
+    # ECS's status of that service deployment when the record closed (SUCCESSFUL,
+    # ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED, STOPPED…), shown beside ``outcome`` in history;
+    # "" when ECS was not asked (the fallback) or the record is open.
+    ecs_status: str = ""
     rollback_tag: str = ""
     message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
     final: Snapshot | None = None  # the last snapshot, kept when the record is closed
