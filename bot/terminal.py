@@ -463,7 +463,8 @@ def abort(args: argparse.Namespace) -> int:
         back = record.previous_tag or revision_of(record.previous_task_definition)
         out.print(
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
-            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
+            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back"
+            + (f" ({_t(record.abort_how)})." if record.abort_how else ".")
         )
         tell_channel(
             engine,

@@ -1,17 +1,25 @@
-"""Aborting a rollout (Stop): put the previous task definition back at once (UpdateService)
-and follow that to its end; the deployment closes ABORTED. A deployment ECS has already ended
-is recorded as ECS ended it, and the abort refused."""
+"""Aborting a rollout (Stop): ECS rolls its service deployment back (StopServiceDeployment with
+stopType ROLLBACK, #26), or, where ECS refuses that, the previous task definition goes back at
+once (UpdateService); either is followed to its end and the deployment closes ABORTED. A
+deployment ECS has already ended is recorded as ECS ended it, and the abort refused."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot.deploy.aws import aws_errors
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
 from bot.deploy.reads import Reads
-from bot.deploy.records import DeploymentRecord, Requester, Via
+from bot.deploy.records import (
+    ABORT_BY_STOP,
+    ABORT_BY_UPDATE,
+    DeploymentRecord,
+    Requester,
+    Via,
+)
 from bot.deploy.rollout import Outcome, ServiceState, revision_of
 from bot.deploy.starting import describe_failure, refused_outright
 from bot.errors import DeployError, NothingToAbort
@@ -42,8 +50,9 @@ class Aborter(Stage):
     def abort(
         self, requester: Requester, *, via: Via | None = None, of: str = ""
     ) -> DeploymentRecord:
-        """Stop the rollout: put the previous task definition back at once (UpdateService),
-        and follow that to its end; the deployment closes ABORTED. Refused when nothing is
+        """Stop the rollout: ECS rolls its service deployment back (StopServiceDeployment),
+        else the previous task definition goes back at once (UpdateService); followed to its
+        end, the deployment closes ABORTED (``abort_via`` says which way ECS was asked). Refused when nothing is
         rolling out, or (``of``: a Stop button's deployment) when that one no longer is.
         Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
         via = via or Via.of(requester)
@@ -78,6 +87,17 @@ class Aborter(Stage):
                 f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
                 f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
+        if self._stop_in_ecs(record):
+            marked = self._asked(marked, ABORT_BY_STOP)
+            log.warning(
+                "aborted by %s: ECS rolls the service deployment back to %s "
+                "(StopServiceDeployment)%s",
+                requester.name,
+                record.previous_tag,
+                "; " + "; ".join(b.message for b in decision.bypassed) if decision.bypassed else "",
+                extra={**record.log_fields, "aborted_by": requester.name},
+            )
+            return marked
         try:
             updated = self.aws.update_service(record.previous_task_definition)
         except Exception as exc:
@@ -102,14 +122,47 @@ class Aborter(Stage):
                     marked = self.ledger.set_abort_deployment(marked, primary.id)
                 except DeployError as exc:
                     log.warning("could not record the abort: %s", exc, extra=record.log_fields)
+        marked = self._asked(marked, ABORT_BY_UPDATE)
         log.warning(
-            "aborted by %s: putting %s back%s",
+            "aborted by %s: putting %s back with UpdateService%s",
             requester.name,
             record.previous_tag,
             "; " + "; ".join(b.message for b in decision.bypassed) if decision.bypassed else "",
             extra={**record.log_fields, "aborted_by": requester.name},
         )
         return marked
+
+    def _stop_in_ecs(self, record: DeploymentRecord) -> bool:
+        """Ask ECS to roll ``record``'s service deployment back (StopServiceDeployment,
+        stopType ROLLBACK: "rolls back the service deployment to the previous service
+        revision", https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+        API_StopServiceDeployment.html), which restores the whole previous revision and is
+        recorded as a rollback in ECS's history. False when it cannot be asked (no service
+        deployment known, the operations refused) or ECS did not take it: any failure, a lost
+        answer included, is followed by UpdateService with the previous task definition, as
+        before #26. Both put the same revision back; if both land, the restore is followed
+        either way (Reconciler._aborting) and the record still closes ABORTED."""
+        arn = record.service_deployment_arn
+        if not arn or self.aws.service_deployments.refused:
+            return False
+        try:
+            self.aws.stop_service_deployment(arn, "ROLLBACK")
+        except Exception as exc:
+            log.warning(
+                "abort: ECS did not take StopServiceDeployment(ROLLBACK) (%s): putting the "
+                "previous task definition back with UpdateService",
+                describe_failure(exc),
+                extra=record.log_fields,
+            )
+            return False
+        return True
+
+    def _asked(self, record: DeploymentRecord, via: str) -> DeploymentRecord:
+        try:
+            return self.ledger.set_abort_via(record, via)
+        except DeployError as exc:  # the outcome names the way only if recorded
+            log.warning("could not record how ECS was asked: %s", exc, extra=record.log_fields)
+            return replace(record, abort_via=via)
 
     def _ended_before_abort(self, record: DeploymentRecord) -> None:
         """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the

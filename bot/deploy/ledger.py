@@ -436,7 +436,7 @@ class Ledger:
     def unmark_aborted(self, rec: DeploymentRecord) -> None:
         """ECS refused to put the previous task definition back: the abort did not happen."""
         key = self.keys.record(rec.sort_key)
-        self.table.update(key, "undoing the abort mark", "REMOVE aborted_by, aborted_at")
+        self.table.update(key, "undoing the abort mark", "REMOVE aborted_by, aborted_at, abort_via")
 
     def set_abort_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
         """Remember the ECS deployment that puts the previous task definition back."""
@@ -448,6 +448,17 @@ class Ledger:
             changed=True,
         )
         return replace(rec, abort_ecs_deployment_id=ecs_id)
+
+    def set_abort_via(self, rec: DeploymentRecord, via: str) -> DeploymentRecord:
+        """Remember how the abort asked ECS (records.ABORT_BY_STOP or ABORT_BY_UPDATE)."""
+        self.table.update(
+            self.keys.record(rec.sort_key),
+            "recording how the abort asked ECS",
+            "SET abort_via = :v",
+            values={":v": {"S": via}},
+            changed=True,
+        )
+        return replace(rec, abort_via=via)
 
     def forget(self, rec: DeploymentRecord) -> None:
         """Delete the record of a deployment ECS never heard of."""

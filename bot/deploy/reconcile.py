@@ -224,6 +224,7 @@ class Reconciler:
             aborted_by=fresh.aborted_by,
             aborted_at=fresh.aborted_at,
             abort_ecs_deployment_id=fresh.abort_ecs_deployment_id,
+            abort_via=fresh.abort_via,
         )
 
     def _aborting(
@@ -252,11 +253,12 @@ class Reconciler:
         if verdict is None:
             return Reading(record, None, restore)
         back = record.previous_tag or record.previous_task_definition.rsplit("/", 1)[-1]
+        how = f" ({record.abort_how})" if record.abort_how else ""
         if verdict.outcome is Outcome.COMPLETED:
-            why = f"aborted by {record.aborted_by}; {back} is back"
+            why = f"aborted by {record.aborted_by}{how}; {back} is back"
         else:
             why = (
-                f"aborted by {record.aborted_by}; putting {back} back "
+                f"aborted by {record.aborted_by}{how}; putting {back} back "
                 f"{verdict.outcome.label}: {verdict.reason}"
             )
         aborted = Verdict(

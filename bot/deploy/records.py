@@ -34,6 +34,11 @@ from bot.rules import Decision, Door, Freeze
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+# DeploymentRecord.abort_via: the two ways an abort asks ECS to put the previous revision back.
+ABORT_BY_STOP = "StopServiceDeployment"
+ABORT_BY_UPDATE = "UpdateService"
+
+
 def stamp(value: datetime) -> str:
     """A time as the table writes it: UTC, to the microsecond, sortable as text (a record's
     sort key begins with its start)."""
@@ -196,6 +201,10 @@ class DeploymentRecord:
     aborted_by: str = ""
     aborted_at: datetime | None = None
     abort_ecs_deployment_id: str = ""
+    # How ECS was asked to put the previous revision back (#26): "StopServiceDeployment" (ECS's
+    # own rollback of the service deployment) or "UpdateService" (the previous task definition,
+    # where ECS refused the first); "" before the ask, or for a record from before #26.
+    abort_via: str = ""
     # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
     who_arn: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
@@ -206,6 +215,14 @@ class DeploymentRecord:
     # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
     shipped: tuple[tuple[str, datetime], ...] | None = None
     image_pushed_at: datetime | None = None
+
+    @property
+    def abort_how(self) -> str:
+        """How the abort asked ECS, as a person reads it ("" when not known)."""
+        return {
+            ABORT_BY_STOP: "ECS rolls the service deployment back (StopServiceDeployment)",
+            ABORT_BY_UPDATE: "the previous task definition with UpdateService",
+        }.get(self.abort_via, "")
 
     @property
     def open(self) -> bool:

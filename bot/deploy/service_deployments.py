@@ -301,9 +301,11 @@ def judge(
         )
     if status == "ROLLBACK_SUCCESSFUL":
         if aborted_by:
+            # The doors tell a restore that ended well by " is back" at the end.
             return Verdict(
                 Outcome.ABORTED,
-                f"aborted by {aborted_by}; ECS rolled back to {back}",
+                f"aborted by {aborted_by} (ECS rolled the service deployment back: "
+                f"StopServiceDeployment); {back} is back",
                 rollback_task_definition=previous_task_definition,
                 ended_at=ended_at,
                 service_deployment=sd,

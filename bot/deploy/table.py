@@ -548,6 +548,7 @@ def record_from_item(item: Item) -> DeploymentRecord:
         aborted_by=text(item, "aborted_by"),
         aborted_at=time_or_none(item, "aborted_at"),
         abort_ecs_deployment_id=text(item, "abort_ecs_deployment_id"),
+        abort_via=text(item, "abort_via"),
         shipped=_shipped(item),
         image_pushed_at=time_or_none(item, "image_pushed_at"),
     )
