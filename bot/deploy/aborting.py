@@ -52,8 +52,9 @@ class Aborter(Stage):
     ) -> DeploymentRecord:
         """Stop the rollout: ECS rolls its service deployment back (StopServiceDeployment),
         else the previous task definition goes back at once (UpdateService); followed to its
-        end, the deployment closes ABORTED (``abort_via`` says which way ECS was asked). Refused when nothing is
-        rolling out, or (``of``: a Stop button's deployment) when that one no longer is.
+        end, the deployment closes ABORTED (``abort_via`` says which way ECS was asked).
+        Refused when nothing is rolling out, or (``of``: a Stop button's deployment) when that
+        one no longer is.
         Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
         via = via or Via.of(requester)
         decision = self.planner.check(Action.ABORT, requester, via)
