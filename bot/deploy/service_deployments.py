@@ -319,7 +319,18 @@ def judge(
             ended_at=ended_at,
             service_deployment=sd,
         )
-    # STOPPED
+    # STOPPED: by an abort (ours, or StopServiceDeployment from anyone), by a monitor with
+    # rollback off (the circuit breaker or an alarm failed it where it stands), or by a newer
+    # deployment (ECS: "a newer service deployment started").
+    breaker = sd.get("deploymentCircuitBreaker") or {}
+    alarms = sd.get("alarms") or {}
+    if not aborted_by and "TRIGGERED" in (breaker.get("status"), alarms.get("status")):
+        return Verdict(
+            Outcome.FAILED,
+            f"{why_rolled_back(sd)}; ECS stopped it without rolling back",
+            ended_at=ended_at,
+            service_deployment=sd,
+        )
     other = state.primary if state is not None else None
     if other is not None and other.id != ecs_deployment_id and not aborted_by:
         return Verdict(
