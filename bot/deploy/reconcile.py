@@ -82,9 +82,9 @@ class Reconciler:
         self.start_grace = start_grace
         # ECS's service deployments (#26), read through ``aws``; None: DescribeServices only.
         self.aws = aws
-        # Records whose service deployment was looked for and not found: since when (monotonic),
-        # and whether the log said it. Looked for again at each read until start_grace passed.
-        self._unfound: dict[str, tuple[float, bool]] = {}
+        # Records whose service deployment was looked for and not found: since when (monotonic).
+        # Looked for again at each read until start_grace passed; then judged the old way.
+        self._unfound: dict[str, float] = {}
         # Each record this process closed (Settled: GitHub deployments, a freeze after a
         # failure) and each lock it released (LockReleased: the queue's turn) is published
         # here; the close is conditional, so once per outcome across processes.
@@ -176,13 +176,7 @@ class Reconciler:
         assert self.aws is not None
         first = self._unfound.get(record.id)
         now = self.clock.monotonic()
-        if first is not None and now - first[0] >= self.start_grace.total_seconds():
-            if not first[1]:
-                self._unfound[record.id] = (first[0], True)
-                log.info(
-                    "ECS lists no service deployment of it: judged from DescribeServices",
-                    extra=record.log_fields,
-                )
+        if first is not None and now - first >= self.start_grace.total_seconds():
             return record
         since = service_deployments.since_for(record.started_at, ECS_CLOCK_SLACK)
         briefs = self.aws.list_service_deployments(since)
@@ -195,7 +189,13 @@ class Reconciler:
         revisions = self.aws.revision_task_definitions(wanted) if wanted else {}
         arn = service_deployments.find(briefs, revisions, record.task_definition, since, exclude)
         if not arn:
-            self._unfound.setdefault(record.id, (now, False))
+            if record.id not in self._unfound:
+                self._unfound[record.id] = now
+                log.info(
+                    "ECS lists no service deployment of it (yet): judged from DescribeServices "
+                    "until one is found",
+                    extra=record.log_fields,
+                )
             return record
         self._unfound.pop(record.id, None)
         try:
@@ -372,6 +372,8 @@ class Reconciler:
         or as it was when the write failed) and a note for the reader when it failed."""
         note = ""
         closed = record
+        if final.outcome is not None and final.outcome.settled:
+            self._unfound.pop(record.id, None)
         if final.outcome is not None:
             try:
                 done = self.ledger.close(record, final)
