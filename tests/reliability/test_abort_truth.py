@@ -82,6 +82,15 @@ def started_in_ecs(stack: LocalStack) -> bool:
     return last is not None and bool(last.ecs_deployment_id)
 
 
+def abort_asked(aws: MotoServer) -> bool:
+    """The abort asked ECS to put v4.3.0 back: StopServiceDeployment(ROLLBACK) since #26, or
+    UpdateService with the previous task definition (a second one, after the deploy's)."""
+    return (
+        aws.requests.count("ecs", "StopServiceDeployment", throttled=False) >= 1
+        or aws.requests.count("ecs", "UpdateService") == 2
+    )
+
+
 def restore(ecs: RolloutSimulator) -> None:
     """Let ECS finish what it is doing (the restore), a step at a time."""
     for _ in range(400):
@@ -118,7 +127,7 @@ def test_an_abort_takes_over_from_a_killed_follower_and_exits_once_the_image_is_
     deploying.communicate()
     aborting = start("abort", DEPLOYBOT_USER="ben")
     processes.append(aborting)
-    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    wait_until(lambda: abort_asked(aws), 60, "the abort's call")
     began = time.monotonic()
     restore(ecs)
     out, err = aborting.communicate(timeout=20)
@@ -150,7 +159,7 @@ def test_an_abort_of_a_rollout_older_than_the_timeout_follows_the_restore_to_its
     time.sleep(max(0.0, 8.5 - (time.time() - record.started_at.timestamp())))
     aborting = start("abort")
     processes.append(aborting)
-    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    wait_until(lambda: abort_asked(aws), 60, "the abort's call")
     # ECS restores (the test holds it there): the abort waits, the lock held, the record open.
     time.sleep(1.5)
     assert aborting.poll() is None, aborting.communicate()
@@ -187,7 +196,7 @@ def test_the_deploys_own_watch_keeps_the_lock_until_the_restore_ends(
     time.sleep(max(0.0, 7.0 - (time.time() - record.started_at.timestamp())))
     aborting = start("abort", ROLLOUT_TIMEOUT_SECONDS="60")
     processes.append(aborting)
-    wait_until(lambda: aws.requests.count("ecs", "UpdateService") == 2, 60, "the abort's call")
+    wait_until(lambda: abort_asked(aws), 60, "the abort's call")
     age = time.time() - record.started_at.timestamp()
     assert age < 13, f"the abort came {age:.0f} s after the deploy, too near its timeout"
     # Past the deploy's own timeout, ECS still restoring.
