@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from bot.deploy import service_deployments
 from bot.deploy.aws import aws_errors
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
@@ -26,6 +27,9 @@ from bot.errors import DeployError, NothingToAbort
 from bot.rules import Action
 
 log = logging.getLogger("deploybot.engine")
+
+# A service deployment ECS is already undoing (its monitors, or someone's stop): nothing to abort.
+_ECS_UNDOING = ("ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS", "STOP_REQUESTED")
 
 
 class Aborter(Stage):
@@ -81,7 +85,7 @@ class Aborter(Stage):
                 f"({revision_of(record.previous_task_definition)}): there is nothing to put "
                 "back. Roll back instead."
             )
-        self._ended_before_abort(record)
+        record = self._ended_before_abort(record)
         marked = self.ledger.mark_aborted(record, requester.name)
         if marked is None:
             raise NothingToAbort(
@@ -165,24 +169,43 @@ class Aborter(Stage):
             log.warning("could not record how ECS was asked: %s", exc, extra=record.log_fields)
             return replace(record, abort_via=via)
 
-    def _ended_before_abort(self, record: DeploymentRecord) -> None:
+    def _ended_before_abort(self, record: DeploymentRecord) -> DeploymentRecord:
         """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the
         circuit breaker failed it and is rolling back, it completed, someone replaced it) is
         closed with what ECS did, which may freeze the target (freeze_after_failure), and the
-        abort is refused (NothingToAbort) saying so. A deployment ECS still rolls out: None."""
+        abort is refused (NothingToAbort) saying so; so is one ECS is already rolling back or
+        stopping (its service deployment says so: it closes when ECS is done). A deployment ECS
+        still rolls out: the record as read (its service deployment's ARN once found)."""
         state = ServiceState.from_api(self.reads.service())
         now = self.clock.now()
         reading = self.reconciler.read(record, state, now)
         verdict = reading.verdict
+        what = f"{record.kind} {record.id} of {record.tag}"
+        sd = reading.service_deployment or {}
+        if verdict is None and sd.get("status") in _ECS_UNDOING:
+            back = record.previous_tag or revision_of(record.previous_task_definition)
+            monitors = (sd.get("deploymentCircuitBreaker") or {}).get("status")
+            who = (
+                "the circuit breaker was"
+                if monitors == "TRIGGERED"
+                and not (sd.get("alarms") or {}).get("triggeredAlarmNames")
+                else "ECS was"
+            )
+            doing = "stopping" if sd.get("status") == "STOP_REQUESTED" else "rolling back"
+            raise NothingToAbort(
+                f"Nothing to abort: {who} already {doing} {what}"
+                + (f" to {back}" if doing != "stopping" else "")
+                + f" ({service_deployments.why_rolled_back(sd)}). Nothing was changed; it is "
+                "recorded as ECS ends it."
+            )
         if verdict is None:
-            return
+            return reading.record
         final = self.reconciler.final_snapshot(
             reading.record, verdict, now, reading.ours, base=record.final
         )
         closed, _ = self.reconciler.settle(reading.record, final)
         outcome = closed.outcome if closed.outcome is not None else verdict.outcome
         reason = (closed.outcome_reason or verdict.reason).rstrip(".")
-        what = f"{record.kind} {record.id} of {record.tag}"
         if outcome is Outcome.ROLLED_BACK:
             back = final.rollback_tag or revision_of(final.rollback_task_definition)
             raise NothingToAbort(
