@@ -30,7 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy.accounts import require_pullable
 from bot.deploy.aws import AwsClient, aws_errors
+from bot.deploy.batch import ServiceDescriptions
 from bot.deploy.engine import Engine
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.records import DeploymentRecord, Plan, QueuedItem, Requester, Status, Via
@@ -43,7 +45,7 @@ from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
 from bot.settings import Settings
 from bot.target import Target
-from bot.targets import Targets, load_targets
+from bot.targets import BadConfig, Targets, load_targets
 
 log = logging.getLogger("deploybot.fleet")
 
@@ -64,6 +66,39 @@ def _runs_again(last: DeploymentRecord) -> str | None:
     if last.outcome in (Outcome.ROLLED_BACK, Outcome.ABORTED) and last.previous_tag:
         return last.previous_tag
     return None
+
+
+# What identifies a target's service (its lock, its history, its engine's clients, the boards'
+# promotions): a reload that changes one of these takes a restart.
+SERVICE_KEYS = ("cluster", "service", "repository", "container", "after")
+
+
+def restart_needed(old: Targets, new: Targets) -> list[str]:
+    """What ``new`` changes that a running bot cannot take without a restart: a target added
+    or removed, or one of SERVICE_KEYS of a target (its deployments, lock and followers are
+    those of the service it had). Everything else is rules, taken at once."""
+    shown = new.source or "the configuration"
+    problems = [
+        f"{shown}: targets.{name}: a new target takes a restart of the bot"
+        for name in new.names
+        if name not in old.names
+    ]
+    problems += [
+        f"{shown}: targets.{name}: removing a target takes a restart of the bot"
+        for name in old.names
+        if name not in new.names
+    ]
+    for target in new:
+        if target.name not in old.names:
+            continue
+        before = old.get(target.name)
+        problems += [
+            f"{shown}: targets.{target.name}.{key}: changing it takes a restart of the bot "
+            f"(was {getattr(before, key)!r})"
+            for key in SERVICE_KEYS
+            if getattr(before, key) != getattr(target, key)
+        ]
+    return problems
 
 
 class NothingToPromote(DeployRefused):
@@ -227,12 +262,25 @@ class Fleet:
             engine = self._engines.get(t.name)
             if engine is None:
                 settings = t.settings(self.settings)
-                aws = self._aws.sibling(settings) if self._aws else AwsClient(settings)
-                self._aws = self._aws or aws
+                if self._aws is None:  # the bot's own: the table's account and region
+                    self._aws = AwsClient(self.settings, clock=self.clock)
+                aws = self._aws.sibling(settings, t)
                 engine = Engine(settings, clock=self.clock, aws=aws, target=t)
                 engine.door = self.door
                 self._engines[t.name] = engine
             return engine
+
+    def retarget(self, targets: Targets) -> None:
+        """Every target's rules from ``targets`` (a configuration read again, user groups
+        read again), for every door and engine from now on; BadConfig, changing nothing, when
+        ``targets`` would move a service, add or remove a target (``restart_needed``)."""
+        problems = restart_needed(self.targets, targets)
+        if problems:
+            raise BadConfig(problems)
+        with self._lock:
+            self.targets = targets
+            for name, engine in self._engines.items():
+                engine.retarget(targets.get(name))
 
     def supervisor(self, target: Target | str | None = None) -> Supervisor:
         """``target``'s supervisor (its loops; made now if it was not yet): a queued deploy
@@ -245,7 +293,7 @@ class Fleet:
 
                 def replan(item: QueuedItem, via: Via) -> Plan:
                     return self.plan(
-                        t,
+                        self.targets.get(t.name),  # its rules as they are at the turn
                         Action(item.kind or "deploy"),
                         Ask.through(item.requester, via),
                         tag=item.tag,
@@ -409,6 +457,9 @@ class Fleet:
         elif action is Action.PROMOTE:
             origin = self.targets.get(source)
             promotion = self.promotion(origin, of, target.name)
+            # Across accounts, before anything else is read or changed: can the target pull
+            # the digest (replicated into its repository, or allowed by the source's policy)?
+            require_pullable(engine.aws, target, origin, promotion.tag, promotion.digest)
             facts = Facts(
                 source=origin.name,
                 completed_on_source=promotion.completed,
@@ -446,7 +497,12 @@ class Fleet:
         engines = [self.engine(t) for t in chosen]
         if not engines:
             return []
-        descriptions = engines[0].aws.descriptions
+        # One batch per account and region (each AwsClient's ``descriptions``): a call never
+        # mixes them, and each goes with the credentials of its account.
+        batches: dict[int, tuple[ServiceDescriptions, list[tuple[str, str]]]] = {}
+        for e in engines:
+            batch = batches.setdefault(id(e.aws.descriptions), (e.aws.descriptions, []))
+            batch[1].append((e.aws.cluster, e.aws.service))
         limit = max(history, 20)
 
         def recorded(engine: Engine) -> list[DeploymentRecord] | DeployError:
@@ -459,11 +515,12 @@ class Fleet:
             # The histories before the services: a record is only judged against an ECS
             # read taken after it (Planner._prepare).
             histories = list(pool.map(recorded, engines))
-            try:
-                with aws_errors("reading the services"):
-                    descriptions.many([(e.aws.cluster, e.aws.service) for e in engines])
-            except DeployError as exc:  # each target then says what its own read says
-                log.warning("could not read the services in one batch: %s", exc)
+            for descriptions, keys in batches.values():
+                try:
+                    with aws_errors("reading the services"):
+                        descriptions.many(keys)
+                except DeployError as exc:  # each target then says what its own read says
+                    log.warning("could not read the services in one batch: %s", exc)
 
             def one(i: int) -> TargetStatus:
                 target, engine, records = chosen[i], engines[i], histories[i]

@@ -33,9 +33,9 @@ from pydantic_settings import (
 
 from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
-from bot.mrkdwn import is_user_id
+from bot.mrkdwn import is_group_id, is_user_id
 from bot.settings import Settings
-from bot.target import EVERYONE, Target
+from bot.target import EVERYONE, REPOSITORY_URI, Target, account_of, repository_parts
 from bot.windows import Window, WindowError, parse_window
 
 # Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
@@ -135,6 +135,21 @@ class _TargetTable(BaseModel):
     windows: list[str] = []
     queue_limit: int = Field(3, ge=1, le=100)
     digest: str | None = None
+    # CloudWatch alarms checked before a deploy (bot/deploy/alarms.py), beside those ECS
+    # watches for the service. DescribeAlarms takes at most 100 names a call; a name is 1 to
+    # 255 characters (CloudWatch API reference, DescribeAlarms: AlarmNames).
+    alarms: list[str] = Field([], max_length=100)
+    # A deployment ECS pauses at a hook (#27, bot/deploy/pausing.py): the path the bot asks
+    # on the test listener before anyone continues, and where that listener is when the bot
+    # does not reach it by its load balancer's DNS name.
+    verify_path: str | None = Field(None, pattern=r"^/[^\s]*$", max_length=512)
+    test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
+    # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
+    auto_deploy: bool = False
+    # Targets across accounts and regions (#30): checked in _account_problems.
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
 
 
 class _ConfigFile(BaseSettings):
@@ -225,6 +240,10 @@ def _id_problem(value: str, kind: str) -> str | None:
         if kind == "user"
         else "C…, at the bottom of the channel's About tab"
     )
+    # deployers and approvers may name Slack user groups (S…), resolved by the bot
+    # (bot/slack/groups.py): an id Slack gives as usergroups.list's ``id``.
+    if kind == "user" and is_group_id(value):
+        return None
     if value[:1] in ("@", "#", "<"):
         return f"{value!r} is a name, not a Slack {kind} id ({where})"
     # A user id is U… (W… on Enterprise Grid), upper-case letters and digits (bot.mrkdwn):
@@ -262,7 +281,8 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     approvals, approvers = raw.get("approvals", 0), raw.get("approvers", [])
     if isinstance(approvals, int) and approvals in (1, 2) and isinstance(approvers, list):
         listed = len({a for a in approvers if isinstance(a, str)})
-        if listed < approvals:
+        # A user group may hold as many approvers as needed: its members are read later.
+        if listed < approvals and not any(is_group_id(str(a)) for a in approvers):
             need = "1 approver" if approvals == 1 else f"{approvals} approvers"
             problems.append(
                 f"{key}.approvers: approvals = {approvals} needs at least {need}, {listed} listed"
@@ -272,7 +292,72 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     digest = raw.get("digest")
     if isinstance(digest, str):
         problems += _digest_problems(digest, f"{key}.digest")
+    alarms = raw.get("alarms")
+    for index, name in enumerate(alarms if isinstance(alarms, list) else ()):
+        if isinstance(name, str) and not (0 < len(name) <= 255 and name == name.strip()):
+            problems.append(
+                f"{key}.alarms.{index}: {name!r} is not a CloudWatch alarm name (1 to 255 "
+                "characters, no spaces around it)"
+            )
+    problems += _auto_deploy_problems(raw, key)
+    problems += _account_problems(raw, key)
     return problems
+
+
+# AWS region names: us-east-1, eu-west-1, ap-southeast-2, us-gov-west-1…
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# STS AssumeRole's ExternalId: "Length Constraints: Minimum length of 2. Maximum length of
+# 1224. Pattern: [\w+=,.@:\/-]*" (https://docs.aws.amazon.com/STS/latest/APIReference/
+# API_AssumeRole.html; botocore's sts model says the same).
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
+
+
+def _account_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """region, role_arn, external_id and a repository URI, beyond their types."""
+    problems: list[str] = []
+    region, role_arn, external_id = raw.get("region"), raw.get("role_arn"), raw.get("external_id")
+    if isinstance(region, str) and not _REGION.fullmatch(region):
+        problems.append(f"{key}.region: {region!r} is not an AWS region (e.g. us-east-1)")
+    if isinstance(role_arn, str) and account_of(role_arn) is None:
+        problems.append(
+            f"{key}.role_arn: {role_arn!r} is not an IAM role ARN "
+            "(arn:aws:iam::222222222222:role/NAME: the TargetRoleArn output of "
+            "cloudformation/target-role.yml in the target's account)"
+        )
+    if isinstance(external_id, str):
+        if role_arn is None:
+            problems.append(f"{key}.external_id: set, but no role_arn to assume with it")
+        elif not _EXTERNAL_ID.fullmatch(external_id):
+            problems.append(
+                f"{key}.external_id: 2 to 1224 letters, digits and +=,.@:/-_ (STS's ExternalId)"
+            )
+    repository = raw.get("repository")
+    uri = isinstance(repository, str) and ".dkr.ecr." in repository
+    if uri and not REPOSITORY_URI.fullmatch(str(repository)):
+        problems.append(
+            f"{key}.repository: {repository!r} is neither a repository name nor its URI "
+            "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME)"
+        )
+    return problems
+
+
+def _auto_deploy_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """``auto_deploy`` deploys CI's image without a person: refused at load where that would
+    skip what the file asks for (approvals) or could not happen (``after``)."""
+    if raw.get("auto_deploy") is not True:
+        return []
+    if isinstance(raw.get("approvals"), int) and raw.get("approvals"):
+        return [
+            f"{key}.auto_deploy: this target needs approvals = {raw['approvals']}, and a deploy "
+            "on push has nobody to approve it; remove auto_deploy (its CI notices keep their "
+            "Deploy button) or approvals"
+        ]
+    if raw.get("after"):
+        return [
+            f"{key}.auto_deploy: this target takes images only from {raw['after']} (after), "
+            "through its Promote button; CI's notices do not offer it, so remove auto_deploy"
+        ]
+    return []
 
 
 def _digest_problems(text: Any, key: str) -> list[str]:
@@ -315,7 +400,14 @@ def _target(
         windows=tuple(w for w in map(_window_or_none, table.windows) if w is not None),
         queue_limit=table.queue_limit,
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
+        alarms=tuple(dict.fromkeys(table.alarms)),
         source=source,
+        verify_path=table.verify_path,
+        test_url=table.test_url.rstrip("/") if table.test_url else None,
+        auto_deploy=table.auto_deploy,
+        region=table.region,
+        role_arn=table.role_arn,
+        external_id=table.external_id,
     )
 
 
@@ -331,10 +423,11 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
     ``names``: every table's name, including those too wrong to be a Target."""
     problems: list[str] = []
     known = ", ".join(names)
-    services: dict[tuple[str, str], str] = {}
+    services: dict[tuple[str, str, str, str], str] = {}
     for name, target in targets.items():
         key = f"{shown}: targets.{name}"
-        place = (target.cluster, target.service)
+        # Two accounts (or regions) may name their services alike: each is its own.
+        place = (target.account or "", target.region or "", target.cluster, target.service)
         if place in services:
             problems.append(
                 f"{key}: cluster {target.cluster!r}, service {target.service!r} is already "
@@ -351,7 +444,10 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
             if target.after not in names:
                 problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
             continue
-        if before.repository != target.repository:
+        # Across accounts the repositories are two (ECR replication) or one named by its URI
+        # (a cross-account pull): one name either way; whether the target can pull the digest
+        # is checked at each promotion (Fleet.plan).
+        if repository_parts(before.repository)[2] != repository_parts(target.repository)[2]:
             problems.append(
                 f"{key}.after: {target.after} runs images of {before.repository!r}, {name} of "
                 f"{target.repository!r}; promotion deploys the same image, so one repository"

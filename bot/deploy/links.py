@@ -102,6 +102,16 @@ def cloudwatch_log_stream_url(region: str, group: str, stream: str) -> str:
     return f"{cloudwatch_log_group_url(region, group)}/log-events/{cloudwatch_escape(stream)}"
 
 
+def cloudwatch_alarm_url(region: str, name: str) -> str:
+    """The console page of a CloudWatch alarm: ``…/cloudwatch/home?region=R#alarmsV2:alarm/NAME``,
+    the name percent-encoded once (the shape of the console's own alarm links; "/", "#" and
+    spaces in a name would otherwise end the fragment's path)."""
+    return (
+        f"{console_base(region)}/cloudwatch/home?region={region}"
+        f"#alarmsV2:alarm/{quote(name, safe='')}"
+    )
+
+
 def awslogs_stream_name(prefix: str, container: str, task_id: str) -> str:
     """``prefix/container-name/task-id``: "If you specify a prefix with this option, then the
     log stream takes the following format: prefix-name/container-name/ecs-task-id"

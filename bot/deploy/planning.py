@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.deploy.alarms import Alarms
 from bot.deploy.aws import aws_errors
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
@@ -37,6 +38,7 @@ class Planner(Stage):
         super().__init__(parts)
         self.reads = reads
         self.lock = lock
+        self.alarms = Alarms(parts)
 
     def plan_deploy(
         self,
@@ -145,7 +147,7 @@ class Planner(Stage):
     ) -> Plan:
         current, td, _ = self._prepare(raw, records, images)
         tag_state, tag_was = self._tag_check(kind, tag, digest, via, images)
-        return Plan(
+        plan = Plan(
             kind=kind,
             service=self.service_name,
             tag=tag,
@@ -160,6 +162,8 @@ class Planner(Stage):
             tag_was=tag_was,
             **_guarded(decision, via),
         )
+        # The alarms last: the one read that only a plan that would otherwise go needs.
+        return self.alarms.judge(plan, raw)
 
     def _tag_check(
         self,
@@ -220,7 +224,7 @@ class Planner(Stage):
             f"ECR repository {self.settings.ecr_repository}: new tasks could not pull it. "
             "Deploy a tag that exists instead.",
         )
-        return Plan(
+        plan = Plan(
             kind="redeploy",
             service=self.service_name,
             tag=current.tag,
@@ -233,6 +237,7 @@ class Planner(Stage):
             **_guarded(decision, via),
             change=self.reads.plan_change(current, current.digest or current.image),
         )
+        return self.alarms.judge(plan, raw)
 
     def plan_rollback(
         self, requester: Requester, reason: str = "", of: str = "", *, via: Via | None = None

@@ -215,6 +215,9 @@ class DeploymentRecord:
     # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
     shipped: tuple[tuple[str, datetime], ...] | None = None
     image_pushed_at: datetime | None = None
+    # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
+    # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
+    decisions: tuple[str, ...] = ()
 
     @property
     def abort_how(self) -> str:
@@ -362,7 +365,13 @@ class Running:
         return f"{what}, put there by {r.who_display or r.who} ({r.kind} {r.id})"
 
 
-_DOORS = {"slack": Door.SLASH, "ci-button": Door.CI_BUTTON, "cli": Door.CLI, "queue": Door.QUEUE}
+_DOORS = {
+    "slack": Door.SLASH,
+    "ci-button": Door.CI_BUTTON,
+    "ci-auto": Door.CI_AUTO,
+    "cli": Door.CLI,
+    "queue": Door.QUEUE,
+}
 
 
 @dataclass(frozen=True)
@@ -387,13 +396,17 @@ class Via:
     # A release tag that names another image than the one deployed under it before: "any"
     # (the CLI's --allow-moved-tag) or the digest a person confirmed in Slack.
     allow_moved_tag: str = ""
+    # Alarms in ALARM a person confirmed deploying past (Slack's Deploy anyway): those names
+    # only; the terminal's --break-glass goes past any (bot/deploy/alarms.py).
+    allow_alarms: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, requester: Requester) -> Via:
         """The door a caller that says none came through, from the requester's source; a
         caller that checked who and where itself passes no channel."""
         door = _DOORS.get(requester.source, Door.CLI)
-        return cls(door=Door.CLI if door in (Door.SLASH, Door.BUTTON, Door.CI_BUTTON) else door)
+        slack = (Door.SLASH, Door.BUTTON, Door.CI_BUTTON, Door.CI_AUTO)
+        return cls(door=Door.CLI if door in slack else door)
 
 
 @dataclass(frozen=True)
@@ -430,6 +443,9 @@ class Plan:
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
+    # The alarms it was forced past (bot/deploy/alarms.py): said before it starts, recorded in
+    # its history record's ``bypassed`` beside the rules it went past.
+    alarm_notes: tuple[str, ...] = ()
 
     @property
     def short_digest(self) -> str:

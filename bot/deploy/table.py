@@ -23,6 +23,9 @@ module how it is stored. Most items are keyed by the target's service (``cluster
   pk = NOTICE#<channel>:<ts>  sk = NOTICE          a CI notice whose Deploy button was used
   pk = TAG#<repository>:<tag> sk = TAG             the image an exact release tag named when
                                                    first deployed, and any allowed moves
+  pk = PAUSE#<scope>      sk = <hook id>           a PAUSE hook ECS awaits action on: its
+                                                   decision (Continue or Roll back, once),
+                                                   the test listener's check, the DM claimed
 
 Times are written as ``records.stamp`` text, so sort keys that begin with one sort by time.
 News sorts after every record (records' sort keys begin with the year), so a bot's periodic
@@ -156,6 +159,10 @@ class Keys:
     def tag(repository: str, tag: str) -> Item:
         return {"pk": {"S": f"TAG#{repository}:{tag}"}, "sk": {"S": "TAG"}}
 
+    def pause(self, hook_id: str) -> Item:
+        """A paused deployment's hook (bot/deploy/pausing.py): ECS's hook ids are unique."""
+        return self._key("PAUSE", hook_id[:1000])
+
 
 # Conditions and transactions ---------------------------------------------------------------
 class ConditionFailed(Exception):
@@ -223,7 +230,7 @@ class Table:
     def __init__(self, aws: AwsClient) -> None:
         self.db = aws.dynamodb
         self.name = aws.table
-        self.keys = Keys(f"{aws.cluster}/{aws.service}")
+        self.keys = Keys(aws.scope)
 
     def get(self, key: Item, doing: str) -> Item | None:
         """One item by its key (a consistent GetItem), None when there is none."""
@@ -551,6 +558,7 @@ def record_from_item(item: Item) -> DeploymentRecord:
         abort_via=text(item, "abort_via"),
         shipped=_shipped(item),
         image_pushed_at=time_or_none(item, "image_pushed_at"),
+        decisions=texts(item, "decisions"),
     )
 
 

@@ -298,6 +298,10 @@ class _Request:
         target = self.header("x-amz-target")
         if target:
             return service, target.rsplit(".", 1)[-1]
+        # Smithy RPC v2 CBOR (CloudWatch in botocore 1.44): POST /service/S/operation/Op.
+        path = urllib.parse.urlsplit(self.target).path
+        if "/operation/" in path:
+            return service, path.rsplit("/operation/", 1)[1]
         query = urllib.parse.urlsplit(self.target).query
         action = urllib.parse.parse_qs(query).get("Action") or urllib.parse.parse_qs(
             self.body.decode("utf-8", "replace")
@@ -327,6 +331,16 @@ def _read_request(sock: socket.socket, buffer: bytes) -> tuple[_Request | None, 
 
 def _error_response(rule: Rule, request: _Request) -> bytes:
     request_id = str(uuid.uuid4())
+    if request.header("smithy-protocol") == "rpc-v2-cbor":
+        # botocore's RpcV2CBORParser reads the code from the body's __type (Smithy RPC v2
+        # CBOR protocol, "Error serialization"), the answer marked by its smithy-protocol.
+        body = _cbor_text_map({"__type": rule.code, "message": rule.message})
+        head = (
+            f"HTTP/1.1 {rule.status} Error\r\nContent-Type: application/cbor\r\n"
+            f"smithy-protocol: rpc-v2-cbor\r\nContent-Length: {len(body)}\r\n"
+            f"x-amzn-RequestId: {request_id}\r\n\r\n"
+        )
+        return head.encode("latin-1") + body
     if request.header("x-amz-target"):
         # JSON protocol (ECS, ECR, DynamoDB): botocore reads the code from __type.
         body = json.dumps({"__type": rule.code, "message": rule.message}).encode()
@@ -343,6 +357,24 @@ def _error_response(rule: Rule, request: _Request) -> bytes:
         f"Content-Length: {len(body)}\r\nx-amzn-RequestId: {request_id}\r\n\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def _cbor_text_map(fields: dict[str, str]) -> bytes:
+    """A CBOR map of text to text (RFC 8949: major type 5 holding major type 3 items)."""
+
+    def head(major: int, length: int) -> bytes:
+        if length < 24:
+            return bytes([major << 5 | length])
+        if length < 256:
+            return bytes([major << 5 | 24, length])
+        return bytes([major << 5 | 25]) + struct.pack(">H", length)
+
+    out = head(5, len(fields))
+    for key, value in fields.items():
+        for text in (key, value):
+            raw = text.encode("utf-8")
+            out += head(3, len(raw)) + raw
+    return out
 
 
 __all__ = ["FaultProxy", "Passage", "Rule"]

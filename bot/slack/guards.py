@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.deploy.alarms import AlarmFiring
 from bot.deploy.engine import Engine
 from bot.deploy.events import LockFree, TurnRefused, TurnStarting
 from bot.deploy.records import (
@@ -59,7 +61,7 @@ from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
-from bot.mrkdwn import mention
+from bot.mrkdwn import link, mention
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.context import BotContext
 from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
@@ -75,6 +77,7 @@ TELL_ACTION = "tell_when_free"
 CANCEL_QUEUED_ACTION = "cancel_queued"
 UNLOCK_ACTION = "break_lock"
 MOVED_TAG_ACTION = "deploy_moved_tag"  # a release tag re-pushed on purpose: deploy it anyway
+ALARM_ANYWAY_ACTION = "deploy_despite_alarms"  # alarms in ALARM, confirmed: deploy anyway
 SEP = "|"
 # What may wait in the queue: a deploy of a tag, a redeploy; a promotion only once approved
 # (its request names the image, checked again at its turn).
@@ -247,6 +250,63 @@ def moved_tag_offer(refusal: str, target: Target, moved: MovedTag) -> Message:
     return Message(text=refusal, blocks=blocks)
 
 
+def alarm_offer(refused: AlarmFiring, target: Target) -> Message:
+    """A change refused while alarms it is judged by are in ALARM: which, since when, linked
+    to the console, and **Deploy anyway** behind a confirm naming them, which goes past those
+    alarms only (another that fires meanwhile refuses it again), on the record."""
+    lines = [
+        f"• {link(v.url, v.name)} is in *{esc(v.state)}*"
+        + (f" {esc(v.since_text())}" if v.since else "")
+        + (f": {esc(v.reason.strip()[:300])}" if v.reason.strip() else "")
+        + (" (ECS watches it)" if v.watched_by_ecs else "")
+        for v in refused.firing
+    ]
+    what = f"{esc(refused.kind)} `{esc(refused.tag)}`" if refused.tag else esc(refused.kind)
+    watched = any(v.watched_by_ecs for v in refused.firing)
+    text = (
+        f"Not deployed to *{esc(target.name)}*: {what} is held back while "
+        + ("this alarm is" if len(lines) == 1 else "these alarms are")
+        + " in ALARM. Nothing was changed.\n"
+        + "\n".join(lines)
+        + (
+            "\nECS does not watch its deployment alarms for a deployment that starts while one "
+            "is in ALARM."
+            if watched
+            else ""
+        )
+        + "\nDeploy again once it is OK, or go past it (on the record):"
+    )
+    names = [v.name for v in refused.firing]
+    button = ButtonElement(
+        text=PlainTextObject(text="Deploy anyway"),
+        action_id=ALARM_ANYWAY_ACTION,
+        value=button_value(
+            target.name, refused.kind, refused.tag, refused.source, json.dumps(names)
+        )[:2000],
+        style="danger",
+        # Slack's confirm dialog: at most 300 characters of text.
+        confirm=ConfirmObject(
+            title="Deploy during an alarm?",
+            text=MarkdownTextObject(
+                text=(
+                    f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} in ALARM. "
+                    f"Deploy to {target.name} anyway? It is recorded with the deployment."
+                )[:300]
+            ),
+            confirm="Deploy",
+            deny="Cancel",
+        ),
+    )
+    blocks: tuple[Block, ...] = (
+        SectionBlock(text=MarkdownTextObject(text=text[:3000])),
+        ActionsBlock(block_id="alarms", elements=[button]),
+    )
+    plain = f"Not deployed to {esc(target.name)}: " + "; ".join(
+        f"{esc(v.name)} is in ALARM" for v in refused.firing
+    )
+    return Message(text=plain, blocks=blocks)
+
+
 def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
     if item.mode is QueueMode.TELL:
         text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
@@ -299,16 +359,19 @@ async def guarded(
     request_id: str = "",
     approved_by: tuple[str, ...] = (),
     allow_moved_tag: str = "",
+    allow_alarms: tuple[str, ...] = (),
 ) -> DeploymentRecord | None:
     """A change through a Slack door: planned through the rules, shown, started; or the
     refusal, an approval request, or the queue's offer. Never raises a refusal.
-    ``allow_moved_tag``: the digest a person confirmed a moved release tag names."""
+    ``allow_moved_tag``: the digest a person confirmed a moved release tag names;
+    ``allow_alarms``: the alarms in ALARM a person confirmed deploying past."""
     via = Via(
         door=door,
         channel=channel,
         approved_by=approved_by,
         request_id=request_id,
         allow_moved_tag=allow_moved_tag,
+        allow_alarms=allow_alarms,
     )
     try:
         return await place.launch(lambda: plan(via), channel, reply)
@@ -326,6 +389,8 @@ async def guarded(
         await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
     except MovedTag as moved:
         await _offer(reply, moved_tag_offer(esc(moved.message), place.target, moved))
+    except AlarmFiring as firing:
+        await _offer(reply, alarm_offer(firing, place.target))
     except DeployRefused as exc:
         await _say(reply, esc(exc.message))
     return None
@@ -346,6 +411,7 @@ async def change(
     reason: str = "",
     images: list[dict[str, Any]] | None = None,
     allow_moved_tag: str = "",
+    allow_alarms: tuple[str, ...] = (),
 ) -> DeploymentRecord | None:
     """Start a change of ``target`` from Slack: the fleet plans it through the rules at
     ``door`` (its keywords: Fleet.plan's), then ``guarded`` shows and starts it, or says why
@@ -370,6 +436,7 @@ async def change(
         kind=action.value,
         tag=tag,
         allow_moved_tag=allow_moved_tag,
+        allow_alarms=allow_alarms,
     )
 
 
@@ -671,6 +738,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     on(CANCEL_QUEUED_ACTION, cancel_clicked, "the Cancel button")
     on(UNLOCK_ACTION, unlock_clicked, "the Break the lock button")
     on(MOVED_TAG_ACTION, moved_tag_clicked, "the Deploy it anyway button")
+    on(ALARM_ANYWAY_ACTION, alarm_anyway_clicked, "the Deploy anyway button")
 
 
 async def _update_request(
@@ -980,4 +1048,31 @@ async def moved_tag_clicked(ctx: BotContext, body: dict[str, Any], respond: Asyn
         door=Door.BUTTON,
         tag=tag,
         allow_moved_tag=digest or "-",
+    )
+
+
+async def alarm_anyway_clicked(
+    ctx: BotContext, body: dict[str, Any], respond: AsyncRespond
+) -> None:
+    """Deploy anyway: the change a firing alarm held back, confirmed past the alarms its offer
+    named (read from the button: another in ALARM since refuses it again, with its offer)."""
+    name, kind, tag, source, names = read_value(_value(body), 4)
+    try:
+        confirmed = tuple(str(n) for n in json.loads(names or "[]"))
+    except ValueError:
+        confirmed = ()
+    if kind not in {"deploy", "redeploy", "promote"}:
+        return await _say(respond, "This button names no change; nothing was changed.")
+    target = ctx.fleet.targets.get(name or None)
+    await change(
+        ctx,
+        target,
+        Action(kind),
+        respond,
+        _channel(body),
+        _who(body),
+        door=Door.BUTTON,
+        tag=tag,
+        source=source or None,
+        allow_alarms=confirmed,
     )

@@ -26,6 +26,7 @@ from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
+from bot.slack.pause_view import ShiftView, shift_blocks
 from bot.target import Target
 
 if TYPE_CHECKING:
@@ -334,6 +335,8 @@ def progress(
     promote_to: Sequence[str] = (),
     later: DeploymentRecord | None = None,
     rollback_applies: bool = True,
+    shift: ShiftView | None = None,
+    rules: Target | None = None,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
@@ -343,7 +346,9 @@ def progress(
     Promote button each); ``later``: a later deployment of the target started, so Promote
     (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
     later one completed (what runs is no longer this). Buttons that no longer apply go, and a
-    line names the later deployment."""
+    line names the later deployment. ``shift``: how ECS shifts its traffic (a blue/green,
+    canary or linear deployment) and a pause awaiting a decision, with its Continue and Roll
+    back buttons (who may press them: ``rules``, the target's), in place of Stop."""
     outcome = snap.outcome if snap else None
     what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
@@ -401,6 +406,10 @@ def progress(
             )
         ),
     ]
+    paused = False
+    if shift is not None and rules is not None:
+        blocks += shift_blocks(shift, record, rules, final=outcome is not None)
+        paused = outcome is None and shift.pause is not None
     if snap and outcome is not None:
         blocks.append(
             SectionBlock(
@@ -464,7 +473,7 @@ def progress(
         pass
     elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
-    elif offers_stop(record, snap):
+    elif offers_stop(record, snap) and not paused:  # paused: its Roll back is the way back
         buttons.append(stop_button(record, target))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
@@ -829,6 +838,8 @@ class NoticeTarget:
     name: str
     service: str  # cluster/service
     change: ChangeSummary | None = None
+    # The target deploys the image on its own (``auto_deploy``): no button, a line saying so.
+    auto: bool = False
 
 
 def _notice_change(offer: NoticeTarget, several: bool) -> SectionBlock | None:
@@ -889,11 +900,43 @@ def image_pushed(
     for offer in offers:
         if section := _notice_change(offer, several):
             blocks.append(section)
-    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers]
+    auto = [o for o in offers if o.auto]
+    if auto:
+        names = ", ".join(esc(o.name) for o in auto if o.name)
+        where = f"{names} deploys" if names else "Deploying"
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"🚀 {where} this image on push (auto_deploy), through its rules; "
+                        "deploybot says so here, or why not in this thread."
+                    )
+                ]
+            )
+        )
+    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers if not o.auto]
     # A message holds 50 blocks: the buttons' row is always the last.
-    blocks = [*blocks[:49], ActionsBlock(block_id="image_pushed", elements=buttons)]
+    blocks = blocks[:49] if buttons else blocks[:50]
+    if buttons:
+        blocks.append(ActionsBlock(block_id="image_pushed", elements=buttons))
     cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
     return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
+
+
+# The event type of CI's notice's message metadata (api.slack.com/metadata/using: "you
+# determine the unique event_type … as well as the structure of the event_payload"); the
+# manifest subscribes to it (metadata_subscriptions), and bot/slack/auto.py listens.
+NOTICE_EVENT = "deploybot_image_pushed"
+
+
+def notice_metadata(tag: str, sha: str | None, run_url: str | None) -> dict[str, Any]:
+    """chat.postMessage's ``metadata`` for CI's notice: ``{"event_type", "event_payload"}``."""
+    payload = {
+        "tag": tag,
+        **({"sha": sha} if sha else {}),
+        **({"run_url": run_url} if run_url else {}),
+    }
+    return {"event_type": NOTICE_EVENT, "event_payload": payload}
 
 
 def image_claimed(
@@ -901,6 +944,18 @@ def image_claimed(
 ) -> list[dict[str, Any]]:
     """The CI notice once someone clicked Deploy: same content, the clicked button replaced
     by a note (``action_id``: that button; the others stay). Without: every button."""
+    note = ContextBlock(
+        elements=[
+            MarkdownTextObject(
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
+                "(from this notice)."
+            )
+        ]
+    )
+    return _claimed(original, action_id, note)
+
+
+def _claimed(original: dict[str, Any], action_id: str, note: ContextBlock) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     for block in original.get("blocks", []):
         if block.get("type") != "actions":
@@ -911,14 +966,6 @@ def image_claimed(
         ]
         if rest:
             kept.append({**block, "elements": rest})
-    note = ContextBlock(
-        elements=[
-            MarkdownTextObject(
-                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
-                "(from this notice)."
-            )
-        ]
-    )
     # Notes of earlier clicks stay above the buttons that are left.
     actions = [b for b in kept if b.get("type") == "actions"]
     others = [b for b in kept if b.get("type") != "actions"]

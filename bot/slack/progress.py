@@ -51,6 +51,7 @@ from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message
+from bot.slack.pausing_notice import PauseWatch
 
 log = logging.getLogger("deploybot.slack.progress")
 
@@ -131,6 +132,8 @@ class ProgressMessage:
             self._posted.set()
         # Set when its board is done with it (followed or finished to the end, or stopped).
         self.done = asyncio.Event()
+        # ECS's traffic shifting and a pause awaiting a decision (bot/slack/pausing_notice.py).
+        self.pause_watch = PauseWatch(client, engine, self)
 
     @property
     def ref(self) -> str:
@@ -148,6 +151,8 @@ class ProgressMessage:
             promote_to=self.promote_to,
             later=self.later,
             rollback_applies=self.rollback_applies,
+            shift=self.pause_watch.view(snap),
+            rules=self.engine.target,
         )
 
     async def retire(self, later: DeploymentRecord, *, completed: bool) -> None:
@@ -215,6 +220,7 @@ class ProgressMessage:
         # lease meanwhile, so no other replica shows it too.
         try:
             async for snap in watch:
+                await self.pause_watch.see(snap)
                 text = messages.thread_reply(snap)
                 if text:
                     self._reply(text, _reply_ids(snap))

@@ -11,7 +11,7 @@ import pytest
 from bot.errors import DeployRefused
 from bot.settings import Settings
 from bot.target import Target
-from bot.targets import BadConfig, Targets, UnknownTarget, load_targets
+from bot.targets import BadConfig, Targets, UnknownTarget, _TargetTable, load_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VARS = (
@@ -295,7 +295,10 @@ repository = "r"
             [
                 "deploybot.toml: targets.production.afterr: unknown key (known: cluster, service, "
                 "repository, container, after, deployers, channels, freeze_after_failure, "
-                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest)"
+                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest"
+                # the keys each issue adds after these, in _TargetTable's order
+                + "".join(f", {k}" for k in list(_TargetTable.model_fields)[14:])
+                + ")"
             ],
         ),
         (
@@ -527,3 +530,20 @@ def test_the_files_text_in_a_variable_reads_the_same(tmp_path: Path) -> None:
     assert bad.value.problems == (
         "DEPLOYBOT_CONFIG and DEPLOYBOT_CONFIG_TEXT are both set: set one of them",
     )
+
+
+def test_a_targets_alarms_are_names_kept_once_in_order(tmp_path: Path) -> None:
+    base = '[targets.production]\ncluster = "c"\nservice = "s"\nrepository = "r"\n'
+    write(tmp_path, base + 'alarms = ["b-5xx", "a-latency", "b-5xx"]\n')
+    target = load_targets(settings(deploybot_config="deploybot.toml")).get("production")
+    assert target.alarms == ("b-5xx", "a-latency")
+    assert problems_of(tmp_path, base + 'alarms = ["ok", "", " padded"]\n') == [
+        "deploybot.toml: targets.production.alarms.1: '' is not a CloudWatch alarm name (1 to "
+        "255 characters, no spaces around it)",
+        "deploybot.toml: targets.production.alarms.2: ' padded' is not a CloudWatch alarm name "
+        "(1 to 255 characters, no spaces around it)",
+    ]
+    assert problems_of(tmp_path, base + 'alarms = "hello-world-5xx"\n') == [
+        "deploybot.toml: targets.production.alarms: Input should be a valid list "
+        "(got 'hello-world-5xx')"
+    ]
