@@ -755,7 +755,10 @@ class AwsClient:
         self.service_deployments.check()
         try:
             resp = self.ecs_once.list_service_deployments(
-                cluster=self.cluster, service=self.service, createdAt={"after": created_after}
+                cluster=self.cluster,
+                service=self.service,
+                # An ISO 8601 text botocore turns into the wire's timestamp, as a datetime.
+                createdAt={"after": created_after.isoformat()},
             )
         except (ClientError, BotoCoreError) as exc:
             raise self.service_deployments.failed(exc, "ListServiceDeployments") from exc
