@@ -7,6 +7,7 @@ throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a pe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import threading
 from collections import OrderedDict
@@ -407,8 +408,8 @@ class _Places:
                     found = sts.assume_role(**args)["Credentials"]
             except NotConfigured as exc:
                 raise NotConfigured(
-                    f"{exc.message} The target's role must trust the bot's task role (and "
-                    "ask for its external_id, if set): cloudformation/target-role.yml."
+                    f"{exc.message.rstrip('.')}. The target's role must trust the bot's task "
+                    "role (and ask for its external_id, if set): cloudformation/target-role.yml."
                 ) from exc
             return {
                 "access_key": str(found["AccessKeyId"]),
@@ -797,6 +798,53 @@ class AwsClient:
             self.descriptions.forget(self.cluster, self.service)
             self.service_deployments.forget(arn)
         return str(resp.get("serviceDeploymentArn", arn))
+
+    # The plan's checks (bot/deploy/plan_checks.py): does what a new revision needs exist?
+    # Reads of metadata only: never a secret's or a parameter's value. --------------------
+    def _reader(self, service: str, region: str = "") -> Any:
+        """A client of ``service`` in the target's account, in ``region`` (default the
+        target's), made on first use."""
+        place = self.place
+        if region and region != place.region:
+            place = dataclasses.replace(place, region=region)
+        return self._places.clients(place).extra(service)
+
+    def role_exists(self, name: str) -> bool:
+        """IAM GetRole: whether the role ``name`` exists (NoSuchEntity: it does not)."""
+        try:
+            self._reader("iam").get_role(RoleName=name)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return False
+            raise
+        return True
+
+    def log_group_exists(self, name: str, region: str = "") -> bool:
+        """CloudWatch Logs DescribeLogGroups by prefix: whether the group ``name`` exists."""
+        logs = self._reader("logs", region)
+        for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name):
+            if any(g.get("logGroupName") == name for g in page.get("logGroups", [])):
+                return True
+        return False
+
+    def secret_exists(self, secret_id: str, region: str = "") -> bool:
+        """Secrets Manager DescribeSecret (metadata, never the value): whether it exists and
+        is not scheduled for deletion."""
+        try:
+            found = self._reader("secretsmanager", region).describe_secret(SecretId=secret_id)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return False
+            raise
+        return not found.get("DeletedDate")
+
+    def parameter_exists(self, name: str, region: str = "") -> bool:
+        """SSM DescribeParameters with a Name filter (metadata, never the value): whether the
+        parameter ``name`` exists."""
+        found = self._reader("ssm", region).describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
+        )
+        return bool(found.get("Parameters"))
 
 
 def _role(place: Place) -> tuple[str | None, str | None]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary, Image, commit_text
+from bot.deploy.plan_diff import TaskPlan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.errors import DeployRefused
 from bot.rules import Decision, Door, Freeze
@@ -305,6 +306,13 @@ class ApprovalRequest:
     message_ref: str = ""
     source: str = ""  # promote: the target the image comes from
     deployment_id: str = ""  # the deployment it started, once approved
+    # The plan it showed (bot/deploy/plan_diff.py): its fingerprint, which an approval is
+    # bound to (a plan that differs at the start voids it), the task definition's lines as
+    # shown, and the family's newer revision it named ("" none).
+    fingerprint: str = ""
+    plan: tuple[str, ...] = ()
+    plan_summary: str = ""  # one line, for the Approve button's dialog
+    newer: str = ""
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -443,6 +451,10 @@ class Plan:
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
+    # The task definition side (bot/deploy/plan_diff.py): what the new revision changes from
+    # what runs, what it needs checked, the fingerprint an approval is bound to. None: a plan
+    # that could not read it (never for a plan a door starts: the planner makes one).
+    task: TaskPlan | None = field(default=None, compare=False)
     # The alarms it was forced past (bot/deploy/alarms.py): said before it starts, recorded in
     # its history record's ``bypassed`` beside the rules it went past.
     alarm_notes: tuple[str, ...] = ()

@@ -781,6 +781,10 @@ def request_item(key: Item, request: ApprovalRequest, keep: datetime) -> Item:
         "channel": {"S": request.channel},
         "message_ref": {"S": request.message_ref},
         "source": {"S": request.source},
+        "fingerprint": {"S": request.fingerprint},
+        "plan": {"L": [{"S": line} for line in request.plan]},
+        "plan_summary": {"S": request.plan_summary},
+        "newer": {"S": request.newer},
         TTL_ATTRIBUTE: expiry(keep),
     }
 
@@ -805,6 +809,10 @@ def request_from_item(item: Item) -> ApprovalRequest:
         message_ref=text(item, "message_ref"),
         source=text(item, "source"),
         deployment_id=text(item, "deployment_id"),
+        fingerprint=text(item, "fingerprint"),
+        plan=texts(item, "plan"),
+        plan_summary=text(item, "plan_summary"),
+        newer=text(item, "newer"),
     )
 
 
