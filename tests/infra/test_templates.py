@@ -56,10 +56,16 @@ ENGINE_ACTIONS = {
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
     "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
+    # The plan's checks of what a new revision needs (bot/deploy/plan_checks.py): metadata
+    "iam:GetRole",
+    "logs:DescribeLogGroups",
+    "secretsmanager:DescribeSecret",
+    "ssm:DescribeParameters",
     "ssm:GetParameter",  # its deploybot.toml, read again while it runs (bot/slack/reload.py)
 }
-# AWS offers no narrower resource for these two.
-STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
+# AWS offers no narrower resource for these (DescribeParameters: Service Authorization
+# Reference, AWS Systems Manager, no resource type).
+STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition", "ssm:DescribeParameters"}
 ARN = "arn:${AWS::Partition}"
 REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
 
