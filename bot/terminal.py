@@ -493,7 +493,8 @@ def abort(args: argparse.Namespace) -> int:
         back = record.previous_tag or revision_of(record.previous_task_definition)
         out.print(
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
-            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
+            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back"
+            + (f" ({_t(record.abort_how)})." if record.abort_how else ".")
         )
         tell_channel(
             engine,
@@ -752,7 +753,8 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             + (f"\napproved by {_t(', '.join(r.approved_by))}" if r.approved_by else "")
             + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
-            _t(r.outcome_text),
+            # ECS's own word beside deploybot's (#26): its service deployment's status.
+            _t(r.outcome_text) + (f"\n[dim]ECS: {_t(r.ecs_status)}[/]" if r.ecs_status else ""),
             took,
         )
     return table
@@ -856,13 +858,24 @@ def _export_row(target: str, r: DeploymentRecord) -> dict[str, object]:
         "duration_s": round(r.duration) if r.duration is not None else "",
         "outcome": r.outcome.value if r.outcome else "IN_PROGRESS",
         "outcome_reason": r.outcome_reason,
-        "ecs_status": final.rollout_state if final else "",
-        "ecs_reason": final.rollout_reason if final else "",
+        # ECS's service deployment status and reason (#26); the rollout state (DescribeServices)
+        # of a record judged without one.
+        "ecs_status": r.ecs_status or (final.rollout_state if final else ""),
+        "ecs_reason": _ecs_reason(r),
         "approvals": ";".join(r.approved_by),
         "break_glass": r.break_glass,
         "bypassed": ";".join(r.bypassed),
         "rollback_of": r.rollback_of,
     }
+
+
+def _ecs_reason(r: DeploymentRecord) -> str:
+    final = r.final
+    if final is None:
+        return ""
+    if r.ecs_status and final.service_deployment:
+        return str(final.service_deployment.get("statusReason", ""))
+    return final.rollout_reason
 
 
 def _write_csv(fields: Sequence[str], rows: list[dict[str, object]]) -> None:

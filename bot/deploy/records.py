@@ -35,6 +35,11 @@ from bot.rules import Decision, Door, Freeze
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+# DeploymentRecord.abort_via: the two ways an abort asks ECS to put the previous revision back.
+ABORT_BY_STOP = "StopServiceDeployment"
+ABORT_BY_UPDATE = "UpdateService"
+
+
 def stamp(value: datetime) -> str:
     """A time as the table writes it: UTC, to the microsecond, sortable as text (a record's
     sort key begins with its start)."""
@@ -151,6 +156,14 @@ class DeploymentRecord:
     finished_at: datetime | None = None
     outcome: Outcome | None = None
     outcome_reason: str = ""
+    # ECS's own record of the deployment (#26): its service deployment's ARN, found right
+    # after UpdateService (bot/deploy/service_deployments.py); "" for a record from before
+    # service deployments, or while none is found (the judgement is DescribeServices' then).
+    service_deployment_arn: str = ""
+    # ECS's status of that service deployment when the record closed (SUCCESSFUL,
+    # ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED, STOPPED…), shown beside ``outcome`` in history;
+    # "" when ECS was not asked (the fallback) or the record is open.
+    ecs_status: str = ""
     rollback_tag: str = ""
     message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
     final: Snapshot | None = None  # the last snapshot, kept when the record is closed
@@ -189,6 +202,10 @@ class DeploymentRecord:
     aborted_by: str = ""
     aborted_at: datetime | None = None
     abort_ecs_deployment_id: str = ""
+    # How ECS was asked to put the previous revision back (#26): "StopServiceDeployment" (ECS's
+    # own rollback of the service deployment) or "UpdateService" (the previous task definition,
+    # where ECS refused the first); "" before the ask, or for a record from before #26.
+    abort_via: str = ""
     # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
     who_arn: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
@@ -202,6 +219,14 @@ class DeploymentRecord:
     # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
     # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
     decisions: tuple[str, ...] = ()
+
+    @property
+    def abort_how(self) -> str:
+        """How the abort asked ECS, as a person reads it ("" when not known)."""
+        return {
+            ABORT_BY_STOP: "ECS rolls the service deployment back (StopServiceDeployment)",
+            ABORT_BY_UPDATE: "the previous task definition with UpdateService",
+        }.get(self.abort_via, "")
 
     @property
     def open(self) -> bool:

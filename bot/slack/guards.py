@@ -568,7 +568,8 @@ async def abort(
     door: Door = Door.SLASH,
     of: str = "",
 ) -> DeploymentRecord | None:
-    """Stop: the previous task definition goes back. Announced in the channel, then the
+    """Stop: the previous revision goes back (ECS's rollback, else the previous task
+    definition). Announced in the channel, then the
     abort's own short watch (Engine.follow_abort, the terminal's too) follows the restore to
     its end and the announcement says how it ended; the lock is held until then."""
     via = Via(door=door, channel=channel)
@@ -582,7 +583,9 @@ async def abort(
         f"🛑 {mention(requester.who)} stopped {esc(record.kind)} `{esc(record.id)}` of "
         f"`{esc(record.tag)}` on {esc(place.target.name)}: "
     )
-    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now.")
+    # How ECS was asked (#26): its own rollback, or the previous task definition.
+    how = f" ({esc(record.abort_how)})" if record.abort_how else ""
+    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now{how}.")
     ended = said + await _follow_abort(place, record, back)
     if ts:
         try:

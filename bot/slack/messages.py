@@ -576,11 +576,13 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     for r in records:
         took = f", {_duration(r.duration)}" if r.duration is not None else ""
         outcome = esc(r.outcome_text)
+        # ECS's own word beside deploybot's (#26): its service deployment's status.
+        ecs = f" (ECS: `{esc(r.ecs_status)}`)" if r.ecs_status else ""
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
             f"{esc(r.kind)} "
-            f"by {who(r)}: *{outcome}*{took}"
+            f"by {who(r)}: *{outcome}*{ecs}{took}"
             + (
                 f", approved by {', '.join(mention(a) for a in r.approved_by)}"
                 if r.approved_by
