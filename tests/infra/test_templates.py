@@ -56,9 +56,16 @@ ENGINE_ACTIONS = {
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
     "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
+    "elasticloadbalancing:DescribeListeners",  # the test listener's address (verify_path)
+    "elasticloadbalancing:DescribeLoadBalancers",
 }
 # AWS offers no narrower resource for these two.
-STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
+STAR_ONLY = {
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
+}
 ARN = "arn:${AWS::Partition}"
 REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
 
