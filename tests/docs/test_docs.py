@@ -44,6 +44,12 @@ FOREIGN_VARIABLES = {
     "POST_TEST_TRAFFIC_SHIFT": "an ECS lifecycle stage",
     "PRE_PRODUCTION_TRAFFIC_SHIFT": "an ECS lifecycle stage",
     "POST_PRODUCTION_TRAFFIC_SHIFT": "an ECS lifecycle stage",
+    # Not ours: the variables a webhooks entry's secret_env names in OPERATIONS' examples
+    # (each operator picks its own; bot/notify.py reads whichever is named).
+    "HOOK_SECRET": "an example of a webhook's secret_env",
+    "PAGER_HOOK_SECRET": "an example of a webhook's secret_env",
+    "GRAFANA_TOKEN": "an example of a webhook's secret_env",
+    "DD_API_KEY": "an example of a webhook's secret_env",
 }
 # Variables our code reads outside Settings, with the file that reads each (checked below).
 OTHER_OURS = {
