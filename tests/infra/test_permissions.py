@@ -27,8 +27,9 @@ import pytest
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
-from bot.deploy.aws import AwsClient
+from bot.deploy.aws import AwsClient, read_parameter
 from bot.deploy.engine import Engine
+from bot.deploy.plan_diff import REGISTER_FIELDS
 from bot.deploy.records import Requester
 from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
@@ -68,10 +69,15 @@ GRANTED_AHEAD = {
     "ecs:DescribeServiceRevisions",
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
+    # verify_path's lookup of the test listener; the tests give it as test_url instead.
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
 }
+# AWS allows no narrower resource for these: every role allows them.
+STAR_ONLY = {"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers"}
 # Granted per service stack for #26/#27, on that stack's resources: a role for one stack
 # refuses them on another's.
-PER_STACK_NEW = GRANTED_AHEAD | {"cloudwatch:DescribeAlarms"}
+PER_STACK_NEW = GRANTED_AHEAD - STAR_ONLY | {"cloudwatch:DescribeAlarms"}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -127,8 +133,41 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         until = datetime.now(UTC) + timedelta(minutes=1)
         for _ in range(2):  # the first writes each record's brief, the second reads them
             engine.stats(until - timedelta(days=30), until)
+        _secrets_in_what_runs(engine.settings)
+        engine.plan_deploy("v4.5.0", WHO)  # the plan's checks of the secrets: reads only
     finally:
         engine.close()
+
+
+def _secrets_in_what_runs(settings: Settings) -> None:
+    """The service moved (outside deploybot) to a revision whose container reads a Secrets
+    Manager secret and an SSM parameter, both existing: a plan checks them."""
+    region, url = settings.aws_region, settings.aws_endpoint_url
+    ecs = boto3.client("ecs", endpoint_url=url, region_name=region)
+    secret = boto3.client("secretsmanager", endpoint_url=url, region_name=region).create_secret(
+        Name=f"{settings.ecs_service}/db", SecretString="hunter2"
+    )["ARN"]
+    boto3.client("ssm", endpoint_url=url, region_name=region).put_parameter(
+        Name=f"/{settings.ecs_service}/token", Value="t0ken", Type="SecureString"
+    )
+    service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
+    live = ecs.describe_task_definition(taskDefinition=service["services"][0]["taskDefinition"])
+    td = live["taskDefinition"]
+    kwargs = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+    kwargs["containerDefinitions"] = [
+        {
+            **c,
+            "secrets": [
+                {"name": "DB_PASSWORD", "valueFrom": secret},
+                {"name": "API_TOKEN", "valueFrom": f"/{settings.ecs_service}/token"},
+            ],
+        }
+        for c in td["containerDefinitions"]
+    ]
+    arn = ecs.register_task_definition(**kwargs)["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(
+        cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=arn
+    )
 
 
 def test_the_bot_role_grants_exactly_what_the_engine_calls(
@@ -156,6 +195,9 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     )
     with recorded() as calls:
         _every_engine_path(Engine(stack.settings, target=target), simulator)
+        # The bot reads its deploybot.toml again (DEPLOYBOT_CONFIG_PARAMETER,
+        # bot/slack/reload.py): none here is an answer too.
+        read_parameter(s, f"/{s.stack_name}-bot/deploybot.toml")
     # A bot whose targets are all in its own account (no TargetRoleArns): tests/deploy/
     # test_accounts.py walks what targets in other accounts add.
     need, grant = needed(calls), set(bot_task_role_actions())
@@ -275,7 +317,7 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
         for name in p.get("AlarmNames") or ["*"]:
             alarm = "*" if name == "*" else arn.format("cloudwatch", f"alarm:{name}")
             yield Authorised(action, alarm, {})
-    elif action == "ecs:DescribeTaskDefinition":
+    elif action in STAR_ONLY or action == "ecs:DescribeTaskDefinition":
         yield Authorised(action, "*", {})
     elif action == "ecs:RegisterTaskDefinition":
         yield Authorised(action, "*", {})
@@ -288,6 +330,17 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
             yield Authorised(
                 "iam:PassRole", role, {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
             )
+    # The plan's checks (bot/deploy/plan_checks.py).
+    elif action == "iam:GetRole":
+        yield Authorised(action, f"arn:aws:iam::{account}:role/{p['RoleName']}", {})
+    elif action == "logs:DescribeLogGroups":
+        yield Authorised(action, arn.format("logs", "log-group:*"), {})
+    elif action == "secretsmanager:DescribeSecret":
+        secret = p["SecretId"]
+        resource = secret if secret.startswith("arn:") else arn.format("secretsmanager", secret)
+        yield Authorised(action, resource, {})
+    elif action == "ssm:DescribeParameters":
+        yield Authorised(action, "*", {})
     else:
         raise AssertionError(f"no IAM model for {action}: add it here and to bot.yml's role")
 
@@ -304,6 +357,8 @@ def _concrete_statements(
             return exports[render(node["Fn::ImportValue"])]
         if isinstance(node, dict) and set(node) & {"Fn::Sub", "Fn::GetAtt", "Ref"}:
             text = render(node).replace("${DeploymentsTable.Arn}", table)
+            # BotConfig's Ref is the parameter's name (AWS::SSM::Parameter's return values).
+            text = text.replace("${BotConfig}", f"/{PRODUCTION_STACK}-bot/deploybot.toml")
             for name, real in (("Partition", "aws"), ("Region", region), ("AccountId", account)):
                 text = text.replace(f"${{AWS::{name}}}", real)
             assert "${" not in text, text
@@ -434,6 +489,7 @@ def test_the_bot_role_covers_two_targets_and_only_them(
         "ecs:DescribeTasks",
         "ecs:TagResource",
         "iam:PassRole",
+        "iam:GetRole",  # the plan's check of the stack's roles
     } | (PER_STACK_NEW & called)
     assert denied([STAGING_STACK], "staging") == set()
 
@@ -458,10 +514,29 @@ def _ahead_calls(stack: str, region: str, account: str) -> list[Call]:
         ),
         Call("ecs", "DescribeServiceRevisions", {"serviceRevisionArns": [revision]}),
         Call("cloudwatch", "DescribeAlarms", {"AlarmNames": [f"{stack}-5xx"]}),
+        Call(
+            "elasticloadbalancing",
+            "DescribeListeners",
+            {
+                "ListenerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:listener/app/lb/1/2"
+                ]
+            },
+        ),
+        Call(
+            "elasticloadbalancing",
+            "DescribeLoadBalancers",
+            {
+                "LoadBalancerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/lb/1"
+                ]
+            },
+        ),
     ]
     botocore = get_session()
     for call in calls:
-        model = botocore.get_service_model(call.service).operation_model(call.operation)
+        name = "elbv2" if call.service == "elasticloadbalancing" else call.service
+        model = botocore.get_service_model(name).operation_model(call.operation)
         validate_parameters(call.params, model.input_shape)
     return calls
 
