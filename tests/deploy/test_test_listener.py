@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,62 @@ def test_an_error_or_no_answer_is_red(listener: TestListener) -> None:
     # Not the service's JSON: the page is not /health.
     check = check_test_listener(f"{listener.url}/", RECORD, SUFFIX, NOW)
     assert (check.status, check.verdict, check.error) == (200, "error", "not the service's JSON")
+
+
+def test_the_test_listener_is_found_from_ecs_and_elbv2(stack: Any, aws: Any) -> None:
+    """Without ``test_url``, the listener of the service's ``testListenerRule`` (ECS's
+    loadBalancers' advancedConfiguration): the rule's ARN names its listener (ELBv2's
+    DescribeListeners: port and protocol), whose load balancer has the DNS name."""
+    import boto3
+
+    from bot.deploy.engine import Engine
+    from bot.target import Target
+
+    s = stack.settings
+    elb = boto3.client("elbv2", endpoint_url=aws.endpoint_url, region_name=aws.region)
+    ec2 = boto3.client("ec2", endpoint_url=aws.endpoint_url, region_name=aws.region)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate(("eu-west-1a", "eu-west-1b"))
+    ]
+    lb = elb.create_load_balancer(Name="hello-test", Subnets=subnets)["LoadBalancers"][0]
+    green = elb.create_target_group(
+        Name="green", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    forward = [{"Type": "forward", "TargetGroupArn": green}]
+    test = elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=8080, DefaultActions=forward
+    )["Listeners"][0]
+    rule = elb.create_rule(
+        ListenerArn=test["ListenerArn"],
+        Priority=1,
+        Conditions=[{"Field": "path-pattern", "Values": ["/*"]}],
+        Actions=forward,
+    )["Rules"][0]["RuleArn"]
+    service = {
+        "loadBalancers": [
+            {
+                "targetGroupArn": green,
+                "containerName": "app",
+                "containerPort": 8080,
+                "advancedConfiguration": {"testListenerRule": rule},
+            }
+        ]
+    }
+    engine = Engine(s, target=Target("production", s.ecs_cluster, s.ecs_service, "r"))
+    try:
+        url, note = engine.pauser.test_url(service)
+        assert (url, note) == (f"http://{lb['DNSName']}:8080", "")
+        assert engine.pauser.test_url({"loadBalancers": []}) == (
+            "",
+            "the service names no test listener (loadBalancers' testListenerRule)",
+        )
+        elsewhere = rule.split(":listener-rule/")[0] + ":listener-rule/app/gone/0a0b/0c0d/0e0f"
+        gone = {"loadBalancers": [{"advancedConfiguration": {"testListenerRule": elsewhere}}]}
+        url, note = engine.pauser.test_url(gone)
+        assert url == "" and note.startswith("the test listener could not be found: ")
+    finally:
+        engine.close()

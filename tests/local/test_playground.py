@@ -612,6 +612,12 @@ def test_a_canary_paused_for_a_decision_in_the_browser(browser_page: object) -> 
         page.locator("#input").fill(text)
         page.locator("#input").press("Enter")
 
+    def live_id(live: Any) -> str:
+        """The deployment id its message's context line names (``deploy d-…``)."""
+        found = re.search(r"\b(d-\d{8}-\d{6}-[0-9a-f]{4})\b", live.inner_text())
+        assert found, live.inner_text()
+        return found.group(1)
+
     def deploy(tag: str) -> Any:
         """Ana asks for ``tag`` on production, Ben approves; its live message."""
         _be(page, "Ana (requester)")
@@ -648,9 +654,10 @@ def test_a_canary_paused_for_a_decision_in_the_browser(browser_page: object) -> 
     expect(ephemerals.filter(has_text="this is your deployment")).to_have_count(1, timeout=long)
     # Ben continues: the canary takes 10%, bakes, and ECS pauses again before the rest.
     _be(page, "Ben (approver)")
+    continued = messages.filter(has_text=f"continued deploy {live_id(live)}")
     go_on.click()
     _confirm(page, "Continue the deployment?")
-    expect(messages.filter(has_text="continued deploy")).to_have_count(1, timeout=long)
+    expect(continued).to_have_count(1, timeout=long)
     expect(live).to_contain_text("canary: 10% on v4.3.0-ecr-ecs-fargate", timeout=long)
     expect(go_on).to_be_visible(timeout=long)
     expect(live).to_contain_text("paused before the next production traffic shift")
@@ -667,7 +674,9 @@ def test_a_canary_paused_for_a_decision_in_the_browser(browser_page: object) -> 
     expect(back).to_be_visible(timeout=long)
     back.click()
     _confirm(page, "Roll back?")
-    expect(messages.filter(has_text="rolled back deploy")).to_have_count(1, timeout=long)
+    expect(messages.filter(has_text=f"rolled back deploy {live_id(live)}")).to_have_count(
+        1, timeout=long
+    )
     expect(live.locator(".b-header")).to_contain_text("failed", timeout=long)
     expect(live).to_contain_text("rolled back")
     expect(back).to_have_count(0)
