@@ -1118,7 +1118,7 @@ class TrafficLines:
         self.paused: str = ""
 
     def lines(self, snap: Snapshot) -> list[str]:
-        shift = Shift.of(getattr(snap, "service_deployment", None))
+        shift = Shift.of(snap.service_deployment)
         if shift is None or not shift.shifts_traffic:
             return []
         self.clock.see(shift, snap.at)

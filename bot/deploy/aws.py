@@ -655,36 +655,19 @@ class AwsClient:
         return found
 
     # A deployment paused at a hook (bot/deploy/pausing.py) -------------------------------
-    def pause_service_deployments(self, arns: list[str]) -> list[dict[str, Any]]:
-        """DescribeServiceDeployments of ``arns`` (at most 20 a call: its limit), as botocore
-        parses them (datetimes)."""
-        found: list[dict[str, Any]] = []
-        for at in range(0, len(arns), 20):
-            resp = self.ecs.describe_service_deployments(serviceDeploymentArns=arns[at : at + 20])
-            found.extend(dict(sd) for sd in resp.get("serviceDeployments", []))
-        return found
-
-    def pause_in_progress(self) -> list[str]:
-        """The ARNs of the service's service deployments in progress (ListServiceDeployments:
-        "IN_PROGRESS" is where a paused one is), newest first."""
-        resp = self.ecs.list_service_deployments(
-            cluster=self.cluster, service=self.service, status=["IN_PROGRESS"]
-        )
-        listed = sorted(
-            resp.get("serviceDeployments", []),
-            key=lambda d: str(d.get("createdAt", "")),
-            reverse=True,
-        )
-        return [str(d["serviceDeploymentArn"]) for d in listed if d.get("serviceDeploymentArn")]
-
     def continue_service_deployment(self, arn: str, hook_id: str, action: str) -> None:
         """ContinueServiceDeployment, sent once (retried only when throttled, as UpdateService:
         a lost answer may hide a decision ECS took; it is read back from ECS, never sent
         twice)."""
         self.descriptions.forget(self.cluster, self.service)
-        self.ecs_once.continue_service_deployment(
-            serviceDeploymentArn=arn, hookId=hook_id, action=action
-        )
+        self.service_deployments.forget(arn)
+        try:
+            self.ecs_once.continue_service_deployment(
+                serviceDeploymentArn=arn, hookId=hook_id, action=action
+            )
+        finally:
+            self.descriptions.forget(self.cluster, self.service)
+            self.service_deployments.forget(arn)
 
     @property
     def elbv2(self) -> Any:

@@ -7,8 +7,8 @@ Amazon ECS service deployments", https://docs.aws.amazon.com/AmazonECS/latest/de
 pause-lifecycle-hooks.html). Here:
 
 - ``find``: the deployment rolling out, its service deployment (DescribeServiceDeployments by
-  the record's ARN, else the service's IN_PROGRESS one from ListServiceDeployments) and the
-  hook awaiting action, with the test listener's URL (the target's ``test_url``, else ECS's
+  the record's ARN, bot/deploy/service_deployments.py) and the hook awaiting action, with
+  the test listener's URL (the target's ``test_url``, else ECS's
   ``loadBalancers[].advancedConfiguration.testListenerRule`` and ELBv2) and its check.
 - ``verification``: the test listener asked at the target's ``verify_path`` once per hook (the
   first process to ask stores it in the table; every later reader gets the same answer): the
@@ -40,6 +40,7 @@ from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
 from bot.deploy.progressive import PausedHook, Shift
 from bot.deploy.records import DeploymentRecord, Requester, Via, stamp, unstamp
+from bot.deploy.service_deployments import Unavailable
 from bot.deploy.starting import describe_failure, refused_outright
 from bot.deploy.table import TTL_ATTRIBUTE, ConditionFailed, Item, expiry, text
 from bot.errors import DeployError, DeployRefused
@@ -298,18 +299,19 @@ class Pauser(Stage):
 
     # Reading ------------------------------------------------------------------------------
     def service_deployment(self, record: DeploymentRecord) -> dict[str, Any] | None:
-        """ECS's service deployment of ``record``: by its ARN when the record has one, else
-        the service's newest IN_PROGRESS one (a deployment rolling out is ours: we hold the
-        lock)."""
-        arn = str(getattr(record, "service_deployment_arn", "") or "")
-        with aws_errors("reading the service deployment"):
-            if not arn:
-                listed = self.aws.pause_in_progress()
-                arn = listed[0] if listed else ""
-            if not arn:
-                return None
-            found = self.aws.pause_service_deployments([arn])
-        return found[0] if found else None
+        """ECS's service deployment of ``record`` (DescribeServiceDeployments by the ARN the
+        record keeps, read now); None when the record has none (the operations refused, a
+        deployment from before them: no pause can be seen, nor decided)."""
+        if not record.service_deployment_arn:
+            return None
+        try:
+            return self.aws.service_deployment(record.service_deployment_arn)
+        except Unavailable as exc:
+            raise NothingPaused(
+                f"ECS's service deployments cannot be read now ({exc.why}): a pause can be "
+                "neither seen nor decided from here. Nothing was changed; the ECS console's "
+                f"Deployments tab has it: {self.parts.console_url}"
+            ) from None
 
     def find(self, of: str = "", *, verify: bool = True) -> Pause | None:
         """The deployment rolling out, if ECS awaits a decision on it (``of``: only that

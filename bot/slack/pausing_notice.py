@@ -47,8 +47,7 @@ class Shown(Protocol):
 
 def service_deployment(snap: Snapshot | None) -> dict[str, Any] | None:
     """The snapshot's ServiceDeployment, when the engine read one (None on the fallback)."""
-    found = getattr(snap, "service_deployment", None) if snap is not None else None
-    return found if isinstance(found, dict) else None
+    return snap.service_deployment if snap is not None else None
 
 
 class PauseWatch:
