@@ -40,7 +40,7 @@ from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
 from bot.deploy.progressive import PausedHook, Shift
 from bot.deploy.records import DeploymentRecord, Requester, Via, stamp, unstamp
-from bot.deploy.service_deployments import Unavailable
+from bot.deploy.rollout import ServiceState
 from bot.deploy.starting import describe_failure, refused_outright
 from bot.deploy.table import TTL_ATTRIBUTE, ConditionFailed, Item, expiry, text
 from bot.errors import DeployError, DeployRefused
@@ -298,20 +298,19 @@ class Pauser(Stage):
         self.book = PauseBook(parts)
 
     # Reading ------------------------------------------------------------------------------
-    def service_deployment(self, record: DeploymentRecord) -> dict[str, Any] | None:
-        """ECS's service deployment of ``record`` (DescribeServiceDeployments by the ARN the
-        record keeps, read now); None when the record has none (the operations refused, a
-        deployment from before them: no pause can be seen, nor decided)."""
-        if not record.service_deployment_arn:
+    def service_deployment(
+        self, record: DeploymentRecord, raw: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """ECS's service deployment of ``record``, read now (DescribeServiceDeployments by the
+        ARN the record keeps, found first if it has none yet: the reconciler's look-up, which
+        records it); None when there is none to read (the operations refused: the fallback,
+        a deployment from before them), and then no pause can be seen, nor decided."""
+        if raw is None:
             return None
-        try:
-            return self.aws.service_deployment(record.service_deployment_arn)
-        except Unavailable as exc:
-            raise NothingPaused(
-                f"ECS's service deployments cannot be read now ({exc.why}): a pause can be "
-                "neither seen nor decided from here. Nothing was changed; the ECS console's "
-                f"Deployments tab has it: {self.parts.console_url}"
-            ) from None
+        record, sd = self.reconciler.service_deployment(
+            record, ServiceState.from_api(raw), max_age=0.0
+        )
+        return sd
 
     def find(self, of: str = "", *, verify: bool = True) -> Pause | None:
         """The deployment rolling out, if ECS awaits a decision on it (``of``: only that
@@ -319,8 +318,8 @@ class Pauser(Stage):
         record = self.aborter.rolling_out()
         if record is None or (of and record.id != of):
             return None
-        sd = self.service_deployment(record)
         raw = self._service()
+        sd = self.service_deployment(record, raw)
         shift = Shift.of(sd, raw)
         if shift is None or shift.hook is None:
             return None

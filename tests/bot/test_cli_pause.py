@@ -341,6 +341,14 @@ def test_an_alarm_at_a_step_is_reported_with_the_step_reached(
             return weight == share
 
         wait_until(at_share, 60, f"{share}% of production traffic on the new revision")
+        # The deploy's own poll reads it there too (it holds for the step's 30 minutes):
+        # two more DescribeServiceDeployments after this test's last, which were the engine's.
+        seen = aws.requests.count("ecs", "DescribeServiceDeployments")
+        wait_until(
+            lambda: aws.requests.count("ecs", "DescribeServiceDeployments") >= seen + 2,
+            30,
+            "the engine's reads of the step",
+        )
         cloudwatch.set_alarm_state(
             AlarmName=alarm, StateValue="ALARM", StateReason="5xx answers of the canary"
         )
@@ -352,6 +360,8 @@ def test_an_alarm_at_a_step_is_reported_with_the_step_reached(
     firing.join(timeout=60)
     assert fired.is_set()
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"{'canary' if strategy == 'CANARY' else 'linear, step 1 of 4'}: " in done.stdout
-    assert f"reached {reached} {NEW}) before it ended." in done.stdout
+    assert f"{'canary' if strategy == 'CANARY' else 'linear, step 1 of 4'}: " in done.stdout, (
+        done.stdout
+    )
+    assert f"reached {reached} {NEW}) before it ended." in done.stdout, done.stdout
     assert running_tag(stack.settings) == OLD
