@@ -141,6 +141,16 @@ class Alarms(Stage):
         views = {v.name: v for v in (AlarmView.from_api(a, region, ecs) for a in found)}
         return [views[n] for n in names if n in views], [n for n in names if n not in views]
 
+    def now(self, names: Sequence[str]) -> list[AlarmView]:
+        """The alarms ``names`` as CloudWatch says now (those that exist): a door reads when
+        an alarm that failed a deployment went to ALARM. DeployError when it cannot."""
+        if not names:
+            return []
+        with aws_errors("reading the CloudWatch alarms (DescribeAlarms)"):
+            found = self.aws.describe_alarms(list(names))
+        region = self.settings.aws_region
+        return [AlarmView.from_api(a, region, ()) for a in found]
+
     def judge(self, plan: Plan, service: dict[str, Any]) -> Plan:
         """``plan`` if its alarms let it go (with ``alarm_notes`` when it was forced past
         some); else AlarmFiring, or DeployRefused for an alarm that does not exist. A
