@@ -31,6 +31,17 @@ TRANSACTION_ITEMS = {
     "Delete": "dynamodb:DeleteItem",
 }
 TRANSACTIONS = {"dynamodb:TransactWriteItems": set(TRANSACTION_ITEMS.values())}
+# Where IAM's service prefix is not the name botocore signs with: CloudWatch's API is signed
+# and addressed as "monitoring", its actions are "cloudwatch:..." (Service Authorization
+# Reference, Amazon CloudWatch: service prefix cloudwatch).
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action of a call botocore names (signing name, operation)."""
+    return f"{IAM_PREFIXES.get(service, service)}:{operation}"
+
+
 # What AWS answers whatever the role grants: GetCallerIdentity "No permissions are required to
 # perform this operation" (https://docs.aws.amazon.com/STS/latest/APIReference/
 # API_GetCallerIdentity.html). A terminal asks it once per process for its caller's ARN.
@@ -54,7 +65,7 @@ def recorded() -> Iterator[set[Call]]:
 
 def needed(calls: Iterable[Call]) -> set[str]:
     """The IAM actions ``calls`` need: each call's own, what it implies, a transaction's items."""
-    called = {f"{service}:{operation}" for service, operation in calls} - NEEDS_NO_PERMISSION
+    called = {iam_action(service, operation) for service, operation in calls} - NEEDS_NO_PERMISSION
     actions = called - set(TRANSACTIONS)
     for action in called:
         actions |= IMPLIED.get(action, set()) | TRANSACTIONS.get(action, set())

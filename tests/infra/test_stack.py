@@ -235,6 +235,10 @@ def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
         "AllowedIP": "198.51.100.7/32",
         "DesiredCount": "3",
         "RepositoryName": "",  # no ENV: the stack owns its repository, as it always did
+        # The deployment alarm's settings, at their defaults (tests/infra/test_alarms.py).
+        "AutoRollback": "true",
+        "BakeTimeInMinutes": "5",
+        "ServerErrorThreshold": "5",
     }
 
 

@@ -49,6 +49,12 @@ ENGINE_ACTIONS = {
     "dynamodb:ConditionCheckItem",  # TransactWriteItems' ConditionChecks (the lock's)
     "dynamodb:BatchGetItem",  # stats: the settled records' briefs
     "iam:PassRole",
+    # ECS's service deployments and the deployment alarms (#26, #27)
+    "ecs:ListServiceDeployments",
+    "ecs:DescribeServiceDeployments",
+    "ecs:DescribeServiceRevisions",
+    "ecs:StopServiceDeployment",
+    "ecs:ContinueServiceDeployment",
     "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
 }
 # AWS offers no narrower resource for these two.
@@ -171,8 +177,9 @@ def test_bot_stack_defaults_to_the_settings_stack_name(bot: dict[str, Any]) -> N
     assert bot["Parameters"]["ServiceStackName"]["Default"] == default
 
 
-def test_service_rolls_back_through_the_circuit_breaker(service: dict[str, Any]) -> None:
-    deployment = resource(service, "Service")["DeploymentConfiguration"]
+def test_service_rolls_back_through_the_circuit_breaker(production: dict[str, Any]) -> None:
+    """By default (AutoRollback: tests/infra/test_alarms.py has the other way)."""
+    deployment = resource(production, "Service")["DeploymentConfiguration"]
     assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert deployment["MinimumHealthyPercent"] == 100
 
@@ -376,6 +383,21 @@ def test_bot_task_role_resources_are_the_named_ones() -> None:
             f"{ARN}:ecs:{REGION_ACCOUNT}:task-definition/{stack}:*"
         ]
         assert granted["ecr:DescribeImages"] == [f"ImportValue({stack}-RepositoryArn)"]
+        assert granted["ecs:ListServiceDeployments"] == [service_arn]
+        deployments = f"{ARN}:ecs:{REGION_ACCOUNT}:service-deployment/{stack}/{stack}/*"
+        for action in (
+            "ecs:DescribeServiceDeployments",
+            "ecs:StopServiceDeployment",
+            "ecs:ContinueServiceDeployment",
+        ):
+            assert granted[action] == [service_arn, deployments], action
+        assert granted["ecs:DescribeServiceRevisions"] == [
+            service_arn,
+            f"{ARN}:ecs:{REGION_ACCOUNT}:service-revision/{stack}/{stack}/*",
+        ]
+        assert granted["cloudwatch:DescribeAlarms"] == [
+            f"{ARN}:cloudwatch:{REGION_ACCOUNT}:alarm:{stack}-*"
+        ]
         assert granted["iam:PassRole"] == [
             f"ImportValue({stack}-ExecutionRoleArn)",
             f"ImportValue({stack}-TaskRoleArn)",

@@ -107,4 +107,11 @@ def test_sigterm_stops_cleanly_and_requests_were_logged(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     out = proc.stdout.read() if proc.stdout else ""
-    assert '"GET / HTTP/1.1" 200' in out
+    # One JSON line per request (service/logs.py), which the stack's 5xx metric filter reads.
+    access = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {"type": "access", "method": "GET", "path": "/", "status": 200} in [
+        {k: line[k] for k in ("type", "method", "path", "status")} for line in access
+    ]
+    assert all(
+        line["protocol"] == "HTTP/1.1" and line["time"].endswith("+00:00") for line in access
+    )
