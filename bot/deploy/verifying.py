@@ -98,8 +98,7 @@ def verifying_line(
     if not baking(sd):
         return None
     known = [t for t in (sd.get("updatedAt"), seen_since) if isinstance(t, datetime)]
-    since = min(known) if known else None
-    minutes = max(0, int((now - since).total_seconds() // 60)) if since else 0
+    seconds = max(0, int((now - min(known)).total_seconds())) if known else 0
     alarms = sd.get("alarms") or {}
     fired = list(alarms.get("triggeredAlarmNames") or ())
     if fired:
@@ -110,8 +109,13 @@ def verifying_line(
         watch = "no alarms watched"
     bake = bake_minutes(sd)
     if bake is not None:
-        return f"verifying: {watch}, {min(minutes, bake)} of ~{bake} min"
-    return f"verifying: {watch}, {minutes} min so far (ECS sets the bake time from the alarms)"
+        seconds = min(seconds, bake * 60)
+    # Under a minute in, seconds: "40 s of ~6 min"; then whole minutes, "3 of ~6 min".
+    so_far = f"{seconds} s" if seconds < 60 else f"{seconds // 60}"
+    if bake is not None:
+        return f"verifying: {watch}, {so_far} of ~{bake} min"
+    unit = "" if seconds < 60 else " min"
+    return f"verifying: {watch}, {so_far}{unit} so far (ECS sets the bake time from the alarms)"
 
 
 def stage_line(sd: ServiceDeployment) -> str | None:
