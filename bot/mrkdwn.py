@@ -20,6 +20,8 @@ import re
 
 # Slack user ids: U… (or W… on Enterprise Grid), upper-case letters and digits.
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
+# Slack user group ids: S…, likewise (usergroups.list's ``id``).
+_GROUP_ID = re.compile(r"S[A-Z0-9]{2,20}")
 _URL = re.compile(r"https?://[^\s|<>]+")
 
 
@@ -32,8 +34,16 @@ def is_user_id(value: str) -> bool:
     return bool(_USER_ID.fullmatch(value))
 
 
+def is_group_id(value: str) -> bool:
+    return bool(_GROUP_ID.fullmatch(value))
+
+
 def mention(user_id: str) -> str:
-    """``<@U…>`` for a Slack user id; anything that is not one is shown as text."""
+    """``<@U…>`` for a Slack user id, ``<!subteam^S…>`` for a user group ("Mentioning user
+    groups", api.slack.com/reference/surfaces/formatting#mentioning-groups); anything else is
+    shown as text."""
+    if is_group_id(user_id):
+        return f"<!subteam^{user_id}>"
     return f"<@{user_id}>" if is_user_id(user_id) else escape(user_id)
 
 

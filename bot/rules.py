@@ -10,10 +10,14 @@ the windows), which the door records and announces.
 The rules, in the order they are asked (the first refusal answers):
 
 1. ``channels``: Slack doors act only in the target's channels (none listed: any).
-2. ``deployers`` / ``approvers``: who may act. Deploy, redeploy, promote and roll back:
+2. ``deployers`` / ``approvers``: who may act (``S…``: a Slack user group, its members as
+   the bot last read them: ``Target.deployer_members``; CI's notice on a target with
+   ``auto_deploy`` deploys as that setting says). Deploy, redeploy, promote and roll back:
    the deployers, who also may break a stale lock. Abort, freeze, unfreeze: deployers and
    approvers. Approve: approvers,
-   never the requester. Read: anyone. The CLI's gate is its AWS credentials, so it skips
+   never the requester. Continue (a deployment ECS paused at a hook): with ``approvals``
+   an approval, so an approver other than the requester; without, a deployer or approver.
+   Read: anyone. The CLI's gate is its AWS credentials, so it skips
    who and where, and cannot approve (approvals are given in Slack).
 3. ``approval_expiry_minutes`` and the request's premise, when approving.
 4. ``freeze``: a frozen target refuses deploy, redeploy, promote and approve. Rollback
@@ -22,7 +26,8 @@ The rules, in the order they are asked (the first refusal answers):
 6. ``windows``: outside them deploy, redeploy, promote and approve are refused with the
    next opening; rollback and abort go ahead and say so; ``--break-glass`` overrides.
 7. ``approvals``: deploy, redeploy and promote need that many approvals from approvers
-   other than the requester; ``--break-glass`` overrides, on the record.
+   other than the requester; ``--break-glass`` overrides, on the record. Continue at the
+   terminal of a target with approvals needs ``--break-glass`` (approvals are Slack's).
 8. The queue: while deploys wait in the target's queue, a deploy, redeploy or promote
    through any other door is refused (it would overtake them between a release of the lock
    and the queue's turn); the queue's own door takes them in order. Rollback and abort are
@@ -60,6 +65,9 @@ class Action(StrEnum):
     UNFREEZE = "unfreeze"
     APPROVE = "approve"
     UNLOCK = "unlock"  # break a stale lock (Slack's checks ECS first): deployers
+    # Continue a deployment ECS paused at a lifecycle hook (ContinueServiceDeployment): an
+    # approval of what the pause showed. Rolling it back from the pause is an ABORT.
+    CONTINUE = "continue"
     READ = "read"
 
 
@@ -67,6 +75,8 @@ class Door(StrEnum):
     SLASH = "slash"
     BUTTON = "button"
     CI_BUTTON = "ci-button"
+    # CI's notice itself, for a target with ``auto_deploy``: deploys on push (bot/slack/auto.py).
+    CI_AUTO = "ci-auto"
     CLI = "cli"
     QUEUE = "queue"
 
@@ -87,6 +97,7 @@ class Rule(StrEnum):
     QUEUE = "queue"
     BREAK_GLASS = "break-glass"
     WORKSPACE = "workspace"  # SLACK_TEAM_ID: changes come from the bot's own workspace
+    AUTO_DEPLOY = "auto_deploy"
 
 
 # Actions that put an image on the target (or would, once approved): every guard applies.
@@ -181,7 +192,7 @@ class _Say:
 
     def person(self, who: str, via: str = "slack") -> str:
         if self.slack and via == "slack":
-            return f"<@{who}>"
+            return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
         return self.text(who)
 
     def people(self, ids: Iterable[str]) -> str:
@@ -250,7 +261,7 @@ class _Asking:
     @property
     def glass(self) -> str | None:
         """The break-glass reason, once check() has vetted it."""
-        return self.facts.break_glass if self.action in CHANGES else None
+        return self.facts.break_glass if self.action in CHANGES | {Action.CONTINUE} else None
 
 
 # --- the rules ------------------------------------------------------------------------------
@@ -325,8 +336,19 @@ def _setting(target: Target, key: str, variable: str) -> str:
 
 def _who(a: _Asking) -> Decision | None:
     target, action, who = a.target, a.action, a.who
+    if a.door is Door.CI_AUTO:
+        # The notice's own door: who is the target's ``auto_deploy``, set by whoever may
+        # change deploybot.toml; it deploys, nothing else.
+        if action is Action.DEPLOY and target.auto_deploy:
+            return None
+        return a.refuse(
+            Rule.AUTO_DEPLOY,
+            lambda s: f"{target.name} does not deploy on push (auto_deploy is not set)",
+        )
     if action is Action.APPROVE:
         return _approver(a)
+    if action is Action.CONTINUE:
+        return _continuer(a)
     if not a.slack or action is Action.READ:
         return None
     if target.may_deploy(who) or (action in GUARDIANS and target.may_approve(who)):
@@ -342,11 +364,12 @@ def _who(a: _Asking) -> Decision | None:
         Action.UNLOCK: f"break {target.name}'s deploy lock",
     }[action]
     where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
+    groups = sorted(g for g in target.deployers if g.startswith("S"))
     return a.refuse(
         Rule.DEPLOYERS,
         lambda s: (
             f"you may not {verb}; ask an admin to add your Slack user id "
-            f"({s.command(who)}) to {where}"
+            f"({s.command(who)}) to {where}" + (f", or you to {s.people(groups)}" if groups else "")
         ),
     )
 
@@ -377,6 +400,45 @@ def _approver(a: _Asking) -> Decision | None:
             lambda s: (
                 f"you approved this already; it needs {_approvals(missing, more=True)} "
                 f"from {s.people(rest)}"
+            ),
+        )
+    return None
+
+
+def _continuer(a: _Asking) -> Decision | None:
+    """Continue is an approval of what the pause showed: on a target with ``approvals``,
+    an approver other than the requester (``facts.requested_by``), in Slack (the terminal
+    needs --break-glass: the approvals step); without approvals, any deployer or approver."""
+    target, who = a.target, a.who
+    if not a.slack:
+        return None
+    if not target.approvals:
+        if target.may_deploy(who) or target.may_approve(who):
+            return None
+        where = _setting(target, "deployers", "DEPLOY_ALLOWED_USERS")
+        return a.refuse(
+            Rule.DEPLOYERS,
+            lambda s: (
+                f"you may not continue {target.name}'s deployment; ask an admin to add your "
+                f"Slack user id ({s.command(who)}) to {where}"
+            ),
+        )
+    others = [p for p in target.approvers if p != a.facts.requested_by]
+    if who == a.facts.requested_by:
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: (
+                f"this is your deployment, and {target.name} needs "
+                f"{_approvals(target.approvals)}: someone else must continue it "
+                f"({s.people(others)})"
+            ),
+        )
+    if not target.may_approve(who):
+        return a.refuse(
+            Rule.APPROVERS,
+            lambda s: (
+                f"continuing is an approval: only {s.people(others)} may continue "
+                f"{target.name}'s deployment"
             ),
         )
     return None
@@ -519,7 +581,9 @@ def _then_promote(a: _Asking, s: _Say, source: str) -> str:
 
 def _windows(a: _Asking) -> Decision | None:
     target, action = a.target, a.action
-    if action not in CHANGES | REMEDIES | {Action.APPROVE} or is_open(target.windows, a.now):
+    if action not in CHANGES | REMEDIES | {Action.APPROVE, Action.CONTINUE} or is_open(
+        target.windows, a.now
+    ):
         return None
     opens = describe_opening(next_opening(target.windows, a.now))
     outside = f"outside {target.name}'s deploy windows; the next opens {opens}"
@@ -564,6 +628,8 @@ def _ask_command(hints: Hints, target: Target, action: Action, facts: Facts) -> 
 
 def _approval(a: _Asking) -> Decision | None:
     target, facts = a.target, a.facts
+    if a.action is Action.CONTINUE:
+        return _continue_at_terminal(a)
     if a.action not in CHANGES or not target.approvals:
         return None
     missing = missing_approvals(target, a.who, facts.approved_by)
@@ -614,6 +680,33 @@ def _approval(a: _Asking) -> Decision | None:
         Rule.APPROVALS,
         lambda s: f"{need(s)}; ask for one with {s.command(ask)}",
         needs_approval=True,
+    )
+
+
+def _continue_at_terminal(a: _Asking) -> Decision | None:
+    """Continue from a terminal, on a target whose changes need approvals: the approval is
+    given in Slack (the paused message's Continue), or bypassed with --break-glass, on the
+    record."""
+    target = a.target
+    if a.slack or not target.approvals:
+        return None
+    glass = a.glass
+    if glass:
+        a.bypass(
+            Rule.APPROVALS,
+            lambda s: (
+                f"{target.name}'s approval of the paused deployment bypassed with "
+                f"--break-glass by {s.person(a.who, 'cli')}: {s.text(glass)}"
+            ),
+        )
+        return None
+    return a.refuse(
+        Rule.APPROVALS,
+        lambda s: (
+            f"{target.name} needs {_approvals(target.approvals)} to continue a paused "
+            f"deployment: an approver presses Continue on its message in Slack, or continue "
+            'with --break-glass "why" (recorded, and announced in the channel)'
+        ),
     )
 
 

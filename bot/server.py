@@ -36,6 +36,7 @@ from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
+from bot.slack.groups import Groups
 from bot.slack.requester import RequesterNotices
 
 log = logging.getLogger("deploybot.server")
@@ -85,6 +86,15 @@ def create_app(
             log.error("Slack rejected the bot token: %s", exc.response.get("error"))
         except Exception as exc:  # Slack unreachable: the bot stays up and posts once it answers
             log.error("could not reach Slack at %s: %s", settings.slack_api_base, exc)
+        # The members of the user groups deployers/approvers name, before the first request
+        # (within seconds: Slack slow, the loop reads them again), then every
+        # SLACK_GROUPS_SECONDS.
+        groups = Groups(ctx)
+        ctx.groups = groups
+        try:
+            await asyncio.wait_for(groups.read(), timeout=10)
+        except Exception as exc:
+            log.warning("Slack's user groups not read yet: %s", exc or "timeout")
         # Each target's supervisor runs its loops (AWS only: open deployments followed,
         # those nobody follows adopted, the queue's turns) in the background, and the Slack
         # board and the queue's messages render what it says (Slack, when it answers): the
@@ -113,6 +123,7 @@ def create_app(
             )
         # The weekly digests of the targets that have one (one replica posts each).
         following.append(asyncio.create_task(digest.digests_forever(ctx)))
+        following.append(asyncio.create_task(groups.forever()))
         try:
             yield
         finally:

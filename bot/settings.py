@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         validation_alias="OUTSIDE_CHECK_SECONDS",
     )
 
+    # How long the members of the Slack user groups that deployers/approvers name are kept
+    # before they are read again (bot/slack/groups.py): someone removed from a group loses
+    # its rights within this time.
+    slack_groups_seconds: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False, validation_alias="SLACK_GROUPS_SECONDS"
+    )
+
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")

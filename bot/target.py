@@ -6,7 +6,7 @@ the engine, the rules and the doors get a ``Target``; only the fleet and the doo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from bot.digest import Schedule
@@ -43,6 +43,17 @@ class Target:
     # those ECS watches for the service: bot/deploy/alarms.py).
     alarms: tuple[str, ...] = ()
     source: str | None = None  # the file it comes from; None: the environment
+    # A deployment ECS pauses at a hook: the test listener's path the bot checks when the pause
+    # begins (None: no check), and the listener's base URL when the bot cannot reach it by its
+    # load balancer's DNS name (None: found from ECS and ELBv2).
+    verify_path: str | None = None
+    test_url: str | None = None
+    # CI's notice of an image deploys it at once through the rules (bot/slack/auto.py).
+    auto_deploy: bool = False
+    # The members of the Slack user groups (S…) ``deployers`` and ``approvers`` name, as the
+    # bot last read them (bot/slack/groups.py); empty where nothing was read.
+    deployer_members: frozenset[str] = frozenset()
+    approver_members: frozenset[str] = frozenset()
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointing at this target's service: what its Engine is built from."""
@@ -59,11 +70,23 @@ class Target:
         )
 
     def may_deploy(self, user: str) -> bool:
-        """Whether ``user`` (a Slack user id) is one of the target's deployers."""
-        return EVERYONE in self.deployers or user in self.deployers
+        """Whether ``user`` (a Slack user id) is one of the target's deployers, or a member
+        of a user group they name."""
+        return EVERYONE in self.deployers or user in self.deployers or user in self.deployer_members
 
     def may_approve(self, user: str) -> bool:
-        return user in self.approvers
+        return user in self.approvers or user in self.approver_members
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The Slack user groups (``S…``) its deployers and approvers name."""
+        return frozenset(g for g in (*self.deployers, *self.approvers) if g.startswith("S"))
+
+    @property
+    def rules(self) -> Target:
+        """The target as configured, without what was read of its groups: two readings of
+        one file compare equal whatever Slack said meanwhile."""
+        return replace(self, deployer_members=frozenset(), approver_members=frozenset())
 
     def serves_channel(self, channel: str) -> bool:
         """Whether the target answers in ``channel``: listed, or no list at all."""

@@ -33,7 +33,7 @@ from pydantic_settings import (
 
 from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
-from bot.mrkdwn import is_user_id
+from bot.mrkdwn import is_group_id, is_user_id
 from bot.settings import Settings
 from bot.target import EVERYONE, Target
 from bot.windows import Window, WindowError, parse_window
@@ -139,6 +139,13 @@ class _TargetTable(BaseModel):
     # watches for the service. DescribeAlarms takes at most 100 names a call; a name is 1 to
     # 255 characters (CloudWatch API reference, DescribeAlarms: AlarmNames).
     alarms: list[str] = Field([], max_length=100)
+    # A deployment ECS pauses at a hook (#27, bot/deploy/pausing.py): the path the bot asks
+    # on the test listener before anyone continues, and where that listener is when the bot
+    # does not reach it by its load balancer's DNS name.
+    verify_path: str | None = Field(None, pattern=r"^/[^\s]*$", max_length=512)
+    test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
+    # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
+    auto_deploy: bool = False
 
 
 class _ConfigFile(BaseSettings):
@@ -229,6 +236,10 @@ def _id_problem(value: str, kind: str) -> str | None:
         if kind == "user"
         else "C…, at the bottom of the channel's About tab"
     )
+    # deployers and approvers may name Slack user groups (S…), resolved by the bot
+    # (bot/slack/groups.py): an id Slack gives as usergroups.list's ``id``.
+    if kind == "user" and is_group_id(value):
+        return None
     if value[:1] in ("@", "#", "<"):
         return f"{value!r} is a name, not a Slack {kind} id ({where})"
     # A user id is U… (W… on Enterprise Grid), upper-case letters and digits (bot.mrkdwn):
@@ -266,7 +277,8 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
     approvals, approvers = raw.get("approvals", 0), raw.get("approvers", [])
     if isinstance(approvals, int) and approvals in (1, 2) and isinstance(approvers, list):
         listed = len({a for a in approvers if isinstance(a, str)})
-        if listed < approvals:
+        # A user group may hold as many approvers as needed: its members are read later.
+        if listed < approvals and not any(is_group_id(str(a)) for a in approvers):
             need = "1 approver" if approvals == 1 else f"{approvals} approvers"
             problems.append(
                 f"{key}.approvers: approvals = {approvals} needs at least {need}, {listed} listed"
@@ -283,7 +295,27 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
                 f"{key}.alarms.{index}: {name!r} is not a CloudWatch alarm name (1 to 255 "
                 "characters, no spaces around it)"
             )
+    problems += _auto_deploy_problems(raw, key)
     return problems
+
+
+def _auto_deploy_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """``auto_deploy`` deploys CI's image without a person: refused at load where that would
+    skip what the file asks for (approvals) or could not happen (``after``)."""
+    if raw.get("auto_deploy") is not True:
+        return []
+    if isinstance(raw.get("approvals"), int) and raw.get("approvals"):
+        return [
+            f"{key}.auto_deploy: this target needs approvals = {raw['approvals']}, and a deploy "
+            "on push has nobody to approve it; remove auto_deploy (its CI notices keep their "
+            "Deploy button) or approvals"
+        ]
+    if raw.get("after"):
+        return [
+            f"{key}.auto_deploy: this target takes images only from {raw['after']} (after), "
+            "through its Promote button; CI's notices do not offer it, so remove auto_deploy"
+        ]
+    return []
 
 
 def _digest_problems(text: Any, key: str) -> list[str]:
@@ -328,6 +360,9 @@ def _target(
         digest=_digest_or_none(table.digest if table.digest is not None else digest),
         alarms=tuple(dict.fromkeys(table.alarms)),
         source=source,
+        verify_path=table.verify_path,
+        test_url=table.test_url.rstrip("/") if table.test_url else None,
+        auto_deploy=table.auto_deploy,
     )
 
 

@@ -26,6 +26,8 @@ from rich.text import Text
 from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine
 from bot.deploy.events import BreakGlassUsed
+from bot.deploy.pausing import CONTINUE, ROLLBACK, ConfirmWrongRelease, Pause
+from bot.deploy.progressive import Shift, StepClock
 from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.stats import (
@@ -184,6 +186,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     final: Snapshot | None = None
     note = record.start_error
     ecs = _EcsSaid(engine)
+    traffic = TrafficLines(engine, record)
     try:
         with progress:
             bar = progress.add_task("rollout", total=1, state="STARTING", pending=0)
@@ -193,6 +196,8 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
                 note = snap.note
                 for line in ecs.new_lines(snap):
                     progress.console.print(f"  [cyan]{_t(line)}[/]")
+                for line in traffic.lines(snap):
+                    progress.console.print(line, soft_wrap=True)
                 for event in snap.new_events:
                     progress.console.print(
                         f"  [dim]{event.created_at:%H:%M:%S}[/] {_t(event.message)}"
@@ -221,6 +226,8 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     code = _print_outcome(
         record, final, _status_hint(engine), engine.settings.aws_region, ecs.went_off
     )
+    if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
+        out.print(f"  reached {_t(reached)} before it ended.")
     if final.outcome != Outcome.COMPLETED:
         _print_where_to_look(final, engine.console_url)
     return code
@@ -1007,3 +1014,202 @@ def stats(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
     return _run_fleet(args, body)
+
+
+# A deployment ECS paused at a hook (bot/deploy/pausing.py) -----------------------------------
+def _pause_lines(pause: Pause, now: datetime) -> list[str]:
+    """What the pause shows: the stage and split, the timeout, the test listener and its
+    check (red when the wrong release or nothing good answered)."""
+    record, hook = pause.record, pause.hook
+    lines = [
+        f"[bold]{_t(record.kind)} {_t(record.id)} of {_t(record.tag)}[/] "
+        f"(by {_t(record.who_display or record.who)}) is paused: "
+        + _t(pause.shift.describe(record.tag, record.previous_tag or "the old revision", None, now))
+    ]
+    if hook.expires_at is not None:
+        left = max(0, int((hook.expires_at - now).total_seconds() // 60))
+        lines.append(
+            f"  ECS {hook.timeout_words} by itself at {hook.expires_at:%H:%M:%S} UTC "
+            f"(in {left} min) unless someone decides first."
+        )
+    if pause.test_url:
+        lines.append(f"  test listener: {_t(pause.test_url)}")
+    elif pause.test_url_note:
+        lines.append(f"  [dim]test listener: not known ({_t(pause.test_url_note)})[/]")
+    check = pause.verification
+    if check is not None:
+        colour = "green" if check.ok else "bold red"
+        lines.append(f"  check {_t(check.url)}: [{colour}]{_t(check.describe())}[/]")
+        if check.verdict == "old":
+            old = _t(record.previous_tag)
+            lines.append(f"  [bold red]the old release ({old}) still answers[/]")
+        elif check.verdict == "other":
+            lines.append(f"  [bold red]not the release being deployed ({_t(record.tag)})[/]")
+    if pause.decided is not None:
+        lines.append(f"  decided: {_t(pause.decided.describe())}")
+    return lines
+
+
+def continue_paused(args: argparse.Namespace) -> int:
+    """``deploybot continue [--rollback]``: decide on the deployment ECS paused at a hook
+    (ContinueServiceDeployment, once), then follow it to its end unless --no-wait. 0: it
+    completed (--rollback: it rolled back); 1: it failed or was rolled back (--rollback:
+    the rollback failed); 2: refused, nothing changed; 3: still rolling out at the timeout
+    (or paused again); 4: lost sight of it."""
+    action = ROLLBACK if args.rollback else CONTINUE
+
+    def body(engine: Engine) -> int:
+        who = requester(engine)
+        pause = engine.paused()
+        if pause is None:
+            name = engine.target.name
+            running = engine.rolling_out()
+            now = (
+                f"{running.kind} {running.id} of {running.tag} rolls out, not paused"
+                if running
+                else "nothing rolls out"
+            )
+            err.print(
+                f"[bold red]✗[/] Nothing awaits a decision on {_t(name)} ({_t(now)}). "
+                f"`{_t(_status_hint(engine))}` shows what runs; nothing was changed."
+            )
+            return ExitCode.REFUSED
+        for line in _pause_lines(pause, engine.clock.now()):
+            out.print(line, soft_wrap=True)
+        verb = "Continue" if action == CONTINUE else "Roll back"
+        question = f"{verb} {_t(pause.record.tag)} on {_t(engine.target.name)}?"
+        if not _confirm(args, question):
+            err.print("Nothing was decided: ECS still waits.")
+            return ExitCode.REFUSED
+        via = _via(args)
+        try:
+            decision = engine.decide_pause(
+                who, action, via=via, of=pause.record.id, hook_id=pause.hook.hook_id
+            )
+        except ConfirmWrongRelease as red:
+            if not _confirm(args, f"[bold red]{_t(red.message)}[/]", tty_only=True):
+                err.print(
+                    "Nothing was decided: ECS still waits. Off a terminal, --yes continues "
+                    "over a red check."
+                )
+                return ExitCode.REFUSED
+            decision = engine.decide_pause(
+                who,
+                action,
+                via=via,
+                of=pause.record.id,
+                hook_id=pause.hook.hook_id,
+                confirmed=True,
+            )
+        for bypass in decision.bypassed:
+            err.print(f"[yellow]![/] {_t(bypass)}")
+        news_detail = f"{verb.lower()} at {pause.hook.stage or 'a hook'}"
+        tell_channel(
+            engine,
+            News(
+                "break-glass" if decision.bypassed else "pause-decision",
+                who.name,
+                decision.decided.at,
+                who.aws_identity,
+                reason=via.break_glass or "",
+                deployment_id=decision.record.id,
+                tag=decision.record.tag,
+                detail=news_detail,
+            ),
+        )
+        asked = "asked ECS to continue" if action == CONTINUE else "asked ECS to roll back"
+        if decision.lost:
+            err.print(f"[yellow]![/] ECS's answer was lost ({_t(decision.lost)}); following it.")
+        out.print(f"{verb}: {asked} ({_t(decision.decided.describe())}).")
+        if args.no_wait:
+            out.print(f"`{_t(_status_hint(engine))}` shows how it goes.")
+            return ExitCode.OK
+        with out.status("following it…"):
+            outcome, why = engine.follow_abort(decision.record)
+        return _after_decision(engine, decision.record, action, outcome, why)
+
+    return _run(args, body)
+
+
+class TrafficLines:
+    """What a terminal prints of ECS's traffic shifting as a deployment goes: a line per stage
+    or step ("canary: 10% on v4.4.0, 90% on v4.3.0, baking 10 min"), the pause (once per hook,
+    with how to decide), and where a rolled back one got to."""
+
+    def __init__(self, engine: Engine, record: DeploymentRecord) -> None:
+        self.engine = engine
+        self.record = record
+        self.clock = StepClock()
+        self.said: tuple[str, float | None] | None = None
+        self.paused: str = ""
+
+    def lines(self, snap: Snapshot) -> list[str]:
+        shift = Shift.of(getattr(snap, "service_deployment", None))
+        if shift is None or not shift.shifts_traffic:
+            return []
+        self.clock.see(shift, snap.at)
+        out_lines: list[str] = []
+        record = self.record
+        if shift.key() != self.said and not shift.paused:
+            self.said = shift.key()
+            old = record.previous_tag or "the old revision"
+            text = shift.describe(record.tag, old, None, snap.at)
+            out_lines.append(f"  [cyan]{_t(text)}[/]")
+        hook = shift.hook
+        if hook is not None and hook.hook_id != self.paused and not snap.final:
+            self.paused = hook.hook_id
+            try:
+                pause = self.engine.pause_of(record, shift)
+            except DeployError as exc:
+                return [*out_lines, f"  [yellow]![/] paused; could not read it: {_t(exc.message)}"]
+            out_lines += _pause_lines(pause, snap.at)
+            name = self.engine.target.name
+            out_lines.append(
+                f"  decide: `deploybot --target {_t(name)} continue` (or `--rollback`), or "
+                "Continue / Roll back on its Slack message"
+            )
+        return out_lines
+
+    def reached(self) -> str:
+        furthest = self.clock.furthest
+        if furthest is None or not furthest.new_percent:
+            return ""
+        return furthest.reached(self.record.tag)
+
+
+def _confirm(args: argparse.Namespace, question: str, *, tty_only: bool = False) -> bool:
+    """Asked in a terminal without --yes; off a terminal nobody can answer: go on, unless
+    ``tty_only`` (a second confirmation needs --yes there)."""
+    if getattr(args, "yes", False):
+        return True
+    if not sys.stdin.isatty():
+        return not tty_only
+    try:
+        return Confirm.ask(question, console=out, default=False)
+    except EOFError:
+        return False
+
+
+def _after_decision(
+    engine: Engine, record: DeploymentRecord, action: str, outcome: Outcome | None, why: str
+) -> int:
+    if outcome is None:
+        waited = engine.settings.rollout_timeout_seconds
+        if why:
+            out.print(
+                f"[bold yellow]? Lost sight of {_t(record.tag)}[/] after {waited:.0f} s: "
+                f"{_t(why)}. `{_t(_status_hint(engine))}` shows how it goes."
+            )
+            return ExitCode.LOST
+        out.print(
+            f"[bold yellow]… {_t(record.tag)} is still rolling out[/] after {waited:.0f} s "
+            f"(paused again, or shifting slowly). `{_t(_status_hint(engine))}` shows how it goes."
+        )
+        return ExitCode.STILL_ROLLING_OUT
+    wanted = Outcome.COMPLETED if action == CONTINUE else Outcome.ROLLED_BACK
+    text = f"{_t(outcome.label)}: {_t(why.rstrip('.'))}."
+    if outcome is wanted:
+        out.print(f"[bold green]✓ {_t(record.tag)} {text}[/]")
+        return ExitCode.OK
+    out.print(f"[bold red]✗ {_t(record.tag)} {text}[/]")
+    return ExitCode.FAILED

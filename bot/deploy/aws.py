@@ -435,3 +435,74 @@ class AwsClient:
             for page in pages:
                 found += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
         return found
+
+    # A deployment paused at a hook (bot/deploy/pausing.py) -------------------------------
+    def pause_service_deployments(self, arns: list[str]) -> list[dict[str, Any]]:
+        """DescribeServiceDeployments of ``arns`` (at most 20 a call: its limit), as botocore
+        parses them (datetimes)."""
+        found: list[dict[str, Any]] = []
+        for at in range(0, len(arns), 20):
+            resp = self.ecs.describe_service_deployments(serviceDeploymentArns=arns[at : at + 20])
+            found.extend(dict(sd) for sd in resp.get("serviceDeployments", []))
+        return found
+
+    def pause_in_progress(self) -> list[str]:
+        """The ARNs of the service's service deployments in progress (ListServiceDeployments:
+        "IN_PROGRESS" is where a paused one is), newest first."""
+        resp = self.ecs.list_service_deployments(
+            cluster=self.cluster, service=self.service, status=["IN_PROGRESS"]
+        )
+        listed = sorted(
+            resp.get("serviceDeployments", []),
+            key=lambda d: str(d.get("createdAt", "")),
+            reverse=True,
+        )
+        return [str(d["serviceDeploymentArn"]) for d in listed if d.get("serviceDeploymentArn")]
+
+    def continue_service_deployment(self, arn: str, hook_id: str, action: str) -> None:
+        """ContinueServiceDeployment, sent once (retried only when throttled, as UpdateService:
+        a lost answer may hide a decision ECS took; it is read back from ECS, never sent
+        twice)."""
+        self.descriptions.forget(self.cluster, self.service)
+        self.ecs_once.continue_service_deployment(
+            serviceDeploymentArn=arn, hookId=hook_id, action=action
+        )
+
+    @property
+    def elbv2(self) -> Any:
+        """Elastic Load Balancing v2, made on first use (only the test listener's URL needs it)."""
+        with self._ecs_once_lock:
+            client = self.__dict__.get("_elbv2")
+            if client is None:
+                client = self.session.client("elbv2", **self._once_kwargs)
+                brief_connection_retries(client)
+                self.__dict__["_elbv2"] = client
+            return client
+
+    def test_listener(self, rule_arn: str) -> tuple[str, int, str]:
+        """The load balancer's DNS name, the port and protocol of the listener holding
+        ``rule_arn`` (ECS's ``advancedConfiguration.testListenerRule``; the rule's ARN names
+        its listener): DescribeListeners, DescribeLoadBalancers."""
+        listener_arn = _listener_of_rule(rule_arn)
+        if not listener_arn:
+            raise ValueError(f"{rule_arn} is not a listener rule's ARN")
+        listener = self.elbv2.describe_listeners(ListenerArns=[listener_arn])["Listeners"][0]
+        balancer = self.elbv2.describe_load_balancers(
+            LoadBalancerArns=[listener["LoadBalancerArn"]]
+        )["LoadBalancers"][0]
+        return (
+            str(balancer.get("DNSName", "")),
+            int(listener.get("Port", 80)),
+            str(listener.get("Protocol", "HTTP")),
+        )
+
+
+def _listener_of_rule(rule_arn: str) -> str:
+    """A listener rule's ARN names its listener: ``…:listener-rule/app/NAME/LB/LISTENER/RULE``
+    is a rule of ``…:listener/app/NAME/LB/LISTENER`` (Elastic Load Balancing's ARN formats,
+    https://docs.aws.amazon.com/service-authorization/latest/reference/
+    list_awselasticloadbalancingv2.html#awselasticloadbalancingv2-resources-for-iam-policies)."""
+    head, sep, path = rule_arn.partition(":listener-rule/")
+    if not sep:
+        return ""
+    return f"{head}:listener/{path.rsplit('/', 1)[0]}"

@@ -38,8 +38,10 @@ from bot.deploy.guardrails import Guardrails
 from bot.deploy.lock import Locking
 from bot.deploy.measure import STATS_GITHUB_ASKS, Measure
 from bot.deploy.parts import Parts
+from bot.deploy.pausing import Pause, PauseDecision, Pauser
 from bot.deploy.planning import Planner
 from bot.deploy.poller import Watch
+from bot.deploy.progressive import Shift
 from bot.deploy.reads import Reads
 from bot.deploy.records import (
     Approval,
@@ -108,12 +110,20 @@ class Engine(ForTheDoors):
         self.guardrails = Guardrails(parts, self.reads, self.lock, self.planner)
         self.starter = Starter(parts, self.reads, self.lock, self.guardrails)
         self.aborter = Aborter(parts, self.reads, self.planner)
+        self.pauser = Pauser(parts, self.planner, self.aborter)
         # What happens to this target's deployments, for the supervisor and the doors.
         self.events = self.reconciler.events
         self.events.subscribe(Settled, lambda e: self.guardrails.after_settled(e.record, e.final))
         self.github_deployments = github = parts.github_deployments
         if github.enabled:
             self.events.subscribe(Settled, lambda e: github.settled(e.record, e.final))
+
+    def retarget(self, target: Target) -> None:
+        """The same service under new rules (a configuration read again, user groups read
+        again): what every plan and check asks from now on. A change already started keeps
+        what was decided for it; the lock's own checks (rules.at_start) ask the new rules."""
+        self.parts.target = target
+        self.target = target
 
     @property
     def door(self) -> HintsDoor:
@@ -287,6 +297,33 @@ class Engine(ForTheDoors):
         self, record: DeploymentRecord, on_wait: Callable[[], None] | None = None
     ) -> tuple[Outcome | None, str]:
         return self.aborter.follow_abort(record, on_wait)
+
+    # A deployment ECS paused at a hook (pausing.py) -----------------------------------------
+    def paused(self, of: str = "") -> Pause | None:
+        """The deployment rolling out, when ECS awaits a decision on it (with its check)."""
+        return self.pauser.find(of)
+
+    def pause_of(self, record: DeploymentRecord, shift: Shift) -> Pause:
+        """What a follower shows of a pause it saw (``shift``: its snapshot's): the test
+        listener and its check (asked once per hook), a decision taken already."""
+        return self.pauser.described(record, shift, self.reads.service(max_age=5.0))
+
+    def claim_pause_notice(self, hook_id: str) -> bool:
+        return self.pauser.claim_pause_notice(hook_id)
+
+    def decide_pause(
+        self,
+        requester: Requester,
+        action: str,
+        *,
+        via: Via,
+        of: str = "",
+        hook_id: str = "",
+        confirmed: bool = False,
+    ) -> PauseDecision:
+        return self.pauser.decide(
+            requester, action, via=via, of=of, hook_id=hook_id, confirmed=confirmed
+        )
 
     # The guardrails (guardrails.py) ----------------------------------------------------------
     def freeze(self, requester: Requester, reason: str, *, via: Via | None = None) -> Freeze:

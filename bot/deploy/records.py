@@ -198,6 +198,9 @@ class DeploymentRecord:
     # date) from GitHub's compare, None until asked; the image's push time to ECR, None until read.
     shipped: tuple[tuple[str, datetime], ...] | None = None
     image_pushed_at: datetime | None = None
+    # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
+    # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
+    decisions: tuple[str, ...] = ()
 
     @property
     def open(self) -> bool:
@@ -337,7 +340,13 @@ class Running:
         return f"{what}, put there by {r.who_display or r.who} ({r.kind} {r.id})"
 
 
-_DOORS = {"slack": Door.SLASH, "ci-button": Door.CI_BUTTON, "cli": Door.CLI, "queue": Door.QUEUE}
+_DOORS = {
+    "slack": Door.SLASH,
+    "ci-button": Door.CI_BUTTON,
+    "ci-auto": Door.CI_AUTO,
+    "cli": Door.CLI,
+    "queue": Door.QUEUE,
+}
 
 
 @dataclass(frozen=True)
@@ -371,7 +380,8 @@ class Via:
         """The door a caller that says none came through, from the requester's source; a
         caller that checked who and where itself passes no channel."""
         door = _DOORS.get(requester.source, Door.CLI)
-        return cls(door=Door.CLI if door in (Door.SLASH, Door.BUTTON, Door.CI_BUTTON) else door)
+        slack = (Door.SLASH, Door.BUTTON, Door.CI_BUTTON, Door.CI_AUTO)
+        return cls(door=Door.CLI if door in slack else door)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ module how it is stored. Most items are keyed by the target's service (``cluster
   pk = NOTICE#<channel>:<ts>  sk = NOTICE          a CI notice whose Deploy button was used
   pk = TAG#<repository>:<tag> sk = TAG             the image an exact release tag named when
                                                    first deployed, and any allowed moves
+  pk = PAUSE#<scope>      sk = <hook id>           a PAUSE hook ECS awaits action on: its
+                                                   decision (Continue or Roll back, once),
+                                                   the test listener's check, the DM claimed
 
 Times are written as ``records.stamp`` text, so sort keys that begin with one sort by time.
 News sorts after every record (records' sort keys begin with the year), so a bot's periodic
@@ -155,6 +158,10 @@ class Keys:
     @staticmethod
     def tag(repository: str, tag: str) -> Item:
         return {"pk": {"S": f"TAG#{repository}:{tag}"}, "sk": {"S": "TAG"}}
+
+    def pause(self, hook_id: str) -> Item:
+        """A paused deployment's hook (bot/deploy/pausing.py): ECS's hook ids are unique."""
+        return self._key("PAUSE", hook_id[:1000])
 
 
 # Conditions and transactions ---------------------------------------------------------------
@@ -546,6 +553,7 @@ def record_from_item(item: Item) -> DeploymentRecord:
         abort_ecs_deployment_id=text(item, "abort_ecs_deployment_id"),
         shipped=_shipped(item),
         image_pushed_at=time_or_none(item, "image_pushed_at"),
+        decisions=texts(item, "decisions"),
     )
 
 

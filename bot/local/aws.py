@@ -110,15 +110,22 @@ class RequestLog:
             self._entries.clear()
 
 
+# What a fault answers: ThrottlingException (400), AccessDeniedException (400, what IAM answers
+# a role without the action, and a region or partition without the operation), or the HTTP 500
+# moto's server gives for an operation it does not implement (botocore retries it).
+THROTTLE, DENY, UNIMPLEMENTED = "throttle", "deny", "unimplemented"
+
+
 @dataclass
 class Fault:
-    """Throttle matching requests ``times`` more times, or until ``until`` (monotonic)."""
+    """Answer matching requests (``kind``) ``times`` more times, or until ``until`` (monotonic)."""
 
     service: str
     operation: str | None
     times: int | None
     until: float | None
     hits: int = 0
+    kind: str = THROTTLE
 
     def matches(self, service: str, operation: str) -> bool:
         return self.service == service and self.operation in (None, operation)
@@ -167,8 +174,42 @@ class Faults:
         matching request for that long; with both, whichever ends first; with neither, until
         ``clear()``.
         """
+        return self._add(service, operation, times, seconds, THROTTLE)
+
+    def refuse(
+        self,
+        service: str,
+        operation: str | None = None,
+        *,
+        times: int | None = None,
+        seconds: float | None = None,
+    ) -> Fault:
+        """Answer AccessDeniedException for ``service``'s ``operation`` (every one if None), as
+        IAM does for a role not granted the action; ``times``/``seconds`` as for throttle()."""
+        return self._add(service, operation, times, seconds, DENY)
+
+    def unimplement(
+        self,
+        service: str,
+        operation: str | None = None,
+        *,
+        times: int | None = None,
+        seconds: float | None = None,
+    ) -> Fault:
+        """Answer ``service``'s ``operation`` as moto's server answers an operation it does not
+        implement: HTTP 500 with werkzeug's HTML page; ``times``/``seconds`` as for throttle()."""
+        return self._add(service, operation, times, seconds, UNIMPLEMENTED)
+
+    def _add(
+        self,
+        service: str,
+        operation: str | None,
+        times: int | None,
+        seconds: float | None,
+        kind: str,
+    ) -> Fault:
         until = time.monotonic() + seconds if seconds is not None else None
-        fault = Fault(service=service, operation=operation, times=times, until=until)
+        fault = Fault(service=service, operation=operation, times=times, until=until, kind=kind)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -217,16 +258,29 @@ def _operation(environ: dict[str, Any]) -> tuple[str, str] | None:
     return service, f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
 
 
-def _throttle_response(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+def _fault_response(
+    environ: dict[str, Any], start_response: Callable[..., Any], fault: Fault, operation: str
+) -> Iterable[bytes]:
+    if fault.kind == UNIMPLEMENTED:
+        from werkzeug.exceptions import InternalServerError
+
+        return InternalServerError()(environ, start_response)
     request_id = str(uuid.uuid4())
-    message = "Rate exceeded"
+    if fault.kind == DENY:
+        json_code = query_code = "AccessDeniedException"
+        message = (
+            "User: arn:aws:sts::123456789012:assumed-role/deploybot/test is not authorized to "
+            f"perform: {fault.service}:{operation}"
+        )
+    else:
+        json_code, query_code, message = "ThrottlingException", "Throttling", "Rate exceeded"
     if environ.get("HTTP_X_AMZ_TARGET"):
         # JSON protocol (ECS, ECR, DynamoDB): botocore reads the code from __type.
-        body = json.dumps({"__type": "ThrottlingException", "message": message}).encode()
+        body = json.dumps({"__type": json_code, "message": message}).encode()
         content_type = "application/x-amz-json-1.1"
     else:
         body = (
-            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{query_code}</Code>"
             f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId>"
             "</ErrorResponse>"
         ).encode()
@@ -262,7 +316,7 @@ class _Recorder:
             AwsRequest(service, operation, at=time.monotonic(), throttled=fault is not None)
         )
         if fault is not None:
-            return _throttle_response(environ, start_response)
+            return _fault_response(environ, start_response, fault, operation)
         held = self._faults.held(service, operation)
         if held is not None:
             held.wait(60)

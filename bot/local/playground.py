@@ -57,6 +57,7 @@ from bot.local.stack import (
 )
 from bot.settings import Settings, load_settings
 from bot.slack.app import web_client
+from bot.slack.messages import NOTICE_EVENT, notice_metadata
 from bot.slack.notify import image_notice
 from bot.target import Target
 from bot.targets import Targets, load_targets
@@ -254,6 +255,8 @@ def _playground(step: float) -> Iterator[Playground]:
             users={p.id: p.name for p in PEOPLE},
             channels={CHANNEL: CHANNEL_NAME},
         ).start()
+        # CI's notice reaches the bot as the manifest's metadata event (auto_deploy).
+        emulator.metadata_subscriptions.add(NOTICE_EVENT)
         settings = _settings(server, emulator, github, step)
         stack = create_stack(server.endpoint_url, settings, running=RUNNING_VERSION)
         add_service(
@@ -342,14 +345,23 @@ def _settings(
 
 
 def playground_targets(settings: Settings) -> Targets:
-    """Staging and production, in the one channel, for both people; production takes only
-    what completed on staging, and needs one approval (Ana asks, Ben approves)."""
+    """Staging and production, in the one channel, for both people; staging deploys every
+    image CI pushes (auto_deploy); production takes only what completed on staging, and needs
+    one approval (Ana asks, Ben approves)."""
     repository, where = settings.ecr_repository, frozenset({CHANNEL})
     who = frozenset(p.id for p in PEOPLE)
     return Targets(
         (
+            # Staging deploys every pushed image on its own (auto_deploy); production stays on
+            # its Promote button and an approval.
             Target(
-                STAGING, STAGING_STACK, STAGING_STACK, repository, deployers=who, channels=where
+                STAGING,
+                STAGING_STACK,
+                STAGING_STACK,
+                repository,
+                deployers=who,
+                channels=where,
+                auto_deploy=True,
             ),
             Target(
                 PRODUCTION,
@@ -746,4 +758,8 @@ async def post_image_pushed(
     msg = await asyncio.to_thread(image_notice, settings, targets, tag, sha, None)
     # Without a session of its own, the client opens and closes one per call.
     client = web_client(settings)
-    await client.chat_postMessage(channel=settings.slack_channel or CHANNEL, **msg.as_kwargs())
+    await client.chat_postMessage(
+        channel=settings.slack_channel or CHANNEL,
+        metadata=notice_metadata(tag, sha, None),
+        **msg.as_kwargs(),
+    )

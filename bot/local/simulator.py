@@ -22,14 +22,29 @@ moto's ECS backend the service side of a rolling update, in the server's own pro
   new PRIMARY deployment of the last completed task definition, which then rolls out (a
   rollback that fails in turn stays FAILED).
 - A *slow* image's tasks stay PENDING for ``slow_ticks``.
+- An *alarming* image's tasks are healthy, but the service's deployment alarms go to ALARM
+  halfway through the bake time (the playground's "healthy, but its 5xx alarm fires after
+  start"), and back to OK once ECS has rolled it back.
 - When the PRIMARY runs its desired count of healthy tasks and no older task is left, it is
   COMPLETED and the older deployments leave the list, as in ECS.
 
 Service events are newest first, at most 100, worded as ECS words them.
+
+Each deployment is also an ECS *service deployment* (bot/local/service_deployments.py, which
+answers ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions,
+StopServiceDeployment and ContinueServiceDeployment): PENDING at UpdateService, IN_PROGRESS from
+the next step, SUCCESSFUL when complete; a circuit-breaker or alarm rollback turns the same
+service deployment ROLLBACK_IN_PROGRESS, then ROLLBACK_SUCCESSFUL (ROLLBACK_FAILED when the
+rollback fails too); without rollback it ends STOPPED, as does one replaced by a newer deployment.
+With ``deploymentConfiguration.alarms`` enabled, the named CloudWatch alarms (moto's, set with
+``set_alarm_state``) are watched once new tasks run and through ``bake_ticks`` steps after the
+rollout is whole (lifecycleStage BAKE_TIME); one in ALARM fails the deployment (and rolls it back
+with ``rollback``). StopServiceDeployment is acted on at the next step.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -45,6 +60,13 @@ from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.ecs.models import EC2ContainerServiceBackend, Service, Task, ecs_backends
 
+from bot.local import service_deployments as sd
+from bot.local.service_deployments import (
+    SIM_LOCK,
+    ServiceDeployment,
+    ServiceRevision,
+)
+
 if TYPE_CHECKING:
     from bot.local.aws import MotoServer
 
@@ -53,6 +75,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REGION = "eu-west-1"
 CRASH_REASON = "Essential container in task exited"
 CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+ALARM_FAILURE_REASON = "ECS deployment failed: alarm(s) detected."
 MAX_EVENTS = 100
 PENDING_STATUSES = ("PROVISIONING", "PENDING", "ACTIVATING")
 DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
@@ -66,7 +89,7 @@ TagRule = Iterable[str] | Callable[[str], bool]
 # moto answers requests on several threads and the simulator ticks on its own: every read or
 # change of a simulated service happens under this lock, and what the HTTP side serialises
 # (service.deployments, service.events) is replaced whole, never changed in place.
-_LOCK = threading.RLock()
+_LOCK = SIM_LOCK
 _PATCH_LOCK = threading.Lock()
 _patched = False
 _rng = random.Random()
@@ -153,6 +176,9 @@ class _Deployment:
     failed: int = 0
     runs: list[_Run] = field(default_factory=list)
     is_rollback: bool = False  # a failed rollback is not rolled back again
+    revision: str = ""  # the service revision's ARN
+    # The service deployment this deployment carries out (or rolls back, when is_rollback).
+    service_deployment: ServiceDeployment | None = None
 
     def live(self) -> list[_Run]:
         return [r for r in self.runs if r.live]
@@ -192,6 +218,9 @@ class _ServiceSim:
     deployments: list[_Deployment]
     events: list[dict[str, Any]] = field(default_factory=list)
     last_completed: _Deployment | None = None
+    service_deployments: list[ServiceDeployment] = field(default_factory=list)
+    revisions: dict[str, ServiceRevision] = field(default_factory=dict)
+    fired_alarms: set[str] = field(default_factory=set)  # set to ALARM by an alarming image
 
 
 def _sim(service: Service) -> _ServiceSim | None:
@@ -318,6 +347,168 @@ def _new_deployment(
     return deployment
 
 
+# --- service revisions and service deployments (bot/local/service_deployments.py) --------------
+
+
+def _image_digest(backend: EC2ContainerServiceBackend, image: str) -> str | None:
+    """The digest of an image reference: pinned (``repo@sha256:…``) or its tag in ECR (moto, in
+    this process), as ECS resolves it for the service revision's containerImages."""
+    _, _, digest = image.partition("@")
+    if digest:
+        return digest
+    from moto.ecr.models import ecr_backends
+
+    name = image.rsplit("/", 1)[-1]
+    if ":" not in name:
+        return None
+    repository_name, tag = name.rsplit(":", 1)
+    try:
+        repository = ecr_backends[backend.account_id][backend.region_name].repositories.get(
+            repository_name
+        )
+    except KeyError:
+        return None
+    for found in list(repository.images) if repository else []:
+        if tag in found.image_tags:
+            digest_found: str = found.get_image_digest()
+            return digest_found
+    return None
+
+
+def _make_revision(
+    backend: EC2ContainerServiceBackend,
+    service: Service,
+    sim: _ServiceSim,
+    task_definition: str,
+    now: datetime,
+) -> str:
+    """A new service revision of ``service`` running ``task_definition``; its ARN."""
+    cluster = backend._get_cluster(service.cluster_name)
+    definition = backend.describe_task_definition(task_definition)
+    images = []
+    for container in definition.container_definitions:
+        image = str(container.get("image", ""))
+        entry = {"containerName": str(container.get("name", "")), "image": image}
+        digest = _image_digest(backend, image)
+        if digest:
+            entry["imageDigest"] = digest
+        images.append(entry)
+    arn = sd.service_revision_arn(
+        backend.region_name,
+        backend.account_id,
+        cluster.name,
+        service.name,
+        sd.new_revision_id(),
+    )
+    network = service.network_configuration
+    sim.revisions[arn] = ServiceRevision(
+        arn=arn,
+        service_arn=service.arn,
+        cluster_arn=cluster.arn,
+        task_definition=definition.arn,
+        launch_type=service.launch_type or "FARGATE",
+        network_configuration=dict(network) if isinstance(network, dict) and network else None,
+        container_images=images,
+        load_balancers=list(service.load_balancers or []),
+        created_at=now,
+    )
+    return arn
+
+
+def _alarms_configuration(config: dict[str, Any]) -> dict[str, Any]:
+    alarms = config.get("alarms") or {}
+    return alarms if alarms.get("enable") else {}
+
+
+def _begin_service_deployment(
+    backend: EC2ContainerServiceBackend,
+    service: Service,
+    sim: _ServiceSim,
+    deployment: _Deployment,
+    now: datetime,
+    *,
+    settled: bool = False,
+) -> ServiceDeployment:
+    """The service deployment that ``deployment`` carries out, PENDING (SUCCESSFUL when the
+    service starts settled); any unfinished older one is STOPPED, replaced by it."""
+    cluster = backend._get_cluster(service.cluster_name)
+    deployment.revision = _make_revision(backend, service, sim, deployment.task_definition, now)
+    sources: dict[str, sd.RevisionCounts] = {}
+    for other in sim.deployments:
+        if other is not deployment and other.revision and other.revision not in sources:
+            sources[other.revision] = sd.RevisionCounts(other.revision)
+    config = copy.deepcopy(_deployment_configuration(service))
+    breaker = config.get("deploymentCircuitBreaker") or {}
+    alarms = _alarms_configuration(config)
+    record = ServiceDeployment(
+        arn=sd.service_deployment_arn(
+            backend.region_name,
+            backend.account_id,
+            cluster.name,
+            service.name,
+            sd.new_deployment_id(),
+        ),
+        service_arn=service.arn,
+        cluster_arn=cluster.arn,
+        created_at=now,
+        updated_at=now,
+        target=sd.RevisionCounts(deployment.revision),
+        sources=list(sources.values()),
+        deployment_configuration=config,
+        breaker_status=sd.MONITORING if breaker.get("enable") else sd.DISABLED,
+        threshold=failure_threshold(deployment.desired),
+        alarms_status=sd.MONITORING if alarms else sd.DISABLED,
+        alarm_names=[str(n) for n in alarms.get("alarmNames") or []],
+    )
+    for older in sim.service_deployments:
+        if not older.final:
+            older.stop_requested = None
+            older.set_status(sd.STOPPED, now, sd.REPLACED_REASON)
+    if settled:
+        record.started_at = now
+        record.set_status(sd.SUCCESSFUL, now)
+        record.breaker_status = sd.MONITORING_COMPLETE if breaker.get("enable") else sd.DISABLED
+        record.alarms_status = sd.MONITORING_COMPLETE if alarms else sd.DISABLED
+    deployment.service_deployment = record
+    sim.service_deployments = [record, *sim.service_deployments]
+    _sync_counts(sim, record)
+    return record
+
+
+def _sync_counts(sim: _ServiceSim, record: ServiceDeployment) -> None:
+    """Task counts of a service deployment's revisions, from the deployments running them."""
+    for counts in (record.target, *record.sources):
+        runs = [d for d in sim.deployments if d.revision == counts.arn]
+        counts.requested = sum(d.desired for d in runs)
+        counts.running = sum(d.running for d in runs)
+        counts.pending = sum(d.pending for d in runs)
+
+
+def _set_alarms(account_id: str, region: str, names: Iterable[str], state: str) -> None:
+    """Set CloudWatch alarms (moto, in this process) as set_alarm_state does."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    backend = cloudwatch_backends[account_id][region]
+    for name in names:
+        if name in backend.alarms:
+            reason = (
+                "Threshold Crossed: 1 datapoint [12.0] was greater than or equal to the "
+                "threshold (5.0)."
+                if state == "ALARM"
+                else "Threshold Crossed: 1 datapoint [0.0] was not greater than or equal to "
+                "the threshold (5.0)."
+            )
+            backend.set_alarm_state(name, reason, "{}", state)
+
+
+def _alarms_in_alarm(account_id: str, region: str, names: list[str]) -> list[str]:
+    """Those of ``names`` whose CloudWatch alarm (moto, in this process) is in ALARM."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    alarms = cloudwatch_backends[account_id][region].alarms
+    return [n for n in names if n in alarms and alarms[n].state_value == "ALARM"]
+
+
 # --- moto's ECS backend, taught the service side of a rolling update --------------------------
 
 
@@ -341,6 +532,7 @@ def _settle_new_service(backend: EC2ContainerServiceBackend, service: Service) -
         updated_at=now,
     )
     sim = _ServiceSim(deployments=[deployment], last_completed=deployment)
+    _begin_service_deployment(backend, service, sim, deployment, now, settled=True)
     runs = [
         _launch(backend, service, deployment, "healthy", now, running=True)
         for _ in range(service.desired_count)
@@ -407,8 +599,14 @@ def patch_moto_ecs() -> None:
                 service.desired_count = desired
                 primary.desired = desired
                 primary.updated_at = now
+            if "deployment_configuration" in props:  # ECS keeps what it is not told to change
+                service.deployment_configuration = {  # type: ignore[attr-defined]
+                    **DEFAULT_DEPLOYMENT_CONFIGURATION,
+                    **(props["deployment_configuration"] or {}),
+                }
             if force or (new_arn is not None and new_arn != primary.task_definition):
-                _new_deployment(service, sim, new_arn or primary.task_definition, now)
+                deployment = _new_deployment(service, sim, new_arn or primary.task_definition, now)
+                _begin_service_deployment(self, service, sim, deployment, now)
             else:
                 service.desired_count = primary.desired
             _render(service, sim)
@@ -455,6 +653,7 @@ def patch_moto_ecs() -> None:
                 }
         return result
 
+    sd.install(_utcnow)
     backend_cls.create_service = create_service  # type: ignore[method-assign]
     backend_cls.update_service = update_service  # type: ignore[method-assign]
     backend_cls.describe_services = describe_services  # type: ignore[method-assign]
@@ -486,9 +685,11 @@ class RolloutSimulator:
         step_seconds: float = 0.2,
         broken: TagRule = (),
         slow: TagRule = (),
+        alarming: TagRule = (),
         pending_ticks: int = 2,
         slow_ticks: int = 200,
         launch_batch: int = 1,
+        bake_ticks: int = 10,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         patch_moto_ecs()
@@ -498,9 +699,11 @@ class RolloutSimulator:
         self.pending_ticks = max(2, pending_ticks)
         self.slow_ticks = slow_ticks
         self.launch_batch = max(1, launch_batch)
+        self.bake_ticks = max(0, bake_ticks)
         self._clock = clock or _utcnow
         self._broken_tags, self._broken_rule = self._split_rule(broken)
         self._slow_tags, self._slow_rule = self._split_rule(slow)
+        self._alarming_tags, self._alarming_rule = self._split_rule(alarming)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -524,11 +727,21 @@ class RolloutSimulator:
             self._slow_tags.add(tag)
             self._broken_tags.discard(tag)
 
+    def mark_alarming(self, tag: str) -> None:
+        """Tasks of images with this tag are healthy, but the service's deployment alarms go
+        to ALARM halfway through the bake time (their 5xx count crosses the threshold); they
+        are OK again once the rollback has completed."""
+        with _LOCK:
+            self._alarming_tags.add(tag)
+            self._broken_tags.discard(tag)
+            self._slow_tags.discard(tag)
+
     def mark_healthy(self, tag: str) -> None:
-        """Undo mark_broken / mark_slow for this tag."""
+        """Undo mark_broken / mark_slow / mark_alarming for this tag."""
         with _LOCK:
             self._broken_tags.discard(tag)
             self._slow_tags.discard(tag)
+            self._alarming_tags.discard(tag)
 
     def _matches(self, tags: set[str], rule: Callable[[str], bool] | None, image: str) -> bool:
         names = {image, image_tag(image), *self._ecr_tags(image)}
@@ -552,11 +765,13 @@ class RolloutSimulator:
         ]
 
     def fate(self, image: str) -> str:
-        """``broken``, ``slow`` or ``healthy``: what tasks of ``image`` will do."""
+        """``broken``, ``slow``, ``alarming`` or ``healthy``: what tasks of ``image`` will do."""
         if self._matches(self._broken_tags, self._broken_rule, image):
             return "broken"
         if self._matches(self._slow_tags, self._slow_rule, image):
             return "slow"
+        if self._matches(self._alarming_tags, self._alarming_rule, image):
+            return "alarming"
         return "healthy"
 
     def post_event(self, message: str) -> None:
@@ -644,6 +859,7 @@ class RolloutSimulator:
         now = self._now()
         name = service.name
         self._advance_tasks(sim, now)
+        self._service_deployment_step(backend, service, sim, now)
         primary = sim.deployments[0]
 
         # The circuit breaker, and the rollback it starts.
@@ -662,11 +878,23 @@ class RolloutSimulator:
                 "tasks failed to start.",
                 now,
             )
+            record = primary.service_deployment
+            if record is not None and not record.final:
+                record.failure_count = max(record.failure_count, primary.failed)
+                if not primary.is_rollback:
+                    record.breaker_status = sd.TRIGGERED
             target = sim.last_completed
             if breaker.get("rollback") and target is not None and not primary.is_rollback:
                 _event(sim, f"(service {name}) rolling back to deployment {target.id}.", now)
-                primary = _new_deployment(service, sim, target.task_definition, now)
-                primary.is_rollback = True
+                primary = self._roll_back(
+                    service, sim, target, record, sd.CIRCUIT_BREAKER_ROLLBACK_REASON, now
+                )
+            elif record is not None and not record.final:
+                _sync_counts(sim, record)
+                if primary.is_rollback:
+                    record.set_status(sd.ROLLBACK_FAILED, now, sd.ROLLBACK_FAILED_REASON)
+                else:
+                    record.set_status(sd.STOPPED, now, sd.CIRCUIT_BREAKER_STOP_REASON)
 
         # Older deployments drain: tasks not yet healthy at once, healthy ones (oldest
         # deployment first) only while the healthy count stays at the desired count.
@@ -721,13 +949,29 @@ class RolloutSimulator:
                     now,
                 )
 
-        # Done when the primary is whole and healthy and nothing older still runs.
+        # Done when the primary is whole and healthy and nothing older still runs (and, with
+        # deployment alarms, once the bake time has passed without an alarm).
+        record = primary.service_deployment
         if (
             primary.rollout_state == "IN_PROGRESS"
             and sum(1 for r in primary.runs if r.healthy) == primary.desired
             and len(primary.live()) == primary.desired
             and not any(d.live() for d in sim.deployments[1:])
+            and not self._baking(primary)
         ):
+            if record is not None and not record.final:
+                _sync_counts(sim, record)
+                if primary.is_rollback:
+                    record.set_status(sd.ROLLBACK_SUCCESSFUL, now)
+                    if sim.fired_alarms:  # the 5xx stopped with the bad release
+                        _set_alarms(self.account_id, self.region, sim.fired_alarms, "OK")
+                        sim.fired_alarms.clear()
+                else:
+                    record.lifecycle_stage = "CLEAN_UP"
+                    record.set_status(sd.SUCCESSFUL, now)
+                    for attr in ("breaker_status", "alarms_status"):
+                        if getattr(record, attr) == sd.MONITORING:
+                            setattr(record, attr, sd.MONITORING_COMPLETE)
             primary.rollout_state = "COMPLETED"
             primary.reason = f"ECS deployment {primary.id} completed."
             primary.updated_at = now
@@ -735,6 +979,139 @@ class RolloutSimulator:
             sim.last_completed = primary
             _event(sim, f"(service {name}) (deployment {primary.id}) deployment completed.", now)
             _event(sim, f"(service {name}) has reached a steady state.", now)
+
+    # -- service deployments ------------------------------------------------------------------
+
+    def _service_deployment_step(
+        self,
+        backend: EC2ContainerServiceBackend,
+        service: Service,
+        sim: _ServiceSim,
+        now: datetime,
+    ) -> None:
+        """A service deployment's own step: PENDING to IN_PROGRESS, what a StopServiceDeployment
+        asked for, and the deployment alarms (developerguide/deployment-alarm-failure.html)."""
+        primary = sim.deployments[0]
+        for record in sim.service_deployments:
+            if record.final:
+                continue
+            if record.status == sd.PENDING:
+                record.started_at = now
+                record.lifecycle_stage = "SCALE_UP"
+                record.set_status(sd.IN_PROGRESS, now)
+            carrier = next((d for d in sim.deployments if d.service_deployment is record), None)
+            if carrier is not None and not carrier.is_rollback:
+                record.failure_count = carrier.failed
+                record.threshold = failure_threshold(carrier.desired)
+            if record.stop_requested == "ROLLBACK" and record.status == sd.ROLLBACK_REQUESTED:
+                record.stop_requested = None
+                target = sim.last_completed
+                if carrier is not None and carrier.rollout_state == "IN_PROGRESS":
+                    carrier.rollout_state = "FAILED"
+                    carrier.reason = f"ECS deployment {carrier.id} rolled back on request."
+                    carrier.updated_at = now
+                if target is None or target is carrier:
+                    record.set_status(sd.ROLLBACK_FAILED, now, sd.NO_ROLLBACK_TARGET_REASON)
+                else:
+                    message = f"(service {service.name}) rolling back to deployment {target.id}."
+                    _event(sim, message, now)
+                    self._roll_back(service, sim, target, record, sd.STOP_ROLLBACK_REASON, now)
+            elif record.stop_requested == "ABORT" and record.status == sd.STOP_REQUESTED:
+                record.stop_requested = None
+                if carrier is not None and carrier.rollout_state == "IN_PROGRESS":
+                    carrier.rollout_state = "FAILED"
+                    carrier.reason = f"ECS deployment {carrier.id} stopped."
+                    carrier.updated_at = now
+                _sync_counts(sim, record)
+                record.set_status(sd.STOPPED, now, sd.STOPPED_REASON)
+            if not record.final:
+                _sync_counts(sim, record)
+
+        # Deployment alarms: watched once tasks of the new revision run, through the bake time.
+        primary = sim.deployments[0]
+        watched = primary.service_deployment
+        alarms = _alarms_configuration(_deployment_configuration(service))
+        if (
+            watched is None
+            or watched.status != sd.IN_PROGRESS
+            or primary.is_rollback
+            or primary.rollout_state != "IN_PROGRESS"
+            or not alarms
+            or primary.running == 0
+        ):
+            return
+        names = [str(n) for n in alarms.get("alarmNames") or []]
+        if (
+            watched.bake_left is not None
+            and watched.bake_left <= self.bake_ticks // 2
+            and self.fate(self._image(backend, primary.task_definition)) == "alarming"
+        ):
+            _set_alarms(self.account_id, self.region, names, "ALARM")
+            sim.fired_alarms.update(names)
+        firing = _alarms_in_alarm(self.account_id, self.region, names)
+        if not firing:
+            return
+        primary.rollout_state = "FAILED"
+        primary.reason = ALARM_FAILURE_REASON
+        primary.updated_at = now
+        _event(
+            sim,
+            f"(service {service.name}) (deployment {primary.id}) deployment failed: "
+            "alarm detected.",
+            now,
+        )
+        watched.alarms_status = sd.TRIGGERED
+        watched.triggered_alarms = firing
+        target = sim.last_completed
+        if alarms.get("rollback") and target is not None and target is not primary:
+            _event(sim, f"(service {service.name}) rolling back to deployment {target.id}.", now)
+            reason = sd.alarm_reason(firing, rollback=True)
+            self._roll_back(service, sim, target, watched, reason, now)
+        else:
+            _sync_counts(sim, watched)
+            watched.set_status(sd.STOPPED, now, sd.alarm_reason(firing, rollback=False))
+
+    def _roll_back(
+        self,
+        service: Service,
+        sim: _ServiceSim,
+        target: _Deployment,
+        record: ServiceDeployment | None,
+        reason: str,
+        now: datetime,
+    ) -> _Deployment:
+        """A new PRIMARY deployment of ``target``'s task definition, the rollback of ``record``,
+        which goes ROLLBACK_IN_PROGRESS (the rollback is no service deployment of its own)."""
+        rollback = _new_deployment(service, sim, target.task_definition, now)
+        rollback.is_rollback = True
+        rollback.revision = target.revision
+        rollback.service_deployment = record
+        if record is not None and not record.final:
+            record.rollback_reason = reason
+            record.rollback_started_at = now
+            record.rollback_revision = target.revision
+            record.set_status(sd.ROLLBACK_IN_PROGRESS, now, reason)
+            _sync_counts(sim, record)
+        return rollback
+
+    def _baking(self, primary: _Deployment) -> bool:
+        """True while a whole, healthy deployment with deployment alarms is in its bake time,
+        which it spends IN_PROGRESS in lifecycle stage BAKE_TIME."""
+        record = primary.service_deployment
+        if (
+            record is None
+            or primary.is_rollback
+            or record.status != sd.IN_PROGRESS
+            or record.alarms_status == sd.DISABLED
+        ):
+            return False
+        if record.bake_left is None:
+            record.bake_left = self.bake_ticks
+            record.lifecycle_stage = "BAKE_TIME"
+        if record.bake_left <= 0:
+            return False
+        record.bake_left -= 1
+        return True
 
     def _advance_tasks(self, sim: _ServiceSim, now: datetime) -> None:
         for deployment in sim.deployments:

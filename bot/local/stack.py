@@ -430,3 +430,44 @@ def create_stack(
         releases=tuple(pushed),
         running_tag=running_release.tag,
     )
+
+
+def add_deployment_alarm(
+    stack: StackInfo,
+    settings: Settings,
+    *,
+    cluster: str | None = None,
+    service: str | None = None,
+    alarm_name: str | None = None,
+    rollback: bool = True,
+) -> str:
+    """A CloudWatch alarm on the service's 5xx answers (OK) and the service's deployment alarms
+    naming it, with ``rollback``, as service.yml's ``DeploymentConfiguration.Alarms``: ECS then
+    bakes each rollout and rolls back when the alarm goes to ALARM (the simulator's
+    ``bake_ticks``; ``mark_alarming`` fires it). Returns the alarm's name."""
+    cluster = cluster or settings.ecs_cluster
+    service = service or settings.ecs_service
+    name = alarm_name or f"{service}-5xx"
+    _client("cloudwatch", stack.endpoint_url, stack.region).put_metric_alarm(
+        AlarmName=name,
+        AlarmDescription=f"5xx answers of {service}",
+        Namespace=f"{service}/access",
+        MetricName="5xx",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",
+    )
+    ecs = _client("ecs", stack.endpoint_url, stack.region)
+    current = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+    ecs.update_service(
+        cluster=cluster,
+        service=service,
+        deploymentConfiguration={
+            **current["deploymentConfiguration"],
+            "alarms": {"alarmNames": [name], "enable": True, "rollback": rollback},
+        },
+    )
+    return name

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.deploy.engine import Engine
 from bot.fleet import Fleet
 from bot.settings import Settings
-from bot.slack import actions, bolt_fixes, commands, guards
+from bot.slack import actions, auto, bolt_fixes, commands, guards, pausing
 from bot.slack.context import BotContext, PooledAnswers
 from bot.slack.workspace import Strangers
 
@@ -51,6 +51,10 @@ def build_app(
         # X-Slack-Signature and the timestamp's age on every request.
         request_verification_enabled=not socket_mode,
         process_before_response=False,
+        # CI's notice is posted with the bot's own token: its message_metadata_posted event
+        # is the bot's "own" event, which Bolt drops by default. The bot subscribes to no
+        # other event, and bot/slack/auto.py takes only that notice's type, posted by it.
+        ignoring_self_events_enabled=False,
     )
     ctx = BotContext(
         settings=settings,
@@ -65,4 +69,6 @@ def build_app(
     commands.register(app, ctx)
     actions.register(app, ctx)
     guards.register(app, ctx)
+    pausing.register(app, ctx)
+    auto.register(app, ctx)
     return app, ctx

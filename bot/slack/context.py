@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncRespond
@@ -34,6 +34,9 @@ from bot.settings import Settings
 from bot.slack.progress import ProgressBoard, ProgressMessage, slack_problem
 from bot.target import Target
 
+if TYPE_CHECKING:
+    from bot.slack.groups import Groups
+
 log = logging.getLogger("deploybot.slack")
 
 Reply = Callable[..., Awaitable[Any]]
@@ -53,6 +56,9 @@ class BotContext:
     # The bot's own workspace (SLACK_TEAM_ID, the org from auth.test): changes come only from
     # it (bot/slack/workspace.py). None until auth.test answered.
     home: Home | None = None
+    # The user groups deployers/approvers name, and their members (bot/slack/groups.py);
+    # None until the server made it.
+    groups: Groups | None = None
     _boards: dict[str, ProgressBoard] = field(default_factory=dict)
     # Shared reads (``read``): per key, the read callers may still join (not started yet),
     # and a lock that lets one read of the key run at a time.

@@ -70,7 +70,25 @@ oauth_config:
       # `/deploy stats` and the weekly digest share a chart (a PNG) with files.uploadV2:
       # files.getUploadURLExternal and files.completeUploadExternal need files:write.
       - files:write
+      # Deploy on push (auto_deploy): CI's notice carries message metadata, and the
+      # message_metadata_posted event needs this scope (docs.slack.dev/reference/scopes/
+      # metadata.message.read).
+      - metadata.message:read
+      # deployers and approvers may name Slack user groups (S…): usergroups.list and
+      # usergroups.users.list need usergroups:read (bot/slack/groups.py).
+      - usergroups:read
 settings:
+  event_subscriptions:
+    # CI's image-pushed notice (bot/slack/notify.py) reaches the bot as this event: "your
+    # app will only subscribe to the event types defined within the metadata_subscriptions
+    # key" (docs.slack.dev/reference/events/message_metadata_posted). "*": whichever app
+    # posts it; the bot takes only those its own token posted (bot/slack/auto.py). Where
+    # Slack asks for an id, put the app's own (Basic Information > App ID).
+    bot_events:
+      - message_metadata_posted
+    metadata_subscriptions:
+      - app_id: "*"
+        event_type: deploybot_image_pushed
   interactivity:
     # The Deploy button on CI's notices and the Rollback button on final messages.
     is_enabled: true

@@ -28,6 +28,7 @@ from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.verifying import fired_alarms, progress_lines
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
+from bot.slack.pause_view import ShiftView, shift_blocks
 from bot.target import Target
 
 if TYPE_CHECKING:
@@ -339,6 +340,8 @@ def progress(
     region: str = "",
     went_off: Mapping[str, datetime] | None = None,
     bake_seen: datetime | None = None,
+    shift: ShiftView | None = None,
+    rules: Target | None = None,
 ) -> Message:
     """The one live message of a deployment, from start to its final state; ``commands``:
     the slash commands' names it may point to; ``change``: what it changes (shown, and
@@ -351,7 +354,10 @@ def progress(
     line names the later deployment. While ECS deploys, what its service deployment says
     (bot/deploy/verifying.py: verifying and its bake, the stage, the circuit breaker's count);
     ``region``: for the alarms' console links; ``went_off``: when each alarm that failed it
-    went to ALARM, as the alarm said; ``bake_seen``: when this message first saw the bake."""
+    went to ALARM, as the alarm said; ``bake_seen``: when this message first saw the bake.
+    ``shift``: how ECS shifts its traffic (a blue/green, canary or linear deployment) and a
+    pause awaiting a decision, with its Continue and Roll back buttons (who may press them:
+    ``rules``, the target's), in place of Stop."""
     outcome = snap.outcome if snap else None
     what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
@@ -417,6 +423,10 @@ def progress(
             )
         ),
     ]
+    paused = False
+    if shift is not None and rules is not None:
+        blocks += shift_blocks(shift, record, rules, final=outcome is not None)
+        paused = outcome is None and shift.pause is not None
     if snap and outcome is not None:
         blocks.append(
             SectionBlock(
@@ -482,7 +492,7 @@ def progress(
         pass
     elif offers_rollback(record, snap):
         buttons.append(rollback_button(record, change, target))
-    elif offers_stop(record, snap):
+    elif offers_stop(record, snap) and not paused:  # paused: its Roll back is the way back
         buttons.append(stop_button(record, target))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
@@ -865,6 +875,8 @@ class NoticeTarget:
     name: str
     service: str  # cluster/service
     change: ChangeSummary | None = None
+    # The target deploys the image on its own (``auto_deploy``): no button, a line saying so.
+    auto: bool = False
 
 
 def _notice_change(offer: NoticeTarget, several: bool) -> SectionBlock | None:
@@ -925,11 +937,43 @@ def image_pushed(
     for offer in offers:
         if section := _notice_change(offer, several):
             blocks.append(section)
-    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers]
+    auto = [o for o in offers if o.auto]
+    if auto:
+        names = ", ".join(esc(o.name) for o in auto if o.name)
+        where = f"{names} deploys" if names else "Deploying"
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"🚀 {where} this image on push (auto_deploy), through its rules; "
+                        "deploybot says so here, or why not in this thread."
+                    )
+                ]
+            )
+        )
+    buttons = [deploy_button(tag, o.service, o.change, target=o.name) for o in offers if not o.auto]
     # A message holds 50 blocks: the buttons' row is always the last.
-    blocks = [*blocks[:49], ActionsBlock(block_id="image_pushed", elements=buttons)]
+    blocks = blocks[:49] if buttons else blocks[:50]
+    if buttons:
+        blocks.append(ActionsBlock(block_id="image_pushed", elements=buttons))
     cold = f" ({', '.join(esc(n) for n in frozen)} frozen)" if frozen else ""
     return Message(text=f"A new image is in ECR: {esc(tag)}{cold}", blocks=tuple(blocks))
+
+
+# The event type of CI's notice's message metadata (api.slack.com/metadata/using: "you
+# determine the unique event_type … as well as the structure of the event_payload"); the
+# manifest subscribes to it (metadata_subscriptions), and bot/slack/auto.py listens.
+NOTICE_EVENT = "deploybot_image_pushed"
+
+
+def notice_metadata(tag: str, sha: str | None, run_url: str | None) -> dict[str, Any]:
+    """chat.postMessage's ``metadata`` for CI's notice: ``{"event_type", "event_payload"}``."""
+    payload = {
+        "tag": tag,
+        **({"sha": sha} if sha else {}),
+        **({"run_url": run_url} if run_url else {}),
+    }
+    return {"event_type": NOTICE_EVENT, "event_payload": payload}
 
 
 def image_claimed(
@@ -937,6 +981,18 @@ def image_claimed(
 ) -> list[dict[str, Any]]:
     """The CI notice once someone clicked Deploy: same content, the clicked button replaced
     by a note (``action_id``: that button; the others stay). Without: every button."""
+    note = ContextBlock(
+        elements=[
+            MarkdownTextObject(
+                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
+                "(from this notice)."
+            )
+        ]
+    )
+    return _claimed(original, action_id, note)
+
+
+def _claimed(original: dict[str, Any], action_id: str, note: ContextBlock) -> list[dict[str, Any]]:
     kept: list[dict[str, Any]] = []
     for block in original.get("blocks", []):
         if block.get("type") != "actions":
@@ -947,14 +1003,6 @@ def image_claimed(
         ]
         if rest:
             kept.append({**block, "elements": rest})
-    note = ContextBlock(
-        elements=[
-            MarkdownTextObject(
-                text=f"🚀 {mention(user)} is deploying `{esc(tag)}`{esc(_to(target))} "
-                "(from this notice)."
-            )
-        ]
-    )
     # Notes of earlier clicks stay above the buttons that are left.
     actions = [b for b in kept if b.get("type") == "actions"]
     others = [b for b in kept if b.get("type") != "actions"]

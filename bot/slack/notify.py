@@ -3,7 +3,9 @@ per target that takes images directly.
 
 The targets: DEPLOYBOT_CONFIG (the repository's deploybot.toml) or DEPLOYBOT_CONFIG_TEXT,
 else the SSM parameter ``--config-parameter`` names (the bot's, which CI's role may read),
-else the environment's one target. For each, the notice says what deploying the image there
+else the environment's one target. The notice carries message metadata (an event the bot
+receives: targets with ``auto_deploy`` deploy the image at once, bot/slack/auto.py). For
+each, the notice says what deploying the image there
 would change (its service, what it runs now, its commits) and whether it is frozen, as far
 as this process may read them (AWS credentials that reach ECS, ECR and the deployments
 table); what it may not read is said on stderr, and the notice goes without it.
@@ -89,6 +91,7 @@ def image_notice(
                     name=target.name if len(targets) > 1 else "",
                     service=f"{target.cluster}/{target.service}",
                     change=change,
+                    auto=target.auto_deploy,
                 )
             )
             try:
@@ -154,7 +157,9 @@ def notify_image_pushed(
         return ExitCode.REFUSED
     msg = image_notice(settings, targets, tag, sha, run_url)
     try:
-        resp = client.chat_postMessage(channel=channel, **msg.as_kwargs())
+        resp = client.chat_postMessage(
+            channel=channel, metadata=messages.notice_metadata(tag, sha, run_url), **msg.as_kwargs()
+        )
     except SlackApiError as exc:
         error = str(exc.response.get("error", "unknown_error"))
         hint = _HINTS.get(error, "Slack refused the notice ({error}).")

@@ -52,6 +52,7 @@ from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
 from bot.slack.messages import Message
+from bot.slack.pausing_notice import PauseWatch
 
 log = logging.getLogger("deploybot.slack.progress")
 
@@ -138,6 +139,8 @@ class ProgressMessage:
         self.went_off: dict[str, datetime] = {}
         self.bake_seen: datetime | None = None
         self._alarms_asked: set[str] = set()
+        # ECS's traffic shifting and a pause awaiting a decision (bot/slack/pausing_notice.py).
+        self.pause_watch = PauseWatch(client, engine, self)
 
     @property
     def ref(self) -> str:
@@ -158,6 +161,8 @@ class ProgressMessage:
             region=self.engine.settings.aws_region,
             went_off=self.went_off,
             bake_seen=self.bake_seen,
+            shift=self.pause_watch.view(snap),
+            rules=self.engine.target,
         )
 
     async def retire(self, later: DeploymentRecord, *, completed: bool) -> None:
@@ -225,6 +230,7 @@ class ProgressMessage:
         # lease meanwhile, so no other replica shows it too.
         try:
             async for snap in watch:
+                await self.pause_watch.see(snap)
                 text = messages.thread_reply(snap)
                 if text:
                     self._reply(text, _reply_ids(snap))

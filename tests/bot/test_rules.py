@@ -68,6 +68,13 @@ def request(action: Action) -> dict[str, Any]:
         approved_by=("U0CARA",),
     )
     who = "U0ANA"
+    if action is Action.CONTINUE:  # ana's deployment, paused: dan (an approver) continues it
+        return {
+            "who": "U0DAN",
+            "channel": "C0DEPLOYS",
+            "now": INSIDE,
+            "facts": replace(facts, approved_by=(), requested_by="U0ANA"),
+        }
     if action is Action.APPROVE:
         who = "U0DAN"
         facts = replace(
@@ -266,6 +273,40 @@ SCENARIOS: dict[str, tuple[Any, Any]] = {
     ),
     "approving twice": (change(approved_by=("U0DAN",)), approval_only("refuse:approvers")),
 }
+
+
+def continuing(scenario: str, door: Door) -> str:
+    """Continue (a paused deployment of ana's; dan, an approver, presses it): an approval of
+    what the pause showed. PRODUCTION needs 1 approval, so the terminal needs --break-glass."""
+    slack = door is not Door.CLI
+    glass = "break-glass" in scenario
+    if glass and slack:
+        return "refuse:break-glass"
+    if scenario == "in another channel" and slack:
+        return "refuse:channels"
+    if scenario in ("not a deployer", "approving one's own request") and slack:
+        return "refuse:approvers"
+    if scenario.startswith("frozen"):
+        return "refuse:freeze"
+    if scenario == "outside the windows":
+        return "refuse:windows"
+    if glass:
+        return (
+            "allow+bypass:windows,approvals" if "outside" in scenario else "allow+bypass:approvals"
+        )
+    return "allow" if slack else "refuse:approvals"
+
+
+def _with_continue(name: str, expect: Any) -> Any:
+    def answer(action: Action, door: Door) -> str:
+        return continuing(name, door) if action is Action.CONTINUE else expect(action, door)
+
+    return answer
+
+
+SCENARIOS = {
+    name: (alter, _with_continue(name, expect)) for name, (alter, expect) in SCENARIOS.items()
+}
 CASES = [
     pytest.param(name, action, door, id=f"{name}-{action.value}-{door.value}")
     for name in SCENARIOS
@@ -274,21 +315,58 @@ CASES = [
 ]
 
 
+def expected(scenario: str, action: Action, door: Door) -> str:
+    """The scenario's verdict; CI's notice (the ci-auto door) on production, which has no
+    auto_deploy, is refused by that rule after the door's own and where (bot/rules.py)."""
+    verdict = SCENARIOS[scenario][1](action, door)
+    if door is not Door.CI_AUTO or verdict in ("refuse:channels", "refuse:break-glass"):
+        return verdict
+    return "refuse:auto_deploy"
+
+
 @pytest.mark.parametrize(("scenario", "action", "door"), CASES)
 def test_every_rule_every_action_every_door(scenario: str, action: Action, door: Door) -> None:
-    alter, expect = SCENARIOS[scenario]
+    alter, _ = SCENARIOS[scenario]
     asked = alter(action, request(action))
     if door is Door.CLI:
         asked = {**asked, "who": "ana", "channel": None}
     decision = check(PRODUCTION, action, door=door, **asked)
-    assert outcome(decision) == expect(action, door)
+    assert outcome(decision) == expected(scenario, action, door)
+
+
+STAGING_ON_PUSH = Target(
+    "staging", "c", "s", "r", deployers=frozenset({"U0ANA"}), auto_deploy=True,
+    windows=PRODUCTION.windows, channels=frozenset({"C0DEPLOYS"}),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("facts", "now", "verdict"),
+    [
+        (Facts(image="v4.4.0"), INSIDE, "allow"),
+        (Facts(image="v4.4.0", freeze=ICE), INSIDE, "refuse:freeze"),
+        (Facts(image="v4.4.0"), OUTSIDE, "refuse:windows"),
+        (Facts(image="v4.4.0", queued=1), INSIDE, "refuse:queue"),
+    ],
+)
+def test_ci_notice_deploys_a_target_with_auto_deploy_through_its_rules(
+    facts: Facts, now: datetime, verdict: str
+) -> None:
+    """auto_deploy lets CI's notice deploy (nobody's deployer list asked), nothing else, and
+    every other rule still holds."""
+    decision = check(STAGING_ON_PUSH, Action.DEPLOY, door=Door.CI_AUTO, who="CI",
+                     channel="C0DEPLOYS", now=now, facts=facts)  # fmt: skip
+    assert outcome(decision) == verdict
+    for action in set(Action) - {Action.DEPLOY}:
+        other = check(STAGING_ON_PUSH, action, door=Door.CI_AUTO, who="CI",
+                      channel="C0DEPLOYS", now=INSIDE, facts=Facts(image="v4.4.0"))  # fmt: skip
+        assert outcome(other) == "refuse:auto_deploy", action
 
 
 def test_the_table_covers_every_rule_action_and_door() -> None:
     seen: set[tuple[str, str, str]] = set()
     for name, action, door in (case.values for case in CASES):
-        _, expect = SCENARIOS[name]
-        seen.add((expect(action, door), action.value, door.value))
+        seen.add((expected(name, action, door), action.value, door.value))
     verdicts = {v for v, _, _ in seen}
     refused_by = {v.removeprefix("refuse:") for v in verdicts if v.startswith("refuse:")}
     # promotion: below; workspace: rules.workspace, before any target (below too)
@@ -303,7 +381,7 @@ def test_a_target_without_rules_lets_its_deployers_do_everything() -> None:
     """The single-target setup of today: the variables' target, no guardrails."""
     plain = Target("production", "c", "s", "r", deployers=frozenset({"U0ANA"}))
     for action in set(Action) - {Action.APPROVE, Action.UNFREEZE}:
-        for door in SLACK_DOORS:
+        for door in set(SLACK_DOORS) - {Door.CI_AUTO}:  # CI's notice: auto_deploy's, above
             facts = Facts(source="staging", completed_on_source=True)  # promote needs these
             decision = check(
                 plain, action, door=door, who="U0ANA", channel="C0ANY", now=OUTSIDE, facts=facts
@@ -824,3 +902,42 @@ def test_changes_come_only_from_the_bots_own_workspace(
         assert not decision.allowed and decision.rule is Rule.WORKSPACE
         assert decision.message.startswith("Nothing was changed: ")
         assert refused in decision.message, decision.message
+
+
+def test_continue_is_an_approval_where_approvals_are_needed() -> None:
+    """A paused deployment: on PRODUCTION (approvals = 1) its requester alone cannot continue
+    it, an approver can, and the terminal needs --break-glass; on STAGING (no approvals) any
+    deployer, the requester included, continues it."""
+    facts = Facts(image="v4.4.0", requested_by="U0ANA")
+
+    def ask(target: Target, who: str, door: Door = Door.BUTTON, **more: Any) -> Decision:
+        channel = None if door is Door.CLI else "C0DEPLOYS"
+        return check(
+            target,
+            Action.CONTINUE,
+            door=door,
+            who=who,
+            channel=channel,
+            now=INSIDE,
+            facts=replace(facts, **more),
+        )
+
+    own = ask(PRODUCTION, "U0ANA")
+    assert outcome(own) == "refuse:approvers"
+    assert "this is your deployment" in own.message and "<@U0CARA>" in own.mrkdwn
+    assert "<@U0DAN>" in own.mrkdwn
+    assert outcome(ask(PRODUCTION, "U0CARA")) == "allow"
+    deployer = ask(PRODUCTION, "U0BEN")  # a deployer, not an approver
+    assert outcome(deployer) == "refuse:approvers"
+    assert "continuing is an approval" in deployer.message
+    terminal = ask(PRODUCTION, "ana", Door.CLI)
+    assert outcome(terminal) == "refuse:approvals"
+    assert "--break-glass" in terminal.message and "Continue on its message" in terminal.message
+    glass = ask(PRODUCTION, "ana", Door.CLI, break_glass="the canary is fine, CARA is out")
+    assert outcome(glass) == "allow+bypass:approvals"
+    assert "bypassed with --break-glass by ana" in glass.bypassed[0].message
+    assert outcome(ask(STAGING, "U0ANA")) == "allow"  # no approvals: the requester continues
+    assert outcome(ask(STAGING, "ana", Door.CLI)) == "allow"
+    assert outcome(ask(replace(STAGING, deployers=frozenset({"U0BEN"})), "U0EVE")) == (
+        "refuse:deployers"
+    )

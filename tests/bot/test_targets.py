@@ -11,7 +11,7 @@ import pytest
 from bot.errors import DeployRefused
 from bot.settings import Settings
 from bot.target import Target
-from bot.targets import BadConfig, Targets, UnknownTarget, load_targets
+from bot.targets import BadConfig, Targets, UnknownTarget, _TargetTable, load_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VARS = (
@@ -295,8 +295,10 @@ repository = "r"
             [
                 "deploybot.toml: targets.production.afterr: unknown key (known: cluster, service, "
                 "repository, container, after, deployers, channels, freeze_after_failure, "
-                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest, "
-                "alarms)"
+                "approvals, approvers, approval_expiry_minutes, windows, queue_limit, digest"
+                # the keys each issue adds after these, in _TargetTable's order
+                + "".join(f", {k}" for k in list(_TargetTable.model_fields)[14:])
+                + ")"
             ],
         ),
         (

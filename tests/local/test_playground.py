@@ -363,27 +363,15 @@ def test_deploy_fail_and_roll_back_in_the_browser(browser_page: object) -> None:
     expect(status).to_contain_text("Only visible to you")
     expect(status.locator(".b-header")).to_contain_text("staging: v4.3.0-ecr-ecs-fargate")
 
-    # 4. Play CI: push the next release; its notice's Deploy button deploys it to staging
-    # (production takes only what completed on staging: no button of its own).
+    # 4. Play CI: push the next release; staging deploys it on its own (auto_deploy), so its
+    # notice has no button (production takes only what completed on staging: none either).
     page.locator("#push").click()
     notice = messages.filter(has_text="A new image is in ECR: v4.6.0-ecr-ecs-fargate")
     expect(notice).to_have_count(1)
-    # Each button's part of the notice, and its dialog, are its own target's: staging's
-    # service, what staging runs, staging's commits (#29: production's, for every button).
+    # The notice's part for staging is staging's own: its service, what it runs, its commits
+    # (#29: production's, for every button).
     expect(notice).to_contain_text("To staging: Forward 3 releases: v4.3.0 (")
-    expect(notice.locator("button")).to_have_count(1)
-    notice.locator('button[data-action-id="deploy_tag:staging"]').click()
-    expect(page.locator("#d-title")).to_have_text("Deploy?")
-    expect(page.locator("#d-text")).to_contain_text(
-        "Deploy v4.6.0-ecr-ecs-fargate to staging (hello-world-ecr-ecs-fargate-staging)?"
-    )
-    # The dialog carries the same summary, commits included (plain text, Slack's 300 chars).
-    expect(page.locator("#d-text")).to_contain_text("Forward 3 releases")
-    expect(page.locator("#d-text")).to_contain_text("10 commits, newest first:")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.locator("#dialog").screenshot(path=str(ARTIFACTS / "confirm-dialog.png"))
-    page.locator("#d-confirm").click()
-    expect(notice).to_contain_text("is deploying")  # the notice loses its button
+    expect(notice).to_contain_text("staging deploys this image on push (auto_deploy)")
     expect(notice.locator("button")).to_have_count(0)
     pushed = messages.filter(
         has=page.locator(".b-header", has_text="v4.6.0-ecr-ecs-fargate to staging")
@@ -490,7 +478,8 @@ def test_two_people_approve_stop_and_queue_in_the_browser(browser_page: object) 
     )
     expect(deployed).to_contain_text("@ben")  # who approved it, on the record
 
-    # 2. Stop: Ana deploys a slow image (CI's push); its live message has a Stop button.
+    # 2. Stop: CI pushes a slow image, which staging deploys on push; its live message has a
+    # Stop button.
     _be(page, "Ana (requester)")
     back = headed("✅ Deployed v4.3.0-ecr-ecs-fargate to staging")
     back_before = back.count()
@@ -500,8 +489,7 @@ def test_two_people_approve_stop_and_queue_in_the_browser(browser_page: object) 
     page.locator("#push").click()
     notice = messages.filter(has_text=f"A new image is in ECR: {tag}")
     expect(notice).to_have_count(1, timeout=long)
-    notice.locator('button[data-action-id="deploy_tag:staging"]').click()
-    _confirm(page, "Deploy?")
+    # Staging deploys it on push (auto_deploy): no click.
     live = headed(f"{tag} to staging")
     expect(live.locator(".b-header")).to_have_text(f"🚀 Deploying {tag} to staging", timeout=long)
     stop = live.locator("button[data-action-id=stop_rollout]")

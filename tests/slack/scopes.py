@@ -40,6 +40,15 @@ SCOPES: dict[str, frozenset[str]] = {
     "files.getUploadURLExternal": frozenset({"files:write"}),
     "upload": frozenset(),
     "files.completeUploadExternal": frozenset({"files:write"}),
+    # deployers/approvers naming Slack user groups (bot/slack/groups.py): both methods'
+    # reference pages name usergroups:read.
+    "usergroups.list": frozenset({"usergroups:read"}),
+    "usergroups.users.list": frozenset({"usergroups:read"}),
+}
+# The events the manifest subscribes to, and the scope each needs (its reference's "Required
+# scopes"): message_metadata_posted, CI's notice for auto_deploy (bot/slack/auto.py).
+EVENT_SCOPES: dict[str, frozenset[str]] = {
+    "message_metadata_posted": frozenset({"metadata.message:read"}),
 }
 # Slash commands need the `commands` scope; interactivity needs none.
 COMMANDS_SCOPE = "commands"

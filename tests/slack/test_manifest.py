@@ -34,7 +34,7 @@ from tests.conftest import (
     LocalStack,
 )
 from tests.slack.conftest import BotFactory
-from tests.slack.scopes import APP_LEVEL, COMMANDS_SCOPE, MANIFEST, SCOPES
+from tests.slack.scopes import APP_LEVEL, COMMANDS_SCOPE, EVENT_SCOPES, MANIFEST, SCOPES
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,8 @@ def test_every_declared_command_has_a_listener_and_back(
     """What build_app registers through Bolt's public ``command`` and ``action``."""
     commands: list[str] = []
     actions: list[object] = []
-    command, action = AsyncApp.command, AsyncApp.action
+    events: list[object] = []
+    command, action, event = AsyncApp.command, AsyncApp.action, AsyncApp.event
 
     def record_command(self: AsyncApp, name: str, *args: Any, **kwargs: Any) -> Any:
         commands.append(name)
@@ -196,8 +197,13 @@ def test_every_declared_command_has_a_listener_and_back(
         actions.append(constraints)
         return action(self, constraints, *args, **kwargs)
 
+    def record_event(self: AsyncApp, constraints: object, *args: Any, **kwargs: Any) -> Any:
+        events.append(constraints)
+        return event(self, constraints, *args, **kwargs)
+
     monkeypatch.setattr(AsyncApp, "command", record_command)
     monkeypatch.setattr(AsyncApp, "action", record_action)
+    monkeypatch.setattr(AsyncApp, "event", record_event)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         SLACK_BOT_TOKEN=BOT_TOKEN,
@@ -209,6 +215,8 @@ def test_every_declared_command_has_a_listener_and_back(
     assert len(commands) == len(set(commands))
     assert set(commands) == declared_commands(manifest)
     assert bool(actions) == manifest["settings"]["interactivity"]["is_enabled"]
+    # The events the manifest subscribes to are those the bot listens to, and back.
+    assert set(events) == set(manifest["settings"]["event_subscriptions"]["bot_events"])
 
     # Other names: the listeners follow the settings, as the manifest printed for them does.
     commands.clear()
@@ -259,7 +267,9 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
 ) -> None:
     # The scripted part: each declared command is answered by a running bot, a command the
     # manifest does not declare is not (Bolt answers 404), and a /deploy runs to the end.
-    bot = start_bot("http")
+    # Alice deploys as a member of a user group (usergroups.list, usergroups.users.list).
+    emulator.add_usergroup("S0DEPLOYERS", "deployers", [ALICE])
+    bot = start_bot("http", DEPLOY_ALLOWED_USERS="S0DEPLOYERS")
     send = functools.partial(
         emulator.slash_command, user=ALICE, channel=DEPLOYS, url=bot.events_url
     )
@@ -292,6 +302,9 @@ def test_bot_scopes_are_exactly_what_the_bot_calls(
     unknown = methods - set(SCOPES)
     assert not unknown, f"add {sorted(unknown)} to tests/slack/scopes.py and the manifest"
     needed = set().union(*(SCOPES[m] for m in methods)) | {COMMANDS_SCOPE}
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert set(events) <= set(EVENT_SCOPES), "add the event's scopes to tests/slack/scopes.py"
+    needed |= set().union(*(EVENT_SCOPES[e] for e in events))
     declared = set(manifest["oauth_config"]["scopes"]["bot"])
     if APP_LEVEL in needed:
         needed.discard(APP_LEVEL)

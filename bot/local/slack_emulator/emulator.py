@@ -29,6 +29,7 @@ from bot.local.slack_emulator.records import (
     Kind,
     Message,
     UploadedFile,
+    UserGroup,
     Via,
 )
 from bot.local.slack_emulator.state import Fault, Store
@@ -98,6 +99,9 @@ class SlackEmulator:
             users=users if users is not None else {"U0ALICE": "alice", "U0BOB": "bob"},
         )
         self.request_url = request_url
+        # The app manifest's metadata_subscriptions' event types: a message posted with
+        # metadata of one of them is sent to the bot as a message_metadata_posted event.
+        self.metadata_subscriptions: set[str] = set()
         # Several bot replicas behind one Request URL: each request goes to the next of these,
         # in turn, as a load balancer in front of them would (empty: ``request_url`` alone).
         self.request_urls: list[str] = []
@@ -121,6 +125,7 @@ class SlackEmulator:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._event_tasks: set[asyncio.Future[Delivery]] = set()
         self.url = ""
         self.web_app = web.Application()
         self.web_app.add_routes(
@@ -242,6 +247,26 @@ class SlackEmulator:
             if team is not None or enterprise is not None:
                 home = self.who.team_id
                 self.store.user_teams[user_id] = (team or home, enterprise)
+
+    def add_usergroup(self, group_id: str, handle: str, users: list[str] | None = None) -> None:
+        """A user group (``S…``) with these members (what an admin creates in Slack)."""
+        with self.store.locked():
+            self.store.usergroups[group_id] = UserGroup(group_id, handle, tuple(users or ()))
+            self.store.bump()
+
+    def set_usergroup_users(self, group_id: str, users: list[str]) -> None:
+        """Replace a group's members (usergroups.users.update: "replaces all users")."""
+        with self.store.locked():
+            group = self.store.usergroups[group_id]
+            self.store.usergroups[group_id] = dataclasses.replace(group, users=tuple(users))
+            self.store.bump()
+
+    def disable_usergroup(self, group_id: str, disabled: bool = True) -> None:
+        """usergroups.disable (or enable, ``disabled=False``)."""
+        with self.store.locked():
+            group = self.store.usergroups[group_id]
+            self.store.usergroups[group_id] = dataclasses.replace(group, disabled=disabled)
+            self.store.bump()
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -514,6 +539,8 @@ class SlackEmulator:
                 response=answer,
             )
         )
+        if method == "chat.postMessage" and answer.get("ok"):
+            self._metadata_posted(answer)
         return web.json_response(answer, status=status, headers=headers)
 
     # -- response_url ---------------------------------------------------------------------
@@ -1001,6 +1028,124 @@ class SlackEmulator:
             self._deliver("interactive", payload, form, via, url, timestamp, signature)
         )
 
+    # -- the Events API: message metadata ---------------------------------------------------
+    # docs.slack.dev/reference/events/message_metadata_posted: "sent when a message containing
+    # metadata is sent in Slack"; "your app will only subscribe to the event types defined
+    # within the metadata_subscriptions key within your app's manifest file". The wrapper is
+    # the Events API's event_callback; over Socket Mode an ``events_api`` envelope carries it,
+    # with ``retry_attempt`` and ``retry_reason`` (api.slack.com/apis/connections/socket), over
+    # HTTP a JSON POST with X-Slack-Retry-Num / X-Slack-Retry-Reason on a retry
+    # (api.slack.com/apis/connections/events-api#retries).
+
+    def _metadata_posted(self, answer: JSON) -> None:
+        message = answer.get("message") or {}
+        metadata = message.get("metadata")
+        if not metadata or metadata.get("event_type") not in self.metadata_subscriptions:
+            return
+        ts, channel = str(answer["ts"]), str(answer["channel"])
+        body: JSON = {
+            "token": "emulator-verification-token",
+            "team_id": self.who.team_id,
+            "api_app_id": self.who.app_id,
+            "event": {
+                "type": "message_metadata_posted",
+                "app_id": self.who.app_id,
+                "bot_id": self.who.bot_id,
+                "user_id": self.who.bot_user_id,
+                "team_id": self.who.team_id,
+                "channel_id": channel,
+                "metadata": metadata,
+                "message_ts": ts,
+                "event_ts": ts,
+            },
+            "type": "event_callback",
+            "event_id": "Ev" + uuid.uuid4().hex[:10].upper(),
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": self.who.team_id,
+                    "user_id": self.who.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+        }
+        task = asyncio.ensure_future(self._deliver_event(body))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    @property
+    def events(self) -> list[Delivery]:
+        """The Events API deliveries sent to the bot so far (retries included)."""
+        return [d for d in self.deliveries if d.kind == "events_api"]
+
+    def redeliver(self, delivery: Delivery, reason: str = "http_timeout") -> Delivery:
+        """Send an event again as Slack's retry of it does (the same event_id, the next
+        retry number), to whichever replica's turn it is."""
+        return self._run(self._deliver_event(delivery.payload, delivery.retry + 1, reason))
+
+    async def _deliver_event(self, body: JSON, retry: int = 0, reason: str = "") -> Delivery:
+        via, url = self._route(None, None)
+        sent_at = time.time()
+        envelope_id: str | None = None
+        status: int | None = None
+        text, error, latency = "", None, None
+        if via == "http":
+            assert url is not None and self._session is not None
+            raw = json.dumps(body)
+            ts = str(int(time.time()))
+            signature = SignatureVerifier(self.who.signing_secret).generate_signature(
+                timestamp=ts, body=raw
+            )
+            headers = {
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature or "",
+                **(
+                    {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": reason}
+                    if retry
+                    else {}
+                ),
+            }
+            started = time.monotonic()
+            try:
+                async with self._session.post(
+                    url,
+                    data=raw.encode(),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.ack_timeout),
+                ) as resp:
+                    text = await resp.text()
+                    status, latency = resp.status, time.monotonic() - started
+            except TimeoutError:
+                error = f"no response within {self.ack_timeout} s"
+            except aiohttp.ClientError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        else:
+            envelope_id = uuid.uuid4().hex
+            latency, _, error, url = await self._send_envelope(
+                "events_api", body, envelope_id, retry, reason
+            )
+        delivery = Delivery(
+            kind="events_api",
+            via=via,
+            payload=body,
+            response_url="",
+            trigger_id="",
+            envelope_id=envelope_id,
+            sent_at=sent_at,
+            acked=error is None,
+            latency=latency,
+            status=status,
+            body=text,
+            ack_payload=None,
+            error=error,
+            to=url or "",
+            retry=retry,
+        )
+        self.store.record_delivery(delivery)
+        return delivery
+
     def _click_source(
         self, ref: Message | Ephemeral | str, channel: str | None
     ) -> Message | Ephemeral:
@@ -1123,7 +1268,7 @@ class SlackEmulator:
         return fresh[self._next_socket % len(fresh)]
 
     async def _send_envelope(
-        self, kind: Kind, payload: JSON, envelope_id: str
+        self, kind: Kind, payload: JSON, envelope_id: str, retry: int = 0, reason: str = ""
     ) -> tuple[float | None, JSON | None, str | None, str]:
         ws = self._pick_socket()
         if ws is None:
@@ -1137,8 +1282,8 @@ class SlackEmulator:
             "payload": payload,
             "type": kind,
             "accepts_response_payload": kind == "slash_commands",
-            "retry_attempt": 0,
-            "retry_reason": "",
+            "retry_attempt": retry,
+            "retry_reason": reason,
         }
         started = time.monotonic()
         try:

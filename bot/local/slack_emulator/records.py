@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 JSON = dict[str, Any]
 Via = Literal["http", "socket"]
-Kind = Literal["slash_commands", "interactive"]
+Kind = Literal["slash_commands", "interactive", "events_api"]
 
 
 def _walk_text(node: Any) -> Iterator[str]:
@@ -81,6 +81,8 @@ class Message(_Content):
     replies: tuple[Message, ...] = ()
     deleted: bool = False
     files: tuple[JSON, ...] = ()  # file objects shared with the message (files.uploadV2)
+    # Message metadata ({"event_type", "event_payload"}) chat.postMessage was given, if any.
+    metadata: JSON | None = None
 
     @property
     def updates(self) -> int:
@@ -106,6 +108,8 @@ class Message(_Content):
             out["edited"] = {"user": self.user, "ts": self.ts}
         if self.files:
             out["files"] = list(self.files)
+        if self.metadata:
+            out["metadata"] = self.metadata
         return out
 
     def to_dict(self) -> JSON:
@@ -158,7 +162,7 @@ class Delivery:
 
     kind: Kind
     via: Via
-    payload: JSON  # the slash command's fields, or the interactive payload
+    payload: JSON  # the slash command's fields, the interactive payload, or the event callback
     response_url: str
     trigger_id: str
     envelope_id: str | None
@@ -170,6 +174,7 @@ class Delivery:
     ack_payload: JSON | None
     error: str | None
     to: str = ""
+    retry: int = 0  # an event's retry number (0: the first delivery)
 
     @property
     def ok(self) -> bool:
@@ -215,4 +220,28 @@ class UploadedFile:
             "alt_txt": self.alt_txt,
             "url_private": f"{base_url}/files/{self.id}/{self.name}",
             "channels": list(self.channels),
+        }
+
+
+@dataclass(frozen=True)
+class UserGroup:
+    """A Slack user group (``S…``): its handle, members, and whether it was disabled."""
+
+    id: str
+    handle: str
+    users: tuple[str, ...] = ()
+    disabled: bool = False
+
+    def to_slack(self, team_id: str) -> JSON:
+        """The usergroup object (docs.slack.dev/reference/methods/usergroups.list), the
+        fields deploybot reads."""
+        return {
+            "id": self.id,
+            "team_id": team_id,
+            "is_usergroup": True,
+            "name": self.handle,
+            "handle": self.handle,
+            "date_delete": 1 if self.disabled else 0,
+            "users": list(self.users),
+            "user_count": len(self.users),
         }

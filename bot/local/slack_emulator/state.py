@@ -18,6 +18,7 @@ from bot.local.slack_emulator.records import (
     Message,
     Revision,
     UploadedFile,
+    UserGroup,
 )
 
 T = TypeVar("T")
@@ -69,6 +70,7 @@ class _Msg:
     replies: list[_Msg] = field(default_factory=list)
     deleted: bool = False
     files: tuple[JSON, ...] = ()
+    metadata: JSON | None = None
 
     def freeze(self) -> Message:
         cur = self.revisions[-1]
@@ -84,6 +86,7 @@ class _Msg:
             replies=tuple(r.freeze() for r in self.replies),
             deleted=self.deleted,
             files=self.files,
+            metadata=self.metadata,
         )
 
 
@@ -103,6 +106,8 @@ class Store:
         self.outside: set[str] = set()
         # The app's App Home Messages tab: off, Slack refuses the bot's DMs.
         self.messages_tab = True
+        # User groups by id (usergroups.list, usergroups.users.list).
+        self.usergroups: dict[str, UserGroup] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -126,6 +131,10 @@ class Store:
     @property
     def version(self) -> int:
         return self._version
+
+    def bump(self) -> None:
+        """A change made from outside (the lock held): wake the waiters."""
+        self._bump()
 
     def _bump(self) -> None:
         """Call with the lock held."""
@@ -217,6 +226,7 @@ class Store:
         thread_ts: str | None = None,
         bot_id: str | None = None,
         files: tuple[JSON, ...] = (),
+        metadata: JSON | None = None,
     ) -> Message:
         """Post into ``channel``, or into the thread of ``thread_ts`` (KeyError if none)."""
         with self._lock:
@@ -236,6 +246,7 @@ class Store:
                 bot_id=bot_id,
                 revisions=[Revision(text=text, blocks=blocks, at=time.time())],
                 files=files,
+                metadata=metadata,
             )
             (parent.replies if parent else self._top[channel]).append(msg)
             self._by_ts[(channel, ts)] = msg

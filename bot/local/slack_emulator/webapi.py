@@ -51,6 +51,25 @@ def parse_blocks(value: Any) -> list[JSON] | None:
     return value
 
 
+def parse_metadata(value: Any) -> JSON | None:
+    """chat.postMessage's ``metadata``: "JSON object with event_type and event_payload
+    fields" (docs.slack.dev/reference/methods/chat.postMessage; api.slack.com/metadata/using),
+    a dict in JSON bodies, JSON text in form bodies."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ApiError("invalid_metadata_format") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("event_type"), str):
+        raise ApiError("invalid_metadata_format")
+    payload = value.get("event_payload", {})
+    if not isinstance(payload, dict):
+        raise ApiError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": payload}
+
+
 Handler = Callable[[JSON], JSON]
 
 
@@ -75,6 +94,8 @@ class WebApi:
             "apps.connections.open": self.apps_connections_open,
             "files.getUploadURLExternal": self.files_get_upload_url_external,
             "files.completeUploadExternal": self.files_complete_upload_external,
+            "usergroups.list": self.usergroups_list,
+            "usergroups.users.list": self.usergroups_users_list,
         }
         self.socket_url: Callable[[], str] = lambda: ""
 
@@ -158,6 +179,7 @@ class WebApi:
         self._member(channel)
         text, blocks = self._content(params, required=True)
         thread_ts = params.get("thread_ts") or None
+        metadata = parse_metadata(params.get("metadata"))
         try:
             msg = self.store.post(
                 channel,
@@ -166,6 +188,7 @@ class WebApi:
                 blocks or [],
                 thread_ts=thread_ts,
                 bot_id=self.who.bot_id,
+                metadata=metadata,
             )
         except KeyError as exc:
             raise ApiError("thread_not_found") from exc
@@ -329,3 +352,36 @@ class WebApi:
             except KeyError as exc:
                 raise ApiError("thread_not_found") from exc
         return {"files": [{"id": f["id"], "title": f["title"]} for f in shown]}
+
+    # -- user groups ------------------------------------------------------------------------
+    # docs.slack.dev/reference/methods/usergroups.list: ``include_disabled`` ("Include
+    # disabled User Groups"), ``include_users``; each group object has ``id``, ``handle``,
+    # ``date_delete`` (non-zero once disabled) and, asked for, ``users``.
+    # docs.slack.dev/reference/methods/usergroups.users.list: ``usergroup`` (required),
+    # ``include_disabled`` ("Allow results that involve disabled User Groups"); the answer is
+    # ``{"ok": true, "users": ["U060R4BJ4"]}``. Both need the usergroups:read scope. An id
+    # Slack does not know, or a disabled group asked without include_disabled, is answered
+    # ``no_such_subgroup`` here.
+
+    def usergroups_list(self, params: JSON) -> JSON:
+        disabled = _flag(params.get("include_disabled"))
+        users = _flag(params.get("include_users"))
+        groups = []
+        for group in self.store.usergroups.values():
+            if group.disabled and not disabled:
+                continue
+            shown = group.to_slack(self.who.team_id)
+            if not users:
+                shown.pop("users", None)
+            groups.append(shown)
+        return {"usergroups": groups}
+
+    def usergroups_users_list(self, params: JSON) -> JSON:
+        group = self.store.usergroups.get(str(params.get("usergroup") or ""))
+        if group is None or (group.disabled and not _flag(params.get("include_disabled"))):
+            raise ApiError("no_such_subgroup")
+        return {"users": list(group.users)}
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")

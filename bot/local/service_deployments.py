@@ -1,0 +1,603 @@
+"""ECS service deployments and service revisions, as the simulation records and answers them.
+
+ECS records every deployment of a service as a *service deployment* (an ARN, a status, the circuit
+breaker's and the alarms' view, rollback details) that moves from a set of source *service
+revisions* to a target one. moto has none of this; ``RolloutSimulator`` (bot/local/simulator.py)
+keeps one ``ServiceDeployment`` per deployment it runs, and this module answers ECS's operations
+on them through moto's server (``install()``, called by ``patch_moto_ecs``):
+ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions,
+StopServiceDeployment and ContinueServiceDeployment. Their forms are botocore's ECS model; each
+answer is checked against it before it leaves (``check_names``), so a misspelt member fails loudly
+instead of being dropped by moto's serializer.
+
+Pages followed (AWS's ECS documentation):
+- API reference: ServiceDeployment, ServiceDeploymentBrief, ServiceRevision, ServiceRevisionSummary,
+  ServiceDeploymentCircuitBreaker, ServiceDeploymentAlarms, Rollback, Failure,
+  https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ServiceDeployment.html (and the
+  pages beside it); ListServiceDeployments, DescribeServiceDeployments ("failures": the ARN with
+  reason MISSING; at most 20 ARNs), DescribeServiceRevisions, StopServiceDeployment
+  (API_StopServiceDeployment.html), ContinueServiceDeployment.
+- Developer guide: "View service history using Amazon ECS service deployments"
+  (developerguide/service-deployment.html): a service deployment is created when a service is
+  created, updated with force-new-deployment, or updated in a way that needs a deployment; it
+  starts PENDING; IN_PROGRESS, STOP_REQUESTED, ROLLBACK_REQUESTED and ROLLBACK_IN_PROGRESS are
+  ongoing; SUCCESSFUL, STOPPED, ROLLBACK_SUCCESSFUL and ROLLBACK_FAILED are final. A rollback is
+  not a service deployment of its own: the failed one goes ROLLBACK_IN_PROGRESS and ends
+  ROLLBACK_SUCCESSFUL (or ROLLBACK_FAILED), with ``rollback.serviceRevisionArn`` the revision the
+  rollback deployed.
+- "Stopping Amazon ECS service deployments" (developerguide/stop-service-deployment.html):
+  PENDING or IN_PROGRESS move to ROLLBACK_REQUESTED and the rollback starts; a deployment already
+  stopping or rolling back carries on.
+- "How CloudWatch alarms detect Amazon ECS deployment failures"
+  (developerguide/deployment-alarm-failure.html): alarms are watched once tasks of the new
+  revision run and through a bake time after the old tasks are gone, the deployment staying
+  IN_PROGRESS meanwhile; an alarm in ALARM fails the deployment and, with rollback, ECS rolls back
+  to the last completed deployment.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import botocore.session
+from botocore.model import ListShape, MapShape, Shape, StructureShape
+from moto.core.exceptions import ServiceException
+
+# moto answers requests on several threads and the simulator ticks on its own: every read or
+# change of a simulated service happens under this lock (bot/local/simulator.py shares it).
+SIM_LOCK = threading.RLock()
+
+# ServiceDeployment.status (botocore's ServiceDeploymentStatus).
+PENDING = "PENDING"
+IN_PROGRESS = "IN_PROGRESS"
+SUCCESSFUL = "SUCCESSFUL"
+STOPPED = "STOPPED"
+STOP_REQUESTED = "STOP_REQUESTED"
+ROLLBACK_REQUESTED = "ROLLBACK_REQUESTED"
+ROLLBACK_IN_PROGRESS = "ROLLBACK_IN_PROGRESS"
+ROLLBACK_SUCCESSFUL = "ROLLBACK_SUCCESSFUL"
+ROLLBACK_FAILED = "ROLLBACK_FAILED"
+FINAL_STATUSES = frozenset({SUCCESSFUL, STOPPED, ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED})
+
+# ServiceDeploymentCircuitBreaker.status / ServiceDeploymentAlarms.status.
+MONITORING = "MONITORING"
+MONITORING_COMPLETE = "MONITORING_COMPLETE"
+TRIGGERED = "TRIGGERED"
+DISABLED = "DISABLED"
+
+MAX_DESCRIBE = 20  # DescribeServiceDeployments / DescribeServiceRevisions: "a maximum of 20 ARNs"
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+# statusReason and rollback.reason texts. ECS's own words are not all documented; these follow
+# its service events ("deployment failed: tasks failed to start", "alarm(s) detected").
+CIRCUIT_BREAKER_ROLLBACK_REASON = (
+    "Service deployment rolled back because the circuit breaker threshold was exceeded."
+)
+CIRCUIT_BREAKER_STOP_REASON = (
+    "Service deployment failed because the circuit breaker threshold was exceeded."
+)
+STOP_ROLLBACK_REASON = "Service deployment rolled back because of a StopServiceDeployment request."
+STOPPED_REASON = "Service deployment stopped because of a StopServiceDeployment request."
+REPLACED_REASON = "Service deployment stopped because a newer service deployment started."
+ROLLBACK_FAILED_REASON = "Service deployment rollback failed: the rollback's tasks failed to start."
+NO_ROLLBACK_TARGET_REASON = "Service deployment rollback failed: no revision to roll back to."
+
+
+def alarm_reason(names: list[str], *, rollback: bool) -> str:
+    """statusReason / rollback.reason of a deployment failed by its alarms."""
+    what = "rolled back" if rollback else "failed"
+    return f"Service deployment {what} because alarm(s) {', '.join(names)} went into ALARM state."
+
+
+_rng = random.Random()
+
+
+def new_deployment_id() -> str:
+    """A service deployment id as ECS shows them (22 URL-safe characters)."""
+    return base64.urlsafe_b64encode(_rng.randbytes(16)).decode().rstrip("=")[:22]
+
+
+def new_revision_id() -> str:
+    """A service revision id: 19 digits."""
+    return str(_rng.randrange(10**18, 10**19))
+
+
+def service_deployment_arn(region: str, account: str, cluster: str, service: str, id_: str) -> str:
+    return f"arn:aws:ecs:{region}:{account}:service-deployment/{cluster}/{service}/{id_}"
+
+
+def service_revision_arn(region: str, account: str, cluster: str, service: str, id_: str) -> str:
+    return f"arn:aws:ecs:{region}:{account}:service-revision/{cluster}/{service}/{id_}"
+
+
+@dataclass
+class ParsedArn:
+    region: str
+    account: str
+    kind: str  # service-deployment or service-revision
+    cluster: str
+    service: str
+    id: str
+
+
+def parse_arn(arn: str) -> ParsedArn | None:
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "ecs":
+        return None
+    path = parts[5].split("/")
+    if len(path) != 4 or path[0] not in ("service-deployment", "service-revision"):
+        return None
+    if not all(path[1:]):
+        return None
+    return ParsedArn(parts[3], parts[4], path[0], path[1], path[2], path[3])
+
+
+@dataclass
+class ServiceRevision:
+    """What one revision of a service runs (ServiceRevision), fixed when it is made."""
+
+    arn: str
+    service_arn: str
+    cluster_arn: str
+    task_definition: str
+    launch_type: str
+    network_configuration: dict[str, Any] | None
+    container_images: list[dict[str, str]]
+    load_balancers: list[dict[str, Any]]
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "serviceRevisionArn": self.arn,
+            "serviceArn": self.service_arn,
+            "clusterArn": self.cluster_arn,
+            "taskDefinition": self.task_definition,
+            "launchType": self.launch_type,
+            "platformVersion": "1.4.0",
+            "platformFamily": "Linux",
+            "loadBalancers": self.load_balancers,
+            "serviceRegistries": [],
+            "containerImages": self.container_images,
+            "guardDutyEnabled": False,
+            "createdAt": self.created_at,
+        }
+        if self.network_configuration:
+            out["networkConfiguration"] = self.network_configuration
+        return out
+
+
+@dataclass
+class RevisionCounts:
+    """A ServiceRevisionSummary: a revision's task counts in one deployment."""
+
+    arn: str
+    requested: int = 0
+    running: int = 0
+    pending: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arn": self.arn,
+            "requestedTaskCount": self.requested,
+            "runningTaskCount": self.running,
+            "pendingTaskCount": self.pending,
+        }
+
+
+@dataclass
+class ServiceDeployment:
+    """One ECS service deployment (the ServiceDeployment shape) and the simulator's notes on it."""
+
+    arn: str
+    service_arn: str
+    cluster_arn: str
+    created_at: datetime
+    target: RevisionCounts
+    sources: list[RevisionCounts]
+    deployment_configuration: dict[str, Any]
+    status: str = PENDING
+    status_reason: str | None = None
+    lifecycle_stage: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    stopped_at: datetime | None = None
+    updated_at: datetime | None = None
+    breaker_status: str = DISABLED
+    failure_count: int = 0
+    threshold: int = 0
+    alarms_status: str = DISABLED
+    alarm_names: list[str] = field(default_factory=list)
+    triggered_alarms: list[str] = field(default_factory=list)
+    rollback_reason: str | None = None
+    rollback_started_at: datetime | None = None
+    rollback_revision: str | None = None
+    # What a StopServiceDeployment asked for, acted on at the simulator's next step.
+    stop_requested: str | None = None  # "ROLLBACK" or "ABORT"
+    bake_left: int | None = None  # steps of bake time left, once the rollout is whole
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def set_status(self, status: str, now: datetime, reason: str | None = None) -> None:
+        self.status = status
+        self.updated_at = now
+        if reason is not None:
+            self.status_reason = reason
+        if status == STOPPED:
+            self.stopped_at = now
+            self.finished_at = now
+        elif status in FINAL_STATUSES:
+            self.finished_at = now
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "serviceDeploymentArn": self.arn,
+            "serviceArn": self.service_arn,
+            "clusterArn": self.cluster_arn,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at or self.created_at,
+            "sourceServiceRevisions": [s.as_dict() for s in self.sources],
+            "targetServiceRevision": self.target.as_dict(),
+            "status": self.status,
+            "deploymentConfiguration": self.deployment_configuration,
+            "deploymentCircuitBreaker": {
+                "status": self.breaker_status,
+                "failureCount": self.failure_count,
+                "threshold": self.threshold,
+            },
+            "alarms": {
+                "status": self.alarms_status,
+                "alarmNames": list(self.alarm_names),
+                "triggeredAlarmNames": list(self.triggered_alarms),
+            },
+        }
+        for key, value in (
+            ("startedAt", self.started_at),
+            ("finishedAt", self.finished_at),
+            ("stoppedAt", self.stopped_at),
+            ("statusReason", self.status_reason),
+            ("lifecycleStage", self.lifecycle_stage),
+        ):
+            if value is not None:
+                out[key] = value
+        if self.rollback_started_at is not None:
+            out["rollback"] = {
+                "reason": self.rollback_reason or "",
+                "startedAt": self.rollback_started_at,
+                "serviceRevisionArn": self.rollback_revision or "",
+            }
+        return out
+
+    def brief(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "serviceDeploymentArn": self.arn,
+            "serviceArn": self.service_arn,
+            "clusterArn": self.cluster_arn,
+            "createdAt": self.created_at,
+            "targetServiceRevisionArn": self.target.arn,
+            "status": self.status,
+        }
+        for key, value in (
+            ("startedAt", self.started_at),
+            ("finishedAt", self.finished_at),
+            ("statusReason", self.status_reason),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+# --- errors, as ECS names them (botocore's ECS model) -------------------------------------
+
+
+class EcsError(ServiceException):
+    """An ECS error answered over moto's JSON protocol (``__type`` and ``message``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(code, message)
+
+
+def invalid(message: str) -> EcsError:
+    return EcsError("InvalidParameterException", message)
+
+
+# --- the model check ------------------------------------------------------------------------
+
+_MODEL_LOCK = threading.Lock()
+_model: Any = None
+
+
+def ecs_model() -> Any:
+    global _model
+    with _MODEL_LOCK:
+        if _model is None:
+            _model = botocore.session.get_session().get_service_model("ecs")
+        return _model
+
+
+def check_names(shape: Shape, value: Any, path: str = "") -> None:
+    """Raise ValueError if ``value`` has a member ``shape`` lacks, anywhere inside (moto's
+    serializer would drop it silently). Types and enums are the tests' walker's job."""
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        for key, item in value.items():
+            if key not in shape.members:
+                raise ValueError(f"{path or shape.name}: no member {key!r} in {shape.name}")
+            check_names(shape.members[key], item, f"{path}.{key}")
+    elif isinstance(shape, ListShape) and isinstance(value, list):
+        for i, item in enumerate(value):
+            check_names(shape.member, item, f"{path}[{i}]")
+    elif isinstance(shape, MapShape) and isinstance(value, dict):
+        for key, item in value.items():
+            check_names(shape.value, item, f"{path}[{key!r}]")
+
+
+def checked(operation: str, result: dict[str, Any]) -> dict[str, Any]:
+    check_names(ecs_model().operation_model(operation).output_shape, result, operation)
+    return result
+
+
+# --- the operations -------------------------------------------------------------------------
+
+
+def _sim_of(service: Any) -> Any:
+    return getattr(service, "_rollout_sim", None)
+
+
+def _deployments_of(service: Any) -> list[ServiceDeployment]:
+    sim = _sim_of(service)
+    return list(sim.service_deployments) if sim is not None else []
+
+
+def find_deployment(arn: str) -> tuple[Any, ServiceDeployment] | None:
+    """(moto's Service, its ServiceDeployment) for an ARN, or None."""
+    from moto.ecs.models import ecs_backends
+
+    parsed = parse_arn(arn)
+    if parsed is None or parsed.kind != "service-deployment":
+        return None
+    try:
+        backend = ecs_backends[parsed.account][parsed.region]
+        service = backend._get_service(parsed.cluster, parsed.service)
+    except Exception:  # no such account, region, cluster or service
+        return None
+    for deployment in _deployments_of(service):
+        if deployment.arn == arn:
+            return service, deployment
+    return None
+
+
+def find_revision(arn: str) -> ServiceRevision | None:
+    from moto.ecs.models import ecs_backends
+
+    parsed = parse_arn(arn)
+    if parsed is None or parsed.kind != "service-revision":
+        return None
+    try:
+        service = ecs_backends[parsed.account][parsed.region]._get_service(
+            parsed.cluster, parsed.service
+        )
+    except Exception:
+        return None
+    sim = _sim_of(service)
+    revision: ServiceRevision | None = sim.revisions.get(arn) if sim is not None else None
+    return revision
+
+
+def _arns(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise invalid(f"{name} can not be empty.")
+    if len(value) > MAX_DESCRIBE:
+        raise invalid(f"{name} can have at most {MAX_DESCRIBE} items.")
+    return [str(a) for a in value]
+
+
+def describe_service_deployments(arns: Any) -> dict[str, Any]:
+    found, failures = [], []
+    with SIM_LOCK:
+        for arn in _arns(arns, "serviceDeploymentArns"):
+            hit = find_deployment(arn)
+            if hit is None:
+                failures.append({"arn": arn, "reason": "MISSING"})
+            else:
+                found.append(hit[1].as_dict())
+    return checked(
+        "DescribeServiceDeployments", {"serviceDeployments": found, "failures": failures}
+    )
+
+
+def describe_service_revisions(arns: Any) -> dict[str, Any]:
+    found, failures = [], []
+    with SIM_LOCK:
+        for arn in _arns(arns, "serviceRevisionArns"):
+            revision = find_revision(arn)
+            if revision is None:
+                failures.append({"arn": arn, "reason": "MISSING"})
+            else:
+                found.append(revision.as_dict())
+    return checked("DescribeServiceRevisions", {"serviceRevisions": found, "failures": failures})
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    from datetime import UTC
+
+    if isinstance(value, datetime):  # moto parses epoch seconds to a naive UTC datetime
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def list_service_deployments(
+    backend: Any,
+    cluster: str,
+    service_name: str,
+    statuses: Any,
+    created_at: Any,
+    next_token: str | None,
+    max_results: Any,
+) -> dict[str, Any]:
+    """ListServiceDeployments: newest first, filtered by status and createdAt, paginated."""
+    with SIM_LOCK:
+        service = backend._get_service(cluster, service_name)  # Cluster/ServiceNotFound
+        deployments = sorted(_deployments_of(service), key=lambda d: d.created_at, reverse=True)
+    if statuses:
+        wanted = {str(s) for s in statuses}
+        deployments = [d for d in deployments if d.status in wanted]
+    if created_at:
+        after = _as_datetime(created_at.get("after"))
+        before = _as_datetime(created_at.get("before"))
+        deployments = [
+            d
+            for d in deployments
+            if (after is None or d.created_at >= after)
+            and (before is None or d.created_at <= before)
+        ]
+    size = DEFAULT_PAGE if max_results is None else int(max_results)
+    if not 1 <= size <= MAX_PAGE:
+        raise invalid(f"maxResults must be between 1 and {MAX_PAGE}.")
+    start = 0
+    if next_token:
+        try:
+            start = int(base64.urlsafe_b64decode(next_token.encode()).decode())
+        except ValueError:
+            raise invalid("The nextToken is not valid.") from None
+    page = deployments[start : start + size]
+    result: dict[str, Any] = {"serviceDeployments": [d.brief() for d in page]}
+    if start + size < len(deployments):
+        result["nextToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+    return checked("ListServiceDeployments", result)
+
+
+STOP_TYPES = ("ROLLBACK", "ABORT")
+
+
+def stop_service_deployment(arn: Any, stop_type: Any, now: datetime) -> dict[str, Any]:
+    """StopServiceDeployment: ROLLBACK (the default here: the API reference calls it the valid
+    value) or ABORT, acted on at the simulator's next step. A deployment already stopping or
+    rolling back carries on (developerguide/stop-service-deployment.html); a finished one is a
+    ConflictException, the model's error for "conflict in the current state of the resource"."""
+    if not isinstance(arn, str) or not arn:
+        raise invalid("serviceDeploymentArn can not be blank.")
+    kind = stop_type or "ROLLBACK"
+    if kind not in STOP_TYPES:
+        raise invalid(f"stopType must be one of {', '.join(STOP_TYPES)}.")
+    with SIM_LOCK:
+        if parse_arn(arn) is None:
+            raise invalid(f"Invalid service deployment ARN: {arn}")
+        hit = find_deployment(arn)
+        if hit is None:
+            raise EcsError(
+                "ServiceDeploymentNotFoundException",
+                f"The service deployment {arn} does not exist.",
+            )
+        deployment = hit[1]
+        if deployment.final:
+            raise EcsError(
+                "ConflictException",
+                f"The service deployment {arn} is already {deployment.status} and can't be "
+                "stopped.",
+            )
+        if deployment.status in (PENDING, IN_PROGRESS):
+            deployment.stop_requested = kind
+            deployment.set_status(ROLLBACK_REQUESTED if kind == "ROLLBACK" else STOP_REQUESTED, now)
+    return checked("StopServiceDeployment", {"serviceDeploymentArn": arn})
+
+
+def continue_service_deployment(arn: Any, hook_id: Any, action: Any) -> dict[str, Any]:
+    """ContinueServiceDeployment. No deployment here has a PAUSE hook yet, so none awaits an
+    action: InvalidParameterException, as for a hookId that is not paused."""
+    if not isinstance(arn, str) or not arn:
+        raise invalid("serviceDeploymentArn can not be blank.")
+    if not isinstance(hook_id, str) or not hook_id:
+        raise invalid("hookId can not be blank.")
+    if action not in (None, "CONTINUE", "ROLLBACK"):
+        raise invalid("action must be one of CONTINUE, ROLLBACK.")
+    with SIM_LOCK:
+        if find_deployment(arn) is None:
+            raise EcsError(
+                "ServiceDeploymentNotFoundException",
+                f"The service deployment {arn} does not exist.",
+            )
+    raise invalid(f"The lifecycle hook {hook_id} is not awaiting action.")
+
+
+_INSTALL_LOCK = threading.Lock()
+_installed = False
+
+
+def install(clock: Any) -> None:
+    """Give moto's ECS response handler the five operations; idempotent."""
+    global _installed
+    with _INSTALL_LOCK:
+        if _installed:
+            return
+        _installed = True
+    from moto.ecs import responses as ecs_responses
+
+    cls = ecs_responses.EC2ContainerServiceResponse
+
+    def answer(produce: Any) -> Any:
+        """An ActionResult, or an error as ECS's JSON protocol sends it: ``__type`` and
+        ``message`` only (moto's serializer would add a ``Message`` the model does not have)."""
+        from moto.core.responses import ActionResult
+
+        try:
+            return ActionResult(produce())
+        except ServiceException as error:
+            body = json.dumps({"__type": error.code, "message": error.message})
+            return body, {"status": 400, "Content-Type": "application/x-amz-json-1.1"}
+
+    def list_deployments(self: Any) -> Any:
+        return answer(
+            lambda: list_service_deployments(
+                self.ecs_backend,
+                self._get_param("cluster", "default"),
+                str(self._get_param("service", "")).split("/")[-1],
+                self._get_param("status"),
+                self._get_param("createdAt"),
+                self._get_param("nextToken"),
+                self._get_param("maxResults"),
+            )
+        )
+
+    def describe_deployments(self: Any) -> Any:
+        return answer(
+            lambda: describe_service_deployments(self._get_param("serviceDeploymentArns"))
+        )
+
+    def describe_revisions(self: Any) -> Any:
+        return answer(lambda: describe_service_revisions(self._get_param("serviceRevisionArns")))
+
+    def stop(self: Any) -> Any:
+        return answer(
+            lambda: stop_service_deployment(
+                self._get_param("serviceDeploymentArn"), self._get_param("stopType"), clock()
+            )
+        )
+
+    def continue_(self: Any) -> Any:
+        return answer(
+            lambda: continue_service_deployment(
+                self._get_param("serviceDeploymentArn"),
+                self._get_param("hookId"),
+                self._get_param("action"),
+            )
+        )
+
+    cls.list_service_deployments = list_deployments  # type: ignore[attr-defined]
+    cls.describe_service_deployments = describe_deployments  # type: ignore[attr-defined]
+    cls.describe_service_revisions = describe_revisions  # type: ignore[attr-defined]
+    cls.stop_service_deployment = stop  # type: ignore[attr-defined]
+    cls.continue_service_deployment = continue_  # type: ignore[attr-defined]
