@@ -11,8 +11,8 @@ import boto3
 
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
-from bot.local.stack import add_deployment_alarm
 from bot.local.slack_emulator import SlackEmulator
+from bot.local.stack import add_deployment_alarm
 from bot.slack import guards
 from tests.conftest import ALICE, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory
@@ -76,9 +76,7 @@ def test_an_alarm_in_the_bake_says_rolled_back_which_and_when_in_the_message(
     sim.mark_alarming("v4.4.0-ecr-ecs-fargate")
     bot = start_bot("http")
     with sim:
-        emulator.slash_command(
-            "/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url
-        )
+        emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
         verifying = final_message(emulator, "verifying: alarms OK", timeout=120)
         assert "stage: BAKE_TIME" in verifying.all_text, verifying.all_text
         done = final_message(emulator, "failed", timeout=120)
