@@ -30,7 +30,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.deploy.accounts import require_pullable
 from bot.deploy.aws import AwsClient, aws_errors
+from bot.deploy.batch import ServiceDescriptions
 from bot.deploy.engine import Engine
 from bot.deploy.poller import STUCK_AFTER_SECONDS, FollowerHealth
 from bot.deploy.records import DeploymentRecord, Plan, QueuedItem, Requester, Status, Via
@@ -260,8 +262,9 @@ class Fleet:
             engine = self._engines.get(t.name)
             if engine is None:
                 settings = t.settings(self.settings)
-                aws = self._aws.sibling(settings) if self._aws else AwsClient(settings)
-                self._aws = self._aws or aws
+                if self._aws is None:  # the bot's own: the table's account and region
+                    self._aws = AwsClient(self.settings, clock=self.clock)
+                aws = self._aws.sibling(settings, t)
                 engine = Engine(settings, clock=self.clock, aws=aws, target=t)
                 engine.door = self.door
                 self._engines[t.name] = engine
@@ -454,6 +457,9 @@ class Fleet:
         elif action is Action.PROMOTE:
             origin = self.targets.get(source)
             promotion = self.promotion(origin, of, target.name)
+            # Across accounts, before anything else is read or changed: can the target pull
+            # the digest (replicated into its repository, or allowed by the source's policy)?
+            require_pullable(engine.aws, target, origin, promotion.tag, promotion.digest)
             facts = Facts(
                 source=origin.name,
                 completed_on_source=promotion.completed,
@@ -491,7 +497,12 @@ class Fleet:
         engines = [self.engine(t) for t in chosen]
         if not engines:
             return []
-        descriptions = engines[0].aws.descriptions
+        # One batch per account and region (each AwsClient's ``descriptions``): a call never
+        # mixes them, and each goes with the credentials of its account.
+        batches: dict[int, tuple[ServiceDescriptions, list[tuple[str, str]]]] = {}
+        for e in engines:
+            batch = batches.setdefault(id(e.aws.descriptions), (e.aws.descriptions, []))
+            batch[1].append((e.aws.cluster, e.aws.service))
         limit = max(history, 20)
 
         def recorded(engine: Engine) -> list[DeploymentRecord] | DeployError:
@@ -504,11 +515,12 @@ class Fleet:
             # The histories before the services: a record is only judged against an ECS
             # read taken after it (Planner._prepare).
             histories = list(pool.map(recorded, engines))
-            try:
-                with aws_errors("reading the services"):
-                    descriptions.many([(e.aws.cluster, e.aws.service) for e in engines])
-            except DeployError as exc:  # each target then says what its own read says
-                log.warning("could not read the services in one batch: %s", exc)
+            for descriptions, keys in batches.values():
+                try:
+                    with aws_errors("reading the services"):
+                        descriptions.many(keys)
+                except DeployError as exc:  # each target then says what its own read says
+                    log.warning("could not read the services in one batch: %s", exc)
 
             def one(i: int) -> TargetStatus:
                 target, engine, records = chosen[i], engines[i], histories[i]

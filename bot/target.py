@@ -6,6 +6,7 @@ the engine, the rules and the doors get a ``Target``; only the fleet and the doo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -14,6 +15,31 @@ from bot.settings import Settings
 from bot.windows import Window
 
 EVERYONE = "*"
+# An IAM role's ARN (``arn:aws:iam::222222222222:role/deploybot-target``): partition, account.
+ROLE_ARN = re.compile(r"arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/[\w+=,.@/-]{1,512}")
+
+
+# A repository named by its URI, as a task definition's image names it
+# (``111111111111.dkr.ecr.eu-west-1.amazonaws.com/hello-world``): another account's (or
+# region's) repository the target pulls from across accounts (ECR's registry URL format:
+# https://docs.aws.amazon.com/AmazonECR/latest/userguide/Registries.html).
+REPOSITORY_URI = re.compile(
+    r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/((?:[a-z0-9._-]+/)*[a-z0-9._-]+)"
+)
+
+
+def repository_parts(repository: str) -> tuple[str | None, str | None, str]:
+    """(account, region, name) of a repository URI; (None, None, name) for a bare name."""
+    found = REPOSITORY_URI.fullmatch(repository)
+    if found is None:
+        return None, None, repository
+    return found[1], found[2], found[3]
+
+
+def account_of(role_arn: str) -> str | None:
+    """The 12-digit account of an IAM role ARN, None when it is not one."""
+    found = ROLE_ARN.fullmatch(role_arn)
+    return found[2] if found else None
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,12 @@ class Target:
     # bot last read them (bot/slack/groups.py); empty where nothing was read.
     deployer_members: frozenset[str] = frozenset()
     approver_members: frozenset[str] = frozenset()
+    # Where the service lives when not beside the bot (#30): its region (None: AWS_REGION), and
+    # the role its engine assumes there (None: the bot's own credentials), with the ExternalId
+    # the role's trust policy asks for. The table stays in the bot's account and region.
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointing at this target's service: what its Engine is built from."""
@@ -68,6 +100,11 @@ class Target:
                 "deploy_target": self.name,
             }
         )
+
+    @property
+    def account(self) -> str | None:
+        """The AWS account of ``role_arn`` (None without one: the bot's own)."""
+        return account_of(self.role_arn) if self.role_arn else None
 
     def may_deploy(self, user: str) -> bool:
         """Whether ``user`` (a Slack user id) is one of the target's deployers, or a member

@@ -35,7 +35,7 @@ from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
 from bot.mrkdwn import is_group_id, is_user_id
 from bot.settings import Settings
-from bot.target import EVERYONE, Target
+from bot.target import EVERYONE, REPOSITORY_URI, Target, account_of, repository_parts
 from bot.windows import Window, WindowError, parse_window
 
 # Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
@@ -146,6 +146,10 @@ class _TargetTable(BaseModel):
     test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
     # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
     auto_deploy: bool = False
+    # Targets across accounts and regions (#30): checked in _account_problems.
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
 
 
 class _ConfigFile(BaseSettings):
@@ -296,6 +300,44 @@ def _table_problems(name: str, raw: dict[str, Any], key: str) -> list[str]:
                 "characters, no spaces around it)"
             )
     problems += _auto_deploy_problems(raw, key)
+    problems += _account_problems(raw, key)
+    return problems
+
+
+# AWS region names: us-east-1, eu-west-1, ap-southeast-2, us-gov-west-1…
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+# STS AssumeRole's ExternalId: "Length Constraints: Minimum length of 2. Maximum length of
+# 1224. Pattern: [\w+=,.@:\/-]*" (https://docs.aws.amazon.com/STS/latest/APIReference/
+# API_AssumeRole.html; botocore's sts model says the same).
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
+
+
+def _account_problems(raw: dict[str, Any], key: str) -> list[str]:
+    """region, role_arn, external_id and a repository URI, beyond their types."""
+    problems: list[str] = []
+    region, role_arn, external_id = raw.get("region"), raw.get("role_arn"), raw.get("external_id")
+    if isinstance(region, str) and not _REGION.fullmatch(region):
+        problems.append(f"{key}.region: {region!r} is not an AWS region (e.g. us-east-1)")
+    if isinstance(role_arn, str) and account_of(role_arn) is None:
+        problems.append(
+            f"{key}.role_arn: {role_arn!r} is not an IAM role ARN "
+            "(arn:aws:iam::222222222222:role/NAME: the TargetRoleArn output of "
+            "cloudformation/target-role.yml in the target's account)"
+        )
+    if isinstance(external_id, str):
+        if role_arn is None:
+            problems.append(f"{key}.external_id: set, but no role_arn to assume with it")
+        elif not _EXTERNAL_ID.fullmatch(external_id):
+            problems.append(
+                f"{key}.external_id: 2 to 1224 letters, digits and +=,.@:/-_ (STS's ExternalId)"
+            )
+    repository = raw.get("repository")
+    uri = isinstance(repository, str) and ".dkr.ecr." in repository
+    if uri and not REPOSITORY_URI.fullmatch(str(repository)):
+        problems.append(
+            f"{key}.repository: {repository!r} is neither a repository name nor its URI "
+            "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME)"
+        )
     return problems
 
 
@@ -363,6 +405,9 @@ def _target(
         verify_path=table.verify_path,
         test_url=table.test_url.rstrip("/") if table.test_url else None,
         auto_deploy=table.auto_deploy,
+        region=table.region,
+        role_arn=table.role_arn,
+        external_id=table.external_id,
     )
 
 
@@ -378,10 +423,11 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
     ``names``: every table's name, including those too wrong to be a Target."""
     problems: list[str] = []
     known = ", ".join(names)
-    services: dict[tuple[str, str], str] = {}
+    services: dict[tuple[str, str, str, str], str] = {}
     for name, target in targets.items():
         key = f"{shown}: targets.{name}"
-        place = (target.cluster, target.service)
+        # Two accounts (or regions) may name their services alike: each is its own.
+        place = (target.account or "", target.region or "", target.cluster, target.service)
         if place in services:
             problems.append(
                 f"{key}: cluster {target.cluster!r}, service {target.service!r} is already "
@@ -398,7 +444,10 @@ def _between_targets(targets: dict[str, Target], shown: str, names: Sequence[str
             if target.after not in names:
                 problems.append(f"{key}.after: no target named {target.after!r} (known: {known})")
             continue
-        if before.repository != target.repository:
+        # Across accounts the repositories are two (ECR replication) or one named by its URI
+        # (a cross-account pull): one name either way; whether the target can pull the digest
+        # is checked at each promotion (Fleet.plan).
+        if repository_parts(before.repository)[2] != repository_parts(target.repository)[2]:
             problems.append(
                 f"{key}.after: {target.after} runs images of {before.repository!r}, {name} of "
                 f"{target.repository!r}; promotion deploys the same image, so one repository"

@@ -72,12 +72,21 @@ def needed(calls: Iterable[Call]) -> set[str]:
     return actions
 
 
+# bot.yml for a bot with targets in other accounts (TargetRoleArns set: its role also assumes
+# those roles, #30): the widest role, which every test's calls are held against.
+TARGET_ROLES = {"TargetRoleArns": "arn:aws:iam::222222222222:role/deploybot-target"}
+
+
 @functools.cache
 def granted() -> frozenset[str]:
-    """The actions bot.yml's task role grants (the template is read once a process)."""
-    from tests.infra.templates import bot_task_role_actions  # cfn-lint's loader: when needed
+    """The actions bot.yml's task role grants, with target accounts (the template is read
+    once a process)."""
+    from tests.infra.templates import (  # cfn-lint's loader: when needed
+        bot_task_role_actions,
+        bot_task_role_statements,
+    )
 
-    return frozenset(bot_task_role_actions())
+    return frozenset(bot_task_role_actions(bot_task_role_statements(TARGET_ROLES)))
 
 
 def ungranted(calls: Iterable[Call]) -> list[str]:

@@ -79,7 +79,10 @@ class Aborter(Stage):
                 f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
         try:
-            updated = self.aws.update_service(record.previous_task_definition)
+            # Under a session named for who aborts (bot/deploy/aws.py, session_name).
+            updated = self.aws.acting_for(requester.who).update_service(
+                record.previous_task_definition
+            )
         except Exception as exc:
             if refused_outright(exc):
                 try:

@@ -12,10 +12,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    Credentials,
+    DeferredRefreshableCredentials,
+)
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -28,9 +36,11 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.retries import quota, standard
 from botocore.retries.base import BaseRetryableChecker
 
+from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.batch import ServiceDescriptions
 from bot.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
+from bot.target import Target, repository_parts
 
 RETRY_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 10},
@@ -232,49 +242,240 @@ def read_parameter(settings: Settings, name: str) -> str | None:
             raise
 
 
+# Targets across accounts and regions (#30). A target's service may live in another account
+# (its ``role_arn``, assumed through STS) and region; the table always stays in the bot's.
+# RoleSessionName: "Length Constraints: Minimum length of 2. Maximum length of 64. Pattern:
+# [\\w+=,.@-]*" (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html;
+# botocore's sts model says the same). The name shows in the target account's CloudTrail, in
+# the assumed-role ARN of every call made with the credentials ("The role session name is
+# also used in the ARN of the assumed role principal", ibid.): a change is made under a
+# session named for its requester, the reads of every loop under BOT_SESSION.
+SESSION_NAME_MAX = 64
+BOT_SESSION = "deploybot"
+_NOT_IN_SESSION_NAME = re.compile(r"[^\w+=,.@-]", re.ASCII)
+# How many requesters' sessions (each its own credentials and ECS clients) a process keeps.
+SESSIONS_KEPT = 32
+
+
+def session_name(who: str) -> str:
+    """The RoleSessionName a change requested by ``who`` (a Slack user id, DEPLOYBOT_USER) is
+    made under: ``deploybot-<who>``, every character STS refuses made ``-``, at most 64."""
+    cleaned = _NOT_IN_SESSION_NAME.sub("-", who.strip()).strip("-")
+    return f"{BOT_SESSION}-{cleaned}"[:SESSION_NAME_MAX] if cleaned else BOT_SESSION
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a target's service is and how the bot gets there: its region, and the role assumed
+    there (None: the bot's own credentials) with the ExternalId the role's trust asks for."""
+
+    region: str
+    role_arn: str | None = None
+    external_id: str | None = None
+
+
+class _AssumedRole(CredentialProvider):
+    """A credential provider handing out one set of refreshable assumed-role credentials."""
+
+    METHOD = "assume-role"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+class _Clients:
+    """ECS and ECR for one place under one session name (and UpdateService's ECS, on use)."""
+
+    def __init__(self, session: boto3.session.Session, kwargs: dict[str, Any]) -> None:
+        self.session = session
+        self.kwargs = kwargs
+        self.ecs = session.client("ecs", **kwargs)
+        self.ecr = session.client("ecr", **kwargs)
+        for client in (self.ecs, self.ecr):
+            brief_connection_retries(client)
+        self._once: Any = None
+        self._extra: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def once(self) -> Any:
+        with self._lock:
+            if self._once is None:
+                client = self.session.client("ecs", **self.kwargs)
+                throttling_retries_only(client)
+                self._once = client
+            return self._once
+
+    def extra(self, service: str) -> Any:
+        """A client of ``service`` (CloudWatch, ELBv2…), made on first use."""
+        with self._lock:
+            if service not in self._extra:
+                client = self.session.client(service, **self.kwargs)
+                brief_connection_retries(client)
+                self._extra[service] = client
+            return self._extra[service]
+
+    def describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
+        return dict(self.ecs.describe_services(cluster=cluster, services=services))
+
+
+class _Places:
+    """What every sibling shares: the bot's session, and each place's clients (by session
+    name) and batched DescribeServices. Thread-safe."""
+
+    def __init__(self, settings: Settings, session: boto3.session.Session, clock: Clock) -> None:
+        self.settings = settings
+        self.session = session
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[tuple[Place, str], _Clients] = OrderedDict()
+        self._descriptions: dict[Place, ServiceDescriptions] = {}
+
+    def kwargs(self, region: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": region}
+        if self.settings.aws_endpoint_url:
+            kwargs["endpoint_url"] = self.settings.aws_endpoint_url
+        return kwargs
+
+    def clients(self, place: Place, name: str = BOT_SESSION) -> _Clients:
+        key = (place, name if place.role_arn else BOT_SESSION)
+        with self._lock:
+            made = self._clients.get(key)
+            if made is not None:
+                self._clients.move_to_end(key)
+                return made
+        session = self.session if place.role_arn is None else self._assumed(place, key[1])
+        made = _Clients(session, self.kwargs(place.region))
+        with self._lock:
+            made = self._clients.setdefault(key, made)
+            # The requesters' sessions least used lately go first; the loops' are kept.
+            requesters = [k for k in self._clients if k[1] != BOT_SESSION and k != key]
+            for old in requesters[: max(0, len(self._clients) - SESSIONS_KEPT)]:
+                del self._clients[old]
+        return made
+
+    def descriptions(self, place: Place) -> ServiceDescriptions:
+        """The place's batched DescribeServices: one batch per (account, region), its calls
+        made under BOT_SESSION, so no call mixes accounts or regions."""
+        clients = self.clients(place)
+        with self._lock:
+            return self._descriptions.setdefault(
+                place, ServiceDescriptions(clients.describe_services)
+            )
+
+    def _assumed(self, place: Place, name: str) -> boto3.session.Session:
+        """A session whose credentials are ``place``'s role assumed under ``name``, refreshed
+        by botocore before they expire (RefreshableCredentials: 15 minutes before, or at
+        latest 10: botocore.credentials' advisory and mandatory refresh timeouts), through
+        STS in the bot's region with the bot's own credentials."""
+        sts = self.session.client("sts", **self.kwargs(self.settings.aws_region))
+        brief_connection_retries(sts)
+        role_arn = str(place.role_arn)
+        args = {"RoleArn": role_arn, "RoleSessionName": name}
+        if place.external_id:
+            args["ExternalId"] = place.external_id
+
+        def refresh() -> dict[str, str]:
+            try:
+                with aws_errors(f"assuming the role {role_arn}"):
+                    found = sts.assume_role(**args)["Credentials"]
+            except NotConfigured as exc:
+                raise NotConfigured(
+                    f"{exc.message} The target's role must trust the bot's task role (and "
+                    "ask for its external_id, if set): cloudformation/target-role.yml."
+                ) from exc
+            return {
+                "access_key": str(found["AccessKeyId"]),
+                "secret_key": str(found["SecretAccessKey"]),
+                "token": str(found["SessionToken"]),
+                "expiry_time": found["Expiration"].isoformat(),
+            }
+
+        credentials = DeferredRefreshableCredentials(
+            refresh_using=refresh, method=_AssumedRole.METHOD, time_fetcher=self.clock.now
+        )
+        core = botocore.session.Session()
+        core.register_component(
+            "credential_provider", CredentialResolver([_AssumedRole(credentials)])
+        )
+        assumed = boto3.session.Session(botocore_session=core, region_name=place.region)
+        assumed.events.register("before-call", _observe)
+        return assumed
+
+
 class AwsClient:
     """ECS, ECR and DynamoDB, as the engine needs them; each method is one AWS action.
 
     One AwsClient knows one service (``settings``' cluster, service, repository and table);
     ``sibling`` makes another target's, sharing the session, the clients (and their retry
-    quotas and rate limiters) and the batched service descriptions."""
+    quotas and rate limiters) and the batched service descriptions.
 
-    def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
+    A target in another account or region (``Target.role_arn``, ``region``) has ECS and ECR
+    clients of its own, under that role's credentials, and batched DescribeServices of its own
+    (one batch per account, region and cluster); the table (``dynamodb``) and ``session``
+    stay the bot's. A new client for the target's account and region comes from
+    ``self._clients.session`` with ``self._clients.kwargs``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: boto3.session.Session | None = None,
+        *,
+        target: Target | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.settings = settings
         self.session = session or boto3.session.Session(region_name=settings.aws_region)
         self.session.events.register("before-call", _observe)
-        kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": settings.aws_region}
-        if settings.aws_endpoint_url:
-            kwargs["endpoint_url"] = settings.aws_endpoint_url
-        self.ecs = self.session.client("ecs", **kwargs)
-        self.ecr = self.session.client("ecr", **kwargs)
-        self.dynamodb = self.session.client("dynamodb", **kwargs)
-        for client in (self.ecs, self.ecr, self.dynamodb):
-            brief_connection_retries(client)
-        # UpdateService's client (UPDATE_SENT_ONCE), made on first use: few commands need it.
-        self._once_kwargs = kwargs
-        self._ecs_once: Any = None
-        self._ecs_once_lock = threading.Lock()
-        self.descriptions = ServiceDescriptions(self._describe_services)
+        self._places = _Places(settings, self.session, clock)
+        home = self._places.clients(Place(settings.aws_region))
+        self.dynamodb = self.session.client("dynamodb", **home.kwargs)
+        brief_connection_retries(self.dynamodb)
         # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
         self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
             OrderedDict()
         )
         self._revisions_lock = threading.Lock()
-        self._point_at(settings)
+        self._point_at(settings, target)
 
-    def _point_at(self, settings: Settings) -> None:
+    def _point_at(self, settings: Settings, target: Target | None = None) -> None:
         self.settings = settings
         self.cluster = settings.ecs_cluster
         self.service = settings.ecs_service
-        self.repository = settings.ecr_repository
         self.table = settings.deploy_table
+        bot_region = self._places.settings.aws_region
+        self.place = Place(
+            target.region or bot_region if target else bot_region,
+            target.role_arn if target else None,
+            target.external_id if target and target.role_arn else None,
+        )
+        self.region = self.place.region  # the service's (the table's: settings.aws_region)
+        self.account = target.account if target else None  # None: the bot's own
+        self._clients = self._places.clients(self.place)
+        self.ecs = self._clients.ecs
+        self.descriptions = self._places.descriptions(self.place)
+        # The repository: a name in the target's account and region, or a URI naming another
+        # account's (a cross-account pull) or region's, read with registryId.
+        registry, repository_region, self.repository = repository_parts(settings.ecr_repository)
+        self.registry = registry  # None: the target's own account
+        self._registry: dict[str, str] = {"registryId": registry} if registry else {}
+        if registry is None or registry == self.account:
+            ecr_place = Place(repository_region or self.place.region, *_role(self.place))
+        else:  # another account's repository: the bot's own credentials read it
+            ecr_place = Place(repository_region or bot_region)
+        self.ecr = self._places.clients(ecr_place).ecr
 
-    def sibling(self, settings: Settings) -> AwsClient:
-        """This client for another service (``settings``' cluster, service, repository),
-        sharing its session, boto3 clients and batched DescribeServices."""
+    def sibling(self, settings: Settings, target: Target | None = None) -> AwsClient:
+        """This client for another service (``settings``' cluster, service, repository;
+        ``target``'s account and region), sharing its session, boto3 clients and batched
+        DescribeServices (per account and region)."""
         other = copy.copy(self)
-        other._point_at(settings)
+        other._point_at(settings, target)
         return other
 
     # STS ---------------------------------------------------------------------------------
@@ -309,16 +510,9 @@ class AwsClient:
     @property
     def ecs_once(self) -> Any:
         """ECS retrying only throttled calls, for UpdateService (UPDATE_SENT_ONCE)."""
-        with self._ecs_once_lock:
-            if self._ecs_once is None:
-                client = self.session.client("ecs", **self._once_kwargs)
-                throttling_retries_only(client)
-                self._ecs_once = client
-            return self._ecs_once
+        return self._clients.once
 
     # ECS ---------------------------------------------------------------------------------
-    def _describe_services(self, cluster: str, services: list[str]) -> dict[str, Any]:
-        return dict(self.ecs.describe_services(cluster=cluster, services=services))
 
     def describe_service(self, max_age: float = 0.0) -> dict[str, Any] | None:
         """The service, or None when the cluster or service does not exist. ``max_age``: a
@@ -379,7 +573,7 @@ class AwsClient:
         """The image details for ``tag``, or None when no image has that tag."""
         try:
             resp = self.ecr.describe_images(
-                repositoryName=self.repository, imageIds=[{"imageTag": tag}]
+                repositoryName=self.repository, imageIds=[{"imageTag": tag}], **self._registry
             )
         except ClientError as exc:
             if error_code(exc) == "ImageNotFoundException":
@@ -392,7 +586,9 @@ class AwsClient:
         """The image details for ``digest`` (sha256:…), or None when ECR no longer has it."""
         try:
             resp = self.ecr.describe_images(
-                repositoryName=self.repository, imageIds=[{"imageDigest": digest}]
+                repositoryName=self.repository,
+                imageIds=[{"imageDigest": digest}],
+                **self._registry,
             )
         except ClientError as exc:
             if error_code(exc) in ("ImageNotFoundException", "InvalidParameterException"):
@@ -405,7 +601,9 @@ class AwsClient:
         """Every image in the repository (paginated DescribeImages)."""
         out: list[dict[str, Any]] = []
         for page in self.ecr.get_paginator("describe_images").paginate(
-            repositoryName=self.repository, PaginationConfig={"PageSize": IMAGES_PAGE}
+            repositoryName=self.repository,
+            PaginationConfig={"PageSize": IMAGES_PAGE},
+            **self._registry,
         ):
             out.extend(page.get("imageDetails", []))
         return out
@@ -413,14 +611,9 @@ class AwsClient:
     # CloudWatch (the alarms checked before a deploy: bot/deploy/alarms.py) ----------------
     @property
     def cloudwatch(self) -> Any:
-        """CloudWatch's client, made on first use: only targets with alarms need it."""
-        with self._ecs_once_lock:
-            client = self.__dict__.get("_cloudwatch")
-            if client is None:
-                client = self.session.client("cloudwatch", **self._once_kwargs)
-                brief_connection_retries(client)
-                self.__dict__["_cloudwatch"] = client
-            return client
+        """CloudWatch's client in the target's account and region (its alarms are there),
+        made on first use: only targets with alarms need it."""
+        return self._places.clients(self.place).extra("cloudwatch")
 
     def describe_alarms(self, names: list[str]) -> list[dict[str, Any]]:
         """The metric and composite alarms named ``names`` (DescribeAlarms); a name with no
@@ -470,14 +663,9 @@ class AwsClient:
 
     @property
     def elbv2(self) -> Any:
-        """Elastic Load Balancing v2, made on first use (only the test listener's URL needs it)."""
-        with self._ecs_once_lock:
-            client = self.__dict__.get("_elbv2")
-            if client is None:
-                client = self.session.client("elbv2", **self._once_kwargs)
-                brief_connection_retries(client)
-                self.__dict__["_elbv2"] = client
-            return client
+        """Elastic Load Balancing v2 in the target's account and region, made on first use
+        (only the test listener's URL needs it)."""
+        return self._places.clients(self.place).extra("elbv2")
 
     def test_listener(self, rule_arn: str) -> tuple[str, int, str]:
         """The load balancer's DNS name, the port and protocol of the listener holding
@@ -495,6 +683,42 @@ class AwsClient:
             int(listener.get("Port", 80)),
             str(listener.get("Protocol", "HTTP")),
         )
+
+    # Across accounts (#30) ---------------------------------------------------------------
+    @property
+    def scope(self) -> str:
+        """The target's items in the table: ``cluster/service``, and for a service in another
+        account or region ``account/region/cluster/service`` (two accounts may name their
+        services alike; one table holds both)."""
+        here = f"{self.cluster}/{self.service}"
+        if self.place == Place(self._places.settings.aws_region):
+            return here
+        return f"{self.account or 'bot'}/{self.region}/{here}"
+
+    def acting_for(self, who: str) -> AwsClient:
+        """This client with its target's ECS under a session named for ``who``
+        (``session_name``), for the calls of a change ``who`` asked for: the target account's
+        CloudTrail shows who. Itself for a target in the bot's own account (no role)."""
+        if self.place.role_arn is None:
+            return self
+        other = copy.copy(self)
+        other._clients = self._places.clients(self.place, session_name(who))
+        other.ecs = other._clients.ecs
+        return other
+
+    def repository_policy(self) -> str | None:
+        """The repository's policy text (GetRepositoryPolicy), None when it has none."""
+        try:
+            resp = self.ecr.get_repository_policy(repositoryName=self.repository, **self._registry)
+        except ClientError as exc:
+            if error_code(exc) == "RepositoryPolicyNotFoundException":
+                return None
+            raise
+        return str(resp.get("policyText") or "") or None
+
+
+def _role(place: Place) -> tuple[str | None, str | None]:
+    return place.role_arn, place.external_id
 
 
 def _listener_of_rule(rule_arn: str) -> str:

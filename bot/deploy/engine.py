@@ -98,7 +98,8 @@ class Engine(ForTheDoors):
             deployers=settings.deploy_allowed_users,
             channels=settings.deploy_allowed_channels,
         )
-        parts = Parts(settings, clock, aws or AwsClient(settings), target, _follower_id())
+        aws = aws or AwsClient(settings, target=target, clock=clock)
+        parts = Parts(settings, clock, aws, target, _follower_id())
         self.parts = parts
         self.settings, self.clock, self.aws, self.target = settings, clock, parts.aws, target
         self.ledger, self.guards = parts.ledger, parts.guards

@@ -87,7 +87,7 @@ class Parts:
     def console_url(self) -> str:
         """The service's Deployments tab in the ECS console: where to look at a rollout."""
         s = self.settings
-        return links.service_deployments_url(s.aws_region, s.ecs_cluster, s.ecs_service)
+        return links.service_deployments_url(self.aws.region, s.ecs_cluster, s.ecs_service)
 
 
 class Stage:

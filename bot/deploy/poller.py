@@ -782,7 +782,7 @@ class ServicePoller:
     def _where_to_look(self, tracked: _Tracked, task_arn: str, container: str) -> tuple[str, str]:
         """The stopped task's log stream and console page: built from its ARN, the region and
         the task definition's awslogs options (read once per deployment when not given)."""
-        region = self.aws.settings.aws_region
+        region = self.aws.region
         if tracked.task_definition is None:
             try:
                 with aws_errors("reading the task definition's log configuration"):

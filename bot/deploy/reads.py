@@ -49,7 +49,7 @@ class Reads(Stage):
         if raw is None:
             raise ServiceMissing(
                 f"Service {self.settings.ecs_service} was not found in cluster "
-                f"{self.settings.ecs_cluster} ({self.settings.aws_region}). Check ECS_CLUSTER, "
+                f"{self.settings.ecs_cluster} ({self.aws.region}). Check ECS_CLUSTER, "
                 "ECS_SERVICE and AWS_REGION, or create the stack with `make infra`."
             )
         return raw

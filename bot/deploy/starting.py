@@ -113,15 +113,18 @@ class Starter(Stage):
                 follower_beat=1,
             )
         self._take_lock(plan, record)
+        # The change's calls under a session named for its requester: in a target account
+        # (Target.role_arn) its CloudTrail shows who (bot/deploy/aws.py, session_name).
+        aws = self.aws.acting_for(plan.requester.who)
         td = plan.base or None  # the new revision's log configuration is the same
         try:
             if plan.kind != "redeploy":
                 if not td:
                     with aws_errors("reading the task definition"):
-                        td, _ = self.aws.describe_task_definition(current.task_definition)
+                        td, _ = aws.describe_task_definition(current.task_definition)
                 container = self.reads.container(td)
                 with aws_errors("registering the new task definition"):
-                    registered = self.aws.register_task_definition(
+                    registered = aws.register_task_definition(
                         **_register_kwargs(td, container["name"], plan.image),
                         tags=_revision_tags(plan, record.id),
                     )
@@ -154,7 +157,7 @@ class Starter(Stage):
         # From here on ECS may change. Nothing below says "nothing changed" unless ECS's own
         # answer proves it; everything else is followed to what ECS did.
         try:
-            updated = self.aws.update_service(record.task_definition, force=plan.kind == "redeploy")
+            updated = aws.update_service(record.task_definition, force=plan.kind == "redeploy")
         except Exception as exc:
             asked_at = self.clock.monotonic()
             if refused_outright(exc):

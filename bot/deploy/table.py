@@ -230,7 +230,7 @@ class Table:
     def __init__(self, aws: AwsClient) -> None:
         self.db = aws.dynamodb
         self.name = aws.table
-        self.keys = Keys(f"{aws.cluster}/{aws.service}")
+        self.keys = Keys(aws.scope)
 
     def get(self, key: Item, doing: str) -> Item | None:
         """One item by its key (a consistent GetItem), None when there is none."""

@@ -33,6 +33,14 @@ Pages followed (AWS's ECS documentation):
   revision run and through a bake time after the old tasks are gone, the deployment staying
   IN_PROGRESS meanwhile; an alarm in ALARM fails the deployment and, with rollback, ECS rolls back
   to the last completed deployment.
+- "Pause hooks for Amazon ECS service deployments" (developerguide/pause-lifecycle-hooks.html)
+  and "Continuing service deployments" (developerguide/continue-service-deployment.html): a PAUSE
+  hook gets a ``hookId`` (``ecs-pause-…``) and waits AWAITING_ACTION, with ``expiresAt`` and
+  ``timeoutAction`` (API_DeploymentLifecycleHookTimeoutConfiguration: 1440 minutes and ROLLBACK
+  by default), until ContinueServiceDeployment, which needs the hook AWAITING_ACTION and the
+  deployment IN_PROGRESS; CONTINUE is the default action. The model's lifecycleStages text: no
+  PAUSE hook at TEST_TRAFFIC_SHIFT or PRODUCTION_TRAFFIC_SHIFT; PRE_PRODUCTION_TRAFFIC_SHIFT runs
+  before every traffic shift step of a canary or linear deployment.
 """
 
 from __future__ import annotations
@@ -181,13 +189,61 @@ class RevisionCounts:
     requested: int = 0
     running: int = 0
     pending: int = 0
+    # Traffic weights (percent) of a strategy that shifts traffic; None under ROLLING.
+    test_weight: float | None = None
+    production_weight: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "arn": self.arn,
             "requestedTaskCount": self.requested,
             "runningTaskCount": self.running,
             "pendingTaskCount": self.pending,
+        }
+        if self.test_weight is not None:
+            out["requestedTestTrafficWeight"] = float(self.test_weight)
+        if self.production_weight is not None:
+            out["requestedProductionTrafficWeight"] = float(self.production_weight)
+        return out
+
+
+# DeploymentLifecycleHookDetail.status; stages a PAUSE hook may not name (the model's
+# lifecycleStages documentation: "PAUSE hooks cannot be configured at TEST_TRAFFIC_SHIFT or
+# PRODUCTION_TRAFFIC_SHIFT stages").
+AWAITING_ACTION = "AWAITING_ACTION"
+HOOK_SUCCEEDED = "SUCCEEDED"
+HOOK_FAILED = "FAILED"
+HOOK_TIMED_OUT = "TIMED_OUT"
+NO_PAUSE_STAGES = ("TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT")
+SHIFTING_STRATEGIES = ("BLUE_GREEN", "CANARY", "LINEAR")
+DEFAULT_HOOK_TIMEOUT_MINUTES = 1440  # API_DeploymentLifecycleHookTimeoutConfiguration
+DEFAULT_HOOK_TIMEOUT_ACTION = "ROLLBACK"
+
+
+def new_hook_id() -> str:
+    """A pause hook's id as ECS shows them (pause-lifecycle-hooks.html): ``ecs-pause-`` and 43
+    URL-safe characters."""
+    return "ecs-pause-" + base64.urlsafe_b64encode(_rng.randbytes(32)).decode().rstrip("=")
+
+
+@dataclass
+class HookRun:
+    """One execution of a PAUSE lifecycle hook (DeploymentLifecycleHookDetail)."""
+
+    hook_id: str
+    stage: str  # the configured lifecycle stage it ran at
+    expires_at: datetime
+    timeout_action: str
+    ticks_left: int  # simulator steps before the timeout action
+    status: str = AWAITING_ACTION
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hookId": self.hook_id,
+            "targetType": "PAUSE",
+            "status": self.status,
+            "expiresAt": self.expires_at,
+            "timeoutAction": self.timeout_action,
         }
 
 
@@ -221,6 +277,27 @@ class ServiceDeployment:
     # What a StopServiceDeployment asked for, acted on at the simulator's next step.
     stop_requested: str | None = None  # "ROLLBACK" or "ABORT"
     bake_left: int | None = None  # steps of bake time left, once the rollout is whole
+    bake_total: int = 0
+    # A strategy that shifts traffic (BLUE_GREEN, CANARY, LINEAR): the simulator's program of
+    # steps and where it is in it; the PAUSE hooks run at the current hook point.
+    strategy: str = "ROLLING"
+    program: list[tuple[Any, ...]] = field(default_factory=list)
+    pc: int = 0
+    wait_left: int | None = None
+    hook_pc: int | None = None  # the program step whose hooks have run
+    hooks: list[HookRun] = field(default_factory=list)
+    rollback_request_reason: str | None = None
+    draining: bool = False  # a traffic-shifting rollback's green tasks are stopping
+    # The new revision's share of test and production traffic, in percent.
+    test_weight: float = 0.0
+    production_weight: float = 0.0
+
+    @property
+    def progressive(self) -> bool:
+        return self.strategy in SHIFTING_STRATEGIES
+
+    def awaiting(self) -> list[HookRun]:
+        return [h for h in self.hooks if h.status == AWAITING_ACTION]
 
     @property
     def final(self) -> bool:
@@ -229,6 +306,10 @@ class ServiceDeployment:
     def set_status(self, status: str, now: datetime, reason: str | None = None) -> None:
         self.status = status
         self.updated_at = now
+        if status != IN_PROGRESS:  # stopped or rolled back while paused: the pause is over
+            for hook in self.hooks:
+                if hook.status == AWAITING_ACTION:
+                    hook.status = HOOK_FAILED
         if reason is not None:
             self.status_reason = reason
         if status == STOPPED:
@@ -268,6 +349,8 @@ class ServiceDeployment:
         ):
             if value is not None:
                 out[key] = value
+        if self.hooks:
+            out["lifecycleHookDetails"] = [h.as_dict() for h in self.hooks]
         if self.rollback_started_at is not None:
             out["rollback"] = {
                 "reason": self.rollback_reason or "",
@@ -308,6 +391,19 @@ class EcsError(ServiceException):
 
 def invalid(message: str) -> EcsError:
     return EcsError("InvalidParameterException", message)
+
+
+def check_deployment_configuration(config: Any) -> None:
+    """Refuse what ECS refuses in a deploymentConfiguration the simulation acts on: a PAUSE hook
+    at TEST_TRAFFIC_SHIFT or PRODUCTION_TRAFFIC_SHIFT (the model's lifecycleStages text)."""
+    if not isinstance(config, dict):
+        return
+    for hook in config.get("lifecycleHooks") or []:
+        if hook.get("targetType") != "PAUSE":
+            continue
+        bad = [s for s in hook.get("lifecycleStages") or [] if s in NO_PAUSE_STAGES]
+        if bad:
+            raise invalid(f"PAUSE hooks cannot be configured at {', '.join(bad)}.")
 
 
 # --- the model check ------------------------------------------------------------------------
@@ -515,22 +611,52 @@ def stop_service_deployment(arn: Any, stop_type: Any, now: datetime) -> dict[str
     return checked("StopServiceDeployment", {"serviceDeploymentArn": arn})
 
 
-def continue_service_deployment(arn: Any, hook_id: Any, action: Any) -> dict[str, Any]:
-    """ContinueServiceDeployment. No deployment here has a PAUSE hook yet, so none awaits an
-    action: InvalidParameterException, as for a hookId that is not paused."""
+CONTINUE_ROLLBACK_REASON = (
+    "Service deployment rolled back because of a ContinueServiceDeployment request."
+)
+
+
+def hook_timeout_reason(hook_id: str) -> str:
+    return f"Service deployment rolled back because lifecycle hook {hook_id} timed out."
+
+
+def continue_service_deployment(
+    arn: Any, hook_id: Any, action: Any, now: datetime
+) -> dict[str, Any]:
+    """ContinueServiceDeployment (developerguide/continue-service-deployment.html): the hook
+    must be AWAITING_ACTION and the deployment IN_PROGRESS. CONTINUE (the default) marks the
+    hook SUCCEEDED and the deployment goes on at the simulator's next step; ROLLBACK marks it
+    FAILED and the deployment is ROLLBACK_REQUESTED, rolled back at the next step. Anything
+    else about the hook is an InvalidParameterException (the operation's errors have no
+    conflict error)."""
     if not isinstance(arn, str) or not arn:
         raise invalid("serviceDeploymentArn can not be blank.")
     if not isinstance(hook_id, str) or not hook_id:
         raise invalid("hookId can not be blank.")
-    if action not in (None, "CONTINUE", "ROLLBACK"):
+    kind = action or "CONTINUE"
+    if kind not in ("CONTINUE", "ROLLBACK"):
         raise invalid("action must be one of CONTINUE, ROLLBACK.")
     with SIM_LOCK:
-        if find_deployment(arn) is None:
+        hit = find_deployment(arn)
+        if hit is None:
             raise EcsError(
                 "ServiceDeploymentNotFoundException",
                 f"The service deployment {arn} does not exist.",
             )
-    raise invalid(f"The lifecycle hook {hook_id} is not awaiting action.")
+        deployment = hit[1]
+        hook = next((h for h in deployment.hooks if h.hook_id == hook_id), None)
+        if hook is None or hook.status != AWAITING_ACTION:
+            raise invalid(f"The lifecycle hook {hook_id} is not awaiting action.")
+        if deployment.status != IN_PROGRESS:
+            raise invalid(f"The service deployment {arn} is {deployment.status}, not IN_PROGRESS.")
+        if kind == "CONTINUE":
+            hook.status = HOOK_SUCCEEDED
+        else:
+            hook.status = HOOK_FAILED
+            deployment.stop_requested = "ROLLBACK"
+            deployment.rollback_request_reason = CONTINUE_ROLLBACK_REASON
+            deployment.set_status(ROLLBACK_REQUESTED, now)
+    return checked("ContinueServiceDeployment", {"serviceDeploymentArn": arn})
 
 
 _INSTALL_LOCK = threading.Lock()
@@ -593,6 +719,7 @@ def install(clock: Any) -> None:
                 self._get_param("serviceDeploymentArn"),
                 self._get_param("hookId"),
                 self._get_param("action"),
+                clock(),
             )
         )
 

@@ -39,7 +39,30 @@ rollback fails too); without rollback it ends STOPPED, as does one replaced by a
 With ``deploymentConfiguration.alarms`` enabled, the named CloudWatch alarms (moto's, set with
 ``set_alarm_state``) are watched once new tasks run and through ``bake_ticks`` steps after the
 rollout is whole (lifecycleStage BAKE_TIME); one in ALARM fails the deployment (and rolls it back
-with ``rollback``). StopServiceDeployment is acted on at the next step.
+with ``rollback``); ``bakeTimeInMinutes``, when set, replaces ``bake_ticks``.
+StopServiceDeployment and ContinueServiceDeployment are acted on at the next step.
+
+``deploymentConfiguration.strategy`` BLUE_GREEN, CANARY or LINEAR shifts traffic instead: the new
+(green) revision scales up beside the old (blue) one, and the deployment walks ECS's lifecycle
+stages in order (RECONCILE_SERVICE when more than one revision is active, PRE_SCALE_UP, SCALE_UP,
+POST_SCALE_UP, TEST_TRAFFIC_SHIFT, POST_TEST_TRAFFIC_SHIFT, PRODUCTION_TRAFFIC_SHIFT in the
+strategy's steps with their bake times, POST_PRODUCTION_TRAFFIC_SHIFT, BAKE_TIME, CLEAN_UP), the
+revisions' requested test and production traffic weights showing the split. PAUSE lifecycle hooks
+hold it at their stage until ContinueServiceDeployment (CONTINUE or ROLLBACK) or their timeout's
+action; a rollback sends all traffic back to blue and stops the green tasks. Every ECS time is
+counted in ECS minutes of ``minute_ticks`` steps, so tests and the playground shorten them with
+simulator arguments, never a mocked clock.
+
+AWS pages followed: the ECS developer guide's "Rolling update" (deployment-type-ecs.html), "How
+the Amazon ECS deployment circuit breaker detects failures" (deployment-circuit-breaker.html),
+"How CloudWatch alarms detect Amazon ECS deployment failures" (deployment-alarm-failure.html),
+"Amazon ECS blue/green deployments" (deployment-type-blue-green.html), "Amazon ECS canary
+deployments" (canary-deployment.html), "Amazon ECS linear deployments" (linear-deployment.html),
+"Lifecycle hooks" and "Pause hooks for Amazon ECS service deployments"
+(deployment-lifecycle-hooks.html, pause-lifecycle-hooks.html), "Continuing service deployments"
+(continue-service-deployment.html); the API reference's ServiceDeployment,
+DeploymentConfiguration, CanaryConfiguration, LinearConfiguration, DeploymentLifecycleHook and
+DeploymentLifecycleHookTimeoutConfiguration pages, and botocore's ECS model for their forms.
 """
 
 from __future__ import annotations
@@ -52,7 +75,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -459,6 +482,7 @@ def _begin_service_deployment(
         threshold=failure_threshold(deployment.desired),
         alarms_status=sd.MONITORING if alarms else sd.DISABLED,
         alarm_names=[str(n) for n in alarms.get("alarmNames") or []],
+        strategy=str(config.get("strategy") or "ROLLING"),
     )
     for older in sim.service_deployments:
         if not older.final:
@@ -476,12 +500,21 @@ def _begin_service_deployment(
 
 
 def _sync_counts(sim: _ServiceSim, record: ServiceDeployment) -> None:
-    """Task counts of a service deployment's revisions, from the deployments running them."""
+    """Task counts of a service deployment's revisions, from the deployments running them, and
+    (strategies that shift traffic) their traffic weights."""
     for counts in (record.target, *record.sources):
         runs = [d for d in sim.deployments if d.revision == counts.arn]
         counts.requested = sum(d.desired for d in runs)
         counts.running = sum(d.running for d in runs)
         counts.pending = sum(d.pending for d in runs)
+    if record.progressive:
+        record.target.test_weight = record.test_weight
+        record.target.production_weight = record.production_weight
+        for counts in record.sources[:1]:  # the blue revision: what runs before the deployment
+            counts.test_weight = 100.0 - record.test_weight
+            counts.production_weight = 100.0 - record.production_weight
+        for counts in record.sources[1:]:
+            counts.test_weight = counts.production_weight = 0.0
 
 
 def _set_alarms(account_id: str, region: str, names: Iterable[str], state: str) -> None:
@@ -581,6 +614,7 @@ def patch_moto_ecs() -> None:
     ) -> Service:
         with _LOCK:
             props = dict(service_properties)
+            sd.check_deployment_configuration(props.get("deployment_configuration"))
             service = self._get_service(
                 props.get("cluster", "default"), props["service"].split("/")[-1]
             )
@@ -640,17 +674,29 @@ def patch_moto_ecs() -> None:
 
     def create_service_response(self: ecs_responses.EC2ContainerServiceResponse) -> Any:
         # moto's handler drops deploymentConfiguration; ECS keeps it, merged over its defaults.
-        result = orig_create_response(self)
         requested = self._get_param("deploymentConfiguration")
+        sd.check_deployment_configuration(requested)
+        result = orig_create_response(self)
         if requested:
             with _LOCK:
                 service = self.ecs_backend._get_service(
                     self._get_param("cluster", "default"), self._get_param("serviceName")
                 )
-                service.deployment_configuration = {  # type: ignore[attr-defined]
-                    **DEFAULT_DEPLOYMENT_CONFIGURATION,
-                    **requested,
-                }
+                config = {**DEFAULT_DEPLOYMENT_CONFIGURATION, **requested}
+                service.deployment_configuration = config  # type: ignore[attr-defined]
+                sim = _sim(service)
+                if sim is not None and sim.service_deployments:  # the creation's own
+                    first = sim.service_deployments[0]
+                    first.deployment_configuration = copy.deepcopy(config)
+                    first.strategy = str(config.get("strategy") or "ROLLING")
+                    enabled = (config.get("deploymentCircuitBreaker") or {}).get("enable")
+                    alarms = _alarms_configuration(config)
+                    first.breaker_status = sd.MONITORING_COMPLETE if enabled else sd.DISABLED
+                    first.alarms_status = sd.MONITORING_COMPLETE if alarms else sd.DISABLED
+                    first.alarm_names = [str(n) for n in alarms.get("alarmNames") or []]
+                    if first.progressive:
+                        first.test_weight = first.production_weight = 100.0
+                    _sync_counts(sim, first)
         return result
 
     sd.install(_utcnow)
@@ -690,6 +736,7 @@ class RolloutSimulator:
         slow_ticks: int = 200,
         launch_batch: int = 1,
         bake_ticks: int = 10,
+        minute_ticks: int = 1,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         patch_moto_ecs()
@@ -700,6 +747,7 @@ class RolloutSimulator:
         self.slow_ticks = slow_ticks
         self.launch_batch = max(1, launch_batch)
         self.bake_ticks = max(0, bake_ticks)
+        self.minute_ticks = max(1, minute_ticks)
         self._clock = clock or _utcnow
         self._broken_tags, self._broken_rule = self._split_rule(broken)
         self._slow_tags, self._slow_rule = self._split_rule(slow)
@@ -860,6 +908,8 @@ class RolloutSimulator:
         name = service.name
         self._advance_tasks(sim, now)
         self._service_deployment_step(backend, service, sim, now)
+        if self._shifting_step(backend, service, sim, now):
+            return
         primary = sim.deployments[0]
 
         # The circuit breaker, and the rollback it starts.
@@ -1015,7 +1065,8 @@ class RolloutSimulator:
                 else:
                     message = f"(service {service.name}) rolling back to deployment {target.id}."
                     _event(sim, message, now)
-                    self._roll_back(service, sim, target, record, sd.STOP_ROLLBACK_REASON, now)
+                    reason = record.rollback_request_reason or sd.STOP_ROLLBACK_REASON
+                    self._roll_back(service, sim, target, record, reason, now)
             elif record.stop_requested == "ABORT" and record.status == sd.STOP_REQUESTED:
                 record.stop_requested = None
                 if carrier is not None and carrier.rollout_state == "IN_PROGRESS":
@@ -1043,7 +1094,7 @@ class RolloutSimulator:
         names = [str(n) for n in alarms.get("alarmNames") or []]
         if (
             watched.bake_left is not None
-            and watched.bake_left <= self.bake_ticks // 2
+            and watched.bake_left <= watched.bake_total // 2
             and self.fate(self._image(backend, primary.task_definition)) == "alarming"
         ):
             _set_alarms(self.account_id, self.region, names, "ALARM")
@@ -1081,7 +1132,10 @@ class RolloutSimulator:
         now: datetime,
     ) -> _Deployment:
         """A new PRIMARY deployment of ``target``'s task definition, the rollback of ``record``,
-        which goes ROLLBACK_IN_PROGRESS (the rollback is no service deployment of its own)."""
+        which goes ROLLBACK_IN_PROGRESS (the rollback is no service deployment of its own).
+        Under a strategy that shifts traffic, the blue revision still runs: traffic goes back."""
+        if record is not None and record.progressive:
+            return self._shift_back(service, sim, record, reason, now)
         rollback = _new_deployment(service, sim, target.task_definition, now)
         rollback.is_rollback = True
         rollback.revision = target.revision
@@ -1106,12 +1160,296 @@ class RolloutSimulator:
         ):
             return False
         if record.bake_left is None:
-            record.bake_left = self.bake_ticks
+            minutes = record.deployment_configuration.get("bakeTimeInMinutes")
+            ticks = self.bake_ticks if minutes is None else int(minutes) * self.minute_ticks
+            record.bake_left = record.bake_total = ticks
             record.lifecycle_stage = "BAKE_TIME"
         if record.bake_left <= 0:
             return False
         record.bake_left -= 1
         return True
+
+    # -- strategies that shift traffic: BLUE_GREEN, CANARY, LINEAR ---------------------------
+
+    def _program(self, record: ServiceDeployment) -> list[tuple[Any, ...]]:
+        """The steps of a deployment that shifts traffic, in ECS's lifecycle order
+        (API_ServiceDeployment.html lifecycleStage; the model's DeploymentLifecycleHook
+        lifecycleStages: PRE_PRODUCTION_TRAFFIC_SHIFT "is invoked before every traffic shift
+        step" of a linear or canary deployment). Hook points are ("hook", configured stage,
+        reported stage): the ServiceDeployment's lifecycleStage has no PRE_PRODUCTION_TRAFFIC_SHIFT.
+        Times are ECS minutes of ``minute_ticks`` steps each."""
+        config = record.deployment_configuration
+        m = self.minute_ticks
+        steps: list[tuple[float, int]]
+        if record.strategy == "CANARY":
+            canary = config.get("canaryConfiguration") or {}
+            percent = float(canary.get("canaryPercent", 5.0))  # API_CanaryConfiguration defaults
+            bake = int(canary.get("canaryBakeTimeInMinutes", 10))
+            steps = [(percent, bake * m), (100.0, 0)]
+        elif record.strategy == "LINEAR":
+            linear = config.get("linearConfiguration") or {}
+            step = float(linear.get("stepPercent", 10.0))  # API_LinearConfiguration defaults
+            bake = int(linear.get("stepBakeTimeInMinutes", 6))
+            steps, reached = [], 0.0
+            while reached < 100.0:
+                reached = min(100.0, round(reached + step, 1))
+                # "This bake time is not applied after reaching 100 percent traffic."
+                steps.append((reached, bake * m if reached < 100.0 else 0))
+        else:
+            steps = [(100.0, 0)]
+        program: list[tuple[Any, ...]] = []
+        if len(record.sources) > 1:  # "more than 1 service revision in an ACTIVE state"
+            program.append(("hook", "RECONCILE_SERVICE", "RECONCILE_SERVICE"))
+        program += [
+            ("hook", "PRE_SCALE_UP", "PRE_SCALE_UP"),
+            ("scale_up",),
+            ("hook", "POST_SCALE_UP", "POST_SCALE_UP"),
+            ("test_shift",),
+            ("hook", "POST_TEST_TRAFFIC_SHIFT", "POST_TEST_TRAFFIC_SHIFT"),
+        ]
+        for percent, wait in steps:
+            program.append(("hook", "PRE_PRODUCTION_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT"))
+            program.append(("production_shift", percent))
+            if wait:
+                program.append(("wait", "PRODUCTION_TRAFFIC_SHIFT", wait))
+        program.append(("hook", "POST_PRODUCTION_TRAFFIC_SHIFT", "POST_PRODUCTION_TRAFFIC_SHIFT"))
+        program.append(("wait", "BAKE_TIME", int(config.get("bakeTimeInMinutes") or 0) * m))
+        program.append(("clean_up",))
+        return program
+
+    def _shifting_step(
+        self,
+        backend: EC2ContainerServiceBackend,
+        service: Service,
+        sim: _ServiceSim,
+        now: datetime,
+    ) -> bool:
+        """One step of a deployment that shifts traffic; False when the rolling step applies.
+
+        The green (new) revision scales up beside the blue one, takes the test traffic, then the
+        production traffic in the strategy's steps (developerguide/canary-deployment.html,
+        linear-deployment.html, deployment-type-blue-green.html), bakes, and the blue revision
+        is scaled in at CLEAN_UP. PAUSE hooks (developerguide/pause-lifecycle-hooks.html) hold
+        the deployment at their stage, AWAITING_ACTION, until ContinueServiceDeployment or their
+        timeout (``timeoutInMinutes`` ECS minutes) and its action."""
+        for rolling_back in sim.service_deployments:
+            if rolling_back.progressive and rolling_back.status == sd.ROLLBACK_IN_PROGRESS:
+                leaving = self._green(sim, rolling_back)
+                if rolling_back.draining:  # the green tasks take a step to drain
+                    rolling_back.draining = False
+                elif leaving is None or not leaving.live():
+                    sim.deployments = [d for d in sim.deployments if d is not leaving]
+                    _sync_counts(sim, rolling_back)
+                    rolling_back.set_status(sd.ROLLBACK_SUCCESSFUL, now)
+                    _event(sim, f"(service {service.name}) has reached a steady state.", now)
+                    if sim.fired_alarms:
+                        _set_alarms(self.account_id, self.region, sim.fired_alarms, "OK")
+                        sim.fired_alarms.clear()
+                return True
+        green = sim.deployments[0]
+        record = green.service_deployment
+        if record is None or not record.progressive or green.is_rollback:
+            return False
+        if record.final:
+            return record.status == sd.STOPPED  # stopped where it was
+        if record.status != sd.IN_PROGRESS:
+            return True
+        if not record.program:
+            record.program = self._program(record)
+        name = service.name
+
+        # The circuit breaker watches the green tasks as they start.
+        breaker = record.deployment_configuration.get("deploymentCircuitBreaker") or {}
+        if breaker.get("enable") and green.failed >= failure_threshold(green.desired):
+            green.rollout_state = "FAILED"
+            green.reason = CIRCUIT_BREAKER_REASON
+            green.updated_at = now
+            _event(
+                sim,
+                f"(service {name}) (deployment {green.id}) deployment failed: "
+                "tasks failed to start.",
+                now,
+            )
+            record.breaker_status = sd.TRIGGERED
+            if breaker.get("rollback"):
+                self._shift_back(service, sim, record, sd.CIRCUIT_BREAKER_ROLLBACK_REASON, now)
+            else:
+                _sync_counts(sim, record)
+                record.set_status(sd.STOPPED, now, sd.CIRCUIT_BREAKER_STOP_REASON)
+            return True
+
+        step = record.program[record.pc]
+        kind = step[0]
+        if kind == "hook":
+            _, configured, shown = step
+            record.lifecycle_stage = shown
+            if record.hook_pc != record.pc:
+                record.hook_pc = record.pc
+                for hook in record.deployment_configuration.get("lifecycleHooks") or []:
+                    if hook.get("targetType") != "PAUSE":
+                        continue
+                    if configured not in (hook.get("lifecycleStages") or []):
+                        continue
+                    timeout = hook.get("timeoutConfiguration") or {}
+                    minutes = int(timeout.get("timeoutInMinutes", sd.DEFAULT_HOOK_TIMEOUT_MINUTES))
+                    ticks = max(1, minutes * self.minute_ticks)
+                    run = sd.HookRun(
+                        hook_id=sd.new_hook_id(),
+                        stage=configured,
+                        expires_at=now + timedelta(seconds=ticks * self.step_seconds),
+                        timeout_action=str(timeout.get("action", sd.DEFAULT_HOOK_TIMEOUT_ACTION)),
+                        ticks_left=ticks,
+                    )
+                    record.hooks.append(run)
+                    _event(
+                        sim,
+                        f"(service {name}) (deployment {green.id}) lifecycle hook "
+                        f"{run.hook_id} at {configured} is awaiting action.",
+                        now,
+                    )
+                if record.awaiting():
+                    record.updated_at = now
+                    _sync_counts(sim, record)
+                    return True
+            for run in record.awaiting():
+                run.ticks_left -= 1
+                if run.ticks_left > 0:
+                    continue
+                run.status = sd.HOOK_TIMED_OUT
+                if run.timeout_action == "ROLLBACK":
+                    reason = sd.hook_timeout_reason(run.hook_id)
+                    self._shift_back(service, sim, record, reason, now)
+                    return True
+            if record.awaiting():
+                _sync_counts(sim, record)
+                return True
+            record.pc += 1
+        elif kind == "scale_up":
+            record.lifecycle_stage = "SCALE_UP"
+            missing = green.desired - len(green.live())
+            if missing > 0:
+                fate = self.fate(self._image(backend, green.task_definition))
+                started = [
+                    _launch(backend, service, green, fate, now)
+                    for _ in range(min(missing, self.launch_batch))
+                ]
+                green.updated_at = now
+                _event(
+                    sim,
+                    f"(service {name}) has started {len(started)} tasks: {_task_ids(started)}.",
+                    now,
+                )
+            elif sum(1 for r in green.runs if r.healthy) == green.desired:
+                record.pc += 1
+        elif kind == "test_shift":
+            record.lifecycle_stage = "TEST_TRAFFIC_SHIFT"
+            record.test_weight = 100.0
+            record.pc += 1
+        elif kind == "production_shift":
+            record.lifecycle_stage = "PRODUCTION_TRAFFIC_SHIFT"
+            record.production_weight = float(step[1])
+            _event(
+                sim,
+                f"(service {name}) (deployment {green.id}) shifted {step[1]:g}% of production "
+                "traffic to the new service revision.",
+                now,
+            )
+            record.pc += 1
+        elif kind == "wait":
+            _, stage, ticks = step
+            record.lifecycle_stage = stage
+            if record.wait_left is None:
+                record.wait_left = ticks
+                if stage == "BAKE_TIME":
+                    record.bake_total = ticks
+            if stage == "BAKE_TIME":
+                record.bake_left = record.wait_left
+            if record.wait_left > 0:
+                record.wait_left -= 1
+            else:
+                record.wait_left = None
+                record.pc += 1
+        elif kind == "clean_up":
+            self._clean_up(service, sim, green, record, now)
+        _sync_counts(sim, record)
+        record.updated_at = now
+        return True
+
+    def _green(self, sim: _ServiceSim, record: ServiceDeployment) -> _Deployment | None:
+        return next(
+            (d for d in sim.deployments if d.service_deployment is record and not d.is_rollback),
+            None,
+        )
+
+    def _clean_up(
+        self,
+        service: Service,
+        sim: _ServiceSim,
+        green: _Deployment,
+        record: ServiceDeployment,
+        now: datetime,
+    ) -> None:
+        """CLEAN_UP: the blue revision scales in; the deployment is complete."""
+        record.lifecycle_stage = "CLEAN_UP"
+        blue_runs = [r for d in sim.deployments[1:] for r in d.live()]
+        for run in blue_runs:
+            _stop(run, f"Scaling activity initiated by (deployment {green.id})", now, crashed=False)
+        if blue_runs:
+            _event(
+                sim,
+                f"(service {service.name}) has stopped {len(blue_runs)} running tasks: "
+                f"{_task_ids(blue_runs)}.",
+                now,
+            )
+        _sync_counts(sim, record)
+        green.rollout_state = "COMPLETED"
+        green.reason = f"ECS deployment {green.id} completed."
+        green.updated_at = now
+        sim.deployments = [green]
+        sim.last_completed = green
+        record.set_status(sd.SUCCESSFUL, now)
+        for attr in ("breaker_status", "alarms_status"):
+            if getattr(record, attr) == sd.MONITORING:
+                setattr(record, attr, sd.MONITORING_COMPLETE)
+        _event(sim, f"(service {service.name}) (deployment {green.id}) deployment completed.", now)
+        _event(sim, f"(service {service.name}) has reached a steady state.", now)
+
+    def _shift_back(
+        self,
+        service: Service,
+        sim: _ServiceSim,
+        record: ServiceDeployment,
+        reason: str,
+        now: datetime,
+    ) -> _Deployment:
+        """Roll back a deployment that shifts traffic: every share of traffic returns to the
+        blue revision, which still runs, and the green tasks stop; ROLLBACK_SUCCESSFUL once
+        they have (the next step)."""
+        green = self._green(sim, record)
+        blue = sim.last_completed
+        if blue is None or blue not in sim.deployments:
+            blue = next((d for d in sim.deployments if d is not green), sim.deployments[0])
+        record.test_weight = record.production_weight = 0.0
+        if green is not None and green is not blue:
+            if green.rollout_state == "IN_PROGRESS":
+                green.rollout_state = "FAILED"
+                green.reason = f"ECS deployment {green.id} rolled back."
+                green.updated_at = now
+            scaling = f"Scaling activity initiated by (deployment {blue.id})"
+            for run in green.live():
+                _stop(run, scaling, now, crashed=False)
+            green.status = "ACTIVE"
+            green.desired = 0
+            blue.status = "PRIMARY"
+            sim.deployments = [blue, *[d for d in sim.deployments if d is not blue]]
+            _event(sim, f"(service {service.name}) rolling back to deployment {blue.id}.", now)
+        record.rollback_reason = reason
+        record.rollback_started_at = now
+        record.rollback_revision = blue.revision
+        record.draining = True
+        record.set_status(sd.ROLLBACK_IN_PROGRESS, now, reason)
+        _sync_counts(sim, record)
+        return blue
 
     def _advance_tasks(self, sim: _ServiceSim, now: datetime) -> None:
         for deployment in sim.deployments:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,16 +96,43 @@ class StackInfo:
         raise KeyError(version)
 
 
-def _client(service: str, endpoint_url: str, region: str) -> Any:
+# boto3.client's credential arguments (aws_access_key_id, aws_secret_access_key,
+# aws_session_token); None: the default account's fake ones.
+Credentials = Mapping[str, str]
+_DEFAULT_CREDENTIALS: Credentials = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "aws_session_token": "testing",
+}
+
+
+def _client(
+    service: str, endpoint_url: str, region: str, credentials: Credentials | None = None
+) -> Any:
     # Explicit fake credentials: whatever the environment holds, these calls reach only moto.
     return boto3.client(
         service,
         endpoint_url=endpoint_url,
         region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        aws_session_token="testing",
+        **(credentials or _DEFAULT_CREDENTIALS),
     )
+
+
+def assume_role(
+    endpoint_url: str, role_arn: str, region: str, session: str = "stack-builder"
+) -> Credentials:
+    """Credentials of ``role_arn`` through STS AssumeRole: in moto, credentials of the role's
+    account, whose resources are apart from the default account's ("Configure an account
+    using STS": https://docs.getmoto.org/en/latest/docs/multi_account.html; the role need
+    not exist). Another account's stack is built with them (``credentials=``)."""
+    found = _client("sts", endpoint_url, region).assume_role(
+        RoleArn=role_arn, RoleSessionName=session
+    )["Credentials"]
+    return {
+        "aws_access_key_id": found["AccessKeyId"],
+        "aws_secret_access_key": found["SecretAccessKey"],
+        "aws_session_token": found["SessionToken"],
+    }
 
 
 def fake_sha(version: str) -> str:
@@ -147,7 +174,12 @@ def _release_version(version: str, settings: Settings) -> str:
 
 
 def push_image(
-    endpoint_url: str, settings: Settings, version: str, *, sha: str | None = None
+    endpoint_url: str,
+    settings: Settings,
+    version: str,
+    *,
+    sha: str | None = None,
+    credentials: Credentials | None = None,
 ) -> Release:
     """Push ``version`` the way CI does: one image under its four tags, re-pointing the moving
     ``vX.Y`` and ``vX`` tags to it."""
@@ -155,7 +187,7 @@ def push_image(
     sha = sha or fake_sha(version)
     suffix = settings.image_tag_suffix
     tags = release_tags(f"refs/tags/{version}{suffix}", sha, suffix)
-    ecr = _client("ecr", endpoint_url, settings.aws_region)
+    ecr = _client("ecr", endpoint_url, settings.aws_region, credentials)
     manifest = _manifest(version)
     digest = ""
     for tag in tags:
@@ -192,8 +224,10 @@ def _backdate_pushes(account_id: str, settings: Settings, releases: list[Release
             image.image_pushed_at = newest - (len(releases) - 1 - position) * _DAY
 
 
-def _network(endpoint_url: str, settings: Settings) -> tuple[list[str], list[str]]:
-    ec2 = _client("ec2", endpoint_url, settings.aws_region)
+def _network(
+    endpoint_url: str, settings: Settings, credentials: Credentials | None = None
+) -> tuple[list[str], list[str]]:
+    ec2 = _client("ec2", endpoint_url, settings.aws_region, credentials)
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
@@ -223,8 +257,10 @@ def _network(endpoint_url: str, settings: Settings) -> tuple[list[str], list[str
     return subnets, [group]
 
 
-def _roles(endpoint_url: str, settings: Settings) -> tuple[str, str]:
-    iam = _client("iam", endpoint_url, settings.aws_region)
+def _roles(
+    endpoint_url: str, settings: Settings, credentials: Credentials | None = None
+) -> tuple[str, str]:
+    iam = _client("iam", endpoint_url, settings.aws_region, credentials)
     execution = iam.create_role(
         RoleName=f"{settings.stack_name}-execution",
         AssumeRolePolicyDocument=_ECS_TASKS_TRUST,
@@ -262,13 +298,14 @@ def _create_service(
     network: tuple[Sequence[str], Sequence[str]],
     log_group: str,
     desired_count: int,
+    credentials: Credentials | None = None,
 ) -> tuple[str, str, str]:
     """The cluster (made if missing), a task definition running ``image`` and the Fargate
     service with the circuit breaker: (cluster ARN, task definition ARN, service ARN)."""
     region = settings.aws_region
     execution_role, task_role = roles
     subnets, groups = network
-    ecs = _client("ecs", endpoint_url, region)
+    ecs = _client("ecs", endpoint_url, region, credentials)
     known = ecs.describe_clusters(clusters=[cluster])["clusters"]
     if known and known[0].get("status") == "ACTIVE":
         cluster_arn = known[0]["clusterArn"]
@@ -345,10 +382,12 @@ def add_service(
     service: str,
     running: str = "v4.3.0",
     desired_count: int = 3,
+    credentials: Credentials | None = None,
 ) -> str:
     """Another environment's service in ``stack`` (another target: staging, billing…),
     running one of the stack's releases from the same repository, in ``cluster`` (made if
-    missing: a second service of one cluster, or a cluster of its own). Its ARN."""
+    missing: a second service of one cluster, or a cluster of its own). Its ARN.
+    ``credentials``: those ``stack`` was made with (another account's)."""
     version = _release_version(running, settings)
     release = next((r for r in stack.releases if r.version == version), None)
     if release is None:
@@ -363,6 +402,7 @@ def add_service(
         network=(stack.subnets, stack.security_groups),
         log_group=f"/ecs/{settings.stack_name}",
         desired_count=desired_count,
+        credentials=credentials,
     )
     return service_arn
 
@@ -374,32 +414,49 @@ def create_stack(
     releases: tuple[str, ...] | list[str] = DEFAULT_RELEASES,
     running: str = "v4.3.0",
     desired_count: int = 3,
+    credentials: Credentials | None = None,
+    pull_from: StackInfo | None = None,
+    table: bool = True,
 ) -> StackInfo:
     """Create the stack in a fresh moto server: the service runs ``running``, settled.
 
     ``releases`` are pushed oldest first, as CI would have over time; ``running`` is one of
     them (bare ``v4.3.0`` or the full tag). Needs the server started by bot.local.aws (its ECS
     starts services settled, with one COMPLETED deployment and running = desired).
+
+    Another account's stack (#30): ``credentials`` (``assume_role``'s) and ``settings``'
+    region say where. With ``pull_from`` (a stack of another account) it has no repository of
+    its own: its service runs ``pull_from``'s images (a cross-account pull); without, its
+    repository holds the same images, as ECR replication would copy them. ``table=False``:
+    no deploybot table (the table stays in the bot's account).
     """
     region = settings.aws_region
-    account_id = _client("sts", endpoint_url, region).get_caller_identity()["Account"]
+    sts = _client("sts", endpoint_url, region, credentials)
+    account_id = sts.get_caller_identity()["Account"]
 
-    ecr = _client("ecr", endpoint_url, region)
-    repository_uri = ecr.create_repository(
-        repositoryName=settings.ecr_repository,
-        imageScanningConfiguration={"scanOnPush": True},
-    )["repository"]["repositoryUri"]
-    pushed = [push_image(endpoint_url, settings, version) for version in releases]
-    _backdate_pushes(account_id, settings, pushed)
+    if pull_from is None:
+        ecr = _client("ecr", endpoint_url, region, credentials)
+        repository_uri = ecr.create_repository(
+            repositoryName=settings.ecr_repository,
+            imageScanningConfiguration={"scanOnPush": True},
+        )["repository"]["repositoryUri"]
+        pushed = [
+            push_image(endpoint_url, settings, version, credentials=credentials)
+            for version in releases
+        ]
+        _backdate_pushes(account_id, settings, pushed)
+    else:
+        repository_uri = pull_from.repository_uri
+        pushed = list(pull_from.releases)
     running_version = _release_version(running, settings)
     running_release = next((r for r in pushed if r.version == running_version), None)
     if running_release is None:
         raise ValueError(f"running={running!r} is not one of the releases {list(releases)}")
 
-    execution_role, task_role = _roles(endpoint_url, settings)
-    subnets, groups = _network(endpoint_url, settings)
+    execution_role, task_role = _roles(endpoint_url, settings, credentials)
+    subnets, groups = _network(endpoint_url, settings, credentials)
     log_group = f"/ecs/{settings.stack_name}"
-    _client("logs", endpoint_url, region).create_log_group(logGroupName=log_group)
+    _client("logs", endpoint_url, region, credentials).create_log_group(logGroupName=log_group)
 
     cluster_arn, task_definition_arn, service_arn = _create_service(
         endpoint_url,
@@ -411,9 +468,10 @@ def create_stack(
         network=(subnets, groups),
         log_group=log_group,
         desired_count=desired_count,
+        credentials=credentials,
     )
 
-    table_name = create_deploy_table(endpoint_url, settings)
+    table_name = create_deploy_table(endpoint_url, settings) if table else ""
     return StackInfo(
         endpoint_url=endpoint_url,
         region=region,
@@ -471,3 +529,61 @@ def add_deployment_alarm(
         },
     )
     return name
+
+
+def set_deployment_strategy(
+    stack: StackInfo,
+    settings: Settings,
+    strategy: str,
+    *,
+    cluster: str | None = None,
+    service: str | None = None,
+    bake_minutes: int = 1,
+    canary_percent: float = 10.0,
+    canary_bake_minutes: int = 2,
+    linear_step_percent: float = 25.0,
+    linear_step_bake_minutes: int = 1,
+    pause_at: Sequence[str] = (),
+    pause_timeout_minutes: int = 10,
+    pause_timeout_action: str = "ROLLBACK",
+) -> dict[str, Any]:
+    """Give the service a deployment strategy (ROLLING, BLUE_GREEN, CANARY or LINEAR) as
+    service.yml's ``Strategy`` parameter does, with PAUSE hooks at the ``pause_at`` stages (e.g.
+    PRE_PRODUCTION_TRAFFIC_SHIFT, which ECS runs before each traffic shift step of a canary: at
+    0% and again after the canary's bake). Minutes are ECS minutes: the simulator's
+    ``minute_ticks`` steps each. Returns the deploymentConfiguration sent."""
+    cluster = cluster or settings.ecs_cluster
+    service = service or settings.ecs_service
+    ecs = _client("ecs", stack.endpoint_url, stack.region)
+    current = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+    config: dict[str, Any] = {
+        k: v
+        for k, v in current["deploymentConfiguration"].items()
+        if k not in ("canaryConfiguration", "linearConfiguration", "lifecycleHooks")
+    }
+    config["strategy"] = strategy
+    if strategy != "ROLLING":
+        config["bakeTimeInMinutes"] = bake_minutes
+    if strategy == "CANARY":
+        config["canaryConfiguration"] = {
+            "canaryPercent": canary_percent,
+            "canaryBakeTimeInMinutes": canary_bake_minutes,
+        }
+    if strategy == "LINEAR":
+        config["linearConfiguration"] = {
+            "stepPercent": linear_step_percent,
+            "stepBakeTimeInMinutes": linear_step_bake_minutes,
+        }
+    if pause_at:
+        config["lifecycleHooks"] = [
+            {
+                "targetType": "PAUSE",
+                "lifecycleStages": list(pause_at),
+                "timeoutConfiguration": {
+                    "timeoutInMinutes": pause_timeout_minutes,
+                    "action": pause_timeout_action,
+                },
+            }
+        ]
+    ecs.update_service(cluster=cluster, service=service, deploymentConfiguration=config)
+    return config

@@ -33,6 +33,10 @@ FOREIGN_VARIABLES = {
     "GITHUB_SHA": "set by GitHub Actions for every run",
     # Not a variable: ECS's CpuArchitecture value (RuntimePlatform LINUX/X86_64).
     "X86_64": "a value of the task definitions' RuntimePlatform",
+    # Not variables: AWS values in OPERATIONS' two-account walk (ECR replication's filter
+    # type; CloudFormation's acknowledgement of a stack that names its IAM role).
+    "PREFIX_MATCH": "a value of ECR's replication repositoryFilters",
+    "CAPABILITY_NAMED_IAM": "a CloudFormation capability",
 }
 # Variables our code reads outside Settings, with the file that reads each (checked below).
 OTHER_OURS = {

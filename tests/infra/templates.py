@@ -62,13 +62,20 @@ def deployments_table_ttl_attribute() -> str:
     return str(ttl["AttributeName"])
 
 
-def task_role_policies(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def task_role_policies(
+    template: dict[str, Any], parameters: dict[str, str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Policy -> statements, for the bot's task role: its inline policies by name, and each
-    managed policy attached to it (one per service stack it deploys) by logical id."""
+    managed policy attached to it (one per service stack it deploys) by logical id. A policy
+    whose Condition ``parameters`` make false (the rest: their defaults) is not attached."""
     role = resource(template, "TaskRole")
     policies = {p["PolicyName"]: p["PolicyDocument"]["Statement"] for p in role["Policies"]}
     for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
         for logical_id, policy in resources_of_type(template, kind).items():
+            if "Condition" in policy and not _condition(
+                template, policy["Condition"], parameters or {}
+            ):
+                continue
             properties = policy["Properties"]
             if properties.get("Roles") != [{"Ref": "TaskRole"}]:
                 raise AssertionError(f"{logical_id} is attached to another role")
@@ -83,7 +90,7 @@ def deploy_policy_id(stack: str) -> str:
 
 def bot_task_role_statements(parameters: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every statement of every policy of the bot's task role (bot.yml with ``parameters``)."""
-    policies = task_role_policies(load_template("bot", parameters))
+    policies = task_role_policies(load_template("bot", parameters), parameters)
     return [statement for statements in policies.values() for statement in statements]
 
 
@@ -171,6 +178,10 @@ def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str]) -
             return str(left) == str(right)
         if fn == "Fn::Not":
             return not _evaluate(arg[0], template, parameters)
+        if fn == "Fn::Join":  # over a CommaDelimitedList's Ref: its value, comma-separated
+            separator, values = arg[0], _evaluate(arg[1], template, parameters)
+            items = values.split(",") if isinstance(values, str) else values
+            return separator.join(str(_evaluate(v, template, parameters)) for v in items)
         if fn == "Condition":
             return _condition(template, arg, parameters)
     return node

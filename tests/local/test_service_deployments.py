@@ -1,195 +1,40 @@
 """ECS service deployments in the simulation, seen only through boto3 over HTTP.
 
 Every answer the simulation gives for the service-deployment operations is checked against
-botocore's own ECS model by a shape walker (``walk``): member names, types, enums and required
-members, recursively, on the raw JSON body as it crossed the wire; error answers must be among the
-operation's documented errors. Nothing here is a hand-written expectation of a shape.
+botocore's own ECS model by the shape walker of tests/local/shapes.py (the ``wire`` fixture):
+member names, types, enums and required members, recursively, on the raw JSON body as it crossed
+the wire; error answers must be among the operation's documented errors. Nothing here is a
+hand-written expectation of a shape.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
-import botocore.session
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator, failure_threshold
 from bot.local.stack import add_deployment_alarm
 from tests.conftest import LocalStack
+from tests.local.shapes import (
+    DEPLOYMENT_ARN,
+    MODEL,
+    OPERATIONS,
+    REVISION_ARN,
+    Wire,
+    follow,
+    latest,
+    statuses,
+    walk,
+)
 from tests.local.test_simulator import _deploy, _service
 
-OPERATIONS = (
-    "ListServiceDeployments",
-    "DescribeServiceDeployments",
-    "DescribeServiceRevisions",
-    "StopServiceDeployment",
-    "ContinueServiceDeployment",
-)
-DEPLOYMENT_ARN = re.compile(
-    r"arn:aws:ecs:[a-z0-9-]+:\d{12}:service-deployment/[\w-]+/[\w-]+/[A-Za-z0-9_-]{22}"
-)
-REVISION_ARN = re.compile(r"arn:aws:ecs:[a-z0-9-]+:\d{12}:service-revision/[\w-]+/[\w-]+/\d{19}")
 ALARM = "hello-world-ecr-ecs-fargate-5xx"
-MODEL = botocore.session.get_session().get_service_model("ecs")
-
-
-# --- the shape walker ---------------------------------------------------------------------------
-
-
-def walk(shape: Shape, value: Any, path: str = "$") -> list[str]:
-    """Everything in ``value`` (a JSON document as ECS's JSON protocol sends it) that botocore's
-    ``shape`` does not allow: unknown or missing required members, wrong types, values outside
-    an enum. Timestamps travel as epoch seconds in this protocol."""
-    problems: list[str] = []
-    kind = shape.type_name
-    if isinstance(shape, StructureShape):
-        if not isinstance(value, dict):
-            return [f"{path}: {shape.name} wants an object, got {type(value).__name__}"]
-        for name in shape.required_members:
-            if name not in value:
-                problems.append(f"{path}: required member {name!r} of {shape.name} missing")
-        for name, item in value.items():
-            if name not in shape.members:
-                problems.append(f"{path}: {shape.name} has no member {name!r}")
-            else:
-                problems += walk(shape.members[name], item, f"{path}.{name}")
-    elif isinstance(shape, ListShape):
-        if not isinstance(value, list):
-            return [f"{path}: {shape.name} wants a list, got {type(value).__name__}"]
-        for i, item in enumerate(value):
-            problems += walk(shape.member, item, f"{path}[{i}]")
-    elif isinstance(shape, MapShape):
-        if not isinstance(value, dict):
-            return [f"{path}: {shape.name} wants an object, got {type(value).__name__}"]
-        for key, item in value.items():
-            problems += walk(shape.key, key, f"{path}<key>")
-            problems += walk(shape.value, item, f"{path}[{key!r}]")
-    elif kind == "string":
-        if not isinstance(value, str):
-            problems.append(f"{path}: {shape.name} wants a string, got {value!r}")
-        elif shape.enum and value not in shape.enum:
-            problems.append(f"{path}: {value!r} is not one of {shape.name} {shape.enum}")
-    elif kind in ("integer", "long"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"{path}: {shape.name} wants an integer, got {value!r}")
-    elif kind in ("double", "float"):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            problems.append(f"{path}: {shape.name} wants a number, got {value!r}")
-    elif kind == "boolean":
-        if not isinstance(value, bool):
-            problems.append(f"{path}: {shape.name} wants a boolean, got {value!r}")
-    elif kind == "timestamp":
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            problems.append(f"{path}: {shape.name} wants epoch seconds, got {value!r}")
-    else:
-        problems.append(f"{path}: no check for {kind} ({shape.name})")
-    return problems
-
-
-def wire_problems(operation: str, status: int, body: bytes) -> list[str]:
-    """What is wrong with one answer to ``operation``: a 200 against its output shape, an
-    error against the errors the model lists for it."""
-    model = MODEL.operation_model(operation)
-    try:
-        document = json.loads(body or b"{}")
-    except ValueError:
-        return [f"{operation}: answer {status} is not JSON: {body[:200]!r}"]
-    if status == 200:
-        return [f"{operation} {p}" for p in walk(model.output_shape, document)]
-    code = str(document.get("__type", "")).rsplit("#", 1)[-1]
-    documented = {e.name for e in model.error_shapes}
-    problems = [] if code in documented else [f"{operation}: error {code!r} not in {documented}"]
-    if code in documented:
-        fields = {k: v for k, v in document.items() if k != "__type"}
-        problems += [f"{operation} {p}" for p in walk(MODEL.shape_for(code), fields)]
-    return problems
-
-
-class Wire:
-    """An ECS client whose every answer to the service-deployment operations is kept raw."""
-
-    def __init__(self) -> None:
-        self.ecs = boto3.client("ecs", config=Config(retries={"max_attempts": 1}))
-        self.seen: list[tuple[str, int, bytes]] = []
-        self.ecs.meta.events.register("before-parse.ecs.*", self._keep)
-
-    def _keep(self, operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
-        if operation_model.name in OPERATIONS:
-            self.seen.append(
-                (operation_model.name, response_dict["status_code"], response_dict["body"])
-            )
-
-    def problems(self) -> list[str]:
-        return [p for op, status, body in self.seen for p in wire_problems(op, status, body)]
-
-    # -- the operations, as the engine calls them --
-
-    def arns(self, stack: LocalStack, **filters: Any) -> list[str]:
-        answer = self.ecs.list_service_deployments(
-            cluster=stack.settings.ecs_cluster, service=stack.settings.ecs_service, **filters
-        )
-        return [d["serviceDeploymentArn"] for d in answer["serviceDeployments"]]
-
-    def get(self, arn: str) -> dict[str, Any]:
-        answer = self.ecs.describe_service_deployments(serviceDeploymentArns=[arn])
-        assert answer["failures"] == []
-        [deployment] = answer["serviceDeployments"]
-        return dict(deployment)
-
-    def revision(self, arn: str) -> dict[str, Any]:
-        answer = self.ecs.describe_service_revisions(serviceRevisionArns=[arn])
-        assert answer["failures"] == []
-        [revision] = answer["serviceRevisions"]
-        return dict(revision)
-
-
-@pytest.fixture
-def wire(aws: MotoServer) -> Iterator[Wire]:
-    """The ECS client of a test; at its end, every answer it saw must fit botocore's model."""
-    seen = Wire()
-    yield seen
-    assert seen.seen, "the test saw no service-deployment answer"
-    assert seen.problems() == []
-
-
-def _latest(wire: Wire, stack: LocalStack) -> str:
-    return wire.arns(stack)[0]
-
-
-def _follow(
-    wire: Wire, sim: RolloutSimulator, arn: str, max_ticks: int = 80
-) -> list[dict[str, Any]]:
-    """Tick until the service deployment is final; every DescribeServiceDeployments seen."""
-    seen = [wire.get(arn)]
-    for _ in range(max_ticks):
-        if seen[-1]["status"] in (
-            "SUCCESSFUL",
-            "STOPPED",
-            "ROLLBACK_SUCCESSFUL",
-            "ROLLBACK_FAILED",
-        ):
-            return seen
-        sim.tick()
-        seen.append(wire.get(arn))
-    raise AssertionError(f"not final after {max_ticks} ticks: {seen[-1]}")
-
-
-def _statuses(seen: list[dict[str, Any]]) -> list[str]:
-    """The distinct statuses in order of first appearance."""
-    out: list[str] = []
-    for d in seen:
-        if d["status"] not in out:
-            out.append(d["status"])
-    return out
 
 
 def _with_alarms(stack: LocalStack, *, rollback: bool = True) -> None:
@@ -267,10 +112,10 @@ def test_a_healthy_rollout_is_a_successful_service_deployment(
     sim = RolloutSimulator(aws)
     [first] = wire.arns(stack)
     task_definition, _ = _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
+    arn = latest(wire, stack)
     assert arn != first and DEPLOYMENT_ARN.fullmatch(arn)
-    seen = _follow(wire, sim, arn)
-    assert _statuses(seen) == ["PENDING", "IN_PROGRESS", "SUCCESSFUL"]
+    seen = follow(wire, sim, arn)
+    assert statuses(seen) == ["PENDING", "IN_PROGRESS", "SUCCESSFUL"]
     final = seen[-1]
     assert final["createdAt"] <= final["startedAt"] <= final["finishedAt"]
     assert "stoppedAt" not in final and "rollback" not in final
@@ -299,9 +144,9 @@ def test_the_circuit_breaker_rolls_the_service_deployment_back(
     sim = RolloutSimulator(aws, broken={"v4.5.0-ecr-ecs-fargate"})
     [first] = wire.arns(stack)
     _deploy(stack, "v4.5.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
-    seen = _follow(wire, sim, arn)
-    assert _statuses(seen) == [
+    arn = latest(wire, stack)
+    seen = follow(wire, sim, arn)
+    assert statuses(seen) == [
         "PENDING",
         "IN_PROGRESS",
         "ROLLBACK_IN_PROGRESS",
@@ -329,10 +174,10 @@ def test_a_rollback_that_fails_ends_rollback_failed(
 ) -> None:
     sim = RolloutSimulator(aws, broken={"v4.5.0-ecr-ecs-fargate"})
     _deploy(stack, "v4.5.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
+    arn = latest(wire, stack)
     sim.tick()
     sim.mark_broken("v4.3.0-ecr-ecs-fargate")
-    final = _follow(wire, sim, arn)[-1]
+    final = follow(wire, sim, arn)[-1]
     assert final["status"] == "ROLLBACK_FAILED"
     assert final["rollback"]["serviceRevisionArn"]
     assert "rollback failed" in final["statusReason"]
@@ -344,7 +189,7 @@ def test_an_alarm_during_the_bake_rolls_back(
     _with_alarms(stack)
     sim = RolloutSimulator(aws, bake_ticks=50)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
+    arn = latest(wire, stack)
     seen = [wire.get(arn)]
     while seen[-1].get("lifecycleStage") != "BAKE_TIME":
         assert len(seen) < 60, seen[-1]
@@ -363,8 +208,8 @@ def test_an_alarm_during_the_bake_rolls_back(
     assert wire.get(arn)["status"] == "IN_PROGRESS"  # still baking: nothing fired
 
     _set_alarm("ALARM")
-    seen = _follow(wire, sim, arn)
-    assert _statuses(seen) == ["IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL"]
+    seen = follow(wire, sim, arn)
+    assert statuses(seen) == ["IN_PROGRESS", "ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL"]
     final = seen[-1]
     assert final["alarms"] == {
         "status": "TRIGGERED",
@@ -383,8 +228,8 @@ def test_a_bake_without_alarm_ends_successful_after_the_bake_time(
     _with_alarms(stack)
     sim = RolloutSimulator(aws, bake_ticks=4)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
-    seen = _follow(wire, sim, arn)
+    arn = latest(wire, stack)
+    seen = follow(wire, sim, arn)
     baking = [
         d for d in seen if d.get("lifecycleStage") == "BAKE_TIME" and d["status"] == "IN_PROGRESS"
     ]
@@ -402,9 +247,9 @@ def test_an_alarming_image_fires_its_alarm_during_the_bake(
     sim = RolloutSimulator(aws, bake_ticks=6)
     sim.mark_alarming("v4.4.0-ecr-ecs-fargate")
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
-    seen = _follow(wire, sim, arn)
-    assert _statuses(seen) == [
+    arn = latest(wire, stack)
+    seen = follow(wire, sim, arn)
+    assert statuses(seen) == [
         "PENDING",
         "IN_PROGRESS",
         "ROLLBACK_IN_PROGRESS",
@@ -429,8 +274,8 @@ def test_an_alarm_without_rollback_stops_the_deployment(
     _set_alarm("ALARM")
     sim = RolloutSimulator(aws)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
-    final = _follow(wire, sim, arn)[-1]
+    arn = latest(wire, stack)
+    final = follow(wire, sim, arn)[-1]
     assert final["status"] == "STOPPED"
     assert final["alarms"]["triggeredAlarmNames"] == [ALARM]
     assert "rollback" not in final
@@ -443,7 +288,7 @@ def test_stop_with_rollback_restores_the_source_revision(
     sim = RolloutSimulator(aws)
     [first] = wire.arns(stack)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
+    arn = latest(wire, stack)
     sim.tick(3)
     assert (
         wire.ecs.stop_service_deployment(serviceDeploymentArn=arn, stopType="ROLLBACK")[
@@ -454,8 +299,8 @@ def test_stop_with_rollback_restores_the_source_revision(
     assert wire.get(arn)["status"] == "ROLLBACK_REQUESTED"
     # Asked again while it rolls back: it carries on (stop-service-deployment.html).
     wire.ecs.stop_service_deployment(serviceDeploymentArn=arn, stopType="ROLLBACK")
-    seen = _follow(wire, sim, arn)
-    assert _statuses(seen) == ["ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL"]
+    seen = follow(wire, sim, arn)
+    assert statuses(seen) == ["ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL"]
     final = seen[-1]
     assert (
         final["rollback"]["serviceRevisionArn"] == wire.get(first)["targetServiceRevision"]["arn"]
@@ -471,11 +316,11 @@ def test_stop_with_rollback_restores_the_source_revision(
 def test_stop_with_abort_stops_where_it_is(stack: LocalStack, aws: MotoServer, wire: Wire) -> None:
     sim = RolloutSimulator(aws)
     task_definition, _ = _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    arn = _latest(wire, stack)
+    arn = latest(wire, stack)
     sim.tick(3)
     wire.ecs.stop_service_deployment(serviceDeploymentArn=arn, stopType="ABORT")
     assert wire.get(arn)["status"] == "STOP_REQUESTED"
-    final = _follow(wire, sim, arn)[-1]
+    final = follow(wire, sim, arn)[-1]
     assert final["status"] == "STOPPED"
     assert final["stoppedAt"] == final["finishedAt"]
     assert "rollback" not in final
@@ -489,13 +334,13 @@ def test_a_newer_deployment_stops_the_one_in_flight(
 ) -> None:
     sim = RolloutSimulator(aws)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    older = _latest(wire, stack)
+    older = latest(wire, stack)
     sim.tick(2)
     _deploy(stack, "v4.5.0-ecr-ecs-fargate")
-    newer = _latest(wire, stack)
+    newer = latest(wire, stack)
     assert newer != older
     assert wire.get(older)["status"] == "STOPPED"
-    final = _follow(wire, sim, newer)[-1]
+    final = follow(wire, sim, newer)[-1]
     assert final["status"] == "SUCCESSFUL"
     assert len(final["sourceServiceRevisions"]) == 2
 
@@ -545,10 +390,10 @@ def test_list_filters_and_pages(stack: LocalStack, aws: MotoServer, wire: Wire) 
     sim = RolloutSimulator(aws)
     [first] = wire.arns(stack)
     _deploy(stack, "v4.4.0-ecr-ecs-fargate")
-    second = _latest(wire, stack)
-    _follow(wire, sim, second)
+    second = latest(wire, stack)
+    follow(wire, sim, second)
     _deploy(stack, "v4.5.0-ecr-ecs-fargate")
-    third = _latest(wire, stack)
+    third = latest(wire, stack)
     assert wire.arns(stack) == [third, second, first]
     assert wire.arns(stack, status=["PENDING"]) == [third]
     assert wire.arns(stack, status=["SUCCESSFUL"]) == [second, first]
