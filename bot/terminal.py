@@ -224,7 +224,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
     code = _print_outcome(
-        record, final, _status_hint(engine), engine.settings.aws_region, ecs.went_off
+        record, final, _status_hint(engine), engine.aws.region, ecs.went_off
     )
     if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
         out.print(f"  reached {_t(reached)} before it ended.")
@@ -259,7 +259,7 @@ class _EcsSaid:
             except DeployError:
                 views = []  # said with ECS's rollback time instead
             self.went_off.update({v.name: v.since for v in views if v.state == "ALARM" and v.since})
-        region = self.engine.settings.aws_region
+        region = self.engine.aws.region
         lines = progress_lines(
             sd, snap.at, region, seen_since=self.bake_seen, went_off=self.went_off
         )

@@ -137,7 +137,7 @@ class Alarms(Stage):
                 "(cloudformation/bot.yml). Try again once CloudWatch answers, or go past the "
                 f"check: {self._past()}."
             ) from None
-        region = self.settings.aws_region
+        region = self.aws.region
         views = {v.name: v for v in (AlarmView.from_api(a, region, ecs) for a in found)}
         return [views[n] for n in names if n in views], [n for n in names if n not in views]
 
@@ -148,7 +148,7 @@ class Alarms(Stage):
             return []
         with aws_errors("reading the CloudWatch alarms (DescribeAlarms)"):
             found = self.aws.describe_alarms(list(names))
-        region = self.settings.aws_region
+        region = self.aws.region
         return [AlarmView.from_api(a, region, ()) for a in found]
 
     def judge(self, plan: Plan, service: dict[str, Any]) -> Plan:
@@ -211,7 +211,7 @@ class Alarms(Stage):
         which = "alarm" if len(missing) == 1 else "alarms"
         return (
             f"Not deployed to {self.target.name}: no CloudWatch {which} "
-            f"{', '.join(where)} in {self.settings.aws_region}. Nothing was changed. Create "
+            f"{', '.join(where)} in {self.aws.region}. Nothing was changed. Create "
             f"it, or take it out of the list that names it; or go past the check: "
             f"{self._past()}."
         )

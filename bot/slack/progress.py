@@ -158,7 +158,7 @@ class ProgressMessage:
             promote_to=self.promote_to,
             later=self.later,
             rollback_applies=self.rollback_applies,
-            region=self.engine.settings.aws_region,
+            region=self.engine.aws.region,
             went_off=self.went_off,
             bake_seen=self.bake_seen,
             shift=self.pause_watch.view(snap),
