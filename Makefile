@@ -147,7 +147,8 @@ unlock: install ## break a stale deploy lock [ENV=staging]
 	$(DEPLOYBOT) $(AT_TARGET) unlock
 
 # checkov skips (and warns about) bot.yml's Fn::ForEach loops: it reads the templates as
-# CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/.
+# CloudFormation expands them (tools/cfn_expand.py), in the git-ignored .tools/; service.yml
+# twice, as ROLLING and as BLUE_GREEN makes it (the load balancer's resources).
 CFN_EXPANDED := $(TOOLS)/cfn-expanded
 # checkov pins boto3 exactly (3.3.30: boto3==1.35.49, too old for ECS's StopServiceDeployment and
 # ContinueServiceDeployment), so it cannot share the project's environment: uv runs it in one of
@@ -158,6 +159,7 @@ lint-cfn: install ## cfn-lint and checkov on cloudformation/ (checkov offline: -
 	$(RUN) cfn-lint cloudformation/*.yml
 	@rm -rf $(CFN_EXPANDED)
 	$(RUN) python -m tools.cfn_expand $(CFN_EXPANDED) cloudformation/*.yml
+	$(RUN) python -m tools.cfn_expand $(CFN_EXPANDED)/blue-green cloudformation/service.yml --parameter Strategy=BLUE_GREEN
 	$(UV) tool run --from checkov==$(CHECKOV_VERSION) checkov --directory $(CFN_EXPANDED) --framework cloudformation --quiet --compact --skip-download
 
 # ENV=staging: another environment from the same template (stack hello-world-ecr-ecs-fargate-

@@ -21,6 +21,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 MAX_HISTORY = 500  # the ledger reads at most this many records in one query
 YES_HELP = "go on without asking (it asks only in a terminal, after showing what changes)"
+DRY_RUN_HELP = (
+    "show the plan (the task definition's diff from what runs, the checks of what the new "
+    "revision needs, the rules' answer) and change nothing: exit 0 if it would start, 2 if not"
+)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -125,6 +129,7 @@ def _change_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.add_argument("--yes", action="store_true", help=YES_HELP)
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.add_argument(
         "--break-glass",
         metavar="TEXT",
@@ -186,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="start the rollout and return")
     p.add_argument("--reason", default="", help="why, recorded with the deployment")
     p.add_argument("--yes", action="store_true", help=YES_HELP)
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     p.set_defaults(handler=_engine_command("rollback"))
 
     # `deploybot rollback` already goes back to the last good release (a new deployment):

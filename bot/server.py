@@ -37,6 +37,7 @@ from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
 from bot.slack.groups import Groups
+from bot.slack.reload import ConfigWatch
 from bot.slack.requester import RequesterNotices
 
 log = logging.getLogger("deploybot.server")
@@ -124,6 +125,9 @@ def create_app(
         # The weekly digests of the targets that have one (one replica posts each).
         following.append(asyncio.create_task(digest.digests_forever(ctx)))
         following.append(asyncio.create_task(groups.forever()))
+        # The configuration read again every CONFIG_CHECK_SECONDS (and on /deploy reload).
+        ctx.watch = ConfigWatch(ctx)
+        following.append(asyncio.create_task(ctx.watch.forever()))
         try:
             yield
         finally:

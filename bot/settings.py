@@ -87,6 +87,17 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, allow_inf_nan=False, validation_alias="SLACK_GROUPS_SECONDS"
     )
 
+    # How often the running bot reads its configuration again (DEPLOYBOT_CONFIG's file, or
+    # the SSM parameter DEPLOYBOT_CONFIG_PARAMETER names): bot/slack/reload.py.
+    config_check_seconds: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False, validation_alias="CONFIG_CHECK_SECONDS"
+    )
+    # The SSM parameter holding deploybot.toml (cloudformation/bot.yml's BotConfig): read at
+    # start and every CONFIG_CHECK_SECONDS, so a change needs no restart.
+    deploybot_config_parameter: str | None = Field(
+        None, validation_alias="DEPLOYBOT_CONFIG_PARAMETER"
+    )
+
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")

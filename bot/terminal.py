@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from bot.deploy.changes import commit_text, render_text
 from bot.deploy.engine import Engine
 from bot.deploy.events import BreakGlassUsed
 from bot.deploy.pausing import CONTINUE, ROLLBACK, ConfirmWrongRelease, Pause
+from bot.deploy.plan_diff import text_lines as plan_text_lines
 from bot.deploy.progressive import Shift, StepClock
 from bot.deploy.records import DeploymentRecord, ImageInfo, News, Plan, Requester, Status, Via
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
@@ -137,13 +138,18 @@ def _run(args: argparse.Namespace, body: Callable[[Engine], int]) -> int:
 
 
 def _ask(args: argparse.Namespace) -> Ask:
-    return Ask.at(
+    ask = Ask.at(
         Door.CLI,
         requester(),  # the AWS identity is asked once the change starts (Engine.start)
         None,
         getattr(args, "break_glass", None),
         allow_moved_tag="any" if getattr(args, "allow_moved_tag", False) else "",
     )
+    if getattr(args, "dry_run", False):
+        # A dry run shows the plan even when the change needs approval (as a request's plan
+        # is made); it says so, and starts nothing either way.
+        return Ask.through(ask.requester, replace(ask.via, asking=True))
+    return ask
 
 
 def _image_text(commit: str | None, digest: str) -> str:
@@ -351,11 +357,14 @@ def _print_outcome(
 
 
 def print_change(plan: Plan) -> None:
-    """What the plan changes, before anything is: direction, compare link, commits."""
+    """What the plan changes, before anything is: direction, compare link, commits; the task
+    definition's diff from what runs and the checks of what the new revision needs."""
     if plan.change is None:
         out.print("What it changes is not known: ECR's list of images could not be read.")
-        return
-    out.print(_t(render_text(plan.change)), soft_wrap=True)
+    else:
+        out.print(_t(render_text(plan.change)), soft_wrap=True)
+    if plan.task is not None:
+        out.print(_t("\n".join(plan_text_lines(plan.task))), soft_wrap=True)
 
 
 def go_on(args: argparse.Namespace, plan: Plan) -> bool:
@@ -388,6 +397,8 @@ def _start(
         for note in planned.notes:
             err.print(f"[yellow]![/] {_t(note)}")
         print_change(planned)
+        if getattr(args, "dry_run", False):
+            return _dry_run_end(planned)
         if not go_on(args, planned):
             err.print("Not started: nothing was changed.")
             return ExitCode.REFUSED
@@ -418,6 +429,17 @@ def _start(
         return follow(engine, record)
 
     return _run_fleet(args, body)
+
+
+def _dry_run_end(plan: Plan) -> int:
+    """``--dry-run``: what a start would do, and nothing done. A change that needs approval is
+    planned as a request would be (``_ask``), and said: from here it would be refused."""
+    if plan.decision.needs_approval and not plan.decision.allowed:
+        err.print(f"[yellow]![/] Would be refused: {_t(plan.decision.message)}")
+        out.print("Dry run: nothing was changed.")
+        return ExitCode.REFUSED
+    out.print("Dry run: nothing was changed. Without --dry-run this would start now.")
+    return ExitCode.OK
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -532,7 +554,8 @@ def abort(args: argparse.Namespace) -> int:
         back = record.previous_tag or revision_of(record.previous_task_definition)
         out.print(
             f"Aborting {_t(record.kind)} {_t(record.id)} of [bold]{_t(record.tag)}[/] "
-            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back."
+            f"(by {_t(record.who_display or record.who)}): putting {_t(back)} back"
+            + (f" ({_t(record.abort_how)})." if record.abort_how else ".")
         )
         tell_channel(
             engine,
@@ -791,7 +814,8 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             + (f"\napproved by {_t(', '.join(r.approved_by))}" if r.approved_by else "")
             + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
-            _t(r.outcome_text),
+            # ECS's own word beside deploybot's (#26): its service deployment's status.
+            _t(r.outcome_text) + (f"\n[dim]ECS: {_t(r.ecs_status)}[/]" if r.ecs_status else ""),
             took,
         )
     return table
@@ -895,13 +919,24 @@ def _export_row(target: str, r: DeploymentRecord) -> dict[str, object]:
         "duration_s": round(r.duration) if r.duration is not None else "",
         "outcome": r.outcome.value if r.outcome else "IN_PROGRESS",
         "outcome_reason": r.outcome_reason,
-        "ecs_status": final.rollout_state if final else "",
-        "ecs_reason": final.rollout_reason if final else "",
+        # ECS's service deployment status and reason (#26); the rollout state (DescribeServices)
+        # of a record judged without one.
+        "ecs_status": r.ecs_status or (final.rollout_state if final else ""),
+        "ecs_reason": _ecs_reason(r),
         "approvals": ";".join(r.approved_by),
         "break_glass": r.break_glass,
         "bypassed": ";".join(r.bypassed),
         "rollback_of": r.rollback_of,
     }
+
+
+def _ecs_reason(r: DeploymentRecord) -> str:
+    final = r.final
+    if final is None:
+        return ""
+    if r.ecs_status and final.service_deployment:
+        return str(final.service_deployment.get("statusReason", ""))
+    return final.rollout_reason
 
 
 def _write_csv(fields: Sequence[str], rows: list[dict[str, object]]) -> None:

@@ -129,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ExpandError as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             return 2
+        # checkov drops the resources whose Condition is false for the parameters' defaults:
+        # the values given here become the defaults, so it checks the template as they make
+        # it (service.yml with Strategy=BLUE_GREEN: the load balancer and its listeners).
+        for key, value in given.items():
+            if key in expanded.get("Parameters", {}):
+                expanded["Parameters"][key] = {**expanded["Parameters"][key], "Default": value}
         # JSON: checkov reads it, and no YAML tag is lost on the way.
         (args.out / f"{path.stem}.json").write_text(json.dumps(expanded, indent=2) + "\n")
     return 0

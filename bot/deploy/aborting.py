@@ -1,23 +1,35 @@
-"""Aborting a rollout (Stop): put the previous task definition back at once (UpdateService)
-and follow that to its end; the deployment closes ABORTED. A deployment ECS has already ended
-is recorded as ECS ended it, and the abort refused."""
+"""Aborting a rollout (Stop): ECS rolls its service deployment back (StopServiceDeployment with
+stopType ROLLBACK, #26), or, where ECS refuses that, the previous task definition goes back at
+once (UpdateService); either is followed to its end and the deployment closes ABORTED. A
+deployment ECS has already ended is recorded as ECS ended it, and the abort refused."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
+from bot.deploy import service_deployments
 from bot.deploy.aws import aws_errors
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.planning import Planner
 from bot.deploy.reads import Reads
-from bot.deploy.records import DeploymentRecord, Requester, Via
+from bot.deploy.records import (
+    ABORT_BY_STOP,
+    ABORT_BY_UPDATE,
+    DeploymentRecord,
+    Requester,
+    Via,
+)
 from bot.deploy.rollout import Outcome, ServiceState, revision_of
 from bot.deploy.starting import describe_failure, refused_outright
 from bot.errors import DeployError, NothingToAbort
 from bot.rules import Action
 
 log = logging.getLogger("deploybot.engine")
+
+# A service deployment ECS is already undoing (its monitors, or someone's stop): nothing to abort.
+_ECS_UNDOING = ("ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS", "STOP_REQUESTED")
 
 
 class Aborter(Stage):
@@ -42,9 +54,11 @@ class Aborter(Stage):
     def abort(
         self, requester: Requester, *, via: Via | None = None, of: str = ""
     ) -> DeploymentRecord:
-        """Stop the rollout: put the previous task definition back at once (UpdateService),
-        and follow that to its end; the deployment closes ABORTED. Refused when nothing is
-        rolling out, or (``of``: a Stop button's deployment) when that one no longer is.
+        """Stop the rollout: ECS rolls its service deployment back (StopServiceDeployment),
+        else the previous task definition goes back at once (UpdateService); followed to its
+        end, the deployment closes ABORTED (``abort_via`` says which way ECS was asked).
+        Refused when nothing is rolling out, or (``of``: a Stop button's deployment) when that
+        one no longer is.
         Returns the aborted record (``abort_ecs_deployment_id`` once ECS said)."""
         via = via or Via.of(requester)
         decision = self.planner.check(Action.ABORT, requester, via)
@@ -71,13 +85,24 @@ class Aborter(Stage):
                 f"({revision_of(record.previous_task_definition)}): there is nothing to put "
                 "back. Roll back instead."
             )
-        self._ended_before_abort(record)
+        record = self._ended_before_abort(record)
         marked = self.ledger.mark_aborted(record, requester.name)
         if marked is None:
             raise NothingToAbort(
                 f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
                 f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
+        if self._stop_in_ecs(record):
+            marked = self._asked(marked, ABORT_BY_STOP)
+            log.warning(
+                "aborted by %s: ECS rolls the service deployment back to %s "
+                "(StopServiceDeployment)%s",
+                requester.name,
+                record.previous_tag,
+                "; " + "; ".join(b.message for b in decision.bypassed) if decision.bypassed else "",
+                extra={**record.log_fields, "aborted_by": requester.name},
+            )
+            return marked
         try:
             # Under a session named for who aborts (bot/deploy/aws.py, session_name).
             updated = self.aws.acting_for(requester.who).update_service(
@@ -105,8 +130,9 @@ class Aborter(Stage):
                     marked = self.ledger.set_abort_deployment(marked, primary.id)
                 except DeployError as exc:
                     log.warning("could not record the abort: %s", exc, extra=record.log_fields)
+        marked = self._asked(marked, ABORT_BY_UPDATE)
         log.warning(
-            "aborted by %s: putting %s back%s",
+            "aborted by %s: putting %s back with UpdateService%s",
             requester.name,
             record.previous_tag,
             "; " + "; ".join(b.message for b in decision.bypassed) if decision.bypassed else "",
@@ -114,24 +140,75 @@ class Aborter(Stage):
         )
         return marked
 
-    def _ended_before_abort(self, record: DeploymentRecord) -> None:
+    def _stop_in_ecs(self, record: DeploymentRecord) -> bool:
+        """Ask ECS to roll ``record``'s service deployment back (StopServiceDeployment,
+        stopType ROLLBACK: "rolls back the service deployment to the previous service
+        revision", https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+        API_StopServiceDeployment.html), which restores the whole previous revision and is
+        recorded as a rollback in ECS's history. False when it cannot be asked (no service
+        deployment known, the operations refused) or ECS did not take it: any failure, a lost
+        answer included, is followed by UpdateService with the previous task definition, as
+        before #26. Both put the same revision back; if both land, the restore is followed
+        either way (Reconciler._aborting) and the record still closes ABORTED."""
+        arn = record.service_deployment_arn
+        if not arn or self.aws.service_deployments.refused:
+            return False
+        try:
+            self.aws.stop_service_deployment(arn, "ROLLBACK")
+        except Exception as exc:
+            log.warning(
+                "abort: ECS did not take StopServiceDeployment(ROLLBACK) (%s): putting the "
+                "previous task definition back with UpdateService",
+                describe_failure(exc),
+                extra=record.log_fields,
+            )
+            return False
+        return True
+
+    def _asked(self, record: DeploymentRecord, via: str) -> DeploymentRecord:
+        try:
+            return self.ledger.set_abort_via(record, via)
+        except DeployError as exc:  # the outcome names the way only if recorded
+            log.warning("could not record how ECS was asked: %s", exc, extra=record.log_fields)
+            return replace(record, abort_via=via)
+
+    def _ended_before_abort(self, record: DeploymentRecord) -> DeploymentRecord:
         """Read ECS before marking ``record`` aborted: a deployment ECS has already ended (the
         circuit breaker failed it and is rolling back, it completed, someone replaced it) is
         closed with what ECS did, which may freeze the target (freeze_after_failure), and the
-        abort is refused (NothingToAbort) saying so. A deployment ECS still rolls out: None."""
+        abort is refused (NothingToAbort) saying so; so is one ECS is already rolling back or
+        stopping (its service deployment says so: it closes when ECS is done). A deployment ECS
+        still rolls out: the record as read (its service deployment's ARN once found)."""
         state = ServiceState.from_api(self.reads.service())
         now = self.clock.now()
         reading = self.reconciler.read(record, state, now)
         verdict = reading.verdict
+        what = f"{record.kind} {record.id} of {record.tag}"
+        sd = reading.service_deployment or {}
+        if verdict is None and sd.get("status") in _ECS_UNDOING:
+            back = record.previous_tag or revision_of(record.previous_task_definition)
+            monitors = (sd.get("deploymentCircuitBreaker") or {}).get("status")
+            who = (
+                "the circuit breaker was"
+                if monitors == "TRIGGERED"
+                and not (sd.get("alarms") or {}).get("triggeredAlarmNames")
+                else "ECS was"
+            )
+            doing = "stopping" if sd.get("status") == "STOP_REQUESTED" else "rolling back"
+            raise NothingToAbort(
+                f"Nothing to abort: {who} already {doing} {what}"
+                + (f" to {back}" if doing != "stopping" else "")
+                + f" ({service_deployments.why_rolled_back(sd)}). Nothing was changed; it is "
+                "recorded as ECS ends it."
+            )
         if verdict is None:
-            return
+            return reading.record
         final = self.reconciler.final_snapshot(
             reading.record, verdict, now, reading.ours, base=record.final
         )
         closed, _ = self.reconciler.settle(reading.record, final)
         outcome = closed.outcome if closed.outcome is not None else verdict.outcome
         reason = (closed.outcome_reason or verdict.reason).rstrip(".")
-        what = f"{record.kind} {record.id} of {record.tag}"
         if outcome is Outcome.ROLLED_BACK:
             back = final.rollback_tag or revision_of(final.rollback_task_definition)
             raise NothingToAbort(

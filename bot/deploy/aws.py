@@ -7,12 +7,14 @@ throttling). Whatever still fails becomes ``AwsTrouble`` with a message for a pe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -38,6 +40,7 @@ from botocore.retries.base import BaseRetryableChecker
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.batch import ServiceDescriptions
+from bot.deploy.service_deployments import ServiceDeploymentReads
 from bot.errors import AwsTrouble, NotConfigured
 from bot.settings import Settings
 from bot.target import Target, repository_parts
@@ -334,6 +337,7 @@ class _Places:
         self._lock = threading.Lock()
         self._clients: OrderedDict[tuple[Place, str], _Clients] = OrderedDict()
         self._descriptions: dict[Place, ServiceDescriptions] = {}
+        self._service_deployments: dict[Place, ServiceDeploymentReads] = {}
 
     def kwargs(self, region: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"config": RETRY_CONFIG, "region_name": region}
@@ -357,6 +361,25 @@ class _Places:
             for old in requesters[: max(0, len(self._clients) - SESSIONS_KEPT)]:
                 del self._clients[old]
         return made
+
+    def service_deployments(self, place: Place) -> ServiceDeploymentReads:
+        """The place's batched DescribeServiceDeployments and its fallback switch (#26): an
+        ARN is described with its own account's credentials and in its own region, under
+        BOT_SESSION, through UpdateService's client (only throttling retried)."""
+        clients = self.clients(place)
+        with self._lock:
+            made = self._service_deployments.get(place)
+            if made is None:
+
+                def describe(arns: list[str]) -> dict[str, Any]:
+                    return dict(
+                        clients.once.describe_service_deployments(serviceDeploymentArns=arns)
+                    )
+
+                made = self._service_deployments[place] = ServiceDeploymentReads(
+                    describe, self.clock
+                )
+            return made
 
     def descriptions(self, place: Place) -> ServiceDescriptions:
         """The place's batched DescribeServices: one batch per (account, region), its calls
@@ -385,8 +408,8 @@ class _Places:
                     found = sts.assume_role(**args)["Credentials"]
             except NotConfigured as exc:
                 raise NotConfigured(
-                    f"{exc.message} The target's role must trust the bot's task role (and "
-                    "ask for its external_id, if set): cloudformation/target-role.yml."
+                    f"{exc.message.rstrip('.')}. The target's role must trust the bot's task "
+                    "role (and ask for its external_id, if set): cloudformation/target-role.yml."
                 ) from exc
             return {
                 "access_key": str(found["AccessKeyId"]),
@@ -436,6 +459,7 @@ class AwsClient:
         home = self._places.clients(Place(settings.aws_region))
         self.dynamodb = self.session.client("dynamodb", **home.kwargs)
         brief_connection_retries(self.dynamodb)
+        self._service_revisions: dict[str, str] = {}  # revision ARN -> its task definition
         # Shared with siblings (copy.copy keeps the reference): revisions by ARN.
         self._revisions: OrderedDict[str, tuple[dict[str, Any], list[dict[str, str]]]] = (
             OrderedDict()
@@ -459,6 +483,7 @@ class AwsClient:
         self._clients = self._places.clients(self.place)
         self.ecs = self._clients.ecs
         self.descriptions = self._places.descriptions(self.place)
+        self.service_deployments = self._places.service_deployments(self.place)
         # The repository: a name in the target's account and region, or a URI naming another
         # account's (a cross-account pull) or region's, read with registryId.
         registry, repository_region, self.repository = repository_parts(settings.ecr_repository)
@@ -715,6 +740,111 @@ class AwsClient:
                 return None
             raise
         return str(resp.get("policyText") or "") or None
+
+    # ECS service deployments (#26) ----------------------------------------------------------
+    # Through ``ecs_once``: only throttling is retried, so an endpoint that answers 5xx (moto's
+    # server, for operations it lacks) costs one request, not botocore's retries at every poll.
+    # A failure raises service_deployments.Unavailable (refused: the fallback, for a while).
+    def service_deployment(self, arn: str, max_age: float = 0.0) -> dict[str, Any] | None:
+        """DescribeServiceDeployments of ``arn`` (batched with the other watched ARNs of every
+        target, up to 20 a call); None when ECS does not know it."""
+        return self.service_deployments.get(arn, max_age)
+
+    def list_service_deployments(self, created_after: datetime) -> list[dict[str, Any]]:
+        """ListServiceDeployments of this service created after ``created_after``: one page
+        (ECS's default, 20 of them; a deployment just started is among them)."""
+        self.service_deployments.check()
+        try:
+            resp = self.ecs_once.list_service_deployments(
+                cluster=self.cluster,
+                service=self.service,
+                # An ISO 8601 text botocore turns into the wire's timestamp, as a datetime.
+                createdAt={"after": created_after.isoformat()},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.service_deployments.failed(exc, "ListServiceDeployments") from exc
+        self.service_deployments.answered()
+        return [dict(b) for b in resp.get("serviceDeployments", [])]
+
+    def revision_task_definitions(self, arns: list[str]) -> dict[str, str]:
+        """The task definition of each service revision (DescribeServiceRevisions, 20 a call);
+        a revision never changes, so each is asked for once per process."""
+        out = {a: self._service_revisions[a] for a in arns if a in self._service_revisions}
+        missing = [a for a in dict.fromkeys(arns) if a not in out]
+        for start in range(0, len(missing), 20):
+            try:
+                resp = self.ecs_once.describe_service_revisions(
+                    serviceRevisionArns=missing[start : start + 20]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self.service_deployments.failed(exc, "DescribeServiceRevisions") from exc
+            for revision in resp.get("serviceRevisions", []):
+                arn = str(revision.get("serviceRevisionArn", ""))
+                out[arn] = self._service_revisions[arn] = str(revision.get("taskDefinition", ""))
+        return out
+
+    def stop_service_deployment(self, arn: str, stop_type: str = "ROLLBACK") -> str:
+        """StopServiceDeployment: ECS stops the deployment (ROLLBACK: back to the previous
+        service revision, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+        API_StopServiceDeployment.html). Sent once (UPDATE_SENT_ONCE's client); raises what
+        botocore raises: the caller tells a refusal from a lost answer."""
+        self.descriptions.forget(self.cluster, self.service)
+        self.service_deployments.forget(arn)
+        try:
+            resp = self.ecs_once.stop_service_deployment(
+                serviceDeploymentArn=arn, stopType=stop_type
+            )
+        finally:
+            self.descriptions.forget(self.cluster, self.service)
+            self.service_deployments.forget(arn)
+        return str(resp.get("serviceDeploymentArn", arn))
+
+    # The plan's checks (bot/deploy/plan_checks.py): does what a new revision needs exist?
+    # Reads of metadata only: never a secret's or a parameter's value. --------------------
+    def _reader(self, service: str, region: str = "") -> Any:
+        """A client of ``service`` in the target's account, in ``region`` (default the
+        target's), made on first use."""
+        place = self.place
+        if region and region != place.region:
+            place = dataclasses.replace(place, region=region)
+        return self._places.clients(place).extra(service)
+
+    def role_exists(self, name: str) -> bool:
+        """IAM GetRole: whether the role ``name`` exists (NoSuchEntity: it does not)."""
+        try:
+            self._reader("iam").get_role(RoleName=name)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchEntity":
+                return False
+            raise
+        return True
+
+    def log_group_exists(self, name: str, region: str = "") -> bool:
+        """CloudWatch Logs DescribeLogGroups by prefix: whether the group ``name`` exists."""
+        logs = self._reader("logs", region)
+        for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name):
+            if any(g.get("logGroupName") == name for g in page.get("logGroups", [])):
+                return True
+        return False
+
+    def secret_exists(self, secret_id: str, region: str = "") -> bool:
+        """Secrets Manager DescribeSecret (metadata, never the value): whether it exists and
+        is not scheduled for deletion."""
+        try:
+            found = self._reader("secretsmanager", region).describe_secret(SecretId=secret_id)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return False
+            raise
+        return not found.get("DeletedDate")
+
+    def parameter_exists(self, name: str, region: str = "") -> bool:
+        """SSM DescribeParameters with a Name filter (metadata, never the value): whether the
+        parameter ``name`` exists."""
+        found = self._reader("ssm", region).describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
+        )
+        return bool(found.get("Parameters"))
 
 
 def _role(place: Place) -> tuple[str | None, str | None]:

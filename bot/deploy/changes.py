@@ -107,6 +107,9 @@ class ChangeSummary:
     gap: Gap | None  # why the commits are not listed; None when they are
     removes: bool  # backward: the commits are the ones this deploy takes out
     github_status: str | None = None  # compare's status: ahead, behind, identical, diverged
+    # The task definition's one line for this move (bot/deploy/plan_diff.py summary_line,
+    # "Task definition: only the image changes."), when what runs was read; "" otherwise.
+    task_line: str = ""
 
     @property
     def more(self) -> int:
@@ -379,7 +382,7 @@ def render_confirm(summary: ChangeSummary | None, intro: str, max_chars: int) ->
     fit in ``max_chars`` (short titles, no link: a dialog cannot follow one), a count."""
     if summary is None:
         return _clip(intro, max_chars)
-    head = [intro, headline(summary)]
+    head = [intro, headline(summary)] + ([summary.task_line] if summary.task_line else [])
     lines = [f"• {c.short_sha} {_clip(c.title, 44)} ({c.author})" for c in summary.commits]
     text = _join(head, _count_line(summary, bool(lines)), lines, _tail(summary, len(lines)))
     while len(text) > max_chars and lines:

@@ -13,6 +13,8 @@ from bot.deploy.aws import aws_errors
 from bot.deploy.guards import AlreadyQueued, QueueFull
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
+from bot.deploy.plan_diff import summary_line
+from bot.deploy.plan_diff import text_lines as shown_plan
 from bot.deploy.planning import Planner
 from bot.deploy.reads import Reads
 from bot.deploy.records import (
@@ -46,6 +48,9 @@ from bot.rules import (
 from bot.tags import TagError, parse_tag
 
 log = logging.getLogger("deploybot.engine")
+
+# The plan's lines a request keeps to show (its message has room for a section of them).
+PLAN_LINES_KEPT = 40
 
 
 class Guardrails(Stage):
@@ -136,6 +141,7 @@ class Guardrails(Stage):
         """Record an approval request for ``plan`` (made with ``Via(asking=True)``): who asked
         for what, from which image to which, until when; ``source``: promote's source target."""
         now = self.clock.now()
+        task = plan.task
         return self.guards.new_request(
             ApprovalRequest(
                 id="",
@@ -151,6 +157,10 @@ class Guardrails(Stage):
                 expires_at=now + self.target.approval_expiry,
                 channel=channel,
                 source=source or plan.source,
+                fingerprint=task.fingerprint if task else "",
+                plan=tuple(shown_plan(task)[:PLAN_LINES_KEPT]) if task else (),
+                plan_summary=summary_line(task.diff) if task else "",
+                newer=task.newer if task else "",
             )
         )
 
@@ -229,6 +239,13 @@ class Guardrails(Stage):
                 f"({plan.short_digest}), not {counted.tag} ({short_digest(counted.digest)}). "
                 "Ask again."
             )
+        task = plan.task
+        changed = self._plan_changed(counted, task.fingerprint, task.newer) if task else None
+        if changed is not None:
+            log.warning("approval void: %s", changed, extra={"request": counted.id})
+            raise RuleRefused(
+                lapsed_approval(self.target, plan.kind, plan.tag, changed, self.hints)
+            )
         if not self.guards.decide(counted, RequestState.APPROVED, approver.who):
             self._decided(self.request(request_id))
         return Approval(replace(counted, state=RequestState.APPROVED), 0, plan)
@@ -277,10 +294,12 @@ class Guardrails(Stage):
             return self.planner.plan_redeploy(request.requester, request.reason, via=via)
         return self.planner.plan_deploy(request.tag, request.requester, request.reason, via=via)
 
-    def approval_lapsed(self, request_id: str, digest: str) -> str | None:
+    def approval_lapsed(self, request_id: str, digest: str, plan: Plan | None = None) -> str | None:
         """Why an approval no longer counts for the change about to start (its request
         expired, is no longer approved, or its premise changed: what runs is not what it
-        showed, the image is another), for a person; None when it still holds."""
+        showed, the image is another, or the plan's fingerprint, read again now, is not the
+        one the request showed: ``plan``, the change about to start), for a person; None when
+        it still holds."""
         request = self.guards.request(request_id)
         if request is None or request.state is not RequestState.APPROVED:
             return f"its approval request {request_id[:64]} is not approved"
@@ -294,7 +313,30 @@ class Guardrails(Stage):
                 f"it was approved for {request.tag} ({short_digest(request.digest)}), not "
                 f"{short_digest(digest)}"
             )
-        return self._premise(request)
+        premise = self._premise(request)
+        if premise is not None or plan is None or plan.task is None or not request.fingerprint:
+            return premise
+        image = plan.image if plan.task.diff.registers else ""
+        now, newer = self.planner.fingerprint_now(image)
+        return self._plan_changed(request, now, newer)
+
+    def _plan_changed(self, request: ApprovalRequest, now: str, newer: str) -> str | None:
+        """Why the plan now (its fingerprint ``now``, the family's ``newer`` revision) is not
+        the one the request showed, for a person; None when it is (or the request has no
+        fingerprint: one from before them). Asked after the premise: what runs and the image
+        are the same by then."""
+        if not request.fingerprint or now == request.fingerprint:
+            return None
+        if newer and newer != request.newer:
+            return (
+                f"a new revision of the task definition family, {newer}, was registered "
+                "since the approval was asked (not by deploybot): the plan it showed is not the "
+                "plan now"
+            )
+        return (
+            "the task definition the change would register is not the one the approval showed "
+            "(its plan changed)"
+        )
 
     def enqueue(
         self,
@@ -413,7 +455,7 @@ class Guardrails(Stage):
         for a direct approval: the request approved and not expired, what runs still what it
         showed ("from"), and the image the one it showed (the tag may have moved while it
         waited); else nothing."""
-        why = self.approval_lapsed(item.request_id, plan.digest)
+        why = self.approval_lapsed(item.request_id, plan.digest, plan)
         if why is not None:
             raise RuleRefused(lapsed_approval(self.target, plan.kind, plan.tag, why, self.hints))
 

@@ -304,6 +304,24 @@ class Ledger:
         )
         return replace(rec, ecs_deployment_id=ecs_id)
 
+    def set_service_deployment(self, rec: DeploymentRecord, arn: str) -> DeploymentRecord:
+        """Remember ``rec``'s service deployment (ECS's own record of it, #26): found right
+        after UpdateService, or by any later reader when its answer was lost. Written once:
+        a second finder's write changes nothing, and the ARN the table has is returned."""
+        written = self._update(
+            rec,
+            "recording the service deployment",
+            "SET service_deployment_arn = :a",
+            condition="attribute_exists(pk) AND (attribute_not_exists(service_deployment_arn)"
+            " OR service_deployment_arn = :empty OR service_deployment_arn = :a)",
+            values={":a": {"S": arn}, ":empty": {"S": ""}},
+        )
+        if not written:
+            fresh = self.get_record(rec.sort_key)
+            if fresh is not None and fresh.service_deployment_arn:
+                return replace(rec, service_deployment_arn=fresh.service_deployment_arn)
+        return replace(rec, service_deployment_arn=arn)
+
     def claim_follower(
         self, rec: DeploymentRecord, follower: str, seconds: float, *, lapsed: bool = False
     ) -> bool:
@@ -418,7 +436,7 @@ class Ledger:
     def unmark_aborted(self, rec: DeploymentRecord) -> None:
         """ECS refused to put the previous task definition back: the abort did not happen."""
         key = self.keys.record(rec.sort_key)
-        self.table.update(key, "undoing the abort mark", "REMOVE aborted_by, aborted_at")
+        self.table.update(key, "undoing the abort mark", "REMOVE aborted_by, aborted_at, abort_via")
 
     def set_abort_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
         """Remember the ECS deployment that puts the previous task definition back."""
@@ -430,6 +448,17 @@ class Ledger:
             changed=True,
         )
         return replace(rec, abort_ecs_deployment_id=ecs_id)
+
+    def set_abort_via(self, rec: DeploymentRecord, via: str) -> DeploymentRecord:
+        """Remember how the abort asked ECS (records.ABORT_BY_STOP or ABORT_BY_UPDATE)."""
+        self.table.update(
+            self.keys.record(rec.sort_key),
+            "recording how the abort asked ECS",
+            "SET abort_via = :v",
+            values={":v": {"S": via}},
+            changed=True,
+        )
+        return replace(rec, abort_via=via)
 
     def forget(self, rec: DeploymentRecord) -> None:
         """Delete the record of a deployment ECS never heard of."""
@@ -455,6 +484,11 @@ class Ledger:
         }
         if final.ecs_deployment_id:
             values["ecs_deployment_id"] = final.ecs_deployment_id
+        # ECS's own word beside ours (#26): its status, and the service deployment it is of.
+        values["ecs_status"] = final.ecs_status
+        arn = str((final.service_deployment or {}).get("serviceDeploymentArn", ""))
+        if arn:
+            values["service_deployment_arn"] = arn
         closed = self._update(
             rec,
             "closing the deployment record",
@@ -478,6 +512,8 @@ class Ledger:
             rollback_tag=final.rollback_tag,
             final=final,
             ecs_deployment_id=final.ecs_deployment_id or rec.ecs_deployment_id,
+            service_deployment_arn=arn or rec.service_deployment_arn,
+            ecs_status=final.ecs_status,
             shown=False,
         )
 

@@ -13,7 +13,9 @@ from bot.deploy.alarms import Alarms
 from bot.deploy.aws import aws_errors
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
-from bot.deploy.reads import Reads, pinned
+from bot.deploy.plan_checks import PlanCheckFailed, check_revision, refusal
+from bot.deploy.plan_diff import REGISTER_FIELDS, TaskPlan, diff, fingerprint, registration
+from bot.deploy.reads import TAG_KEY, Reads, pinned
 from bot.deploy.records import (
     DeploymentRecord,
     Plan,
@@ -23,8 +25,15 @@ from bot.deploy.records import (
     Via,
     short_digest,
 )
-from bot.deploy.rollout import Outcome, ServiceState
-from bot.errors import BadTag, ImageMissing, MovedTag, NoLongerRunning, NothingToRollBack
+from bot.deploy.rollout import Outcome, ServiceState, revision_of
+from bot.errors import (
+    BadTag,
+    DeployError,
+    ImageMissing,
+    MovedTag,
+    NoLongerRunning,
+    NothingToRollBack,
+)
 from bot.rules import CHANGES, Action, Decision, Door, Facts, RuleRefused, check
 from bot.tags import TagError, parse_tag
 
@@ -147,12 +156,14 @@ class Planner(Stage):
     ) -> Plan:
         current, td, _ = self._prepare(raw, records, images)
         tag_state, tag_was = self._tag_check(kind, tag, digest, via, images)
+        image = pinned(current.image, digest)
         plan = Plan(
             kind=kind,
             service=self.service_name,
             tag=tag,
             digest=digest,
-            image=pinned(current.image, digest),
+            image=image,
+            task=self.task_plan(current, td, image, tag, digest),
             current=current,
             requester=requester,
             reason=reason,
@@ -230,6 +241,7 @@ class Planner(Stage):
             tag=current.tag,
             digest=current.digest,
             image=current.image,
+            task=self.task_plan(current, td, "", current.tag, current.digest),
             current=current,
             requester=requester,
             reason=reason,
@@ -292,12 +304,14 @@ class Planner(Stage):
             f"longer in ECR repository {self.settings.ecr_repository}. Nothing was changed; "
             "deploy a tag that exists instead.",
         )
+        image = pinned(current.image, digest)
         return Plan(
             kind="rollback",
             service=self.service_name,
             tag=tag,
             digest=digest,
-            image=pinned(current.image, digest),
+            image=image,
+            task=self.task_plan(current, td, image, tag, digest),
             current=current,
             requester=requester,
             reason=why,
@@ -306,6 +320,77 @@ class Planner(Stage):
             **_guarded(decision, via),
             change=self.reads.plan_change(current, digest),
         )
+
+    def task_plan(
+        self, current: Running, td: dict[str, Any], image: str, tag: str, digest: str
+    ) -> TaskPlan:
+        """The task definition side of a plan: the revision ``image`` makes of what runs
+        (``td``; ``image`` "": a redeploy, the same revision again), its diff from what runs,
+        the checks of what it needs (PlanCheckFailed when one is missing: nothing changed),
+        and the fingerprint an approval is bound to."""
+        container = str(self.reads.container(td).get("name", ""))
+        base = revision_of(str(td.get("taskDefinitionArn", current.task_definition)))
+        if image:
+            registered = registration(td, container, image)
+        else:
+            registered = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+        changes = diff(
+            td,
+            registered,
+            base=base,
+            image_before=_image_label(current.tag, current.digest),
+            image_after=_image_label(tag, digest),
+            registers=bool(image),
+        )
+        checks = check_revision(self.aws, registered, _image_label(tag, digest), self.aws.region)
+        newer = self._newer_revision(td)
+        task = TaskPlan(
+            diff=changes,
+            checks=checks,
+            fingerprint=fingerprint(current.task_definition, registered, newer),
+            registration=registered,
+            newer=newer,
+        )
+        if task.missing:
+            raise PlanCheckFailed(refusal(task.checks, str(td.get("family", base))))
+        return task
+
+    def fingerprint_now(self, image: str) -> tuple[str, str]:
+        """The fingerprint a plan of ``image`` ("": a redeploy) would have now, and the
+        family's newer revision it would name: what runs read again (its revision is
+        described once per process), the registration made from it, the family's newest.
+        For an approved change about to start (Guardrails.approval_lapsed)."""
+        raw = self.reads.service()
+        arn = str(raw.get("taskDefinition", ""))
+        with aws_errors("reading the task definition"):
+            td, _ = self.aws.describe_task_definition(arn)
+        if image:
+            registered = registration(td, str(self.reads.container(td).get("name", "")), image)
+        else:
+            registered = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+        newer = self._newer_revision(td)
+        return fingerprint(arn, registered, newer), newer
+
+    def _newer_revision(self, td: dict[str, Any]) -> str:
+        """``family:14`` when the family's newest ACTIVE revision is newer than what runs and
+        deploybot did not register it (someone's change that does not run); "" otherwise, or
+        when it cannot be read. DescribeTaskDefinition by family name: "the latest ACTIVE
+        revision is used" (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/
+        API_DescribeTaskDefinition.html)."""
+        family = str(td.get("family", ""))
+        if not family:
+            return ""
+        try:
+            with aws_errors("reading the task definition family"):
+                newest, tags = self.aws.describe_task_definition(family)
+        except DeployError as exc:
+            log.warning("could not read the newest revision of %s: %s", family, exc)
+            return ""
+        if int(newest.get("revision", 0)) <= int(td.get("revision", 0)):
+            return ""
+        if any(t.get("key") in ("deploybot:deployment", TAG_KEY) for t in tags):
+            return ""  # one of deploybot's own: a deploy that was rolled back, say
+        return revision_of(str(newest.get("taskDefinitionArn", "")))
 
     def check(
         self, action: Action, requester: Requester, via: Via, image: str | None = None
@@ -375,6 +460,14 @@ def _guarded(decision: Decision, via: Via) -> dict[str, Any]:
         "notes": tuple(b.message for b in decision.bypassed),
         "via": via,
     }
+
+
+def _image_label(tag: str, digest: str) -> str:
+    """``v4.4.0-ecr-ecs-fargate (sha256:1a2b3c4d5e6f)``: an image as a plan names it."""
+    short = short_digest(digest)
+    if tag and short and tag != digest:
+        return f"{tag} ({short})"
+    return tag or short or "an unknown image"
 
 
 def _same_image(digest: str, tag: str, running: Running) -> bool:

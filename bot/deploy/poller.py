@@ -243,7 +243,7 @@ class ServicePoller:
         self.start_grace = timedelta(seconds=max(5.0, 3 * poll_seconds))
         self.clock = clock
         self.follower = follower
-        self.reconciler = Reconciler(ledger, clock, self.start_grace)
+        self.reconciler = Reconciler(ledger, clock, self.start_grace, aws)
         self.leases = FollowerLeases(lease_seconds, clock)
         self.polls = 0
         self._tracked: dict[str, _Tracked] = {}
@@ -502,15 +502,23 @@ class ServicePoller:
         new_events: tuple[ServiceEvent, ...] = ()
         stopped: tuple[StoppedTask, ...] = ()
         ours = None
+        service_deployment = tracked.last.service_deployment if tracked.last else None
         if state is None:
             tracked.aws_error = error
         else:
             tracked.aws_error = ""
             tracked.answered_at = self.clock.monotonic()
+            # ECS's service deployment, batched with every other watched one of the process
+            # (one DescribeServiceDeployments per poll interval for up to 20).
             reading = self.reconciler.read(
-                tracked.record, state, now, asked_ecs_at=tracked.asked_ecs_at
+                tracked.record,
+                state,
+                now,
+                asked_ecs_at=tracked.asked_ecs_at,
+                max_age=self.poll_seconds * 0.9,
             )
             tracked.record, verdict, ours = reading.record, reading.verdict, reading.ours
+            service_deployment = reading.service_deployment
             if tracked.record.aborted_by and tracked.abort_seen is None:
                 tracked.abort_seen = now
             if reading.adopted and tracked.note == tracked.record.start_error:
@@ -562,6 +570,7 @@ class ServicePoller:
             stopped_tasks=stopped,
             note=note,
             log_url=tracked.log_url,
+            service_deployment=service_deployment,
         )
         for task in stopped:
             log.warning(
@@ -635,12 +644,23 @@ class ServicePoller:
             # An outcome not recorded is worth a word; a watch that lost sight of it says
             # already that the next command records it (once, plainly).
             final = replace(final, note=note)
+        if final.ecs_status == "ROLLBACK_FAILED":  # loudly: the service may be down
+            log.error(
+                "ECS could not roll back %s: the service may be down (%s)",
+                record.tag,
+                final.outcome_reason,
+                extra={**record.log_fields, "ecs_status": final.ecs_status},
+            )
         log.info(
             "deployment %s: %s (%s)",
             final.outcome.label if final.outcome else "?",
             record.tag,
             final.outcome_reason,
-            extra={**record.log_fields, "outcome": final.outcome.value if final.outcome else ""},
+            extra={
+                **record.log_fields,
+                "outcome": final.outcome.value if final.outcome else "",
+                "ecs_status": final.ecs_status,
+            },
         )
         return final
 

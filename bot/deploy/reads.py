@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from bot.deploy.aws import aws_errors
 from bot.deploy.changes import ChangeSummary, describe_change, images_from_ecr
 from bot.deploy.outside import unexplained
 from bot.deploy.parts import Stage
+from bot.deploy.plan_diff import diff, registration, summary_line
 from bot.deploy.records import (
     DeploymentRecord,
     ImageInfo,
@@ -159,8 +161,8 @@ class Reads(Stage):
         GitHub compares side by side, each bounded by GitHub's timeout."""
         listing = images if images is not None else self.ecr_images()
         records = self.recorded(20)  # before the service: see Planner._prepare
-        current, _ = self.running(self.service(), records, listing)
-        return self._changes_from(current, targets, listing)
+        current, td = self.running(self.service(), records, listing)
+        return self._changes_from(current, targets, listing, td)
 
     def recent_changes(self, limit: int = 5) -> tuple[list[ImageInfo], dict[str, ChangeSummary]]:
         """The recent release images and what deploying each would change (/deploy's list
@@ -183,21 +185,28 @@ class Reads(Stage):
         if raw is None:
             return images, {}
         try:
-            current, _ = self.running(raw, records, found)
+            current, td = self.running(raw, records, found)
         except DeployError as exc:
             log.warning("no change summaries for the list of images: %s", exc)
             return images, {}
-        return images, self._changes_from(current, [i.tags[0] for i in images], found)
+        return images, self._changes_from(current, [i.tags[0] for i in images], found, td)
 
     def _changes_from(
-        self, current: Running, targets: Sequence[str], listing: list[dict[str, Any]]
+        self,
+        current: Running,
+        targets: Sequence[str],
+        listing: list[dict[str, Any]],
+        td: dict[str, Any] | None = None,
     ) -> dict[str, ChangeSummary]:
         before = current.digest or current.image or None
         suffix = self.settings.image_tag_suffix
         known = images_from_ecr(listing, suffix)
 
         def one(target: str) -> ChangeSummary:
-            return describe_change(known, before, target, self.github, suffix)
+            summary = describe_change(known, before, target, self.github, suffix)
+            if td is None or summary.target is None:
+                return summary
+            return replace(summary, task_line=self._task_line(current, td, summary.target.digest))
 
         if len(targets) < 2 or not (self.github.configured and self.github.has_token):
             # No GitHub call to wait for: threads would only cost their start.
@@ -205,6 +214,17 @@ class Reads(Stage):
         with ThreadPoolExecutor(max_workers=min(5, len(targets))) as pool:
             found = list(pool.map(one, targets))
         return dict(zip(targets, found, strict=True))
+
+    def _task_line(self, current: Running, td: dict[str, Any], digest: str) -> str:
+        """The task definition's one line for deploying ``digest`` over what runs (``td``):
+        the revision a deploy would register, compared with it (no AWS call: the checks come
+        with the plan)."""
+        try:
+            container = str(self.container(td).get("name", ""))
+        except DeployError:
+            return ""
+        new = registration(td, container, pinned(current.image, digest))
+        return summary_line(diff(td, new, base=revision_of(current.task_definition)))
 
     def plan_change(
         self, current: Running, target: str, images: list[dict[str, Any]] | None = None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.clock import Clock
-from bot.deploy.aws import RETRY_CONFIG
+from bot.deploy import service_deployments
+from bot.deploy.aws import RETRY_CONFIG, AwsClient
 from bot.deploy.events import EventBus, LockReleased, Settled
 from bot.deploy.ledger import Ledger
 from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
@@ -61,15 +63,28 @@ class Reading:
     verdict: Verdict | None = None
     ours: EcsDeployment | None = None
     adopted: bool = False
+    # ECS's service deployment of the record, as read in this pass; None under the fallback.
+    service_deployment: dict[str, Any] | None = None
 
 
 class Reconciler:
     """The one place a record meets ECS's state; the poller and the engine both use it."""
 
-    def __init__(self, ledger: Ledger, clock: Clock, start_grace: timedelta) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: Clock,
+        start_grace: timedelta,
+        aws: AwsClient | None = None,
+    ) -> None:
         self.ledger = ledger
         self.clock = clock
         self.start_grace = start_grace
+        # ECS's service deployments (#26), read through ``aws``; None: DescribeServices only.
+        self.aws = aws
+        # Records whose service deployment was looked for and not found: since when (monotonic).
+        # Looked for again at each read until start_grace passed; then judged the old way.
+        self._unfound: dict[str, float] = {}
         # Each record this process closed (Settled: GitHub deployments, a freeze after a
         # failure) and each lock it released (LockReleased: the queue's turn) is published
         # here; the close is conditional, so once per outcome across processes.
@@ -82,9 +97,11 @@ class Reconciler:
         now: datetime,
         *,
         asked_ecs_at: float | None = None,
+        max_age: float = 0.0,
     ) -> Reading:
         """Adopt, settle or leave ``record``. ``asked_ecs_at`` (monotonic) is when this
-        process's own UpdateService call for it ended; None for anyone else's record."""
+        process's own UpdateService call for it ended; None for anyone else's record.
+        ``max_age``: how old a description of its service deployment may be (a poll's)."""
         adopted = False
         if not record.ecs_deployment_id:
             found = self._started(record, state)
@@ -100,19 +117,102 @@ class Reconciler:
                     )
                 return Reading(record)
             record, adopted = self._adopt(record, found), True
+        record, sd = self.service_deployment(record, state, max_age)
         ours = state.deployment(record.ecs_deployment_id)
-        if not record.aborted_by and (ours is None or ours.status != "PRIMARY"):
+        ended = sd is not None and sd.get("status") in service_deployments.ENDED
+        if not record.aborted_by and (ours is None or ours.status != "PRIMARY" or ended):
             # Someone else's deployment is over ours, or has already replaced it (ECS lists a
             # deployment no more once another completed over it: an abort's restore can be
-            # over between two polls): was it an abort (Stop), perhaps from another process?
-            # The record says so (one read, only when ours was replaced).
+            # over between two polls), or ECS says it ended: was it an abort (Stop), perhaps
+            # from another process? The record says so (one read, only then).
             record = self.with_abort(record)
+        if sd is not None:
+            verdict = service_deployments.judge(
+                sd,
+                aborted_by=record.aborted_by,
+                previous_task_definition=record.previous_task_definition,
+                previous_tag=record.previous_tag,
+                state=state,
+                ecs_deployment_id=record.ecs_deployment_id,
+                describe_other=self._describe_other,
+            )
+            # An abort through UpdateService (StopServiceDeployment refused) stops ours and
+            # starts the restore as a deployment of its own: followed by DescribeServices.
+            restoring = record.aborted_by and sd.get("status") in ("STOPPED", "SUCCESSFUL")
+            if not restoring:
+                return Reading(record, verdict, ours, adopted, sd)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)
             if aborting is not None:
-                return replace(aborting, adopted=adopted)
+                return replace(aborting, adopted=adopted, service_deployment=sd)
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
-        return Reading(record, verdict, ours, adopted)
+        return Reading(record, verdict, ours, adopted, sd)
+
+    def service_deployment(
+        self, record: DeploymentRecord, state: ServiceState, max_age: float = 0.0
+    ) -> tuple[DeploymentRecord, dict[str, Any] | None]:
+        """``record`` (with its service deployment's ARN once found) and ECS's service
+        deployment of it; None under the fallback: the operations refused or failing now,
+        none found (yet), or a record from before them."""
+        if self.aws is None or not record.ecs_deployment_id:
+            return record, None
+        try:
+            if not record.service_deployment_arn:
+                record = self._find_service_deployment(record, state)
+                if not record.service_deployment_arn:
+                    return record, None
+            return record, self.aws.service_deployment(record.service_deployment_arn, max_age)
+        except service_deployments.Unavailable:
+            return record, None  # said once by the reads (a refusal); a passing fault: next poll
+
+    def _find_service_deployment(
+        self, record: DeploymentRecord, state: ServiceState
+    ) -> DeploymentRecord:
+        """Find the service deployment ``record``'s UpdateService started (its answer, or a
+        lost one, alike: ECS's list is read either way) and keep its ARN on the record:
+        ListServiceDeployments since the record's start, then the target revisions' task
+        definitions (DescribeServiceRevisions, once per revision). Looked for at each read
+        until ``start_grace`` after the first try; then the record is judged the old way."""
+        assert self.aws is not None
+        first = self._unfound.get(record.id)
+        now = self.clock.monotonic()
+        if first is not None and now - first >= self.start_grace.total_seconds():
+            return record
+        since = service_deployments.since_for(record.started_at, ECS_CLOCK_SLACK)
+        briefs = self.aws.list_service_deployments(since)
+        exclude: set[str] = set()
+        if record.task_definition == record.previous_task_definition:
+            # A redeploy: the service deployment that ran before it rolled out the same
+            # revision. Those other records found are not its own.
+            exclude = {r.service_deployment_arn for r in self._recent() if r.id != record.id}
+        wanted = service_deployments.candidates(briefs, since, exclude)
+        revisions = self.aws.revision_task_definitions(wanted) if wanted else {}
+        arn = service_deployments.find(briefs, revisions, record.task_definition, since, exclude)
+        if not arn:
+            if record.id not in self._unfound:
+                self._unfound[record.id] = now
+                log.info(
+                    "ECS lists no service deployment of it (yet): judged from DescribeServices "
+                    "until one is found",
+                    extra=record.log_fields,
+                )
+            return record
+        self._unfound.pop(record.id, None)
+        try:
+            found = self.ledger.set_service_deployment(record, arn)
+        except DeployError as exc:  # kept in memory; closing the record writes it too
+            log.warning("could not record the service deployment: %s", exc)
+            found = replace(record, service_deployment_arn=arn)
+        log.info(
+            "its service deployment: %s", found.service_deployment_arn, extra=record.log_fields
+        )
+        return found
+
+    def _recent(self) -> list[DeploymentRecord]:
+        try:
+            return self.ledger.history(20)
+        except DeployError:
+            return []
 
     def with_abort(self, record: DeploymentRecord) -> DeploymentRecord:
         """``record`` with the abort the table says it has (one read), if any."""
@@ -124,6 +224,7 @@ class Reconciler:
             aborted_by=fresh.aborted_by,
             aborted_at=fresh.aborted_at,
             abort_ecs_deployment_id=fresh.abort_ecs_deployment_id,
+            abort_via=fresh.abort_via,
         )
 
     def _aborting(
@@ -152,11 +253,12 @@ class Reconciler:
         if verdict is None:
             return Reading(record, None, restore)
         back = record.previous_tag or record.previous_task_definition.rsplit("/", 1)[-1]
+        how = f" ({record.abort_how})" if record.abort_how else ""
         if verdict.outcome is Outcome.COMPLETED:
-            why = f"aborted by {record.aborted_by}; {back} is back"
+            why = f"aborted by {record.aborted_by}{how}; {back} is back"
         else:
             why = (
-                f"aborted by {record.aborted_by}; putting {back} back "
+                f"aborted by {record.aborted_by}{how}; putting {back} back "
                 f"{verdict.outcome.label}: {verdict.reason}"
             )
         aborted = Verdict(
@@ -259,6 +361,8 @@ class Reconciler:
             rollback_task_definition=verdict.rollback_task_definition,
             rollback_tag=rollback_tag,
             log_url=base.log_url if base else "",
+            service_deployment=verdict.service_deployment
+            or (base.service_deployment if base else None),
         )
 
     def settle(
@@ -268,6 +372,8 @@ class Reconciler:
         or as it was when the write failed) and a note for the reader when it failed."""
         note = ""
         closed = record
+        if final.outcome is not None and final.outcome.settled:
+            self._unfound.pop(record.id, None)
         if final.outcome is not None:
             try:
                 done = self.ledger.close(record, final)

@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.changes import ChangeSummary, Image, commit_text
+from bot.deploy.plan_diff import TaskPlan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot, revision_of
 from bot.errors import DeployRefused
 from bot.rules import Decision, Door, Freeze
@@ -32,6 +33,11 @@ from bot.rules import Decision, Door, Freeze
 # How far apart two machines' clocks may be (the issue's bound). A lease is judged expired by
 # another process's clock only this long after its holder's ``expires_at``.
 CLOCK_SKEW = timedelta(minutes=5)
+
+
+# DeploymentRecord.abort_via: the two ways an abort asks ECS to put the previous revision back.
+ABORT_BY_STOP = "StopServiceDeployment"
+ABORT_BY_UPDATE = "UpdateService"
 
 
 def stamp(value: datetime) -> str:
@@ -150,6 +156,14 @@ class DeploymentRecord:
     finished_at: datetime | None = None
     outcome: Outcome | None = None
     outcome_reason: str = ""
+    # ECS's own record of the deployment (#26): its service deployment's ARN, found right
+    # after UpdateService (bot/deploy/service_deployments.py); "" for a record from before
+    # service deployments, or while none is found (the judgement is DescribeServices' then).
+    service_deployment_arn: str = ""
+    # ECS's status of that service deployment when the record closed (SUCCESSFUL,
+    # ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED, STOPPED…), shown beside ``outcome`` in history;
+    # "" when ECS was not asked (the fallback) or the record is open.
+    ecs_status: str = ""
     rollback_tag: str = ""
     message_ref: str = ""  # where a transport shows it (e.g. a Slack channel and ts)
     final: Snapshot | None = None  # the last snapshot, kept when the record is closed
@@ -188,6 +202,10 @@ class DeploymentRecord:
     aborted_by: str = ""
     aborted_at: datetime | None = None
     abort_ecs_deployment_id: str = ""
+    # How ECS was asked to put the previous revision back (#26): "StopServiceDeployment" (ECS's
+    # own rollback of the service deployment) or "UpdateService" (the previous task definition,
+    # where ECS refused the first); "" before the ask, or for a record from before #26.
+    abort_via: str = ""
     # The AWS identity (an ARN) that made the change from a terminal, beside the declared ``who``.
     who_arn: str = ""
     # Not stored: what went wrong once UpdateService was sent, as a sentence for the person who
@@ -201,6 +219,14 @@ class DeploymentRecord:
     # The decisions taken on it while ECS paused it at a hook (bot/deploy/pausing.py), oldest
     # first: "Continue by alice (slack) at 14:03:07 UTC", one line each.
     decisions: tuple[str, ...] = ()
+
+    @property
+    def abort_how(self) -> str:
+        """How the abort asked ECS, as a person reads it ("" when not known)."""
+        return {
+            ABORT_BY_STOP: "ECS rolls the service deployment back (StopServiceDeployment)",
+            ABORT_BY_UPDATE: "the previous task definition with UpdateService",
+        }.get(self.abort_via, "")
 
     @property
     def open(self) -> bool:
@@ -280,6 +306,13 @@ class ApprovalRequest:
     message_ref: str = ""
     source: str = ""  # promote: the target the image comes from
     deployment_id: str = ""  # the deployment it started, once approved
+    # The plan it showed (bot/deploy/plan_diff.py): its fingerprint, which an approval is
+    # bound to (a plan that differs at the start voids it), the task definition's lines as
+    # shown, and the family's newer revision it named ("" none).
+    fingerprint: str = ""
+    plan: tuple[str, ...] = ()
+    plan_summary: str = ""  # one line, for the Approve button's dialog
+    newer: str = ""
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at
@@ -418,6 +451,10 @@ class Plan:
     # "moved" (a move the person allowed: ``tag_was`` is replaced), "" (nothing to write).
     tag_state: str = ""
     tag_was: TagRecord | None = field(default=None, compare=False)
+    # The task definition side (bot/deploy/plan_diff.py): what the new revision changes from
+    # what runs, what it needs checked, the fingerprint an approval is bound to. None: a plan
+    # that could not read it (never for a plan a door starts: the planner makes one).
+    task: TaskPlan | None = field(default=None, compare=False)
     # The alarms it was forced past (bot/deploy/alarms.py): said before it starts, recorded in
     # its history record's ``bypassed`` beside the rules it went past.
     alarm_notes: tuple[str, ...] = ()

@@ -188,6 +188,9 @@ class Verdict:
     # creation of what replaced it); None when ECS does not say: then "now". A deployment
     # judged long after it ended (nobody watched) must not take until someone looked.
     ended_at: datetime | None = None
+    # ECS's service deployment it was judged with (bot/deploy/service_deployments.py), None
+    # under the fallback: the final snapshot keeps it (Snapshot.service_deployment).
+    service_deployment: dict[str, Any] | None = field(default=None, compare=False)
 
 
 _FAILED_EVENT = re.compile(r"\(deployment (?P<id>ecs-svc/\d+)\) deployment failed: (?P<why>.*)")
@@ -298,7 +301,20 @@ class Snapshot:
     # The final snapshot's: when the deployment ended (Verdict.ended_at, else ``at``); the
     # record's finished_at, so a duration ends when the deployment did.
     ended_at: datetime | None = None
+    # ECS's ServiceDeployment for the record's deployment, as DescribeServiceDeployments
+    # returns it (botocore's shape, datetimes parsed: https://docs.aws.amazon.com/AmazonECS/
+    # latest/APIReference/API_ServiceDeployment.html), read at this poll; None when the
+    # fallback is in use (the operations refused, no service deployment found): then the
+    # fields above, from DescribeServices, are all there is. Renderers read it; they never
+    # call AWS themselves.
+    service_deployment: dict[str, Any] | None = field(default=None, compare=False)
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def ecs_status(self) -> str:
+        """The service deployment's status (IN_PROGRESS, SUCCESSFUL, ROLLBACK_SUCCESSFUL…),
+        "" under the fallback."""
+        return str((self.service_deployment or {}).get("status", ""))
 
     @property
     def final(self) -> bool:
@@ -317,4 +333,29 @@ class Snapshot:
             tuple(t.arn for t in self.stopped_tasks),
             self.outcome,
             self.note,
+            _service_deployment_view(self.service_deployment),
         )
+
+
+def _service_deployment_view(sd: dict[str, Any] | None) -> tuple[object, ...]:
+    """What a reader may see change in a service deployment between two polls: its status and
+    reason, lifecycle stage, the circuit breaker's count, the alarms' state, the hooks."""
+    if not sd:
+        return ()
+    breaker = sd.get("deploymentCircuitBreaker") or {}
+    alarms = sd.get("alarms") or {}
+    revisions = [sd.get("targetServiceRevision") or {}, *(sd.get("sourceServiceRevisions") or [])]
+    return (
+        sd.get("status"),
+        sd.get("statusReason"),
+        sd.get("lifecycleStage"),
+        breaker.get("status"),
+        breaker.get("failureCount"),
+        alarms.get("status"),
+        tuple(alarms.get("triggeredAlarmNames") or ()),
+        tuple((h.get("hookId"), h.get("status")) for h in sd.get("lifecycleHookDetails") or ()),
+        tuple(
+            (r.get("arn"), r.get("runningTaskCount"), r.get("requestedProductionTrafficWeight"))
+            for r in revisions
+        ),
+    )

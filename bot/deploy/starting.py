@@ -9,7 +9,6 @@ import logging
 import re
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ParamValidationError
 
@@ -17,6 +16,7 @@ from bot.deploy.aws import aws_errors, error_code
 from bot.deploy.guardrails import Guardrails
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
+from bot.deploy.plan_diff import registration
 from bot.deploy.reads import TAG_KEY, Reads
 from bot.deploy.records import DeploymentRecord, Plan, Requester, new_deployment_id
 from bot.deploy.rollout import Outcome, ServiceState, Verdict, revision_of
@@ -35,26 +35,6 @@ from bot.rules import (
 
 log = logging.getLogger("deploybot.engine")
 
-# The fields RegisterTaskDefinition takes that DescribeTaskDefinition returns: a new
-# revision keeps every one of them and changes only the one container's image.
-_REGISTER_FIELDS = (
-    "family",
-    "taskRoleArn",
-    "executionRoleArn",
-    "networkMode",
-    "containerDefinitions",
-    "volumes",
-    "placementConstraints",
-    "requiresCompatibilities",
-    "cpu",
-    "memory",
-    "pidMode",
-    "ipcMode",
-    "proxyConfiguration",
-    "inferenceAccelerators",
-    "ephemeralStorage",
-    "runtimePlatform",
-)
 _TAG_VALUE = re.compile(r"[^\w .:/=+\-@]")
 _THROTTLED = ("ThrottlingException", "Throttling", "TooManyRequestsException")
 
@@ -122,11 +102,15 @@ class Starter(Stage):
                 if not td:
                     with aws_errors("reading the task definition"):
                         td, _ = aws.describe_task_definition(current.task_definition)
-                container = self.reads.container(td)
+                # What the plan showed, when it has it (bot/deploy/plan_diff.py): the same
+                # function made it from the same revision.
+                if plan.task is not None and plan.task.diff.registers:
+                    kwargs = plan.task.registration
+                else:
+                    kwargs = registration(td, self.reads.container(td)["name"], plan.image)
                 with aws_errors("registering the new task definition"):
                     registered = aws.register_task_definition(
-                        **_register_kwargs(td, container["name"], plan.image),
-                        tags=_revision_tags(plan, record.id),
+                        **kwargs, tags=_revision_tags(plan, record.id)
                     )
                 record = replace(record, task_definition=str(registered["taskDefinitionArn"]))
             # Recorded before ECS is asked: a process that dies in between leaves a record
@@ -319,7 +303,7 @@ class Starter(Stage):
         if not plan.request_id:
             return
         try:
-            why = self.guardrails.approval_lapsed(plan.request_id, plan.digest)
+            why = self.guardrails.approval_lapsed(plan.request_id, plan.digest, plan)
         except BaseException:
             self.ledger.release(record.id)
             raise
@@ -357,15 +341,6 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, DeployError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
-
-
-def _register_kwargs(current: dict[str, Any], container: str, image: str) -> dict[str, Any]:
-    kwargs = {k: current[k] for k in _REGISTER_FIELDS if current.get(k) not in (None, [], {})}
-    kwargs["containerDefinitions"] = [
-        {**c, "image": image} if c.get("name") == container else c
-        for c in current["containerDefinitions"]
-    ]
-    return kwargs
 
 
 def _revision_tags(plan: Plan, deployment_id: str) -> list[dict[str, str]]:

@@ -478,6 +478,7 @@ def record_item(key: Item, rec: DeploymentRecord) -> Item:
         "previous_task_definition": {"S": rec.previous_task_definition},
         "previous_tag": {"S": rec.previous_tag},
         "ecs_deployment_id": {"S": rec.ecs_deployment_id},
+        "service_deployment_arn": {"S": rec.service_deployment_arn},
         "who": {"S": rec.who},
         "who_display": {"S": rec.who_display},
         "who_arn": {"S": rec.who_arn},
@@ -519,6 +520,9 @@ def record_from_item(item: Item) -> DeploymentRecord:
         previous_task_definition=text(item, "previous_task_definition"),
         previous_tag=text(item, "previous_tag"),
         ecs_deployment_id=text(item, "ecs_deployment_id"),
+        # Absent from a record written before #26: "" (the fallback judges it).
+        service_deployment_arn=text(item, "service_deployment_arn"),
+        ecs_status=text(item, "ecs_status"),
         who=text(item, "who"),
         who_display=text(item, "who_display"),
         who_arn=text(item, "who_arn"),
@@ -551,6 +555,7 @@ def record_from_item(item: Item) -> DeploymentRecord:
         aborted_by=text(item, "aborted_by"),
         aborted_at=time_or_none(item, "aborted_at"),
         abort_ecs_deployment_id=text(item, "abort_ecs_deployment_id"),
+        abort_via=text(item, "abort_via"),
         shipped=_shipped(item),
         image_pushed_at=time_or_none(item, "image_pushed_at"),
         decisions=texts(item, "decisions"),
@@ -594,8 +599,42 @@ def snapshot_json(snap: Snapshot) -> str:
             "rollback_tag": snap.rollback_tag,
             "note": snap.note,
             "log_url": snap.log_url,
-        }
+            "service_deployment": snap.service_deployment,
+        },
+        default=_json_time,
     )
+
+
+def _json_time(value: object) -> str:
+    """A datetime of a service deployment (botocore parses them), as the table writes times."""
+    if isinstance(value, datetime):
+        return stamp(value if value.tzinfo else value.replace(tzinfo=UTC))
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# The timestamps of ECS's ServiceDeployment (botocore's shape): read back as datetimes.
+_SD_TIMES = ("createdAt", "startedAt", "finishedAt", "stoppedAt", "updatedAt")
+
+
+def _sd_from_json(sd: Any) -> dict[str, Any] | None:
+    if not isinstance(sd, dict):
+        return None
+    out = dict(sd)
+    for key in _SD_TIMES:
+        if isinstance(out.get(key), str):
+            out[key] = unstamp(out[key])
+    rollback = out.get("rollback")
+    if isinstance(rollback, dict) and isinstance(rollback.get("startedAt"), str):
+        out["rollback"] = {**rollback, "startedAt": unstamp(rollback["startedAt"])}
+    hooks = out.get("lifecycleHookDetails")
+    if isinstance(hooks, list):
+        out["lifecycleHookDetails"] = [
+            {**h, "expiresAt": unstamp(h["expiresAt"])}
+            if isinstance(h, dict) and isinstance(h.get("expiresAt"), str)
+            else h
+            for h in hooks
+        ]
+    return out
 
 
 def snapshot_from_json(value: str) -> Snapshot | None:
@@ -604,6 +643,7 @@ def snapshot_from_json(value: str) -> Snapshot | None:
     data = json.loads(value)
     data["at"] = unstamp(data["at"])
     data["outcome"] = Outcome(data["outcome"]) if data["outcome"] else None
+    data["service_deployment"] = _sd_from_json(data.get("service_deployment"))
     known = Snapshot.__dataclass_fields__
     return Snapshot(**{k: v for k, v in data.items() if k in known})
 
@@ -741,6 +781,10 @@ def request_item(key: Item, request: ApprovalRequest, keep: datetime) -> Item:
         "channel": {"S": request.channel},
         "message_ref": {"S": request.message_ref},
         "source": {"S": request.source},
+        "fingerprint": {"S": request.fingerprint},
+        "plan": {"L": [{"S": line} for line in request.plan]},
+        "plan_summary": {"S": request.plan_summary},
+        "newer": {"S": request.newer},
         TTL_ATTRIBUTE: expiry(keep),
     }
 
@@ -765,6 +809,10 @@ def request_from_item(item: Item) -> ApprovalRequest:
         message_ref=text(item, "message_ref"),
         source=text(item, "source"),
         deployment_id=text(item, "deployment_id"),
+        fingerprint=text(item, "fingerprint"),
+        plan=texts(item, "plan"),
+        plan_summary=text(item, "plan_summary"),
+        newer=text(item, "newer"),
     )
 
 

@@ -284,7 +284,8 @@ class ServiceDeployment:
     program: list[tuple[Any, ...]] = field(default_factory=list)
     pc: int = 0
     wait_left: int | None = None
-    hook_pc: int | None = None  # the program step whose hooks have run
+    hook_pc: object = None  # the point (program step, or stage) whose hooks have run
+    passed: set[str] = field(default_factory=set)  # ROLLING: hook points passed
     hooks: list[HookRun] = field(default_factory=list)
     rollback_request_reason: str | None = None
     draining: bool = False  # a traffic-shifting rollback's green tasks are stopping

@@ -983,8 +983,10 @@ class RolloutSimulator:
             if stopped:
                 deployment.updated_at = now
 
-        # The scheduler launches what the primary still lacks, a few at a time.
-        if primary.rollout_state != "FAILED":
+        # The scheduler launches what the primary still lacks, a few at a time (once a PAUSE
+        # hook at PRE_SCALE_UP, if any, has been continued).
+        held = self._rolling_hold(service, sim, primary, "PRE_SCALE_UP", now)
+        if primary.rollout_state != "FAILED" and not held:
             missing = primary.desired - len(primary.live())
             if missing > 0:
                 fate = self.fate(self._image(backend, primary.task_definition))
@@ -1007,6 +1009,7 @@ class RolloutSimulator:
             and sum(1 for r in primary.runs if r.healthy) == primary.desired
             and len(primary.live()) == primary.desired
             and not any(d.live() for d in sim.deployments[1:])
+            and not self._rolling_hold(service, sim, primary, "POST_SCALE_UP", now)
             and not self._baking(primary)
         ):
             if record is not None and not record.final:
@@ -1148,6 +1151,35 @@ class RolloutSimulator:
             _sync_counts(sim, record)
         return rollback
 
+    def _rolling_hold(
+        self, service: Service, sim: _ServiceSim, primary: _Deployment, stage: str, now: datetime
+    ) -> bool:
+        """A rolling deployment's PAUSE hooks at PRE_SCALE_UP (before any new task) or
+        POST_SCALE_UP (the new revision whole): True while one holds it."""
+        record = primary.service_deployment
+        if (
+            record is None
+            or record.progressive
+            or primary.is_rollback
+            or record.status != sd.IN_PROGRESS
+            or stage in record.passed
+        ):
+            return False
+        hooks = record.deployment_configuration.get("lifecycleHooks") or []
+        if not any(
+            h.get("targetType") == "PAUSE" and stage in (h.get("lifecycleStages") or [])
+            for h in hooks
+        ):
+            record.passed.add(stage)
+            return False
+        record.lifecycle_stage = stage
+        if self._hook_point(service, sim, primary, record, stage, stage, now):
+            return True
+        record.passed.add(stage)
+        if stage == "PRE_SCALE_UP":
+            record.lifecycle_stage = "SCALE_UP"
+        return False
+
     def _baking(self, primary: _Deployment) -> bool:
         """True while a whole, healthy deployment with deployment alarms is in its bake time,
         which it spends IN_PROGRESS in lifecycle stage BAKE_TIME."""
@@ -1283,45 +1315,7 @@ class RolloutSimulator:
         if kind == "hook":
             _, configured, shown = step
             record.lifecycle_stage = shown
-            if record.hook_pc != record.pc:
-                record.hook_pc = record.pc
-                for hook in record.deployment_configuration.get("lifecycleHooks") or []:
-                    if hook.get("targetType") != "PAUSE":
-                        continue
-                    if configured not in (hook.get("lifecycleStages") or []):
-                        continue
-                    timeout = hook.get("timeoutConfiguration") or {}
-                    minutes = int(timeout.get("timeoutInMinutes", sd.DEFAULT_HOOK_TIMEOUT_MINUTES))
-                    ticks = max(1, minutes * self.minute_ticks)
-                    run = sd.HookRun(
-                        hook_id=sd.new_hook_id(),
-                        stage=configured,
-                        expires_at=now + timedelta(seconds=ticks * self.step_seconds),
-                        timeout_action=str(timeout.get("action", sd.DEFAULT_HOOK_TIMEOUT_ACTION)),
-                        ticks_left=ticks,
-                    )
-                    record.hooks.append(run)
-                    _event(
-                        sim,
-                        f"(service {name}) (deployment {green.id}) lifecycle hook "
-                        f"{run.hook_id} at {configured} is awaiting action.",
-                        now,
-                    )
-                if record.awaiting():
-                    record.updated_at = now
-                    _sync_counts(sim, record)
-                    return True
-            for run in record.awaiting():
-                run.ticks_left -= 1
-                if run.ticks_left > 0:
-                    continue
-                run.status = sd.HOOK_TIMED_OUT
-                if run.timeout_action == "ROLLBACK":
-                    reason = sd.hook_timeout_reason(run.hook_id)
-                    self._shift_back(service, sim, record, reason, now)
-                    return True
-            if record.awaiting():
-                _sync_counts(sim, record)
+            if self._hook_point(service, sim, green, record, configured, record.pc, now):
                 return True
             record.pc += 1
         elif kind == "scale_up":
@@ -1374,6 +1368,69 @@ class RolloutSimulator:
         _sync_counts(sim, record)
         record.updated_at = now
         return True
+
+    def _hook_point(
+        self,
+        service: Service,
+        sim: _ServiceSim,
+        green: _Deployment,
+        record: ServiceDeployment,
+        configured: str,
+        key: object,
+        now: datetime,
+    ) -> bool:
+        """Run the PAUSE hooks configured at ``configured`` once (``key`` names this point of
+        the deployment) and hold while one awaits action: True while held (or rolled back by a
+        timeout), False once every hook has passed. A timeout takes the hook's
+        timeoutAction (API_DeploymentLifecycleHookTimeoutConfiguration)."""
+        if record.hook_pc != key:
+            record.hook_pc = key
+            for hook in record.deployment_configuration.get("lifecycleHooks") or []:
+                if hook.get("targetType") != "PAUSE":
+                    continue
+                if configured not in (hook.get("lifecycleStages") or []):
+                    continue
+                timeout = hook.get("timeoutConfiguration") or {}
+                minutes = int(timeout.get("timeoutInMinutes", sd.DEFAULT_HOOK_TIMEOUT_MINUTES))
+                ticks = max(1, minutes * self.minute_ticks)
+                run = sd.HookRun(
+                    hook_id=sd.new_hook_id(),
+                    stage=configured,
+                    expires_at=now + timedelta(seconds=ticks * self.step_seconds),
+                    timeout_action=str(timeout.get("action", sd.DEFAULT_HOOK_TIMEOUT_ACTION)),
+                    ticks_left=ticks,
+                )
+                record.hooks.append(run)
+                _event(
+                    sim,
+                    f"(service {service.name}) (deployment {green.id}) lifecycle hook "
+                    f"{run.hook_id} at {configured} is awaiting action.",
+                    now,
+                )
+            if record.awaiting():
+                record.updated_at = now
+                _sync_counts(sim, record)
+                return True
+        for run in record.awaiting():
+            run.ticks_left -= 1
+            if run.ticks_left > 0:
+                continue
+            run.status = sd.HOOK_TIMED_OUT
+            if run.timeout_action == "ROLLBACK":
+                reason = sd.hook_timeout_reason(run.hook_id)
+                target = sim.last_completed
+                if record.progressive or (target is not None and target is not green):
+                    green.rollout_state = "FAILED"
+                    green.reason = f"ECS deployment {green.id} rolled back."
+                    green.updated_at = now
+                    self._roll_back(service, sim, target or green, record, reason, now)
+                else:
+                    record.set_status(sd.ROLLBACK_FAILED, now, sd.NO_ROLLBACK_TARGET_REASON)
+                return True
+        if record.awaiting():
+            _sync_counts(sim, record)
+            return True
+        return False
 
     def _green(self, sim: _ServiceSim, record: ServiceDeployment) -> _Deployment | None:
         return next(

@@ -38,6 +38,7 @@ from bot.rules import Action, Door
 from bot.slack import guards, messages
 from bot.slack import stats as slack_stats
 from bot.slack.context import BotContext
+from bot.slack.reload import reload_command
 from bot.tags import TagError, parse_tag
 from bot.target import Target
 
@@ -178,6 +179,8 @@ async def deploy(ctx: BotContext, command: dict[str, Any], respond: AsyncRespond
     first, _, rest = text.partition(" ")
     if first.lower() in GUARD_WORDS:
         return await _guard_command(ctx, first.lower(), rest.strip(), command, respond)
+    if first.lower() == "reload" and not rest.strip():
+        return await reload_command(ctx, ctx.watch, _where(command)[0], respond)
     words = parse(text)
     if words.verb == "status":
         return await status(ctx, command, respond, words.target)

@@ -36,6 +36,7 @@ from bot.target import Target
 
 if TYPE_CHECKING:
     from bot.slack.groups import Groups
+    from bot.slack.reload import ConfigWatch
 
 log = logging.getLogger("deploybot.slack")
 
@@ -59,6 +60,9 @@ class BotContext:
     # The user groups deployers/approvers name, and their members (bot/slack/groups.py);
     # None until the server made it.
     groups: Groups | None = None
+    # The configuration's source, read again every minute and on /deploy reload
+    # (bot/slack/reload.py); None until the server made it.
+    watch: ConfigWatch | None = None
     _boards: dict[str, ProgressBoard] = field(default_factory=dict)
     # Shared reads (``read``): per key, the read callers may still join (not started yet),
     # and a lock that lets one read of the key run at a time.

@@ -64,7 +64,14 @@ from bot.mrkdwn import escape as esc
 from bot.mrkdwn import link, mention
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.context import BotContext
-from bot.slack.messages import Message, deploy_button, offers_stop, stop_button
+from bot.slack.messages import (
+    CONFIRM_TEXT_LIMIT,
+    Message,
+    deploy_button,
+    offers_stop,
+    plan_section,
+    stop_button,
+)
 from bot.target import Target
 
 log = logging.getLogger("deploybot.slack.guards")
@@ -151,6 +158,8 @@ def approval_message(request: ApprovalRequest, target: Target, note: str = "") -
     ]
     if request.reason:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"_{esc(request.reason)}_")]))
+    if shown := plan_section(request.plan):  # the plan approvers approve: one section
+        blocks.append(shown)
     state = {
         RequestState.PENDING: f"Expires {_when(request.expires_at)} · request `{request.id}`",
         RequestState.APPROVED: f"✅ Approved · request `{request.id}`",
@@ -173,9 +182,17 @@ def approval_message(request: ApprovalRequest, target: Target, note: str = "") -
                         confirm=ConfirmObject(
                             title="Approve?",
                             text=MarkdownTextObject(
-                                text=f"{what} {_image(request.tag, request.digest)} to "
-                                f"*{esc(target.name)}*, asked by "
-                                f"{mention(request.requester.who)}?"
+                                text=_clip_to(
+                                    f"{what} {_image(request.tag, request.digest)} to "
+                                    f"*{esc(target.name)}*, asked by "
+                                    f"{mention(request.requester.who)}?"
+                                    + (
+                                        f"\n{esc(request.plan_summary)}"
+                                        if request.plan_summary
+                                        else ""
+                                    ),
+                                    CONFIRM_TEXT_LIMIT,
+                                )
                             ),
                             confirm="Approve",
                             deny="Cancel",
@@ -193,6 +210,10 @@ def approval_message(request: ApprovalRequest, target: Target, note: str = "") -
     return Message(
         text=f"{esc(title)} (asked by {mention(request.requester.who)})", blocks=tuple(blocks)
     )
+
+
+def _clip_to(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def queue_offer(
@@ -547,7 +568,8 @@ async def abort(
     door: Door = Door.SLASH,
     of: str = "",
 ) -> DeploymentRecord | None:
-    """Stop: the previous task definition goes back. Announced in the channel, then the
+    """Stop: the previous revision goes back (ECS's rollback, else the previous task
+    definition). Announced in the channel, then the
     abort's own short watch (Engine.follow_abort, the terminal's too) follows the restore to
     its end and the announcement says how it ended; the lock is held until then."""
     via = Via(door=door, channel=channel)
@@ -561,7 +583,9 @@ async def abort(
         f"🛑 {mention(requester.who)} stopped {esc(record.kind)} `{esc(record.id)}` of "
         f"`{esc(record.tag)}` on {esc(place.target.name)}: "
     )
-    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now.")
+    # How ECS was asked (#26): its own rollback, or the previous task definition.
+    how = f" ({esc(record.abort_how)})" if record.abort_how else ""
+    ts = await _announce(ctx, reply, channel, said + f"`{esc(back)}` goes back now{how}.")
     ended = said + await _follow_abort(place, record, back)
     if ts:
         try:
@@ -786,6 +810,10 @@ async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncR
             request = await asyncio.to_thread(engine.find_request, request_id)
             if request is not None:
                 await _update_request(ctx, request, place, "⌛ Expired")
+        if refused.rule is Rule.PREMISE:
+            request = await asyncio.to_thread(engine.find_request, request_id)
+            if request is not None:
+                await _void(ctx, request, place, refused)
         return
     request = approval.request
     if approval.wait is not None:
@@ -803,6 +831,9 @@ async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncR
     except RuleRefused as refused:
         if refused.rule is Rule.QUEUE:
             return await _queue_approved(ctx, place, respond, request, approver, channel)
+        if refused.rule is Rule.PREMISE:
+            await _void(ctx, request, place, refused)
+            return await _say(respond, _refusal_text(refused))
         await _update_request(ctx, request, place, f"⚠️ Approved, not deployed: {refused.message}")
         return await _say(respond, _refusal_text(refused))
     except DeployRefused as exc:
@@ -812,6 +843,27 @@ async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncR
         await _update_request(
             ctx, request, place, f"Approved by {mention(approver.who)}: deploying ({record.id})"
         )
+
+
+async def _void(
+    ctx: BotContext, request: ApprovalRequest, place: Place, refused: RuleRefused
+) -> None:
+    """An approval bound to a plan that no longer holds (what runs, the image, or the plan's
+    fingerprint changed before the start): the request says so, and its requester is told
+    why in the request's thread (a DM when it has no message), as its other outcomes are."""
+    await _update_request(ctx, request, place, f"🚫 No longer holds: {refused.message}"[:2000])
+    text = (
+        f"{mention(request.requester.who)} your {esc(request.kind)} of `{esc(request.tag)}` to "
+        f"{esc(place.target.name)} was not started: {_refusal_text(refused)}"
+    )
+    channel, _, ts = request.message_ref.partition(":")
+    try:
+        if ts:
+            await ctx.client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+        else:
+            await ctx.client.chat_postMessage(channel=request.requester.who, text=text)
+    except Exception as exc:
+        log.warning("could not tell %s the approval is void: %s", request.requester.who, exc)
 
 
 async def _queue_approved(

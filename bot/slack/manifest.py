@@ -43,7 +43,7 @@ features:
     - command: {deploy}
       description: Deploy an image tag to ECS Fargate (alone, it lists recent tags)
       usage_hint: "TAG [to TARGET] | promote FROM to TO | rollback, abort, unfreeze, unlock, \\
-        history, status [TARGET] | stats [TARGET] [30d] | freeze [TARGET] REASON"
+        history, status [TARGET] | stats [TARGET] [30d] | freeze [TARGET] REASON | reload"
       should_escape: false
     - command: {redeploy}
       description: Force a new deployment of the image that runs now

@@ -23,6 +23,8 @@ from slack_sdk.models.blocks import (
 
 from bot.command_names import DEFAULT_COMMANDS, CommandNames
 from bot.deploy.changes import ChangeSummary, commit_text, render_confirm, render_mrkdwn, reverse
+from bot.deploy.plan_diff import clip_lines
+from bot.deploy.plan_diff import text_lines as plan_lines
 from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
 from bot.deploy.verifying import fired_alarms, progress_lines
@@ -96,7 +98,12 @@ def _change_of(kind: str, tag: str, target: str) -> str:
 # composition-objects/confirmation-dialog-object; the same limit in slack-messaging's and
 # slack-blocks' validators). Its title: 100; its buttons: 30.
 CONFIRM_TEXT_LIMIT = 300
-SECTION_TEXT_LIMIT = 3000  # a section block's text
+# A section block's text: "Maximum length for the text in this field is 3000 characters"
+# (Block Kit, "Section block", https://api.slack.com/reference/block-kit/blocks#section). A
+# message holds "up to 50 blocks ... and 100 blocks in modals or Home tabs" (Block Kit,
+# "Blocks", https://docs.slack.dev/reference/block-kit/blocks): the plan is one section, so
+# a plan of any length adds one block, never more.
+SECTION_TEXT_LIMIT = 3000
 
 
 @dataclass(frozen=True)
@@ -279,6 +286,18 @@ def change_section(change: ChangeSummary | None) -> SectionBlock | None:
     return SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_TEXT_LIMIT)))
 
 
+def plan_section(lines: Sequence[str]) -> SectionBlock | None:
+    """The plan's task definition lines (bot/deploy/plan_diff.py's ``text_lines``: the diff
+    from what runs, the checks) as one section, in a code block, as many lines as fit in a
+    section's text (SECTION_TEXT_LIMIT), then how many more. None without lines."""
+    if not lines:
+        return None
+    room = SECTION_TEXT_LIMIT - 8  # the code block's fences
+    return SectionBlock(
+        text=MarkdownTextObject(text=f"```{clip_lines([esc(line) for line in lines], room)}```")
+    )
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -303,6 +322,8 @@ def starting(plan: Plan, target: str = "") -> Message:
     ]
     if section := change_section(plan.change):
         blocks.append(section)
+    if plan.task is not None and (shown := plan_section(plan_lines(plan.task))):
+        blocks.append(shown)
     blocks += [
         SectionBlock(text=MarkdownTextObject(text="*Rollout:* STARTING — taking the lock")),
     ]
@@ -594,11 +615,13 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
     for r in records:
         took = f", {_duration(r.duration)}" if r.duration is not None else ""
         outcome = esc(r.outcome_text)
+        # ECS's own word beside deploybot's (#26): its service deployment's status.
+        ecs = f" (ECS: `{esc(r.ecs_status)}`)" if r.ecs_status else ""
         out.append(
             f"• <!date^{int(r.started_at.timestamp())}^{{date_short_pretty}} {{time}}|"
             f"{r.started_at:%Y-%m-%d %H:%M} UTC> {_tag_text(r.tag, r.digest, r.commit)} "
             f"{esc(r.kind)} "
-            f"by {who(r)}: *{outcome}*{took}"
+            f"by {who(r)}: *{outcome}*{ecs}{took}"
             + (
                 f", approved by {', '.join(mention(a) for a in r.approved_by)}"
                 if r.approved_by

@@ -29,6 +29,7 @@ from bot.deploy.records import DeploymentRecord, Requester
 from bot.deploy.rollout import Outcome
 from bot.fleet import Ask, Fleet
 from bot.local.aws import MotoServer
+from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from bot.local.stack import (
     Credentials,
@@ -43,6 +44,7 @@ from bot.settings import Settings
 from bot.targets import BadConfig, load_targets
 from tests.aws_calls import TARGET_ROLES, needed, recorded
 from tests.conftest import LocalStack
+from tests.helpers import deploybot
 from tests.infra.templates import bot_task_role_actions, bot_task_role_statements
 
 OTHER_ACCOUNT, OTHER_REGION = "222222222222", "us-east-1"
@@ -449,3 +451,31 @@ def test_target_accounts_add_exactly_what_they_need_to_the_bot_role(
     added = with_targets - one_account
     assert added == {"sts:AssumeRole", "ecr:GetRepositoryPolicy"}
     assert added <= needed(calls), "bot.yml grants these for target accounts, never called"
+
+
+def test_a_role_the_bot_cannot_assume_is_said_in_one_line(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """STS refuses the AssumeRole (the role does not trust the bot, or wants another external
+    id): `deploybot` says so naming the role, exit 2, no traceback; the bot's own account's
+    targets are read as ever."""
+    two = two_accounts(stack, tmp_path)
+    with FaultProxy(stack.info.endpoint_url) as proxy:
+        proxy.refuse(
+            "sts",
+            "AssumeRole",
+            code="AccessDenied",
+            status=403,
+            message=f"User is not authorized to perform: sts:AssumeRole on resource: {ROLE}",
+        )
+        env = {
+            "AWS_ENDPOINT_URL": proxy.endpoint_url,
+            "DEPLOYBOT_CONFIG": str(two.settings.deploybot_config),
+        }
+        one = deploybot("--target", "production", "status", **env)
+        every = deploybot("status", **env)
+    assert one.returncode == 2, one
+    said = one.stdout + one.stderr
+    assert "Traceback" not in said and "Traceback" not in every.stdout + every.stderr
+    assert ROLE in said and "cloudformation/target-role.yml" in said, said
+    assert "staging" in every.stdout and "v4.3.0" in every.stdout, every

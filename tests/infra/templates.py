@@ -178,6 +178,10 @@ def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str]) -
             return str(left) == str(right)
         if fn == "Fn::Not":
             return not _evaluate(arg[0], template, parameters)
+        if fn == "Fn::And":
+            return all(_evaluate(a, template, parameters) for a in arg)
+        if fn == "Fn::Or":
+            return any(_evaluate(a, template, parameters) for a in arg)
         if fn == "Fn::Join":  # over a CommaDelimitedList's Ref: its value, comma-separated
             separator, values = arg[0], _evaluate(arg[1], template, parameters)
             items = values.split(",") if isinstance(values, str) else values
@@ -189,16 +193,19 @@ def _evaluate(node: Any, template: dict[str, Any], parameters: dict[str, str]) -
 
 def resolve_conditions(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
     """The template as these parameters make it: resources and outputs whose Condition is
-    false dropped, every ``Fn::If`` replaced by its chosen branch."""
+    false dropped, every ``Fn::If`` replaced by its chosen branch, and what a branch made
+    ``AWS::NoValue`` removed (the property, or the list item), as CloudFormation does."""
+    no_value = {"Ref": "AWS::NoValue"}
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             if set(node) == {"Fn::If"}:
                 name, when_true, when_false = node["Fn::If"]
                 return walk(when_true if _condition(template, name, parameters) else when_false)
-            return {k: walk(v) for k, v in node.items()}
+            made = {k: walk(v) for k, v in node.items()}
+            return {k: v for k, v in made.items() if v != no_value}
         if isinstance(node, list):
-            return [walk(item) for item in node]
+            return [item for item in (walk(i) for i in node) if item != no_value]
         return node
 
     resolved = walk({k: v for k, v in template.items() if k != "Conditions"})

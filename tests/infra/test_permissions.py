@@ -27,8 +27,9 @@ import pytest
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
-from bot.deploy.aws import AwsClient
+from bot.deploy.aws import AwsClient, read_parameter
 from bot.deploy.engine import Engine
+from bot.deploy.plan_diff import REGISTER_FIELDS
 from bot.deploy.records import Requester
 from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
@@ -127,8 +128,41 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         until = datetime.now(UTC) + timedelta(minutes=1)
         for _ in range(2):  # the first writes each record's brief, the second reads them
             engine.stats(until - timedelta(days=30), until)
+        _secrets_in_what_runs(engine.settings)
+        engine.plan_deploy("v4.5.0", WHO)  # the plan's checks of the secrets: reads only
     finally:
         engine.close()
+
+
+def _secrets_in_what_runs(settings: Settings) -> None:
+    """The service moved (outside deploybot) to a revision whose container reads a Secrets
+    Manager secret and an SSM parameter, both existing: a plan checks them."""
+    region, url = settings.aws_region, settings.aws_endpoint_url
+    ecs = boto3.client("ecs", endpoint_url=url, region_name=region)
+    secret = boto3.client("secretsmanager", endpoint_url=url, region_name=region).create_secret(
+        Name=f"{settings.ecs_service}/db", SecretString="hunter2"
+    )["ARN"]
+    boto3.client("ssm", endpoint_url=url, region_name=region).put_parameter(
+        Name=f"/{settings.ecs_service}/token", Value="t0ken", Type="SecureString"
+    )
+    service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
+    live = ecs.describe_task_definition(taskDefinition=service["services"][0]["taskDefinition"])
+    td = live["taskDefinition"]
+    kwargs = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+    kwargs["containerDefinitions"] = [
+        {
+            **c,
+            "secrets": [
+                {"name": "DB_PASSWORD", "valueFrom": secret},
+                {"name": "API_TOKEN", "valueFrom": f"/{settings.ecs_service}/token"},
+            ],
+        }
+        for c in td["containerDefinitions"]
+    ]
+    arn = ecs.register_task_definition(**kwargs)["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(
+        cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=arn
+    )
 
 
 def test_the_bot_role_grants_exactly_what_the_engine_calls(
@@ -156,6 +190,9 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
     )
     with recorded() as calls:
         _every_engine_path(Engine(stack.settings, target=target), simulator)
+        # The bot reads its deploybot.toml again (DEPLOYBOT_CONFIG_PARAMETER,
+        # bot/slack/reload.py): none here is an answer too.
+        read_parameter(s, f"/{s.stack_name}-bot/deploybot.toml")
     # A bot whose targets are all in its own account (no TargetRoleArns): tests/deploy/
     # test_accounts.py walks what targets in other accounts add.
     need, grant = needed(calls), set(bot_task_role_actions())
@@ -288,6 +325,17 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
             yield Authorised(
                 "iam:PassRole", role, {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
             )
+    # The plan's checks (bot/deploy/plan_checks.py).
+    elif action == "iam:GetRole":
+        yield Authorised(action, f"arn:aws:iam::{account}:role/{p['RoleName']}", {})
+    elif action == "logs:DescribeLogGroups":
+        yield Authorised(action, arn.format("logs", "log-group:*"), {})
+    elif action == "secretsmanager:DescribeSecret":
+        secret = p["SecretId"]
+        resource = secret if secret.startswith("arn:") else arn.format("secretsmanager", secret)
+        yield Authorised(action, resource, {})
+    elif action == "ssm:DescribeParameters":
+        yield Authorised(action, "*", {})
     else:
         raise AssertionError(f"no IAM model for {action}: add it here and to bot.yml's role")
 
@@ -304,6 +352,8 @@ def _concrete_statements(
             return exports[render(node["Fn::ImportValue"])]
         if isinstance(node, dict) and set(node) & {"Fn::Sub", "Fn::GetAtt", "Ref"}:
             text = render(node).replace("${DeploymentsTable.Arn}", table)
+            # BotConfig's Ref is the parameter's name (AWS::SSM::Parameter's return values).
+            text = text.replace("${BotConfig}", f"/{PRODUCTION_STACK}-bot/deploybot.toml")
             for name, real in (("Partition", "aws"), ("Region", region), ("AccountId", account)):
                 text = text.replace(f"${{AWS::{name}}}", real)
             assert "${" not in text, text
@@ -434,6 +484,7 @@ def test_the_bot_role_covers_two_targets_and_only_them(
         "ecs:DescribeTasks",
         "ecs:TagResource",
         "iam:PassRole",
+        "iam:GetRole",  # the plan's check of the stack's roles
     } | (PER_STACK_NEW & called)
     assert denied([STAGING_STACK], "staging") == set()
 

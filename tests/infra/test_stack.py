@@ -10,6 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.infra.templates import load_template
 from tools.stack import (
     StackRefused,
     deploy_stack_names,
@@ -230,16 +231,19 @@ def test_make_infra_with_the_real_service_template(moto_url: str) -> None:
     assert "keeping the image that runs now: ImageTag=v1.1.0-ecr-ecs-fargate" in lines
     (described,) = cfn.describe_stacks(StackName=stack)["Stacks"]
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
-    assert parameters == {
+    # What was given, and every other parameter at its default: among them RepositoryName ""
+    # (no ENV: the stack owns its repository, as it always did) and Strategy ROLLING.
+    defaults = {
+        name: str(spec["Default"])
+        for name, spec in load_template("service")["Parameters"].items()
+        if "Default" in spec
+    }
+    assert parameters == defaults | {
         "ImageTag": "v1.1.0-ecr-ecs-fargate",
         "AllowedIP": "198.51.100.7/32",
         "DesiredCount": "3",
-        "RepositoryName": "",  # no ENV: the stack owns its repository, as it always did
-        # The deployment alarm's settings, at their defaults (tests/infra/test_alarms.py).
-        "AutoRollback": "true",
-        "BakeTimeInMinutes": "5",
-        "ServerErrorThreshold": "5",
     }
+    assert (parameters["RepositoryName"], parameters["Strategy"]) == ("", "ROLLING")
 
 
 def test_bot_stack_before_the_service_stack_is_refused_naming_it(moto_url: str) -> None:

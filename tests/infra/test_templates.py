@@ -56,9 +56,16 @@ ENGINE_ACTIONS = {
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
     "cloudwatch:DescribeAlarms",  # the alarms checked before a deploy (bot/deploy/alarms.py)
+    # The plan's checks of what a new revision needs (bot/deploy/plan_checks.py): metadata
+    "iam:GetRole",
+    "logs:DescribeLogGroups",
+    "secretsmanager:DescribeSecret",
+    "ssm:DescribeParameters",
+    "ssm:GetParameter",  # its deploybot.toml, read again while it runs (bot/slack/reload.py)
 }
-# AWS offers no narrower resource for these two.
-STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
+# AWS offers no narrower resource for these (DescribeParameters: Service Authorization
+# Reference, AWS Systems Manager, no resource type).
+STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition", "ssm:DescribeParameters"}
 ARN = "arn:${AWS::Partition}"
 REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
 
@@ -255,7 +262,8 @@ def test_bot_security_group_has_no_inbound_rule(bot: dict[str, Any]) -> None:
     assert "SecurityGroupIngress" not in resource(bot, "BotSecurityGroup")
     assert resources_of_type(bot, "AWS::EC2::SecurityGroupIngress") == {}
     egress = resource(bot, "BotSecurityGroup")["SecurityGroupEgress"]
-    assert [(r["FromPort"], r["ToPort"]) for r in egress] == [(443, 443)]
+    # HTTPS to Slack and AWS; HTTP to a blue/green service's test listener (verify_path).
+    assert [(r["FromPort"], r["ToPort"]) for r in egress] == [(443, 443), (8080, 8080)]
 
 
 def test_bot_service_runs_two_tasks_in_the_services_cluster(bot: dict[str, Any]) -> None:
@@ -315,7 +323,10 @@ def test_bot_container_settings_are_settings_the_bot_reads(bot: dict[str, Any]) 
         "SLACK_STATUS_COMMAND",
         "GITHUB_REPOSITORY",
         "DEPLOY_NOTIFY_REQUESTER",
+        "DEPLOYBOT_CONFIG_PARAMETER",  # the same deploybot.toml, read again while it runs
     }
+    config = next(e for e in container["Environment"] if e["Name"] == "DEPLOYBOT_CONFIG_PARAMETER")
+    assert config["Value"] == {"Ref": "BotConfig"}
     secrets = {s["Name"]: s["ValueFrom"] for s in container["Secrets"]}
     assert secrets == {
         **{

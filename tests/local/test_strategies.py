@@ -300,3 +300,51 @@ def test_a_pause_where_ecs_allows_none_is_refused(stack: LocalStack, wire: Wire)
         )
     assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
     wire.arns(stack)  # the fixture wants an answer to walk
+
+
+def test_a_rolling_deployment_pauses_before_its_scale_up(
+    stack: LocalStack, aws: MotoServer, wire: Wire
+) -> None:
+    """Pause hooks work with ROLLING too (pause-lifecycle-hooks.html): nothing new starts
+    before the Continue."""
+    set_deployment_strategy(stack.info, stack.settings, "ROLLING", pause_at=["PRE_SCALE_UP"])
+    sim = RolloutSimulator(aws)
+    task_definition, _ = _deploy(stack, NEW)
+    arn = latest(wire, stack)
+    paused = _until_paused(wire, sim, arn)
+    sim.tick(4)
+    paused = wire.get(arn)
+    assert paused["lifecycleStage"] == "PRE_SCALE_UP"
+    assert paused["targetServiceRevision"]["runningTaskCount"] == 0
+    assert "requestedProductionTrafficWeight" not in paused["targetServiceRevision"]
+    primary = _service(stack)["deployments"][0]
+    assert (primary["taskDefinition"], primary["runningCount"]) == (task_definition, 0)
+    wire.ecs.continue_service_deployment(
+        serviceDeploymentArn=arn, hookId=_awaiting(paused)["hookId"]
+    )
+    seen = follow(wire, sim, arn)
+    assert seen[-1]["status"] == "SUCCESSFUL"
+    assert "SCALE_UP" in _stages(seen)
+    assert _service(stack)["taskDefinition"] == task_definition
+
+
+def test_a_rolling_pause_that_times_out_rolls_back(
+    stack: LocalStack, aws: MotoServer, wire: Wire
+) -> None:
+    set_deployment_strategy(
+        stack.info,
+        stack.settings,
+        "ROLLING",
+        pause_at=["POST_SCALE_UP"],
+        pause_timeout_minutes=1,
+    )
+    sim = RolloutSimulator(aws, minute_ticks=3)
+    _deploy(stack, NEW)
+    arn = latest(wire, stack)
+    paused = _until_paused(wire, sim, arn)
+    assert paused["lifecycleStage"] == "POST_SCALE_UP"
+    assert paused["targetServiceRevision"]["runningTaskCount"] == 3
+    seen = follow(wire, sim, arn)
+    assert statuses(seen)[-2:] == ["ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL"]
+    assert seen[-1]["lifecycleHookDetails"][0]["status"] == "TIMED_OUT"
+    assert _service(stack)["taskDefinition"] == stack.info.task_definition_arn

@@ -100,6 +100,8 @@ def test_the_command_writes_json_for_checkov(tmp_path: Path) -> None:
     assert written["Resources"] == {
         "Qc": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": {"Fn::Sub": "c-q"}}}
     }
+    # checkov judges Conditions by the parameters' defaults: the given value becomes it.
+    assert written["Parameters"]["Stacks"] == {"Type": "CommaDelimitedList", "Default": "c"}
     broken = tmp_path / "bad.yml"
     broken.write_text("Resources:\n  Fn::ForEach::L: [S]\n")
     assert main([str(tmp_path / "out"), str(broken)]) == 2
