@@ -8,6 +8,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -269,8 +270,10 @@ class _EcsSaid:
         lines = progress_lines(
             sd, snap.at, region, seen_since=self.bake_seen, went_off=self.went_off
         )
-        fresh = [line for line in lines if line not in self.said]
-        self.said.update(fresh)
+        # Seconds of the bake are for a live message; a terminal's lines say each minute once.
+        keys = {line: re.sub(r"\b\d+ s\b", "s", line) for line in lines}
+        fresh = [line for line in lines if keys[line] not in self.said]
+        self.said.update(keys[line] for line in fresh)
         return fresh
 
 

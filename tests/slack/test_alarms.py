@@ -79,7 +79,7 @@ def test_an_alarm_in_the_bake_says_rolled_back_which_and_when_in_the_message(
         emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
         verifying = final_message(emulator, "verifying: alarms OK", timeout=120)
         assert "stage: BAKE_TIME" in verifying.all_text, verifying.all_text
-        done = final_message(emulator, "failed", timeout=120)
+        done = final_message(emulator, "v4.4.0-ecr-ecs-fargate failed", timeout=120)
     text = done.all_text
     assert re.search(rf"rolled back:\* alarm {alarm} went to ALARM at \d\d:\d\d", text), text
     assert f"#alarmsV2:alarm/{alarm}|the alarm in the console>" in text
