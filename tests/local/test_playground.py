@@ -575,8 +575,8 @@ def test_stats_draws_the_seeded_history_in_the_browser(browser_page: object) -> 
 def test_an_image_whose_alarm_fires_after_start_is_rolled_back_in_the_browser(
     browser_page: object,
 ) -> None:
-    """Push an image that is "healthy, but its 5xx alarm fires after start": deployed to
-    staging from its notice, the rollout completes its scale-up, ECS verifies it ("verifying:
+    """Push an image that is "healthy, but its 5xx alarm fires after start": staging deploys
+    it on push (auto_deploy), the rollout completes its scale-up, ECS verifies it ("verifying:
     alarms OK", its bake), the alarm fires, ECS rolls back, and the message says which alarm,
     when, with its console link (test-artifacts/playground-alarm.png)."""
     from playwright.sync_api import Page, expect
@@ -591,14 +591,13 @@ def test_an_image_whose_alarm_fires_after_start_is_rolled_back_in_the_browser(
     expect(page.locator("#versions")).to_contain_text(f"{version} (fires its alarm)")
     messages = page.locator("#messages > .msg[data-kind=message]")
     tag = f"{version}-ecr-ecs-fargate"
+    # Staging deploys each pushed image itself (auto_deploy), as CI's notice says.
     notice = messages.filter(has_text=f"A new image is in ECR: {tag}")
-    notice.locator('button[data-action-id="deploy_tag:staging"]').click()
-    _confirm(page, "Deploy?")
+    expect(notice).to_contain_text("staging deploys this image on push")
     live = messages.filter(has=page.locator(".b-header", has_text=f"{tag} to staging"))
-    # The scale-up completes (3/3), then ECS bakes it, watching the alarm.
+    # The scale-up completes, then ECS bakes it, watching the alarm.
     expect(live).to_contain_text("verifying: alarms OK", timeout=60_000)
     expect(live).to_contain_text("stage: BAKE_TIME")
-    expect(live.locator("b", has_text="3/3")).to_be_visible()
     expect(live.locator(".b-header")).to_have_text(
         f"❌ Deployment of {tag} to staging failed", timeout=60_000
     )
