@@ -230,9 +230,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         )
         return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
-    code = _print_outcome(
-        record, final, _status_hint(engine), engine.aws.region, ecs.went_off
-    )
+    code = _print_outcome(record, final, _status_hint(engine), engine.aws.region, ecs.went_off)
     if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
         out.print(f"  reached {_t(reached)} before it ended.")
     if final.outcome != Outcome.COMPLETED:
