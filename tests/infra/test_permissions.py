@@ -169,6 +169,15 @@ def _pause_and_continue(engine: Engine, simulator: RolloutSimulator, info: Stack
     """A blue/green deployment paused after its test traffic shift (service.yml's hook) and
     continued: ContinueServiceDeployment."""
     s = engine.settings
+    ecs = boto3.client("ecs", endpoint_url=info.endpoint_url, region_name=info.region)
+
+    def steady() -> bool:  # the revision the plan's step put in place has rolled out
+        (service,) = ecs.describe_services(cluster=s.ecs_cluster, services=[s.ecs_service])[
+            "services"
+        ]
+        return [d.get("rolloutState") for d in service["deployments"]] == ["COMPLETED"]
+
+    wait_until(steady, 60, "the service steady before the blue/green deploy")
     set_deployment_strategy(
         info,
         s,
