@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,17 +27,18 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from bot import logs
+from bot import logs, mrkdwn
 from bot.deploy.engine import Engine
 from bot.errors import DeployError
 from bot.exit_codes import ExitCode
 from bot.fleet import Fleet
 from bot.http_guard import BodyLimit, slack_refusal
+from bot.notify import Notifier
 from bot.settings import Settings, describe_errors, load_settings
 from bot.slack import digest, guards
 from bot.slack.announce import channel_of
 from bot.slack.app import build_app
-from bot.slack.groups import Groups
+from bot.slack.groups import Groups, config_problem
 from bot.slack.reload import ConfigWatch
 from bot.slack.requester import RequesterNotices
 
@@ -104,8 +106,23 @@ def create_app(
         every = min(6 * settings.rollout_poll_seconds, settings.lock_lease_seconds / 3)
         following = []
         notices = []
+
+        async def say(channel: str, text: str) -> None:
+            await ctx.client.chat_postMessage(channel=channel, text=mrkdwn.escape(text))
+
+        # Who hears what (a target's notify and webhooks), from each supervisor's events.
+        notifier = Notifier(lambda: ctx.fleet.targets, ctx.fleet.engine, say)
+        for target in ctx.fleet.targets:
+            for hook in target.webhooks:
+                if not os.environ.get(hook.secret_env):
+                    await config_problem(
+                        ctx,
+                        f"targets.{target.name}.webhooks: {hook.secret_env} is not set in the "
+                        f"bot's environment, so nothing is sent to {hook.url}",
+                    )
         for target, board in ctx.boards():
             supervisor = ctx.fleet.supervisor(target)
+            notifier.watch(target.name, supervisor.engine)
             board.fallback_channel = channel_of(settings, target)
             board.subscribe(supervisor)
             # The requester's DM, at the outcome (once, whatever the replicas).
@@ -139,6 +156,7 @@ def create_app(
                 await socket.close_async()
             for notice in notices:
                 await notice.close()
+            await notifier.close()
             await ctx.close()
             await asyncio.to_thread(fleet.close)
 

@@ -15,6 +15,28 @@ from bot.settings import Settings
 from bot.windows import Window
 
 EVERYONE = "*"
+
+
+@dataclass(frozen=True)
+class ChannelSink:
+    """``notify = [{channel = "#team-a", on = ["failed"]}]``: a Slack channel that hears these."""
+
+    channel: str
+    on: frozenset[str]
+
+
+@dataclass(frozen=True)
+class WebhookSink:
+    """``webhooks = [{url = …, on = […], secret_env = "…"}]``: an HTTP endpoint that gets these
+    as JSON; ``secret_env`` names the environment variable holding its secret (never the
+    file); ``format``: deploybot's signed event, a Grafana annotation or a Datadog event."""
+
+    url: str
+    on: frozenset[str]
+    secret_env: str
+    format: str = "deploybot"
+
+
 # An IAM role's ARN (``arn:aws:iam::222222222222:role/deploybot-target``): partition, account.
 ROLE_ARN = re.compile(r"arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/[\w+=,.@/-]{1,512}")
 
@@ -80,6 +102,9 @@ class Target:
     # bot last read them (bot/slack/groups.py); empty where nothing was read.
     deployer_members: frozenset[str] = frozenset()
     approver_members: frozenset[str] = frozenset()
+    # Who hears what happens to its deployments beside its channel (bot/notify.py).
+    notify: tuple[ChannelSink, ...] = ()
+    webhooks: tuple[WebhookSink, ...] = ()
     # Where the service lives when not beside the bot (#30): its region (None: AWS_REGION), and
     # the role its engine assumes there (None: the bot's own credentials), with the ExternalId
     # the role's trust policy asks for. The table stays in the bot's account and region.

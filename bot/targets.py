@@ -35,7 +35,15 @@ from bot.digest import DigestError, Schedule, parse_schedule
 from bot.errors import DeployRefused, NotConfigured
 from bot.mrkdwn import is_group_id, is_user_id
 from bot.settings import Settings
-from bot.target import EVERYONE, REPOSITORY_URI, Target, account_of, repository_parts
+from bot.target import (
+    EVERYONE,
+    REPOSITORY_URI,
+    ChannelSink,
+    Target,
+    WebhookSink,
+    account_of,
+    repository_parts,
+)
 from bot.windows import Window, WindowError, parse_window
 
 # Names people type after `to` and `--target`: letters, digits, - and _, a letter or digit first.
@@ -115,6 +123,32 @@ class Targets:
 # --- deploybot.toml ------------------------------------------------------------------------
 
 
+EventKind = Literal[
+    "started", "completed", "failed", "rolled_back", "aborted", "replaced", "not_started"
+]
+
+
+class _NotifyTable(BaseModel):
+    """One ``notify`` entry: a Slack channel (an id ``C…``, or ``#name``) and what it hears."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    channel: str = Field(min_length=1, max_length=80)
+    on: list[EventKind] = Field(min_length=1)
+
+
+class _WebhookTable(BaseModel):
+    """One ``webhooks`` entry. The secret is never in the file: ``secret_env`` names the
+    variable that holds it (the bot's environment; on ECS a task secret)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    on: list[EventKind] = Field(min_length=1)
+    secret_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")
+    format: Literal["deploybot", "grafana", "datadog"] = "deploybot"
+
+
 class _TargetTable(BaseModel):
     """One ``[targets.NAME]`` table, as written. Strict: TOML has real types, so a string
     where a number belongs is a mistake to report, not a value to coerce."""
@@ -144,8 +178,10 @@ class _TargetTable(BaseModel):
     # does not reach it by its load balancer's DNS name.
     verify_path: str | None = Field(None, pattern=r"^/[^\s]*$", max_length=512)
     test_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)
-    # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/deploy/notify.py).
+    # Deploy on push, notify, webhooks (issue 30; bot/slack/auto.py, bot/notify.py).
     auto_deploy: bool = False
+    notify: list[_NotifyTable] = Field([], max_length=20)
+    webhooks: list[_WebhookTable] = Field([], max_length=20)
     # Targets across accounts and regions (#30): checked in _account_problems.
     region: str | None = None
     role_arn: str | None = None
@@ -405,6 +441,10 @@ def _target(
         verify_path=table.verify_path,
         test_url=table.test_url.rstrip("/") if table.test_url else None,
         auto_deploy=table.auto_deploy,
+        notify=tuple(ChannelSink(n.channel, frozenset(n.on)) for n in table.notify),
+        webhooks=tuple(
+            WebhookSink(w.url, frozenset(w.on), w.secret_env, w.format) for w in table.webhooks
+        ),
         region=table.region,
         role_arn=table.role_arn,
         external_id=table.external_id,

@@ -69,10 +69,15 @@ GRANTED_AHEAD = {
     "ecs:DescribeServiceRevisions",
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
+    # verify_path's lookup of the test listener; the tests give it as test_url instead.
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
 }
+# AWS allows no narrower resource for these: every role allows them.
+STAR_ONLY = {"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers"}
 # Granted per service stack for #26/#27, on that stack's resources: a role for one stack
 # refuses them on another's.
-PER_STACK_NEW = GRANTED_AHEAD | {"cloudwatch:DescribeAlarms"}
+PER_STACK_NEW = GRANTED_AHEAD - STAR_ONLY | {"cloudwatch:DescribeAlarms"}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -312,7 +317,7 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
         for name in p.get("AlarmNames") or ["*"]:
             alarm = "*" if name == "*" else arn.format("cloudwatch", f"alarm:{name}")
             yield Authorised(action, alarm, {})
-    elif action == "ecs:DescribeTaskDefinition":
+    elif action in STAR_ONLY or action == "ecs:DescribeTaskDefinition":
         yield Authorised(action, "*", {})
     elif action == "ecs:RegisterTaskDefinition":
         yield Authorised(action, "*", {})
@@ -509,10 +514,29 @@ def _ahead_calls(stack: str, region: str, account: str) -> list[Call]:
         ),
         Call("ecs", "DescribeServiceRevisions", {"serviceRevisionArns": [revision]}),
         Call("cloudwatch", "DescribeAlarms", {"AlarmNames": [f"{stack}-5xx"]}),
+        Call(
+            "elasticloadbalancing",
+            "DescribeListeners",
+            {
+                "ListenerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:listener/app/lb/1/2"
+                ]
+            },
+        ),
+        Call(
+            "elasticloadbalancing",
+            "DescribeLoadBalancers",
+            {
+                "LoadBalancerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/lb/1"
+                ]
+            },
+        ),
     ]
     botocore = get_session()
     for call in calls:
-        model = botocore.get_service_model(call.service).operation_model(call.operation)
+        name = "elbv2" if call.service == "elasticloadbalancing" else call.service
+        model = botocore.get_service_model(name).operation_model(call.operation)
         validate_parameters(call.params, model.input_shape)
     return calls
 
