@@ -59,15 +59,10 @@ from tests.infra.templates import (
 )
 
 WHO = Requester("permission-test", "cli")
-# Granted in bot.yml ahead of the engine code that calls them, which lands beside it (#26: the
-# service-deployment reads and StopServiceDeployment; #27: ContinueServiceDeployment at a
-# pause). Each one leaves this set once the engine calls it on main, and the exact test below
-# holds it then like every other action.
+# Granted in bot.yml for calls the walk below does not make (#27: ContinueServiceDeployment at
+# a pause, and the test listener's lookup, which the tests replace by test_url). Each one
+# leaves this set once the walk makes it, and the exact test holds it then like every other.
 GRANTED_AHEAD = {
-    "ecs:ListServiceDeployments",
-    "ecs:DescribeServiceDeployments",
-    "ecs:DescribeServiceRevisions",
-    "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
     # verify_path's lookup of the test listener; the tests give it as test_url instead.
     "elasticloadbalancing:DescribeListeners",
@@ -77,7 +72,14 @@ GRANTED_AHEAD = {
 STAR_ONLY = {"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers"}
 # Granted per service stack for #26/#27, on that stack's resources: a role for one stack
 # refuses them on another's.
-PER_STACK_NEW = GRANTED_AHEAD - STAR_ONLY | {"cloudwatch:DescribeAlarms"}
+PER_STACK_NEW = {
+    "ecs:ListServiceDeployments",
+    "ecs:DescribeServiceDeployments",
+    "ecs:DescribeServiceRevisions",
+    "ecs:StopServiceDeployment",
+    "ecs:ContinueServiceDeployment",
+    "cloudwatch:DescribeAlarms",
+}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -133,10 +135,25 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         until = datetime.now(UTC) + timedelta(minutes=1)
         for _ in range(2):  # the first writes each record's brief, the second reads them
             engine.stats(until - timedelta(days=30), until)
+        _abort_in_flight(engine, simulator)
         _secrets_in_what_runs(engine.settings)
         engine.plan_deploy("v4.5.0", WHO)  # the plan's checks of the secrets: reads only
     finally:
         engine.close()
+
+
+def _abort_in_flight(engine: Engine, simulator: RolloutSimulator) -> None:
+    """A deploy stopped while ECS rolls it out: StopServiceDeployment (ROLLBACK)."""
+    simulator.mark_slow("v4.3.0-ecr-ecs-fargate")
+    watch = engine.watch(engine.deploy("v4.3.0", WHO))
+    try:
+        for snap in watch:
+            if snap.ecs_status == "IN_PROGRESS":
+                break
+        aborted = engine.abort(WHO)
+        engine.follow_abort(aborted)
+    finally:
+        watch.close()
 
 
 def _secrets_in_what_runs(settings: Settings) -> None:
