@@ -545,21 +545,24 @@ def list_service_deployments(
     next_token: str | None,
     max_results: Any,
 ) -> dict[str, Any]:
-    """ListServiceDeployments: newest first, filtered by status and createdAt, paginated."""
+    """ListServiceDeployments: newest first, filtered by status and createdAt, paginated. A
+    nextToken names the last deployment a page gave, so a deployment started between two pages
+    neither repeats nor hides one."""
     with SIM_LOCK:
         service = backend._get_service(cluster, service_name)  # Cluster/ServiceNotFound
-        deployments = sorted(_deployments_of(service), key=lambda d: d.created_at, reverse=True)
+        found = sorted(_deployments_of(service), key=lambda d: d.created_at, reverse=True)
+        briefs = [d.brief() for d in found]
     if statuses:
         wanted = {str(s) for s in statuses}
-        deployments = [d for d in deployments if d.status in wanted]
+        briefs = [b for b in briefs if b["status"] in wanted]
     if created_at:
         after = _as_datetime(created_at.get("after"))
         before = _as_datetime(created_at.get("before"))
-        deployments = [
-            d
-            for d in deployments
-            if (after is None or d.created_at >= after)
-            and (before is None or d.created_at <= before)
+        briefs = [
+            b
+            for b in briefs
+            if (after is None or b["createdAt"] >= after)
+            and (before is None or b["createdAt"] <= before)
         ]
     size = DEFAULT_PAGE if max_results is None else int(max_results)
     if not 1 <= size <= MAX_PAGE:
@@ -567,13 +570,18 @@ def list_service_deployments(
     start = 0
     if next_token:
         try:
-            start = int(base64.urlsafe_b64decode(next_token.encode()).decode())
+            last = base64.urlsafe_b64decode(next_token.encode()).decode()
         except ValueError:
             raise invalid("The nextToken is not valid.") from None
-    page = deployments[start : start + size]
-    result: dict[str, Any] = {"serviceDeployments": [d.brief() for d in page]}
-    if start + size < len(deployments):
-        result["nextToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+        arns = [b["serviceDeploymentArn"] for b in briefs]
+        if last not in arns:
+            raise invalid("The nextToken is not valid.")
+        start = arns.index(last) + 1
+    page = briefs[start : start + size]
+    result: dict[str, Any] = {"serviceDeployments": page}
+    if start + size < len(briefs):
+        token = page[-1]["serviceDeploymentArn"]
+        result["nextToken"] = base64.urlsafe_b64encode(token.encode()).decode()
     return checked("ListServiceDeployments", result)
 
 

@@ -479,3 +479,39 @@ def test_a_role_the_bot_cannot_assume_is_said_in_one_line(
     assert "Traceback" not in said and "Traceback" not in every.stdout + every.stderr
     assert ROLE in said and "cloudformation/target-role.yml" in said, said
     assert "staging" in every.stdout and "v4.3.0" in every.stdout, every
+
+
+def test_a_target_in_another_region_of_the_bots_account_is_read_there(
+    stack: LocalStack, tmp_path: Path, aws: MotoServer
+) -> None:
+    """`region` alone (no role): the bot's own credentials, that region's ECS and ECR, its
+    own batch; the service named like staging's is another target (its lock, its history)."""
+    # IAM is global: the west stack's roles need names of their own (stack_name's).
+    west = stack.settings.model_copy(
+        update={"aws_region": "us-west-2", "stack_name": "hello-world-west"}
+    )
+    create_stack(stack.info.endpoint_url, west, running="v4.5.0", table=False)
+    s = stack.settings
+    config = tmp_path / "deploybot.toml"
+    config.write_text(
+        f'[targets.staging]\ncluster = "{s.ecs_cluster}"\nservice = "{s.ecs_service}"\n'
+        f'repository = "{s.ecr_repository}"\n\n'
+        f'[targets.west]\ncluster = "{s.ecs_cluster}"\nservice = "{s.ecs_service}"\n'
+        f'repository = "{s.ecr_repository}"\nregion = "us-west-2"\n',
+        encoding="utf-8",
+    )
+    settings = s.model_copy(update={"deploybot_config": config, "deploy_target": "staging"})
+    aws.requests.clear()
+    fleet = Fleet(settings)
+    try:
+        tags = {t.target.name: t.status.tag if t.status else t.error for t in fleet.statuses()}
+        scopes = {name: fleet.engine(name).aws.scope for name in ("staging", "west")}
+    finally:
+        fleet.close()
+    assert tags == {"staging": "v4.3.0-ecr-ecs-fargate", "west": "v4.5.0-ecr-ecs-fargate"}
+    assert scopes == {
+        "staging": f"{s.ecs_cluster}/{s.ecs_service}",
+        "west": f"bot/us-west-2/{s.ecs_cluster}/{s.ecs_service}",
+    }
+    assert aws.requests.count("sts", "AssumeRole") == 0
+    assert aws.requests.count("ecs", "DescribeServices") == 2  # one batch per region

@@ -37,6 +37,13 @@ FOREIGN_VARIABLES = {
     # type; CloudFormation's acknowledgement of a stack that names its IAM role).
     "PREFIX_MATCH": "a value of ECR's replication repositoryFilters",
     "CAPABILITY_NAMED_IAM": "a CloudFormation capability",
+    # Not variables: ECS's deployment strategies and the lifecycle stages a PAUSE hook may
+    # wait at, values of service.yml's Strategy and PauseStage parameters.
+    "BLUE_GREEN": "an ECS deployment strategy",
+    "POST_SCALE_UP": "an ECS lifecycle stage",
+    "POST_TEST_TRAFFIC_SHIFT": "an ECS lifecycle stage",
+    "PRE_PRODUCTION_TRAFFIC_SHIFT": "an ECS lifecycle stage",
+    "POST_PRODUCTION_TRAFFIC_SHIFT": "an ECS lifecycle stage",
     # Not ours: the variables a webhooks entry's secret_env names in OPERATIONS' examples
     # (each operator picks its own; bot/notify.py reads whichever is named).
     "HOOK_SECRET": "an example of a webhook's secret_env",

@@ -59,20 +59,27 @@ from tests.infra.templates import (
 )
 
 WHO = Requester("permission-test", "cli")
-# Granted in bot.yml ahead of the engine code that calls them, which lands beside it (#26: the
-# service-deployment reads and StopServiceDeployment; #27: ContinueServiceDeployment at a
-# pause). Each one leaves this set once the engine calls it on main, and the exact test below
-# holds it then like every other action.
+# Granted in bot.yml for calls the walk below does not make (#27: ContinueServiceDeployment at
+# a pause, and the test listener's lookup, which the tests replace by test_url). Each one
+# leaves this set once the walk makes it, and the exact test holds it then like every other.
 GRANTED_AHEAD = {
+    "ecs:ContinueServiceDeployment",
+    # verify_path's lookup of the test listener; the tests give it as test_url instead.
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
+}
+# AWS allows no narrower resource for these: every role allows them.
+STAR_ONLY = {"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeLoadBalancers"}
+# Granted per service stack for #26/#27, on that stack's resources: a role for one stack
+# refuses them on another's.
+PER_STACK_NEW = {
     "ecs:ListServiceDeployments",
     "ecs:DescribeServiceDeployments",
     "ecs:DescribeServiceRevisions",
     "ecs:StopServiceDeployment",
     "ecs:ContinueServiceDeployment",
+    "cloudwatch:DescribeAlarms",
 }
-# Granted per service stack for #26/#27, on that stack's resources: a role for one stack
-# refuses them on another's.
-PER_STACK_NEW = GRANTED_AHEAD | {"cloudwatch:DescribeAlarms"}
 TRUST = json.dumps(
     {
         "Version": "2012-10-17",
@@ -128,10 +135,25 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         until = datetime.now(UTC) + timedelta(minutes=1)
         for _ in range(2):  # the first writes each record's brief, the second reads them
             engine.stats(until - timedelta(days=30), until)
+        _abort_in_flight(engine, simulator)
         _secrets_in_what_runs(engine.settings)
         engine.plan_deploy("v4.5.0", WHO)  # the plan's checks of the secrets: reads only
     finally:
         engine.close()
+
+
+def _abort_in_flight(engine: Engine, simulator: RolloutSimulator) -> None:
+    """A deploy stopped while ECS rolls it out: StopServiceDeployment (ROLLBACK)."""
+    simulator.mark_slow("v4.3.0-ecr-ecs-fargate")
+    watch = engine.watch(engine.deploy("v4.3.0", WHO))
+    try:
+        for snap in watch:
+            if snap.ecs_status == "IN_PROGRESS":
+                break
+        aborted = engine.abort(WHO)
+        engine.follow_abort(aborted)
+    finally:
+        watch.close()
 
 
 def _secrets_in_what_runs(settings: Settings) -> None:
@@ -312,7 +334,7 @@ def _what_iam_checks(call: Call, region: str, account: str) -> Iterator[Authoris
         for name in p.get("AlarmNames") or ["*"]:
             alarm = "*" if name == "*" else arn.format("cloudwatch", f"alarm:{name}")
             yield Authorised(action, alarm, {})
-    elif action == "ecs:DescribeTaskDefinition":
+    elif action in STAR_ONLY or action == "ecs:DescribeTaskDefinition":
         yield Authorised(action, "*", {})
     elif action == "ecs:RegisterTaskDefinition":
         yield Authorised(action, "*", {})
@@ -509,10 +531,29 @@ def _ahead_calls(stack: str, region: str, account: str) -> list[Call]:
         ),
         Call("ecs", "DescribeServiceRevisions", {"serviceRevisionArns": [revision]}),
         Call("cloudwatch", "DescribeAlarms", {"AlarmNames": [f"{stack}-5xx"]}),
+        Call(
+            "elasticloadbalancing",
+            "DescribeListeners",
+            {
+                "ListenerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:listener/app/lb/1/2"
+                ]
+            },
+        ),
+        Call(
+            "elasticloadbalancing",
+            "DescribeLoadBalancers",
+            {
+                "LoadBalancerArns": [
+                    f"arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/lb/1"
+                ]
+            },
+        ),
     ]
     botocore = get_session()
     for call in calls:
-        model = botocore.get_service_model(call.service).operation_model(call.operation)
+        name = "elbv2" if call.service == "elasticloadbalancing" else call.service
+        model = botocore.get_service_model(name).operation_model(call.operation)
         validate_parameters(call.params, model.input_shape)
     return calls
 

@@ -62,10 +62,18 @@ ENGINE_ACTIONS = {
     "secretsmanager:DescribeSecret",
     "ssm:DescribeParameters",
     "ssm:GetParameter",  # its deploybot.toml, read again while it runs (bot/slack/reload.py)
+    "elasticloadbalancing:DescribeListeners",  # the test listener's address (verify_path)
+    "elasticloadbalancing:DescribeLoadBalancers",
 }
 # AWS offers no narrower resource for these (DescribeParameters: Service Authorization
-# Reference, AWS Systems Manager, no resource type).
-STAR_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition", "ssm:DescribeParameters"}
+# Reference, AWS Systems Manager; ELBv2's Describe*: Elastic Load Balancing V2; no resource type).
+STAR_ONLY = {
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "ssm:DescribeParameters",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
+}
 ARN = "arn:${AWS::Partition}"
 REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
 

@@ -412,6 +412,21 @@ def test_list_filters_and_pages(stack: LocalStack, aws: MotoServer, wire: Wire) 
         if not token:
             break
     assert pages == [[third], [second], [first]]
+    # A deployment started between two pages neither repeats one nor hides one.
+    answer = wire.ecs.list_service_deployments(
+        cluster=stack.settings.ecs_cluster, service=stack.settings.ecs_service, maxResults=1
+    )
+    assert [d["serviceDeploymentArn"] for d in answer["serviceDeployments"]] == [third]
+    _deploy(stack, "v4.3.0-ecr-ecs-fargate")
+    fourth = latest(wire, stack)
+    answer = wire.ecs.list_service_deployments(
+        cluster=stack.settings.ecs_cluster,
+        service=stack.settings.ecs_service,
+        maxResults=1,
+        nextToken=answer["nextToken"],
+    )
+    assert [d["serviceDeploymentArn"] for d in answer["serviceDeployments"]] == [second]
+    assert wire.arns(stack)[:2] == [fourth, third]
 
 
 # --- the switch that refuses the new operations --------------------------------------------------
