@@ -773,6 +773,7 @@ def usage_lines(commands: CommandNames, several: bool, allowed: Allowed = Allowe
         lines.append(
             f"`{deploy} unlock{t}` breaks a stale deploy lock (once ECS shows nothing rolling out)"
         )
+        lines.append(f"`{deploy} reload` reads deploybot.toml again now (it does so every minute)")
     lines.append(f"`{deploy} history{t}` lists recent deployments")
     lines.append(
         f"`{deploy} stats{t} [30d]` shows DORA's four keys and shares their chart in the channel"

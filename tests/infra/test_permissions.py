@@ -30,7 +30,7 @@ from botocore.validate import validate_parameters
 from bot.deploy.aws import AwsClient, read_parameter
 from bot.deploy.engine import Engine
 from bot.deploy.pausing import CONTINUE, Pause
-from bot.deploy.plan_diff import REGISTER_FIELDS
+from bot.deploy.plan_diff import as_registered
 from bot.deploy.records import Requester, Via
 from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
@@ -216,7 +216,7 @@ def _secrets_in_what_runs(settings: Settings) -> None:
     service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
     live = ecs.describe_task_definition(taskDefinition=service["services"][0]["taskDefinition"])
     td = live["taskDefinition"]
-    kwargs = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+    kwargs = as_registered(td)
     kwargs["containerDefinitions"] = [
         {
             **c,
