@@ -166,6 +166,93 @@ def run_baseline(lab: Lab, tag: str, watchers: int, poll: float) -> dict:
     }
 
 
+# The calls a deployment costs by how it ends (#26): deploybot's own, from the deploy to the
+# record closed. ``--per-status`` runs one of each on one engine, a watcher of its own.
+STATUS_OPS = (
+    "ecs:DescribeServices",
+    "ecs:ListServiceDeployments",
+    "ecs:DescribeServiceRevisions",
+    "ecs:DescribeServiceDeployments",
+    "ecs:UpdateService",
+    "ecs:StopServiceDeployment",
+)
+
+
+def _one(lab: Lab, engine: Engine, tag: str, fate: str, refused: bool) -> dict:
+    """Deploy ``tag`` (``fate``: healthy, broken, or slow and aborted), follow it to its
+    outcome, and count the AWS calls it cost."""
+    sim = lab.simulator
+    assert sim is not None
+    full = f"{tag}-ecr-ecs-fargate"
+    sim.mark_healthy(full)
+    if fate == "broken":
+        sim.mark_broken(full)
+    elif fate == "aborted":
+        sim.mark_slow(full)
+    faults = getattr(lab.moto, "faults", None)
+    if refused and faults is not None and hasattr(faults, "unimplement"):
+        for op in (
+            "ListServiceDeployments",
+            "DescribeServiceDeployments",
+            "DescribeServiceRevisions",
+        ):
+            faults.unimplement("ecs", op)
+    lab.moto.requests.clear()
+    polls_before = engine.poller.polls
+    record = engine.deploy(tag, Requester(who="bench", source="cli"))
+    if fate == "aborted":
+        time.sleep(3 * lab.poll_seconds)  # a few polls into the rollout
+        aborted = engine.abort(Requester(who="bench-abort", source="cli"))
+        outcome, _ = engine.follow_abort(aborted)
+    else:
+        final = None
+        for snap in engine.watch(record):
+            final = snap
+        outcome = final.outcome if final else None
+    time.sleep(2 * lab.poll_seconds)  # the record closed, the last writes in
+    if faults is not None:
+        faults.clear()
+    sim.mark_healthy(full)
+    reqs = [r for r in lab.moto.requests if r.service in ("ecs", "ecr", "dynamodb")]
+    ops = Counter(f"{r.service}:{r.operation}" for r in reqs)
+    return {
+        "outcome": outcome.value if outcome else "?",
+        "polls": engine.poller.polls - polls_before,
+        "ops": ops,
+        "total": sum(ops.values()),
+    }
+
+
+def per_status(poll: float, step: float, refused: bool = False) -> list[tuple[str, dict]]:
+    """One deployment of each ending, on one engine: completed, rolled back, aborted."""
+    rows = []
+    with Lab(poll_seconds=poll, step_seconds=step) as lab:
+        engine = Engine(lab.settings)  # type: ignore[arg-type]
+        try:
+            for tag, fate in (("v4.4.0", "healthy"), ("v4.5.0", "broken"), ("v4.5.0", "aborted")):
+                rows.append((fate, _one(lab, engine, tag, fate, refused)))
+        finally:
+            engine.close()
+    return rows
+
+
+def print_per_status(rows: list[tuple[str, dict]]) -> None:
+    names = [op.split(":")[1] for op in STATUS_OPS]
+    print(
+        f"\n   {'deployment':10} {'outcome':12} {'polls':>5} "
+        + " ".join(f"{n[:14]:>14}" for n in names)
+        + f" {'AWS total':>9}"
+    )
+    for fate, row in rows:
+        print(
+            f"   {fate:10} {row['outcome']:12} {row['polls']:5} "
+            + " ".join(f"{row['ops'][op]:14}" for op in STATUS_OPS)
+            + f" {row['total']:9}"
+        )
+    for fate, row in rows:
+        print(f"   {fate}: {dict(sorted(row['ops'].items()))}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--poll", type=float, default=0.5, help="ROLLOUT_POLL_SECONDS")
@@ -176,7 +263,24 @@ def main() -> int:
         default=0.2,
         help="progress messages' min update interval (production: 2 s at a 5 s poll)",
     )
+    parser.add_argument(
+        "--per-status",
+        action="store_true",
+        help="AWS calls of one deployment per ending (completed, rolled back, aborted)",
+    )
+    parser.add_argument(
+        "--refused",
+        action="store_true",
+        help="with --per-status: the service-deployment operations refused (the fallback)",
+    )
     args = parser.parse_args()
+    if args.per_status:
+        header(
+            f"economy per status: one 3-task rollout each, poll {args.poll} s, simulator step "
+            f"{args.step} s" + (", service-deployment reads refused" if args.refused else "")
+        )
+        print_per_status(per_status(args.poll, args.step, args.refused))
+        return 0
     header(
         f"economy: one 3-task rollout, poll {args.poll} s, simulator step {args.step} s, "
         f"chat.update at most every {args.min_interval} s"

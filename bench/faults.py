@@ -265,6 +265,50 @@ def not_in_channel(run: Run) -> bool:
         bot.stop()
 
 
+# The service-deployment operations deploybot reads (#26).
+SD_READS = ("ListServiceDeployments", "DescribeServiceDeployments", "DescribeServiceRevisions")
+
+
+def reads_refused(run: Run, code: str = "AccessDeniedException", status: int = 400) -> bool:
+    """The role lacks the service-deployment reads (or the endpoint answers them 5xx): the
+    outcome is judged from DescribeServices as before; a broken image is still rolled back."""
+    for op in SD_READS:
+        run.proxy.refuse("ecs", op, code=code, status=status)
+    run.simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    before = sum(run.proxy.count("ecs", op) for op in SD_READS)  # the proxy's log is the bench's
+    done = run.cli("deploy", "v4.5.0")
+    asked = sum(run.proxy.count("ecs", op) for op in SD_READS) - before
+    # Asked once (not retried, not again at every poll); the old code asks nothing.
+    return done.returncode == 1 and run.newest() == Outcome.ROLLED_BACK and asked <= 1
+
+
+def reads_answer_500(run: Run) -> bool:
+    return reads_refused(run, code="InternalFailure", status=500)
+
+
+def stop_refused(run: Run) -> bool:
+    """Abort while StopServiceDeployment is refused (AccessDenied): the previous task
+    definition goes back with UpdateService; ABORTED, v4.3.0 runs, the abort exits 0."""
+    run.simulator.slow_ticks = 100_000
+    run.simulator.mark_slow(V44)
+    run.proxy.refuse("ecs", "StopServiceDeployment", code="AccessDeniedException")
+    started = run.cli("deploy", "v4.4.0", "--no-wait")
+    run.wait(lambda: bool(run.engine().ledger.history(1)[0].ecs_deployment_id))
+    aborted = run.cli("abort")  # v4.3.0 goes back (healthy); v4.4.0's tasks stay pending
+    run.simulator.slow_ticks = 2
+    ecs = boto3.client("ecs", endpoint_url=run.moto.endpoint_url, region_name=DEFAULT_REGION)
+    service = ecs.describe_services(
+        cluster=run.settings.ecs_cluster, services=[run.settings.ecs_service]
+    )["services"][0]
+    back = service["taskDefinition"] == run.info.task_definition_arn
+    return (
+        (started.returncode, aborted.returncode) == (0, 0)
+        and "is back" in aborted.stdout
+        and run.newest() == Outcome.ABORTED
+        and back
+    )
+
+
 FAULTS: dict[str, Callable[[Run], bool]] = {
     "UpdateService answer dropped after ECS applied it, retry AccessDenied": lost_answer,
     "UpdateService connection reset after ECS applied it, retry ExpiredToken": reset_then_expired,
@@ -277,6 +321,9 @@ FAULTS: dict[str, Callable[[Run], bool]] = {
     "timed out (still rolling out), then `history`": timed_out,
     "Slack connections dropped mid-rollout": slack_down_mid_rollout,
     "bot not in the channel at /deploy": not_in_channel,
+    "service-deployment reads refused (AccessDenied), a broken image": reads_refused,
+    "service-deployment reads answered HTTP 500, a broken image": reads_answer_500,
+    "StopServiceDeployment refused (AccessDenied) at an abort": stop_refused,
 }
 
 

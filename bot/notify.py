@@ -1,8 +1,10 @@
 """Who hears what: a target's ``notify`` channels and ``webhooks``, fed by its supervisor's events.
 
 A ``Notifier`` subscribes to each target's bus (bot/deploy/events.py): ``DeploymentStarted``
-(this process started a deployment) and ``Settled`` (this process closed its record: once per
-outcome across processes, the close is a conditional write). Each event goes to the target's
+(this process started a deployment), ``Settled`` (this process closed its record: once per
+outcome across processes, the close is a conditional write) and ``Looked`` (a pass's newest
+records: what a terminal started or closed, or a replica that died before delivering, within
+CATCH_UP). Each event goes to the target's
 entries whose ``on`` lists its kind (``started``, ``completed``, ``failed``, ``rolled_back``,
 ``aborted``, ``replaced``, ``not_started``), each delivery claimed first in the table (a
 conditional write keyed by deployment, kind and entry, as a CI notice's button is): whatever
@@ -43,13 +45,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 
 from bot.deploy.engine import Engine
-from bot.deploy.events import DeploymentStarted, Settled
+from bot.deploy.events import DeploymentStarted, Looked, Settled
 from bot.deploy.records import DeploymentRecord
 from bot.deploy.rollout import Outcome
 from bot.errors import DeployError
@@ -61,6 +63,10 @@ log = logging.getLogger("deploybot.notify")
 SCHEMA_VERSION = 1
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # between attempts: six attempts over about 31 s
 TIMEOUT_SECONDS = 10.0  # one attempt's
+# A deployment another process started or closed (a terminal that followed it to its end, a
+# replica that died before delivering) is heard from the supervisor's passes (Looked) while
+# it is this recent.
+CATCH_UP = timedelta(minutes=15)
 SIGNATURE_HEADER = "X-Deploybot-Signature"
 TIMESTAMP_HEADER = "X-Deploybot-Timestamp"
 
@@ -186,6 +192,7 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self._seen: set[tuple[str, str]] = set()  # (deployment, event) handed over here
 
     def watch(self, name: str, engine: Engine) -> None:
         """Hear target ``name``'s events (from the loop the deliveries are to run on)."""
@@ -195,7 +202,20 @@ class Notifier:
                 DeploymentStarted, lambda e: self._handoff(name, "started", e.record)
             ),
             engine.events.subscribe(Settled, lambda e: self._settled(name, e.record)),
+            engine.events.subscribe(Looked, lambda e: self._looked(name, e)),
         ]
+
+    def _looked(self, name: str, event: Looked) -> None:
+        """What a pass saw: recent deployments this process did not start or close (a
+        terminal's, a replica's that died) are heard too; the table's claim keeps each
+        delivery single."""
+        since = (event.at or datetime.now(UTC)) - CATCH_UP
+        for record in event.records:
+            if record.started_at >= since:
+                self._handoff(name, "started", record)
+            kind = kind_of(record)
+            if kind is not None and record.finished_at is not None and record.finished_at >= since:
+                self._handoff(name, kind, record)
 
     def _settled(self, name: str, record: DeploymentRecord) -> None:
         kind = kind_of(record)
@@ -210,6 +230,11 @@ class Notifier:
         loop.call_soon_threadsafe(self._start, name, kind, record)
 
     def _start(self, name: str, kind: str, record: DeploymentRecord) -> None:
+        if (record.id, kind) in self._seen:
+            return
+        if len(self._seen) > 10_000:  # far more than CATCH_UP holds: forget the oldest passes
+            self._seen.clear()
+        self._seen.add((record.id, kind))
         try:
             target = self.targets().get(name)
         except DeployError:

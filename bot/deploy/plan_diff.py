@@ -24,26 +24,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# The fields RegisterTaskDefinition takes that DescribeTaskDefinition returns: a new revision
-# keeps every one of them and changes only the one container's image.
-REGISTER_FIELDS = (
-    "family",
-    "taskRoleArn",
-    "executionRoleArn",
-    "networkMode",
-    "containerDefinitions",
-    "volumes",
-    "placementConstraints",
-    "requiresCompatibilities",
-    "cpu",
-    "memory",
-    "pidMode",
-    "ipcMode",
-    "proxyConfiguration",
-    "inferenceAccelerators",
-    "ephemeralStorage",
-    "runtimePlatform",
-)
+import botocore.session
+
+
+def _register_fields() -> tuple[str, ...]:
+    """RegisterTaskDefinition's parameters that DescribeTaskDefinition's ``taskDefinition``
+    also has, from botocore's ECS model: a new revision keeps every one of them and changes
+    only one container's image. Read from the model, not listed by hand: a hand-written list
+    fell behind ECS (``enableFaultInjection``, ``trustedExecutionConfiguration``), and a deploy
+    then dropped what the service's stack had set."""
+    model = botocore.session.get_session().get_service_model("ecs")
+    given = model.operation_model("RegisterTaskDefinition").input_shape.members
+    described = model.shape_for("TaskDefinition").members
+    return tuple(name for name in given if name in described)
+
+
+REGISTER_FIELDS = _register_fields()
 # What DescribeTaskDefinition says about a revision that is not part of what runs: compared,
 # these would make every two revisions differ.
 _ABOUT_THE_REVISION = frozenset(
@@ -168,12 +164,18 @@ class TaskPlan:
 def registration(current: Mapping[str, Any], container: str, image: str) -> dict[str, Any]:
     """RegisterTaskDefinition's arguments for the new revision: ``current`` (as
     DescribeTaskDefinition gave it) with ``container``'s image replaced by ``image``."""
-    kwargs = {k: current[k] for k in REGISTER_FIELDS if current.get(k) not in (None, [], {})}
+    kwargs = as_registered(current)
     kwargs["containerDefinitions"] = [
         {**c, "image": image} if c.get("name") == container else c
         for c in current["containerDefinitions"]
     ]
     return kwargs
+
+
+def as_registered(revision: Mapping[str, Any]) -> dict[str, Any]:
+    """RegisterTaskDefinition's arguments that would make ``revision`` again (as
+    DescribeTaskDefinition gave it): its REGISTER_FIELDS that are set."""
+    return {k: revision[k] for k in REGISTER_FIELDS if revision.get(k) not in (None, [], {})}
 
 
 def fingerprint(live_arn: str, registered: Mapping[str, Any], newer: str = "") -> str:

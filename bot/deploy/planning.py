@@ -14,7 +14,7 @@ from bot.deploy.aws import aws_errors
 from bot.deploy.lock import Locking
 from bot.deploy.parts import Parts, Stage
 from bot.deploy.plan_checks import PlanCheckFailed, check_revision, refusal
-from bot.deploy.plan_diff import REGISTER_FIELDS, TaskPlan, diff, fingerprint, registration
+from bot.deploy.plan_diff import TaskPlan, as_registered, diff, fingerprint, registration
 from bot.deploy.reads import TAG_KEY, Reads, pinned
 from bot.deploy.records import (
     DeploymentRecord,
@@ -330,10 +330,7 @@ class Planner(Stage):
         and the fingerprint an approval is bound to."""
         container = str(self.reads.container(td).get("name", ""))
         base = revision_of(str(td.get("taskDefinitionArn", current.task_definition)))
-        if image:
-            registered = registration(td, container, image)
-        else:
-            registered = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+        registered = registration(td, container, image) if image else as_registered(td)
         changes = diff(
             td,
             registered,
@@ -367,7 +364,7 @@ class Planner(Stage):
         if image:
             registered = registration(td, str(self.reads.container(td).get("name", "")), image)
         else:
-            registered = {k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
+            registered = as_registered(td)
         newer = self._newer_revision(td)
         return fingerprint(arn, registered, newer), newer
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.clock import Clock
 from bot.deploy import service_deployments
-from bot.deploy.aws import RETRY_CONFIG, AwsClient
+from bot.deploy.aws import RETRY_CONFIG, AwsClient, aws_errors
 from bot.deploy.events import EventBus, LockReleased, Settled
 from bot.deploy.ledger import Ledger
 from bot.deploy.records import CLOCK_SKEW, DeploymentRecord
@@ -127,6 +127,17 @@ class Reconciler:
             # from another process? The record says so (one read, only then).
             record = self.with_abort(record)
         if sd is not None:
+            if (
+                sd.get("status") == "STOPPED"
+                and not record.aborted_by
+                and ours is not None
+                and ours.status == "PRIMARY"
+                and self.aws is not None
+            ):
+                # ECS stopped ours, but the DescribeServices read before it still shows ours
+                # on top: a newer deployment (what replaced it) shows in a read after it.
+                state = self._fresh_state(state)
+                ours = state.deployment(record.ecs_deployment_id)
             verdict = service_deployments.judge(
                 sd,
                 aborted_by=record.aborted_by,
@@ -147,6 +158,15 @@ class Reconciler:
                 return replace(aborting, adopted=adopted, service_deployment=sd)
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
         return Reading(record, verdict, ours, adopted, sd)
+
+    def _fresh_state(self, state: ServiceState) -> ServiceState:
+        assert self.aws is not None
+        try:
+            with aws_errors("reading the service"):
+                raw = self.aws.describe_service()
+        except DeployError:
+            return state
+        return ServiceState.from_api(raw) if raw else state
 
     def service_deployment(
         self, record: DeploymentRecord, state: ServiceState, max_age: float = 0.0

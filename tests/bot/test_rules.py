@@ -941,3 +941,32 @@ def test_continue_is_an_approval_where_approvals_are_needed() -> None:
     assert outcome(ask(replace(STAGING, deployers=frozenset({"U0BEN"})), "U0EVE")) == (
         "refuse:deployers"
     )
+
+
+def test_a_user_groups_members_deploy_and_approve_as_listed_people_do() -> None:
+    """deployers/approvers naming a Slack user group (S…): its members as the bot last read
+    them (Target.deployer_members, approver_members) pass who; anyone else is refused, and
+    the refusal names the group."""
+    grouped = replace(
+        PRODUCTION,
+        deployers=frozenset({"S0PLATFORM"}),
+        approvers=("S0LEADS",),
+        deployer_members=frozenset({"U0EVE"}),
+        approver_members=frozenset({"U0CARA"}),
+    )
+    asked = request(Action.DEPLOY)
+    member = check(grouped, Action.DEPLOY, door=Door.SLASH, **{**asked, "who": "U0EVE"})
+    assert member.allowed, member.message
+    other = check(grouped, Action.DEPLOY, door=Door.SLASH, **{**asked, "who": "U0ANA"})
+    assert other.rule is Rule.DEPLOYERS
+    assert "or you to <!subteam^S0PLATFORM>" in other.mrkdwn, other.mrkdwn
+    approving = request(Action.APPROVE)
+    facts = replace(approving["facts"], approved_by=())
+    cara = check(grouped, Action.APPROVE, door=Door.BUTTON,
+                 **{**approving, "who": "U0CARA", "facts": facts})  # fmt: skip
+    assert cara.allowed, cara.message
+    dan = check(grouped, Action.APPROVE, door=Door.BUTTON,
+                **{**approving, "who": "U0DAN", "facts": facts})  # fmt: skip
+    assert dan.rule is Rule.APPROVERS
+    assert missing_approvals(grouped, "U0ANA", ("U0CARA",)) == 0
+    assert missing_approvals(grouped, "U0ANA", ("U0DAN",)) == 1

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from bot.deploy.plan_diff import REGISTER_FIELDS
+from bot.deploy.plan_diff import as_registered
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
@@ -43,7 +43,7 @@ def move_service(stack: LocalStack, **container: Any) -> str:
     ecs = client(stack, "ecs")
     td = ecs.describe_task_definition(taskDefinition=stack.info.task_definition_arn)
     live = td["taskDefinition"]
-    kwargs = {k: live[k] for k in REGISTER_FIELDS if live.get(k) not in (None, [], {})}
+    kwargs = as_registered(live)
     kwargs["containerDefinitions"] = [{**live["containerDefinitions"][0], **container}]
     arn = str(ecs.register_task_definition(**kwargs)["taskDefinition"]["taskDefinitionArn"])
     ecs.update_service(
@@ -164,9 +164,7 @@ def test_a_newer_revision_nobody_deployed_is_named(stack: LocalStack, aws: MotoS
     ecs = client(stack, "ecs")
     live = ecs.describe_task_definition(taskDefinition=stack.info.task_definition_arn)
     td = live["taskDefinition"]
-    ecs.register_task_definition(
-        **{k: td[k] for k in REGISTER_FIELDS if td.get(k) not in (None, [], {})}
-    )
+    ecs.register_task_definition(**as_registered(td))
     done = deploybot("deploy", "v4.4.0", "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (

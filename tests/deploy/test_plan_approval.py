@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from bot.deploy.engine import Engine
-from bot.deploy.plan_diff import REGISTER_FIELDS
+from bot.deploy.plan_diff import as_registered
 from bot.deploy.records import Via
 from bot.deploy.rollout import Outcome
 from bot.errors import NoSuchRequest
@@ -45,7 +45,7 @@ def register_revision(stack: LocalStack, **environment: str) -> str:
     client = ecs(stack)
     td = client.describe_task_definition(taskDefinition=stack.info.task_definition_arn)
     live = td["taskDefinition"]
-    kwargs = {k: live[k] for k in REGISTER_FIELDS if live.get(k) not in (None, [], {})}
+    kwargs = as_registered(live)
     container = dict(live["containerDefinitions"][0])
     container["environment"] = [{"name": k, "value": v} for k, v in environment.items()]
     kwargs["containerDefinitions"] = [container]

@@ -204,3 +204,18 @@ def test_the_text_puts_problems_first_and_clips_to_a_limit() -> None:
     clipped = clip_lines(many, 60)
     assert len(clipped) <= 60 and clipped.endswith("more")
     assert clip_lines(many[:2], 60) == "line 0\nline 1"
+
+
+def test_the_new_revision_keeps_every_field_register_takes() -> None:
+    """Found by the plan's "other fields changed" line: a revision with fault injection on (or
+    a trusted execution configuration) lost it in the revision a deploy registered, as the
+    fields kept were a hand-written list older than those fields."""
+    live = {
+        **copy.deepcopy(LIVE),
+        "enableFaultInjection": True,
+        "trustedExecutionConfiguration": {"type": "x"},
+    }
+    new = registration(live, "hello", "hello@sha256:ab")
+    assert new["enableFaultInjection"] is True
+    assert new["trustedExecutionConfiguration"] == {"type": "x"}
+    assert [line.kind for line in diff(live, new, base="hello:7").lines] == ["image"]

@@ -26,12 +26,13 @@ from bot.deploy.records import (
 )
 from bot.deploy.rollout import Outcome, Snapshot
 from bot.deploy.table import record_item
+from bot.fleet import Fleet
 from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from bot.settings import Settings
 from bot.slack import messages
-from tests.conftest import SIMULATOR_STEP_SECONDS, LocalStack
+from tests.conftest import SIMULATOR_STEP_SECONDS, FleetStack, LocalStack
 from tests.helpers import wait_until
 from tests.slack.helpers import running_tag
 
@@ -412,3 +413,61 @@ def test_a_deployment_ecs_has_no_service_deployment_for_is_judged_the_old_way(
     ]
     assert len(said) == 1
     assert engine.aws.service_deployments.refused == ""
+
+
+# -- batched reads -----------------------------------------------------------------------------
+
+
+def _service_deployment_arns(settings: Settings, services: list[tuple[str, str]]) -> list[str]:
+    ecs = boto3.client("ecs", endpoint_url=settings.aws_endpoint_url, region_name="eu-west-1")
+    return [
+        str(b["serviceDeploymentArn"])
+        for cluster, service in services
+        for b in ecs.list_service_deployments(cluster=cluster, service=service)[
+            "serviceDeployments"
+        ]
+    ]
+
+
+def test_describe_service_deployments_is_batched_across_targets(
+    aws: MotoServer, fleet_stack: FleetStack
+) -> None:
+    """Three targets' pollers asking within one poll interval cost one call: each fetch
+    carries every ARN watched lately (up to DescribeServiceDeployments' 20), so the next
+    asker finds its answer fresh."""
+    fleet = Fleet(fleet_stack.settings)
+    try:
+        engines = [fleet.engine(name) for name in ("staging", "production", "billing")]
+        services = [(e.aws.cluster, e.aws.service) for e in engines]
+        arns = _service_deployment_arns(fleet_stack.settings, services)
+        assert len(arns) == 3
+        reads = engines[0].aws.service_deployments
+        assert all(e.aws.service_deployments is reads for e in engines)  # one per place
+        for engine, arn in zip(engines, arns, strict=True):  # each poller's first poll
+            assert engine.aws.service_deployment(arn, max_age=60)["status"] == "SUCCESSFUL"
+        aws.requests.clear()
+        reads.forget(arns[0])  # the next poll of the first target finds its answer stale
+        for engine, arn in zip(engines, arns, strict=True):  # the next interval's polls
+            assert engine.aws.service_deployment(arn, max_age=60) is not None
+        assert aws.requests.count("ecs", "DescribeServiceDeployments") == 1
+    finally:
+        fleet.close()
+
+
+def test_more_than_twenty_watched_arns_take_one_call_each_twenty(
+    aws: MotoServer, stack: LocalStack, engine: Engine
+) -> None:
+    """DescribeServiceDeployments takes at most 20 ARNs: a fetch carries the asked one and at
+    most 19 riders; ECS's answer for an ARN it does not know is None (its failures)."""
+    known = _service_deployment_arns(
+        stack.settings, [(stack.settings.ecs_cluster, stack.settings.ecs_service)]
+    )[0]
+    unknown = [f"{known[:-6]}x{i:05d}" for i in range(24)]
+    reads = engine.aws.service_deployments
+    for arn in unknown:
+        assert reads.get(arn, max_age=60) is None
+    aws.requests.clear()
+    reads.forget(known)
+    assert reads.get(known, max_age=60) is not None
+    # The asked ARN and 19 riders, the freshest kept: within the limit, one call.
+    assert aws.requests.count("ecs", "DescribeServiceDeployments") == 1

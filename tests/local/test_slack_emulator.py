@@ -586,3 +586,37 @@ def test_completing_an_upload_whose_bytes_never_came_is_refused(emu: SlackEmulat
     with pytest.raises(SlackApiError) as err:
         api.files_getUploadURLExternal(filename="chart.png", length=0)
     assert err.value.response["error"] == "missing_argument"
+
+
+def test_user_groups_answer_as_slack_shapes_them(emu: SlackEmulator) -> None:
+    """usergroups.list (include_disabled, include_users) and usergroups.users.list, the
+    groups made, edited and disabled through the emulator."""
+    emu.add_usergroup("S0OPS", "ops", [ALICE])
+    web = client(emu)
+    assert web.usergroups_users_list(usergroup="S0OPS")["users"] == [ALICE]
+    emu.set_usergroup_users("S0OPS", [ALICE, BOB])
+    assert web.usergroups_users_list(usergroup="S0OPS")["users"] == [ALICE, BOB]
+    (listed,) = web.usergroups_list()["usergroups"]
+    assert listed["id"] == "S0OPS" and listed["handle"] == "ops" and listed["date_delete"] == 0
+    assert "users" not in listed
+    emu.disable_usergroup("S0OPS")
+    assert web.usergroups_list()["usergroups"] == []
+    (disabled,) = web.usergroups_list(include_disabled=True, include_users=True)["usergroups"]
+    assert disabled["date_delete"] != 0 and disabled["users"] == [ALICE, BOB]
+    for usergroup in ("S0OPS", "S0NONE"):
+        with pytest.raises(SlackApiError) as raised:
+            web.usergroups_users_list(usergroup=usergroup)
+        assert raised.value.response["error"] == "no_such_subgroup"
+    assert web.usergroups_users_list(usergroup="S0OPS", include_disabled=True)["users"]
+
+
+def test_message_metadata_is_kept_and_checked(emu: SlackEmulator) -> None:
+    web = client(emu)
+    metadata = {"event_type": "thing_happened", "event_payload": {"id": 7}}
+    posted = web.chat_postMessage(channel=CHANNEL, text="x", metadata=metadata)
+    assert posted["message"]["metadata"] == metadata
+    assert emu.message(posted["ts"]).metadata == metadata
+    assert emu.events == []  # nobody subscribed to thing_happened
+    with pytest.raises(SlackApiError) as raised:
+        web.chat_postMessage(channel=CHANNEL, text="x", metadata={"event_payload": {}})
+    assert raised.value.response["error"] == "invalid_metadata_format"

@@ -97,6 +97,33 @@ def test_each_event_reaches_each_subscriber_once_across_two_replicas(
     assert len(told) == 1 and "completed" in told[0] and "v4.4.0" in told[0], told
 
 
+def test_a_deploy_a_terminal_followed_to_its_end_is_heard_from_the_bots_passes(
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+    sink: WebhookSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The terminal closes the record itself (no bot's Settled): the bot's next pass sees it
+    and delivers, once."""
+    from bot.cli import main
+
+    path = tmp_path / "deploybot.toml"
+    path.write_text(config(sink), encoding="utf-8")
+    monkeypatch.delenv("DEPLOY_TARGET", raising=False)
+    monkeypatch.setenv("DEPLOYBOT_CONFIG", str(path))
+    start_bot("http", HOOK_SECRET=SECRET, GRAFANA_TOKEN=GRAFANA_TOKEN)
+    assert main(["deploy", "v4.4.0", "--reason", "from a laptop"]) == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(sink.taken()) < 2:
+        time.sleep(0.2)
+    time.sleep(2.0)  # a few more passes: nothing is sent twice
+    assert sorted(h.json["event"] for h in sink.taken()) == ["completed", "started"]
+    assert all(h.json["deployment"]["source"] == "cli" for h in sink.taken())
+
+
 def test_a_forged_or_stale_signature_does_not_verify() -> None:
     """The sink's check is the receiver's: it fails a wrong secret, a changed body, and an
     old timestamp (a test that could not fail proves nothing)."""
