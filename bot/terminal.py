@@ -8,6 +8,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from bot.deploy.stats import (
     rate_text,
     span_text,
 )
+from bot.deploy.verifying import baking, fired_alarms, progress_lines, triggered_alarms
 from bot.errors import DeployError
 from bot.exit_codes import ExitCode
 from bot.fleet import Ask, Fleet, TargetStatus
@@ -190,6 +192,7 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
     progress = rollout_progress(out)
     final: Snapshot | None = None
     note = record.start_error
+    ecs = _EcsSaid(engine)
     traffic = TrafficLines(engine, record)
     try:
         with progress:
@@ -198,6 +201,8 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
                 if snap.note and snap.note != note:
                     progress.console.print(f"  [yellow]![/] {_t(snap.note)}")
                 note = snap.note
+                for line in ecs.new_lines(snap):
+                    progress.console.print(f"  [cyan]{_t(line)}[/]")
                 for line in traffic.lines(snap):
                     progress.console.print(line, soft_wrap=True)
                 for event in snap.new_events:
@@ -225,12 +230,49 @@ def follow(engine: Engine, record: DeploymentRecord) -> int:
         )
         return ExitCode.INTERRUPTED
     assert final is not None and final.outcome is not None
-    code = _print_outcome(record, final, _status_hint(engine))
+    code = _print_outcome(record, final, _status_hint(engine), engine.aws.region, ecs.went_off)
     if final.outcome is not Outcome.COMPLETED and (reached := traffic.reached()):
         out.print(f"  reached {_t(reached)} before it ended.")
     if final.outcome != Outcome.COMPLETED:
         _print_where_to_look(final, engine.console_url)
     return code
+
+
+class _EcsSaid:
+    """What ECS's service deployment says while a terminal follows it (bot/deploy/
+    verifying.py), each line printed when it changes; when each alarm that failed it went
+    to ALARM, asked of CloudWatch once while it was (best effort)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.went_off: dict[str, datetime] = {}
+        self.bake_seen: datetime | None = None
+        self.said: set[str] = set()
+        self.asked: set[str] = set()
+
+    def new_lines(self, snap: Snapshot) -> list[str]:
+        sd = snap.service_deployment
+        if not sd or snap.final:
+            return []
+        if self.bake_seen is None and baking(sd):
+            self.bake_seen = snap.at
+        fired = [n for n in triggered_alarms(sd) if n not in self.asked]
+        if fired:
+            self.asked.update(fired)
+            try:
+                views = self.engine.alarms_now(fired)
+            except DeployError:
+                views = []  # said with ECS's rollback time instead
+            self.went_off.update({v.name: v.since for v in views if v.state == "ALARM" and v.since})
+        region = self.engine.aws.region
+        lines = progress_lines(
+            sd, snap.at, region, seen_since=self.bake_seen, went_off=self.went_off
+        )
+        # Seconds of the bake are for a live message; a terminal's lines say each minute once.
+        keys = {line: re.sub(r"\b\d+ s\b", "s", line) for line in lines}
+        fresh = [line for line in lines if keys[line] not in self.said]
+        self.said.update(keys[line] for line in fresh)
+        return fresh
 
 
 def _print_where_to_look(snap: Snapshot, console_url: str) -> None:
@@ -245,8 +287,16 @@ def _status_hint(engine: Engine) -> str:
     return engine.hints.status(engine.target.name)
 
 
-def _print_outcome(record: DeploymentRecord, snap: Snapshot, status: str) -> int:
-    """The outcome's line; ``status``: the command that shows the target's status."""
+def _print_outcome(
+    record: DeploymentRecord,
+    snap: Snapshot,
+    status: str,
+    region: str = "",
+    went_off: dict[str, datetime] | None = None,
+) -> int:
+    """The outcome's line; ``status``: the command that shows the target's status;
+    ``region``, ``went_off``: the console links of the alarms that failed it, and when each
+    went to ALARM."""
     outcome = snap.outcome
     assert outcome is not None
     took = f"{snap.elapsed:.0f} s"
@@ -255,6 +305,18 @@ def _print_outcome(record: DeploymentRecord, snap: Snapshot, status: str) -> int
     what = {"redeploy": f"Redeploy of {tag}", "rollback": f"Rollback to {tag}"}.get(
         record.kind, f"Deployment of {tag}"
     )
+    fired = fired_alarms(snap.service_deployment or {}, region, went_off)
+    if fired and outcome in (Outcome.ROLLED_BACK, Outcome.FAILED):
+        # ECS failed it for its alarms (#26): which, since when, and where to see them.
+        verb = "rolled back" if outcome == Outcome.ROLLED_BACK else "stopped"
+        said = "; ".join(_t(f.text()) for f in fired)
+        out.print(f"[bold red]✗ {what} failed[/] after {took}: {verb}: {said}.")
+        if outcome == Outcome.ROLLED_BACK:
+            back = _t(snap.rollback_tag or revision_of(snap.rollback_task_definition))
+            out.print(f"  ECS rolled the service back to {back}. {tag} is NOT running.")
+        for f in fired:
+            out.print(f"  alarm {_t(f.name)} in the console: {_t(f.url)}", soft_wrap=True)
+        return outcome.exit_code
     if outcome == Outcome.COMPLETED:
         # A rollback says where it went back to, never "Deployed".
         done = {"redeploy": "Redeployed", "rollback": "Rolled back to"}.get(record.kind)

@@ -137,9 +137,19 @@ class Alarms(Stage):
                 "(cloudformation/bot.yml). Try again once CloudWatch answers, or go past the "
                 f"check: {self._past()}."
             ) from None
-        region = self.settings.aws_region
+        region = self.aws.region
         views = {v.name: v for v in (AlarmView.from_api(a, region, ecs) for a in found)}
         return [views[n] for n in names if n in views], [n for n in names if n not in views]
+
+    def now(self, names: Sequence[str]) -> list[AlarmView]:
+        """The alarms ``names`` as CloudWatch says now (those that exist): a door reads when
+        an alarm that failed a deployment went to ALARM. DeployError when it cannot."""
+        if not names:
+            return []
+        with aws_errors("reading the CloudWatch alarms (DescribeAlarms)"):
+            found = self.aws.describe_alarms(list(names))
+        region = self.aws.region
+        return [AlarmView.from_api(a, region, ()) for a in found]
 
     def judge(self, plan: Plan, service: dict[str, Any]) -> Plan:
         """``plan`` if its alarms let it go (with ``alarm_notes`` when it was forced past
@@ -201,7 +211,7 @@ class Alarms(Stage):
         which = "alarm" if len(missing) == 1 else "alarms"
         return (
             f"Not deployed to {self.target.name}: no CloudWatch {which} "
-            f"{', '.join(where)} in {self.settings.aws_region}. Nothing was changed. Create "
+            f"{', '.join(where)} in {self.aws.region}. Nothing was changed. Create "
             f"it, or take it out of the list that names it; or go past the check: "
             f"{self._past()}."
         )

@@ -28,6 +28,7 @@ from typing import Any
 
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.deploy.aborting import Aborter
+from bot.deploy.alarms import AlarmView
 from bot.deploy.aws import AwsClient
 from bot.deploy.changes import ChangeSummary
 from bot.deploy.digests import DigestClaims
@@ -402,6 +403,11 @@ class Engine(ForTheDoors):
 
     def open_deployments(self) -> list[DeploymentRecord]:
         return self.reads.open_deployments()
+
+    def alarms_now(self, names: Sequence[str]) -> list[AlarmView]:
+        """CloudWatch's alarms ``names`` now (bot/deploy/alarms.py): when one that failed a
+        deployment went to ALARM, for its message. DeployError when CloudWatch cannot say."""
+        return self.planner.alarms.now(names)
 
     def annotate(self, record: DeploymentRecord, message_ref: str) -> DeploymentRecord:
         return self.ledger.annotate(record, message_ref)

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.deploy.verifying import verifying_line
 from bot.exit_codes import ExitCode
 
 
@@ -334,6 +335,9 @@ class Snapshot:
             self.outcome,
             self.note,
             _service_deployment_view(self.service_deployment),
+            # While ECS bakes, the time it has baked: "verifying: alarms OK, 3 of ~6 min" moves
+            # on though nothing else does (bot/deploy/verifying.py).
+            verifying_line(self.service_deployment, self.at) if self.service_deployment else None,
         )
 
 

@@ -50,6 +50,7 @@ from bot.local.stack import (
     DEFAULT_RELEASES,
     Release,
     StackInfo,
+    add_deployment_alarm,
     add_service,
     create_stack,
     fake_sha,
@@ -147,6 +148,8 @@ class Playground:
     versions: list[str] = field(default_factory=list)  # pushed so far, oldest first
     broken: set[str] = field(default_factory=set)  # versions whose tasks crash
     slow: set[str] = field(default_factory=set)  # versions whose tasks are slow to start
+    # Versions whose tasks are healthy but whose 5xx alarm fires during ECS's bake time.
+    alarming: set[str] = field(default_factory=set)
 
     def next_version(self) -> str:
         """The next minor release after the newest pushed (v4.5.0 -> v4.6.0)."""
@@ -161,6 +164,13 @@ class Playground:
         self.broken.add(release.version)
         for tag in _own_tags(release):
             self.simulator.mark_broken(tag)
+
+    def mark_alarming(self, release: Release) -> None:
+        """Tasks of this release start and run, but the service's 5xx alarm goes to ALARM
+        while ECS bakes it: ECS rolls it back (the simulator's ``mark_alarming``)."""
+        self.alarming.add(release.version)
+        for tag in _own_tags(release):
+            self.simulator.mark_alarming(tag)
 
     def mark_slow(self, release: Release) -> None:
         """Tasks of this release stay pending for SLOW_STEPS: a rollout to stop or queue behind."""
@@ -262,6 +272,10 @@ def _playground(step: float) -> Iterator[Playground]:
         add_service(
             stack, settings, cluster=STAGING_STACK, service=STAGING_STACK, running=RUNNING_VERSION
         )
+        # Each service's deployment alarm on its 5xx answers, as service.yml's: ECS watches it
+        # through every rollout and its bake time, and rolls back when it goes to ALARM.
+        add_deployment_alarm(stack, settings)
+        add_deployment_alarm(stack, settings, cluster=STAGING_STACK, service=STAGING_STACK)
         targets = playground_targets(settings)
         # Fast while the first release is recorded, then at a pace a person can watch.
         simulator = RolloutSimulator(
@@ -566,6 +580,7 @@ class ClickIn(BaseModel, frozen=True):
 class PushIn(BaseModel, frozen=True):
     broken: bool = False
     slow: bool = False
+    alarming: bool = False  # healthy, but its 5xx alarm fires after start (during the bake)
 
 
 def person(user: str) -> Person:
@@ -636,6 +651,7 @@ def state_view(pg: Playground, user: str = ANA.id) -> dict[str, Any]:
         "versions": list(pg.versions),
         "broken": sorted(pg.broken),
         "slow": sorted(pg.slow),
+        "alarming": sorted(pg.alarming),
         "next_version": pg.next_version(),
         "step_seconds": pg.step_seconds,
         "messages": [_message_view(m) for m in emu.messages(CHANNEL) if not m.deleted],
@@ -729,8 +745,10 @@ def create_page_app(
 
     @app.post("/api/push")
     async def push(body: PushIn) -> dict[str, Any]:
-        if body.broken and body.slow:
-            raise HTTPException(400, "An image is broken or slow, not both: pick one.")
+        if sum((body.broken, body.slow, body.alarming)) > 1:
+            raise HTTPException(
+                400, "An image is broken, slow, or fires its alarm, one of them: pick one."
+            )
         async with push_lock:
             version = pg.next_version()
             seed_release(pg.github, version)
@@ -742,6 +760,8 @@ def create_page_app(
                 pg.mark_broken(release)
             if body.slow:
                 pg.mark_slow(release)
+            if body.alarming:
+                pg.mark_alarming(release)
             await post_image_pushed(pg.settings, release.tag, release.sha, pg.targets)
         return {"ok": True, "tag": release.tag, "tags": list(release.tags)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.models.blocks import (
@@ -26,6 +27,7 @@ from bot.deploy.plan_diff import clip_lines
 from bot.deploy.plan_diff import text_lines as plan_lines
 from bot.deploy.records import DeploymentRecord, ImageInfo, Plan, Status, short_digest
 from bot.deploy.rollout import Outcome, Snapshot, revision_of
+from bot.deploy.verifying import fired_alarms, progress_lines
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import is_user_id, link, mention
 from bot.slack.pause_view import ShiftView, shift_blocks
@@ -356,6 +358,9 @@ def progress(
     promote_to: Sequence[str] = (),
     later: DeploymentRecord | None = None,
     rollback_applies: bool = True,
+    region: str = "",
+    went_off: Mapping[str, datetime] | None = None,
+    bake_seen: datetime | None = None,
     shift: ShiftView | None = None,
     rules: Target | None = None,
 ) -> Message:
@@ -367,9 +372,13 @@ def progress(
     Promote button each); ``later``: a later deployment of the target started, so Promote
     (of the target's last deployment) no longer applies; ``rollback_applies``: False once a
     later one completed (what runs is no longer this). Buttons that no longer apply go, and a
-    line names the later deployment. ``shift``: how ECS shifts its traffic (a blue/green,
-    canary or linear deployment) and a pause awaiting a decision, with its Continue and Roll
-    back buttons (who may press them: ``rules``, the target's), in place of Stop."""
+    line names the later deployment. While ECS deploys, what its service deployment says
+    (bot/deploy/verifying.py: verifying and its bake, the stage, the circuit breaker's count);
+    ``region``: for the alarms' console links; ``went_off``: when each alarm that failed it
+    went to ALARM, as the alarm said; ``bake_seen``: when this message first saw the bake.
+    ``shift``: how ECS shifts its traffic (a blue/green, canary or linear deployment) and a
+    pause awaiting a decision, with its Continue and Roll back buttons (who may press them:
+    ``rules``, the target's), in place of Stop."""
     outcome = snap.outcome if snap else None
     what = _change_of(record.kind, record.tag, target)
     if outcome == Outcome.COMPLETED:
@@ -391,6 +400,12 @@ def progress(
             f"🚀 {VERBS.get(record.kind, 'Deploying')} {record.tag}{_where(record.kind, target)}"
         )
     running, desired, pending = (snap.running, snap.desired, snap.pending) if snap else (0, 0, 0)
+    sd = snap.service_deployment if snap else None
+    ecs = (
+        progress_lines(sd, snap.at, region, seen_since=bake_seen, went_off=went_off)
+        if snap is not None and outcome is None
+        else []
+    )
     state = (snap.rollout_state if snap else "") or "STARTING"
     state_reason = snap.rollout_reason if snap else ""
     whose = ""
@@ -423,7 +438,9 @@ def progress(
                 text=f"`{progress_bar(running, desired)}` *{running}/{desired}* running{whose}"
                 f"{f', {pending} pending' if pending else ''}"
                 f"{f', {snap.failed} failed' if snap and snap.failed else ''}"
-                f"\n*Rollout:* {esc(state)}" + (f" — {esc(state_reason)}" if state_reason else "")
+                f"\n*Rollout:* {esc(state)}"
+                + (f" — {esc(state_reason)}" if state_reason else "")
+                + "".join(f"\n{esc(line)}" for line in ecs)
             )
         ),
     ]
@@ -434,7 +451,9 @@ def progress(
     if snap and outcome is not None:
         blocks.append(
             SectionBlock(
-                text=MarkdownTextObject(text=_outcome_text(record, snap, commands, target))
+                text=MarkdownTextObject(
+                    text=_outcome_text(record, snap, commands, target, region, went_off)
+                )
             )
         )
         if outcome != Outcome.COMPLETED and (where := where_to_look(snap, console_url)):
@@ -501,12 +520,18 @@ def progress(
     # The fallback text is mrkdwn too (and what notifications show): escaped like the rest.
     text = f"{esc(title)} to {esc(record.service)}: {running}/{desired} running, {esc(state)}"
     if snap and outcome is not None:
-        text = f"{esc(title)}: {_outcome_text(record, snap, commands, target)}"
+        said = _outcome_text(record, snap, commands, target, region, went_off)
+        text = f"{esc(title)}: {said}"
     return Message(text=text, blocks=tuple(blocks))
 
 
 def _outcome_text(
-    record: DeploymentRecord, snap: Snapshot, commands: CommandNames, target: str = ""
+    record: DeploymentRecord,
+    snap: Snapshot,
+    commands: CommandNames,
+    target: str = "",
+    region: str = "",
+    went_off: Mapping[str, datetime] | None = None,
 ) -> str:
     status = f"{commands.status} {esc(target)}".strip()  # the target's, when several
     took = _duration(snap.elapsed)
@@ -514,6 +539,20 @@ def _outcome_text(
     tag = esc(record.tag)
     if snap.outcome == Outcome.COMPLETED:
         return f"*Completed in {took}.* `{tag}` runs on {snap.running}/{snap.desired} tasks."
+    fired = fired_alarms(snap.service_deployment or {}, region, went_off)
+    if fired and snap.outcome in (Outcome.ROLLED_BACK, Outcome.FAILED):
+        # ECS failed it for its alarms (#26): which, since when, and where to see them.
+        alarms = "; ".join(
+            f"{esc(f.text())} ({link(f.url, 'the alarm in the console')})" for f in fired
+        )
+        if snap.outcome == Outcome.FAILED:  # alarms' rollback off: ECS stopped it
+            return f"*Failed after {took}: stopped:* {alarms}."
+        back = esc(snap.rollback_tag or revision_of(snap.rollback_task_definition))
+        by = f" (deployment `{esc(snap.rollback_deployment)}`)" if snap.rollback_deployment else ""
+        return (
+            f"*Failed after {took}: rolled back:* {alarms}.\nECS rolled the service back to "
+            f"`{back}`{by}; `{tag}` is *not* running."
+        )
     if snap.outcome == Outcome.ROLLED_BACK:
         back = esc(snap.rollback_tag or revision_of(snap.rollback_task_definition))
         return (

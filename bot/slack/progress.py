@@ -47,6 +47,7 @@ from bot.deploy.events import Adopted, Looked
 from bot.deploy.records import DeploymentRecord, News, Plan
 from bot.deploy.rollout import EcsDeployment, Outcome, ServiceState, Snapshot
 from bot.deploy.supervisor import Supervisor
+from bot.deploy.verifying import baking, triggered_alarms
 from bot.errors import DeployError
 from bot.slack import messages
 from bot.slack.announce import news_text, outside_text
@@ -132,6 +133,12 @@ class ProgressMessage:
             self._posted.set()
         # Set when its board is done with it (followed or finished to the end, or stopped).
         self.done = asyncio.Event()
+        # What ECS's service deployment showed that the message keeps (bot/deploy/verifying.py):
+        # when each alarm that failed it went to ALARM (read while it was), when ECS's bake
+        # was first seen.
+        self.went_off: dict[str, datetime] = {}
+        self.bake_seen: datetime | None = None
+        self._alarms_asked: set[str] = set()
         # ECS's traffic shifting and a pause awaiting a decision (bot/slack/pausing_notice.py).
         self.pause_watch = PauseWatch(client, engine, self)
 
@@ -151,6 +158,9 @@ class ProgressMessage:
             promote_to=self.promote_to,
             later=self.later,
             rollback_applies=self.rollback_applies,
+            region=self.engine.aws.region,
+            went_off=self.went_off,
+            bake_seen=self.bake_seen,
             shift=self.pause_watch.view(snap),
             rules=self.engine.target,
         )
@@ -224,6 +234,7 @@ class ProgressMessage:
                 text = messages.thread_reply(snap)
                 if text:
                     self._reply(text, _reply_ids(snap))
+                await self._keep_what_ecs_said(snap)
                 self._show(self._render(snap))
                 if snap.final:
                     final = snap
@@ -237,6 +248,26 @@ class ProgressMessage:
         finally:
             watch.close()
         return final
+
+    async def _keep_what_ecs_said(self, snap: Snapshot) -> None:
+        """When ECS's bake was first seen; when each alarm that failed the deployment went to
+        ALARM, asked of CloudWatch once (best effort: without it the message says when ECS
+        started the rollback)."""
+        sd = snap.service_deployment
+        if not sd:
+            return
+        if self.bake_seen is None and baking(sd):
+            self.bake_seen = snap.at
+        fired = [n for n in triggered_alarms(sd) if n not in self._alarms_asked]
+        if not fired:
+            return
+        self._alarms_asked.update(fired)
+        try:
+            views = await asyncio.to_thread(self.engine.alarms_now, fired)
+        except DeployError as exc:
+            log.warning("when the alarms went off is not known: %s", exc, extra=self._log_extra())
+            return
+        self.went_off.update({v.name: v.since for v in views if v.state == "ALARM" and v.since})
 
     async def _handed_over(self) -> None:
         """Another process follows the deployment now: it shows the message from here on."""

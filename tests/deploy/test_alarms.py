@@ -236,3 +236,33 @@ def test_describe_alarms_refused_or_unanswered_refuses_clearly(
     assert said.startswith("Not deployed to production: its alarms could not be checked: ")
     assert words in said and "cloudwatch:DescribeAlarms" in said
     assert "Nothing was changed" in said and "Traceback" not in said
+
+
+def test_an_approvals_start_is_refused_while_an_alarm_fires(
+    stack: LocalStack, engines: list[Engine]
+) -> None:
+    alarm(stack, FIVE_XX)
+    s = stack.settings
+    target = Target(
+        name="production",
+        cluster=s.ecs_cluster,
+        service=s.ecs_service,
+        repository=s.ecr_repository,
+        deployers=frozenset({"U0ANA"}),
+        approvals=1,
+        approvers=("U0CARA",),
+        alarms=(FIVE_XX,),
+    )
+    engine = Engine(target.settings(s), target=target)
+    engines.append(engine)
+    ana, cara = Requester("U0ANA", "slack", "ana"), Requester("U0CARA", "slack", "cara")
+    asking = Via(door=Door.SLASH, channel="C0DEPLOYS", asking=True)
+    request = engine.request_approval(engine.plan_deploy("v4.4.0", ana, via=asking), "C0DEPLOYS")
+    cloudwatch(stack).set_alarm_state(AlarmName=FIVE_XX, StateValue="ALARM", StateReason="5xx")
+    approve = Via(door=Door.BUTTON, channel="C0DEPLOYS")
+    with pytest.raises(AlarmFiring) as refused:
+        engine.approve(request.id, cara, via=approve)
+    assert f"alarm {FIVE_XX} is in ALARM since" in refused.value.message
+    # Nothing started: as for any refusal at an approval's start, the request says so in
+    # Slack ("Approved, not deployed: …") and the requester asks again once it is OK.
+    assert engine.lock_item() is None and engine.history(1) == []

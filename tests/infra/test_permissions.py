@@ -29,12 +29,20 @@ from botocore.validate import validate_parameters
 
 from bot.deploy.aws import AwsClient, read_parameter
 from bot.deploy.engine import Engine
+from bot.deploy.pausing import CONTINUE, Pause
 from bot.deploy.plan_diff import as_registered
-from bot.deploy.records import Requester
+from bot.deploy.records import Requester, Via
 from bot.deploy.table import ATTRIBUTE_DEFINITIONS, KEY_SCHEMA, TTL_ATTRIBUTE
 from bot.errors import ImageMissing, NothingToRollBack
 from bot.local.simulator import RolloutSimulator
-from bot.local.stack import SERVICE_CONTAINER, TASK_CPU, TASK_MEMORY
+from bot.local.stack import (
+    SERVICE_CONTAINER,
+    TASK_CPU,
+    TASK_MEMORY,
+    StackInfo,
+    set_deployment_strategy,
+)
+from bot.rules import Door
 from bot.settings import Settings
 from bot.target import Target
 from bot.targets import load_targets
@@ -47,6 +55,7 @@ from tests.aws_calls import (
     recorded,
 )
 from tests.conftest import LocalStack
+from tests.helpers import wait_until
 from tests.infra.iam import identity_allows
 from tests.infra.templates import (
     PRODUCTION_STACK,
@@ -59,11 +68,10 @@ from tests.infra.templates import (
 )
 
 WHO = Requester("permission-test", "cli")
-# Granted in bot.yml for calls the walk below does not make (#27: ContinueServiceDeployment at
-# a pause, and the test listener's lookup, which the tests replace by test_url). Each one
-# leaves this set once the walk makes it, and the exact test holds it then like every other.
+# Granted in bot.yml for calls the walk below does not make (#27: the test listener's lookup,
+# which the tests replace by test_url). Each one leaves this set once the walk makes it, and
+# the exact test holds it then like every other action.
 GRANTED_AHEAD = {
-    "ecs:ContinueServiceDeployment",
     # verify_path's lookup of the test listener; the tests give it as test_url instead.
     "elasticloadbalancing:DescribeListeners",
     "elasticloadbalancing:DescribeLoadBalancers",
@@ -116,7 +124,7 @@ def _table_from_template(stack: LocalStack) -> None:
     )
 
 
-def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
+def _every_engine_path(engine: Engine, simulator: RolloutSimulator, info: StackInfo) -> None:
     try:
         with pytest.raises(NothingToRollBack):
             engine.rollback(WHO)
@@ -138,6 +146,7 @@ def _every_engine_path(engine: Engine, simulator: RolloutSimulator) -> None:
         _abort_in_flight(engine, simulator)
         _secrets_in_what_runs(engine.settings)
         engine.plan_deploy("v4.5.0", WHO)  # the plan's checks of the secrets: reads only
+        _pause_and_continue(engine, simulator, info)  # last: the service stays blue/green
     finally:
         engine.close()
 
@@ -154,6 +163,43 @@ def _abort_in_flight(engine: Engine, simulator: RolloutSimulator) -> None:
         engine.follow_abort(aborted)
     finally:
         watch.close()
+
+
+def _pause_and_continue(engine: Engine, simulator: RolloutSimulator, info: StackInfo) -> None:
+    """A blue/green deployment paused after its test traffic shift (service.yml's hook) and
+    continued: ContinueServiceDeployment."""
+    s = engine.settings
+    ecs = boto3.client("ecs", endpoint_url=info.endpoint_url, region_name=info.region)
+
+    def steady() -> bool:  # the revision the plan's step put in place has rolled out
+        (service,) = ecs.describe_services(cluster=s.ecs_cluster, services=[s.ecs_service])[
+            "services"
+        ]
+        return [d.get("rolloutState") for d in service["deployments"]] == ["COMPLETED"]
+
+    wait_until(steady, 60, "the service steady before the blue/green deploy")
+    set_deployment_strategy(
+        info,
+        s,
+        "BLUE_GREEN",
+        cluster=s.ecs_cluster,
+        service=s.ecs_service,
+        pause_at=["POST_TEST_TRAFFIC_SHIFT"],
+    )
+    simulator.mark_healthy("v4.3.0-ecr-ecs-fargate")
+    record = engine.deploy("v4.3.0", WHO)
+    found: list[Pause] = []
+
+    def paused() -> bool:
+        pause = engine.paused(record.id)
+        found.extend([pause] if pause is not None else [])
+        return bool(found)
+
+    wait_until(paused, 60, "the blue/green deployment paused at its hook")
+    decision = engine.decide_pause(
+        WHO, CONTINUE, via=Via(door=Door.CLI), of=record.id, hook_id=found[0].hook.hook_id
+    )
+    engine.follow_abort(decision.record)
 
 
 def _secrets_in_what_runs(settings: Settings) -> None:
@@ -211,7 +257,7 @@ def test_the_bot_role_grants_exactly_what_the_engine_calls(
         s.deploy_target, s.ecs_cluster, s.ecs_service, s.ecr_repository, alarms=("hello-world-5xx",)
     )
     with recorded() as calls:
-        _every_engine_path(Engine(stack.settings, target=target), simulator)
+        _every_engine_path(Engine(stack.settings, target=target), simulator, stack.info)
         # The bot reads its deploybot.toml again (DEPLOYBOT_CONFIG_PARAMETER,
         # bot/slack/reload.py): none here is an answer too.
         read_parameter(s, f"/{s.stack_name}-bot/deploybot.toml")
@@ -460,7 +506,7 @@ def test_the_bot_role_covers_two_targets_and_only_them(
         recorder = Recorder()
         target = settings[name]
         aws = AwsClient(target, recorder.session(target.aws_region))
-        _every_engine_path(Engine(target, aws=aws), simulator)
+        _every_engine_path(Engine(target, aws=aws), simulator, stack.info)
         calls[name] = recorder.calls
     # The staging engine touched staging's service only, and production's its own.
     for name, stack_name in (("staging", STAGING_STACK), ("production", PRODUCTION_STACK)):

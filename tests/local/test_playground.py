@@ -568,3 +568,45 @@ def test_stats_draws_the_seeded_history_in_the_browser(browser_page: object) -> 
     assert size == [900, 450], size
     ARTIFACTS.mkdir(exist_ok=True)
     image.screenshot(path=str(ARTIFACTS / "stats-chart.png"))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_an_image_whose_alarm_fires_after_start_is_rolled_back_in_the_browser(
+    browser_page: object,
+) -> None:
+    """Push an image that is "healthy, but its 5xx alarm fires after start": staging deploys
+    it on push (auto_deploy), the rollout completes its scale-up, ECS verifies it ("verifying:
+    alarms OK", its bake), the alarm fires, ECS rolls back, and the message says which alarm,
+    when, with its console link (test-artifacts/playground-alarm.png)."""
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    expect(page.locator("#conn")).to_have_text("deploybot connected (Socket Mode)")
+    _be(page, "Ana (requester)")
+    version = page.locator("#next-version").inner_text()
+    page.locator("#push-fate").select_option("alarming")
+    page.locator("#push").click()
+    expect(page.locator("#versions")).to_contain_text(f"{version} (fires its alarm)")
+    messages = page.locator("#messages > .msg[data-kind=message]")
+    tag = f"{version}-ecr-ecs-fargate"
+    # Staging deploys each pushed image itself (auto_deploy), as CI's notice says.
+    notice = messages.filter(has_text=f"A new image is in ECR: {tag}")
+    expect(notice).to_contain_text("staging deploys this image on push")
+    live = messages.filter(has=page.locator(".b-header", has_text=f"{tag} to staging"))
+    # The scale-up completes, then ECS bakes it, watching the alarm.
+    expect(live).to_contain_text("verifying: alarms OK", timeout=60_000)
+    expect(live).to_contain_text("stage: BAKE_TIME")
+    expect(live.locator(".b-header")).to_have_text(
+        f"❌ Deployment of {tag} to staging failed", timeout=60_000
+    )
+    alarm = "hello-world-ecr-ecs-fargate-staging-5xx"
+    expect(live).to_contain_text(
+        re.compile(rf"rolled back: alarm {alarm} went to ALARM at \d\d:\d\d")
+    )
+    link = live.locator("a", has_text="the alarm in the console")
+    expect(link).to_have_attribute("href", re.compile(rf"#alarmsV2:alarm/{alarm}$"))
+    expect(live).to_contain_text("ECS rolled the service back to")
+    ARTIFACTS.mkdir(exist_ok=True)
+    live.screenshot(path=str(ARTIFACTS / "playground-alarm.png"))

@@ -5,11 +5,14 @@ the click deploys past that alarm, on the record of the deployment's message."""
 
 from __future__ import annotations
 
+import re
+
 import boto3
 
 from bot.local.aws import MotoServer
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
+from bot.local.stack import add_deployment_alarm
 from bot.slack import guards
 from tests.conftest import ALICE, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory
@@ -60,3 +63,24 @@ def test_a_firing_alarm_refuses_a_slack_deploy_until_deploy_anyway(
     done = final_message(emulator, "Deployed v4.4.0", timeout=120)
     assert f"deployed while alarm {FIVE_XX} is in ALARM" in done.all_text, done.all_text
     assert running_tag(s).startswith("v4.4.0")
+
+
+def test_an_alarm_in_the_bake_says_rolled_back_which_and_when_in_the_message(
+    stack: LocalStack,
+    aws: MotoServer,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    alarm = add_deployment_alarm(stack.info, stack.settings)
+    sim = RolloutSimulator(aws, step_seconds=0.2, bake_ticks=10)
+    sim.mark_alarming("v4.4.0-ecr-ecs-fargate")
+    bot = start_bot("http")
+    with sim:
+        emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
+        verifying = final_message(emulator, "verifying: alarms OK", timeout=120)
+        assert "stage: BAKE_TIME" in verifying.all_text, verifying.all_text
+        done = final_message(emulator, "v4.4.0-ecr-ecs-fargate failed", timeout=120)
+    text = done.all_text
+    assert re.search(rf"rolled back:\* alarm {alarm} went to ALARM at \d\d:\d\d", text), text
+    assert f"#alarmsV2:alarm/{alarm}|the alarm in the console>" in text
+    assert "ECS rolled the service back to" in text and "circuit breaker" not in text
