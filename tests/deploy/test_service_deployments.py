@@ -368,6 +368,32 @@ def test_refused_operations_fall_back_said_once_asked_once(
     assert [r.ecs_status for r in engine.history(2)] == ["", ""]
 
 
+@pytest.mark.parametrize("code", ["UnsupportedFeatureException", "UnknownOperationException"])
+def test_a_region_without_the_operations_falls_back(
+    code: str,
+    stack: LocalStack,
+    simulator: RolloutSimulator,
+    proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A region or partition without service deployments answers UnsupportedFeatureException
+    (the operations' documented error) or does not know the operation: the old judgement,
+    said once, asked once."""
+    caplog.set_level(logging.INFO)
+    for op in NEW_OPERATIONS:
+        proxy.refuse("ecs", op, code=code)
+    engine = Engine(through(stack.settings, proxy))
+    try:
+        _, snaps = _deploy_and_follow(engine, "v4.4.0")
+    finally:
+        engine.close()
+    assert snaps[-1].outcome is Outcome.COMPLETED
+    assert all(s.service_deployment is None for s in snaps)
+    assert sum(proxy.count("ecs", op) for op in NEW_OPERATIONS) == 1
+    (said,) = refusals(caplog)
+    assert code in said
+
+
 def test_a_deployment_ecs_has_no_service_deployment_for_is_judged_the_old_way(
     aws: MotoServer,
     stack: LocalStack,
