@@ -2,6 +2,12 @@
 
 tools/explain-exit.sh, which the Makefile runs deploybot through, says each code's meaning in
 words; tests/bot/test_exit_codes.py holds it to this table.
+
+``deploybot continue`` (a deployment ECS paused at a hook) ends the same way: 0 it completed
+(with ``--rollback``: it rolled back, as asked); 1 it failed or was rolled back (``--rollback``:
+the rollback failed); 2 nothing awaits a decision, someone decided first, a rule refused, or a
+red check of the test listener was not confirmed (nothing changed); 3 still rolling out at the
+timeout (paused again, say); 4 lost sight of it.
 """
 
 from __future__ import annotations
