@@ -519,6 +519,8 @@ class ServicePoller:
             )
             tracked.record, verdict, ours = reading.record, reading.verdict, reading.ours
             service_deployment = reading.service_deployment
+            if reading.state is not None:  # read again after ECS's word: its events are newer
+                state = reading.state
             if tracked.record.aborted_by and tracked.abort_seen is None:
                 tracked.abort_seen = now
             if reading.adopted and tracked.note == tracked.record.start_error:

@@ -65,6 +65,9 @@ class Reading:
     adopted: bool = False
     # ECS's service deployment of the record, as read in this pass; None under the fallback.
     service_deployment: dict[str, Any] | None = None
+    # The service as read again in this pass (its events and counts newer than the caller's
+    # read); None when the caller's read was judged.
+    state: ServiceState | None = None
 
 
 class Reconciler:
@@ -120,6 +123,7 @@ class Reconciler:
         record, sd = self.service_deployment(record, state, max_age)
         ours = state.deployment(record.ecs_deployment_id)
         ended = sd is not None and sd.get("status") in service_deployments.ENDED
+        reread: ServiceState | None = None
         if not record.aborted_by and (ours is None or ours.status != "PRIMARY" or ended):
             # Someone else's deployment is over ours, or has already replaced it (ECS lists a
             # deployment no more once another completed over it: an abort's restore can be
@@ -136,8 +140,20 @@ class Reconciler:
             ):
                 # ECS stopped ours, but the DescribeServices read before it still shows ours
                 # on top: a newer deployment (what replaced it) shows in a read after it.
-                state = self._fresh_state(state)
+                state = reread = self._fresh_state(state)
                 ours = state.deployment(record.ecs_deployment_id)
+            elif (
+                sd.get("status") == "SUCCESSFUL"
+                and not record.aborted_by
+                and ours is not None
+                and (ours.running < ours.desired or ours.rollout_state != "COMPLETED")
+                and self.aws is not None
+            ):
+                # ECS says ours succeeded, but the DescribeServices read before it (or one a
+                # batch kept from earlier in the interval) still shows it rolling out: the
+                # final snapshot's counts come from a read after it, not from the stale one.
+                state = reread = self._fresh_state(state)
+                ours = state.deployment(record.ecs_deployment_id) or ours
             verdict = service_deployments.judge(
                 sd,
                 aborted_by=record.aborted_by,
@@ -151,13 +167,13 @@ class Reconciler:
             # starts the restore as a deployment of its own: followed by DescribeServices.
             restoring = record.aborted_by and sd.get("status") in ("STOPPED", "SUCCESSFUL")
             if not restoring:
-                return Reading(record, verdict, ours, adopted, sd)
+                return Reading(record, verdict, ours, adopted, sd, reread)
         if record.aborted_by:
             aborting = self._aborting(record, state, ours)
             if aborting is not None:
-                return replace(aborting, adopted=adopted, service_deployment=sd)
+                return replace(aborting, adopted=adopted, service_deployment=sd, state=reread)
         verdict = judge(state, record.ecs_deployment_id, self._describe_other)
-        return Reading(record, verdict, ours, adopted, sd)
+        return Reading(record, verdict, ours, adopted, sd, reread)
 
     def _fresh_state(self, state: ServiceState) -> ServiceState:
         assert self.aws is not None

@@ -8,6 +8,7 @@ own 500 for operations it lacks), the fault proxy (a lost UpdateService answer).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -497,3 +498,53 @@ def test_more_than_twenty_watched_arns_take_one_call_each_twenty(
     assert reads.get(known, max_age=60) is not None
     # The asked ARN and 19 riders, the freshest kept: within the limit, one call.
     assert aws.requests.count("ecs", "DescribeServiceDeployments") == 1
+
+
+def test_ecs_saying_successful_after_a_stale_service_read_ends_on_a_fresh_one(
+    aws: MotoServer, stack: LocalStack, simulator: RolloutSimulator
+) -> None:
+    """A poll reads DescribeServices, then DescribeServiceDeployments. When the rollout ends
+    between the two, ECS's SUCCESSFUL meets a service read that still shows it rolling out: the
+    final snapshot must not say "3 of 3 completed" with 1 running and no steady-state event.
+    The fault: DescribeServiceDeployments held at the wire while the simulation finishes."""
+    engine = Engine(stack.settings)
+    try:
+        record = engine.deploy("v4.4.0", Requester("alice", "cli", "Alice"))
+        snaps: list[Snapshot] = []
+        watcher = threading.Thread(target=lambda: snaps.extend(engine.watch(record)))
+        watcher.start()
+        wait_until(
+            lambda: any(s.service_deployment and s.running < s.desired for s in snaps),
+            30,
+            "the rollout read with its service deployment, not yet running",
+        )
+        released = aws.faults.hold("ecs", "DescribeServiceDeployments")
+        try:
+            asked = aws.requests.count("ecs", "DescribeServiceDeployments")
+            wait_until(
+                lambda: aws.requests.count("ecs", "DescribeServiceDeployments") > asked,
+                30,
+                "a poll held at its service deployment read",
+            )
+            ecs_client = boto3.client(
+                "ecs", endpoint_url=stack.settings.aws_endpoint_url, region_name="eu-west-1"
+            )
+
+            def done() -> bool:
+                svc = ecs_client.describe_services(
+                    cluster=stack.settings.ecs_cluster, services=[stack.settings.ecs_service]
+                )["services"][0]
+                return [d["rolloutState"] for d in svc["deployments"]] == ["COMPLETED"]
+
+            wait_until(done, 60, "the simulation to finish the rollout meanwhile")
+        finally:
+            released.set()
+        watcher.join(60)
+        final = snaps[-1]
+        assert final.outcome == Outcome.COMPLETED, final
+        assert final.running == final.desired == 3, final
+        assert any("steady state" in e.message for s in snaps for e in s.new_events), [
+            e.message for s in snaps for e in s.new_events
+        ]
+    finally:
+        engine.close()
