@@ -22,24 +22,29 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
-import botocore.session
+import botocore.loaders
+import botocore.model
 
 
-def _register_fields() -> tuple[str, ...]:
+@cache
+def register_fields() -> tuple[str, ...]:
     """RegisterTaskDefinition's parameters that DescribeTaskDefinition's ``taskDefinition``
     also has, from botocore's ECS model: a new revision keeps every one of them and changes
     only one container's image. Read from the model, not listed by hand: a hand-written list
     fell behind ECS (``enableFaultInjection``, ``trustedExecutionConfiguration``), and a deploy
     then dropped what the service's stack had set."""
-    model = botocore.session.get_session().get_service_model("ecs")
+    # The model from botocore's data files alone: a session would read the user's AWS config
+    # (an AWS_PROFILE naming no profile raises), and at import time, in every process.
+    data = botocore.loaders.create_loader().load_service_model("ecs", "service-2")
+    model = botocore.model.ServiceModel(data, "ecs")
     given = model.operation_model("RegisterTaskDefinition").input_shape.members
     described = model.shape_for("TaskDefinition").members
     return tuple(name for name in given if name in described)
 
 
-REGISTER_FIELDS = _register_fields()
 # What DescribeTaskDefinition says about a revision that is not part of what runs: compared,
 # these would make every two revisions differ.
 _ABOUT_THE_REVISION = frozenset(
@@ -174,8 +179,8 @@ def registration(current: Mapping[str, Any], container: str, image: str) -> dict
 
 def as_registered(revision: Mapping[str, Any]) -> dict[str, Any]:
     """RegisterTaskDefinition's arguments that would make ``revision`` again (as
-    DescribeTaskDefinition gave it): its REGISTER_FIELDS that are set."""
-    return {k: revision[k] for k in REGISTER_FIELDS if revision.get(k) not in (None, [], {})}
+    DescribeTaskDefinition gave it): its register_fields() that are set."""
+    return {k: revision[k] for k in register_fields() if revision.get(k) not in (None, [], {})}
 
 
 def fingerprint(live_arn: str, registered: Mapping[str, Any], newer: str = "") -> str:

@@ -44,7 +44,8 @@ def test_history_and_status_print_complete_lines_off_a_terminal(
     who = "operator-with-a-long-name@build-host.example.com"
     # The declared name, and beside it the AWS identity of the credentials (moto's).
     assert row[1] == record["id"] and row[4] == f"{who} · arn:aws:sts::123456789012:user/moto"
-    assert row[3].startswith(f"{V44} · ") and row[6] == "completed", row
+    # deploybot's outcome, and beside it ECS's own word on the service deployment (#26).
+    assert row[3].startswith(f"{V44} · ") and row[6] == "completed · ECS: SUCCESSFUL", row
     assert row[0] == record["started_at"][:19].replace("T", " ")
     assert "…" not in text and all(line == line.rstrip() for line in lines)
 
@@ -52,7 +53,7 @@ def test_history_and_status_print_complete_lines_off_a_terminal(
     assert main(["--target", "staging", "status"]) == 0
     text = capsys.readouterr().out
     (line,) = [line for line in text.splitlines() if f"\t{record['id']}\t" in line]
-    assert line.split("\t")[6] == "completed" and "…" not in line
+    assert line.split("\t")[6] == "completed · ECS: SUCCESSFUL" and "…" not in line
     assert any(len(line) > 80 for line in text.splitlines())  # not wrapped at 80 either
     assert main(["status"]) == 0
     text = capsys.readouterr().out
