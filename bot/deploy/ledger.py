@@ -57,7 +57,7 @@ from bot.deploy.table import (
     tag_from_item,
     text,
 )
-from bot.errors import LockHeld
+from bot.errors import DeployError, LockHeld
 
 # How long news waits for a bot to announce it (DynamoDB's TTL removes it after that).
 NEWS_KEPT = timedelta(days=1)
@@ -287,9 +287,16 @@ class Ledger:
 
     def record(self, rec: DeploymentRecord) -> None:
         # False: a retried put whose first answer was lost (ids are unique: it is ours).
-        self.table.put_new(
-            record_item(self.keys.record(rec.sort_key), rec), "writing the deployment history"
-        )
+        try:
+            self.table.put_new(
+                record_item(self.keys.record(rec.sort_key), rec), "writing the deployment history"
+            )
+        except DeployError:
+            # No answer at all (the read timed out, every retry too): DynamoDB may have
+            # applied the put. Asked once, consistently: a record that is there is ours, and
+            # the start goes on; one that is not, or no answer again, fails the start.
+            if self.get_record(rec.sort_key) is None:
+                raise
 
     def set_ecs_deployment(self, rec: DeploymentRecord, ecs_id: str) -> DeploymentRecord:
         """Remember which ECS deployment ``rec`` started (known once UpdateService answered,

@@ -126,7 +126,8 @@ def stage_line(sd: ServiceDeployment) -> str | None:
 
 
 def breaker_line(sd: ServiceDeployment) -> str | None:
-    """``circuit breaker: 1 of 3 failed tasks before ECS rolls back`` while it watches."""
+    """``circuit breaker: 1 of 3 failed tasks before ECS rolls back`` while it watches, once
+    a task has failed."""
     breaker = sd.get("deploymentCircuitBreaker") or {}
     threshold = int(breaker.get("threshold") or 0)
     if breaker.get("status") != "MONITORING" or threshold <= 0:
@@ -136,6 +137,10 @@ def breaker_line(sd: ServiceDeployment) -> str | None:
     rollback = (_config(sd).get("deploymentCircuitBreaker") or {}).get("rollback", True)
     then = "ECS rolls back" if rollback else "ECS stops it"
     failed = int(breaker.get("failureCount") or 0)
+    if failed == 0:
+        # Nothing has failed: a line saying "0 … failed" would put the word before a reader of a
+        # healthy (or replaced) rollout (issue 29: nothing of it failed, nothing says so).
+        return None
     return f"circuit breaker: {failed} of {threshold} failed tasks before {then}"
 
 

@@ -55,7 +55,8 @@ def test_an_alarm_in_the_bake_rolls_back_saying_which_and_when(
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     assert "verifying: alarms OK, " in out and "stage: BAKE_TIME" in out, out
-    assert re.search(r"circuit breaker: 0 of \d+ failed tasks before ECS rolls back", out), out
+    # Its tasks are healthy: the circuit breaker's count is shown only once a task failed.
+    assert "circuit breaker:" not in out, out
     said = re.search(rf"rolled back: alarm {alarm} went to ALARM at (\d\d:\d\d)", out)
     assert said, out
     assert f"alarm {alarm} in the console: {CONSOLE}#alarmsV2:alarm/{alarm}" in out

@@ -100,6 +100,10 @@ def test_while_it_scales_up_the_stage_and_the_circuit_breakers_count() -> None:
         deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": False}}
     )
     assert "before ECS stops it" in progress_lines(no_rollback, T0, REGION)[-1]
+    healthy = deployment(
+        deploymentCircuitBreaker={"status": "MONITORING", "failureCount": 0, "threshold": 3}
+    )
+    assert progress_lines(healthy, T0 + timedelta(minutes=2), REGION) == ["stage: SCALE_UP"]
 
 
 def test_while_ecs_bakes_alarms_ok_minutes_of_the_bake_time() -> None:
