@@ -591,7 +591,7 @@ def test_stats_draws_the_seeded_history_in_the_browser(browser_page: object) -> 
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_an_image_whose_alarm_fires_after_start_is_rolled_back_in_the_browser(
     browser_page: object,
 ) -> None:
@@ -615,6 +615,9 @@ def test_an_image_whose_alarm_fires_after_start_is_rolled_back_in_the_browser(
     notice = messages.filter(has_text=f"A new image is in ECR: {tag}")
     expect(notice).to_contain_text("staging deploys this image on push")
     live = messages.filter(has=page.locator(".b-header", has_text=f"{tag} to staging"))
+    # The deploy on push starts (in CI's fresh-clone run at 30edce6, under load, its message
+    # had not appeared within 60 s: the module's earlier rollouts share this demo's staging).
+    expect(live).to_have_count(1, timeout=150_000)
     # The scale-up completes, then ECS bakes it, watching the alarm.
     expect(live).to_contain_text("verifying: alarms OK", timeout=60_000)
     expect(live).to_contain_text("stage: BAKE_TIME")
