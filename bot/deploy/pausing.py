@@ -431,6 +431,7 @@ class Pauser(Stage):
         name = self.target.name
         record = self.aborter.rolling_out()
         if record is None or (of and record.id != of):
+            self._decided_already(hook_id)
             raise NothingPaused(
                 f"Deployment {of} is no longer rolling out on {name}: nothing was changed."
                 if of
@@ -439,6 +440,7 @@ class Pauser(Stage):
         decision = self._check(action, requester, via, record)
         pause = self.find(record.id, verify=action == CONTINUE)
         if pause is None or (hook_id and pause.hook.hook_id != hook_id):
+            self._decided_already(hook_id)
             raise NothingPaused(
                 f"{record.kind} {record.id} of {record.tag} is not paused "
                 + ("at that hook any more" if hook_id and pause else "now")
@@ -492,6 +494,16 @@ class Pauser(Stage):
             extra={**record.log_fields, "hook": pause.hook.hook_id, "action": action},
         )
         return PauseDecision(record, action, pause.hook, pause.arn, decided, bypassed, lost)
+
+    def _decided_already(self, hook_id: str) -> None:
+        """A press on a pause ECS has left: if someone decided it (ECS moved on because they
+        did), say who, rather than "not paused" (the later of a double click, a client that
+        had not redrawn the message yet)."""
+        if not hook_id:
+            return
+        decided = decided_of(self._item(hook_id))
+        if decided is not None:
+            raise DecidedAlready(f"{decided.describe()}: ECS was asked already.")
 
     def _check(
         self, action: str, requester: Requester, via: Via, record: DeploymentRecord
