@@ -153,13 +153,15 @@ def test_a_start_refused_after_the_message_was_posted_says_so_in_it(
     simulator.mark_slow(V45)
     engine = Engine(stack.settings)
     bot = start_bot("http")
-    # Long enough for the CLI's deploy below on a loaded machine; under slack_sdk's 30 s.
-    emulator.slow("chat.postMessage", seconds=12)
+    # The bot's post is held until the CLI's deploy below has taken the lock (at most 25 s:
+    # under slack_sdk's 30 s).
+    go_on = emulator.slow("chat.postMessage", seconds=25)
     emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS, url=bot.events_url)
     try:
         # The bot checked the lock and is posting its message; then someone else deploys.
         wait_until(lambda: emulator.faults_left("chat.postMessage") == 0, 30, "the bot's post")
         other = engine.deploy("v4.5.0", Requester("bob", "cli", "Bob"))
+        go_on()
         updates = aws.requests.count("ecs", "UpdateService")
         refused = final(emulator, f"{V44} was not deployed")
         assert "Refused before any change" in refused.all_text and "Bob" in refused.all_text
