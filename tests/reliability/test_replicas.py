@@ -25,7 +25,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from tests.conftest import ALICE, BOB, BOT_TOKEN, CAROL, DEPLOYS, LocalStack
 from tests.reliability.conftest import report
-from tests.slack.conftest import BotFactory, BotProcess
+from tests.slack.conftest import BotFactory, BotProcess, start_bots
 from tests.slack.helpers import bot_messages, running_tag
 
 pytestmark = pytest.mark.reliability
@@ -76,7 +76,7 @@ def final_message(emulator: SlackEmulator, timeout: float = 60) -> Message:
 
 
 def replicas(start_bot: BotFactory, mode: str, n: int, **env: str) -> list[BotProcess]:
-    return [start_bot(mode, LOCK_LEASE_SECONDS=str(LEASE), **env) for _ in range(n)]
+    return start_bots(start_bot, n, mode, LOCK_LEASE_SECONDS=str(LEASE), **env)
 
 
 @pytest.mark.parametrize("n", [2, 3])

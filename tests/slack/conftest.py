@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -84,6 +85,15 @@ class BotProcess:
 
 
 BotFactory = Callable[..., BotProcess]
+
+
+def start_bots(start_bot: BotFactory, n: int, mode: str = "http", **env: str) -> list[BotProcess]:
+    """``n`` bots started at once, their start-ups overlapping (seconds of imports each), for
+    the tests of replicas where the order they start in is not what is tested. In Socket Mode
+    each bot's own wait may be met by another's connection: wait for all ``n``
+    (``emulator.wait_socket_connected(count=n)``)."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: start_bot(mode, **env), range(n)))
 
 
 @pytest.fixture
