@@ -15,7 +15,7 @@ import pytest
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
 from tests.conftest import ALICE, DEPLOYS, RANDOM, LocalStack
-from tests.slack.conftest import BotFactory
+from tests.slack.conftest import BotFactory, start_bots
 from tests.slack.helpers import bot_messages
 from tests.webhook_sink import WebhookSink
 
@@ -61,7 +61,7 @@ def test_each_event_reaches_each_subscriber_once_across_two_replicas(
     monkeypatch.delenv("DEPLOY_TARGET", raising=False)
     env = dict(DEPLOYBOT_CONFIG=str(path), HOOK_SECRET=SECRET, GRAFANA_TOKEN=GRAFANA_TOKEN,
                LOCK_LEASE_SECONDS=str(LEASE))  # fmt: skip
-    bots = [start_bot("http", **env) for _ in range(2)]
+    bots = start_bots(start_bot, 2, "http", **env)
     emulator.request_urls = [b.events_url or "" for b in bots]
     assert emulator.slash_command("/deploy", "v4.4.0", user=ALICE, channel=DEPLOYS).ok
     emulator.wait_for(
