@@ -144,8 +144,11 @@ async def _queue(
         await reply(text=f"Not deployed to {esc(target.name)} on push: {esc(exc.message)}")
         return
     if isinstance(refused, LockHeld):
-        what = f"{esc(refused.holder)}'s deploy of `{esc(refused.tag)}`"
-        busy = f"{what} (`{esc(refused.deployment_id)}`)" if refused.deployment_id else what
+        busy = f"{esc(refused.holder)}'s rollout"
+        if refused.tag:
+            busy += f" of `{esc(refused.tag)}`"
+        if refused.deployment_id:
+            busy += f" (`{esc(refused.deployment_id)}`)"
     else:
         busy = "the deploys queued before it"
     await reply(

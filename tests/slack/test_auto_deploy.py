@@ -216,7 +216,7 @@ def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
         # Queued, not offered a button nobody would press.
         assert said.buttons == [], said.buttons
         assert re.fullmatch(
-            rf"staging is busy with alice's deploy of `{V44}` \(`d-[0-9a-f-]+`\); this image "
+            rf"staging is busy with alice's rollout of `{V44}` \(`d-[0-9a-f-]+`\); this image "
             r"deploys when it is free: number 1 in the queue\. .*",
             said.text,
         ), said.text
