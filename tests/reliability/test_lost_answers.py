@@ -246,3 +246,30 @@ def test_a_start_write_whose_answer_never_comes_is_read_back_and_the_deploy_goes
     finally:
         engine.close()
     assert remembered is not None and remembered.digest.startswith("sha256:")
+
+
+def test_a_start_that_fails_before_ecs_is_asked_leaves_no_open_record(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """The start's last read before ECS (the record read back for an abort that came
+    meanwhile) gets no answer: the deploy fails, honestly, before ECS is asked. It left its
+    record open in the history ("starting", no lock, no ECS deployment) until a reconcile
+    proved it never started; now the record goes with the lock, as for a refused
+    UpdateService."""
+    # The start's DynamoDB calls: reads, the lock (TransactWriteItems), the history record
+    # and the release tag's image (PutItem), then that read (the fifth GetItem).
+    proxy.delay_answer("dynamodb", "GetItem", seconds=7, after=4)
+    done = deploybot("deploy", "v4.4.0", DEPLOYBOT_USER="operator@laptop", COLUMNS="160")
+    out = done.stdout + done.stderr
+    calls = [p.operation for p in proxy.log if p.service == "dynamodb"]
+    held = calls.index("GetItem", calls.index("PutItem"))
+    assert proxy.log and [p.action for p in proxy.log if p.service == "dynamodb"][held] == "delay"
+    assert done.returncode == 2, out
+    assert "Could not reach AWS" in out and "Traceback" not in out, out
+    assert aws.requests.count("ecs", "UpdateService") == 0
+    engine = Engine(stack.settings)
+    try:
+        assert engine.ledger.history(5) == [], "an open record of a start ECS never heard of"
+        assert engine.ledger.lock_item() is None
+    finally:
+        engine.close()
