@@ -17,7 +17,6 @@ from slack_sdk.errors import SlackApiError
 
 from bot import mrkdwn
 from bot.deploy.engine import Engine
-from bot.deploy.records import Requester
 from bot.errors import DeployError, NothingToRollBack
 from bot.rules import Action, Door
 from bot.slack import guards, messages
@@ -33,31 +32,37 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     @app.action(DEPLOY_ACTIONS)
     async def deploy_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(deploy(ctx, body, respond), respond, "the Deploy button", _who(body, "ci-button"))
+        ctx.run(
+            deploy(ctx, body, respond),
+            respond,
+            "the Deploy button",
+            guards.clicker(body, "ci-button"),
+        )
 
     @app.action(PROMOTE_ACTIONS)
     async def promote_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(promote(ctx, body, respond), respond, "the Promote button", _who(body, "slack"))
+        ctx.run(
+            promote(ctx, body, respond),
+            respond,
+            "the Promote button",
+            guards.clicker(body, "slack"),
+        )
 
     @app.action(messages.ROLLBACK_ACTION)
     async def rollback_clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        ctx.run(rollback(ctx, body, respond), respond, "the Rollback button", _who(body, "slack"))
-
-
-def _who(body: dict[str, Any], source: str) -> Requester:
-    user = body.get("user", {})
-    return Requester(
-        who=str(user.get("id", "")),
-        source=source,
-        display=str(user.get("username") or user.get("name") or user.get("id", "")),
-    )
+        ctx.run(
+            rollback(ctx, body, respond),
+            respond,
+            "the Rollback button",
+            guards.clicker(body, "slack"),
+        )
 
 
 def _where(body: dict[str, Any]) -> tuple[str, str, bool]:
     container = body.get("container", {})
-    channel = str(body.get("channel", {}).get("id") or container.get("channel_id", ""))
+    channel = guards.click_channel(body)
     return channel, str(container.get("message_ts", "")), bool(container.get("is_ephemeral"))
 
 
@@ -80,7 +85,7 @@ async def deploy(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -
     # A CI notice's button is the ci-button door; the which-target and help lists' buttons
     # answer a person's own /deploy (ephemeral): the button door.
     door = Door.BUTTON if ephemeral else Door.CI_BUTTON
-    requester = _who(body, "slack" if ephemeral else "ci-button")
+    requester = guards.clicker(body, "slack" if ephemeral else "ci-button")
     named = value.get("target")
     target = ctx.fleet.targets.get(named) if named else _channel_target(ctx, channel)
     ask = ctx.ask(requester, door, channel)
@@ -147,7 +152,7 @@ async def _unclaim(engine: Engine, notice: str, who: str) -> None:
 async def promote(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     """The Promote button of a completed deployment: its digest to the target after it,
     while it is still the source's last deployment."""
-    requester = _who(body, "slack")
+    requester = guards.clicker(body, "slack")
     channel, _, _ = _where(body)
     value = messages.read_value(str(body["actions"][0].get("value", "")), "deployment")
     target = ctx.fleet.targets.get(value.get("to", ""))
@@ -168,7 +173,7 @@ async def promote(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) 
 
 async def rollback(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     """The Rollback button of one deployment's message: back to what ran before *it*."""
-    requester = _who(body, "slack")
+    requester = guards.clicker(body, "slack")
     channel, _, _ = _where(body)
     value = messages.read_value(str(body["actions"][0].get("value", "")), "deployment")
     of = value.get("deployment", "")

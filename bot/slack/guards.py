@@ -701,7 +701,7 @@ async def unlock_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
     """Break the lock the button names, if it still holds it and ECS rolls nothing out;
     said in the channel and logged, as ``deploybot unlock`` is."""
     name, deployment = read_value(_value(body), 1)
-    place, requester, channel = place_of(ctx, name), _who(body), _channel(body)
+    place, requester, channel = place_of(ctx, name), clicker(body), click_channel(body)
     if why := _may_unlock(ctx, place, requester, Door.BUTTON, channel):
         return await _say(respond, why)
     held = await asyncio.to_thread(place.engine.lock_item)
@@ -739,16 +739,18 @@ async def _announce(ctx: BotContext, reply: Reply, channel: str, text: str) -> s
 # --- buttons --------------------------------------------------------------------------------
 
 
-def _who(body: dict[str, Any]) -> Requester:
+def clicker(body: dict[str, Any], source: str = "slack") -> Requester:
+    """Who pressed a button (an interaction payload's ``user``), as a requester."""
     user = body.get("user", {})
     return Requester(
         who=str(user.get("id", "")),
-        source="slack",
+        source=source,
         display=str(user.get("username") or user.get("name") or user.get("id", "")),
     )
 
 
-def _channel(body: dict[str, Any]) -> str:
+def click_channel(body: dict[str, Any]) -> str:
+    """The channel of a button's message (``channel``, or an ephemeral's ``container``)."""
     container = body.get("container", {})
     return str(body.get("channel", {}).get("id") or container.get("channel_id", ""))
 
@@ -762,7 +764,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
         @app.action(action_id)
         async def clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
             await ack()
-            ctx.run(handler(ctx, body, respond), respond, what, _who(body))
+            ctx.run(handler(ctx, body, respond), respond, what, clicker(body))
 
     on(APPROVE_ACTION, approve_clicked, "the Approve button")
     on(REJECT_ACTION, reject_clicked, "the Reject button")
@@ -790,7 +792,7 @@ async def _update_request(
 
 async def approve_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, request_id = read_value(_value(body), 1)
-    approver, channel = _who(body), _channel(body)
+    approver, channel = clicker(body), click_channel(body)
     place = place_of(ctx, name)
     engine = place.engine
     via = Via(door=Door.BUTTON, channel=channel)
@@ -930,7 +932,7 @@ async def reject_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
     name, request_id = read_value(_value(body), 1)
     place = place_of(ctx, name)
     try:
-        request = await asyncio.to_thread(place.engine.reject, request_id, _who(body))
+        request = await asyncio.to_thread(place.engine.reject, request_id, clicker(body))
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
     await _update_request(ctx, request, place, "")
@@ -941,13 +943,15 @@ async def stop_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncResp
     place = place_of(ctx, name)
     if not deployment:
         return await _say(respond, "This Stop button names no deployment; nothing was changed.")
-    await abort(ctx, place, respond, _channel(body), _who(body), door=Door.BUTTON, of=deployment)
+    await abort(
+        ctx, place, respond, click_channel(body), clicker(body), door=Door.BUTTON, of=deployment
+    )
 
 
 async def queue_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     name, kind, tag, request_id = read_value(_value(body), 3)
     place = place_of(ctx, name)
-    who, channel = _who(body), _channel(body)
+    who, channel = clicker(body), click_channel(body)
     approved_by: tuple[str, ...] = ()
     source: str | None = None
     if request_id:
@@ -981,9 +985,9 @@ async def queue_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRes
 async def tell_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
     (name,) = read_value(_value(body), 0)
     place = place_of(ctx, name)
-    via = Via(door=Door.BUTTON, channel=_channel(body))
+    via = Via(door=Door.BUTTON, channel=click_channel(body))
     item, position = await asyncio.to_thread(
-        lambda: place.engine.enqueue(_who(body), mode=QueueMode.TELL, via=via)
+        lambda: place.engine.enqueue(clicker(body), mode=QueueMode.TELL, via=via)
     )
     msg = queued_message(item, position, place.target)
     await respond(response_type="ephemeral", replace_original=False, **msg.as_kwargs())
@@ -993,7 +997,7 @@ async def cancel_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
     name, item_id = read_value(_value(body), 1)
     place = place_of(ctx, name)
     try:
-        item = await asyncio.to_thread(place.engine.cancel_queued, item_id, _who(body))
+        item = await asyncio.to_thread(place.engine.cancel_queued, item_id, clicker(body))
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
     what = f"{item.kind} `{esc(item.tag)}`" if item.kind else "the notice"
@@ -1118,8 +1122,8 @@ async def moved_tag_clicked(ctx: BotContext, body: dict[str, Any], respond: Asyn
         target,
         Action.DEPLOY,
         respond,
-        _channel(body),
-        _who(body),
+        click_channel(body),
+        clicker(body),
         door=Door.BUTTON,
         tag=tag,
         allow_moved_tag=digest or "-",
@@ -1144,8 +1148,8 @@ async def alarm_anyway_clicked(
         target,
         Action(kind),
         respond,
-        _channel(body),
-        _who(body),
+        click_channel(body),
+        clicker(body),
         door=Door.BUTTON,
         tag=tag,
         source=source or None,

@@ -19,7 +19,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.models.blocks import ActionsBlock, MarkdownTextObject, SectionBlock
 
 from bot.deploy.pausing import CONTINUE, ROLLBACK, ConfirmWrongRelease, PauseDecision
-from bot.deploy.records import Requester, Via
+from bot.deploy.records import Via
 from bot.errors import DeployError
 from bot.mrkdwn import escape as esc
 from bot.mrkdwn import mention
@@ -40,25 +40,11 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
         @app.action(action_id)
         async def clicked(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
             await ack()
-            ctx.run(handler(ctx, body, respond), respond, what, _who(body))
+            ctx.run(handler(ctx, body, respond), respond, what, guards.clicker(body))
 
     on(CONTINUE_ACTION, continue_clicked, "the Continue button")
     on(CONTINUE_ANYWAY_ACTION, continue_anyway_clicked, "the Continue anyway button")
     on(ROLLBACK_ACTION, rollback_clicked, "the Roll back button")
-
-
-def _who(body: dict[str, Any]) -> Requester:
-    user = body.get("user", {})
-    return Requester(
-        who=str(user.get("id", "")),
-        source="slack",
-        display=str(user.get("username") or user.get("name") or user.get("id", "")),
-    )
-
-
-def _channel(body: dict[str, Any]) -> str:
-    container = body.get("container", {})
-    return str(body.get("channel", {}).get("id") or container.get("channel_id", ""))
 
 
 async def continue_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -88,7 +74,7 @@ async def decide(
     value = str(body["actions"][0].get("value", ""))
     name, deployment, hook = read_value(value)
     place = guards.place_of(ctx, name)
-    requester, channel = _who(body), _channel(body)
+    requester, channel = guards.clicker(body), guards.click_channel(body)
     via = Via(door=Door.BUTTON, channel=channel)
     if not deployment or not hook:
         await _say(respond, "This button names no paused deployment; nothing was changed.")

@@ -25,7 +25,7 @@ from slack_sdk.web import WebClient
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.local.slack_emulator import Delivery, SlackEmulator
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 T = TypeVar("T")
 ALICE, BOB, CHANNEL = "U0ALICE", "U0BOB", "C0DEPLOYS"
@@ -214,6 +214,26 @@ def test_fail_for_a_while(emu: SlackEmulator) -> None:
         client(emu).auth_test()
     time.sleep(0.35)
     assert client(emu).auth_test()["ok"]
+
+
+def test_a_slow_call_is_held_until_let_go(emu: SlackEmulator) -> None:
+    """``slow`` holds the call (nothing posted yet) until the function it returns is called,
+    then the call is answered normally: how a test writes something between a bot's call and
+    its answer without sleeping for the whole delay."""
+    go_on = emu.slow("chat.postMessage", seconds=120)
+    answers: list[str] = []
+    post = threading.Thread(
+        target=lambda: answers.append(
+            str(client(emu).chat_postMessage(channel=CHANNEL, text="held")["ts"])
+        )
+    )
+    post.start()
+    wait_until(lambda: emu.faults_left("chat.postMessage") == 0, 30, "the call under way")
+    assert emu.messages() == [] and answers == []
+    go_on()
+    post.join(timeout=60)  # far under the 120 s it would otherwise be held
+    assert not post.is_alive()
+    assert [m.ts for m in emu.messages()] == answers and emu.messages()[0].text == "held"
 
 
 # -- a Bolt app over HTTP -----------------------------------------------------------------

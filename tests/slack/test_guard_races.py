@@ -13,6 +13,7 @@ import hmac
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -31,8 +32,9 @@ from tests.slack.test_guards import APPROVAL, config, posted, said_to, slash
 
 OPS = Requester("ops@laptop", "cli")
 V44 = "v4.4.0-ecr-ecs-fargate"
-# Long enough for the test to freeze meanwhile on a loaded machine; under slack_sdk's 30 s.
-SLOW = 12
+# How long the bot's post may be held while the test writes its freeze or lock (the test lets
+# it go on as soon as that is written, ``hold``): under slack_sdk's 30 s.
+SLOW = 25
 
 
 def replay(url: str, delivery: Delivery) -> int:
@@ -57,8 +59,14 @@ def replay(url: str, delivery: Delivery) -> int:
         return int(answer.status)
 
 
+def hold(emulator: SlackEmulator) -> Callable[[], None]:
+    """Hold the bot's next chat.postMessage (the deployment's message, posted before the
+    start) up to SLOW seconds; the function returned lets it go on."""
+    return emulator.slow("chat.postMessage", seconds=SLOW)
+
+
 def _posting(emulator: SlackEmulator) -> None:
-    """Wait until the bot's slowed chat.postMessage is under way (it planned, and is posting
+    """Wait until the bot's held chat.postMessage is under way (it planned, and is posting
     the deployment's message, before the start)."""
     wait_until(lambda: emulator.faults_left("chat.postMessage") == 0, 60, "the bot's post")
 
@@ -83,10 +91,11 @@ def test_a_freeze_while_the_message_is_posted_refuses_the_deploy_at_every_door(
     engine = Engine(stack.settings)
     try:
         # The slash command.
-        emulator.slow("chat.postMessage", seconds=SLOW)
+        go_on = hold(emulator)
         slash(emulator, bot, "v4.4.0", user=ALICE)
         _posting(emulator)
         said = _freeze(engine, "incident 1")
+        go_on()
         updates = aws.requests.count("ecs", "UpdateService")
         posted(emulator, f"{V44} was not deployed")
         told = said_to(emulator, ALICE, said)
@@ -103,10 +112,11 @@ def test_a_freeze_while_the_message_is_posted_refuses_the_deploy_at_every_door(
             timeout=90,
             what="the list of images",
         )
-        emulator.slow("chat.postMessage", seconds=SLOW)
+        go_on = hold(emulator)
         emulator.click(listing, DEPLOY_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
         _posting(emulator)
         said = _freeze(engine, "incident 2")
+        go_on()
         said_to(emulator, BOB, said)
         assert engine.ledger.lock_item() is None and engine.history(1) == []
         engine.unfreeze(OPS)
@@ -119,11 +129,12 @@ def test_a_freeze_while_the_message_is_posted_refuses_the_deploy_at_every_door(
         offer = said_to(emulator, ALICE, "Deploys are locked")
         emulator.click(offer, guards.QUEUE_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url)
         said_to(emulator, ALICE, "number 1 in the queue")
-        emulator.slow("chat.postMessage", seconds=SLOW)
+        go_on = hold(emulator)
         simulator.slow_ticks = 2
         list(engine.watch(cli_deploy))
         _posting(emulator)  # the turn's announcement: planned, not started
         said = _freeze(engine, "incident 3")
+        go_on()
         said_to(emulator, ALICE, said, timeout=120)
         assert engine.ledger.lock_item() is None and engine.queue() == []
         assert aws.requests.count("ecs", "UpdateService") == updates + 1  # the CLI's only
@@ -168,12 +179,13 @@ def test_an_approval_meeting_a_lock_is_queued_for_its_requester_and_its_premise_
         request = posted(emulator, "approval needed")
         simulator.slow_ticks = 100_000
         simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
-        emulator.slow("chat.postMessage", seconds=SLOW)
+        go_on = hold(emulator)
         click = emulator.click(
             request, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url
         )
         _posting(emulator)
         other = engine.deploy("v4.5.0", OPS)  # takes the lock meanwhile
+        go_on()
         told = said_to(emulator, BOB, "number 1 in the queue")
         assert has_button(told, guards.CANCEL_QUEUED_ACTION)
         shown = emulator.wait_for(
@@ -223,12 +235,13 @@ def test_an_approval_meeting_a_lock_is_queued_for_its_requester_and_its_premise_
             timeout=90,
             what="a new approval request",
         )
-        emulator.slow("chat.postMessage", seconds=SLOW)
+        go_on = hold(emulator)
         emulator.click(
             again, guards.APPROVE_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url
         )
         _posting(emulator)
         said = _freeze(engine, "incident 5")
+        go_on()
         said_to(emulator, CAROL, said)
         assert running_tag(stack.settings) == "v4.5.0-ecr-ecs-fargate"
         assert engine.ledger.lock_item() is None

@@ -406,9 +406,19 @@ class SlackEmulator:
             Fault(method, status, retry_after, None, until, error, drop, delay, channel)
         )
 
-    def slow(self, method: str, seconds: float, times: int | None = 1) -> None:
-        """Answer the next ``times`` calls of ``method`` normally, ``seconds`` late."""
-        self.store.add_fault(Fault(method, 200, 0, times, None, delay=seconds, passes=True))
+    def slow(self, method: str, seconds: float, times: int | None = 1) -> Callable[[], None]:
+        """Answer the next ``times`` calls of ``method`` normally, ``seconds`` late, or as soon
+        as the function returned is called (a test's race set up: the calls go on at once)."""
+        released = asyncio.Event()  # bound to the emulator's loop when a call first waits
+        self.store.add_fault(
+            Fault(method, 200, 0, times, None, delay=seconds, passes=True, released=released)
+        )
+
+        def go_on() -> None:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(released.set)
+
+        return go_on
 
     def faults_left(self, method: str) -> int:
         """How many calls of ``method`` a counted fault (``fail``/``slow``'s ``times``) still
@@ -498,7 +508,7 @@ class SlackEmulator:
         headers: dict[str, str] = {}
         fault = self.store.take_fault(method, str(params.get("channel") or "") or None)
         if fault is not None and fault.delay:
-            await asyncio.sleep(fault.delay)
+            await fault.hold()
         if fault is not None and fault.passes:
             fault = None  # only late
         if fault is not None and fault.drop:
@@ -1307,7 +1317,7 @@ class SlackEmulator:
         # ``fail("upload", status=500)`` and the like: the upload host failing, not the Web API.
         fault = self.store.take_fault("upload")
         if fault is not None and fault.delay:
-            await asyncio.sleep(fault.delay)
+            await fault.hold()
         if fault is not None and not fault.passes:
             if fault.drop and request.transport is not None:
                 request.transport.abort()

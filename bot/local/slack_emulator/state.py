@@ -43,6 +43,15 @@ class Fault:
     delay: float = 0.0
     channel: str | None = None
     passes: bool = False  # answered normally after ``delay`` (a slow Slack, not a failing one)
+    released: asyncio.Event | None = None  # set (on the emulator's loop): answered at once
+
+    async def hold(self) -> None:
+        """Hold the call ``delay`` seconds, or until ``released`` is set if sooner."""
+        if self.released is None:
+            await asyncio.sleep(self.delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.released.wait(), self.delay)
 
     def alive(self, now: float) -> bool:
         return (self.until is None or now < self.until) and (self.times is None or self.times > 0)
