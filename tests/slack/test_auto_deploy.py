@@ -19,7 +19,7 @@ from bot.local.slack_emulator import Message, SlackEmulator
 from bot.local.stack import add_service
 from bot.settings import Settings
 from bot.slack import guards
-from bot.slack.messages import NOTICE_EVENT
+from bot.slack.messages import DEPLOY_ACTION, NOTICE_EVENT
 from bot.targets import BadConfig, load_targets
 from tests.conftest import (
     ALICE,
@@ -246,3 +246,55 @@ def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
     ], turns
     assert aws.requests.count("ecs", "UpdateService") == 3  # Alice's, CI's once, Bob's
     assert len(emulator.message(notice.ts).replies) == 1  # nothing more said in the thread
+
+
+def test_a_queued_deploy_on_push_refused_at_its_turn_is_told_in_the_notices_thread(
+    config: Path,
+    aws: MotoServer,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    """CI's image queued behind Alice's slow rollout; Bob freezes staging meanwhile. At its
+    turn the freeze refuses it: said in the notice's thread (CI is no person to be told in an
+    ephemeral), with a Deploy button for whoever wants it later; nothing is deployed."""
+    emulator.metadata_subscriptions.add(NOTICE_EVENT)
+    bot = start_bot("http", DEPLOY_TARGET="production")
+    emulator.request_urls = [bot.events_url or ""]
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+    try:
+        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        emulator.wait_for(
+            lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
+            timeout=30,
+            what="Alice's slow rollout on staging",
+        )
+        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
+        emulator.wait_for(
+            lambda: "number 1 in the queue" in str([r.text for r in the_notice(emulator).replies]),
+            timeout=30,
+            what="the image queued, in the notice's thread",
+        )
+        assert emulator.slash_command("/deploy", "freeze staging load test", user=BOB,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        emulator.wait_for(
+            lambda: any("froze" in m.all_text.lower() for m in bot_messages(emulator)),
+            what="the freeze's announcement",
+        )
+    finally:
+        simulator.slow_ticks = 2  # Alice's rollout ends
+    notice = emulator.wait_for(
+        lambda: next((m for m in [the_notice(emulator)] if len(m.replies) == 2), None),
+        timeout=60,
+        what="the turn's refusal in the notice's thread",
+    )
+    refused = notice.replies[1]
+    assert refused.text.startswith(
+        f"The queued deploy of `{V45}` to staging did not start when its turn came: "
+    ), refused.text
+    assert "frozen" in refused.text and "load test" in refused.text, refused.text
+    assert [b["action_id"] for b in refused.buttons] == [f"{DEPLOY_ACTION}:staging"]
+    assert not [e for e in emulator.ephemerals() if "did not start" in e.all_text]
+    assert aws.requests.count("ecs", "UpdateService") == 1  # Alice's only
