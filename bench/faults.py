@@ -6,7 +6,7 @@ bot (``deploybot serve --http``) with the Slack emulator failing for the Slack f
 counts as correct when the outcome (exit code, history, what Slack shows) is what ECS did;
 then the table is read straight from DynamoDB: records left open, locks left held.
 
-    uv run --frozen python -m bench.faults [--runs 3] [--only NAME] [--code DIR]
+    uv run --frozen python -m bench.faults [--runs 3] [--only 'TEXT|TEXT'] [--code DIR]
 
 Prints one Markdown row per fault class: fault, runs, outcomes correct, records left open,
 locks left held (the rows of BENCHMARKS.md's reliability table). ``--code DIR`` runs the
@@ -36,7 +36,7 @@ from bot.local.faultproxy import FaultProxy
 from bot.local.net import free_port
 from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import SlackEmulator
-from bot.local.stack import StackInfo, create_stack
+from bot.local.stack import StackInfo, add_deployment_alarm, create_stack
 from bot.settings import Settings
 
 V44 = "v4.4.0-ecr-ecs-fargate"
@@ -309,6 +309,58 @@ def stop_refused(run: Run) -> bool:
     )
 
 
+def start_put_unanswered(run: Run, after: int) -> bool:
+    """A PutItem of the start (``after``=0: the history record; 1: the release tag's image)
+    applied by DynamoDB, its answer held past the client's read timeout: read back, the
+    deploy goes on."""
+    run.proxy.delay_answer("dynamodb", "PutItem", seconds=7, after=after)
+    done = run.cli("deploy", "v4.4.0")
+    return done.returncode == 0 and run.newest() == Outcome.COMPLETED
+
+
+def record_put_unanswered(run: Run) -> bool:
+    return start_put_unanswered(run, after=0)
+
+
+def tag_put_unanswered(run: Run) -> bool:
+    return start_put_unanswered(run, after=1)
+
+
+def last_read_unanswered(run: Run) -> bool:
+    """The start's last read before UpdateService (the record read back for an abort) gets no
+    answer: refused (exit 2), ECS never asked, no record left open, the lock free."""
+    run.proxy.delay_answer("dynamodb", "GetItem", seconds=7, after=4)
+    done = run.cli("deploy", "v4.4.0")
+    nothing = run.moto.requests.count("ecs", "UpdateService") == 0
+    engine = run.engine()
+    try:
+        gone = engine.ledger.history(1) == []  # no record of a start ECS never heard of
+    finally:
+        engine.close()
+    return done.returncode == 2 and nothing and gone
+
+
+def alarm_in_the_bake(run: Run) -> bool:
+    """A healthy image whose 5xx alarm fires while ECS bakes it: ECS rolls back; failed
+    (exit 1), ROLLED_BACK, the alarm named."""
+    alarm = add_deployment_alarm(run.info, run.settings)
+    run.simulator.bake_ticks = 10
+    run.simulator.mark_alarming(V44)
+    done = run.cli("deploy", "v4.4.0")
+    said = f"rolled back: alarm {alarm} went to ALARM" in done.stdout
+    return done.returncode == 1 and said and run.newest() == Outcome.ROLLED_BACK
+
+
+def rollback_fails(run: Run) -> bool:
+    """A broken image whose rollback fails too (ECS: ROLLBACK_FAILED): failed (exit 1), never
+    "rolled back", saying the service may be down."""
+    run.simulator.mark_broken("v4.5.0-ecr-ecs-fargate")
+    run.after_update_service(lambda: run.simulator.mark_broken("v4.3.0-ecr-ecs-fargate"))
+    done = run.cli("deploy", "v4.5.0")
+    loud = "may be down" in done.stdout + done.stderr
+    return done.returncode == 1 and loud and run.newest() == Outcome.FAILED
+
+
 FAULTS: dict[str, Callable[[Run], bool]] = {
     "UpdateService answer dropped after ECS applied it, retry AccessDenied": lost_answer,
     "UpdateService connection reset after ECS applied it, retry ExpiredToken": reset_then_expired,
@@ -324,6 +376,11 @@ FAULTS: dict[str, Callable[[Run], bool]] = {
     "service-deployment reads refused (AccessDenied), a broken image": reads_refused,
     "service-deployment reads answered HTTP 500, a broken image": reads_answer_500,
     "StopServiceDeployment refused (AccessDenied) at an abort": stop_refused,
+    "the history record's PutItem applied, its answer past the read timeout": record_put_unanswered,
+    "the release tag's PutItem applied, its answer past the read timeout": tag_put_unanswered,
+    "the start's last read before UpdateService unanswered": last_read_unanswered,
+    "a 5xx alarm fires while ECS bakes a healthy image": alarm_in_the_bake,
+    "a broken image whose rollback fails too (ROLLBACK_FAILED)": rollback_fails,
 }
 
 
@@ -340,7 +397,9 @@ def leftovers(settings: Settings) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per fault class (default 3)")
-    parser.add_argument("--only", default="", help="only fault classes containing this text")
+    parser.add_argument(
+        "--only", default="", help="only fault classes containing this text (several: a|b)"
+    )
     parser.add_argument("--code", default="", help="run deploybot from this checkout instead")
     args = parser.parse_args()
     if args.code:
@@ -361,7 +420,7 @@ def main() -> int:
         ).start()
         try:
             for fault, body in FAULTS.items():
-                if args.only and args.only not in fault:
+                if args.only and not any(part in fault for part in args.only.split("|")):
                     continue
                 correct = still_open = held = 0
                 for _ in range(args.runs):

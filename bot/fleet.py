@@ -343,7 +343,9 @@ class Fleet:
             who=ask.who,
             channel=ask.channel,
             now=self.clock.now(),
-            facts=replace(facts or Facts(), break_glass=ask.break_glass),
+            facts=replace(
+                facts or Facts(), break_glass=ask.break_glass, on_push=ask.requester.on_push
+            ),
             hints=self.hints,
         )
 

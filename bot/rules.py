@@ -143,6 +143,9 @@ class Facts:
     source_runs: str | None = None
     break_glass: str | None = None  # the reason given with --break-glass
     queued: int = 0  # deploys waiting in the target's queue (read for changes, not at its door)
+    # CI's notice asks (auto_deploy): at the queue's door, a deploy on push that joined the
+    # queue itself when the target was busy is judged as at the notice's door.
+    on_push: bool = False
 
 
 @dataclass(frozen=True)
@@ -336,9 +339,10 @@ def _setting(target: Target, key: str, variable: str) -> str:
 
 def _who(a: _Asking) -> Decision | None:
     target, action, who = a.target, a.action, a.who
-    if a.door is Door.CI_AUTO:
-        # The notice's own door: who is the target's ``auto_deploy``, set by whoever may
-        # change deploybot.toml; it deploys, nothing else.
+    if a.door is Door.CI_AUTO or (a.door is Door.QUEUE and a.facts.on_push):
+        # The notice's own door (or its turn in the queue, joined when the target was busy):
+        # who is the target's ``auto_deploy``, set by whoever may change deploybot.toml; it
+        # deploys, nothing else, and only while ``auto_deploy`` is still set.
         if action is Action.DEPLOY and target.auto_deploy:
             return None
         return a.refuse(

@@ -816,7 +816,10 @@ def _history_table(records: list[DeploymentRecord], title: str) -> Table:
             + ("\n[red]break-glass[/]" if r.break_glass else ""),
             _t(r.source),
             # ECS's own word beside deploybot's (#26): its service deployment's status.
-            _t(r.outcome_text) + (f"\n[dim]ECS: {_t(r.ecs_status)}[/]" if r.ecs_status else ""),
+            _t(r.outcome_text)
+            + (f"\n[dim]ECS: {_t(r.ecs_status)}[/]" if r.ecs_status else "")
+            # Who pressed Continue or Roll back at ECS's pauses (#27), and when.
+            + "".join(f"\n[dim]{_t(d)}[/]" for d in r.decisions),
             took,
         )
     return table
@@ -896,6 +899,7 @@ EXPORT_FIELDS = (
     "approvals",
     "break_glass",
     "bypassed",
+    "decisions",
     "rollback_of",
 )
 
@@ -927,6 +931,7 @@ def _export_row(target: str, r: DeploymentRecord) -> dict[str, object]:
         "approvals": ";".join(r.approved_by),
         "break_glass": r.break_glass,
         "bypassed": ";".join(r.bypassed),
+        "decisions": ";".join(r.decisions),
         "rollback_of": r.rollback_of,
     }
 

@@ -358,9 +358,10 @@ class Engine(ForTheDoors):
         tag: str = "",
         reason: str = "",
         via: Via | None = None,
+        thread: str = "",
     ) -> tuple[QueuedItem, int]:
         return self.guardrails.enqueue(
-            requester, mode=mode, kind=kind, tag=tag, reason=reason, via=via
+            requester, mode=mode, kind=kind, tag=tag, reason=reason, via=via, thread=thread
         )
 
     def queue(self) -> list[QueuedItem]:

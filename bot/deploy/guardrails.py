@@ -347,9 +347,11 @@ class Guardrails(Stage):
         tag: str = "",
         reason: str = "",
         via: Via | None = None,
+        thread: str = "",
     ) -> tuple[QueuedItem, int]:
         """Queue a deploy for when the lock is free (or a person to tell then); the item and
-        its position (1: next). The deploy is checked again when its turn comes."""
+        its position (1: next). The deploy is checked again when its turn comes. ``thread``:
+        the message in whose thread its requester is told (CI's notice: no person)."""
         via = via or Via.of(requester)
         if mode is QueueMode.DEPLOY and kind == "deploy":
             try:
@@ -368,6 +370,7 @@ class Guardrails(Stage):
             approved_by=via.approved_by,
             request_id=via.request_id,
             source=via.source or "",
+            thread=thread,
         )
         name = self.target.name
         try:

@@ -16,6 +16,7 @@ writes fail their condition and change nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -58,6 +59,8 @@ from bot.deploy.table import (
     text,
 )
 from bot.errors import DeployError, LockHeld
+
+log = logging.getLogger("deploybot.engine")
 
 # How long news waits for a bot to announce it (DynamoDB's TTL removes it after that).
 NEWS_KEPT = timedelta(days=1)
@@ -253,10 +256,28 @@ class Ledger:
             item["moves"] = {"L": [{"S": m} for m in moves]}
             condition, values = "digest = :was", {":was": {"S": moved_from.digest}}
         # Recorded by someone else meanwhile: the earlier record stands.
-        with contextlib.suppress(ConditionFailed):
+        try:
             self.table.put(
                 item, "recording the release tag's image", condition=condition, values=values
             )
+        except ConditionFailed:
+            pass
+        except DeployError as exc:
+            # No answer (a read timeout is not retried): DynamoDB may have applied it. Read
+            # once; whatever it says, the deploy goes on. This memory serves the moved-tag
+            # guard of later deploys, it is not the deploy's record: without it, the next
+            # deploy of the tag records what the tag names then.
+            try:
+                kept = self.tag_record(repository, tag)
+            except DeployError:
+                kept = None
+            if kept is None or kept.digest != digest:
+                log.warning(
+                    "the image of release tag %s is not recorded (%s): the moved-tag check "
+                    "of its next deploy starts from what it names then",
+                    tag,
+                    exc.message,
+                )
 
     # The history ---------------------------------------------------------------------------
     def _update(

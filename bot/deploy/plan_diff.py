@@ -12,7 +12,9 @@ Values never shown: a secret (``secrets``: ECS reads it from Secrets Manager or 
 with "changed", never its source's content; a plain ``environment`` value is shown only when
 neither its name nor the value looks like a secret (``looks_secret``): a name with SECRET,
 PASSWORD, TOKEN, KEY, CREDENTIAL, AUTH… in it, or a value holding a URL's password or a
-well-known token prefix. Such values are said to have changed, never shown.
+well-known token prefix. Such values are said to have changed, never shown. In a command,
+an entryPoint or a health check, each word that carries one is shown as ``•••``
+(``mask_words``): ``--db-password=•••``, ``--api-token •••``, ``Bearer •••``.
 """
 
 from __future__ import annotations
@@ -392,11 +394,44 @@ def _health(check: Any) -> str:
     return f"{argv}" + (f" ({timing})" if timing else "")
 
 
+HIDDEN = "•••"
+# Words after which the next is a credential whatever the flag: an Authorization header's.
+_CREDENTIAL_SCHEMES = frozenset({"bearer", "basic", "token"})
+
+
 def _argv(argv: Any) -> str:
+    """A command (or a health check's) as one line, each word that looks like a secret hidden
+    (``mask_words``), clipped."""
     if not argv:
         return "unset"
-    text = " ".join(str(a) for a in argv)
+    text = " ".join(mask_words(" ".join(str(a) for a in argv).split(" ")))
     return text if len(text) <= 120 else text[:119] + "…"
+
+
+def mask_words(words: list[str]) -> list[str]:
+    """``words`` with each secret-looking value replaced by ``•••``: ``NAME=value`` or
+    ``--name=value`` where the name or the value looks secret (``looks_secret``), a value
+    after a flag whose name does (``--api-token t0ps3cret``) or after a credential scheme
+    (``Bearer …``), and any word that looks like a secret by itself (a URL with a password,
+    a token of a known form)."""
+    shown: list[str] = []
+    before = ""
+    for word in words:
+        name, equals, value = word.partition("=")
+        flag = before.startswith("-") and "=" not in before and bool(before.strip("-"))
+        after_secret_flag = (
+            flag and bool(word) and not word.startswith("-") and looks_secret(before.lstrip("-"))
+        )
+        if equals and name and looks_secret(name.lstrip("-"), value):
+            shown.append(f"{name}={HIDDEN}")
+        elif (
+            _SECRET_VALUE.search(word) or before.lower() in _CREDENTIAL_SCHEMES or after_secret_flag
+        ):
+            shown.append(HIDDEN)
+        else:
+            shown.append(word)
+        before = word
+    return shown
 
 
 def _logs(config: Any) -> str:

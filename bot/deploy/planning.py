@@ -404,6 +404,7 @@ class Planner(Stage):
             approved_by=via.approved_by,
             break_glass=via.break_glass,
             queued=self.guards.queued() if action in CHANGES and via.door is not Door.QUEUE else 0,
+            on_push=requester.on_push,
         )
         decision = check(
             self.target,

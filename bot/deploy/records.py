@@ -77,6 +77,11 @@ class Requester:
     def name(self) -> str:
         return self.display or self.who
 
+    @property
+    def on_push(self) -> bool:
+        """CI's notice, deploying on push (auto_deploy, bot/slack/auto.py): no person."""
+        return self.source == "ci-auto"
+
 
 @dataclass(frozen=True)
 class News:
@@ -338,6 +343,9 @@ class QueuedItem:
     approved_by: tuple[str, ...] = ()
     request_id: str = ""
     source: str = ""
+    # The message in whose thread its requester is told (CI's notice, for a deploy on push:
+    # no person to tell); "" for a person, told by an ephemeral in ``channel``.
+    thread: str = ""
     sort_key: str = ""
     counted: bool = False  # its mark and counts are in the table (bot/deploy/guards.py)
 

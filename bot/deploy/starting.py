@@ -131,10 +131,10 @@ class Starter(Stage):
             # late). One consistent read; an abort marked after it finds our ECS deployment.
             fresh = self.ledger.get_record(record.sort_key)
         except BaseException:
-            try:
-                self.ledger.release(record.id)
-            except DeployError as exc:
-                log.warning("could not release the lock: %s", exc, extra=record.log_fields)
+            # ECS was not asked: the record (if its put was applied) goes with the lock, as
+            # for a refused UpdateService. Left open, it stood in the history as "starting"
+            # until a reconcile proved it never started.
+            self._undo_record(record)
             raise
         if fresh is not None and fresh.aborted_by:
             self._stand_down(replace(record, aborted_by=fresh.aborted_by))

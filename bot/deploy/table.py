@@ -832,6 +832,7 @@ def queued_item(key: Item, item: QueuedItem) -> Item:
         "approved_by": text_list(item.approved_by),
         "request_id": {"S": item.request_id},
         "source": {"S": item.source},
+        "thread": {"S": item.thread},
         "counted": {"BOOL": True},
     }
 
@@ -849,6 +850,7 @@ def queued_from_item(item: Item) -> QueuedItem:
         approved_by=texts(item, "approved_by"),
         request_id=text(item, "request_id"),
         source=text(item, "source"),
+        thread=text(item, "thread"),
         sort_key=text(item, "sk"),
         counted=bool(item.get("counted", {}).get("BOOL", False)),
     )

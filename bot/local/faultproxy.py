@@ -50,6 +50,8 @@ class Rule:
     status: int = 400
     message: str = ""
     forward: bool = True  # "drop"/"reset": after moto applied the request, or instead
+    after: int = 0  # matching requests let through untouched before the rule acts
+    passed: int = 0
     hits: int = 0
     forwarded: int = 0  # requests moto has answered (a "delay" holds the answer after that)
 
@@ -166,11 +168,12 @@ class FaultProxy:
         seconds: float,
         times: int | None = 1,
         for_seconds: float | None = None,
+        after: int = 0,
     ) -> Rule:
-        """Forward, then answer ``seconds`` later."""
-        return self._add(
-            Rule(service, operation, "delay", times=times, seconds=seconds), for_seconds
-        )
+        """Forward, then answer ``seconds`` later (``after``: let that many matching requests
+        through first, e.g. the lock's PutItem before the history record's)."""
+        rule = Rule(service, operation, "delay", times=times, seconds=seconds, after=after)
+        return self._add(rule, for_seconds)
 
     def refuse(
         self,
@@ -216,6 +219,9 @@ class FaultProxy:
             self._rules = [r for r in self._rules if r.alive(now)]
             for rule in self._rules:
                 if rule.matches(service, operation):
+                    if rule.passed < rule.after:
+                        rule.passed += 1
+                        return None
                     rule.hits += 1
                     return rule
         return None

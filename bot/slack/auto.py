@@ -10,13 +10,17 @@ other app may post metadata of that type, and must not deploy.
 Each target with ``auto_deploy`` (of those the notice offers the image to: the targets
 without ``after``, or the one target) deploys it through the same rules as a click (the
 ``ci-auto`` door: channels, freeze, windows, queue, the lock), with the usual live message in
-the notice's channel; a refusal is posted in the notice's thread. A target with approvals
-never deploys on push: bot/targets.py refuses that file.
+the notice's channel; a refusal is posted in the notice's thread. A target that is busy (its
+lock held, or deploys queued before it) is no refusal: nobody would press a Deploy when free
+button, so the image joins the target's queue itself (as continuous delivery waits for a
+free stack), the thread says its place, and it goes at its turn, checked again then; what
+its turn says that is not a start (refused at its turn) is said in the thread too. A target
+with approvals never deploys on push: bot/targets.py refuses that file.
 
 Once per notice, whatever the replicas: Slack sends an event to one connection, but retries
 it (to any replica) when the ack is late; a conditional write in the table claims the
 (notice, target) pair first, and the pair is never released, so a retried notice neither
-deploys again nor says its refusal twice.
+deploys again nor says its refusal twice, nor queues it twice.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.deploy.records import Requester
-from bot.errors import DeployError
+from bot.deploy.records import Requester, Via
+from bot.errors import DeployError, DeployRefused, LockHeld
 from bot.mrkdwn import escape as esc
 from bot.rules import Action, Door
 from bot.slack import guards, messages
@@ -39,6 +43,7 @@ log = logging.getLogger("deploybot.slack.auto")
 
 # Who a deploy on push is recorded as (history, the live message): CI, through its door.
 CI_REQUESTER = Requester(who="CI", source="ci-auto", display="CI (auto_deploy)")
+REASON = "on push (auto_deploy)"
 
 
 def register(app: AsyncApp, ctx: BotContext) -> None:
@@ -94,16 +99,62 @@ async def deploy_on_push(ctx: BotContext, target: Target, tag: str, channel: str
             text=f"Not deployed to {esc(target.name)} on push: {esc(exc.message)}"
         )
         return
+    reply = _thread(ctx, channel, ts, target)
+
+    async def busy(refused: DeployRefused) -> None:
+        # Its text names the target: no name before it.
+        await _queue(ctx, target, tag, channel, ts, refused, _thread(ctx, channel, ts))
+
     await guards.change(
         ctx,
         target,
         Action.DEPLOY,
-        _thread(ctx, channel, ts, target),
+        reply,
         channel,
         CI_REQUESTER,
         door=Door.CI_AUTO,
         tag=tag,
-        reason="on push (auto_deploy)",
+        reason=REASON,
+        busy=busy,
+    )
+
+
+async def _queue(
+    ctx: BotContext,
+    target: Target,
+    tag: str,
+    channel: str,
+    ts: str,
+    refused: DeployRefused,
+    reply: guards.Reply,
+) -> None:
+    """The target is busy (its lock held, or deploys queued before this one): the image joins
+    its queue by itself, as a click on Deploy when free would, and goes at its turn, checked
+    again then through the rules (bot/rules.py: the queue's door judges it as CI's); the
+    thread says so. Nobody is at a screen to press a button."""
+    engine = ctx.engine(target)
+    via = Via(door=Door.CI_AUTO, channel=channel)
+    try:
+        _, position = await asyncio.to_thread(
+            lambda: engine.enqueue(
+                CI_REQUESTER, kind="deploy", tag=tag, reason=REASON, via=via, thread=ts
+            )
+        )
+    except DeployError as exc:
+        await reply(text=f"Not deployed to {esc(target.name)} on push: {esc(exc.message)}")
+        return
+    if isinstance(refused, LockHeld):
+        busy = f"{esc(refused.holder)}'s rollout"
+        if refused.tag:
+            busy += f" of `{esc(refused.tag)}`"
+        if refused.deployment_id:
+            busy += f" (`{esc(refused.deployment_id)}`)"
+    else:
+        busy = "the deploys queued before it"
+    await reply(
+        text=f"{esc(target.name)} is busy with {busy}; this image deploys when it is free: "
+        f"number {position} in the queue. It is checked again when its turn comes, and "
+        "announced in the channel when it starts."
     )
 
 

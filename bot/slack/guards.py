@@ -61,7 +61,7 @@ from bot.deploy.supervisor import Supervisor
 from bot.errors import DeployError, DeployRefused, LockHeld, MovedTag
 from bot.fleet import Ask
 from bot.mrkdwn import escape as esc
-from bot.mrkdwn import link, mention
+from bot.mrkdwn import is_group_id, is_user_id, link, mention
 from bot.rules import Action, Door, Rule, RuleRefused
 from bot.slack.context import BotContext
 from bot.slack.messages import (
@@ -91,6 +91,9 @@ SEP = "|"
 QUEUEABLE = frozenset({"deploy", "redeploy"})
 
 Reply = Callable[..., Awaitable[Any]]
+# A door with nobody to press a button (CI's notice, deploy on push): given what made the
+# target busy (LockHeld, or the queue's refusal), it joins the queue itself.
+Busy = Callable[[DeployRefused], Awaitable[Any]]
 Launch = Callable[[Callable[[], Plan], str, Reply], Awaitable[DeploymentRecord | None]]
 
 
@@ -381,11 +384,13 @@ async def guarded(
     approved_by: tuple[str, ...] = (),
     allow_moved_tag: str = "",
     allow_alarms: tuple[str, ...] = (),
+    busy: Busy | None = None,
 ) -> DeploymentRecord | None:
     """A change through a Slack door: planned through the rules, shown, started; or the
-    refusal, an approval request, or the queue's offer. Never raises a refusal.
-    ``allow_moved_tag``: the digest a person confirmed a moved release tag names;
-    ``allow_alarms``: the alarms in ALARM a person confirmed deploying past."""
+    refusal, an approval request, or the queue's offer (``busy`` instead, where given).
+    Never raises a refusal. ``allow_moved_tag``: the digest a person confirmed a moved
+    release tag names; ``allow_alarms``: the alarms in ALARM a person confirmed deploying
+    past."""
     via = Via(
         door=door,
         channel=channel,
@@ -401,11 +406,17 @@ async def guarded(
             await ask_approval(ctx, place, reply, channel, plan, via)
             return None
         if refused.rule is Rule.QUEUE and kind in QUEUEABLE:
+            if busy is not None:
+                await busy(refused)
+                return None
             text = f"{_refusal_text(refused)}. Join the queue:"
             await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
             return None
         await _say(reply, _refusal_text(refused))
     except LockHeld as held:
+        if busy is not None:
+            await busy(held)
+            return None
         text = f"{esc(held.message)}\nOr let deploybot do it once the lock is free:"
         await _offer(reply, queue_offer(text, place.target, kind, tag, request_id))
     except MovedTag as moved:
@@ -433,10 +444,11 @@ async def change(
     images: list[dict[str, Any]] | None = None,
     allow_moved_tag: str = "",
     allow_alarms: tuple[str, ...] = (),
+    busy: Busy | None = None,
 ) -> DeploymentRecord | None:
     """Start a change of ``target`` from Slack: the fleet plans it through the rules at
     ``door`` (its keywords: Fleet.plan's), then ``guarded`` shows and starts it, or says why
-    not. Every Slack door that starts something comes here."""
+    not (``busy``: see guarded). Every Slack door that starts something comes here."""
     return await guarded(
         ctx,
         place_of(ctx, target.name),
@@ -458,6 +470,7 @@ async def change(
         tag=tag,
         allow_moved_tag=allow_moved_tag,
         allow_alarms=allow_alarms,
+        busy=busy,
     )
 
 
@@ -1010,7 +1023,7 @@ def render_queue(ctx: BotContext, target: Target, supervisor: Supervisor) -> Non
             await ctx.client.chat_postMessage(
                 channel=_turn_channel(ctx, item),
                 text=f"⏭️ The queued {esc(item.kind)} of `{esc(event.tag)}` to "
-                f"{name} by {mention(item.requester.who)} starts now.",
+                f"{name} by {_by(item)} starts now.",
             )
         except Exception as exc:
             log.warning("could not announce the queued deploy: %s", exc)
@@ -1031,10 +1044,11 @@ def render_queue(ctx: BotContext, target: Target, supervisor: Supervisor) -> Non
     async def refused(event: TurnRefused) -> None:
         item = event.item
         why = _refusal_text(event.refused) if event.refused else "refused"
+        whose = "The" if item.thread else "Your"  # CI's, told in its notice's thread
         if event.at_start:
-            return await _tell(ctx, item, f"Your queued deploy did not start: {why}")
+            return await _tell(ctx, item, f"{whose} queued deploy did not start: {why}")
         text = (
-            f"Your queued {esc(item.kind)} of `{esc(item.tag)}` to {name} "
+            f"{whose} queued {esc(item.kind)} of `{esc(item.tag)}` to {name} "
             f"did not start when its turn came: {why}"
         )
         again: tuple[Block, ...] = ()
@@ -1070,13 +1084,25 @@ def _turn_channel(ctx: BotContext, item: QueuedItem) -> str:
     return item.channel or (ctx.settings.slack_channel or "")
 
 
+def _by(item: QueuedItem) -> str:
+    """Who queued it: a mention of a person, CI's name (``CI (auto_deploy)``) as text."""
+    if is_user_id(item.requester.who) or is_group_id(item.requester.who):
+        return mention(item.requester.who)
+    return esc(item.requester.name)
+
+
 async def _tell(
     ctx: BotContext, item: QueuedItem, text: str, blocks: tuple[Block, ...] = ()
 ) -> None:
-    """An ephemeral to the person in the channel they asked from (a DM without one)."""
+    """An ephemeral to the person in the channel they asked from (a DM without one); for a
+    deploy on push (no person), a reply in its notice's thread."""
     shown: dict[str, Any] = {"blocks": [b.to_dict() for b in blocks]} if blocks else {}
     try:
-        if item.channel:
+        if item.thread:
+            await ctx.client.chat_postMessage(
+                channel=_turn_channel(ctx, item), thread_ts=item.thread, text=text, **shown
+            )
+        elif item.channel:
             await ctx.client.chat_postEphemeral(
                 channel=item.channel, user=item.requester.who, text=text, **shown
             )

@@ -631,6 +631,8 @@ def history_lines(records: Sequence[DeploymentRecord]) -> list[str]:
                 else ""
             )
             + (" 🚨 break-glass" if r.break_glass else "")
+            # Who pressed Continue or Roll back at ECS's pauses (#27), and when.
+            + "".join(f"; ⏸️ {esc(d)}" for d in r.decisions)
         )
     return out
 

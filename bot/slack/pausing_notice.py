@@ -25,6 +25,7 @@ from bot.deploy.rollout import Snapshot
 from bot.errors import DeployError
 from bot.mrkdwn import is_user_id
 from bot.slack.pause_view import ShiftView, paused_notice
+from bot.slack.requester import dm_or_ephemeral
 
 log = logging.getLogger("deploybot.slack.pause")
 
@@ -113,7 +114,8 @@ class PauseWatch:
 
     async def tell_requester(self, pause: Pause) -> str:
         """DM the requester that their deployment waits for a decision (once per hook, in any
-        process): "dm", or "" when nobody was told."""
+        process), or an ephemeral where Slack refuses the DM: "dm", "ephemeral", or "" when
+        nobody was told."""
         record = pause.record
         if not (
             self.engine.settings.deploy_notify_requester
@@ -137,12 +139,7 @@ class PauseWatch:
             except Exception as exc:  # the DM goes without its link
                 log.info("no permalink for the pause's DM: %s", exc)
         text = paused_notice(pause, self.engine.target, permalink)
-        try:
-            await self.client.chat_postMessage(channel=record.who, text=text)
-        except Exception as exc:  # SlackApiError, Slack away: the channel shows it
-            log.warning(
-                "could not tell the requester of the pause: %s", exc, extra=record.log_fields
-            )
-            return ""
-        log.info("told the requester of the pause", extra=record.log_fields)
-        return "dm"
+        # Where Slack refuses the DM (the app's Messages tab off, ...): an ephemeral beside
+        # the deployment's message, as for its outcome (bot/slack/requester.py).
+        channel = self.shown.channel or None
+        return await dm_or_ephemeral(self.client, record, channel, {"text": text}, "of the pause")

@@ -81,25 +81,41 @@ async def tell_requester(
         return ""
     permalink = await _permalink(client, *where) if where else None
     notice = messages.outcome_notice(record, final, permalink)
+    return await dm_or_ephemeral(
+        client, record, where[0] if where else None, notice.as_kwargs(), "its outcome"
+    )
+
+
+async def dm_or_ephemeral(
+    client: AsyncWebClient,
+    record: DeploymentRecord,
+    channel: str | None,
+    message: dict[str, Any],
+    what: str,
+) -> str:
+    """``message`` to ``record``'s requester in a DM, or where Slack refuses that DM (NO_DM)
+    in an ephemeral in ``channel`` (the deployment's message's): "dm", "ephemeral" or ""
+    when nobody was told (logged, never raised: the channel's message shows it anyway)."""
+    extra = record.log_fields
     try:
-        await client.chat_postMessage(channel=record.who, **notice.as_kwargs())
-        log.info("told the requester in a DM", extra=extra)
+        await client.chat_postMessage(channel=record.who, **message)
+        log.info("told the requester %s in a DM", what, extra=extra)
         return "dm"
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "")
-        if error not in NO_DM or where is None:
-            log.warning("could not tell the requester (%s)", error, extra=extra)
+        if error not in NO_DM or channel is None:
+            log.warning("could not tell the requester %s (%s)", what, error, extra=extra)
             return ""
         log.info("no DM to the requester (%s): an ephemeral instead", error, extra=extra)
     except Exception as exc:  # Slack away after slack_sdk's retries: the channel shows it
-        log.warning("could not tell the requester (%s)", exc, extra=extra)
+        log.warning("could not tell the requester %s (%s)", what, exc, extra=extra)
         return ""
     try:
-        await client.chat_postEphemeral(channel=where[0], user=record.who, **notice.as_kwargs())
+        await client.chat_postEphemeral(channel=channel, user=record.who, **message)
         return "ephemeral"
     except Exception as exc:
         problem = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
-        log.warning("could not tell the requester (%s)", problem, extra=extra)
+        log.warning("could not tell the requester %s (%s)", what, problem, extra=extra)
         return ""
 
 

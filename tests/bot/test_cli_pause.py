@@ -5,6 +5,8 @@ listener (the hello service under uvicorn on 127.0.0.1, the target's ``test_url`
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.stack import add_deployment_alarm, set_deployment_strategy
 from bot.rules import Door
 from bot.settings import Settings
+from bot.slack import messages
 from service.app import Release
 from tests.conftest import LocalStack
 from tests.helpers import deploybot, wait_until
@@ -139,6 +142,17 @@ def test_continue_from_a_terminal_completes_the_paused_deployment(
     [record] = json.loads(cli("history", "--json", "-n", "1").stdout)
     assert record["outcome"] == "COMPLETED"
     assert record["decisions"][0].startswith("Continue by operator@laptop (cli) at ")
+    # The table and the export show it too, and Slack's history.
+    assert "Continue by operator@laptop (cli) at" in cli("history", "-n", "1").stdout
+    [row] = list(csv.DictReader(io.StringIO(cli("history", "--since", "1d", "--csv").stdout)))
+    assert row["decisions"] == record["decisions"][0]
+    engine = engine_of(settings)
+    try:
+        [last] = engine.history(1)
+    finally:
+        engine.close()
+    [line] = messages.history_lines([last])
+    assert "; ⏸️ Continue by operator@laptop (cli) at " in line, line
 
 
 def test_continue_rollback_from_a_terminal_rolls_the_paused_deployment_back(

@@ -363,6 +363,30 @@ def test_ci_notice_deploys_a_target_with_auto_deploy_through_its_rules(
         assert outcome(other) == "refuse:auto_deploy", action
 
 
+@pytest.mark.parametrize(
+    ("facts", "now", "verdict"),
+    [
+        (Facts(image="v4.4.0", on_push=True), INSIDE, "allow"),
+        (Facts(image="v4.4.0", on_push=True, freeze=ICE), INSIDE, "refuse:freeze"),
+        (Facts(image="v4.4.0", on_push=True), OUTSIDE, "refuse:windows"),
+        (Facts(image="v4.4.0"), INSIDE, "refuse:deployers"),  # "CI" as a person: nobody
+    ],
+)
+def test_a_deploy_on_push_queued_is_judged_at_its_turn_as_the_notices(
+    facts: Facts, now: datetime, verdict: str
+) -> None:
+    """CI's image queued itself behind a busy target (bot/slack/auto.py): at the queue's door
+    auto_deploy still lets it deploy, every other rule holds; a target that no longer has
+    auto_deploy refuses it."""
+    decision = check(STAGING_ON_PUSH, Action.DEPLOY, door=Door.QUEUE, who="CI",
+                     channel="C0DEPLOYS", now=now, facts=facts)  # fmt: skip
+    assert outcome(decision) == verdict
+    dropped = replace(STAGING_ON_PUSH, auto_deploy=False)
+    refused = check(dropped, Action.DEPLOY, door=Door.QUEUE, who="CI", channel="C0DEPLOYS",
+                    now=INSIDE, facts=Facts(image="v4.4.0", on_push=True))  # fmt: skip
+    assert outcome(refused) == "refuse:auto_deploy"
+
+
 def test_the_table_covers_every_rule_action_and_door() -> None:
     seen: set[tuple[str, str, str]] = set()
     for name, action, door in (case.values for case in CASES):

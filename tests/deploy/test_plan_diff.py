@@ -111,6 +111,33 @@ def test_what_looks_like_a_secret(name: str, value: str, secret: bool) -> None:
     assert looks_secret(name, value) is secret
 
 
+def test_command_arguments_that_look_secret_are_hidden() -> None:
+    """A command or health check carries its secrets in the open as often as the environment
+    does: ``--password=…``, ``--token …``, ``DB_PASSWORD=…``, a URL with a password, a token
+    of a known form. Each such value is hidden; the rest of the command is shown."""
+    command = [
+        "hello-world",
+        "--port",
+        "49000",
+        "--db-password=hunter2",
+        "--api-token",
+        "t0ps3cret",
+        "STRIPE_KEY=sk_live_9",
+        "--upstream",
+        "https://user:pw@example.com/x",
+        "--github",
+        "ghp_abc123",
+    ]
+    health = {"command": ["CMD-SHELL", "curl -H auth=abc123 localhost"], "interval": 30}
+    lines = texts(changed(command=command, healthCheck=health))
+    shown = "\n".join(lines)
+    for secret in ("hunter2", "t0ps3cret", "sk_live_9", "user:pw", "ghp_abc123"):
+        assert secret not in shown, shown
+    [line] = [x for x in lines if x.startswith("command: ")]
+    assert "--port 49000 --db-password=••• --api-token ••• STRIPE_KEY=••• --upstream ••• " in line
+    assert line.endswith("--github •••"), line
+
+
 def test_secrets_by_name_only() -> None:
     lines = texts(
         changed(

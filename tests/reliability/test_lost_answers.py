@@ -16,7 +16,7 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
-from tests.helpers import wait_until
+from tests.helpers import deploybot, wait_until
 from tests.reliability.conftest import cli, report
 from tests.slack.helpers import running_tag
 
@@ -216,3 +216,60 @@ def test_a_no_wait_deploy_whose_answer_is_lost_says_whether_it_started(
     wait_until(simulator.idle, 60, "ECS still")
     second = cli("deploy", "v4.5.0")
     assert second.returncode == 0, second.stdout + second.stderr
+
+
+@pytest.mark.parametrize("put", ["the history record", "the release tag's image"])
+def test_a_start_write_whose_answer_never_comes_is_read_back_and_the_deploy_goes_on(
+    put: str, stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """A PutItem of the start applied by DynamoDB whose answer never comes (held past the
+    client's read timeout, which is not retried: bot/deploy/aws.py). The history record: seen
+    in CI's run at ba580bb under load, the start failed and released the lock over its own
+    open record. The release tag's image (what the tag named at its first deploy, for the
+    moved-tag guard): the deploy failed, exit 2, "Could not reach AWS while recording the
+    release tag's image", its record left open for a reconcile to prove it never started.
+    Each is now read back, consistently, and the deploy goes on."""
+    # The start's PutItems: the history record, then the release tag's image.
+    proxy.delay_answer(
+        "dynamodb", "PutItem", seconds=7, after=0 if put == "the history record" else 1
+    )
+    done = deploybot("deploy", "v4.4.0", DEPLOYBOT_USER="operator@laptop", COLUMNS="160")
+    out = done.stdout + done.stderr
+    assert [p.operation for p in proxy.log if p.action == "delay"] == ["PutItem"], out
+    assert done.returncode == 0, out
+    assert f"Deployed {V44}" in done.stdout, out
+    assert settled(stack) == (Outcome.COMPLETED, False, False)
+    assert aws.requests.count("ecs", "UpdateService") == 1
+    engine = Engine(stack.settings)
+    try:
+        remembered = engine.ledger.tag_record(stack.settings.ecr_repository, V44)
+    finally:
+        engine.close()
+    assert remembered is not None and remembered.digest.startswith("sha256:")
+
+
+def test_a_start_that_fails_before_ecs_is_asked_leaves_no_open_record(
+    stack: LocalStack, aws: MotoServer, proxy: FaultProxy, simulator: RolloutSimulator
+) -> None:
+    """The start's last read before ECS (the record read back for an abort that came
+    meanwhile) gets no answer: the deploy fails, honestly, before ECS is asked. It left its
+    record open in the history ("starting", no lock, no ECS deployment) until a reconcile
+    proved it never started; now the record goes with the lock, as for a refused
+    UpdateService."""
+    # The start's DynamoDB calls: reads, the lock (TransactWriteItems), the history record
+    # and the release tag's image (PutItem), then that read (the fifth GetItem).
+    proxy.delay_answer("dynamodb", "GetItem", seconds=7, after=4)
+    done = deploybot("deploy", "v4.4.0", DEPLOYBOT_USER="operator@laptop", COLUMNS="160")
+    out = done.stdout + done.stderr
+    calls = [p.operation for p in proxy.log if p.service == "dynamodb"]
+    held = calls.index("GetItem", calls.index("PutItem"))
+    assert proxy.log and [p.action for p in proxy.log if p.service == "dynamodb"][held] == "delay"
+    assert done.returncode == 2, out
+    assert "Could not reach AWS" in out and "Traceback" not in out, out
+    assert aws.requests.count("ecs", "UpdateService") == 0
+    engine = Engine(stack.settings)
+    try:
+        assert engine.ledger.history(5) == [], "an open record of a start ECS never heard of"
+        assert engine.ledger.lock_item() is None
+    finally:
+        engine.close()

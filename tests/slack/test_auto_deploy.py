@@ -8,6 +8,7 @@ moto and the rollout simulator."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,12 @@ from bot.local.simulator import RolloutSimulator
 from bot.local.slack_emulator import Message, SlackEmulator
 from bot.local.stack import add_service
 from bot.settings import Settings
-from bot.slack.messages import NOTICE_EVENT
+from bot.slack import guards
+from bot.slack.messages import DEPLOY_ACTION, NOTICE_EVENT
 from bot.targets import BadConfig, load_targets
 from tests.conftest import (
     ALICE,
+    BOB,
     DEPLOYS,
     STAGING_CLUSTER,
     STAGING_SERVICE,
@@ -29,8 +32,9 @@ from tests.conftest import (
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages
 from tests.slack.test_ci_notice_and_rollback import notify
+from tests.slack.test_guards import said_to
 
-V45 = "v4.5.0-ecr-ecs-fargate"
+V43, V44, V45 = "v4.3.0-ecr-ecs-fargate", "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
 
 AUTO_TOML = f"""
 [targets.staging]
@@ -175,3 +179,122 @@ def test_auto_deploy_with_approvals_or_after_is_a_bad_configuration(
     with pytest.raises(BadConfig) as raised:
         load_targets(settings)
     assert says in str(raised.value), str(raised.value)
+
+
+def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
+    config: Path,
+    aws: MotoServer,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    """Alice's slow rollout holds staging's lock when CI's notice arrives: the image joins
+    staging's queue by itself (nobody is there to press Deploy when free), and the notice's
+    thread says so; Slack's retry of the event queues nothing more. Bob, asking next, is
+    refused for the queue and queues behind it. Once Alice's rollout ends, CI's image goes
+    (as CI), then Bob's deploy."""
+    emulator.metadata_subscriptions.add(NOTICE_EVENT)
+    bot = start_bot("http", DEPLOY_TARGET="production")
+    emulator.request_urls = [bot.events_url or ""]
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+    try:
+        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        emulator.wait_for(
+            lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
+            timeout=30,
+            what="Alice's slow rollout on staging",
+        )
+        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
+        notice = emulator.wait_for(
+            lambda: next((m for m in [the_notice(emulator)] if m.replies), None),
+            timeout=30,
+            what="the notice's thread",
+        )
+        (said,) = notice.replies
+        # Queued, not offered a button nobody would press.
+        assert said.buttons == [], said.buttons
+        assert re.fullmatch(
+            rf"staging is busy with alice's rollout of `{V44}` \(`d-[0-9a-f-]+`\); this image "
+            r"deploys when it is free: number 1 in the queue\. .*",
+            said.text,
+        ), said.text
+        # Slack's retry of the event: the claim holds, nothing is queued or said again.
+        emulator.redeliver(emulator.events[0])
+        emulator.wait_for(lambda: len(emulator.events) == 2, what="the retry's delivery")
+        # Bob asks next: CI's image is queued before him, he joins behind it.
+        assert emulator.slash_command("/deploy", f"{V43} to staging", user=BOB,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        offer = said_to(emulator, BOB, "1 deploy is queued for staging")
+        emulator.click(offer, guards.QUEUE_ACTION, user=BOB, channel=DEPLOYS, url=bot.events_url)
+        said_to(emulator, BOB, "number 2 in the queue")
+    finally:
+        simulator.slow_ticks = 2  # Alice's rollout ends
+    final = emulator.wait_for(
+        lambda: next((m for m in bot_messages(emulator) if f"Deployed {V43}" in m.all_text), None),
+        timeout=90,
+        what="the queued deploys, to their ends",
+    )
+    assert f"<@{BOB}>" in final.all_text, final.all_text
+    ci = next(m for m in bot_messages(emulator) if f"Deployed {V45}" in m.all_text)
+    assert "CI (auto_deploy)" in ci.all_text, ci.all_text
+    turns = [m.text for m in bot_messages(emulator) if "The queued deploy of" in m.text]
+    assert turns == [
+        f"⏭️ The queued deploy of `{V45}` to staging by CI (auto_deploy) starts now.",
+        f"⏭️ The queued deploy of `{V43}` to staging by <@{BOB}> starts now.",
+    ], turns
+    assert aws.requests.count("ecs", "UpdateService") == 3  # Alice's, CI's once, Bob's
+    assert len(emulator.message(notice.ts).replies) == 1  # nothing more said in the thread
+
+
+def test_a_queued_deploy_on_push_refused_at_its_turn_is_told_in_the_notices_thread(
+    config: Path,
+    aws: MotoServer,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    """CI's image queued behind Alice's slow rollout; Bob freezes staging meanwhile. At its
+    turn the freeze refuses it: said in the notice's thread (CI is no person to be told in an
+    ephemeral), with a Deploy button for whoever wants it later; nothing is deployed."""
+    emulator.metadata_subscriptions.add(NOTICE_EVENT)
+    bot = start_bot("http", DEPLOY_TARGET="production")
+    emulator.request_urls = [bot.events_url or ""]
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+    try:
+        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        emulator.wait_for(
+            lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
+            timeout=30,
+            what="Alice's slow rollout on staging",
+        )
+        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
+        emulator.wait_for(
+            lambda: "number 1 in the queue" in str([r.text for r in the_notice(emulator).replies]),
+            timeout=30,
+            what="the image queued, in the notice's thread",
+        )
+        assert emulator.slash_command("/deploy", "freeze staging load test", user=BOB,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        emulator.wait_for(
+            lambda: any("froze" in m.all_text.lower() for m in bot_messages(emulator)),
+            what="the freeze's announcement",
+        )
+    finally:
+        simulator.slow_ticks = 2  # Alice's rollout ends
+    notice = emulator.wait_for(
+        lambda: next((m for m in [the_notice(emulator)] if len(m.replies) == 2), None),
+        timeout=60,
+        what="the turn's refusal in the notice's thread",
+    )
+    refused = notice.replies[1]
+    assert refused.text.startswith(
+        f"The queued deploy of `{V45}` to staging did not start when its turn came: "
+    ), refused.text
+    assert "frozen" in refused.text and "load test" in refused.text, refused.text
+    assert [b["action_id"] for b in refused.buttons] == [f"{DEPLOY_ACTION}:staging"]
+    assert not [e for e in emulator.ephemerals() if "did not start" in e.all_text]
+    assert aws.requests.count("ecs", "UpdateService") == 1  # Alice's only

@@ -167,9 +167,13 @@ def test_roll_back_by_a_deployer_rolls_the_paused_deployment_back(
     tmp_path: Path,
 ) -> None:
     bot = start_bot("http", DEPLOYBOT_CONFIG=config(stack, tmp_path, listener))
+    emulator.set_messages_tab(False)  # Slack refuses the bot's DMs: messages_tab_disabled
     slash(emulator, bot, "v4.4.0", user=ALICE)
     message = paused_message(emulator)
     assert "✅ `" in message.all_text  # the new release answers on the test listener
+    # Alice hears of the pause in an ephemeral beside the message instead of a DM.
+    assert "paused at POST_TEST_TRAFFIC_SHIFT" in said_to(emulator, ALICE, "is paused")
+    assert [e.channel for e in emulator.ephemerals(user=ALICE)] == [DEPLOYS]
     assert "anyone who may deploy to production" in message.all_text
     emulator.click(message, ROLLBACK_ACTION, user=CAROL, channel=DEPLOYS, url=bot.events_url)
     said_to(emulator, CAROL, "you may not abort")  # Carol is no deployer here
