@@ -13,7 +13,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -59,6 +60,9 @@ class World:
     emulator: SlackEmulator
     github: GitHubEmulator
     bots: list[BotProcess]
+    # What ``announced`` saw and ``settle`` has yet to check: (words, the message's ts, when
+    # first seen).
+    pending: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +132,18 @@ def world(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "LOCK_LEASE_SECONDS": str(TEST_LEASE_SECONDS),
         "OUTSIDE_CHECK_SECONDS": "1",
     }
-    bots = []
+    bots = [
+        BotProcess("http", bot_env, free_port(), str(tmp_path_factory.mktemp("bot") / "bot.log"))
+        for _ in range(2)
+    ]
     try:
-        for _ in range(2):
-            log_dir = tmp_path_factory.mktemp("bot")
-            bot = BotProcess("http", bot_env, free_port(), str(log_dir / "bot.log"))
-            bot.start(emulator)
-            bots.append(bot)
+        with ThreadPoolExecutor(len(bots)) as pool:  # their start-ups overlap
+            list(pool.map(lambda bot: bot.start(emulator), bots))
         yield World(settings, moto_server, simulator, emulator, github, bots)
     finally:
         for bot in bots:
-            bot.stop()
+            if bot.proc is not None:
+                bot.stop()
         simulator.stop()
         emulator.stop()
         github.stop()
@@ -152,14 +157,45 @@ def said(world: World, words: str) -> list[Any]:
     return [m for m in bot_messages(world.emulator) if words in m.all_text]
 
 
+PASSES = 3 * 1.0  # a few of the replicas' passes (a second each)
+
+
 def said_once(world: World, words: str, timeout: float = 60) -> Any:
     """The one bot message saying ``words``: waited for, then a few of the replicas' passes
-    (a second each) later still the only one."""
+    later still the only one (with what ``announced`` saw before it: ``settle``). For a
+    deployment's message, whose words change as it rolls out."""
+    found = announced(world, words, timeout)
+    settle(world)
+    return found
+
+
+def announced(world: World, words: str, timeout: float = 60) -> Any:
+    """The first bot message saying ``words``, waited for; checked to be the only one a few
+    passes later by the next ``said_once`` or ``settle``. For what is said once and never
+    changes (a terminal's freeze, unfreeze, break-glass, abort): its passes overlap the
+    test's next steps instead of being waited out one by one."""
     wait_until(lambda: said(world, words), timeout, f"a bot message saying {words!r}")
-    time.sleep(3 * 1.0)
-    found = said(world, words)
-    assert len(found) == 1, [m.all_text for m in found]
-    return found[0]
+    found = said(world, words)[0]
+    world.pending.append((words, found.ts, time.monotonic()))
+    return found
+
+
+def settle(world: World) -> None:
+    """PASSES after the last message seen, each message seen still the only one saying
+    its words (a later one seen, "unfroze …" after "froze …", is not counted twice)."""
+    if not world.pending:
+        return
+    time.sleep(max(0.0, max(seen for *_, seen in world.pending) + PASSES - time.monotonic()))
+    for words, ts, _ in world.pending:
+        others = {t for _, t, _ in world.pending if t != ts}
+        found = [m for m in said(world, words) if m.ts not in others]
+        assert len(found) == 1, [m.all_text for m in found]
+    world.pending.clear()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_pending(world: World) -> None:
+    world.pending.clear()  # a failed test's leftovers
 
 
 def in_background(argv: list[str]) -> tuple[threading.Thread, list[int]]:
@@ -194,7 +230,7 @@ def test_a_terminal_deploy_is_posted_and_followed_to_its_end_by_one_replica(
         world.simulator.slow_ticks = 2
         thread.join(120)
     assert code == [0]
-    final = said_once(world, f"Deployed {V44}")
+    final = announced(world, f"Deployed {V44}")  # final: its words stay
     assert final.ts == rolling.ts and "Completed in" in final.all_text
     # Who: the declared name and the AWS identity, in the history and on GitHub.
     capsys.readouterr()
@@ -234,11 +270,11 @@ def test_terminal_freeze_unfreeze_abort_and_break_glass_are_announced_once(
     terminal records them, with no Slack token, and the bot says each once."""
     assert "SLACK_BOT_TOKEN" not in os.environ
     assert cli.main(["freeze", "incident 1234"]) == 0
-    frozen = said_once(world, "froze *production* from a terminal")
+    frozen = announced(world, "froze *production* from a terminal")
     assert "incident 1234" in frozen.text and MOTO_ARN in frozen.text
     assert "*operator@laptop*" in frozen.text
     assert cli.main(["unfreeze"]) == 0
-    lifted = said_once(world, "unfroze *production* from a terminal")
+    lifted = announced(world, "unfroze *production* from a terminal")
     assert "incident 1234" in lifted.text and MOTO_ARN in lifted.text
     out = capsys.readouterr()
     assert "Not announced" not in out.err + out.out
@@ -251,7 +287,7 @@ def test_terminal_freeze_unfreeze_abort_and_break_glass_are_announced_once(
     with monkeypatch.context() as m:  # past production's approval, as an operator would
         m.setenv("DEPLOYBOT_CONFIG_TEXT", protected(world.settings))
         assert cli.main(argv) == 0
-    glass = said_once(world, "used --break-glass on *production*")
+    glass = announced(world, "used --break-glass on *production*")
     assert "site down &lt;!channel&gt;" in glass.text and MOTO_ARN in glass.text
     assert "approval" in glass.text  # the rule it went past
     # Followed by a replica (nobody else follows a --no-wait deploy): its own message.
@@ -266,7 +302,7 @@ def test_terminal_freeze_unfreeze_abort_and_break_glass_are_announced_once(
     finally:
         world.simulator.mark_healthy(V45)
         world.simulator.slow_ticks = 2
-    stopped = said_once(world, f"from a terminal: `{before}` goes back now")
+    stopped = announced(world, f"from a terminal: `{before}` goes back now")
     assert V45 in stopped.text and MOTO_ARN in stopped.text
     said_once(world, "Deployment of v4.5.0-ecr-ecs-fargate aborted")
     assert said(world, "outside deploybot") == []
@@ -298,7 +334,7 @@ def test_a_terminal_deploy_rolled_back_and_its_freeze_are_shown_and_no_stranger(
         with monkeypatch.context() as m:
             m.setenv("DEPLOYBOT_CONFIG_TEXT", freezing(world.settings))
             assert cli.main(["deploy", "v4.5.0", "--yes"]) == 1
-            frozen = said_once(world, "*production* is frozen after a failure")
+            frozen = announced(world, "*production* is frozen after a failure")
             assert V45 in frozen.text and "rolled back" in frozen.text
             assert cli.main(["unfreeze"]) == 0
     finally:
@@ -306,7 +342,7 @@ def test_a_terminal_deploy_rolled_back_and_its_freeze_are_shown_and_no_stranger(
     failed = said_once(world, f"❌ Deployment of {V45} failed")
     assert "circuit breaker rolled the service back" in failed.all_text
     assert before in failed.all_text
-    said_once(world, "unfroze *production* from a terminal (frozen by deploybot")
+    announced(world, "unfroze *production* from a terminal (frozen by deploybot")
     # The breaker's deployment, judged by the replicas' passes once old enough for it (its
     # record was read before it was made): still nobody calls it a stranger.
     record = open_record(world.settings, lambda r: r.tag == V45)
@@ -322,6 +358,7 @@ def test_a_terminal_deploy_rolled_back_and_its_freeze_are_shown_and_no_stranger(
     judged = made["createdAt"].timestamp() + ECS_CLOCK_SLACK.total_seconds() + 3 * 1.0
     time.sleep(max(0.0, judged - time.time()))
     assert said(world, "outside deploybot") == []
+    settle(world)
 
 
 def test_an_ecs_deployment_started_outside_deploybot_is_reported_once(world: World) -> None:
