@@ -400,18 +400,37 @@ class Guardrails(Stage):
         return self.guards.position(item)
 
     def cancel_queued(self, item_id: str, requester: Requester) -> QueuedItem:
-        """Remove a queued item; only the person who queued it may."""
+        """Remove a queued item; only the person who queued it may, or, for an image CI's
+        notice queued (deploy on push: no person), anyone who may deploy to the target or
+        approve its deploys."""
         item = next((q for q in self.queue() if q.id == item_id), None)
         if item is None:
             raise NoSuchRequest(
                 f"Nothing queued as {item_id[:64]!r} on {self.target.name}: it ran, was "
                 "cancelled, or never was."
             )
-        if item.requester.who != requester.who or not self.guards.take(item, requester.who):
-            raise NoSuchRequest(
+        if item.requester.on_push:
+            allowed = self.target.may_deploy(requester.who) or self.target.may_approve(
+                requester.who
+            )
+            refusal = (
+                f"Only someone who may deploy to {self.target.name} may cancel CI's deploy on "
+                "push (or it has just been taken off the queue)."
+            )
+        else:
+            allowed = item.requester.who == requester.who
+            refusal = (
                 f"Only {item.requester.name}, who queued it, may cancel it (or it has just "
                 "been taken off the queue)."
             )
+        # The table's condition: still queued, and (a person's own) still theirs.
+        owner = item.requester.who if item.requester.on_push else requester.who
+        if not allowed or not self.guards.take(item, owner):
+            raise NoSuchRequest(refusal)
+        log.info(
+            "queued item cancelled",
+            extra={"target": self.target.name, "item": item.id, "by": requester.who},
+        )
         return item
 
     def next_turn(self, replan: Callable[[QueuedItem, Via], Plan] | None = None) -> Turn | None:

@@ -135,7 +135,7 @@ async def _queue(
     engine = ctx.engine(target)
     via = Via(door=Door.CI_AUTO, channel=channel)
     try:
-        _, position = await asyncio.to_thread(
+        item, position = await asyncio.to_thread(
             lambda: engine.enqueue(
                 CI_REQUESTER, kind="deploy", tag=tag, reason=REASON, via=via, thread=ts
             )
@@ -151,11 +151,13 @@ async def _queue(
             busy += f" (`{esc(refused.deployment_id)}`)"
     else:
         busy = "the deploys queued before it"
-    await reply(
-        text=f"{esc(target.name)} is busy with {busy}; this image deploys when it is free: "
+    text = (
+        f"{esc(target.name)} is busy with {busy}; this image deploys when it is free: "
         f"number {position} in the queue. It is checked again when its turn comes, and "
         "announced in the channel when it starts."
     )
+    # Cancel: anyone who may deploy to the target (CI is no person to cancel it itself).
+    await reply(**guards.queued_message(item, position, target, text=text).as_kwargs())
 
 
 def _thread(ctx: BotContext, channel: str, ts: str, target: Target | None = None) -> guards.Reply:

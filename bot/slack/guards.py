@@ -331,15 +331,24 @@ def alarm_offer(refused: AlarmFiring, target: Target) -> Message:
     return Message(text=plain, blocks=blocks)
 
 
-def queued_message(item: QueuedItem, position: int, target: Target) -> Message:
+def queued_message(item: QueuedItem, position: int, target: Target, text: str = "") -> Message:
+    """What the queue says to whoever joined it (``text``: said otherwise), with Cancel."""
+    if text:
+        return _with_cancel(text, item, target)
     if item.mode is QueueMode.TELL:
-        text = f"I will tell you here when {esc(target.name)}'s deploy lock is free."
-    else:
-        what = f"{esc(item.kind)} `{esc(item.tag)}`" if item.tag else esc(item.kind)
-        text = (
-            f"Queued: {what} to {esc(target.name)}, number {position} in the queue. It is "
-            "checked again when its turn comes, and announced in the channel when it starts."
+        return _with_cancel(
+            f"I will tell you here when {esc(target.name)}'s deploy lock is free.", item, target
         )
+    what = f"{esc(item.kind)} `{esc(item.tag)}`" if item.tag else esc(item.kind)
+    return _with_cancel(
+        f"Queued: {what} to {esc(target.name)}, number {position} in the queue. It is "
+        "checked again when its turn comes, and announced in the channel when it starts.",
+        item,
+        target,
+    )
+
+
+def _with_cancel(text: str, item: QueuedItem, target: Target) -> Message:
     blocks: tuple[Block, ...] = (
         SectionBlock(
             text=MarkdownTextObject(text=text),
@@ -1001,7 +1010,23 @@ async def cancel_clicked(ctx: BotContext, body: dict[str, Any], respond: AsyncRe
     except DeployError as exc:
         return await _say(respond, _refusal_text(exc))
     what = f"{item.kind} `{esc(item.tag)}`" if item.kind else "the notice"
-    await _say(respond, f"Cancelled: {what} is no longer queued for {esc(place.target.name)}.")
+    said = f"Cancelled: {what} is no longer queued for {esc(place.target.name)}."
+    if item.requester.on_push:
+        # CI's image, queued in its notice's thread: the thread says who cancelled it, for
+        # everyone who reads it (a person's own queued item is theirs: said to them alone).
+        try:
+            done = f"🚫 {said[:-1]}, by {mention(clicker(body).who)}."
+            # Blocks of its own: the original's Cancel button goes with its text.
+            await respond(
+                replace_original=True,
+                **Message(
+                    text=done, blocks=(SectionBlock(text=MarkdownTextObject(text=done)),)
+                ).as_kwargs(),
+            )
+            return
+        except Exception:
+            log.exception("could not say in the thread who cancelled the deploy on push")
+    await _say(respond, said)
 
 
 # --- the queue's turns ----------------------------------------------------------------------

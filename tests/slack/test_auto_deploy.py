@@ -24,15 +24,17 @@ from bot.targets import BadConfig, load_targets
 from tests.conftest import (
     ALICE,
     BOB,
+    CAROL,
     DEPLOYS,
     STAGING_CLUSTER,
     STAGING_SERVICE,
     LocalStack,
 )
+from tests.helpers import wait_until
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages
 from tests.slack.test_ci_notice_and_rollback import notify
-from tests.slack.test_guards import said_to
+from tests.slack.test_guards import posted, said_to
 
 V43, V44, V45 = "v4.3.0-ecr-ecs-fargate", "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
 
@@ -213,8 +215,8 @@ def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
             what="the notice's thread",
         )
         (said,) = notice.replies
-        # Queued, not offered a button nobody would press.
-        assert said.buttons == [], said.buttons
+        # Queued, not offered a button nobody would press: only Cancel, for a deployer.
+        assert [b["action_id"] for b in said.buttons] == [guards.CANCEL_QUEUED_ACTION]
         assert re.fullmatch(
             rf"staging is busy with alice's rollout of `{V44}` \(`d-[0-9a-f-]+`\); this image "
             r"deploys when it is free: number 1 in the queue\. .*",
@@ -246,6 +248,55 @@ def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
     ], turns
     assert aws.requests.count("ecs", "UpdateService") == 3  # Alice's, CI's once, Bob's
     assert len(emulator.message(notice.ts).replies) == 1  # nothing more said in the thread
+
+
+def test_a_deploy_on_push_waiting_in_the_queue_may_be_cancelled_by_a_deployer(
+    config: Path,
+    aws: MotoServer,
+    simulator: RolloutSimulator,
+    emulator: SlackEmulator,
+    start_bot: BotFactory,
+) -> None:
+    """CI's image queued behind Alice's slow rollout: the thread's message has a Cancel
+    button. CI is no person to cancel it, so any deployer of the target may (Carol, who may
+    not deploy, may not); the thread's message then says who cancelled it, and at the end of
+    Alice's rollout nothing more is deployed."""
+    emulator.metadata_subscriptions.add(NOTICE_EVENT)
+    bot = start_bot("http", DEPLOY_TARGET="production")
+    emulator.request_urls = [bot.events_url or ""]
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+    try:
+        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
+                                      channel=DEPLOYS).ok  # fmt: skip
+        posted(emulator, f"Deploying {V44}", timeout=30)
+        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
+        notice = emulator.wait_for(
+            lambda: next((m for m in [the_notice(emulator)] if m.replies), None),
+            timeout=30,
+            what="the notice's thread",
+        )
+        (said,) = notice.replies
+        assert [b["action_id"] for b in said.buttons] == [guards.CANCEL_QUEUED_ACTION]
+        emulator.click(said, guards.CANCEL_QUEUED_ACTION, user=CAROL, channel=DEPLOYS)
+        assert "may cancel" in said_to(emulator, CAROL, "may cancel").text
+        emulator.click(said, guards.CANCEL_QUEUED_ACTION, user=BOB, channel=DEPLOYS)
+        cancelled = emulator.wait_for(
+            lambda: next(
+                (m for m in [emulator.store.find(DEPLOYS, said.ts)] if m and "Cancelled" in m.text),
+                None,
+            ),
+            timeout=30,
+            what="the thread's message saying it was cancelled",
+        )
+        assert f"<@{BOB}>" in cancelled.all_text and V45 in cancelled.all_text
+        assert cancelled.buttons == []
+    finally:
+        simulator.slow_ticks = 2  # Alice's rollout ends
+    posted(emulator, f"Deployed {V44}", timeout=60)
+    wait_until(simulator.idle, 30, "ECS still")
+    assert aws.requests.count("ecs", "UpdateService") == 1  # Alice's only
+    assert not [m for m in bot_messages(emulator) if "The queued deploy of" in m.text]
 
 
 def test_a_queued_deploy_on_push_refused_at_its_turn_is_told_in_the_notices_thread(
