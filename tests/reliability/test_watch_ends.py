@@ -2,13 +2,15 @@
 
 A watch always ends (UNKNOWN, exit 4, when AWS stops answering), and a record nobody
 follows any more (``--no-wait``, a timeout, a lost watch) is closed with what ECS did by the
-next engine call that reads the service. ``deploybot`` runs as a real process throughout.
+next engine call that reads the service. ``deploybot`` runs in this process
+(``bot.cli.main``), as an operator's command would: what ends is its watch, not a process.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 
@@ -20,12 +22,18 @@ from bot.local.aws import MotoServer
 from bot.local.faultproxy import FaultProxy
 from bot.local.simulator import RolloutSimulator
 from tests.conftest import LocalStack
-from tests.reliability.conftest import cli, report, wait_until
+from tests.helpers import deploybot
+from tests.reliability.conftest import report, wait_until
 
 pytestmark = pytest.mark.reliability
 V44, V45 = "v4.4.0-ecr-ecs-fargate", "v4.5.0-ecr-ecs-fargate"
 # The status command a CLI text points to (bot/hints.py names the target).
 STATUS_HINT = re.compile(r"deploybot (--target \S+ )?status")
+
+
+def cli(*args: str, timeout: float = 0, **env: str) -> subprocess.CompletedProcess[str]:
+    """``deploybot ARGS`` as an operator runs it, in this process (``timeout``: pytest's)."""
+    return deploybot(*args, DEPLOYBOT_USER="operator@laptop", COLUMNS="160", **env)
 
 
 def newest(stack: LocalStack) -> tuple[Outcome | None, bool]:
@@ -64,6 +72,7 @@ def test_expired_credentials_mid_rollout_end_the_watch_unknown_exit_4(
 
     proxy.clear()  # credentials renewed
     simulator.mark_healthy(V44)
+    simulator.slow_ticks = 2  # its pending tasks start now
     wait_until(simulator.idle, 60, "the rollout's end in ECS")
     status = cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
