@@ -166,7 +166,12 @@ def test_follower_killed_mid_rollout_is_replaced_within_a_lease(
         for c in emulator.calls
         if c.at > killed_at and c.method in ("chat.update", "chat.postMessage")
     )
-    time.sleep(2 * LEASE)
+    # A third replica starts meanwhile (its resume and passes must leave the message alone
+    # too), for /deploy-status below.
+    with ThreadPoolExecutor(1) as pool:
+        third = pool.submit(start_bot, "socket", LOCK_LEASE_SECONDS=str(LEASE))
+        time.sleep(2 * LEASE)
+        third.result()
     calls = calls_on(emulator, msg)
     report(
         "follower killed mid-rollout, 2 Socket Mode replicas",
@@ -181,8 +186,7 @@ def test_follower_killed_mid_rollout_is_replaced_within_a_lease(
     assert first_after - killed_at < 4 * LEASE
     assert aws.requests.count("ecs", "UpdateService") == 1
 
-    # /deploy-status from B and from a replica started now: the same truth.
-    start_bot("socket", LOCK_LEASE_SECONDS=str(LEASE))
+    # /deploy-status from B and from the replica started since: the same truth.
     emulator.wait_socket_connected(count=2)
     sent = [emulator.slash_command("/deploy-status", "", user=CAROL, channel=DEPLOYS) for _ in "ab"]
     assert len({d.to for d in sent}) == 2 and all(d.ok for d in sent)
