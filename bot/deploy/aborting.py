@@ -92,8 +92,12 @@ class Aborter(Stage):
                 f"{record.kind} {record.id} of {record.tag} ended, or is being aborted, "
                 f"meanwhile; nothing was changed. `{self.hints.status(name)}` shows what runs."
             )
-        if self._stop_in_ecs(record):
-            marked = self._asked(marked, ABORT_BY_STOP)
+        # How ECS is asked is recorded before it is asked: whoever closes the record at the
+        # restore's end (the deploy's own watch, another replica) may read it before this
+        # process hears ECS's answer, and the history says how (seen under load at 1325714).
+        stopping = self._asked(marked, ABORT_BY_STOP) if self._can_stop(record) else None
+        if stopping is not None and self._stop_in_ecs(stopping):
+            marked = stopping
             log.warning(
                 "aborted by %s: ECS rolls the service deployment back to %s "
                 "(StopServiceDeployment)%s",
@@ -103,6 +107,7 @@ class Aborter(Stage):
                 extra={**record.log_fields, "aborted_by": requester.name},
             )
             return marked
+        marked = self._asked(marked, ABORT_BY_UPDATE)
         try:
             # Under a session named for who aborts (bot/deploy/aws.py, session_name).
             updated = self.aws.acting_for(requester.who).update_service(
@@ -130,7 +135,6 @@ class Aborter(Stage):
                     marked = self.ledger.set_abort_deployment(marked, primary.id)
                 except DeployError as exc:
                     log.warning("could not record the abort: %s", exc, extra=record.log_fields)
-        marked = self._asked(marked, ABORT_BY_UPDATE)
         log.warning(
             "aborted by %s: putting %s back with UpdateService%s",
             requester.name,
@@ -150,9 +154,9 @@ class Aborter(Stage):
         answer included, is followed by UpdateService with the previous task definition, as
         before #26. Both put the same revision back; if both land, the restore is followed
         either way (Reconciler._aborting) and the record still closes ABORTED."""
-        arn = record.service_deployment_arn
-        if not arn or self.aws.service_deployments.refused:
+        if not self._can_stop(record):
             return False
+        arn = record.service_deployment_arn
         try:
             self.aws.stop_service_deployment(arn, "ROLLBACK")
         except Exception as exc:
@@ -164,6 +168,11 @@ class Aborter(Stage):
             )
             return False
         return True
+
+    def _can_stop(self, record: DeploymentRecord) -> bool:
+        """Whether StopServiceDeployment can be asked: a service deployment is known, and
+        the operations are not refused (the fallback)."""
+        return bool(record.service_deployment_arn) and not self.aws.service_deployments.refused
 
     def _asked(self, record: DeploymentRecord, via: str) -> DeploymentRecord:
         try:

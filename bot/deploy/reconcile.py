@@ -288,6 +288,11 @@ class Reconciler:
         verdict = judge(state, restore_id, self._describe_other)
         if verdict is None:
             return Reading(record, None, restore)
+        if not record.abort_via:
+            # Read when the abort had marked the record but not yet written how ECS was asked
+            # (it does so once UpdateService answers): the restore's end is read once more
+            # for it, so the history says how (seen under load at 1325714).
+            record = self.with_abort(record)
         back = record.previous_tag or record.previous_task_definition.rsplit("/", 1)[-1]
         how = f" ({record.abort_how})" if record.abort_how else ""
         if verdict.outcome is Outcome.COMPLETED:

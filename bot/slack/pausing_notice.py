@@ -142,4 +142,4 @@ class PauseWatch:
         # Where Slack refuses the DM (the app's Messages tab off, ...): an ephemeral beside
         # the deployment's message, as for its outcome (bot/slack/requester.py).
         channel = self.shown.channel or None
-        return await dm_or_ephemeral(self.client, record, channel, {"text": text}, "of the pause")
+        return await dm_or_ephemeral(self.client, record, channel, {"text": text}, "pause")

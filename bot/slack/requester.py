@@ -82,7 +82,7 @@ async def tell_requester(
     permalink = await _permalink(client, *where) if where else None
     notice = messages.outcome_notice(record, final, permalink)
     return await dm_or_ephemeral(
-        client, record, where[0] if where else None, notice.as_kwargs(), "its outcome"
+        client, record, where[0] if where else None, notice.as_kwargs(), "outcome"
     )
 
 
@@ -96,26 +96,26 @@ async def dm_or_ephemeral(
     """``message`` to ``record``'s requester in a DM, or where Slack refuses that DM (NO_DM)
     in an ephemeral in ``channel`` (the deployment's message's): "dm", "ephemeral" or ""
     when nobody was told (logged, never raised: the channel's message shows it anyway)."""
-    extra = record.log_fields
+    extra = {**record.log_fields, "about": what}
     try:
         await client.chat_postMessage(channel=record.who, **message)
-        log.info("told the requester %s in a DM", what, extra=extra)
+        log.info("told the requester in a DM", extra=extra)
         return "dm"
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "")
         if error not in NO_DM or channel is None:
-            log.warning("could not tell the requester %s (%s)", what, error, extra=extra)
+            log.warning("could not tell the requester (%s)", error, extra=extra)
             return ""
         log.info("no DM to the requester (%s): an ephemeral instead", error, extra=extra)
     except Exception as exc:  # Slack away after slack_sdk's retries: the channel shows it
-        log.warning("could not tell the requester %s (%s)", what, exc, extra=extra)
+        log.warning("could not tell the requester (%s)", exc, extra=extra)
         return ""
     try:
         await client.chat_postEphemeral(channel=channel, user=record.who, **message)
         return "ephemeral"
     except Exception as exc:
         problem = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
-        log.warning("could not tell the requester %s (%s)", what, problem, extra=extra)
+        log.warning("could not tell the requester (%s)", problem, extra=extra)
         return ""
 
 

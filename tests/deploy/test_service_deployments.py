@@ -310,6 +310,32 @@ def test_abort_falls_back_to_update_service_when_ecs_refuses_stop(
     assert running_tag(stack.settings) == "v4.3.0-ecr-ecs-fargate"
 
 
+def test_an_abort_read_before_it_recorded_how_still_says_how(
+    aws: MotoServer, stack: LocalStack, simulator: RolloutSimulator, proxy: FaultProxy
+) -> None:
+    """Seen under load: the deploy's own watch read the record once the abort had marked it
+    but before it recorded how ECS was asked (it does once UpdateService answers), and closed
+    it at the restore's end as "aborted by Bob; v4.3.0 is back", without "(… UpdateService)".
+    Here the abort's UpdateService answer is held 3 s at the wire (ECS applied it): the
+    restore ends meanwhile, and the history still says how."""
+    proxy.refuse("ecs", "StopServiceDeployment")
+    proxy.delay_answer("ecs", "UpdateService", seconds=3, after=1)  # the abort's, not the deploy's
+    simulator.mark_slow("v4.5.0-ecr-ecs-fargate")
+    engine = Engine(through(stack.settings, proxy))
+    try:
+        record = engine.deploy("v4.5.0", ALICE)
+        _wait_ecs_status(engine, record, "IN_PROGRESS")
+        aborted = engine.abort(BOB)
+        outcome, why = engine.follow_abort(aborted)
+    finally:
+        engine.close()
+    assert [p.action for p in proxy.log if p.operation == "UpdateService"] == ["pass", "delay"]
+    assert outcome is Outcome.ABORTED, why
+    assert why.endswith("v4.3.0-ecr-ecs-fargate is back") and "UpdateService" in why, why
+    (last,) = Engine(stack.settings).history(1)
+    assert "UpdateService" in last.outcome_reason, last.outcome_reason
+
+
 def test_a_lost_update_answer_is_found_the_same_way(
     aws: MotoServer, stack: LocalStack, simulator: RolloutSimulator, proxy: FaultProxy
 ) -> None:

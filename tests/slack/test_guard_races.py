@@ -59,10 +59,12 @@ def replay(url: str, delivery: Delivery) -> int:
         return int(answer.status)
 
 
-def hold(emulator: SlackEmulator) -> Callable[[], None]:
-    """Hold the bot's next chat.postMessage (the deployment's message, posted before the
-    start) up to SLOW seconds; the function returned lets it go on."""
-    return emulator.slow("chat.postMessage", seconds=SLOW)
+def hold(emulator: SlackEmulator, text: str = "🚀 ") -> Callable[[], None]:
+    """Hold the bot's next chat.postMessage whose text has ``text`` (a deployment's message,
+    "🚀 Deploying …", posted before the start; a queued turn's announcement) up to SLOW
+    seconds; the function returned lets it go on. Only that post: another one that comes
+    first under load (a terminal deploy's news) must not be the one held."""
+    return emulator.slow("chat.postMessage", seconds=SLOW, text=text)
 
 
 def _posting(emulator: SlackEmulator) -> None:
@@ -129,7 +131,7 @@ def test_a_freeze_while_the_message_is_posted_refuses_the_deploy_at_every_door(
         offer = said_to(emulator, ALICE, "Deploys are locked")
         emulator.click(offer, guards.QUEUE_ACTION, user=ALICE, channel=DEPLOYS, url=bot.events_url)
         said_to(emulator, ALICE, "number 1 in the queue")
-        go_on = hold(emulator)
+        go_on = hold(emulator, "The queued deploy of")
         simulator.slow_ticks = 2
         list(engine.watch(cli_deploy))
         _posting(emulator)  # the turn's announcement: planned, not started

@@ -406,12 +406,26 @@ class SlackEmulator:
             Fault(method, status, retry_after, None, until, error, drop, delay, channel)
         )
 
-    def slow(self, method: str, seconds: float, times: int | None = 1) -> Callable[[], None]:
+    def slow(
+        self, method: str, seconds: float, times: int | None = 1, text: str | None = None
+    ) -> Callable[[], None]:
         """Answer the next ``times`` calls of ``method`` normally, ``seconds`` late, or as soon
-        as the function returned is called (a test's race set up: the calls go on at once)."""
+        as the function returned is called (a test's race set up: the calls go on at once).
+        ``text``: only calls whose text contains it (the one message a race is about, not
+        another post that happens to come first)."""
         released = asyncio.Event()  # bound to the emulator's loop when a call first waits
         self.store.add_fault(
-            Fault(method, 200, 0, times, None, delay=seconds, passes=True, released=released)
+            Fault(
+                method,
+                200,
+                0,
+                times,
+                None,
+                delay=seconds,
+                passes=True,
+                released=released,
+                text=text,
+            )
         )
 
         def go_on() -> None:
@@ -506,7 +520,9 @@ class SlackEmulator:
             token = auth[7:].strip()
 
         headers: dict[str, str] = {}
-        fault = self.store.take_fault(method, str(params.get("channel") or "") or None)
+        fault = self.store.take_fault(
+            method, str(params.get("channel") or "") or None, str(params.get("text") or "")
+        )
         if fault is not None and fault.delay:
             await fault.hold()
         if fault is not None and fault.passes:

@@ -44,6 +44,7 @@ class Fault:
     channel: str | None = None
     passes: bool = False  # answered normally after ``delay`` (a slow Slack, not a failing one)
     released: asyncio.Event | None = None  # set (on the emulator's loop): answered at once
+    text: str | None = None  # only calls whose ``text`` contains it (a test's one message)
 
     async def hold(self) -> None:
         """Hold the call ``delay`` seconds, or until ``released`` is set if sooner."""
@@ -56,10 +57,12 @@ class Fault:
     def alive(self, now: float) -> bool:
         return (self.until is None or now < self.until) and (self.times is None or self.times > 0)
 
-    def matches(self, method: str, now: float, channel: str | None = None) -> bool:
+    def matches(self, method: str, now: float, channel: str | None = None, text: str = "") -> bool:
         if not self.alive(now):
             return False
         if self.channel is not None and channel != self.channel:
+            return False
+        if self.text is not None and self.text not in text:
             return False
         if self.method == "*":
             return method != "response_url"
@@ -381,13 +384,13 @@ class Store:
         with self._lock:
             self.faults.append(fault)
 
-    def take_fault(self, method: str, channel: str | None = None) -> Fault | None:
+    def take_fault(self, method: str, channel: str | None = None, text: str = "") -> Fault | None:
         """The fault this call meets, if any, counting it as used once."""
         now = time.monotonic()
         with self._lock:
             self.faults = [f for f in self.faults if f.alive(now)]
             for f in self.faults:
-                if f.matches(method, now, channel):
+                if f.matches(method, now, channel, text):
                     if f.times is not None:
                         f.times -= 1
                     return f
