@@ -276,6 +276,12 @@ class Reconciler:
                 primary is None
                 or primary.id == record.ecs_deployment_id
                 or primary.task_definition != record.previous_task_definition
+                # Never the deployment that ran before ours, nor one ECS made before the abort:
+                # a read of ECS from before the deploy shows that one PRIMARY, and adopting it
+                # as the restore judged the real restore "replaced by" our own deployment
+                # (CI's fresh-clone run at 3c5c12f, under load).
+                or primary.id == record.previous_ecs_deployment_id
+                or _made_before(primary, record.aborted_at)
             ):
                 return None
             restore_id = primary.id
@@ -453,6 +459,14 @@ class Reconciler:
             return self.ledger.get_record(record.sort_key) or record
         except DeployError:
             return record
+
+
+def _made_before(deployment: EcsDeployment, moment: datetime | None) -> bool:
+    """Whether ECS created ``deployment`` before ``moment`` (by more than ECS_CLOCK_SLACK: the
+    two clocks differ); False when either is unknown."""
+    if deployment.created_at is None or moment is None:
+        return False
+    return _aware(deployment.created_at) < _aware(moment) - ECS_CLOCK_SLACK
 
 
 def _aware(value: datetime) -> datetime:
