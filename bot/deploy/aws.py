@@ -658,9 +658,7 @@ class AwsClient:
     def continue_service_deployment(self, arn: str, hook_id: str, action: str) -> None:
         """ContinueServiceDeployment, sent once (retried only when throttled, as UpdateService:
         a lost answer may hide a decision ECS took; it is read back from ECS, never sent
-        twice)."""
-        self.descriptions.forget(self.cluster, self.service)
-        self.service_deployments.forget(arn)
+        twice). What was read of the service and its deployment is forgotten after it."""
         try:
             self.ecs_once.continue_service_deployment(
                 serviceDeploymentArn=arn, hookId=hook_id, action=action

@@ -183,6 +183,33 @@ def test_auto_deploy_with_approvals_or_after_is_a_bad_configuration(
     assert says in str(raised.value), str(raised.value)
 
 
+def ci_image_behind_alices_rollout(
+    config: Path, simulator: RolloutSimulator, emulator: SlackEmulator, start_bot: BotFactory
+) -> tuple[BotProcess, Message]:
+    """A bot; Alice's slow rollout holding staging's lock (``simulator.slow_ticks`` high: the
+    caller sets it back); CI's notice of v4.5.0, answered in its thread. The bot and the
+    notice, with its reply."""
+    emulator.metadata_subscriptions.add(NOTICE_EVENT)
+    bot = start_bot("http", DEPLOY_TARGET="production")
+    emulator.request_urls = [bot.events_url or ""]
+    simulator.slow_ticks = 100_000
+    simulator.mark_slow(V44)
+    assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
+                                  channel=DEPLOYS).ok  # fmt: skip
+    emulator.wait_for(
+        lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
+        timeout=30,
+        what="Alice's slow rollout on staging",
+    )
+    assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
+    notice = emulator.wait_for(
+        lambda: next((m for m in [the_notice(emulator)] if m.replies), None),
+        timeout=30,
+        what="the notice's thread",
+    )
+    return bot, notice
+
+
 def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
     config: Path,
     aws: MotoServer,
@@ -195,25 +222,8 @@ def test_a_notice_meeting_a_busy_target_joins_its_queue_and_deploys_at_its_turn(
     thread says so; Slack's retry of the event queues nothing more. Bob, asking next, is
     refused for the queue and queues behind it. Once Alice's rollout ends, CI's image goes
     (as CI), then Bob's deploy."""
-    emulator.metadata_subscriptions.add(NOTICE_EVENT)
-    bot = start_bot("http", DEPLOY_TARGET="production")
-    emulator.request_urls = [bot.events_url or ""]
-    simulator.slow_ticks = 100_000
-    simulator.mark_slow(V44)
     try:
-        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
-                                      channel=DEPLOYS).ok  # fmt: skip
-        emulator.wait_for(
-            lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
-            timeout=30,
-            what="Alice's slow rollout on staging",
-        )
-        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
-        notice = emulator.wait_for(
-            lambda: next((m for m in [the_notice(emulator)] if m.replies), None),
-            timeout=30,
-            what="the notice's thread",
-        )
+        bot, notice = ci_image_behind_alices_rollout(config, simulator, emulator, start_bot)
         (said,) = notice.replies
         # Queued, not offered a button nobody would press: only Cancel, for a deployer.
         assert [b["action_id"] for b in said.buttons] == [guards.CANCEL_QUEUED_ACTION]
@@ -261,21 +271,8 @@ def test_a_deploy_on_push_waiting_in_the_queue_may_be_cancelled_by_a_deployer(
     button. CI is no person to cancel it, so any deployer of the target may (Carol, who may
     not deploy, may not); the thread's message then says who cancelled it, and at the end of
     Alice's rollout nothing more is deployed."""
-    emulator.metadata_subscriptions.add(NOTICE_EVENT)
-    bot = start_bot("http", DEPLOY_TARGET="production")
-    emulator.request_urls = [bot.events_url or ""]
-    simulator.slow_ticks = 100_000
-    simulator.mark_slow(V44)
     try:
-        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
-                                      channel=DEPLOYS).ok  # fmt: skip
-        posted(emulator, f"Deploying {V44}", timeout=30)
-        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
-        notice = emulator.wait_for(
-            lambda: next((m for m in [the_notice(emulator)] if m.replies), None),
-            timeout=30,
-            what="the notice's thread",
-        )
+        _, notice = ci_image_behind_alices_rollout(config, simulator, emulator, start_bot)
         (said,) = notice.replies
         assert [b["action_id"] for b in said.buttons] == [guards.CANCEL_QUEUED_ACTION]
         emulator.click(said, guards.CANCEL_QUEUED_ACTION, user=CAROL, channel=DEPLOYS)
@@ -309,25 +306,9 @@ def test_a_queued_deploy_on_push_refused_at_its_turn_is_told_in_the_notices_thre
     """CI's image queued behind Alice's slow rollout; Bob freezes staging meanwhile. At its
     turn the freeze refuses it: said in the notice's thread (CI is no person to be told in an
     ephemeral), with a Deploy button for whoever wants it later; nothing is deployed."""
-    emulator.metadata_subscriptions.add(NOTICE_EVENT)
-    bot = start_bot("http", DEPLOY_TARGET="production")
-    emulator.request_urls = [bot.events_url or ""]
-    simulator.slow_ticks = 100_000
-    simulator.mark_slow(V44)
     try:
-        assert emulator.slash_command("/deploy", f"{V44} to staging", user=ALICE,
-                                      channel=DEPLOYS).ok  # fmt: skip
-        emulator.wait_for(
-            lambda: any(f"Deploying {V44}" in m.all_text for m in bot_messages(emulator)),
-            timeout=30,
-            what="Alice's slow rollout on staging",
-        )
-        assert notify(emulator, "--tag", V45, DEPLOYBOT_CONFIG=str(config)).returncode == 0
-        emulator.wait_for(
-            lambda: "number 1 in the queue" in str([r.text for r in the_notice(emulator).replies]),
-            timeout=30,
-            what="the image queued, in the notice's thread",
-        )
+        _, queued = ci_image_behind_alices_rollout(config, simulator, emulator, start_bot)
+        assert "number 1 in the queue" in queued.replies[0].text
         assert emulator.slash_command("/deploy", "freeze staging load test", user=BOB,
                                       channel=DEPLOYS).ok  # fmt: skip
         emulator.wait_for(

@@ -25,6 +25,7 @@ from service.app import Release
 from tests.conftest import ALICE, BOB, CAROL, DEPLOYS, LocalStack
 from tests.slack.conftest import BotFactory, BotProcess
 from tests.slack.helpers import bot_messages, has_button, running_tag
+from tests.slack.test_guards import config as guards_config
 
 NEW, OLD = "v4.4.0-ecr-ecs-fargate", "v4.3.0-ecr-ecs-fargate"
 MINUTE_TICKS = 20  # an ECS minute is a second of the simulation (0.05 s steps)
@@ -54,23 +55,8 @@ def config(stack: LocalStack, tmp_path: Path, listener: TestListener, rules: str
         pause_at=["POST_TEST_TRAFFIC_SHIFT"],
         pause_timeout_minutes=120,
     )
-    s = stack.settings
-    path = tmp_path / "deploybot.toml"
-    path.write_text(
-        f"""
-[targets.production]
-cluster = "{s.ecs_cluster}"
-service = "{s.ecs_service}"
-repository = "{s.ecr_repository}"
-deployers = ["{ALICE}", "{BOB}"]
-channels = ["{DEPLOYS}"]
-verify_path = "/health"
-test_url = "{listener.url}"
-{rules}
-""",
-        encoding="utf-8",
-    )
-    return str(path)
+    test = f'verify_path = "/health"\ntest_url = "{listener.url}"\n'
+    return guards_config(tmp_path, stack, test + rules)
 
 
 def slash(emulator: SlackEmulator, bot: BotProcess, text: str, user: str) -> None:
