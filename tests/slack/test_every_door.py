@@ -166,7 +166,7 @@ def said_once(world: World, words: str, timeout: float = 60) -> Any:
     deployment's message, whose words change as it rolls out."""
     found = announced(world, words, timeout)
     settle(world)
-    return found
+    return world.emulator.message(found.ts)  # as it is now, those passes later
 
 
 def announced(world: World, words: str, timeout: float = 60) -> Any:
